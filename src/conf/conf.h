@@ -1,0 +1,76 @@
+/* conf.h — the immutable configuration, built once by the master from YAML
+ * (libfyaml) through one settings table (conf.c) that also drives
+ * `hikyaku config dump` and docs/CONFIG.md. Every setting is declared once
+ * there: name, type, default, range, doc. */
+#ifndef HK_CONF_CONF_H
+#define HK_CONF_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct conf_listener {
+	char *address; /* "127.0.0.1:2525", "[::1]:25", "*:25" */
+};
+
+struct conf_limits {
+	uint64_t command_line;       /* octets incl. CRLF, default 512 */
+	uint64_t text_line;          /* octets incl. CRLF, default 1000 */
+	uint64_t message_size;       /* default 25M */
+	uint64_t recipients;         /* per transaction, default 100 */
+	uint64_t errors;             /* per session, default 20 */
+	uint64_t header_size;        /* default 100K */
+	uint64_t received_hops;      /* default 50 */
+	uint64_t connections;        /* total, default 1000 */
+	uint64_t connections_per_ip; /* default 50 */
+};
+
+struct conf_timeouts { /* all in milliseconds */
+	uint64_t command; /* waiting for a command, RFC 5321 §4.5.3.2.7: 5m */
+	uint64_t data;    /* waiting for the next data block: 5m */
+	uint64_t session; /* whole-session deadline: 30m */
+};
+
+struct conf_queue {
+	uint64_t commit_threads;   /* spool commit workers, default 4 */
+	uint64_t delivery_threads; /* local delivery workers, default 4 */
+	uint64_t retry_min;        /* ms, first retry after a temporary failure, 5m */
+	uint64_t retry_max;        /* ms, cap of the doubling backoff, 1h */
+};
+
+struct conf {
+	char *file; /* where it came from, "(embedded default)" for the default */
+	char *hostname;
+	char *user; /* drop privileges to this user when started as root; "" none */
+	char *log_level;
+	char *spool_dir;
+	char *maildir_root;
+	char *users_file; /* "" when none */
+	bool accept_any_user;
+	char **local_domains;
+	size_t n_local_domains;
+	struct conf_listener *listeners;
+	size_t n_listeners;
+	struct conf_limits limits;
+	struct conf_timeouts timeouts;
+	struct conf_queue queue;
+};
+
+/* The embedded development default (DESIGN.md), as YAML text. */
+extern const char conf_embedded_default[];
+
+/* Load path (or the embedded default when path is NULL). On error returns -1
+ * and writes "file:line:column: message" into err. */
+int conf_load(const char *path, struct conf **conf_r, char *err, size_t errlen);
+void conf_free(struct conf **conf);
+/* The effective configuration as YAML, every setting, with its doc as a
+ * comment. */
+void conf_dump(const struct conf *conf, FILE *out);
+/* docs/CONFIG.md from the same table. */
+void conf_reference(FILE *out);
+/* Warnings an operator should see (hikyaku check): returns how many. */
+int conf_check(const struct conf *conf, FILE *out);
+bool conf_is_local_domain(const struct conf *conf, const char *domain);
+
+#endif

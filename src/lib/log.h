@@ -1,0 +1,31 @@
+/* log.h — one line per event, key=value, to stderr.
+ * Any process, any thread: each line is formatted into one buffer and written
+ * with a single write(2). Values that come from the network must go through
+ * log_q() so that a hostile peer cannot forge keys or lines. */
+#ifndef HK_LIB_LOG_H
+#define HK_LIB_LOG_H
+
+#include <stddef.h>
+
+enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERR };
+
+#define LOG_Q_MAX 256 /* size of a log_q() output buffer */
+
+void log_init(enum log_level min, const char *ident);
+int log_level_parse(const char *s, enum log_level *r);
+const char *log_level_name(enum log_level l);
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
+
+/* Render (p, n) as a safe log value into out[LOG_Q_MAX]: printable ASCII is
+ * kept, everything else (and '"', '\\', '=' , space) is escaped, and the whole
+ * is wrapped in double quotes when it is empty or contained escapes or spaces.
+ * Long values are cut with "...". Returns out. */
+const char *log_q(char out[LOG_Q_MAX], const void *p, size_t n);
+const char *log_qs(char out[LOG_Q_MAX], const char *s);
+
+#endif

@@ -1,0 +1,266 @@
+/* main.c — the hikyaku binary: `serve`, `check`, `config dump|reference`.
+ * As `serve` it is the master: it parses the configuration once, binds the
+ * listeners, drops privileges, opens the spool, rebuilds the queue from it,
+ * and runs the event loop. Today smtpd and the queue manager share this
+ * process (DESIGN.md allows it for a first version); their interfaces are
+ * already the process boundaries (smtpd.h, qmgr.h). */
+#include "conf/conf.h"
+#include "conf/users.h"
+#include "lib/fsutil.h"
+#include "lib/log.h"
+#include "queue/qmgr.h"
+#include "queue/spool.h"
+#include "smtpd/smtpd.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define HIKYAKU_VERSION "0.1.0"
+
+struct main_ctx {
+	struct event_base *base;
+	struct smtpd *smtpd;
+	struct qmgr *qmgr;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: hikyaku serve [-c FILE]       run the mail server\n"
+		     "       hikyaku check [-c FILE]       validate a configuration, show warnings\n"
+		     "       hikyaku config dump [-c FILE] print the effective configuration\n"
+		     "       hikyaku config reference      print the settings reference (Markdown)\n"
+		     "       hikyaku version\n"
+		     "Without -c, the embedded development default is used.\n");
+}
+
+static struct conf *main_load_conf(const char *path)
+{
+	struct conf *conf = NULL;
+	char err[1024];
+	if (conf_load(path, &conf, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		return NULL;
+	}
+	return conf;
+}
+
+static void main_print_default(const struct conf *conf)
+{
+	printf("hikyaku %s: no configuration file given; running the embedded development "
+	       "default:\n",
+	       HIKYAKU_VERSION);
+	for (size_t i = 0; i < conf->n_listeners; i++)
+		printf("  SMTP on %s\n", conf->listeners[i].address);
+	for (size_t i = 0; i < conf->n_local_domains; i++)
+		printf("  accepts mail for %s at %s\n",
+		       conf->accept_any_user ? "any user" : "known users", conf->local_domains[i]);
+	for (size_t i = 0; i < conf->n_local_domains; i++)
+		printf("  each user gets a Maildir under %s/%s/<user>/Maildir\n",
+		       conf->maildir_root, conf->local_domains[i]);
+	printf("  the spool lives under %s\n", conf->spool_dir);
+	printf("  (hikyaku config dump shows every setting; hikyaku serve -c FILE uses yours)\n");
+	fflush(stdout);
+}
+
+/* Create the service directories, hand them to the service user, and become
+ * that user for good. Called after the listeners are bound. */
+static int main_drop_privileges(const struct conf *conf)
+{
+	if (geteuid() != 0)
+		return 0;
+	if (conf->user[0] == '\0') {
+		log_warn("event=privileges reason=\"running as root: set user: in the configuration\"");
+		return 0;
+	}
+	struct passwd *pw = getpwnam(conf->user);
+	if (pw == NULL) {
+		fprintf(stderr, "hikyaku: user %s does not exist\n", conf->user);
+		return -1;
+	}
+	const char *dirs[] = {conf->spool_dir, conf->maildir_root};
+	for (size_t i = 0; i < 2; i++) {
+		if (fs_mkdir_p(dirs[i], 0755) < 0 || chown(dirs[i], pw->pw_uid, pw->pw_gid) < 0) {
+			fprintf(stderr, "hikyaku: %s: %s\n", dirs[i], strerror(errno));
+			return -1;
+		}
+	}
+	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		fprintf(stderr, "hikyaku: cannot drop privileges: %s\n", strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		fprintf(stderr, "hikyaku: privileges were not dropped\n");
+		return -1;
+	}
+	log_info("event=privileges user=%s uid=%u", conf->user, (unsigned)pw->pw_uid);
+	return 0;
+}
+
+static void main_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	struct main_ctx *ctx = arg;
+	if (sig == SIGHUP) {
+		log_info("event=sighup reason=\"reload is not supported yet; restart to apply\"");
+		return;
+	}
+	log_info("event=shutdown signal=%d sessions=%zu", (int)sig,
+		 smtpd_session_count(ctx->smtpd));
+	smtpd_shutdown(ctx->smtpd);
+	event_base_loopbreak(ctx->base);
+}
+
+static int main_serve(const char *path)
+{
+	struct conf *conf = main_load_conf(path);
+	if (conf == NULL)
+		return 2;
+	enum log_level lvl = LOG_LVL_INFO;
+	log_level_parse(conf->log_level, &lvl);
+	log_init(lvl, "hikyaku");
+	if (path == NULL)
+		main_print_default(conf);
+
+	int ret = 1;
+	struct users *users = NULL;
+	struct spool *spool = NULL;
+	struct main_ctx ctx = {0};
+	struct event *sigs[4] = {0};
+	const char *error = NULL;
+	char err[1024];
+
+	if (conf->users_file[0] != '\0' &&
+	    users_load(conf->users_file, &users, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		goto out;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	ctx.base = event_base_new();
+	if (smtpd_create(ctx.base, conf, users, &ctx.smtpd, &error) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", error);
+		goto out;
+	}
+	if (main_drop_privileges(conf) < 0)
+		goto out;
+	if (fs_mkdir_p(conf->maildir_root, 0700) < 0 ||
+	    spool_open(conf->spool_dir, &spool, &error) < 0) {
+		fprintf(stderr, "hikyaku: spool %s: %s\n", conf->spool_dir,
+			error != NULL ? error : strerror(errno));
+		goto out;
+	}
+	ctx.qmgr = qmgr_create(ctx.base, conf, spool);
+	int n = qmgr_recover(ctx.qmgr, &error);
+	if (n < 0) {
+		fprintf(stderr, "hikyaku: spool recovery: %s\n", error);
+		goto out;
+	}
+	log_info("event=start version=%s config=%s queued=%d", HIKYAKU_VERSION, conf->file, n);
+	smtpd_start(ctx.smtpd, spool, ctx.qmgr);
+
+	const int signums[] = {SIGTERM, SIGINT, SIGHUP};
+	for (size_t i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(ctx.base, signums[i], main_on_signal, &ctx);
+		event_add(sigs[i], NULL);
+	}
+	event_base_dispatch(ctx.base);
+	ret = 0;
+out:
+	for (size_t i = 0; i < 4; i++) {
+		if (sigs[i] != NULL)
+			event_free(sigs[i]);
+	}
+	smtpd_free(&ctx.smtpd);
+	qmgr_free(&ctx.qmgr);
+	spool_close(&spool);
+	users_free(&users);
+	if (ctx.base != NULL)
+		event_base_free(ctx.base);
+	conf_free(&conf);
+	if (ret == 0)
+		log_info("event=stopped");
+	return ret;
+}
+
+static int main_check(const char *path)
+{
+	struct conf *conf = main_load_conf(path);
+	if (conf == NULL)
+		return 2;
+	int warnings = conf_check(conf, stdout);
+	if (conf->users_file[0] != '\0') {
+		struct users *users = NULL;
+		char err[1024];
+		if (users_load(conf->users_file, &users, err, sizeof(err)) < 0) {
+			fprintf(stderr, "hikyaku: %s\n", err);
+			conf_free(&conf);
+			return 2;
+		}
+		printf("users file %s: %zu users\n", conf->users_file, users_count(users));
+		users_free(&users);
+	}
+	printf("%s: configuration ok (%d warning%s)\n", conf->file, warnings,
+	       warnings == 1 ? "" : "s");
+	conf_free(&conf);
+	return 0;
+}
+
+static const char *main_opt_conf(int argc, char **argv, int first, int *bad_r)
+{
+	const char *path = NULL;
+	*bad_r = 0;
+	for (int i = first; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+			path = argv[++i];
+		else
+			*bad_r = 1;
+	}
+	return path;
+}
+
+int main(int argc, char **argv)
+{
+	int bad;
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "serve") == 0) {
+		const char *path = main_opt_conf(argc, argv, 2, &bad);
+		if (!bad)
+			return main_serve(path);
+	} else if (strcmp(cmd, "check") == 0) {
+		const char *path = main_opt_conf(argc, argv, 2, &bad);
+		if (!bad)
+			return main_check(path);
+	} else if (strcmp(cmd, "config") == 0 && argc >= 3 && strcmp(argv[2], "dump") == 0) {
+		const char *path = main_opt_conf(argc, argv, 3, &bad);
+		if (!bad) {
+			struct conf *conf = main_load_conf(path);
+			if (conf == NULL)
+				return 2;
+			conf_dump(conf, stdout);
+			conf_free(&conf);
+			return 0;
+		}
+	} else if (strcmp(cmd, "config") == 0 && argc == 3 && strcmp(argv[2], "reference") == 0) {
+		conf_reference(stdout);
+		return 0;
+	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+		printf("hikyaku %s\n", HIKYAKU_VERSION);
+		return 0;
+	} else if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
+		   strcmp(cmd, "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,24 @@
+/* qmgr.h — the queue manager: schedules committed messages for delivery,
+ * retries temporary failures with backoff, removes what is finished.
+ * Today it runs inside the one hikyaku process on the main loop and hands the
+ * blocking delivery work to its own worker threads; its interface is the one
+ * a separate queue process will take over a socketpair (DESIGN.md). */
+#ifndef HK_QUEUE_QMGR_H
+#define HK_QUEUE_QMGR_H
+
+#include <stddef.h>
+
+struct event_base;
+struct conf;
+struct spool;
+struct qmgr;
+
+struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struct spool *spool);
+/* A message was committed to the spool (smtpd, on the loop thread). */
+void qmgr_enqueue(struct qmgr *q, const char *qid);
+/* Rebuild the queue from the spool alone; returns how many messages, or -1. */
+int qmgr_recover(struct qmgr *q, const char **error_r);
+size_t qmgr_active(const struct qmgr *q);
+void qmgr_free(struct qmgr **q);
+
+#endif

@@ -1,0 +1,61 @@
+/* record.h — the typed, length-prefixed envelope record file.
+ *
+ * Layout (all integers big-endian):
+ *   magic   "HKENV\0\1\n" (8 octets)
+ *   record* type:u8 len:u32 payload[len]
+ * The envelope proper ends with an END record whose payload is the CRC-32 of
+ * every octet before it (magic included), so a torn or forged file is
+ * refused. After END only DONE records may follow (payload: rcpt index u32),
+ * appended as recipients reach a final result; a truncated trailing DONE is
+ * ignored (the recipient is retried: a duplicate, never a loss).
+ *
+ * Nothing here is text that a peer could forge into structure: strings are
+ * payloads with explicit lengths and may not contain NUL. Pure; no I/O. */
+#ifndef HK_QUEUE_RECORD_H
+#define HK_QUEUE_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+#include "mail/envelope.h"
+
+#define RECORD_MAGIC "HKENV\0\1\n"
+#define RECORD_MAGIC_LEN 8
+#define RECORD_MAX_PAYLOAD 65536 /* any single record */
+#define RECORD_MAX_FILE (64u * 1024 * 1024)
+
+enum record_type {
+	REC_QID = 1,         /* string */
+	REC_ARRIVAL = 2,     /* u64 microseconds */
+	REC_SENDER = 3,      /* string, may be empty */
+	REC_ENVID = 4,       /* string */
+	REC_RET = 5,         /* u8 */
+	REC_BODY = 6,        /* u8 */
+	REC_SMTPUTF8 = 7,    /* u8 0/1 */
+	REC_CLIENT_ADDR = 8, /* string */
+	REC_CLIENT_HELO = 9, /* string */
+	REC_SIZE = 10,       /* u64 */
+	REC_RCPT = 11,       /* string: starts a recipient */
+	REC_RCPT_NOTIFY = 12, /* u8: applies to the preceding RCPT */
+	REC_RCPT_ORCPT = 13,  /* string: applies to the preceding RCPT */
+	REC_END = 14,        /* u32 CRC-32 (IEEE) of all preceding octets */
+	REC_DONE = 15,       /* u32 recipient index, after END only */
+};
+
+/* Serialize e (its recipients' done flags are not written: use DONE). */
+int record_encode(const struct envelope *e, struct buf *out);
+/* One DONE record for recipient index idx. */
+int record_encode_done(uint32_t idx, struct buf *out);
+/* Parse a whole file image. Fills e (which must be envelope_init()ed) and
+ * sets rcpts[i].done for each DONE. Returns 0, or -1 with *error_r. */
+int record_decode(const unsigned char *p, size_t len, struct envelope *e, const char **error_r);
+/* The same, and *used_r is len minus a torn trailing DONE record, if any:
+ * the length to truncate the file to before appending more DONE records, so
+ * that a torn append never ends up in the middle of the file. */
+int record_decode_used(const unsigned char *p, size_t len, struct envelope *e, size_t *used_r,
+		       const char **error_r);
+
+uint32_t record_crc32(uint32_t crc, const unsigned char *p, size_t len);
+
+#endif

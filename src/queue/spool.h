@@ -1,0 +1,66 @@
+/* spool.h — the on-disk queue and its durability contract (DESIGN.md).
+ *
+ *   <spool>/incoming/<qid>.msg  <qid>.env   being written; never delivered
+ *   <spool>/queue/<qid>.msg     <qid>.env   committed: acknowledged with 250
+ *
+ * Commit: write and fsync both files in incoming/, rename .msg then .env into
+ * queue/, fsync queue/ — only then may the caller send 250. The .env rename
+ * is the commit point. Directory fsyncs are group-committed: concurrent
+ * commits share one fsync of queue/.
+ *
+ * Threads: spool_msg_create/append/abort are cheap and may run on the event
+ * loop (open + write to page cache, as nginx does for request bodies);
+ * spool_commit, spool_recover, spool_env_load, spool_mark_done and
+ * spool_remove block on the disk and must run on a worker thread. All
+ * functions are thread-safe for distinct messages. */
+#ifndef HK_QUEUE_SPOOL_H
+#define HK_QUEUE_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mail/envelope.h"
+
+struct spool;
+struct spool_msg;
+
+int spool_open(const char *dir, struct spool **spool_r, const char **error_r);
+void spool_close(struct spool **spool);
+const char *spool_dir(const struct spool *spool);
+/* How many fsyncs of queue/ have run (group commit shows as fewer fsyncs
+ * than commits); for tests and metrics. */
+uint64_t spool_queue_fsyncs(struct spool *spool);
+
+/* Start a message in incoming/ (the file is created lazily on first append
+ * or at commit). */
+struct spool_msg *spool_msg_create(struct spool *spool, const char *qid);
+/* Append content octets (write(2) to the incoming file). -1 on I/O error. */
+int spool_msg_append(struct spool_msg *m, const void *p, size_t len);
+/* Discard: unlink the incoming file, free. Accepts NULL. */
+void spool_msg_abort(struct spool_msg **m);
+
+/* Append tail[0..tail_len) to the message, write the envelope, fsync, rename
+ * into queue/, group-fsync queue/. Frees *m in every case. Returns 0 when the
+ * message is durable; -1 (with *error_r) when it is not, and then nothing of
+ * it is left in queue/. e->size is set to the message file's size. */
+int spool_commit(struct spool_msg **m, struct envelope *e, const void *tail, size_t tail_len,
+		 const char **error_r);
+
+/* Start-up: remove everything in incoming/, remove orphan halves and
+ * unreadable envelopes in queue/ (logged), and call cb for every committed
+ * message in arrival order. Returns the number found, or -1. */
+int spool_recover(struct spool *spool, void (*cb)(const char *qid, void *arg), void *arg,
+		  const char **error_r);
+
+/* Load and decode queue/<qid>.env. */
+int spool_env_load(struct spool *spool, const char *qid, struct envelope *e, const char **error_r);
+/* Open queue/<qid>.msg for reading; returns an fd or -1. */
+int spool_msg_open(struct spool *spool, const char *qid);
+/* Append DONE records for these recipient indexes and fdatasync. */
+int spool_mark_done(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
+		    const char **error_r);
+/* Remove a fully delivered message: unlink .env (the commit point) first,
+ * then .msg. */
+int spool_remove(struct spool *spool, const char *qid);
+
+#endif

@@ -1,0 +1,325 @@
+/* cmd_data.c — DATA (RFC 5321 §4.1.1.4) and BDAT (RFC 3030): reading the
+ * content through the datascan parser, the Received header, the end-of-
+ * message checks and the hand-off to the spool commit worker; the 250 with
+ * the queue id is sent only after the spool says the message is durable.
+ * Runs in smtpd on the event loop; the content is hostile. */
+#include "smtpd/session.h"
+#include "conf/conf.h"
+#include "lib/log.h"
+#include "lib/workq.h"
+#include "queue/qmgr.h"
+#include "queue/spool.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Content beyond this is written to the spool file as it arrives, so a
+ * session holds at most this much of a message in memory. */
+#define SMTPD_SPILL (256 * 1024)
+
+struct smtpd_commit {
+	struct smtpd_session *s;
+	int ret;
+	const char *error;
+};
+
+static const char *data_protocol(const struct smtpd_session *s)
+{
+	/* RFC 3848 and RFC 6531 §3.7.3 "with" keywords. */
+	if (s->tx->mail.smtputf8)
+		return "UTF8SMTP";
+	return s->esmtp ? "ESMTP" : "SMTP";
+}
+
+/* RFC 5321 §4.4 time stamp line, written before any content. */
+static void data_received_header(struct smtpd_session *s)
+{
+	const struct conf *conf = s->srv->conf;
+	struct smtpd_tx *tx = s->tx;
+	char helo[sizeof(s->helo)], date[64];
+	size_t i;
+	for (i = 0; s->helo[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s->helo[i];
+		bool ok = (c > 0x20 && c < 0x7f && c != '(' && c != ')') ||
+			  (c >= 0x80 && tx->mail.smtputf8);
+		helo[i] = ok ? (char)c : '?';
+	}
+	helo[i] = '\0';
+	time_t now = (time_t)(tx->env.arrival_us / 1000000u);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	buf_printf(&tx->body, "Received: from %s ([%s])\r\n\tby %s (hikyaku) with %s id %s",
+		   helo, s->client_addr, conf->hostname, data_protocol(s), tx->env.qid);
+	/* Name the recipient only when there is one: a Bcc list must not leak. */
+	if (tx->env.nrcpts == 1)
+		buf_printf(&tx->body, "\r\n\tfor <%s>", tx->env.rcpts[0].addr);
+	buf_printf(&tx->body, ";\r\n\t%s\r\n", date);
+}
+
+static void data_start(struct smtpd_session *s, enum datascan_mode mode)
+{
+	const struct conf_limits *l = &s->srv->conf->limits;
+	struct smtpd_tx *tx = s->tx;
+	struct datascan_limits lim = {
+		.max_line = l->text_line,
+		.max_size = l->message_size,
+		.max_header = l->header_size,
+		.max_received = (unsigned)l->received_hops,
+	};
+	datascan_init(&tx->scan, mode, &lim);
+	tx->msg = spool_msg_create(s->srv->spool, tx->env.qid);
+	tx->data_started = true;
+	data_received_header(s);
+}
+
+static void data_spill(struct smtpd_tx *tx, bool force)
+{
+	if (tx->body.len == 0 || (!force && tx->body.len < SMTPD_SPILL))
+		return;
+	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0)
+		tx->io_failed = true;
+	buf_reset(&tx->body);
+}
+
+void smtpd_cmd_data(struct smtpd_session *s, const char *args, size_t len)
+{
+	struct smtpd_tx *tx = s->tx;
+	(void)args;
+	if (len != 0) {
+		smtpd_reply(s, 501, "5.5.4", "Syntax: DATA");
+		return;
+	}
+	if (tx->bdat_started) {
+		smtpd_reply(s, 503, "5.5.1", "DATA not allowed during BDAT transfer");
+		return;
+	}
+	if (tx->env.nrcpts == 0) {
+		smtpd_reply(s, 554, "5.5.1", "No valid recipients");
+		return;
+	}
+	data_start(s, DATASCAN_DOT);
+	smtpd_session_set_state(s, SMTPD_S_DATA);
+	smtpd_session_timeouts(s, true);
+	smtpd_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+}
+
+/* The first reason to refuse the message, or 0 with nothing to refuse. */
+static int data_verdict(struct smtpd_session *s)
+{
+	const struct conf_limits *l = &s->srv->conf->limits;
+	unsigned f = s->tx->scan.flags;
+	if (f & DATASCAN_TOO_BIG)
+		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
+	else if (f & (DATASCAN_BARE_LF | DATASCAN_BARE_CR))
+		smtpd_reply(s, 550, "5.6.0",
+			    "Bare CR or LF in message content; lines must end with CRLF");
+	else if (f & DATASCAN_LONG_LINE)
+		smtpd_reply(s, 550, "5.6.0", "Message line longer than %llu octets",
+			    (unsigned long long)l->text_line);
+	else if (f & DATASCAN_HEADER_BIG)
+		smtpd_reply(s, 552, "5.3.4", "Message header section exceeds %llu octets",
+			    (unsigned long long)l->header_size);
+	else if (f & DATASCAN_TOO_MANY_HOPS)
+		smtpd_reply(s, 554, "5.4.6", "Too many hops: mail loop detected");
+	else if (s->tx->io_failed)
+		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+	else
+		return 0;
+	return -1;
+}
+
+/* Worker thread: make it durable. */
+static void data_commit_run(void *arg)
+{
+	struct smtpd_commit *c = arg;
+	struct smtpd_tx *tx = c->s->tx;
+	c->ret = spool_commit(&tx->msg, &tx->env, tx->body.data, tx->body.len, &c->error);
+}
+
+/* Loop thread: only now may the client hear 250. */
+static void data_commit_done(void *arg)
+{
+	struct smtpd_commit *c = arg;
+	struct smtpd_session *s = c->s;
+	struct smtpd_tx *tx = s->tx;
+	char qf[LOG_Q_MAX];
+	if (c->ret == 0) {
+		s->messages++;
+		log_info("event=accept sid=%s qid=%s client=%s from=<%s> size=%llu nrcpt=%zu "
+			 "proto=%s",
+			 s->sid, tx->env.qid, s->client_addr, log_qs(qf, tx->env.sender),
+			 (unsigned long long)tx->env.size, tx->env.nrcpts, data_protocol(s));
+		qmgr_enqueue(s->srv->qmgr, tx->env.qid);
+		if (s->bev != NULL)
+			smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", tx->env.qid);
+	} else {
+		log_err("event=commit_failed sid=%s qid=%s reason=%s", s->sid, tx->env.qid,
+			log_qs(qf, c->error));
+		if (s->bev != NULL)
+			smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+	}
+	free(c);
+	smtpd_tx_reset(s);
+	if (s->bev == NULL) {
+		smtpd_session_free(&s);
+		return;
+	}
+	smtpd_session_timeouts(s, false);
+	if (s->gone) {
+		smtpd_session_close(s);
+		return;
+	}
+	smtpd_session_resume(s);
+}
+
+static void data_end_of_message(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (data_verdict(s) < 0) {
+		smtpd_tx_reset(s);
+		smtpd_session_timeouts(s, false);
+		return;
+	}
+	struct smtpd_commit *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+		smtpd_tx_reset(s);
+		return;
+	}
+	c->s = s;
+	(void)tx;
+	smtpd_session_set_state(s, SMTPD_S_COMMIT);
+	workq_submit(s->srv->commit_wq, data_commit_run, data_commit_done, c);
+}
+
+static void bdat_chunk_end(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (s->bdat_discard_mode) {
+		s->bdat_discard_mode = false;
+		smtpd_session_set_state(s, s->bdat_prev_state);
+		smtpd_session_timeouts(s, false);
+		smtpd_reply_perr(s, &s->bdat_err);
+		return;
+	}
+	if (tx->bdat_last) {
+		datascan_finish(&tx->scan);
+		data_end_of_message(s);
+		return;
+	}
+	smtpd_session_set_state(s, SMTPD_S_RCPT);
+	smtpd_session_timeouts(s, false);
+	smtpd_reply(s, 250, "2.0.0", "%llu octets received",
+		    (unsigned long long)tx->scan.size);
+}
+
+static void bdat_discard(struct smtpd_session *s, uint64_t size, int code, const char *enh,
+			 const char *text)
+{
+	s->bdat_discard_mode = true;
+	s->bdat_discard = size;
+	s->bdat_err.code = code;
+	s->bdat_err.enh = enh;
+	s->bdat_err.text = text;
+	s->bdat_prev_state = s->state;
+	smtpd_session_set_state(s, SMTPD_S_BDAT);
+	smtpd_session_timeouts(s, true);
+	if (size == 0)
+		bdat_chunk_end(s);
+}
+
+void smtpd_cmd_bdat(struct smtpd_session *s, const char *args, size_t len)
+{
+	const struct conf *conf = s->srv->conf;
+	struct smtp_perr err;
+	uint64_t size;
+	bool last;
+	if (smtp_parse_bdat(args, len, UINT64_MAX, &size, &last, &err) < 0) {
+		/* Without a size the chunk cannot be skipped: the octets that
+		 * follow would be read as commands. Refuse and hang up. */
+		smtpd_reply_perr(s, &err);
+		smtpd_session_close(s);
+		return;
+	}
+	if (size > conf->limits.message_size) {
+		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
+		smtpd_session_close(s);
+		return;
+	}
+	if (s->state == SMTPD_S_INIT) {
+		bdat_discard(s, size, 503, "5.5.1", "Send EHLO/HELO first");
+		return;
+	}
+	if (s->tx == NULL) {
+		bdat_discard(s, size, 503, "5.5.1", "Need MAIL command");
+		return;
+	}
+	if (s->tx->env.nrcpts == 0) {
+		bdat_discard(s, size, 554, "5.5.1", "No valid recipients");
+		return;
+	}
+	struct smtpd_tx *tx = s->tx;
+	if (!tx->data_started)
+		data_start(s, DATASCAN_RAW);
+	tx->bdat_started = true;
+	tx->bdat_left = size;
+	tx->bdat_last = last;
+	smtpd_session_set_state(s, SMTPD_S_BDAT);
+	smtpd_session_timeouts(s, true);
+	if (size == 0)
+		bdat_chunk_end(s);
+}
+
+/* Feed up to max octets from in to the scanner; returns octets consumed. */
+static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max, bool *done_r)
+{
+	struct smtpd_tx *tx = s->tx;
+	struct evbuffer_iovec v[16];
+	int n = evbuffer_peek(in, (ssize_t)max, NULL, v, 16);
+	size_t total = 0;
+	*done_r = false;
+	for (int i = 0; i < n && i < 16 && total < max; i++) {
+		size_t len = v[i].iov_len;
+		if (len > max - total)
+			len = max - total;
+		total += datascan_feed(&tx->scan, v[i].iov_base, len, &tx->body, done_r);
+		if (*done_r)
+			break;
+	}
+	evbuffer_drain(in, total);
+	data_spill(tx, false);
+	return total;
+}
+
+bool smtpd_data_input(struct smtpd_session *s, struct evbuffer *in)
+{
+	size_t avail = evbuffer_get_length(in);
+	bool done;
+	if (s->state == SMTPD_S_DATA) {
+		if (avail == 0)
+			return false;
+		data_feed(s, in, avail, &done);
+		if (done)
+			data_end_of_message(s);
+		return true;
+	}
+	/* SMTPD_S_BDAT */
+	uint64_t *left = s->bdat_discard_mode ? &s->bdat_discard : &s->tx->bdat_left;
+	if (*left > 0 && avail == 0)
+		return false;
+	size_t n = *left < avail ? (size_t)*left : avail;
+	if (s->bdat_discard_mode)
+		evbuffer_drain(in, n);
+	else
+		n = data_feed(s, in, n, &done);
+	*left -= n;
+	if (*left == 0)
+		bdat_chunk_end(s);
+	return true;
+}

@@ -1,0 +1,261 @@
+/* server.c — smtpd listeners and connection admission: total and per-client
+ * connection limits (421 4.7.0), then a session per accepted socket.
+ * Runs in smtpd on the event loop. The listening sockets are bound by the
+ * master (smtpd_create) before privileges are dropped. */
+#include "smtpd/smtpd.h"
+#include "smtpd/session.h"
+#include "conf/conf.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "lib/workq.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct smtpd_listener {
+	struct smtpd *srv;
+	struct evconnlistener *lev;
+	int fd;
+	char name[NET_ADDRSTR_MAX + 8];
+};
+
+/* Per-client-address connection count: a chained hash table whose entries
+ * live only while the address has connections, so it is bounded by
+ * limits.connections. */
+struct smtpd_ipcount {
+	unsigned char addr[16]; /* IPv4 as v4-mapped IPv6 */
+	unsigned count;
+	struct smtpd_ipcount *next;
+};
+
+static void server_ip_key(const struct sockaddr_storage *ss, unsigned char key[16])
+{
+	memset(key, 0, 16);
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &sin->sin_addr, 4);
+	} else if (ss->ss_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+	}
+}
+
+static size_t server_ip_hash(const struct smtpd *srv, const unsigned char key[16])
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (size_t i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 1099511628211ULL;
+	return (size_t)(h % srv->ipcount_buckets);
+}
+
+static struct smtpd_ipcount **server_ip_find(struct smtpd *srv, const unsigned char key[16])
+{
+	struct smtpd_ipcount **pp = &srv->ipcount[server_ip_hash(srv, key)];
+	while (*pp != NULL && memcmp((*pp)->addr, key, 16) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static unsigned server_ip_count(struct smtpd *srv, const struct sockaddr_storage *ss)
+{
+	unsigned char key[16];
+	server_ip_key(ss, key);
+	struct smtpd_ipcount **pp = server_ip_find(srv, key);
+	return *pp != NULL ? (*pp)->count : 0;
+}
+
+static void server_ip_add(struct smtpd *srv, const struct sockaddr_storage *ss, int delta)
+{
+	unsigned char key[16];
+	server_ip_key(ss, key);
+	struct smtpd_ipcount **pp = server_ip_find(srv, key);
+	if (*pp == NULL) {
+		if (delta < 0)
+			return;
+		*pp = xcalloc(1, sizeof(**pp));
+		memcpy((*pp)->addr, key, 16);
+	}
+	(*pp)->count = (unsigned)((int)(*pp)->count + delta);
+	if ((*pp)->count == 0) {
+		struct smtpd_ipcount *dead = *pp;
+		*pp = dead->next;
+		free(dead);
+	}
+}
+
+void smtpd_server_session_gone(struct smtpd *srv, struct smtpd_session *s)
+{
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		srv->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	srv->n_sessions--;
+	server_ip_add(srv, &s->client_ss, -1);
+}
+
+/* Refuse before any session state exists: one best-effort write. */
+static void server_refuse(struct smtpd *srv, int fd, const char *client, const char *why)
+{
+	char line[300];
+	int n = snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections, try again later\r\n",
+			 srv->conf->hostname);
+	ssize_t w = send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)w;
+	close(fd);
+	log_info("event=refuse client=%s reason=%s", client, why);
+}
+
+static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+			     int salen, void *arg)
+{
+	(void)lev;
+	struct smtpd_listener *l = arg;
+	struct smtpd *srv = l->srv;
+	const struct conf_limits *lim = &srv->conf->limits;
+	struct sockaddr_storage ss;
+	char client[NET_ADDRSTR_MAX];
+
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, sa, (size_t)salen < sizeof(ss) ? (size_t)salen : sizeof(ss));
+	net_host_str(sa, client, sizeof(client));
+	if (srv->shutting_down) {
+		close(fd);
+		return;
+	}
+	if (srv->n_sessions >= lim->connections) {
+		server_refuse(srv, fd, client, "connection_limit");
+		return;
+	}
+	if (server_ip_count(srv, &ss) >= lim->connections_per_ip) {
+		server_refuse(srv, fd, client, "per_ip_limit");
+		return;
+	}
+	server_ip_add(srv, &ss, 1);
+	smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name);
+}
+
+static void server_on_accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct smtpd_listener *l = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	log_warn("event=accept_error listener=%s error=%s", l->name,
+		 evutil_socket_error_to_string(err));
+	(void)lev;
+}
+
+static int server_bind(struct smtpd *srv, const char *spec, const char **error_r)
+{
+	struct sockaddr_storage ss[2];
+	socklen_t lens[2];
+	int n = net_parse_listen(spec, ss, lens);
+	if (n < 0) {
+		*error_r = "invalid listen address";
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		int fd = net_listen((struct sockaddr *)&ss[i], lens[i], 511);
+		if (fd < 0) {
+			log_err("event=listen_failed listen=%s error=%s", spec, strerror(errno));
+			*error_r = "cannot bind listener";
+			return -1;
+		}
+		srv->listeners = xreallocarray(srv->listeners, srv->n_listeners + 1,
+					       sizeof(*srv->listeners));
+		struct smtpd_listener *l = &srv->listeners[srv->n_listeners++];
+		memset(l, 0, sizeof(*l));
+		l->srv = srv;
+		l->fd = fd;
+		snprintf(l->name, sizeof(l->name), "%s", spec);
+	}
+	return 0;
+}
+
+int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
+		 struct smtpd **smtpd_r, const char **error_r)
+{
+	struct smtpd *srv = xcalloc(1, sizeof(*srv));
+	srv->base = base;
+	srv->conf = conf;
+	srv->users = users;
+	srv->ipcount_buckets = 1021;
+	srv->ipcount = xcalloc(srv->ipcount_buckets, sizeof(*srv->ipcount));
+	uint64_t seed = 0;
+	if (getentropy(&seed, sizeof(seed)) < 0)
+		seed = (uint64_t)getpid();
+	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
+	for (size_t i = 0; i < conf->n_listeners; i++) {
+		if (server_bind(srv, conf->listeners[i].address, error_r) < 0) {
+			smtpd_free(&srv);
+			return -1;
+		}
+	}
+	*smtpd_r = srv;
+	return 0;
+}
+
+void smtpd_start(struct smtpd *srv, struct spool *spool, struct qmgr *qmgr)
+{
+	srv->spool = spool;
+	srv->qmgr = qmgr;
+	srv->commit_wq = workq_create(srv->base, (unsigned)srv->conf->queue.commit_threads, "commit");
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		struct smtpd_listener *l = &srv->listeners[i];
+		l->lev = evconnlistener_new(srv->base, server_on_accept, l,
+					    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, l->fd);
+		evconnlistener_set_error_cb(l->lev, server_on_accept_error);
+		log_info("event=listening listen=%s", l->name);
+	}
+}
+
+void smtpd_shutdown(struct smtpd *srv)
+{
+	srv->shutting_down = true;
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		if (srv->listeners[i].lev != NULL)
+			evconnlistener_disable(srv->listeners[i].lev);
+	}
+}
+
+size_t smtpd_session_count(const struct smtpd *srv)
+{
+	return srv->n_sessions;
+}
+
+void smtpd_free(struct smtpd **srvp)
+{
+	struct smtpd *srv = *srvp;
+	if (srv == NULL)
+		return;
+	*srvp = NULL;
+	/* Finish in-flight commits first: their completion touches sessions. */
+	workq_free(&srv->commit_wq);
+	while (srv->sessions != NULL) {
+		struct smtpd_session *s = srv->sessions;
+		smtpd_session_free(&s);
+	}
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		if (srv->listeners[i].lev != NULL)
+			evconnlistener_free(srv->listeners[i].lev);
+		else
+			close(srv->listeners[i].fd);
+	}
+	free(srv->listeners);
+	for (size_t i = 0; i < srv->ipcount_buckets; i++) {
+		while (srv->ipcount[i] != NULL) {
+			struct smtpd_ipcount *e = srv->ipcount[i];
+			srv->ipcount[i] = e->next;
+			free(e);
+		}
+	}
+	free(srv->ipcount);
+	free(srv);
+}

@@ -1,0 +1,380 @@
+/* session.c — one SMTP session: reading command lines with bounds, the state
+ * machine, replies, timeouts, the transaction's lifetime.
+ * Runs in smtpd on the event loop. Everything read from the socket is
+ * hostile: lines are bounded (limits.command_line), output that the client
+ * does not read stops further input processing (no unbounded reply queue),
+ * and every wait has a timeout plus a whole-session deadline. */
+#include "smtpd/session.h"
+#include "conf/conf.h"
+#include "lib/alloc.h"
+#include "lib/log.h"
+#include "queue/spool.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* Stop processing pipelined input while this much reply text is unsent. */
+#define SMTPD_OUT_HIGH (64 * 1024)
+/* Read no further while this much unprocessed input is buffered. */
+#define SMTPD_IN_HIGH (64 * 1024)
+
+static const char *const smtpd_state_names[] = {
+	"init", "ready", "mail", "rcpt", "data", "bdat", "commit", "closing",
+};
+
+static void smtpd_session_process(struct smtpd_session *s);
+
+uint64_t smtpd_now_us(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+void smtpd_session_set_state(struct smtpd_session *s, enum smtpd_state st)
+{
+	if (s->state == st)
+		return;
+	log_debug("event=state sid=%s from=%s to=%s", s->sid, smtpd_state_names[s->state],
+		  smtpd_state_names[st]);
+	s->state = st;
+}
+
+static struct timeval smtpd_tv(uint64_t ms)
+{
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+			     .tv_usec = (suseconds_t)((ms % 1000) * 1000)};
+	return tv;
+}
+
+void smtpd_session_timeouts(struct smtpd_session *s, bool data)
+{
+	const struct conf_timeouts *t = &s->srv->conf->timeouts;
+	struct timeval rd = smtpd_tv(data ? t->data : t->command);
+	struct timeval wr = smtpd_tv(t->command);
+	bufferevent_set_timeouts(s->bev, &rd, &wr);
+}
+
+void smtpd_reply_raw(struct smtpd_session *s, const char *text, size_t len)
+{
+	if (s->bev != NULL)
+		evbuffer_add(bufferevent_get_output(s->bev), text, len);
+}
+
+static void smtpd_log_reject(struct smtpd_session *s, int code, const char *enh, const char *text)
+{
+	char qt[LOG_Q_MAX], qf[LOG_Q_MAX];
+	const char *qid = s->tx != NULL ? s->tx->env.qid : "-";
+	const char *from = s->tx != NULL ? s->tx->env.sender : NULL;
+	log_info("event=reject sid=%s qid=%s client=%s cmd=%s code=%d dsn=%s from=%s reason=%s",
+		 s->sid, qid[0] != '\0' ? qid : "-", s->client_addr,
+		 s->cur_verb != NULL ? s->cur_verb : "-", code, enh,
+		 from != NULL ? log_qs(qf, from) : "-", log_qs(qt, text));
+}
+
+void smtpd_reply(struct smtpd_session *s, int code, const char *enh, const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (s->bev != NULL) {
+		struct evbuffer *out = bufferevent_get_output(s->bev);
+		if (enh != NULL)
+			evbuffer_add_printf(out, "%d %s %s\r\n", code, enh, text);
+		else
+			evbuffer_add_printf(out, "%d %s\r\n", code, text);
+	}
+	if (code < 400 || code == 421)
+		return;
+	smtpd_log_reject(s, code, enh != NULL ? enh : "-", text);
+	/* RFC 5321 §4.5.3.2 leaves error limits to the server; a client that
+	 * keeps failing is a scanner or broken, and holds a slot. */
+	if (++s->errors >= s->srv->conf->limits.errors && s->state != SMTPD_S_CLOSING) {
+		smtpd_reply(s, 421, "4.7.0", "%s Too many errors, closing connection",
+			    s->srv->conf->hostname);
+		log_info("event=error_limit sid=%s client=%s errors=%u", s->sid, s->client_addr,
+			 s->errors);
+		smtpd_session_close(s);
+	}
+}
+
+void smtpd_reply_perr(struct smtpd_session *s, const struct smtp_perr *err)
+{
+	smtpd_reply(s, err->code, err->enh, "%s", err->text);
+}
+
+struct smtpd_tx *smtpd_tx_create(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = xcalloc(1, sizeof(*tx));
+	envelope_init(&tx->env);
+	buf_init(&tx->body, s->srv->conf->limits.message_size + 1024 * 1024);
+	s->tx = tx;
+	return tx;
+}
+
+void smtpd_tx_reset(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (tx != NULL) {
+		spool_msg_abort(&tx->msg);
+		envelope_clear(&tx->env);
+		buf_free(&tx->body);
+		free(tx);
+		s->tx = NULL;
+	}
+	if (s->state == SMTPD_S_MAIL || s->state == SMTPD_S_RCPT || s->state == SMTPD_S_DATA ||
+	    s->state == SMTPD_S_BDAT || s->state == SMTPD_S_COMMIT)
+		smtpd_session_set_state(s, SMTPD_S_READY);
+}
+
+static void smtpd_session_on_free(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct smtpd_session *s = arg;
+	smtpd_session_free(&s);
+}
+
+/* Never frees synchronously: callers up the stack may still hold s. The
+ * session is freed once the last reply is written (or after a short linger
+ * if the client does not read it). */
+void smtpd_session_close(struct smtpd_session *s)
+{
+	if (s->state == SMTPD_S_CLOSING)
+		return;
+	if (s->state == SMTPD_S_COMMIT) {
+		/* the commit completion closes it */
+		s->gone = true;
+		return;
+	}
+	smtpd_session_set_state(s, SMTPD_S_CLOSING);
+	if (s->bev == NULL)
+		return;
+	bufferevent_disable(s->bev, EV_READ);
+	struct timeval linger = {.tv_sec = 5, .tv_usec = 0};
+	struct timeval now = {0, 0};
+	if (s->free_ev == NULL)
+		s->free_ev = evtimer_new(s->srv->base, smtpd_session_on_free, s);
+	bool drained = evbuffer_get_length(bufferevent_get_output(s->bev)) == 0;
+	evtimer_add(s->free_ev, drained ? &now : &linger);
+}
+
+void smtpd_session_free(struct smtpd_session **sp)
+{
+	struct smtpd_session *s = *sp;
+	if (s == NULL)
+		return;
+	*sp = NULL;
+	double secs = (double)(smtpd_now_us() - s->started_us) / 1e6;
+	log_info("event=disconnect sid=%s client=%s messages=%u errors=%u duration=%.3f", s->sid,
+		 s->client_addr, s->messages, s->errors, secs);
+	smtpd_tx_reset(s);
+	if (s->bev != NULL)
+		bufferevent_free(s->bev);
+	if (s->deadline_ev != NULL)
+		event_free(s->deadline_ev);
+	if (s->free_ev != NULL)
+		event_free(s->free_ev);
+	smtpd_server_session_gone(s->srv, s);
+	free(s->line);
+	free(s);
+}
+
+/* One command line from in, or false if a whole line is not there yet.
+ * Lines end at LF; an LF without CR before it is refused, never obeyed as a
+ * line end of a different command (RFC 5321 §2.3.8: lines end with CRLF). */
+static bool smtpd_session_read_line(struct smtpd_session *s, struct evbuffer *in)
+{
+	size_t limit = s->srv->conf->limits.command_line;
+	size_t avail = evbuffer_get_length(in);
+	struct evbuffer_ptr end = evbuffer_search_range(in, "\n", 1, NULL, NULL);
+	if (end.pos < 0) {
+		if (s->discard_line) {
+			evbuffer_drain(in, avail);
+			return false;
+		}
+		if (avail > limit) {
+			evbuffer_drain(in, avail);
+			s->discard_line = true;
+			s->cur_verb = NULL;
+			smtpd_reply(s, 500, "5.5.2", "Line too long (limit %zu octets)", limit);
+			return true;
+		}
+		return false;
+	}
+	size_t linelen = (size_t)end.pos + 1;
+	if (s->discard_line) {
+		evbuffer_drain(in, linelen);
+		s->discard_line = false;
+		return true;
+	}
+	if (linelen > limit) {
+		evbuffer_drain(in, linelen);
+		s->cur_verb = NULL;
+		smtpd_reply(s, 500, "5.5.2", "Line too long (limit %zu octets)", limit);
+		return true;
+	}
+	evbuffer_remove(in, s->line, linelen);
+	s->line[linelen] = '\0';
+	if (linelen < 2 || s->line[linelen - 2] != '\r') {
+		s->cur_verb = NULL;
+		smtpd_reply(s, 500, "5.5.2", "Command line must end with CRLF");
+		return true;
+	}
+	smtpd_cmd_dispatch(s, s->line, linelen - 2);
+	return true;
+}
+
+static void smtpd_session_process(struct smtpd_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	bool out_full = false;
+	for (;;) {
+		if (s->state == SMTPD_S_CLOSING || s->state == SMTPD_S_COMMIT)
+			break;
+		if (evbuffer_get_length(out) > SMTPD_OUT_HIGH) {
+			out_full = true;
+			break;
+		}
+		bool progress;
+		if (s->state == SMTPD_S_DATA || s->state == SMTPD_S_BDAT)
+			progress = smtpd_data_input(s, in);
+		else
+			progress = smtpd_session_read_line(s, in);
+		if (!progress)
+			break;
+	}
+	if (s->state == SMTPD_S_CLOSING)
+		return;
+	/* Reading stops while a commit is pending or replies pile up; the
+	 * write callback resumes it. */
+	if (s->state == SMTPD_S_COMMIT || out_full)
+		bufferevent_disable(s->bev, EV_READ);
+	else
+		bufferevent_enable(s->bev, EV_READ);
+}
+
+void smtpd_session_resume(struct smtpd_session *s)
+{
+	if (s->bev != NULL && s->state != SMTPD_S_CLOSING)
+		smtpd_session_process(s);
+}
+
+static void smtpd_session_on_read(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	smtpd_session_process(arg);
+}
+
+static void smtpd_session_on_write(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+	if (s->state == SMTPD_S_CLOSING) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0 && s->free_ev != NULL) {
+			struct timeval now = {0, 0};
+			evtimer_add(s->free_ev, &now);
+		}
+		return;
+	}
+	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+		smtpd_session_process(s);
+	else if (s->state != SMTPD_S_COMMIT)
+		bufferevent_enable(bev, EV_READ);
+}
+
+static void smtpd_session_on_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	struct smtpd_session *s = arg;
+	if (what & BEV_EVENT_TIMEOUT) {
+		log_info("event=timeout sid=%s client=%s state=%s", s->sid, s->client_addr,
+			 smtpd_state_names[s->state]);
+		if (s->state != SMTPD_S_CLOSING) {
+			smtpd_reply(s, 421, "4.4.2", "%s Timeout exceeded, closing connection",
+				    s->srv->conf->hostname);
+			smtpd_session_close(s);
+		}
+		if (s->state == SMTPD_S_CLOSING && (what & BEV_EVENT_WRITING)) {
+			struct timeval now = {0, 0};
+			evtimer_add(s->free_ev, &now);
+		}
+		return;
+	}
+	/* EOF or error: the client is gone. */
+	if (s->tx != NULL && s->state != SMTPD_S_COMMIT)
+		log_info("event=lost sid=%s client=%s state=%s qid=%s", s->sid, s->client_addr,
+			 smtpd_state_names[s->state], s->tx->env.qid[0] ? s->tx->env.qid : "-");
+	bufferevent_free(s->bev);
+	s->bev = NULL;
+	if (s->state == SMTPD_S_COMMIT) {
+		s->gone = true;
+		return;
+	}
+	smtpd_session_set_state(s, SMTPD_S_CLOSING);
+	if (s->free_ev == NULL)
+		s->free_ev = evtimer_new(s->srv->base, smtpd_session_on_free, s);
+	struct timeval now = {0, 0};
+	evtimer_add(s->free_ev, &now);
+}
+
+static void smtpd_session_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct smtpd_session *s = arg;
+	log_info("event=deadline sid=%s client=%s state=%s", s->sid, s->client_addr,
+		 smtpd_state_names[s->state]);
+	if (s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_CLOSING)
+		return; /* the commit completion or the linger timer ends it */
+	smtpd_reply(s, 421, "4.4.2", "%s Session deadline exceeded, closing connection",
+		    s->srv->conf->hostname);
+	smtpd_session_close(s);
+}
+
+void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
+			 const char *listener)
+{
+	const struct conf *conf = srv->conf;
+	struct smtpd_session *s = xcalloc(1, sizeof(*s));
+	s->srv = srv;
+	s->started_us = smtpd_now_us();
+	snprintf(s->sid, sizeof(s->sid), "%012llx", (unsigned long long)srv->next_sid++);
+	memcpy(&s->client_ss, sa, salen < sizeof(s->client_ss) ? salen : sizeof(s->client_ss));
+	net_host_str(sa, s->client_addr, sizeof(s->client_addr));
+	s->client_port = sa->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
+						  : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	snprintf(s->listener, sizeof(s->listener), "%s", listener);
+	s->line = xmalloc(conf->limits.command_line + 1);
+	s->state = SMTPD_S_INIT;
+
+	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(s->bev, smtpd_session_on_read, smtpd_session_on_write,
+			  smtpd_session_on_event, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTPD_IN_HIGH);
+	smtpd_session_timeouts(s, false);
+	s->deadline_ev = evtimer_new(srv->base, smtpd_session_on_deadline, s);
+	struct timeval dl = smtpd_tv(conf->timeouts.session);
+	evtimer_add(s->deadline_ev, &dl);
+
+	s->next = srv->sessions;
+	if (srv->sessions != NULL)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->n_sessions++;
+
+	log_info("event=connect sid=%s client=%s port=%u listener=%s", s->sid, s->client_addr,
+		 s->client_port, s->listener);
+	smtpd_reply(s, 220, NULL, "%s ESMTP hikyaku", conf->hostname);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}

@@ -1,0 +1,137 @@
+/* session.h — smtpd internals shared by session.c, cmd.c, cmd_data.c and
+ * server.c. Not a public interface: other components use smtpd.h. */
+#ifndef HK_SMTPD_SESSION_H
+#define HK_SMTPD_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "lib/buf.h"
+#include "lib/net.h"
+#include "mail/envelope.h"
+#include "smtpd/datascan.h"
+#include "smtpd/parse.h"
+
+struct bufferevent;
+struct event;
+struct event_base;
+struct evbuffer;
+struct conf;
+struct users;
+struct spool;
+struct spool_msg;
+struct qmgr;
+struct workq;
+
+/* Session states (RFC 5321 §4.1.4 command ordering). */
+enum smtpd_state {
+	SMTPD_S_INIT,    /* greeted, no EHLO/HELO yet */
+	SMTPD_S_READY,   /* EHLO/HELO done, no transaction */
+	SMTPD_S_MAIL,    /* MAIL accepted, no recipient yet */
+	SMTPD_S_RCPT,    /* at least one recipient */
+	SMTPD_S_DATA,    /* reading DATA content */
+	SMTPD_S_BDAT,    /* reading a BDAT chunk */
+	SMTPD_S_COMMIT,  /* waiting for the spool to make the message durable */
+	SMTPD_S_CLOSING, /* flushing the last reply */
+};
+#define SMTPD_SB(st) (1u << (st))
+
+/* The server: shared by every session (loop thread only). */
+struct smtpd {
+	struct event_base *base;
+	const struct conf *conf;
+	const struct users *users;
+	struct spool *spool;
+	struct qmgr *qmgr;
+	struct workq *commit_wq;
+	struct smtpd_listener *listeners;
+	size_t n_listeners;
+	struct smtpd_session *sessions; /* all live sessions */
+	size_t n_sessions;
+	struct smtpd_ipcount **ipcount; /* per-IP connection counts (hash) */
+	size_t ipcount_buckets;
+	uint64_t next_sid;
+	bool shutting_down;
+};
+
+/* One transaction, MAIL .. end of data: created whole, destroyed whole. */
+struct smtpd_tx {
+	struct envelope env; /* qid, sender, recipients, DSN options */
+	struct smtp_mail_args mail;
+	struct spool_msg *msg;
+	struct buf body; /* content not yet written to the spool file */
+	struct datascan scan;
+	uint64_t bdat_left;   /* octets of the current BDAT chunk still to read */
+	bool bdat_started;    /* CHUNKING transaction in progress */
+	bool bdat_last;       /* the current chunk is the LAST one */
+	bool io_failed;       /* a spool write failed: 451 at the end */
+	bool data_started;    /* DATA or first BDAT seen: Received written */
+};
+
+struct smtpd_session {
+	struct smtpd *srv;
+	struct bufferevent *bev;
+	struct event *deadline_ev; /* whole-session deadline */
+	struct event *free_ev;     /* deferred free after the last reply */
+	enum smtpd_state state;
+	char sid[13];
+	char client_addr[NET_ADDRSTR_MAX];
+	unsigned client_port;
+	struct sockaddr_storage client_ss;
+	char listener[NET_ADDRSTR_MAX + 8];
+	char helo[256];
+	bool esmtp;
+	const char *cur_verb; /* for rejection logs */
+	char *line;           /* command line buffer, limits.command_line + 1 */
+	bool discard_line;    /* skipping the rest of an over-long line */
+	bool gone;            /* the client left while a commit was in flight */
+	bool bdat_discard_mode;      /* skipping the chunk of a refused BDAT */
+	uint64_t bdat_discard;       /* its octets still to skip (RFC 3030 §3) */
+	struct smtp_perr bdat_err;   /* the reply once it is skipped */
+	enum smtpd_state bdat_prev_state;
+	unsigned errors;
+	unsigned messages;
+	uint64_t started_us;
+	struct smtpd_tx *tx;
+	struct smtpd_session *next;
+	struct smtpd_session *prev;
+};
+
+/* session.c */
+void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
+			 const char *listener);
+void smtpd_session_set_state(struct smtpd_session *s, enum smtpd_state st);
+void smtpd_reply(struct smtpd_session *s, int code, const char *enh, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void smtpd_reply_perr(struct smtpd_session *s, const struct smtp_perr *err);
+void smtpd_reply_raw(struct smtpd_session *s, const char *text, size_t len);
+void smtpd_session_close(struct smtpd_session *s);
+void smtpd_session_free(struct smtpd_session **s);
+void smtpd_session_resume(struct smtpd_session *s);
+void smtpd_session_timeouts(struct smtpd_session *s, bool data);
+struct smtpd_tx *smtpd_tx_create(struct smtpd_session *s);
+void smtpd_tx_reset(struct smtpd_session *s); /* RSET, errors, end of message */
+uint64_t smtpd_now_us(void);
+
+/* cmd.c: the command table, the single source of truth. */
+struct smtpd_cmd {
+	const char *name;
+	void (*handler)(struct smtpd_session *s, const char *args, size_t len);
+	unsigned states;       /* SMTPD_SB() mask of states it is valid in */
+	const char *seq_error; /* 503 text when the state is wrong */
+};
+const struct smtpd_cmd *smtpd_cmd_find(const char *verb, size_t len);
+void smtpd_cmd_dispatch(struct smtpd_session *s, const char *line, size_t len);
+
+/* cmd_data.c: DATA, BDAT and the end of a message. */
+void smtpd_cmd_data(struct smtpd_session *s, const char *args, size_t len);
+void smtpd_cmd_bdat(struct smtpd_session *s, const char *args, size_t len);
+/* Consume message content from in. Returns true if it made progress. */
+bool smtpd_data_input(struct smtpd_session *s, struct evbuffer *in);
+
+/* server.c */
+void smtpd_server_session_gone(struct smtpd *srv, struct smtpd_session *s);
+
+#endif

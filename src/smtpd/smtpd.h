@@ -1,0 +1,25 @@
+/* smtpd.h — the SMTP server component: listeners, sessions, the command
+ * engine. The master binds the listeners (smtpd_create) while it may still
+ * be root, then hands over the spool and queue manager (smtpd_start) after
+ * privileges are dropped. */
+#ifndef HK_SMTPD_SMTPD_H
+#define HK_SMTPD_SMTPD_H
+
+#include <stddef.h>
+
+struct event_base;
+struct conf;
+struct users;
+struct spool;
+struct qmgr;
+struct smtpd;
+
+int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
+		 struct smtpd **smtpd_r, const char **error_r);
+void smtpd_start(struct smtpd *smtpd, struct spool *spool, struct qmgr *qmgr);
+/* Stop accepting; sessions end at their next command boundary. */
+void smtpd_shutdown(struct smtpd *smtpd);
+size_t smtpd_session_count(const struct smtpd *smtpd);
+void smtpd_free(struct smtpd **smtpd);
+
+#endif

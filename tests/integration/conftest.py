@@ -1,0 +1,263 @@
+"""Shared fixtures for the integration tests: start the real hikyaku daemon
+on a free loopback port with its own temp spool and Maildir root.
+
+Use the `hikyaku` factory fixture:
+
+    def test_x(hikyaku):
+        hk = hikyaku()                       # embedded-default-like config
+        hk = hikyaku(limits={"recipients": 3}, users=["alice@example.org"])
+        with smtplib.SMTP("127.0.0.1", hk.port) as s: ...
+        hk.wait_delivered("alice", "localhost", 1)
+
+The binary comes from $HIKYAKU_BIN, else <repo>/build/hikyaku.
+"""
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def hikyaku_bin():
+    path = os.environ.get("HIKYAKU_BIN") or os.path.join(REPO, "build", "hikyaku")
+    if not os.path.exists(path):
+        pytest.exit(f"hikyaku binary not found at {path}; build first or set HIKYAKU_BIN")
+    return path
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _yaml_value(v, indent):
+    pad = " " * indent
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        if not v:
+            return "[]"
+        return "\n" + "\n".join(f"{pad}- {_yaml_value(x, indent + 2)}" for x in v)
+    if isinstance(v, dict):
+        return "\n" + "\n".join(f"{pad}{k}: {_yaml_value(x, indent + 2)}" for k, x in v.items())
+    raise TypeError(v)
+
+
+def to_yaml(d):
+    return "\n".join(f"{k}: {_yaml_value(v, 2)}" for k, v in d.items()) + "\n"
+
+
+class Hikyaku:
+    def __init__(self, tmp, settings, users=None):
+        self.tmp = tmp
+        self.port = free_port()
+        self.spool = os.path.join(tmp, "spool")
+        self.mailroot = os.path.join(tmp, "mail")
+        self.logfile = os.path.join(tmp, "hikyaku.log")
+        self.config = os.path.join(tmp, "hikyaku.yaml")
+        conf = {
+            "hostname": "mx.test.example",
+            "listen": [f"127.0.0.1:{self.port}"],
+            "spool_dir": self.spool,
+            "maildir_root": self.mailroot,
+            "local_domains": ["localhost", "example.org"],
+            "accept_any_user": users is None,
+            "log_level": "debug",
+        }
+        if users is not None:
+            ufile = os.path.join(tmp, "users")
+            with open(ufile, "w") as f:
+                for u in users:
+                    f.write(f"{u}:{{CRYPT}}$y$invalid::::::\n")
+            conf["users_file"] = ufile
+        for k, v in settings.items():
+            if isinstance(v, dict) and isinstance(conf.get(k), dict):
+                conf[k].update(v)
+            else:
+                conf[k] = v
+        with open(self.config, "w") as f:
+            f.write(to_yaml(conf))
+        self.proc = None
+        self._log = None
+
+    def start(self, wait=True):
+        self._log = open(self.logfile, "ab")
+        self.proc = subprocess.Popen(
+            [hikyaku_bin(), "serve", "-c", self.config],
+            stdout=self._log, stderr=self._log, cwd=self.tmp,
+        )
+        if wait:
+            self.wait_port()
+        return self
+
+    def wait_port(self, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hikyaku exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.recv(512)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("hikyaku did not start listening:\n" + self.log())
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        self.proc = None
+        if self._log:
+            self._log.close()
+        return rc
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def log(self):
+        try:
+            with open(self.logfile, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def maildir(self, user, domain="localhost"):
+        return os.path.join(self.mailroot, domain, user, "Maildir")
+
+    def delivered(self, user, domain="localhost"):
+        """Paths of delivered messages (new/) for user@domain."""
+        return sorted(glob.glob(os.path.join(self.maildir(user, domain), "new", "*")))
+
+    def wait_delivered(self, user, domain="localhost", count=1, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            files = self.delivered(user, domain)
+            if len(files) >= count:
+                return files
+            time.sleep(0.02)
+        raise AssertionError(
+            f"expected {count} messages for {user}@{domain}, have "
+            f"{len(self.delivered(user, domain))}\n{self.log()[-4000:]}")
+
+    def read_delivered(self, user, domain="localhost", count=1):
+        out = []
+        for p in self.wait_delivered(user, domain, count):
+            with open(p, "rb") as f:
+                out.append(f.read())
+        return out
+
+    def queue_files(self):
+        return sorted(os.listdir(os.path.join(self.spool, "queue")))
+
+
+@pytest.fixture
+def hikyaku():
+    made = []
+
+    def factory(users=None, start=True, **settings):
+        tmp = tempfile.mkdtemp(prefix="hk-test-")
+        hk = Hikyaku(tmp, settings, users=users)
+        made.append(hk)
+        if start:
+            hk.start()
+        return hk
+
+    yield factory
+    for hk in made:
+        rc = hk.stop()
+        # A clean shutdown is part of the contract; SIGKILLed ones return None
+        # or -9, and ASan reports would show up as a non-zero exit.
+        if rc not in (None, 0, -signal.SIGKILL):
+            log = hk.log()
+            shutil.rmtree(hk.tmp, ignore_errors=True)
+            pytest.fail(f"hikyaku exited with {rc}:\n{log[-4000:]}")
+        shutil.rmtree(hk.tmp, ignore_errors=True)
+
+
+class RawSMTP:
+    """A raw socket SMTP client for byte-exact tests."""
+
+    def __init__(self, port, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.greeting = self.reply()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def reply(self):
+        """One whole (possibly multiline) reply: (code, [lines])."""
+        lines = []
+        while True:
+            ln = self.line()
+            lines.append(ln)
+            if len(ln) < 4 or ln[3] != "-":
+                return int(ln[:3]), lines
+
+    def cmd(self, text):
+        self.send(text + "\r\n")
+        return self.reply()
+
+    def closed(self, timeout=5):
+        """True if the server closes the connection (EOF) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (socket.timeout, ConnectionResetError):
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def raw():
+    opened = []
+
+    def factory(port, timeout=10):
+        c = RawSMTP(port, timeout)
+        opened.append(c)
+        return c
+
+    yield factory
+    for c in opened:
+        c.close()
