@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what is missing, build with ASan+UBSan, and run every test:
+# unit (cmocka, via meson), the fuzz targets over their seed corpora
+# (a regression check, not a fuzzing campaign), and the integration suite
+# (pytest against the real daemon). Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh --test
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:strict_string_checks=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+
+echo "== build (ASan+UBSan)"
+[ -f build-asan/build.ninja ] ||
+	meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+ninja -C build-asan
+
+echo "== unit tests"
+meson test -C build-asan --suite unit --print-errorlogs
+
+echo "== fuzz targets over their seed corpora"
+[ -f build-fuzz/build.ninja ] ||
+	CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined \
+		-Db_lundef=false >/dev/null
+ninja -C build-fuzz
+for t in tests/fuzz/corpus/*/; do
+	name=$(basename "$t")
+	build-fuzz/tests/fuzz_"$name" -runs=0 "$t" 2>&1 | tail -1
+done
+
+echo "== integration tests"
+HIKYAKU_BIN="$PWD/build-asan/hikyaku" /usr/bin/python3 -m pytest -q tests/integration "$@"
