@@ -100,7 +100,9 @@ static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len)
 	if (!cmd_hello_common(s, args, len, true))
 		return;
 	const struct conf *conf = s->srv->conf;
-	char line[512];
+	/* hostname (<= 255) + HELO name (<= 255) + address + keywords: never
+	 * truncated, a cut reply would leave the client waiting for its end */
+	char line[1024];
 	int n = snprintf(line, sizeof(line),
 			 "250-%s Hello %s [%s]\r\n"
 			 "250-PIPELINING\r\n"

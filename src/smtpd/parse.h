@@ -61,7 +61,8 @@ struct smtp_rcpt_args {
  * common clients send one, so one run of spaces is tolerated.
  * Parameters: SIZE, BODY (7BIT|8BITMIME), SMTPUTF8, RET (FULL|HDRS), ENVID
  * (xtext), and AUTH (accepted and ignored, RFC 4954 §5). Repeated or unknown
- * parameters, or bad values: 555 5.5.4. Bad path: 501 5.1.7 (sender).
+ * parameters: 555 5.5.4; a known parameter with a bad value: 501 5.5.4.
+ * Bad path: 501 5.1.7 (sender).
  * A UTF-8 sender without SMTPUTF8: 553 5.6.7 (RFC 6531 §3.5). */
 int smtp_parse_mail(const char *args, size_t len, struct smtp_mail_args *r, struct smtp_perr *err);
 

@@ -110,6 +110,13 @@ static void server_refuse(struct smtpd *srv, int fd, const char *client, const c
 			 srv->conf->hostname);
 	ssize_t w = send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 	(void)w;
+	/* Closing with unread input makes the kernel send a reset, which can
+	 * overtake the 421: read what an early talker already sent (bounded,
+	 * non-blocking) and half-close first. */
+	char junk[4096];
+	for (int i = 0; i < 16 && recv(fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
+		;
+	shutdown(fd, SHUT_WR);
 	close(fd);
 	log_info("event=refuse client=%s reason=%s", client, why);
 }

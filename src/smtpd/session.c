@@ -23,8 +23,9 @@
 
 /* Stop processing pipelined input while this much reply text is unsent. */
 #define SMTPD_OUT_HIGH (64 * 1024)
-/* Read no further while this much unprocessed input is buffered. */
-#define SMTPD_IN_HIGH (64 * 1024)
+/* Read no further while this much unprocessed input is buffered; always
+ * more than one whole command line (limits.command_line is at most 64 KiB). */
+#define SMTPD_IN_HIGH (128 * 1024)
 
 static const char *const smtpd_state_names[] = {
 	"init", "ready", "mail", "rcpt", "data", "bdat", "commit", "closing",
@@ -97,6 +98,12 @@ void smtpd_reply(struct smtpd_session *s, int code, const char *enh, const char 
 	if (code < 400 || code == 421)
 		return;
 	smtpd_log_reject(s, code, enh != NULL ? enh : "-", text);
+	/* RFC 5321 §4.5.3.1.10: a client over the recipient limit is to send
+	 * the rest in a later transaction. That is flow control, not an
+	 * error: counting it would close the session and lose the recipients
+	 * already accepted. */
+	if (enh != NULL && strcmp(enh, "4.5.3") == 0)
+		return;
 	/* RFC 5321 §4.5.3.2 leaves error limits to the server; a client that
 	 * keeps failing is a scanner or broken, and holds a slot. */
 	if (++s->errors >= s->srv->conf->limits.errors && s->state != SMTPD_S_CLOSING) {
@@ -315,6 +322,13 @@ static void smtpd_session_on_event(struct bufferevent *bev, short what, void *ar
 	if (s->tx != NULL && s->state != SMTPD_S_COMMIT)
 		log_info("event=lost sid=%s client=%s state=%s qid=%s", s->sid, s->client_addr,
 			 smtpd_state_names[s->state], s->tx->env.qid[0] ? s->tx->env.qid : "-");
+	if (!(what & BEV_EVENT_ERROR)) {
+		/* A clean EOF may be a half-close after a pipelined batch: the
+		 * replies queued (or the 250 of a commit in flight) are still
+		 * owed, so flush them before the socket is closed. */
+		smtpd_session_close(s);
+		return;
+	}
 	bufferevent_free(s->bev);
 	s->bev = NULL;
 	if (s->state == SMTPD_S_COMMIT) {
@@ -335,8 +349,12 @@ static void smtpd_session_on_deadline(evutil_socket_t fd, short what, void *arg)
 	struct smtpd_session *s = arg;
 	log_info("event=deadline sid=%s client=%s state=%s", s->sid, s->client_addr,
 		 smtpd_state_names[s->state]);
-	if (s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_CLOSING)
-		return; /* the commit completion or the linger timer ends it */
+	if (s->state == SMTPD_S_COMMIT) {
+		s->gone = true; /* the commit completion ends it */
+		return;
+	}
+	if (s->state == SMTPD_S_CLOSING)
+		return; /* the linger timer ends it */
 	smtpd_reply(s, 421, "4.4.2", "%s Session deadline exceeded, closing connection",
 		    s->srv->conf->hostname);
 	smtpd_session_close(s);

@@ -13,6 +13,7 @@ The binary comes from $HIKYAKU_BIN, else <repo>/build/hikyaku.
 """
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -173,6 +174,33 @@ class Hikyaku:
     def queue_files(self):
         return sorted(os.listdir(os.path.join(self.spool, "queue")))
 
+    def spool_files(self, sub):
+        """Names in <spool>/<sub> ([] if the directory does not exist)."""
+        try:
+            return sorted(os.listdir(os.path.join(self.spool, sub)))
+        except FileNotFoundError:
+            return []
+
+    def wait_queue_empty(self, timeout=10):
+        """Wait until <spool>/queue holds no file; AssertionError otherwise."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if not self.queue_files():
+                return
+            time.sleep(0.02)
+        raise AssertionError(
+            f"queue not empty after {timeout}s: {self.queue_files()[:10]}\n"
+            f"{self.log()[-4000:]}")
+
+    def wait_log(self, text, count=1, timeout=10):
+        """Wait until text occurs at least count times in the log."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.log().count(text) >= count:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not logged {count} times\n{self.log()[-4000:]}")
+
 
 @pytest.fixture
 def hikyaku():
@@ -245,8 +273,84 @@ class RawSMTP:
         except (socket.timeout, ConnectionResetError):
             return False
 
+    def expect(self, code, enh=None):
+        """Read one reply; assert its code (and enhanced code); return lines."""
+        got, lines = self.reply()
+        assert got == code, f"expected {code}, got {lines}"
+        if enh is not None:
+            assert all(ln[4:].startswith(enh + " ") for ln in lines), \
+                f"expected {code} {enh}, got {lines}"
+        return lines
+
+    def ok(self, text, code=250, enh=None):
+        """Send one command; assert the reply code (and enhanced code)."""
+        self.send(text + "\r\n")
+        return self.expect(code, enh)
+
+    def ehlo(self, name="client.example"):
+        return self.ok(f"EHLO {name}")
+
+    def begin(self, sender="sender@example.net", rcpts=("alice@localhost",), ehlo=True):
+        """EHLO (optional), MAIL, RCPTs, each asserted 250."""
+        if ehlo:
+            self.ehlo()
+        self.ok(f"MAIL FROM:<{sender}>", 250, "2.1.0")
+        for r in rcpts:
+            self.ok(f"RCPT TO:<{r}>", 250, "2.1.5")
+
+    def data(self, body):
+        """DATA with a body already dot-stuffed and CRLF-terminated (no
+        final dot); returns the queue id from the 250."""
+        self.ok("DATA", 354)
+        if isinstance(body, str):
+            body = body.encode()
+        self.send(body + b".\r\n")
+        return qid_of(self.expect(250, "2.0.0"))
+
     def close(self):
         self.sock.close()
+
+
+QID_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-Za-z]{16})$")
+
+
+def qid_of(lines):
+    """The queue id of a final 250 reply (its lines from RawSMTP.reply)."""
+    m = QID_RE.match(lines[-1])
+    assert m, f"no queue id in {lines}"
+    return m.group(1)
+
+
+_KV_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def log_events(hk, event):
+    """Log lines of one event kind (the line's first key=value pair must be
+    event=<event>), each as a dict of its key=value pairs, quoted values
+    unquoted."""
+    out = []
+    for line in hk.log().splitlines():
+        pairs = _KV_RE.findall(line.split(": ", 1)[-1])
+        if not pairs or pairs[0] != ("event", event):
+            continue
+        kv = {}
+        for k, v in pairs:
+            if v.startswith('"') and len(v) >= 2:
+                v = re.sub(r'\\(.)', r'\1', v[1:-1])
+            kv[k] = v
+        out.append(kv)
+    return out
+
+
+def wait_event(hk, event, count=1, timeout=10, **match):
+    """Wait for count log lines of event whose keys equal match."""
+    deadline = time.time() + timeout
+    while True:
+        got = [e for e in log_events(hk, event)
+               if all(e.get(k) == v for k, v in match.items())]
+        if len(got) >= count or time.time() > deadline:
+            return got
+        time.sleep(0.02)
 
 
 @pytest.fixture
