@@ -40,12 +40,15 @@ static int maildir_mkdir(const char *path)
 }
 
 /* mkdir -p for <root>/<domain>/<mailbox>/Maildir/{tmp,new,cur}. The common
- * case (everything exists) costs one stat. */
+ * case (everything exists) costs one stat, of cur/: it is made last, so when
+ * another delivery thread is creating the same Maildir, seeing cur/ means
+ * tmp/ and new/ are there too (checking tmp/ let a concurrent delivery
+ * rename into a new/ that did not exist yet). */
 static int maildir_prepare(const char *base, char *err, size_t errlen)
 {
 	char path[4096];
 	struct stat st;
-	if ((size_t)snprintf(path, sizeof(path), "%s/tmp", base) >= sizeof(path)) {
+	if ((size_t)snprintf(path, sizeof(path), "%s/cur", base) >= sizeof(path)) {
 		snprintf(err, errlen, "path too long");
 		return -1;
 	}

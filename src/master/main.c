@@ -143,6 +143,17 @@ static int main_serve(const char *path)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	ctx.base = event_base_new();
+	if (ctx.base == NULL) {
+		fprintf(stderr, "hikyaku: cannot create the event loop\n");
+		goto out;
+	}
+	/* Catch the stop signals before the (possibly long) spool recovery, so a
+	 * SIGTERM then still ends in a clean shutdown once the loop runs. */
+	const int signums[] = {SIGTERM, SIGINT, SIGHUP};
+	for (size_t i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(ctx.base, signums[i], main_on_signal, &ctx);
+		event_add(sigs[i], NULL);
+	}
 	if (smtpd_create(ctx.base, conf, users, &ctx.smtpd, &error) < 0) {
 		fprintf(stderr, "hikyaku: %s\n", error);
 		goto out;
@@ -164,11 +175,6 @@ static int main_serve(const char *path)
 	log_info("event=start version=%s config=%s queued=%d", HIKYAKU_VERSION, conf->file, n);
 	smtpd_start(ctx.smtpd, spool, ctx.qmgr);
 
-	const int signums[] = {SIGTERM, SIGINT, SIGHUP};
-	for (size_t i = 0; i < 3; i++) {
-		sigs[i] = evsignal_new(ctx.base, signums[i], main_on_signal, &ctx);
-		event_add(sigs[i], NULL);
-	}
 	event_base_dispatch(ctx.base);
 	ret = 0;
 out:

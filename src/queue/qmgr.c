@@ -205,9 +205,16 @@ static void qmgr_attempt_run(void *arg)
 	}
 	it->delivered = ndone;
 	if (envelope_pending(&e) == 0) {
-		if (spool_remove(q->spool, it->qid) == 0)
+		if (spool_remove(q->spool, it->qid) == 0) {
 			it->finished = true;
-		log_info("event=removed qid=%s", it->qid);
+			log_info("event=removed qid=%s", it->qid);
+		} else if (spool_mark_done(q->spool, it->qid, done, ndone, &error) == 0) {
+			/* Everything is delivered but the files stay: with the
+			 * DONE records written, a retry only removes them. */
+			it->deferred = 1;
+		}
+		/* else: neither worked; the message stays in queue/ and the
+		 * next start delivers it again (a duplicate, never a loss). */
 	} else if (ndone > 0 && spool_mark_done(q->spool, it->qid, done, ndone, &error) < 0) {
 		log_err("event=queue_error qid=%s reason=%s", it->qid, log_qs(qwhy, error));
 	}

@@ -1,0 +1,462 @@
+"""Durability of the spool across restarts, retries and crashes.
+
+The contract under test (src/queue/spool.h, DESIGN.md "The spool"): a 250 to
+DATA means the message is in queue/ and survives SIGTERM or SIGKILL; nothing
+in incoming/ is ever delivered; broken queue entries are dropped (orphans) or
+quarantined (corrupt envelopes) without stopping the server.
+
+Delivery is blocked with a regular FILE where the Maildir code must create a
+domain directory (tests run as root, so permissions would not stop it):
+mkdir <maildir_root>/<domain>/<user> then fails with ENOTDIR.
+"""
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+
+def block_domain(hk, domain="localhost"):
+    os.makedirs(hk.mailroot, exist_ok=True)
+    path = os.path.join(hk.mailroot, domain)
+    with open(path, "w") as f:
+        f.write("not a directory\n")
+    return path
+
+
+def unblock_domain(hk, domain="localhost"):
+    os.unlink(os.path.join(hk.mailroot, domain))
+
+
+def message(token, subject="durability"):
+    return (f"Subject: {subject} {token}\r\nMessage-ID: <{token}@test.example>\r\n\r\n"
+            f"body {token}\r\n").encode()
+
+
+def send(hk, tokens, rcpts=("alice@localhost",)):
+    """Send one message per token on one connection; every one must get 250."""
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        for t in tokens:
+            refused = s.sendmail("bob@example.net", list(rcpts), message(t))
+            assert refused == {}
+
+
+def contents(paths):
+    out = []
+    for p in paths:
+        with open(p, "rb") as f:
+            out.append(f.read())
+    return out
+
+
+def tokens_in(hk, user, domain="localhost"):
+    """Sorted tokens (from the Subject) of everything delivered to user."""
+    found = []
+    for data in contents(hk.delivered(user, domain)):
+        for line in data.split(b"\n"):
+            if line.startswith(b"Subject: "):
+                found.append(line.split()[-1].decode())
+                break
+    return sorted(found)
+
+
+def pairs(files):
+    """{qid: set(ext)} of a queue/ or incoming/ listing."""
+    out = {}
+    for name in files:
+        qid, _, ext = name.partition(".")
+        out.setdefault(qid, set()).add(ext)
+    return out
+
+
+def new_tokens(n):
+    return [uuid.uuid4().hex for _ in range(n)]
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_restart_with_loaded_queue(hikyaku):
+    n = 6
+    hk = hikyaku(start=False)
+    block_domain(hk)
+    hk.start()
+    toks = new_tokens(n)
+    send(hk, toks)
+    # Every acknowledged message is committed: N complete pairs in queue/.
+    q = pairs(hk.queue_files())
+    assert len(q) == n
+    assert all(exts == {"env", "msg"} for exts in q.values()), q
+    # Each got its first attempt, which failed and was scheduled for retry.
+    hk.wait_log("event=deferred", count=n)
+    assert hk.delivered("alice") == []
+    assert hk.stop() == 0
+    assert len(pairs(hk.queue_files())) == n  # a clean stop keeps the queue
+
+    unblock_domain(hk)
+    hk.start()
+    assert f"queued={n}" in hk.log()
+    hk.wait_delivered("alice", count=n)
+    hk.wait_queue_empty()
+    assert tokens_in(hk, "alice") == sorted(toks)
+    assert hk.spool_files("incoming") == []
+
+
+def test_retry_without_restart(hikyaku):
+    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "2s"})
+    block_domain(hk)
+    hk.start()
+    toks = new_tokens(2)
+    t0 = time.time()
+    send(hk, toks)
+    # First attempt plus at least one timed retry, both deferred; the
+    # backoff reaches the cap (1s, then 2s).
+    hk.wait_log("event=deferred", count=4, timeout=10)
+    log = hk.log()
+    assert "attempts=2 retry_in=2000ms" in log, log[-3000:]
+    assert "retry_in=1000ms" in log
+    assert hk.delivered("alice") == []
+    assert len(pairs(hk.queue_files())) == 2
+
+    unblock_domain(hk)
+    hk.wait_delivered("alice", count=2, timeout=6)
+    hk.wait_queue_empty()
+    assert tokens_in(hk, "alice") == sorted(toks)
+    assert time.time() - t0 < 15
+    # Nothing was delivered twice by overlapping attempts.
+    time.sleep(2.5)
+    assert len(hk.delivered("alice")) == 2
+
+
+def test_retry_backoff_is_capped_and_keeps_queue(hikyaku):
+    """A message that keeps failing is retried at retry_max, never dropped."""
+    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "1s"})
+    block_domain(hk)
+    hk.start()
+    send(hk, new_tokens(1))
+    hk.wait_log("event=deferred", count=4, timeout=8)
+    log = hk.log()
+    assert "attempts=3 retry_in=1000ms" in log
+    assert "retry_in=2000ms" not in log
+    assert len(hk.queue_files()) == 2
+    assert hk.stop() == 0
+
+
+def test_partial_delivery_is_not_repeated_after_restart(hikyaku):
+    """One recipient delivered, one deferred: the DONE record in the envelope
+    must keep the restart from delivering the first one again."""
+    hk = hikyaku(start=False)
+    block_domain(hk, "example.org")
+    hk.start()
+    (tok,) = new_tokens(1)
+    send(hk, [tok], rcpts=("alice@localhost", "carol@example.org"))
+    hk.wait_delivered("alice", count=1)
+    hk.wait_log("event=deferred")
+    assert len(pairs(hk.queue_files())) == 1
+    assert hk.stop() == 0
+
+    unblock_domain(hk, "example.org")
+    hk.start()
+    assert "queued=1" in hk.log()
+    hk.wait_delivered("carol", "example.org", count=1)
+    hk.wait_queue_empty()
+    time.sleep(0.3)
+    assert tokens_in(hk, "alice") == [tok]
+    assert tokens_in(hk, "carol", "example.org") == [tok]
+
+
+def make_committed_pairs(hk, n):
+    """Run the server blocked, get n messages acknowledged, stop it, and return
+    [(qid, token)] of the committed pairs left in queue/ (server stopped,
+    domain still blocked)."""
+    block_domain(hk)
+    hk.start()
+    toks = new_tokens(n)
+    send(hk, toks)
+    hk.wait_log("event=deferred", count=n)
+    assert hk.stop() == 0
+    out = []
+    qdir = os.path.join(hk.spool, "queue")
+    for qid in pairs(hk.queue_files()):
+        with open(os.path.join(qdir, qid + ".msg"), "rb") as f:
+            data = f.read()
+        tok = next(t for t in toks if t.encode() in data)
+        out.append((qid, tok))
+    assert len(out) == n
+    return out
+
+
+def test_recovery_cleans_broken_spool(hikyaku):
+    hk = hikyaku(start=False)
+    (good, g_tok), (inc, i_tok), (orph, o_tok), (bad, b_tok), (noenv, _) = \
+        make_committed_pairs(hk, 5)
+    qdir = os.path.join(hk.spool, "queue")
+    idir = os.path.join(hk.spool, "incoming")
+
+    # A complete, valid pair in incoming/: written but never acknowledged.
+    for ext in ("msg", "env"):
+        os.rename(os.path.join(qdir, f"{inc}.{ext}"), os.path.join(idir, f"{inc}.{ext}"))
+    # A hand-made half-written message too, with a plausible qid.
+    stray = "Zz0123456789abcd"
+    with open(os.path.join(idir, stray + ".msg"), "wb") as f:
+        f.write(message("stray-token"))
+    with open(os.path.join(idir, stray + ".env"), "wb") as f:
+        f.write(b"\x00garbage")
+    # An orphan .msg in queue/ (its .env, the commit point, is gone).
+    os.unlink(os.path.join(qdir, orph + ".env"))
+    # A corrupt envelope in queue/.
+    with open(os.path.join(qdir, bad + ".env"), "r+b") as f:
+        data = f.read()
+        f.seek(0)
+        f.write(bytes(b ^ 0x5A for b in data[:8]) + data[8:])
+    # An envelope whose size no longer matches the message file.
+    with open(os.path.join(qdir, noenv + ".msg"), "ab") as f:
+        f.write(b"appended after commit\r\n")
+
+    unblock_domain(hk)
+    hk.start()
+    log = hk.log()
+    assert "queued=1" in log, log[-3000:]
+    hk.wait_delivered("alice", count=1)
+    hk.wait_queue_empty()
+
+    # The server still serves new mail.
+    (new_tok,) = new_tokens(1)
+    send(hk, [new_tok])
+    hk.wait_delivered("alice", count=2)
+    hk.wait_queue_empty()
+    time.sleep(0.3)
+    assert tokens_in(hk, "alice") == sorted([g_tok, new_tok])
+
+    assert hk.spool_files("incoming") == []
+    corrupt = pairs(hk.spool_files("corrupt"))
+    assert corrupt.get(bad) == {"env", "msg"}, corrupt
+    assert corrupt.get(noenv) == {"env", "msg"}, corrupt
+    assert orph not in corrupt
+    assert "event=spool_orphan qid=" + orph in log
+    assert "event=spool_corrupt qid=" + bad in log
+    assert f"event=spool_incoming_removed file={inc}.env" in log
+    assert f"event=spool_incoming_removed file={stray}.msg" in log
+    for t in (i_tok, o_tok, b_tok, "stray-token"):
+        assert t not in tokens_in(hk, "alice")
+
+
+def test_unknown_files_in_queue_do_not_stop_the_server(hikyaku):
+    hk = hikyaku(start=False)
+    qdir = os.path.join(hk.spool, "queue")
+    os.makedirs(qdir)
+    os.makedirs(os.path.join(hk.spool, "incoming"))
+    for name in ("README", "short.env", "Zz0123456789abc!.env", "Zz0123456789abcd.tmp"):
+        with open(os.path.join(qdir, name), "w") as f:
+            f.write("x")
+    os.mkdir(os.path.join(qdir, "Zz0123456789abce.env"))  # a directory, not a file
+    hk.start()
+    assert "queued=0" in hk.log()
+    (tok,) = new_tokens(1)
+    send(hk, [tok])
+    hk.wait_delivered("alice")
+    assert tokens_in(hk, "alice") == [tok]
+
+
+def test_sigkill_after_ack_is_delivered_after_restart(hikyaku):
+    hk = hikyaku(start=False)
+    block_domain(hk)
+    hk.start()
+    toks = new_tokens(3)
+    send(hk, toks)
+    hk.kill()  # no chance to deliver, no clean shutdown
+    assert len(pairs(hk.queue_files())) == 3
+    unblock_domain(hk)
+    hk.start()
+    assert "queued=3" in hk.log()
+    hk.wait_delivered("alice", count=3)
+    hk.wait_queue_empty()
+    assert tokens_in(hk, "alice") == sorted(toks)
+
+
+def test_sigkill_right_after_ack_unblocked(hikyaku):
+    """Delivery may or may not have run before the kill: either way the
+    message arrives (possibly twice, never zero times)."""
+    hk = hikyaku()
+    (tok,) = new_tokens(1)
+    send(hk, [tok])
+    hk.kill()
+    hk.start()
+    hk.wait_delivered("alice", count=1)
+    hk.wait_queue_empty()
+    assert set(tokens_in(hk, "alice")) == {tok}
+
+
+def test_sigkill_during_data_leaves_nothing(hikyaku, raw):
+    """A message killed mid-DATA was never acknowledged: its incoming/ file
+    is removed at start and it is never delivered."""
+    hk = hikyaku()
+    c = raw(hk.port)
+    assert c.cmd("EHLO client.example")[0] == 250
+    assert c.cmd("MAIL FROM:<bob@example.net>")[0] == 250
+    assert c.cmd("RCPT TO:<alice@localhost>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    c.send(b"Subject: never acked\r\n\r\n" + (b"x" * 998 + b"\r\n") * 600)
+    wait_for(lambda: hk.spool_files("incoming") != [], 5, "incoming/ file")
+    hk.kill()
+    c.close()
+    hk.start()
+    assert hk.spool_files("incoming") == []
+    assert "event=spool_incoming_removed" in hk.log()
+    assert "queued=0" in hk.log()
+    (tok,) = new_tokens(1)
+    send(hk, [tok])
+    hk.wait_delivered("alice", count=1)
+    time.sleep(0.3)
+    assert tokens_in(hk, "alice") == [tok]
+
+
+def test_sigterm_with_queue_exits_zero_and_keeps_mail(hikyaku):
+    hk = hikyaku(start=False)
+    block_domain(hk)
+    hk.start()
+    toks = new_tokens(4)
+    send(hk, toks)
+    # An idle client connected across the shutdown must not hold it up.
+    idle = socket.create_connection(("127.0.0.1", hk.port))
+    idle.recv(512)
+    t0 = time.time()
+    assert hk.stop(signal.SIGTERM) == 0
+    assert time.time() - t0 < 10
+    idle.close()
+    assert "event=stopped" in hk.log()
+    assert len(pairs(hk.queue_files())) == 4
+    unblock_domain(hk)
+    hk.start()
+    hk.wait_delivered("alice", count=4)
+    hk.wait_queue_empty()
+    assert tokens_in(hk, "alice") == sorted(toks)
+
+
+@pytest.mark.parametrize("rounds", [3])
+def test_repeated_restarts_do_not_duplicate(hikyaku, rounds):
+    """Delivered and removed messages stay removed across clean restarts."""
+    hk = hikyaku()
+    toks = []
+    for _ in range(rounds):
+        t = new_tokens(2)
+        toks += t
+        send(hk, t)
+        hk.wait_delivered("alice", count=len(toks))
+        hk.wait_queue_empty()
+        assert hk.stop() == 0
+        hk.start()
+    time.sleep(0.3)
+    assert tokens_in(hk, "alice") == sorted(toks)
+
+
+def test_recovered_burst_to_new_mailboxes_is_not_deferred(hikyaku):
+    """Many recovered messages start delivery at once into mailboxes that do
+    not exist yet: concurrent Maildir creation must not make any of them fail
+    (a spurious deferral here waits retry_min, 5 minutes by default)."""
+    hk = hikyaku(start=False, queue={"delivery_threads": 16})
+    block_domain(hk)
+    hk.start()
+    # Consecutive messages (delivered concurrently after recovery, which
+    # keeps arrival order) go to the same new mailbox.
+    users = [f"u{i}" for i in range(8)]
+    toks = new_tokens(128)
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        for i, t in enumerate(toks):
+            assert s.sendmail("bob@example.net", [f"{users[i // 16]}@localhost"],
+                              message(t)) == {}
+    assert hk.stop() == 0
+    unblock_domain(hk)
+    skip = len(hk.log())
+    hk.start()
+    try:
+        hk.wait_queue_empty(timeout=5)
+    except AssertionError:
+        pass
+    deferred = [ln for ln in hk.log()[skip:].splitlines() if "status=deferred" in ln]
+    assert deferred == [], "\n".join(deferred[:5])
+    for u in users:
+        assert len(hk.delivered(u)) == 16
+
+
+def _chattr(flag, path):
+    return subprocess.run(["chattr", flag, path], capture_output=True).returncode == 0
+
+
+def test_failed_removal_is_retried_without_redelivery(hikyaku):
+    """All recipients delivered but the queue files cannot be removed (an
+    append-only .env refuses unlink even to root): the message must not be
+    forgotten in queue/ until the next restart, nor delivered again."""
+    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "1s"})
+    block_domain(hk)
+    hk.start()
+    (tok,) = new_tokens(1)
+    send(hk, [tok])
+    hk.wait_log("event=deferred")
+    (qid,) = pairs(hk.queue_files())
+    env = os.path.join(hk.spool, "queue", qid + ".env")
+    if not _chattr("+a", env):
+        pytest.skip("chattr +a not supported here")
+    try:
+        unblock_domain(hk)
+        hk.wait_delivered("alice", count=1, timeout=5)
+        hk.wait_log(f"event=spool_remove_failed qid={qid}")
+        time.sleep(0.2)
+    finally:
+        _chattr("-a", env)
+    hk.wait_queue_empty(timeout=5)
+    log = hk.log()
+    # "removed" is only logged once the files are really gone.
+    assert log.count(f"event=removed qid={qid}") == 1
+    assert log.index(f"event=removed qid={qid}") > log.index("event=spool_remove_failed")
+    time.sleep(1.5)
+    assert tokens_in(hk, "alice") == [tok]
+
+
+def test_torn_done_record_is_repaired(hikyaku):
+    """A crash in the middle of appending a DONE record leaves a torn record
+    at the end of the .env: the message is still recovered (not quarantined),
+    the next DONE is appended after cutting the torn one, and no recipient
+    is lost or delivered twice."""
+    hk = hikyaku(start=False)
+    block_domain(hk, "localhost")
+    block_domain(hk, "example.org")
+    hk.start()
+    (tok,) = new_tokens(1)
+    send(hk, [tok], rcpts=("alice@localhost", "carol@example.org"))
+    hk.wait_log("event=deferred")
+    assert hk.stop() == 0
+    (qid,) = pairs(hk.queue_files())
+    env = os.path.join(hk.spool, "queue", qid + ".env")
+    with open(env, "ab") as f:
+        f.write(b"\x0f\x00\x00\x00\x04\x00\x00")  # DONE, len 4, 2 of 4 octets
+    torn_size = os.path.getsize(env)
+
+    unblock_domain(hk, "localhost")
+    hk.start()
+    assert "queued=1" in hk.log()
+    hk.wait_delivered("alice", count=1)
+    hk.wait_log("event=deferred", count=2)
+    assert hk.stop() == 0
+    # Torn 7 octets cut, one whole DONE (9 octets) appended.
+    assert os.path.getsize(env) == torn_size - 7 + 9
+
+    unblock_domain(hk, "example.org")
+    hk.start()
+    assert "queued=1" in hk.log().rsplit("event=start", 1)[1]
+    hk.wait_delivered("carol", "example.org", count=1)
+    hk.wait_queue_empty()
+    time.sleep(0.3)
+    assert tokens_in(hk, "alice") == [tok]
+    assert tokens_in(hk, "carol", "example.org") == [tok]
+    assert hk.spool_files("corrupt") == []
