@@ -1,0 +1,487 @@
+#!/usr/bin/python3
+"""bench.py - measuring half of bench/run.sh (stdlib only, run by /usr/bin/python3).
+
+Subcommands:
+  freeport                 print a free TCP port on 127.0.0.1
+  waitport  --port P --pid PID [--timeout S]
+                           wait until 127.0.0.1:P accepts a connection (fails early
+                           if PID exits)
+  measure   ...            drive one MTA with smtp-source, write a JSON result
+  report    A.json B.json  print the side-by-side table and the ratios
+
+Everything talks to 127.0.0.1 only. Every loop is bounded in time.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+POLL_S = 0.05  # delivery poll interval (the brief: 50 ms)
+FSYNC_RE = re.compile(r"\b(fsync|fdatasync|sync_file_range|syncfs|msync)\(")
+
+
+def log(msg):
+    print("  [bench] " + msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- small tools
+
+def cmd_freeport(_args):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])
+    s.close()
+    return 0
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cmd_waitport(args):
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if args.pid and not pid_alive(args.pid):
+            print("process %d exited before listening" % args.pid, file=sys.stderr)
+            return 1
+        try:
+            with socket.create_connection(("127.0.0.1", args.port), timeout=1):
+                return 0
+        except OSError:
+            time.sleep(0.1)
+    print("127.0.0.1:%d not listening after %gs" % (args.port, args.timeout), file=sys.stderr)
+    return 1
+
+
+def count_new(path):
+    """Messages in a Maildir new/ directory (dot files are not messages)."""
+    n = 0
+    try:
+        with os.scandir(path) as it:
+            for e in it:
+                if not e.name.startswith("."):
+                    n += 1
+    except FileNotFoundError:
+        return 0
+    return n
+
+
+def proc_tree(root):
+    """root and all its descendants, from /proc (pids only, no names)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_s(root):
+    """utime+stime+cutime+cstime summed over the tree: CPU seconds used by the
+    MTA, including children that already exited and were reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in proc_tree(root):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+def proc_mem_kib(pid):
+    """Proportional set size (shared pages split among their users, so a
+    multi-process MTA is not billed its shared libraries once per process);
+    VmRSS where smaps_rollup is unreadable (not root)."""
+    for path, key in (("/proc/%d/smaps_rollup" % pid, "Pss:"), ("/proc/%d/status" % pid, "VmRSS:")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def tree_mem_kib(root):
+    return sum(proc_mem_kib(p) for p in proc_tree(root))
+
+
+# ---------------------------------------------------------------- load
+
+def source_argv(args, count, sessions):
+    argv = [args.smtp_source, "-c", "-l", str(args.size), "-m", str(count),
+            "-s", str(sessions), "-M", "bench.src",
+            "-f", "sender@bench.src", "-t", "user@bench.test"]
+    if args.reuse:
+        argv.append("-d")
+    argv.append("127.0.0.1:%d" % args.port)
+    return argv
+
+
+def poll_load(args, proc, t0, target, timeout):
+    """Wait for smtp-source and for the Maildir to reach `target` files."""
+    t_accept = t_deliver = None
+    rc = None
+    delivered = 0
+    peak_mem = 0
+    next_scan = next_mem = t0
+    while True:
+        if rc is None:
+            # Waiting on the child gives the accept time to the
+            # millisecond without a busy loop.
+            try:
+                rc = proc.wait(timeout=POLL_S)
+                t_accept = time.monotonic() - t0
+            except subprocess.TimeoutExpired:
+                pass
+        now = time.monotonic()
+        # The last delivery cannot precede the last 250, so while
+        # smtp-source runs the directory is scanned only once a second
+        # (scanning 20k entries costs ~10 ms of CPU both MTAs need);
+        # after it exits, every 50 ms.
+        if rc is not None or now >= next_scan:
+            delivered = count_new(args.maildir_new)
+            next_scan = now + 1.0
+            if delivered >= target and t_deliver is None:
+                t_deliver = time.monotonic() - t0
+        if args.mta_pid and now >= next_mem:
+            peak_mem = max(peak_mem, tree_mem_kib(args.mta_pid))
+            next_mem = now + 1.0
+        if rc is not None and t_deliver is not None:
+            break
+        if rc is not None and rc != 0 and now - t0 - t_accept > 10:
+            # smtp-source aborts on the first unexpected reply; give
+            # delivery of what was accepted a short grace period only.
+            break
+        if now - t0 > timeout:
+            break
+        if rc is not None:
+            time.sleep(POLL_S)
+    return rc, t_accept, t_deliver, delivered, peak_mem
+
+
+def run_load(args, count, sessions, tag, timeout):
+    """Send `count` messages, wait until they are all in new/.
+
+    Returns a dict with accept/deliver times measured from the start of
+    smtp-source. Bounded by `timeout` seconds overall."""
+    base = count_new(args.maildir_new)
+    target = base + count
+    outpath = os.path.join(args.log_dir, "%s-%s.smtp-source.out" % (args.label, tag))
+    cpu0 = tree_cpu_s(args.mta_pid) if args.mta_pid else None
+    with open(outpath, "wb") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(source_argv(args, count, sessions), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        rc = None
+        try:
+            rc, t_accept, t_deliver, delivered, peak_mem = poll_load(
+                args, proc, t0, target, timeout)
+        finally:
+            if proc.poll() is None:
+                log("%s/%s: stopping smtp-source pid %d" % (args.label, tag, proc.pid))
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if rc is None:
+            log("%s/%s: smtp-source still running after %gs, stopped" % (args.label, tag, timeout))
+            rc = proc.returncode
+    cpu1 = tree_cpu_s(args.mta_pid) if args.mta_pid else None
+    with open(outpath, "rb") as f:
+        raw = f.read().decode("utf-8", "replace")
+    counters = re.findall(r"(\d+)\r", raw)
+    errors = [ln for ln in raw.replace("\r", "\n").splitlines() if "fatal" in ln or "warning" in ln]
+    return {
+        "count": count,
+        "sessions": sessions,
+        "rc": rc,
+        "data_completed": int(counters[-1]) if counters else 0,
+        "errors": errors[:5],
+        "t_accept": t_accept,
+        "t_deliver": t_deliver,
+        "delivered": delivered - base,
+        "cpu_s": (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None,
+        "peak_mem_kib": peak_mem or None,
+    }
+
+
+# ---------------------------------------------------------------- fsync probe
+
+def traced(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1]) != 0
+    except OSError:
+        return True  # gone: nothing to wait for
+    return False
+
+
+def fsync_probe(args):
+    """Trace the whole MTA process tree (and children forked meanwhile) while
+    it takes and delivers a few messages over one session; count sync calls."""
+    if args.probe <= 0 or not args.mta_pid:
+        return None
+    strace = "/usr/bin/strace"
+    if not os.access(strace, os.X_OK):
+        return {"skipped": "strace not installed"}
+    out = os.path.join(args.log_dir, "%s-fsync.strace" % args.label)
+    pids = proc_tree(args.mta_pid)
+    argv = [strace, "-f", "-qq", "-o", out,
+            "-e", "trace=fsync,fdatasync,sync_file_range,syncfs,msync"]
+    for p in pids:
+        argv += ["-p", str(p)]
+    st = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(traced(p) for p in pids):
+        time.sleep(0.05)
+    try:
+        res = run_load(args, args.probe, 1, "probe", 60)
+    finally:
+        time.sleep(0.2)
+        st.send_signal(signal.SIGINT)  # strace detaches on SIGINT
+        try:
+            st.wait(10)
+        except subprocess.TimeoutExpired:
+            st.kill()
+            st.wait()
+    calls = {}
+    try:
+        with open(out, errors="replace") as f:
+            for line in f:
+                m = FSYNC_RE.search(line)
+                if m:
+                    calls[m.group(1)] = calls.get(m.group(1), 0) + 1
+    except OSError:
+        pass
+    total = sum(calls.values())
+    return {"messages": args.probe, "delivered": res["delivered"], "calls": calls,
+            "total": total, "per_message": total / args.probe}
+
+
+# ---------------------------------------------------------------- measure
+
+def cmd_measure(args):
+    os.makedirs(args.log_dir, exist_ok=True)
+    result = {"label": args.label, "messages": args.messages, "sessions": args.sessions,
+              "size": args.size, "reuse": args.reuse}
+    log("%s: fsync probe (%d messages, 1 session, under strace)" % (args.label, args.probe))
+    result["fsync"] = fsync_probe(args)
+    if args.warmup > 0:
+        log("%s: warm-up (%d messages, %d sessions)" % (args.label, args.warmup, args.sessions))
+        w = run_load(args, args.warmup, args.sessions, "warmup", args.timeout)
+        result["warmup"] = w
+        if w["rc"] != 0 or w["t_deliver"] is None:
+            log("%s: warm-up failed: rc=%s delivered=%d/%d %s"
+                % (args.label, w["rc"], w["delivered"], args.warmup, "; ".join(w["errors"])))
+    # Let writeback from earlier phases settle so it is not billed to this run.
+    os.sync()
+    time.sleep(1)
+    log("%s: measured run (%d messages, %d sessions, %d bytes)"
+        % (args.label, args.messages, args.sessions, args.size))
+    r = run_load(args, args.messages, args.sessions, "run", args.timeout)
+    result["run"] = r
+    n = args.messages
+    result["accepted_per_s"] = n / r["t_accept"] if r["t_accept"] and r["rc"] == 0 else None
+    result["delivered_per_s"] = n / r["t_deliver"] if r["t_deliver"] else None
+    if r["t_deliver"] is None:
+        # Partial: report how far it got within the bound.
+        result["partial_delivered"] = r["delivered"]
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    ok = r["rc"] == 0 and r["t_deliver"] is not None
+    log("%s: accepted %s/s, delivered %s/s%s" % (
+        args.label, fmt(result["accepted_per_s"]), fmt(result["delivered_per_s"]),
+        "" if ok else "  (INCOMPLETE: rc=%s, delivered %d/%d, %s)"
+        % (r["rc"], r["delivered"], n, "; ".join(r["errors"]) or "no smtp-source error")))
+    return 0 if ok else 2
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(v, nd=0):
+    if v is None:
+        return "n/a"
+    return "%.*f" % (nd, v)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return "%.2fx" % (a / b)
+
+
+def fsync_text(fs):
+    if fs is None:
+        return "not probed"
+    if "skipped" in fs:
+        return "not probed (%s)" % fs["skipped"]
+    parts = ", ".join("%s %d" % kv for kv in sorted(fs["calls"].items())) or "none"
+    return "%d sync calls for %d messages (%.1f/msg: %s)" % (
+        fs["total"], fs["messages"], fs["per_message"], parts)
+
+
+def median(vals):
+    vals = sorted(v for v in vals if v is not None)
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def summarize(runs):
+    """One column of the table from one MTA's rounds (medians across rounds;
+    a failed round makes the rate n/a rather than flattering the median)."""
+    acc_ok = all(r["run"]["rc"] == 0 for r in runs)
+    dlv_ok = all(r["run"]["t_deliver"] is not None for r in runs)
+    ok = acc_ok and dlv_ok
+    n = sum(r["messages"] for r in runs)
+    cpu = [r["run"]["cpu_s"] for r in runs]
+    mem = [r["run"]["peak_mem_kib"] for r in runs if r["run"]["peak_mem_kib"]]
+    return {
+        "ok": ok,
+        "acc": median(r.get("accepted_per_s") for r in runs) if acc_ok else None,
+        "dlv": median(r.get("delivered_per_s") for r in runs) if dlv_ok else None,
+        "acc_all": [r.get("accepted_per_s") for r in runs],
+        "dlv_all": [r.get("delivered_per_s") for r in runs],
+        "t_accept": median(r["run"]["t_accept"] for r in runs),
+        "t_deliver": median(r["run"]["t_deliver"] for r in runs),
+        "lag": median(r["run"]["t_deliver"] - r["run"]["t_accept"] for r in runs
+                      if r["run"]["t_deliver"] is not None and r["run"]["t_accept"] is not None),
+        "delivered": "%d/%d" % (sum(r["run"]["delivered"] for r in runs), n),
+        "rc": ",".join(str(r["run"]["rc"]) for r in runs),
+        "cpu_ms": (1000 * sum(cpu) / n) if None not in cpu else None,
+        "mem": max(mem) / 1024 if mem else None,
+        "fsync": runs[0].get("fsync"),
+        "errors": [e for r in runs for e in r["run"]["errors"]],
+    }
+
+
+def cmd_report(args):
+    by = {}
+    for p in args.files:
+        with open(p) as f:
+            r = json.load(f)
+        by.setdefault(r["label"], []).append(r)
+    labels = list(by)
+    rounds = max(len(v) for v in by.values())
+    col = {k: summarize(v) for k, v in by.items()}
+    w = max(14, max(len(x) for x in labels) + 2)
+    med = " (median)" if rounds > 1 else ""
+    rows = [
+        ("accepted msg/s" + med, lambda c: fmt(c["acc"])),
+        ("delivered msg/s" + med, lambda c: fmt(c["dlv"])),
+        ("smtp-source wall s", lambda c: fmt(c["t_accept"], 2)),
+        ("all delivered at s", lambda c: fmt(c["t_deliver"], 2)),
+        ("delivery lag s", lambda c: fmt(c["lag"], 2)),
+        ("delivered / sent", lambda c: c["delivered"]),
+        ("smtp-source rc", lambda c: c["rc"]),
+        ("MTA CPU ms/msg", lambda c: fmt(c["cpu_ms"], 2)),
+        ("MTA peak PSS MiB", lambda c: fmt(c["mem"], 1)),
+    ]
+    name_w = 27
+    print()
+    print("%-*s" % (name_w, "") + "".join("%*s" % (w, x) for x in labels))
+    print("-" * (name_w + w * len(labels)))
+    for name, fn in rows:
+        print("%-*s" % (name_w, name) + "".join("%*s" % (w, fn(col[x])) for x in labels))
+    if rounds > 1:
+        print()
+        for x in labels:
+            print("%-8s rounds accepted/s: %s; delivered/s: %s" % (
+                x, " ".join(fmt(v) for v in col[x]["acc_all"]),
+                " ".join(fmt(v) for v in col[x]["dlv_all"])))
+    print()
+    if "hikyaku" in col and "postfix" in col:
+        h, p = col["hikyaku"], col["postfix"]
+        print("ratio hikyaku/postfix  accepted msg/s:  %s" % ratio(h["acc"], p["acc"]))
+        print("ratio hikyaku/postfix  delivered msg/s: %s" % ratio(h["dlv"], p["dlv"]))
+        print()
+    print("fsync check (sync syscalls under strace, whole process tree, 1 session):")
+    for x in labels:
+        print("  %-8s %s" % (x, fsync_text(col[x]["fsync"])))
+    bad = [x for x in labels if not col[x]["ok"]]
+    if bad:
+        print()
+        print("INCOMPLETE: %s (a round failed or timed out; see the logs)" % ", ".join(bad))
+        for x in bad:
+            if col[x]["errors"]:
+                print("  %s: %s" % (x, " | ".join(col[x]["errors"][:5])))
+    return 1 if bad else 0
+
+
+def on_term(signum, _frame):
+    # run.sh's cleanup sends SIGTERM; unwind so the finally blocks stop
+    # smtp-source and strace (our own children, by PID).
+    raise SystemExit(128 + signum)
+
+
+def main():
+    signal.signal(signal.SIGTERM, on_term)
+    ap = argparse.ArgumentParser(prog="bench.py")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("freeport")
+    w = sub.add_parser("waitport")
+    w.add_argument("--port", type=int, required=True)
+    w.add_argument("--pid", type=int, default=0)
+    w.add_argument("--timeout", type=float, default=30)
+    m = sub.add_parser("measure")
+    m.add_argument("--label", required=True)
+    m.add_argument("--port", type=int, required=True)
+    m.add_argument("--maildir-new", required=True)
+    m.add_argument("--mta-pid", type=int, default=0)
+    m.add_argument("--messages", type=int, default=20000)
+    m.add_argument("--sessions", type=int, default=20)
+    m.add_argument("--size", type=int, default=4096)
+    m.add_argument("--warmup", type=int, default=500)
+    m.add_argument("--probe", type=int, default=20)
+    m.add_argument("--timeout", type=float, default=300)
+    m.add_argument("--reuse", action="store_true")
+    m.add_argument("--smtp-source", default="/usr/sbin/smtp-source")
+    m.add_argument("--log-dir", required=True)
+    m.add_argument("--out", required=True)
+    r = sub.add_parser("report")
+    r.add_argument("files", nargs="+")
+    args = ap.parse_args()
+    return {"freeport": cmd_freeport, "waitport": cmd_waitport,
+            "measure": cmd_measure, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
