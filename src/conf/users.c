@@ -1,0 +1,230 @@
+/* users.c — the users file (Dovecot passwd-file format), loaded by the
+ * master into a sorted array searched with bsearch().
+ *
+ *   user@domain:{SCHEME}secret:uid:gid:gecos:home:shell:extra_fields
+ *
+ * Only the name is required. The file is trusted (root-owned) but parsed
+ * with bounds: lines of at most USERS_LINE_MAX octets, names of at most 64
+ * octets of local part and 255 of domain (RFC 5321 §4.5.3.1.1-2). The secret
+ * is kept for SMTP AUTH (issue 3); it is never logged nor put in an error
+ * message, and it is wiped when the table is freed. */
+#include "conf/users.h"
+
+#include "lib/alloc.h"
+#include "lib/strutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define USERS_LINE_MAX 4096  /* octets, without the line ending */
+#define USERS_LOCAL_MAX 64   /* RFC 5321 §4.5.3.1.1 */
+#define USERS_DOMAIN_MAX 255 /* RFC 5321 §4.5.3.1.2 */
+#define USERS_KEY_MAX (USERS_LOCAL_MAX + 1 + USERS_DOMAIN_MAX + 1)
+
+struct users_entry {
+	char *key;    /* "local@domain", lowercased: both parts compare without case */
+	char *secret; /* second field as written ("{SCHEME}..."), NULL when absent */
+	size_t line;
+};
+
+struct users {
+	struct users_entry *entries; /* sorted by key */
+	size_t n;
+};
+
+static int users_entry_cmp(const void *a, const void *b)
+{
+	const struct users_entry *x = a, *y = b;
+	return strcmp(x->key, y->key);
+}
+
+static void users_error(char *err, size_t errlen, const char *path, size_t line, const char *msg)
+{
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
+}
+
+/* Validate and store one non-comment line. Returns a message on error. */
+static const char *users_line_parse(struct users *u, char *line, size_t len, size_t lineno)
+{
+	char *colon = memchr(line, ':', len);
+	size_t namelen = colon != NULL ? (size_t)(colon - line) : len;
+	char *at = memchr(line, '@', namelen);
+
+	if (memchr(line, '\0', len) != NULL)
+		return "NUL byte in line";
+	if (namelen == 0)
+		return "empty user name";
+	if (at == NULL || memchr(at + 1, '@', namelen - (size_t)(at - line) - 1) != NULL)
+		return "user name must contain exactly one '@'";
+	size_t llen = (size_t)(at - line), dlen = namelen - llen - 1;
+	if (llen == 0 || dlen == 0)
+		return "user name needs a local part and a domain";
+	if (llen > USERS_LOCAL_MAX)
+		return "local part longer than 64 octets";
+	if (dlen > USERS_DOMAIN_MAX)
+		return "domain longer than 255 octets";
+	for (size_t i = 0; i < namelen; i++)
+		if ((unsigned char)line[i] <= ' ' || line[i] == 0x7f)
+			return "space or control character in user name";
+
+	struct users_entry e = {.key = xstrndup(line, namelen), .line = lineno};
+	str_lower(e.key);
+	if (colon != NULL) {
+		char *end = colon + 1;
+		while (end < line + len && *end != ':')
+			end++;
+		e.secret = xstrndup(colon + 1, (size_t)(end - colon - 1));
+	}
+	u->entries = xreallocarray(u->entries, u->n + 1, sizeof(*u->entries));
+	u->entries[u->n++] = e;
+	return NULL;
+}
+
+/* Read one line into line[USERS_LINE_MAX + 1] without its "\n" or "\r\n".
+ * Returns 1 with a line, 0 at end of file, -1 when the line is too long. */
+static int users_line_read(FILE *f, char *line, size_t *len_r)
+{
+	size_t n = 0;
+	int c;
+
+	while ((c = getc(f)) != EOF && c != '\n') {
+		if (n == USERS_LINE_MAX + 1)
+			return -1;
+		line[n++] = (char)c;
+	}
+	if (c == EOF && n == 0)
+		return 0;
+	if (n > 0 && line[n - 1] == '\r')
+		n--;
+	if (n > USERS_LINE_MAX)
+		return -1;
+	line[n] = '\0';
+	*len_r = n;
+	return 1;
+}
+
+static int users_read(FILE *f, const char *path, struct users *u, char *err, size_t errlen)
+{
+	char line[USERS_LINE_MAX + 2];
+	size_t len, lineno = 0;
+	int rc;
+
+	while ((rc = users_line_read(f, line, &len)) > 0) {
+		lineno++;
+		size_t i = 0;
+		while (i < len && (line[i] == ' ' || line[i] == '\t'))
+			i++;
+		if (i == len || line[i] == '#')
+			continue;
+		const char *msg = users_line_parse(u, line, len, lineno);
+		explicit_bzero(line, sizeof(line)); /* it may hold a secret */
+		if (msg != NULL) {
+			users_error(err, errlen, path, lineno, msg);
+			return -1;
+		}
+	}
+	explicit_bzero(line, sizeof(line));
+	if (rc < 0) {
+		users_error(err, errlen, path, lineno + 1, "line longer than 4096 octets");
+		return -1;
+	}
+	if (ferror(f)) {
+		users_error(err, errlen, path, lineno, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Sort, then refuse duplicates: both lines are named. */
+static int users_index(struct users *u, const char *path, char *err, size_t errlen)
+{
+	char msg[128];
+
+	if (u->n > 0)
+		qsort(u->entries, u->n, sizeof(*u->entries), users_entry_cmp);
+	for (size_t i = 1; i < u->n; i++) {
+		struct users_entry *a = &u->entries[i - 1], *b = &u->entries[i];
+		if (strcmp(a->key, b->key) != 0)
+			continue;
+		size_t first = a->line < b->line ? a->line : b->line;
+		size_t second = a->line < b->line ? b->line : a->line;
+		snprintf(msg, sizeof(msg), "duplicate user (first on line %zu)", first);
+		users_error(err, errlen, path, second, msg);
+		return -1;
+	}
+	return 0;
+}
+
+int users_load(const char *path, struct users **users_r, char *err, size_t errlen)
+{
+	struct users *u = xcalloc(1, sizeof(*u));
+	FILE *f;
+
+	*users_r = NULL;
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	f = fopen(path, "re");
+	if (f == NULL) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		free(u);
+		return -1;
+	}
+	int rc = users_read(f, path, u, err, errlen);
+	fclose(f);
+	if (rc == 0)
+		rc = users_index(u, path, err, errlen);
+	if (rc < 0) {
+		users_free(&u);
+		return -1;
+	}
+	*users_r = u;
+	return 0;
+}
+
+void users_free(struct users **usersp)
+{
+	struct users *u = *usersp;
+
+	if (u == NULL)
+		return;
+	for (size_t i = 0; i < u->n; i++) {
+		free(u->entries[i].key);
+		if (u->entries[i].secret != NULL) {
+			explicit_bzero(u->entries[i].secret, strlen(u->entries[i].secret));
+			free(u->entries[i].secret);
+		}
+	}
+	free(u->entries);
+	free(u);
+	*usersp = NULL;
+}
+
+bool users_exists(const struct users *users, const char *local, const char *domain)
+{
+	char key[USERS_KEY_MAX];
+	size_t llen, dlen;
+
+	if (users == NULL || users->n == 0 || local == NULL || domain == NULL)
+		return false;
+	llen = strlen(local);
+	dlen = strlen(domain);
+	if (llen == 0 || dlen == 0 || llen > USERS_LOCAL_MAX || dlen > USERS_DOMAIN_MAX)
+		return false;
+	memcpy(key, local, llen);
+	key[llen] = '@';
+	memcpy(key + llen + 1, domain, dlen + 1);
+	str_lower(key);
+
+	struct users_entry probe = {.key = key};
+	return bsearch(&probe, users->entries, users->n, sizeof(*users->entries),
+	               users_entry_cmp) != NULL;
+}
+
+size_t users_count(const struct users *users)
+{
+	return users != NULL ? users->n : 0;
+}
