@@ -367,6 +367,8 @@ maildir_root: $d/mail
 local_domains: [bench.test]
 accept_any_user: true
 log_level: warn
+tls:
+  self_signed_dir: $d/tls
 EOF
 	if ((SESSIONS > 40)); then
 		# Default per-IP cap is 50; all load comes from 127.0.0.1.

@@ -2,14 +2,17 @@
  * declares every setting once: YAML key, type, default, range, doc and where
  * it lives in struct conf. The same table applies the defaults, walks the
  * YAML document (libfyaml), prints `hikyaku config dump` and generates
- * docs/CONFIG.md, so the four can never disagree.
+ * docs/CONFIG.md, so the four can never disagree. A list of records (listen,
+ * tls.certificates) declares its fields in a table of the same kind.
  *
  * Runs in the master (root) at start and on SIGHUP, and in `hikyaku check`.
  * The file is trusted (root-owned) but it is still parsed with bounds: a size
  * cap on the file, every number range-checked, unknown keys refused so that a
  * typo is not silently ignored, aliases refused (no expansion bombs). Every
- * error names "file:line:column". */
+ * error names "file:line:column". The relay section's rules live in
+ * conf_relay.c, the operator warnings in conf_check.c. */
 #include "conf/conf.h"
+#include "conf/conf_int.h"
 
 #include "lib/alloc.h"
 #include "lib/buf.h"
@@ -27,12 +30,18 @@
 #define CONF_FILE_MAX (1024 * 1024) /* a config file is small; refuse anything silly */
 #define CONF_MSG_MAX 512
 #define CONF_KEY_MAX 128
+#define CONF_FIELDS_MAX 32 /* fields of one record: a bit each while walking */
 #define CONF_EMBEDDED_NAME "(embedded default)"
 
 /* The development default of DESIGN.md ("Configuration"); it goes through
- * the same parser as a file, so it is validated like one. */
+ * the same parser as a file, so it is validated like one. AUTH without TLS
+ * is allowed on its loopback listener so that a plain `swaks` works (issue 3);
+ * STARTTLS uses a certificate generated under ./var/tls. */
 const char conf_embedded_default[] = "listen:\n"
-                                     "  - 127.0.0.1:2525\n"
+                                     "  - address: 127.0.0.1:2525\n"
+                                     "    plaintext_auth: true\n"
+                                     "tls:\n"
+                                     "  self_signed_dir: ./var/tls\n"
                                      "spool_dir: ./var/spool\n"
                                      "maildir_root: ./var/mail\n"
                                      "local_domains: [localhost]\n"
@@ -44,25 +53,36 @@ enum conf_type {
 	CONF_T_UINT,
 	CONF_T_SIZE,     /* "25M": K/M/G are powers of 1024, stored in octets */
 	CONF_T_DURATION, /* "5m": stored in milliseconds */
+	CONF_T_ENUM,     /* one of .names, stored as an int-sized enum */
 	CONF_T_STRLIST,
-	CONF_T_LISTENERS,
+	CONF_T_RECORDS, /* list of mappings whose fields are .fields (no lists) */
 };
+
+/* Enum settings are stored through an int. */
+_Static_assert(sizeof(enum conf_tls_mode) == sizeof(int), "enum conf_tls_mode is not an int");
 
 /* Checks one string value (or one list item) beyond its type; writes a
  * message without position on failure. */
 typedef int conf_check_fn(const char *s, char *msg, size_t msglen);
 
 struct conf_setting {
-	const char *key; /* YAML path: "hostname", "limits.message_size" */
+	const char *key; /* YAML path: "hostname", "limits.message_size"; a field: "tls" */
 	enum conf_type type;
-	const char *def;       /* default as it would be written in YAML */
-	char *(*def_fn)(void); /* computed default when def is NULL */
-	const char *def_doc;   /* what the reference shows for def_fn */
-	uint64_t min, max;     /* numbers only */
-	size_t off;            /* offsetof() the value in struct conf */
-	size_t count_off;      /* lists: offsetof() the size_t count */
-	conf_check_fn *check;  /* strings and list items; may be NULL */
-	bool lower;            /* strings and list items: lowercase at load */
+	const char *def;          /* default as it would be written in YAML */
+	char *(*def_fn)(void);    /* computed default when def is NULL */
+	const char *def_doc;      /* what the reference shows for def_fn */
+	uint64_t min, max;        /* numbers only */
+	size_t off;               /* offsetof() the value in struct conf, or in the record */
+	size_t count_off;         /* lists: offsetof() the size_t count */
+	conf_check_fn *check;     /* strings and list items; may be NULL */
+	bool lower;               /* strings, enums and list items: lowercase at load */
+	bool required;            /* record fields: must be given; no default */
+	const char *const *names; /* enums: value i is names[i]; NULL-terminated */
+	const struct conf_setting *fields; /* records: the fields of one item */
+	size_t n_fields;
+	size_t item_size;      /* records: sizeof one item */
+	const char *item_name; /* records: "listener", for messages and the reference */
+	const char *shorthand; /* records: field a bare string item sets; NULL: maps only */
 	const char *doc;
 };
 
@@ -74,16 +94,59 @@ static conf_check_fn conf_domain_check;
 static conf_check_fn conf_listener_check;
 
 #define OFF(field) offsetof(struct conf, field)
+#define LOFF(field) offsetof(struct conf_listener, field)
+#define COFF(field) offsetof(struct conf_tls_cert, field)
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 #define KIB 1024ULL
 #define MIB (1024ULL * 1024)
 #define GIB (1024ULL * 1024 * 1024)
 #define SEC 1000ULL
+#define MIN (60ULL * 1000)
 #define DAY (86400ULL * 1000)
+
+static const char *const conf_tls_modes[] = {
+    [CONF_TLS_NONE] = "none",
+    [CONF_TLS_STARTTLS] = "starttls",
+    [CONF_TLS_IMPLICIT] = "implicit",
+    NULL,
+};
+
+/* One setting per block reads better than clang-format's one field per line. */
+/* clang-format off */
+static const struct conf_setting conf_listener_fields[] = {
+	{ .key = "address", .type = CONF_T_STRING, .required = true, .off = LOFF(address),
+	  .check = conf_listener_check,
+	  .doc = "\"host:port\", \"[v6]:port\" or \"*:port\" (all addresses)." },
+	{ .key = "tls", .type = CONF_T_ENUM, .def = "starttls", .names = conf_tls_modes,
+	  .off = LOFF(tls), .lower = true,
+	  .doc = "none (plaintext only), starttls (offered after EHLO, RFC 3207) or implicit "
+		 "(TLS from the first octet, RFC 8314 §3, port 465); TLS needs "
+		 "tls.certificates or tls.self_signed_dir." },
+	{ .key = "submission", .type = CONF_T_BOOL, .def = "false", .off = LOFF(submission),
+	  .doc = "Message submission (RFC 6409): AUTH (RFC 4954) is required before MAIL; "
+		 "needs auth and TLS (or plaintext_auth)." },
+	{ .key = "auth", .type = CONF_T_BOOL, .def = "true", .off = LOFF(auth),
+	  .doc = "Offer SMTP AUTH (RFC 4954), after TLS unless plaintext_auth." },
+	{ .key = "plaintext_auth", .type = CONF_T_BOOL, .def = "false",
+	  .off = LOFF(plaintext_auth),
+	  .doc = "Offer AUTH before TLS too: passwords then cross the network in clear "
+		 "(RFC 4954 §14); for loopback development only." },
+};
+
+static const struct conf_setting conf_cert_fields[] = {
+	{ .key = "cert", .type = CONF_T_STRING, .required = true, .off = COFF(cert),
+	  .check = conf_path_check,
+	  .doc = "PEM file: the certificate, then its chain." },
+	{ .key = "key", .type = CONF_T_STRING, .required = true, .off = COFF(key),
+	  .check = conf_path_check,
+	  .doc = "PEM file of its private key (keep it readable by root only)." },
+};
+
+_Static_assert(N_OF(conf_listener_fields) <= CONF_FIELDS_MAX, "too many listener fields");
+_Static_assert(N_OF(conf_cert_fields) <= CONF_FIELDS_MAX, "too many certificate fields");
 
 /* Ordered for the dump: top-level settings first, then each section's
  * settings together (conf_dump opens a section when the prefix changes). */
-/* One setting per block reads better than clang-format's one field per line. */
-/* clang-format off */
 static const struct conf_setting conf_settings[] = {
 	{ .key = "hostname", .type = CONF_T_STRING, .def_fn = conf_hostname_default,
 	  .def_doc = "the system host name (gethostname)", .off = OFF(hostname),
@@ -108,10 +171,12 @@ static const struct conf_setting conf_settings[] = {
 	{ .key = "local_domains", .type = CONF_T_STRLIST, .def = "[]", .off = OFF(local_domains),
 	  .count_off = OFF(n_local_domains), .check = conf_domain_check, .lower = true,
 	  .doc = "Domains delivered locally; matched case-insensitively." },
-	{ .key = "listen", .type = CONF_T_LISTENERS, .def = "[]", .off = OFF(listeners),
-	  .count_off = OFF(n_listeners), .check = conf_listener_check,
-	  .doc = "SMTP listeners: \"host:port\", \"[v6]:port\", \"*:port\" or {address: ...}; "
-		 "at least one." },
+	{ .key = "listen", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(listeners),
+	  .count_off = OFF(n_listeners), .fields = conf_listener_fields,
+	  .n_fields = N_OF(conf_listener_fields), .item_size = sizeof(struct conf_listener),
+	  .item_name = "listener", .shorthand = "address",
+	  .doc = "SMTP listeners, at least one: a mapping of the listen[] fields, or just "
+		 "\"host:port\" when the other fields keep their defaults." },
 
 	{ .key = "limits.command_line", .type = CONF_T_UINT, .def = "512",
 	  .min = 512, .max = 65536, .off = OFF(limits.command_line),
@@ -163,6 +228,52 @@ static const struct conf_setting conf_settings[] = {
 	{ .key = "queue.retry_max", .type = CONF_T_DURATION, .def = "1h",
 	  .min = SEC, .max = 7 * DAY, .off = OFF(queue.retry_max),
 	  .doc = "Cap of the doubling retry interval; at least retry_min." },
+
+	{ .key = "tls.certificates", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(tls.certs),
+	  .count_off = OFF(tls.n_certs), .fields = conf_cert_fields,
+	  .n_fields = N_OF(conf_cert_fields), .item_size = sizeof(struct conf_tls_cert),
+	  .item_name = "certificate",
+	  .doc = "Certificates with their keys, as mappings of the tls.certificates[] fields; "
+		 "the first is the default." },
+	{ .key = "tls.self_signed_dir", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(tls.self_signed_dir),
+	  .doc = "Generate a self-signed certificate here when no certificates are configured "
+		 "(development); \"\" for none (production)." },
+	{ .key = "tls.session_tickets", .type = CONF_T_BOOL, .def = "true",
+	  .off = OFF(tls.session_tickets),
+	  .doc = "Let clients resume TLS sessions with tickets (RFC 5077, RFC 8446 §4.6.1)." },
+	{ .key = "tls.handshake_timeout", .type = CONF_T_DURATION, .def = "30s",
+	  .min = SEC, .max = 5 * MIN, .off = OFF(tls.handshake_timeout),
+	  .doc = "Deadline for a TLS handshake, after STARTTLS or on an implicit TLS listener." },
+
+	{ .key = "auth.max_failures", .type = CONF_T_UINT, .def = "5",
+	  .min = 1, .max = 1000, .off = OFF(auth.max_failures),
+	  .doc = "Failed AUTH attempts from one client address within auth.failure_window "
+		 "before AUTH is refused to it." },
+	{ .key = "auth.failure_window", .type = CONF_T_DURATION, .def = "10m",
+	  .min = SEC, .max = DAY, .off = OFF(auth.failure_window),
+	  .doc = "Time over which auth.max_failures are counted." },
+	{ .key = "auth.received_show_user", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(auth.received_show_user),
+	  .doc = "Name the authenticated user in the Received: field (RFC 5321 §4.4); off "
+		 "for privacy." },
+
+	{ .key = "relay.trusted_networks", .type = CONF_T_STRLIST, .def = "[]",
+	  .off = OFF(relay.trusted_networks), .count_off = OFF(relay.n_trusted_networks),
+	  .check = conf_cidr_check,
+	  .doc = "Client networks that may relay WITHOUT authentication, as CIDRs: "
+		 "192.0.2.0/24, 2001:db8::/32 (no bits set past the prefix); a bare address "
+		 "is /32 or /128. IPv4 clients of an IPv6 socket match the IPv4 networks." },
+	{ .key = "relay.sender_login_match", .type = CONF_T_BOOL, .def = "true",
+	  .off = OFF(relay.sender_login_match),
+	  .doc = "An authenticated client may use as MAIL FROM only its login (a +tag "
+		 "allowed), a sender relay.senders grants it, or <> (bounces)." },
+	{ .key = "relay.senders", .type = CONF_T_STRLIST, .def = "[]",
+	  .off = OFF(relay.senders), .count_off = OFF(relay.n_senders),
+	  .check = conf_sender_line_check,
+	  .doc = "Senders granted to other logins, one per line: \"sender: login, login\" "
+		 "where sender is an address (a +tag allowed) or @domain and logins are "
+		 "user@domain." },
 };
 /* clang-format on */
 
@@ -180,29 +291,36 @@ struct conf_parse {
 	const char *file;
 	char *err;
 	size_t errlen;
-	struct conf_pos pos[CONF_N_SETTINGS]; /* where each setting was given */
+	struct conf_pos pos[CONF_N_SETTINGS];       /* where each setting was given */
+	struct conf_pos *item_pos[CONF_N_SETTINGS]; /* records: where each item was */
 };
 
 /* --- small helpers ------------------------------------------------------ */
 
-static void *conf_field(struct conf *conf, const struct conf_setting *s)
+/* base is the struct conf, or one record for the fields of a record. */
+static void *conf_field(void *base, const struct conf_setting *s)
 {
-	return (char *)conf + s->off;
+	return (char *)base + s->off;
 }
 
-static const void *conf_field_const(const struct conf *conf, const struct conf_setting *s)
+static const void *conf_field_const(const void *base, const struct conf_setting *s)
 {
-	return (const char *)conf + s->off;
+	return (const char *)base + s->off;
 }
 
-static size_t *conf_count(struct conf *conf, const struct conf_setting *s)
+static size_t *conf_count(void *base, const struct conf_setting *s)
 {
-	return (size_t *)(void *)((char *)conf + s->count_off);
+	return (size_t *)(void *)((char *)base + s->count_off);
 }
 
-static size_t conf_count_const(const struct conf *conf, const struct conf_setting *s)
+static size_t conf_count_const(const void *base, const struct conf_setting *s)
 {
-	return *(const size_t *)(const void *)((const char *)conf + s->count_off);
+	return *(const size_t *)(const void *)((const char *)base + s->count_off);
+}
+
+static bool conf_is_list(const struct conf_setting *s)
+{
+	return s->type == CONF_T_STRLIST || s->type == CONF_T_RECORDS;
 }
 
 static const struct conf_setting *conf_setting_find(const char *key)
@@ -237,8 +355,7 @@ static __attribute__((format(printf, 4, 5))) int conf_error(struct conf_parse *p
 	return -1;
 }
 
-static __attribute__((format(printf, 3, 4))) int conf_msg(char *msg, size_t msglen, const char *fmt,
-                                                          ...)
+int conf_msg(char *msg, size_t msglen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -302,25 +419,45 @@ static bool conf_node_is_null(struct fy_node *n)
 	                     memcmp(s, "NULL", 4) == 0));
 }
 
-static const char *conf_type_name(enum conf_type t)
+/* The values of an enum, "a, b or c". */
+static void conf_enum_list(const struct conf_setting *s, char *out, size_t len)
 {
-	switch (t) {
-	case CONF_T_STRING:
-		return "string";
-	case CONF_T_BOOL:
-		return "bool";
-	case CONF_T_UINT:
-		return "uint";
-	case CONF_T_SIZE:
-		return "size";
-	case CONF_T_DURATION:
-		return "duration";
-	case CONF_T_STRLIST:
-		return "list of strings";
-	case CONF_T_LISTENERS:
-		return "list of listeners";
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; s->names[i] != NULL && o < len; i++) {
+		const char *sep = i == 0 ? "" : s->names[i + 1] == NULL ? " or " : ", ";
+		int n = snprintf(out + o, len - o, "%s%s", sep, s->names[i]);
+		if (n < 0)
+			break;
+		o += (size_t)n;
 	}
-	return "?";
+}
+
+/* The reference's name of a type. */
+static void conf_type_name(const struct conf_setting *s, char *out, size_t len)
+{
+	static const char *const names[] = {
+	    [CONF_T_STRING] = "string", [CONF_T_BOOL] = "bool",         [CONF_T_UINT] = "uint",
+	    [CONF_T_SIZE] = "size",     [CONF_T_DURATION] = "duration",
+	};
+	char values[128];
+
+	switch (s->type) {
+	case CONF_T_ENUM:
+		conf_enum_list(s, values, sizeof(values));
+		snprintf(out, len, "%s", values);
+		break;
+	case CONF_T_STRLIST:
+		snprintf(out, len, "list of strings");
+		break;
+	case CONF_T_RECORDS:
+		snprintf(out, len, "list of %ss", s->item_name);
+		break;
+	default:
+		snprintf(out, len, "%s", names[s->type]);
+		break;
+	}
 }
 
 static void conf_format_number(const struct conf_setting *s, uint64_t v, char *out, size_t len)
@@ -365,7 +502,7 @@ static int conf_path_check(const char *s, char *msg, size_t msglen)
 }
 
 /* Letters, digits, '-' and '.', as in RFC 5321 §4.1.2 Domain (A-labels). */
-static bool conf_is_dns_name(const char *s, size_t len)
+bool conf_is_dns_name(const char *s, size_t len)
 {
 	if (len == 0 || len > 255 || s[0] == '.' || s[0] == '-')
 		return false;
@@ -437,9 +574,24 @@ bad:
 
 /* --- setting values ------------------------------------------------------- */
 
+static int conf_enum_set(void *base, const struct conf_setting *s, const char *v, char *msg,
+                         size_t msglen)
+{
+	char values[128];
+
+	for (size_t i = 0; s->names[i] != NULL; i++) {
+		if (strcmp(v, s->names[i]) == 0) {
+			*(int *)conf_field(base, s) = (int)i;
+			return 0;
+		}
+	}
+	conf_enum_list(s, values, sizeof(values));
+	return conf_msg(msg, msglen, "invalid value \"%.64s\": expected %s", v, values);
+}
+
 /* Parse text (a YAML scalar, or a default) into a scalar setting. */
-static int conf_scalar_set(struct conf *conf, const struct conf_setting *s, const char *v,
-                           char *msg, size_t msglen)
+static int conf_scalar_set(void *base, const struct conf_setting *s, const char *v, char *msg,
+                           size_t msglen)
 {
 	uint64_t n;
 	int rc;
@@ -449,7 +601,7 @@ static int conf_scalar_set(struct conf *conf, const struct conf_setting *s, cons
 	case CONF_T_STRING: {
 		if (s->check != NULL && s->check(v, msg, msglen) < 0)
 			return -1;
-		char **field = conf_field(conf, s);
+		char **field = conf_field(base, s);
 		free(*field);
 		*field = xstrdup(v);
 		return 0;
@@ -457,13 +609,15 @@ static int conf_scalar_set(struct conf *conf, const struct conf_setting *s, cons
 	case CONF_T_BOOL:
 		/* YAML 1.2 core schema booleans only: no yes/no/on/off. */
 		if (strcmp(v, "true") == 0 || strcmp(v, "True") == 0 || strcmp(v, "TRUE") == 0)
-			*(bool *)conf_field(conf, s) = true;
+			*(bool *)conf_field(base, s) = true;
 		else if (strcmp(v, "false") == 0 || strcmp(v, "False") == 0 ||
 		         strcmp(v, "FALSE") == 0)
-			*(bool *)conf_field(conf, s) = false;
+			*(bool *)conf_field(base, s) = false;
 		else
 			return conf_msg(msg, msglen, "expected true or false, got \"%.64s\"", v);
 		return 0;
+	case CONF_T_ENUM:
+		return conf_enum_set(base, s, v, msg, msglen);
 	case CONF_T_UINT:
 		rc = str_parse_u64(v, strlen(v), 0, UINT64_MAX, &n);
 		if (rc < 0)
@@ -492,35 +646,53 @@ static int conf_scalar_set(struct conf *conf, const struct conf_setting *s, cons
 		conf_format_number(s, n, got, sizeof(got));
 		return conf_msg(msg, msglen, "%s is out of range %s..%s", got, lo, hi);
 	}
-	*(uint64_t *)conf_field(conf, s) = n;
+	*(uint64_t *)conf_field(base, s) = n;
 	return 0;
 }
 
-static void conf_list_clear(struct conf *conf, const struct conf_setting *s)
+static void conf_values_free(void *base, const struct conf_setting *table, size_t n);
+
+static void conf_list_clear(void *base, const struct conf_setting *s)
 {
-	size_t *count = conf_count(conf, s);
+	size_t *count = conf_count(base, s);
 
 	if (s->type == CONF_T_STRLIST) {
-		char ***list = conf_field(conf, s);
+		char ***list = conf_field(base, s);
 		for (size_t i = 0; i < *count; i++)
 			free((*list)[i]);
 		free(*list);
 		*list = NULL;
 	} else {
-		struct conf_listener **list = conf_field(conf, s);
+		char **list = conf_field(base, s);
 		for (size_t i = 0; i < *count; i++)
-			free((*list)[i].address);
+			conf_values_free(*list + i * s->item_size, s->fields, s->n_fields);
 		free(*list);
 		*list = NULL;
 	}
 	*count = 0;
 }
 
-/* Append one item, after its check; v is consumed either way. */
-static int conf_list_add(struct conf *conf, const struct conf_setting *s, char *v, char *msg,
-                         size_t msglen)
+/* Free what the settings of table own in base (strings and lists). */
+static void conf_values_free(void *base, const struct conf_setting *table, size_t n)
 {
-	size_t *count = conf_count(conf, s);
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_setting *s = &table[i];
+		if (s->type == CONF_T_STRING) {
+			char **field = conf_field(base, s);
+			free(*field);
+			*field = NULL;
+		} else if (conf_is_list(s)) {
+			conf_list_clear(base, s);
+		}
+	}
+}
+
+/* Append one string item, after its check; v is consumed either way. */
+static int conf_strlist_add(void *base, const struct conf_setting *s, char *v, char *msg,
+                            size_t msglen)
+{
+	size_t *count = conf_count(base, s);
+	char ***list = conf_field(base, s);
 
 	if (s->lower)
 		str_lower(v);
@@ -528,35 +700,43 @@ static int conf_list_add(struct conf *conf, const struct conf_setting *s, char *
 		free(v);
 		return -1;
 	}
-	if (s->type == CONF_T_STRLIST) {
-		char ***list = conf_field(conf, s);
-		*list = xreallocarray(*list, *count + 1, sizeof(**list));
-		(*list)[*count] = v;
-	} else {
-		struct conf_listener **list = conf_field(conf, s);
-		*list = xreallocarray(*list, *count + 1, sizeof(**list));
-		(*list)[*count].address = v;
-	}
+	*list = xreallocarray(*list, *count + 1, sizeof(**list));
+	(*list)[*count] = v;
 	(*count)++;
 	return 0;
 }
 
-static void conf_defaults_apply(struct conf *conf)
+/* Append one record with its fields' defaults; returns it. */
+static void *conf_record_add(void *base, const struct conf_setting *s)
+{
+	size_t *count = conf_count(base, s);
+	char **list = conf_field(base, s);
+
+	*list = xreallocarray(*list, *count + 1, s->item_size);
+	char *item = *list + *count * s->item_size;
+	memset(item, 0, s->item_size);
+	(*count)++;
+	return item;
+}
+
+/* Defaults of every setting of table in base; required fields stay NULL
+ * and all list defaults are empty (base is zeroed). */
+static void conf_defaults_apply(void *base, const struct conf_setting *table, size_t n)
 {
 	char msg[CONF_MSG_MAX];
 
-	for (size_t i = 0; i < CONF_N_SETTINGS; i++) {
-		const struct conf_setting *s = &conf_settings[i];
-		if (s->type == CONF_T_STRLIST || s->type == CONF_T_LISTENERS)
-			continue; /* all list defaults are empty: calloc'ed */
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_setting *s = &table[i];
+		if (conf_is_list(s) || s->required)
+			continue;
 		if (s->def == NULL) {
-			char **field = conf_field(conf, s);
+			char **field = conf_field(base, s);
 			*field = s->def_fn();
 			continue;
 		}
 		/* def is YAML text: "\"\"" is the empty string. */
 		const char *v = strcmp(s->def, "\"\"") == 0 ? "" : s->def;
-		if (conf_scalar_set(conf, s, v, msg, sizeof(msg)) < 0) {
+		if (conf_scalar_set(base, s, v, msg, sizeof(msg)) < 0) {
 			/* The table is wrong: a bug, caught by the unit tests. */
 			fprintf(stderr, "conf: bad default for %s: %s\n", s->key, msg);
 			abort();
@@ -597,61 +777,55 @@ static char *conf_node_text(struct conf_parse *p, const char *key, struct fy_nod
 	return xstrndup(s, len);
 }
 
-/* One listener item: "addr:port" or {address: "addr:port"}. */
-static char *conf_listener_text(struct conf_parse *p, const char *key, struct fy_node *item,
-                                struct fy_node *keynode)
+/* A scalar setting (or record field) from its node; key names it in errors. */
+static int conf_scalar_apply(struct conf_parse *p, void *base, const struct conf_setting *s,
+                             const char *key, struct fy_node *keynode, struct fy_node *val)
 {
-	struct fy_node *addr = NULL, *addrkey = NULL;
-	struct fy_node_pair *pair;
-	void *it = NULL;
+	char msg[CONF_MSG_MAX];
+	struct conf_pos pos = conf_pos_of(val, keynode);
+	int rc;
 
-	if (item == NULL || !fy_node_is_mapping(item))
-		return conf_node_text(p, key, item, keynode, "\"host:port\" or {address: ...}");
-	while ((pair = fy_node_mapping_iterate(item, &it)) != NULL) {
-		struct fy_node *k = fy_node_pair_key(pair);
-		const char *ks = k != NULL && fy_node_is_scalar(k) ? fy_node_get_scalar0(k) : NULL;
-		if (ks == NULL || strcmp(ks, "address") != 0) {
-			struct conf_pos pos = conf_pos_of(k, keynode);
-			conf_error(p, pos.line, pos.col, "unknown key \"%s[].%.64s\"", key,
-			           ks != NULL ? ks : "?");
-			return NULL;
-		}
-		addr = fy_node_pair_value(pair);
-		addrkey = k;
-	}
-	if (addrkey == NULL) {
-		struct conf_pos pos = conf_pos_of(item, keynode);
-		conf_error(p, pos.line, pos.col, "%s: listener without address", key);
-		return NULL;
-	}
-	return conf_node_text(p, key, addr, addrkey, "\"host:port\"");
+	char *v = conf_node_text(p, key, val, keynode,
+	                         s->type == CONF_T_STRING ? "a string" : "a scalar");
+	if (v == NULL)
+		return -1;
+	if (s->lower)
+		str_lower(v);
+	rc = conf_scalar_set(base, s, v, msg, sizeof(msg));
+	free(v);
+	if (rc < 0)
+		return conf_error(p, pos.line, pos.col, "%s: %s", key, msg);
+	return 0;
 }
 
-static int conf_list_apply(struct conf_parse *p, const struct conf_setting *s,
-                           struct fy_node *keynode, struct fy_node *val)
+/* A list value must be a sequence. */
+static int conf_sequence_check(struct conf_parse *p, const struct conf_setting *s,
+                               struct fy_node *keynode, struct fy_node *val)
+{
+	struct conf_pos pos = conf_pos_of(val, keynode);
+
+	if (val != NULL && fy_node_is_sequence(val))
+		return 0;
+	if (val != NULL && fy_node_is_alias(val))
+		return conf_error(p, pos.line, pos.col, "%s: aliases are not supported", s->key);
+	return conf_error(p, pos.line, pos.col, "%s: expected a list (e.g. [a, b])", s->key);
+}
+
+static int conf_strlist_apply(struct conf_parse *p, const struct conf_setting *s,
+                              struct fy_node *keynode, struct fy_node *val)
 {
 	char msg[CONF_MSG_MAX];
 	struct fy_node *item;
 	void *it = NULL;
 
-	if (val == NULL || !fy_node_is_sequence(val)) {
-		struct conf_pos pos = conf_pos_of(val, keynode);
-		if (val != NULL && fy_node_is_alias(val))
-			return conf_error(p, pos.line, pos.col, "%s: aliases are not supported",
-			                  s->key);
-		return conf_error(p, pos.line, pos.col, "%s: expected a list (e.g. [a, b])",
-		                  s->key);
-	}
+	if (conf_sequence_check(p, s, keynode, val) < 0)
+		return -1;
 	conf_list_clear(p->conf, s); /* the file replaces the default */
 	while ((item = fy_node_sequence_iterate(val, &it)) != NULL) {
-		char *v;
-		if (s->type == CONF_T_LISTENERS)
-			v = conf_listener_text(p, s->key, item, keynode);
-		else
-			v = conf_node_text(p, s->key, item, keynode, "a string");
+		char *v = conf_node_text(p, s->key, item, keynode, "a string");
 		if (v == NULL)
 			return -1;
-		if (conf_list_add(p->conf, s, v, msg, sizeof(msg)) < 0) {
+		if (conf_strlist_add(p->conf, s, v, msg, sizeof(msg)) < 0) {
 			struct conf_pos pos = conf_pos_of(item, keynode);
 			return conf_error(p, pos.line, pos.col, "%s: %s", s->key, msg);
 		}
@@ -659,28 +833,112 @@ static int conf_list_apply(struct conf_parse *p, const struct conf_setting *s,
 	return 0;
 }
 
+/* A mapping key as a plain string (ks, klen), or an error. */
+static int conf_key_get(struct conf_parse *p, struct fy_node *k, struct fy_node *v,
+                        const char **ks_r, size_t *klen_r)
+{
+	struct conf_pos pos = conf_pos_of(k, v);
+
+	if (k == NULL || !fy_node_is_scalar(k) || fy_node_is_alias(k) ||
+	    (*ks_r = fy_node_get_scalar(k, klen_r)) == NULL || memchr(*ks_r, '\0', *klen_r) != NULL)
+		return conf_error(p, pos.line, pos.col, "keys must be plain strings");
+	return 0;
+}
+
+/* The fields of one record from a mapping, or its shorthand field from a
+ * scalar ("127.0.0.1:25" is {address: "127.0.0.1:25"}). */
+static int conf_record_walk(struct conf_parse *p, const struct conf_setting *s, void *rec,
+                            struct fy_node *item, struct fy_node *keynode)
+{
+	char key[CONF_KEY_MAX];
+	uint32_t given = 0;
+	struct fy_node_pair *pair;
+	void *it = NULL;
+
+	if (item == NULL || !fy_node_is_mapping(item)) {
+		struct conf_pos pos = conf_pos_of(item, keynode);
+		if (conf_node_is_null(item))
+			return conf_error(p, pos.line, pos.col,
+			                  "%s: expected a %s, got nothing (null)", s->key,
+			                  s->item_name);
+		if (s->shorthand == NULL || fy_node_is_sequence(item))
+			return conf_error(p, pos.line, pos.col, "%s: expected a mapping (a %s)",
+			                  s->key, s->item_name);
+		for (size_t i = 0; i < s->n_fields; i++)
+			if (strcmp(s->fields[i].key, s->shorthand) == 0)
+				return conf_scalar_apply(p, rec, &s->fields[i], s->key, keynode,
+				                         item);
+		abort(); /* the table names a shorthand field it lacks */
+	}
+	while ((pair = fy_node_mapping_iterate(item, &it)) != NULL) {
+		struct fy_node *k = fy_node_pair_key(pair), *v = fy_node_pair_value(pair);
+		const struct conf_setting *f;
+		const char *ks;
+		size_t klen, i;
+
+		if (conf_key_get(p, k, v, &ks, &klen) < 0)
+			return -1;
+		for (i = 0; i < s->n_fields; i++)
+			if (strlen(s->fields[i].key) == klen &&
+			    memcmp(s->fields[i].key, ks, klen) == 0)
+				break;
+		f = i < s->n_fields ? &s->fields[i] : NULL;
+		snprintf(key, sizeof(key), "%s[].%.*s", s->key, (int)(klen > 64 ? 64 : klen), ks);
+		if (f == NULL) {
+			struct conf_pos pos = conf_pos_of(k, v);
+			return conf_error(p, pos.line, pos.col, "unknown key \"%s\"", key);
+		}
+		if (conf_scalar_apply(p, rec, f, key, k, v) < 0)
+			return -1;
+		given |= 1U << i;
+	}
+	for (size_t i = 0; i < s->n_fields; i++) {
+		if (s->fields[i].required && !(given & (1U << i))) {
+			struct conf_pos pos = conf_pos_of(item, keynode);
+			return conf_error(p, pos.line, pos.col, "%s: %s without %s", s->key,
+			                  s->item_name, s->fields[i].key);
+		}
+	}
+	return 0;
+}
+
+static int conf_records_apply(struct conf_parse *p, const struct conf_setting *s, size_t idx,
+                              struct fy_node *keynode, struct fy_node *val)
+{
+	struct fy_node *item;
+	void *it = NULL;
+
+	if (conf_sequence_check(p, s, keynode, val) < 0)
+		return -1;
+	conf_list_clear(p->conf, s); /* the file replaces the default */
+	free(p->item_pos[idx]);
+	p->item_pos[idx] = NULL;
+	while ((item = fy_node_sequence_iterate(val, &it)) != NULL) {
+		size_t n = *conf_count(p->conf, s);
+		void *rec = conf_record_add(p->conf, s);
+		p->item_pos[idx] = xreallocarray(p->item_pos[idx], n + 1, sizeof(struct conf_pos));
+		p->item_pos[idx][n] = conf_pos_of(item, keynode);
+		conf_defaults_apply(rec, s->fields, s->n_fields);
+		if (item != NULL && fy_node_is_alias(item))
+			return conf_error(p, p->item_pos[idx][n].line, p->item_pos[idx][n].col,
+			                  "%s: aliases are not supported", s->key);
+		if (conf_record_walk(p, s, rec, item, keynode) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int conf_setting_apply(struct conf_parse *p, const struct conf_setting *s,
                               struct fy_node *keynode, struct fy_node *val)
 {
-	char msg[CONF_MSG_MAX];
-	struct conf_pos pos = conf_pos_of(val, keynode);
-	int rc;
+	size_t idx = (size_t)(s - conf_settings);
 
-	p->pos[s - conf_settings] = pos;
-	if (s->type == CONF_T_STRLIST || s->type == CONF_T_LISTENERS)
-		return conf_list_apply(p, s, keynode, val);
-
-	char *v = conf_node_text(p, s->key, val, keynode,
-	                         s->type == CONF_T_STRING ? "a string" : "a scalar");
-	if (v == NULL)
-		return -1;
-	if (s->lower)
-		str_lower(v);
-	rc = conf_scalar_set(p->conf, s, v, msg, sizeof(msg));
-	free(v);
-	if (rc < 0)
-		return conf_error(p, pos.line, pos.col, "%s: %s", s->key, msg);
-	return 0;
+	p->pos[idx] = conf_pos_of(val, keynode);
+	if (s->type == CONF_T_STRLIST)
+		return conf_strlist_apply(p, s, keynode, val);
+	if (s->type == CONF_T_RECORDS)
+		return conf_records_apply(p, s, idx, keynode, val);
+	return conf_scalar_apply(p, p->conf, s, s->key, keynode, val);
 }
 
 /* A mapping of settings: the top level (section NULL) or a section. */
@@ -696,9 +954,8 @@ static int conf_map_walk(struct conf_parse *p, struct fy_node *map, const char *
 		const char *ks;
 		size_t klen = 0;
 
-		if (k == NULL || !fy_node_is_scalar(k) || fy_node_is_alias(k) ||
-		    (ks = fy_node_get_scalar(k, &klen)) == NULL || memchr(ks, '\0', klen) != NULL)
-			return conf_error(p, pos.line, pos.col, "keys must be plain strings");
+		if (conf_key_get(p, k, v, &ks, &klen) < 0)
+			return -1;
 		int n = section != NULL
 		            ? snprintf(full, sizeof(full), "%s.%.*s", section, (int)klen, ks)
 		            : snprintf(full, sizeof(full), "%.*s", (int)klen, ks);
@@ -730,25 +987,68 @@ static int conf_map_walk(struct conf_parse *p, struct fy_node *map, const char *
 	return 0;
 }
 
+/* Where a setting was given, or 1:1 when it was not (a default). */
+static struct conf_pos conf_setting_pos(const struct conf_parse *p, const struct conf_setting *s)
+{
+	struct conf_pos pos = p->pos[s - conf_settings];
+
+	return pos.line != 0 ? pos : (struct conf_pos){1, 1};
+}
+
+/* Each listener against the TLS section and its own AUTH choices. */
+static int conf_listeners_check(struct conf_parse *p)
+{
+	const struct conf *c = p->conf;
+	const struct conf_setting *lis = conf_setting_find("listen");
+	const struct conf_pos *item_pos = p->item_pos[lis - conf_settings];
+	bool tls_ready = c->tls.n_certs > 0 || c->tls.self_signed_dir[0] != '\0';
+
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		const struct conf_listener *l = &c->listeners[i];
+		/* The embedded default has positions too; 1:1 only if absent. */
+		struct conf_pos pos = item_pos != NULL ? item_pos[i] : conf_setting_pos(p, lis);
+
+		if (l->tls != CONF_TLS_NONE && !tls_ready)
+			return conf_error(p, pos.line, pos.col,
+			                  "listener %s uses TLS but tls.certificates is empty and "
+			                  "tls.self_signed_dir is not set (or give it tls: none)",
+			                  l->address);
+		/* RFC 6409 §4.3: submission needs AUTH; AUTH needs TLS here
+		 * unless the operator allowed it in clear. */
+		if (l->submission && !l->auth)
+			return conf_error(p, pos.line, pos.col,
+			                  "listener %s: submission requires auth: true",
+			                  l->address);
+		if (l->submission && l->tls == CONF_TLS_NONE && !l->plaintext_auth)
+			return conf_error(
+			    p, pos.line, pos.col,
+			    "listener %s: submission requires AUTH, and AUTH requires "
+			    "TLS: set tls: starttls or implicit (or plaintext_auth: true)",
+			    l->address);
+	}
+	return 0;
+}
+
 /* Settings that depend on each other, checked after the whole file. */
 static int conf_cross_check(struct conf_parse *p)
 {
 	const struct conf *c = p->conf;
-	const struct conf_setting *lis = conf_setting_find("listen");
 	const struct conf_setting *rmax = conf_setting_find("queue.retry_max");
 	const struct conf_setting *rmin = conf_setting_find("queue.retry_min");
 	struct conf_pos pos;
 
 	if (c->n_listeners == 0) {
-		pos = p->pos[lis - conf_settings];
-		return conf_error(p, pos.line ? pos.line : 1, pos.line ? pos.col : 1,
+		pos = conf_setting_pos(p, conf_setting_find("listen"));
+		return conf_error(p, pos.line, pos.col,
 		                  "at least one listener is required (listen: [\"host:port\"])");
 	}
+	if (conf_listeners_check(p) < 0)
+		return -1;
 	if (c->queue.retry_max < c->queue.retry_min) {
 		pos = p->pos[rmax - conf_settings];
 		if (pos.line == 0)
-			pos = p->pos[rmin - conf_settings];
-		return conf_error(p, pos.line ? pos.line : 1, pos.line ? pos.col : 1,
+			pos = conf_setting_pos(p, rmin);
+		return conf_error(p, pos.line, pos.col,
 		                  "queue.retry_max must be at least queue.retry_min");
 	}
 	return 0;
@@ -950,7 +1250,7 @@ int conf_load(const char *path, struct conf **conf_r, char *err, size_t errlen)
 	p.conf = xcalloc(1, sizeof(*p.conf));
 	p.conf->file = xstrdup(path != NULL ? path : CONF_EMBEDDED_NAME);
 	p.file = p.conf->file;
-	conf_defaults_apply(p.conf);
+	conf_defaults_apply(p.conf, conf_settings, CONF_N_SETTINGS);
 
 	buf_init(&text, CONF_FILE_MAX);
 	if (path == NULL)
@@ -960,10 +1260,13 @@ int conf_load(const char *path, struct conf **conf_r, char *err, size_t errlen)
 	if (rc == 0)
 		rc = conf_load_text(&p, buf_cstr(&text), text.len);
 	buf_free(&text);
+	for (size_t i = 0; i < CONF_N_SETTINGS; i++)
+		free(p.item_pos[i]);
 	if (rc < 0) {
 		conf_free(&p.conf);
 		return -1;
 	}
+	conf_relay_compile(p.conf);
 	*conf_r = p.conf;
 	return 0;
 }
@@ -974,13 +1277,8 @@ void conf_free(struct conf **confp)
 
 	if (conf == NULL)
 		return;
-	for (size_t i = 0; i < CONF_N_SETTINGS; i++) {
-		const struct conf_setting *s = &conf_settings[i];
-		if (s->type == CONF_T_STRING)
-			free(*(char **)conf_field(conf, s));
-		else if (s->type == CONF_T_STRLIST || s->type == CONF_T_LISTENERS)
-			conf_list_clear(conf, s);
-	}
+	conf_values_free(conf, conf_settings, CONF_N_SETTINGS);
+	conf_relay_compiled_free(conf);
 	free(conf->file);
 	free(conf);
 	*confp = NULL;
@@ -1018,14 +1316,12 @@ static void conf_yaml_quote(FILE *out, const char *str)
 	fputc('"', out);
 }
 
-static void conf_dump_value(const struct conf *conf, const struct conf_setting *s, const char *name,
-                            const char *indent, FILE *out)
+/* A scalar value, after "key:". */
+static void conf_dump_scalar(const void *base, const struct conf_setting *s, FILE *out)
 {
 	char num[32];
-	const void *field = conf_field_const(conf, s);
-	size_t n;
+	const void *field = conf_field_const(base, s);
 
-	fprintf(out, "%s%s:", indent, name);
 	switch (s->type) {
 	case CONF_T_STRING:
 		fputc(' ', out);
@@ -1034,26 +1330,44 @@ static void conf_dump_value(const struct conf *conf, const struct conf_setting *
 	case CONF_T_BOOL:
 		fprintf(out, " %s", *(const bool *)field ? "true" : "false");
 		break;
+	case CONF_T_ENUM:
+		fprintf(out, " %s", s->names[*(const int *)field]);
+		break;
 	case CONF_T_UINT:
 	case CONF_T_SIZE:
 	case CONF_T_DURATION:
 		conf_format_number(s, *(const uint64_t *)field, num, sizeof(num));
 		fprintf(out, " %s", num);
 		break;
-	case CONF_T_STRLIST:
-	case CONF_T_LISTENERS:
-		n = conf_count_const(conf, s);
-		if (n == 0)
-			fputs(" []", out);
-		for (size_t i = 0; i < n; i++) {
+	default:
+		abort(); /* a list as a record field: the table is wrong */
+	}
+}
+
+/* Records always as block mappings with every field, so that they read back
+ * whatever the defaults. */
+static void conf_dump_value(const void *base, const struct conf_setting *s, const char *name,
+                            const char *indent, FILE *out)
+{
+	size_t n = conf_is_list(s) ? conf_count_const(base, s) : 0;
+
+	fprintf(out, "%s%s:", indent, name);
+	if (!conf_is_list(s))
+		conf_dump_scalar(base, s, out);
+	else if (n == 0)
+		fputs(" []", out);
+	for (size_t i = 0; i < n; i++) {
+		if (s->type == CONF_T_STRLIST) {
 			fprintf(out, "\n%s  - ", indent);
-			if (s->type == CONF_T_STRLIST)
-				conf_yaml_quote(out, (*(char *const *const *)field)[i]);
-			else
-				conf_yaml_quote(
-				    out, (*(const struct conf_listener *const *)field)[i].address);
+			conf_yaml_quote(out, (*(char *const *const *)conf_field_const(base, s))[i]);
+			continue;
 		}
-		break;
+		const char *rec =
+		    *(const char *const *)conf_field_const(base, s) + i * s->item_size;
+		for (size_t j = 0; j < s->n_fields; j++) {
+			fprintf(out, "\n%s  %s%s:", indent, j == 0 ? "- " : "  ", s->fields[j].key);
+			conf_dump_scalar(rec, &s->fields[j], out);
+		}
 	}
 	fputc('\n', out);
 }
@@ -1085,6 +1399,8 @@ void conf_dump(const struct conf *conf, FILE *out)
 			fprintf(out, "\n%.*s:\n", (int)seclen, section);
 		}
 		fprintf(out, "%s# %s\n", indent, s->doc);
+		for (size_t j = 0; s->type == CONF_T_RECORDS && j < s->n_fields; j++)
+			fprintf(out, "%s#   %s: %s\n", indent, s->fields[j].key, s->fields[j].doc);
 		conf_dump_value(conf, s, dot != NULL ? dot + 1 : s->key, indent, out);
 	}
 }
@@ -1100,9 +1416,38 @@ static void conf_md_cell(FILE *out, const char *s)
 	}
 }
 
+/* One row of the reference table; prefix is "listen[]." for a record field. */
+static void conf_reference_row(FILE *out, const struct conf_setting *s, const char *prefix)
+{
+	char lo[32], hi[32], type[160];
+
+	conf_type_name(s, type, sizeof(type));
+	fprintf(out, "| `%s%s` | ", prefix, s->key);
+	conf_md_cell(out, type);
+	fputs(" | ", out);
+	if (s->required) {
+		fputs("required", out);
+	} else if (s->def != NULL) {
+		fputc('`', out);
+		conf_md_cell(out, s->def);
+		fputc('`', out);
+	} else {
+		conf_md_cell(out, s->def_doc);
+	}
+	fputs(" | ", out);
+	if (s->type == CONF_T_UINT || s->type == CONF_T_SIZE || s->type == CONF_T_DURATION) {
+		conf_format_number(s, s->min, lo, sizeof(lo));
+		conf_format_number(s, s->max, hi, sizeof(hi));
+		fprintf(out, "%s..%s", lo, hi);
+	}
+	fputs(" | ", out);
+	conf_md_cell(out, s->doc);
+	fputs(" |\n", out);
+}
+
 void conf_reference(FILE *out)
 {
-	char lo[32], hi[32];
+	char prefix[CONF_KEY_MAX];
 
 	fputs("# hikyaku configuration reference\n\n"
 	      "<!-- Generated from the settings table in src/conf/conf.c by conf_reference();\n"
@@ -1116,108 +1461,28 @@ void conf_reference(FILE *out)
 	      "  `512`, `100K`, `25M`, `2G`.\n"
 	      "- **duration**: `250ms`, `30s`, `5m`, `2h`, `1d`; a bare number is seconds.\n"
 	      "- **bool**: `true` or `false`.\n"
-	      "- **listener**: `\"host:port\"`, `\"[v6]:port\"` or `\"*:port\"` (all addresses),\n"
-	      "  either as a string or as a mapping `{address: \"host:port\"}`.\n"
+	      "- **list of listeners**: each item a mapping of the `listen[].` fields, e.g.\n"
+	      "  `{address: \"*:465\", tls: implicit, submission: true}`, or just the address\n"
+	      "  `\"host:port\"`, `\"[v6]:port\"` or `\"*:port\"` (all addresses) when the other\n"
+	      "  fields keep their defaults.\n"
+	      "- **list of certificates**: each item `{cert: path, key: path}`.\n"
 	      "- Keys with a dot live in a section: `limits.message_size` is written\n"
-	      "  `limits:` then `  message_size: 25M`.\n\n"
+	      "  `limits:` then `  message_size: 25M`.\n"
+	      "- A listener with TLS needs `tls.certificates` or `tls.self_signed_dir`; a\n"
+	      "  submission listener needs `auth` and TLS (or `plaintext_auth`).\n\n"
 	      "| Key | Type | Default | Range | Description |\n"
 	      "|-----|------|---------|-------|-------------|\n",
 	      out);
 	for (size_t i = 0; i < CONF_N_SETTINGS; i++) {
 		const struct conf_setting *s = &conf_settings[i];
-		fprintf(out, "| `%s` | %s | ", s->key, conf_type_name(s->type));
-		if (s->def != NULL) {
-			fputc('`', out);
-			conf_md_cell(out, s->def);
-			fputc('`', out);
-		} else {
-			conf_md_cell(out, s->def_doc);
-		}
-		fputs(" | ", out);
-		if (s->type == CONF_T_UINT || s->type == CONF_T_SIZE ||
-		    s->type == CONF_T_DURATION) {
-			conf_format_number(s, s->min, lo, sizeof(lo));
-			conf_format_number(s, s->max, hi, sizeof(hi));
-			fprintf(out, "%s..%s", lo, hi);
-		}
-		fputs(" | ", out);
-		conf_md_cell(out, s->doc);
-		fputs(" |\n", out);
+		conf_reference_row(out, s, "");
+		snprintf(prefix, sizeof(prefix), "%s[].", s->key);
+		for (size_t j = 0; s->type == CONF_T_RECORDS && j < s->n_fields; j++)
+			conf_reference_row(out, &s->fields[j], prefix);
 	}
 	fputs("\nWith no configuration file, `hikyaku serve` runs this embedded development "
 	      "default:\n\n```yaml\n",
 	      out);
 	fputs(conf_embedded_default, out);
 	fputs("```\n", out);
-}
-
-/* --- checks for operators ------------------------------------------------ */
-
-static bool conf_listener_is_loopback(const char *addr)
-{
-	return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0 ||
-	       strncasecmp(addr, "localhost:", 10) == 0;
-}
-
-static __attribute__((format(printf, 2, 3))) int conf_warn(FILE *out, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("warning: ", out);
-	va_start(ap, fmt);
-	vfprintf(out, fmt, ap);
-	va_end(ap);
-	fputc('\n', out);
-	return 1;
-}
-
-int conf_check(const struct conf *conf, FILE *out)
-{
-	int n = 0;
-	const char *public_addr = NULL;
-
-	for (size_t i = 0; i < conf->n_listeners; i++)
-		if (!conf_listener_is_loopback(conf->listeners[i].address))
-			public_addr = conf->listeners[i].address;
-
-	if (conf->accept_any_user && public_addr != NULL)
-		n += conf_warn(out,
-		               "accept_any_user is true on non-loopback listener %s: any local "
-		               "part of local_domains is accepted",
-		               public_addr);
-	if (public_addr != NULL && conf->user[0] == '\0')
-		n += conf_warn(out,
-		               "listener %s is not loopback and user is empty: when started as "
-		               "root, workers keep root privileges",
-		               public_addr);
-	if (conf->n_local_domains == 0)
-		n += conf_warn(out, "local_domains is empty: every recipient will be rejected");
-	if (conf->users_file[0] != '\0' && access(conf->users_file, R_OK) < 0)
-		n += conf_warn(out, "users_file %s is not readable: %s", conf->users_file,
-		               strerror(errno));
-	if (conf->users_file[0] == '\0' && !conf->accept_any_user && conf->n_local_domains > 0)
-		n += conf_warn(out, "no users_file and accept_any_user is false: every local "
-		                    "recipient will be rejected");
-	if (conf->spool_dir[0] != '/')
-		n += conf_warn(out, "spool_dir %s is relative to the working directory",
-		               conf->spool_dir);
-	if (conf->maildir_root[0] != '/')
-		n += conf_warn(out, "maildir_root %s is relative to the working directory",
-		               conf->maildir_root);
-	if (strchr(conf->hostname, '.') == NULL)
-		n += conf_warn(out,
-		               "hostname %s has no dot: EHLO and the greeting should use a fully "
-		               "qualified domain name (RFC 5321 §4.1.1.1)",
-		               conf->hostname);
-	return n;
-}
-
-bool conf_is_local_domain(const struct conf *conf, const char *domain)
-{
-	if (conf == NULL || domain == NULL)
-		return false;
-	for (size_t i = 0; i < conf->n_local_domains; i++)
-		if (strcasecmp(conf->local_domains[i], domain) == 0)
-			return true;
-	return false;
 }

@@ -9,9 +9,47 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
+
+enum conf_tls_mode {
+	CONF_TLS_NONE = 0,  /* plaintext only */
+	CONF_TLS_STARTTLS,  /* RFC 3207, offered after EHLO (the default) */
+	CONF_TLS_IMPLICIT,  /* RFC 8314: TLS from the first octet (port 465) */
+};
 
 struct conf_listener {
-	char *address; /* "127.0.0.1:2525", "[::1]:25", "*:25" */
+	char *address;          /* "127.0.0.1:2525", "[::1]:25", "*:25" */
+	enum conf_tls_mode tls; /* listen[].tls: none | starttls | implicit */
+	bool submission;        /* listen[].submission: AUTH required before MAIL */
+	bool auth;              /* listen[].auth: offer SMTP AUTH (default true) */
+	bool plaintext_auth;    /* listen[].plaintext_auth: AUTH without TLS (local only) */
+};
+
+struct conf_tls_cert {
+	char *cert; /* PEM: leaf then chain */
+	char *key;  /* PEM private key */
+};
+
+struct conf_tls {
+	struct conf_tls_cert *certs; /* tls.certificates; the first is the default */
+	size_t n_certs;
+	char *self_signed_dir;     /* tls.self_signed_dir: generate one here if none; "" off */
+	bool session_tickets;      /* tls.session_tickets (RFC 5077), default true */
+	uint64_t handshake_timeout; /* ms, tls.handshake_timeout, default 30s */
+};
+
+struct conf_auth {
+	uint64_t max_failures;   /* auth.max_failures per client IP in the window, 5 */
+	uint64_t failure_window; /* ms, auth.failure_window, 10m */
+	bool received_show_user; /* auth.received_show_user: name the user in Received */
+};
+
+struct conf_relay {
+	char **trusted_networks; /* relay.trusted_networks: CIDRs that may relay without AUTH */
+	size_t n_trusted_networks;
+	bool sender_login_match; /* relay.sender_login_match: MAIL FROM must be owned */
+	char **senders;          /* relay.senders: "sender: login, login" ownership lines */
+	size_t n_senders;
 };
 
 struct conf_limits {
@@ -55,6 +93,12 @@ struct conf {
 	struct conf_limits limits;
 	struct conf_timeouts timeouts;
 	struct conf_queue queue;
+	struct conf_tls tls;
+	struct conf_auth auth;
+	struct conf_relay relay;
+	/* Private to src/conf: relay.trusted_networks and relay.senders parsed
+	 * at load for conf_is_trusted_network() and conf_sender_allowed(). */
+	struct conf_relay_compiled *relay_compiled;
 };
 
 /* The embedded development default (DESIGN.md), as YAML text. */
@@ -72,5 +116,11 @@ void conf_reference(FILE *out);
 /* Warnings an operator should see (hikyaku check): returns how many. */
 int conf_check(const struct conf *conf, FILE *out);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
+/* Is addr (numeric IPv4 or IPv6 text) inside relay.trusted_networks? */
+bool conf_is_trusted_network(const struct conf *conf, const struct sockaddr *sa);
+/* May login (an authenticated user) use sender as MAIL FROM? True if sender
+ * is the login itself (ignoring +tag, case-insensitive) or a relay.senders
+ * line grants it ("sender: login, login" where sender may be "@domain"). */
+bool conf_sender_allowed(const struct conf *conf, const char *sender, const char *login);
 
 #endif

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define USERS_LINE_MAX 4096  /* octets, without the line ending */
 #define USERS_LOCAL_MAX 64   /* RFC 5321 §4.5.3.1.1 */
@@ -46,29 +47,42 @@ static void users_error(char *err, size_t errlen, const char *path, size_t line,
 		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
 }
 
-/* Validate and store one non-comment line. Returns a message on error. */
-static const char *users_line_parse(struct users *u, char *line, size_t len, size_t lineno)
+const char *users_name_check(const char *name, size_t len)
 {
-	char *colon = memchr(line, ':', len);
-	size_t namelen = colon != NULL ? (size_t)(colon - line) : len;
-	char *at = memchr(line, '@', namelen);
+	const char *at = memchr(name, '@', len);
 
-	if (memchr(line, '\0', len) != NULL)
-		return "NUL byte in line";
-	if (namelen == 0)
+	if (len == 0)
 		return "empty user name";
-	if (at == NULL || memchr(at + 1, '@', namelen - (size_t)(at - line) - 1) != NULL)
+	if (at == NULL || memchr(at + 1, '@', len - (size_t)(at - name) - 1) != NULL)
 		return "user name must contain exactly one '@'";
-	size_t llen = (size_t)(at - line), dlen = namelen - llen - 1;
+	size_t llen = (size_t)(at - name), dlen = len - llen - 1;
 	if (llen == 0 || dlen == 0)
 		return "user name needs a local part and a domain";
 	if (llen > USERS_LOCAL_MAX)
 		return "local part longer than 64 octets";
 	if (dlen > USERS_DOMAIN_MAX)
 		return "domain longer than 255 octets";
-	for (size_t i = 0; i < namelen; i++)
-		if ((unsigned char)line[i] <= ' ' || line[i] == 0x7f)
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)name[i] <= ' ' || name[i] == 0x7f)
 			return "space or control character in user name";
+	if (memchr(name, ':', len) != NULL)
+		return "':' in user name";
+	if (name[0] == '#')
+		return "user name starts with '#' (a comment)";
+	return NULL;
+}
+
+/* Validate and store one non-comment line. Returns a message on error. */
+static const char *users_line_parse(struct users *u, char *line, size_t len, size_t lineno)
+{
+	char *colon = memchr(line, ':', len);
+	size_t namelen = colon != NULL ? (size_t)(colon - line) : len;
+	const char *msg;
+
+	if (memchr(line, '\0', len) != NULL)
+		return "NUL byte in line";
+	if ((msg = users_name_check(line, namelen)) != NULL)
+		return msg;
 
 	struct users_entry e = {.key = xstrndup(line, namelen), .line = lineno};
 	str_lower(e.key);
@@ -224,7 +238,40 @@ bool users_exists(const struct users *users, const char *local, const char *doma
 	               users_entry_cmp) != NULL;
 }
 
+const char *users_secret(const struct users *users, const char *user)
+{
+	char key[USERS_KEY_MAX];
+	size_t len;
+
+	if (users == NULL || users->n == 0 || user == NULL)
+		return NULL;
+	len = strlen(user);
+	if (len == 0 || len >= sizeof(key))
+		return NULL;
+	memcpy(key, user, len + 1);
+	str_lower(key);
+
+	struct users_entry probe = {.key = key};
+	const struct users_entry *e =
+	    bsearch(&probe, users->entries, users->n, sizeof(*users->entries), users_entry_cmp);
+	if (e == NULL)
+		return NULL;
+	return e->secret != NULL ? e->secret : "";
+}
+
 size_t users_count(const struct users *users)
 {
 	return users != NULL ? users->n : 0;
+}
+
+size_t users_count_scheme(const struct users *users, const char *scheme)
+{
+	size_t n = 0, len = strlen(scheme);
+	for (size_t i = 0; users != NULL && i < users->n; i++) {
+		const char *sec = users->entries[i].secret;
+		if (sec != NULL && sec[0] == '{' && strncasecmp(sec + 1, scheme, len) == 0 &&
+		    sec[len + 1] == '}')
+			n++;
+	}
+	return n;
 }

@@ -18,5 +18,17 @@ void users_free(struct users **users);
 /* Exact, case-insensitive lookup of "local@domain" (without +tag). */
 bool users_exists(const struct users *users, const char *local, const char *domain);
 size_t users_count(const struct users *users);
+/* How many users have a "{scheme}..." secret (case-insensitive scheme name):
+ * smtpd offers CRAM-MD5 and SCRAM-SHA-256 only when some user can use them,
+ * or clients that prefer them would fail for everyone else. */
+size_t users_count_scheme(const struct users *users, const char *scheme);
+/* The stored secret of "local@domain" (case-insensitive, like users_exists):
+ * the second field as written ("{SCHEME}..."), "" when the line has none, or
+ * NULL for an unknown user. Owned by the table: valid until users_free(). */
+const char *users_secret(const struct users *users, const char *user);
+/* Is name[0..len) acceptable as the first field of a users line: exactly one
+ * '@', non-empty local part (at most 64 octets) and domain (at most 255), no
+ * space, control character or ':'? Returns NULL if so, else the reason. */
+const char *users_name_check(const char *name, size_t len);
 
 #endif

@@ -42,6 +42,7 @@ int buf_reserve(struct buf *b, size_t extra)
 		ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
 	b->data = xrealloc(b->data, ncap);
 	b->cap = ncap;
+	b->data[b->len] = '\0'; /* keep buf_cstr() safe on a fresh reservation */
 	return 0;
 }
 

@@ -11,6 +11,8 @@
 #include "queue/qmgr.h"
 #include "queue/spool.h"
 #include "smtpd/smtpd.h"
+#include "tls/tls.h"
+#include "auth/usercmd.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -25,6 +27,7 @@
 #define HIKYAKU_VERSION "0.1.0"
 
 struct main_ctx {
+	const struct conf *conf;
 	struct event_base *base;
 	struct smtpd *smtpd;
 	struct qmgr *qmgr;
@@ -36,6 +39,7 @@ static void usage(FILE *out)
 		     "       hikyaku check [-c FILE]       validate a configuration, show warnings\n"
 		     "       hikyaku config dump [-c FILE] print the effective configuration\n"
 		     "       hikyaku config reference      print the settings reference (Markdown)\n"
+		     "       hikyaku user add|passwd|del|list [-c FILE | -f USERS] [NAME]\n"
 		     "       hikyaku version\n"
 		     "Without -c, the embedded development default is used.\n");
 }
@@ -103,12 +107,27 @@ static int main_drop_privileges(const struct conf *conf)
 	return 0;
 }
 
+/* SIGHUP: new certificates for new sessions; live sessions keep theirs.
+ * The rest of the configuration needs a restart for now. */
+static void main_reload_tls(struct main_ctx *ctx)
+{
+	struct tls_server *tls = NULL;
+	char err[1024];
+	if (tls_server_create(&ctx->conf->tls, ctx->conf->hostname, &tls, err, sizeof(err)) < 0) {
+		log_err("event=reload status=failed reason=\"%s\" (keeping the loaded certificates)",
+			err);
+		return;
+	}
+	smtpd_set_tls(ctx->smtpd, tls);
+	log_info("event=reload status=ok tls_contexts=%zu", tls != NULL ? tls_server_count(tls) : 0);
+}
+
 static void main_on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what;
 	struct main_ctx *ctx = arg;
 	if (sig == SIGHUP) {
-		log_info("event=sighup reason=\"reload is not supported yet; restart to apply\"");
+		main_reload_tls(ctx);
 		return;
 	}
 	log_info("event=shutdown signal=%d sessions=%zu", (int)sig,
@@ -154,10 +173,18 @@ static int main_serve(const char *path)
 		sigs[i] = evsignal_new(ctx.base, signums[i], main_on_signal, &ctx);
 		event_add(sigs[i], NULL);
 	}
+	ctx.conf = conf;
 	if (smtpd_create(ctx.base, conf, users, &ctx.smtpd, &error) < 0) {
 		fprintf(stderr, "hikyaku: %s\n", error);
 		goto out;
 	}
+	/* Keys are often readable by root only: load them before dropping. */
+	struct tls_server *tls = NULL;
+	if (tls_server_create(&conf->tls, conf->hostname, &tls, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: tls: %s\n", err);
+		goto out;
+	}
+	smtpd_set_tls(ctx.smtpd, tls);
 	if (main_drop_privileges(conf) < 0)
 		goto out;
 	if (fs_mkdir_p(conf->maildir_root, 0700) < 0 ||
@@ -259,6 +286,8 @@ int main(int argc, char **argv)
 	} else if (strcmp(cmd, "config") == 0 && argc == 3 && strcmp(argv[2], "reference") == 0) {
 		conf_reference(stdout);
 		return 0;
+	} else if (strcmp(cmd, "user") == 0) {
+		return auth_user_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("hikyaku %s\n", HIKYAKU_VERSION);
 		return 0;

@@ -104,6 +104,12 @@ static int qmgr_deliver_rcpt(struct qmgr *q, const struct envelope *e,
 		snprintf(err, errlen, "malformed recipient");
 		return -1;
 	}
+	if (!conf_is_local_domain(q->conf, at + 1)) {
+		/* Relayed mail (authenticated or trusted clients) waits here
+		 * until outbound delivery exists. TODO(issue 4): MX/smarthost. */
+		snprintf(err, errlen, "no outbound transport for remote domains yet");
+		return -1;
+	}
 	memcpy(local, r->addr, (size_t)(at - r->addr));
 	local[at - r->addr] = '\0';
 	if (maildir_mailbox_name(local, mailbox) < 0) {

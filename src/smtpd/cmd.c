@@ -36,6 +36,10 @@ static const struct smtpd_cmd smtpd_cmds[] = {
 	/* BDAT is accepted in every state so that a refused chunk is still
 	 * read and skipped (RFC 3030 §3): the handler checks the state. */
 	{"BDAT", smtpd_cmd_bdat, CMD_ANY, NULL},
+	{"STARTTLS", smtpd_cmd_starttls, CMD_PRE_TX,
+	 "STARTTLS not allowed during a mail transaction"},
+	{"AUTH", smtpd_cmd_auth, SMTPD_SB(SMTPD_S_READY),
+	 "AUTH not allowed during a mail transaction"},
 	{"RSET", cmd_rset, CMD_ANY, NULL},
 	{"NOOP", cmd_noop, CMD_ANY, NULL},
 	{"QUIT", cmd_quit, CMD_ANY, NULL},
@@ -111,9 +115,12 @@ static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len)
 			 "250-ENHANCEDSTATUSCODES\r\n"
 			 "250-SMTPUTF8\r\n"
 			 "250-CHUNKING\r\n"
+			 "%s%s"
 			 "250 DSN\r\n",
 			 conf->hostname, s->helo, s->client_addr,
-			 (unsigned long long)conf->limits.message_size);
+			 (unsigned long long)conf->limits.message_size,
+			 smtpd_tls_offered(s) ? "250-STARTTLS\r\n" : "",
+			 smtpd_auth_offered(s) && s->auth_user == NULL ? s->srv->auth_line : "");
 	smtpd_reply_raw(s, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
@@ -139,6 +146,11 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_session_close(s);
 		return;
 	}
+	if (s->lconf->submission && s->auth_user == NULL) {
+		/* RFC 6409 §4.3 submission: authenticate first */
+		smtpd_reply(s, 530, "5.7.0", "Authentication required");
+		return;
+	}
 	if (smtp_parse_mail(args, len, &m, &err) < 0) {
 		smtpd_reply_perr(s, &err);
 		return;
@@ -154,6 +166,10 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 	char sender[MAIL_PATH_MAX + 1];
 	if (mail_addr_format(&m.from, sender, sizeof(sender)) < 0) {
 		smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
+		return;
+	}
+	if (s->auth_user != NULL && !conf_sender_allowed(conf, sender, s->auth_user)) {
+		smtpd_reply(s, 553, "5.7.1", "<%s>: Sender address not owned by user", sender);
 		return;
 	}
 	struct smtpd_tx *tx = smtpd_tx_create(s);
@@ -187,6 +203,11 @@ static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to)
 		str_lower(to->domain);
 	}
 	if (!conf_is_local_domain(conf, to->domain)) {
+		/* Relaying: only for an authenticated user or a trusted
+		 * network (relay.trusted_networks), never for anyone else. */
+		if (s->auth_user != NULL ||
+		    conf_is_trusted_network(conf, (const struct sockaddr *)&s->client_ss))
+			return 0;
 		smtpd_reply(s, 554, "5.7.1", "<%s@%s>: Relay access denied", to->local, to->domain);
 		return -1;
 	}

@@ -28,14 +28,6 @@ struct smtpd_commit {
 	const char *error;
 };
 
-static const char *data_protocol(const struct smtpd_session *s)
-{
-	/* RFC 3848 and RFC 6531 §3.7.3 "with" keywords. */
-	if (s->tx->mail.smtputf8)
-		return "UTF8SMTP";
-	return s->esmtp ? "ESMTP" : "SMTP";
-}
-
 /* RFC 5321 §4.4 time stamp line, written before any content. */
 static void data_received_header(struct smtpd_session *s)
 {
@@ -54,8 +46,14 @@ static void data_received_header(struct smtpd_session *s)
 	struct tm tm;
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-	buf_printf(&tx->body, "Received: from %s ([%s])\r\n\tby %s (hikyaku) with %s id %s",
-		   helo, s->client_addr, conf->hostname, data_protocol(s), tx->env.qid);
+	buf_printf(&tx->body, "Received: from %s ([%s])\r\n", helo, s->client_addr);
+	if (s->tls_active)
+		buf_printf(&tx->body, "\t(using %s)\r\n", s->tls_info);
+	/* Naming the user is opt-in (auth.received_show_user): privacy first. */
+	if (s->auth_user != NULL && conf->auth.received_show_user)
+		buf_printf(&tx->body, "\t(Authenticated sender: %s)\r\n", s->auth_user);
+	buf_printf(&tx->body, "\tby %s (hikyaku) with %s id %s", conf->hostname,
+		   smtpd_session_protocol(s), tx->env.qid);
 	/* Name the recipient only when there is one: a Bcc list must not leak. */
 	if (tx->env.nrcpts == 1)
 		buf_printf(&tx->body, "\r\n\tfor <%s>", tx->env.rcpts[0].addr);
@@ -154,7 +152,7 @@ static void data_commit_done(void *arg)
 		log_info("event=accept sid=%s qid=%s client=%s from=<%s> size=%llu nrcpt=%zu "
 			 "proto=%s",
 			 s->sid, tx->env.qid, s->client_addr, log_qs(qf, tx->env.sender),
-			 (unsigned long long)tx->env.size, tx->env.nrcpts, data_protocol(s));
+			 (unsigned long long)tx->env.size, tx->env.nrcpts, smtpd_session_protocol(s));
 		qmgr_enqueue(s->srv->qmgr, tx->env.qid);
 		if (s->bev != NULL)
 			smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", tx->env.qid);

@@ -5,9 +5,11 @@
 #include "smtpd/smtpd.h"
 #include "smtpd/session.h"
 #include "conf/conf.h"
+#include "conf/users.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
+#include "tls/tls.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -21,6 +23,7 @@
 
 struct smtpd_listener {
 	struct smtpd *srv;
+	const struct conf_listener *lconf;
 	struct evconnlistener *lev;
 	int fd;
 	char name[NET_ADDRSTR_MAX + 8];
@@ -90,6 +93,65 @@ static void server_ip_add(struct smtpd *srv, const struct sockaddr_storage *ss, 
 	}
 }
 
+/* AUTH failures per client address: a fixed-size table (bounded memory
+ * whatever the number of attackers); a colliding address takes over an
+ * expired slot, or the least recently failed of a small probe window. */
+#define AUTHFAIL_SLOTS 4096
+#define AUTHFAIL_PROBE 4
+
+struct smtpd_authfail {
+	unsigned char addr[16];
+	unsigned count;
+	uint64_t first_ms; /* start of the current window */
+	uint64_t last_ms;
+};
+
+unsigned smtpd_server_auth_failures(struct smtpd *srv, const struct sockaddr_storage *ss,
+				    unsigned add)
+{
+	unsigned char key[16];
+	uint64_t now = smtpd_now_us() / 1000, window = srv->conf->auth.failure_window;
+	if (srv->authfail == NULL)
+		srv->authfail = xcalloc(AUTHFAIL_SLOTS, sizeof(*srv->authfail));
+	server_ip_key(ss, key);
+	uint64_t h = 1469598103934665603ULL;
+	for (size_t i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 1099511628211ULL;
+	struct smtpd_authfail *victim = NULL;
+	bool victim_expired = false;
+	for (size_t i = 0; i < AUTHFAIL_PROBE; i++) {
+		struct smtpd_authfail *e = &srv->authfail[(h + i) % AUTHFAIL_SLOTS];
+		bool expired = e->count == 0 || now - e->first_ms > window;
+		if (memcmp(e->addr, key, 16) == 0 && e->count > 0) {
+			if (expired) {
+				e->count = 0;
+				e->first_ms = now;
+			}
+			e->count += add;
+			e->last_ms = now;
+			return e->count;
+		}
+		if (victim == NULL || (expired && !victim_expired) ||
+		    (expired == victim_expired && e->last_ms < victim->last_ms)) {
+			victim = e;
+			victim_expired = expired;
+		}
+	}
+	if (add == 0)
+		return 0;
+	memcpy(victim->addr, key, 16);
+	victim->count = add;
+	victim->first_ms = victim->last_ms = now;
+	return add;
+}
+
+void smtpd_set_tls(struct smtpd *srv, struct tls_server *tls)
+{
+	/* Live sessions hold their own references to the old contexts. */
+	tls_server_free(&srv->tls);
+	srv->tls = tls;
+}
+
 void smtpd_server_session_gone(struct smtpd *srv, struct smtpd_session *s)
 {
 	if (s->prev != NULL)
@@ -147,7 +209,7 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 		return;
 	}
 	server_ip_add(srv, &ss, 1);
-	smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name);
+	smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf);
 }
 
 static void server_on_accept_error(struct evconnlistener *lev, void *arg)
@@ -159,8 +221,9 @@ static void server_on_accept_error(struct evconnlistener *lev, void *arg)
 	(void)lev;
 }
 
-static int server_bind(struct smtpd *srv, const char *spec, const char **error_r)
+static int server_bind(struct smtpd *srv, const struct conf_listener *lc, const char **error_r)
 {
+	const char *spec = lc->address;
 	struct sockaddr_storage ss[2];
 	socklen_t lens[2];
 	int n = net_parse_listen(spec, ss, lens);
@@ -180,6 +243,7 @@ static int server_bind(struct smtpd *srv, const char *spec, const char **error_r
 		struct smtpd_listener *l = &srv->listeners[srv->n_listeners++];
 		memset(l, 0, sizeof(*l));
 		l->srv = srv;
+		l->lconf = lc;
 		l->fd = fd;
 		snprintf(l->name, sizeof(l->name), "%s", spec);
 	}
@@ -199,8 +263,13 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	if (getentropy(&seed, sizeof(seed)) < 0)
 		seed = (uint64_t)getpid();
 	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
+	/* PLAIN and LOGIN serve every stored scheme; the challenge-response
+	 * mechanisms only users with their own secret (see users.h). */
+	snprintf(srv->auth_line, sizeof(srv->auth_line), "250-AUTH PLAIN LOGIN%s%s\r\n",
+		 users_count_scheme(users, "CRAM-MD5") > 0 ? " CRAM-MD5" : "",
+		 users_count_scheme(users, "SCRAM-SHA-256") > 0 ? " SCRAM-SHA-256" : "");
 	for (size_t i = 0; i < conf->n_listeners; i++) {
-		if (server_bind(srv, conf->listeners[i].address, error_r) < 0) {
+		if (server_bind(srv, &conf->listeners[i], error_r) < 0) {
 			smtpd_free(&srv);
 			return -1;
 		}
@@ -214,6 +283,7 @@ void smtpd_start(struct smtpd *srv, struct spool *spool, struct qmgr *qmgr)
 	srv->spool = spool;
 	srv->qmgr = qmgr;
 	srv->commit_wq = workq_create(srv->base, (unsigned)srv->conf->queue.commit_threads, "commit");
+	srv->auth_wq = workq_create(srv->base, 2, "auth");
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		struct smtpd_listener *l = &srv->listeners[i];
 		l->lev = evconnlistener_new(srv->base, server_on_accept, l,
@@ -243,8 +313,10 @@ void smtpd_free(struct smtpd **srvp)
 	if (srv == NULL)
 		return;
 	*srvp = NULL;
-	/* Finish in-flight commits first: their completion touches sessions. */
+	/* Finish in-flight commits and AUTH checks first: their completions
+	 * touch sessions. */
 	workq_free(&srv->commit_wq);
+	workq_free(&srv->auth_wq);
 	while (srv->sessions != NULL) {
 		struct smtpd_session *s = srv->sessions;
 		smtpd_session_free(&s);
@@ -264,5 +336,7 @@ void smtpd_free(struct smtpd **srvp)
 		}
 	}
 	free(srv->ipcount);
+	free(srv->authfail);
+	tls_server_free(&srv->tls);
 	free(srv);
 }

@@ -8,7 +8,9 @@
 #include "conf/conf.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/strutil.h"
 #include "queue/spool.h"
+#include "smtpd/smtpd.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -28,10 +30,31 @@
 #define SMTPD_IN_HIGH (128 * 1024)
 
 static const char *const smtpd_state_names[] = {
-	"init", "ready", "mail", "rcpt", "data", "bdat", "commit", "closing",
+	"init", "ready", "mail", "rcpt", "data", "bdat", "commit", "auth", "auth_wait", "closing",
 };
 
+/* RFC 4954 §4: an AUTH command or response line may be 12288 octets. */
+#define SMTPD_AUTH_LINE_MAX 12288
+
 static void smtpd_session_process(struct smtpd_session *s);
+
+bool smtpd_session_busy(const struct smtpd_session *s)
+{
+	return s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_AUTH_WAIT;
+}
+
+const char *smtpd_session_protocol(const struct smtpd_session *s)
+{
+	/* RFC 3848 and RFC 6531 §3.7.3 "with" keywords. */
+	static const char *const names[2][4] = {
+		{"ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA"},
+		{"UTF8SMTP", "UTF8SMTPS", "UTF8SMTPA", "UTF8SMTPSA"},
+	};
+	if (!s->esmtp)
+		return "SMTP";
+	bool utf8 = s->tx != NULL && s->tx->mail.smtputf8;
+	return names[utf8][(s->tls_active ? 1 : 0) + (s->auth_user != NULL ? 2 : 0)];
+}
 
 uint64_t smtpd_now_us(void)
 {
@@ -159,8 +182,8 @@ void smtpd_session_close(struct smtpd_session *s)
 {
 	if (s->state == SMTPD_S_CLOSING)
 		return;
-	if (s->state == SMTPD_S_COMMIT) {
-		/* the commit completion closes it */
+	if (smtpd_session_busy(s)) {
+		/* the completion of the commit or AUTH check closes it */
 		s->gone = true;
 		return;
 	}
@@ -186,6 +209,8 @@ void smtpd_session_free(struct smtpd_session **sp)
 	log_info("event=disconnect sid=%s client=%s messages=%u errors=%u duration=%.3f", s->sid,
 		 s->client_addr, s->messages, s->errors, secs);
 	smtpd_tx_reset(s);
+	smtpd_auth_abort(s);
+	free(s->auth_user);
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
 	if (s->deadline_ev != NULL)
@@ -197,6 +222,18 @@ void smtpd_session_free(struct smtpd_session **sp)
 	free(s);
 }
 
+/* AUTH command lines and SASL responses may be longer than other
+ * commands (RFC 4954 §4). */
+static bool smtpd_line_is_auth(struct smtpd_session *s, struct evbuffer *in)
+{
+	unsigned char head[5];
+	if (s->state == SMTPD_S_AUTH)
+		return true;
+	if (evbuffer_copyout(in, head, sizeof(head)) != (ssize_t)sizeof(head))
+		return false;
+	return str_case_prefix((const char *)head, sizeof(head), "AUTH ");
+}
+
 /* One command line from in, or false if a whole line is not there yet.
  * Lines end at LF; an LF without CR before it is refused, never obeyed as a
  * line end of a different command (RFC 5321 §2.3.8: lines end with CRLF). */
@@ -205,6 +242,8 @@ static bool smtpd_session_read_line(struct smtpd_session *s, struct evbuffer *in
 	size_t limit = s->srv->conf->limits.command_line;
 	size_t avail = evbuffer_get_length(in);
 	struct evbuffer_ptr end = evbuffer_search_range(in, "\n", 1, NULL, NULL);
+	if (limit < SMTPD_AUTH_LINE_MAX + 2 && smtpd_line_is_auth(s, in))
+		limit = SMTPD_AUTH_LINE_MAX + 2;
 	if (end.pos < 0) {
 		if (s->discard_line) {
 			evbuffer_drain(in, avail);
@@ -231,6 +270,10 @@ static bool smtpd_session_read_line(struct smtpd_session *s, struct evbuffer *in
 		smtpd_reply(s, 500, "5.5.2", "Line too long (limit %zu octets)", limit);
 		return true;
 	}
+	if (linelen + 1 > s->line_cap) {
+		s->line = xrealloc(s->line, linelen + 1);
+		s->line_cap = linelen + 1;
+	}
 	evbuffer_remove(in, s->line, linelen);
 	s->line[linelen] = '\0';
 	if (linelen < 2 || s->line[linelen - 2] != '\r') {
@@ -238,19 +281,28 @@ static bool smtpd_session_read_line(struct smtpd_session *s, struct evbuffer *in
 		smtpd_reply(s, 500, "5.5.2", "Command line must end with CRLF");
 		return true;
 	}
-	smtpd_cmd_dispatch(s, s->line, linelen - 2);
+	if (s->state == SMTPD_S_AUTH)
+		smtpd_auth_response(s, s->line, linelen - 2);
+	else
+		smtpd_cmd_dispatch(s, s->line, linelen - 2);
+	if (s->line_cap > s->srv->conf->limits.command_line + 1 && s->state != SMTPD_S_AUTH) {
+		/* an AUTH line grew it: give the memory back (and wipe it) */
+		explicit_bzero(s->line, s->line_cap);
+		s->line_cap = s->srv->conf->limits.command_line + 1;
+		s->line = xrealloc(s->line, s->line_cap);
+	}
 	return true;
 }
 
 static void smtpd_session_process(struct smtpd_session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	struct evbuffer *out = bufferevent_get_output(s->bev);
 	bool out_full = false;
 	for (;;) {
-		if (s->state == SMTPD_S_CLOSING || s->state == SMTPD_S_COMMIT)
+		if (s->state == SMTPD_S_CLOSING || smtpd_session_busy(s))
 			break;
-		if (evbuffer_get_length(out) > SMTPD_OUT_HIGH) {
+		/* fetched each time: STARTTLS replaces s->bev */
+		struct evbuffer *in = bufferevent_get_input(s->bev);
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) > SMTPD_OUT_HIGH) {
 			out_full = true;
 			break;
 		}
@@ -266,7 +318,7 @@ static void smtpd_session_process(struct smtpd_session *s)
 		return;
 	/* Reading stops while a commit is pending or replies pile up; the
 	 * write callback resumes it. */
-	if (s->state == SMTPD_S_COMMIT || out_full)
+	if (smtpd_session_busy(s) || out_full)
 		bufferevent_disable(s->bev, EV_READ);
 	else
 		bufferevent_enable(s->bev, EV_READ);
@@ -296,7 +348,7 @@ static void smtpd_session_on_write(struct bufferevent *bev, void *arg)
 	}
 	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
 		smtpd_session_process(s);
-	else if (s->state != SMTPD_S_COMMIT)
+	else if (!smtpd_session_busy(s))
 		bufferevent_enable(bev, EV_READ);
 }
 
@@ -304,6 +356,10 @@ static void smtpd_session_on_event(struct bufferevent *bev, short what, void *ar
 {
 	(void)bev;
 	struct smtpd_session *s = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		smtpd_tls_handshake_done(s); /* bufferevent_openssl: handshake over */
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		log_info("event=timeout sid=%s client=%s state=%s", s->sid, s->client_addr,
 			 smtpd_state_names[s->state]);
@@ -319,6 +375,8 @@ static void smtpd_session_on_event(struct bufferevent *bev, short what, void *ar
 		return;
 	}
 	/* EOF or error: the client is gone. */
+	if (what & BEV_EVENT_ERROR)
+		smtpd_tls_log_error(s);
 	if (s->tx != NULL && s->state != SMTPD_S_COMMIT)
 		log_info("event=lost sid=%s client=%s state=%s qid=%s", s->sid, s->client_addr,
 			 smtpd_state_names[s->state], s->tx->env.qid[0] ? s->tx->env.qid : "-");
@@ -331,7 +389,7 @@ static void smtpd_session_on_event(struct bufferevent *bev, short what, void *ar
 	}
 	bufferevent_free(s->bev);
 	s->bev = NULL;
-	if (s->state == SMTPD_S_COMMIT) {
+	if (smtpd_session_busy(s)) {
 		s->gone = true;
 		return;
 	}
@@ -349,8 +407,8 @@ static void smtpd_session_on_deadline(evutil_socket_t fd, short what, void *arg)
 	struct smtpd_session *s = arg;
 	log_info("event=deadline sid=%s client=%s state=%s", s->sid, s->client_addr,
 		 smtpd_state_names[s->state]);
-	if (s->state == SMTPD_S_COMMIT) {
-		s->gone = true; /* the commit completion ends it */
+	if (smtpd_session_busy(s)) {
+		s->gone = true; /* the commit or AUTH completion ends it */
 		return;
 	}
 	if (s->state == SMTPD_S_CLOSING)
@@ -360,8 +418,17 @@ static void smtpd_session_on_deadline(evutil_socket_t fd, short what, void *arg)
 	smtpd_session_close(s);
 }
 
+/* (Re)install our callbacks on s->bev: at accept, and after STARTTLS put a
+ * TLS filter on top of the socket. */
+void smtpd_session_attach(struct smtpd_session *s)
+{
+	bufferevent_setcb(s->bev, smtpd_session_on_read, smtpd_session_on_write,
+			  smtpd_session_on_event, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTPD_IN_HIGH);
+}
+
 void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
-			 const char *listener)
+			 const char *listener, const struct conf_listener *lconf)
 {
 	const struct conf *conf = srv->conf;
 	struct smtpd_session *s = xcalloc(1, sizeof(*s));
@@ -373,14 +440,23 @@ void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 	s->client_port = sa->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
 						  : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
 	snprintf(s->listener, sizeof(s->listener), "%s", listener);
-	s->line = xmalloc(conf->limits.command_line + 1);
+	s->lconf = lconf;
+	s->line_cap = conf->limits.command_line + 1;
+	s->line = xmalloc(s->line_cap);
 	s->state = SMTPD_S_INIT;
 
-	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(s->bev, smtpd_session_on_read, smtpd_session_on_write,
-			  smtpd_session_on_event, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTPD_IN_HIGH);
-	smtpd_session_timeouts(s, false);
+	if (lconf->tls == CONF_TLS_IMPLICIT) {
+		if (!smtpd_tls_wrap_accept(s, fd)) {
+			close(fd);
+			free(s->line);
+			free(s);
+			return;
+		}
+	} else {
+		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		smtpd_session_timeouts(s, false);
+	}
+	smtpd_session_attach(s);
 	s->deadline_ev = evtimer_new(srv->base, smtpd_session_on_deadline, s);
 	struct timeval dl = smtpd_tv(conf->timeouts.session);
 	evtimer_add(s->deadline_ev, &dl);

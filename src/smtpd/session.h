@@ -19,7 +19,10 @@ struct event;
 struct event_base;
 struct evbuffer;
 struct conf;
+struct conf_listener;
 struct users;
+struct sasl_server;
+struct tls_server;
 struct spool;
 struct spool_msg;
 struct qmgr;
@@ -34,6 +37,8 @@ enum smtpd_state {
 	SMTPD_S_DATA,    /* reading DATA content */
 	SMTPD_S_BDAT,    /* reading a BDAT chunk */
 	SMTPD_S_COMMIT,  /* waiting for the spool to make the message durable */
+	SMTPD_S_AUTH,    /* reading a SASL response line (RFC 4954 §4) */
+	SMTPD_S_AUTH_WAIT, /* password check on a worker, or a failure delay */
 	SMTPD_S_CLOSING, /* flushing the last reply */
 };
 #define SMTPD_SB(st) (1u << (st))
@@ -46,6 +51,10 @@ struct smtpd {
 	struct spool *spool;
 	struct qmgr *qmgr;
 	struct workq *commit_wq;
+	struct workq *auth_wq;   /* password hashing (yescrypt, bcrypt) */
+	struct tls_server *tls;  /* NULL when TLS is not configured */
+	struct smtpd_authfail *authfail; /* per-IP AUTH failures, fixed size */
+	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
 	size_t n_listeners;
 	struct smtpd_session *sessions; /* all live sessions */
@@ -81,6 +90,14 @@ struct smtpd_session {
 	unsigned client_port;
 	struct sockaddr_storage client_ss;
 	char listener[NET_ADDRSTR_MAX + 8];
+	const struct conf_listener *lconf;
+	bool tls_active;      /* the handshake completed */
+	char tls_info[128];   /* "TLSv1.3 TLS_AES_256_GCM_SHA384 (256/256 bits)" */
+	char *auth_user;      /* authenticated login, or NULL */
+	struct sasl_server *sasl; /* AUTH exchange in progress */
+	struct event *auth_ev;    /* failure delay before a 535 */
+	int sasl_mech;
+	size_t line_cap;      /* size of line[] */
 	char helo[256];
 	bool esmtp;
 	const char *cur_verb; /* for rejection logs */
@@ -101,7 +118,12 @@ struct smtpd_session {
 
 /* session.c */
 void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
-			 const char *listener);
+			 const char *listener, const struct conf_listener *lconf);
+void smtpd_session_attach(struct smtpd_session *s);
+/* Waiting on a worker or timer: the session must outlive the wait. */
+bool smtpd_session_busy(const struct smtpd_session *s);
+/* The "with" protocol of RFC 3848 / RFC 6531 §3.7.3 for Received. */
+const char *smtpd_session_protocol(const struct smtpd_session *s);
 void smtpd_session_set_state(struct smtpd_session *s, enum smtpd_state st);
 void smtpd_reply(struct smtpd_session *s, int code, const char *enh, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -131,7 +153,25 @@ void smtpd_cmd_bdat(struct smtpd_session *s, const char *args, size_t len);
 /* Consume message content from in. Returns true if it made progress. */
 bool smtpd_data_input(struct smtpd_session *s, struct evbuffer *in);
 
+/* cmd_tls.c: STARTTLS and the TLS bufferevent. */
+void smtpd_cmd_starttls(struct smtpd_session *s, const char *args, size_t len);
+/* Implicit TLS (RFC 8314) at accept: wrap the fresh socket; false on error. */
+bool smtpd_tls_wrap_accept(struct smtpd_session *s, int fd);
+bool smtpd_tls_offered(const struct smtpd_session *s);
+void smtpd_tls_handshake_done(struct smtpd_session *s);
+void smtpd_tls_log_error(struct smtpd_session *s);
+
+/* cmd_auth.c: AUTH (RFC 4954). */
+void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len);
+void smtpd_auth_response(struct smtpd_session *s, const char *line, size_t len);
+bool smtpd_auth_offered(const struct smtpd_session *s);
+void smtpd_auth_abort(struct smtpd_session *s);
+
 /* server.c */
 void smtpd_server_session_gone(struct smtpd *srv, struct smtpd_session *s);
+/* AUTH failures of the client's address in the window (auth.failure_window);
+ * add 0 to read, 1 to count a failure. */
+unsigned smtpd_server_auth_failures(struct smtpd *srv, const struct sockaddr_storage *ss,
+				    unsigned add);
 
 #endif

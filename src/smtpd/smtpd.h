@@ -13,10 +13,14 @@ struct users;
 struct spool;
 struct qmgr;
 struct smtpd;
+struct tls_server;
 
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
 		 struct smtpd **smtpd_r, const char **error_r);
 void smtpd_start(struct smtpd *smtpd, struct spool *spool, struct qmgr *qmgr);
+/* Install the TLS contexts (owned by smtpd from now on); used at start and
+ * on SIGHUP to reload certificates without dropping sessions. */
+void smtpd_set_tls(struct smtpd *smtpd, struct tls_server *tls);
 /* Stop accepting; sessions end at their next command boundary. */
 void smtpd_shutdown(struct smtpd *smtpd);
 size_t smtpd_session_count(const struct smtpd *smtpd);

@@ -76,6 +76,9 @@ class Hikyaku:
             "local_domains": ["localhost", "example.org"],
             "accept_any_user": users is None,
             "log_level": "debug",
+            # STARTTLS is on by default on every listener: give it a
+            # certificate (generated at the first start, ~1 ms for P-256).
+            "tls": {"self_signed_dir": os.path.join(tmp, "tls")},
         }
         if users is not None:
             ufile = os.path.join(tmp, "users")
@@ -83,6 +86,10 @@ class Hikyaku:
                 for u in users:
                     f.write(f"{u}:{{CRYPT}}$y$invalid::::::\n")
             conf["users_file"] = ufile
+        # listener={...}: options of the one listener (tls, submission, ...)
+        listener = settings.pop("listener", None)
+        if listener is not None:
+            conf["listen"] = [{"address": f"127.0.0.1:{self.port}", **listener}]
         for k, v in settings.items():
             if isinstance(v, dict) and isinstance(conf.get(k), dict):
                 conf[k].update(v)

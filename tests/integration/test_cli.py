@@ -35,7 +35,8 @@ def test_config_dump_reloads(tmp_path):
 
 def test_check_reports_errors_with_position(tmp_path):
     f = tmp_path / "bad.yaml"
-    f.write_text("listen:\n  - 127.0.0.1:2525\nlimits:\n  recipients: lots\n")
+    f.write_text("listen:\n  - 127.0.0.1:2525\nlimits:\n  recipients: lots\n"
+                 "tls:\n  self_signed_dir: tls\n")
     r = run("check", "-c", str(f))
     assert r.returncode == 2
     assert f"{f}:4:" in r.stderr
@@ -43,7 +44,7 @@ def test_check_reports_errors_with_position(tmp_path):
 
 def test_check_unknown_key(tmp_path):
     f = tmp_path / "bad.yaml"
-    f.write_text("listen: ['127.0.0.1:2525']\nmaildir: /tmp\n")
+    f.write_text("listen: ['127.0.0.1:2525']\nmaildir: /tmp\ntls: {self_signed_dir: tls}\n")
     r = run("check", "-c", str(f))
     assert r.returncode == 2
     assert f"{f}:2:1" in r.stderr
@@ -51,7 +52,8 @@ def test_check_unknown_key(tmp_path):
 
 def test_check_ok_with_warnings(tmp_path):
     f = tmp_path / "ok.yaml"
-    f.write_text("listen: ['*:2525']\nlocal_domains: [example.org]\naccept_any_user: true\n")
+    f.write_text("listen: ['*:2525']\nlocal_domains: [example.org]\naccept_any_user: true\n"
+                 "tls: {self_signed_dir: tls}\n")
     r = run("check", "-c", str(f))
     assert r.returncode == 0, r.stderr
     assert "configuration ok" in r.stdout

@@ -19,9 +19,18 @@ def test_greeting_and_ehlo_keywords(hikyaku, raw):
     lines = c.ehlo("client.example")
     assert lines[0] == "250-mx.test.example Hello client.example [127.0.0.1]"
     kw = [ln[4:] for ln in lines[1:]]
+    # STARTTLS: the test config has a (self-signed) certificate; no AUTH
+    # without TLS and without a users file.
     assert kw == ["PIPELINING", "SIZE 10240", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
-                  "CHUNKING", "DSN"]
+                  "CHUNKING", "STARTTLS", "DSN"]
     assert all(ln.startswith("250-") for ln in lines[:-1]) and lines[-1].startswith("250 ")
+
+
+def test_ehlo_without_tls_has_no_starttls(hikyaku, raw):
+    hk = hikyaku(listener={"tls": "none"})
+    c = raw(hk.port)
+    kw = [ln[4:] for ln in c.ehlo("client.example")[1:]]
+    assert "STARTTLS" not in kw and not any(k.startswith("AUTH") for k in kw)
 
 
 def test_helo(hikyaku, raw):
@@ -52,7 +61,7 @@ def test_helo_refuses_esmtp_params(hikyaku, raw):
     ("HELP", 214, "2.0.0"),
     ("FOO bar", 500, "5.5.2"),
     ("EXPN staff", 500, "5.5.2"),
-    ("STARTTLS", 500, "5.5.2"),
+    ("STARTTLS now", 501, "5.5.4"),
     ("RSET now", 501, "5.5.4"),
     ("EHLO", 501, "5.5.4"),
     ("HELO", 501, "5.5.4"),
@@ -381,7 +390,7 @@ def test_ehlo_reply_with_longest_names(hikyaku, raw):
     still be complete (a truncated one leaves the client hanging)."""
     host = ".".join(["h" * 63] * 4)[:255]
     helo = ".".join(["e" * 63] * 4)[:255]
-    hk = hikyaku(hostname=host)
+    hk = hikyaku(hostname=host, listener={"tls": "none"}, tls={"self_signed_dir": ""})
     c = raw(hk.port, timeout=5)
     lines = c.ehlo(helo)
     assert lines[0] == f"250-{host} Hello {helo} [127.0.0.1]"

@@ -1,6 +1,7 @@
 /* test_conf.c — table-driven tests of the configuration loader
  * (src/conf/conf.c: embedded default, every key, dump round trip, error
- * positions, sizes and durations, operator warnings, reference) and of the
+ * positions, sizes and durations, operator warnings, reference; the relay
+ * rules of src/conf/conf_relay.c: trusted networks, sender ownership) and of the
  * users file (src/conf/users.c: valid and invalid lines, lookups).
  * Hermetic: every file lives in a private mkdtemp() directory. */
 #include <setjmp.h>
@@ -9,10 +10,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
@@ -88,7 +92,56 @@ static const struct u64_case default_numbers[] = {
     U64(queue.delivery_threads, 4),
     U64(queue.retry_min, 5 * 60 * 1000),
     U64(queue.retry_max, 60 * 60 * 1000),
+    U64(tls.handshake_timeout, 30 * 1000),
+    U64(auth.max_failures, 5),
+    U64(auth.failure_window, 10 * 60 * 1000),
 };
+
+struct bool_case {
+	const char *name;
+	size_t off; /* offsetof(struct conf, ...) of a bool */
+	bool want;
+};
+
+#define BOOL(field, v)                                                                             \
+	{                                                                                          \
+#field, offsetof(struct conf, field), v                                            \
+	}
+
+static const struct bool_case default_bools[] = {
+    BOOL(accept_any_user, false),
+    BOOL(tls.session_tickets, true),
+    BOOL(auth.received_show_user, false),
+    BOOL(relay.sender_login_match, true),
+};
+
+static bool conf_bool(const struct conf *c, size_t off)
+{
+	bool v;
+	memcpy(&v, (const char *)c + off, sizeof(v));
+	return v;
+}
+
+static void conf_bools_verify(const struct conf *c, const struct bool_case *cases, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (conf_bool(c, cases[i].off) != cases[i].want)
+			fail_msg("%s: got %d want %d", cases[i].name, conf_bool(c, cases[i].off),
+			         cases[i].want);
+}
+
+static void conf_listener_verify(const struct conf_listener *got, const struct conf_listener *want,
+                                 size_t i)
+{
+	if (strcmp(got->address, want->address) != 0 || got->tls != want->tls ||
+	    got->submission != want->submission || got->auth != want->auth ||
+	    got->plaintext_auth != want->plaintext_auth)
+		fail_msg(
+		    "listener %zu: got {%s, tls %d, sub %d, auth %d, plain %d} want {%s, tls %d, "
+		    "sub %d, auth %d, plain %d}",
+		    i, got->address, got->tls, got->submission, got->auth, got->plaintext_auth,
+		    want->address, want->tls, want->submission, want->auth, want->plaintext_auth);
+}
 
 static uint64_t conf_u64(const struct conf *c, size_t off)
 {
@@ -107,12 +160,20 @@ static void test_embedded_default(void **state)
 	assert_non_null(c);
 	assert_string_equal(c->file, "(embedded default)");
 	assert_int_equal(c->n_listeners, 1);
-	assert_string_equal(c->listeners[0].address, "127.0.0.1:2525");
+	static const struct conf_listener dev = {"127.0.0.1:2525", CONF_TLS_STARTTLS, false, true,
+	                                         true};
+	conf_listener_verify(&c->listeners[0], &dev, 0);
+	assert_string_equal(c->tls.self_signed_dir, "./var/tls");
+	assert_int_equal(c->tls.n_certs, 0);
+	assert_null(c->tls.certs);
+	assert_int_equal(c->relay.n_trusted_networks, 0);
+	assert_int_equal(c->relay.n_senders, 0);
 	assert_string_equal(c->spool_dir, "./var/spool");
 	assert_string_equal(c->maildir_root, "./var/mail");
 	assert_int_equal(c->n_local_domains, 1);
 	assert_string_equal(c->local_domains[0], "localhost");
 	assert_true(c->accept_any_user);
+	conf_bools_verify(c, default_bools + 1, N_ELEMENTS(default_bools) - 1);
 	assert_string_equal(c->user, "");
 	assert_string_equal(c->users_file, "");
 	assert_string_equal(c->log_level, "info");
@@ -129,39 +190,108 @@ static void test_embedded_default(void **state)
 	conf_free(&c); /* NULL is fine */
 }
 
+/* The production defaults of every key, from a file with only listeners:
+ * a shorthand listener (its fields default) and a map. */
+static void test_production_defaults(void **state)
+{
+	static const char yaml[] = "listen:\n"
+	                           "  - 127.0.0.1:25\n"
+	                           "  - {address: \"*:26\", tls: none}\n"
+	                           "tls: {self_signed_dir: /t}\n";
+	static const struct conf_listener want[] = {
+	    {"127.0.0.1:25", CONF_TLS_STARTTLS, false, true, false},
+	    {"*:26", CONF_TLS_NONE, false, true, false},
+	};
+	char path[512], err[512];
+	struct conf *c = NULL;
+
+	(void)state;
+	test_file_write("t.yaml", yaml, strlen(yaml), path, sizeof(path));
+	if (conf_load(path, &c, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	assert_int_equal(c->n_listeners, N_ELEMENTS(want));
+	for (size_t i = 0; i < N_ELEMENTS(want); i++)
+		conf_listener_verify(&c->listeners[i], &want[i], i);
+	for (size_t i = 0; i < N_ELEMENTS(default_numbers); i++)
+		if (conf_u64(c, default_numbers[i].off) != default_numbers[i].want)
+			fail_msg("%s", default_numbers[i].name);
+	conf_bools_verify(c, default_bools, N_ELEMENTS(default_bools));
+	assert_string_equal(c->spool_dir, "/var/spool/hikyaku");
+	assert_int_equal(c->tls.n_certs, 0);
+	assert_int_equal(c->relay.n_trusted_networks, 0);
+	assert_null(c->relay.trusted_networks);
+	assert_int_equal(c->relay.n_senders, 0);
+	assert_null(c->relay.senders);
+	conf_free(&c);
+
+	/* Without self_signed_dir the default is "" (production). */
+	static const char bare[] = "listen: [{address: \"*:25\", tls: none}]\n";
+	test_file_write("t.yaml", bare, strlen(bare), path, sizeof(path));
+	if (conf_load(path, &c, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->tls.self_signed_dir, "");
+	conf_free(&c);
+}
+
 /* --- every key, and the dump round trip ---------------------------------- */
 
-static const char full_yaml[] = "hostname: mx.example.org\n"
-                                "user: hikyaku\n"
-                                "log_level: debug\n"
-                                "spool_dir: /srv/spool\n"
-                                "maildir_root: \"/srv/mail \\\"q\\\" \\x81\\t\\u00e9\\U0001F600\"\n"
-                                "users_file: /etc/hikyaku/users\n"
-                                "accept_any_user: false\n"
-                                "local_domains: [Example.ORG, example.net]\n"
-                                "listen:\n"
-                                "  - \"*:25\"\n"
-                                "  - address: \"[::1]:587\"\n"
-                                "  - 192.0.2.1:2525\n"
-                                "limits:\n"
-                                "  command_line: 1024\n"
-                                "  text_line: 2000\n"
-                                "  message_size: 50M\n"
-                                "  recipients: 500\n"
-                                "  errors: 7\n"
-                                "  header_size: 1M\n"
-                                "  received_hops: 30\n"
-                                "  connections: 300\n"
-                                "  connections_per_ip: 3\n"
-                                "timeouts:\n"
-                                "  command: 90s\n"
-                                "  data: 10m\n"
-                                "  session: 2h\n"
-                                "queue:\n"
-                                "  commit_threads: 2\n"
-                                "  delivery_threads: 8\n"
-                                "  retry_min: 1m\n"
-                                "  retry_max: 2d\n";
+static const char full_yaml[] =
+    "hostname: mx.example.org\n"
+    "user: hikyaku\n"
+    "log_level: debug\n"
+    "spool_dir: /srv/spool\n"
+    "maildir_root: \"/srv/mail \\\"q\\\" \\x81\\t\\u00e9\\U0001F600\"\n"
+    "users_file: /etc/hikyaku/users\n"
+    "accept_any_user: false\n"
+    "local_domains: [Example.ORG, example.net]\n"
+    "listen:\n"
+    "  - \"*:25\"\n"
+    "  - address: \"[::1]:587\"\n"
+    "    submission: true\n"
+    "  - address: 192.0.2.1:465\n"
+    "    tls: implicit\n"
+    "    submission: true\n"
+    "    auth: true\n"
+    "  - {address: 127.0.0.1:2525, tls: none, auth: false}\n"
+    "  - {address: \"localhost:2526\", tls: NONE, plaintext_auth: true,\n"
+    "     submission: true}\n"
+    "tls:\n"
+    "  certificates:\n"
+    "    - cert: /etc/ssl/mx.pem\n"
+    "      key: /etc/ssl/mx.key\n"
+    "    - {key: \"/etc/ssl/b.key\", cert: /etc/ssl/b.pem}\n"
+    "  self_signed_dir: /var/lib/hikyaku/tls\n"
+    "  session_tickets: false\n"
+    "  handshake_timeout: 1m\n"
+    "auth:\n"
+    "  max_failures: 3\n"
+    "  failure_window: 1h\n"
+    "  received_show_user: true\n"
+    "relay:\n"
+    "  trusted_networks: [192.0.2.0/24, \"2001:db8::/32\", 10.1.2.3]\n"
+    "  sender_login_match: false\n"
+    "  senders:\n"
+    "    - \"postmaster@example.org: alice@example.org, bob@example.org\"\n"
+    "    - \"@example.net: carol@example.net\"\n"
+    "limits:\n"
+    "  command_line: 1024\n"
+    "  text_line: 2000\n"
+    "  message_size: 50M\n"
+    "  recipients: 500\n"
+    "  errors: 7\n"
+    "  header_size: 1M\n"
+    "  received_hops: 30\n"
+    "  connections: 300\n"
+    "  connections_per_ip: 3\n"
+    "timeouts:\n"
+    "  command: 90s\n"
+    "  data: 10m\n"
+    "  session: 2h\n"
+    "queue:\n"
+    "  commit_threads: 2\n"
+    "  delivery_threads: 8\n"
+    "  retry_min: 1m\n"
+    "  retry_max: 2d\n";
 
 static const struct u64_case full_numbers[] = {
     U64(limits.command_line, 1024),
@@ -180,6 +310,16 @@ static const struct u64_case full_numbers[] = {
     U64(queue.delivery_threads, 8),
     U64(queue.retry_min, 60 * 1000),
     U64(queue.retry_max, 2ULL * 86400 * 1000),
+    U64(tls.handshake_timeout, 60 * 1000),
+    U64(auth.max_failures, 3),
+    U64(auth.failure_window, 3600 * 1000),
+};
+
+static const struct bool_case full_bools[] = {
+    BOOL(accept_any_user, false),
+    BOOL(tls.session_tickets, false),
+    BOOL(auth.received_show_user, true),
+    BOOL(relay.sender_login_match, false),
 };
 
 struct str_case {
@@ -200,12 +340,30 @@ static const struct str_case full_strings[] = {
     STR(spool_dir, "/srv/spool"),
     STR(maildir_root, "/srv/mail \"q\" \xc2\x81\t\xc3\xa9\xf0\x9f\x98\x80"),
     STR(users_file, "/etc/hikyaku/users"),
+    STR(tls.self_signed_dir, "/var/lib/hikyaku/tls"),
 };
+
+static void conf_strings_verify(char *const *got, size_t n, const char *const *want, size_t nwant)
+{
+	assert_int_equal(n, nwant);
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(got[i], want[i]);
+}
 
 static void conf_full_verify(const struct conf *c)
 {
-	static const char *const listeners[] = {"*:25", "[::1]:587", "192.0.2.1:2525"};
+	static const struct conf_listener listeners[] = {
+	    {"*:25", CONF_TLS_STARTTLS, false, true, false},
+	    {"[::1]:587", CONF_TLS_STARTTLS, true, true, false},
+	    {"192.0.2.1:465", CONF_TLS_IMPLICIT, true, true, false},
+	    {"127.0.0.1:2525", CONF_TLS_NONE, false, false, false},
+	    {"localhost:2526", CONF_TLS_NONE, true, true, true},
+	};
 	static const char *const domains[] = {"example.org", "example.net"};
+	static const char *const nets[] = {"192.0.2.0/24", "2001:db8::/32", "10.1.2.3"};
+	static const char *const senders[] = {
+	    "postmaster@example.org: alice@example.org, bob@example.org",
+	    "@example.net: carol@example.net"};
 
 	for (size_t i = 0; i < N_ELEMENTS(full_strings); i++) {
 		const char *got;
@@ -221,13 +379,19 @@ static void conf_full_verify(const struct conf *c)
 			         (unsigned long long)conf_u64(c, t->off),
 			         (unsigned long long)t->want);
 	}
-	assert_false(c->accept_any_user);
+	conf_bools_verify(c, full_bools, N_ELEMENTS(full_bools));
 	assert_int_equal(c->n_listeners, N_ELEMENTS(listeners));
 	for (size_t i = 0; i < N_ELEMENTS(listeners); i++)
-		assert_string_equal(c->listeners[i].address, listeners[i]);
-	assert_int_equal(c->n_local_domains, N_ELEMENTS(domains));
-	for (size_t i = 0; i < N_ELEMENTS(domains); i++)
-		assert_string_equal(c->local_domains[i], domains[i]);
+		conf_listener_verify(&c->listeners[i], &listeners[i], i);
+	conf_strings_verify(c->local_domains, c->n_local_domains, domains, N_ELEMENTS(domains));
+	assert_int_equal(c->tls.n_certs, 2);
+	assert_string_equal(c->tls.certs[0].cert, "/etc/ssl/mx.pem");
+	assert_string_equal(c->tls.certs[0].key, "/etc/ssl/mx.key");
+	assert_string_equal(c->tls.certs[1].cert, "/etc/ssl/b.pem");
+	assert_string_equal(c->tls.certs[1].key, "/etc/ssl/b.key");
+	conf_strings_verify(c->relay.trusted_networks, c->relay.n_trusted_networks, nets,
+	                    N_ELEMENTS(nets));
+	conf_strings_verify(c->relay.senders, c->relay.n_senders, senders, N_ELEMENTS(senders));
 }
 
 static char *conf_dump_string(const struct conf *c, size_t *len_r)
@@ -268,6 +432,15 @@ static void test_full_roundtrip(void **state)
 	assert_non_null(strstr(text, "\nqueue:\n"));
 	assert_non_null(strstr(text, "# Largest message accepted"));
 	assert_non_null(strstr(text, "  message_size: 50M\n"));
+	assert_non_null(strstr(text, "\ntls:\n"));
+	assert_non_null(strstr(text, "\nauth:\n"));
+	assert_non_null(strstr(text, "\nrelay:\n"));
+	assert_non_null(strstr(text, "\n  - address: \"*:25\"\n    tls: starttls\n"
+	                             "    submission: false\n    auth: true\n"
+	                             "    plaintext_auth: false\n"));
+	assert_non_null(strstr(text, "  certificates:\n    - cert: \"/etc/ssl/mx.pem\"\n"
+	                             "      key: \"/etc/ssl/mx.key\"\n"));
+	assert_non_null(strstr(text, "  handshake_timeout: 1m\n"));
 	test_file_write("dump.yaml", text, len, path2, sizeof(path2));
 	if (conf_load(path2, &c2, err, sizeof(err)) < 0)
 		fail_msg("reload of dump: %s\n%s", err, text);
@@ -311,7 +484,9 @@ struct err_case {
 	const char *msg; /* substring of the message */
 };
 
-#define L "listen: [\"*:25\"]\n"
+/* One line, so that the positions below count from line 2. */
+#define L "listen: [{address: \"*:25\", tls: none}]\n"
+#define LS "listen:\n  - "
 
 static const struct err_case err_cases[] = {
     {L "foo: 1\n", "2:1:", "unknown key \"foo\""},
@@ -354,6 +529,84 @@ static const struct err_case err_cases[] = {
     {"# only a comment\n", "1:1:", "at least one listener is required"},
     {"hostname: mx.example.org\n", "1:1:", "at least one listener is required"},
     {L "listen: [\"*:26\"]\n", "2:1:", "duplicate key"},
+    /* listener fields */
+    {LS "{address: \"*:25\", tls: ssl}\n",
+     "2:28:", "listen[].tls: invalid value \"ssl\": expected none, starttls or implicit"},
+    {LS "address: \"*:25\"\n    tls: [none]\n", "3:11:", "listen[].tls: expected a scalar"},
+    {LS "{address: \"*:25\", auth: maybe}\n", "2:29:", "listen[].auth: expected true or false"},
+    {LS "{address: \"*:25\", submision: true}\n", "2:23:", "unknown key \"listen[].submision\""},
+    {LS "{address: \"\"}\n", "2:15:", "listen[].address: invalid listener \"\""},
+    {LS "{tls: none}\n", "2:6:", "listen: listener without address"},
+    {LS "[\"*:25\"]\n", "2:6:", "listen: expected a mapping (a listener)"},
+    {LS "\n", "1:1:", "listen: expected a listener, got nothing"},
+    {LS "{address: \"*:25\", tls: none}\n  - x: 1\n", "3:5:", "unknown key \"listen[].x\""},
+    {"listen: &a [{address: \"*:25\"}]\nl2: *a\n", "2:1:", "unknown key \"l2\""},
+    {"listen: [&a {address: \"*:25\", tls: none}, *a]\n", "1:43:", "aliases are not supported"},
+    /* TLS listeners need TLS configured; submission needs AUTH and TLS */
+    {LS "127.0.0.1:25\n", "2:5:",
+     "listener 127.0.0.1:25 uses TLS but tls.certificates is empty and tls.self_signed_dir "
+     "is not set"},
+    {"listen:\n  - {address: \"*:26\", tls: none}\n  - address: \"*:465\"\n"
+     "    tls: implicit\n"
+     "tls: {self_signed_dir: \"\", session_tickets: true}\n",
+     "3:5:", "listener *:465 uses TLS but"},
+    {LS "{address: \"*:587\", tls: none, submission: true}\n",
+     "2:6:", "listener *:587: submission requires AUTH, and AUTH requires TLS"},
+    {LS "{address: \"*:587\", tls: none, submission: true, auth: false}\n",
+     "2:6:", "listener *:587: submission requires auth: true"},
+    {LS "{address: \"*:587\", submission: true, auth: false}\ntls: {self_signed_dir: /t}\n",
+     "2:6:", "submission requires auth: true"},
+    /* tls */
+    {L "tls:\n  certificates:\n    - cert: /a.pem\n",
+     "4:7:", "tls.certificates: certificate without key"},
+    {L "tls:\n  certificates: [{key: /a.key}]\n",
+     "3:19:", "tls.certificates: certificate without cert"},
+    {L "tls:\n  certificates: [~]\n", "3:18:", "expected a certificate, got nothing"},
+    {L "tls:\n  certificates: [/a.pem]\n",
+     "3:18:", "tls.certificates: expected a mapping (a certificate)"},
+    {L "tls:\n  certificates: {cert: /a, key: /b}\n", "3:18:", "tls.certificates: expected a list"},
+    {L "tls:\n  certificates: [{cert: /a, key: \"\"}]\n",
+     "3:34:", "tls.certificates[].key: must not be empty"},
+    {L "tls:\n  certificates: [{cert: /a, key: /b, chain: /c}]\n",
+     "3:38:", "unknown key \"tls.certificates[].chain\""},
+    {L "tls:\n  handshake_timeout: 10m\n", "3:22:", "10m is out of range 1s..5m"},
+    {L "tls:\n  session_tickets: 1\n", "3:20:", "expected true or false"},
+    {L "tls:\n  self_signed_dir: [a]\n", "3:21:", "expected a string, got a list"},
+    /* auth */
+    {L "auth:\n  max_failures: 0\n", "3:17:", "0 is out of range 1..1000"},
+    {L "auth:\n  max_failures: 1001\n", "3:17:", "out of range 1..1000"},
+    {L "auth:\n  failure_window: 2d\n", "3:19:", "2d is out of range 1s..1d"},
+    {L "auth:\n  received_show_user: yes\n", "3:23:", "expected true or false"},
+    /* relay.trusted_networks */
+    {L "relay:\n  trusted_networks: [10.0.0.0/8, 10.0.0.0/33]\n",
+     "3:34:", "invalid network \"10.0.0.0/33\": prefix length must be 0-32"},
+    {L "relay:\n  trusted_networks: [1.2.3/8]\n", "3:22:", "invalid network \"1.2.3/8\""},
+    {L "relay:\n  trusted_networks: [10.0.0.1/8]\n", "3:22:", "bits set beyond the /8"},
+    {L "relay:\n  trusted_networks: [\"fe80::1/10\"]\n", "3:22:", "bits set beyond the /10"},
+    {L "relay:\n  trusted_networks: [\"::/129\"]\n", "3:22:", "prefix length must be 0-128"},
+    {L "relay:\n  trusted_networks: [\"10.0.0.0/\"]\n", "3:22:", "prefix length"},
+    {L "relay:\n  trusted_networks: [\"10.0.0.0/+8\"]\n", "3:22:", "prefix length"},
+    {L "relay:\n  trusted_networks: [\"\"]\n", "3:22:", "invalid network \"\""},
+    {L "relay:\n  trusted_networks: [\"[::1]/128\"]\n", "3:22:", "invalid network"},
+    {L "relay:\n  trusted_networks: [\" 10.0.0.0/8\"]\n", "3:22:", "invalid network"},
+    {L "relay:\n  trusted_networks: [example.org]\n", "3:22:", "invalid network"},
+    {L "relay:\n  trusted_networks: 10.0.0.0/8\n",
+     "3:21:", "relay.trusted_networks: expected a list"},
+    /* relay.senders */
+    {L "relay:\n  senders:\n    - alice@example.org\n",
+     "4:7:", "invalid senders line \"alice@example.org\": expected \"sender: login, ...\""},
+    {L "relay:\n  senders: [\"@: a@b.example\"]\n", "3:13:", "sender must be local@domain or"},
+    {L "relay:\n  senders: [\"a b@x.example: a@b.example\"]\n", "3:13:", "sender must be"},
+    {L "relay:\n  senders: [\"x.example: a@b.example\"]\n", "3:13:", "sender must be"},
+    {L "relay:\n  senders: [\"a@x.example:\"]\n", "3:13:", "logins must be a list"},
+    {L "relay:\n  senders: [\"a@x.example: b@y.example,,c@y.example\"]\n",
+     "3:13:", "logins must be a list"},
+    {L "relay:\n  senders: [\"a@x.example: b@y.example,\"]\n", "3:13:", "logins must be"},
+    {L "relay:\n  senders: [\"a@x.example: @y.example\"]\n", "3:13:", "logins must be"},
+    {L "relay:\n  senders: [\"a@x.example: b y@y.example\"]\n", "3:13:", "logins must be"},
+    {L "relay:\n  senders: [\"a@x.example: b@y..example\"]\n", "3:13:", "logins must be"},
+    {L "relay:\n  sender_login_match: no\n", "3:23:", "expected true or false"},
+    {L "relay:\n  bogus: 1\n", "3:3:", "unknown key \"relay.bogus\""},
     {"listen: [\"*:25\"\nuser: x\n", "2:1:", "wrongly indented flow sequence"},
     {"listen: [\"*:25\"\n", "2:1:", "flow sequence without a closing bracket"},
     {L "  user: x\n", "2:3:", "invalid indentation"},
@@ -438,6 +691,12 @@ static const struct value_case value_cases[] = {
     {"queue: {retry_min: 1s, retry_max: 1s}", QUE(retry_max), 1000},
     {"queue: {retry_max: 7d}", QUE(retry_max), 7ULL * 86400000},
     {"queue: {delivery_threads: 64}", QUE(delivery_threads), 64},
+    {"tls: {handshake_timeout: 1s}", offsetof(struct conf, tls.handshake_timeout), 1000},
+    {"tls: {handshake_timeout: 5m}", offsetof(struct conf, tls.handshake_timeout), 300000},
+    {"auth: {max_failures: 1}", offsetof(struct conf, auth.max_failures), 1},
+    {"auth: {max_failures: 1000}", offsetof(struct conf, auth.max_failures), 1000},
+    {"auth: {failure_window: 1d}", offsetof(struct conf, auth.failure_window), 86400000},
+    {"auth: {failure_window: 1s}", offsetof(struct conf, auth.failure_window), 1000},
 };
 
 static void test_values(void **state)
@@ -466,19 +725,47 @@ struct check_case {
 	const char *yaml;
 	int want;
 	const char *substr; /* in the output, or NULL */
+	const char *absent; /* not in the output, or NULL */
 };
 
 #define SAFE                                                                                       \
 	"hostname: mx.example.org\nspool_dir: /s\nmaildir_root: /m\nlocal_domains: [a.example]\n"
+#define DEVTLS "tls: {self_signed_dir: /t}\n"
+#define CERTS "tls: {certificates: [{cert: /c, key: /k}]}\n"
 
 static const struct check_case check_cases[] = {
-    {SAFE "listen: [127.0.0.1:25]\naccept_any_user: true\n", 0, NULL},
-    {SAFE "listen: [\"*:25\"]\naccept_any_user: true\nuser: mail\n", 1,
-     "accept_any_user is true on non-loopback"},
-    {SAFE "listen: [\"*:25\"]\naccept_any_user: true\n", 2, "user is empty"},
-    {SAFE "listen: [\"[::1]:25\"]\n", 1, "no users_file"},
-    {SAFE "listen: [localhost:25]\nusers_file: /nonexistent/users\n", 1, "not readable"},
-    {"hostname: mx\nspool_dir: s\nmaildir_root: m\nlisten: [127.0.0.1:25]\n", 4, "has no dot"},
+    {SAFE DEVTLS "listen: [127.0.0.1:25]\naccept_any_user: true\n", 0, NULL, "warning"},
+    {SAFE CERTS "listen: [\"*:25\"]\naccept_any_user: true\nuser: mail\n", 1,
+     "accept_any_user is true on non-loopback", "self-signed"},
+    {SAFE CERTS "listen: [\"*:25\"]\naccept_any_user: true\n", 2, "user is empty", NULL},
+    {SAFE DEVTLS "listen: [\"[::1]:25\"]\n", 1, "no users_file", NULL},
+    {SAFE DEVTLS "listen: [localhost:25]\nusers_file: /nonexistent/users\n", 1, "not readable",
+     NULL},
+    {"hostname: mx\nspool_dir: s\nmaildir_root: m\nlisten: [{address: 127.0.0.1:25, tls: "
+     "none}]\n",
+     4, "has no dot", NULL},
+    /* TLS and AUTH on a public listener */
+    {SAFE "accept_any_user: true\nuser: mail\nlisten: [{address: \"*:25\", tls: none}]\n", 2,
+     "listener *:25 is not loopback and has tls: none", NULL},
+    {SAFE "accept_any_user: true\nuser: mail\nlisten: [{address: 127.0.0.1:25, tls: none}]\n", 0,
+     NULL, NULL},
+    {SAFE CERTS "accept_any_user: true\nuser: mail\n"
+                "listen: [{address: \"*:587\", plaintext_auth: true}]\n",
+     2, "listener *:587 is not loopback and has plaintext_auth", NULL},
+    {SAFE CERTS "accept_any_user: true\nuser: mail\n"
+                "listen: [{address: \"*:587\", plaintext_auth: true, auth: false}]\n",
+     1, "accept_any_user", "plaintext_auth"},
+    {SAFE DEVTLS "accept_any_user: true\nuser: mail\nlisten: [\"*:25\"]\n", 2,
+     "listener *:25 is not loopback and uses a self-signed certificate", NULL},
+    {SAFE "tls: {self_signed_dir: /t, certificates: [{cert: /c, key: /k}]}\n"
+          "accept_any_user: true\nuser: mail\nlisten: [\"*:25\"]\n",
+     1, "accept_any_user", "self-signed"},
+    {SAFE "accept_any_user: true\nlisten: [{address: 127.0.0.1:25, tls: none}]\n"
+          "relay: {trusted_networks: [10.0.0.0/8, \"::1\"]}\n",
+     1,
+     "WARNING: relay.trusted_networks lets these networks relay without authentication: "
+     "10.0.0.0/8 ::1\n",
+     NULL},
 };
 
 static void test_check(void **state)
@@ -498,6 +785,8 @@ static void test_check(void **state)
 		assert_non_null(f);
 		int n = conf_check(c, f);
 		fclose(f);
+		if (t->absent != NULL && strstr(out, t->absent) != NULL)
+			fail_msg("case %zu: unexpected \"%s\":\n%s", i, t->absent, out);
 		if (n != t->want || (t->substr != NULL && strstr(out, t->substr) == NULL))
 			fail_msg("case %zu: %d warnings, want %d with \"%s\":\n%s", i, n, t->want,
 			         t->substr != NULL ? t->substr : "", out);
@@ -531,12 +820,188 @@ static void test_local_domain(void **state)
 	conf_free(&c);
 }
 
+/* --- relay: trusted networks and sender ownership ------------------------ */
+
+/* Load L plus a relay section; fails the test on error. */
+static struct conf *conf_load_relay(const char *relay)
+{
+	char path[512], err[512], yaml[1024];
+	struct conf *c = NULL;
+
+	int n = snprintf(yaml, sizeof(yaml), "%srelay:\n%s", L, relay);
+	test_file_write("t.yaml", yaml, (size_t)n, path, sizeof(path));
+	if (conf_load(path, &c, err, sizeof(err)) < 0)
+		fail_msg("%s:\n%s", err, yaml);
+	return c;
+}
+
+#define NETS                                                                                       \
+	"  trusted_networks: [192.0.2.0/24, 10.0.0.1, \"2001:db8::/32\", \"::1\", "                \
+	"198.51.100.128/25, "                                                                      \
+	"172.16.0.0/12]\n"
+
+struct net_case {
+	const char *relay;
+	int family; /* AF_INET or AF_INET6 */
+	const char *addr;
+	bool want;
+};
+
+static const struct net_case net_cases[] = {
+    {NETS, AF_INET, "192.0.2.1", true},
+    {NETS, AF_INET, "192.0.2.255", true},
+    {NETS, AF_INET, "192.0.3.0", false},
+    {NETS, AF_INET, "192.0.1.255", false},
+    {NETS, AF_INET, "10.0.0.1", true}, /* a bare address is /32 */
+    {NETS, AF_INET, "10.0.0.2", false},
+    {NETS, AF_INET, "198.51.100.128", true},
+    {NETS, AF_INET, "198.51.100.255", true},
+    {NETS, AF_INET, "198.51.100.127", false},
+    {NETS, AF_INET, "172.31.255.255", true},
+    {NETS, AF_INET, "172.32.0.0", false},
+    {NETS, AF_INET, "8.8.8.8", false},
+    {NETS, AF_INET6, "2001:db8::1", true},
+    {NETS, AF_INET6, "2001:db8:ffff:ffff::1", true},
+    {NETS, AF_INET6, "2001:db9::1", false},
+    {NETS, AF_INET6, "::1", true}, /* a bare address is /128 */
+    {NETS, AF_INET6, "::2", false},
+    {NETS, AF_INET6, "::ffff:192.0.2.9", true}, /* v4-mapped matches IPv4 networks */
+    {NETS, AF_INET6, "::ffff:10.0.0.1", true},
+    {NETS, AF_INET6, "::ffff:10.0.0.2", false},
+    {NETS, AF_INET6, "::192.0.2.9", false}, /* v4-compatible is not v4-mapped */
+    {NETS, AF_INET6, "::ffff:8.8.8.8", false},
+    {"  trusted_networks: [0.0.0.0/0]\n", AF_INET, "203.0.113.7", true},
+    {"  trusted_networks: [0.0.0.0/0]\n", AF_INET6, "::ffff:203.0.113.7", true},
+    {"  trusted_networks: [0.0.0.0/0]\n", AF_INET6, "2001:db8::1", false},
+    {"  trusted_networks: [\"::/0\"]\n", AF_INET6, "2001:db8::1", true},
+    {"  trusted_networks: [\"::/0\"]\n", AF_INET, "203.0.113.7", false},
+    {"  trusted_networks: [\"::/0\"]\n", AF_INET6, "::ffff:203.0.113.7", false},
+    {"  trusted_networks: [203.0.113.7/32]\n", AF_INET, "203.0.113.7", true},
+    {"  trusted_networks: [203.0.113.7/32]\n", AF_INET, "203.0.113.6", false},
+    {"  trusted_networks: [128.0.0.0/1]\n", AF_INET, "128.0.0.0", true},
+    {"  trusted_networks: [128.0.0.0/1]\n", AF_INET, "127.255.255.255", false},
+    {"  trusted_networks: [\"2001:db8::ff00/120\"]\n", AF_INET6, "2001:db8::ffff", true},
+    {"  trusted_networks: [\"2001:db8::ff00/120\"]\n", AF_INET6, "2001:db8::1:ff00", false},
+    {"  trusted_networks: []\n", AF_INET, "127.0.0.1", false},
+    {"  sender_login_match: true\n", AF_INET6, "::1", false},
+};
+
+static void test_trusted_network(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < N_ELEMENTS(net_cases); i++) {
+		const struct net_case *t = &net_cases[i];
+		struct sockaddr_storage ss = {0};
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+		void *dst =
+		    t->family == AF_INET ? (void *)&sin->sin_addr : (void *)&sin6->sin6_addr;
+
+		ss.ss_family = (sa_family_t)t->family;
+		assert_int_equal(inet_pton(t->family, t->addr, dst), 1);
+		struct conf *c = conf_load_relay(t->relay);
+		if (conf_is_trusted_network(c, (struct sockaddr *)&ss) != t->want)
+			fail_msg("case %zu: %s in %s: want %d", i, t->addr, t->relay, t->want);
+		assert_false(conf_is_trusted_network(c, NULL));
+		conf_free(&c);
+	}
+
+	/* Not an IP client: never trusted; no configuration: nothing trusted. */
+	struct conf *c = conf_load_relay("  trusted_networks: [\"0.0.0.0/0\", \"::/0\"]\n");
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	assert_false(conf_is_trusted_network(c, (struct sockaddr *)&sun));
+	assert_true(conf_is_trusted_network(c, (struct sockaddr *)&sin));
+	assert_false(conf_is_trusted_network(NULL, (struct sockaddr *)&sin));
+	conf_free(&c);
+}
+
+#define SENDERS                                                                                    \
+	"  senders:\n"                                                                             \
+	"    - \"postmaster@example.org: alice@example.org, Bob@Example.org\"\n"                   \
+	"    - \" @Shared.example :carol@example.org\"\n"
+
+struct sender_case {
+	const char *relay;
+	const char *sender, *login;
+	bool want;
+};
+
+static const struct sender_case sender_cases[] = {
+    {SENDERS, "alice@example.org", "alice@example.org", true},
+    {SENDERS, "Alice@EXAMPLE.org", "alice@example.org", true},
+    {SENDERS, "alice@example.org", "ALICE@example.ORG", true},
+    {SENDERS, "alice+lists@example.org", "alice@example.org", true},
+    {SENDERS, "alice+a+b@example.org", "alice@example.org", true},
+    {SENDERS, "alice+@example.org", "alice@example.org", true},
+    {SENDERS, "+alice@example.org", "alice@example.org", false},
+    {SENDERS, "alice+x@example.org", "alice+x@example.org", true},
+    {SENDERS, "alice+x@example.org", "alice+y@example.org", false},
+    {SENDERS, "alice@example.org", "bob@example.org", false},
+    {SENDERS, "alice@example.net", "alice@example.org", false},
+    {SENDERS, "alicex@example.org", "alice@example.org", false},
+    {SENDERS, "alic@example.org", "alice@example.org", false},
+    {SENDERS, "bob+alice@example.org", "alice@example.org", false},
+    {SENDERS, "alice", "alice@example.org", false},
+    {SENDERS, "alice@example.org", "", false},
+    {SENDERS, "", "alice@example.org", true}, /* the null sender: bounces */
+    {SENDERS, "", "", true},
+    {SENDERS, "postmaster@example.org", "alice@example.org", true},
+    {SENDERS, "postmaster@example.org", "bob@example.org", true},
+    {SENDERS, "POSTMASTER@Example.Org", "BOB@example.org", true},
+    {SENDERS, "postmaster+x@example.org", "alice@example.org", true},
+    {SENDERS, "postmaster@example.org", "carol@example.org", false},
+    {SENDERS, "postmaster@example.net", "alice@example.org", false},
+    {SENDERS, "anyone@shared.example", "carol@example.org", true},
+    {SENDERS, "x@SHARED.example", "Carol@example.org", true},
+    {SENDERS, "x@sub.shared.example", "carol@example.org", false},
+    {SENDERS, "x@shared.example.org", "carol@example.org", false},
+    {SENDERS, "x@shared.example", "alice@example.org", false},
+    {SENDERS, "shared.example", "carol@example.org", false},
+    {"  senders: []\n", "postmaster@example.org", "alice@example.org", false},
+    {"  sender_login_match: false\n", "anyone@anywhere.example", "alice@example.org", true},
+    {"  sender_login_match: false\n" SENDERS, "x@y.example", "nobody@example.org", true},
+};
+
+static void test_sender_allowed(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < N_ELEMENTS(sender_cases); i++) {
+		const struct sender_case *t = &sender_cases[i];
+		struct conf *c = conf_load_relay(t->relay);
+		if (conf_sender_allowed(c, t->sender, t->login) != t->want)
+			fail_msg("case %zu: sender \"%s\" login \"%s\": want %d", i, t->sender,
+			         t->login, t->want);
+		assert_false(conf_sender_allowed(c, NULL, t->login));
+		conf_free(&c);
+	}
+	assert_false(conf_sender_allowed(NULL, "a@b", "a@b"));
+
+	/* A login of NULL is no login. */
+	struct conf *c = conf_load_relay(SENDERS);
+	assert_false(conf_sender_allowed(c, "alice@example.org", NULL));
+	assert_true(conf_sender_allowed(c, "", NULL));
+	conf_free(&c);
+}
+
 static void test_reference(void **state)
 {
 	static const char *const rows[] = {
 	    "| `hostname` | string | the system host name",
 	    "| `user` | string | `\"\"` |  |",
 	    "| `listen` | list of listeners | `[]` |",
+	    "| `listen[].address` | string | required |  | ",
+	    "| `listen[].tls` | none, starttls or implicit | `starttls` |  | ",
+	    "| `listen[].plaintext_auth` | bool | `false` |",
+	    "| `tls.certificates` | list of certificates | `[]` |",
+	    "| `tls.certificates[].key` | string | required |",
+	    "| `tls.self_signed_dir` | string | `\"\"` |",
+	    "| `tls.handshake_timeout` | duration | `30s` | 1s..5m |",
+	    "| `auth.max_failures` | uint | `5` | 1..1000 |",
+	    "| `auth.failure_window` | duration | `10m` | 1s..1d |",
+	    "| `relay.trusted_networks` | list of strings | `[]` |",
+	    "| `relay.sender_login_match` | bool | `true` |",
+	    "  - address: 127.0.0.1:2525\n    plaintext_auth: true\n",
 	    "| `limits.message_size` | size | `25M` | 1K..2G |",
 	    "| `limits.command_line` | uint | `512` | 512..65536 |",
 	    "| `timeouts.session` | duration | `30m` | 1s..1d |",
@@ -717,17 +1182,13 @@ static void test_users_limits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_embedded_default),
-	    cmocka_unit_test(test_full_roundtrip),
-	    cmocka_unit_test(test_default_roundtrip),
-	    cmocka_unit_test(test_errors),
-	    cmocka_unit_test(test_error_io),
-	    cmocka_unit_test(test_values),
-	    cmocka_unit_test(test_check),
-	    cmocka_unit_test(test_local_domain),
-	    cmocka_unit_test(test_reference),
-	    cmocka_unit_test(test_users_good),
-	    cmocka_unit_test(test_users_errors),
+	    cmocka_unit_test(test_embedded_default), cmocka_unit_test(test_production_defaults),
+	    cmocka_unit_test(test_full_roundtrip),   cmocka_unit_test(test_default_roundtrip),
+	    cmocka_unit_test(test_errors),           cmocka_unit_test(test_error_io),
+	    cmocka_unit_test(test_values),           cmocka_unit_test(test_check),
+	    cmocka_unit_test(test_local_domain),     cmocka_unit_test(test_trusted_network),
+	    cmocka_unit_test(test_sender_allowed),   cmocka_unit_test(test_reference),
+	    cmocka_unit_test(test_users_good),       cmocka_unit_test(test_users_errors),
 	    cmocka_unit_test(test_users_limits),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);

@@ -7,6 +7,7 @@
 
 #include <cmocka.h>
 
+#include "lib/base64.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/strutil.h"
@@ -129,12 +130,63 @@ static void test_buf_max(void **state)
 	buf_free(&b);
 }
 
+struct b64_case {
+	const char *plain; /* NULL: the encoded form must be refused */
+	const char *encoded;
+};
+
+static void test_base64(void **state)
+{
+	(void)state;
+	static const struct b64_case cases[] = {
+		/* RFC 4648 §10 vectors */
+		{"", ""},
+		{"f", "Zg=="},
+		{"fo", "Zm8="},
+		{"foo", "Zm9v"},
+		{"foob", "Zm9vYg=="},
+		{"fooba", "Zm9vYmE="},
+		{"foobar", "Zm9vYmFy"},
+		{"\0user\0pass", "AHVzZXIAcGFzcw=="},
+		{NULL, "Zg="},       /* not a multiple of 4 */
+		{NULL, "Zg=a"},      /* data after padding */
+		{NULL, "Z==="},      /* too much padding */
+		{NULL, "Zh=="},      /* stray bits under the padding */
+		{NULL, "Zm9v Zm9v"}, /* whitespace */
+		{NULL, "Zm9v\r\n"},
+		{NULL, "Zm9-"},      /* base64url alphabet */
+		{NULL, "=Zm9"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct b64_case *c = &cases[i];
+		struct buf out;
+		buf_init(&out, 0);
+		int r = base64_decode(c->encoded, strlen(c->encoded), &out);
+		if (c->plain == NULL) {
+			assert_int_equal(r, -1);
+			buf_free(&out);
+			continue;
+		}
+		size_t plen = c->plain[0] == '\0' && i == 7 ? 10 : strlen(c->plain);
+		assert_int_equal(r, 0);
+		assert_int_equal(out.len, plen);
+		assert_memory_equal(out.data != NULL ? out.data : (unsigned char *)"", c->plain,
+				    plen);
+		struct buf enc;
+		buf_init(&enc, 0);
+		assert_int_equal(base64_encode((const unsigned char *)c->plain, plen, &enc), 0);
+		assert_string_equal(buf_cstr(&enc), c->encoded);
+		buf_free(&enc);
+		buf_free(&out);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_size),         cmocka_unit_test(test_duration),
 		cmocka_unit_test(test_format_roundtrip), cmocka_unit_test(test_log_quote),
-		cmocka_unit_test(test_buf_max),
+		cmocka_unit_test(test_buf_max),      cmocka_unit_test(test_base64),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,71 @@
+/* sasl.h — server side of the SMTP AUTH mechanisms (RFC 4954): PLAIN
+ * (RFC 4616), LOGIN (draft-murchison-sasl-login), CRAM-MD5 (RFC 2195) and
+ * SCRAM-SHA-256 (RFC 5802, RFC 7677). A pure state machine: decoded client
+ * responses in, raw server challenges out; base64 and the 334/235/535
+ * replies are the session's job. No I/O and no slow work: the one expensive
+ * operation, verifying a plaintext password against a crypt(3) hash, is
+ * returned to the caller (SASL_R_VERIFY) to run on a worker thread with
+ * passwd_verify(). Every client response is hostile and bounded.
+ *
+ * Runs in smtpd on the event loop. Secrets are wiped when freed. */
+#ifndef HK_AUTH_SASL_H
+#define HK_AUTH_SASL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lib/buf.h"
+
+struct users;
+struct sasl_server;
+
+enum sasl_mech {
+	SASL_PLAIN,
+	SASL_LOGIN,
+	SASL_CRAM_MD5,
+	SASL_SCRAM_SHA_256,
+};
+
+enum sasl_result {
+	SASL_R_CONTINUE,  /* send out as a 334 challenge, wait for a response */
+	SASL_R_VERIFY,    /* PLAIN/LOGIN: check sasl_server_password() against
+			   * sasl_server_stored() with passwd_verify() off-loop,
+			   * then call sasl_server_verified() */
+	SASL_R_OK,        /* authenticated as sasl_server_user() */
+	SASL_R_FAIL,      /* bad credentials or unknown user: 535 5.7.8 */
+	SASL_R_MALFORMED, /* protocol violation: 501 5.5.2 */
+	SASL_R_NOT_ALLOWED, /* the user's stored secret cannot serve this mechanism: 535 5.7.8 */
+};
+
+#define SASL_RESPONSE_MAX 12288 /* decoded octets of one client response */
+
+/* Parse a mechanism name (case-insensitive); -1 if unknown. */
+int sasl_mech_parse(const char *name, size_t len, enum sasl_mech *r);
+const char *sasl_mech_name(enum sasl_mech m);
+
+/* hostname appears in the CRAM-MD5 challenge. users may be NULL (every user
+ * unknown). */
+struct sasl_server *sasl_server_create(enum sasl_mech mech, const char *hostname,
+				       const struct users *users);
+/* First call: the initial response if the client sent one with AUTH
+ * (has_initial true; an empty initial response "=" is in=NULL, len=0), or
+ * has_initial false to get the first challenge. Later calls: each decoded
+ * response. out receives the next challenge for SASL_R_CONTINUE (and the
+ * server-final message for SCRAM, which is sent as a 334 before success). */
+enum sasl_result sasl_server_step(struct sasl_server *s, bool has_initial,
+				  const unsigned char *in, size_t len, struct buf *out);
+/* After SASL_R_VERIFY: the worker's verdict (true: password matched). */
+enum sasl_result sasl_server_verified(struct sasl_server *s, bool ok);
+
+const char *sasl_server_user(const struct sasl_server *s);     /* authcid, or NULL */
+const char *sasl_server_password(const struct sasl_server *s); /* SASL_R_VERIFY only */
+const char *sasl_server_stored(const struct sasl_server *s);   /* SASL_R_VERIFY only */
+void sasl_server_free(struct sasl_server **s);
+
+/* Tests only: use nonce instead of a random one, so RFC vectors can be
+ * replayed. SCRAM: the server nonce appended to the client's (RFC 7677 §3);
+ * CRAM-MD5: the challenge becomes "<nonce@hostname>". Call before the first
+ * sasl_server_step(). Never called by hikyaku itself. */
+void sasl_server_set_nonce_for_test(struct sasl_server *s, const char *nonce);
+
+#endif

@@ -1,0 +1,123 @@
+/* conf_check.c — warnings about a valid but risky configuration, printed by
+ * `hikyaku check` (and at start): settings that load fine but would make an
+ * open relay, send passwords in clear, or reject every recipient. Errors
+ * that make a configuration unusable are refused at load (conf.c) instead.
+ *
+ * Runs in the master and in `hikyaku check`; the configuration is trusted. */
+#include "conf/conf_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+static bool conf_listener_is_loopback(const char *addr)
+{
+	return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0 ||
+	       strncasecmp(addr, "localhost:", 10) == 0;
+}
+
+static __attribute__((format(printf, 2, 3))) int conf_warn(FILE *out, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("warning: ", out);
+	va_start(ap, fmt);
+	vfprintf(out, fmt, ap);
+	va_end(ap);
+	fputc('\n', out);
+	return 1;
+}
+
+/* Per listener: TLS and AUTH choices that expose mail or passwords. */
+static int conf_check_listener(const struct conf *conf, const struct conf_listener *l, FILE *out)
+{
+	int n = 0;
+
+	if (conf_listener_is_loopback(l->address))
+		return 0;
+	if (l->tls == CONF_TLS_NONE)
+		n += conf_warn(out,
+		               "listener %s is not loopback and has tls: none: mail (and any "
+		               "credentials) cross the network in clear",
+		               l->address);
+	if (l->auth && l->plaintext_auth)
+		n += conf_warn(out,
+		               "listener %s is not loopback and has plaintext_auth: passwords can "
+		               "be sent before TLS, in clear (RFC 4954 §14)",
+		               l->address);
+	if (l->tls != CONF_TLS_NONE && conf->tls.n_certs == 0)
+		n += conf_warn(out,
+		               "listener %s is not loopback and uses a self-signed certificate "
+		               "(tls.certificates is empty): clients that verify will refuse it",
+		               l->address);
+	return n;
+}
+
+/* Relaying without AUTH is how open relays happen: say it loudly. */
+static int conf_check_trusted(const struct conf *conf, FILE *out)
+{
+	if (conf->relay.n_trusted_networks == 0)
+		return 0;
+	fputs("WARNING: relay.trusted_networks lets these networks relay without "
+	      "authentication:",
+	      out);
+	for (size_t i = 0; i < conf->relay.n_trusted_networks; i++)
+		fprintf(out, " %s", conf->relay.trusted_networks[i]);
+	fputc('\n', out);
+	return 1;
+}
+
+int conf_check(const struct conf *conf, FILE *out)
+{
+	int n = 0;
+	const char *public_addr = NULL;
+
+	for (size_t i = 0; i < conf->n_listeners; i++) {
+		if (!conf_listener_is_loopback(conf->listeners[i].address))
+			public_addr = conf->listeners[i].address;
+		n += conf_check_listener(conf, &conf->listeners[i], out);
+	}
+	n += conf_check_trusted(conf, out);
+	if (conf->accept_any_user && public_addr != NULL)
+		n += conf_warn(out,
+		               "accept_any_user is true on non-loopback listener %s: any local "
+		               "part of local_domains is accepted",
+		               public_addr);
+	if (public_addr != NULL && conf->user[0] == '\0')
+		n += conf_warn(out,
+		               "listener %s is not loopback and user is empty: when started as "
+		               "root, workers keep root privileges",
+		               public_addr);
+	if (conf->n_local_domains == 0)
+		n += conf_warn(out, "local_domains is empty: every recipient will be rejected");
+	if (conf->users_file[0] != '\0' && access(conf->users_file, R_OK) < 0)
+		n += conf_warn(out, "users_file %s is not readable: %s", conf->users_file,
+		               strerror(errno));
+	if (conf->users_file[0] == '\0' && !conf->accept_any_user && conf->n_local_domains > 0)
+		n += conf_warn(out, "no users_file and accept_any_user is false: every local "
+		                    "recipient will be rejected");
+	if (conf->spool_dir[0] != '/')
+		n += conf_warn(out, "spool_dir %s is relative to the working directory",
+		               conf->spool_dir);
+	if (conf->maildir_root[0] != '/')
+		n += conf_warn(out, "maildir_root %s is relative to the working directory",
+		               conf->maildir_root);
+	if (strchr(conf->hostname, '.') == NULL)
+		n += conf_warn(out,
+		               "hostname %s has no dot: EHLO and the greeting should use a fully "
+		               "qualified domain name (RFC 5321 §4.1.1.1)",
+		               conf->hostname);
+	return n;
+}
+
+bool conf_is_local_domain(const struct conf *conf, const char *domain)
+{
+	if (conf == NULL || domain == NULL)
+		return false;
+	for (size_t i = 0; i < conf->n_local_domains; i++)
+		if (strcasecmp(conf->local_domains[i], domain) == 0)
+			return true;
+	return false;
+}

@@ -1,0 +1,54 @@
+/* tls.h — server-side TLS contexts on OpenSSL 3 (RFC 8446, RFC 5246).
+ *
+ * One tls_server holds an SSL_CTX per certificate; the first is the default
+ * and SNI (RFC 6066 §3) switches to the one whose names match. Policy is
+ * fixed here, not configurable: TLS 1.2 minimum, TLS 1.3 preferred, only
+ * AEAD cipher suites with forward secrecy, server cipher preference,
+ * compression and renegotiation off, SSL_MODE_RELEASE_BUFFERS so an idle
+ * connection holds no record buffers. Session resumption works through the
+ * server session cache and, unless switched off, session tickets.
+ *
+ * Reload (SIGHUP): build a new tls_server and free the old one; SSL objects
+ * already handed out keep their own references to their SSL_CTX, so live
+ * sessions are not disturbed.
+ *
+ * Runs in the master (loading, self-signed generation) and in smtpd
+ * (tls_server_new_ssl, tls_describe). The peer's handshake is hostile, but it
+ * is OpenSSL that parses it. */
+#ifndef HK_TLS_TLS_H
+#define HK_TLS_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+struct conf_tls;
+struct tls_server;
+
+/* Build from tls.certificates (or, if there are none and
+ * tls.self_signed_dir is set, from the self-signed pair there, generating
+ * it first). Errors name the file and OpenSSL's reason. *tls_r is NULL with
+ * return 0 when TLS is not configured at all. */
+int tls_server_create(const struct conf_tls *conf, const char *hostname,
+		      struct tls_server **tls_r, char *err, size_t errlen);
+void tls_server_free(struct tls_server **tls);
+
+/* A new server-side SSL (accept state) on the default context. */
+SSL *tls_server_new_ssl(struct tls_server *tls);
+
+/* Make sure dir/cert.pem and dir/key.pem exist: if missing, generate a
+ * self-signed certificate for hostname (and "localhost", 127.0.0.1, ::1 as
+ * subject alternative names), ECDSA P-256, valid 825 days, key file mode
+ * 0600, written atomically (temp file + rename). */
+int tls_self_signed_ensure(const char *dir, const char *hostname, char *err, size_t errlen);
+
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384 (256/256 bits)" style text for the
+ * Received header and logs; out must hold 128 octets. */
+const char *tls_describe(SSL *ssl, char *out, size_t outlen);
+
+/* The certificate's subject names (SAN DNS names, else CN) of context i, for
+ * tests and `hikyaku check`; returns the number of contexts. */
+size_t tls_server_count(const struct tls_server *tls);
+
+#endif
