@@ -422,9 +422,12 @@ static char *usercmd_line_make(const char *name, const char *hash, const char *o
 		else if (secret[0] != '\0' && secret[strlen(secret) - 1] == '\r')
 			rest = "\r";
 	}
-	size_t n = strlen(name) + strlen(hash) + strlen(rest) + 2;
-	char *line = xmalloc(n);
-	snprintf(line, n, "%s:%s%s", name, hash, rest);
+	size_t nl = strlen(name), hl = strlen(hash), rl = strlen(rest);
+	char *line = xmalloc(nl + hl + rl + 2);
+	memcpy(line, name, nl);
+	line[nl] = ':';
+	memcpy(line + nl + 1, hash, hl);
+	memcpy(line + nl + 1 + hl, rest, rl + 1);
 	return line;
 }
 
