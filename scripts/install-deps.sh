@@ -3,7 +3,8 @@
 # Only what is missing is installed; uses sudo when not root.
 set -euo pipefail
 
-BUILD_PKGS=(gcc meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev)
+BUILD_PKGS=(gcc meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev libunbound-dev
+	libcrypt-dev)
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib swaks curl
 	clang libclang-rt-14-dev)
 

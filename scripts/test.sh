@@ -29,4 +29,7 @@ for t in tests/fuzz/corpus/*/; do
 done
 
 echo "== integration tests"
-HIKYAKU_BIN="$PWD/build-asan/hikyaku" /usr/bin/python3 -m pytest -q tests/integration "$@"
+export HIKYAKU_BIN="$PWD/build-asan/hikyaku"
+export HIKYAKU_DNS_PROBE="$PWD/build-asan/tests/dns_probe"
+export HIKYAKU_BOUNCE_DUMP="$PWD/build-asan/tests/bounce_dump"
+/usr/bin/python3 -m pytest -q tests/integration "$@"

@@ -10,7 +10,8 @@
  * cap on the file, every number range-checked, unknown keys refused so that a
  * typo is not silently ignored, aliases refused (no expansion bombs). Every
  * error names "file:line:column". The relay section's rules live in
- * conf_relay.c, the operator warnings in conf_check.c. */
+ * conf_relay.c, the delivery routes in conf_delivery.c, the dump and the
+ * reference in conf_dump.c, the operator warnings in conf_check.c. */
 #include "conf/conf.h"
 #include "conf/conf_int.h"
 
@@ -47,44 +48,10 @@ const char conf_embedded_default[] = "listen:\n"
                                      "local_domains: [localhost]\n"
                                      "accept_any_user: true\n";
 
-enum conf_type {
-	CONF_T_STRING,
-	CONF_T_BOOL,
-	CONF_T_UINT,
-	CONF_T_SIZE,     /* "25M": K/M/G are powers of 1024, stored in octets */
-	CONF_T_DURATION, /* "5m": stored in milliseconds */
-	CONF_T_ENUM,     /* one of .names, stored as an int-sized enum */
-	CONF_T_STRLIST,
-	CONF_T_RECORDS, /* list of mappings whose fields are .fields (no lists) */
-};
-
 /* Enum settings are stored through an int. */
 _Static_assert(sizeof(enum conf_tls_mode) == sizeof(int), "enum conf_tls_mode is not an int");
-
-/* Checks one string value (or one list item) beyond its type; writes a
- * message without position on failure. */
-typedef int conf_check_fn(const char *s, char *msg, size_t msglen);
-
-struct conf_setting {
-	const char *key; /* YAML path: "hostname", "limits.message_size"; a field: "tls" */
-	enum conf_type type;
-	const char *def;          /* default as it would be written in YAML */
-	char *(*def_fn)(void);    /* computed default when def is NULL */
-	const char *def_doc;      /* what the reference shows for def_fn */
-	uint64_t min, max;        /* numbers only */
-	size_t off;               /* offsetof() the value in struct conf, or in the record */
-	size_t count_off;         /* lists: offsetof() the size_t count */
-	conf_check_fn *check;     /* strings and list items; may be NULL */
-	bool lower;               /* strings, enums and list items: lowercase at load */
-	bool required;            /* record fields: must be given; no default */
-	const char *const *names; /* enums: value i is names[i]; NULL-terminated */
-	const struct conf_setting *fields; /* records: the fields of one item */
-	size_t n_fields;
-	size_t item_size;      /* records: sizeof one item */
-	const char *item_name; /* records: "listener", for messages and the reference */
-	const char *shorthand; /* records: field a bare string item sets; NULL: maps only */
-	const char *doc;
-};
+_Static_assert(sizeof(enum conf_tls_policy) == sizeof(int), "enum conf_tls_policy is not an int");
+_Static_assert(sizeof(enum conf_transport) == sizeof(int), "enum conf_transport is not an int");
 
 static char *conf_hostname_default(void);
 static conf_check_fn conf_log_level_check;
@@ -92,10 +59,12 @@ static conf_check_fn conf_path_check;
 static conf_check_fn conf_hostname_check;
 static conf_check_fn conf_domain_check;
 static conf_check_fn conf_listener_check;
+static conf_check_fn conf_helo_name_check;
 
 #define OFF(field) offsetof(struct conf, field)
 #define LOFF(field) offsetof(struct conf_listener, field)
 #define COFF(field) offsetof(struct conf_tls_cert, field)
+#define ROFF(field) offsetof(struct conf_route, field)
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 #define KIB 1024ULL
 #define MIB (1024ULL * 1024)
@@ -108,6 +77,24 @@ static const char *const conf_tls_modes[] = {
     [CONF_TLS_NONE] = "none",
     [CONF_TLS_STARTTLS] = "starttls",
     [CONF_TLS_IMPLICIT] = "implicit",
+    NULL,
+};
+
+/* STARTTLS policies for outbound SMTP and LMTP (RFC 3207; "may" is the
+ * opportunistic security of RFC 7435). */
+const char *const conf_tls_policies[] = {
+    [CONF_TLSPOL_NONE] = "none",
+    [CONF_TLSPOL_MAY] = "may",
+    [CONF_TLSPOL_ENCRYPT] = "encrypt",
+    [CONF_TLSPOL_VERIFY] = "verify",
+    NULL,
+};
+
+const char *const conf_transports[] = {
+    [CONF_TRANSPORT_LOCAL] = "local",
+    [CONF_TRANSPORT_MX] = "mx",
+    [CONF_TRANSPORT_RELAY] = "relay",
+    [CONF_TRANSPORT_LMTP] = "lmtp",
     NULL,
 };
 
@@ -142,12 +129,39 @@ static const struct conf_setting conf_cert_fields[] = {
 	  .doc = "PEM file of its private key (keep it readable by root only)." },
 };
 
+/* The fields' relations (an address for relay and lmtp only, no duplicate
+ * domains) are checked by conf_routes_check() once the list is complete. */
+static const struct conf_setting conf_route_fields[] = {
+	{ .key = "domain", .type = CONF_T_STRING, .required = true, .off = ROFF(domain),
+	  .check = conf_domain_check, .lower = true,
+	  .doc = "Recipient domain, matched exactly and case-insensitively (subdomains are "
+		 "not included)." },
+	{ .key = "transport", .type = CONF_T_ENUM, .required = true, .names = conf_transports,
+	  .off = ROFF(transport), .lower = true,
+	  .doc = "local (Maildir under maildir_root; the domain is then accepted as local), "
+		 "mx (by its MX records, RFC 5321 §5.1), relay (SMTP to address) or lmtp "
+		 "(LMTP to address, RFC 2033)." },
+	{ .key = "address", .type = CONF_T_STRING, .def = "\"\"", .off = ROFF(address),
+	  .check = conf_route_address_check,
+	  .doc = "relay and lmtp (required): \"host:port\" or \"[addr]:port\"; lmtp also "
+		 "\"unix:/absolute/path\". Must be \"\" for local and mx." },
+	{ .key = "tls", .type = CONF_T_ENUM, .def = "may", .names = conf_tls_policies,
+	  .off = ROFF(tls), .lower = true,
+	  .doc = "STARTTLS policy (RFC 3207) of relay, lmtp and mx routes: none, may "
+		 "(opportunistic, RFC 7435), encrypt (required, certificate not checked) or "
+		 "verify (required, certificate and host name checked, RFC 6125)." },
+	{ .key = "credentials", .type = CONF_T_STRING, .def = "\"\"", .off = ROFF(credentials),
+	  .doc = "relay and lmtp: file of one line \"user:password\" for SMTP AUTH (RFC 4954), "
+		 "readable by root only; \"\" for none. Refused for local and mx." },
+};
+
+_Static_assert(N_OF(conf_route_fields) <= CONF_FIELDS_MAX, "too many route fields");
 _Static_assert(N_OF(conf_listener_fields) <= CONF_FIELDS_MAX, "too many listener fields");
 _Static_assert(N_OF(conf_cert_fields) <= CONF_FIELDS_MAX, "too many certificate fields");
 
 /* Ordered for the dump: top-level settings first, then each section's
  * settings together (conf_dump opens a section when the prefix changes). */
-static const struct conf_setting conf_settings[] = {
+const struct conf_setting conf_settings[] = {
 	{ .key = "hostname", .type = CONF_T_STRING, .def_fn = conf_hostname_default,
 	  .def_doc = "the system host name (gethostname)", .off = OFF(hostname),
 	  .check = conf_hostname_check,
@@ -177,6 +191,13 @@ static const struct conf_setting conf_settings[] = {
 	  .item_name = "listener", .shorthand = "address",
 	  .doc = "SMTP listeners, at least one: a mapping of the listen[] fields, or just "
 		 "\"host:port\" when the other fields keep their defaults." },
+	{ .key = "routes", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(routes),
+	  .count_off = OFF(n_routes), .fields = conf_route_fields,
+	  .n_fields = N_OF(conf_route_fields), .item_size = sizeof(struct conf_route),
+	  .item_name = "route",
+	  .doc = "Delivery per recipient domain, as mappings of the routes[] fields, one per "
+		 "domain. A domain without a route is delivered locally if it is in "
+		 "local_domains, else to delivery.smarthost if set, else by MX." },
 
 	{ .key = "limits.command_line", .type = CONF_T_UINT, .def = "512",
 	  .min = 512, .max = 65536, .off = OFF(limits.command_line),
@@ -274,10 +295,78 @@ static const struct conf_setting conf_settings[] = {
 	  .doc = "Senders granted to other logins, one per line: \"sender: login, login\" "
 		 "where sender is an address (a +tag allowed) or @domain and logins are "
 		 "user@domain." },
+
+	{ .key = "delivery.helo_name", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(delivery.helo_name), .check = conf_helo_name_check,
+	  .doc = "Name sent in EHLO and LHLO when delivering (RFC 5321 §4.1.1.1); \"\" uses "
+		 "hostname." },
+	{ .key = "delivery.smtp_port", .type = CONF_T_UINT, .def = "25",
+	  .min = 1, .max = 65535, .off = OFF(delivery.smtp_port),
+	  .doc = "TCP port of MX hosts: 25, the SMTP port (RFC 5321 §4.5.4.2); other values "
+		 "are for tests." },
+	{ .key = "delivery.tls", .type = CONF_T_ENUM, .def = "may", .names = conf_tls_policies,
+	  .off = OFF(delivery.tls), .lower = true,
+	  .doc = "STARTTLS policy (RFC 3207) for delivery by MX: none, may (opportunistic, "
+		 "RFC 7435), encrypt (required, certificate not checked) or verify (required, "
+		 "certificate and host name checked against delivery.ca_file, RFC 6125)." },
+	{ .key = "delivery.ca_file", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(delivery.ca_file),
+	  .doc = "PEM bundle of the CAs trusted for tls: verify; \"\" for the system's." },
+	{ .key = "delivery.smarthost", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(delivery.smarthost), .check = conf_smarthost_check,
+	  .doc = "Relay all mail for domains without a route and not local through this host, "
+		 "\"host:port\" or \"[addr]:port\" (port required, e.g. 587 for submission, "
+		 "RFC 6409); \"\" delivers by MX." },
+	{ .key = "delivery.smarthost_tls", .type = CONF_T_ENUM, .def = "encrypt",
+	  .names = conf_tls_policies, .off = OFF(delivery.smarthost_tls), .lower = true,
+	  .doc = "STARTTLS policy towards the smarthost: none, may, encrypt or verify." },
+	{ .key = "delivery.smarthost_credentials", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(delivery.smarthost_credentials),
+	  .doc = "File of one line \"user:password\" for SMTP AUTH (RFC 4954) at the "
+		 "smarthost, readable by root only; \"\" for none." },
+	{ .key = "delivery.destination_concurrency", .type = CONF_T_UINT, .def = "20",
+	  .min = 1, .max = 1000, .off = OFF(delivery.destination_concurrency),
+	  .doc = "Simultaneous connections to one destination (a domain's MX hosts, or a "
+		 "relay)." },
+	{ .key = "delivery.total_concurrency", .type = CONF_T_UINT, .def = "100",
+	  .min = 1, .max = 10000, .off = OFF(delivery.total_concurrency),
+	  .doc = "Simultaneous outbound connections in total." },
+	{ .key = "delivery.connect_timeout", .type = CONF_T_DURATION, .def = "30s",
+	  .min = SEC, .max = 10 * MIN, .off = OFF(delivery.connect_timeout),
+	  .doc = "Deadline for the TCP connection and the greeting's start." },
+	{ .key = "delivery.command_timeout", .type = CONF_T_DURATION, .def = "5m",
+	  .min = SEC, .max = 60 * MIN, .off = OFF(delivery.command_timeout),
+	  .doc = "Wait for the reply to a command (RFC 5321 §4.5.3.2 suggests 5m)." },
+	{ .key = "delivery.data_timeout", .type = CONF_T_DURATION, .def = "10m",
+	  .min = SEC, .max = 60 * MIN, .off = OFF(delivery.data_timeout),
+	  .doc = "Wait for the reply to the end of the data (RFC 5321 §4.5.3.2.6: 10m)." },
+	{ .key = "delivery.max_lifetime", .type = CONF_T_DURATION, .def = "5d",
+	  .min = MIN, .max = 30 * DAY, .off = OFF(delivery.max_lifetime),
+	  .doc = "Bounce a message still undelivered after this long (RFC 5321 §4.5.4.1: at "
+		 "least 4-5 days)." },
+	{ .key = "delivery.delay_warning", .type = CONF_T_DURATION, .def = "4h",
+	  .min = 0, .max = 30 * DAY, .off = OFF(delivery.delay_warning),
+	  .doc = "Send a delay notice (RFC 3464, action: delayed) for recipients with "
+		 "NOTIFY=DELAY (RFC 3461 §4.1) still queued after this long; 0 for none. Less "
+		 "than max_lifetime." },
+	{ .key = "delivery.ipv6", .type = CONF_T_BOOL, .def = "true", .off = OFF(delivery.ipv6),
+	  .doc = "Deliver over IPv6 too, to the AAAA records of MX hosts (RFC 3596)." },
+
+	{ .key = "dns.forwarders", .type = CONF_T_STRLIST, .def = "[]",
+	  .off = OFF(dns.forwarders), .count_off = OFF(dns.n_forwarders),
+	  .check = conf_forwarder_check,
+	  .doc = "Resolvers to ask instead of those of /etc/resolv.conf: numeric IPv4 or IPv6 "
+		 "addresses, each optionally @port (127.0.0.1@5353, ::1); [] uses "
+		 "/etc/resolv.conf." },
+	{ .key = "dns.trust_anchor", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(dns.trust_anchor),
+	  .doc = "File of DNSSEC trust anchors (the root key, RFC 4033); when set, answers are "
+		 "validated (as DANE needs, RFC 7672); \"\" for none." },
 };
 /* clang-format on */
 
 #define CONF_N_SETTINGS (sizeof(conf_settings) / sizeof(conf_settings[0]))
+const size_t conf_n_settings = CONF_N_SETTINGS;
 
 /* Position of a node, 1-based; line 0 means "not set in the file". */
 struct conf_pos {
@@ -303,24 +392,9 @@ static void *conf_field(void *base, const struct conf_setting *s)
 	return (char *)base + s->off;
 }
 
-static const void *conf_field_const(const void *base, const struct conf_setting *s)
-{
-	return (const char *)base + s->off;
-}
-
 static size_t *conf_count(void *base, const struct conf_setting *s)
 {
 	return (size_t *)(void *)((char *)base + s->count_off);
-}
-
-static size_t conf_count_const(const void *base, const struct conf_setting *s)
-{
-	return *(const size_t *)(const void *)((const char *)base + s->count_off);
-}
-
-static bool conf_is_list(const struct conf_setting *s)
-{
-	return s->type == CONF_T_STRLIST || s->type == CONF_T_RECORDS;
 }
 
 static const struct conf_setting *conf_setting_find(const char *key)
@@ -420,7 +494,7 @@ static bool conf_node_is_null(struct fy_node *n)
 }
 
 /* The values of an enum, "a, b or c". */
-static void conf_enum_list(const struct conf_setting *s, char *out, size_t len)
+void conf_enum_list(const struct conf_setting *s, char *out, size_t len)
 {
 	size_t o = 0;
 
@@ -434,33 +508,7 @@ static void conf_enum_list(const struct conf_setting *s, char *out, size_t len)
 	}
 }
 
-/* The reference's name of a type. */
-static void conf_type_name(const struct conf_setting *s, char *out, size_t len)
-{
-	static const char *const names[] = {
-	    [CONF_T_STRING] = "string", [CONF_T_BOOL] = "bool",         [CONF_T_UINT] = "uint",
-	    [CONF_T_SIZE] = "size",     [CONF_T_DURATION] = "duration",
-	};
-	char values[128];
-
-	switch (s->type) {
-	case CONF_T_ENUM:
-		conf_enum_list(s, values, sizeof(values));
-		snprintf(out, len, "%s", values);
-		break;
-	case CONF_T_STRLIST:
-		snprintf(out, len, "list of strings");
-		break;
-	case CONF_T_RECORDS:
-		snprintf(out, len, "list of %ss", s->item_name);
-		break;
-	default:
-		snprintf(out, len, "%s", names[s->type]);
-		break;
-	}
-}
-
-static void conf_format_number(const struct conf_setting *s, uint64_t v, char *out, size_t len)
+void conf_format_number(const struct conf_setting *s, uint64_t v, char *out, size_t len)
 {
 	if (s->type == CONF_T_SIZE)
 		str_format_size(v, out, len);
@@ -529,6 +577,11 @@ static int conf_hostname_check(const char *s, char *msg, size_t msglen)
 	if (!ok)
 		return conf_msg(msg, msglen, "invalid host name \"%.64s\"", s);
 	return 0;
+}
+
+static int conf_helo_name_check(const char *s, char *msg, size_t msglen)
+{
+	return s[0] == '\0' ? 0 : conf_hostname_check(s, msg, msglen);
 }
 
 static int conf_domain_check(const char *s, char *msg, size_t msglen)
@@ -1029,6 +1082,38 @@ static int conf_listeners_check(struct conf_parse *p)
 	return 0;
 }
 
+/* Each route's transport against its address, and no domain twice. */
+static int conf_routes_cross_check(struct conf_parse *p)
+{
+	const struct conf_setting *routes = conf_setting_find("routes");
+	const struct conf_pos *item_pos = p->item_pos[routes - conf_settings];
+	char msg[CONF_MSG_MAX];
+	size_t bad = 0;
+
+	if (conf_routes_check(p->conf, &bad, msg, sizeof(msg)) == 0)
+		return 0;
+	struct conf_pos pos = item_pos != NULL ? item_pos[bad] : conf_setting_pos(p, routes);
+	return conf_error(p, pos.line, pos.col, "routes: %s", msg);
+}
+
+/* A delay notice after the message bounced would be nonsense. */
+static int conf_delivery_cross_check(struct conf_parse *p)
+{
+	const struct conf_delivery *d = &p->conf->delivery;
+	const struct conf_setting *warn = conf_setting_find("delivery.delay_warning");
+	const struct conf_setting *life = conf_setting_find("delivery.max_lifetime");
+	struct conf_pos pos;
+
+	if (d->delay_warning == 0 || d->delay_warning < d->max_lifetime)
+		return 0;
+	pos = p->pos[warn - conf_settings];
+	if (pos.line == 0)
+		pos = conf_setting_pos(p, life);
+	return conf_error(p, pos.line, pos.col,
+	                  "delivery.delay_warning must be less than delivery.max_lifetime "
+	                  "(or 0 for no delay notices)");
+}
+
 /* Settings that depend on each other, checked after the whole file. */
 static int conf_cross_check(struct conf_parse *p)
 {
@@ -1051,7 +1136,9 @@ static int conf_cross_check(struct conf_parse *p)
 		return conf_error(p, pos.line, pos.col,
 		                  "queue.retry_max must be at least queue.retry_min");
 	}
-	return 0;
+	if (conf_delivery_cross_check(p) < 0)
+		return -1;
+	return conf_routes_cross_check(p);
 }
 
 /* --- loading ------------------------------------------------------------- */
@@ -1085,7 +1172,7 @@ static int conf_file_read(const char *path, struct buf *b, char *err, size_t err
 
 /* Decode one UTF-8 sequence strictly (no overlongs, surrogates or values
  * past U+10FFFF); returns its length, 0 when invalid. */
-static size_t conf_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp_r)
+size_t conf_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp_r)
 {
 	static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
 	size_t n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc0 ? 2 : 1;
@@ -1105,7 +1192,7 @@ static size_t conf_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp_
 }
 
 /* YAML 1.2 §5.1 c-printable. */
-static bool conf_yaml_printable(uint32_t cp)
+bool conf_yaml_printable(uint32_t cp)
 {
 	return cp == '\t' || cp == '\n' || cp == '\r' || (cp >= 0x20 && cp <= 0x7e) || cp == 0x85 ||
 	       (cp >= 0xa0 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) ||
@@ -1267,6 +1354,7 @@ int conf_load(const char *path, struct conf **conf_r, char *err, size_t errlen)
 		return -1;
 	}
 	conf_relay_compile(p.conf);
+	conf_routes_compile(p.conf);
 	*conf_r = p.conf;
 	return 0;
 }
@@ -1279,210 +1367,8 @@ void conf_free(struct conf **confp)
 		return;
 	conf_values_free(conf, conf_settings, CONF_N_SETTINGS);
 	conf_relay_compiled_free(conf);
+	conf_routes_compiled_free(conf);
 	free(conf->file);
 	free(conf);
 	*confp = NULL;
-}
-
-/* --- dump and reference --------------------------------------------------- */
-
-/* A YAML double-quoted scalar (YAML 1.2 §7.3.1), so any value reads back:
- * printable characters as they are, the rest as escapes (§5.7). */
-static void conf_yaml_quote(FILE *out, const char *str)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	size_t len = strlen(str);
-	uint32_t cp;
-
-	fputc('"', out);
-	for (size_t i = 0; i < len;) {
-		size_t n = conf_utf8_decode(s + i, len - i, &cp);
-		if (n == 0) { /* not UTF-8 (cannot come from YAML): keep the byte's value */
-			cp = s[i];
-			n = 1;
-		}
-		if (cp == '"' || cp == '\\')
-			fprintf(out, "\\%c", (char)cp);
-		else if (cp >= 0x20 && cp != 0x7f && conf_yaml_printable(cp))
-			fwrite(s + i, 1, n, out);
-		else if (cp <= 0xff)
-			fprintf(out, "\\x%02x", (unsigned)cp);
-		else if (cp <= 0xffff)
-			fprintf(out, "\\u%04x", (unsigned)cp);
-		else
-			fprintf(out, "\\U%08x", (unsigned)cp);
-		i += n;
-	}
-	fputc('"', out);
-}
-
-/* A scalar value, after "key:". */
-static void conf_dump_scalar(const void *base, const struct conf_setting *s, FILE *out)
-{
-	char num[32];
-	const void *field = conf_field_const(base, s);
-
-	switch (s->type) {
-	case CONF_T_STRING:
-		fputc(' ', out);
-		conf_yaml_quote(out, *(char *const *)field);
-		break;
-	case CONF_T_BOOL:
-		fprintf(out, " %s", *(const bool *)field ? "true" : "false");
-		break;
-	case CONF_T_ENUM:
-		fprintf(out, " %s", s->names[*(const int *)field]);
-		break;
-	case CONF_T_UINT:
-	case CONF_T_SIZE:
-	case CONF_T_DURATION:
-		conf_format_number(s, *(const uint64_t *)field, num, sizeof(num));
-		fprintf(out, " %s", num);
-		break;
-	default:
-		abort(); /* a list as a record field: the table is wrong */
-	}
-}
-
-/* Records always as block mappings with every field, so that they read back
- * whatever the defaults. */
-static void conf_dump_value(const void *base, const struct conf_setting *s, const char *name,
-                            const char *indent, FILE *out)
-{
-	size_t n = conf_is_list(s) ? conf_count_const(base, s) : 0;
-
-	fprintf(out, "%s%s:", indent, name);
-	if (!conf_is_list(s))
-		conf_dump_scalar(base, s, out);
-	else if (n == 0)
-		fputs(" []", out);
-	for (size_t i = 0; i < n; i++) {
-		if (s->type == CONF_T_STRLIST) {
-			fprintf(out, "\n%s  - ", indent);
-			conf_yaml_quote(out, (*(char *const *const *)conf_field_const(base, s))[i]);
-			continue;
-		}
-		const char *rec =
-		    *(const char *const *)conf_field_const(base, s) + i * s->item_size;
-		for (size_t j = 0; j < s->n_fields; j++) {
-			fprintf(out, "\n%s  %s%s:", indent, j == 0 ? "- " : "  ", s->fields[j].key);
-			conf_dump_scalar(rec, &s->fields[j], out);
-		}
-	}
-	fputc('\n', out);
-}
-
-/* Comments cannot escape: keep them to one printable line. */
-static void conf_comment_print(FILE *out, const char *s)
-{
-	for (; *s != '\0'; s++)
-		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, out);
-}
-
-void conf_dump(const struct conf *conf, FILE *out)
-{
-	const char *section = NULL;
-	size_t seclen = 0;
-
-	fputs("# hikyaku effective configuration, loaded from ", out);
-	conf_comment_print(out, conf->file);
-	fputs("\n", out);
-	for (size_t i = 0; i < CONF_N_SETTINGS; i++) {
-		const struct conf_setting *s = &conf_settings[i];
-		const char *dot = strchr(s->key, '.');
-		const char *indent = dot != NULL ? "  " : "";
-
-		if (dot != NULL && (section == NULL || (size_t)(dot - s->key) != seclen ||
-		                    strncmp(section, s->key, seclen) != 0)) {
-			section = s->key;
-			seclen = (size_t)(dot - s->key);
-			fprintf(out, "\n%.*s:\n", (int)seclen, section);
-		}
-		fprintf(out, "%s# %s\n", indent, s->doc);
-		for (size_t j = 0; s->type == CONF_T_RECORDS && j < s->n_fields; j++)
-			fprintf(out, "%s#   %s: %s\n", indent, s->fields[j].key, s->fields[j].doc);
-		conf_dump_value(conf, s, dot != NULL ? dot + 1 : s->key, indent, out);
-	}
-}
-
-/* A Markdown table cell: '|' would end the cell. */
-static void conf_md_cell(FILE *out, const char *s)
-{
-	for (; *s != '\0'; s++) {
-		if (*s == '|')
-			fputs("\\|", out);
-		else
-			fputc(*s, out);
-	}
-}
-
-/* One row of the reference table; prefix is "listen[]." for a record field. */
-static void conf_reference_row(FILE *out, const struct conf_setting *s, const char *prefix)
-{
-	char lo[32], hi[32], type[160];
-
-	conf_type_name(s, type, sizeof(type));
-	fprintf(out, "| `%s%s` | ", prefix, s->key);
-	conf_md_cell(out, type);
-	fputs(" | ", out);
-	if (s->required) {
-		fputs("required", out);
-	} else if (s->def != NULL) {
-		fputc('`', out);
-		conf_md_cell(out, s->def);
-		fputc('`', out);
-	} else {
-		conf_md_cell(out, s->def_doc);
-	}
-	fputs(" | ", out);
-	if (s->type == CONF_T_UINT || s->type == CONF_T_SIZE || s->type == CONF_T_DURATION) {
-		conf_format_number(s, s->min, lo, sizeof(lo));
-		conf_format_number(s, s->max, hi, sizeof(hi));
-		fprintf(out, "%s..%s", lo, hi);
-	}
-	fputs(" | ", out);
-	conf_md_cell(out, s->doc);
-	fputs(" |\n", out);
-}
-
-void conf_reference(FILE *out)
-{
-	char prefix[CONF_KEY_MAX];
-
-	fputs("# hikyaku configuration reference\n\n"
-	      "<!-- Generated from the settings table in src/conf/conf.c by conf_reference();\n"
-	      "     do not edit by hand. -->\n\n"
-	      "hikyaku reads one YAML file, `/etc/hikyaku/hikyaku.yaml`. Every key is optional\n"
-	      "except `listen`; unknown keys, wrong types and out-of-range values are errors\n"
-	      "reported as `file:line:column: message`. `hikyaku config dump` prints the\n"
-	      "effective configuration in the same format, and `hikyaku check` warns about\n"
-	      "risky choices.\n\n"
-	      "- **size**: octets, with an optional suffix `K`, `M` or `G` (powers of 1024):\n"
-	      "  `512`, `100K`, `25M`, `2G`.\n"
-	      "- **duration**: `250ms`, `30s`, `5m`, `2h`, `1d`; a bare number is seconds.\n"
-	      "- **bool**: `true` or `false`.\n"
-	      "- **list of listeners**: each item a mapping of the `listen[].` fields, e.g.\n"
-	      "  `{address: \"*:465\", tls: implicit, submission: true}`, or just the address\n"
-	      "  `\"host:port\"`, `\"[v6]:port\"` or `\"*:port\"` (all addresses) when the other\n"
-	      "  fields keep their defaults.\n"
-	      "- **list of certificates**: each item `{cert: path, key: path}`.\n"
-	      "- Keys with a dot live in a section: `limits.message_size` is written\n"
-	      "  `limits:` then `  message_size: 25M`.\n"
-	      "- A listener with TLS needs `tls.certificates` or `tls.self_signed_dir`; a\n"
-	      "  submission listener needs `auth` and TLS (or `plaintext_auth`).\n\n"
-	      "| Key | Type | Default | Range | Description |\n"
-	      "|-----|------|---------|-------|-------------|\n",
-	      out);
-	for (size_t i = 0; i < CONF_N_SETTINGS; i++) {
-		const struct conf_setting *s = &conf_settings[i];
-		conf_reference_row(out, s, "");
-		snprintf(prefix, sizeof(prefix), "%s[].", s->key);
-		for (size_t j = 0; s->type == CONF_T_RECORDS && j < s->n_fields; j++)
-			conf_reference_row(out, &s->fields[j], prefix);
-	}
-	fputs("\nWith no configuration file, `hikyaku serve` runs this embedded development "
-	      "default:\n\n```yaml\n",
-	      out);
-	fputs(conf_embedded_default, out);
-	fputs("```\n", out);
 }

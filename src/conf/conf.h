@@ -77,6 +77,52 @@ struct conf_queue {
 	uint64_t retry_max;        /* ms, cap of the doubling backoff, 1h */
 };
 
+enum conf_tls_policy {
+	CONF_TLSPOL_NONE = 0, /* never STARTTLS */
+	CONF_TLSPOL_MAY,      /* opportunistic (the default for MX) */
+	CONF_TLSPOL_ENCRYPT,  /* required, unverified */
+	CONF_TLSPOL_VERIFY,   /* required, certificate and host name verified */
+};
+
+enum conf_transport {
+	CONF_TRANSPORT_LOCAL = 0, /* Maildir under maildir_root */
+	CONF_TRANSPORT_MX,        /* DNS MX, port delivery.smtp_port */
+	CONF_TRANSPORT_RELAY,     /* a smarthost at address */
+	CONF_TRANSPORT_LMTP,      /* LMTP at address (unix:/path or host:port) */
+};
+
+struct conf_route {
+	char *domain;                 /* routes[].domain: exact, case-insensitive */
+	enum conf_transport transport; /* routes[].transport: local | mx | relay | lmtp */
+	char *address;                /* routes[].address: "host:port", "unix:/path" */
+	enum conf_tls_policy tls;     /* routes[].tls (default: may) */
+	char *credentials;            /* routes[].credentials: file "user:password", "" none */
+};
+
+struct conf_delivery {
+	char *helo_name;                 /* "" means hostname */
+	uint64_t smtp_port;              /* MX port, 25 (tests use their own) */
+	enum conf_tls_policy tls;        /* policy for MX delivery, may */
+	char *ca_file;                   /* CA bundle for verify, "" system default */
+	char *smarthost;                 /* "host:port" for all non-local mail, "" = by MX */
+	enum conf_tls_policy smarthost_tls; /* encrypt */
+	char *smarthost_credentials;     /* file "user:password", root-only, "" none */
+	uint64_t destination_concurrency; /* connections per destination, 20 */
+	uint64_t total_concurrency;      /* outbound connections in total, 100 */
+	uint64_t connect_timeout;        /* ms, 30s */
+	uint64_t command_timeout;        /* ms, 5m (RFC 5321 §4.5.3.2) */
+	uint64_t data_timeout;           /* ms, 10m (RFC 5321 §4.5.3.2.6) */
+	uint64_t max_lifetime;           /* ms, 5d: then bounce */
+	uint64_t delay_warning;          /* ms, 4h: NOTIFY=DELAY warning */
+	bool ipv6;                       /* use AAAA records, true */
+};
+
+struct conf_dns {
+	char **forwarders; /* dns.forwarders: "127.0.0.1@5353"; empty: /etc/resolv.conf */
+	size_t n_forwarders;
+	char *trust_anchor; /* dns.trust_anchor: file; enables DNSSEC validation */
+};
+
 struct conf {
 	char *file; /* where it came from, "(embedded default)" for the default */
 	char *hostname;
@@ -96,9 +142,16 @@ struct conf {
 	struct conf_tls tls;
 	struct conf_auth auth;
 	struct conf_relay relay;
+	struct conf_delivery delivery;
+	struct conf_dns dns;
+	struct conf_route *routes; /* routes: per-domain transports */
+	size_t n_routes;
 	/* Private to src/conf: relay.trusted_networks and relay.senders parsed
 	 * at load for conf_is_trusted_network() and conf_sender_allowed(). */
 	struct conf_relay_compiled *relay_compiled;
+	/* Private to src/conf: the routes conf_route_for() returns when no
+	 * routes[] entry matches (local; smarthost relay or MX), built at load. */
+	struct conf_routes_compiled *routes_compiled;
 };
 
 /* The embedded development default (DESIGN.md), as YAML text. */
@@ -116,6 +169,10 @@ void conf_reference(FILE *out);
 /* Warnings an operator should see (hikyaku check): returns how many. */
 int conf_check(const struct conf *conf, FILE *out);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
+/* The route for a recipient domain: a routes[] entry, else local for
+ * local_domains, else relay via delivery.smarthost when set, else MX. The
+ * returned struct is owned by conf (a static default for the last two). */
+const struct conf_route *conf_route_for(const struct conf *conf, const char *domain);
 /* Is addr (numeric IPv4 or IPv6 text) inside relay.trusted_networks? */
 bool conf_is_trusted_network(const struct conf *conf, const struct sockaddr *sa);
 /* May login (an authenticated user) use sender as MAIL FROM? True if sender

@@ -10,12 +10,14 @@
 #include <stdarg.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-static bool conf_listener_is_loopback(const char *addr)
+/* A listener or route address ("host:port", "[addr]:port") on loopback. */
+static bool conf_address_is_loopback(const char *addr)
 {
-	return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0 ||
-	       strncasecmp(addr, "localhost:", 10) == 0;
+	return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[127.", 5) == 0 ||
+	       strncmp(addr, "[::1]:", 6) == 0 || strncasecmp(addr, "localhost:", 10) == 0;
 }
 
 static __attribute__((format(printf, 2, 3))) int conf_warn(FILE *out, const char *fmt, ...)
@@ -35,7 +37,7 @@ static int conf_check_listener(const struct conf *conf, const struct conf_listen
 {
 	int n = 0;
 
-	if (conf_listener_is_loopback(l->address))
+	if (conf_address_is_loopback(l->address))
 		return 0;
 	if (l->tls == CONF_TLS_NONE)
 		n += conf_warn(out,
@@ -69,13 +71,79 @@ static int conf_check_trusted(const struct conf *conf, FILE *out)
 	return 1;
 }
 
+/* A credentials file holds a password: it must not be open to others. */
+static int conf_check_credentials(const char *what, const char *path, FILE *out)
+{
+	struct stat st;
+
+	if (path[0] == '\0')
+		return 0;
+	if (stat(path, &st) < 0)
+		return conf_warn(out, "%s %s cannot be read: %s", what, path, strerror(errno));
+	if ((st.st_mode & 077) != 0)
+		return conf_warn(out,
+		                 "%s %s is accessible to group or others (mode %04o): chmod 600 "
+		                 "it, owned by root",
+		                 what, path, (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
+/* Credentials over a connection that never uses TLS: say it loudly. */
+static int conf_check_cleartext(const char *what, const char *dest, FILE *out)
+{
+	fprintf(out,
+	        "WARNING: %s sends its credentials (SMTP AUTH) to %s without TLS (tls: none): "
+	        "anyone on the path can read the password (RFC 4954 §14)\n",
+	        what, dest);
+	return 1;
+}
+
+/* Outbound delivery: the smarthost, its credentials, the routes. */
+static int conf_check_delivery(const struct conf *conf, FILE *out)
+{
+	const struct conf_delivery *d = &conf->delivery;
+	char what[320];
+	int n = 0;
+
+	if (d->ca_file[0] != '\0' && access(d->ca_file, R_OK) < 0)
+		n += conf_warn(out, "delivery.ca_file %s is not readable: %s", d->ca_file,
+		               strerror(errno));
+	if (conf->dns.trust_anchor[0] != '\0' && access(conf->dns.trust_anchor, R_OK) < 0)
+		n += conf_warn(out, "dns.trust_anchor %s is not readable: %s",
+		               conf->dns.trust_anchor, strerror(errno));
+	n +=
+	    conf_check_credentials("delivery.smarthost_credentials", d->smarthost_credentials, out);
+	if (d->smarthost_credentials[0] != '\0' && d->smarthost[0] == '\0')
+		n += conf_warn(out, "delivery.smarthost_credentials is set but delivery.smarthost "
+		                    "is empty: the credentials are not used");
+	else if (d->smarthost_credentials[0] != '\0' && d->smarthost_tls == CONF_TLSPOL_NONE)
+		n += conf_check_cleartext("delivery.smarthost", d->smarthost, out);
+	for (size_t i = 0; i < conf->n_routes; i++) {
+		const struct conf_route *r = &conf->routes[i];
+		snprintf(what, sizeof(what), "routes: credentials of %s", r->domain);
+		n += conf_check_credentials(what, r->credentials, out);
+		snprintf(what, sizeof(what), "the route for %s", r->domain);
+		if (r->credentials[0] != '\0' && r->tls == CONF_TLSPOL_NONE)
+			n += conf_check_cleartext(what, r->address, out);
+		/* Not a warning: LMTP to a mail store on another host is common,
+		 * but the operator should know that mail crosses the network. */
+		if (r->transport == CONF_TRANSPORT_LMTP && strncmp(r->address, "unix:", 5) != 0 &&
+		    !conf_address_is_loopback(r->address))
+			fprintf(out,
+			        "info: the route for %s delivers by LMTP to %s, not on loopback: "
+			        "mail crosses the network (tls: %s)\n",
+			        r->domain, r->address, conf_tls_policies[r->tls]);
+	}
+	return n;
+}
+
 int conf_check(const struct conf *conf, FILE *out)
 {
 	int n = 0;
 	const char *public_addr = NULL;
 
 	for (size_t i = 0; i < conf->n_listeners; i++) {
-		if (!conf_listener_is_loopback(conf->listeners[i].address))
+		if (!conf_address_is_loopback(conf->listeners[i].address))
 			public_addr = conf->listeners[i].address;
 		n += conf_check_listener(conf, &conf->listeners[i], out);
 	}
@@ -109,6 +177,7 @@ int conf_check(const struct conf *conf, FILE *out)
 		               "hostname %s has no dot: EHLO and the greeting should use a fully "
 		               "qualified domain name (RFC 5321 §4.1.1.1)",
 		               conf->hostname);
+	n += conf_check_delivery(conf, out);
 	return n;
 }
 
@@ -118,6 +187,11 @@ bool conf_is_local_domain(const struct conf *conf, const char *domain)
 		return false;
 	for (size_t i = 0; i < conf->n_local_domains; i++)
 		if (strcasecmp(conf->local_domains[i], domain) == 0)
+			return true;
+	/* A route with transport local makes its domain local too. */
+	for (size_t i = 0; i < conf->n_routes; i++)
+		if (conf->routes[i].transport == CONF_TRANSPORT_LOCAL &&
+		    strcasecmp(conf->routes[i].domain, domain) == 0)
 			return true;
 	return false;
 }

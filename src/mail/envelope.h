@@ -32,7 +32,13 @@ struct envelope {
 	struct envelope_rcpt *rcpts;
 	size_t nrcpts;
 	size_t cap;
+	/* queue state, from the last SCHED record (0 when none) */
+	uint64_t next_try_us;
+	uint32_t attempts;
+	uint32_t sched_flags; /* ENVELOPE_SCHED_* */
 };
+
+#define ENVELOPE_SCHED_DELAY_WARNED 0x1 /* the NOTIFY=DELAY warning went out */
 
 void envelope_init(struct envelope *e);
 /* Frees every owned string and the recipient array; leaves e empty. */

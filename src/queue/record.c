@@ -162,6 +162,21 @@ fail:
 	return -1;
 }
 
+int record_encode_sched(uint64_t next_try_us, uint32_t attempts, uint32_t flags, struct buf *out)
+{
+	unsigned char hdr[RECORD_HDR_LEN + 16];
+	hdr[0] = REC_SCHED;
+	for (int i = 0; i < 4; i++)
+		hdr[1 + i] = (unsigned char)(16u >> (8 * (3 - i)));
+	for (int i = 0; i < 8; i++)
+		hdr[RECORD_HDR_LEN + i] = (unsigned char)(next_try_us >> (8 * (7 - i)));
+	for (int i = 0; i < 4; i++) {
+		hdr[RECORD_HDR_LEN + 8 + i] = (unsigned char)(attempts >> (8 * (3 - i)));
+		hdr[RECORD_HDR_LEN + 12 + i] = (unsigned char)(flags >> (8 * (3 - i)));
+	}
+	return buf_append(out, hdr, sizeof(hdr));
+}
+
 int record_encode_done(uint32_t idx, struct buf *out)
 {
 	return record_put_uint(out, REC_DONE, idx, 4);
@@ -329,7 +344,7 @@ static int record_dec_check_required(const struct record_dec *d, const char **er
 	return 0;
 }
 
-/* The records after END: only DONE, appended one write at a time, so a
+/* The records after END: only DONE and SCHED, appended one write at a time, so a
  * short trailing record is a torn append (ignored: the recipient is tried
  * again); anything else is an error. */
 static int record_dec_done(struct record_dec *d, const unsigned char *p, size_t len, size_t off,
@@ -337,8 +352,22 @@ static int record_dec_done(struct record_dec *d, const unsigned char *p, size_t 
 {
 	while (off < len) {
 		size_t rem = len - off;
+		if (p[off] == REC_SCHED) {
+			if (rem >= RECORD_HDR_LEN && record_get_be(p + off + 1, 4) != 16) {
+				*error_r = "bad SCHED record length";
+				return -1;
+			}
+			if (rem < RECORD_HDR_LEN + 16)
+				break; /* torn append: the previous schedule stands */
+			const unsigned char *q = p + off + RECORD_HDR_LEN;
+			d->e->next_try_us = record_get_be(q, 8);
+			d->e->attempts = (uint32_t)record_get_be(q + 8, 4);
+			d->e->sched_flags = (uint32_t)record_get_be(q + 12, 4);
+			off += RECORD_HDR_LEN + 16;
+			continue;
+		}
 		if (p[off] != REC_DONE) {
-			*error_r = "record after END that is not DONE";
+			*error_r = "record after END that is neither DONE nor SCHED";
 			return -1;
 		}
 		if (rem >= RECORD_HDR_LEN && record_get_be(p + off + 1, 4) != 4) {

@@ -41,12 +41,16 @@ enum record_type {
 	REC_RCPT_ORCPT = 13,  /* string: applies to the preceding RCPT */
 	REC_END = 14,        /* u32 CRC-32 (IEEE) of all preceding octets */
 	REC_DONE = 15,       /* u32 recipient index, after END only */
+	REC_SCHED = 16,      /* u64 next attempt (us), u32 attempts, u32 flags; after END
+			      * only; the last one counts */
 };
 
 /* Serialize e (its recipients' done flags are not written: use DONE). */
 int record_encode(const struct envelope *e, struct buf *out);
 /* One DONE record for recipient index idx. */
 int record_encode_done(uint32_t idx, struct buf *out);
+/* One SCHED record: the retry schedule survives restarts (issue 4). */
+int record_encode_sched(uint64_t next_try_us, uint32_t attempts, uint32_t flags, struct buf *out);
 /* Parse a whole file image. Fills e (which must be envelope_init()ed) and
  * sets rcpts[i].done for each DONE. Returns 0, or -1 with *error_r. */
 int record_decode(const unsigned char *p, size_t len, struct envelope *e, const char **error_r);

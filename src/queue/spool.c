@@ -588,8 +588,19 @@ int spool_msg_open(struct spool *spool, const char *qid)
 
 /* ---- after delivery ---- */
 
+struct spool_sched_rec;
+static int spool_mark_common(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
+			     const struct spool_sched_rec *sched, const char **error_r);
+
+struct spool_sched_rec {
+	bool set;
+	uint64_t next_try_us;
+	uint32_t attempts;
+	uint32_t flags;
+};
+
 static int spool_done_append(int fd, const char *qid, const uint32_t *idx, size_t n,
-                             const char **error_r)
+                             const struct spool_sched_rec *sched, const char **error_r)
 {
 	struct envelope e;
 	struct buf b;
@@ -610,6 +621,8 @@ static int spool_done_append(int fd, const char *qid, const uint32_t *idx, size_
 		}
 		(void)record_encode_done(idx[i], &b);
 	}
+	if (sched->set)
+		(void)record_encode_sched(sched->next_try_us, sched->attempts, sched->flags, &b);
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		*error_r = "cannot stat envelope file";
@@ -641,6 +654,20 @@ out:
 int spool_mark_done(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
                     const char **error_r)
 {
+	struct spool_sched_rec none = {.set = false};
+	return spool_mark_common(spool, qid, idx, n, &none, error_r);
+}
+
+int spool_mark(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
+	       uint64_t next_try_us, uint32_t attempts, uint32_t flags, const char **error_r)
+{
+	struct spool_sched_rec sched = {true, next_try_us, attempts, flags};
+	return spool_mark_common(spool, qid, idx, n, &sched, error_r);
+}
+
+static int spool_mark_common(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
+			     const struct spool_sched_rec *sched, const char **error_r)
+{
 	char name[SPOOL_NAME_LEN + 1];
 	char eb[128];
 	const char *error = NULL;
@@ -650,7 +677,7 @@ int spool_mark_done(struct spool *spool, const char *qid, const uint32_t *idx, s
 			*error_r = "invalid queue id";
 		return -1;
 	}
-	if (n == 0)
+	if (n == 0 && !sched->set)
 		return 0;
 	spool_name(name, qid, "env");
 	int fd = openat(spool->queuefd, name, O_RDWR | O_APPEND | O_CLOEXEC);
@@ -658,7 +685,7 @@ int spool_mark_done(struct spool *spool, const char *qid, const uint32_t *idx, s
 	if (fd < 0)
 		error = "cannot open envelope file";
 	else
-		rc = spool_done_append(fd, qid, idx, n, &error);
+		rc = spool_done_append(fd, qid, idx, n, sched, &error);
 	if (rc < 0) {
 		int err = errno;
 		log_err("event=spool_mark_done_failed qid=%s error=%s errno=%s", qid,

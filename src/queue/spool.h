@@ -59,6 +59,10 @@ int spool_msg_open(struct spool *spool, const char *qid);
 /* Append DONE records for these recipient indexes and fdatasync. */
 int spool_mark_done(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
 		    const char **error_r);
+/* The same, plus a SCHED record (next attempt, attempts, flags) in the same
+ * write: the retry schedule survives a restart. */
+int spool_mark(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
+	       uint64_t next_try_us, uint32_t attempts, uint32_t flags, const char **error_r);
 /* Remove a fully delivered message: unlink .env (the commit point) first,
  * then .msg. */
 int spool_remove(struct spool *spool, const char *qid);

@@ -1,7 +1,8 @@
 /* test_conf.c — table-driven tests of the configuration loader
  * (src/conf/conf.c: embedded default, every key, dump round trip, error
  * positions, sizes and durations, operator warnings, reference; the relay
- * rules of src/conf/conf_relay.c: trusted networks, sender ownership) and of the
+ * rules of src/conf/conf_relay.c: trusted networks, sender ownership; the
+ * delivery settings and routes of src/conf/conf_delivery.c) and of the
  * users file (src/conf/users.c: valid and invalid lines, lookups).
  * Hermetic: every file lives in a private mkdtemp() directory. */
 #include <setjmp.h>
@@ -38,7 +39,8 @@ static int test_dir_setup(void **state)
 
 static int test_dir_teardown(void **state)
 {
-	const char *names[] = {"t.yaml", "full.yaml", "dump.yaml", "users", "empty"};
+	const char *names[] = {"t.yaml", "full.yaml", "dump.yaml", "users",
+	                       "empty",  "cred600",   "cred640",   "cred604"};
 	char path[512];
 
 	(void)state;
@@ -95,6 +97,14 @@ static const struct u64_case default_numbers[] = {
     U64(tls.handshake_timeout, 30 * 1000),
     U64(auth.max_failures, 5),
     U64(auth.failure_window, 10 * 60 * 1000),
+    U64(delivery.smtp_port, 25),
+    U64(delivery.destination_concurrency, 20),
+    U64(delivery.total_concurrency, 100),
+    U64(delivery.connect_timeout, 30 * 1000),
+    U64(delivery.command_timeout, 5 * 60 * 1000),
+    U64(delivery.data_timeout, 10 * 60 * 1000),
+    U64(delivery.max_lifetime, 5ULL * 86400 * 1000),
+    U64(delivery.delay_warning, 4 * 3600 * 1000),
 };
 
 struct bool_case {
@@ -113,6 +123,7 @@ static const struct bool_case default_bools[] = {
     BOOL(tls.session_tickets, true),
     BOOL(auth.received_show_user, false),
     BOOL(relay.sender_login_match, true),
+    BOOL(delivery.ipv6, true),
 };
 
 static bool conf_bool(const struct conf *c, size_t off)
@@ -150,6 +161,22 @@ static uint64_t conf_u64(const struct conf *c, size_t off)
 	return v;
 }
 
+/* The outbound settings that are not numbers or bools. */
+static void conf_delivery_defaults_verify(const struct conf *c)
+{
+	assert_string_equal(c->delivery.helo_name, "");
+	assert_int_equal(c->delivery.tls, CONF_TLSPOL_MAY);
+	assert_string_equal(c->delivery.ca_file, "");
+	assert_string_equal(c->delivery.smarthost, "");
+	assert_int_equal(c->delivery.smarthost_tls, CONF_TLSPOL_ENCRYPT);
+	assert_string_equal(c->delivery.smarthost_credentials, "");
+	assert_int_equal(c->dns.n_forwarders, 0);
+	assert_null(c->dns.forwarders);
+	assert_string_equal(c->dns.trust_anchor, "");
+	assert_int_equal(c->n_routes, 0);
+	assert_null(c->routes);
+}
+
 static void test_embedded_default(void **state)
 {
 	struct conf *c = NULL;
@@ -178,6 +205,7 @@ static void test_embedded_default(void **state)
 	assert_string_equal(c->users_file, "");
 	assert_string_equal(c->log_level, "info");
 	assert_true(c->hostname != NULL && c->hostname[0] != '\0');
+	conf_delivery_defaults_verify(c);
 	for (size_t i = 0; i < N_ELEMENTS(default_numbers); i++) {
 		const struct u64_case *t = &default_numbers[i];
 		if (conf_u64(c, t->off) != t->want)
@@ -222,6 +250,7 @@ static void test_production_defaults(void **state)
 	assert_null(c->relay.trusted_networks);
 	assert_int_equal(c->relay.n_senders, 0);
 	assert_null(c->relay.senders);
+	conf_delivery_defaults_verify(c);
 	conf_free(&c);
 
 	/* Without self_signed_dir the default is "" (production). */
@@ -291,7 +320,36 @@ static const char full_yaml[] =
     "  commit_threads: 2\n"
     "  delivery_threads: 8\n"
     "  retry_min: 1m\n"
-    "  retry_max: 2d\n";
+    "  retry_max: 2d\n"
+    "routes:\n"
+    "  - domain: Example.ORG\n"
+    "    transport: lmtp\n"
+    "    address: \"unix:/run/dovecot/lmtp\"\n"
+    "  - {domain: relay.example, transport: RELAY, address: \"[2001:db8::25]:587\",\n"
+    "     tls: Verify, credentials: /etc/hikyaku/relay.auth}\n"
+    "  - {domain: local.example, transport: local, tls: none}\n"
+    "  - {domain: mx.example, transport: mx, tls: encrypt}\n"
+    "  - {domain: store.example, transport: lmtp, address: \"192.0.2.24:24\",\n"
+    "     credentials: \"\"}\n"
+    "delivery:\n"
+    "  helo_name: out.example.org\n"
+    "  smtp_port: 2525\n"
+    "  tls: verify\n"
+    "  ca_file: /etc/ssl/ca.pem\n"
+    "  smarthost: \"[192.0.2.1]:587\"\n"
+    "  smarthost_tls: VERIFY\n"
+    "  smarthost_credentials: /etc/hikyaku/smarthost.auth\n"
+    "  destination_concurrency: 5\n"
+    "  total_concurrency: 50\n"
+    "  connect_timeout: 10s\n"
+    "  command_timeout: 2m\n"
+    "  data_timeout: 15m\n"
+    "  max_lifetime: 3d\n"
+    "  delay_warning: 0\n"
+    "  ipv6: false\n"
+    "dns:\n"
+    "  forwarders: [127.0.0.1@5353, \"::1\", \"2001:db8::53@53\", 192.0.2.53]\n"
+    "  trust_anchor: /etc/hikyaku/root.key\n";
 
 static const struct u64_case full_numbers[] = {
     U64(limits.command_line, 1024),
@@ -313,13 +371,20 @@ static const struct u64_case full_numbers[] = {
     U64(tls.handshake_timeout, 60 * 1000),
     U64(auth.max_failures, 3),
     U64(auth.failure_window, 3600 * 1000),
+    U64(delivery.smtp_port, 2525),
+    U64(delivery.destination_concurrency, 5),
+    U64(delivery.total_concurrency, 50),
+    U64(delivery.connect_timeout, 10 * 1000),
+    U64(delivery.command_timeout, 2 * 60 * 1000),
+    U64(delivery.data_timeout, 15 * 60 * 1000),
+    U64(delivery.max_lifetime, 3ULL * 86400 * 1000),
+    U64(delivery.delay_warning, 0),
 };
 
 static const struct bool_case full_bools[] = {
-    BOOL(accept_any_user, false),
-    BOOL(tls.session_tickets, false),
-    BOOL(auth.received_show_user, true),
-    BOOL(relay.sender_login_match, false),
+    BOOL(accept_any_user, false),        BOOL(tls.session_tickets, false),
+    BOOL(auth.received_show_user, true), BOOL(relay.sender_login_match, false),
+    BOOL(delivery.ipv6, false),
 };
 
 struct str_case {
@@ -341,7 +406,34 @@ static const struct str_case full_strings[] = {
     STR(maildir_root, "/srv/mail \"q\" \xc2\x81\t\xc3\xa9\xf0\x9f\x98\x80"),
     STR(users_file, "/etc/hikyaku/users"),
     STR(tls.self_signed_dir, "/var/lib/hikyaku/tls"),
+    STR(delivery.helo_name, "out.example.org"),
+    STR(delivery.ca_file, "/etc/ssl/ca.pem"),
+    STR(delivery.smarthost, "[192.0.2.1]:587"),
+    STR(delivery.smarthost_credentials, "/etc/hikyaku/smarthost.auth"),
+    STR(dns.trust_anchor, "/etc/hikyaku/root.key"),
 };
+
+static const struct conf_route full_routes[] = {
+    {"example.org", CONF_TRANSPORT_LMTP, "unix:/run/dovecot/lmtp", CONF_TLSPOL_MAY, ""},
+    {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::25]:587", CONF_TLSPOL_VERIFY,
+     "/etc/hikyaku/relay.auth"},
+    {"local.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_NONE, ""},
+    {"mx.example", CONF_TRANSPORT_MX, "", CONF_TLSPOL_ENCRYPT, ""},
+    {"store.example", CONF_TRANSPORT_LMTP, "192.0.2.24:24", CONF_TLSPOL_MAY, ""},
+};
+
+static void conf_route_verify(const struct conf_route *got, const struct conf_route *want,
+                              const char *what)
+{
+	if ((got->domain == NULL) != (want->domain == NULL) ||
+	    (want->domain != NULL && strcmp(got->domain, want->domain) != 0) ||
+	    got->transport != want->transport || strcmp(got->address, want->address) != 0 ||
+	    got->tls != want->tls || strcmp(got->credentials, want->credentials) != 0)
+		fail_msg("%s: got {%s, %d, %s, tls %d, %s} want {%s, %d, %s, tls %d, %s}", what,
+		         got->domain != NULL ? got->domain : "(null)", got->transport, got->address,
+		         got->tls, got->credentials, want->domain != NULL ? want->domain : "(any)",
+		         want->transport, want->address, want->tls, want->credentials);
+}
 
 static void conf_strings_verify(char *const *got, size_t n, const char *const *want, size_t nwant)
 {
@@ -364,6 +456,8 @@ static void conf_full_verify(const struct conf *c)
 	static const char *const senders[] = {
 	    "postmaster@example.org: alice@example.org, bob@example.org",
 	    "@example.net: carol@example.net"};
+	static const char *const forwarders[] = {"127.0.0.1@5353", "::1", "2001:db8::53@53",
+	                                         "192.0.2.53"};
 
 	for (size_t i = 0; i < N_ELEMENTS(full_strings); i++) {
 		const char *got;
@@ -392,6 +486,13 @@ static void conf_full_verify(const struct conf *c)
 	conf_strings_verify(c->relay.trusted_networks, c->relay.n_trusted_networks, nets,
 	                    N_ELEMENTS(nets));
 	conf_strings_verify(c->relay.senders, c->relay.n_senders, senders, N_ELEMENTS(senders));
+	assert_int_equal(c->delivery.tls, CONF_TLSPOL_VERIFY);
+	assert_int_equal(c->delivery.smarthost_tls, CONF_TLSPOL_VERIFY);
+	conf_strings_verify(c->dns.forwarders, c->dns.n_forwarders, forwarders,
+	                    N_ELEMENTS(forwarders));
+	assert_int_equal(c->n_routes, N_ELEMENTS(full_routes));
+	for (size_t i = 0; i < N_ELEMENTS(full_routes); i++)
+		conf_route_verify(&c->routes[i], &full_routes[i], full_routes[i].domain);
 }
 
 static char *conf_dump_string(const struct conf *c, size_t *len_r)
@@ -441,6 +542,15 @@ static void test_full_roundtrip(void **state)
 	assert_non_null(strstr(text, "  certificates:\n    - cert: \"/etc/ssl/mx.pem\"\n"
 	                             "      key: \"/etc/ssl/mx.key\"\n"));
 	assert_non_null(strstr(text, "  handshake_timeout: 1m\n"));
+	assert_non_null(strstr(text, "\ndelivery:\n"));
+	assert_non_null(strstr(text, "\ndns:\n"));
+	assert_non_null(strstr(text, "\nroutes:\n  - domain: \"example.org\"\n"
+	                             "    transport: lmtp\n"
+	                             "    address: \"unix:/run/dovecot/lmtp\"\n"
+	                             "    tls: may\n    credentials: \"\"\n"));
+	assert_non_null(strstr(text, "  smarthost_tls: verify\n"));
+	assert_non_null(strstr(text, "  delay_warning: 0s\n"));
+	assert_non_null(strstr(text, "  forwarders:\n    - \"127.0.0.1@5353\"\n"));
 	test_file_write("dump.yaml", text, len, path2, sizeof(path2));
 	if (conf_load(path2, &c2, err, sizeof(err)) < 0)
 		fail_msg("reload of dump: %s\n%s", err, text);
@@ -607,6 +717,84 @@ static const struct err_case err_cases[] = {
     {L "relay:\n  senders: [\"a@x.example: b@y..example\"]\n", "3:13:", "logins must be"},
     {L "relay:\n  sender_login_match: no\n", "3:23:", "expected true or false"},
     {L "relay:\n  bogus: 1\n", "3:3:", "unknown key \"relay.bogus\""},
+    /* delivery */
+    {L "delivery:\n  tls: maybe\n",
+     "3:8:", "delivery.tls: invalid value \"maybe\": expected none, may, encrypt or verify"},
+    {L "delivery:\n  smarthost_tls: [may]\n", "3:19:", "expected a scalar, got a list"},
+    {L "delivery:\n  smarthost_tls: tls\n", "3:18:", "invalid value \"tls\""},
+    {L "delivery:\n  smarthost: smtp.example.net\n",
+     "3:14:", "delivery.smarthost: invalid smarthost \"smtp.example.net\""},
+    {L "delivery:\n  smarthost: \"smtp.example.net:\"\n", "3:14:", "invalid smarthost"},
+    {L "delivery:\n  smarthost: \"smtp.example.net:0\"\n", "3:14:", "invalid smarthost"},
+    {L "delivery:\n  smarthost: \"[smtp.example.net]:25\"\n", "3:14:", "invalid smarthost"},
+    {L "delivery:\n  smarthost: \"*:25\"\n", "3:14:", "invalid smarthost"},
+    {L "delivery:\n  smarthost: \"[::1:25\"\n", "3:14:", "invalid smarthost"},
+    {L "delivery:\n  smarthost: \"::1:25\"\n", "3:14:", "invalid smarthost"},
+    {L "delivery:\n  smarthost: \"unix:/run/smtp\"\n", "3:14:", "invalid smarthost"},
+    {L "delivery:\n  helo_name: \"out example\"\n", "3:14:", "invalid host name"},
+    {L "delivery:\n  smtp_port: 0\n", "3:14:", "0 is out of range 1..65535"},
+    {L "delivery:\n  smtp_port: 65536\n", "3:14:", "out of range 1..65535"},
+    {L "delivery:\n  destination_concurrency: 1001\n", "3:28:", "out of range 1..1000"},
+    {L "delivery:\n  total_concurrency: 0\n", "3:22:", "out of range 1..10000"},
+    {L "delivery:\n  connect_timeout: 11m\n", "3:20:", "11m is out of range 1s..10m"},
+    {L "delivery:\n  command_timeout: 2h\n", "3:20:", "2h is out of range 1s..1h"},
+    {L "delivery:\n  data_timeout: 0\n", "3:17:", "0s is out of range 1s..1h"},
+    {L "delivery:\n  max_lifetime: 31d\n", "3:17:", "31d is out of range 1m..30d"},
+    {L "delivery:\n  max_lifetime: 59s\n", "3:17:", "out of range 1m..30d"},
+    {L "delivery:\n  delay_warning: 31d\n", "3:18:", "out of range 0s..30d"},
+    {L "delivery:\n  delay_warning: 5d\n",
+     "3:18:", "delivery.delay_warning must be less than delivery.max_lifetime"},
+    {L "delivery:\n  max_lifetime: 1h\n  delay_warning: 1h\n",
+     "4:18:", "delay_warning must be less than"},
+    {L "delivery:\n  max_lifetime: 4h\n", "3:17:", "delay_warning must be less than"},
+    {L "delivery:\n  ipv6: yes\n", "3:9:", "expected true or false"},
+    {L "delivery:\n  port: 25\n", "3:3:", "unknown key \"delivery.port\""},
+    /* dns */
+    {L "dns:\n  forwarders: [example.net]\n",
+     "3:16:", "dns.forwarders: invalid forwarder \"example.net\""},
+    {L "dns:\n  forwarders: [127.0.0.1, 127.0.0.1@0]\n",
+     "3:27:", "invalid forwarder \"127.0.0.1@0\": port must be 1-65535"},
+    {L "dns:\n  forwarders: [\"127.0.0.1@\"]\n", "3:16:", "port must be 1-65535"},
+    {L "dns:\n  forwarders: [\"::1@65536\"]\n", "3:16:", "port must be 1-65535"},
+    {L "dns:\n  forwarders: [\"[::1]\"]\n", "3:16:", "invalid forwarder"},
+    {L "dns:\n  forwarders: [\"1.2.3.4:53\"]\n", "3:16:", "invalid forwarder"},
+    {L "dns:\n  forwarders: [\"@53\"]\n", "3:16:", "invalid forwarder"},
+    {L "dns:\n  forwarders: 127.0.0.1\n", "3:15:", "dns.forwarders: expected a list"},
+    {L "dns:\n  servers: []\n", "3:3:", "unknown key \"dns.servers\""},
+    /* routes: fields */
+    {L "routes:\n  - {domain: a.example, transport: smtp}\n",
+     "3:36:", "routes[].transport: invalid value \"smtp\": expected local, mx, relay or lmtp"},
+    {L "routes:\n  - {domain: a.example, transport: mx, tls: optional}\n",
+     "3:45:", "routes[].tls: invalid value \"optional\""},
+    {L "routes:\n  - {domain: \"a example\", transport: mx}\n",
+     "3:14:", "routes[].domain: invalid domain \"a example\""},
+    {L "routes:\n  - {transport: mx}\n", "3:6:", "routes: route without domain"},
+    {L "routes:\n  - domain: a.example\n", "3:5:", "routes: route without transport"},
+    {L "routes:\n  - {domain: a.example, transport: relay, address: a.example}\n",
+     "3:52:", "routes[].address: invalid address \"a.example\""},
+    {L "routes:\n  - {domain: a.example, transport: lmtp, address: \"unix:run/lmtp\"}\n",
+     "3:51:", "expected unix: and an absolute path"},
+    {L "routes:\n  - {domain: a.example, transport: mx, port: 25}\n",
+     "3:40:", "unknown key \"routes[].port\""},
+    {L "routes:\n  - a.example\n", "3:5:", "routes: expected a mapping (a route)"},
+    {L "routes: {domain: a.example, transport: mx}\n", "2:10:", "routes: expected a list"},
+    /* routes: transports against addresses */
+    {L "routes:\n  - {domain: a.example, transport: relay}\n",
+     "3:6:", "routes: route for a.example: transport relay requires an address"},
+    {L "routes:\n  - {domain: a.example, transport: lmtp, address: \"\"}\n",
+     "3:6:", "route for a.example: transport lmtp requires an address"},
+    {L "routes:\n  - {domain: a.example, transport: mx, address: \"b.example:25\"}\n",
+     "3:6:", "route for a.example: transport mx takes no address (got \"b.example:25\")"},
+    {L "routes:\n  - {domain: a.example, transport: local, address: \"unix:/x\"}\n",
+     "3:6:", "transport local takes no address"},
+    {L "routes:\n  - {domain: a.example, transport: mx, credentials: /etc/a.auth}\n",
+     "3:6:", "route for a.example: transport mx takes no credentials"},
+    {L "routes:\n  - {domain: a.example, transport: relay, address: \"unix:/run/s\"}\n",
+     "3:6:", "route for a.example: a unix: address is for transport lmtp only"},
+    {L "routes:\n  - {domain: a.example, transport: mx}\n"
+       "  - {domain: b.example, transport: local}\n"
+       "  - domain: A.Example\n    transport: relay\n    address: \"[192.0.2.1]:25\"\n",
+     "5:5:", "routes: duplicate route for a.example (route 1 has it already)"},
     {"listen: [\"*:25\"\nuser: x\n", "2:1:", "wrongly indented flow sequence"},
     {"listen: [\"*:25\"\n", "2:1:", "flow sequence without a closing bracket"},
     {L "  user: x\n", "2:3:", "invalid indentation"},
@@ -671,6 +859,7 @@ struct value_case {
 #define LIM(f) offsetof(struct conf, limits.f)
 #define TMO(f) offsetof(struct conf, timeouts.f)
 #define QUE(f) offsetof(struct conf, queue.f)
+#define DLV(f) offsetof(struct conf, delivery.f)
 
 static const struct value_case value_cases[] = {
     {"limits: {message_size: 1024}", LIM(message_size), 1024},
@@ -697,6 +886,19 @@ static const struct value_case value_cases[] = {
     {"auth: {max_failures: 1000}", offsetof(struct conf, auth.max_failures), 1000},
     {"auth: {failure_window: 1d}", offsetof(struct conf, auth.failure_window), 86400000},
     {"auth: {failure_window: 1s}", offsetof(struct conf, auth.failure_window), 1000},
+    {"delivery: {smtp_port: 1}", DLV(smtp_port), 1},
+    {"delivery: {smtp_port: 65535}", DLV(smtp_port), 65535},
+    {"delivery: {destination_concurrency: 1000}", DLV(destination_concurrency), 1000},
+    {"delivery: {total_concurrency: 10000}", DLV(total_concurrency), 10000},
+    {"delivery: {connect_timeout: 10m}", DLV(connect_timeout), 600000},
+    {"delivery: {connect_timeout: 1s}", DLV(connect_timeout), 1000},
+    {"delivery: {command_timeout: 1h}", DLV(command_timeout), 3600000},
+    {"delivery: {data_timeout: 60m}", DLV(data_timeout), 3600000},
+    {"delivery: {max_lifetime: 30d}", DLV(max_lifetime), 30ULL * 86400000},
+    {"delivery: {max_lifetime: 30d, delay_warning: 29d}", DLV(delay_warning), 29ULL * 86400000},
+    {"delivery: {max_lifetime: 1m, delay_warning: 0}", DLV(max_lifetime), 60000},
+    {"delivery: {max_lifetime: 1m, delay_warning: 59s}", DLV(delay_warning), 59000},
+    {"delivery: {delay_warning: 0ms}", DLV(delay_warning), 0},
 };
 
 static void test_values(void **state)
@@ -801,8 +1003,18 @@ struct domain_case {
 };
 
 static const struct domain_case domain_cases[] = {
-    {"example.org", true}, {"EXAMPLE.org", true},   {"Example.Net", true}, {"example.com", false},
-    {"org", false},        {"example.org.", false}, {"", false},           {"xexample.org", false},
+    {"example.org", true},
+    {"EXAMPLE.org", true},
+    {"Example.Net", true},
+    {"example.com", false},
+    {"org", false},
+    {"example.org.", false},
+    {"", false},
+    {"xexample.org", false},
+    /* routes: a local route makes its domain local; other transports do not */
+    {"Local.Example", true},
+    {"mx.example", false},
+    {"relay.example", false},
 };
 
 static void test_local_domain(void **state)
@@ -818,6 +1030,250 @@ static void test_local_domain(void **state)
 			fail_msg("case %zu: %s", i, domain_cases[i].domain);
 	assert_false(conf_is_local_domain(NULL, "example.org"));
 	conf_free(&c);
+}
+
+/* --- delivery: routes and their warnings ----------------------------------- */
+
+#define ROUTES                                                                                     \
+	"local_domains: [Home.Example, local.example]\n"                                           \
+	"routes:\n"                                                                                \
+	"  - {domain: Lmtp.Example, transport: lmtp, address: \"unix:/run/lmtp\"}\n"               \
+	"  - {domain: relay.example, transport: relay, address: \"[2001:db8::1]:587\",\n"          \
+	"     tls: verify, credentials: /r.auth}\n"                                                \
+	"  - {domain: local.example, transport: relay, address: \"localhost:25\"}\n"               \
+	"  - {domain: other.example, transport: local}\n"                                          \
+	"  - {domain: store.example, transport: lmtp, address: \"[192.0.2.24]:24\", tls: none}\n"
+#define SMART "delivery: {smarthost: \"smtp.example.net:587\", smarthost_credentials: /s.auth}\n"
+
+struct route_case {
+	const char *yaml; /* after a listener */
+	const char *domain;
+	int index;              /* the routes[] entry it must be, or -1 for a default */
+	struct conf_route want; /* domain "" for a default route */
+};
+
+#define MX(tls)                                                                                    \
+	{                                                                                          \
+		"", CONF_TRANSPORT_MX, "", tls, ""                                                 \
+	}
+#define LOCAL                                                                                      \
+	{                                                                                          \
+		"", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, ""                                  \
+	}
+
+static const struct route_case route_cases[] = {
+    {ROUTES,
+     "lmtp.example",
+     0,
+     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, ""}},
+    {ROUTES,
+     "LMTP.EXAMPLE",
+     0,
+     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, ""}},
+    {ROUTES SMART,
+     "Relay.Example",
+     1,
+     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::1]:587", CONF_TLSPOL_VERIFY, "/r.auth"}},
+    /* A route wins over local_domains. */
+    {ROUTES,
+     "local.example",
+     2,
+     {"local.example", CONF_TRANSPORT_RELAY, "localhost:25", CONF_TLSPOL_MAY, ""}},
+    {ROUTES, "other.example", 3, {"other.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, ""}},
+    {ROUTES,
+     "store.example",
+     4,
+     {"store.example", CONF_TRANSPORT_LMTP, "[192.0.2.24]:24", CONF_TLSPOL_NONE, ""}},
+    /* local_domains: a local route owned by conf */
+    {ROUTES, "home.example", -1, LOCAL},
+    {ROUTES SMART, "HOME.EXAMPLE", -1, LOCAL},
+    {"local_domains: [a.example]\n", "A.example", -1, LOCAL},
+    /* otherwise the smarthost, with its policy and credentials */
+    {ROUTES SMART,
+     "nowhere.example",
+     -1,
+     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth"}},
+    {"delivery: {smarthost: \"[192.0.2.1]:25\", smarthost_tls: none, tls: verify}\n",
+     "x.example",
+     -1,
+     {"", CONF_TRANSPORT_RELAY, "[192.0.2.1]:25", CONF_TLSPOL_NONE, ""}},
+    {"delivery: {smarthost: \"192.0.2.1:2525\", smarthost_tls: may}\n",
+     "x.example",
+     -1,
+     {"", CONF_TRANSPORT_RELAY, "192.0.2.1:2525", CONF_TLSPOL_MAY, ""}},
+    /* otherwise MX with delivery.tls */
+    {ROUTES, "nowhere.example", -1, MX(CONF_TLSPOL_MAY)},
+    {"delivery: {tls: verify}\n", "x.example", -1, MX(CONF_TLSPOL_VERIFY)},
+    {"delivery: {tls: none, smarthost_tls: verify}\n", "x.example", -1, MX(CONF_TLSPOL_NONE)},
+    /* exact matches only: no subdomains, no trailing dot, no empty name */
+    {ROUTES, "a.lmtp.example", -1, MX(CONF_TLSPOL_MAY)},
+    {ROUTES, "lmtp.example.", -1, MX(CONF_TLSPOL_MAY)},
+    {ROUTES, "mtp.example", -1, MX(CONF_TLSPOL_MAY)},
+    {ROUTES, "", -1, MX(CONF_TLSPOL_MAY)},
+    {ROUTES SMART,
+     "",
+     -1,
+     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth"}},
+};
+
+static struct conf *conf_load_after_listener(const char *text)
+{
+	char path[512], err[512], yaml[2048];
+	struct conf *c = NULL;
+
+	int n = snprintf(yaml, sizeof(yaml), "%s%s", L, text);
+	assert_true(n > 0 && (size_t)n < sizeof(yaml));
+	test_file_write("t.yaml", yaml, (size_t)n, path, sizeof(path));
+	if (conf_load(path, &c, err, sizeof(err)) < 0)
+		fail_msg("%s:\n%s", err, yaml);
+	return c;
+}
+
+static void test_route_for(void **state)
+{
+	char what[128];
+
+	(void)state;
+	for (size_t i = 0; i < N_ELEMENTS(route_cases); i++) {
+		const struct route_case *t = &route_cases[i];
+		struct conf *c = conf_load_after_listener(t->yaml);
+		const struct conf_route *r = conf_route_for(c, t->domain);
+
+		snprintf(what, sizeof(what), "case %zu (%s)", i, t->domain);
+		assert_non_null(r);
+		if (t->index >= 0 && r != &c->routes[t->index])
+			fail_msg("%s: not routes[%d]", what, t->index);
+		if (t->index < 0 && r >= c->routes && r < c->routes + c->n_routes)
+			fail_msg("%s: a routes[] entry, want a default", what);
+		conf_route_verify(r, &t->want, what);
+		/* The same route each time: nothing is built per call. */
+		assert_ptr_equal(conf_route_for(c, t->domain), r);
+		conf_free(&c);
+	}
+
+	/* No domain is no match: the default for other domains. */
+	struct conf *c = conf_load_after_listener(ROUTES SMART);
+	assert_ptr_equal(conf_route_for(c, NULL), conf_route_for(c, "nowhere.example"));
+	assert_null(conf_route_for(NULL, "lmtp.example"));
+	conf_free(&c);
+}
+
+/* Check cases that need files: "@D" in yaml stands for the test directory. */
+struct check_file_case {
+	const char *yaml;
+	int want;
+	const char *substr; /* in the output, or NULL */
+	const char *absent; /* not in the output, or NULL */
+};
+
+#define QUIET SAFE DEVTLS "listen: [127.0.0.1:25]\naccept_any_user: true\n"
+
+static const struct check_file_case check_file_cases[] = {
+    {QUIET "delivery: {smarthost: \"s.example:587\", smarthost_credentials: @D/cred600}\n", 0, NULL,
+     "warning"},
+    {QUIET "delivery: {smarthost: \"s.example:587\", smarthost_credentials: @D/cred640}\n", 1,
+     "warning: delivery.smarthost_credentials @D/cred640 is accessible to group or others "
+     "(mode 0640)",
+     NULL},
+    {QUIET "delivery: {smarthost: \"s.example:587\", smarthost_credentials: @D/cred604}\n", 1,
+     "cred604 is accessible to group or others (mode 0604)", NULL},
+    {QUIET "delivery: {smarthost: \"s.example:587\", smarthost_credentials: @D/nope}\n", 1,
+     "delivery.smarthost_credentials @D/nope cannot be read", NULL},
+    {QUIET "delivery: {smarthost: \"s.example:587\", smarthost_credentials: @D/cred600,\n"
+           "  smarthost_tls: none}\n",
+     1,
+     "WARNING: delivery.smarthost sends its credentials (SMTP AUTH) to s.example:587 "
+     "without TLS",
+     NULL},
+    {QUIET "delivery: {smarthost: \"s.example:587\", smarthost_credentials: @D/cred640,\n"
+           "  smarthost_tls: none}\n",
+     2, "WARNING: delivery.smarthost sends", NULL},
+    {QUIET "delivery: {smarthost: \"s.example:587\", smarthost_tls: none}\n", 0, NULL, "WARNING"},
+    {QUIET "delivery: {smarthost_credentials: @D/cred600}\n", 1,
+     "delivery.smarthost is empty: the credentials are not used", NULL},
+    {QUIET "routes: [{domain: r.example, transport: relay, address: \"[::1]:25\",\n"
+           "  credentials: @D/cred604}]\n",
+     1, "routes: credentials of r.example @D/cred604 is accessible", NULL},
+    {QUIET "routes: [{domain: r.example, transport: relay, address: \"r2.example:25\",\n"
+           "  credentials: @D/cred600, tls: none}]\n",
+     1, "WARNING: the route for r.example sends its credentials (SMTP AUTH) to r2.example:25",
+     NULL},
+    {QUIET "routes: [{domain: r.example, transport: relay, address: \"r2.example:25\",\n"
+           "  credentials: @D/cred600, tls: encrypt}]\n",
+     0, NULL, "WARNING"},
+    /* LMTP across the network: information, not a warning */
+    {QUIET "routes: [{domain: l.example, transport: lmtp, address: \"192.0.2.24:24\"}]\n", 0,
+     "info: the route for l.example delivers by LMTP to 192.0.2.24:24, not on loopback", NULL},
+    {QUIET "routes: [{domain: l.example, transport: lmtp, address: \"127.0.0.1:24\"}]\n", 0, NULL,
+     "info:"},
+    {QUIET "routes: [{domain: l.example, transport: lmtp, address: \"[::1]:24\"}]\n", 0, NULL,
+     "info:"},
+    {QUIET "routes: [{domain: l.example, transport: lmtp, address: \"localhost:24\"}]\n", 0, NULL,
+     "info:"},
+    {QUIET "routes: [{domain: l.example, transport: lmtp, address: \"unix:/run/lmtp\"}]\n", 0, NULL,
+     "info:"},
+    {QUIET "routes: [{domain: l.example, transport: relay, address: \"192.0.2.24:25\"}]\n", 0, NULL,
+     "info:"},
+    {QUIET "delivery: {ca_file: @D/nope}\n", 1, "delivery.ca_file @D/nope is not readable", NULL},
+    {QUIET "delivery: {ca_file: @D/cred604}\ndns: {trust_anchor: @D/nope}\n", 1,
+     "dns.trust_anchor @D/nope is not readable", NULL},
+};
+
+/* Replace each "@D" of pat by test_dir. */
+static void test_dir_expand(const char *pat, char *out, size_t outlen)
+{
+	size_t o = 0, dlen = strlen(test_dir);
+
+	for (const char *p = pat; *p != '\0'; p++) {
+		bool dir = p[0] == '@' && p[1] == 'D';
+		assert_true(o + (dir ? dlen : 1) < outlen);
+		if (dir) {
+			memcpy(out + o, test_dir, dlen);
+			o += dlen;
+			p++;
+		} else {
+			out[o++] = *p;
+		}
+	}
+	out[o] = '\0';
+}
+
+static void test_check_delivery(void **state)
+{
+	static const struct {
+		const char *name;
+		mode_t mode;
+	} files[] = {{"cred600", 0600}, {"cred640", 0640}, {"cred604", 0604}};
+	char path[512], err[512], yaml[2048], substr[1024];
+	struct conf *c;
+
+	(void)state;
+	for (size_t i = 0; i < N_ELEMENTS(files); i++) {
+		test_file_write(files[i].name, "user:secret\n", 12, path, sizeof(path));
+		assert_int_equal(chmod(path, files[i].mode), 0);
+	}
+	for (size_t i = 0; i < N_ELEMENTS(check_file_cases); i++) {
+		const struct check_file_case *t = &check_file_cases[i];
+		char *out = NULL;
+		size_t outlen;
+		test_dir_expand(t->yaml, yaml, sizeof(yaml));
+		test_file_write("t.yaml", yaml, strlen(yaml), path, sizeof(path));
+		if (conf_load(path, &c, err, sizeof(err)) < 0)
+			fail_msg("case %zu: %s", i, err);
+		FILE *f = open_memstream(&out, &outlen);
+		assert_non_null(f);
+		int n = conf_check(c, f);
+		fclose(f);
+		if (t->substr != NULL)
+			test_dir_expand(t->substr, substr, sizeof(substr));
+		if (t->absent != NULL && strstr(out, t->absent) != NULL)
+			fail_msg("case %zu: unexpected \"%s\":\n%s", i, t->absent, out);
+		if (n != t->want || (t->substr != NULL && strstr(out, substr) == NULL))
+			fail_msg("case %zu: %d warnings, want %d with \"%s\":\n%s", i, n, t->want,
+			         t->substr != NULL ? substr : "", out);
+		free(out);
+		conf_free(&c);
+	}
 }
 
 /* --- relay: trusted networks and sender ownership ------------------------ */
@@ -1006,6 +1462,24 @@ static void test_reference(void **state)
 	    "| `limits.command_line` | uint | `512` | 512..65536 |",
 	    "| `timeouts.session` | duration | `30m` | 1s..1d |",
 	    "| `queue.retry_max` | duration | `1h` | 1s..7d |",
+	    "| `routes` | list of routes | `[]` |  | ",
+	    "| `routes[].domain` | string | required |  | ",
+	    "| `routes[].transport` | local, mx, relay or lmtp | required |  | ",
+	    "| `routes[].tls` | none, may, encrypt or verify | `may` |  | ",
+	    "| `routes[].credentials` | string | `\"\"` |  | ",
+	    "| `delivery.smarthost` | string | `\"\"` |  | ",
+	    "| `delivery.smarthost_tls` | none, may, encrypt or verify | `encrypt` |",
+	    "| `delivery.smtp_port` | uint | `25` | 1..65535 |",
+	    "| `delivery.destination_concurrency` | uint | `20` | 1..1000 |",
+	    "| `delivery.total_concurrency` | uint | `100` | 1..10000 |",
+	    "| `delivery.connect_timeout` | duration | `30s` | 1s..10m |",
+	    "| `delivery.command_timeout` | duration | `5m` | 1s..1h |",
+	    "| `delivery.data_timeout` | duration | `10m` | 1s..1h |",
+	    "| `delivery.max_lifetime` | duration | `5d` | 1m..30d |",
+	    "| `delivery.delay_warning` | duration | `4h` | 0s..30d |",
+	    "| `delivery.ipv6` | bool | `true` |",
+	    "| `dns.forwarders` | list of strings | `[]` |",
+	    "| `dns.trust_anchor` | string | `\"\"` |",
 	    "accept_any_user: true\n```\n",
 	};
 	char *out = NULL;
@@ -1189,7 +1663,8 @@ int main(void)
 	    cmocka_unit_test(test_local_domain),     cmocka_unit_test(test_trusted_network),
 	    cmocka_unit_test(test_sender_allowed),   cmocka_unit_test(test_reference),
 	    cmocka_unit_test(test_users_good),       cmocka_unit_test(test_users_errors),
-	    cmocka_unit_test(test_users_limits),
+	    cmocka_unit_test(test_users_limits),     cmocka_unit_test(test_route_for),
+	    cmocka_unit_test(test_check_delivery),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

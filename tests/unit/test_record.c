@@ -1074,9 +1074,73 @@ static void test_spool_open_errors(void **state)
 	spool_close(&s); /* NULL is fine */
 }
 
+/* SCHED records after END: the last complete one wins, a torn one is
+ * ignored, and they mix with DONE records. */
+static void test_record_sched(void **state)
+{
+	(void)state;
+	struct envelope e, d;
+	struct buf b;
+	const char *error = NULL;
+	envelope_init(&e);
+	qid_generate(e.qid);
+	e.arrival_us = 1;
+	envelope_set_str(&e.sender, "a@b.example");
+	envelope_add_rcpt(&e, "x@y.example");
+	envelope_add_rcpt(&e, "z@y.example");
+	buf_init(&b, 0);
+	assert_int_equal(record_encode(&e, &b), 0);
+	size_t base = b.len;
+	static const struct {
+		uint64_t next;
+		uint32_t attempts, flags;
+		bool done1;
+		size_t cut; /* octets cut off the end: a torn append */
+		uint64_t want_next;
+		uint32_t want_attempts, want_flags;
+	} cases[] = {
+		{0, 0, 0, false, 0, 0, 0, 0},
+		{5000000, 1, 0, false, 0, 5000000, 1, 0},
+		{9000000, 2, ENVELOPE_SCHED_DELAY_WARNED, true, 0, 9000000, 2,
+		 ENVELOPE_SCHED_DELAY_WARNED},
+		{7000000, 3, 0, false, 1, 9000000, 2, ENVELOPE_SCHED_DELAY_WARNED},
+		{7000000, 3, 0, false, 20, 9000000, 2, ENVELOPE_SCHED_DELAY_WARNED},
+	};
+	bool done1 = false;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t before = b.len;
+		if (i > 0) {
+			if (cases[i].done1)
+				record_encode_done(1, &b);
+			record_encode_sched(cases[i].next, cases[i].attempts, cases[i].flags, &b);
+		}
+		done1 = done1 || cases[i].done1;
+		envelope_init(&d);
+		assert_int_equal(record_decode(b.data, b.len - cases[i].cut, &d, &error), 0);
+		assert_true(d.next_try_us == cases[i].want_next);
+		assert_int_equal(d.attempts, cases[i].want_attempts);
+		assert_int_equal(d.sched_flags, cases[i].want_flags);
+		assert_int_equal(d.rcpts[1].done, done1);
+		assert_false(d.rcpts[0].done);
+		envelope_clear(&d);
+		if (cases[i].cut > 0)
+			b.len = before; /* spool_mark cuts a torn tail before appending */
+	}
+	/* A SCHED with a wrong length is not a torn append: refused. */
+	unsigned char bad[] = {REC_SCHED, 0, 0, 0, 15};
+	buf_append(&b, bad, sizeof(bad));
+	envelope_init(&d);
+	assert_int_equal(record_decode(b.data, b.len, &d, &error), -1);
+	assert_true(b.len > base);
+	envelope_clear(&d);
+	buf_free(&b);
+	envelope_clear(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_record_sched),
 	    cmocka_unit_test(test_qid_valid),
 	    cmocka_unit_test(test_qid_generate_unique),
 	    cmocka_unit_test(test_qid_generate_time_order),

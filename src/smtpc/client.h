@@ -1,0 +1,99 @@
+/* client.h — the one SMTP/LMTP client (RFC 5321, RFC 2033), used for MX
+ * delivery, smarthost relaying and LMTP. Event-driven on libevent
+ * bufferevents (with bufferevent_openssl for STARTTLS); never blocks.
+ * Runs in the queue manager. Every reply is hostile: parsed by reply.c with
+ * bounds, every wait has a timeout (RFC 5321 §4.5.3.2).
+ *
+ * One smtpc_deliver() call delivers one message to one destination: it
+ * tries the addresses in order (a connection failure or a 4xx greeting
+ * moves to the next), then EHLO (HELO if EHLO is refused; LHLO for LMTP),
+ * STARTTLS per policy, AUTH if credentials are given, MAIL with SIZE /
+ * BODY / SMTPUTF8 / DSN parameters when offered, one RCPT per recipient,
+ * DATA (dot-stuffed) and QUIT, pipelined when PIPELINING is offered. Each
+ * recipient gets its own result (for LMTP, from its own post-DATA reply). */
+#ifndef HK_SMTPC_CLIENT_H
+#define HK_SMTPC_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct smtpc;
+
+enum smtpc_tls {
+	SMTPC_TLS_NONE,    /* never STARTTLS */
+	SMTPC_TLS_MAY,     /* STARTTLS when offered, no verification; plaintext otherwise */
+	SMTPC_TLS_ENCRYPT, /* STARTTLS required, no verification */
+	SMTPC_TLS_VERIFY,  /* STARTTLS required, certificate chain + host name verified */
+};
+
+struct smtpc_target {
+	struct sockaddr_storage addr; /* port set */
+	socklen_t addrlen;
+	char host[256]; /* the name for SNI and verification, "" for none */
+};
+
+struct smtpc_dest {
+	const struct smtpc_target *targets; /* tried in order */
+	size_t ntargets;
+	const char *unix_path; /* LMTP over a unix socket instead of targets */
+	bool lmtp;
+	enum smtpc_tls tls;
+	const char *helo_name;
+	const char *auth_user; /* NULL: no AUTH (smarthost credentials otherwise) */
+	const char *auth_pass;
+	uint64_t connect_timeout_ms;  /* default 30 s when 0 */
+	uint64_t command_timeout_ms;  /* greeting, EHLO, MAIL, RCPT: default 5 min */
+	uint64_t data_timeout_ms;     /* after the final dot: default 10 min */
+};
+
+struct smtpc_msg {
+	const char *sender; /* "" for the null sender */
+	const char *const *rcpts;
+	const unsigned *notify;     /* SMTP_NOTIFY_* per recipient (smtpd/parse.h), or NULL */
+	const char *const *orcpts;  /* per recipient or NULL entries, or NULL */
+	size_t nrcpts;
+	const char *envid;          /* DSN ENVID or NULL */
+	unsigned ret;               /* enum smtp_ret */
+	unsigned body;              /* enum smtp_body */
+	bool smtputf8;              /* the message needs SMTPUTF8 (RFC 6531) */
+	const unsigned char *data;  /* the message, CRLF lines, not dot-stuffed */
+	size_t len;
+};
+
+struct smtpc_rcpt_result {
+	bool ok;          /* accepted (and, for LMTP, delivered) */
+	bool permanent;   /* 5xx: do not retry */
+	int code;         /* 0 when never sent */
+	char enh[16];
+	char text[512];
+};
+
+struct smtpc_result {
+	/* Message-level outcome; when not ok every recipient without its own
+	 * result shares it. */
+	bool connected;   /* a server greeted us */
+	bool permanent;   /* e.g. 5xx to MAIL or DATA, SMTPUTF8 not offered */
+	int code;         /* the deciding reply, 0 for a local/network error */
+	char enh[16];
+	char text[512];   /* reply text or our own description of the error */
+	char remote_mta[256]; /* host name of the server that answered */
+	char remote_addr[64];
+	char tls_info[128]; /* "" if plaintext */
+	struct smtpc_rcpt_result *rcpts; /* nrcpts entries */
+	size_t nrcpts;
+};
+
+typedef void smtpc_done_cb(const struct smtpc_result *res, void *arg);
+
+/* ca_file: PEM bundle for SMTPC_TLS_VERIFY, NULL for the system default. */
+struct smtpc *smtpc_create(struct event_base *base, const char *ca_file, char *err, size_t errlen);
+void smtpc_free(struct smtpc **c);
+/* dest and msg (and everything they point to) must stay valid until cb
+ * runs. cb is always called exactly once, later, from the event loop. */
+void smtpc_deliver(struct smtpc *c, const struct smtpc_dest *dest, const struct smtpc_msg *msg,
+		   smtpc_done_cb *cb, void *arg);
+
+#endif
