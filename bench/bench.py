@@ -8,6 +8,11 @@ Subcommands:
                            if PID exits)
   measure   ...            drive one MTA with smtp-source, write a JSON result
   report    A.json B.json  print the side-by-side table and the ratios
+  tls       ...            drive one MTA with tlsload (STARTTLS), write a JSON result:
+                           --phases load (handshakes, one message per session, many
+                           messages per session) or --phases idle (memory per idle
+                           TLS connection)
+  tlsreport FILE...        the TLS table and ratios
 
 Everything talks to 127.0.0.1 only. Every loop is bounded in time.
 """
@@ -446,6 +451,407 @@ def cmd_report(args):
     return 1 if bad else 0
 
 
+# ---------------------------------------------------------------- TLS (run.sh --tls)
+
+def tree_mem_detail(root):
+    """RSS and PSS (KiB) summed over the tree from smaps_rollup, and the
+    number of processes. RSS counts shared pages once per process (so it
+    overstates a multi-process MTA); PSS splits them among their users."""
+    rss = pss = nproc = 0
+    for p in proc_tree(root):
+        try:
+            with open("/proc/%d/smaps_rollup" % p) as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+            nproc += 1
+        except (OSError, ValueError, IndexError):
+            continue
+    return {"rss_kib": rss, "pss_kib": pss, "procs": nproc}
+
+
+def machine_ticks():
+    """(busy, total) jiffies of all CPUs from /proc/stat; busy excludes idle
+    and iowait and includes softirq (loopback TCP is processed there, often
+    not billed to either process) and steal."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], sum(v)
+
+
+def parse_tlsload(path):
+    """The last JSON line tlsload printed, or None."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [ln for ln in f if ln.startswith("{")]
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+
+def tlsload_run(args, tag, mode, count, sessions, per_session, expect_msgs, timeout):
+    """Run tlsload in one of its load modes and wait (bounded) until the
+    messages it sent are in new/. MTA CPU is measured over the same span."""
+    base = count_new(args.maildir_new)
+    outpath = os.path.join(args.log_dir, "%s-tls-%s.out" % (args.label, tag))
+    argv = [args.tlsload, "-p", str(args.port), "-m", mode, "-n", str(count),
+            "-s", str(sessions), "-k", str(per_session), "-l", str(args.size),
+            "-T", str(int(min(timeout, 3600)))]
+    cpu0 = tree_cpu_s(args.mta_pid)
+    m0 = machine_ticks()
+    with open(outpath, "wb") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        rc = None
+        try:
+            rc, t_accept, t_deliver, delivered, peak_mem = poll_load(
+                args, proc, t0, base + expect_msgs, timeout)
+        finally:
+            if proc.poll() is None:
+                log("%s/%s: stopping tlsload pid %d" % (args.label, tag, proc.pid))
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    cpu1 = tree_cpu_s(args.mta_pid)
+    m1 = machine_ticks()
+    res = parse_tlsload(outpath) or {}
+    r = {
+        "mode": mode, "count": count, "sessions": sessions, "rc": rc,
+        "messages": expect_msgs, "t_accept": t_accept, "t_deliver": t_deliver,
+        "delivered": delivered - base, "mta_cpu_s": cpu1 - cpu0, "peak_pss_kib": peak_mem,
+        "machine_busy": (m1[0] - m0[0]) / (m1[1] - m0[1]) if m1[1] > m0[1] else None,
+        "done": res.get("done"), "handshakes": res.get("handshakes"),
+        "errors": res.get("errors"), "first_error": res.get("first_error"),
+        "client_cpu_s": res.get("client_cpu_s"), "client_wall_s": res.get("wall_s"),
+        "tls": "%s %s %s" % (res.get("proto"), res.get("cipher"), res.get("group"))
+        if res else None,
+    }
+    ok = rc == 0 and (expect_msgs == 0 or t_deliver is not None)
+    r["ok"] = ok
+    wall = t_accept or 0
+    log("%s/%s: rc=%s %s in %.2fs, MTA CPU %.2fs, client CPU %s s%s" % (
+        args.label, tag, rc, "%s sessions" % res.get("handshakes"), wall, r["mta_cpu_s"],
+        fmt(r["client_cpu_s"], 2),
+        "" if ok else "  (INCOMPLETE: delivered %d/%d, %s)" % (
+            r["delivered"], expect_msgs, r["first_error"] or "no tlsload error")))
+    return r
+
+
+def tls_load(args, result):
+    ok = True
+    if args.warmup > 0:
+        log("%s: warm-up (%d messages, one STARTTLS session each, %d sessions)"
+            % (args.label, args.warmup, args.sessions))
+        w = tlsload_run(args, "warmup", "new", args.warmup, args.sessions, 1, args.warmup,
+                        args.timeout)
+        result["warmup"] = w
+    os.sync()
+    time.sleep(1)
+    phases = [
+        ("hs", "hs", args.messages, args.sessions, 1, 0),
+        ("new", "new", args.messages, args.sessions, 1, args.messages),
+        ("reuse", "reuse", args.sessions, args.sessions, args.per_session,
+         args.sessions * args.per_session),
+    ]
+    for tag, mode, count, sessions, per, msgs in phases:
+        log("%s: %s (%s)" % (args.label, tag, {
+            "hs": "%d STARTTLS sessions without mail, %d concurrent" % (count, sessions),
+            "new": "%d messages, one STARTTLS session each, %d concurrent" % (count, sessions),
+            "reuse": "%d STARTTLS sessions x %d messages" % (sessions, per)}[tag]))
+        r = tlsload_run(args, tag, mode, count, sessions, per, msgs, args.timeout)
+        result[tag] = r
+        ok = ok and r["ok"]
+        os.sync()
+        time.sleep(1)
+    return ok
+
+
+def read_ready(proc, timeout):
+    """The 'ready OK FAILED' line of tlsload -m idle, bounded in time."""
+    import select
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        r, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if not r:
+            continue
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            return None
+        buf += chunk
+        if b"\n" in buf:
+            parts = buf.split(b"\n", 1)[0].split()
+            if len(parts) == 3 and parts[0] == b"ready":
+                return int(parts[1]), int(parts[2]), buf.split(b"\n", 1)[1]
+            return None
+    return None
+
+
+def tls_idle(args, result):
+    """Memory before and after opening args.idle TLS connections (each
+    EHLO, STARTTLS, handshake, EHLO) that then stay idle."""
+    # Warm-up: a few sequential sessions so lazily built state (TLS context,
+    # worker threads, Postfix's tlsmgr/cleanup/...) exists before "before".
+    # For Postfix this leaves one idle smtpd that the first idle connection
+    # reuses: an error of 1/N on the per-connection figure.
+    w = tlsload_run(args, "idle-warmup", "new", 20, 1, 1, 20, args.timeout)
+    result["idle_warmup"] = w
+    time.sleep(2)
+    before = tree_mem_detail(args.mta_pid)
+    cpu0 = tree_cpu_s(args.mta_pid)
+    argv = [args.tlsload, "-p", str(args.port), "-m", "idle", "-n", str(args.idle),
+            "-s", str(min(args.sessions, args.idle)), "-T", str(int(min(args.timeout, 3600))),
+            "-H", str(int(min(args.timeout + 120, 3600)))]
+    log("%s: idle (%d TLS connections, opened by %d threads, then idle)"
+        % (args.label, args.idle, min(args.sessions, args.idle)))
+    outpath = os.path.join(args.log_dir, "%s-tls-idle.out" % args.label)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    after = None
+    ready = None
+    tail = b""
+    try:
+        ready = read_ready(proc, args.timeout)
+        t_open = time.monotonic() - t0
+        if ready is not None:
+            # Let the MTA settle (Postfix's master, anvil, ...), then take the
+            # largest of three samples a second apart.
+            time.sleep(2)
+            samples = []
+            for _ in range(3):
+                samples.append(tree_mem_detail(args.mta_pid))
+                time.sleep(1)
+            after = max(samples, key=lambda m: m["pss_kib"])
+        cpu1 = tree_cpu_s(args.mta_pid)
+    finally:
+        try:
+            proc.stdin.close()  # tlsload QUITs everything and exits
+        except OSError:
+            pass
+        try:
+            tail = proc.stdout.read() if proc.wait(60) is not None else b""
+        except subprocess.TimeoutExpired:
+            log("%s/idle: tlsload did not exit, killing pid %d" % (args.label, proc.pid))
+            proc.kill()
+            proc.wait()
+    ok_n, failed = (ready[0], ready[1]) if ready else (0, args.idle)
+    with open(outpath, "wb") as f:
+        f.write((ready[2] if ready else b"") + tail)
+    res = parse_tlsload(outpath) or {}
+    r = {"count": args.idle, "ok": ok_n, "failed": failed, "before": before, "after": after,
+         "t_open": t_open if ready else None, "mta_cpu_s": cpu1 - cpu0,
+         "client_cpu_s": res.get("client_cpu_s"), "first_error": res.get("first_error"),
+         "rc": proc.returncode}
+    if after and ok_n:
+        r["rss_kib_per_conn"] = (after["rss_kib"] - before["rss_kib"]) / ok_n
+        r["pss_kib_per_conn"] = (after["pss_kib"] - before["pss_kib"]) / ok_n
+    result["idle"] = r
+    log("%s/idle: %d open (%d failed) in %s s; PSS %d -> %d KiB (%s KiB/conn), %d -> %d procs"
+        % (args.label, ok_n, failed, fmt(r["t_open"], 1), before["pss_kib"],
+           after["pss_kib"] if after else 0, fmt(r.get("pss_kib_per_conn"), 1),
+           before["procs"], after["procs"] if after else 0))
+    return bool(after) and failed == 0
+
+
+def cmd_tls(args):
+    os.makedirs(args.log_dir, exist_ok=True)
+    result = {"label": args.label, "messages": args.messages, "sessions": args.sessions,
+              "size": args.size, "per_session": args.per_session, "phases": args.phases}
+    if args.phases == "load":
+        ok = tls_load(args, result)
+    else:
+        ok = tls_idle(args, result)
+    result["ok"] = ok
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    return 0 if ok else 2
+
+
+def per(a, b):
+    return a / b if a is not None and b else None
+
+
+NCPU = os.cpu_count() or 1
+
+
+def tls_ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    q = a / b
+    return "%.2fx" % q if q >= 0.1 else "%.3fx" % q
+
+
+def tls_column(runs):
+    """One MTA's column of the TLS table: medians over rounds."""
+    def med(fn):
+        vals = []
+        for r in runs:
+            try:
+                vals.append(fn(r))
+            except (KeyError, TypeError, ZeroDivisionError):
+                vals.append(None)
+        return median(vals)
+
+    def rate(r, ph, key):
+        x = r[ph]
+        if not x["ok"]:
+            return None
+        return x[key] / x["t_accept"] if key == "handshakes" else x["messages"] / x[key]
+
+    load = [r for r in runs if r["phases"] == "load"]
+    idle = [r for r in runs if r["phases"] == "idle"]
+    c = {"ok": all(r["ok"] for r in runs)}
+    if load:
+        c.update({
+            "hs_rate": med(lambda r: rate(r, "hs", "handshakes")),
+            "hs_cpu_ms": med(lambda r: 1000 * r["hs"]["mta_cpu_s"] / r["hs"]["handshakes"]),
+            "hs_per_core": med(lambda r: r["hs"]["handshakes"] / r["hs"]["mta_cpu_s"]),
+            "hs_client": med(lambda r: r["hs"]["client_cpu_s"] / r["hs"]["t_accept"]),
+            "hs_mta": med(lambda r: r["hs"]["mta_cpu_s"] / r["hs"]["t_accept"]),
+            "hs_busy": med(lambda r: r["hs"]["machine_busy"]),
+            "new_acc": med(lambda r: rate(r, "new", "t_accept")),
+            "new_dlv": med(lambda r: rate(r, "new", "t_deliver")),
+            "new_hs_rate": med(lambda r: rate(r, "new", "handshakes")),
+            "new_cpu_ms": med(lambda r: 1000 * r["new"]["mta_cpu_s"] / r["new"]["messages"]),
+            "new_per_core": med(lambda r: r["new"]["handshakes"] / r["new"]["mta_cpu_s"]),
+            "new_client": med(lambda r: r["new"]["client_cpu_s"] / r["new"]["t_accept"]),
+            "new_mta": med(lambda r: r["new"]["mta_cpu_s"] / r["new"]["t_accept"]),
+            "new_busy": med(lambda r: r["new"]["machine_busy"]),
+            "reuse_acc": med(lambda r: rate(r, "reuse", "t_accept")),
+            "reuse_dlv": med(lambda r: rate(r, "reuse", "t_deliver")),
+            "reuse_cpu_ms": med(lambda r: 1000 * r["reuse"]["mta_cpu_s"]
+                                / r["reuse"]["messages"]),
+            "reuse_client": med(lambda r: r["reuse"]["client_cpu_s"] / r["reuse"]["t_accept"]),
+            "reuse_mta": med(lambda r: r["reuse"]["mta_cpu_s"] / r["reuse"]["t_accept"]),
+            "reuse_busy": med(lambda r: r["reuse"]["machine_busy"]),
+            "tls": load[0]["hs"].get("tls"),
+            "load_errors": [r[ph]["first_error"] for r in load for ph in ("hs", "new", "reuse")
+                            if r[ph].get("first_error") or not r[ph]["ok"]],
+            "new_sent": "%d/%d" % (sum(r["new"]["delivered"] for r in load),
+                                   sum(r["new"]["messages"] for r in load)),
+            "reuse_sent": "%d/%d" % (sum(r["reuse"]["delivered"] for r in load),
+                                     sum(r["reuse"]["messages"] for r in load)),
+        })
+    if idle:
+        c.update({
+            "idle_n": "%d/%d" % (min(r["idle"]["ok"] for r in idle), idle[0]["idle"]["count"]),
+            "idle_t": med(lambda r: r["idle"]["t_open"]),
+            "idle_cpu_ms": med(lambda r: 1000 * r["idle"]["mta_cpu_s"] / r["idle"]["ok"]),
+            "rss0": med(lambda r: r["idle"]["before"]["rss_kib"] / 1024),
+            "rss1": med(lambda r: r["idle"]["after"]["rss_kib"] / 1024),
+            "pss0": med(lambda r: r["idle"]["before"]["pss_kib"] / 1024),
+            "pss1": med(lambda r: r["idle"]["after"]["pss_kib"] / 1024),
+            "procs": "%s -> %s" % (idle[0]["idle"]["before"]["procs"],
+                                   (idle[0]["idle"]["after"] or {}).get("procs", "?")),
+            "rss_per": med(lambda r: r["idle"]["rss_kib_per_conn"]),
+            "pss_per": med(lambda r: r["idle"]["pss_kib_per_conn"]),
+            "idle_errors": [r["idle"]["first_error"] for r in idle
+                            if r["idle"].get("first_error")],
+        })
+    return c
+
+
+def cmd_tlsreport(args):
+    by = {}
+    for p in args.files:
+        with open(p) as f:
+            r = json.load(f)
+        by.setdefault(r["label"], []).append(r)
+    labels = [x for x in ("postfix", "hikyaku") if x in by] + \
+        [x for x in by if x not in ("postfix", "hikyaku")]
+    col = {k: tls_column(v) for k, v in by.items()}
+    both = "hikyaku" in col and "postfix" in col
+    w = 14
+    name_w = 40
+    head = "%-*s" % (name_w, "") + "".join("%*s" % (w, x) for x in labels)
+    if both:
+        head += "%*s" % (w + 2, "hikyaku/postfix")
+    print()
+    print(head)
+    print("-" * len(head))
+
+    def row(name, key, nd=0, ratio_ok=True):
+        vals = [col[x].get(key) for x in labels]
+        if all(v is None for v in vals) and not any(key in col[x] for x in labels):
+            return
+        line = "%-*s" % (name_w, name) + "".join(
+            "%*s" % (w, v if isinstance(v, str) else fmt(v, nd)) for v in vals)
+        if both and ratio_ok:
+            line += "%*s" % (w + 2, tls_ratio(col["hikyaku"].get(key), col["postfix"].get(key)))
+        print(line)
+
+    def section(title):
+        print(title)
+
+    def cpu_rows(ph):
+        # Who used the machine: when all CPUs are busy the rates are bounded
+        # by the machine, and the client's share says how much of it the load
+        # generator took; the per-MTA-CPU-second rows do not depend on it.
+        row("  MTA CPU cores busy", ph + "_mta", 2)
+        row("  client CPU cores busy", ph + "_client", 2, ratio_ok=False)
+        row("  all %d CPUs busy (/proc/stat)" % NCPU, ph + "_busy", 2, ratio_ok=False)
+
+    any_load = any("hs_rate" in col[x] for x in labels)
+    any_idle = any("idle_n" in col[x] for x in labels)
+    if any_load:
+        section("STARTTLS sessions without mail (EHLO STARTTLS EHLO QUIT)")
+        row("  handshakes/s", "hs_rate")
+        row("  MTA CPU ms/handshake", "hs_cpu_ms", 2)
+        row("  handshakes per MTA CPU-second (/core)", "hs_per_core")
+        cpu_rows("hs")
+        section("one message per STARTTLS session")
+        row("  accepted msg/s (= handshakes/s)", "new_acc")
+        row("  delivered msg/s", "new_dlv")
+        row("  MTA CPU ms/msg (incl. handshake)", "new_cpu_ms", 2)
+        row("  sessions per MTA CPU-second (/core)", "new_per_core")
+        cpu_rows("new")
+        row("  delivered / sent", "new_sent", ratio_ok=False)
+        section("many messages per STARTTLS session")
+        row("  accepted msg/s", "reuse_acc")
+        row("  delivered msg/s", "reuse_dlv")
+        row("  MTA CPU ms/msg", "reuse_cpu_ms", 2)
+        cpu_rows("reuse")
+        row("  delivered / sent", "reuse_sent", ratio_ok=False)
+    if any_idle:
+        section("idle TLS connections (EHLO STARTTLS EHLO, then idle)")
+        row("  connections held", "idle_n", ratio_ok=False)
+        row("  time to open them s", "idle_t", 1)
+        row("  MTA CPU ms per connection opened", "idle_cpu_ms", 2)
+        row("  MTA processes before -> after", "procs", ratio_ok=False)
+        row("  MTA RSS before MiB (sum over procs)", "rss0", 1)
+        row("  MTA RSS after MiB", "rss1", 1)
+        row("  MTA PSS before MiB", "pss0", 1)
+        row("  MTA PSS after MiB", "pss1", 1)
+        row("  RSS KiB per idle TLS connection", "rss_per", 1)
+        row("  PSS KiB per idle TLS connection", "pss_per", 1)
+    print()
+    for x in labels:
+        if col[x].get("tls"):
+            print("negotiated with %-8s %s" % (x + ":", col[x]["tls"]))
+    if any_idle and "hikyaku" in col and col["hikyaku"].get("pss_per") is not None:
+        v = col["hikyaku"]["pss_per"]
+        print("hikyaku PSS per idle TLS connection: %.1f KiB (target < 64 KiB: %s)"
+              % (v, "met" if v < 64 else "NOT met"))
+    bad = [x for x in labels if not col[x]["ok"]]
+    if bad:
+        print()
+        print("INCOMPLETE: %s (a phase failed or timed out; see the logs)" % ", ".join(bad))
+        for x in bad:
+            errs = [e for e in col[x].get("load_errors", []) + col[x].get("idle_errors", []) if e]
+            if errs:
+                print("  %s: %s" % (x, " | ".join(errs[:5])))
+    return 1 if bad else 0
+
+
 def on_term(signum, _frame):
     # run.sh's cleanup sends SIGTERM; unwind so the finally blocks stop
     # smtp-source and strace (our own children, by PID).
@@ -478,9 +884,28 @@ def main():
     m.add_argument("--out", required=True)
     r = sub.add_parser("report")
     r.add_argument("files", nargs="+")
+    t = sub.add_parser("tls")
+    t.add_argument("--phases", choices=("load", "idle"), required=True)
+    t.add_argument("--label", required=True)
+    t.add_argument("--port", type=int, required=True)
+    t.add_argument("--maildir-new", required=True)
+    t.add_argument("--mta-pid", type=int, required=True)
+    t.add_argument("--messages", type=int, default=5000)
+    t.add_argument("--sessions", type=int, default=20)
+    t.add_argument("--per-session", type=int, default=250)
+    t.add_argument("--size", type=int, default=4096)
+    t.add_argument("--warmup", type=int, default=500)
+    t.add_argument("--idle", type=int, default=2000)
+    t.add_argument("--timeout", type=float, default=300)
+    t.add_argument("--tlsload", required=True)
+    t.add_argument("--log-dir", required=True)
+    t.add_argument("--out", required=True)
+    tr = sub.add_parser("tlsreport")
+    tr.add_argument("files", nargs="+")
     args = ap.parse_args()
     return {"freeport": cmd_freeport, "waitport": cmd_waitport,
-            "measure": cmd_measure, "report": cmd_report}[args.cmd](args)
+            "measure": cmd_measure, "report": cmd_report,
+            "tls": cmd_tls, "tlsreport": cmd_tlsreport}[args.cmd](args)
 
 
 if __name__ == "__main__":

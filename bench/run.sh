@@ -11,6 +11,10 @@
 # instance is never used or changed. Every wait is bounded; everything this
 # script starts is stopped by PID (or by `postfix -c DIR stop`) on exit.
 #
+# With --tls, the load is STARTTLS instead (bench/tlsload.c, since
+# smtp-source has no TLS): full handshakes per session, one message per
+# session, many messages per session, and memory per idle TLS connection.
+#
 # See bench/README.md. Usage: bench/run.sh [options]   (-h for help)
 set -euo pipefail
 
@@ -19,7 +23,7 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 PY=/usr/bin/python3
 HELPER="$BENCH_DIR/bench.py"
 
-MESSAGES=${BENCH_MESSAGES:-20000}
+MESSAGES=${BENCH_MESSAGES:-} # 20000, or 5000 with --tls
 SESSIONS=${BENCH_SESSIONS:-20}
 SIZE=${BENCH_SIZE:-4096}
 WARMUP=${BENCH_WARMUP:-500}
@@ -33,12 +37,16 @@ HIKYAKU=${HIKYAKU:-}
 TMPBASE=${BENCH_TMPDIR:-/var/tmp}
 KEEP=${BENCH_KEEP:-0}
 NO_INSTALL=${BENCH_NO_INSTALL:-0}
+TLS=${BENCH_TLS:-0}
+PER_SESSION=${BENCH_PER_SESSION:-250}
+IDLE=${BENCH_IDLE:-2000}
+IDLE_POSTFIX=${BENCH_IDLE_POSTFIX:-} # default: --idle
 
 usage() {
 	cat <<EOF
 usage: bench/run.sh [options]
 
-  -n, --messages N     messages in the measured run        (BENCH_MESSAGES, 20000)
+  -n, --messages N     messages in the measured run  (BENCH_MESSAGES, 20000; 5000 with --tls)
   -s, --sessions S     parallel SMTP sessions               (BENCH_SESSIONS, 20)
   -l, --size BYTES     message body size                    (BENCH_SIZE, 4096)
   -w, --warmup N       warm-up messages before the run, 0=off (BENCH_WARMUP, 500)
@@ -58,6 +66,16 @@ usage: bench/run.sh [options]
                        to mean anything (BENCH_TMPDIR, /var/tmp)
   -k, --keep           keep the temp dir (configs, logs, mail) (BENCH_KEEP=1)
       --no-install     never apt-get install anything       (BENCH_NO_INSTALL=1)
+
+  --tls                STARTTLS load with bench/tlsload (built with gcc -lssl) instead
+                       of smtp-source; same certificate (ECDSA P-256, self-signed) for
+                       both MTAs. Phases: N sessions without mail, N messages one per
+                       session, S sessions x M messages, idle connections. (BENCH_TLS=1)
+  -m, --per-session M  --tls: messages per session in the many-messages phase
+                                                            (BENCH_PER_SESSION, 250)
+      --idle C         --tls: idle TLS connections held open (BENCH_IDLE, 2000)
+      --idle-postfix C --tls: the same for Postfix, one smtpd process each
+                                                            (BENCH_IDLE_POSTFIX, = --idle)
 EOF
 }
 
@@ -82,18 +100,28 @@ while [[ $# -gt 0 ]]; do
 	--tmpdir) TMPBASE=${2:?}; shift 2 ;;
 	-k | --keep) KEEP=1; shift ;;
 	--no-install) NO_INSTALL=1; shift ;;
+	--tls) TLS=1; shift ;;
+	-m | --per-session) PER_SESSION=${2:?}; shift 2 ;;
+	--idle) IDLE=${2:?}; shift 2 ;;
+	--idle-postfix) IDLE_POSTFIX=${2:?}; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
 done
 
-for v in MESSAGES SESSIONS SIZE WARMUP PROBE TIMEOUT ROUNDS; do
+if [[ -z $MESSAGES ]]; then
+	((TLS)) && MESSAGES=5000 || MESSAGES=20000
+fi
+[[ -n $IDLE_POSTFIX ]] || IDLE_POSTFIX=$IDLE
+for v in MESSAGES SESSIONS SIZE WARMUP PROBE TIMEOUT ROUNDS PER_SESSION IDLE IDLE_POSTFIX; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
 done
 ((MESSAGES > 0 && SESSIONS > 0 && TIMEOUT > 0 && ROUNDS > 0)) ||
 	die "messages, sessions, timeout, rounds must be > 0"
 ((MESSAGES <= 1000000 && SESSIONS <= 1000 && SIZE <= 100000000 && TIMEOUT <= 3600 && ROUNDS <= 20)) ||
 	die "refusing absurd sizes (messages<=1e6, sessions<=1000, size<=1e8, timeout<=3600, rounds<=20)"
+((PER_SESSION > 0 && PER_SESSION <= 100000 && IDLE > 0 && IDLE <= 10000 && IDLE_POSTFIX > 0 &&
+	IDLE_POSTFIX <= 10000)) || die "--per-session 1..100000, --idle and --idle-postfix 1..10000"
 
 IFS=, read -r -a MTAS <<<"$ORDER"
 for m in "${MTAS[@]}"; do
@@ -137,7 +165,12 @@ ensure_tools() {
 		fi
 	fi
 	[[ -x /usr/sbin/smtp-source ]] || die "/usr/sbin/smtp-source missing after install"
-	if ((PROBE > 0)) && ! [[ -x /usr/bin/strace ]] && ((NO_INSTALL == 0)); then
+	if ((TLS)) && ! { command -v gcc >/dev/null && [[ -f /usr/include/openssl/ssl.h ]]; }; then
+		((NO_INSTALL == 0)) || die "--tls needs gcc and libssl-dev, and --no-install was given"
+		echo "bench: installing gcc libssl-dev openssl (tlsload)"
+		apt_install gcc libc6-dev libssl-dev openssl || die "apt-get install gcc libssl-dev failed"
+	fi
+	if ((TLS == 0 && PROBE > 0)) && ! [[ -x /usr/bin/strace ]] && ((NO_INSTALL == 0)); then
 		echo "bench: installing strace (fsync check)"
 		apt_install strace || echo "bench: strace install failed; fsync check skipped" >&2
 	fi
@@ -231,6 +264,31 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# ------------------------------------------------------------------ TLS material
+
+TLSLOAD=
+TLS_CERT=
+TLS_KEY=
+if ((TLS)); then
+	# Idle connections: one socket each in the client and the MTA (and one
+	# smtpd process each in Postfix); children inherit this limit.
+	ulimit -n 8192 || die "cannot raise RLIMIT_NOFILE to 8192 (ulimit -Hn is $(ulimit -Hn))"
+	TLSLOAD="$WORK/tlsload"
+	gcc -O2 -Wall -Wextra -o "$TLSLOAD" "$BENCH_DIR/tlsload.c" -lssl -lcrypto -lpthread ||
+		die "building bench/tlsload.c failed"
+	# One ECDSA P-256 self-signed certificate for both MTAs. The key is read
+	# by hikyaku (root, no user:) and by Postfix's smtpd before it drops
+	# privileges, so root-only is fine.
+	mkdir -p "$WORK/tls"
+	TLS_CERT="$WORK/tls/cert.pem"
+	TLS_KEY="$WORK/tls/key.pem"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+		-keyout "$TLS_KEY" -out "$TLS_CERT" -days 7 -subj /CN=bench.local \
+		-addext subjectAltName=DNS:bench.local >/dev/null 2>&1 ||
+		die "openssl req (certificate) failed"
+	chmod 600 "$TLS_KEY"
+fi
+
 # ------------------------------------------------------------------ machine
 
 fs_type=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
@@ -249,12 +307,27 @@ if want hikyaku; then
 	rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
 	echo "hikyaku:     $HIKYAKU (repo $rev, built $(date -r "$HIKYAKU" '+%F %T'))"
 fi
-echo "load:        smtp-source, $MESSAGES messages x $SIZE bytes, $SESSIONS sessions," \
-	"$( ((REUSE)) && echo 'many messages per connection (-d)' || echo 'one message per connection')," \
-	"warm-up $WARMUP, $ROUNDS round(s)"
+if ((TLS)); then
+	echo "load:        bench/tlsload (STARTTLS, full handshakes, no resumption), $SIZE-byte messages," \
+		"$SESSIONS sessions; $MESSAGES sessions without mail; $MESSAGES messages one per" \
+		"session; $SESSIONS x $PER_SESSION messages; idle: $IDLE hikyaku," \
+		"$IDLE_POSTFIX Postfix; warm-up $WARMUP, $ROUNDS round(s)"
+	echo "certificate: $(openssl x509 -in "$TLS_CERT" -noout -text | grep -m1 'Public Key Algorithm' |
+		sed 's/^ *//'), $(openssl x509 -in "$TLS_CERT" -noout -text | grep -m1 'NIST CURVE' |
+		sed 's/^ *//'), self-signed, the same for both"
+	echo "client:      $(openssl version); RLIMIT_NOFILE $(ulimit -n)"
+else
+	echo "load:        smtp-source, $MESSAGES messages x $SIZE bytes, $SESSIONS sessions," \
+		"$( ((REUSE)) && echo 'many messages per connection (-d)' || echo 'one message per connection')," \
+		"warm-up $WARMUP, $ROUNDS round(s)"
+fi
 echo "durability:  Postfix fsyncs each queue file before its 250 (built in, not a setting) and"
 echo "             virtual(8) fsyncs each Maildir file; hikyaku fsyncs before 250 (DESIGN.md)."
-echo "             Both checked below by counting sync calls under strace."
+if ((TLS)); then
+	echo "             (--tls has no strace probe; bench/run.sh without --tls checks it.)"
+else
+	echo "             Both checked below by counting sync calls under strace."
+fi
 echo
 
 # ------------------------------------------------------------------ Postfix
@@ -271,6 +344,8 @@ setup_postfix() {
 	$SUDO chown "$uid:$gid" "$d/mail"
 	local plimit=100
 	((SESSIONS + 10 > plimit)) && plimit=$((SESSIONS + 10))
+	# --tls idle phase: one smtpd per connection.
+	((TLS && IDLE_POSTFIX + 50 > plimit)) && plimit=$((IDLE_POSTFIX + 50))
 	# Debian defaults everywhere except what a private, loopback-only,
 	# deliver-everything-to-one-Maildir instance needs. fsync behaviour is
 	# Postfix's default (queue files are always fsynced).
@@ -304,7 +379,23 @@ alias_database =
 biff = no
 default_process_limit = $plimit
 EOF
-	# The Debian master.cf minus local, smtp/relay/lmtp, tlsmgr and the pipe
+	if ((TLS)); then
+		$SUDO tee -a "$PF_CFG/main.cf" >/dev/null <<EOF
+# --tls: STARTTLS offered (RFC 3207), the bench certificate. No server-side
+# session cache (TLS 1.3 clients resume with tickets, whose keys tlsmgr
+# keeps; the bench never resumes). Server cipher preference, as hikyaku.
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = $TLS_CERT
+smtpd_tls_key_file = $TLS_KEY
+smtpd_tls_session_cache_database =
+smtpd_tls_loglevel = 0
+tls_preempt_cipherlist = yes
+# Idle connections must outlive the idle phase; no per-client connection
+# cap (one client address makes all of them).
+smtpd_timeout = 600s
+smtpd_client_connection_count_limit = 0
+EOF
+	fi	# The Debian master.cf minus local, smtp/relay/lmtp, tlsmgr and the pipe
 	# transports; smtpd on a loopback high port; chroot column n everywhere.
 	$SUDO tee "$PF_CFG/master.cf" >/dev/null <<EOF
 # master.cf for the bench instance, written by bench/run.sh
@@ -329,6 +420,10 @@ anvil              unix  -       -      n      -      1       anvil
 scache             unix  -       -      n      -      1       scache
 postlog            unix-dgram n  -      n      -      1       postlogd
 EOF
+	if ((TLS)); then
+		echo "tlsmgr             unix  -       -      n      1000?  1       tlsmgr" |
+			$SUDO tee -a "$PF_CFG/master.cf" >/dev/null
+	fi
 }
 
 start_postfix() {
@@ -367,6 +462,21 @@ maildir_root: $d/mail
 local_domains: [bench.test]
 accept_any_user: true
 log_level: warn
+EOF
+	if ((TLS)); then
+		cat >>"$HK_CONF" <<EOF
+tls:
+  certificates:
+    - {cert: $TLS_CERT, key: $TLS_KEY}
+limits:
+  connections: $((IDLE + SESSIONS + 1000))
+  connections_per_ip: $((IDLE + SESSIONS + 1000))
+timeouts:
+  command: 10m
+EOF
+		return
+	fi
+	cat >>"$HK_CONF" <<EOF
 tls:
   self_signed_dir: $d/tls
 EOF
@@ -410,9 +520,64 @@ measure() {
 	return "$rc"
 }
 
+# --tls: one phase set ("load" or "idle") against one running MTA.
+measure_tls() {
+	local label=$1 port=$2 newdir=$3 pid=$4 rdir=$5 phases=$6 idle=$7
+	$PY "$HELPER" tls --phases "$phases" --label "$label" --port "$port" \
+		--maildir-new "$newdir" --mta-pid "$pid" --messages "$MESSAGES" \
+		--sessions "$SESSIONS" --per-session "$PER_SESSION" --size "$SIZE" \
+		--warmup "$WARMUP" --idle "$idle" --timeout "$TIMEOUT" --tlsload "$TLSLOAD" \
+		--log-dir "$rdir/logs" --out "$RESULTS/$label.$round.tls-$phases.json" </dev/null &
+	MEASURE_PID=$!
+	local rc=0
+	wait "$MEASURE_PID" || rc=$?
+	MEASURE_PID=
+	return "$rc"
+}
+
+# --tls, one MTA, one round: the load phases on one instance, then the idle
+# phase on a fresh one (so Postfix's idle smtpds and hikyaku's freed session
+# memory from the load do not make the first idle connections look free).
+run_one_tls() {
+	local m=$1 rdir=$2 port d phases
+	for phases in load idle; do
+		port=$($PY "$HELPER" freeport)
+		echo "== round $round/$ROUNDS: $m on 127.0.0.1:$port, TLS $phases"
+		sync
+		case $m in
+		postfix)
+			d="$rdir/pf-$phases"
+			setup_postfix "$port" "$d"
+			start_postfix "$port" "$d" || die "postfix failed to start"
+			measure_tls postfix "$port" "$d/mail/bench.test/user/new" "$PF_PID" "$rdir" \
+				"$phases" "$IDLE_POSTFIX" || status=1
+			stop_postfix
+			;;
+		hikyaku)
+			d="$rdir/hk-$phases"
+			setup_hikyaku "$port" "$d"
+			start_hikyaku "$port" "$d" || die "hikyaku failed to start"
+			measure_tls hikyaku "$port" "$d/mail/bench.test/user/Maildir/new" "$HK_PID" \
+				"$rdir" "$phases" "$IDLE" || status=1
+			if ! kill -0 "$HK_PID" 2>/dev/null; then
+				echo "bench: hikyaku died during the run; its log:" >&2
+				tail -n 20 "$d/hikyaku.log" >&2 || true
+				status=1
+			fi
+			stop_hikyaku
+			;;
+		esac
+	done
+	echo
+}
+
 # One MTA, one round: fresh directories, start, measure, stop.
 run_one() {
 	local m=$1 rdir=$2 port d
+	if ((TLS)); then
+		run_one_tls "$m" "$rdir"
+		return
+	fi
 	port=$($PY "$HELPER" freeport)
 	echo "== round $round/$ROUNDS: $m on 127.0.0.1:$port"
 	sync
@@ -459,6 +624,15 @@ done
 shopt -s nullglob
 files=()
 for m in "${MTAS[@]}"; do files+=("$RESULTS/$m".*.json); done
+if ((TLS)); then
+	echo "== TLS results ($SIZE-byte messages, $SESSIONS sessions, $ROUNDS round(s), fs $fs_type)"
+	if ((${#files[@]})); then
+		$PY "$HELPER" tlsreport "${files[@]}" || status=1
+	else
+		status=1
+	fi
+	exit "$status"
+fi
 echo "== results ($MESSAGES messages, $SESSIONS sessions, $SIZE bytes, $ROUNDS round(s), fs $fs_type)"
 if ((${#files[@]})); then
 	$PY "$HELPER" report "${files[@]}" || status=1
