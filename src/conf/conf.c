@@ -362,6 +362,10 @@ const struct conf_setting conf_settings[] = {
 	  .off = OFF(dns.trust_anchor),
 	  .doc = "File of DNSSEC trust anchors (the root key, RFC 4033); when set, answers are "
 		 "validated (as DANE needs, RFC 7672); \"\" for none." },
+	{ .key = "dns.timeout", .type = CONF_T_DURATION, .def = "30s",
+	  .min = 100, .max = 5 * MIN, .off = OFF(dns.timeout),
+	  .doc = "Give up on one destination's lookups (MX and addresses) after this long and "
+		 "defer its mail." },
 };
 /* clang-format on */
 

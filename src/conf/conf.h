@@ -121,6 +121,7 @@ struct conf_dns {
 	char **forwarders; /* dns.forwarders: "127.0.0.1@5353"; empty: /etc/resolv.conf */
 	size_t n_forwarders;
 	char *trust_anchor; /* dns.trust_anchor: file; enables DNSSEC validation */
+	uint64_t timeout;   /* ms, dns.timeout: deadline of one destination's lookups */
 };
 
 struct conf {

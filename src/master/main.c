@@ -130,6 +130,11 @@ static void main_on_signal(evutil_socket_t sig, short what, void *arg)
 		main_reload_tls(ctx);
 		return;
 	}
+	if (sig == SIGUSR1) {
+		if (ctx->qmgr != NULL)
+			qmgr_flush(ctx->qmgr); /* like postqueue -f */
+		return;
+	}
 	log_info("event=shutdown signal=%d sessions=%zu", (int)sig,
 		 smtpd_session_count(ctx->smtpd));
 	smtpd_shutdown(ctx->smtpd);
@@ -168,8 +173,8 @@ static int main_serve(const char *path)
 	}
 	/* Catch the stop signals before the (possibly long) spool recovery, so a
 	 * SIGTERM then still ends in a clean shutdown once the loop runs. */
-	const int signums[] = {SIGTERM, SIGINT, SIGHUP};
-	for (size_t i = 0; i < 3; i++) {
+	const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+	for (size_t i = 0; i < 4; i++) {
 		sigs[i] = evsignal_new(ctx.base, signums[i], main_on_signal, &ctx);
 		event_add(sigs[i], NULL);
 	}

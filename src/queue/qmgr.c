@@ -1,139 +1,123 @@
-/* qmgr.c — queue manager: a FIFO of ready messages, a bounded number of
- * deliveries in flight on worker threads, and retry timers with doubling
- * backoff. Runs on the main loop; delivery (Maildir writes, fsync, spool
- * updates) runs on the delivery worker threads.
+/* qmgr.c — the queue manager: messages, attempts, retries, expiry and
+ * delivery status notifications. Runs on the main loop; everything that
+ * touches the disk (loading a message, Maildir delivery, recording results,
+ * committing bounces) runs on the delivery worker threads, and remote
+ * delivery (qmgr_remote.c) is event-driven on the loop.
  *
- * Delivery order per message: every pending recipient is delivered; the
- * successful ones are recorded as DONE in the envelope file when some remain,
- * and the message is removed once none remain. A crash between a Maildir
- * write and the DONE record duplicates that recipient's copy; nothing is
- * ever removed before it is delivered (DESIGN.md, spool contract). */
+ * One attempt of a message:
+ *   load (worker): envelope + content from the spool; local recipients are
+ *     delivered to their Maildirs right there;
+ *   remote (loop): the other recipients, grouped by destination, go out
+ *     through DNS and the SMTP/LMTP client;
+ *   finish (worker): expiry and DSN decisions, bounces committed to the
+ *     spool as new messages, DONE/SCHED records appended (or the message
+ *     removed when every recipient has a final result).
+ * Nothing is removed before it is delivered or bounced; a crash between a
+ * delivery and its DONE record delivers that copy again (DESIGN.md). The
+ * retry schedule is a SCHED record in the envelope, so it survives restarts. */
 #include "queue/qmgr.h"
+#include "queue/qmgr_int.h"
 #include "conf/conf.h"
+#include "deliver/bounce.h"
 #include "deliver/maildir.h"
+#include "dns/dns.h"
 #include "lib/alloc.h"
-#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "mail/address.h"
-#include "mail/envelope.h"
 #include "queue/spool.h"
+#include "smtpc/client.h"
+#include "smtpd/parse.h"
 
 #include <errno.h>
 #include <event2/event.h>
-#include <stdbool.h>
-#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
-struct qmgr_item {
-	struct qmgr *q;
-	char qid[QID_LEN + 1];
-	unsigned attempts;
-	struct event *retry_ev; /* armed while waiting for a retry */
-	/* results of the last attempt, filled by the worker */
-	size_t delivered;
-	size_t deferred;
-	bool finished; /* removed from the spool */
-	struct qmgr_item *next;
-	struct qmgr_item *prev;
-};
-
-struct qmgr {
-	struct event_base *base;
-	const struct conf *conf;
-	struct spool *spool;
-	struct workq *wq;
-	size_t max_active;
-	size_t active;
-	struct qmgr_item *ready_head; /* FIFO of items to start */
-	struct qmgr_item *ready_tail;
-	struct qmgr_item *waiting; /* items with an armed retry timer */
-};
-
 static void qmgr_dispatch(struct qmgr *q);
 
-static uint64_t qmgr_now_us(void)
+uint64_t qmgr_now_us(void)
 {
 	struct timeval tv;
 	gettimeofday(&tv, NULL);
 	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
 }
 
-static void qmgr_ready_push(struct qmgr *q, struct qmgr_item *it)
+const char *qmgr_domain_of(const char *addr)
 {
-	it->next = NULL;
-	if (q->ready_tail != NULL)
-		q->ready_tail->next = it;
-	else
-		q->ready_head = it;
-	q->ready_tail = it;
+	const char *at = strrchr(addr, '@');
+	return at != NULL ? at + 1 : "";
 }
 
-static struct qmgr_item *qmgr_item_new(struct qmgr *q, const char *qid)
+void qmgr_rres_set(struct qmgr_rres *r, enum qmgr_rstate st, const char *status,
+		   const char *diag, const char *relay)
 {
-	struct qmgr_item *it = xcalloc(1, sizeof(*it));
-	it->q = q;
-	memcpy(it->qid, qid, QID_LEN);
-	it->qid[QID_LEN] = '\0';
-	return it;
+	r->state = st;
+	snprintf(r->status, sizeof(r->status), "%s", status);
+	snprintf(r->diag, sizeof(r->diag), "%s", diag != NULL ? diag : "");
+	snprintf(r->relay, sizeof(r->relay), "%s", relay != NULL ? relay : "");
 }
 
-static void qmgr_item_free(struct qmgr_item **itp)
+static struct qmgr_msg *qmgr_msg_new(struct qmgr *q, const char *qid)
 {
-	struct qmgr_item *it = *itp;
-	if (it == NULL)
+	struct qmgr_msg *m = xcalloc(1, sizeof(*m));
+	m->q = q;
+	memcpy(m->qid, qid, QID_LEN);
+	m->qid[QID_LEN] = '\0';
+	envelope_init(&m->env);
+	buf_init(&m->data, 0);
+	return m;
+}
+
+/* Drop what one attempt loaded; the message itself stays. */
+static void qmgr_msg_reset(struct qmgr_msg *m)
+{
+	envelope_clear(&m->env);
+	buf_free(&m->data);
+	free(m->res);
+	m->res = NULL;
+	m->load_failed = m->not_due = m->removed = m->force = false;
+	m->groups_left = 0;
+	m->n_bounces = 0;
+}
+
+static void qmgr_msg_free(struct qmgr_msg **mp)
+{
+	struct qmgr_msg *m = *mp;
+	if (m == NULL)
 		return;
-	*itp = NULL;
-	if (it->retry_ev != NULL)
-		event_free(it->retry_ev);
-	free(it);
+	*mp = NULL;
+	qmgr_msg_reset(m);
+	if (m->timer != NULL)
+		event_free(m->timer);
+	free(m);
 }
 
-/* One recipient into its Maildir. Returns 0 delivered, -1 deferred. */
-static int qmgr_deliver_rcpt(struct qmgr *q, const struct envelope *e,
-			     const struct envelope_rcpt *r, const struct buf *data, char *err,
-			     size_t errlen)
+static void qmgr_ready_push(struct qmgr *q, struct qmgr_msg *m)
 {
-	const char *at = strrchr(r->addr, '@');
-	char local[MAIL_LOCAL_MAX + 1], mailbox[MAILDIR_MAILBOX_MAX + 1];
-	if (at == NULL || (size_t)(at - r->addr) >= sizeof(local)) {
-		snprintf(err, errlen, "malformed recipient");
-		return -1;
-	}
-	if (!conf_is_local_domain(q->conf, at + 1)) {
-		/* Relayed mail (authenticated or trusted clients) waits here
-		 * until outbound delivery exists. TODO(issue 4): MX/smarthost. */
-		snprintf(err, errlen, "no outbound transport for remote domains yet");
-		return -1;
-	}
-	memcpy(local, r->addr, (size_t)(at - r->addr));
-	local[at - r->addr] = '\0';
-	if (maildir_mailbox_name(local, mailbox) < 0) {
-		snprintf(err, errlen, "unusable mailbox name");
-		return -1;
-	}
-	struct maildir_msg m = {
-		.data = data->data,
-		.len = data->len,
-		.return_path = e->sender,
-		.delivered_to = r->addr,
-		.hostname = q->conf->hostname,
-	};
-	return maildir_deliver(q->conf->maildir_root, at + 1, mailbox, &m, err, errlen);
+	m->next = NULL;
+	if (q->ready_tail != NULL)
+		q->ready_tail->next = m;
+	else
+		q->ready_head = m;
+	q->ready_tail = m;
 }
+
+/* ---- load (worker) ---- */
 
 static int qmgr_read_msg(struct qmgr *q, const char *qid, struct buf *data, const char **error_r)
 {
 	int fd = spool_msg_open(q->spool, qid);
+	struct stat st;
 	if (fd < 0) {
 		*error_r = "cannot open message file";
 		return -1;
 	}
-	struct stat st;
 	if (fstat(fd, &st) < 0 || buf_reserve(data, (size_t)st.st_size) < 0) {
 		close(fd);
 		*error_r = "cannot size message file";
@@ -151,6 +135,7 @@ static int qmgr_read_msg(struct qmgr *q, const char *qid, struct buf *data, cons
 		if (r == 0)
 			break;
 		data->len += (size_t)r;
+		data->data[data->len] = '\0';
 		if (data->len + 1 >= data->cap && buf_reserve(data, 65536) < 0)
 			break;
 	}
@@ -158,165 +143,402 @@ static int qmgr_read_msg(struct qmgr *q, const char *qid, struct buf *data, cons
 	return 0;
 }
 
-static void qmgr_log_delivery(const struct envelope *e, const struct envelope_rcpt *r,
-			      uint64_t now, bool ok, const char *why)
+static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 {
-	char qto[LOG_Q_MAX], qwhy[LOG_Q_MAX];
-	double delay = (double)(now - e->arrival_us) / 1e6;
-	if (ok)
-		log_info("event=delivery qid=%s to=%s relay=maildir delay=%.3f dsn=2.0.0 "
-			 "status=sent",
-			 e->qid, log_qs(qto, r->addr), delay);
+	const struct envelope_rcpt *r = &m->env.rcpts[i];
+	const char *at = strrchr(r->addr, '@');
+	char local[MAIL_LOCAL_MAX + 1], mailbox[MAILDIR_MAILBOX_MAX + 1], err[256];
+	if (at == NULL || (size_t)(at - r->addr) >= sizeof(local)) {
+		qmgr_rres_set(&m->res[i], QMGR_R_FAILED, "5.1.3", "malformed recipient", "maildir");
+		return;
+	}
+	memcpy(local, r->addr, (size_t)(at - r->addr));
+	local[at - r->addr] = '\0';
+	if (maildir_mailbox_name(local, mailbox) < 0) {
+		qmgr_rres_set(&m->res[i], QMGR_R_FAILED, "5.1.1", "unusable mailbox name",
+			      "maildir");
+		return;
+	}
+	struct maildir_msg mm = {
+		.data = m->data.data,
+		.len = m->data.len,
+		.return_path = m->env.sender,
+		.delivered_to = r->addr,
+		.hostname = q->conf->hostname,
+	};
+	char domain[MAIL_DOMAIN_MAX + 1];
+	snprintf(domain, sizeof(domain), "%s", at + 1);
+	for (char *p = domain; *p != '\0'; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	if (maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err)) == 0)
+		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "delivered to maildir", "maildir");
 	else
-		log_warn("event=delivery qid=%s to=%s relay=maildir delay=%.3f dsn=4.3.0 "
-			 "status=deferred reason=%s",
-			 e->qid, log_qs(qto, r->addr), delay, log_qs(qwhy, why));
+		qmgr_rres_set(&m->res[i], QMGR_R_DEFERRED, "4.3.0", err, "maildir");
 }
 
-/* Worker thread. */
-static void qmgr_attempt_run(void *arg)
+static void qmgr_load_run(void *arg)
 {
-	struct qmgr_item *it = arg;
-	struct qmgr *q = it->q;
-	struct envelope e;
-	struct buf data;
+	struct qmgr_msg *m = arg;
+	struct qmgr *q = m->q;
 	const char *error = NULL;
-	char qwhy[LOG_Q_MAX];
+	char qe[LOG_Q_MAX];
+	if (spool_env_load(q->spool, m->qid, &m->env, &error) < 0 ||
+	    qmgr_read_msg(q, m->qid, &m->data, &error) < 0) {
+		log_err("event=queue_error qid=%s reason=%s", m->qid, log_qs(qe, error));
+		m->load_failed = true;
+		return;
+	}
+	/* Recovered before its persisted retry time: wait for it. */
+	if (!m->force && m->env.next_try_us > qmgr_now_us() + 1000000) {
+		m->not_due = true;
+		return;
+	}
+	m->res = xcalloc(m->env.nrcpts, sizeof(*m->res));
+	for (size_t i = 0; i < m->env.nrcpts; i++) {
+		if (m->env.rcpts[i].done)
+			continue;
+		const struct conf_route *route =
+			conf_route_for(q->conf, qmgr_domain_of(m->env.rcpts[i].addr));
+		if (route->transport == CONF_TRANSPORT_LOCAL)
+			qmgr_deliver_local(q, m, i);
+	}
+}
 
+/* ---- finish (worker) ---- */
+
+static uint64_t qmgr_retry_delay_ms(const struct conf *conf, uint32_t attempts)
+{
+	uint64_t delay = conf->queue.retry_min;
+	for (uint32_t i = 1; i < attempts && delay < conf->queue.retry_max; i++)
+		delay *= 2;
+	return delay < conf->queue.retry_max ? delay : conf->queue.retry_max;
+}
+
+static bool qmgr_is_postmaster(const char *addr)
+{
+	return strncasecmp(addr, "postmaster@", 11) == 0;
+}
+
+/* Commit one notification to the spool as a new message from <>. */
+static void qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct bounce_info *bi,
+			       const char *to)
+{
+	struct buf out;
+	struct envelope e;
+	const char *error = NULL;
+	char qe[LOG_Q_MAX], qt[LOG_Q_MAX];
+	buf_init(&out, 0);
 	envelope_init(&e);
-	buf_init(&data, 0);
-	it->delivered = it->deferred = 0;
-	if (spool_env_load(q->spool, it->qid, &e, &error) < 0 ||
-	    qmgr_read_msg(q, it->qid, &data, &error) < 0) {
-		log_err("event=queue_error qid=%s reason=%s", it->qid, log_qs(qwhy, error));
-		it->deferred = 1;
+	if (bounce_build(bi, &out) < 0 || m->n_bounces >= 3) {
+		log_err("event=bounce_failed qid=%s reason=\"cannot build notification\"", m->qid);
 		goto out;
 	}
-	uint32_t *done = xcalloc(e.nrcpts, sizeof(*done));
-	size_t ndone = 0;
-	uint64_t now = qmgr_now_us();
-	for (size_t i = 0; i < e.nrcpts; i++) {
-		struct envelope_rcpt *r = &e.rcpts[i];
-		char err[256];
-		if (r->done)
-			continue;
-		bool ok = qmgr_deliver_rcpt(q, &e, r, &data, err, sizeof(err)) == 0;
-		qmgr_log_delivery(&e, r, now, ok, err);
-		if (ok) {
-			r->done = true;
-			done[ndone++] = (uint32_t)i;
-		} else {
-			it->deferred++;
-		}
+	qid_generate(e.qid);
+	e.arrival_us = qmgr_now_us();
+	envelope_set_str(&e.sender, "");
+	envelope_set_str(&e.client_addr, "127.0.0.1");
+	e.body = SMTP_BODY_8BITMIME;
+	e.smtputf8 = m->env.smtputf8;
+	envelope_add_rcpt(&e, to);
+	struct spool_msg *sm = spool_msg_create(q->spool, e.qid);
+	if (spool_commit(&sm, &e, out.data, out.len, &error) < 0) {
+		log_err("event=bounce_failed qid=%s reason=%s", m->qid, log_qs(qe, error));
+		goto out;
 	}
-	it->delivered = ndone;
-	if (envelope_pending(&e) == 0) {
-		if (spool_remove(q->spool, it->qid) == 0) {
-			it->finished = true;
-			log_info("event=removed qid=%s", it->qid);
-		} else if (spool_mark_done(q->spool, it->qid, done, ndone, &error) == 0) {
-			/* Everything is delivered but the files stay: with the
-			 * DONE records written, a retry only removes them. */
-			it->deferred = 1;
-		}
-		/* else: neither worked; the message stays in queue/ and the
-		 * next start delivers it again (a duplicate, never a loss). */
-	} else if (ndone > 0 && spool_mark_done(q->spool, it->qid, done, ndone, &error) < 0) {
-		log_err("event=queue_error qid=%s reason=%s", it->qid, log_qs(qwhy, error));
-	}
-	free(done);
+	log_info("event=notify qid=%s kind=%s to=%s notify_qid=%s", m->qid,
+		 bi->kind == BOUNCE_FAILED ? "failure" : bi->kind == BOUNCE_DELAYED ? "delay" : "success",
+		 log_qs(qt, to), e.qid);
+	memcpy(m->bounce_qids[m->n_bounces++], e.qid, QID_LEN + 1);
 out:
 	envelope_clear(&e);
-	buf_free(&data);
+	buf_free(&out);
 }
 
-static void qmgr_on_retry(evutil_socket_t fd, short what, void *arg)
+/* Notify the sender about the recipients selected by (state, notify bit). */
+static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind,
+			enum qmgr_rstate st, unsigned bit, uint64_t now)
+{
+	const struct envelope *e = &m->env;
+	struct bounce_rcpt *br = xcalloc(e->nrcpts, sizeof(*br));
+	size_t n = 0;
+	bool to_postmaster_ok = true;
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		unsigned notify = e->rcpts[i].notify;
+		if (m->res[i].state != st || (notify & SMTP_NOTIFY_NEVER))
+			continue;
+		/* RFC 3461 §4.1: without NOTIFY, failures are reported. */
+		if (!(notify & bit) && !(notify == 0 && bit == SMTP_NOTIFY_FAILURE))
+			continue;
+		if (e->sender[0] == '\0' && qmgr_is_postmaster(e->rcpts[i].addr))
+			to_postmaster_ok = false;
+		br[n].addr = e->rcpts[i].addr;
+		br[n].orcpt = e->rcpts[i].orcpt;
+		br[n].status = m->res[i].status;
+		br[n].diagnostic = m->res[i].diag[0] != '\0' ? m->res[i].diag : NULL;
+		br[n].remote_mta = strcmp(m->res[i].relay, "maildir") != 0 && m->res[i].relay[0]
+					   ? m->res[i].relay
+					   : NULL;
+		br[n].last_attempt_us = now;
+		n++;
+	}
+	if (n > 0) {
+		struct bounce_info bi = {
+			.kind = kind,
+			.reporting_mta = q->conf->hostname,
+			.qid = m->qid,
+			.sender = e->sender,
+			.envid = e->envid,
+			.arrival_us = e->arrival_us,
+			.retry_until_us = e->arrival_us + q->conf->delivery.max_lifetime * 1000,
+			.full = e->ret == SMTP_RET_FULL,
+			.msg = m->data.data,
+			.msglen = m->data.len,
+			.rcpts = br,
+			.nrcpts = n,
+		};
+		if (e->sender[0] != '\0') {
+			qmgr_bounce_commit(q, m, &bi, e->sender);
+		} else if (kind == BOUNCE_FAILED && to_postmaster_ok) {
+			/* A notification that failed goes to the postmaster, once. */
+			char pm[MAIL_PATH_MAX + 1];
+			const char *dom = q->conf->n_local_domains > 0 ? q->conf->local_domains[0]
+								       : q->conf->hostname;
+			snprintf(pm, sizeof(pm), "postmaster@%s", dom);
+			bi.sender = pm;
+			qmgr_bounce_commit(q, m, &bi, pm);
+		} else if (kind == BOUNCE_FAILED) {
+			log_warn("event=bounce_dropped qid=%s reason=\"double bounce to postmaster\"",
+				 m->qid);
+		}
+	}
+	free(br);
+}
+
+static void qmgr_log_result(const struct qmgr_msg *m, size_t i, uint64_t now)
+{
+	static const char *const names[] = {"pending", "sent", "bounced", "deferred"};
+	const struct qmgr_rres *r = &m->res[i];
+	char qto[LOG_Q_MAX], qwhy[LOG_Q_MAX], qrel[LOG_Q_MAX];
+	double delay = (double)(now - m->env.arrival_us) / 1e6;
+	log_msg(r->state == QMGR_R_SENT ? LOG_LVL_INFO : LOG_LVL_WARN,
+		"event=delivery qid=%s to=%s relay=%s delay=%.3f dsn=%s status=%s reason=%s",
+		m->qid, log_qs(qto, m->env.rcpts[i].addr), log_qs(qrel, r->relay), delay,
+		r->status, names[r->state], log_qs(qwhy, r->diag));
+}
+
+static void qmgr_finish_run(void *arg)
+{
+	struct qmgr_msg *m = arg;
+	struct qmgr *q = m->q;
+	const struct conf *conf = q->conf;
+	struct envelope *e = &m->env;
+	uint64_t now = qmgr_now_us();
+	bool expired = now - e->arrival_us > conf->delivery.max_lifetime * 1000;
+	const char *error = NULL;
+
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		struct qmgr_rres *r = &m->res[i];
+		if (e->rcpts[i].done)
+			continue;
+		if (r->state == QMGR_R_PENDING)
+			qmgr_rres_set(r, QMGR_R_DEFERRED, "4.3.0", "not attempted", "");
+		if (r->state == QMGR_R_DEFERRED && expired) {
+			char diag[sizeof(r->diag)];
+			snprintf(diag, sizeof(diag), "message expired in the queue; last error: %.400s",
+				 r->diag);
+			qmgr_rres_set(r, QMGR_R_FAILED, "4.4.7", diag, r->relay);
+		}
+		qmgr_log_result(m, i, now);
+	}
+	qmgr_notify(q, m, BOUNCE_FAILED, QMGR_R_FAILED, SMTP_NOTIFY_FAILURE, now);
+	qmgr_notify(q, m, BOUNCE_DELIVERED, QMGR_R_SENT, SMTP_NOTIFY_SUCCESS, now);
+	uint32_t flags = e->sched_flags;
+	if (!(flags & ENVELOPE_SCHED_DELAY_WARNED) && conf->delivery.delay_warning > 0 &&
+	    now - e->arrival_us > conf->delivery.delay_warning * 1000) {
+		size_t before = m->n_bounces;
+		qmgr_notify(q, m, BOUNCE_DELAYED, QMGR_R_DEFERRED, SMTP_NOTIFY_DELAY, now);
+		if (m->n_bounces > before)
+			flags |= ENVELOPE_SCHED_DELAY_WARNED;
+	}
+
+	uint32_t *done = xcalloc(e->nrcpts, sizeof(*done));
+	size_t ndone = 0, pending = 0;
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		if (e->rcpts[i].done)
+			continue;
+		if (m->res[i].state == QMGR_R_SENT || m->res[i].state == QMGR_R_FAILED) {
+			e->rcpts[i].done = true;
+			done[ndone++] = (uint32_t)i;
+		} else {
+			pending++;
+		}
+	}
+	e->attempts++;
+	if (pending == 0 && spool_remove(q->spool, m->qid) == 0) {
+		m->removed = true;
+		log_info("event=removed qid=%s", m->qid);
+	} else {
+		uint64_t delay = pending == 0 ? 1000 : qmgr_retry_delay_ms(conf, e->attempts);
+		m->retry_delay_ms = delay;
+		e->next_try_us = now + delay * 1000;
+		e->sched_flags = flags;
+		if (spool_mark(q->spool, m->qid, done, ndone, e->next_try_us, e->attempts, flags,
+			       &error) < 0)
+			log_err("event=queue_error qid=%s reason=\"cannot record results\"", m->qid);
+	}
+	free(done);
+}
+
+/* ---- loop side ---- */
+
+static void qmgr_on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	struct qmgr_item *it = arg;
-	struct qmgr *q = it->q;
-	/* unlink from the waiting list */
-	if (it->prev != NULL)
-		it->prev->next = it->next;
-	else
-		q->waiting = it->next;
-	if (it->next != NULL)
-		it->next->prev = it->prev;
-	it->prev = NULL;
-	qmgr_ready_push(q, it);
+	struct qmgr_msg *m = arg;
+	struct qmgr *q = m->q;
+	for (size_t i = 0; i < q->n_waiting; i++) {
+		if (q->waiting[i] == m) {
+			q->waiting[i] = q->waiting[--q->n_waiting];
+			break;
+		}
+	}
+	qmgr_ready_push(q, m);
 	qmgr_dispatch(q);
 }
 
-static void qmgr_schedule_retry(struct qmgr *q, struct qmgr_item *it)
+/* The attempt is over (or was not due): wait until next_try_us. */
+static void qmgr_wait(struct qmgr *q, struct qmgr_msg *m, uint64_t next_try_us)
 {
-	uint64_t delay = q->conf->queue.retry_min;
-	for (unsigned i = 1; i < it->attempts && delay < q->conf->queue.retry_max; i++)
-		delay *= 2;
-	if (delay > q->conf->queue.retry_max)
-		delay = q->conf->queue.retry_max;
-	struct timeval tv = {.tv_sec = (time_t)(delay / 1000),
-			     .tv_usec = (suseconds_t)((delay % 1000) * 1000)};
-	if (it->retry_ev == NULL)
-		it->retry_ev = evtimer_new(q->base, qmgr_on_retry, it);
-	evtimer_add(it->retry_ev, &tv);
-	it->prev = NULL;
-	it->next = q->waiting;
-	if (q->waiting != NULL)
-		q->waiting->prev = it;
-	q->waiting = it;
-	log_info("event=deferred qid=%s attempts=%u retry_in=%llums", it->qid, it->attempts,
-		 (unsigned long long)delay);
+	if (q->stopping) {
+		qmgr_msg_free(&m); /* it stays in the spool for the next start */
+		return;
+	}
+	uint64_t now = qmgr_now_us();
+	uint64_t us = next_try_us > now ? next_try_us - now : 0;
+	struct timeval tv = {.tv_sec = (time_t)(us / 1000000), .tv_usec = (suseconds_t)(us % 1000000)};
+	if (m->timer == NULL)
+		m->timer = evtimer_new(q->base, qmgr_on_timer, m);
+	evtimer_add(m->timer, &tv);
+	if (q->n_waiting == q->waiting_cap) {
+		q->waiting_cap = q->waiting_cap ? q->waiting_cap * 2 : 64;
+		q->waiting = xreallocarray(q->waiting, q->waiting_cap, sizeof(*q->waiting));
+	}
+	q->waiting[q->n_waiting++] = m;
+	if (m->retry_delay_ms > 0)
+		log_info("event=deferred qid=%s attempts=%u retry_in=%llums", m->qid,
+			 m->env.attempts, (unsigned long long)m->retry_delay_ms);
+	else
+		log_info("event=scheduled qid=%s attempts=%u retry_in=%.0fs", m->qid,
+			 m->env.attempts, (double)us / 1e6);
+	m->retry_delay_ms = 0;
+	qmgr_msg_reset(m);
 }
 
-/* Loop thread. */
-static void qmgr_attempt_done(void *arg)
+static void qmgr_finish_done(void *arg)
 {
-	struct qmgr_item *it = arg;
-	struct qmgr *q = it->q;
+	struct qmgr_msg *m = arg;
+	struct qmgr *q = m->q;
 	q->active--;
-	it->attempts++;
-	if (it->finished || it->deferred == 0)
-		qmgr_item_free(&it);
+	for (size_t i = 0; i < m->n_bounces && !q->stopping; i++)
+		qmgr_enqueue(q, m->bounce_qids[i]);
+	if (m->removed)
+		qmgr_msg_free(&m);
 	else
-		qmgr_schedule_retry(q, it);
+		qmgr_wait(q, m, m->env.next_try_us);
 	qmgr_dispatch(q);
+}
+
+void qmgr_groups_done(struct qmgr_msg *m)
+{
+	if (m->q->stopping) {
+		m->q->active--;
+		qmgr_msg_free(&m);
+		return;
+	}
+	workq_submit(m->q->wq, qmgr_finish_run, qmgr_finish_done, m);
+}
+
+static void qmgr_load_done(void *arg)
+{
+	struct qmgr_msg *m = arg;
+	struct qmgr *q = m->q;
+	if (m->load_failed) {
+		q->active--;
+		m->retry_delay_ms = qmgr_retry_delay_ms(q->conf, 1);
+		qmgr_wait(q, m, qmgr_now_us() + m->retry_delay_ms * 1000);
+		qmgr_dispatch(q);
+		return;
+	}
+	if (m->not_due) {
+		q->active--;
+		qmgr_wait(q, m, m->env.next_try_us);
+		qmgr_dispatch(q);
+		return;
+	}
+	if (q->stopping) {
+		q->active--;
+		qmgr_msg_free(&m);
+		return;
+	}
+	if (qmgr_remote_start(q, m) == 0)
+		qmgr_groups_done(m);
 }
 
 static void qmgr_dispatch(struct qmgr *q)
 {
-	while (q->active < q->max_active && q->ready_head != NULL) {
-		struct qmgr_item *it = q->ready_head;
-		q->ready_head = it->next;
+	while (!q->stopping && q->active < q->max_active && q->ready_head != NULL) {
+		struct qmgr_msg *m = q->ready_head;
+		q->ready_head = m->next;
 		if (q->ready_head == NULL)
 			q->ready_tail = NULL;
-		it->next = NULL;
+		m->next = NULL;
 		q->active++;
-		workq_submit(q->wq, qmgr_attempt_run, qmgr_attempt_done, it);
+		workq_submit(q->wq, qmgr_load_run, qmgr_load_done, m);
 	}
 }
 
 struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struct spool *spool)
 {
 	struct qmgr *q = xcalloc(1, sizeof(*q));
+	char err[512];
 	q->base = base;
 	q->conf = conf;
 	q->spool = spool;
 	q->wq = workq_create(base, (unsigned)conf->queue.delivery_threads, "delivery");
-	q->max_active = (size_t)conf->queue.delivery_threads * 2;
+	/* Messages in an attempt: local work is bounded by the threads, remote
+	 * work by delivery.total_concurrency in qmgr_remote.c. */
+	q->max_active = (size_t)conf->queue.delivery_threads * 2 + conf->delivery.total_concurrency;
+	struct dns_conf dc = {
+		.forwarders = (const char *const *)conf->dns.forwarders,
+		.n_forwarders = conf->dns.n_forwarders,
+		.trust_anchor_file = conf->dns.trust_anchor,
+		.ipv6 = conf->delivery.ipv6,
+		.timeout_ms = (unsigned)conf->dns.timeout,
+	};
+	if (dns_create(base, &dc, &q->dns, err, sizeof(err)) < 0)
+		log_err("event=dns_error reason=\"%s\" (remote delivery will be deferred)", err);
+	q->smtpc = smtpc_create(base, conf->delivery.ca_file[0] != '\0' ? conf->delivery.ca_file
+									: NULL,
+				err, sizeof(err));
+	if (q->smtpc == NULL)
+		log_err("event=smtpc_error reason=\"%s\" (remote delivery will be deferred)", err);
 	return q;
 }
 
 void qmgr_enqueue(struct qmgr *q, const char *qid)
 {
-	qmgr_ready_push(q, qmgr_item_new(q, qid));
+	if (q->stopping)
+		return;
+	qmgr_ready_push(q, qmgr_msg_new(q, qid));
 	qmgr_dispatch(q);
 }
 
 static void qmgr_recover_one(const char *qid, void *arg)
 {
 	struct qmgr *q = arg;
-	qmgr_ready_push(q, qmgr_item_new(q, qid));
+	qmgr_ready_push(q, qmgr_msg_new(q, qid));
 }
 
 int qmgr_recover(struct qmgr *q, const char **error_r)
@@ -332,32 +554,56 @@ size_t qmgr_active(const struct qmgr *q)
 	return q->active;
 }
 
+size_t qmgr_flush(struct qmgr *q)
+{
+	size_t n = q->n_waiting;
+	for (size_t i = 0; i < n; i++) {
+		struct qmgr_msg *m = q->waiting[i];
+		evtimer_del(m->timer);
+		m->force = true;
+		qmgr_ready_push(q, m);
+	}
+	q->n_waiting = 0;
+	log_info("event=flush messages=%zu", n);
+	qmgr_dispatch(q);
+	return n;
+}
+
 void qmgr_free(struct qmgr **qp)
 {
 	struct qmgr *q = *qp;
 	if (q == NULL)
 		return;
 	*qp = NULL;
-	/* Queued-but-unstarted items must not start while we shut down. */
-	struct qmgr_item *it = q->ready_head;
+	q->stopping = true;
+	struct qmgr_msg *m = q->ready_head;
 	q->ready_head = q->ready_tail = NULL;
-	while (it != NULL) {
-		struct qmgr_item *next = it->next;
-		qmgr_item_free(&it);
-		it = next;
+	while (m != NULL) {
+		struct qmgr_msg *next = m->next;
+		qmgr_msg_free(&m);
+		m = next;
 	}
-	workq_free(&q->wq); /* finishes in-flight attempts */
-	it = q->waiting;
-	while (it != NULL) {
-		struct qmgr_item *next = it->next;
-		qmgr_item_free(&it);
-		it = next;
-	}
-	it = q->ready_head; /* attempts that ended during workq_free */
-	while (it != NULL) {
-		struct qmgr_item *next = it->next;
-		qmgr_item_free(&it);
-		it = next;
+	/* Remote sessions and lookups are cancelled without their callbacks;
+	 * the messages they were delivering stay in the spool for the next
+	 * start. */
+	dns_free(&q->dns);
+	smtpc_free(&q->smtpc);
+	qmgr_remote_free(q);
+	workq_free(&q->wq); /* finishes in-flight worker jobs */
+	for (size_t i = 0; i < q->n_waiting; i++)
+		qmgr_msg_free(&q->waiting[i]);
+	free(q->waiting);
+	m = q->ready_head; /* attempts that ended during workq_free */
+	while (m != NULL) {
+		struct qmgr_msg *next = m->next;
+		qmgr_msg_free(&m);
+		m = next;
 	}
 	free(q);
+}
+
+void qmgr_msg_drop(struct qmgr *q, struct qmgr_msg *m)
+{
+	q->active--;
+	qmgr_msg_free(&m);
 }

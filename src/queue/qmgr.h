@@ -19,6 +19,9 @@ void qmgr_enqueue(struct qmgr *q, const char *qid);
 /* Rebuild the queue from the spool alone; returns how many messages, or -1. */
 int qmgr_recover(struct qmgr *q, const char **error_r);
 size_t qmgr_active(const struct qmgr *q);
+/* Try every waiting message now (SIGUSR1, like `postqueue -f`); returns
+ * how many were waiting. */
+size_t qmgr_flush(struct qmgr *q);
 void qmgr_free(struct qmgr **q);
 
 #endif

@@ -55,7 +55,7 @@ static size_t smtp_reply_enh_len(const char *t, size_t len, char cls)
  * Returns 1 if it was the last line of the reply, 0 if more lines follow,
  * -1 on error. */
 static int smtp_reply_line(struct smtp_reply_parser *p, const char *line, size_t len,
-			   const char **error_r)
+                           const char **error_r)
 {
 	struct smtp_reply *cur = &p->cur;
 
@@ -119,7 +119,7 @@ static int smtp_reply_line(struct smtp_reply_parser *p, const char *line, size_t
 }
 
 int smtp_reply_parse(struct smtp_reply_parser *p, const char *in, size_t len, size_t *used_r,
-		     struct smtp_reply *r, const char **error_r)
+                     struct smtp_reply *r, const char **error_r)
 {
 	const char *dummy;
 	size_t pos = 0;

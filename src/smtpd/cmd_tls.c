@@ -108,8 +108,8 @@ void smtpd_cmd_starttls(struct smtpd_session *s, const char *args, size_t len)
 void smtpd_tls_handshake_done(struct smtpd_session *s)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
-	if (ssl == NULL)
-		return;
+	if (ssl == NULL || s->tls_active)
+		return; /* the read callback may have seen the end first */
 	s->tls_active = true;
 	tls_describe(ssl, s->tls_info, sizeof(s->tls_info));
 	log_info("event=tls sid=%s client=%s tls=\"%s\" resumed=%s", s->sid, s->client_addr,
@@ -121,16 +121,25 @@ void smtpd_tls_log_error(struct smtpd_session *s)
 {
 	if (s->bev == NULL || bufferevent_openssl_get_ssl(s->bev) == NULL)
 		return;
-	unsigned long e;
+	unsigned long e, ssl_code = 0;
 	bool any = false;
 	while ((e = bufferevent_get_openssl_error(s->bev)) != 0) {
+		/* libevent queues SSL_get_error()'s code too ("lib(0)::
+		 * reason(1)"): not an OpenSSL error, and it said nothing new */
+		if (ERR_GET_LIB(e) == 0) {
+			ssl_code = e;
+			continue;
+		}
 		char reason[256];
 		ERR_error_string_n(e, reason, sizeof(reason));
 		log_info("event=tls_failed sid=%s client=%s handshake=%s reason=\"%s\"", s->sid,
 			 s->client_addr, s->tls_active ? "done" : "incomplete", reason);
 		any = true;
 	}
-	if (!any && !s->tls_active)
+	if (!any && ssl_code != 0)
+		log_info("event=tls_failed sid=%s client=%s handshake=%s reason=\"ssl error %lu\"",
+			 s->sid, s->client_addr, s->tls_active ? "done" : "incomplete", ssl_code);
+	else if (!any && !s->tls_active)
 		log_info("event=tls_failed sid=%s client=%s handshake=incomplete reason=eof",
 			 s->sid, s->client_addr);
 }

@@ -14,8 +14,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,8 +213,19 @@ void smtpd_session_free(struct smtpd_session **sp)
 	smtpd_tx_reset(s);
 	smtpd_auth_abort(s);
 	free(s->auth_user);
-	if (s->bev != NULL)
+	if (s->bev != NULL) {
+		/* Not an error close (those free s->bev in the event callback):
+		 * keep the TLS session resumable. OpenSSL drops a session from
+		 * the server cache when its SSL is freed unshut, which broke
+		 * TLS 1.2 session-ID resumption (tls.session_tickets false). A
+		 * quiet shutdown only sets the flags; nothing is written. */
+		SSL *ssl = s->tls_active ? bufferevent_openssl_get_ssl(s->bev) : NULL;
+		if (ssl != NULL) {
+			SSL_set_quiet_shutdown(ssl, 1);
+			SSL_shutdown(ssl);
+		}
 		bufferevent_free(s->bev);
+	}
 	if (s->deadline_ev != NULL)
 		event_free(s->deadline_ev);
 	if (s->free_ev != NULL)
@@ -234,6 +247,19 @@ static bool smtpd_line_is_auth(struct smtpd_session *s, struct evbuffer *in)
 	return str_case_prefix((const char *)head, sizeof(head), "AUTH ");
 }
 
+/* The 500 to an over-long SASL response is the AUTH command's final reply
+ * (RFC 4954 §4): the exchange is over, so the next line is a command again,
+ * never read as a response. */
+static void smtpd_session_line_too_long(struct smtpd_session *s, size_t limit)
+{
+	s->cur_verb = NULL;
+	if (s->state == SMTPD_S_AUTH) {
+		smtpd_auth_abort(s);
+		smtpd_session_set_state(s, SMTPD_S_READY);
+	}
+	smtpd_reply(s, 500, "5.5.2", "Line too long (limit %zu octets)", limit);
+}
+
 /* One command line from in, or false if a whole line is not there yet.
  * Lines end at LF; an LF without CR before it is refused, never obeyed as a
  * line end of a different command (RFC 5321 §2.3.8: lines end with CRLF). */
@@ -252,8 +278,7 @@ static bool smtpd_session_read_line(struct smtpd_session *s, struct evbuffer *in
 		if (avail > limit) {
 			evbuffer_drain(in, avail);
 			s->discard_line = true;
-			s->cur_verb = NULL;
-			smtpd_reply(s, 500, "5.5.2", "Line too long (limit %zu octets)", limit);
+			smtpd_session_line_too_long(s, limit);
 			return true;
 		}
 		return false;
@@ -266,8 +291,7 @@ static bool smtpd_session_read_line(struct smtpd_session *s, struct evbuffer *in
 	}
 	if (linelen > limit) {
 		evbuffer_drain(in, linelen);
-		s->cur_verb = NULL;
-		smtpd_reply(s, 500, "5.5.2", "Line too long (limit %zu octets)", limit);
+		smtpd_session_line_too_long(s, limit);
 		return true;
 	}
 	if (linelen + 1 > s->line_cap) {
@@ -332,8 +356,16 @@ void smtpd_session_resume(struct smtpd_session *s)
 
 static void smtpd_session_on_read(struct bufferevent *bev, void *arg)
 {
-	(void)bev;
-	smtpd_session_process(arg);
+	struct smtpd_session *s = arg;
+	/* A TLS 1.3 client sends its EHLO right behind its Finished, and
+	 * libevent may hand us that data before BEV_EVENT_CONNECTED: the
+	 * session must be on TLS (no STARTTLS again, AUTH offered) first. */
+	if (!s->tls_active) {
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		if (ssl != NULL && SSL_is_init_finished(ssl))
+			smtpd_tls_handshake_done(s);
+	}
+	smtpd_session_process(s);
 }
 
 static void smtpd_session_on_write(struct bufferevent *bev, void *arg)
@@ -363,6 +395,19 @@ static void smtpd_session_on_event(struct bufferevent *bev, short what, void *ar
 	if (what & BEV_EVENT_TIMEOUT) {
 		log_info("event=timeout sid=%s client=%s state=%s", s->sid, s->client_addr,
 			 smtpd_state_names[s->state]);
+		if (!s->tls_active && bufferevent_openssl_get_ssl(s->bev) != NULL) {
+			/* tls.handshake_timeout: no reply can pass an unfinished
+			 * handshake, so close now rather than linger for one. */
+			log_info("event=tls_failed sid=%s client=%s handshake=incomplete "
+				 "reason=timeout", s->sid, s->client_addr);
+			bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+			smtpd_session_set_state(s, SMTPD_S_CLOSING);
+			if (s->free_ev == NULL)
+				s->free_ev = evtimer_new(s->srv->base, smtpd_session_on_free, s);
+			struct timeval now = {0, 0};
+			evtimer_add(s->free_ev, &now);
+			return;
+		}
 		if (s->state != SMTPD_S_CLOSING) {
 			smtpd_reply(s, 421, "4.4.2", "%s Timeout exceeded, closing connection",
 				    s->srv->conf->hostname);

@@ -6,6 +6,7 @@ Use the `hikyaku` factory fixture:
     def test_x(hikyaku):
         hk = hikyaku()                       # embedded-default-like config
         hk = hikyaku(limits={"recipients": 3}, users=["alice@example.org"])
+        hk = hikyaku(users_secrets={"alice@example.org": ("CRYPT", "pw")})
         with smtplib.SMTP("127.0.0.1", hk.port) as s: ...
         hk.wait_delivered("alice", "localhost", 1)
 
@@ -17,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -34,9 +36,20 @@ def hikyaku_bin():
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768-60999 on
+    Linux). An ephemeral port would let a client that reconnects while the
+    server is down (the crash test) connect to itself on that very port,
+    and the restarted server could not bind it."""
+    import random
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
 
 
 def _yaml_value(v, indent):
@@ -60,8 +73,18 @@ def to_yaml(d):
     return "\n".join(f"{k}: {_yaml_value(v, 2)}" for k, v in d.items()) + "\n"
 
 
+def user_add(ufile, name, password, scheme="CRYPT", cmd="add"):
+    """`hikyaku user add|passwd NAME --scheme S -f ufile`, password on stdin."""
+    r = subprocess.run(
+        [hikyaku_bin(), "user", cmd, name, "--scheme", scheme, "-f", ufile],
+        input=password + "\n", capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"hikyaku user {cmd} {name}: {r.returncode} {r.stderr}")
+    return r
+
+
 class Hikyaku:
-    def __init__(self, tmp, settings, users=None):
+    def __init__(self, tmp, settings, users=None, users_secrets=None):
         self.tmp = tmp
         self.port = free_port()
         self.spool = os.path.join(tmp, "spool")
@@ -79,15 +102,31 @@ class Hikyaku:
             # STARTTLS is on by default on every listener: give it a
             # certificate (generated at the first start, ~1 ms for P-256).
             "tls": {"self_signed_dir": os.path.join(tmp, "tls")},
+            # Hermetic: DNS goes to a local port where nothing answers, so
+            # a remote recipient is deferred instead of leaving the machine.
+            # Tests of outbound delivery bring their own DNS server.
+            "dns": {"forwarders": ["127.0.0.1@9"], "timeout": "1s"},
+            # Retries come quickly in tests; the schedule (persisted in the
+            # spool) then also lets a restarted server deliver at once.
+            "queue": {"retry_min": "1s", "retry_max": "2s"},
         }
+        # users_secrets={"alice@example.org": ("CRYPT", "pw")}: users with
+        # real secrets, written by `hikyaku user add` (a scheme per user).
+        if users_secrets and users is None:
+            users = []
+            conf["accept_any_user"] = False
         if users is not None:
             ufile = os.path.join(tmp, "users")
             with open(ufile, "w") as f:
                 for u in users:
                     f.write(f"{u}:{{CRYPT}}$y$invalid::::::\n")
+            for name, (scheme, password) in (users_secrets or {}).items():
+                user_add(ufile, name, password, scheme)
             conf["users_file"] = ufile
+            self.users_file = ufile
         # listener={...}: options of the one listener (tls, submission, ...)
         listener = settings.pop("listener", None)
+        self.implicit_tls = (listener or {}).get("tls") == "implicit"
         if listener is not None:
             conf["listen"] = [{"address": f"127.0.0.1:{self.port}", **listener}]
         for k, v in settings.items():
@@ -117,7 +156,8 @@ class Hikyaku:
                 raise RuntimeError(f"hikyaku exited {self.proc.returncode}:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.recv(512)
+                    if not self.implicit_tls:  # else the greeting needs a handshake
+                        s.recv(512)
                 return
             except OSError:
                 time.sleep(0.05)
@@ -213,9 +253,9 @@ class Hikyaku:
 def hikyaku():
     made = []
 
-    def factory(users=None, start=True, **settings):
+    def factory(users=None, start=True, users_secrets=None, **settings):
         tmp = tempfile.mkdtemp(prefix="hk-test-")
-        hk = Hikyaku(tmp, settings, users=users)
+        hk = Hikyaku(tmp, settings, users=users, users_secrets=users_secrets)
         made.append(hk)
         if start:
             hk.start()
@@ -233,13 +273,37 @@ def hikyaku():
         shutil.rmtree(hk.tmp, ignore_errors=True)
 
 
-class RawSMTP:
-    """A raw socket SMTP client for byte-exact tests."""
+def tls_client_context(**kw):
+    """A client context that accepts the test servers' self-signed
+    certificates; kw sets attributes (minimum_version=..., ...)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for k, v in kw.items():
+        setattr(ctx, k, v)
+    return ctx
 
-    def __init__(self, port, timeout=10):
+
+class RawSMTP:
+    """A raw socket SMTP client for byte-exact tests. implicit_tls=True
+    starts TLS before the greeting (RFC 8314 port 465 style)."""
+
+    def __init__(self, port, timeout=10, implicit_tls=False):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
+        if implicit_tls:
+            self.sock = tls_client_context().wrap_socket(self.sock)
         self.greeting = self.reply()
+
+    def starttls(self, ctx=None, server_hostname=None):
+        """STARTTLS (asserting 220 2.0.0), then the TLS handshake. Anything
+        the server sent after the 220 in plaintext would be a bug: it must
+        not be sitting in the buffer."""
+        self.ok("STARTTLS", 220, "2.0.0")
+        assert self.buf == b"", f"plaintext after the 220: {self.buf!r}"
+        self.sock = (ctx or tls_client_context()).wrap_socket(
+            self.sock, server_hostname=server_hostname)
+        return self.sock
 
     def send(self, data):
         if isinstance(data, str):
@@ -364,8 +428,8 @@ def wait_event(hk, event, count=1, timeout=10, **match):
 def raw():
     opened = []
 
-    def factory(port, timeout=10):
-        c = RawSMTP(port, timeout)
+    def factory(port, timeout=10, implicit_tls=False):
+        c = RawSMTP(port, timeout, implicit_tls)
         opened.append(c)
         return c
 

@@ -10,6 +10,7 @@ domain directory (tests run as root, so permissions would not stop it):
 mkdir <maildir_root>/<domain>/<user> then fails with ENOTDIR.
 """
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -448,8 +449,10 @@ def test_torn_done_record_is_repaired(hikyaku):
     hk.wait_delivered("alice", count=1)
     hk.wait_log("event=deferred", count=2)
     assert hk.stop() == 0
-    # Torn 7 octets cut, one whole DONE (9 octets) appended.
-    assert os.path.getsize(env) == torn_size - 7 + 9
+    # Torn 7 octets cut, one whole DONE (9 octets) appended, and one SCHED
+    # record (21 octets: the persisted retry schedule) per attempt since.
+    grown = os.path.getsize(env) - (torn_size - 7) - 9
+    assert grown > 0 and grown % 21 == 0, grown
 
     unblock_domain(hk, "example.org")
     hk.start()
@@ -460,3 +463,29 @@ def test_torn_done_record_is_repaired(hikyaku):
     assert tokens_in(hk, "alice") == [tok]
     assert tokens_in(hk, "carol", "example.org") == [tok]
     assert hk.spool_files("corrupt") == []
+
+
+def test_retry_schedule_survives_restart_and_flush(hikyaku):
+    """Issue 4: the queue keeps its retry times across a restart (a SCHED
+    record in the envelope), and SIGUSR1 flushes the queue at once."""
+    hk = hikyaku(start=False, queue={"retry_min": "10m", "retry_max": "1h"})
+    block_domain(hk)
+    hk.start()
+    (tok,) = new_tokens(1)
+    send(hk, [tok])
+    hk.wait_log("event=deferred")
+    assert "retry_in=600000ms" in hk.log()
+    assert hk.stop() == 0
+    unblock_domain(hk)
+    hk.start()
+    # Not retried at start: its next attempt is ~10 minutes away.
+    hk.wait_log("event=scheduled")
+    start_log = hk.log().rsplit("event=start", 1)[1]
+    m = re.search(r"event=scheduled qid=\S+ attempts=1 retry_in=(\d+)s", start_log)
+    assert m and 500 < int(m.group(1)) <= 600, start_log[-2000:]
+    time.sleep(0.5)
+    assert hk.delivered("alice") == []
+    hk.proc.send_signal(signal.SIGUSR1)
+    hk.wait_delivered("alice", count=1)
+    hk.wait_queue_empty()
+    assert "event=flush messages=1" in hk.log()

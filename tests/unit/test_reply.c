@@ -70,8 +70,7 @@ static const struct reply_case reply_cases[] = {
 
 /* Feed in, split into pieces of at most step octets; return the first
  * result and fill r. */
-static int reply_feed(const char *in, size_t len, size_t step, struct smtp_reply *r,
-		      size_t *used_r)
+static int reply_feed(const char *in, size_t len, size_t step, struct smtp_reply *r, size_t *used_r)
 {
 	struct smtp_reply_parser p;
 	size_t off = 0;
@@ -113,7 +112,7 @@ static void test_reply_cases(void **state)
 			int ret = reply_feed(c->in, len, steps[k], &r, &used);
 			if (ret != c->ret)
 				fail_msg("case %zu (%s) step %zu: ret %d, want %d", i, c->in,
-					 steps[k], ret, c->ret);
+				         steps[k], ret, c->ret);
 			if (ret != 1)
 				continue;
 			assert_int_equal(r.code, c->code);
@@ -221,8 +220,7 @@ static const struct caps_case caps_cases[] = {
     /* case-insensitive keywords, SIZE without a limit, old AUTH= form */
     {"250-mx says hi\r\n250-pipelining\r\n250-size\r\n250 auth=login\r\n",
      {.pipelining = true, .size = true, .auth_login = true}},
-    {"250-mx\r\n250-Auth CRAM-MD5 plain\r\n250 SIZE junk\r\n",
-     {.size = true, .auth_plain = true}},
+    {"250-mx\r\n250-Auth CRAM-MD5 plain\r\n250 SIZE junk\r\n", {.size = true, .auth_plain = true}},
     /* the greeting line is not a keyword */
     {"250 PIPELINING\r\n", {.pipelining = false}},
     /* prefixes are not keywords */
@@ -241,9 +239,8 @@ static void test_ehlo_caps(void **state)
 		size_t used;
 		const struct smtp_ehlo_caps *w = &caps_cases[i].want;
 
-		assert_int_equal(reply_feed(caps_cases[i].in, strlen(caps_cases[i].in), 1000, &r,
-					    &used),
-				 1);
+		assert_int_equal(
+		    reply_feed(caps_cases[i].in, strlen(caps_cases[i].in), 1000, &r, &used), 1);
 		memset(&caps, 0xa5, sizeof(caps));
 		smtp_ehlo_caps_parse(&r, &caps);
 		if (caps.pipelining != w->pipelining || caps.size != w->size ||

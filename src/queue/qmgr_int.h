@@ -1,0 +1,99 @@
+/* qmgr_int.h — queue manager internals shared by qmgr.c (messages, attempts,
+ * retries, bounces) and qmgr_remote.c (destinations, DNS, the SMTP client).
+ * Not a public interface: other components use qmgr.h. Loop thread only,
+ * except where a field says a worker writes it. */
+#ifndef HK_QUEUE_QMGR_INT_H
+#define HK_QUEUE_QMGR_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+#include "mail/envelope.h"
+
+struct event;
+struct event_base;
+struct conf;
+struct conf_route;
+struct spool;
+struct workq;
+struct dns;
+struct smtpc;
+
+enum qmgr_rstate {
+	QMGR_R_PENDING = 0, /* not tried in this attempt, or no final result */
+	QMGR_R_SENT,        /* delivered (or relayed): final */
+	QMGR_R_FAILED,      /* permanent failure: final, bounced */
+	QMGR_R_DEFERRED,    /* temporary failure: retried */
+};
+
+/* One recipient's outcome in the current attempt. */
+struct qmgr_rres {
+	enum qmgr_rstate state;
+	char status[16];  /* RFC 3463 code, "2.0.0" */
+	char diag[512];   /* the remote reply or our reason */
+	char relay[300];  /* "maildir", "mx.example.net[192.0.2.1]:25" */
+};
+
+struct qmgr_msg {
+	struct qmgr *q;
+	char qid[QID_LEN + 1];
+	struct event *timer;
+	struct qmgr_msg *next; /* ready FIFO */
+	/* filled by the load worker, used by the loop until the attempt ends */
+	struct envelope env;
+	struct buf data;
+	struct qmgr_rres *res; /* env.nrcpts entries */
+	bool load_failed;
+	bool not_due; /* recovered before its persisted retry time */
+	bool force;   /* qmgr_flush: try now, whatever the schedule says */
+	size_t groups_left;
+	/* filled by the finish worker */
+	char bounce_qids[3][QID_LEN + 1];
+	size_t n_bounces;
+	bool removed;
+	uint64_t retry_delay_ms; /* chosen by finish, for the log */
+};
+
+struct qmgr {
+	struct event_base *base;
+	const struct conf *conf;
+	struct spool *spool;
+	struct workq *wq;
+	struct dns *dns;
+	struct smtpc *smtpc;
+	size_t max_active;
+	size_t active;
+	struct qmgr_msg *ready_head;
+	struct qmgr_msg *ready_tail;
+	size_t n_waiting; /* messages waiting for a retry timer */
+	struct qmgr_msg **waiting; /* all messages with an armed timer, for free */
+	size_t waiting_cap;
+	struct qmgr_dest **dests; /* destination table (qmgr_remote.c) */
+	size_t dest_buckets;
+	struct qmgr_group *group_wait_head; /* groups waiting for a slot */
+	struct qmgr_group *group_wait_tail;
+	size_t remote_active; /* SMTP/LMTP sessions in flight */
+	struct qmgr_group *groups; /* every live group, for shutdown */
+	struct qmgr_cred *creds;   /* route credentials, read once */
+	bool stopping;        /* qmgr_free: start nothing new */
+};
+
+uint64_t qmgr_now_us(void);
+/* An address's domain, or "" (points into addr). */
+const char *qmgr_domain_of(const char *addr);
+
+/* qmgr_remote.c: deliver every pending non-local recipient of m; calls
+ * qmgr_groups_done(m) once all of its destinations have answered. Returns
+ * the number of groups started (0: nothing remote to do). */
+size_t qmgr_remote_start(struct qmgr *q, struct qmgr_msg *m);
+void qmgr_groups_done(struct qmgr_msg *m);
+void qmgr_remote_free(struct qmgr *q);
+/* Forget a message in flight at shutdown (it stays in the spool). */
+void qmgr_msg_drop(struct qmgr *q, struct qmgr_msg *m);
+
+void qmgr_rres_set(struct qmgr_rres *r, enum qmgr_rstate st, const char *status,
+		   const char *diag, const char *relay);
+
+#endif
