@@ -14,6 +14,8 @@
 #define OPENSSL_SUPPRESS_DEPRECATED /* MD5_CTX state words for {CRAM-MD5}, see below */
 
 #include "auth/passwd.h"
+#include "lib/base64.h"
+#include "lib/buf.h"
 
 #include "lib/alloc.h"
 #include "lib/strutil.h"
@@ -92,80 +94,36 @@ void passwd_wipe(void *p, size_t n)
 		OPENSSL_cleanse(p, n);
 }
 
-/* ---- base64 (RFC 4648 §4), strict: padding required, no whitespace ---- */
-
-static const char passwd_b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/* ---- base64 into fixed-size fields, on lib/base64 (strict RFC 4648) ---- */
 
 size_t passwd_b64_encode(const unsigned char *in, size_t len, char *out, size_t outmax)
 {
-	size_t need = (len + 2) / 3 * 4, o = 0;
-
-	if (outmax < need + 1)
+	struct buf b;
+	if (outmax < (len + 2) / 3 * 4 + 1)
 		return 0;
-	for (size_t i = 0; i < len; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16;
-		if (i + 1 < len)
-			v |= (uint32_t)in[i + 1] << 8;
-		if (i + 2 < len)
-			v |= in[i + 2];
-		out[o++] = passwd_b64_alphabet[(v >> 18) & 63];
-		out[o++] = passwd_b64_alphabet[(v >> 12) & 63];
-		out[o++] = i + 1 < len ? passwd_b64_alphabet[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < len ? passwd_b64_alphabet[v & 63] : '=';
-	}
-	out[o] = '\0';
-	return o;
-}
-
-static int passwd_b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
+	buf_init(&b, 0);
+	base64_encode(in, len, &b);
+	memcpy(out, buf_cstr(&b), b.len + 1);
+	size_t n = b.len;
+	buf_free(&b);
+	return n;
 }
 
 int passwd_b64_decode(const char *in, size_t len, unsigned char *out, size_t outmax, size_t *len_r)
 {
-	size_t o = 0;
-
-	if (len % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4], pad = 0;
-		for (int k = 0; k < 4; k++) {
-			if (in[i + k] == '=' && i + 4 == len && k >= 2) {
-				v[k] = 0;
-				pad++;
-				continue;
-			}
-			if (pad > 0 || (v[k] = passwd_b64_value(in[i + k])) < 0)
-				return -1;
-		}
-		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-		             (uint32_t)v[3];
-		size_t n = 3 - (size_t)pad;
-		/* RFC 4648 §3.5: padding bits must be zero; one text, one value */
-		if ((pad == 1 && (w & 0xff) != 0) || (pad == 2 && (w & 0xffff) != 0))
-			return -1;
-		if (o + n > outmax)
-			return -1;
-		out[o++] = (unsigned char)(w >> 16);
-		if (n > 1)
-			out[o++] = (unsigned char)(w >> 8);
-		if (n > 2)
-			out[o++] = (unsigned char)w;
+	struct buf b;
+	int ret = -1;
+	buf_init(&b, 0);
+	if (base64_decode(in, len, &b) == 0 && b.len <= outmax) {
+		if (b.len > 0)
+			memcpy(out, b.data, b.len);
+		*len_r = b.len;
+		ret = 0;
 	}
-	*len_r = o;
-	return 0;
+	if (b.data != NULL)
+		passwd_wipe(b.data, b.cap); /* SCRAM proofs and keys */
+	buf_free(&b);
+	return ret;
 }
 
 static int passwd_hex_decode(const char *in, size_t len, unsigned char *out, size_t outlen)
