@@ -6,8 +6,11 @@ Subcommands:
   waitport  --port P --pid PID [--timeout S]
                            wait until 127.0.0.1:P accepts a connection (fails early
                            if PID exits)
-  measure   ...            drive one MTA with smtp-source, write a JSON result
-  report    A.json B.json  print the side-by-side table and the ratios
+  measure   ...            drive one MTA with smtp-source, write a JSON result; with
+                           --sink-out (run.sh --relay) "delivered" means received by
+                           smtp-sink, counted from its -c counters
+  report    A.json B.json  print the side-by-side table and the ratios (the relay
+                           table when the results are from --relay)
   tls       ...            drive one MTA with tlsload (STARTTLS), write a JSON result:
                            --phases load (handshakes, one message per session, many
                            messages per session) or --phases idle (memory per idle
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -88,6 +92,40 @@ def count_new(path):
     return n
 
 
+SINK_RE = re.compile(rb"sess=(\d+) quit=(\d+) mesg=(\d+)")
+
+
+def sink_counters(path):
+    """(sessions, messages) smtp-sink -c has counted so far: it writes a
+    "sess=N quit=N mesg=N" line, each after a carriage return, to its stdout
+    at every session end, QUIT and "." (flushed each time). Only the file's
+    tail is read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 256))
+            tail = f.read()
+    except OSError:
+        return 0, 0
+    # The counters only grow; a line cut by a concurrent write can only show
+    # fewer digits of its last number ("mesg=1" of "mesg=12"), so the
+    # largest values seen are the counts.
+    sess = mesg = 0
+    for m in SINK_RE.finditer(tail):
+        sess = max(sess, int(m.group(1)))
+        mesg = max(mesg, int(m.group(3)))
+    return sess, mesg
+
+
+def count_delivered(args):
+    """Messages delivered so far: files in the Maildir's new/, or with
+    --sink-out messages received by smtp-sink."""
+    if getattr(args, "sink_out", None):
+        return sink_counters(args.sink_out)[1]
+    return count_new(args.maildir_new)
+
+
 def proc_tree(root):
     """root and all its descendants, from /proc (pids only, no names)."""
     children = {}
@@ -147,7 +185,7 @@ def tree_mem_kib(root):
 def source_argv(args, count, sessions):
     argv = [args.smtp_source, "-c", "-l", str(args.size), "-m", str(count),
             "-s", str(sessions), "-M", "bench.src",
-            "-f", "sender@bench.src", "-t", "user@bench.test"]
+            "-f", "sender@bench.src", "-t", args.to]
     if args.reuse:
         argv.append("-d")
     argv.append("127.0.0.1:%d" % args.port)
@@ -174,10 +212,12 @@ def poll_load(args, proc, t0, target, timeout):
         # The last delivery cannot precede the last 250, so while
         # smtp-source runs the directory is scanned only once a second
         # (scanning 20k entries costs ~10 ms of CPU both MTAs need);
-        # after it exits, every 50 ms.
+        # after it exits, every 50 ms. The sink's counter (--relay) is the
+        # tail of one file: read every 50 ms throughout, since relaying
+        # overlaps accepting.
         if rc is not None or now >= next_scan:
-            delivered = count_new(args.maildir_new)
-            next_scan = now + 1.0
+            delivered = count_delivered(args)
+            next_scan = now + (POLL_S if getattr(args, "sink_out", None) else 1.0)
             if delivered >= target and t_deliver is None:
                 t_deliver = time.monotonic() - t0
         if args.mta_pid and now >= next_mem:
@@ -201,10 +241,15 @@ def run_load(args, count, sessions, tag, timeout):
 
     Returns a dict with accept/deliver times measured from the start of
     smtp-source. Bounded by `timeout` seconds overall."""
-    base = count_new(args.maildir_new)
+    base = count_delivered(args)
     target = base + count
     outpath = os.path.join(args.log_dir, "%s-%s.smtp-source.out" % (args.label, tag))
     cpu0 = tree_cpu_s(args.mta_pid) if args.mta_pid else None
+    sink_pid = getattr(args, "sink_pid", 0)
+    sink_cpu0 = tree_cpu_s(sink_pid) if sink_pid else None
+    sink_sess0 = sink_counters(args.sink_out)[0] if getattr(args, "sink_out", None) else None
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m0 = machine_ticks()
     with open(outpath, "wb") as out:
         t0 = time.monotonic()
         proc = subprocess.Popen(source_argv(args, count, sessions), stdout=out,
@@ -226,6 +271,12 @@ def run_load(args, count, sessions, tag, timeout):
             log("%s/%s: smtp-source still running after %gs, stopped" % (args.label, tag, timeout))
             rc = proc.returncode
     cpu1 = tree_cpu_s(args.mta_pid) if args.mta_pid else None
+    sink_cpu1 = tree_cpu_s(sink_pid) if sink_pid else None
+    sink_sess1 = sink_counters(args.sink_out)[0] if sink_sess0 is not None else None
+    # smtp-source (reaped above) is this process's only child in this span:
+    # strace is started and reaped outside run_load.
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m1 = machine_ticks()
     with open(outpath, "rb") as f:
         raw = f.read().decode("utf-8", "replace")
     counters = re.findall(r"(\d+)\r", raw)
@@ -241,6 +292,12 @@ def run_load(args, count, sessions, tag, timeout):
         "delivered": delivered - base,
         "cpu_s": (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None,
         "peak_mem_kib": peak_mem or None,
+        "source_cpu_s": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
+        "sink_cpu_s": (sink_cpu1 - sink_cpu0) if sink_cpu0 is not None else None,
+        # Connections the MTA opened to the sink (sessions that ended in the
+        # span; one still open at the end is not counted).
+        "sink_sessions": (sink_sess1 - sink_sess0) if sink_sess0 is not None else None,
+        "machine_busy": (m1[0] - m0[0]) / (m1[1] - m0[1]) if m1[1] > m0[1] else None,
     }
 
 
@@ -305,7 +362,8 @@ def fsync_probe(args):
 def cmd_measure(args):
     os.makedirs(args.log_dir, exist_ok=True)
     result = {"label": args.label, "messages": args.messages, "sessions": args.sessions,
-              "size": args.size, "reuse": args.reuse}
+              "size": args.size, "reuse": args.reuse,
+              "mode": "relay" if args.sink_out else "local"}
     log("%s: fsync probe (%d messages, 1 session, under strace)" % (args.label, args.probe))
     result["fsync"] = fsync_probe(args)
     if args.warmup > 0:
@@ -331,8 +389,9 @@ def cmd_measure(args):
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     ok = r["rc"] == 0 and r["t_deliver"] is not None
-    log("%s: accepted %s/s, delivered %s/s%s" % (
-        args.label, fmt(result["accepted_per_s"]), fmt(result["delivered_per_s"]),
+    log("%s: accepted %s/s, %s %s/s%s" % (
+        args.label, fmt(result["accepted_per_s"]),
+        "relayed (end-to-end)" if args.sink_out else "delivered", fmt(result["delivered_per_s"]),
         "" if ok else "  (INCOMPLETE: rc=%s, delivered %d/%d, %s)"
         % (r["rc"], r["delivered"], n, "; ".join(r["errors"]) or "no smtp-source error")))
     return 0 if ok else 2
@@ -395,7 +454,33 @@ def summarize(runs):
         "mem": max(mem) / 1024 if mem else None,
         "fsync": runs[0].get("fsync"),
         "errors": [e for r in runs for e in r["run"]["errors"]],
+        # --relay extras (None for older or local-delivery results).
+        "relay": any(r.get("mode") == "relay" for r in runs),
+        "sink_cpu_ms": per_msg(runs, "sink_cpu_s"),
+        "source_cpu_ms": per_msg(runs, "source_cpu_s"),
+        "sink_sess": per_msg(runs, "sink_sessions", 1),
+        "mta_busy": median(busy(r, "cpu_s") for r in runs),
+        "sink_busy": median(busy(r, "sink_cpu_s") for r in runs),
+        "source_busy": median(busy(r, "source_cpu_s") for r in runs),
+        "machine_busy": median(r["run"].get("machine_busy") for r in runs),
     }
+
+
+def per_msg(runs, key, scale=1000):
+    """sum of run[key] over rounds / messages (x1000: ms per message)."""
+    vals = [r["run"].get(key) for r in runs]
+    if not vals or None in vals:
+        return None
+    return scale * sum(vals) / sum(r["messages"] for r in runs)
+
+
+def busy(r, key):
+    """CPU seconds of run[key] / wall seconds until all were delivered (or
+    until smtp-source exited when delivery did not finish): cores busy."""
+    run = r["run"]
+    wall = run.get("t_deliver") or run.get("t_accept")
+    v = run.get(key)
+    return v / wall if v is not None and wall else None
 
 
 def cmd_report(args):
@@ -407,6 +492,8 @@ def cmd_report(args):
     labels = list(by)
     rounds = max(len(v) for v in by.values())
     col = {k: summarize(v) for k, v in by.items()}
+    if any(c["relay"] for c in col.values()):
+        return relay_report(labels, rounds, col)
     w = max(14, max(len(x) for x in labels) + 2)
     med = " (median)" if rounds > 1 else ""
     rows = [
@@ -437,6 +524,73 @@ def cmd_report(args):
         h, p = col["hikyaku"], col["postfix"]
         print("ratio hikyaku/postfix  accepted msg/s:  %s" % ratio(h["acc"], p["acc"]))
         print("ratio hikyaku/postfix  delivered msg/s: %s" % ratio(h["dlv"], p["dlv"]))
+        print()
+    print("fsync check (sync syscalls under strace, whole process tree, 1 session):")
+    for x in labels:
+        print("  %-8s %s" % (x, fsync_text(col[x]["fsync"])))
+    bad = [x for x in labels if not col[x]["ok"]]
+    if bad:
+        print()
+        print("INCOMPLETE: %s (a round failed or timed out; see the logs)" % ", ".join(bad))
+        for x in bad:
+            if col[x]["errors"]:
+                print("  %s: %s" % (x, " | ".join(col[x]["errors"][:5])))
+    return 1 if bad else 0
+
+
+def relay_report(labels, rounds, col):
+    """run.sh --relay: the table, the ratios, the 2x target, fsync."""
+    w = max(14, max(len(x) for x in labels) + 2)
+    both = "hikyaku" in col and "postfix" in col
+    med = " (median)" if rounds > 1 else ""
+    ncpu = os.cpu_count() or 1
+    rows = [
+        ("accepted msg/s" + med, "acc", 0, True),
+        ("relayed msg/s (end-to-end)" + med, "dlv", 0, True),
+        ("smtp-source wall s", "t_accept", 2, False),
+        ("all at the sink at s", "t_deliver", 2, False),
+        ("relay lag s", "lag", 2, False),
+        ("at the sink / sent", "delivered", None, False),
+        ("smtp-source rc", "rc", None, False),
+        ("sink connections per msg", "sink_sess", 2, False),
+        ("MTA CPU ms/msg", "cpu_ms", 2, True),
+        ("MTA CPU cores busy", "mta_busy", 2, False),
+        ("MTA peak PSS MiB", "mem", 1, False),
+        ("sink CPU ms/msg", "sink_cpu_ms", 3, False),
+        ("sink CPU cores busy", "sink_busy", 2, False),
+        ("smtp-source CPU ms/msg", "source_cpu_ms", 3, False),
+        ("smtp-source CPU cores busy", "source_busy", 2, False),
+        ("all %d CPUs busy (/proc/stat)" % ncpu, "machine_busy", 2, False),
+    ]
+    name_w = 32
+    head = "%-*s" % (name_w, "") + "".join("%*s" % (w, x) for x in labels)
+    if both:
+        head += "%*s" % (w + 2, "hikyaku/postfix")
+    print()
+    print(head)
+    print("-" * len(head))
+    for name, key, nd, show_ratio in rows:
+        vals = [col[x][key] for x in labels]
+        line = "%-*s" % (name_w, name) + "".join(
+            "%*s" % (w, v if nd is None else fmt(v, nd)) for v in vals)
+        if both and show_ratio:
+            line += "%*s" % (w + 2, ratio(col["hikyaku"][key], col["postfix"][key]))
+        print(line)
+    if rounds > 1:
+        print()
+        for x in labels:
+            print("%-8s rounds accepted/s: %s; relayed/s: %s" % (
+                x, " ".join(fmt(v) for v in col[x]["acc_all"]),
+                " ".join(fmt(v) for v in col[x]["dlv_all"])))
+    print()
+    if both:
+        h, p = col["hikyaku"], col["postfix"]
+        print("ratio hikyaku/postfix  accepted msg/s:             %s" % ratio(h["acc"], p["acc"]))
+        print("ratio hikyaku/postfix  relayed msg/s (end-to-end): %s" % ratio(h["dlv"], p["dlv"]))
+        if h["dlv"] is not None and p["dlv"]:
+            q = h["dlv"] / p["dlv"]
+            print("target (issue 4): relayed >= 2x Postfix with fsync on accept: %s (%.2fx)"
+                  % ("met" if q >= 2 else "NOT met", q))
         print()
     print("fsync check (sync syscalls under strace, whole process tree, 1 session):")
     for x in labels:
@@ -880,6 +1034,10 @@ def main():
     m.add_argument("--timeout", type=float, default=300)
     m.add_argument("--reuse", action="store_true")
     m.add_argument("--smtp-source", default="/usr/sbin/smtp-source")
+    m.add_argument("--to", default="user@bench.test", help="smtp-source -t")
+    m.add_argument("--sink-out", default="",
+                   help="--relay: smtp-sink -c output; count what it received instead of new/")
+    m.add_argument("--sink-pid", type=int, default=0, help="--relay: smtp-sink's PID (CPU)")
     m.add_argument("--log-dir", required=True)
     m.add_argument("--out", required=True)
     r = sub.add_parser("report")

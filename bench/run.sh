@@ -15,6 +15,10 @@
 # smtp-source has no TLS): full handshakes per session, one message per
 # session, many messages per session, and memory per idle TLS connection.
 #
+# With --relay, each MTA relays instead of delivering locally: smtp-source ->
+# MTA -> Postfix's smtp-sink (a fresh one per MTA, same options), and the
+# end-to-end rate is N over the time until the sink has received N messages.
+#
 # See bench/README.md. Usage: bench/run.sh [options]   (-h for help)
 set -euo pipefail
 
@@ -23,7 +27,7 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 PY=/usr/bin/python3
 HELPER="$BENCH_DIR/bench.py"
 
-MESSAGES=${BENCH_MESSAGES:-} # 20000, or 5000 with --tls
+MESSAGES=${BENCH_MESSAGES:-} # 20000, or 5000 with --tls, 10000 with --relay
 SESSIONS=${BENCH_SESSIONS:-20}
 SIZE=${BENCH_SIZE:-4096}
 WARMUP=${BENCH_WARMUP:-500}
@@ -41,12 +45,15 @@ TLS=${BENCH_TLS:-0}
 PER_SESSION=${BENCH_PER_SESSION:-250}
 IDLE=${BENCH_IDLE:-2000}
 IDLE_POSTFIX=${BENCH_IDLE_POSTFIX:-} # default: --idle
+RELAY=${BENCH_RELAY:-0}
+CONCURRENCY=${BENCH_CONCURRENCY:-20}
 
 usage() {
 	cat <<EOF
 usage: bench/run.sh [options]
 
-  -n, --messages N     messages in the measured run  (BENCH_MESSAGES, 20000; 5000 with --tls)
+  -n, --messages N     messages in the measured run
+                       (BENCH_MESSAGES, 20000; 5000 with --tls; 10000 with --relay)
   -s, --sessions S     parallel SMTP sessions               (BENCH_SESSIONS, 20)
   -l, --size BYTES     message body size                    (BENCH_SIZE, 4096)
   -w, --warmup N       warm-up messages before the run, 0=off (BENCH_WARMUP, 500)
@@ -76,6 +83,14 @@ usage: bench/run.sh [options]
       --idle C         --tls: idle TLS connections held open (BENCH_IDLE, 2000)
       --idle-postfix C --tls: the same for Postfix, one smtpd process each
                                                             (BENCH_IDLE_POSTFIX, = --idle)
+
+  --relay              relay instead of local delivery: smtp-source -> MTA -> smtp-sink
+                       (a fresh Postfix smtp-sink per MTA on a free loopback port); reports
+                       accepted and relayed (end-to-end) msg/s, MTA and sink CPU per
+                       message, sink connections per message              (BENCH_RELAY=1)
+  -c, --concurrency C  --relay: connections per destination for both MTAs (hikyaku
+                       delivery.destination_concurrency, Postfix
+                       default_destination_concurrency_limit)   (BENCH_CONCURRENCY, 20)
 EOF
 }
 
@@ -104,16 +119,26 @@ while [[ $# -gt 0 ]]; do
 	-m | --per-session) PER_SESSION=${2:?}; shift 2 ;;
 	--idle) IDLE=${2:?}; shift 2 ;;
 	--idle-postfix) IDLE_POSTFIX=${2:?}; shift 2 ;;
+	--relay) RELAY=1; shift ;;
+	-c | --concurrency) CONCURRENCY=${2:?}; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
 done
 
 if [[ -z $MESSAGES ]]; then
-	((TLS)) && MESSAGES=5000 || MESSAGES=20000
+	if ((TLS)); then
+		MESSAGES=5000
+	elif ((RELAY)); then
+		MESSAGES=10000
+	else
+		MESSAGES=20000
+	fi
 fi
+((TLS && RELAY)) && die "--tls and --relay are separate modes; pick one"
 [[ -n $IDLE_POSTFIX ]] || IDLE_POSTFIX=$IDLE
-for v in MESSAGES SESSIONS SIZE WARMUP PROBE TIMEOUT ROUNDS PER_SESSION IDLE IDLE_POSTFIX; do
+for v in MESSAGES SESSIONS SIZE WARMUP PROBE TIMEOUT ROUNDS PER_SESSION IDLE IDLE_POSTFIX \
+	CONCURRENCY; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
 done
 ((MESSAGES > 0 && SESSIONS > 0 && TIMEOUT > 0 && ROUNDS > 0)) ||
@@ -122,6 +147,7 @@ done
 	die "refusing absurd sizes (messages<=1e6, sessions<=1000, size<=1e8, timeout<=3600, rounds<=20)"
 ((PER_SESSION > 0 && PER_SESSION <= 100000 && IDLE > 0 && IDLE <= 10000 && IDLE_POSTFIX > 0 &&
 	IDLE_POSTFIX <= 10000)) || die "--per-session 1..100000, --idle and --idle-postfix 1..10000"
+((CONCURRENCY > 0 && CONCURRENCY <= 1000)) || die "--concurrency 1..1000"
 
 IFS=, read -r -a MTAS <<<"$ORDER"
 for m in "${MTAS[@]}"; do
@@ -165,6 +191,7 @@ ensure_tools() {
 		fi
 	fi
 	[[ -x /usr/sbin/smtp-source ]] || die "/usr/sbin/smtp-source missing after install"
+	((RELAY == 0)) || [[ -x /usr/sbin/smtp-sink ]] || die "/usr/sbin/smtp-sink missing (postfix)"
 	if ((TLS)) && ! { command -v gcc >/dev/null && [[ -f /usr/include/openssl/ssl.h ]]; }; then
 		((NO_INSTALL == 0)) || die "--tls needs gcc and libssl-dev, and --no-install was given"
 		echo "bench: installing gcc libssl-dev openssl (tlsload)"
@@ -197,6 +224,9 @@ mkdir -p "$RESULTS"
 
 HK_PID=
 MEASURE_PID=
+SINK_PID=
+SINK_PORT=
+SINK_OUT=
 PF_CFG=
 PF_QUEUE=
 PF_STARTED=0
@@ -241,6 +271,19 @@ stop_postfix() {
 	PF_STARTED=0
 }
 
+# --relay: the smtp-sink of the current MTA run.
+stop_sink() {
+	[[ -n $SINK_PID ]] || return 0
+	if kill -0 "$SINK_PID" 2>/dev/null; then
+		kill -TERM "$SINK_PID" 2>/dev/null || true
+		if ! wait_gone "$SINK_PID" 50; then
+			kill -KILL "$SINK_PID" 2>/dev/null || true
+		fi
+	fi
+	wait "$SINK_PID" 2>/dev/null || true
+	SINK_PID=
+}
+
 # shellcheck disable=SC2317  # reached through the trap
 cleanup() {
 	local rc=$?
@@ -254,6 +297,7 @@ cleanup() {
 	fi
 	stop_hikyaku
 	stop_postfix
+	stop_sink
 	if ((KEEP)); then
 		echo "bench: kept $WORK"
 	else
@@ -316,13 +360,26 @@ if ((TLS)); then
 		sed 's/^ *//'), $(openssl x509 -in "$TLS_CERT" -noout -text | grep -m1 'NIST CURVE' |
 		sed 's/^ *//'), self-signed, the same for both"
 	echo "client:      $(openssl version); RLIMIT_NOFILE $(ulimit -n)"
+elif ((RELAY)); then
+	echo "load:        smtp-source -> MTA -> smtp-sink (relay), $MESSAGES messages x $SIZE bytes," \
+		"$SESSIONS sessions," \
+		"$( ((REUSE)) && echo 'many messages per connection (-d)' || echo 'one message per connection')" \
+		"into the MTA, $CONCURRENCY connections per destination out of it," \
+		"warm-up $WARMUP, $ROUNDS round(s)"
+	echo "sink:        /usr/sbin/smtp-sink -c (a fresh one per MTA run, 127.0.0.1, counts messages);" \
+		"no TLS either side"
 else
 	echo "load:        smtp-source, $MESSAGES messages x $SIZE bytes, $SESSIONS sessions," \
 		"$( ((REUSE)) && echo 'many messages per connection (-d)' || echo 'one message per connection')," \
 		"warm-up $WARMUP, $ROUNDS round(s)"
 fi
-echo "durability:  Postfix fsyncs each queue file before its 250 (built in, not a setting) and"
-echo "             virtual(8) fsyncs each Maildir file; hikyaku fsyncs before 250 (DESIGN.md)."
+if ((RELAY)); then
+	echo "durability:  Postfix fsyncs each queue file before its 250 (built in, not a setting);"
+	echo "             hikyaku fsyncs its spool files before 250 (DESIGN.md). The sink writes nothing."
+else
+	echo "durability:  Postfix fsyncs each queue file before its 250 (built in, not a setting) and"
+	echo "             virtual(8) fsyncs each Maildir file; hikyaku fsyncs before 250 (DESIGN.md)."
+fi
 if ((TLS)); then
 	echo "             (--tls has no strace probe; bench/run.sh without --tls checks it.)"
 else
@@ -347,7 +404,8 @@ setup_postfix() {
 	# --tls idle phase: one smtpd per connection.
 	((TLS && IDLE_POSTFIX + 50 > plimit)) && plimit=$((IDLE_POSTFIX + 50))
 	# Debian defaults everywhere except what a private, loopback-only,
-	# deliver-everything-to-one-Maildir instance needs. fsync behaviour is
+	# deliver-everything-to-one-Maildir (or, with --relay, relay-everything-
+	# to-the-sink) instance needs. fsync behaviour is
 	# Postfix's default (queue files are always fsynced).
 	$SUDO tee "$PF_CFG/main.cf" >/dev/null <<EOF
 # main.cf for the bench instance, written by bench/run.sh
@@ -365,6 +423,27 @@ maillog_file = $d/postfix.log
 maillog_file_prefixes = $WORK
 smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_recipient_restrictions = permit
+alias_maps =
+alias_database =
+biff = no
+default_process_limit = $plimit
+EOF
+	if ((RELAY)); then
+		# --relay: all mail goes to the sink as the relayhost (numeric, in
+		# brackets: no DNS), no TLS, no local delivery. The concurrency limit
+		# is the same as hikyaku's; Postfix's slow start
+		# (initial_destination_concurrency) and connection cache
+		# (smtp_connection_cache_on_demand) stay at their defaults.
+		$SUDO tee -a "$PF_CFG/main.cf" >/dev/null <<EOF
+relayhost = [127.0.0.1]:$SINK_PORT
+local_transport = error:local delivery disabled
+default_transport = smtp
+relay_transport = relay
+smtp_tls_security_level = none
+default_destination_concurrency_limit = $CONCURRENCY
+EOF
+	else
+		$SUDO tee -a "$PF_CFG/main.cf" >/dev/null <<EOF
 virtual_mailbox_domains = bench.test
 virtual_mailbox_base = $d/mail
 virtual_mailbox_maps = static:bench.test/user/
@@ -374,11 +453,8 @@ virtual_gid_maps = static:$gid
 local_transport = error:local delivery disabled
 default_transport = error:remote delivery disabled
 relay_transport = error:relay disabled
-alias_maps =
-alias_database =
-biff = no
-default_process_limit = $plimit
 EOF
+	fi
 	if ((TLS)); then
 		$SUDO tee -a "$PF_CFG/main.cf" >/dev/null <<EOF
 # --tls: STARTTLS offered (RFC 3207), the bench certificate. No server-side
@@ -395,8 +471,10 @@ tls_preempt_cipherlist = yes
 smtpd_timeout = 600s
 smtpd_client_connection_count_limit = 0
 EOF
-	fi	# The Debian master.cf minus local, smtp/relay/lmtp, tlsmgr and the pipe
-	# transports; smtpd on a loopback high port; chroot column n everywhere.
+	fi
+	# The Debian master.cf minus local, smtp/relay/lmtp, tlsmgr and the pipe
+	# transports (smtp and relay come back with --relay); smtpd on a loopback
+	# high port; chroot column n everywhere.
 	$SUDO tee "$PF_CFG/master.cf" >/dev/null <<EOF
 # master.cf for the bench instance, written by bench/run.sh
 # service          type  private unpriv chroot wakeup maxproc command
@@ -423,6 +501,12 @@ EOF
 	if ((TLS)); then
 		echo "tlsmgr             unix  -       -      n      1000?  1       tlsmgr" |
 			$SUDO tee -a "$PF_CFG/master.cf" >/dev/null
+	fi
+	if ((RELAY)); then
+		$SUDO tee -a "$PF_CFG/master.cf" >/dev/null <<EOF
+smtp               unix  -       -      n      -      -       smtp
+relay              unix  -       -      n      -      -       smtp
+EOF
 	fi
 }
 
@@ -480,6 +564,21 @@ EOF
 tls:
   self_signed_dir: $d/tls
 EOF
+	if ((RELAY)); then
+		# --relay: sink.test goes to the sink without STARTTLS; loopback
+		# clients may relay without AUTH; DNS goes to a closed port so that
+		# nothing leaves the machine (the route is numeric: no lookup).
+		cat >>"$HK_CONF" <<EOF
+routes:
+  - {domain: sink.test, transport: relay, address: "127.0.0.1:$SINK_PORT", tls: none}
+relay:
+  trusted_networks: ["127.0.0.0/8"]
+dns:
+  forwarders: ["127.0.0.1@9"]
+delivery:
+  destination_concurrency: $CONCURRENCY
+EOF
+	fi
 	if ((SESSIONS > 40)); then
 		# Default per-IP cap is 50; all load comes from 127.0.0.1.
 		cat >>"$HK_CONF" <<EOF
@@ -501,12 +600,38 @@ start_hikyaku() {
 	fi
 }
 
+# ------------------------------------------------------------------ sink (--relay)
+
+# A fresh smtp-sink on a free loopback port: -c prints its running counters
+# ("sess=N quit=N mesg=N", one update per session end, QUIT and ".") to its
+# stdout, which bench.py reads to count relayed messages. It is
+# single-process and event-driven; its CPU is reported so that one can see
+# it is not the bottleneck.
+start_sink() {
+	local d=$1
+	SINK_PORT=$($PY "$HELPER" freeport)
+	SINK_OUT="$d/sink.out"
+	mkdir -p "$d"
+	local user=()
+	# As root it insists on dropping privileges (-u).
+	[[ $EUID -eq 0 ]] && user=(-u nobody)
+	/usr/sbin/smtp-sink -c "${user[@]}" -4 -h sink.test -m 1000 \
+		"127.0.0.1:$SINK_PORT" 1000 >"$SINK_OUT" 2>"$d/sink.err" </dev/null &
+	SINK_PID=$!
+	if ! $PY "$HELPER" waitport --port "$SINK_PORT" --pid "$SINK_PID" --timeout 10; then
+		echo "bench: smtp-sink did not start:" >&2
+		cat "$d/sink.err" >&2 || true
+		return 1
+	fi
+}
+
 # ------------------------------------------------------------------ run
 
 measure() {
 	local label=$1 port=$2 newdir=$3 pid=$4 rdir=$5
 	local extra=()
 	((REUSE)) && extra+=(--reuse)
+	((RELAY)) && extra+=(--sink-out "$SINK_OUT" --sink-pid "$SINK_PID" --to user@sink.test)
 	# In the background so that a TERM/INT reaches our trap at once (bash
 	# runs traps only between foreground commands); cleanup stops it by PID.
 	$PY "$HELPER" measure --label "$label" --port "$port" --maildir-new "$newdir" \
@@ -579,7 +704,13 @@ run_one() {
 		return
 	fi
 	port=$($PY "$HELPER" freeport)
-	echo "== round $round/$ROUNDS: $m on 127.0.0.1:$port"
+	if ((RELAY)); then
+		start_sink "$rdir/sink-$m" || die "smtp-sink failed to start"
+		echo "== round $round/$ROUNDS: $m on 127.0.0.1:$port, relaying to smtp-sink on" \
+			"127.0.0.1:$SINK_PORT"
+	else
+		echo "== round $round/$ROUNDS: $m on 127.0.0.1:$port"
+	fi
 	sync
 	case $m in
 	postfix)
@@ -603,6 +734,7 @@ run_one() {
 		stop_hikyaku
 		;;
 	esac
+	stop_sink
 	echo
 }
 
@@ -633,7 +765,12 @@ if ((TLS)); then
 	fi
 	exit "$status"
 fi
-echo "== results ($MESSAGES messages, $SESSIONS sessions, $SIZE bytes, $ROUNDS round(s), fs $fs_type)"
+if ((RELAY)); then
+	echo "== relay results ($MESSAGES messages, $SESSIONS sessions in, $CONCURRENCY per" \
+		"destination out, $SIZE bytes, $ROUNDS round(s), fs $fs_type)"
+else
+	echo "== results ($MESSAGES messages, $SESSIONS sessions, $SIZE bytes, $ROUNDS round(s), fs $fs_type)"
+fi
 if ((${#files[@]})); then
 	$PY "$HELPER" report "${files[@]}" || status=1
 else
