@@ -39,6 +39,7 @@ struct envelope {
 };
 
 #define ENVELOPE_SCHED_DELAY_WARNED 0x1 /* the NOTIFY=DELAY warning went out */
+#define ENVELOPE_SCHED_HELD 0x2         /* held by the operator (hikyaku queue hold) */
 
 void envelope_init(struct envelope *e);
 /* Frees every owned string and the recipient array; leaves e empty. */

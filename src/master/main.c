@@ -1,4 +1,5 @@
-/* main.c — the hikyaku binary: `serve`, `check`, `config dump|reference`.
+/* main.c — the hikyaku binary: `serve`, `check`, `config dump|reference`,
+ * `queue` (and `mailq`, the same as `queue list`, when called by that name).
  * As `serve` it is the master: it parses the configuration once, binds the
  * listeners, drops privileges, opens the spool, rebuilds the queue from it,
  * and runs the event loop. Today smtpd and the queue manager share this
@@ -6,6 +7,8 @@
  * already the process boundaries (smtpd.h, qmgr.h). */
 #include "conf/conf.h"
 #include "conf/users.h"
+#include "ctl/ctl.h"
+#include "lib/alloc.h"
 #include "lib/fsutil.h"
 #include "lib/log.h"
 #include "queue/qmgr.h"
@@ -31,6 +34,7 @@ struct main_ctx {
 	struct event_base *base;
 	struct smtpd *smtpd;
 	struct qmgr *qmgr;
+	struct ctl_server *ctl;
 };
 
 static void usage(FILE *out)
@@ -40,6 +44,9 @@ static void usage(FILE *out)
 		     "       hikyaku config dump [-c FILE] print the effective configuration\n"
 		     "       hikyaku config reference      print the settings reference (Markdown)\n"
 		     "       hikyaku user add|passwd|del|list [-c FILE | -f USERS] [NAME]\n"
+		     "       hikyaku queue [-c FILE] [--json] list|show QID|flush [QID|DOMAIN]|\n"
+		     "                     delete QID|hold QID|release QID\n"
+		     "       mailq [-c FILE] [--json]      the same as hikyaku queue list\n"
 		     "       hikyaku version\n"
 		     "Without -c, the embedded development default is used.\n");
 }
@@ -199,6 +206,12 @@ static int main_serve(const char *path)
 		goto out;
 	}
 	ctx.qmgr = qmgr_create(ctx.base, conf, spool);
+	/* Before the recovery, so that held messages found there are parked
+	 * where `hikyaku queue release` finds them. */
+	if (ctl_server_create(ctx.base, conf->spool_dir, ctx.qmgr, &ctx.ctl, &error) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", error);
+		goto out;
+	}
 	int n = qmgr_recover(ctx.qmgr, &error);
 	if (n < 0) {
 		fprintf(stderr, "hikyaku: spool recovery: %s\n", error);
@@ -214,6 +227,7 @@ out:
 		if (sigs[i] != NULL)
 			event_free(sigs[i]);
 	}
+	ctl_server_free(&ctx.ctl); /* before the queue manager it controls */
 	smtpd_free(&ctx.smtpd);
 	qmgr_free(&ctx.qmgr);
 	spool_close(&spool);
@@ -249,6 +263,28 @@ static int main_check(const char *path)
 	return 0;
 }
 
+/* `hikyaku queue [-c FILE] ...`: the configuration only says where the
+ * spool (and so the control socket) is. */
+static int main_queue(int argc, char **argv, int first)
+{
+	const char *path = NULL;
+	char **rest = xcalloc((size_t)argc + 1, sizeof(*rest));
+	int n = 0;
+	for (int i = first; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+			path = argv[++i];
+		else
+			rest[n++] = argv[i];
+	}
+	struct conf *conf = main_load_conf(path);
+	int rc = 2;
+	if (conf != NULL)
+		rc = ctl_client_main(conf->spool_dir, n, rest);
+	conf_free(&conf);
+	free(rest);
+	return rc;
+}
+
 static const char *main_opt_conf(int argc, char **argv, int first, int *bad_r)
 {
 	const char *path = NULL;
@@ -265,6 +301,18 @@ static const char *main_opt_conf(int argc, char **argv, int first, int *bad_r)
 int main(int argc, char **argv)
 {
 	int bad;
+	const char *prog = argc > 0 ? strrchr(argv[0], '/') : NULL;
+	prog = prog != NULL ? prog + 1 : argc > 0 ? argv[0] : "";
+	if (strcmp(prog, "mailq") == 0) {
+		for (int i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "-c") != 0 && strcmp(argv[i], "--json") != 0 &&
+			    (i == 1 || strcmp(argv[i - 1], "-c") != 0)) {
+				fprintf(stderr, "usage: mailq [-c FILE] [--json]\n");
+				return 2;
+			}
+		}
+		return main_queue(argc, argv, 1); /* no words: list */
+	}
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -291,6 +339,8 @@ int main(int argc, char **argv)
 	} else if (strcmp(cmd, "config") == 0 && argc == 3 && strcmp(argv[2], "reference") == 0) {
 		conf_reference(stdout);
 		return 0;
+	} else if (strcmp(cmd, "queue") == 0) {
+		return main_queue(argc, argv, 2);
 	} else if (strcmp(cmd, "user") == 0) {
 		return auth_user_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

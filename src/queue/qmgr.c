@@ -39,8 +39,6 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-static void qmgr_dispatch(struct qmgr *q);
-
 uint64_t qmgr_now_us(void)
 {
 	struct timeval tv;
@@ -86,7 +84,7 @@ static void qmgr_msg_reset(struct qmgr_msg *m)
 	m->n_bounces = 0;
 }
 
-static void qmgr_msg_free(struct qmgr_msg **mp)
+void qmgr_msg_free(struct qmgr_msg **mp)
 {
 	struct qmgr_msg *m = *mp;
 	if (m == NULL)
@@ -187,6 +185,11 @@ static void qmgr_load_run(void *arg)
 	    qmgr_read_msg(q, m->qid, &m->data, &error) < 0) {
 		log_err("event=queue_error qid=%s reason=%s", m->qid, log_qs(qe, error));
 		m->load_failed = true;
+		return;
+	}
+	/* Held from the control socket: not delivered until released. */
+	if (m->env.sched_flags & ENVELOPE_SCHED_HELD) {
+		m->held = true;
 		return;
 	}
 	/* Recovered before its persisted retry time: wait for it. */
@@ -415,6 +418,8 @@ static void qmgr_wait(struct qmgr *q, struct qmgr_msg *m, uint64_t next_try_us)
 		qmgr_msg_free(&m); /* it stays in the spool for the next start */
 		return;
 	}
+	if (qmgr_ctl_intercept(q, m))
+		return; /* held, or deleted, from the control socket */
 	uint64_t now = qmgr_now_us();
 	uint64_t us = next_try_us > now ? next_try_us - now : 0;
 	struct timeval tv = {.tv_sec = (time_t)(us / 1000000), .tv_usec = (suseconds_t)(us % 1000000)};
@@ -471,7 +476,7 @@ static void qmgr_load_done(void *arg)
 		qmgr_dispatch(q);
 		return;
 	}
-	if (m->not_due) {
+	if (m->not_due || m->held) {
 		q->active--;
 		qmgr_wait(q, m, m->env.next_try_us);
 		qmgr_dispatch(q);
@@ -486,7 +491,7 @@ static void qmgr_load_done(void *arg)
 		qmgr_groups_done(m);
 }
 
-static void qmgr_dispatch(struct qmgr *q)
+void qmgr_dispatch(struct qmgr *q)
 {
 	while (!q->stopping && q->active < q->max_active && q->ready_head != NULL) {
 		struct qmgr_msg *m = q->ready_head;

@@ -20,6 +20,7 @@ struct spool;
 struct workq;
 struct dns;
 struct smtpc;
+struct qmgr_ctl;
 
 enum qmgr_rstate {
 	QMGR_R_PENDING = 0, /* not tried in this attempt, or no final result */
@@ -54,6 +55,9 @@ struct qmgr_msg {
 	size_t n_bounces;
 	bool removed;
 	uint64_t retry_delay_ms; /* chosen by finish, for the log */
+	/* queue control (qmgr_ctl.c) */
+	bool held;            /* load found ENVELOPE_SCHED_HELD: do not deliver */
+	char last_error[320]; /* of the last attempt, for `hikyaku queue list` */
 };
 
 struct qmgr {
@@ -78,6 +82,7 @@ struct qmgr {
 	struct qmgr_group *groups; /* every live group, for shutdown */
 	struct qmgr_cred *creds;   /* route credentials, read once */
 	bool stopping;        /* qmgr_free: start nothing new */
+	struct qmgr_ctl *ctl; /* control socket state, or NULL (qmgr_ctl.c) */
 };
 
 uint64_t qmgr_now_us(void);
@@ -92,6 +97,12 @@ void qmgr_groups_done(struct qmgr_msg *m);
 void qmgr_remote_free(struct qmgr *q);
 /* Forget a message in flight at shutdown (it stays in the spool). */
 void qmgr_msg_drop(struct qmgr *q, struct qmgr_msg *m);
+
+/* qmgr_ctl.c: an attempt is over and m is about to wait for its timer.
+ * Returns true when the control interface took m (held or deleted). */
+bool qmgr_ctl_intercept(struct qmgr *q, struct qmgr_msg *m);
+void qmgr_msg_free(struct qmgr_msg **mp);
+void qmgr_dispatch(struct qmgr *q);
 
 void qmgr_rres_set(struct qmgr_rres *r, enum qmgr_rstate st, const char *status,
 		   const char *diag, const char *relay);

@@ -415,7 +415,11 @@ static void qmgr_pump(struct qmgr *q)
 static void qmgr_group_submit(struct qmgr_group *g)
 {
 	struct qmgr *q = g->q;
-	if (g->dest->backoff_until_us > qmgr_now_us()) {
+	/* After repeated failures, one attempt at a time probes the
+	 * destination, also once the back-off has run out: the messages that
+	 * come due together must not all take a slot again. */
+	if (g->dest->backoff_until_us > qmgr_now_us() ||
+	    (g->dest->failures >= 2 && g->dest->active > 0)) {
 		qmgr_group_fail(g, false, "4.4.1",
 				"destination backed off after repeated connection failures");
 		qmgr_group_finish(g);

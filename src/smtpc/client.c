@@ -105,7 +105,8 @@ struct smtpc_session {
 	struct smtp_ehlo_caps caps;
 	bool helo_tried, tls_active, authed, pipelining;
 	int auth_step;
-	bool quit_next; /* after QUIT: try the next target (else finish) */
+	bool quit_next;    /* after QUIT: try the next target (else finish) */
+	bool tls_fallback; /* policy MAY: TLS with this target failed, plaintext now */
 
 	/* the transaction */
 	size_t tx_next; /* next reply: 0 MAIL, 1..n RCPT, n+1 DATA */
@@ -271,6 +272,7 @@ static enum smtpc_go session_next_target(struct smtpc_session *s)
 {
 	session_close(s);
 	s->res.permanent = false;
+	s->tls_fallback = false;
 	s->ti++;
 	if (s->ti >= s->ntargets) {
 		session_finish(s);
@@ -464,6 +466,17 @@ static void session_tls_failed(struct smtpc_session *s)
 	while (bufferevent_get_openssl_error(s->bev) != 0)
 		;
 	session_record(s, false, 0, "4.7.5", "TLS with %s failed: %s", s->res.remote_mta, why);
+	if (s->dest->tls == SMTPC_TLS_MAY && !s->tls_fallback) {
+		/* RFC 7435 §3: opportunistic TLS falls back to cleartext; a new
+		 * connection, as the old one is in an unknown TLS state. */
+		char qw[LOG_Q_MAX];
+		log_info("event=tls_fallback relay=%s addr=%s reason=%s", s->res.remote_mta,
+		         s->res.remote_addr, log_qs(qw, why));
+		s->tls_fallback = true;
+		session_close(s);
+		session_connect(s);
+		return;
+	}
 	session_next_target(s);
 }
 
@@ -489,7 +502,7 @@ static enum smtpc_go session_after_tls(struct smtpc_session *s)
 
 static enum smtpc_go session_after_hello(struct smtpc_session *s)
 {
-	if (!s->tls_active && s->dest->tls != SMTPC_TLS_NONE) {
+	if (!s->tls_active && s->dest->tls != SMTPC_TLS_NONE && !s->tls_fallback) {
 		if (s->caps.starttls) {
 			session_send(s, "STARTTLS\r\n");
 			session_expect(s, SMTPC_S_STARTTLS);

@@ -436,3 +436,7 @@ def raw():
     yield factory
     for c in opened:
         c.close()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: waits on real time (e.g. queue expiry, ~1 min)")

@@ -1,0 +1,662 @@
+/* ctl_client.c — the CLI side of the control socket: `hikyaku queue ...`
+ * and `mailq`. Runs in a short-lived process started by an administrator;
+ * connects to <spool_dir>/control.sock, sends one request frame, and prints
+ * the answer frames as a table or as JSON (--json).
+ *
+ * Hostile inputs: everything in the answer that came from mail: sender and
+ * recipient addresses, DSN parameters, the EHLO name and the header section
+ * are the senders' octets. The frames go through the strict decoder; for a
+ * terminal, control characters are replaced (no escape sequences reach it);
+ * in JSON every string is escaped and invalid UTF-8 becomes U+FFFD, so the
+ * output is always valid JSON (RFC 8259 §7, §8.1). */
+#include "ctl/ctl.h"
+#include "lib/alloc.h"
+#include "mail/envelope.h"
+#include "smtpd/parse.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CTL_CLIENT_TIMEOUT_S 120
+
+struct ctl_str {
+	const uint8_t *p;
+	size_t len;
+};
+
+struct ctl_crcpt {
+	struct ctl_str addr;
+	struct ctl_str orcpt;
+	bool done;
+	uint64_t notify;
+};
+
+/* One ITEM frame, as views into it. */
+struct ctl_citem {
+	struct ctl_str qid, sender, state, last_error, action, envid, client, helo, headers;
+	uint64_t arrival, size, next_try, attempts, flags, nrcpts, npending, omitted, ret, body,
+	    smtputf8;
+	struct ctl_crcpt *rcpts;
+	size_t n_rcpts;
+	size_t cap_rcpts;
+};
+
+struct ctl_cli {
+	uint8_t req;
+	bool json;
+	size_t n_items;
+	uint64_t n_pending; /* recipients pending over all items */
+};
+
+/* ---- output helpers ---- */
+
+static void ctl_put_text(FILE *out, struct ctl_str s, bool keep_newlines)
+{
+	for (size_t i = 0; i < s.len; i++) {
+		unsigned char c = s.p[i];
+		if (keep_newlines && c == '\r' && i + 1 < s.len && s.p[i + 1] == '\n')
+			continue;
+		if ((keep_newlines && (c == '\n' || c == '\t')) || (c >= 0x20 && c != 0x7f))
+			fputc(c, out);
+		else
+			fputc('?', out);
+	}
+}
+
+/* Length of the valid UTF-8 sequence at p (RFC 3629 §4), 0 if invalid. */
+static size_t ctl_utf8_len(const uint8_t *p, size_t len)
+{
+	size_t n;
+	uint32_t min, cp;
+	if (p[0] < 0x80)
+		return 1;
+	if ((p[0] & 0xe0) == 0xc0) {
+		n = 2, min = 0x80, cp = p[0] & 0x1f;
+	} else if ((p[0] & 0xf0) == 0xe0) {
+		n = 3, min = 0x800, cp = p[0] & 0x0f;
+	} else if ((p[0] & 0xf8) == 0xf0) {
+		n = 4, min = 0x10000, cp = p[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+static void ctl_json_str(FILE *out, struct ctl_str s)
+{
+	fputc('"', out);
+	for (size_t i = 0; i < s.len;) {
+		unsigned char c = s.p[i];
+		size_t n = ctl_utf8_len(s.p + i, s.len - i);
+		if (n == 0) {
+			fputs("\\ufffd", out);
+			i++;
+			continue;
+		}
+		if (c == '"' || c == '\\')
+			fprintf(out, "\\%c", c);
+		else if (c == '\n')
+			fputs("\\n", out);
+		else if (c == '\r')
+			fputs("\\r", out);
+		else if (c == '\t')
+			fputs("\\t", out);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(out, "\\u%04x", c);
+		else
+			fwrite(s.p + i, 1, n, out);
+		i += n;
+	}
+	fputc('"', out);
+}
+
+static void ctl_json_opt(FILE *out, const char *key, struct ctl_str s)
+{
+	fprintf(out, ",\"%s\":", key);
+	if (s.p == NULL)
+		fputs("null", out);
+	else
+		ctl_json_str(out, s);
+}
+
+static struct ctl_str ctl_cstr(const char *s)
+{
+	return (struct ctl_str){(const uint8_t *)s, strlen(s)};
+}
+
+static void ctl_time(char out[32], uint64_t us, bool iso)
+{
+	time_t t = (time_t)(us / 1000000);
+	struct tm tm;
+	if (us == 0 || gmtime_r(&t, &tm) == NULL) {
+		snprintf(out, 32, "-");
+		return;
+	}
+	strftime(out, 32, iso ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static void ctl_json_time(FILE *out, const char *key, uint64_t us)
+{
+	char t[32];
+	if (us == 0) {
+		fprintf(out, ",\"%s\":null", key);
+		return;
+	}
+	ctl_time(t, us, true);
+	fprintf(out, ",\"%s\":\"%s\",\"%s_us\":%llu", key, t, key, (unsigned long long)us);
+}
+
+/* ---- decoding an item ---- */
+
+static void ctl_citem_parse(const struct ctl_frame *f, struct ctl_citem *it)
+{
+	struct ctl_field fld;
+	size_t off = 0;
+	struct ctl_crcpt *r = NULL;
+	memset(it, 0, sizeof(*it));
+	while (ctl_field_next(f, &off, &fld)) {
+		struct ctl_str s = {fld.p, fld.len};
+		uint64_t v = fld.len == 8 ? ctl_field_u64(&fld) : 0;
+		switch (fld.tag) {
+		case CTL_F_QID:
+			it->qid = s;
+			break;
+		case CTL_F_SENDER:
+			it->sender = s;
+			break;
+		case CTL_F_STATE:
+			it->state = s;
+			break;
+		case CTL_F_LAST_ERROR:
+			it->last_error = s;
+			break;
+		case CTL_F_ACTION:
+			it->action = s;
+			break;
+		case CTL_F_ENVID:
+			it->envid = s;
+			break;
+		case CTL_F_CLIENT:
+			it->client = s;
+			break;
+		case CTL_F_HELO:
+			it->helo = s;
+			break;
+		case CTL_F_HEADERS:
+			it->headers = s;
+			break;
+		case CTL_F_ARRIVAL:
+			it->arrival = v;
+			break;
+		case CTL_F_SIZE:
+			it->size = v;
+			break;
+		case CTL_F_NEXT_TRY:
+			it->next_try = v;
+			break;
+		case CTL_F_ATTEMPTS:
+			it->attempts = v;
+			break;
+		case CTL_F_FLAGS:
+			it->flags = v;
+			break;
+		case CTL_F_NRCPTS:
+			it->nrcpts = v;
+			break;
+		case CTL_F_NPENDING:
+			it->npending = v;
+			break;
+		case CTL_F_OMITTED:
+			it->omitted = v;
+			break;
+		case CTL_F_RET:
+			it->ret = v;
+			break;
+		case CTL_F_BODY:
+			it->body = v;
+			break;
+		case CTL_F_SMTPUTF8:
+			it->smtputf8 = v;
+			break;
+		case CTL_F_RCPT:
+			if (it->n_rcpts == it->cap_rcpts) {
+				it->cap_rcpts = it->cap_rcpts ? it->cap_rcpts * 2 : 8;
+				it->rcpts =
+				    xreallocarray(it->rcpts, it->cap_rcpts, sizeof(*it->rcpts));
+			}
+			r = &it->rcpts[it->n_rcpts++];
+			memset(r, 0, sizeof(*r));
+			r->addr = s;
+			break;
+		case CTL_F_RCPT_DONE:
+			if (r != NULL)
+				r->done = v != 0;
+			break;
+		case CTL_F_RCPT_NOTIFY:
+			if (r != NULL)
+				r->notify = v;
+			break;
+		case CTL_F_RCPT_ORCPT:
+			if (r != NULL)
+				r->orcpt = s;
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+/* ---- human output ---- */
+
+static void ctl_notify_names(uint64_t n, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s%s%s%s", n & SMTP_NOTIFY_NEVER ? "NEVER," : "",
+	         n & SMTP_NOTIFY_SUCCESS ? "SUCCESS," : "",
+	         n & SMTP_NOTIFY_FAILURE ? "FAILURE," : "", n & SMTP_NOTIFY_DELAY ? "DELAY," : "");
+	size_t l = strlen(out);
+	if (l > 0)
+		out[l - 1] = '\0';
+}
+
+static void ctl_print_state(const struct ctl_citem *it)
+{
+	char t[32];
+	ctl_put_text(stdout, it->state, false);
+	if (it->next_try != 0 && !(it->flags & ENVELOPE_SCHED_HELD)) {
+		ctl_time(t, it->next_try, false);
+		printf(", next try %s", t);
+	}
+	printf(", %llu attempt%s", (unsigned long long)it->attempts, it->attempts == 1 ? "" : "s");
+	if (it->action.p != NULL) {
+		printf(", ");
+		ctl_put_text(stdout, it->action, false);
+		printf(" when the attempt ends");
+	}
+}
+
+static void ctl_print_list_item(const struct ctl_citem *it)
+{
+	char t[32];
+	ctl_time(t, it->arrival, false);
+	ctl_put_text(stdout, it->qid, false);
+	printf("  %9llu  %s  ", (unsigned long long)it->size, t);
+	ctl_print_state(it);
+	printf("\n    from <");
+	ctl_put_text(stdout, it->sender, false);
+	printf(">\n");
+	for (size_t i = 0; i < it->n_rcpts; i++) {
+		printf("    to   ");
+		ctl_put_text(stdout, it->rcpts[i].addr, false);
+		printf("\n");
+	}
+	if (it->omitted > 0)
+		printf("    (and %llu more recipients)\n", (unsigned long long)it->omitted);
+	if (it->last_error.p != NULL) {
+		printf("    last error: ");
+		ctl_put_text(stdout, it->last_error, false);
+		printf("\n");
+	}
+}
+
+static void ctl_print_show(const struct ctl_citem *it)
+{
+	static const char *const ret[] = {"-", "FULL", "HDRS"};
+	static const char *const body[] = {"-", "7BIT", "8BITMIME"};
+	char t[32], nb[64];
+	printf("Queue ID:    ");
+	ctl_put_text(stdout, it->qid, false);
+	ctl_time(t, it->arrival, false);
+	printf("\nArrival:     %s UTC\nSize:        %llu\nSender:      <", t,
+	       (unsigned long long)it->size);
+	ctl_put_text(stdout, it->sender, false);
+	printf(">\nClient:      ");
+	ctl_put_text(stdout, it->client, false);
+	if (it->helo.p != NULL) {
+		printf(" (EHLO ");
+		ctl_put_text(stdout, it->helo, false);
+		printf(")");
+	}
+	printf("\nDSN:         RET=%s ENVID=", it->ret < 3 ? ret[it->ret] : "?");
+	ctl_put_text(stdout, it->envid.p != NULL ? it->envid : ctl_cstr("-"), false);
+	printf("\nBody:        %s%s\nState:       ", it->body < 3 ? body[it->body] : "?",
+	       it->smtputf8 ? ", SMTPUTF8" : "");
+	ctl_print_state(it);
+	printf("\nFlags:       %s%s\n", it->flags & 0x1 ? "delay-warned " : "",
+	       it->flags & ENVELOPE_SCHED_HELD ? "held" : "");
+	if (it->last_error.p != NULL) {
+		printf("Last error:  ");
+		ctl_put_text(stdout, it->last_error, false);
+		printf("\n");
+	}
+	printf("Recipients:  %llu, %llu pending\n", (unsigned long long)it->nrcpts,
+	       (unsigned long long)it->npending);
+	for (size_t i = 0; i < it->n_rcpts; i++) {
+		const struct ctl_crcpt *r = &it->rcpts[i];
+		printf("  %-8s ", r->done ? "done" : "pending");
+		ctl_put_text(stdout, r->addr, false);
+		ctl_notify_names(r->notify, nb, sizeof(nb));
+		if (nb[0] != '\0')
+			printf(" NOTIFY=%s", nb);
+		if (r->orcpt.p != NULL) {
+			printf(" ORCPT=");
+			ctl_put_text(stdout, r->orcpt, false);
+		}
+		printf("\n");
+	}
+	if (it->omitted > 0)
+		printf("  (and %llu more)\n", (unsigned long long)it->omitted);
+	printf("Headers:\n");
+	ctl_put_text(stdout, it->headers, true);
+}
+
+/* ---- JSON output ---- */
+
+static void ctl_json_item(const struct ctl_citem *it, bool show)
+{
+	char nb[64];
+	fputs("{\"qid\":", stdout);
+	ctl_json_str(stdout, it->qid);
+	ctl_json_time(stdout, "arrival", it->arrival);
+	printf(",\"size\":%llu,\"sender\":", (unsigned long long)it->size);
+	ctl_json_str(stdout, it->sender);
+	printf(",\"state\":");
+	ctl_json_str(stdout, it->state);
+	ctl_json_time(stdout, "next_try", (it->flags & ENVELOPE_SCHED_HELD) ? 0 : it->next_try);
+	printf(",\"attempts\":%llu,\"held\":%s,\"recipients_total\":%llu,"
+	       "\"recipients_pending\":%llu,\"recipients_omitted\":%llu",
+	       (unsigned long long)it->attempts, (it->flags & ENVELOPE_SCHED_HELD) ? "true" : "false",
+	       (unsigned long long)it->nrcpts, (unsigned long long)it->npending,
+	       (unsigned long long)it->omitted);
+	ctl_json_opt(stdout, "last_error", it->last_error);
+	ctl_json_opt(stdout, "pending_action", it->action);
+	printf(",\"recipients\":[");
+	for (size_t i = 0; i < it->n_rcpts; i++) {
+		const struct ctl_crcpt *r = &it->rcpts[i];
+		printf("%s{\"address\":", i > 0 ? "," : "");
+		ctl_json_str(stdout, r->addr);
+		printf(",\"done\":%s", r->done ? "true" : "false");
+		if (show) {
+			ctl_notify_names(r->notify, nb, sizeof(nb));
+			ctl_json_opt(stdout, "notify",
+			             nb[0] != '\0' ? ctl_cstr(nb) : (struct ctl_str){0});
+			ctl_json_opt(stdout, "orcpt", r->orcpt);
+		}
+		printf("}");
+	}
+	printf("]");
+	if (show) {
+		static const char *const ret[] = {"", "FULL", "HDRS"};
+		static const char *const body[] = {"", "7BIT", "8BITMIME"};
+		ctl_json_opt(stdout, "envid", it->envid);
+		ctl_json_opt(stdout, "ret",
+		             it->ret > 0 && it->ret < 3 ? ctl_cstr(ret[it->ret])
+		                                        : (struct ctl_str){0});
+		ctl_json_opt(stdout, "body",
+		             it->body > 0 && it->body < 3 ? ctl_cstr(body[it->body])
+		                                          : (struct ctl_str){0});
+		printf(",\"smtputf8\":%s", it->smtputf8 ? "true" : "false");
+		ctl_json_opt(stdout, "client_addr", it->client);
+		ctl_json_opt(stdout, "helo", it->helo);
+		printf(",\"delay_warned\":%s", (it->flags & 0x1) ? "true" : "false");
+		ctl_json_opt(stdout, "headers", it->headers.p != NULL ? it->headers : ctl_cstr(""));
+	}
+	printf("}");
+}
+
+/* ---- the conversation ---- */
+
+static int ctl_connect(const char *spool_dir, char *path, size_t pathlen)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (ctl_socket_path(spool_dir, path, pathlen) < 0 || strlen(path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "hikyaku: control socket path too long: %s/%s\n", spool_dir,
+		        CTL_SOCKET_NAME);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		fprintf(stderr, "hikyaku: socket: %s\n", strerror(errno));
+		return -1;
+	}
+	struct timeval tv = {CTL_CLIENT_TIMEOUT_S, 0};
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		int err = errno;
+		if (err == ENOENT || err == ECONNREFUSED)
+			fprintf(stderr, "hikyaku is not running (no control socket at %s)\n", path);
+		else
+			fprintf(stderr, "hikyaku: cannot connect to %s: %s\n", path, strerror(err));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int ctl_write_all(int fd, const void *p, size_t len)
+{
+	const unsigned char *b = p;
+	while (len > 0) {
+		ssize_t n = write(fd, b, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		b += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Handle one answer frame: 1 when it was the last, 0 for more, -1 error
+ * (already reported). */
+static int ctl_client_frame(struct ctl_cli *cli, const struct ctl_frame *f)
+{
+	struct ctl_field fld;
+	size_t off = 0;
+	struct ctl_str msg = ctl_cstr("");
+	uint64_t count = 0, omitted = 0;
+	if (f->type == CTL_T_ITEM && (cli->req == CTL_T_LIST || cli->req == CTL_T_SHOW)) {
+		struct ctl_citem it;
+		ctl_citem_parse(f, &it);
+		bool show = cli->req == CTL_T_SHOW;
+		if (cli->json)
+			fputs(show ? "" : cli->n_items > 0 ? ",\n" : "\n", stdout);
+		if (cli->json)
+			ctl_json_item(&it, show);
+		else if (show)
+			ctl_print_show(&it);
+		else
+			ctl_print_list_item(&it);
+		cli->n_items++;
+		cli->n_pending += it.npending;
+		free(it.rcpts);
+		return 0;
+	}
+	while (ctl_field_next(f, &off, &fld)) {
+		if (fld.tag == CTL_F_MESSAGE)
+			msg = (struct ctl_str){fld.p, fld.len};
+		else if (fld.tag == CTL_F_COUNT)
+			count = ctl_field_u64(&fld);
+		else if (fld.tag == CTL_F_OMITTED)
+			omitted = ctl_field_u64(&fld);
+	}
+	if (f->type == CTL_T_ERROR) {
+		fputs("hikyaku: ", stderr);
+		ctl_put_text(stderr, msg, false);
+		fputc('\n', stderr);
+		return -1;
+	}
+	if (f->type == CTL_T_END && cli->req == CTL_T_LIST) {
+		if (omitted > 0 || memmem(msg.p, msg.len, "truncated", 9) != NULL)
+			fprintf(stderr, "hikyaku: the list is truncated (%llu more not shown)\n",
+			        (unsigned long long)omitted);
+		if (cli->json)
+			printf("%s]\n", cli->n_items > 0 ? "\n" : "");
+		else if (cli->n_items == 0)
+			printf("Mail queue is empty\n");
+		else
+			printf("-- %zu message%s, %llu recipient%s pending\n", cli->n_items,
+			       cli->n_items == 1 ? "" : "s", (unsigned long long)cli->n_pending,
+			       cli->n_pending == 1 ? "" : "s");
+		return 1;
+	}
+	if (f->type == CTL_T_END && cli->req == CTL_T_SHOW) {
+		if (cli->json)
+			printf("\n");
+		return cli->n_items == 1 ? 1 : -1;
+	}
+	if (f->type == CTL_T_OK && cli->req != CTL_T_LIST && cli->req != CTL_T_SHOW) {
+		if (cli->json) {
+			printf("{\"ok\":true,\"count\":%llu,\"message\":",
+			       (unsigned long long)count);
+			ctl_json_str(stdout, msg);
+			printf("}\n");
+		} else {
+			ctl_put_text(stdout, msg, false);
+			printf("\n");
+		}
+		return 1;
+	}
+	fprintf(stderr, "hikyaku: unexpected answer from the daemon\n");
+	return -1;
+}
+
+static int ctl_client_talk(int fd, struct ctl_cli *cli, const struct buf *req)
+{
+	struct buf in;
+	int rc = -1;
+	buf_init(&in, CTL_RESP_MAX + 65536);
+	if (ctl_write_all(fd, req->data, req->len) < 0) {
+		fprintf(stderr, "hikyaku: cannot send the request: %s\n", strerror(errno));
+		goto out;
+	}
+	if (cli->json && cli->req == CTL_T_LIST)
+		fputs("[", stdout);
+	for (;;) {
+		struct ctl_frame f;
+		size_t used = 0;
+		const char *error = NULL;
+		int r = ctl_frame_decode(in.data, in.len, CTL_RESP_MAX, &f, &used, &error);
+		if (r < 0) {
+			fprintf(stderr, "hikyaku: bad answer from the daemon: %s\n", error);
+			goto out;
+		}
+		if (r == 1) {
+			int done = ctl_client_frame(cli, &f);
+			buf_consume(&in, used);
+			if (done < 0)
+				goto out;
+			if (done > 0)
+				break;
+			continue;
+		}
+		if (buf_reserve(&in, 65536) < 0)
+			goto out;
+		ssize_t n = read(fd, in.data + in.len, 65536);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "hikyaku: the daemon closed the connection early%s%s\n",
+			        n < 0 ? ": " : "", n < 0 ? strerror(errno) : "");
+			goto out;
+		}
+		in.len += (size_t)n;
+	}
+	rc = 0;
+out:
+	fflush(stdout);
+	buf_free(&in);
+	return rc;
+}
+
+static void ctl_client_usage(void)
+{
+	fprintf(stderr, "usage: hikyaku queue [-c FILE] [--json] list\n"
+	                "       hikyaku queue [-c FILE] [--json] show QID\n"
+	                "       hikyaku queue [-c FILE] [--json] flush [QID|DOMAIN]\n"
+	                "       hikyaku queue [-c FILE] [--json] delete|hold|release QID\n"
+	                "       mailq [-c FILE] [--json]\n");
+}
+
+/* Build the request frame from the words; -1 on a usage error. */
+static int ctl_client_request(int argc, char **argv, struct ctl_cli *cli, struct buf *req)
+{
+	static const struct {
+		const char *name;
+		uint8_t type;
+		int nargs; /* -1: optional */
+	} cmds[] = {
+	    {"list", CTL_T_LIST, 0},     {"show", CTL_T_SHOW, 1}, {"flush", CTL_T_FLUSH, -1},
+	    {"delete", CTL_T_DELETE, 1}, {"hold", CTL_T_HOLD, 1}, {"release", CTL_T_RELEASE, 1},
+	};
+	const char *words[3];
+	int nw = 0;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else if (nw < 3)
+			words[nw++] = argv[i];
+		else
+			return -1;
+	}
+	if (nw == 0)
+		words[nw++] = "list";
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (strcmp(words[0], cmds[i].name) != 0)
+			continue;
+		int have = nw - 1;
+		if ((cmds[i].nargs >= 0 && have != cmds[i].nargs) || have > 1)
+			return -1;
+		cli->req = cmds[i].type;
+		size_t start = ctl_frame_begin(req, cmds[i].type);
+		if (have == 1) {
+			const char *a = words[1];
+			if (strlen(a) > CTL_ARG_MAX)
+				return -1;
+			/* flush takes a qid or a domain; the others a qid. */
+			bool qid = cmds[i].type != CTL_T_FLUSH || qid_valid(a);
+			(void)ctl_frame_add_str(req, qid ? CTL_F_QID : CTL_F_DOMAIN, a);
+		}
+		return ctl_frame_end(req, start, CTL_REQ_MAX);
+	}
+	return -1;
+}
+
+int ctl_client_main(const char *spool_dir, int argc, char **argv)
+{
+	struct ctl_cli cli = {0};
+	struct buf req;
+	char path[256];
+	buf_init(&req, CTL_REQ_MAX);
+	if (ctl_client_request(argc, argv, &cli, &req) < 0) {
+		buf_free(&req);
+		ctl_client_usage();
+		return 2;
+	}
+	int fd = ctl_connect(spool_dir, path, sizeof(path));
+	if (fd < 0) {
+		buf_free(&req);
+		return 1;
+	}
+	int rc = ctl_client_talk(fd, &cli, &req);
+	close(fd);
+	buf_free(&req);
+	return rc == 0 ? 0 : 1;
+}
