@@ -305,7 +305,8 @@ static void qmgr_ctl_scan_run(void *arg)
 		j->n_items++;
 	}
 	closedir(d);
-	qsort(j->items, j->n_items, sizeof(*j->items), qmgr_ctl_item_cmp);
+	if (j->n_items > 1) /* items is NULL for an empty queue: qsort wants non-NULL */
+		qsort(j->items, j->n_items, sizeof(*j->items), qmgr_ctl_item_cmp);
 }
 
 /* HOLD, RELEASE, DELETE: no delivery attempt uses the files now. */
