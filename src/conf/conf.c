@@ -179,6 +179,8 @@ const struct conf_setting conf_settings[] = {
 	  .doc = "Root of local Maildirs, laid out as DOMAIN/LOCAL/." },
 	{ .key = "users_file", .type = CONF_T_STRING, .def = "\"\"", .off = OFF(users_file),
 	  .doc = "Dovecot passwd-file of local users (user@domain:...); \"\" for none." },
+	{ .key = "aliases_file", .type = CONF_T_STRING, .def = "\"\"", .off = OFF(aliases_file),
+	  .doc = "Aliases (alias@domain: target, ...; @domain catch-all); \"\" for none." },
 	{ .key = "accept_any_user", .type = CONF_T_BOOL, .def = "false",
 	  .off = OFF(accept_any_user),
 	  .doc = "Accept any local part in local_domains (development; no users file needed)." },

@@ -132,6 +132,7 @@ struct conf {
 	char *spool_dir;
 	char *maildir_root;
 	char *users_file; /* "" when none */
+	char *aliases_file; /* "" when none; see conf/aliases.h */
 	bool accept_any_user;
 	char **local_domains;
 	size_t n_local_domains;

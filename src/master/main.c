@@ -6,6 +6,7 @@
  * process (DESIGN.md allows it for a first version); their interfaces are
  * already the process boundaries (smtpd.h, qmgr.h). */
 #include "conf/conf.h"
+#include "conf/aliases.h"
 #include "conf/users.h"
 #include "ctl/ctl.h"
 #include "lib/alloc.h"
@@ -161,6 +162,7 @@ static int main_serve(const char *path)
 
 	int ret = 1;
 	struct users *users = NULL;
+	struct aliases *aliases = NULL;
 	struct spool *spool = NULL;
 	struct main_ctx ctx = {0};
 	struct event *sigs[4] = {0};
@@ -169,6 +171,11 @@ static int main_serve(const char *path)
 
 	if (conf->users_file[0] != '\0' &&
 	    users_load(conf->users_file, &users, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		goto out;
+	}
+	if (conf->aliases_file[0] != '\0' &&
+	    aliases_load(conf->aliases_file, &aliases, err, sizeof(err)) < 0) {
 		fprintf(stderr, "hikyaku: %s\n", err);
 		goto out;
 	}
@@ -186,7 +193,7 @@ static int main_serve(const char *path)
 		event_add(sigs[i], NULL);
 	}
 	ctx.conf = conf;
-	if (smtpd_create(ctx.base, conf, users, &ctx.smtpd, &error) < 0) {
+	if (smtpd_create(ctx.base, conf, users, aliases, &ctx.smtpd, &error) < 0) {
 		fprintf(stderr, "hikyaku: %s\n", error);
 		goto out;
 	}
@@ -232,6 +239,7 @@ out:
 	qmgr_free(&ctx.qmgr);
 	spool_close(&spool);
 	users_free(&users);
+	aliases_free(&aliases);
 	if (ctx.base != NULL)
 		event_base_free(ctx.base);
 	conf_free(&conf);
@@ -256,6 +264,18 @@ static int main_check(const char *path)
 		}
 		printf("users file %s: %zu users\n", conf->users_file, users_count(users));
 		users_free(&users);
+	}
+	if (conf->aliases_file[0] != '\0') {
+		struct aliases *aliases = NULL;
+		char err[1024];
+		if (aliases_load(conf->aliases_file, &aliases, err, sizeof(err)) < 0) {
+			fprintf(stderr, "hikyaku: %s\n", err);
+			conf_free(&conf);
+			return 2;
+		}
+		printf("aliases file %s: %zu aliases\n", conf->aliases_file,
+		       aliases_count(aliases));
+		aliases_free(&aliases);
 	}
 	printf("%s: configuration ok (%d warning%s)\n", conf->file, warnings,
 	       warnings == 1 ? "" : "s");

@@ -3,18 +3,24 @@
  * DATA and BDAT live in cmd_data.c. Runs in smtpd on the event loop; the
  * arguments are hostile and reach only the pure parsers in parse.c. */
 #include "smtpd/session.h"
+#include "conf/aliases.h"
 #include "conf/conf.h"
 #include "conf/users.h"
 #include "deliver/maildir.h"
+#include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/strutil.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #define CMD_PRE_TX (SMTPD_SB(SMTPD_S_INIT) | SMTPD_SB(SMTPD_S_READY))
 #define CMD_ANY (CMD_PRE_TX | SMTPD_SB(SMTPD_S_MAIL) | SMTPD_SB(SMTPD_S_RCPT))
+/* Envelope recipients of one transaction once aliases are expanded;
+ * limits.recipients bounds the RCPT commands themselves. */
+#define CMD_RCPT_EXPANDED_MAX ALIASES_TARGETS_MAX
 
 static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_helo(struct smtpd_session *s, const char *args, size_t len);
@@ -190,8 +196,11 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 
 /* Local policy for one recipient: 0 ok, -1 refused (reply sent). The
  * address is in one of our domains or it is relaying, which an
- * unauthenticated client may never do (no open relay, ever). */
-static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to)
+ * unauthenticated client may never do (no open relay, ever). *alias_r is
+ * set when the address is to be expanded by the aliases file: an exact
+ * alias wins over a user of that name, the "@domain" catch-all takes only
+ * what no user and no exact alias takes. */
+static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to, bool *alias_r)
 {
 	const struct conf *conf = s->srv->conf;
 	if (to->is_postmaster) {
@@ -217,12 +226,168 @@ static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to)
 			    to->local, to->domain);
 		return -1;
 	}
+	char full[MAIL_LOCAL_MAX + 1 + MAIL_DOMAIN_MAX + 1];
+	snprintf(full, sizeof(full), "%s@%s", to->local, to->domain);
+	if (aliases_has_exact(s->srv->aliases, full)) {
+		*alias_r = true;
+		return 0;
+	}
+	/* postmaster@ any of our domains is always deliverable (RFC 5321
+	 * §4.5.1), through its alias when it has one (above). */
 	if (strcmp(mailbox, "postmaster") == 0 || conf->accept_any_user ||
 	    users_exists(s->srv->users, mailbox, to->domain))
 		return 0;
+	if (aliases_has(s->srv->aliases, full)) {
+		*alias_r = true;
+		return 0;
+	}
 	smtpd_reply(s, 550, "5.1.1", "<%s@%s>: Recipient address rejected: User unknown",
 		    to->local, to->domain);
 	return -1;
+}
+
+/* Can an alias target be delivered? Remote targets: yes, relaying for our
+ * own alias is allowed since the client did not choose them. Local targets
+ * must name a user (or postmaster, or any with accept_any_user). */
+static bool cmd_rcpt_target_ok(struct smtpd_session *s, const char *addr)
+{
+	const struct conf *conf = s->srv->conf;
+	const char *at = strrchr(addr, '@');
+	char local[MAIL_LOCAL_MAX + 1], mailbox[MAILDIR_MAILBOX_MAX + 1];
+
+	if (at == NULL)
+		return false;
+	if (!conf_is_local_domain(conf, at + 1))
+		return true;
+	if ((size_t)(at - addr) > MAIL_LOCAL_MAX)
+		return false;
+	memcpy(local, addr, (size_t)(at - addr));
+	local[at - addr] = '\0';
+	if (maildir_mailbox_name(local, mailbox) < 0)
+		return false;
+	return strcmp(mailbox, "postmaster") == 0 || conf->accept_any_user ||
+	       users_exists(s->srv->users, mailbox, at + 1);
+}
+
+/* ORCPT for the targets of an alias when the client gave none: the address
+ * it wrote, as "rfc822;" xtext (RFC 3461 §4: '+', '=' and octets outside
+ * 33..126 become "+HH"), so DSNs name what the sender knows. */
+static void cmd_rcpt_orcpt_make(const char *addr, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = (size_t)snprintf(out, outlen, "rfc822;");
+
+	for (const unsigned char *p = (const unsigned char *)addr; *p != '\0'; p++) {
+		if (n + 4 > outlen)
+			break;
+		if (*p < 33 || *p > 126 || *p == '+' || *p == '=') {
+			out[n++] = '+';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		} else {
+			out[n++] = (char)*p;
+		}
+	}
+	out[n] = '\0';
+}
+
+static bool cmd_rcpt_is_dup(const struct smtpd_tx *tx, const char *addr)
+{
+	for (size_t i = 0; i < tx->env.nrcpts; i++)
+		if (strcasecmp(tx->env.rcpts[i].addr, addr) == 0)
+			return true;
+	return false;
+}
+
+/* Keep the deliverable targets of t[0..n) (logging the others), then
+ * return how many of them are not yet recipients. */
+static size_t cmd_rcpt_targets_filter(struct smtpd_session *s, const char *addr, char **t,
+				      size_t *n)
+{
+	char q1[LOG_Q_MAX], q2[LOG_Q_MAX];
+	size_t kept = 0, fresh = 0;
+
+	for (size_t i = 0; i < *n; i++) {
+		if (!cmd_rcpt_target_ok(s, t[i])) {
+			log_warn("event=alias_skip sid=%s rcpt=%s target=%s reason=unknown_user",
+				 s->sid, log_qs(q1, addr), log_qs(q2, t[i]));
+			free(t[i]);
+			continue;
+		}
+		t[kept++] = t[i];
+		fresh += !cmd_rcpt_is_dup(s->tx, t[kept - 1]);
+	}
+	*n = kept;
+	return fresh;
+}
+
+/* Is addr "postmaster@..." (any case, any +tag)? */
+static bool cmd_rcpt_is_postmaster(const char *addr)
+{
+	size_t len = strcspn(addr, "+@");
+	return len == 10 && strncasecmp(addr, "postmaster", 10) == 0;
+}
+
+/* RCPT to an alias: expand it (conf/aliases.h) into envelope recipients.
+ * Returns 0 when the reply for the original address is still to be sent. */
+static int cmd_rcpt_alias(struct smtpd_session *s, const struct smtp_rcpt_args *r,
+			  const char *addr)
+{
+	struct smtpd_tx *tx = s->tx;
+	char **t = NULL, q[LOG_Q_MAX], q2[LOG_Q_MAX];
+	size_t n = 0;
+	const char *error = "alias loop";
+	int rc = aliases_expand(s->srv->aliases, addr, &t, &n, &error);
+
+	if (rc < 0 && cmd_rcpt_is_postmaster(addr)) {
+		/* RFC 5321 §4.5.1: postmaster stays deliverable whatever its
+		 * alias says; fall back to its own mailbox. */
+		log_warn("event=alias_error sid=%s rcpt=%s reason=%s fallback=mailbox", s->sid,
+			 log_qs(q, addr), log_qs(q2, error));
+		t = xcalloc(1, sizeof(*t));
+		t[0] = xstrdup(addr);
+		n = 1;
+	} else if (rc < 0) {
+		log_warn("event=alias_error sid=%s rcpt=%s reason=%s", s->sid, log_qs(q, addr),
+			 log_qs(q2, error));
+		/* RFC 3463 X.4.6 routing loop; X.5.3 too many recipients */
+		if (strcmp(error, "alias loop") == 0)
+			smtpd_reply(s, 550, "5.4.6", "<%s>: Alias loop detected", addr);
+		else
+			smtpd_reply(s, 550, "5.5.3", "<%s>: Alias expands to too many recipients",
+				    addr);
+		return -1;
+	}
+	size_t fresh = cmd_rcpt_targets_filter(s, addr, t, &n);
+	if (n == 0 && cmd_rcpt_is_postmaster(addr)) {
+		t[n++] = xstrdup(addr);
+		fresh = !cmd_rcpt_is_dup(tx, addr);
+	}
+	rc = -1;
+	if (n == 0) {
+		smtpd_reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: User unknown",
+			    addr);
+	} else if (tx->env.nrcpts + fresh > CMD_RCPT_EXPANDED_MAX) {
+		smtpd_reply(s, 452, "4.5.3", "Too many recipients");
+	} else {
+		char orcpt[SMTP_ORCPT_MAX + 1];
+		if (r->orcpt[0] != '\0')
+			snprintf(orcpt, sizeof(orcpt), "%s", r->orcpt);
+		else
+			cmd_rcpt_orcpt_make(addr, orcpt, sizeof(orcpt));
+		for (size_t i = 0; i < n; i++) {
+			if (cmd_rcpt_is_dup(tx, t[i]))
+				continue;
+			struct envelope_rcpt *er = envelope_add_rcpt(&tx->env, t[i]);
+			er->notify = r->notify;
+			envelope_set_str(&er->orcpt, orcpt);
+		}
+		log_info("event=alias sid=%s rcpt=%s targets=%zu new=%zu", s->sid,
+			 log_qs(q, addr), n, fresh);
+		rc = 0;
+	}
+	aliases_targets_free(&t, n);
+	return rc;
 }
 
 static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
@@ -234,7 +399,7 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 503, "5.5.1", "RCPT not allowed during BDAT transfer");
 		return;
 	}
-	if (tx->env.nrcpts >= s->srv->conf->limits.recipients) {
+	if (tx->n_rcpt_cmds >= s->srv->conf->limits.recipients) {
 		smtpd_reply(s, 452, "4.5.3", "Too many recipients");
 		return;
 	}
@@ -242,17 +407,24 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply_perr(s, &err);
 		return;
 	}
-	if (cmd_rcpt_policy(s, &r.to) < 0)
+	bool alias = false;
+	if (cmd_rcpt_policy(s, &r.to, &alias) < 0)
 		return;
 	char addr[MAIL_PATH_MAX + 1];
 	if (mail_addr_format(&r.to, addr, sizeof(addr)) < 0) {
 		smtpd_reply(s, 501, "5.1.3", "Bad recipient address syntax");
 		return;
 	}
-	bool dup = false;
-	for (size_t i = 0; i < tx->env.nrcpts && !dup; i++)
-		dup = strcasecmp(tx->env.rcpts[i].addr, addr) == 0;
-	if (!dup) {
+	if (alias) {
+		if (cmd_rcpt_alias(s, &r, addr) < 0)
+			return;
+		tx->n_rcpt_cmds++;
+	} else if (!cmd_rcpt_is_dup(tx, addr)) {
+		if (tx->env.nrcpts >= CMD_RCPT_EXPANDED_MAX) {
+			smtpd_reply(s, 452, "4.5.3", "Too many recipients");
+			return;
+		}
+		tx->n_rcpt_cmds++;
 		struct envelope_rcpt *er = envelope_add_rcpt(&tx->env, addr);
 		er->notify = r.notify;
 		if (r.orcpt[0] != '\0')

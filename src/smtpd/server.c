@@ -251,12 +251,13 @@ static int server_bind(struct smtpd *srv, const struct conf_listener *lc, const 
 }
 
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
-		 struct smtpd **smtpd_r, const char **error_r)
+		 const struct aliases *aliases, struct smtpd **smtpd_r, const char **error_r)
 {
 	struct smtpd *srv = xcalloc(1, sizeof(*srv));
 	srv->base = base;
 	srv->conf = conf;
 	srv->users = users;
+	srv->aliases = aliases;
 	srv->ipcount_buckets = 1021;
 	srv->ipcount = xcalloc(srv->ipcount_buckets, sizeof(*srv->ipcount));
 	uint64_t seed = 0;

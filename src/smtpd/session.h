@@ -21,6 +21,7 @@ struct evbuffer;
 struct conf;
 struct conf_listener;
 struct users;
+struct aliases;
 struct sasl_server;
 struct tls_server;
 struct spool;
@@ -48,6 +49,7 @@ struct smtpd {
 	struct event_base *base;
 	const struct conf *conf;
 	const struct users *users;
+	const struct aliases *aliases; /* NULL when there is no aliases file */
 	struct spool *spool;
 	struct qmgr *qmgr;
 	struct workq *commit_wq;
@@ -77,6 +79,7 @@ struct smtpd_tx {
 	bool bdat_last;       /* the current chunk is the LAST one */
 	bool io_failed;       /* a spool write failed: 451 at the end */
 	bool data_started;    /* DATA or first BDAT seen: Received written */
+	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 };
 
 struct smtpd_session {

@@ -10,13 +10,15 @@
 struct event_base;
 struct conf;
 struct users;
+struct aliases;
 struct spool;
 struct qmgr;
 struct smtpd;
 struct tls_server;
 
+/* users and aliases may be NULL (no file); both outlive the server. */
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
-		 struct smtpd **smtpd_r, const char **error_r);
+		 const struct aliases *aliases, struct smtpd **smtpd_r, const char **error_r);
 void smtpd_start(struct smtpd *smtpd, struct spool *spool, struct qmgr *qmgr);
 /* Install the TLS contexts (owned by smtpd from now on); used at start and
  * on SIGHUP to reload certificates without dropping sessions. */
