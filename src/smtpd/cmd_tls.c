@@ -23,6 +23,16 @@ bool smtpd_tls_offered(const struct smtpd_session *s)
 	return s->srv->tls != NULL && s->lconf->tls == CONF_TLS_STARTTLS && !s->tls_active;
 }
 
+/* libevent reserves room for its largest single read on every SSL read (16
+ * KiB, rounded up to a 32 KiB chunk) and an idle session keeps that chunk.
+ * SMTP commands are short: 4 KiB reads keep an idle TLS session small. */
+#define SMTPD_TLS_READ_MAX 4096
+
+static void tls_read_size(struct smtpd_session *s)
+{
+	bufferevent_set_max_single_read(s->bev, SMTPD_TLS_READ_MAX);
+}
+
 static void tls_handshake_timeouts(struct smtpd_session *s)
 {
 	uint64_t ms = s->srv->conf->tls.handshake_timeout;
@@ -48,6 +58,7 @@ bool smtpd_tls_wrap_accept(struct smtpd_session *s, int fd)
 		return false;
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+	tls_read_size(s);
 	tls_handshake_timeouts(s);
 	return true;
 }
@@ -100,6 +111,7 @@ void smtpd_cmd_starttls(struct smtpd_session *s, const char *args, size_t len)
 		return;
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+	tls_read_size(s);
 	smtpd_session_attach(s);
 	tls_handshake_timeouts(s);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
