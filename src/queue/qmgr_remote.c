@@ -238,6 +238,7 @@ static void qmgr_group_send(struct qmgr_group *g, size_t ntargets)
 	g->sdest.connect_timeout_ms = conf->delivery.connect_timeout;
 	g->sdest.command_timeout_ms = conf->delivery.command_timeout;
 	g->sdest.data_timeout_ms = conf->delivery.data_timeout;
+	g->sdest.reuse_key = g->key;
 	if (route->credentials != NULL && route->credentials[0] != '\0') {
 		const struct qmgr_cred *c = qmgr_cred_get(q, route);
 		if (!c->ok) {

@@ -19,7 +19,18 @@
  *   -> BODY -> DOT -> QUIT.
  * Before the transaction, a failure moves to the next target; after MAIL is
  * sent, it ends the attempt and the recipients without their own result get
- * the message-level one. */
+ * the message-level one.
+ *
+ * Connection reuse (issue 4): with dest->reuse_key, a session whose
+ * transaction ended with no reply outstanding parks its connection in an
+ * idle cache instead of QUIT (RFC 5321 §3.3 lets a new MAIL follow a
+ * completed transaction; an aborted one gets RSET first, §4.1.1.5). A later
+ * session with the same key starts at START -> [RSET ->] TX on it. A cached
+ * connection that fails before the MAIL reply (the server dropped it while
+ * idle, or says 421) is closed and the session connects afresh, silently.
+ * Idle connections are bounded, closed on any octet or EOF from the server,
+ * and sent QUIT after the idle timeout. The server's octets while idle are
+ * hostile too: they are never parsed, any of them ends the connection. */
 #include "smtpc/client.h"
 
 #include <arpa/inet.h>
@@ -53,6 +64,9 @@
 #define SMTPC_QUIT_WAIT_MS 2000ULL         /* do not wait long for 221 */
 #define SMTPC_CHUNK 65536                  /* body octets queued per refill */
 #define SMTPC_ARG_MAX 1000                 /* a path or parameter we put in a command */
+#define SMTPC_IDLE_TIMEOUT_MS 5000ULL      /* a cached connection, unused */
+#define SMTPC_IDLE_MAX 64                  /* cached connections in all */
+#define SMTPC_IDLE_PER_KEY 8               /* cached connections per destination */
 
 enum smtpc_state {
 	SMTPC_S_START,
@@ -67,11 +81,12 @@ enum smtpc_state {
 	SMTPC_S_BODY,
 	SMTPC_S_DOT,
 	SMTPC_S_QUIT,
+	SMTPC_S_RSET, /* a reused connection after an aborted transaction */
 };
 
 static const char *const smtpc_state_names[] = {
-    "start", "connect", "greeting", "ehlo", "helo", "starttls",
-    "tls",   "auth",    "tx",       "body", "dot",  "quit",
+    "start", "connect", "greeting", "ehlo", "helo", "starttls", "tls",
+    "auth",  "tx",      "body",     "dot",  "quit", "rset",
 };
 
 /* What a reply handler tells the read loop: keep reading, or stop because
@@ -79,11 +94,40 @@ static const char *const smtpc_state_names[] = {
 enum smtpc_go { SMTPC_GO, SMTPC_STOP };
 
 struct smtpc_session;
+struct smtpc_idle;
 
 struct smtpc {
 	struct event_base *base;
 	SSL_CTX *ssl_ctx;
 	struct smtpc_session *sessions;
+	struct smtpc_idle *idle; /* newest first */
+	size_t nidle;
+	uint64_t idle_timeout_ms;
+};
+
+/* A connection in the reuse cache, between two transactions. The key is the
+ * caller's reuse_key plus everything that shaped the session (TLS policy,
+ * AUTH user, LMTP, HELO name): a connection is only taken by a delivery that
+ * would have set it up the same way. */
+struct smtpc_idle {
+	struct smtpc *c;
+	struct smtpc_idle *prev, *next;
+	char *key;
+	enum smtpc_tls tls;
+	char *auth_user; /* NULL: none */
+	bool lmtp;
+	char *helo_name;
+	struct sockaddr_storage addr; /* the server's; AF_UNSPEC for a unix socket */
+	char host[256];               /* the name TLS was verified against */
+	struct bufferevent *bev;
+	struct event *timer;
+	bool quitting;  /* QUIT sent after the idle timeout */
+	bool need_rset; /* the last transaction was aborted */
+	struct smtp_ehlo_caps caps;
+	bool tls_active, authed;
+	char remote_mta[256];
+	char remote_addr[64];
+	char tls_info[128];
 };
 
 struct smtpc_session {
@@ -107,6 +151,7 @@ struct smtpc_session {
 	int auth_step;
 	bool quit_next;    /* after QUIT: try the next target (else finish) */
 	bool tls_fallback; /* policy MAY: TLS with this target failed, plaintext now */
+	bool reused;       /* taken from the idle cache, no MAIL reply yet */
 
 	/* the transaction */
 	size_t tx_next; /* next reply: 0 MAIL, 1..n RCPT, n+1 DATA */
@@ -264,6 +309,8 @@ static enum smtpc_go session_send(struct smtpc_session *s, const char *fmt, ...)
 }
 
 static void session_connect(struct smtpc_session *s);
+static void session_on_read(struct bufferevent *bev, void *arg);
+static void session_on_event(struct bufferevent *bev, short what, void *arg);
 static enum smtpc_go session_lost(struct smtpc_session *s, const char *why);
 
 /* The current target failed before a transaction: try the next one, or end
@@ -284,6 +331,7 @@ static enum smtpc_go session_next_target(struct smtpc_session *s)
 
 static enum smtpc_go session_quit(struct smtpc_session *s, bool next_target)
 {
+	s->reused = false; /* what happens now is no failure of the cached connection */
 	s->quit_next = next_target;
 	session_send(s, "QUIT\r\n");
 	session_set_state(s, SMTPC_S_QUIT);
@@ -300,11 +348,292 @@ static enum smtpc_go session_quit_done(struct smtpc_session *s)
 	return SMTPC_STOP;
 }
 
+/* --- the idle cache (connection reuse) ------------------------------------ */
+
+static enum smtpc_go session_tx_start(struct smtpc_session *s);
+
+static bool smtpc_str_eq(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static bool smtpc_addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+		const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+		const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0 &&
+		       x->sin6_scope_id == y->sin6_scope_id;
+	}
+	return false;
+}
+
+/* Would this delivery have set the connection up the same way, with the
+ * same server? For TCP the server must be the delivery's first target (the
+ * one it would connect to, RFC 5321 §5.1 order and equal-preference
+ * randomisation kept), whatever the key; the name TLS verified must be its
+ * name. For a unix socket, the same key and path. */
+static bool idle_matches(const struct smtpc_idle *ic, const struct smtpc_dest *d)
+{
+	if (ic->quitting || ic->tls != d->tls || ic->lmtp != d->lmtp ||
+	    !smtpc_str_eq(ic->auth_user, d->auth_user) ||
+	    !smtpc_str_eq(ic->helo_name, d->helo_name))
+		return false;
+	if (d->unix_path != NULL)
+		return ic->addr.ss_family == AF_UNSPEC && strcmp(ic->key, d->reuse_key) == 0 &&
+		       strcmp(ic->remote_addr, d->unix_path) == 0;
+	if (d->ntargets == 0 || !smtpc_addr_eq(&ic->addr, &d->targets[0].addr))
+		return false;
+	return d->tls != SMTPC_TLS_VERIFY || strcmp(ic->host, d->targets[0].host) == 0;
+}
+
+/* Two cached connections that any delivery would take alike. */
+static bool idle_same(const struct smtpc_idle *a, const struct smtpc_idle *b)
+{
+	if (a->quitting || b->quitting || a->tls != b->tls || a->lmtp != b->lmtp ||
+	    !smtpc_str_eq(a->auth_user, b->auth_user) || !smtpc_str_eq(a->helo_name, b->helo_name))
+		return false;
+	if (a->addr.ss_family == AF_UNSPEC)
+		return b->addr.ss_family == AF_UNSPEC && strcmp(a->key, b->key) == 0 &&
+		       strcmp(a->remote_addr, b->remote_addr) == 0;
+	return smtpc_addr_eq(&a->addr, &b->addr) && strcmp(a->host, b->host) == 0;
+}
+
+static void idle_free(struct smtpc_idle *ic)
+{
+	struct smtpc *c = ic->c;
+	if (ic->prev != NULL)
+		ic->prev->next = ic->next;
+	else
+		c->idle = ic->next;
+	if (ic->next != NULL)
+		ic->next->prev = ic->prev;
+	c->nidle--;
+	if (ic->bev != NULL)
+		bufferevent_free(ic->bev);
+	event_free(ic->timer);
+	free(ic->key);
+	free(ic->auth_user);
+	free(ic->helo_name);
+	free(ic);
+}
+
+/* Idle, a server only speaks to say it is going away (421, RFC 5321 §3.8)
+ * or, after our QUIT, to say 221: either way the connection is done. */
+static void idle_on_read(struct bufferevent *bev, void *arg)
+{
+	struct smtpc_idle *ic = arg;
+	(void)bev;
+	log_debug("smtpc: relay=%s idle connection: server spoke, closing", ic->remote_mta);
+	idle_free(ic);
+}
+
+static void idle_on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtpc_idle *ic = arg;
+	(void)bev;
+	(void)what;
+	log_debug("smtpc: relay=%s idle connection closed by the server", ic->remote_mta);
+	idle_free(ic);
+}
+
+static void idle_timer_arm(struct smtpc_idle *ic, uint64_t ms)
+{
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+	                     .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(ic->timer, &tv);
+}
+
+/* Idle too long: QUIT (RFC 5321 §4.1.1.10) and wait briefly for the 221. */
+static void idle_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpc_idle *ic = arg;
+	(void)fd;
+	(void)what;
+	if (ic->quitting) {
+		idle_free(ic);
+		return;
+	}
+	log_debug("smtpc: relay=%s idle timeout, QUIT", ic->remote_mta);
+	ic->quitting = true;
+	evbuffer_add(bufferevent_get_output(ic->bev), "QUIT\r\n", 6);
+	idle_timer_arm(ic, SMTPC_QUIT_WAIT_MS);
+}
+
+/* Keep the cache bounded: the oldest connection like the new one beyond
+ * the per-destination limit, then the oldest of all beyond the total. */
+static void idle_trim(struct smtpc *c, const struct smtpc_idle *nic)
+{
+	struct smtpc_idle *oldest = NULL;
+	size_t same = 0;
+	for (struct smtpc_idle *ic = c->idle; ic != NULL; ic = ic->next) {
+		if (idle_same(ic, nic)) {
+			same++;
+			oldest = ic;
+		}
+	}
+	if (same > SMTPC_IDLE_PER_KEY && oldest != NULL)
+		idle_free(oldest);
+	while (c->nidle > SMTPC_IDLE_MAX) {
+		struct smtpc_idle *ic = c->idle;
+		while (ic->next != NULL)
+			ic = ic->next;
+		idle_free(ic);
+	}
+}
+
+/* The transaction is over with no reply outstanding: keep the connection for
+ * the next message to this destination. False when it cannot be kept. */
+static bool session_park(struct smtpc_session *s, bool need_rset)
+{
+	struct smtpc *c = s->c;
+	const struct smtpc_dest *d = s->dest;
+
+	if (d->reuse_key == NULL || c->idle_timeout_ms == 0 || s->bev == NULL)
+		return false;
+	/* octets we did not ask for: the server is not where we think it is */
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0 || s->parser.len > 0)
+		return false;
+	struct smtpc_idle *ic = xcalloc(1, sizeof(*ic));
+	ic->c = c;
+	ic->timer = evtimer_new(c->base, idle_on_timer, ic);
+	if (ic->timer == NULL) {
+		log_err("smtpc: cannot create a timer");
+		abort();
+	}
+	ic->key = xstrdup(d->reuse_key);
+	ic->tls = d->tls;
+	ic->auth_user = d->auth_user != NULL ? xstrdup(d->auth_user) : NULL;
+	ic->lmtp = d->lmtp;
+	ic->helo_name = d->helo_name != NULL ? xstrdup(d->helo_name) : NULL;
+	ic->need_rset = need_rset;
+	if (d->unix_path == NULL) {
+		const struct smtpc_target *t = &d->targets[s->ti];
+		if (t->addrlen <= sizeof(ic->addr))
+			memcpy(&ic->addr, &t->addr, t->addrlen);
+		snprintf(ic->host, sizeof(ic->host), "%s", t->host);
+	}
+	ic->caps = s->caps;
+	ic->tls_active = s->tls_active;
+	ic->authed = s->authed;
+	snprintf(ic->remote_mta, sizeof(ic->remote_mta), "%s", s->res.remote_mta);
+	snprintf(ic->remote_addr, sizeof(ic->remote_addr), "%s", s->res.remote_addr);
+	snprintf(ic->tls_info, sizeof(ic->tls_info), "%s", s->res.tls_info);
+	ic->bev = s->bev;
+	s->bev = NULL;
+	evtimer_del(s->timer);
+	bufferevent_setwatermark(ic->bev, EV_WRITE, 0, 0);
+	bufferevent_setcb(ic->bev, idle_on_read, NULL, idle_on_event, ic);
+	bufferevent_enable(ic->bev, EV_READ | EV_WRITE);
+	ic->next = c->idle;
+	if (c->idle != NULL)
+		c->idle->prev = ic;
+	c->idle = ic;
+	c->nidle++;
+	idle_timer_arm(ic, c->idle_timeout_ms);
+	log_debug("smtpc: relay=%s connection kept idle rset=%d", ic->remote_mta, need_rset);
+	idle_trim(c, ic);
+	return true;
+}
+
+/* The end of a transaction that left the server in a known state: park the
+ * connection, or QUIT. */
+static enum smtpc_go session_tx_end(struct smtpc_session *s, bool need_rset)
+{
+	if (session_park(s, need_rset)) {
+		session_finish(s);
+		return SMTPC_STOP;
+	}
+	return session_quit(s, false);
+}
+
+/* At START: take the newest idle connection for this destination, if any,
+ * and go straight to the transaction (after RSET if the last one was
+ * aborted). */
+static bool session_reuse(struct smtpc_session *s)
+{
+	struct smtpc_idle *ic = s->c->idle;
+
+	if (s->dest->reuse_key == NULL)
+		return false;
+	while (ic != NULL && !idle_matches(ic, s->dest))
+		ic = ic->next;
+	if (ic == NULL)
+		return false;
+	bool rset = ic->need_rset;
+	s->bev = ic->bev;
+	ic->bev = NULL;
+	s->caps = ic->caps;
+	s->tls_active = ic->tls_active;
+	s->authed = ic->authed;
+	s->helo_tried = s->pipelining = s->tls_fallback = false;
+	s->auth_step = 0;
+	s->ti = 0;
+	s->reused = true;
+	s->res.connected = true;
+	/* the same server, maybe under another of its names (another domain's MX) */
+	const char *host = s->dest->unix_path == NULL ? s->dest->targets[0].host : "";
+	snprintf(s->res.remote_mta, sizeof(s->res.remote_mta), "%s",
+	         host[0] != '\0' ? host : ic->remote_mta);
+	snprintf(s->res.remote_addr, sizeof(s->res.remote_addr), "%s", ic->remote_addr);
+	snprintf(s->res.tls_info, sizeof(s->res.tls_info), "%s", ic->tls_info);
+	idle_free(ic);
+	smtp_reply_parser_init(&s->parser);
+	bufferevent_setcb(s->bev, session_on_read, NULL, session_on_event, s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	log_debug("smtpc: relay=%s reusing a connection rset=%d", s->res.remote_mta, rset);
+	if (rset) {
+		session_send(s, "RSET\r\n"); /* RFC 5321 §4.1.1.5 */
+		session_expect(s, SMTPC_S_RSET);
+	} else {
+		session_tx_start(s);
+	}
+	return true;
+}
+
+/* A cached connection failed before its MAIL reply: it was dropped while
+ * idle (RFC 5321 §4.5.3.2.7 lets a server do so) or is closing (421). That
+ * is no failure of the message: forget it and connect afresh. */
+static enum smtpc_go session_reuse_failed(struct smtpc_session *s, const char *why)
+{
+	log_debug("smtpc: relay=%s reused connection failed (%s), reconnecting", s->res.remote_mta,
+	          why);
+	session_close(s);
+	s->reused = false;
+	s->res.connected = false;
+	s->res.permanent = false;
+	s->res.code = 0;
+	s->res.enh[0] = s->res.text[0] = '\0';
+	s->res.remote_mta[0] = s->res.remote_addr[0] = '\0';
+	s->tx_next = s->accepted = 0;
+	s->ti = 0;
+	session_connect(s);
+	return SMTPC_STOP;
+}
+
+static enum smtpc_go session_on_rset(struct smtpc_session *s, const struct smtp_reply *r)
+{
+	if (r->code / 100 != 2) {
+		char why[32];
+		snprintf(why, sizeof(why), "RSET: %d", r->code);
+		return session_reuse_failed(s, why);
+	}
+	return session_tx_start(s);
+}
+
 /* --- connecting ----------------------------------------------------------- */
 
-static void session_on_read(struct bufferevent *bev, void *arg);
 static void session_on_write(struct bufferevent *bev, void *arg);
-static void session_on_event(struct bufferevent *bev, short what, void *arg);
 
 static bool smtpc_addr_is_loopback(const struct sockaddr_storage *ss)
 {
@@ -482,7 +811,6 @@ static void session_tls_failed(struct smtpc_session *s)
 
 /* --- the steps ------------------------------------------------------------ */
 
-static enum smtpc_go session_tx_start(struct smtpc_session *s);
 static enum smtpc_go session_auth_start(struct smtpc_session *s);
 
 static enum smtpc_go session_hello(struct smtpc_session *s)
@@ -745,22 +1073,22 @@ static enum smtpc_go session_tx_start(struct smtpc_session *s)
 		/* RFC 6531 §3.2: cannot be downgraded here; bounce */
 		session_record(s, true, 0, "5.6.7", "%s",
 		               "the message needs SMTPUTF8 and the server does not offer it");
-		return session_quit(s, false);
+		return session_tx_end(s, false);
 	}
 	if (s->caps.size && s->caps.size_max != 0 && m->len > s->caps.size_max) {
 		/* RFC 1870 §6.2: do not send what the server said it will refuse */
 		session_record(s, true, 552, "5.3.4",
 		               "message size %zu exceeds the server's limit %llu", m->len,
 		               s->caps.size_max);
-		return session_quit(s, false);
+		return session_tx_end(s, false);
 	}
 	if (!session_envelope_ok(s)) {
 		session_record(s, true, 0, "5.1.3", "%s", "invalid envelope address");
-		return session_quit(s, false);
+		return session_tx_end(s, false);
 	}
 	if (m->nrcpts == 0) {
 		session_record(s, true, 0, "5.1.3", "%s", "no recipients");
-		return session_quit(s, false);
+		return session_tx_end(s, false);
 	}
 	s->pipelining = s->caps.pipelining;
 	s->tx_next = 0;
@@ -797,8 +1125,13 @@ static enum smtpc_go session_on_tx(struct smtpc_session *s, const struct smtp_re
 	size_t idx = s->tx_next++;
 
 	if (idx == 0) {
+		if (s->reused && r->code == 421)
+			return session_reuse_failed(s, "421 to MAIL");
+		s->reused = false;
 		if (r->code / 100 != 2) { /* MAIL refused: for every recipient */
 			session_record_reply(s, r, true);
+			if (!s->pipelining && r->code != 421)
+				return session_tx_end(s, true);
 			return session_quit(s, false);
 		}
 		if (!s->pipelining)
@@ -821,6 +1154,8 @@ static enum smtpc_go session_on_tx(struct smtpc_session *s, const struct smtp_re
 			/* every recipient has its own refusal; the pipelined DATA
 			 * reply is read (and ignored) in the QUIT state */
 			session_record_reply(s, r, true);
+			if (!s->pipelining && r->code != 421)
+				return session_tx_end(s, true);
 			return session_quit(s, false);
 		} else if (!s->pipelining) {
 			session_send(s, "DATA\r\n");
@@ -831,6 +1166,8 @@ static enum smtpc_go session_on_tx(struct smtpc_session *s, const struct smtp_re
 	if (r->code == 354)
 		return session_body_start(s);
 	session_record_reply(s, r, true); /* DATA refused: for the accepted ones */
+	if (r->code != 421)
+		return session_tx_end(s, true);
 	return session_quit(s, false);
 }
 
@@ -879,6 +1216,9 @@ static enum smtpc_go session_on_dot(struct smtpc_session *s, const struct smtp_r
 			if (s->rcpt_accepted[i] && !s->rcpt_done[i])
 				session_rcpt_set(s, i, r);
 		session_record_reply(s, r, true);
+		/* RFC 5321 §4.1.1.4: the reply to the dot ends the transaction */
+		if (r->code != 421)
+			return session_tx_end(s, r->code / 100 != 2);
 		return session_quit(s, false);
 	}
 	size_t i = s->dot_next;
@@ -895,6 +1235,8 @@ static enum smtpc_go session_on_dot(struct smtpc_session *s, const struct smtp_r
 		return SMTPC_GO;
 	}
 	session_record_reply(s, r, true);
+	if (r->code != 421)
+		return session_tx_end(s, r->code / 100 != 2);
 	return session_quit(s, false);
 }
 
@@ -919,6 +1261,8 @@ static enum smtpc_go session_on_reply(struct smtpc_session *s, const struct smtp
 		return session_on_tx(s, r);
 	case SMTPC_S_DOT:
 		return session_on_dot(s, r);
+	case SMTPC_S_RSET:
+		return session_on_rset(s, r);
 	case SMTPC_S_QUIT:
 		if (r->code == 221)
 			return session_quit_done(s);
@@ -937,6 +1281,8 @@ static enum smtpc_go session_on_reply(struct smtpc_session *s, const struct smtp
 /* A dropped connection, a timeout or a protocol error, by state. */
 static enum smtpc_go session_lost(struct smtpc_session *s, const char *why)
 {
+	if (s->reused) /* a cached connection, before its MAIL reply */
+		return session_reuse_failed(s, why);
 	switch (s->state) {
 	case SMTPC_S_QUIT:
 		return session_quit_done(s);
@@ -1034,7 +1380,8 @@ static void session_on_timer(evutil_socket_t fd, short what, void *arg)
 			session_finish(s);
 			return;
 		}
-		session_connect(s);
+		if (!session_reuse(s))
+			session_connect(s);
 		return;
 	}
 	session_lost(s, "timeout");
@@ -1062,7 +1409,16 @@ struct smtpc *smtpc_create(struct event_base *base, const char *ca_file, char *e
 	struct smtpc *c = xcalloc(1, sizeof(*c));
 	c->base = base;
 	c->ssl_ctx = ctx;
+	c->idle_timeout_ms = SMTPC_IDLE_TIMEOUT_MS;
 	return c;
+}
+
+void smtpc_set_idle_timeout(struct smtpc *c, uint64_t ms)
+{
+	c->idle_timeout_ms = ms;
+	if (ms == 0)
+		while (c->idle != NULL)
+			idle_free(c->idle);
 }
 
 void smtpc_free(struct smtpc **cp)
@@ -1074,6 +1430,16 @@ void smtpc_free(struct smtpc **cp)
 		struct smtpc_session *s = c->sessions;
 		session_unlink(s);
 		session_free(s);
+	}
+	while (c->idle != NULL) {
+		/* no loop to wait for the 221: a best-effort QUIT in plaintext */
+		struct smtpc_idle *ic = c->idle;
+		if (!ic->tls_active && !ic->quitting && ic->bev != NULL) {
+			evutil_socket_t fd = bufferevent_getfd(ic->bev);
+			if (fd >= 0 && send(fd, "QUIT\r\n", 6, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+				log_debug("smtpc: QUIT on close: %s", strerror(errno));
+		}
+		idle_free(ic);
 	}
 	SSL_CTX_free(c->ssl_ctx);
 	free(c);

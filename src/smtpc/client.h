@@ -10,7 +10,10 @@
  * STARTTLS per policy, AUTH if credentials are given, MAIL with SIZE /
  * BODY / SMTPUTF8 / DSN parameters when offered, one RCPT per recipient,
  * DATA (dot-stuffed) and QUIT, pipelined when PIPELINING is offered. Each
- * recipient gets its own result (for LMTP, from its own post-DATA reply). */
+ * recipient gets its own result (for LMTP, from its own post-DATA reply).
+ * With dest->reuse_key, the connection may instead be kept for the next
+ * message to the same destination (a small idle cache, closed after an
+ * idle timeout). */
 #ifndef HK_SMTPC_CLIENT_H
 #define HK_SMTPC_CLIENT_H
 
@@ -47,6 +50,15 @@ struct smtpc_dest {
 	uint64_t connect_timeout_ms;  /* default 30 s when 0 */
 	uint64_t command_timeout_ms;  /* greeting, EHLO, MAIL, RCPT: default 5 min */
 	uint64_t data_timeout_ms;     /* after the final dot: default 10 min */
+	/* Connection reuse (issue 4): NULL for none. Otherwise, after a
+	 * transaction that leaves the server in a known state the connection is
+	 * kept idle instead of QUIT, and a later delivery with a reuse_key whose
+	 * first target is that server's address (for unix_path: the same key
+	 * and path), with the same tls, auth_user, lmtp and helo_name (and, for
+	 * SMTPC_TLS_VERIFY, target host), takes it (newest first) instead of
+	 * connecting; a cached connection found dead before the MAIL reply is
+	 * replaced by a fresh one transparently. */
+	const char *reuse_key;
 };
 
 struct smtpc_msg {
@@ -90,7 +102,11 @@ typedef void smtpc_done_cb(const struct smtpc_result *res, void *arg);
 
 /* ca_file: PEM bundle for SMTPC_TLS_VERIFY, NULL for the system default. */
 struct smtpc *smtpc_create(struct event_base *base, const char *ca_file, char *err, size_t errlen);
+/* Closes idle connections too (without waiting for the 221). */
 void smtpc_free(struct smtpc **c);
+/* How long a connection may stay idle in the reuse cache before it is closed
+ * with QUIT; default 5 s, 0 disables the cache. */
+void smtpc_set_idle_timeout(struct smtpc *c, uint64_t ms);
 /* dest and msg (and everything they point to) must stay valid until cb
  * runs. cb is always called exactly once, later, from the event loop. */
 void smtpc_deliver(struct smtpc *c, const struct smtpc_dest *dest, const struct smtpc_msg *msg,

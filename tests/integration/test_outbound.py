@@ -805,8 +805,6 @@ def test_backed_off_destination_gets_one_probe(hikyaku, dns, mtas):
     assert mta.max_active == 1, (first, mta.connections, mta.max_active)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 4 asks for connection reuse; smtpc opens one "
-                   "session per message (client.h) and has no connection cache yet")
 def test_connection_reuse(hikyaku, dns, mtas):
     mta = mtas()
     hk = outbound(hikyaku, dns, mta.port)

@@ -62,6 +62,7 @@ struct server {
 	struct evconnlistener *lis;
 	const struct step *script;
 	size_t nsteps;
+	const struct step *script2; /* for the second and later connections, or NULL */
 	struct tls_server *tls;
 	uint16_t port;
 	char unix_path[108];
@@ -78,6 +79,8 @@ struct sconn {
 	struct server *srv;
 	struct sconn *next;
 	struct bufferevent *bev;
+	const struct step *script;
+	size_t nsteps;
 	size_t step;
 	size_t pending; /* octets in the input already recorded */
 	bool in_data, closing, dead;
@@ -100,13 +103,13 @@ static void sconn_event(struct bufferevent *bev, short what, void *arg);
 static bool sconn_step(struct sconn *sc, const char *line)
 {
 	struct server *srv = sc->srv;
-	if (sc->step >= srv->nsteps) {
+	if (sc->step >= sc->nsteps) {
 		srv->errors++;
 		fprintf(stderr, "server: unexpected after the script: %s\n", line);
 		bufferevent_write(sc->bev, "500 unexpected\r\n", 16);
 		return true;
 	}
-	const struct step *st = &srv->script[sc->step];
+	const struct step *st = &sc->script[sc->step];
 	if (strncmp(line, st->expect, strlen(st->expect)) != 0) {
 		srv->errors++;
 		fprintf(stderr, "server: step %zu wants %s, got %s\n", sc->step, st->expect, line);
@@ -114,7 +117,7 @@ static bool sconn_step(struct sconn *sc, const char *line)
 		return true;
 	}
 	sc->step++;
-	if (sc->step == srv->nsteps)
+	if (sc->step == sc->nsteps)
 		srv->completed++;
 	if (st->flags & ST_SILENT)
 		return true;
@@ -195,6 +198,14 @@ static void sconn_event(struct bufferevent *bev, short what, void *arg)
 		sconn_free(sc);
 }
 
+static size_t script_len(const struct step *script)
+{
+	size_t n = 0;
+	while (script[n].expect != NULL)
+		n++;
+	return n;
+}
+
 static void server_accept(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
                           int salen, void *arg)
 {
@@ -208,19 +219,13 @@ static void server_accept(struct evconnlistener *lis, evutil_socket_t fd, struct
 	sc->next = srv->conns;
 	srv->conns = sc;
 	srv->nconn++;
+	sc->script = srv->nconn > 1 && srv->script2 != NULL ? srv->script2 : srv->script;
+	sc->nsteps = script_len(sc->script);
 	sc->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	assert_non_null(sc->bev);
 	bufferevent_setcb(sc->bev, sconn_read, sconn_write, sconn_event, sc);
 	bufferevent_enable(sc->bev, EV_READ | EV_WRITE);
 	sconn_step(sc, ""); /* the greeting */
-}
-
-static size_t script_len(const struct step *script)
-{
-	size_t n = 0;
-	while (script[n].expect != NULL)
-		n++;
-	return n;
 }
 
 static void server_start(struct server *srv, struct event_base *base, const struct step *script,
@@ -1067,6 +1072,259 @@ static void test_client_bad_ca(void **state)
 	event_base_free(base);
 }
 
+/* --- connection reuse (issue 4) ---------------------------------------------- */
+
+#define TX_PIPELINED                                                                               \
+	{"MAIL", "250 ok\r\n", 0}, {"RCPT", "250 ok\r\n", 0}, {"DATA", "354 go\r\n", ST_DATA},     \
+	{                                                                                          \
+		".", "250 queued\r\n", 0                                                           \
+	}
+#define EHLO_PIPE                                                                                  \
+	{                                                                                          \
+		"EHLO", "250-mx.test\r\n250 PIPELINING\r\n", 0                                     \
+	}
+
+/* Two transactions on one connection, QUIT only at the idle timeout. */
+static const struct step sr_two[] = {GREET, EHLO_PIPE, TX_PIPELINED, TX_PIPELINED, QUIT, END};
+/* One transaction per connection (different keys, or no key). */
+static const struct step sr_one[] = {GREET, EHLO_PIPE, TX_PIPELINED, QUIT, END};
+/* The first transaction's recipient is refused (no PIPELINING): the
+ * connection is kept, and RSET comes before the next MAIL. */
+static const struct step sr_rset[] = {
+    GREET,
+    {"EHLO", "250 mx.test\r\n", 0},
+    {"MAIL", "250 ok\r\n", 0},
+    {"RCPT", "550 5.1.1 no such user\r\n", 0},
+    {"RSET", "250 ok\r\n", 0},
+    {"MAIL", "250 ok\r\n", 0},
+    {"RCPT", "250 ok\r\n", 0},
+    {"DATA", "354 go\r\n", ST_DATA},
+    {".", "250 queued\r\n", 0},
+    QUIT,
+    END,
+};
+/* The cached connection is closing: 421 to the next MAIL, or plain EOF. */
+static const struct step sr_421[] = {
+    GREET, EHLO_PIPE, TX_PIPELINED, {"MAIL", "421 4.4.2 idle too long\r\n", ST_CLOSE}, END};
+static const struct step sr_eof[] = {GREET, EHLO_PIPE, TX_PIPELINED, {"MAIL", NULL, ST_CLOSE}, END};
+/* The server closes right after the dot reply: seen while idle. */
+static const struct step sr_close_idle[] = {GREET,
+                                            EHLO_PIPE,
+                                            {"MAIL", "250 ok\r\n", 0},
+                                            {"RCPT", "250 ok\r\n", 0},
+                                            {"DATA", "354 go\r\n", ST_DATA},
+                                            {".", "250 queued\r\n", ST_CLOSE},
+                                            END};
+/* STARTTLS once; the second message goes over the same TLS session. */
+static const struct step sr_tls[] = {
+    GREET,
+    {"EHLO", "250-mx.test\r\n250 STARTTLS\r\n", 0},
+    {"STARTTLS", "220 2.0.0 go ahead\r\n", ST_TLS},
+    EHLO_PIPE,
+    TX_PIPELINED,
+    TX_PIPELINED,
+    QUIT,
+    END,
+};
+
+struct reuse_case {
+	const char *name;
+	const struct step *a;  /* the script of the first connection */
+	const struct step *a2; /* of later ones, or NULL for the same */
+	const char *keys[2];   /* reuse_key of the two deliveries */
+	enum smtpc_tls tls;
+	bool tls2_may;      /* the second delivery asks for TLS policy MAY */
+	bool second_via_b;  /* the second delivery's targets: server b (sr_one), then a */
+	bool first_refused; /* the first delivery's recipient gets 550 */
+	unsigned gap_ms;    /* loop time between the deliveries */
+	int nconn;          /* connections the server saw */
+	int completed;      /* connections that ran their script to the end */
+	const char *log;    /* in the server's command log */
+};
+
+static const struct reuse_case reuse_cases[] = {
+    {.name = "same key: one connection, two transactions, QUIT when idle",
+     .a = sr_two,
+     .keys = {"mx:y", "mx:y"},
+     .nconn = 1,
+     .completed = 1},
+    {.name = "different keys, same first target: shared",
+     .a = sr_two,
+     .keys = {"mx:y", "mx:z"},
+     .nconn = 1,
+     .completed = 1},
+    {.name = "a different first target: not shared",
+     .a = sr_one,
+     .keys = {"mx:y", "mx:y"},
+     .second_via_b = true,
+     .nconn = 1,
+     .completed = 1},
+    {.name = "no key: no reuse", .a = sr_one, .keys = {NULL, NULL}, .nconn = 2, .completed = 2},
+    {.name = "TLS policy differs: no reuse",
+     .a = sr_one,
+     .keys = {"mx:y", "mx:y"},
+     .tls2_may = true,
+     .nconn = 2,
+     .completed = 2},
+    {.name = "aborted transaction: RSET before the next MAIL",
+     .a = sr_rset,
+     .keys = {"mx:y", "mx:y"},
+     .first_refused = true,
+     .nconn = 1,
+     .completed = 1,
+     .log = "RCPT TO:<b@y>\r\nRSET\r\nMAIL FROM:<a@x>\r\n"},
+    {.name = "421 to MAIL on a cached connection: reconnect",
+     .a = sr_421,
+     .a2 = sr_one,
+     .keys = {"mx:y", "mx:y"},
+     .nconn = 2,
+     .completed = 2},
+    {.name = "EOF after MAIL on a cached connection: reconnect",
+     .a = sr_eof,
+     .a2 = sr_one,
+     .keys = {"mx:y", "mx:y"},
+     .nconn = 2,
+     .completed = 2},
+    {.name = "server closed the idle connection: reconnect",
+     .a = sr_close_idle,
+     .a2 = sr_one,
+     .keys = {"mx:y", "mx:y"},
+     .gap_ms = 100,
+     .nconn = 2,
+     .completed = 2},
+    {.name = "STARTTLS once, both messages over it",
+     .a = sr_tls,
+     .keys = {"mx:y", "mx:y"},
+     .tls = SMTPC_TLS_MAY,
+     .nconn = 1,
+     .completed = 1},
+};
+
+static void loop_for(struct event_base *base, unsigned ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+}
+
+static void run_reuse_case(const struct reuse_case *c)
+{
+	struct event_base *base = event_base_new();
+	struct server sa, sb;
+	struct smtpc_target t, tb[2];
+	char err[256];
+
+	assert_non_null(base);
+	server_start(&sa, base, c->a, fx.tls, NULL);
+	sa.script2 = c->a2;
+	target_set(&t, sa.port, "mx1.test");
+	if (c->second_via_b) {
+		server_start(&sb, base, sr_one, NULL, NULL);
+		target_set(&tb[0], sb.port, "mx2.test");
+		tb[1] = t;
+	}
+	struct smtpc *cl = smtpc_create(base, NULL, err, sizeof(err));
+	assert_non_null(cl);
+	smtpc_set_idle_timeout(cl, 300);
+	struct smtpc_msg msg = {.sender = "a@x",
+	                        .rcpts = msg_rcpts,
+	                        .nrcpts = 1,
+	                        .data = (const unsigned char *)msg_data,
+	                        .len = sizeof(msg_data) - 1};
+	for (size_t k = 0; k < 2; k++) {
+		enum smtpc_tls tls = c->tls2_may && k == 1 ? SMTPC_TLS_MAY : c->tls;
+		bool via_b = c->second_via_b && k == 1;
+		struct smtpc_dest dest = {.targets = via_b ? tb : &t,
+		                          .ntargets = via_b ? 2 : 1,
+		                          .tls = tls,
+		                          .helo_name = "client.test",
+		                          .connect_timeout_ms = 2000,
+		                          .command_timeout_ms = 3000,
+		                          .data_timeout_ms = 3000,
+		                          .reuse_key = c->keys[k]};
+		struct run run = {.base = base};
+		struct timeval limit = {10, 0};
+		smtpc_deliver(cl, &dest, &msg, run_done, &run);
+		event_base_loopexit(base, &limit);
+		event_base_dispatch(base);
+		if (run.calls != 1)
+			fail_msg("%s: delivery %zu: callback ran %d times", c->name, k, run.calls);
+		bool want_ok = !(k == 0 && c->first_refused);
+		if (run.rcpts[0].ok != want_ok)
+			fail_msg("%s: delivery %zu: code=%d text=%s / %s", c->name, k,
+			         run.rcpts[0].code, run.rcpts[0].text, run.res.text);
+		if (!want_ok)
+			assert_int_equal(run.rcpts[0].code, 550);
+		assert_true(run.res.connected);
+		assert_string_equal(run.res.remote_mta, via_b ? "mx2.test" : "mx1.test");
+		assert_string_equal(run.res.remote_addr, "127.0.0.1");
+		if (c->tls == SMTPC_TLS_MAY && strncmp(run.res.tls_info, "TLSv1.", 6) != 0)
+			fail_msg("%s: delivery %zu: tls_info %s", c->name, k, run.res.tls_info);
+		if (c->gap_ms != 0 && k == 0)
+			loop_for(base, c->gap_ms);
+	}
+	/* past the idle timeout: the cached connection gets QUIT */
+	loop_for(base, 700);
+	if (sa.nconn != c->nconn || sa.completed != c->completed)
+		fail_msg("%s: nconn=%d completed=%d", c->name, sa.nconn, sa.completed);
+	assert_int_equal(sa.errors, 0);
+	if (c->second_via_b) {
+		assert_int_equal(sb.nconn, 1);
+		assert_int_equal(sb.completed, 1);
+		assert_int_equal(sb.errors, 0);
+		server_stop(&sb);
+	}
+	if (c->log != NULL && strstr(buf_cstr(&sa.log), c->log) == NULL)
+		fail_msg("%s: log lacks %s; got %s", c->name, c->log, buf_cstr(&sa.log));
+	smtpc_free(&cl);
+	server_stop(&sa);
+	event_base_free(base);
+}
+
+static void test_client_reuse(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < N_ELEMENTS(reuse_cases); i++) {
+		fprintf(stderr, "reuse case: %s\n", reuse_cases[i].name);
+		run_reuse_case(&reuse_cases[i]);
+	}
+}
+
+/* smtpc_free with connections still cached: closed (no leak), and the
+ * server sees the connection go. */
+static void test_client_reuse_free(void **state)
+{
+	(void)state;
+	struct event_base *base = event_base_new();
+	struct server sa;
+	struct smtpc_target t;
+	char err[256];
+
+	server_start(&sa, base, sr_one, NULL, NULL);
+	target_set(&t, sa.port, "mx1.test");
+	struct smtpc *cl = smtpc_create(base, NULL, err, sizeof(err));
+	assert_non_null(cl);
+	struct smtpc_dest dest = {
+	    .targets = &t, .ntargets = 1, .helo_name = "c.test", .reuse_key = "mx:y"};
+	struct smtpc_msg msg = {.sender = "",
+	                        .rcpts = msg_rcpts,
+	                        .nrcpts = 1,
+	                        .data = (const unsigned char *)msg_data,
+	                        .len = 3};
+	struct run run = {.base = base};
+	smtpc_deliver(cl, &dest, &msg, run_done, &run);
+	loop_for(base, 2000);
+	assert_int_equal(run.calls, 1);
+	assert_true(run.rcpts[0].ok);
+	assert_int_equal(sa.completed, 0); /* idle: no QUIT yet (5 s default) */
+	smtpc_free(&cl);
+	loop_for(base, 100);
+	assert_int_equal(sa.completed, 1); /* the best-effort QUIT */
+	assert_int_equal(sa.errors, 0);
+	server_stop(&sa);
+	event_base_free(base);
+}
+
 static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
@@ -1104,7 +1362,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_client_cases),       cmocka_unit_test(test_client_free_in_flight),
 	    cmocka_unit_test(test_client_big_message), cmocka_unit_test(test_client_no_targets),
-	    cmocka_unit_test(test_client_bad_ca),
+	    cmocka_unit_test(test_client_bad_ca),      cmocka_unit_test(test_client_reuse),
+	    cmocka_unit_test(test_client_reuse_free),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
