@@ -23,6 +23,7 @@
 #include "dns/dns.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/strutil.h"
 #include "lib/workq.h"
 #include "mail/address.h"
 #include "queue/spool.h"
@@ -166,9 +167,7 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 	};
 	char domain[MAIL_DOMAIN_MAX + 1];
 	snprintf(domain, sizeof(domain), "%s", at + 1);
-	for (char *p = domain; *p != '\0'; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
+	str_lower(domain); /* ASCII only: the C locale */
 	if (maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err)) == 0)
 		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "delivered to maildir", "maildir");
 	else

@@ -451,9 +451,7 @@ static void qmgr_group_key(const struct conf_route *route, const char *domain, c
 		snprintf(key, keylen, "lmtp:%s", route->address);
 		break;
 	}
-	for (char *p = key; *p != '\0'; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
+	str_lower(key); /* ASCII only: the C locale */
 }
 
 size_t qmgr_remote_start(struct qmgr *q, struct qmgr_msg *m)
