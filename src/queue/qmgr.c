@@ -109,39 +109,6 @@ static void qmgr_ready_push(struct qmgr *q, struct qmgr_msg *m)
 
 /* ---- load (worker) ---- */
 
-static int qmgr_read_msg(struct qmgr *q, const char *qid, struct buf *data, const char **error_r)
-{
-	int fd = spool_msg_open(q->spool, qid);
-	struct stat st;
-	if (fd < 0) {
-		*error_r = "cannot open message file";
-		return -1;
-	}
-	if (fstat(fd, &st) < 0 || buf_reserve(data, (size_t)st.st_size) < 0) {
-		close(fd);
-		*error_r = "cannot size message file";
-		return -1;
-	}
-	for (;;) {
-		ssize_t r = read(fd, data->data + data->len, data->cap - data->len - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			close(fd);
-			*error_r = "cannot read message file";
-			return -1;
-		}
-		if (r == 0)
-			break;
-		data->len += (size_t)r;
-		data->data[data->len] = '\0';
-		if (data->len + 1 >= data->cap && buf_reserve(data, 65536) < 0)
-			break;
-	}
-	close(fd);
-	return 0;
-}
-
 static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 {
 	const struct envelope_rcpt *r = &m->env.rcpts[i];
@@ -180,8 +147,7 @@ static void qmgr_load_run(void *arg)
 	struct qmgr *q = m->q;
 	const char *error = NULL;
 	char qe[LOG_Q_MAX];
-	if (spool_env_load(q->spool, m->qid, &m->env, &error) < 0 ||
-	    qmgr_read_msg(q, m->qid, &m->data, &error) < 0) {
+	if (spool_load(q->spool, m->qid, &m->env, &m->data, &error) < 0) {
 		log_err("event=queue_error qid=%s reason=%s", m->qid, log_qs(qe, error));
 		m->load_failed = true;
 		return;

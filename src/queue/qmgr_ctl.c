@@ -230,14 +230,16 @@ size_t qmgr_ctl_header_len(const unsigned char *p, size_t len)
 
 static void qmgr_ctl_read_headers(struct spool *spool, const char *qid, struct buf *out)
 {
-	int fd = spool_msg_open(spool, qid);
+	uint64_t len = 0;
+	int fd = spool_msg_open(spool, qid, &len);
 	if (fd < 0 || buf_reserve(out, QMGR_CTL_HEADERS_MAX) < 0) {
 		if (fd >= 0)
 			close(fd);
 		return;
 	}
-	while (out->len < QMGR_CTL_HEADERS_MAX) {
-		ssize_t n = read(fd, out->data + out->len, QMGR_CTL_HEADERS_MAX - out->len);
+	size_t want = len < QMGR_CTL_HEADERS_MAX ? (size_t)len : QMGR_CTL_HEADERS_MAX;
+	while (out->len < want) {
+		ssize_t n = read(fd, out->data + out->len, want - out->len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -286,11 +288,7 @@ static void qmgr_ctl_scan_run(void *arg)
 	while ((de = readdir(d)) != NULL) {
 		const char *name = de->d_name;
 		char qid[QID_LEN + 1];
-		if (strlen(name) != QID_LEN + 4 || strcmp(name + QID_LEN, ".env") != 0)
-			continue;
-		memcpy(qid, name, QID_LEN);
-		qid[QID_LEN] = '\0';
-		if (!qid_valid(qid))
+		if (!spool_name_qid(name, qid))
 			continue;
 		if (j->n_items >= QMGR_CTL_LIST_MAX) {
 			j->truncated = true;

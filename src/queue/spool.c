@@ -5,7 +5,8 @@
  * remove), on worker threads for everything that waits on the disk. Hostile
  * inputs: message content (opaque octets, never parsed here), and the spool
  * directory itself after a crash or tampering: file names are checked to be
- * <qid>.msg / <qid>.env before use and envelopes go through the strict
+ * a queue id (or an old <qid>.msg / <qid>.env) before use, the header's
+ * offset is checked against the file, and envelopes go through the strict
  * record decoder. Every path is relative to a directory fd (openat & co), so
  * the spool can be moved or renamed under us without us following it. */
 #include "queue/spool.h"
@@ -26,8 +27,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SPOOL_NAME_LEN (QID_LEN + 4) /* "<qid>.msg" */
+#define SPOOL_NAME_MAX (QID_LEN + 4) /* "<qid>" or an old "<qid>.msg" */
 #define SPOOL_READ_CHUNK 65536
+#define SPOOL_MAGIC "HKMSG\0\1\n"
+#define SPOOL_MAGIC_LEN 8
+#define SPOOL_HDR_LEN 16 /* magic, u64 envelope offset */
 
 struct spool {
 	char *dir;
@@ -51,9 +55,9 @@ struct spool_msg {
 	struct spool *spool;
 	char qid[QID_LEN + 1];
 	bool qid_ok;
-	int fd; /* incoming/<qid>.msg, -1 until created */
+	int fd; /* incoming/<qid>, -1 until created */
 	bool created;
-	uint64_t size;
+	uint64_t size; /* content octets so far */
 };
 
 /* errno as a log value; "-" when the failure was not a system call's
@@ -65,12 +69,32 @@ static const char *spool_strerror(int err, char buf[128])
 	return strerror_r(err, buf, 128); /* GNU: returns the string */
 }
 
-static void spool_name(char out[SPOOL_NAME_LEN + 1], const char *qid, const char *ext)
+/* "<qid>", or "<qid>.<ext>" for the halves of an old two-file message. */
+static void spool_name(char out[SPOOL_NAME_MAX + 1], const char *qid, const char *ext)
 {
 	memcpy(out, qid, QID_LEN);
-	out[QID_LEN] = '.';
-	memcpy(out + QID_LEN + 1, ext, 3);
-	out[SPOOL_NAME_LEN] = '\0';
+	out[QID_LEN] = '\0';
+	if (ext != NULL) {
+		out[QID_LEN] = '.';
+		memcpy(out + QID_LEN + 1, ext, 3);
+		out[SPOOL_NAME_MAX] = '\0';
+	}
+}
+
+static void spool_put_u64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (unsigned char)(v & 0xff);
+		v >>= 8;
+	}
+}
+
+static uint64_t spool_get_u64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
 }
 
 static int spool_write_all(int fd, const void *p, size_t len)
@@ -88,6 +112,27 @@ static int spool_write_all(int fd, const void *p, size_t len)
 		}
 		q += n;
 		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* pread exactly len octets at off; -1 with errno (EIO for a short file). */
+static int spool_pread_all(int fd, void *p, size_t len, uint64_t off)
+{
+	unsigned char *q = p;
+	while (len > 0) {
+		ssize_t n = pread(fd, q, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			errno = EIO;
+			return -1;
+		}
+		q += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
 	}
 	return 0;
 }
@@ -223,10 +268,13 @@ struct spool_msg *spool_msg_create(struct spool *spool, const char *qid)
 	return m;
 }
 
+/* Create incoming/<qid> with a header whose envelope offset is 0: "not
+ * finished" until the commit sets it. */
 static int spool_msg_ensure_open(struct spool_msg *m)
 {
-	char name[SPOOL_NAME_LEN + 1];
+	char name[SPOOL_NAME_MAX + 1];
 	char eb[128];
+	unsigned char hdr[SPOOL_HDR_LEN] = {0};
 
 	if (m->fd >= 0)
 		return 0;
@@ -235,7 +283,7 @@ static int spool_msg_ensure_open(struct spool_msg *m)
 		errno = EINVAL;
 		return -1;
 	}
-	spool_name(name, m->qid, "msg");
+	spool_name(name, m->qid, NULL);
 	m->fd = openat(m->spool->incfd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
 	if (m->fd < 0) {
 		int err = errno;
@@ -245,6 +293,14 @@ static int spool_msg_ensure_open(struct spool_msg *m)
 		return -1;
 	}
 	m->created = true;
+	memcpy(hdr, SPOOL_MAGIC, SPOOL_MAGIC_LEN);
+	if (spool_write_all(m->fd, hdr, sizeof(hdr)) < 0) {
+		int err = errno;
+		log_err("event=spool_write_failed qid=%s op=write error=%s", m->qid,
+		        spool_strerror(err, eb));
+		errno = err;
+		return -1;
+	}
 	return 0;
 }
 
@@ -274,12 +330,12 @@ static void spool_msg_free(struct spool_msg *m)
 void spool_msg_abort(struct spool_msg **mp)
 {
 	struct spool_msg *m = *mp;
-	char name[SPOOL_NAME_LEN + 1];
+	char name[SPOOL_NAME_MAX + 1];
 	if (m == NULL)
 		return;
 	*mp = NULL;
 	if (m->created) {
-		spool_name(name, m->qid, "msg");
+		spool_name(name, m->qid, NULL);
 		(void)unlinkat(m->spool->incfd, name, 0);
 	}
 	spool_msg_free(m);
@@ -334,13 +390,12 @@ static int spool_queue_sync(struct spool *s)
 	return rc;
 }
 
-/* Write incoming/<qid>.env (created exclusively) and fdatasync it.
- * *created_r tells the caller there is a file to unlink on failure. */
-static int spool_env_write(struct spool *s, const char *qid, const struct envelope *e,
-                           bool *created_r, const char **error_r)
+/* Finish incoming/<qid> (envelope after the content, then the header's
+ * offset), fdatasync and close it. */
+static int spool_msg_finish(struct spool_msg *m, const struct envelope *e, const char **error_r)
 {
-	char name[SPOOL_NAME_LEN + 1];
 	struct buf b;
+	unsigned char off[8];
 	int rc = -1;
 
 	buf_init(&b, RECORD_MAX_FILE);
@@ -349,93 +404,49 @@ static int spool_env_write(struct spool *s, const char *qid, const struct envelo
 		errno = 0;
 		goto out;
 	}
-	spool_name(name, qid, "env");
-	int fd = openat(s->incfd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		*error_r = "cannot create envelope file";
+	spool_put_u64(off, SPOOL_HDR_LEN + m->size);
+	if (spool_write_all(m->fd, b.data, b.len) < 0 ||
+	    pwrite(m->fd, off, sizeof(off), SPOOL_MAGIC_LEN) != (ssize_t)sizeof(off) ||
+	    spool_fdatasync(m->fd) < 0) {
+		*error_r = "cannot write message file";
 		goto out;
 	}
-	*created_r = true;
-	int err = 0;
-	if (spool_write_all(fd, b.data, b.len) < 0 || spool_fdatasync(fd) < 0)
-		err = errno;
-	if (close(fd) < 0 && err == 0)
-		err = errno;
-	if (err != 0) {
-		*error_r = "cannot write envelope file";
-		errno = err;
-	} else {
-		rc = 0;
+	int r = close(m->fd);
+	m->fd = -1;
+	if (r < 0) {
+		*error_r = "cannot write message file";
+		goto out;
 	}
+	rc = 0;
 out:
 	buf_free(&b);
 	return rc;
 }
 
-struct spool_commit_state {
-	bool env_created; /* incoming/<qid>.env is ours */
-	bool msg_moved;   /* queue/<qid>.msg is ours */
-	bool env_moved;   /* queue/<qid>.env is ours */
-};
-
-/* Undo a failed commit: remove every file of this message that we made, the
- * .env (commit point) first. Never touches a queue/ file we did not rename
- * there ourselves. */
-static void spool_commit_undo(struct spool_msg *m, const struct spool_commit_state *st)
-{
-	struct spool *s = m->spool;
-	char env[SPOOL_NAME_LEN + 1], msg[SPOOL_NAME_LEN + 1];
-
-	if (!m->qid_ok)
-		return;
-	spool_name(env, m->qid, "env");
-	spool_name(msg, m->qid, "msg");
-	if (st->env_moved)
-		(void)unlinkat(s->queuefd, env, 0);
-	else if (st->env_created)
-		(void)unlinkat(s->incfd, env, 0);
-	if (st->msg_moved)
-		(void)unlinkat(s->queuefd, msg, 0);
-	else if (m->created)
-		(void)unlinkat(s->incfd, msg, 0);
-}
-
 static int spool_commit_steps(struct spool_msg *m, struct envelope *e, const void *tail,
-                              size_t tail_len, struct spool_commit_state *st, const char **error_r)
+                              size_t tail_len, bool *moved_r, const char **error_r)
 {
 	struct spool *s = m->spool;
-	char env[SPOOL_NAME_LEN + 1], msg[SPOOL_NAME_LEN + 1];
+	char name[SPOOL_NAME_MAX + 1];
 
 	if (!m->qid_ok || strcmp(e->qid, m->qid) != 0) {
 		*error_r = "queue id mismatch";
 		errno = 0;
 		return -1;
 	}
-	if (spool_msg_append(m, tail, tail_len) < 0 || spool_fdatasync(m->fd) < 0) {
-		*error_r = "cannot write message file";
-		return -1;
-	}
-	int r = close(m->fd);
-	m->fd = -1;
-	if (r < 0) {
+	if (spool_msg_append(m, tail, tail_len) < 0) {
 		*error_r = "cannot write message file";
 		return -1;
 	}
 	e->size = m->size;
-	if (spool_env_write(s, m->qid, e, &st->env_created, error_r) < 0)
+	if (spool_msg_finish(m, e, error_r) < 0)
 		return -1;
-	spool_name(env, m->qid, "env");
-	spool_name(msg, m->qid, "msg");
-	if (spool_rename(s->incfd, msg, s->queuefd, msg) < 0) {
+	spool_name(name, m->qid, NULL);
+	if (spool_rename(s->incfd, name, s->queuefd, name) < 0) {
 		*error_r = "cannot move message file into queue";
 		return -1;
 	}
-	st->msg_moved = true;
-	if (spool_rename(s->incfd, env, s->queuefd, env) < 0) {
-		*error_r = "cannot move envelope file into queue";
-		return -1;
-	}
-	st->env_moved = true;
+	*moved_r = true;
 	if (spool_queue_sync(s) < 0) {
 		*error_r = "cannot sync queue directory";
 		return -1;
@@ -447,17 +458,22 @@ int spool_commit(struct spool_msg **mp, struct envelope *e, const void *tail, si
                  const char **error_r)
 {
 	struct spool_msg *m = *mp;
-	struct spool_commit_state st = {0};
+	bool moved = false;
 	const char *error = "spool commit failed";
-	char eb[128];
+	char name[SPOOL_NAME_MAX + 1], eb[128];
 
 	*mp = NULL;
-	if (spool_commit_steps(m, e, tail, tail_len, &st, &error) < 0) {
+	if (spool_commit_steps(m, e, tail, tail_len, &moved, &error) < 0) {
 		int err = errno;
 		log_err("event=spool_commit_failed qid=%s error=%s errno=%s",
 		        m->qid_ok ? m->qid : "-", log_qs((char[LOG_Q_MAX]){0}, error),
 		        spool_strerror(err, eb));
-		spool_commit_undo(m, &st);
+		/* Remove only what we made: never a queue/ file we did not
+		 * rename there ourselves. */
+		if (m->qid_ok && m->created) {
+			spool_name(name, m->qid, NULL);
+			(void)unlinkat(moved ? m->spool->queuefd : m->spool->incfd, name, 0);
+		}
 		spool_msg_free(m);
 		if (error_r != NULL)
 			*error_r = error;
@@ -469,12 +485,9 @@ int spool_commit(struct spool_msg **mp, struct envelope *e, const void *tail, si
 
 /* ---- reading ---- */
 
-/* Read all of fd into b (whose max bounds the size). *io_r (if not NULL)
- * is true when the failure was a read error rather than an oversized file. */
-static int spool_read_all(int fd, struct buf *b, bool *io_r, const char **error_r)
+/* Read fd from off to its end into b (whose max bounds the size). */
+static int spool_read_rest(int fd, uint64_t off, struct buf *b, const char **error_r)
 {
-	bool io = false;
-	int rc = -1;
 	for (;;) {
 		size_t room = b->max - b->len;
 		size_t want = room < SPOOL_READ_CHUNK ? room : SPOOL_READ_CHUNK;
@@ -482,47 +495,78 @@ static int spool_read_all(int fd, struct buf *b, bool *io_r, const char **error_
 		if (want > 0 && buf_reserve(b, want) < 0)
 			want = 0;
 		/* At the maximum, one more octet tells EOF from too large. */
-		ssize_t n = want > 0 ? read(fd, b->data + b->len, want) : read(fd, &c, 1);
+		ssize_t n = want > 0 ? pread(fd, b->data + b->len, want, (off_t)off)
+		                     : pread(fd, &c, 1, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n == 0) {
-			rc = 0;
-			break;
-		}
+		if (n == 0)
+			return 0;
 		if (n < 0) {
-			*error_r = "cannot read envelope file";
-			io = true;
-			break;
+			*error_r = "cannot read envelope";
+			return -1;
 		}
 		if (want == 0) {
-			*error_r = "envelope file too large";
+			*error_r = "envelope too large";
 			errno = 0;
-			break;
+			return -1;
 		}
 		b->len += (size_t)n;
+		off += (uint64_t)n;
 	}
-	if (io_r != NULL)
-		*io_r = io;
-	return rc;
 }
 
-/* Load and decode an open .env; *used_r as in record_decode_used(). *io_r
- * (if not NULL) tells an unreadable file from one that was read and refused.
- */
-static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, size_t *used_r,
-                               bool *io_r, const char **error_r)
+/* Where a message file's envelope starts: from the header, checked. On
+ * failure *io_r tells a read error from a file that is not a finished
+ * message (errno 0). */
+static int spool_env_offset(int fd, uint64_t *off_r, bool *io_r, const char **error_r)
+{
+	unsigned char hdr[SPOOL_HDR_LEN];
+	struct stat st;
+
+	*io_r = true;
+	if (fstat(fd, &st) < 0) {
+		*error_r = "cannot stat message file";
+		return -1;
+	}
+	if (S_ISREG(st.st_mode) && st.st_size >= SPOOL_HDR_LEN &&
+	    spool_pread_all(fd, hdr, sizeof(hdr), 0) < 0) {
+		*error_r = "cannot read message file";
+		return -1;
+	}
+	*io_r = false;
+	errno = 0;
+	if (!S_ISREG(st.st_mode) || st.st_size < SPOOL_HDR_LEN ||
+	    memcmp(hdr, SPOOL_MAGIC, SPOOL_MAGIC_LEN) != 0) {
+		*error_r = "not a message file";
+		return -1;
+	}
+	uint64_t off = spool_get_u64(hdr + SPOOL_MAGIC_LEN);
+	if (off < SPOOL_HDR_LEN || off >= (uint64_t)st.st_size) {
+		*error_r = "envelope offset outside the file";
+		return -1;
+	}
+	*off_r = off;
+	return 0;
+}
+
+/* Decode the envelope of an open message file. *off_r: where it starts;
+ * *used_r as in record_decode_used(), counted from there. *io_r tells an
+ * unreadable file (left alone) from one that was read and refused. */
+static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, uint64_t *off_r,
+                               size_t *used_r, bool *io_r, const char **error_r)
 {
 	struct buf b;
+	uint64_t off = 0;
 	int rc = -1;
 
+	if (spool_env_offset(fd, &off, io_r, error_r) < 0)
+		return -1;
 	buf_init(&b, RECORD_MAX_FILE);
-	if (spool_read_all(fd, &b, io_r, error_r) < 0)
-		goto out;
-	if (b.len == 0) {
-		*error_r = "empty envelope file";
-		errno = 0;
+	if (spool_read_rest(fd, off, &b, error_r) < 0) {
+		*io_r = errno != 0;
 		goto out;
 	}
+	*io_r = false;
 	errno = 0; /* from here on, failures are the envelope's */
 	if (record_decode_used(b.data, b.len, e, used_r, error_r) < 0)
 		goto out;
@@ -531,35 +575,59 @@ static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, size
 		*error_r = "queue id in envelope does not match file name";
 		goto out;
 	}
+	if (e->size != off - SPOOL_HDR_LEN) {
+		envelope_clear(e);
+		*error_r = "message size differs from envelope";
+		goto out;
+	}
+	*off_r = off;
 	rc = 0;
 out:
 	buf_free(&b);
 	return rc;
 }
 
-/* As spool_env_load(), and *io_r tells an I/O error (file unreadable) from an
- * envelope that was read and refused. */
-static int spool_env_load_io(struct spool *spool, const char *qid, struct envelope *e, bool *io_r,
-                             const char **error_r)
+static int spool_open_queued(struct spool *spool, const char *qid, int flags)
 {
-	char name[SPOOL_NAME_LEN + 1];
-	const char *error = NULL;
-
-	*io_r = true;
+	char name[SPOOL_NAME_MAX + 1];
 	if (!qid_valid(qid)) {
-		*error_r = "invalid queue id";
+		errno = EINVAL;
 		return -1;
 	}
-	spool_name(name, qid, "env");
-	int fd = openat(spool->queuefd, name, O_RDONLY | O_CLOEXEC);
+	spool_name(name, qid, NULL);
+	return openat(spool->queuefd, name, flags | O_CLOEXEC | O_NOFOLLOW);
+}
+
+/* Envelope and, when content is not NULL, content of queue/<qid>. */
+static int spool_read(struct spool *spool, const char *qid, struct envelope *e,
+                      struct buf *content, bool *io_r, const char **error_r)
+{
+	uint64_t off;
+	*io_r = true;
+	int fd = spool_open_queued(spool, qid, O_RDONLY);
 	if (fd < 0) {
-		*error_r = "cannot open envelope file";
+		*error_r = errno == EINVAL ? "invalid queue id" : "cannot open message file";
 		return -1;
 	}
-	int rc = spool_env_decode_fd(fd, qid, e, NULL, io_r, &error);
+	int rc = spool_env_decode_fd(fd, qid, e, &off, NULL, io_r, error_r);
+	if (rc == 0 && content != NULL) {
+		size_t len = (size_t)e->size;
+		if (buf_reserve(content, len) < 0) {
+			*error_r = "message too large";
+			rc = -1;
+		} else if (spool_pread_all(fd, content->data + content->len, len,
+		                           SPOOL_HDR_LEN) < 0) {
+			*io_r = true;
+			*error_r = "cannot read message file";
+			rc = -1;
+		} else {
+			content->len += len;
+			content->data[content->len] = '\0';
+		}
+		if (rc < 0)
+			envelope_clear(e);
+	}
 	close(fd);
-	if (rc < 0)
-		*error_r = error;
 	return rc;
 }
 
@@ -567,7 +635,7 @@ int spool_env_load(struct spool *spool, const char *qid, struct envelope *e, con
 {
 	bool io;
 	const char *error = NULL;
-	if (spool_env_load_io(spool, qid, e, &io, &error) < 0) {
+	if (spool_read(spool, qid, e, NULL, &io, &error) < 0) {
 		if (error_r != NULL)
 			*error_r = error;
 		return -1;
@@ -575,22 +643,46 @@ int spool_env_load(struct spool *spool, const char *qid, struct envelope *e, con
 	return 0;
 }
 
-int spool_msg_open(struct spool *spool, const char *qid)
+int spool_load(struct spool *spool, const char *qid, struct envelope *e, struct buf *content,
+               const char **error_r)
 {
-	char name[SPOOL_NAME_LEN + 1];
-	if (!qid_valid(qid)) {
+	bool io;
+	const char *error = NULL;
+	if (spool_read(spool, qid, e, content, &io, &error) < 0) {
+		if (error_r != NULL)
+			*error_r = error;
+		return -1;
+	}
+	return 0;
+}
+
+int spool_msg_open(struct spool *spool, const char *qid, uint64_t *len_r)
+{
+	uint64_t off = 0;
+	bool io;
+	const char *error;
+	int fd = spool_open_queued(spool, qid, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	if (spool_env_offset(fd, &off, &io, &error) < 0 ||
+	    lseek(fd, SPOOL_HDR_LEN, SEEK_SET) < 0) {
+		close(fd);
 		errno = EINVAL;
 		return -1;
 	}
-	spool_name(name, qid, "msg");
-	return openat(spool->queuefd, name, O_RDONLY | O_CLOEXEC);
+	*len_r = off - SPOOL_HDR_LEN;
+	return fd;
+}
+
+bool spool_name_qid(const char *name, char qid[QID_LEN + 1])
+{
+	if (strlen(name) != QID_LEN)
+		return false;
+	memcpy(qid, name, QID_LEN + 1);
+	return qid_valid(qid);
 }
 
 /* ---- after delivery ---- */
-
-struct spool_sched_rec;
-static int spool_mark_common(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
-			     const struct spool_sched_rec *sched, const char **error_r);
 
 struct spool_sched_rec {
 	bool set;
@@ -604,14 +696,16 @@ static int spool_done_append(int fd, const char *qid, const uint32_t *idx, size_
 {
 	struct envelope e;
 	struct buf b;
+	uint64_t off = 0;
 	size_t used = 0;
+	bool io;
 	int rc = -1;
 
 	envelope_init(&e);
 	buf_init(&b, 0);
 	/* Check the indexes against the envelope: a DONE out of range would
 	 * make the whole file undecodable. */
-	if (spool_env_decode_fd(fd, qid, &e, &used, NULL, error_r) < 0)
+	if (spool_env_decode_fd(fd, qid, &e, &off, &used, &io, error_r) < 0)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		if (idx[i] >= e.nrcpts) {
@@ -625,23 +719,24 @@ static int spool_done_append(int fd, const char *qid, const uint32_t *idx, size_
 		(void)record_encode_sched(sched->next_try_us, sched->attempts, sched->flags, &b);
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
-		*error_r = "cannot stat envelope file";
+		*error_r = "cannot stat message file";
 		goto out;
 	}
-	/* Cut a torn DONE left by a crash, so ours is not written after it. */
-	if ((uint64_t)st.st_size > used && ftruncate(fd, (off_t)used) < 0) {
-		*error_r = "cannot repair envelope file";
+	/* Cut a torn record left by a crash, so ours is not written after it. */
+	uint64_t end = off + used;
+	if ((uint64_t)st.st_size > end && ftruncate(fd, (off_t)end) < 0) {
+		*error_r = "cannot repair envelope";
 		goto out;
 	}
 	if (spool_write_all(fd, b.data, b.len) < 0) {
 		int err = errno;
-		(void)ftruncate(fd, (off_t)used); /* leave no torn record behind */
+		(void)ftruncate(fd, (off_t)end); /* leave no torn record behind */
 		errno = err;
-		*error_r = "cannot append to envelope file";
+		*error_r = "cannot append to envelope";
 		goto out;
 	}
 	if (spool_fdatasync(fd) < 0) {
-		*error_r = "cannot sync envelope file";
+		*error_r = "cannot sync message file";
 		goto out;
 	}
 	rc = 0;
@@ -651,24 +746,9 @@ out:
 	return rc;
 }
 
-int spool_mark_done(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
-                    const char **error_r)
-{
-	struct spool_sched_rec none = {.set = false};
-	return spool_mark_common(spool, qid, idx, n, &none, error_r);
-}
-
-int spool_mark(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
-	       uint64_t next_try_us, uint32_t attempts, uint32_t flags, const char **error_r)
-{
-	struct spool_sched_rec sched = {true, next_try_us, attempts, flags};
-	return spool_mark_common(spool, qid, idx, n, &sched, error_r);
-}
-
 static int spool_mark_common(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
-			     const struct spool_sched_rec *sched, const char **error_r)
+                             const struct spool_sched_rec *sched, const char **error_r)
 {
-	char name[SPOOL_NAME_LEN + 1];
 	char eb[128];
 	const char *error = NULL;
 
@@ -679,11 +759,10 @@ static int spool_mark_common(struct spool *spool, const char *qid, const uint32_
 	}
 	if (n == 0 && !sched->set)
 		return 0;
-	spool_name(name, qid, "env");
-	int fd = openat(spool->queuefd, name, O_RDWR | O_APPEND | O_CLOEXEC);
+	int fd = spool_open_queued(spool, qid, O_RDWR | O_APPEND);
 	int rc = -1;
 	if (fd < 0)
-		error = "cannot open envelope file";
+		error = "cannot open message file";
 	else
 		rc = spool_done_append(fd, qid, idx, n, sched, &error);
 	if (rc < 0) {
@@ -698,23 +777,30 @@ static int spool_mark_common(struct spool *spool, const char *qid, const uint32_
 	return rc;
 }
 
+int spool_mark_done(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
+                    const char **error_r)
+{
+	struct spool_sched_rec none = {.set = false};
+	return spool_mark_common(spool, qid, idx, n, &none, error_r);
+}
+
+int spool_mark(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
+               uint64_t next_try_us, uint32_t attempts, uint32_t flags, const char **error_r)
+{
+	struct spool_sched_rec sched = {true, next_try_us, attempts, flags};
+	return spool_mark_common(spool, qid, idx, n, &sched, error_r);
+}
+
 int spool_remove(struct spool *spool, const char *qid)
 {
-	char name[SPOOL_NAME_LEN + 1];
+	char name[SPOOL_NAME_MAX + 1];
 	char eb[128];
 
 	if (!qid_valid(qid))
 		return -1;
-	spool_name(name, qid, "env");
+	spool_name(name, qid, NULL);
 	if (unlinkat(spool->queuefd, name, 0) < 0 && errno != ENOENT) {
-		log_err("event=spool_remove_failed qid=%s file=env error=%s", qid,
-		        spool_strerror(errno, eb));
-		return -1;
-	}
-	spool_name(name, qid, "msg");
-	if (unlinkat(spool->queuefd, name, 0) < 0 && errno != ENOENT) {
-		/* The .env is gone, so recovery removes this orphan. */
-		log_err("event=spool_remove_failed qid=%s file=msg error=%s", qid,
+		log_err("event=spool_remove_failed qid=%s error=%s", qid,
 		        spool_strerror(errno, eb));
 		return -1;
 	}
@@ -723,7 +809,8 @@ int spool_remove(struct spool *spool, const char *qid)
 
 /* ---- recovery ---- */
 
-enum spool_kind { SPOOL_KIND_ENV = 0, SPOOL_KIND_MSG = 1 };
+/* Sorted per qid in this order: the file, then an old pair's halves. */
+enum spool_kind { SPOOL_KIND_FILE = 0, SPOOL_KIND_ENV = 1, SPOOL_KIND_MSG = 2 };
 
 struct spool_entry {
 	char qid[QID_LEN + 1];
@@ -792,17 +879,23 @@ static int spool_recover_incoming(struct spool *s)
 	return rc;
 }
 
-/* "<qid>.msg" / "<qid>.env" -> qid and kind; anything else -> -1. */
+/* "<qid>", or an old "<qid>.msg" / "<qid>.env" -> qid and kind; anything
+ * else -> -1. */
 static int spool_name_parse(const char *name, char qid[QID_LEN + 1], enum spool_kind *kind_r)
 {
-	if (strlen(name) != SPOOL_NAME_LEN || name[QID_LEN] != '.')
+	size_t len = strlen(name);
+	if (len == QID_LEN) {
+		*kind_r = SPOOL_KIND_FILE;
+	} else if (len == SPOOL_NAME_MAX && name[QID_LEN] == '.') {
+		if (strcmp(name + QID_LEN + 1, "msg") == 0)
+			*kind_r = SPOOL_KIND_MSG;
+		else if (strcmp(name + QID_LEN + 1, "env") == 0)
+			*kind_r = SPOOL_KIND_ENV;
+		else
+			return -1;
+	} else {
 		return -1;
-	if (strcmp(name + QID_LEN + 1, "msg") == 0)
-		*kind_r = SPOOL_KIND_MSG;
-	else if (strcmp(name + QID_LEN + 1, "env") == 0)
-		*kind_r = SPOOL_KIND_ENV;
-	else
-		return -1;
+	}
 	memcpy(qid, name, QID_LEN);
 	qid[QID_LEN] = '\0';
 	return qid_valid(qid) ? 0 : -1;
@@ -834,10 +927,10 @@ static int spool_scan_queue(struct spool *s, struct spool_list *l)
 	return rc;
 }
 
-static void spool_unlink_orphan(struct spool *s, const char *qid, const char *ext,
-                                const char *reason)
+static void spool_unlink_old(struct spool *s, const char *qid, const char *ext,
+                             const char *reason)
 {
-	char name[SPOOL_NAME_LEN + 1], eb[128];
+	char name[SPOOL_NAME_MAX + 1], eb[128];
 	spool_name(name, qid, ext);
 	log_warn("event=spool_orphan qid=%s file=%s reason=%s", qid, ext, reason);
 	if (unlinkat(s->queuefd, name, 0) < 0 && errno != ENOENT)
@@ -846,14 +939,13 @@ static void spool_unlink_orphan(struct spool *s, const char *qid, const char *ex
 }
 
 /* Move a message whose envelope is refused into <dir>/corrupt/ for a human:
- * it was acknowledged, so it is never deleted. The .msg goes first: if we
- * crash in between, the .env left in queue/ is an orphan (and it is the
- * broken half anyway). */
-static void spool_quarantine(struct spool *s, const char *qid, const char *reason)
+ * it was acknowledged, so it is never deleted. exts: NULL for the message
+ * file, or the halves of an old pair. */
+static void spool_quarantine(struct spool *s, const char *qid, const char *reason,
+                             const char *const *exts, size_t n)
 {
-	char name[SPOOL_NAME_LEN + 1], eb[128];
+	char name[SPOOL_NAME_MAX + 1], eb[128];
 	bool created = false;
-	const char *ext[2] = {"msg", "env"};
 
 	log_warn("event=spool_corrupt qid=%s reason=%s action=quarantine", qid,
 	         log_qs((char[LOG_Q_MAX]){0}, reason));
@@ -865,49 +957,180 @@ static void spool_quarantine(struct spool *s, const char *qid, const char *reaso
 			close(cfd);
 		return;
 	}
-	for (size_t i = 0; i < 2; i++) {
-		spool_name(name, qid, ext[i]);
+	for (size_t i = 0; i < n; i++) {
+		spool_name(name, qid, exts[i]);
 		if (spool_rename(s->queuefd, name, cfd, name) < 0 || spool_fsync(cfd) < 0) {
 			log_err("event=spool_quarantine_failed qid=%s file=%s error=%s", qid,
-			        ext[i], spool_strerror(errno, eb));
+			        log_qs((char[LOG_Q_MAX]){0}, name), spool_strerror(errno, eb));
 			break;
 		}
 	}
 	close(cfd);
 }
 
-/* Both halves present: keep the message if its envelope decodes and its
- * size matches. Returns 1 (keep), 0 (dropped or quarantined) or -1 (left
- * alone: could not read). */
-static int spool_recover_pair(struct spool *s, const char *qid)
+/* Keep a message file if its envelope decodes and fits the file. Returns 1
+ * (keep), 0 (quarantined) or -1 (left alone: could not read). */
+static int spool_recover_file(struct spool *s, const char *qid)
 {
-	char name[SPOOL_NAME_LEN + 1], eb[128];
+	static const char *const file[1] = {NULL};
+	char eb[128];
 	struct envelope e;
 	const char *error = NULL;
 	bool io = false;
-	struct stat st;
-	int rc = 1;
 
 	envelope_init(&e);
-	if (spool_env_load_io(s, qid, &e, &io, &error) < 0) {
+	if (spool_read(s, qid, &e, NULL, &io, &error) < 0) {
 		if (io) {
-			log_err("event=spool_env_unreadable qid=%s error=%s errno=%s", qid,
+			log_err("event=spool_unreadable qid=%s error=%s errno=%s", qid,
 			        log_qs((char[LOG_Q_MAX]){0}, error), spool_strerror(errno, eb));
 			return -1;
 		}
-		spool_quarantine(s, qid, error);
+		spool_quarantine(s, qid, error, file, 1);
 		return 0;
 	}
+	envelope_clear(&e);
+	return 1;
+}
+
+/* Copy the old <qid>.msg (size octets) to fd. */
+static int spool_copy_old_msg(struct spool *s, const char *qid, uint64_t size, int out,
+                              const char **error_r)
+{
+	char name[SPOOL_NAME_MAX + 1];
+	unsigned char chunk[SPOOL_READ_CHUNK];
+	struct stat st;
+	int rc = -1;
+
 	spool_name(name, qid, "msg");
-	if (fstatat(s->queuefd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		log_err("event=spool_msg_unreadable qid=%s errno=%s", qid,
-		        spool_strerror(errno, eb));
-		rc = -1;
-	} else if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != e.size) {
-		spool_quarantine(s, qid, "message size differs from envelope");
+	int fd = openat(s->queuefd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		*error_r = "cannot open old message file";
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
+		*error_r = "message size differs from envelope";
+		errno = 0;
+		goto out;
+	}
+	for (uint64_t off = 0; off < size;) {
+		size_t want = size - off < sizeof(chunk) ? (size_t)(size - off) : sizeof(chunk);
+		if (spool_pread_all(fd, chunk, want, off) < 0 ||
+		    spool_write_all(out, chunk, want) < 0) {
+			*error_r = "cannot copy old message file";
+			goto out;
+		}
+		off += want;
+	}
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* Write queue/<qid> from an old pair's envelope image (img, len) and its
+ * <qid>.msg, through incoming/ like any commit. */
+static int spool_convert(struct spool *s, const char *qid, const unsigned char *img, size_t len,
+                         uint64_t size, bool *refused_r, const char **error_r)
+{
+	char name[SPOOL_NAME_MAX + 1];
+	unsigned char hdr[SPOOL_HDR_LEN];
+
+	spool_name(name, qid, NULL);
+	int fd = openat(s->incfd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		*error_r = "cannot create message file";
+		return -1;
+	}
+	memcpy(hdr, SPOOL_MAGIC, SPOOL_MAGIC_LEN);
+	spool_put_u64(hdr + SPOOL_MAGIC_LEN, SPOOL_HDR_LEN + size);
+	int rc = -1;
+	if (spool_write_all(fd, hdr, sizeof(hdr)) < 0) {
+		*error_r = "cannot write message file";
+	} else if (spool_copy_old_msg(s, qid, size, fd, error_r) < 0) {
+		*refused_r = errno == 0;
+	} else if (spool_write_all(fd, img, len) < 0 || spool_fdatasync(fd) < 0) {
+		*error_r = "cannot write message file";
+	} else {
 		rc = 0;
 	}
+	if (close(fd) < 0 && rc == 0) {
+		*error_r = "cannot write message file";
+		rc = -1;
+	}
+	if (rc == 0 && spool_rename(s->incfd, name, s->queuefd, name) < 0) {
+		*error_r = "cannot move message file into queue";
+		rc = -1;
+	}
+	if (rc < 0) {
+		int err = errno;
+		(void)unlinkat(s->incfd, name, 0);
+		errno = err;
+		return -1;
+	}
+	if (spool_queue_sync(s) < 0) {
+		*error_r = "cannot sync queue directory";
+		return -1; /* the file stays: it is complete, the next start keeps it */
+	}
+	return 0;
+}
+
+/* An old two-file message: convert it into one file, then remove the pair.
+ * Returns 1 (converted), 0 (quarantined) or -1 (left alone). */
+static int spool_recover_old_pair(struct spool *s, const char *qid)
+{
+	static const char *const pair[2] = {"msg", "env"};
+	char name[SPOOL_NAME_MAX + 1], eb[128];
+	struct envelope e;
+	struct buf b;
+	const char *error = NULL;
+	size_t used = 0;
+	bool refused = false;
+	int rc = -1;
+
+	envelope_init(&e);
+	buf_init(&b, RECORD_MAX_FILE);
+	spool_name(name, qid, "env");
+	int fd = openat(s->queuefd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || spool_read_rest(fd, 0, &b, &error) < 0) {
+		refused = fd >= 0 && errno == 0;
+		if (error == NULL)
+			error = "cannot open old envelope file";
+		goto out;
+	}
+	errno = 0;
+	if (b.len == 0) {
+		error = "empty envelope file";
+		refused = true;
+		goto out;
+	}
+	if (record_decode_used(b.data, b.len, &e, &used, &error) < 0) {
+		refused = true;
+		goto out;
+	}
+	if (strcmp(e.qid, qid) != 0) {
+		error = "queue id in envelope does not match file name";
+		refused = true;
+		goto out;
+	}
+	if (spool_convert(s, qid, b.data, used, e.size, &refused, &error) < 0)
+		goto out;
+	log_info("event=spool_converted qid=%s", qid);
+	spool_unlink_old(s, qid, "env", "converted");
+	spool_unlink_old(s, qid, "msg", "converted");
+	rc = 1;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0 && refused) {
+		spool_quarantine(s, qid, error, pair, 2);
+		rc = 0;
+	} else if (rc < 0) {
+		log_err("event=spool_convert_failed qid=%s error=%s errno=%s", qid,
+		        log_qs((char[LOG_Q_MAX]){0}, error), spool_strerror(errno, eb));
+	}
 	envelope_clear(&e);
+	buf_free(&b);
 	return rc;
 }
 
@@ -919,18 +1142,30 @@ static size_t spool_recover_queue(struct spool *s, struct spool_list *l)
 	if (l->n > 1)
 		qsort(l->v, l->n, sizeof(*l->v), spool_entry_cmp);
 	for (size_t i = 0; i < l->n;) {
-		size_t j = i + 1;
-		while (j < l->n && strcmp(l->v[j].qid, l->v[i].qid) == 0)
-			j++;
-		/* Sorted: ENV before MSG, and each kind at most once per name. */
-		bool env = l->v[i].kind == SPOOL_KIND_ENV;
-		bool msg = l->v[j - 1].kind == SPOOL_KIND_MSG;
+		bool have[3] = {false, false, false};
+		size_t j = i;
+		for (; j < l->n && strcmp(l->v[j].qid, l->v[i].qid) == 0; j++)
+			have[l->v[j].kind] = true;
 		const char *qid = l->v[i].qid;
-		if (env && !msg)
-			spool_unlink_orphan(s, qid, "env", "no_message_file");
-		else if (msg && !env)
-			spool_unlink_orphan(s, qid, "msg", "no_envelope_file");
-		else if (spool_recover_pair(s, qid) == 1)
+		int keep;
+		if (have[SPOOL_KIND_FILE]) {
+			/* A conversion that crashed after its rename: the new
+			 * file is complete, the old halves are leftovers. */
+			if (have[SPOOL_KIND_ENV])
+				spool_unlink_old(s, qid, "env", "converted");
+			if (have[SPOOL_KIND_MSG])
+				spool_unlink_old(s, qid, "msg", "converted");
+			keep = spool_recover_file(s, qid);
+		} else if (have[SPOOL_KIND_ENV] && have[SPOOL_KIND_MSG]) {
+			keep = spool_recover_old_pair(s, qid);
+		} else {
+			/* Half of an old pair: never committed (.msg went
+			 * first) or half removed (.env went first). */
+			spool_unlink_old(s, qid, have[SPOOL_KIND_ENV] ? "env" : "msg",
+			                 "half_of_old_pair");
+			keep = 0;
+		}
+		if (keep == 1)
 			l->v[nvalid++] = l->v[i];
 		i = j;
 	}

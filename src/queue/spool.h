@@ -1,12 +1,23 @@
 /* spool.h — the on-disk queue and its durability contract (DESIGN.md).
  *
- *   <spool>/incoming/<qid>.msg  <qid>.env   being written; never delivered
- *   <spool>/queue/<qid>.msg     <qid>.env   committed: acknowledged with 250
+ *   <spool>/incoming/<qid>   being written; never delivered
+ *   <spool>/queue/<qid>      committed: acknowledged with 250
  *
- * Commit: write and fsync both files in incoming/, rename .msg then .env into
- * queue/, fsync queue/ — only then may the caller send 250. The .env rename
- * is the commit point. Directory fsyncs are group-committed: concurrent
- * commits share one fsync of queue/.
+ * One file per message (one create, one fdatasync, one unlink):
+ *   header   "HKMSG\0\1\n" (8 octets), u64 big-endian offset of the envelope
+ *   content  the message octets, from offset 16
+ *   envelope the record image of record.h (magic ... END), then the DONE and
+ *            SCHED records appended as the queue works on the message
+ * The content is streamed while the message arrives; the envelope is written
+ * at commit, and the header's offset last, so a file whose offset is 0 was
+ * never finished. Commit: write the envelope, set the offset, fdatasync,
+ * rename into queue/ (the commit point), fsync queue/ — only then may the
+ * caller send 250. Directory fsyncs are group-committed: concurrent commits
+ * share one fsync of queue/.
+ *
+ * Spools of earlier versions kept <qid>.msg and <qid>.env side by side;
+ * spool_recover() converts such pairs into single files (crash-safe: the
+ * pair is removed only after the new file is durable).
  *
  * Threads: spool_msg_create/append/abort are cheap and may run on the event
  * loop (open + write to page cache, as nginx does for request bodies);
@@ -16,9 +27,11 @@
 #ifndef HK_QUEUE_SPOOL_H
 #define HK_QUEUE_SPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/buf.h"
 #include "mail/envelope.h"
 
 struct spool;
@@ -46,16 +59,25 @@ void spool_msg_abort(struct spool_msg **m);
 int spool_commit(struct spool_msg **m, struct envelope *e, const void *tail, size_t tail_len,
 		 const char **error_r);
 
-/* Start-up: remove everything in incoming/, remove orphan halves and
- * unreadable envelopes in queue/ (logged), and call cb for every committed
- * message in arrival order. Returns the number found, or -1. */
+/* Start-up: remove everything in incoming/, convert old two-file messages,
+ * move messages whose envelope is refused to corrupt/ (logged), and call cb
+ * for every committed message in arrival order. Returns the number found, or
+ * -1. */
 int spool_recover(struct spool *spool, void (*cb)(const char *qid, void *arg), void *arg,
 		  const char **error_r);
 
-/* Load and decode queue/<qid>.env. */
+/* Load and decode the envelope of queue/<qid>. */
 int spool_env_load(struct spool *spool, const char *qid, struct envelope *e, const char **error_r);
-/* Open queue/<qid>.msg for reading; returns an fd or -1. */
-int spool_msg_open(struct spool *spool, const char *qid);
+/* The envelope and the content (into *content, NUL-terminated after len;
+ * content->max bounds it) with one open. */
+int spool_load(struct spool *spool, const char *qid, struct envelope *e, struct buf *content,
+	       const char **error_r);
+/* Open queue/<qid> positioned at its first content octet; *len_r is the
+ * content length (read no further: the envelope follows). Returns an fd or
+ * -1. */
+int spool_msg_open(struct spool *spool, const char *qid, uint64_t *len_r);
+/* Is this directory entry of queue/ a committed message? Fills qid. */
+bool spool_name_qid(const char *name, char qid[QID_LEN + 1]);
 /* Append DONE records for these recipient indexes and fdatasync. */
 int spool_mark_done(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
 		    const char **error_r);
@@ -63,8 +85,7 @@ int spool_mark_done(struct spool *spool, const char *qid, const uint32_t *idx, s
  * write: the retry schedule survives a restart. */
 int spool_mark(struct spool *spool, const char *qid, const uint32_t *idx, size_t n,
 	       uint64_t next_try_us, uint32_t attempts, uint32_t flags, const char **error_r);
-/* Remove a fully delivered message: unlink .env (the commit point) first,
- * then .msg. */
+/* Remove a fully delivered message. */
 int spool_remove(struct spool *spool, const char *qid);
 
 #endif

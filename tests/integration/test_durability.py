@@ -66,12 +66,27 @@ def tokens_in(hk, user, domain="localhost"):
 
 
 def pairs(files):
-    """{qid: set(ext)} of a queue/ or incoming/ listing."""
+    """{qid: set(ext)} of a queue/ or incoming/ listing ("" for a message
+    file; "msg"/"env" for the halves of an old two-file message)."""
     out = {}
     for name in files:
         qid, _, ext = name.partition(".")
         out.setdefault(qid, set()).add(ext)
     return out
+
+
+SPOOL_MAGIC = b"HKMSG\x00\x01\n"
+
+
+def split_spool_file(path):
+    """(content, envelope records) of a spool message file: a 16-octet
+    header (magic, big-endian envelope offset), the content, the envelope."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == SPOOL_MAGIC, data[:16]
+    off = int.from_bytes(data[8:16], "big")
+    assert 16 <= off < len(data)
+    return data[16:off], data[off:]
 
 
 def new_tokens(n):
@@ -94,10 +109,15 @@ def test_restart_with_loaded_queue(hikyaku):
     hk.start()
     toks = new_tokens(n)
     send(hk, toks)
-    # Every acknowledged message is committed: N complete pairs in queue/.
+    # Every acknowledged message is committed: N message files in queue/,
+    # each with its content and its envelope.
     q = pairs(hk.queue_files())
     assert len(q) == n
-    assert all(exts == {"env", "msg"} for exts in q.values()), q
+    assert all(exts == {""} for exts in q.values()), q
+    for qid in q:
+        content, env = split_spool_file(os.path.join(hk.spool, "queue", qid))
+        assert any(t.encode() in content for t in toks)
+        assert env.startswith(b"HKENV\x00\x01\n") and qid.encode() in env
     # Each got its first attempt, which failed and was scheduled for retry.
     hk.wait_log("event=deferred", count=n)
     assert hk.delivered("alice") == []
@@ -149,7 +169,7 @@ def test_retry_backoff_is_capped_and_keeps_queue(hikyaku):
     log = hk.log()
     assert "attempts=3 retry_in=1000ms" in log
     assert "retry_in=2000ms" not in log
-    assert len(hk.queue_files()) == 2
+    assert len(hk.queue_files()) == 1
     assert hk.stop() == 0
 
 
@@ -176,9 +196,9 @@ def test_partial_delivery_is_not_repeated_after_restart(hikyaku):
     assert tokens_in(hk, "carol", "example.org") == [tok]
 
 
-def make_committed_pairs(hk, n):
+def make_committed(hk, n):
     """Run the server blocked, get n messages acknowledged, stop it, and return
-    [(qid, token)] of the committed pairs left in queue/ (server stopped,
+    [(qid, token)] of the committed messages left in queue/ (server stopped,
     domain still blocked)."""
     block_domain(hk)
     hk.start()
@@ -189,66 +209,78 @@ def make_committed_pairs(hk, n):
     out = []
     qdir = os.path.join(hk.spool, "queue")
     for qid in pairs(hk.queue_files()):
-        with open(os.path.join(qdir, qid + ".msg"), "rb") as f:
-            data = f.read()
+        data, _ = split_spool_file(os.path.join(qdir, qid))
         tok = next(t for t in toks if t.encode() in data)
         out.append((qid, tok))
     assert len(out) == n
     return out
 
 
+def to_old_pair(qdir, qid):
+    """Rewrite a message file as the <qid>.msg + <qid>.env pair that earlier
+    versions wrote."""
+    content, env = split_spool_file(os.path.join(qdir, qid))
+    with open(os.path.join(qdir, qid + ".msg"), "wb") as f:
+        f.write(content)
+    with open(os.path.join(qdir, qid + ".env"), "wb") as f:
+        f.write(env)
+    os.unlink(os.path.join(qdir, qid))
+
+
 def test_recovery_cleans_broken_spool(hikyaku):
     hk = hikyaku(start=False)
-    (good, g_tok), (inc, i_tok), (orph, o_tok), (bad, b_tok), (noenv, _) = \
-        make_committed_pairs(hk, 5)
+    (good, g_tok), (inc, i_tok), (old, o_tok), (bad, b_tok), (off, f_tok), (half, h_tok) = \
+        make_committed(hk, 6)
     qdir = os.path.join(hk.spool, "queue")
     idir = os.path.join(hk.spool, "incoming")
 
-    # A complete, valid pair in incoming/: written but never acknowledged.
-    for ext in ("msg", "env"):
-        os.rename(os.path.join(qdir, f"{inc}.{ext}"), os.path.join(idir, f"{inc}.{ext}"))
+    # A complete message in incoming/: written but never acknowledged.
+    os.rename(os.path.join(qdir, inc), os.path.join(idir, inc))
     # A hand-made half-written message too, with a plausible qid.
     stray = "Zz0123456789abcd"
-    with open(os.path.join(idir, stray + ".msg"), "wb") as f:
-        f.write(message("stray-token"))
-    with open(os.path.join(idir, stray + ".env"), "wb") as f:
-        f.write(b"\x00garbage")
-    # An orphan .msg in queue/ (its .env, the commit point, is gone).
-    os.unlink(os.path.join(qdir, orph + ".env"))
-    # A corrupt envelope in queue/.
-    with open(os.path.join(qdir, bad + ".env"), "r+b") as f:
-        data = f.read()
+    with open(os.path.join(idir, stray), "wb") as f:
+        f.write(SPOOL_MAGIC + bytes(8) + message("stray-token"))
+    # A message in the two-file format of earlier versions: converted.
+    to_old_pair(qdir, old)
+    # Half of an old pair (its .env, the commit point, is gone): removed.
+    to_old_pair(qdir, half)
+    os.unlink(os.path.join(qdir, half + ".env"))
+    # A corrupt header, and an envelope offset that points elsewhere.
+    with open(os.path.join(qdir, bad), "r+b") as f:
+        data = f.read(8)
         f.seek(0)
-        f.write(bytes(b ^ 0x5A for b in data[:8]) + data[8:])
-    # An envelope whose size no longer matches the message file.
-    with open(os.path.join(qdir, noenv + ".msg"), "ab") as f:
-        f.write(b"appended after commit\r\n")
+        f.write(bytes(b ^ 0x5A for b in data))
+    with open(os.path.join(qdir, off), "r+b") as f:
+        f.seek(15)
+        c = f.read(1)
+        f.seek(15)
+        f.write(bytes([c[0] ^ 0x04]))
 
     unblock_domain(hk)
     hk.start()
     log = hk.log()
-    assert "queued=1" in log, log[-3000:]
-    hk.wait_delivered("alice", count=1)
+    assert "queued=2" in log, log[-3000:]
+    assert f"event=spool_converted qid={old}" in log
+    hk.wait_delivered("alice", count=2)
     hk.wait_queue_empty()
 
     # The server still serves new mail.
     (new_tok,) = new_tokens(1)
     send(hk, [new_tok])
-    hk.wait_delivered("alice", count=2)
+    hk.wait_delivered("alice", count=3)
     hk.wait_queue_empty()
     time.sleep(0.3)
-    assert tokens_in(hk, "alice") == sorted([g_tok, new_tok])
+    assert tokens_in(hk, "alice") == sorted([g_tok, o_tok, new_tok])
 
     assert hk.spool_files("incoming") == []
-    corrupt = pairs(hk.spool_files("corrupt"))
-    assert corrupt.get(bad) == {"env", "msg"}, corrupt
-    assert corrupt.get(noenv) == {"env", "msg"}, corrupt
-    assert orph not in corrupt
-    assert "event=spool_orphan qid=" + orph in log
-    assert "event=spool_corrupt qid=" + bad in log
-    assert f"event=spool_incoming_removed file={inc}.env" in log
-    assert f"event=spool_incoming_removed file={stray}.msg" in log
-    for t in (i_tok, o_tok, b_tok, "stray-token"):
+    assert hk.queue_files() == []
+    assert hk.spool_files("corrupt") == sorted([bad, off])
+    assert f"event=spool_orphan qid={half} file=msg" in log
+    assert f"event=spool_corrupt qid={bad}" in log
+    assert f"event=spool_corrupt qid={off}" in log
+    assert f"event=spool_incoming_removed file={inc}" in log
+    assert f"event=spool_incoming_removed file={stray}" in log
+    for t in (i_tok, h_tok, b_tok, f_tok, "stray-token"):
         assert t not in tokens_in(hk, "alice")
 
 
@@ -257,10 +289,12 @@ def test_unknown_files_in_queue_do_not_stop_the_server(hikyaku):
     qdir = os.path.join(hk.spool, "queue")
     os.makedirs(qdir)
     os.makedirs(os.path.join(hk.spool, "incoming"))
-    for name in ("README", "short.env", "Zz0123456789abc!.env", "Zz0123456789abcd.tmp"):
+    for name in ("README", "short.env", "Zz0123456789abc!", "Zz0123456789abc!.env",
+                 "Zz0123456789abcd.tmp"):
         with open(os.path.join(qdir, name), "w") as f:
             f.write("x")
-    os.mkdir(os.path.join(qdir, "Zz0123456789abce.env"))  # a directory, not a file
+    os.mkdir(os.path.join(qdir, "Zz0123456789abce.env"))  # directories, not files
+    os.mkdir(os.path.join(qdir, "Zz0123456789abcf"))
     hk.start()
     assert "queued=0" in hk.log()
     (tok,) = new_tokens(1)
@@ -396,7 +430,7 @@ def _chattr(flag, path):
 
 def test_failed_removal_is_retried_without_redelivery(hikyaku):
     """All recipients delivered but the queue files cannot be removed (an
-    append-only .env refuses unlink even to root): the message must not be
+    append-only message file refuses unlink even to root): the message must not be
     forgotten in queue/ until the next restart, nor delivered again."""
     hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "1s"})
     block_domain(hk)
@@ -405,7 +439,7 @@ def test_failed_removal_is_retried_without_redelivery(hikyaku):
     send(hk, [tok])
     hk.wait_log("event=deferred")
     (qid,) = pairs(hk.queue_files())
-    env = os.path.join(hk.spool, "queue", qid + ".env")
+    env = os.path.join(hk.spool, "queue", qid)
     if not _chattr("+a", env):
         pytest.skip("chattr +a not supported here")
     try:
@@ -426,7 +460,7 @@ def test_failed_removal_is_retried_without_redelivery(hikyaku):
 
 def test_torn_done_record_is_repaired(hikyaku):
     """A crash in the middle of appending a DONE record leaves a torn record
-    at the end of the .env: the message is still recovered (not quarantined),
+    at the end of the message file: the message is still recovered (not quarantined),
     the next DONE is appended after cutting the torn one, and no recipient
     is lost or delivered twice."""
     hk = hikyaku(start=False)
@@ -438,7 +472,7 @@ def test_torn_done_record_is_repaired(hikyaku):
     hk.wait_log("event=deferred")
     assert hk.stop() == 0
     (qid,) = pairs(hk.queue_files())
-    env = os.path.join(hk.spool, "queue", qid + ".env")
+    env = os.path.join(hk.spool, "queue", qid)
     with open(env, "ab") as f:
         f.write(b"\x0f\x00\x00\x00\x04\x00\x00")  # DONE, len 4, 2 of 4 octets
     torn_size = os.path.getsize(env)

@@ -741,7 +741,7 @@ static void test_spool_commit_recover(void **state)
 		usleep(100); /* distinct time prefixes: recovery order is arrival */
 	}
 	assert_int_equal(count_files(f, "incoming"), 0);
-	assert_int_equal(count_files(f, "queue"), 6);
+	assert_int_equal(count_files(f, "queue"), 3); /* one file per message */
 	assert_int_equal(recover(f, l), 3);
 	assert_int_equal(l->n, 3);
 	for (size_t i = 0; i < 3; i++)
@@ -755,16 +755,40 @@ static void test_spool_commit_recover(void **state)
 	assert_int_equal(e.nrcpts, 2);
 	envelope_clear(&e);
 
+	/* The content ends where the envelope starts. */
 	char body[64];
-	int fd = spool_msg_open(f->spool, qids[1]);
+	uint64_t len = 0;
+	int fd = spool_msg_open(f->spool, qids[1], &len);
 	assert_true(fd >= 0);
-	assert_int_equal(read(fd, body, sizeof(body)), QID_LEN + 7);
+	assert_int_equal(len, QID_LEN + 7);
+	assert_int_equal(read(fd, body, (size_t)len), QID_LEN + 7);
 	assert_memory_equal(body, qids[1], QID_LEN);
 	assert_memory_equal(body + QID_LEN, " body\r\n", 7);
 	close(fd);
 
-	assert_int_equal(spool_msg_open(f->spool, "../../etc/passwd"), -1);
+	/* Envelope and content with one open. */
+	struct buf content;
+	buf_init(&content, 0);
+	assert_int_equal(spool_load(f->spool, qids[2], &e, &content, &error), 0);
+	assert_string_equal(e.qid, qids[2]);
+	assert_int_equal(content.len, QID_LEN + 7);
+	assert_memory_equal(content.data, qids[2], QID_LEN);
+	assert_int_equal(content.data[content.len], '\0');
+	envelope_clear(&e);
+	/* A content buffer too small for the message: refused, not cut. */
+	struct buf small;
+	buf_init(&small, 8);
+	assert_int_equal(spool_load(f->spool, qids[2], &e, &small, &error), -1);
+	buf_free(&small);
+	buf_free(&content);
+
+	assert_int_equal(spool_msg_open(f->spool, "../../etc/passwd", &len), -1);
 	assert_int_equal(spool_env_load(f->spool, "nosuchqid0000000", &e, &error), -1);
+
+	char name[QID_LEN + 1];
+	assert_true(spool_name_qid(qids[0], name));
+	assert_false(spool_name_qid("0123456789ABCDE!", name));
+	assert_false(spool_name_qid("README", name));
 	free(l);
 }
 
@@ -827,7 +851,7 @@ static void test_spool_commit_failures(void **state)
 	assert_int_equal(spool_commit(&m, &e, "other content", 13, &error), -1);
 	envelope_clear(&e);
 	assert_int_equal(count_files(f, "incoming"), 0);
-	assert_int_equal(count_files(f, "queue"), 2);
+	assert_int_equal(count_files(f, "queue"), 1);
 	envelope_init(&e);
 	assert_int_equal(spool_env_load(f->spool, qid, &e, &error), 0);
 	assert_int_equal(e.size, QID_LEN + 7);
@@ -842,11 +866,9 @@ struct damage_ctx {
 	struct spool_msg *pending; /* a message "in flight" when we crashed */
 };
 
-static void unlink_part(struct damage_ctx *d, const char *ext)
+static void qpath(struct damage_ctx *d, const char *ext, char path[256])
 {
-	char path[256];
-	snprintf(path, sizeof(path), "%s/queue/%s%s", d->f->dir, d->qid, ext);
-	assert_int_equal(unlink(path), 0);
+	snprintf(path, 256, "%s/queue/%s%s", d->f->dir, d->qid, ext);
 }
 
 static void damage_none(struct damage_ctx *d)
@@ -854,41 +876,53 @@ static void damage_none(struct damage_ctx *d)
 	(void)d;
 }
 
-static void damage_no_env(struct damage_ctx *d)
+/* Flip one octet at off (negative: from the end of the file). */
+static void flip_at(struct damage_ctx *d, const char *ext, off_t off)
 {
-	unlink_part(d, ".env");
-}
-
-static void damage_no_msg(struct damage_ctx *d)
-{
-	unlink_part(d, ".msg");
+	char path[256];
+	struct stat st;
+	qpath(d, ext, path);
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	if (off < 0)
+		off += st.st_size;
+	unsigned char c;
+	assert_int_equal(pread(fd, &c, 1, off), 1);
+	c ^= 0x01;
+	assert_int_equal(pwrite(fd, &c, 1, off), 1);
+	close(fd);
 }
 
 static void damage_flip_env(struct damage_ctx *d)
 {
+	flip_at(d, "", -10); /* inside the envelope, before its CRC */
+}
+
+static void damage_flip_magic(struct damage_ctx *d)
+{
+	flip_at(d, "", 2);
+}
+
+static void damage_flip_offset(struct damage_ctx *d)
+{
+	flip_at(d, "", 15); /* the envelope offset points elsewhere */
+}
+
+static void damage_truncate(struct damage_ctx *d)
+{
 	char path[256];
-	snprintf(path, sizeof(path), "%s/queue/%s.env", d->f->dir, d->qid);
-	int fd = open(path, O_RDWR);
-	assert_true(fd >= 0);
-	unsigned char c;
-	assert_int_equal(pread(fd, &c, 1, 30), 1);
-	c ^= 0x01;
-	assert_int_equal(pwrite(fd, &c, 1, 30), 1);
-	close(fd);
+	qpath(d, "", path);
+	assert_int_equal(truncate(path, 10), 0);
 }
 
-static void damage_empty_env(struct damage_ctx *d)
+static void damage_cut_envelope(struct damage_ctx *d)
 {
-	char name[32];
-	snprintf(name, sizeof(name), "%s.env", d->qid);
-	write_file(d->f, "queue", name, "", 0, O_TRUNC);
-}
-
-static void damage_msg_size(struct damage_ctx *d)
-{
-	char name[32];
-	snprintf(name, sizeof(name), "%s.msg", d->qid);
-	write_file(d->f, "queue", name, "more", 4, O_APPEND);
+	char path[256];
+	struct stat st;
+	qpath(d, "", path);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(truncate(path, st.st_size - 5), 0);
 }
 
 static void damage_incoming(struct damage_ctx *d)
@@ -907,17 +941,83 @@ static void damage_strays(struct damage_ctx *d)
 {
 	write_file(d->f, "queue", ".dotfile", "x", 1, 0);
 	write_file(d->f, "queue", "README", "x", 1, 0);
+	write_file(d->f, "queue", "0123456789ABCDE!", "x", 1, 0);
 	write_file(d->f, "queue", "0123456789ABCDE!.env", "x", 1, 0);
+	write_file(d->f, "queue", "0123456789ABCDEF.tmp", "x", 1, 0);
 }
 
 static void damage_wrong_qid(struct damage_ctx *d)
 {
-	/* A valid envelope of another id under this name. */
+	/* A valid message of another id under this name. */
 	char other[QID_LEN + 1], src[256], dst[256];
 	assert_int_equal(commit_one(d->f->spool, other, 1), 0);
-	snprintf(src, sizeof(src), "%s/queue/%s.env", d->f->dir, other);
-	snprintf(dst, sizeof(dst), "%s/queue/%s.env", d->f->dir, d->qid);
+	snprintf(src, sizeof(src), "%s/queue/%s", d->f->dir, other);
+	qpath(d, "", dst);
 	assert_int_equal(rename(src, dst), 0);
+}
+
+/* Replace the message by the two files an earlier version wrote: <qid>.env
+ * (record image, one DONE of two recipients) and <qid>.msg. */
+static void write_old_pair(struct damage_ctx *d, bool env, bool msg, size_t size_delta)
+{
+	char path[256], name[32];
+	struct envelope e;
+	struct buf b;
+	qpath(d, "", path);
+	assert_int_equal(unlink(path), 0);
+	env_base(&e);
+	memcpy(e.qid, d->qid, QID_LEN + 1);
+	envelope_add_rcpt(&e, "second@example.net");
+	e.size = 9 + size_delta;
+	buf_init(&b, 0);
+	assert_int_equal(record_encode(&e, &b), 0);
+	assert_int_equal(record_encode_done(1, &b), 0);
+	if (env) {
+		snprintf(name, sizeof(name), "%s.env", d->qid);
+		write_file(d->f, "queue", name, b.data, b.len, 0);
+	}
+	if (msg) {
+		snprintf(name, sizeof(name), "%s.msg", d->qid);
+		write_file(d->f, "queue", name, "old body\n", 9, 0);
+	}
+	buf_free(&b);
+	envelope_clear(&e);
+}
+
+static void damage_old_pair(struct damage_ctx *d)
+{
+	write_old_pair(d, true, true, 0);
+}
+
+static void damage_old_msg_only(struct damage_ctx *d)
+{
+	write_old_pair(d, false, true, 0);
+}
+
+static void damage_old_env_only(struct damage_ctx *d)
+{
+	write_old_pair(d, true, false, 0);
+}
+
+static void damage_old_size(struct damage_ctx *d)
+{
+	write_old_pair(d, true, true, 1);
+}
+
+static void damage_old_env_flip(struct damage_ctx *d)
+{
+	write_old_pair(d, true, true, 0);
+	flip_at(d, ".env", 30);
+}
+
+/* A conversion that crashed after its rename: new file and old pair. */
+static void damage_old_leftovers(struct damage_ctx *d)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "%s.env", d->qid);
+	write_file(d->f, "queue", name, "x", 1, 0);
+	snprintf(name, sizeof(name), "%s.msg", d->qid);
+	write_file(d->f, "queue", name, "x", 1, 0);
 }
 
 static void test_spool_recover_scenarios(void **state)
@@ -930,15 +1030,21 @@ static void test_spool_recover_scenarios(void **state)
 		int queue;   /* files left in queue/ (dotfiles not counted) */
 		int corrupt; /* files in corrupt/, -1: directory absent */
 	} cases[] = {
-	    {"intact", damage_none, 1, 2, -1},
-	    {"env missing", damage_no_env, 0, 0, -1},
-	    {"msg missing", damage_no_msg, 0, 0, -1},
-	    {"env corrupt", damage_flip_env, 0, 0, 2},
-	    {"env empty", damage_empty_env, 0, 0, 2},
-	    {"size mismatch", damage_msg_size, 0, 0, 2},
-	    {"incoming leftovers", damage_incoming, 1, 2, -1},
-	    {"stray names", damage_strays, 1, 4, -1},
-	    {"qid mismatch", damage_wrong_qid, 0, 0, 2},
+	    {"intact", damage_none, 1, 1, -1},
+	    {"envelope corrupt", damage_flip_env, 0, 0, 1},
+	    {"magic corrupt", damage_flip_magic, 0, 0, 1},
+	    {"offset corrupt", damage_flip_offset, 0, 0, 1},
+	    {"truncated to the header", damage_truncate, 0, 0, 1},
+	    {"envelope cut", damage_cut_envelope, 0, 0, 1},
+	    {"incoming leftovers", damage_incoming, 1, 1, -1},
+	    {"stray names", damage_strays, 1, 5, -1},
+	    {"qid mismatch", damage_wrong_qid, 0, 0, 1},
+	    {"old pair converted", damage_old_pair, 1, 1, -1},
+	    {"old msg alone", damage_old_msg_only, 0, 0, -1},
+	    {"old env alone", damage_old_env_only, 0, 0, -1},
+	    {"old pair size mismatch", damage_old_size, 0, 0, 2},
+	    {"old env corrupt", damage_old_env_flip, 0, 0, 2},
+	    {"conversion leftovers", damage_old_leftovers, 1, 1, -1},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct damage_ctx d = {.f = NULL};
@@ -954,9 +1060,26 @@ static void test_spool_recover_scenarios(void **state)
 		assert_int_equal(count_files(d.f, "incoming"), 0);
 		if (found == 1)
 			assert_string_equal(l->qids[0], d.qid);
-		if (cases[i].corrupt > 0) {
+		if (cases[i].corrupt == 1)
+			assert_true(file_exists(d.f, "corrupt", d.qid, ""));
+		if (cases[i].corrupt == 2) {
 			assert_true(file_exists(d.f, "corrupt", d.qid, ".msg"));
 			assert_true(file_exists(d.f, "corrupt", d.qid, ".env"));
+		}
+		if (cases[i].damage == damage_old_pair) {
+			/* Converted with its content and its DONE record. */
+			struct envelope e;
+			struct buf content;
+			const char *error = NULL;
+			envelope_init(&e);
+			buf_init(&content, 0);
+			assert_int_equal(spool_load(d.f->spool, d.qid, &e, &content, &error), 0);
+			assert_int_equal(e.nrcpts, 2);
+			assert_false(e.rcpts[0].done);
+			assert_true(e.rcpts[1].done);
+			assert_string_equal((const char *)content.data, "old body\n");
+			envelope_clear(&e);
+			buf_free(&content);
 		}
 		/* Recovery is idempotent. */
 		assert_int_equal(recover(d.f, l), cases[i].found);
@@ -993,9 +1116,7 @@ static void test_spool_mark_done_remove(void **state)
 
 	/* A torn DONE left by a crash is ignored, and cut before the next
 	 * append so that the file stays decodable. */
-	char name[32];
-	snprintf(name, sizeof(name), "%s.env", qid);
-	write_file(f, "queue", name, "\x0f\0\0\0\x04\0", 6, O_APPEND);
+	write_file(f, "queue", qid, "\x0f\0\0\0\x04\0", 6, O_APPEND);
 	assert_int_equal(spool_env_load(f->spool, qid, &e, &error), 0);
 	assert_int_equal(envelope_pending(&e), 2);
 	envelope_clear(&e);
