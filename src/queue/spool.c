@@ -31,7 +31,6 @@
 #define SPOOL_READ_CHUNK 65536
 #define SPOOL_MAGIC "HKMSG\0\1\n"
 #define SPOOL_MAGIC_LEN 8
-#define SPOOL_HDR_LEN 16 /* magic, u64 envelope offset */
 
 struct spool {
 	char *dir;
@@ -515,12 +514,28 @@ static int spool_read_rest(int fd, uint64_t off, struct buf *b, const char **err
 	}
 }
 
+int spool_header_parse(const unsigned char *hdr, uint64_t file_size, uint64_t *off_r,
+                       const char **error_r)
+{
+	if (file_size < SPOOL_HDR_LEN || memcmp(hdr, SPOOL_MAGIC, SPOOL_MAGIC_LEN) != 0) {
+		*error_r = "not a message file";
+		return -1;
+	}
+	uint64_t off = spool_get_u64(hdr + SPOOL_MAGIC_LEN);
+	if (off < SPOOL_HDR_LEN || off >= file_size) {
+		*error_r = "envelope offset outside the file";
+		return -1;
+	}
+	*off_r = off;
+	return 0;
+}
+
 /* Where a message file's envelope starts: from the header, checked. On
  * failure *io_r tells a read error from a file that is not a finished
  * message (errno 0). */
 static int spool_env_offset(int fd, uint64_t *off_r, bool *io_r, const char **error_r)
 {
-	unsigned char hdr[SPOOL_HDR_LEN];
+	unsigned char hdr[SPOOL_HDR_LEN] = {0};
 	struct stat st;
 
 	*io_r = true;
@@ -528,25 +543,18 @@ static int spool_env_offset(int fd, uint64_t *off_r, bool *io_r, const char **er
 		*error_r = "cannot stat message file";
 		return -1;
 	}
-	if (S_ISREG(st.st_mode) && st.st_size >= SPOOL_HDR_LEN &&
-	    spool_pread_all(fd, hdr, sizeof(hdr), 0) < 0) {
+	bool reg = S_ISREG(st.st_mode);
+	if (reg && st.st_size >= SPOOL_HDR_LEN && spool_pread_all(fd, hdr, sizeof(hdr), 0) < 0) {
 		*error_r = "cannot read message file";
 		return -1;
 	}
 	*io_r = false;
 	errno = 0;
-	if (!S_ISREG(st.st_mode) || st.st_size < SPOOL_HDR_LEN ||
-	    memcmp(hdr, SPOOL_MAGIC, SPOOL_MAGIC_LEN) != 0) {
+	if (!reg) {
 		*error_r = "not a message file";
 		return -1;
 	}
-	uint64_t off = spool_get_u64(hdr + SPOOL_MAGIC_LEN);
-	if (off < SPOOL_HDR_LEN || off >= (uint64_t)st.st_size) {
-		*error_r = "envelope offset outside the file";
-		return -1;
-	}
-	*off_r = off;
-	return 0;
+	return spool_header_parse(hdr, (uint64_t)st.st_size, off_r, error_r);
 }
 
 /* Decode the envelope of an open message file. *off_r: where it starts;
@@ -927,12 +935,14 @@ static int spool_scan_queue(struct spool *s, struct spool_list *l)
 	return rc;
 }
 
+/* Remove one half of an old pair; reason NULL: expected, not logged. */
 static void spool_unlink_old(struct spool *s, const char *qid, const char *ext,
                              const char *reason)
 {
 	char name[SPOOL_NAME_MAX + 1], eb[128];
 	spool_name(name, qid, ext);
-	log_warn("event=spool_orphan qid=%s file=%s reason=%s", qid, ext, reason);
+	if (reason != NULL)
+		log_warn("event=spool_orphan qid=%s file=%s reason=%s", qid, ext, reason);
 	if (unlinkat(s->queuefd, name, 0) < 0 && errno != ENOENT)
 		log_err("event=spool_orphan_unlink_failed qid=%s file=%s error=%s", qid, ext,
 		        spool_strerror(errno, eb));
@@ -1116,8 +1126,8 @@ static int spool_recover_old_pair(struct spool *s, const char *qid)
 	if (spool_convert(s, qid, b.data, used, e.size, &refused, &error) < 0)
 		goto out;
 	log_info("event=spool_converted qid=%s", qid);
-	spool_unlink_old(s, qid, "env", "converted");
-	spool_unlink_old(s, qid, "msg", "converted");
+	spool_unlink_old(s, qid, "env", NULL);
+	spool_unlink_old(s, qid, "msg", NULL);
 	rc = 1;
 out:
 	if (fd >= 0)
@@ -1152,9 +1162,9 @@ static size_t spool_recover_queue(struct spool *s, struct spool_list *l)
 			/* A conversion that crashed after its rename: the new
 			 * file is complete, the old halves are leftovers. */
 			if (have[SPOOL_KIND_ENV])
-				spool_unlink_old(s, qid, "env", "converted");
+				spool_unlink_old(s, qid, "env", "already_converted");
 			if (have[SPOOL_KIND_MSG])
-				spool_unlink_old(s, qid, "msg", "converted");
+				spool_unlink_old(s, qid, "msg", "already_converted");
 			keep = spool_recover_file(s, qid);
 		} else if (have[SPOOL_KIND_ENV] && have[SPOOL_KIND_MSG]) {
 			keep = spool_recover_old_pair(s, qid);

@@ -76,6 +76,11 @@ int spool_load(struct spool *spool, const char *qid, struct envelope *e, struct 
  * content length (read no further: the envelope follows). Returns an fd or
  * -1. */
 int spool_msg_open(struct spool *spool, const char *qid, uint64_t *len_r);
+/* Pure: check a message file's first SPOOL_HDR_LEN octets (hdr) against
+ * the file's size; *off_r is where the envelope starts. For the fuzzer. */
+#define SPOOL_HDR_LEN 16
+int spool_header_parse(const unsigned char *hdr, uint64_t file_size, uint64_t *off_r,
+		       const char **error_r);
 /* Is this directory entry of queue/ a committed message? Fills qid. */
 bool spool_name_qid(const char *name, char qid[QID_LEN + 1]);
 /* Append DONE records for these recipient indexes and fdatasync. */
