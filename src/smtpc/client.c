@@ -64,9 +64,11 @@
 #define SMTPC_QUIT_WAIT_MS 2000ULL         /* do not wait long for 221 */
 #define SMTPC_CHUNK 65536                  /* body octets queued per refill */
 #define SMTPC_ARG_MAX 1000                 /* a path or parameter we put in a command */
-#define SMTPC_IDLE_TIMEOUT_MS 5000ULL      /* a cached connection, unused */
-#define SMTPC_IDLE_MAX 64                  /* cached connections in all */
-#define SMTPC_IDLE_PER_KEY 8               /* cached connections per destination */
+/* Defaults of the idle cache; the queue manager sets delivery.idle_timeout,
+ * delivery.destination_idle and delivery.total_idle. */
+#define SMTPC_IDLE_TIMEOUT_MS 5000ULL /* a cached connection, unused */
+#define SMTPC_IDLE_MAX 64             /* cached connections in all */
+#define SMTPC_IDLE_PER_KEY 8          /* cached connections per destination */
 
 enum smtpc_state {
 	SMTPC_S_START,
@@ -102,7 +104,9 @@ struct smtpc {
 	struct smtpc_session *sessions;
 	struct smtpc_idle *idle; /* newest first */
 	size_t nidle;
-	uint64_t idle_timeout_ms;
+	uint64_t idle_timeout_ms; /* 0: no cache */
+	size_t idle_per_key;      /* at least 1 */
+	size_t idle_max;          /* at least 1 */
 };
 
 /* A connection in the reuse cache, between two transactions. The key is the
@@ -470,6 +474,17 @@ static void idle_on_timer(evutil_socket_t fd, short what, void *arg)
 	idle_timer_arm(ic, SMTPC_QUIT_WAIT_MS);
 }
 
+/* The oldest connections of all beyond the total. */
+static void idle_trim_total(struct smtpc *c)
+{
+	while (c->nidle > c->idle_max) {
+		struct smtpc_idle *ic = c->idle;
+		while (ic->next != NULL)
+			ic = ic->next;
+		idle_free(ic);
+	}
+}
+
 /* Keep the cache bounded: the oldest connection like the new one beyond
  * the per-destination limit, then the oldest of all beyond the total. */
 static void idle_trim(struct smtpc *c, const struct smtpc_idle *nic)
@@ -482,14 +497,9 @@ static void idle_trim(struct smtpc *c, const struct smtpc_idle *nic)
 			oldest = ic;
 		}
 	}
-	if (same > SMTPC_IDLE_PER_KEY && oldest != NULL)
+	if (same > c->idle_per_key && oldest != NULL)
 		idle_free(oldest);
-	while (c->nidle > SMTPC_IDLE_MAX) {
-		struct smtpc_idle *ic = c->idle;
-		while (ic->next != NULL)
-			ic = ic->next;
-		idle_free(ic);
-	}
+	idle_trim_total(c);
 }
 
 /* The transaction is over with no reply outstanding: keep the connection for
@@ -1410,6 +1420,8 @@ struct smtpc *smtpc_create(struct event_base *base, const char *ca_file, char *e
 	c->base = base;
 	c->ssl_ctx = ctx;
 	c->idle_timeout_ms = SMTPC_IDLE_TIMEOUT_MS;
+	c->idle_per_key = SMTPC_IDLE_PER_KEY;
+	c->idle_max = SMTPC_IDLE_MAX;
 	return c;
 }
 
@@ -1419,6 +1431,13 @@ void smtpc_set_idle_timeout(struct smtpc *c, uint64_t ms)
 	if (ms == 0)
 		while (c->idle != NULL)
 			idle_free(c->idle);
+}
+
+void smtpc_set_idle_limits(struct smtpc *c, size_t per_destination, size_t total)
+{
+	c->idle_per_key = per_destination > 0 ? per_destination : 1;
+	c->idle_max = total > 0 ? total : 1;
+	idle_trim_total(c);
 }
 
 void smtpc_free(struct smtpc **cp)

@@ -107,6 +107,10 @@ void smtpc_free(struct smtpc **c);
 /* How long a connection may stay idle in the reuse cache before it is closed
  * with QUIT; default 5 s, 0 disables the cache. */
 void smtpc_set_idle_timeout(struct smtpc *c, uint64_t ms);
+/* How many idle connections the cache keeps for one server (connections
+ * any delivery would take alike) and in all; the oldest beyond either is
+ * closed. Defaults 8 and 64; 0 counts as 1. */
+void smtpc_set_idle_limits(struct smtpc *c, size_t per_destination, size_t total);
 /* dest and msg (and everything they point to) must stay valid until cb
  * runs. cb is always called exactly once, later, from the event loop. */
 void smtpc_deliver(struct smtpc *c, const struct smtpc_dest *dest, const struct smtpc_msg *msg,
