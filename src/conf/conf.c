@@ -342,6 +342,19 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "delivery.data_timeout", .type = CONF_T_DURATION, .def = "10m",
 	  .min = SEC, .max = 60 * MIN, .off = OFF(delivery.data_timeout),
 	  .doc = "Wait for the reply to the end of the data (RFC 5321 §4.5.3.2.6: 10m)." },
+	{ .key = "delivery.idle_timeout", .type = CONF_T_DURATION, .def = "5s",
+	  .min = 0, .max = 5 * MIN, .off = OFF(delivery.idle_timeout),
+	  .doc = "Keep a connection open this long after a transaction, for the next message "
+		 "to the same server (RFC 5321 §3.3), then QUIT; 0 for no reuse (QUIT after each "
+		 "message). Servers drop idle clients after 5m (§4.5.3.2.7)." },
+	{ .key = "delivery.destination_idle", .type = CONF_T_UINT, .def = "8",
+	  .min = 1, .max = 1000, .off = OFF(delivery.destination_idle),
+	  .doc = "Idle connections kept for reuse to one server; the oldest beyond this is "
+		 "closed." },
+	{ .key = "delivery.total_idle", .type = CONF_T_UINT, .def = "64",
+	  .min = 1, .max = 10000, .off = OFF(delivery.total_idle),
+	  .doc = "Idle connections kept for reuse in total; the oldest beyond this is closed. "
+		 "They do not count against delivery.total_concurrency." },
 	{ .key = "delivery.max_lifetime", .type = CONF_T_DURATION, .def = "5d",
 	  .min = MIN, .max = 30 * DAY, .off = OFF(delivery.max_lifetime),
 	  .doc = "Bounce a message still undelivered after this long (RFC 5321 §4.5.4.1: at "

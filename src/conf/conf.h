@@ -112,6 +112,9 @@ struct conf_delivery {
 	uint64_t connect_timeout;        /* ms, 30s */
 	uint64_t command_timeout;        /* ms, 5m (RFC 5321 §4.5.3.2) */
 	uint64_t data_timeout;           /* ms, 10m (RFC 5321 §4.5.3.2.6) */
+	uint64_t idle_timeout;           /* ms, 5s: a reusable connection kept; 0 = no reuse */
+	uint64_t destination_idle;       /* idle connections kept per server, 8 */
+	uint64_t total_idle;             /* idle connections kept in total, 64 */
 	uint64_t max_lifetime;           /* ms, 5d: then bounce */
 	uint64_t delay_warning;          /* ms, 4h: NOTIFY=DELAY warning */
 	bool ipv6;                       /* use AAAA records, true */

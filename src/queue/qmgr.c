@@ -492,8 +492,13 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
 	q->smtpc = smtpc_create(base, conf->delivery.ca_file[0] != '\0' ? conf->delivery.ca_file
 									: NULL,
 				err, sizeof(err));
-	if (q->smtpc == NULL)
+	if (q->smtpc == NULL) {
 		log_err("event=smtpc_error reason=\"%s\" (remote delivery will be deferred)", err);
+	} else {
+		smtpc_set_idle_timeout(q->smtpc, conf->delivery.idle_timeout);
+		smtpc_set_idle_limits(q->smtpc, (size_t)conf->delivery.destination_idle,
+				      (size_t)conf->delivery.total_idle);
+	}
 	return q;
 }
 

@@ -82,6 +82,7 @@ class Sess:
         self.txs = []
         self.opened = time.time()
         self.closed = None
+        self.quit = None  # when the client sent QUIT
 
 
 def _pick(script, n):
@@ -113,6 +114,10 @@ class _Handler:
         self._sess(server).hello = hostname
         session.host_name = hostname
         return "250 {}".format(server.hostname)
+
+    async def handle_QUIT(self, server, session, envelope):
+        self._sess(server).quit = time.time()
+        return "221 2.0.0 Bye"
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         sess = self._sess(server)

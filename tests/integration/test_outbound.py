@@ -814,6 +814,47 @@ def test_connection_reuse(hikyaku, dns, mtas):
     assert mta.connections == 1
 
 
+def test_idle_timeout_quits_cached_connection(hikyaku, dns, mtas):
+    """delivery.idle_timeout 1s: the connection kept after a message gets
+    QUIT about 1 s later (not at once, not after the 5 s default), and the
+    next message opens a new one."""
+    mta = mtas()
+    hk = outbound(hikyaku, dns, mta.port, delivery={"idle_timeout": "1s"})
+    send(hk, ["idle1@example.net"])
+    mta.wait_messages(1)
+    t_done = time.time()
+    deadline = t_done + 5
+    while mta.sessions[0].quit is None and time.time() < deadline:
+        time.sleep(0.02)
+    sess = mta.sessions[0]
+    assert sess.quit is not None, "no QUIT within 5 s"
+    assert 0.7 <= sess.quit - t_done <= 2.5, sess.quit - t_done
+    assert len(sess.txs) == 1
+    send(hk, ["idle2@example.net"])
+    mta.wait_messages(2)
+    assert mta.connections == 2
+
+
+def test_idle_timeout_zero_disables_reuse(hikyaku, dns, mtas):
+    """delivery.idle_timeout 0: QUIT right after each transaction, a
+    connection per message."""
+    mta = mtas()
+    hk = outbound(hikyaku, dns, mta.port, delivery={"idle_timeout": 0})
+    for i in range(3):
+        send(hk, [f"noreuse{i}@example.net"])
+        mta.wait_messages(i + 1)
+    hk.wait_queue_empty()
+    deadline = time.time() + 3
+    while any(s.quit is None for s in mta.sessions) and time.time() < deadline:
+        time.sleep(0.02)
+    assert mta.connections == 3
+    for sess in mta.sessions:
+        assert len(sess.txs) == 1
+        assert sess.quit is not None
+        # at once, not after an idle timeout
+        assert sess.quit - sess.opened < 1.0, sess.quit - sess.opened
+
+
 def test_destination_concurrency(hikyaku, dns, mtas):
     mta = mtas(data=[("STALL", 0.5)])
     hk = outbound(hikyaku, dns, mta.port, delivery={"destination_concurrency": 2})

@@ -103,6 +103,9 @@ static const struct u64_case default_numbers[] = {
     U64(delivery.connect_timeout, 30 * 1000),
     U64(delivery.command_timeout, 5 * 60 * 1000),
     U64(delivery.data_timeout, 10 * 60 * 1000),
+    U64(delivery.idle_timeout, 5 * 1000),
+    U64(delivery.destination_idle, 8),
+    U64(delivery.total_idle, 64),
     U64(delivery.max_lifetime, 5ULL * 86400 * 1000),
     U64(delivery.delay_warning, 4 * 3600 * 1000),
 };
@@ -344,6 +347,9 @@ static const char full_yaml[] =
     "  connect_timeout: 10s\n"
     "  command_timeout: 2m\n"
     "  data_timeout: 15m\n"
+    "  idle_timeout: 0\n"
+    "  destination_idle: 2\n"
+    "  total_idle: 10\n"
     "  max_lifetime: 3d\n"
     "  delay_warning: 0\n"
     "  ipv6: false\n"
@@ -377,6 +383,9 @@ static const struct u64_case full_numbers[] = {
     U64(delivery.connect_timeout, 10 * 1000),
     U64(delivery.command_timeout, 2 * 60 * 1000),
     U64(delivery.data_timeout, 15 * 60 * 1000),
+    U64(delivery.idle_timeout, 0),
+    U64(delivery.destination_idle, 2),
+    U64(delivery.total_idle, 10),
     U64(delivery.max_lifetime, 3ULL * 86400 * 1000),
     U64(delivery.delay_warning, 0),
 };
@@ -738,6 +747,9 @@ static const struct err_case err_cases[] = {
     {L "delivery:\n  total_concurrency: 0\n", "3:22:", "out of range 1..10000"},
     {L "delivery:\n  connect_timeout: 11m\n", "3:20:", "11m is out of range 1s..10m"},
     {L "delivery:\n  command_timeout: 2h\n", "3:20:", "2h is out of range 1s..1h"},
+    {L "delivery:\n  idle_timeout: 6m\n", "3:17:", "6m is out of range 0s..5m"},
+    {L "delivery:\n  destination_idle: 0\n", "3:21:", "0 is out of range 1..1000"},
+    {L "delivery:\n  total_idle: 10001\n", "3:15:", "out of range 1..10000"},
     {L "delivery:\n  data_timeout: 0\n", "3:17:", "0s is out of range 1s..1h"},
     {L "delivery:\n  max_lifetime: 31d\n", "3:17:", "31d is out of range 1m..30d"},
     {L "delivery:\n  max_lifetime: 59s\n", "3:17:", "out of range 1m..30d"},
