@@ -47,6 +47,16 @@ uint64_t qmgr_now_us(void)
 	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
 }
 
+uint64_t qmgr_age_us(const struct envelope *e, uint64_t now_us)
+{
+	return now_us > e->arrival_us ? now_us - e->arrival_us : 0;
+}
+
+bool qmgr_expired(const struct conf *conf, const struct envelope *e, uint64_t now_us)
+{
+	return qmgr_age_us(e, now_us) > conf->delivery.max_lifetime * 1000;
+}
+
 const char *qmgr_domain_of(const char *addr)
 {
 	const char *at = strrchr(addr, '@');
@@ -288,7 +298,7 @@ static void qmgr_log_result(const struct qmgr_msg *m, size_t i, uint64_t now)
 	static const char *const names[] = {"pending", "sent", "bounced", "deferred"};
 	const struct qmgr_rres *r = &m->res[i];
 	char qto[LOG_Q_MAX], qwhy[LOG_Q_MAX], qrel[LOG_Q_MAX];
-	double delay = (double)(now - m->env.arrival_us) / 1e6;
+	double delay = (double)qmgr_age_us(&m->env, now) / 1e6;
 	log_msg(r->state == QMGR_R_SENT ? LOG_LVL_INFO : LOG_LVL_WARN,
 		"event=delivery qid=%s to=%s relay=%s delay=%.3f dsn=%s status=%s reason=%s",
 		m->qid, log_qs(qto, m->env.rcpts[i].addr), log_qs(qrel, r->relay), delay,
@@ -302,7 +312,7 @@ static void qmgr_finish_run(void *arg)
 	const struct conf *conf = q->conf;
 	struct envelope *e = &m->env;
 	uint64_t now = qmgr_now_us();
-	bool expired = now - e->arrival_us > conf->delivery.max_lifetime * 1000;
+	bool expired = qmgr_expired(conf, e, now);
 	const char *error = NULL;
 
 	for (size_t i = 0; i < e->nrcpts; i++) {
@@ -323,7 +333,7 @@ static void qmgr_finish_run(void *arg)
 	qmgr_notify(q, m, BOUNCE_DELIVERED, QMGR_R_SENT, SMTP_NOTIFY_SUCCESS, now);
 	uint32_t flags = e->sched_flags;
 	if (!(flags & ENVELOPE_SCHED_DELAY_WARNED) && conf->delivery.delay_warning > 0 &&
-	    now - e->arrival_us > conf->delivery.delay_warning * 1000) {
+	    qmgr_age_us(e, now) > conf->delivery.delay_warning * 1000) {
 		size_t before = m->n_bounces;
 		qmgr_notify(q, m, BOUNCE_DELAYED, QMGR_R_DEFERRED, SMTP_NOTIFY_DELAY, now);
 		if (m->n_bounces > before)

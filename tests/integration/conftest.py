@@ -19,9 +19,11 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import time
+import zlib
 
 import pytest
 
@@ -238,6 +240,36 @@ class Hikyaku:
         raise AssertionError(
             f"queue not empty after {timeout}s: {self.queue_files()[:10]}\n"
             f"{self.log()[-4000:]}")
+
+    def set_arrival(self, qid, arrival_us):
+        """Rewrite the ARRIVAL record of a queued message, for tests of
+        expiry that cannot wait days. The spool file (docs/ARCHITECTURE.md,
+        "The spool format") is a 16-octet header (magic, u64be offset E of
+        the envelope), the content, then the envelope (src/queue/record.h):
+        its magic, then type:u8 len:u32be payload records up to END, which
+        holds the CRC-32 of the envelope before it; DONE and SCHED records
+        follow. Only while the daemon is stopped: it owns the file otherwise."""
+        assert self.proc is None, "stop the daemon first"
+        path = os.path.join(self.spool, "queue", qid)
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        assert data[:8] == b"HKMSG\0\1\n", data[:16]
+        env = struct.unpack(">Q", data[8:16])[0]
+        assert data[env:env + 8] == b"HKENV\0\1\n", data[env:env + 8]
+        off = env + 8
+        while True:
+            rtype, rlen = data[off], struct.unpack(">I", data[off + 1:off + 5])[0]
+            if rtype == 2:  # REC_ARRIVAL, u64
+                data[off + 5:off + 13] = struct.pack(">Q", arrival_us)
+            if rtype == 14:  # REC_END
+                crc = zlib.crc32(bytes(data[env:off]))
+                data[off + 5:off + 9] = struct.pack(">I", crc)
+                break
+            off += 5 + rlen
+        tmp = os.path.join(self.spool, "incoming", qid)  # never in queue/
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, path)
 
     def wait_log(self, text, count=1, timeout=10):
         """Wait until text occurs at least count times in the log."""

@@ -523,3 +523,22 @@ def test_retry_schedule_survives_restart_and_flush(hikyaku):
     hk.wait_delivered("alice", count=1)
     hk.wait_queue_empty()
     assert "event=flush messages=1" in hk.log()
+
+
+def test_clock_set_back_does_not_expire(hikyaku):
+    """A message that arrived "in the future" (the clock was set back since)
+    is not older than delivery.max_lifetime: it is retried, not bounced with
+    4.4.7 (its age must not wrap around)."""
+    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "1s"})
+    block_domain(hk)
+    hk.start()
+    send(hk, new_tokens(1))
+    hk.wait_log("event=deferred", count=1)
+    hk.stop()
+    (qid,) = hk.queue_files()
+    hk.set_arrival(qid, int((time.time() + 86400) * 1e6))
+    hk.start()
+    hk.wait_log("event=deferred", count=3, timeout=10)
+    log = hk.log()
+    assert "dsn=4.4.7" not in log and "status=bounced" not in log, log[-3000:]
+    assert hk.queue_files() == [qid]
