@@ -76,6 +76,7 @@ struct qmgr_ctl_job {
 	bool truncated;
 	int rc;
 	const char *error;
+	bool expired; /* RELEASE of a message past delivery.max_lifetime */
 };
 
 /* ---- the table ---- */
@@ -323,7 +324,9 @@ static void qmgr_ctl_write_run(void *arg)
 	j->rc = spool_env_load(spool, j->arg, &e, &error);
 	if (j->rc == 0) {
 		/* A SCHED record with no DONE indexes: only the flags change;
-		 * a released message is due at once. */
+		 * a released message is due at once. Held mail does not expire
+		 * while held; released past its lifetime, it is marked to bounce
+		 * at that attempt without being tried (as Postfix does). */
 		uint32_t flags = e.sched_flags;
 		uint64_t next = e.next_try_us;
 		if (j->op == QMGR_CTL_HOLD) {
@@ -331,6 +334,9 @@ static void qmgr_ctl_write_run(void *arg)
 		} else {
 			flags &= ~(uint32_t)ENVELOPE_SCHED_HELD;
 			next = qmgr_now_us();
+			j->expired = qmgr_expired(j->c->q->conf, &e, next);
+			if (j->expired)
+				flags |= ENVELOPE_SCHED_EXPIRE;
 		}
 		j->rc = spool_mark(spool, j->arg, NULL, 0, next, e.attempts, flags, &error);
 	}
@@ -502,7 +508,7 @@ static void qmgr_ctl_write_done(void *arg)
 		               j->error != NULL ? j->error : "spool error");
 		return;
 	}
-	log_info("event=%s qid=%s by=control", what, j->arg);
+	log_info("event=%s qid=%s by=control%s", what, j->arg, j->expired ? " expired=yes" : "");
 	if (j->m != NULL)
 		qmgr_msg_free(&j->m);
 	if (j->op == QMGR_CTL_HOLD) {
@@ -512,7 +518,8 @@ static void qmgr_ctl_write_done(void *arg)
 		if (j->op == QMGR_CTL_RELEASE)
 			qmgr_enqueue(q, j->arg);
 	}
-	qmgr_ctl_reply(j, 0, 1, "%s: %s", j->arg, what);
+	qmgr_ctl_reply(j, 0, 1, "%s: %s%s", j->arg, what,
+	               j->expired ? " past delivery.max_lifetime: bouncing it (4.4.7)" : "");
 }
 
 static void qmgr_ctl_do_flush(struct qmgr_ctl_job *j, bool held)

@@ -6,6 +6,7 @@ Messages are kept in the queue by blocking local delivery: a regular FILE
 where the Maildir code must create a domain directory (as in
 test_durability.py); tests run as root, so permissions would not stop it.
 """
+import email
 import json
 import os
 import smtplib
@@ -211,6 +212,47 @@ def test_hold_survives_restart(hikyaku):
     queue(hk, "release", qid)
     hk.wait_delivered("alice")
     assert tokens_delivered(hk, "alice") == {token}
+
+
+def test_release_after_max_lifetime_bounces_at_once(hikyaku):
+    """Held mail does not expire while held (a restart and a flush leave it
+    alone), but released after delivery.max_lifetime it bounces at once with
+    4.4.7, untried, as Postfix does. Instead of waiting the 1m minimum, the
+    arrival is moved 2 minutes back while the daemon is stopped."""
+    hk = hikyaku(delivery={"max_lifetime": "1m", "delay_warning": 0}, **SLOW)
+    block_domain(hk, "example.org")
+    qid, token = send(hk, ["carol@example.org"], sender="bob@localhost")
+    wait_deferred(hk, [qid])
+    assert queue(hk, "hold", qid).stdout.strip() == f"{qid}: held"
+    wait_state(hk, qid, "held")
+    hk.stop()
+    hk.set_arrival(qid, int((time.time() - 120) * 1e6))
+    unblock_domain(hk, "example.org")  # an attempt would deliver it now
+    hk.start()
+
+    wait_state(hk, qid, "held")
+    queue(hk, "flush")
+    time.sleep(0.5)
+    assert in_spool(hk, qid)
+    assert hk.delivered("bob") == [] and hk.delivered("carol", "example.org") == []
+
+    out = queue(hk, "release", qid).stdout.strip()
+    assert out == f"{qid}: released past delivery.max_lifetime: bouncing it (4.4.7)"
+    assert wait_event(hk, "released", qid=qid, expired="yes")
+    (path,) = hk.wait_delivered("bob")
+    hk.wait_queue_empty()
+    assert hk.delivered("carol", "example.org") == []  # never tried
+    got = wait_event(hk, "delivery", qid=qid, to="carol@example.org")
+    assert [(e["status"], e["dsn"]) for e in got] == [("deferred", "4.3.0"),
+                                                      ("bounced", "4.4.7")]
+    assert "held past delivery.max_lifetime" in got[-1]["reason"]
+    with open(path, "rb") as f:
+        dsn = email.message_from_bytes(f.read())
+    assert dsn.get_content_type() == "multipart/report"
+    status = dsn.get_payload()[1].get_payload()
+    assert status[1]["Action"] == "failed" and status[1]["Status"] == "4.4.7"
+    assert "carol@example.org" in status[1]["Final-Recipient"]
+    assert token.encode() in dsn.get_payload()[2].as_bytes()
 
 
 def test_flush_by_qid_and_by_domain(hikyaku):
