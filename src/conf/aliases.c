@@ -14,10 +14,10 @@
 
 #include "conf/users.h"
 #include "lib/alloc.h"
+#include "lib/lines.h"
 #include "lib/strutil.h"
 #include "mail/address.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,12 +44,6 @@ static int aliases_entry_cmp(const void *a, const void *b)
 {
 	const struct aliases_entry *x = a, *y = b;
 	return strcmp(x->key, y->key);
-}
-
-static void aliases_error(char *err, size_t errlen, const char *path, size_t line, const char *msg)
-{
-	if (err != NULL && errlen > 0)
-		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
 }
 
 static bool aliases_is_space(char c)
@@ -137,29 +131,6 @@ static const char *aliases_line_parse(struct aliases *a, const char *line, size_
 	return aliases_targets_parse(e, colon + 1, len - (size_t)(colon - line) - 1);
 }
 
-/* Read one line into line[ALIASES_LINE_MAX + 2] without "\n" or "\r\n".
- * Returns 1 with a line, 0 at end of file, -1 when the line is too long. */
-static int aliases_line_read(FILE *f, char *line, size_t *len_r)
-{
-	size_t n = 0;
-	int c;
-
-	while ((c = getc(f)) != EOF && c != '\n') {
-		if (n == ALIASES_LINE_MAX + 1)
-			return -1;
-		line[n++] = (char)c;
-	}
-	if (c == EOF && n == 0)
-		return 0;
-	if (n > 0 && line[n - 1] == '\r')
-		n--;
-	if (n > ALIASES_LINE_MAX)
-		return -1;
-	line[n] = '\0';
-	*len_r = n;
-	return 1;
-}
-
 static const char *aliases_line_handle(struct aliases *a, const char *line, size_t len,
                                        size_t lineno)
 {
@@ -178,40 +149,28 @@ static const char *aliases_line_handle(struct aliases *a, const char *line, size
 	return aliases_targets_parse(&a->entries[a->n - 1], line + i, len - i);
 }
 
-static int aliases_read(FILE *f, const char *path, struct aliases *a, char *err, size_t errlen)
+static int aliases_read(struct lines *l, struct aliases *a, char *err, size_t errlen)
 {
-	char line[ALIASES_LINE_MAX + 2];
-	size_t len, lineno = 0;
+	char *line;
+	size_t len;
 	int rc;
 
-	while ((rc = aliases_line_read(f, line, &len)) > 0) {
-		lineno++;
-		const char *msg = aliases_line_handle(a, line, len, lineno);
+	while ((rc = lines_next(l, &line, &len, err, errlen)) > 0) {
+		const char *msg = aliases_line_handle(a, line, len, l->lineno);
 		if (msg != NULL) {
-			aliases_error(err, errlen, path, lineno, msg);
+			lines_error(l, l->lineno, err, errlen, "%s", msg);
 			return -1;
 		}
 	}
-	if (rc < 0) {
-		aliases_error(err, errlen, path, lineno + 1, "line longer than 4096 octets");
-		return -1;
-	}
-	if (ferror(f)) {
-		aliases_error(err, errlen, path, lineno, strerror(errno));
-		return -1;
-	}
-	return 0;
+	return rc;
 }
 
 /* Refuse empty aliases, sort, then refuse duplicates: both lines are named. */
-static int aliases_index(struct aliases *a, const char *path, char *err, size_t errlen)
+static int aliases_index(struct aliases *a, const struct lines *l, char *err, size_t errlen)
 {
-	char msg[128];
-
 	for (size_t i = 0; i < a->n; i++) {
 		if (a->entries[i].n == 0) {
-			aliases_error(err, errlen, path, a->entries[i].line,
-			              "alias without targets");
+			lines_error(l, a->entries[i].line, err, errlen, "alias without targets");
 			return -1;
 		}
 	}
@@ -223,8 +182,7 @@ static int aliases_index(struct aliases *a, const char *path, char *err, size_t 
 			continue;
 		size_t first = x->line < y->line ? x->line : y->line;
 		size_t second = x->line < y->line ? y->line : x->line;
-		snprintf(msg, sizeof(msg), "duplicate alias (first on line %zu)", first);
-		aliases_error(err, errlen, path, second, msg);
+		lines_error(l, second, err, errlen, "duplicate alias (first on line %zu)", first);
 		return -1;
 	}
 	return 0;
@@ -232,23 +190,18 @@ static int aliases_index(struct aliases *a, const char *path, char *err, size_t 
 
 int aliases_load(const char *path, struct aliases **r, char *err, size_t errlen)
 {
-	struct aliases *a = xcalloc(1, sizeof(*a));
-	FILE *f;
+	struct lines l;
 
 	*r = NULL;
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
-	f = fopen(path, "re");
-	if (f == NULL) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		free(a);
+	if (lines_open(&l, path, ALIASES_LINE_MAX, 0, err, errlen) < 0)
 		return -1;
-	}
-	int rc = aliases_read(f, path, a, err, errlen);
-	fclose(f);
+	struct aliases *a = xcalloc(1, sizeof(*a));
+	int rc = aliases_read(&l, a, err, errlen);
 	if (rc == 0)
-		rc = aliases_index(a, path, err, errlen);
+		rc = aliases_index(a, &l, err, errlen);
+	lines_close(&l);
 	if (rc < 0) {
 		aliases_free(&a);
 		return -1;

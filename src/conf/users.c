@@ -11,9 +11,9 @@
 #include "conf/users.h"
 
 #include "lib/alloc.h"
+#include "lib/lines.h"
 #include "lib/strutil.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,12 +39,6 @@ static int users_entry_cmp(const void *a, const void *b)
 {
 	const struct users_entry *x = a, *y = b;
 	return strcmp(x->key, y->key);
-}
-
-static void users_error(char *err, size_t errlen, const char *path, size_t line, const char *msg)
-{
-	if (err != NULL && errlen > 0)
-		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
 }
 
 const char *users_name_check(const char *name, size_t len)
@@ -97,66 +91,31 @@ static const char *users_line_parse(struct users *u, char *line, size_t len, siz
 	return NULL;
 }
 
-/* Read one line into line[USERS_LINE_MAX + 1] without its "\n" or "\r\n".
- * Returns 1 with a line, 0 at end of file, -1 when the line is too long. */
-static int users_line_read(FILE *f, char *line, size_t *len_r)
+static int users_read(struct lines *l, struct users *u, char *err, size_t errlen)
 {
-	size_t n = 0;
-	int c;
-
-	while ((c = getc(f)) != EOF && c != '\n') {
-		if (n == USERS_LINE_MAX + 1)
-			return -1;
-		line[n++] = (char)c;
-	}
-	if (c == EOF && n == 0)
-		return 0;
-	if (n > 0 && line[n - 1] == '\r')
-		n--;
-	if (n > USERS_LINE_MAX)
-		return -1;
-	line[n] = '\0';
-	*len_r = n;
-	return 1;
-}
-
-static int users_read(FILE *f, const char *path, struct users *u, char *err, size_t errlen)
-{
-	char line[USERS_LINE_MAX + 2];
-	size_t len, lineno = 0;
+	char *line;
+	size_t len;
 	int rc;
 
-	while ((rc = users_line_read(f, line, &len)) > 0) {
-		lineno++;
+	while ((rc = lines_next(l, &line, &len, err, errlen)) > 0) {
 		size_t i = 0;
 		while (i < len && (line[i] == ' ' || line[i] == '\t'))
 			i++;
 		if (i == len || line[i] == '#')
 			continue;
-		const char *msg = users_line_parse(u, line, len, lineno);
-		explicit_bzero(line, sizeof(line)); /* it may hold a secret */
+		/* the reader wipes the line (it may hold a secret) */
+		const char *msg = users_line_parse(u, line, len, l->lineno);
 		if (msg != NULL) {
-			users_error(err, errlen, path, lineno, msg);
+			lines_error(l, l->lineno, err, errlen, "%s", msg);
 			return -1;
 		}
 	}
-	explicit_bzero(line, sizeof(line));
-	if (rc < 0) {
-		users_error(err, errlen, path, lineno + 1, "line longer than 4096 octets");
-		return -1;
-	}
-	if (ferror(f)) {
-		users_error(err, errlen, path, lineno, strerror(errno));
-		return -1;
-	}
-	return 0;
+	return rc;
 }
 
 /* Sort, then refuse duplicates: both lines are named. */
-static int users_index(struct users *u, const char *path, char *err, size_t errlen)
+static int users_index(struct users *u, const struct lines *l, char *err, size_t errlen)
 {
-	char msg[128];
-
 	if (u->n > 0)
 		qsort(u->entries, u->n, sizeof(*u->entries), users_entry_cmp);
 	for (size_t i = 1; i < u->n; i++) {
@@ -165,8 +124,7 @@ static int users_index(struct users *u, const char *path, char *err, size_t errl
 			continue;
 		size_t first = a->line < b->line ? a->line : b->line;
 		size_t second = a->line < b->line ? b->line : a->line;
-		snprintf(msg, sizeof(msg), "duplicate user (first on line %zu)", first);
-		users_error(err, errlen, path, second, msg);
+		lines_error(l, second, err, errlen, "duplicate user (first on line %zu)", first);
 		return -1;
 	}
 	return 0;
@@ -174,23 +132,18 @@ static int users_index(struct users *u, const char *path, char *err, size_t errl
 
 int users_load(const char *path, struct users **users_r, char *err, size_t errlen)
 {
-	struct users *u = xcalloc(1, sizeof(*u));
-	FILE *f;
+	struct lines l;
 
 	*users_r = NULL;
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
-	f = fopen(path, "re");
-	if (f == NULL) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		free(u);
+	if (lines_open(&l, path, USERS_LINE_MAX, 0, err, errlen) < 0)
 		return -1;
-	}
-	int rc = users_read(f, path, u, err, errlen);
-	fclose(f);
+	struct users *u = xcalloc(1, sizeof(*u));
+	int rc = users_read(&l, u, err, errlen);
 	if (rc == 0)
-		rc = users_index(u, path, err, errlen);
+		rc = users_index(u, &l, err, errlen);
+	lines_close(&l);
 	if (rc < 0) {
 		users_free(&u);
 		return -1;
