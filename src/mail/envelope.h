@@ -40,9 +40,6 @@ struct envelope {
 
 #define ENVELOPE_SCHED_DELAY_WARNED 0x1 /* the NOTIFY=DELAY warning went out */
 #define ENVELOPE_SCHED_HELD 0x2         /* held by the operator (hikyaku queue hold) */
-/* Released after delivery.max_lifetime: the next attempt bounces every
- * pending recipient (4.4.7) without trying it (queue/qmgr_ctl.c). */
-#define ENVELOPE_SCHED_EXPIRE 0x4
 
 void envelope_init(struct envelope *e);
 /* Frees every owned string and the recipient array; leaves e empty. */

@@ -173,20 +173,6 @@ static void qmgr_load_run(void *arg)
 		return;
 	}
 	m->res = xcalloc(m->env.nrcpts, sizeof(*m->res));
-	/* Released after its lifetime (Postfix's rule: held mail does not
-	 * expire while held, but at once when released too old): every
-	 * pending recipient fails now, none is tried (nothing is left PENDING
-	 * for qmgr_remote_start()). */
-	if (m->env.sched_flags & ENVELOPE_SCHED_EXPIRE) {
-		for (size_t i = 0; i < m->env.nrcpts; i++) {
-			if (!m->env.rcpts[i].done)
-				qmgr_rres_set(&m->res[i], QMGR_R_FAILED, "4.4.7",
-					      "message expired in the queue: held past "
-					      "delivery.max_lifetime",
-					      "");
-		}
-		return;
-	}
 	for (size_t i = 0; i < m->env.nrcpts; i++) {
 		if (m->env.rcpts[i].done)
 			continue;

@@ -325,8 +325,8 @@ static void qmgr_ctl_write_run(void *arg)
 	if (j->rc == 0) {
 		/* A SCHED record with no DONE indexes: only the flags change;
 		 * a released message is due at once. Held mail does not expire
-		 * while held; released past its lifetime, it is marked to bounce
-		 * at that attempt without being tried (as Postfix does). */
+		 * while held; released past its lifetime, it gets one attempt
+		 * and what fails then fails for good (as in Postfix). */
 		uint32_t flags = e.sched_flags;
 		uint64_t next = e.next_try_us;
 		if (j->op == QMGR_CTL_HOLD) {
@@ -335,8 +335,6 @@ static void qmgr_ctl_write_run(void *arg)
 			flags &= ~(uint32_t)ENVELOPE_SCHED_HELD;
 			next = qmgr_now_us();
 			j->expired = qmgr_expired(j->c->q->conf, &e, next);
-			if (j->expired)
-				flags |= ENVELOPE_SCHED_EXPIRE;
 		}
 		j->rc = spool_mark(spool, j->arg, NULL, 0, next, e.attempts, flags, &error);
 	}
@@ -519,7 +517,7 @@ static void qmgr_ctl_write_done(void *arg)
 			qmgr_enqueue(q, j->arg);
 	}
 	qmgr_ctl_reply(j, 0, 1, "%s: %s%s", j->arg, what,
-	               j->expired ? " past delivery.max_lifetime: bouncing it (4.4.7)" : "");
+	               j->expired ? " past delivery.max_lifetime: one attempt, then it bounces (4.4.7)" : "");
 }
 
 static void qmgr_ctl_do_flush(struct qmgr_ctl_job *j, bool held)
