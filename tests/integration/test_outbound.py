@@ -4,7 +4,8 @@ to a scripted aiosmtpd server), through routes and a smarthost, with
 retries, DSNs and bounces (parsed with Python's email package) that land in
 the sender's local Maildir.
 
-Servers: tests/integration/mta_helpers.py (ScriptedMTA), DNS:
+Servers: tests/integration/mta_helpers.py (ScriptedMTA; DsnMTA where the next
+hop must offer DSN, which aiosmtpd cannot), DNS:
 tests/integration/dns_server.py. LMTP goes to a real dovecot-lmtpd when it is
 installed (started hermetically, root; RCPT-time refusals) and to aiosmtpd's
 LMTP mode (per-recipient replies after the dot, RFC 2033 §4.2). One test uses
@@ -28,7 +29,7 @@ import pytest
 
 from conftest import log_events, wait_event
 from dns_server import DnsServer
-from mta_helpers import DROP, DROP_MID, ScriptedMTA, strip_received
+from mta_helpers import DROP, DROP_MID, DsnMTA, ScriptedMTA, strip_received
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -85,6 +86,20 @@ def mtas(tmp_path):
     def factory(**kw):
         kw.setdefault("cert_dir", str(tmp_path))
         m = ScriptedMTA(**kw).start()
+        made.append(m)
+        return m
+
+    yield factory
+    for m in made:
+        m.stop()
+
+
+@pytest.fixture
+def dsn_mta():
+    made = []
+
+    def factory(**kw):
+        m = DsnMTA(**kw).start()
         made.append(m)
         return m
 
@@ -619,6 +634,46 @@ def test_notify_success_local_and_relayed(hikyaku, dns, mtas):
     assert len(hk.delivered("alice")) == 1 and len(mta.messages) == 1
     time.sleep(0.5)
     assert len(hk.delivered("bob")) == 2
+
+
+def test_dsn_passed_to_next_hop_that_offers_it(hikyaku, dns, dsn_mta, tmp_path):
+    """RFC 3461 §5.2.1: the next hop offers DSN, so RET and ENVID go with
+    MAIL, NOTIFY and ORCPT with each RCPT (xtext as received, or as
+    hikyaku encodes the address an alias was written as), and reporting
+    the success is the next hop's job: hikyaku sends no notice and logs
+    why."""
+    mta = dsn_mta()
+    aliases = tmp_path / "aliases"
+    aliases.write_text("far@localhost: someone@example.net\n")
+    hk = outbound(hikyaku, dns, mta.port, users=["bob@localhost"],
+                  aliases_file=str(aliases))
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        s.ehlo("client.test")
+        assert s.has_extn("dsn")
+        assert s.mail("bob@localhost", ["RET=HDRS", "ENVID=QQ+2B314159+3Dx"])[0] == 250
+        assert s.rcpt("carol@example.net", ["NOTIFY=SUCCESS,FAILURE",
+                                            "ORCPT=rfc822;carol+2Btag+3Dx@example.net"])[0] == 250
+        assert s.rcpt("far+x@localhost", ["NOTIFY=SUCCESS"])[0] == 250
+        assert s.data(MSG)[0] == 250
+    tx = mta.wait_messages(1)[0]
+    mail = tx.mail_line.split(" ")
+    assert mail[:2] == ["MAIL", "FROM:<bob@localhost>"], tx.mail_line
+    assert "RET=HDRS" in mail[2:] and "ENVID=QQ+2B314159+3Dx" in mail[2:], tx.mail_line
+    assert tx.rcpt_lines == [
+        "RCPT TO:<carol@example.net> NOTIFY=SUCCESS,FAILURE "
+        "ORCPT=rfc822;carol+2Btag+3Dx@example.net",
+        "RCPT TO:<someone@example.net> NOTIFY=SUCCESS ORCPT=rfc822;far+2Bx@localhost",
+    ], mta.lines
+    assert strip_received(tx.data) == MSG
+
+    hk.wait_queue_empty()
+    passed = wait_event(hk, "notify_passed", count=2)
+    assert sorted(e["to"] for e in passed) == ["carol@example.net", "someone@example.net"]
+    assert all(e["kind"] == "success" and "mx1.example.net" in e["relay"] for e in passed)
+    assert [e["status"] for e in deliveries(hk)] == ["sent", "sent"]
+    time.sleep(0.5)
+    assert log_events(hk, "notify") == []
+    assert hk.delivered("bob") == []
 
 
 def test_notify_never_no_bounce(hikyaku, dns, mtas):
