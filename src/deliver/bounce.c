@@ -361,14 +361,34 @@ static bool bounce_status_ok(const char *s)
 	return *s == '\0';
 }
 
+/* RFC 3464 section 2.3.3 */
 static const char *bounce_action(enum bounce_kind k)
 {
-	return k == BOUNCE_DELAYED ? "delayed" : k == BOUNCE_DELIVERED ? "delivered" : "failed";
+	switch (k) {
+	case BOUNCE_DELAYED:
+		return "delayed";
+	case BOUNCE_DELIVERED:
+		return "delivered";
+	case BOUNCE_RELAYED:
+		return "relayed";
+	case BOUNCE_FAILED:
+		break;
+	}
+	return "failed";
 }
 
 static const char *bounce_default_status(enum bounce_kind k)
 {
-	return k == BOUNCE_DELAYED ? "4.0.0" : k == BOUNCE_DELIVERED ? "2.0.0" : "5.0.0";
+	switch (k) {
+	case BOUNCE_DELAYED:
+		return "4.0.0";
+	case BOUNCE_DELIVERED:
+	case BOUNCE_RELAYED:
+		return "2.0.0";
+	case BOUNCE_FAILED:
+		break;
+	}
+	return "5.0.0";
 }
 
 /* The slice of the original that part 3 carries (see the file comment). */
@@ -428,13 +448,23 @@ static void bounce_boundary_make(struct bounce_ctx *c)
 	}
 }
 
+static const char *bounce_subject(enum bounce_kind k)
+{
+	switch (k) {
+	case BOUNCE_DELAYED:
+		return "Delayed Mail (still being retried)";
+	case BOUNCE_DELIVERED:
+		return "Successful Mail Delivery Report";
+	case BOUNCE_RELAYED:
+		return "Successful Mail Relay Report";
+	case BOUNCE_FAILED:
+		break;
+	}
+	return "Undelivered Mail Returned to Sender";
+}
+
 static void bounce_headers(struct bounce_ctx *c)
 {
-	static const char *const subjects[] = {
-	    [BOUNCE_FAILED] = "Undelivered Mail Returned to Sender",
-	    [BOUNCE_DELAYED] = "Delayed Mail (still being retried)",
-	    [BOUNCE_DELIVERED] = "Successful Mail Delivery Report",
-	};
 	const struct bounce_info *b = c->b;
 	char date[BOUNCE_DATE_LEN], rnd[17], *to;
 	bounce_date(b->now_us != 0 ? b->now_us : bounce_now_us(), date);
@@ -448,7 +478,7 @@ static void bounce_headers(struct bounce_ctx *c)
 	bounce_puts(c, ">\r\n");
 	free(to);
 	bounce_puts(c, "Subject: ");
-	bounce_puts(c, subjects[b->kind <= BOUNCE_DELIVERED ? b->kind : BOUNCE_FAILED]);
+	bounce_puts(c, bounce_subject(b->kind));
 	bounce_puts(c, "\r\nDate: ");
 	bounce_puts(c, date);
 	bounce_puts(c, "\r\nMessage-ID: <");
@@ -520,6 +550,12 @@ static void bounce_text(struct bounce_ctx *c)
 		            "You do not need to send it again; you will be told if it fails.\r\n");
 	} else if (b->kind == BOUNCE_DELIVERED) {
 		bounce_puts(c, "Your message was delivered to the recipients below.\r\n");
+	} else if (b->kind == BOUNCE_RELAYED) {
+		/* RFC 3461 section 5.2.2: the next system offered no DSN */
+		bounce_puts(c, "Your message was relayed to the recipients below, to mail\r\n"
+		               "systems that do not send delivery reports: this is the last\r\n"
+		               "report of success you will get, but a later failure may still\r\n"
+		               "be reported to you.\r\n");
 	} else {
 		bounce_puts(c, "Your message could not be delivered to the recipients below.\r\n"
 		               "This is a permanent error; the mail system has given up.\r\n");

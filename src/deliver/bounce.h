@@ -14,7 +14,9 @@
 enum bounce_kind {
 	BOUNCE_FAILED,    /* permanent failure or expiry */
 	BOUNCE_DELAYED,   /* NOTIFY=DELAY warning */
-	BOUNCE_DELIVERED, /* NOTIFY=SUCCESS */
+	BOUNCE_DELIVERED, /* NOTIFY=SUCCESS after final delivery (Maildir, LMTP) */
+	BOUNCE_RELAYED,   /* NOTIFY=SUCCESS after relaying to an SMTP server without
+	                   * DSN, which will not report (RFC 3461 §5.2.2) */
 };
 
 struct bounce_rcpt {

@@ -67,6 +67,7 @@ void qmgr_rres_set(struct qmgr_rres *r, enum qmgr_rstate st, const char *status,
 		   const char *diag, const char *relay)
 {
 	r->state = st;
+	r->sent = QMGR_SENT_DELIVERED;
 	snprintf(r->status, sizeof(r->status), "%s", status);
 	snprintf(r->diag, sizeof(r->diag), "%s", diag != NULL ? diag : "");
 	snprintf(r->relay, sizeof(r->relay), "%s", relay != NULL ? relay : "");
@@ -198,6 +199,21 @@ static bool qmgr_is_postmaster(const char *addr)
 	return strncasecmp(addr, "postmaster@", 11) == 0;
 }
 
+static const char *qmgr_notice_name(enum bounce_kind kind)
+{
+	switch (kind) {
+	case BOUNCE_DELAYED:
+		return "delay";
+	case BOUNCE_DELIVERED:
+		return "success";
+	case BOUNCE_RELAYED:
+		return "relayed";
+	case BOUNCE_FAILED:
+		break;
+	}
+	return "failure";
+}
+
 /* Commit one notification to the spool as a new message from <>. */
 static void qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct bounce_info *bi,
 			       const char *to)
@@ -208,7 +224,7 @@ static void qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct 
 	char qe[LOG_Q_MAX], qt[LOG_Q_MAX];
 	buf_init(&out, 0);
 	envelope_init(&e);
-	if (bounce_build(bi, &out) < 0 || m->n_bounces >= 3) {
+	if (bounce_build(bi, &out) < 0 || m->n_bounces >= QMGR_NOTICES_MAX) {
 		log_err("event=bounce_failed qid=%s reason=\"cannot build notification\"", m->qid);
 		goto out;
 	}
@@ -225,28 +241,64 @@ static void qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct 
 		goto out;
 	}
 	log_info("event=notify qid=%s kind=%s to=%s notify_qid=%s", m->qid,
-		 bi->kind == BOUNCE_FAILED ? "failure" : bi->kind == BOUNCE_DELAYED ? "delay" : "success",
-		 log_qs(qt, to), e.qid);
+		 qmgr_notice_name(bi->kind), log_qs(qt, to), e.qid);
 	memcpy(m->bounce_qids[m->n_bounces++], e.qid, QID_LEN + 1);
 out:
 	envelope_clear(&e);
 	buf_free(&out);
 }
 
-/* Notify the sender about the recipients selected by (state, notify bit). */
-static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind,
-			enum qmgr_rstate st, unsigned bit, uint64_t now)
+/* Does recipient i of this attempt belong in a notice of this kind? */
+static bool qmgr_notify_wants(const struct qmgr_msg *m, size_t i, enum bounce_kind kind)
+{
+	unsigned notify = m->env.rcpts[i].notify;
+	const struct qmgr_rres *r = &m->res[i];
+	if (notify & SMTP_NOTIFY_NEVER)
+		return false;
+	switch (kind) {
+	case BOUNCE_FAILED:
+		/* RFC 3461 §4.1: without NOTIFY, failures are reported. */
+		return r->state == QMGR_R_FAILED && (notify == 0 || (notify & SMTP_NOTIFY_FAILURE));
+	case BOUNCE_DELAYED:
+		return r->state == QMGR_R_DEFERRED && (notify & SMTP_NOTIFY_DELAY);
+	case BOUNCE_DELIVERED:
+		return r->state == QMGR_R_SENT && r->sent == QMGR_SENT_DELIVERED &&
+		       (notify & SMTP_NOTIFY_SUCCESS);
+	case BOUNCE_RELAYED:
+		return r->state == QMGR_R_SENT && r->sent == QMGR_SENT_RELAYED &&
+		       (notify & SMTP_NOTIFY_SUCCESS);
+	}
+	return false;
+}
+
+/* NOTIFY=SUCCESS recipients relayed to a server that offers DSN get no
+ * notice from us: NOTIFY, ORCPT, RET and ENVID went on with the message,
+ * and that server (or the next) reports the delivery (RFC 3461 §5.2.1).
+ * Say so, since the sender asked for a notice. */
+static void qmgr_log_dsn_passed(const struct qmgr_msg *m)
+{
+	char qto[LOG_Q_MAX], qrel[LOG_Q_MAX];
+	for (size_t i = 0; i < m->env.nrcpts; i++) {
+		const struct qmgr_rres *r = &m->res[i];
+		unsigned notify = m->env.rcpts[i].notify;
+		if (r->state != QMGR_R_SENT || r->sent != QMGR_SENT_DSN_PASSED ||
+		    !(notify & SMTP_NOTIFY_SUCCESS) || (notify & SMTP_NOTIFY_NEVER))
+			continue;
+		log_info("event=notify_passed qid=%s to=%s relay=%s kind=success "
+			 "reason=\"the next hop offers DSN and reports the delivery\"",
+			 m->qid, log_qs(qto, m->env.rcpts[i].addr), log_qs(qrel, r->relay));
+	}
+}
+
+/* Notify the sender about the recipients that want a notice of this kind. */
+static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind, uint64_t now)
 {
 	const struct envelope *e = &m->env;
 	struct bounce_rcpt *br = xcalloc(e->nrcpts, sizeof(*br));
 	size_t n = 0;
 	bool to_postmaster_ok = true;
 	for (size_t i = 0; i < e->nrcpts; i++) {
-		unsigned notify = e->rcpts[i].notify;
-		if (m->res[i].state != st || (notify & SMTP_NOTIFY_NEVER))
-			continue;
-		/* RFC 3461 §4.1: without NOTIFY, failures are reported. */
-		if (!(notify & bit) && !(notify == 0 && bit == SMTP_NOTIFY_FAILURE))
+		if (!qmgr_notify_wants(m, i, kind))
 			continue;
 		if (e->sender[0] == '\0' && qmgr_is_postmaster(e->rcpts[i].addr))
 			to_postmaster_ok = false;
@@ -329,13 +381,15 @@ static void qmgr_finish_run(void *arg)
 		}
 		qmgr_log_result(m, i, now);
 	}
-	qmgr_notify(q, m, BOUNCE_FAILED, QMGR_R_FAILED, SMTP_NOTIFY_FAILURE, now);
-	qmgr_notify(q, m, BOUNCE_DELIVERED, QMGR_R_SENT, SMTP_NOTIFY_SUCCESS, now);
+	qmgr_notify(q, m, BOUNCE_FAILED, now);
+	qmgr_notify(q, m, BOUNCE_DELIVERED, now);
+	qmgr_notify(q, m, BOUNCE_RELAYED, now);
+	qmgr_log_dsn_passed(m);
 	uint32_t flags = e->sched_flags;
 	if (!(flags & ENVELOPE_SCHED_DELAY_WARNED) && conf->delivery.delay_warning > 0 &&
 	    qmgr_age_us(e, now) > conf->delivery.delay_warning * 1000) {
 		size_t before = m->n_bounces;
-		qmgr_notify(q, m, BOUNCE_DELAYED, QMGR_R_DEFERRED, SMTP_NOTIFY_DELAY, now);
+		qmgr_notify(q, m, BOUNCE_DELAYED, now);
 		if (m->n_bounces > before)
 			flags |= ENVELOPE_SCHED_DELAY_WARNED;
 	}

@@ -29,9 +29,22 @@ enum qmgr_rstate {
 	QMGR_R_DEFERRED,    /* temporary failure: retried */
 };
 
+/* For QMGR_R_SENT: how far our responsibility went, which decides the
+ * NOTIFY=SUCCESS notice (RFC 3461 §5.2). */
+enum qmgr_sent {
+	QMGR_SENT_DELIVERED = 0, /* final delivery (Maildir, LMTP): "delivered" (§5.2.3) */
+	QMGR_SENT_RELAYED,       /* to an SMTP server without DSN: "relayed" (§5.2.2) */
+	QMGR_SENT_DSN_PASSED,    /* to an SMTP server with DSN: NOTIFY went with the
+	                          * message and that server reports; we do not (§5.2.1) */
+};
+
+/* At most one notice of each enum bounce_kind per attempt. */
+#define QMGR_NOTICES_MAX 4
+
 /* One recipient's outcome in the current attempt. */
 struct qmgr_rres {
 	enum qmgr_rstate state;
+	enum qmgr_sent sent; /* QMGR_R_SENT only */
 	char status[16];  /* RFC 3463 code, "2.0.0" */
 	char diag[512];   /* the remote reply or our reason */
 	char relay[300];  /* "maildir", "mx.example.net[192.0.2.1]:25" */
@@ -51,7 +64,7 @@ struct qmgr_msg {
 	bool force;   /* qmgr_flush: try now, whatever the schedule says */
 	size_t groups_left;
 	/* filled by the finish worker */
-	char bounce_qids[3][QID_LEN + 1];
+	char bounce_qids[QMGR_NOTICES_MAX][QID_LEN + 1];
 	size_t n_bounces;
 	bool removed;
 	uint64_t retry_delay_ms; /* chosen by finish, for the log */
@@ -109,6 +122,8 @@ bool qmgr_ctl_intercept(struct qmgr *q, struct qmgr_msg *m);
 void qmgr_msg_free(struct qmgr_msg **mp);
 void qmgr_dispatch(struct qmgr *q);
 
+/* Sets every field; a sent recipient counts as delivered until the caller
+ * says otherwise (r->sent). */
 void qmgr_rres_set(struct qmgr_rres *r, enum qmgr_rstate st, const char *status,
 		   const char *diag, const char *relay);
 

@@ -167,6 +167,17 @@ static void qmgr_group_finish(struct qmgr_group *g)
 	qmgr_pump(q);
 }
 
+/* What an accepted recipient means for its NOTIFY=SUCCESS notice (RFC 3461
+ * §5.2): LMTP is final delivery into the mailbox (RFC 2033), whatever its
+ * LHLO offered; SMTP is a relay, whose next hop takes over the report only
+ * if it offered DSN (then our NOTIFY and ORCPT went with the message). */
+static enum qmgr_sent qmgr_sent_how(const struct qmgr_group *g, const struct smtpc_result *res)
+{
+	if (g->sdest.lmtp)
+		return QMGR_SENT_DELIVERED;
+	return res->dsn_offered ? QMGR_SENT_DSN_PASSED : QMGR_SENT_RELAYED;
+}
+
 static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 {
 	struct qmgr_group *g = arg;
@@ -206,6 +217,8 @@ static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 					: rr->permanent ? QMGR_R_FAILED
 							: QMGR_R_DEFERRED,
 				      st, diag, relay);
+			if (rr->ok)
+				r->sent = qmgr_sent_how(g, res);
 			continue;
 		}
 		if (res->code != 0)

@@ -622,6 +622,7 @@ static enum smtpc_go session_reuse_failed(struct smtpc_session *s, const char *w
 	s->reused = false;
 	s->res.connected = false;
 	s->res.permanent = false;
+	s->res.dsn_offered = false;
 	s->res.code = 0;
 	s->res.enh[0] = s->res.text[0] = '\0';
 	s->res.remote_mta[0] = s->res.remote_addr[0] = '\0';
@@ -1027,6 +1028,8 @@ static void session_send_mail(struct smtpc_session *s)
 	const struct smtpc_msg *m = s->msg;
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 
+	/* the parameters below go on to the next hop exactly when it offers DSN */
+	s->res.dsn_offered = s->caps.dsn;
 	evbuffer_add_printf(out, "MAIL FROM:<%s>", m->sender);
 	if (s->caps.size) /* RFC 1870 §6 */
 		evbuffer_add_printf(out, " SIZE=%zu", m->len);

@@ -94,6 +94,11 @@ struct smtpc_result {
 	char remote_mta[256]; /* host name of the server that answered */
 	char remote_addr[64];
 	char tls_info[128]; /* "" if plaintext */
+	/* The server of the transaction offered DSN (RFC 3461 §3), so MAIL and
+	 * RCPT carried RET, ENVID, NOTIFY and ORCPT: for SMTP, reporting a
+	 * successful delivery is now its job (§5.2.1); without it, a NOTIFY=SUCCESS
+	 * notice of ours says "relayed" (§5.2.2). Set when MAIL is sent. */
+	bool dsn_offered;
 	struct smtpc_rcpt_result *rcpts; /* nrcpts entries */
 	size_t nrcpts;
 };

@@ -55,6 +55,11 @@ static const struct bounce_rcpt dump_delivered[] = {
     {"erin@example.com", "rfc822;erin@example.com", "2.0.0", NULL, NULL, DUMP_T0 + 1000000},
 };
 
+static const struct bounce_rcpt dump_relayed[] = {
+    {"frank@example.com", "rfc822;frank+2Bnews@example.com", "2.0.0",
+     "250 2.0.0 Ok: queued as 4711", "mx.example.com", DUMP_T0 + 2000000},
+};
+
 static const struct bounce_rcpt dump_utf8[] = {
     {"\xe7\x94\xb0\xe4\xb8\xad+x@example.jp", NULL, "5.1.1",
      "550 5.1.1 \xe5\x8f\x97\xe4\xbf\xa1\xe8\x80\x85\xe3\x81\x8c\xe3\x81\x84\xe3\x81\xbe"
@@ -86,6 +91,8 @@ static const struct dump_case dump_cases[] = {
      DUMP_RCPTS(dump_delayed), 0},
     {"delivered", BOUNCE_DELIVERED, "alice@example.org", "env-7", 0, dump_msg, sizeof(dump_msg) - 1,
      DUMP_RCPTS(dump_delivered), 0},
+    {"relayed", BOUNCE_RELAYED, "alice@example.org", "env+2B8", 0, dump_msg, sizeof(dump_msg) - 1,
+     DUMP_RCPTS(dump_relayed), 0},
     {"long_diag", BOUNCE_FAILED, "alice@example.org", NULL, 0, dump_msg, sizeof(dump_msg) - 1,
      DUMP_RCPTS(dump_one), 1},
     {"nosep", BOUNCE_FAILED, "alice@example.org", NULL, 0, dump_msg_nosep,

@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    {"c@d", NULL, f[0], f[0], NULL, 0},
 	};
 	struct bounce_info bi = {
-	    .kind = (enum bounce_kind)(data[0] % 3),
+	    .kind = (enum bounce_kind)(data[0] & 3),
 	    .reporting_mta = "mx.example.org",
 	    .qid = "FUZZ",
 	    .sender = f[5] != NULL ? f[5] : "s@e",

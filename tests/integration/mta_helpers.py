@@ -24,6 +24,15 @@ and requires it before MAIL; smtputf8=False hides SMTPUTF8; ehlo_caps=False
 answers EHLO with 500 (HELO only); greeting="554 ..." refuses the session,
 greeting=("STALL", seconds) accepts the connection and never greets.
 
+DsnMTA is a small hand-written asyncio SMTP server for what aiosmtpd cannot
+do: it offers DSN (RFC 3461) in its EHLO reply, where aiosmtpd offers no DSN
+and refuses NOTIFY/ORCPT/RET/ENVID, and it records the MAIL and RCPT command
+lines exactly as they arrived. It accepts every transaction.
+
+    mta = DsnMTA().start()
+    tx = mta.wait_messages(1)[0]   # tx.mail_line, tx.rcpt_lines, tx.data
+    mta.stop()
+
 Run as a script (`python3 mta_helpers.py --host H --port 25 --outdir D`), it
 is a recording server for a network namespace: each message is written to
 D/<n>.json (envelope, TLS, data as latin-1), and D/ready when listening.
@@ -345,6 +354,169 @@ class ScriptedMTA:
                 if left <= 0:
                     raise AssertionError(
                         f"expected {count} messages at the remote MTA, have {len(self.messages)}")
+                self.cond.wait(left)
+            return list(self.messages)
+
+
+class DsnTx:
+    """One transaction as DsnMTA saw it: the command lines without CRLF."""
+
+    def __init__(self, mail_line):
+        self.mail_line = mail_line
+        self.rcpt_lines = []
+        self.data = None  # bytes, dot-unstuffed, CRLF line ends
+
+
+class DsnMTA:
+    """A scripted SMTP server that offers DSN; see the module comment.
+    Replies strictly in order, one per command line, so pipelined commands
+    (RFC 2920) get their replies in order too. Loopback only."""
+
+    def __init__(self, host="127.0.0.1", hostname="dsn.test"):
+        self.host = host
+        self.port = 0
+        self.hostname = hostname
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.lines = []       # every command line, in order, over all sessions
+        self.messages = []    # completed transactions (DsnTx)
+        self.connections = 0
+        self._loop = None
+        self._server = None
+        self._tasks = set()
+        self._thread = None
+
+    def _ehlo_reply(self):
+        caps = [self.hostname, "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "DSN"]
+        return "".join(f"250{'-' if i < len(caps) - 1 else ' '}{c}\r\n"
+                       for i, c in enumerate(caps))
+
+    async def _data(self, reader):
+        """The message up to the lone dot, dot-unstuffed (RFC 5321 §4.5.2)."""
+        out = []
+        while True:
+            line = await reader.readline()
+            if not line:
+                return None
+            if line == b".\r\n":
+                return b"".join(out)
+            out.append(line[1:] if line.startswith(b".") else line)
+
+    def _command(self, cmd, tx):
+        """The reply to one command line and the transaction after it."""
+        verb = cmd.split(" ", 1)[0].upper()
+        if verb in ("EHLO", "LHLO"):
+            return self._ehlo_reply(), None
+        if verb == "HELO":
+            return f"250 {self.hostname}\r\n", None
+        if cmd.upper().startswith("MAIL FROM:"):
+            return "250 2.1.0 OK\r\n", DsnTx(cmd)
+        if cmd.upper().startswith("RCPT TO:"):
+            if tx is None:
+                return "503 5.5.1 MAIL first\r\n", tx
+            tx.rcpt_lines.append(cmd)
+            return "250 2.1.5 OK\r\n", tx
+        if verb == "DATA":
+            if tx is None or not tx.rcpt_lines:
+                return "503 5.5.1 no valid recipients\r\n", tx
+            return "354 End data with <CR><LF>.<CR><LF>\r\n", tx
+        if verb == "RSET":
+            return "250 2.0.0 OK\r\n", None
+        if verb == "NOOP":
+            return "250 2.0.0 OK\r\n", tx
+        if verb == "QUIT":
+            return "221 2.0.0 Bye\r\n", None
+        return "502 5.5.2 not implemented\r\n", tx
+
+    async def _session(self, reader, writer):
+        with self.lock:
+            self.connections += 1
+        tx = None
+        try:
+            writer.write(f"220 {self.hostname} ESMTP\r\n".encode())
+            while True:
+                line = await asyncio.wait_for(reader.readline(), 60)
+                if not line:
+                    break
+                if not line.endswith(b"\r\n"):
+                    writer.write(b"500 5.5.2 lines end in CRLF\r\n")
+                    continue
+                cmd = line[:-2].decode("utf-8", "surrogateescape")
+                with self.lock:
+                    self.lines.append(cmd)
+                reply, tx = self._command(cmd, tx)
+                writer.write(reply.encode())
+                await writer.drain()
+                if reply.startswith("221"):
+                    break
+                if reply.startswith("354"):
+                    tx.data = await self._data(reader)
+                    if tx.data is None:
+                        break
+                    with self.cond:
+                        self.messages.append(tx)
+                        self.cond.notify_all()
+                    tx = None
+                    writer.write(b"250 2.0.0 OK queued\r\n")
+                    await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _start_session(self, reader, writer):
+        task = asyncio.ensure_future(self._session(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def start(self):
+        ready = threading.Event()
+        err = []
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            try:
+                self.port = _free_port(self.host)
+                self._server = self._loop.run_until_complete(asyncio.start_server(
+                    self._start_session, host=self.host, port=self.port,
+                    reuse_address=True))
+            except Exception as e:  # reported to the starting thread
+                err.append(e)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if err:
+            raise err[0]
+        return self
+
+    async def _shutdown(self):
+        self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        self._loop.stop()
+
+    def stop(self):
+        if self._thread is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            self._thread.join(10)
+        self._thread = None
+
+    def wait_messages(self, count=1, timeout=10):
+        deadline = time.time() + timeout
+        with self.cond:
+            while len(self.messages) < count:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise AssertionError(
+                        f"expected {count} messages at the DSN MTA, have {len(self.messages)}")
                 self.cond.wait(left)
             return list(self.messages)
 

@@ -105,6 +105,13 @@ CASES = {
         rcpts=[dict(final="rfc822; erin@example.com", status="2.0.0",
                     orcpt="rfc822;erin@example.com", remote=None, diag=None)],
         has=["Subject: lunch on friday"], lacks=["Shall we meet"]),
+    "relayed": dict(
+        subject="Successful Mail Relay Report", sender="alice@example.org",
+        action="relayed", global_=False, part3="text/rfc822-headers", envid="env+8",
+        rcpts=[dict(final="rfc822; frank@example.com", status="2.0.0",
+                    orcpt="rfc822;frank+news@example.com", remote="dns; mx.example.com",
+                    diag="smtp; 250 2.0.0 Ok: queued as 4711")],
+        has=["Subject: lunch on friday"], lacks=["Shall we meet"]),
     "long_diag": dict(
         subject=SUBJ_FAILED, sender="alice@example.org", action="failed", global_=False,
         part3="text/rfc822-headers", envid=None,

@@ -4,7 +4,8 @@ to a scripted aiosmtpd server), through routes and a smarthost, with
 retries, DSNs and bounces (parsed with Python's email package) that land in
 the sender's local Maildir.
 
-Servers: tests/integration/mta_helpers.py (ScriptedMTA), DNS:
+Servers: tests/integration/mta_helpers.py (ScriptedMTA; DsnMTA where the next
+hop must offer DSN, which aiosmtpd cannot), DNS:
 tests/integration/dns_server.py. LMTP goes to a real dovecot-lmtpd when it is
 installed (started hermetically, root; RCPT-time refusals) and to aiosmtpd's
 LMTP mode (per-recipient replies after the dot, RFC 2033 §4.2). One test uses
@@ -28,7 +29,7 @@ import pytest
 
 from conftest import log_events, wait_event
 from dns_server import DnsServer
-from mta_helpers import DROP, DROP_MID, ScriptedMTA, strip_received
+from mta_helpers import DROP, DROP_MID, DsnMTA, ScriptedMTA, strip_received
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -85,6 +86,20 @@ def mtas(tmp_path):
     def factory(**kw):
         kw.setdefault("cert_dir", str(tmp_path))
         m = ScriptedMTA(**kw).start()
+        made.append(m)
+        return m
+
+    yield factory
+    for m in made:
+        m.stop()
+
+
+@pytest.fixture
+def dsn_mta():
+    made = []
+
+    def factory(**kw):
+        m = DsnMTA(**kw).start()
         made.append(m)
         return m
 
@@ -554,11 +569,12 @@ def test_notify_success(hikyaku, dns, mtas):
     mta.wait_messages(1)
     raw = wait_bounces(hk)[0]
     _, rcpts, _ = dsn_of(raw)
+    assert len(rcpts) == 1
     assert rcpts[0]["Final-Recipient"] == "rfc822; carol@example.net"
     # RFC 3464 §2.3.3 / RFC 3461 §5.2.2: the next hop offered no DSN, so
     # hikyaku's notice is the last: "relayed" ("delivered" is final delivery).
-    assert rcpts[0]["Action"] in ("relayed", "delivered")
-    assert rcpts[0]["Status"].startswith("2.")
+    assert rcpts[0]["Action"] == "relayed"
+    assert rcpts[0]["Status"] == "2.0.0"
 
 
 def test_double_bounce_goes_to_postmaster(hikyaku, dns, mtas):
@@ -577,15 +593,87 @@ def test_double_bounce_goes_to_postmaster(hikyaku, dns, mtas):
     assert len(log_events(hk, "notify")) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="RFC 3461 §5.2.2: a success notice for mail relayed "
-                   "to a server without DSN says Action: relayed; bounce.h has no such kind "
-                   "and smtpc_result does not tell whether the server offered DSN")
 def test_notify_success_relayed_action(hikyaku, dns, mtas):
+    """RFC 3461 §5.2.2: relayed to a server without DSN (aiosmtpd offers
+    none), the DSN parameters stay here and hikyaku's notice says
+    "relayed", naming the server that took the message."""
     mta = mtas()
     hk = outbound(hikyaku, dns, mta.port)
-    send(hk, ["carol@example.net"], rcpt_options=["NOTIFY=SUCCESS"])
+    send(hk, ["carol@example.net"], mail_options=["RET=HDRS", "ENVID=env+2B1"],
+         rcpt_options=["NOTIFY=SUCCESS"])
+    tx = mta.wait_messages(1)[0]
+    assert not any(o.startswith(("RET=", "ENVID=")) for o in tx.mail_options), tx.mail_options
+    assert tx.rcpt_options == [[]]
     raw = wait_bounces(hk)[0]
-    assert dsn_of(raw)[1][0]["Action"] == "relayed"
+    m, rcpts, _ = dsn_of(raw)
+    assert m["Subject"] == "Successful Mail Relay Report"
+    assert rcpts[0]["Action"] == "relayed"
+    assert rcpts[0]["Remote-MTA"].startswith("dns; mx1.example.net")
+    assert "250" in rcpts[0]["Diagnostic-Code"]
+    assert [e["kind"] for e in log_events(hk, "notify")] == ["relayed"]
+    assert log_events(hk, "notify_passed") == []
+
+
+def test_notify_success_local_and_relayed(hikyaku, dns, mtas):
+    """One message, NOTIFY=SUCCESS for a Maildir recipient and a relayed
+    one: final delivery says "delivered", the relay "relayed", each in its
+    own notice; nobody gets a copy twice."""
+    mta = mtas()
+    hk = outbound(hikyaku, dns, mta.port)
+    send(hk, ["alice@localhost", "carol@example.net"], rcpt_options=["NOTIFY=SUCCESS"])
+    raws = wait_bounces(hk, count=2)
+    hk.wait_queue_empty()
+    got = {}
+    for raw in raws:
+        _, rcpts, _ = dsn_of(raw)
+        assert len(rcpts) == 1
+        got[rcpts[0]["Final-Recipient"]] = rcpts[0]["Action"]
+    assert got == {"rfc822; alice@localhost": "delivered",
+                   "rfc822; carol@example.net": "relayed"}
+    assert sorted(e["kind"] for e in log_events(hk, "notify")) == ["relayed", "success"]
+    assert len(hk.delivered("alice")) == 1 and len(mta.messages) == 1
+    time.sleep(0.5)
+    assert len(hk.delivered("bob")) == 2
+
+
+def test_dsn_passed_to_next_hop_that_offers_it(hikyaku, dns, dsn_mta, tmp_path):
+    """RFC 3461 §5.2.1: the next hop offers DSN, so RET and ENVID go with
+    MAIL, NOTIFY and ORCPT with each RCPT (xtext as received, or as
+    hikyaku encodes the address an alias was written as), and reporting
+    the success is the next hop's job: hikyaku sends no notice and logs
+    why."""
+    mta = dsn_mta()
+    aliases = tmp_path / "aliases"
+    aliases.write_text("far@localhost: someone@example.net\n")
+    hk = outbound(hikyaku, dns, mta.port, users=["bob@localhost"],
+                  aliases_file=str(aliases))
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        s.ehlo("client.test")
+        assert s.has_extn("dsn")
+        assert s.mail("bob@localhost", ["RET=HDRS", "ENVID=QQ+2B314159+3Dx"])[0] == 250
+        assert s.rcpt("carol@example.net", ["NOTIFY=SUCCESS,FAILURE",
+                                            "ORCPT=rfc822;carol+2Btag+3Dx@example.net"])[0] == 250
+        assert s.rcpt("far+x@localhost", ["NOTIFY=SUCCESS"])[0] == 250
+        assert s.data(MSG)[0] == 250
+    tx = mta.wait_messages(1)[0]
+    mail = tx.mail_line.split(" ")
+    assert mail[:2] == ["MAIL", "FROM:<bob@localhost>"], tx.mail_line
+    assert "RET=HDRS" in mail[2:] and "ENVID=QQ+2B314159+3Dx" in mail[2:], tx.mail_line
+    assert tx.rcpt_lines == [
+        "RCPT TO:<carol@example.net> NOTIFY=SUCCESS,FAILURE "
+        "ORCPT=rfc822;carol+2Btag+3Dx@example.net",
+        "RCPT TO:<someone@example.net> NOTIFY=SUCCESS ORCPT=rfc822;far+2Bx@localhost",
+    ], mta.lines
+    assert strip_received(tx.data) == MSG
+
+    hk.wait_queue_empty()
+    passed = wait_event(hk, "notify_passed", count=2)
+    assert sorted(e["to"] for e in passed) == ["carol@example.net", "someone@example.net"]
+    assert all(e["kind"] == "success" and "mx1.example.net" in e["relay"] for e in passed)
+    assert [e["status"] for e in deliveries(hk)] == ["sent", "sent"]
+    time.sleep(0.5)
+    assert log_events(hk, "notify") == []
+    assert hk.delivered("bob") == []
 
 
 def test_notify_never_no_bounce(hikyaku, dns, mtas):

@@ -133,6 +133,43 @@ static const struct bounce_case cases[] = {
         .unwanted = {"Diagnostic-Code", "Remote-MTA", "Last-Attempt-Date", "Will-Retry-Until"},
     },
     {
+        .name = "relayed to a server without DSN",
+        .kind = BOUNCE_RELAYED,
+        .sender = "alice@example.org",
+        .envid = "env+2B8",
+        .msg = msg_plain,
+        .rcpts = {{"bob@example.net", "rfc822;bob+2Btag@example.net", "2.0.0",
+                   "250 2.0.0 Ok: queued as 4711", "mx.example.net", T0 + 2000000}},
+        .nrcpts = 1,
+        .subject = "Successful Mail Relay Report",
+        .types = {"text/plain; charset=us-ascii", "message/delivery-status", "text/rfc822-headers"},
+        .want = {"\r\nOriginal-Envelope-Id: env+8\r\n",
+                 "\r\n\r\nOriginal-Recipient: rfc822;bob+tag@example.net\r\n"
+                 "Final-Recipient: rfc822; bob@example.net\r\nAction: relayed\r\n"
+                 "Status: 2.0.0\r\nRemote-MTA: dns; mx.example.net\r\n"
+                 "Diagnostic-Code: smtp; 250 2.0.0 Ok: queued as 4711\r\n"
+                 "Last-Attempt-Date: Tue, 14 Nov 2023 22:13:22 +0000\r\n\r\n--",
+                 "Your message was relayed to the recipients below",
+                 "this is the last\r\nreport of success"},
+        .unwanted = {"Action: delivered", "Will-Retry-Until", "BODY-MARKER", "was delivered to"},
+    },
+    {
+        .name = "relayed, two recipients, a missing status becomes 2.0.0",
+        .kind = BOUNCE_RELAYED,
+        .sender = "alice@example.org",
+        .msg = msg_plain,
+        .rcpts = {{"bob@example.net", NULL, "2.6.0", NULL, "mx.example.net", 0},
+                  {"carol@example.com", NULL, NULL, NULL, "mx.example.com", 0}},
+        .nrcpts = 2,
+        .subject = "Successful Mail Relay Report",
+        .types = {"text/plain; charset=us-ascii", "message/delivery-status", "text/rfc822-headers"},
+        .want = {"\r\nFinal-Recipient: rfc822; bob@example.net\r\nAction: relayed\r\n"
+                 "Status: 2.6.0\r\n",
+                 "\r\nFinal-Recipient: rfc822; carol@example.com\r\nAction: relayed\r\n"
+                 "Status: 2.0.0\r\nRemote-MTA: dns; mx.example.com\r\n\r\n--"},
+        .unwanted = {"Action: delivered", "Action: failed"},
+    },
+    {
         .name = "injection in diagnostic, status, ENVID and ORCPT",
         .kind = BOUNCE_FAILED,
         .sender = "alice@example.org\r\nBcc: victim@evil",

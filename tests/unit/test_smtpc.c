@@ -569,7 +569,8 @@ struct client_case {
 	const char *data;    /* exact DATA content, or NULL */
 	const char *not_log; /* must not be in the command log */
 	bool tls_used;
-	bool incomplete; /* the last server's script does not run to its end */
+	bool incomplete;  /* the last server's script does not run to its end */
+	bool dsn_offered; /* the result says the server offered DSN */
 };
 
 #define OK250                                                                                      \
@@ -657,6 +658,7 @@ static const struct client_case cases[] = {
      .a = sc_dsn,
      .nrcpts = 1,
      .dsn = true,
+     .dsn_offered = true,
      .code = 250,
      .rcpts = {OK250},
      .reads = "\x01MAIL FROM:<a@x> RET=HDRS ENVID=env+2B1\r\n"
@@ -914,6 +916,8 @@ static void run_case(const struct client_case *c)
 	}
 	if (c->code != 0 || c->b != NULL) /* a server answered */
 		assert_true(r->connected);
+	if (r->dsn_offered != c->dsn_offered)
+		fail_msg("%s: dsn_offered=%d", c->name, r->dsn_offered);
 	if (!c->lmtp_unix) {
 		assert_string_equal(r->remote_addr, "127.0.0.1");
 		if (c->code == 250)
@@ -1115,6 +1119,16 @@ static const struct step sr_close_idle[] = {GREET,
                                             {"DATA", "354 go\r\n", ST_DATA},
                                             {".", "250 queued\r\n", ST_CLOSE},
                                             END};
+#define EHLO_DSN                                                                                   \
+	{                                                                                          \
+		"EHLO", "250-mx.test\r\n250-DSN\r\n250 PIPELINING\r\n", 0                          \
+	}
+/* DSN offered: the reused connection still knows it (no second EHLO). */
+static const struct step sr_dsn_two[] = {GREET, EHLO_DSN, TX_PIPELINED, TX_PIPELINED, QUIT, END};
+/* The cached connection offered DSN and is closing; the new one does not
+ * offer it: the second result must not keep the first server's word. */
+static const struct step sr_dsn_421[] = {
+    GREET, EHLO_DSN, TX_PIPELINED, {"MAIL", "421 4.4.2 idle too long\r\n", ST_CLOSE}, END};
 /* STARTTLS once; the second message goes over the same TLS session. */
 static const struct step sr_tls[] = {
     GREET,
@@ -1140,6 +1154,7 @@ struct reuse_case {
 	int nconn;          /* connections the server saw */
 	int completed;      /* connections that ran their script to the end */
 	const char *log;    /* in the server's command log */
+	bool dsn[2];        /* each delivery's result says DSN was offered */
 };
 
 static const struct reuse_case reuse_cases[] = {
@@ -1192,6 +1207,19 @@ static const struct reuse_case reuse_cases[] = {
      .gap_ms = 100,
      .nconn = 2,
      .completed = 2},
+    {.name = "DSN offered: still known on the reused connection",
+     .a = sr_dsn_two,
+     .keys = {"mx:y", "mx:y"},
+     .nconn = 1,
+     .completed = 1,
+     .dsn = {true, true}},
+    {.name = "reconnect after a DSN server's 421: the new server's word counts",
+     .a = sr_dsn_421,
+     .a2 = sr_one,
+     .keys = {"mx:y", "mx:y"},
+     .nconn = 2,
+     .completed = 2,
+     .dsn = {true, false}},
     {.name = "STARTTLS once, both messages over it",
      .a = sr_tls,
      .keys = {"mx:y", "mx:y"},
@@ -1256,6 +1284,9 @@ static void run_reuse_case(const struct reuse_case *c)
 		if (!want_ok)
 			assert_int_equal(run.rcpts[0].code, 550);
 		assert_true(run.res.connected);
+		if (run.res.dsn_offered != c->dsn[k])
+			fail_msg("%s: delivery %zu: dsn_offered=%d", c->name, k,
+			         run.res.dsn_offered);
 		assert_string_equal(run.res.remote_mta, via_b ? "mx2.test" : "mx1.test");
 		assert_string_equal(run.res.remote_addr, "127.0.0.1");
 		if (c->tls == SMTPC_TLS_MAY && strncmp(run.res.tls_info, "TLSv1.", 6) != 0)
