@@ -295,6 +295,9 @@ static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kin
 {
 	const struct envelope *e = &m->env;
 	struct bounce_rcpt *br = xcalloc(e->nrcpts, sizeof(*br));
+	/* Remote-MTA is "dns; <host name>" (RFC 3464 §2.3.5): the relay
+	 * without the "[address]:port" our logs add. */
+	char(*mta)[sizeof(m->res[0].relay)] = xcalloc(e->nrcpts, sizeof(*mta));
 	size_t n = 0;
 	bool to_postmaster_ok = true;
 	for (size_t i = 0; i < e->nrcpts; i++) {
@@ -306,9 +309,11 @@ static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kin
 		br[n].orcpt = e->rcpts[i].orcpt;
 		br[n].status = m->res[i].status;
 		br[n].diagnostic = m->res[i].diag[0] != '\0' ? m->res[i].diag : NULL;
-		br[n].remote_mta = strcmp(m->res[i].relay, "maildir") != 0 && m->res[i].relay[0]
-					   ? m->res[i].relay
-					   : NULL;
+		if (strcmp(m->res[i].relay, "maildir") != 0 && m->res[i].relay[0] != '\0') {
+			size_t len = strcspn(m->res[i].relay, "[");
+			memcpy(mta[n], m->res[i].relay, len);
+			br[n].remote_mta = mta[n];
+		}
 		br[n].last_attempt_us = now;
 		n++;
 	}
@@ -342,6 +347,7 @@ static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kin
 				 m->qid);
 		}
 	}
+	free(mta);
 	free(br);
 }
 

@@ -105,6 +105,11 @@ static const struct qmgr_cred *qmgr_cred_get(struct qmgr *q, const struct conf_r
 	char line[600];
 	if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
 		log_err("event=credentials_error file=%s reason=\"cannot read\"", route->credentials);
+	} else if (strchr(line, '\n') == NULL && fgetc(f) != EOF) {
+		/* Never log in with a password cut short. */
+		log_err("event=credentials_error file=%s reason=\"line too long\"",
+			route->credentials);
+		explicit_bzero(line, sizeof(line));
 	} else {
 		line[strcspn(line, "\r\n")] = '\0';
 		char *colon = strchr(line, ':');
