@@ -5,9 +5,10 @@
  *   record* type:u8 len:u32 payload[len]
  * The envelope proper ends with an END record whose payload is the CRC-32 of
  * every octet before it (magic included), so a torn or forged file is
- * refused. After END only DONE records may follow (payload: rcpt index u32),
- * appended as recipients reach a final result; a truncated trailing DONE is
- * ignored (the recipient is retried: a duplicate, never a loss).
+ * refused. After END only DONE records (payload: rcpt index u32), appended
+ * as recipients reach a final result, and SCHED records may follow; a
+ * truncated trailing one is ignored (the recipient is retried: a duplicate,
+ * never a loss).
  *
  * Nothing here is text that a peer could forge into structure: strings are
  * payloads with explicit lengths and may not contain NUL. Pure; no I/O. */

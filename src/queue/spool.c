@@ -603,7 +603,25 @@ static int spool_open_queued(struct spool *spool, const char *qid, int flags)
 		return -1;
 	}
 	spool_name(name, qid, NULL);
-	return openat(spool->queuefd, name, flags | O_CLOEXEC | O_NOFOLLOW);
+	return openat(spool->queuefd, name, flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+}
+
+static int spool_recover_old_pair(struct spool *s, const char *qid);
+
+/* An old two-file message that start-up could not convert (no space, an
+ * I/O error) is converted when it is first loaded: its delivery retries
+ * retry the conversion. Returns the opened file, or -1 (errno ENOENT when
+ * there is no such pair). */
+static int spool_open_converting(struct spool *spool, const char *qid)
+{
+	char name[SPOOL_NAME_MAX + 1];
+	spool_name(name, qid, "env");
+	if (faccessat(spool->queuefd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    spool_recover_old_pair(spool, qid) != 1) {
+		errno = ENOENT;
+		return -1;
+	}
+	return spool_open_queued(spool, qid, O_RDONLY);
 }
 
 /* Envelope and, when content is not NULL, content of queue/<qid>. */
@@ -613,6 +631,8 @@ static int spool_read(struct spool *spool, const char *qid, struct envelope *e,
 	uint64_t off;
 	*io_r = true;
 	int fd = spool_open_queued(spool, qid, O_RDONLY);
+	if (fd < 0 && errno == ENOENT)
+		fd = spool_open_converting(spool, qid);
 	if (fd < 0) {
 		*error_r = errno == EINVAL ? "invalid queue id" : "cannot open message file";
 		return -1;
@@ -620,7 +640,7 @@ static int spool_read(struct spool *spool, const char *qid, struct envelope *e,
 	int rc = spool_env_decode_fd(fd, qid, e, &off, NULL, io_r, error_r);
 	if (rc == 0 && content != NULL) {
 		size_t len = (size_t)e->size;
-		if (buf_reserve(content, len) < 0) {
+		if (e->size >= SIZE_MAX || buf_reserve(content, len) < 0) {
 			*error_r = "message too large";
 			rc = -1;
 		} else if (spool_pread_all(fd, content->data + content->len, len,
@@ -1012,7 +1032,7 @@ static int spool_copy_old_msg(struct spool *s, const char *qid, uint64_t size, i
 	int rc = -1;
 
 	spool_name(name, qid, "msg");
-	int fd = openat(s->queuefd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = openat(s->queuefd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		*error_r = "cannot open old message file";
 		goto out;
@@ -1101,7 +1121,7 @@ static int spool_recover_old_pair(struct spool *s, const char *qid)
 	envelope_init(&e);
 	buf_init(&b, RECORD_MAX_FILE);
 	spool_name(name, qid, "env");
-	int fd = openat(s->queuefd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = openat(s->queuefd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0 || spool_read_rest(fd, 0, &b, &error) < 0) {
 		refused = fd >= 0 && errno == 0;
 		if (error == NULL)
@@ -1144,8 +1164,46 @@ out:
 	return rc;
 }
 
-/* Walk the sorted entries, one qid at a time; the valid qids are compacted
- * to the front of l (still sorted). Returns how many. */
+/* Decide one queue id from what queue/ holds for it: 1 keep, 0 gone (to
+ * corrupt/ or removed), -1 unreadable for now (queued all the same: its
+ * loading is retried like a delivery, and never deletes anything). */
+static int spool_recover_one(struct spool *s, const char *qid, const bool have[3])
+{
+	static const char *const env_only[1] = {"env"};
+	bool pair = have[SPOOL_KIND_ENV] && have[SPOOL_KIND_MSG];
+
+	if (have[SPOOL_KIND_FILE]) {
+		int keep = spool_recover_file(s, qid);
+		if (keep == 1) {
+			/* A conversion that crashed after its rename: the file
+			 * is good, the old halves are leftovers. */
+			if (have[SPOOL_KIND_ENV])
+				spool_unlink_old(s, qid, "env", "already_converted");
+			if (have[SPOOL_KIND_MSG])
+				spool_unlink_old(s, qid, "msg", "already_converted");
+			return 1;
+		}
+		if (keep < 0 || !(have[SPOOL_KIND_ENV] || have[SPOOL_KIND_MSG]))
+			return keep;
+		/* The file was refused (and quarantined): the old pair next to
+		 * it is the good copy. Go on with it. */
+	}
+	if (pair)
+		return spool_recover_old_pair(s, qid);
+	if (have[SPOOL_KIND_ENV]) {
+		/* A lone .env is what an interrupted quarantine of a pair
+		 * leaves (.msg is moved first): it follows its .msg. */
+		spool_quarantine(s, qid, "half of a quarantined pair", env_only, 1);
+		return 0;
+	}
+	/* A lone .msg was never committed (.env was renamed last) or was
+	 * half removed (.env was unlinked first). */
+	spool_unlink_old(s, qid, "msg", "half_of_old_pair");
+	return 0;
+}
+
+/* Walk the sorted entries, one qid at a time; the qids to queue are
+ * compacted to the front of l (still sorted). Returns how many. */
 static size_t spool_recover_queue(struct spool *s, struct spool_list *l)
 {
 	size_t nvalid = 0;
@@ -1156,26 +1214,7 @@ static size_t spool_recover_queue(struct spool *s, struct spool_list *l)
 		size_t j = i;
 		for (; j < l->n && strcmp(l->v[j].qid, l->v[i].qid) == 0; j++)
 			have[l->v[j].kind] = true;
-		const char *qid = l->v[i].qid;
-		int keep;
-		if (have[SPOOL_KIND_FILE]) {
-			/* A conversion that crashed after its rename: the new
-			 * file is complete, the old halves are leftovers. */
-			if (have[SPOOL_KIND_ENV])
-				spool_unlink_old(s, qid, "env", "already_converted");
-			if (have[SPOOL_KIND_MSG])
-				spool_unlink_old(s, qid, "msg", "already_converted");
-			keep = spool_recover_file(s, qid);
-		} else if (have[SPOOL_KIND_ENV] && have[SPOOL_KIND_MSG]) {
-			keep = spool_recover_old_pair(s, qid);
-		} else {
-			/* Half of an old pair: never committed (.msg went
-			 * first) or half removed (.env went first). */
-			spool_unlink_old(s, qid, have[SPOOL_KIND_ENV] ? "env" : "msg",
-			                 "half_of_old_pair");
-			keep = 0;
-		}
-		if (keep == 1)
+		if (spool_recover_one(s, l->v[i].qid, have) != 0)
 			l->v[nvalid++] = l->v[i];
 		i = j;
 	}

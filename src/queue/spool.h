@@ -8,9 +8,10 @@
  *   content  the message octets, from offset 16
  *   envelope the record image of record.h (magic ... END), then the DONE and
  *            SCHED records appended as the queue works on the message
- * The content is streamed while the message arrives; the envelope is written
- * at commit, and the header's offset last, so a file whose offset is 0 was
- * never finished. Commit: write the envelope, set the offset, fdatasync,
+ * The content is streamed while the message arrives behind a header whose
+ * offset is 0; the envelope and the offset are written at commit (one
+ * fdatasync makes both durable, and the file is still in incoming/ until
+ * then). Commit: write the envelope, set the offset, fdatasync,
  * rename into queue/ (the commit point), fsync queue/ — only then may the
  * caller send 250. Directory fsyncs are group-committed: concurrent commits
  * share one fsync of queue/.
@@ -55,7 +56,7 @@ void spool_msg_abort(struct spool_msg **m);
 /* Append tail[0..tail_len) to the message, write the envelope, fsync, rename
  * into queue/, group-fsync queue/. Frees *m in every case. Returns 0 when the
  * message is durable; -1 (with *error_r) when it is not, and then nothing of
- * it is left in queue/. e->size is set to the message file's size. */
+ * it is left in queue/. e->size is set to the content's size. */
 int spool_commit(struct spool_msg **m, struct envelope *e, const void *tail, size_t tail_len,
 		 const char **error_r);
 

@@ -189,6 +189,19 @@ class _Handler:
         return reply
 
 
+def _wait_messages(mta, count, timeout, who):
+    """Block until mta.messages (guarded by mta.cond) has count entries."""
+    deadline = time.time() + timeout
+    with mta.cond:
+        while len(mta.messages) < count:
+            left = deadline - time.time()
+            if left <= 0:
+                raise AssertionError(
+                    f"expected {count} messages at {who}, have {len(mta.messages)}")
+            mta.cond.wait(left)
+        return list(mta.messages)
+
+
 class ScriptedMTA:
     def __init__(self, host="127.0.0.1", port=0, unix_path=None, lmtp=False, tls=False,
                  cert_dir=None, cn="mx1.example.net", auth=None, smtputf8=True,
@@ -329,6 +342,12 @@ class ScriptedMTA:
             ready.set()
             self._loop.run_forever()
             self._server.close()
+            # Sessions still open (a stalled greeting, a client that never
+            # quit) are cancelled and awaited, not left to be destroyed.
+            pending = asyncio.all_tasks(self._loop)
+            for t in pending:
+                t.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.run_until_complete(self._server.wait_closed())
             self._loop.close()
 
@@ -347,15 +366,7 @@ class ScriptedMTA:
 
     # -- waiting -----------------------------------------------------------
     def wait_messages(self, count=1, timeout=10):
-        deadline = time.time() + timeout
-        with self.cond:
-            while len(self.messages) < count:
-                left = deadline - time.time()
-                if left <= 0:
-                    raise AssertionError(
-                        f"expected {count} messages at the remote MTA, have {len(self.messages)}")
-                self.cond.wait(left)
-            return list(self.messages)
+        return _wait_messages(self, count, timeout, "the remote MTA")
 
 
 class DsnTx:
@@ -510,15 +521,7 @@ class DsnMTA:
         self._thread = None
 
     def wait_messages(self, count=1, timeout=10):
-        deadline = time.time() + timeout
-        with self.cond:
-            while len(self.messages) < count:
-                left = deadline - time.time()
-                if left <= 0:
-                    raise AssertionError(
-                        f"expected {count} messages at the DSN MTA, have {len(self.messages)}")
-                self.cond.wait(left)
-            return list(self.messages)
+        return _wait_messages(self, count, timeout, "the DSN MTA")
 
 
 def _free_port(host):

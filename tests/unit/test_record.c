@@ -1010,6 +1010,23 @@ static void damage_old_env_flip(struct damage_ctx *d)
 	flip_at(d, ".env", 30);
 }
 
+/* A refused file next to a good old pair (a conversion whose new file was
+ * damaged): the file goes to corrupt/, the pair is converted again. */
+static void damage_bad_file_good_pair(struct damage_ctx *d)
+{
+	write_old_pair(d, true, true, 0);
+	write_file(d->f, "queue", d->qid, "garbage that is not a message file", 34, 0);
+}
+
+/* A FIFO where a message file should be: refused, never opened blocking. */
+static void damage_fifo(struct damage_ctx *d)
+{
+	char path[256];
+	qpath(d, "", path);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(mkfifo(path, 0600), 0);
+}
+
 /* A conversion that crashed after its rename: new file and old pair. */
 static void damage_old_leftovers(struct damage_ctx *d)
 {
@@ -1041,10 +1058,12 @@ static void test_spool_recover_scenarios(void **state)
 	    {"qid mismatch", damage_wrong_qid, 0, 0, 1},
 	    {"old pair converted", damage_old_pair, 1, 1, -1},
 	    {"old msg alone", damage_old_msg_only, 0, 0, -1},
-	    {"old env alone", damage_old_env_only, 0, 0, -1},
+	    {"old env alone (interrupted quarantine)", damage_old_env_only, 0, 0, 1},
 	    {"old pair size mismatch", damage_old_size, 0, 0, 2},
 	    {"old env corrupt", damage_old_env_flip, 0, 0, 2},
 	    {"conversion leftovers", damage_old_leftovers, 1, 1, -1},
+	    {"refused file, good old pair", damage_bad_file_good_pair, 1, 1, 1},
+	    {"fifo", damage_fifo, 0, 0, 1},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct damage_ctx d = {.f = NULL};
@@ -1061,12 +1080,14 @@ static void test_spool_recover_scenarios(void **state)
 		if (found == 1)
 			assert_string_equal(l->qids[0], d.qid);
 		if (cases[i].corrupt == 1)
-			assert_true(file_exists(d.f, "corrupt", d.qid, ""));
+			assert_true(file_exists(d.f, "corrupt", d.qid, "") ||
+			            file_exists(d.f, "corrupt", d.qid, ".env"));
 		if (cases[i].corrupt == 2) {
 			assert_true(file_exists(d.f, "corrupt", d.qid, ".msg"));
 			assert_true(file_exists(d.f, "corrupt", d.qid, ".env"));
 		}
-		if (cases[i].damage == damage_old_pair) {
+		if (cases[i].damage == damage_old_pair ||
+		    cases[i].damage == damage_bad_file_good_pair) {
 			/* Converted with its content and its DONE record. */
 			struct envelope e;
 			struct buf content;
@@ -1087,6 +1108,36 @@ static void test_spool_recover_scenarios(void **state)
 		free(l);
 		spool_teardown((void **)&d.f);
 	}
+}
+
+/* An old pair that start-up did not convert is converted when it is first
+ * loaded. */
+static void test_spool_convert_on_load(void **state)
+{
+	struct spool_fixture *f = *state;
+	struct damage_ctx d = {.f = f};
+	struct envelope e;
+	struct buf content;
+	const char *error = NULL;
+
+	assert_int_equal(commit_one(f->spool, d.qid, 1), 0);
+	write_old_pair(&d, true, true, 0);
+	assert_false(file_exists(f, "queue", d.qid, ""));
+	envelope_init(&e);
+	buf_init(&content, 0);
+	assert_int_equal(spool_load(f->spool, d.qid, &e, &content, &error), 0);
+	assert_int_equal(e.nrcpts, 2);
+	assert_true(e.rcpts[1].done);
+	assert_string_equal((const char *)content.data, "old body\n");
+	assert_true(file_exists(f, "queue", d.qid, ""));
+	assert_false(file_exists(f, "queue", d.qid, ".env"));
+	assert_false(file_exists(f, "queue", d.qid, ".msg"));
+	envelope_clear(&e);
+	buf_free(&content);
+	/* Nothing at all: a plain failure. */
+	char other[QID_LEN + 1];
+	qid_generate(other);
+	assert_int_equal(spool_env_load(f->spool, other, &e, &error), -1);
 }
 
 static void test_spool_mark_done_remove(void **state)
@@ -1276,6 +1327,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_spool_commit_failures, spool_setup,
 	                                    spool_teardown),
 	    cmocka_unit_test(test_spool_recover_scenarios),
+	    cmocka_unit_test_setup_teardown(test_spool_convert_on_load, spool_setup,
+	                                    spool_teardown),
 	    cmocka_unit_test_setup_teardown(test_spool_mark_done_remove, spool_setup,
 	                                    spool_teardown),
 	    cmocka_unit_test_setup_teardown(test_spool_concurrent_commits, spool_setup,
