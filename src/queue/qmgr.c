@@ -214,14 +214,17 @@ static const char *qmgr_notice_name(enum bounce_kind kind)
 	return "failure";
 }
 
-/* Commit one notification to the spool as a new message from <>. */
-static void qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct bounce_info *bi,
-			       const char *to)
+/* Commit one notification to the spool as a new message from <>. Returns
+ * -1 only when the spool could not take it (worth trying again later); a
+ * notice that cannot be built at all is logged and counts as done. */
+static int qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct bounce_info *bi,
+			      const char *to)
 {
 	struct buf out;
 	struct envelope e;
 	const char *error = NULL;
 	char qe[LOG_Q_MAX], qt[LOG_Q_MAX];
+	int rc = 0;
 	buf_init(&out, 0);
 	envelope_init(&e);
 	if (bounce_build(bi, &out) < 0 || m->n_bounces >= QMGR_NOTICES_MAX) {
@@ -238,6 +241,7 @@ static void qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct 
 	struct spool_msg *sm = spool_msg_create(q->spool, e.qid);
 	if (spool_commit(&sm, &e, out.data, out.len, &error) < 0) {
 		log_err("event=bounce_failed qid=%s reason=%s", m->qid, log_qs(qe, error));
+		rc = -1;
 		goto out;
 	}
 	log_info("event=notify qid=%s kind=%s to=%s notify_qid=%s", m->qid,
@@ -246,6 +250,7 @@ static void qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct 
 out:
 	envelope_clear(&e);
 	buf_free(&out);
+	return rc;
 }
 
 /* Does recipient i of this attempt belong in a notice of this kind? */
@@ -290,9 +295,11 @@ static void qmgr_log_dsn_passed(const struct qmgr_msg *m)
 	}
 }
 
-/* Notify the sender about the recipients that want a notice of this kind. */
-static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind, uint64_t now)
+/* Notify the sender about the recipients that want a notice of this kind.
+ * Returns -1 when the notice was not committed to the spool. */
+static int qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind, uint64_t now)
 {
+	int rc = 0;
 	const struct envelope *e = &m->env;
 	struct bounce_rcpt *br = xcalloc(e->nrcpts, sizeof(*br));
 	/* Remote-MTA is "dns; <host name>" (RFC 3464 §2.3.5): the relay
@@ -333,7 +340,7 @@ static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kin
 			.nrcpts = n,
 		};
 		if (e->sender[0] != '\0') {
-			qmgr_bounce_commit(q, m, &bi, e->sender);
+			rc = qmgr_bounce_commit(q, m, &bi, e->sender);
 		} else if (kind == BOUNCE_FAILED && to_postmaster_ok) {
 			/* A notification that failed goes to the postmaster, once. */
 			char pm[MAIL_PATH_MAX + 1];
@@ -341,7 +348,7 @@ static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kin
 								       : q->conf->hostname;
 			snprintf(pm, sizeof(pm), "postmaster@%s", dom);
 			bi.sender = pm;
-			qmgr_bounce_commit(q, m, &bi, pm);
+			rc = qmgr_bounce_commit(q, m, &bi, pm);
 		} else if (kind == BOUNCE_FAILED) {
 			log_warn("event=bounce_dropped qid=%s reason=\"double bounce to postmaster\"",
 				 m->qid);
@@ -349,6 +356,7 @@ static void qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kin
 	}
 	free(mta);
 	free(br);
+	return rc;
 }
 
 static void qmgr_log_result(const struct qmgr_msg *m, size_t i, uint64_t now)
@@ -372,6 +380,7 @@ static void qmgr_finish_run(void *arg)
 	uint64_t now = qmgr_now_us();
 	bool expired = qmgr_expired(conf, e, now);
 	const char *error = NULL;
+	char qto[LOG_Q_MAX];
 
 	for (size_t i = 0; i < e->nrcpts; i++) {
 		struct qmgr_rres *r = &m->res[i];
@@ -387,7 +396,11 @@ static void qmgr_finish_run(void *arg)
 		}
 		qmgr_log_result(m, i, now);
 	}
-	qmgr_notify(q, m, BOUNCE_FAILED, now);
+	/* A failure notice that the spool did not take keeps its recipients
+	 * in the queue: the next attempt fails them again and notifies then.
+	 * (A lost success notice is only logged: keeping a delivered
+	 * recipient would deliver it twice.) */
+	bool failure_notice_lost = qmgr_notify(q, m, BOUNCE_FAILED, now) < 0;
 	qmgr_notify(q, m, BOUNCE_DELIVERED, now);
 	qmgr_notify(q, m, BOUNCE_RELAYED, now);
 	qmgr_log_dsn_passed(m);
@@ -405,7 +418,13 @@ static void qmgr_finish_run(void *arg)
 	for (size_t i = 0; i < e->nrcpts; i++) {
 		if (e->rcpts[i].done)
 			continue;
-		if (m->res[i].state == QMGR_R_SENT || m->res[i].state == QMGR_R_FAILED) {
+		if (m->res[i].state == QMGR_R_FAILED && failure_notice_lost &&
+		    qmgr_notify_wants(m, i, BOUNCE_FAILED)) {
+			log_warn("event=bounce_deferred qid=%s to=%s reason=\"failure notice not "
+				 "queued; the recipient stays until it is\"",
+				 m->qid, log_qs(qto, e->rcpts[i].addr));
+			pending++;
+		} else if (m->res[i].state == QMGR_R_SENT || m->res[i].state == QMGR_R_FAILED) {
 			e->rcpts[i].done = true;
 			done[ndone++] = (uint32_t)i;
 		} else {

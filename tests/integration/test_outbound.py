@@ -676,6 +676,34 @@ def test_dsn_passed_to_next_hop_that_offers_it(hikyaku, dns, dsn_mta, tmp_path):
     assert hk.delivered("bob") == []
 
 
+def test_failure_notice_the_spool_refused_is_sent_later(hikyaku, dns, mtas):
+    """The spool cannot take the bounce (incoming/ made immutable, which
+    even root cannot write into): the failed recipient stays queued instead
+    of being marked done, and the sender gets exactly one bounce once the
+    spool works again."""
+    mta = mtas(rcpt={"nobody@example.net": ["451 4.3.0 later", "550 5.1.1 no such user"]})
+    hk = outbound(hikyaku, dns, mta.port)
+    incoming = os.path.join(hk.spool, "incoming")
+    send(hk, ["nobody@example.net"])
+    assert wait_event(hk, "deferred")
+    if subprocess.run(["chattr", "+i", incoming], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i not supported here")
+    try:
+        assert wait_event(hk, "bounce_deferred", to="nobody@example.net")
+        assert log_events(hk, "bounce_failed")
+        assert hk.queue_files()  # still queued
+        assert hk.delivered("bob") == []
+    finally:
+        subprocess.run(["chattr", "-i", incoming], check=True)
+    raw = wait_bounces(hk)[0]
+    _, rcpts, _ = dsn_of(raw)
+    assert rcpts[0]["Final-Recipient"] == "rfc822; nobody@example.net"
+    assert rcpts[0]["Status"] == "5.1.1"
+    hk.wait_queue_empty()
+    time.sleep(1.5)
+    assert len(hk.delivered("bob")) == 1
+
+
 def test_notify_never_no_bounce(hikyaku, dns, mtas):
     mta = mtas(rcpt={"nobody@example.net": ["550 5.1.1 no such user"]})
     hk = outbound(hikyaku, dns, mta.port)
