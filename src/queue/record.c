@@ -182,6 +182,54 @@ int record_encode_done(uint32_t idx, struct buf *out)
 	return record_put_uint(out, REC_DONE, idx, 4);
 }
 
+#define RECORD_MARK_MAX_IDX 4096 /* indexes per MARK record; more take several */
+
+static void record_be(unsigned char *p, uint64_t v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		p[i] = (unsigned char)(v >> (8 * (n - 1 - i)));
+}
+
+/* One MARK record of n <= RECORD_MARK_MAX_IDX indexes. */
+static int record_encode_mark_one(const uint32_t *idx, size_t n, const struct record_sched *sched,
+				  struct buf *out)
+{
+	unsigned char p[RECORD_HDR_LEN + 4 + 4 * RECORD_MARK_MAX_IDX + 1 + 16 + 4];
+	size_t len = RECORD_HDR_LEN;
+	record_be(p + len, n, 4);
+	len += 4;
+	for (size_t i = 0; i < n; i++, len += 4)
+		record_be(p + len, idx[i], 4);
+	p[len++] = sched != NULL;
+	if (sched != NULL) {
+		record_be(p + len, sched->next_try_us, 8);
+		record_be(p + len + 8, sched->attempts, 4);
+		record_be(p + len + 12, sched->flags, 4);
+		len += 16;
+	}
+	p[0] = REC_MARK;
+	record_be(p + 1, len + 4 - RECORD_HDR_LEN, 4);
+	record_be(p + len, record_crc32(0, p, len), 4);
+	return buf_append(out, p, len + 4);
+}
+
+int record_encode_mark(const uint32_t *idx, size_t n, const struct record_sched *sched,
+		       struct buf *out)
+{
+	size_t start = out->len;
+	do {
+		size_t k = n < RECORD_MARK_MAX_IDX ? n : RECORD_MARK_MAX_IDX;
+		/* The schedule goes in the last record. */
+		if (record_encode_mark_one(idx, k, k == n ? sched : NULL, out) < 0) {
+			out->len = start;
+			return -1;
+		}
+		idx += k;
+		n -= k;
+	} while (n > 0);
+	return 0;
+}
+
 /* ---- decoder ---- */
 
 struct record_dec {
@@ -344,14 +392,68 @@ static int record_dec_check_required(const struct record_dec *d, const char **er
 	return 0;
 }
 
-/* The records after END: only DONE and SCHED, appended one write at a time, so a
- * short trailing record is a torn append (ignored: the recipient is tried
- * again); anything else is an error. */
+/* One MARK record at p (rem octets left). Returns its length, 0 for a torn
+ * append (short, CRC mismatch), or -1 for a record that passed its CRC and
+ * is still wrong. */
+static long record_dec_mark(struct record_dec *d, const unsigned char *p, size_t rem,
+			    const char **error_r)
+{
+	if (rem < RECORD_HDR_LEN)
+		return 0;
+	uint64_t rlen = record_get_be(p + 1, 4);
+	if (rlen < 4 + 1 + 4 || rlen > RECORD_MAX_PAYLOAD || rem - RECORD_HDR_LEN < rlen)
+		return 0;
+	size_t body = RECORD_HDR_LEN + (size_t)rlen - 4;
+	if (record_get_be(p + body, 4) != record_crc32(0, p, body))
+		return 0;
+	const unsigned char *q = p + RECORD_HDR_LEN;
+	uint64_t n = record_get_be(q, 4);
+	if (n > (rlen - 9) / 4) {
+		*error_r = "bad MARK record";
+		return -1;
+	}
+	const unsigned char *s = q + 4 + 4 * n;
+	if (rlen != 4 + 4 * n + 1 + (s[0] == 1 ? 16 : 0) + 4 || s[0] > 1) {
+		*error_r = "bad MARK record";
+		return -1;
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t idx = record_get_be(q + 4 + 4 * i, 4);
+		if (idx >= d->e->nrcpts) {
+			*error_r = "MARK recipient index out of range";
+			return -1;
+		}
+		d->e->rcpts[idx].done = true;
+	}
+	if (s[0] == 1) {
+		d->e->next_try_us = record_get_be(s + 1, 8);
+		d->e->attempts = (uint32_t)record_get_be(s + 9, 4);
+		d->e->sched_flags = (uint32_t)record_get_be(s + 13, 4);
+	}
+	return (long)(RECORD_HDR_LEN + rlen);
+}
+
+/* The records after END, appended one write at a time: MARK records (and
+ * the DONE and SCHED records of earlier versions). A trailing record that
+ * is short, fails its CRC or starts with a zero octet is a torn append:
+ * it and what follows are ignored (the recipients are tried again);
+ * anything else that does not decode is an error. */
 static int record_dec_done(struct record_dec *d, const unsigned char *p, size_t len, size_t off,
                            size_t *used_r, const char **error_r)
 {
 	while (off < len) {
 		size_t rem = len - off;
+		if (p[off] == 0)
+			break; /* zeros where an append was: torn */
+		if (p[off] == REC_MARK) {
+			long n = record_dec_mark(d, p + off, rem, error_r);
+			if (n < 0)
+				return -1;
+			if (n == 0)
+				break;
+			off += (size_t)n;
+			continue;
+		}
 		if (p[off] == REC_SCHED) {
 			if (rem >= RECORD_HDR_LEN && record_get_be(p + off + 1, 4) != 16) {
 				*error_r = "bad SCHED record length";
@@ -367,7 +469,7 @@ static int record_dec_done(struct record_dec *d, const unsigned char *p, size_t 
 			continue;
 		}
 		if (p[off] != REC_DONE) {
-			*error_r = "record after END that is neither DONE nor SCHED";
+			*error_r = "record after END that is not MARK, DONE or SCHED";
 			return -1;
 		}
 		if (rem >= RECORD_HDR_LEN && record_get_be(p + off + 1, 4) != 4) {

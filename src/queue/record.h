@@ -5,10 +5,14 @@
  *   record* type:u8 len:u32 payload[len]
  * The envelope proper ends with an END record whose payload is the CRC-32 of
  * every octet before it (magic included), so a torn or forged file is
- * refused. After END only DONE records (payload: rcpt index u32), appended
- * as recipients reach a final result, and SCHED records may follow; a
- * truncated trailing one is ignored (the recipient is retried: a duplicate,
- * never a loss).
+ * refused. After END only MARK records follow, one per update as recipients
+ * reach a final result and the retry schedule changes, each with its own
+ * CRC-32. A trailing record that is short, fails its CRC or reads as zeros
+ * (what a crash during an append leaves on file systems that extend the
+ * size before the data) is a torn append and is ignored with everything
+ * after it: its recipients are retried (a duplicate, never a loss). Files
+ * of earlier versions have DONE and SCHED records there instead, still
+ * read.
  *
  * Nothing here is text that a peer could forge into structure: strings are
  * payloads with explicit lengths and may not contain NUL. Pure; no I/O. */
@@ -41,9 +45,20 @@ enum record_type {
 	REC_RCPT_NOTIFY = 12, /* u8: applies to the preceding RCPT */
 	REC_RCPT_ORCPT = 13,  /* string: applies to the preceding RCPT */
 	REC_END = 14,        /* u32 CRC-32 (IEEE) of all preceding octets */
-	REC_DONE = 15,       /* u32 recipient index, after END only */
+	REC_DONE = 15,       /* u32 recipient index, after END only (read, no longer written) */
 	REC_SCHED = 16,      /* u64 next attempt (us), u32 attempts, u32 flags; after END
-			      * only; the last one counts */
+			      * only; the last one counts (read, no longer written) */
+	REC_MARK = 17,       /* after END only: u32 n, n x u32 recipient index (done),
+			      * u8 has_sched, [u64 next attempt, u32 attempts, u32 flags],
+			      * u32 CRC-32 of the record's octets before it; the last
+			      * schedule counts */
+};
+
+/* The retry schedule a MARK record may carry. */
+struct record_sched {
+	uint64_t next_try_us;
+	uint32_t attempts;
+	uint32_t flags;
 };
 
 /* Serialize e (its recipients' done flags are not written: use DONE). */
@@ -52,10 +67,14 @@ int record_encode(const struct envelope *e, struct buf *out);
 int record_encode_done(uint32_t idx, struct buf *out);
 /* One SCHED record: the retry schedule survives restarts (issue 4). */
 int record_encode_sched(uint64_t next_try_us, uint32_t attempts, uint32_t flags, struct buf *out);
+/* One MARK record: recipients idx[0..n) are done and, when sched is not
+ * NULL, the new schedule. What spool_mark() appends. */
+int record_encode_mark(const uint32_t *idx, size_t n, const struct record_sched *sched,
+		       struct buf *out);
 /* Parse a whole file image. Fills e (which must be envelope_init()ed) and
  * sets rcpts[i].done for each DONE. Returns 0, or -1 with *error_r. */
 int record_decode(const unsigned char *p, size_t len, struct envelope *e, const char **error_r);
-/* The same, and *used_r is len minus a torn trailing DONE record, if any:
+/* The same, and *used_r is len minus a torn trailing record, if any:
  * the length to truncate the file to before appending more DONE records, so
  * that a torn append never ends up in the middle of the file. */
 int record_decode_used(const unsigned char *p, size_t len, struct envelope *e, size_t *used_r,

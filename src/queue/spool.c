@@ -741,10 +741,9 @@ static int spool_done_append(int fd, const char *qid, const uint32_t *idx, size_
 			errno = 0;
 			goto out;
 		}
-		(void)record_encode_done(idx[i], &b);
 	}
-	if (sched->set)
-		(void)record_encode_sched(sched->next_try_us, sched->attempts, sched->flags, &b);
+	struct record_sched rs = {sched->next_try_us, sched->attempts, sched->flags};
+	(void)record_encode_mark(idx, n, sched->set ? &rs : NULL, &b);
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		*error_r = "cannot stat message file";

@@ -1178,6 +1178,19 @@ static void test_spool_mark_done_remove(void **state)
 	assert_true(e.rcpts[3].done);
 	envelope_clear(&e);
 
+	/* Zeros where an append was (a file system that grew the file before
+	 * writing the data): ignored, then cut. */
+	static const unsigned char zeros[40];
+	write_file(f, "queue", qid, zeros, sizeof(zeros), O_APPEND);
+	assert_int_equal(spool_env_load(f->spool, qid, &e, &error), 0);
+	assert_int_equal(envelope_pending(&e), 1);
+	envelope_clear(&e);
+	const uint32_t third[] = {1};
+	assert_int_equal(spool_mark_done(f->spool, qid, third, 1, &error), 0);
+	assert_int_equal(spool_env_load(f->spool, qid, &e, &error), 0);
+	assert_int_equal(envelope_pending(&e), 0);
+	envelope_clear(&e);
+
 	assert_int_equal(spool_mark_done(f->spool, "0000000000000000", second, 1, &error), -1);
 
 	assert_int_equal(recover(f, l), 1);
@@ -1309,10 +1322,101 @@ static void test_record_sched(void **state)
 	envelope_clear(&e);
 }
 
+/* MARK records: recipients and schedule, each record with its own CRC. A
+ * torn last record (any cut, any flipped octet after the type, zeros) is
+ * ignored and excluded from used; a record that passes its CRC and is
+ * still wrong is an error; many indexes take several records. */
+static void test_record_mark(void **state)
+{
+	(void)state;
+	struct envelope e, d;
+	struct buf b;
+	const char *error = NULL;
+	size_t used = 0;
+	envelope_init(&e);
+	qid_generate(e.qid);
+	e.arrival_us = 1;
+	envelope_set_str(&e.sender, "a@b.example");
+	for (int i = 0; i < 5000; i++)
+		envelope_add_rcpt(&e, "x@y.example");
+	buf_init(&b, 0);
+	assert_int_equal(record_encode(&e, &b), 0);
+	const uint32_t first[] = {0, 2};
+	const struct record_sched s1 = {111, 1, 0}, s2 = {222, 2, 1};
+	assert_int_equal(record_encode_mark(first, 2, &s1, &b), 0);
+	size_t base = b.len;
+	const uint32_t second[] = {1};
+	assert_int_equal(record_encode_mark(second, 1, &s2, &b), 0);
+	size_t full = b.len;
+
+	envelope_init(&d);
+	assert_int_equal(record_decode_used(b.data, b.len, &d, &used, &error), 0);
+	assert_int_equal(used, full);
+	assert_true(d.rcpts[0].done && d.rcpts[1].done && d.rcpts[2].done && !d.rcpts[3].done);
+	assert_int_equal(d.next_try_us, 222);
+	assert_int_equal(d.attempts, 2);
+	assert_int_equal(d.sched_flags, 1);
+	envelope_clear(&d);
+
+	/* Every cut of the last record: torn, the first one stands. */
+	for (size_t cut = base + 1; cut < full; cut++) {
+		envelope_init(&d);
+		if (record_decode_used(b.data, cut, &d, &used, &error) != 0)
+			fail_msg("cut at %zu: %s", cut, error);
+		assert_int_equal(used, base);
+		assert_false(d.rcpts[1].done);
+		assert_int_equal(d.next_try_us, 111);
+		envelope_clear(&d);
+	}
+	/* Every flipped octet after its type: torn. */
+	for (size_t at = base + 1; at < full; at++) {
+		b.data[at] ^= 0x10;
+		envelope_init(&d);
+		if (record_decode_used(b.data, full, &d, &used, &error) != 0 || used != base)
+			fail_msg("flip at %zu: %s used %zu", at, error, used);
+		assert_false(d.rcpts[1].done);
+		envelope_clear(&d);
+		b.data[at] ^= 0x10;
+	}
+	/* Zeros where an append was. */
+	b.len = base;
+	static const unsigned char zeros[64];
+	assert_int_equal(buf_append(&b, zeros, sizeof(zeros)), 0);
+	envelope_init(&d);
+	assert_int_equal(record_decode_used(b.data, b.len, &d, &used, &error), 0);
+	assert_int_equal(used, base);
+	envelope_clear(&d);
+
+	/* A record with a good CRC and an index out of range: refused. */
+	b.len = base;
+	const uint32_t bad[] = {5000};
+	assert_int_equal(record_encode_mark(bad, 1, NULL, &b), 0);
+	envelope_init(&d);
+	assert_int_equal(record_decode_used(b.data, b.len, &d, &used, &error), -1);
+	assert_non_null(error);
+
+	/* Every recipient done: several records, schedule in the last. */
+	b.len = base;
+	uint32_t *all = xcalloc(5000, sizeof(*all));
+	for (uint32_t i = 0; i < 5000; i++)
+		all[i] = i;
+	assert_int_equal(record_encode_mark(all, 5000, &s2, &b), 0);
+	envelope_init(&d);
+	assert_int_equal(record_decode_used(b.data, b.len, &d, &used, &error), 0);
+	assert_int_equal(used, b.len);
+	assert_int_equal(envelope_pending(&d), 0);
+	assert_int_equal(d.next_try_us, 222);
+	envelope_clear(&d);
+	free(all);
+	buf_free(&b);
+	envelope_clear(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_record_sched),
+	    cmocka_unit_test(test_record_mark),
 	    cmocka_unit_test(test_qid_valid),
 	    cmocka_unit_test(test_qid_generate_unique),
 	    cmocka_unit_test(test_qid_generate_time_order),
