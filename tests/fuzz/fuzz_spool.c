@@ -8,7 +8,9 @@
  * record_decode_used on the rest) and by spool_load() on the real file,
  * written into a private spool under $TMPDIR. They must agree, and what
  * spool_load() accepts must be consistent: content length = envelope SIZE
- * = offset - 16, queue id = file name. Seeds in corpus/spool/ are files
+ * = offset - 16, queue id = file name, and it takes a MARK (spool_mark:
+ * torn tail cut, record appended) after which it still loads with every
+ * earlier result kept. Seeds in corpus/spool/ are files
  * written by spool_commit() (and old-format damage of them). */
 #include <fcntl.h>
 #include <stdint.h>
@@ -78,6 +80,28 @@ static int fuzz_pure(const uint8_t *data, size_t size, char qid_r[QID_LEN + 1])
 	return ok;
 }
 
+/* An accepted file takes a MARK (whatever torn tail it had is cut first)
+ * and still loads, with its earlier results, the new one and the new
+ * schedule. */
+static void fuzz_mark_again(const char *qid, const struct envelope *before)
+{
+	struct envelope after;
+	const char *error = NULL;
+	uint32_t last = (uint32_t)(before->nrcpts - 1);
+	if (spool_mark(fuzz_spool, qid, &last, 1, 4242, before->attempts + 1, 0, &error) < 0)
+		abort();
+	envelope_init(&after);
+	if (spool_env_load(fuzz_spool, qid, &after, &error) < 0 || after.nrcpts != before->nrcpts ||
+	    !after.rcpts[last].done || after.next_try_us != 4242 ||
+	    after.attempts != before->attempts + 1)
+		abort();
+	for (size_t i = 0; i < before->nrcpts; i++) {
+		if (before->rcpts[i].done && !after.rcpts[i].done)
+			abort();
+	}
+	envelope_clear(&after);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char qid[QID_LEN + 1], path[512];
@@ -103,6 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    content.len + SPOOL_HDR_LEN > size ||
 		    memcmp(content.data, data + SPOOL_HDR_LEN, content.len) != 0)
 			abort();
+		fuzz_mark_again(qid, &e);
 	} else if (error == NULL || e.nrcpts != 0) {
 		abort(); /* a refusal is explained and leaves e empty */
 	}
