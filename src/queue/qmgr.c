@@ -159,7 +159,11 @@ static void qmgr_load_run(void *arg)
 	const char *error = NULL;
 	char qe[LOG_Q_MAX];
 	if (spool_load(q->spool, m->qid, &m->env, &m->data, &error) < 0) {
-		log_err("event=queue_error qid=%s reason=%s", m->qid, log_qs(qe, error));
+		/* A file that is gone (removed by hand) is not retried: there
+		 * is nothing left to deliver. Any other failure is. */
+		m->removed = errno == ENOENT;
+		log_err("event=queue_error qid=%s reason=%s%s", m->qid, log_qs(qe, error),
+			m->removed ? " action=forget" : "");
 		m->load_failed = true;
 		return;
 	}
@@ -523,6 +527,12 @@ static void qmgr_load_done(void *arg)
 {
 	struct qmgr_msg *m = arg;
 	struct qmgr *q = m->q;
+	if (m->load_failed && m->removed) {
+		q->active--;
+		qmgr_msg_free(&m);
+		qmgr_dispatch(q);
+		return;
+	}
 	if (m->load_failed) {
 		q->active--;
 		m->retry_delay_ms = qmgr_retry_delay_ms(q->conf, 1);

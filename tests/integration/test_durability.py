@@ -20,6 +20,8 @@ import uuid
 
 import pytest
 
+from conftest import log_events, wait_event
+
 
 def block_domain(hk, domain="localhost"):
     os.makedirs(hk.mailroot, exist_ok=True)
@@ -456,6 +458,28 @@ def test_failed_removal_is_retried_without_redelivery(hikyaku):
     assert log.index(f"event=removed qid={qid}") > log.index("event=spool_remove_failed")
     time.sleep(1.5)
     assert tokens_in(hk, "alice") == [tok]
+
+
+def test_message_file_removed_by_hand_is_forgotten(hikyaku):
+    """A queued message whose file an operator removed is dropped from the
+    queue at its next attempt, not retried (and logged) forever."""
+    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "1s"})
+    block_domain(hk)
+    hk.start()
+    (tok,) = new_tokens(1)
+    send(hk, [tok])
+    hk.wait_log("event=deferred")
+    (qid,) = pairs(hk.queue_files())
+    os.unlink(os.path.join(hk.spool, "queue", qid))
+    assert wait_event(hk, "queue_error", qid=qid, action="forget")
+    time.sleep(2.5)  # two more retry periods: no further attempt
+    assert len([e for e in log_events(hk, "queue_error") if e.get("qid") == qid]) == 1
+    # The server goes on with other mail.
+    unblock_domain(hk)
+    (tok2,) = new_tokens(1)
+    send(hk, [tok2])
+    hk.wait_delivered("alice")
+    assert tokens_in(hk, "alice") == [tok2]
 
 
 def test_torn_done_record_is_repaired(hikyaku):
