@@ -19,7 +19,8 @@
  *   or a recipient address is non-ASCII, i.e. the mail itself needed SMTPUTF8.
  *   Otherwise non-ASCII octets in a diagnostic become '?', so that a remote
  *   server's Latin-1 reply cannot force the report to need SMTPUTF8.
- * - RET=FULL attaches the whole message only up to BOUNCE_FULL_MAX (10 MiB);
+ * - RET=FULL attaches the whole message, in failure reports only (RFC 3461
+ *   §4.3) and only up to BOUNCE_FULL_MAX (10 MiB);
  *   above that, and without RET=FULL, the header section only, bounded by
  *   BOUNCE_HEADERS_MAX. The copy has CRLF line ends; a line longer than 990
  *   octets is broken (folded inside the header section).
@@ -397,7 +398,9 @@ static void bounce_orig_select(struct bounce_ctx *c)
 	const unsigned char *m = c->b->msg;
 	size_t n = m != NULL ? c->b->msglen : 0, hlen = n;
 	c->orig = m;
-	c->orig_full = c->b->full && n <= BOUNCE_FULL_MAX;
+	/* RFC 3461 §4.3: RET applies to failure reports; the others carry
+	 * the header section only. */
+	c->orig_full = c->b->full && c->b->kind == BOUNCE_FAILED && n <= BOUNCE_FULL_MAX;
 	if (!c->orig_full) {
 		/* The header section ends at the first empty line (RFC 5322
 		 * section 2.1); a bare LF counts, as the copy turns it to CRLF. */

@@ -416,7 +416,20 @@ static bool addr_is_hex(unsigned char ch)
 
 /* RFC 3461 §4: xtext = *( xchar / hexchar ); xchar is "!".."~" except "+" and
  * "="; hexchar is "+" and two upper-case hex digits (lower case is accepted:
- * be liberal in what we accept, nothing depends on the case). */
+ * be liberal in what we accept; mail_xtext_canon() fixes it before it is
+ * passed on). */
+void mail_xtext_canon(char *p)
+{
+	for (; *p != '\0'; p++) {
+		if (*p != '+')
+			continue;
+		for (int k = 1; k <= 2 && p[k] != '\0'; k++) {
+			if (p[k] >= 'a' && p[k] <= 'f')
+				p[k] = (char)(p[k] - 'a' + 'A');
+		}
+	}
+}
+
 bool mail_xtext_valid(const char *p, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {

@@ -45,6 +45,9 @@ int mail_addr_format(const struct mail_addr *a, char *out, size_t outlen);
 
 /* xtext (RFC 3461 §4): validate; used for ENVID and ORCPT. */
 bool mail_xtext_valid(const char *p, size_t len);
+/* Upper-case the hex digits of every "+HH" in a valid xtext (NUL-terminated),
+ * so that what we pass on is what RFC 3461 allows. */
+void mail_xtext_canon(char *p);
 
 /* Length of the well-formed UTF-8 sequence (RFC 3629) starting at p[0]: 1 for
  * an ASCII octet, 2..4 otherwise, or 0 if malformed or truncated (overlongs,

@@ -172,8 +172,12 @@ static void qmgr_load_run(void *arg)
 		m->held = true;
 		return;
 	}
-	/* Recovered before its persisted retry time: wait for it. */
-	if (!m->force && m->env.next_try_us > qmgr_now_us() + 1000000) {
+	/* Recovered before its persisted retry time: wait for it. A retry time
+	 * further ahead than queue.retry_max was set under a clock that has
+	 * since gone back: due now, not after the step. */
+	uint64_t now_us = qmgr_now_us();
+	if (!m->force && m->env.next_try_us > now_us + 1000000 &&
+	    m->env.next_try_us - now_us <= q->conf->queue.retry_max * 1000) {
 		m->not_due = true;
 		return;
 	}
@@ -393,10 +397,12 @@ static void qmgr_finish_run(void *arg)
 		if (r->state == QMGR_R_PENDING)
 			qmgr_rres_set(r, QMGR_R_DEFERRED, "4.3.0", "not attempted", "");
 		if (r->state == QMGR_R_DEFERRED && expired) {
-			char diag[sizeof(r->diag)];
+			/* qmgr_rres_set copies into r: never from r itself. */
+			char diag[sizeof(r->diag)], relay[sizeof(r->relay)];
 			snprintf(diag, sizeof(diag), "message expired in the queue; last error: %.400s",
 				 r->diag);
-			qmgr_rres_set(r, QMGR_R_FAILED, "4.4.7", diag, r->relay);
+			memcpy(relay, r->relay, sizeof(relay));
+			qmgr_rres_set(r, QMGR_R_FAILED, "4.4.7", diag, relay);
 		}
 		qmgr_log_result(m, i, now);
 	}

@@ -279,6 +279,7 @@ static int smtp_mail_param_envid(const struct smtp_param *prm, void *ctx, struct
 	}
 	memcpy(a->envid, prm->val, prm->val_len);
 	a->envid[prm->val_len] = '\0';
+	mail_xtext_canon(a->envid);
 	return 0;
 }
 
@@ -427,6 +428,7 @@ static int smtp_rcpt_param_orcpt(const struct smtp_param *prm, void *ctx, struct
 		goto bad;
 	memcpy(c->a->orcpt, prm->val, prm->val_len);
 	c->a->orcpt[prm->val_len] = '\0';
+	mail_xtext_canon(c->a->orcpt);
 	return 0;
 bad:
 	smtp_perr_set(err, 501, "5.5.4", "Invalid ORCPT value");

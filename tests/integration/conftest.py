@@ -247,8 +247,8 @@ class Hikyaku:
         "The spool format") is a 16-octet header (magic, u64be offset E of
         the envelope), the content, then the envelope (src/queue/record.h):
         its magic, then type:u8 len:u32be payload records up to END, which
-        holds the CRC-32 of the envelope before it; DONE and SCHED records
-        follow. Only while the daemon is stopped: it owns the file otherwise."""
+        holds the CRC-32 of the envelope before it; MARK records follow.
+        Only while the daemon is stopped: it owns the file otherwise."""
         assert self.proc is None, "stop the daemon first"
         path = os.path.join(self.spool, "queue", qid)
         with open(path, "rb") as f:
@@ -270,6 +270,16 @@ class Hikyaku:
         with open(tmp, "wb") as f:
             f.write(data)
         os.rename(tmp, path)
+
+    def append_schedule(self, qid, next_try_us, attempts, flags=0):
+        """Append a MARK record (src/queue/record.h: no recipients, a
+        schedule, its CRC-32) as the queue does after an attempt, e.g. one
+        written under a clock that has since gone back. Daemon stopped."""
+        assert self.proc is None, "stop the daemon first"
+        body = struct.pack(">IB", 0, 1) + struct.pack(">QII", next_try_us, attempts, flags)
+        head = bytes([17]) + struct.pack(">I", len(body) + 4) + body
+        with open(os.path.join(self.spool, "queue", qid), "ab") as f:
+            f.write(head + struct.pack(">I", zlib.crc32(head)))
 
     def wait_log(self, text, count=1, timeout=10):
         """Wait until text occurs at least count times in the log."""

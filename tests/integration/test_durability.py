@@ -460,6 +460,25 @@ def test_failed_removal_is_retried_without_redelivery(hikyaku):
     assert tokens_in(hk, "alice") == [tok]
 
 
+def test_retry_time_from_a_clock_set_back_is_not_waited_for(hikyaku):
+    """A persisted next attempt further ahead than queue.retry_max can only
+    come from a clock that has since been set back: the message is due at
+    once, not after the step (a day here)."""
+    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "2s"})
+    block_domain(hk)
+    hk.start()
+    (tok,) = new_tokens(1)
+    send(hk, [tok])
+    hk.wait_log("event=deferred")
+    assert hk.stop() == 0
+    (qid,) = pairs(hk.queue_files())
+    hk.append_schedule(qid, int((time.time() + 86400) * 1e6), attempts=1)
+    unblock_domain(hk)
+    hk.start()
+    hk.wait_delivered("alice", timeout=5)
+    assert tokens_in(hk, "alice") == [tok]
+
+
 def test_message_file_removed_by_hand_is_forgotten(hikyaku):
     """A queued message whose file an operator removed is dropped from the
     queue at its next attempt, not retried (and logged) forever."""

@@ -757,8 +757,10 @@ def test_expiry_bounces_after_max_lifetime(hikyaku, dns, mtas):
     assert failed["Status"] == "4.4.7"
     diag = " ".join(failed["Diagnostic-Code"].split())  # unfolded
     assert "451 4.3.0 busy" in diag and "expired" in diag, diag
+    assert failed["Remote-MTA"] == "dns; mx1.example.net"  # the server that said 451
     hk.wait_queue_empty()
-    assert [e["status"] for e in deliveries(hk, to="carol@example.net")][-1] == "bounced"
+    last = deliveries(hk, to="carol@example.net")[-1]
+    assert last["status"] == "bounced" and last["relay"].startswith("mx1.example.net["), last
 
 
 # --- routes, smarthost, TLS ------------------------------------------------------

@@ -351,6 +351,28 @@ static void test_xtext_table(void **state)
 	}
 }
 
+/* Hex digits after "+" become upper case; nothing else changes. */
+static void test_xtext_canon(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+	    {"", ""},
+	    {"abc", "abc"},
+	    {"a+2bb", "a+2Bb"},
+	    {"+3d+2b+ff+AF", "+3D+2B+FF+AF"},
+	    {"rfc822;carol+2btag@example.net", "rfc822;carol+2Btag@example.net"},
+	    {"caf\xc3\xa9+2b", "caf\xc3\xa9+2B"},
+	};
+	for (size_t i = 0; i < N_ELEMENTS(cases); i++) {
+		char buf[64];
+		snprintf(buf, sizeof(buf), "%s", cases[i].in);
+		mail_xtext_canon(buf);
+		assert_string_equal(buf, cases[i].want);
+	}
+}
+
 struct utf8_case {
 	const char *in;
 	size_t len;
@@ -400,6 +422,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_path_table),   cmocka_unit_test(test_path_ulabel),
 	    cmocka_unit_test(test_format_table), cmocka_unit_test(test_xtext_table),
+	    cmocka_unit_test(test_xtext_canon),
 	    cmocka_unit_test(test_utf8_table),
 	};
 

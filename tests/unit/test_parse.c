@@ -206,6 +206,9 @@ static const struct mail_case mail_cases[] = {
     {"FROM:<a@b.c> RET", false, 501, "5.5.4", NULL, NULL, false, 0, 0, false, 0, NULL},
     {"FROM:<a@b.c> ENVID=QQ314159+2Bx", false, 0, NULL, NULL, "a@b.c", false, 0, 0, false, 0,
      "QQ314159+2Bx"},
+    /* lower-case hex is accepted and passed on upper-cased */
+    {"FROM:<a@b.c> ENVID=a+2bb+3d", false, 0, NULL, NULL, "a@b.c", false, 0, 0, false, 0,
+     "a+2Bb+3D"},
     {"FROM:<a@b.c> ENVID=%100e", true, 0, NULL, NULL, "a@b.c", false, 0, 0, false, 0, "%100e"},
     {"FROM:<a@b.c> ENVID=%101e", true, 501, "5.5.4", NULL, NULL, false, 0, 0, false, 0, NULL},
     {"FROM:<a@b.c> ENVID=a+zz", false, 501, "5.5.4", NULL, NULL, false, 0, 0, false, 0, NULL},
@@ -321,6 +324,8 @@ static const struct rcpt_case rcpt_cases[] = {
     {"TO:<a@b.c> NOTIFY=DELAY NOTIFY=DELAY", false, false, 555, "5.5.4", NULL, NULL, 0, NULL},
     /* ORCPT (RFC 3461 §4.2, RFC 6533 §3) */
     {"TO:<a@b.c> ORCPT=rfc822;a+40b.c", false, false, 0, NULL, NULL, "a@b.c", 0, "rfc822;a+40b.c"},
+    {"TO:<a@b.c> ORCPT=rfc822;a+2btag+40b.c", false, false, 0, NULL, NULL, "a@b.c", 0,
+     "rfc822;a+2Btag+40b.c"},
     {"TO:<a@b.c> ORCPT=rfc822;%493x", true, false, 0, NULL, NULL, "a@b.c", 0, "rfc822;%493x"},
     {"TO:<a@b.c> ORCPT=rfc822;%494x", true, false, 501, "5.5.4", NULL, NULL, 0, NULL},
     {"TO:<a@b.c> ORCPT=rfc822", false, false, 501, "5.5.4", NULL, NULL, 0, NULL},
