@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define HIKYAKU_VERSION "0.1.0"
@@ -79,6 +80,31 @@ static void main_print_default(const struct conf *conf)
 	printf("  the spool lives under %s\n", conf->spool_dir);
 	printf("  (hikyaku config dump shows every setting; hikyaku serve -c FILE uses yours)\n");
 	fflush(stdout);
+}
+
+/* Raise the soft limit on open files to what the configuration can use at
+ * once: client sessions, outbound and idle outbound connections, and a
+ * margin for spool files, Maildir writes, DNS and control connections.
+ * Only up to the hard limit (the operator's, e.g. systemd LimitNOFILE=);
+ * below that, say so: the listeners then pause on EMFILE (server.c). */
+static void main_raise_nofile(const struct conf *conf)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)(conf->limits.connections + conf->delivery.total_concurrency +
+			       conf->delivery.total_idle + 128);
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
+	if (rl.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		rl.rlim_cur = was;
+	if (rl.rlim_cur < need)
+		log_warn("event=rlimit_nofile_low have=%llu need=%llu hint=\"raise the hard limit "
+			 "(ulimit -Hn, LimitNOFILE=) or lower limits.connections\"",
+			 (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+	else
+		log_info("event=rlimit_nofile_raised from=%llu to=%llu", (unsigned long long)was,
+			 (unsigned long long)rl.rlim_cur);
 }
 
 /* Create the service directories, hand them to the service user, and become
@@ -204,6 +230,7 @@ static int main_serve(const char *path)
 		goto out;
 	}
 	smtpd_set_tls(ctx.smtpd, tls);
+	main_raise_nofile(conf);
 	if (main_drop_privileges(conf) < 0)
 		goto out;
 	if (fs_mkdir_p(conf->maildir_root, 0700) < 0 ||

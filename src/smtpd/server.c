@@ -27,6 +27,8 @@ struct smtpd_listener {
 	struct evconnlistener *lev;
 	int fd;
 	char name[NET_ADDRSTR_MAX + 8];
+	struct event *resume;    /* re-enables lev after an accept error */
+	uint64_t accept_errors;
 };
 
 /* Per-client-address connection count: a chained hash table whose entries
@@ -212,13 +214,37 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 	smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf);
 }
 
+#define SERVER_ACCEPT_PAUSE_US 100000 /* after an accept error */
+
+static void server_on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_listener *l = arg;
+	(void)fd;
+	(void)what;
+	if (!l->srv->shutting_down)
+		evconnlistener_enable(l->lev);
+}
+
+/* Out of descriptors (EMFILE, ENFILE) or memory: the connection stays in
+ * the kernel's backlog and the socket stays readable, so accepting again at
+ * once would spin the loop at full CPU and flood the log. The listener
+ * pauses for 100 ms instead (the backlog holds the clients meanwhile, and
+ * sessions that end free descriptors); the first error and every 100th are
+ * logged. */
 static void server_on_accept_error(struct evconnlistener *lev, void *arg)
 {
 	struct smtpd_listener *l = arg;
 	int err = EVUTIL_SOCKET_ERROR();
-	log_warn("event=accept_error listener=%s error=%s", l->name,
-		 evutil_socket_error_to_string(err));
-	(void)lev;
+	l->accept_errors++;
+	if (l->accept_errors == 1 || l->accept_errors % 100 == 0)
+		log_warn("event=accept_error listener=%s error=%s count=%llu action=pause_100ms",
+			 l->name, evutil_socket_error_to_string(err),
+			 (unsigned long long)l->accept_errors);
+	evconnlistener_disable(lev);
+	if (l->resume == NULL)
+		l->resume = evtimer_new(l->srv->base, server_on_accept_resume, l);
+	struct timeval tv = {0, SERVER_ACCEPT_PAUSE_US};
+	evtimer_add(l->resume, &tv);
 }
 
 static int server_bind(struct smtpd *srv, const struct conf_listener *lc, const char **error_r)
@@ -323,6 +349,8 @@ void smtpd_free(struct smtpd **srvp)
 		smtpd_session_free(&s);
 	}
 	for (size_t i = 0; i < srv->n_listeners; i++) {
+		if (srv->listeners[i].resume != NULL)
+			event_free(srv->listeners[i].resume);
 		if (srv->listeners[i].lev != NULL)
 			evconnlistener_free(srv->listeners[i].lev);
 		else

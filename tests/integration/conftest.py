@@ -88,6 +88,7 @@ def user_add(ufile, name, password, scheme="CRYPT", cmd="add"):
 class Hikyaku:
     def __init__(self, tmp, settings, users=None, users_secrets=None):
         self.tmp = tmp
+        self.preexec = None  # run in the child before exec (e.g. setrlimit)
         self.port = free_port()
         self.spool = os.path.join(tmp, "spool")
         self.mailroot = os.path.join(tmp, "mail")
@@ -145,7 +146,7 @@ class Hikyaku:
         self._log = open(self.logfile, "ab")
         self.proc = subprocess.Popen(
             [hikyaku_bin(), "serve", "-c", self.config],
-            stdout=self._log, stderr=self._log, cwd=self.tmp,
+            stdout=self._log, stderr=self._log, cwd=self.tmp, preexec_fn=self.preexec,
         )
         if wait:
             self.wait_port()

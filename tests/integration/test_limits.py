@@ -1,7 +1,11 @@
 """Resource limits and timeouts: command and text line lengths, recipients,
 errors, message and header size, Received hops, timeouts, the session
 deadline and connection admission (RFC 5321 §4.5.3)."""
+import os
+import resource
+import smtplib
 import socket
+import subprocess
 import time
 
 import pytest
@@ -382,3 +386,61 @@ def test_client_not_reading_is_cut_off(hk_fast):
     assert time.time() - t0 < 4
     assert wait_event(hk_fast, "disconnect", count=2)
     s.close()
+
+
+# --- running out of file descriptors ---------------------------------------------
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_open_file_limit_is_raised_to_what_the_config_needs(hikyaku):
+    """Started with a soft limit of 256 (hard one higher), the daemon raises
+    it to limits.connections + outbound + idle + margin; with a hard limit
+    below that it says so at start."""
+    hk = hikyaku(start=False, limits={"connections": 300})
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1000:
+        pytest.skip(f"hard RLIMIT_NOFILE is {hard}")
+    hk.preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    hk.start()
+    need = 300 + 100 + 64 + 128
+    assert wait_event(hk, "rlimit_nofile_raised", to=str(need))
+    with open(f"/proc/{hk.proc.pid}/limits") as f:
+        line = next(l for l in f if l.startswith("Max open files"))
+    assert int(line.split()[3]) == need, line
+    hk.stop()
+
+    hk.preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+    hk.start()
+    assert wait_event(hk, "rlimit_nofile_low", have="200", need=str(need))
+
+
+def test_out_of_file_descriptors_pauses_accepting_and_recovers(hikyaku):
+    """When accept() fails with EMFILE the listener pauses instead of
+    spinning on the still-readable socket: little CPU, few log lines, and
+    once sessions end the clients waiting in the backlog are served."""
+    hk = hikyaku()
+    pid = hk.proc.pid
+    base = len(os.listdir(f"/proc/{pid}/fd"))
+    limit = base + 8
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={limit}:{limit}"], check=True)
+    held = []
+    for _ in range(20):  # more than the limit leaves room for
+        s = socket.create_connection(("127.0.0.1", hk.port), timeout=5)
+        held.append(s)
+    assert wait_event(hk, "accept_error", timeout=5)
+    t0 = _cpu_seconds(pid)
+    time.sleep(1.5)
+    used = _cpu_seconds(pid) - t0
+    assert used < 0.5, f"{used:.2f} s of CPU in 1.5 s: the accept loop spins"
+    assert len(log_events(hk, "accept_error")) <= 3
+    # Sessions that end free descriptors; everyone waiting gets served.
+    for s in held:
+        s.close()
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as c:
+        c.ehlo("client.example")
+        code, _ = c.noop()
+        assert code == 250
