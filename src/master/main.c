@@ -23,6 +23,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,18 @@ struct main_ctx {
 	struct smtpd *smtpd;
 	struct qmgr *qmgr;
 	struct ctl_server *ctl;
+	bool stopping; /* a stop signal came: draining */
 };
+
+/* How long a stop waits for delivery attempts in flight (SIGTERM, SIGINT;
+ * a second signal stops at once). */
+#define MAIN_DRAIN_TIMEOUT_MS 5000
+
+static void main_on_drained(void *arg)
+{
+	struct main_ctx *ctx = arg;
+	event_base_loopbreak(ctx->base);
+}
 
 static void usage(FILE *out)
 {
@@ -169,10 +181,17 @@ static void main_on_signal(evutil_socket_t sig, short what, void *arg)
 			qmgr_flush(ctx->qmgr); /* like postqueue -f */
 		return;
 	}
+	if (ctx->stopping || ctx->qmgr == NULL) { /* a second signal: now */
+		event_base_loopbreak(ctx->base);
+		return;
+	}
+	ctx->stopping = true;
 	log_info("event=shutdown signal=%d sessions=%zu", (int)sig,
 		 smtpd_session_count(ctx->smtpd));
 	smtpd_shutdown(ctx->smtpd);
-	event_base_loopbreak(ctx->base);
+	/* Attempts in flight finish and record their results first, so a
+	 * restart does not deliver their recipients again. */
+	qmgr_drain(ctx->qmgr, MAIN_DRAIN_TIMEOUT_MS, main_on_drained, ctx);
 }
 
 static int main_serve(const char *path)

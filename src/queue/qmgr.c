@@ -561,8 +561,52 @@ static void qmgr_load_done(void *arg)
 		qmgr_groups_done(m);
 }
 
+/* Draining and nothing left in flight (or out of time): tell the caller,
+ * once. */
+static void qmgr_drain_end(struct qmgr *q, bool timed_out)
+{
+	void (*cb)(void *) = q->drained;
+	if (cb == NULL)
+		return;
+	q->drained = NULL;
+	if (timed_out)
+		log_warn("event=drain_timeout active=%zu reason=\"attempts abandoned; they stay "
+			 "in the spool\"",
+			 q->active);
+	else
+		log_info("event=drained");
+	cb(q->drained_arg);
+}
+
+static void qmgr_on_drain_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct qmgr *q = arg;
+	(void)fd;
+	(void)what;
+	qmgr_drain_end(q, q->active > 0);
+}
+
+void qmgr_drain(struct qmgr *q, unsigned timeout_ms, void (*done)(void *arg), void *arg)
+{
+	q->draining = true;
+	q->drained = done;
+	q->drained_arg = arg;
+	log_info("event=draining active=%zu", q->active);
+	/* Also when nothing is in flight: the callback then runs from the
+	 * loop, never from inside this call. */
+	struct timeval tv = {.tv_sec = q->active > 0 ? timeout_ms / 1000 : 0,
+			     .tv_usec = q->active > 0 ? (timeout_ms % 1000) * 1000 : 0};
+	q->drain_timer = evtimer_new(q->base, qmgr_on_drain_timer, q);
+	evtimer_add(q->drain_timer, &tv);
+}
+
 void qmgr_dispatch(struct qmgr *q)
 {
+	if (q->draining) {
+		if (q->active == 0)
+			qmgr_drain_end(q, false);
+		return;
+	}
 	while (!q->stopping && q->active < q->max_active && q->ready_head != NULL) {
 		struct qmgr_msg *m = q->ready_head;
 		q->ready_head = m->next;
@@ -656,6 +700,9 @@ void qmgr_free(struct qmgr **qp)
 		return;
 	*qp = NULL;
 	q->stopping = true;
+	q->drained = NULL;
+	if (q->drain_timer != NULL)
+		event_free(q->drain_timer);
 	struct qmgr_msg *m = q->ready_head;
 	q->ready_head = q->ready_tail = NULL;
 	while (m != NULL) {

@@ -22,6 +22,11 @@ size_t qmgr_active(const struct qmgr *q);
 /* Try every waiting message now (SIGUSR1, like `postqueue -f`); returns
  * how many were waiting. */
 size_t qmgr_flush(struct qmgr *q);
+/* Graceful stop: start no new attempt, let those in flight finish and
+ * record their results, then call done(arg) on the loop — at the latest
+ * after timeout_ms, when what is still in flight is abandoned (it stays in
+ * the spool and is tried again after the restart). */
+void qmgr_drain(struct qmgr *q, unsigned timeout_ms, void (*done)(void *arg), void *arg);
 void qmgr_free(struct qmgr **q);
 
 #endif

@@ -95,6 +95,10 @@ struct qmgr {
 	struct qmgr_group *groups; /* every live group, for shutdown */
 	struct qmgr_cred *creds;   /* route credentials, read once */
 	bool stopping;        /* qmgr_free: start nothing new */
+	bool draining;        /* qmgr_drain: start nothing new, finish the rest */
+	void (*drained)(void *arg);
+	void *drained_arg;
+	struct event *drain_timer;
 	struct qmgr_ctl *ctl; /* control socket state, or NULL (qmgr_ctl.c) */
 };
 

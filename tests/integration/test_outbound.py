@@ -407,20 +407,25 @@ def test_mixed_local_and_remote_no_duplicates(hikyaku, dns, mtas):
     assert [e["status"] for e in deliveries(hk, to="alice@localhost")] == ["sent"]
 
 
+def _wait_data(mta, n=1, timeout=10):
+    deadline = time.time() + timeout
+    while mta.data_attempts < n and time.time() < deadline:
+        time.sleep(0.02)
+    assert mta.data_attempts == n
+
+
 def test_shutdown_during_delivery_then_restart(hikyaku, dns, mtas):
-    """SIGTERM while the remote server sits on the end of data: a clean exit
-    (status 0, checked by the fixture), the message kept, delivered after the
-    restart."""
-    mta = mtas(data=[("STALL", 3), "250 2.0.0 OK"])
+    """SIGTERM while the remote server sits on the end of data for longer
+    than the stop waits (5 s): a clean exit (status 0), the attempt
+    abandoned, the message kept and delivered after the restart."""
+    mta = mtas(data=[("STALL", 8), "250 2.0.0 OK"])
     hk = outbound(hikyaku, dns, mta.port)
     send(hk, ["carol@example.net"])
-    deadline = time.time() + 10
-    while mta.data_attempts == 0 and time.time() < deadline:
-        time.sleep(0.02)
-    assert mta.data_attempts == 1
+    _wait_data(mta)
     t0 = time.time()
     assert hk.stop() == 0
-    assert time.time() - t0 < 5
+    assert 4.5 < time.time() - t0 < 8
+    assert "event=drain_timeout active=1" in hk.log()
     assert len(hk.queue_files()) == 1
     hk.start()
     hk.wait_queue_empty(timeout=15)
@@ -1217,3 +1222,39 @@ def test_port_25_in_netns(hikyaku, tmp_path):
                 proc.wait()
         subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=20)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+
+
+# --- stopping while deliveries are in flight ------------------------------------
+
+def test_sigterm_waits_for_the_delivery_in_flight(hikyaku, dns, mtas):
+    """A stop lets an attempt in flight finish and record its result: the
+    remote gets the message once, not again after the restart."""
+    mta = mtas(data=[("STALL", 1.5)])
+    hk = outbound(hikyaku, dns, mta.port)
+    send(hk, ["carol@example.net"])
+    _wait_data(mta)  # the remote is sitting on the end of DATA
+    t0 = time.time()
+    assert hk.stop() == 0
+    took = time.time() - t0
+    assert 0.5 < took < 4.5, took
+    log = hk.log()
+    assert "event=draining active=1" in log and "event=drained" in log, log[-3000:]
+    assert len(mta.messages) == 1
+    hk.start()
+    assert "queued=0" in hk.log().rsplit("event=start", 1)[1]
+    time.sleep(1)
+    assert len(mta.messages) == 1
+
+
+def test_second_sigterm_stops_at_once(hikyaku, dns, mtas):
+    mta = mtas(data=[("STALL", 30)])
+    hk = outbound(hikyaku, dns, mta.port)
+    send(hk, ["carol@example.net"])
+    _wait_data(mta)
+    hk.proc.send_signal(signal.SIGTERM)  # draining: the attempt is stuck
+    time.sleep(0.3)
+    assert hk.proc.poll() is None
+    t0 = time.time()
+    assert hk.stop() == 0  # the second SIGTERM
+    assert time.time() - t0 < 2
+    assert len(hk.queue_files()) == 1
