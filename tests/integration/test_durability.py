@@ -430,17 +430,24 @@ def _chattr(flag, path):
     return subprocess.run(["chattr", flag, path], capture_output=True).returncode == 0
 
 
-def test_failed_removal_is_retried_without_redelivery(hikyaku):
-    """All recipients delivered but the queue files cannot be removed (an
-    append-only message file refuses unlink even to root): the message must not be
-    forgotten in queue/ until the next restart, nor delivered again."""
-    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "1s"})
+def one_deferred(hikyaku, retry_max="1s"):
+    """A server with retries every second and localhost blocked, holding one
+    deferred message: (hk, qid, token)."""
+    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": retry_max})
     block_domain(hk)
     hk.start()
     (tok,) = new_tokens(1)
     send(hk, [tok])
     hk.wait_log("event=deferred")
     (qid,) = pairs(hk.queue_files())
+    return hk, qid, tok
+
+
+def test_failed_removal_is_retried_without_redelivery(hikyaku):
+    """All recipients delivered but the queue files cannot be removed (an
+    append-only message file refuses unlink even to root): the message must not be
+    forgotten in queue/ until the next restart, nor delivered again."""
+    hk, qid, tok = one_deferred(hikyaku)
     env = os.path.join(hk.spool, "queue", qid)
     if not _chattr("+a", env):
         pytest.skip("chattr +a not supported here")
@@ -464,14 +471,8 @@ def test_retry_time_from_a_clock_set_back_is_not_waited_for(hikyaku):
     """A persisted next attempt further ahead than queue.retry_max can only
     come from a clock that has since been set back: the message is due at
     once, not after the step (a day here)."""
-    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "2s"})
-    block_domain(hk)
-    hk.start()
-    (tok,) = new_tokens(1)
-    send(hk, [tok])
-    hk.wait_log("event=deferred")
+    hk, qid, tok = one_deferred(hikyaku, retry_max="2s")
     assert hk.stop() == 0
-    (qid,) = pairs(hk.queue_files())
     hk.append_schedule(qid, int((time.time() + 86400) * 1e6), attempts=1)
     unblock_domain(hk)
     hk.start()
@@ -482,13 +483,7 @@ def test_retry_time_from_a_clock_set_back_is_not_waited_for(hikyaku):
 def test_message_file_removed_by_hand_is_forgotten(hikyaku):
     """A queued message whose file an operator removed is dropped from the
     queue at its next attempt, not retried (and logged) forever."""
-    hk = hikyaku(start=False, queue={"retry_min": "1s", "retry_max": "1s"})
-    block_domain(hk)
-    hk.start()
-    (tok,) = new_tokens(1)
-    send(hk, [tok])
-    hk.wait_log("event=deferred")
-    (qid,) = pairs(hk.queue_files())
+    hk, qid, _ = one_deferred(hikyaku)
     os.unlink(os.path.join(hk.spool, "queue", qid))
     assert wait_event(hk, "queue_error", qid=qid, action="forget")
     time.sleep(2.5)  # two more retry periods: no further attempt
