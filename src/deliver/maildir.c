@@ -2,6 +2,7 @@
  * Queue process, delivery worker threads (blocking disk I/O). */
 #include "deliver/maildir.h"
 #include "lib/buf.h"
+#include "lib/fsutil.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -107,20 +108,6 @@ static int maildir_render(const struct maildir_msg *msg, struct buf *out)
 	return 0;
 }
 
-static int maildir_write_all(int fd, const unsigned char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static void maildir_unique(const char *hostname, char *out, size_t outlen)
 {
 	static atomic_uint_fast64_t counter;
@@ -165,7 +152,7 @@ static int maildir_store(const char *base, const struct buf *content, const char
 		snprintf(err, errlen, "open tmp: %s", strerror(errno));
 		return -1;
 	}
-	if (maildir_write_all(fd, content->data, content->len) < 0 || fsync(fd) < 0) {
+	if (fs_write_all(fd, content->data, content->len) < 0 || fsync(fd) < 0) {
 		snprintf(err, errlen, "write tmp: %s", strerror(errno));
 		close(fd);
 		unlink(tmp);

@@ -12,6 +12,7 @@
 #include "queue/spool.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
+#include "lib/fsutil.h"
 #include "lib/log.h"
 #include "queue/record.h"
 
@@ -94,46 +95,6 @@ static uint64_t spool_get_u64(const unsigned char *p)
 	for (int i = 0; i < 8; i++)
 		v = (v << 8) | p[i];
 	return v;
-}
-
-static int spool_write_all(int fd, const void *p, size_t len)
-{
-	const unsigned char *q = p;
-	while (len > 0) {
-		ssize_t n = write(fd, q, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0) {
-			errno = EIO;
-			return -1;
-		}
-		q += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* pread exactly len octets at off; -1 with errno (EIO for a short file). */
-static int spool_pread_all(int fd, void *p, size_t len, uint64_t off)
-{
-	unsigned char *q = p;
-	while (len > 0) {
-		ssize_t n = pread(fd, q, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0) {
-			errno = EIO;
-			return -1;
-		}
-		q += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
 }
 
 static int spool_fdatasync(int fd)
@@ -293,7 +254,7 @@ static int spool_msg_ensure_open(struct spool_msg *m)
 	}
 	m->created = true;
 	memcpy(hdr, SPOOL_MAGIC, SPOOL_MAGIC_LEN);
-	if (spool_write_all(m->fd, hdr, sizeof(hdr)) < 0) {
+	if (fs_write_all(m->fd, hdr, sizeof(hdr)) < 0) {
 		int err = errno;
 		log_err("event=spool_write_failed qid=%s op=write error=%s", m->qid,
 		        spool_strerror(err, eb));
@@ -308,7 +269,7 @@ int spool_msg_append(struct spool_msg *m, const void *p, size_t len)
 	char eb[128];
 	if (spool_msg_ensure_open(m) < 0)
 		return -1;
-	if (spool_write_all(m->fd, p, len) < 0) {
+	if (fs_write_all(m->fd, p, len) < 0) {
 		int err = errno;
 		log_err("event=spool_write_failed qid=%s op=write error=%s", m->qid,
 		        spool_strerror(err, eb));
@@ -404,7 +365,7 @@ static int spool_msg_finish(struct spool_msg *m, const struct envelope *e, const
 		goto out;
 	}
 	spool_put_u64(off, SPOOL_HDR_LEN + m->size);
-	if (spool_write_all(m->fd, b.data, b.len) < 0 ||
+	if (fs_write_all(m->fd, b.data, b.len) < 0 ||
 	    pwrite(m->fd, off, sizeof(off), SPOOL_MAGIC_LEN) != (ssize_t)sizeof(off) ||
 	    spool_fdatasync(m->fd) < 0) {
 		*error_r = "cannot write message file";
@@ -544,7 +505,7 @@ static int spool_env_offset(int fd, uint64_t *off_r, bool *io_r, const char **er
 		return -1;
 	}
 	bool reg = S_ISREG(st.st_mode);
-	if (reg && st.st_size >= SPOOL_HDR_LEN && spool_pread_all(fd, hdr, sizeof(hdr), 0) < 0) {
+	if (reg && st.st_size >= SPOOL_HDR_LEN && fs_pread_all(fd, hdr, sizeof(hdr), 0) < 0) {
 		*error_r = "cannot read message file";
 		return -1;
 	}
@@ -643,7 +604,7 @@ static int spool_read(struct spool *spool, const char *qid, struct envelope *e,
 		if (e->size >= SIZE_MAX || buf_reserve(content, len) < 0) {
 			*error_r = "message too large";
 			rc = -1;
-		} else if (spool_pread_all(fd, content->data + content->len, len,
+		} else if (fs_pread_all(fd, content->data + content->len, len,
 		                           SPOOL_HDR_LEN) < 0) {
 			*io_r = true;
 			*error_r = "cannot read message file";
@@ -755,7 +716,7 @@ static int spool_done_append(int fd, const char *qid, const uint32_t *idx, size_
 		*error_r = "cannot repair envelope";
 		goto out;
 	}
-	if (spool_write_all(fd, b.data, b.len) < 0) {
+	if (fs_write_all(fd, b.data, b.len) < 0) {
 		int err = errno;
 		(void)ftruncate(fd, (off_t)end); /* leave no torn record behind */
 		errno = err;
@@ -1043,8 +1004,8 @@ static int spool_copy_old_msg(struct spool *s, const char *qid, uint64_t size, i
 	}
 	for (uint64_t off = 0; off < size;) {
 		size_t want = size - off < sizeof(chunk) ? (size_t)(size - off) : sizeof(chunk);
-		if (spool_pread_all(fd, chunk, want, off) < 0 ||
-		    spool_write_all(out, chunk, want) < 0) {
+		if (fs_pread_all(fd, chunk, want, off) < 0 ||
+		    fs_write_all(out, chunk, want) < 0) {
 			*error_r = "cannot copy old message file";
 			goto out;
 		}
@@ -1074,11 +1035,11 @@ static int spool_convert(struct spool *s, const char *qid, const unsigned char *
 	memcpy(hdr, SPOOL_MAGIC, SPOOL_MAGIC_LEN);
 	spool_put_u64(hdr + SPOOL_MAGIC_LEN, SPOOL_HDR_LEN + size);
 	int rc = -1;
-	if (spool_write_all(fd, hdr, sizeof(hdr)) < 0) {
+	if (fs_write_all(fd, hdr, sizeof(hdr)) < 0) {
 		*error_r = "cannot write message file";
 	} else if (spool_copy_old_msg(s, qid, size, fd, error_r) < 0) {
 		*refused_r = errno == 0;
-	} else if (spool_write_all(fd, img, len) < 0 || spool_fdatasync(fd) < 0) {
+	} else if (fs_write_all(fd, img, len) < 0 || spool_fdatasync(fd) < 0) {
 		*error_r = "cannot write message file";
 	} else {
 		rc = 0;
