@@ -2,6 +2,7 @@
  * Running out of memory in an MTA is not recoverable per call site; the
  * master restarts the process and the spool keeps what was acknowledged. */
 #include "lib/alloc.h"
+#include "lib/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 static void alloc_die(size_t n)
 {
+	log_flush(); /* the lines that led here first; allocates nothing */
 	fprintf(stderr, "hikyaku: out of memory allocating %zu bytes\n", n);
 	abort();
 }

@@ -1,25 +1,139 @@
 /* log.c — key=value line logger. Any process, any thread.
- * The minimum level and ident are set once at start-up before threads run. */
+ * The minimum level and ident are set once at start-up before threads run.
+ *
+ * A line is cheap (issue 14): it is formatted straight into a per-thread
+ * buffer, under no lock, with the date and time up to the second formatted
+ * once per second per thread (the milliseconds are added per line). How the
+ * lines then reach the output depends on what the output is (decided by
+ * fstat() when it is set):
+ *
+ * - a regular file or /dev/null ("direct"): a write there never waits for a
+ *   reader, so the thread writes its lines itself, under a write lock that
+ *   keeps lines of different threads from mixing;
+ * - anything else (a pipe, a socket such as journald's, a terminal): the
+ *   lines are copied into one bounded buffer (LOG_RING_SIZE) under a mutex
+ *   and a logger thread writes them. It is woken when that buffer goes from
+ *   empty to non-empty, takes all of it (double buffering) and writes it with
+ *   plain blocking writes. A reader that stops reading blocks only the logger
+ *   thread; once the buffer is full, new lines are dropped and counted, and
+ *   the count is logged after the lines that were kept
+ *   ("event=log_dropped lines=N").
+ *
+ * A thread in batch mode (log_batch_begin: the event loop, the workq
+ * threads) keeps its lines until log_thread_flush(), i.e. one hand-over (one
+ * write, or one copy into the logger's buffer) per loop turn or job; any
+ * other thread hands each line over at once. Either way the lines of one
+ * thread keep their order, and a line is never split.
+ *
+ * log_flush() (at exit, before a deliberate abort, in the SIGABRT handler
+ * installed here, and before fork) hands over the calling thread's lines and
+ * writes out the logger's buffer itself, waiting at most LOG_FLUSH_WAIT_MS for
+ * a destination that does not take them. */
 #include "lib/log.h"
 
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/time.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
+#define LOG_LINE_MAX 2048              /* longer lines are cut, newline kept */
+#define LOG_TBUF_SIZE (32 * 1024)      /* a thread's batch */
+#define LOG_RING_SIZE (1024 * 1024)    /* lines waiting for the logger thread */
+#define LOG_RING_SLACK 256             /* room for the dropped-lines notice */
+#define LOG_FLUSH_WAIT_MS 1000         /* what log_flush() waits for the output */
+#define LOG_IDENT_MAX 64
+
 static enum log_level log_min = LOG_LVL_INFO; /* set once at start, read-only after */
-static const char *log_ident = "hikyaku";
+static char log_ident[LOG_IDENT_MAX + 1] = "hikyaku";
+static size_t log_ident_len = 7;
+static log_clock_fn *log_clock = NULL; /* tests only; NULL: CLOCK_REALTIME */
 
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
+static const size_t log_name_lens[] = {5, 4, 4, 5};
+
+/* The date and time up to the seconds, formatted once per second. */
+struct log_time {
+	time_t sec; /* what text shows; 0 with len 0: nothing yet */
+	size_t len;
+	char text[48]; /* "YYYY-MM-DDTHH:MM:SS" */
+};
+
+struct log_thread {
+	struct log_time time;
+	bool batch;      /* hold lines until log_thread_flush() */
+	size_t len;      /* complete lines in buf */
+	size_t nlines;
+	char buf[LOG_TBUF_SIZE];
+};
+
+/* The output. Lock order: write_lock, then lock. */
+struct log_out {
+	pthread_mutex_t write_lock; /* held while writing to fd */
+	pthread_mutex_t lock;       /* guards everything below */
+	pthread_cond_t cond;        /* pend became non-empty */
+	int fd;
+	atomic_bool direct;         /* write from the calling thread (read unlocked) */
+	atomic_bool logger_running; /* (read unlocked) */
+	char *pend;                 /* lines handed over, for the logger thread */
+	size_t pend_len;
+	char *out;                  /* the logger's batch (swapped with pend) */
+	unsigned long long dropped; /* lines lost since the last notice */
+};
+
+static struct log_out log_g = {
+	.write_lock = PTHREAD_MUTEX_INITIALIZER,
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.cond = PTHREAD_COND_INITIALIZER,
+	.fd = STDERR_FILENO,
+	.direct = true,
+};
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+static pthread_key_t log_key;
+static __thread struct log_thread *log_self;
+
+static void log_output_probe(void);
+static void log_thread_exit(void *arg);
+static void log_on_abort(int sig);
+static void log_fork_prepare(void);
+static void log_fork_parent(void);
+static void log_fork_child(void);
+
+static void log_setup(void)
+{
+	pthread_key_create(&log_key, log_thread_exit);
+	log_output_probe();
+	atexit(log_flush);
+	pthread_atfork(log_fork_prepare, log_fork_parent, log_fork_child);
+	/* Flush before a deliberate abort (and a library's assertion); a
+	 * handler someone else installed stays. */
+	struct sigaction old;
+	if (sigaction(SIGABRT, NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+		struct sigaction sa = {.sa_handler = log_on_abort, .sa_flags = SA_RESETHAND};
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGABRT, &sa, NULL);
+	}
+}
 
 void log_init(enum log_level min, const char *ident)
 {
 	log_min = min;
-	if (ident != NULL)
-		log_ident = ident;
+	if (ident != NULL) {
+		log_ident_len = strnlen(ident, LOG_IDENT_MAX);
+		memcpy(log_ident, ident, log_ident_len);
+		log_ident[log_ident_len] = '\0';
+	}
+	pthread_once(&log_once, log_setup);
 }
 
 int log_level_parse(const char *s, enum log_level *r)
@@ -38,28 +152,401 @@ const char *log_level_name(enum log_level l)
 	return log_names[l];
 }
 
+void log_set_clock(log_clock_fn *now)
+{
+	log_clock = now;
+}
+
+/* --- formatting ---------------------------------------------------------- */
+
+/* "2026-12-03T13:21:14.123Z info hikyaku: " + the message + "\n" into
+ * dst[LOG_LINE_MAX]; the same bytes, and the same cut, as a single
+ * snprintf() of the whole line. Returns the length. */
+static size_t log_format(struct log_time *t, char *dst, enum log_level lvl, const char *fmt,
+			 va_list ap)
+{
+	struct timespec ts;
+	if (log_clock != NULL)
+		log_clock(&ts);
+	else
+		clock_gettime(CLOCK_REALTIME, &ts);
+	if (ts.tv_sec != t->sec || t->len == 0) {
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		int n = snprintf(t->text, sizeof(t->text), "%04d-%02d-%02dT%02d:%02d:%02d",
+				 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+				 tm.tm_sec);
+		t->len = n > 0 && (size_t)n < sizeof(t->text) ? (size_t)n : 0;
+		t->sec = ts.tv_sec;
+	}
+	size_t n = t->len;
+	memcpy(dst, t->text, n);
+	long ms = ts.tv_nsec / 1000000;
+	dst[n++] = '.';
+	dst[n++] = (char)('0' + ms / 100);
+	dst[n++] = (char)('0' + ms / 10 % 10);
+	dst[n++] = (char)('0' + ms % 10);
+	dst[n++] = 'Z';
+	dst[n++] = ' ';
+	memcpy(dst + n, log_names[lvl], log_name_lens[lvl]);
+	n += log_name_lens[lvl];
+	dst[n++] = ' ';
+	memcpy(dst + n, log_ident, log_ident_len);
+	n += log_ident_len;
+	dst[n++] = ':';
+	dst[n++] = ' ';
+	int m = vsnprintf(dst + n, LOG_LINE_MAX - n - 1, fmt, ap);
+	size_t len = n + (m < 0 ? 0 : (size_t)m);
+	if (len > LOG_LINE_MAX - 2)
+		len = LOG_LINE_MAX - 2;
+	dst[len++] = '\n';
+	return len;
+}
+
+static size_t log_format_l(char *dst, enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static size_t log_format_l(char *dst, enum log_level lvl, const char *fmt, ...)
+{
+	struct log_time t = {0};
+	va_list ap;
+	va_start(ap, fmt);
+	size_t n = log_format(&t, dst, lvl, fmt, ap);
+	va_end(ap);
+	return n;
+}
+
+/* The notice for lines lost, into dst (LOG_LINE_MAX free). */
+static size_t log_format_dropped(char *dst, unsigned long long n)
+{
+	return log_format_l(dst, LOG_LVL_WARN, "event=log_dropped lines=%llu", n);
+}
+
+/* --- writing ------------------------------------------------------------- */
+
+/* Lock m, waiting at most wait_ms (< 0: as long as it takes). */
+static int log_lock(pthread_mutex_t *m, int wait_ms)
+{
+	if (wait_ms < 0)
+		return pthread_mutex_lock(m) == 0 ? 0 : -1;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += wait_ms / 1000;
+	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return pthread_mutex_timedlock(m, &ts) == 0 ? 0 : -1;
+}
+
+/* Write all of p, or give up on an error. wait_ms < 0: block as long as it
+ * takes (the logger thread). Otherwise wait for the output at most wait_ms
+ * between pieces, writing at most PIPE_BUF at a time after poll() says it
+ * can take some, so that a blocking descriptor does not block for long. */
+static int log_write_all(int fd, const char *p, size_t n, int wait_ms)
+{
+	while (n > 0) {
+		size_t chunk = n;
+		if (wait_ms >= 0) {
+			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+			int r = poll(&pfd, 1, wait_ms);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0 || (pfd.revents & (POLLERR | POLLNVAL)) != 0)
+				return -1;
+			if (chunk > 4096)
+				chunk = 4096;
+		}
+		ssize_t w = write(fd, p, chunk);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) { /* someone made the output non-blocking */
+			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+			if (poll(&pfd, 1, wait_ms) <= 0)
+				return -1;
+			continue;
+		}
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static size_t log_count_lines(const char *p, size_t n)
+{
+	size_t k = 0;
+	const char *end = p + n;
+	while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		p++;
+		k++;
+	}
+	return k;
+}
+
+/* Decide how lines reach fd. Called with both locks held, or before any
+ * other thread logs. */
+static void log_output_probe(void)
+{
+	struct stat st;
+	log_g.direct = fstat(log_g.fd, &st) < 0 || S_ISREG(st.st_mode) ||
+		       (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)); /* /dev/null */
+}
+
+/* Direct output: write the lines (and a notice of earlier losses) now. */
+static void log_write_direct(const char *p, size_t n, size_t nlines, int wait_ms)
+{
+	if (log_lock(&log_g.write_lock, wait_ms) < 0)
+		return;
+	if (log_write_all(log_g.fd, p, n, wait_ms) < 0) {
+		log_g.dropped += nlines;
+	} else if (log_g.dropped > 0) {
+		char note[LOG_LINE_MAX];
+		size_t k = log_format_dropped(note, log_g.dropped);
+		if (log_write_all(log_g.fd, note, k, wait_ms) == 0)
+			log_g.dropped = 0;
+	}
+	pthread_mutex_unlock(&log_g.write_lock);
+}
+
+/* Write out what the logger thread has not taken yet: the logger thread's
+ * loop, and log_flush(). Holding write_lock while taking the batch keeps
+ * batches in order when both run. */
+static void log_drain(int wait_ms)
+{
+	if (log_lock(&log_g.write_lock, wait_ms) < 0)
+		return;
+	if (log_lock(&log_g.lock, wait_ms) < 0) {
+		pthread_mutex_unlock(&log_g.write_lock);
+		return;
+	}
+	char *batch = log_g.pend;
+	size_t n = log_g.pend_len;
+	unsigned long long dropped = log_g.dropped;
+	log_g.pend = log_g.out;
+	log_g.out = batch;
+	log_g.pend_len = 0;
+	log_g.dropped = 0;
+	int fd = log_g.fd;
+	pthread_mutex_unlock(&log_g.lock);
+	if (batch != NULL && dropped > 0)
+		n += log_format_dropped(batch + n, dropped); /* LOG_RING_SLACK */
+	if (n > 0)
+		log_write_all(fd, batch, n, wait_ms);
+	pthread_mutex_unlock(&log_g.write_lock);
+}
+
+static void *log_logger_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&log_g.lock);
+		while (log_g.pend_len == 0 && log_g.dropped == 0)
+			pthread_cond_wait(&log_g.cond, &log_g.lock);
+		pthread_mutex_unlock(&log_g.lock);
+		log_drain(-1);
+	}
+	return NULL;
+}
+
+/* Called with lock held. 0 when the logger thread runs and has buffers. */
+static int log_logger_start(void)
+{
+	if (log_g.logger_running)
+		return 0;
+	if (log_g.pend == NULL) {
+		log_g.pend = malloc(LOG_RING_SIZE + LOG_RING_SLACK);
+		log_g.out = malloc(LOG_RING_SIZE + LOG_RING_SLACK);
+		if (log_g.pend == NULL || log_g.out == NULL) {
+			free(log_g.pend);
+			free(log_g.out);
+			log_g.pend = log_g.out = NULL;
+			return -1;
+		}
+	}
+	/* No signal is ever handled on the logger thread. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_t th;
+	int rc = pthread_create(&th, &attr, log_logger_main, NULL);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return -1;
+	log_g.logger_running = true;
+	return 0;
+}
+
+/* Hand complete lines over: written now (direct output), or copied for the
+ * logger thread; what does not fit in its buffer is dropped and counted. */
+static void log_hand_over(const char *p, size_t n, size_t nlines, int wait_ms)
+{
+	if (n == 0)
+		return;
+	if (log_g.direct) {
+		log_write_direct(p, n, nlines, wait_ms);
+		return;
+	}
+	if (log_lock(&log_g.lock, wait_ms) < 0)
+		return;
+	/* Direct after all: the output changed meanwhile, there is no logger
+	 * thread, or this is a flush on the way out (no new thread then). */
+	if (log_g.direct || (wait_ms >= 0 && !log_g.logger_running) || log_logger_start() < 0) {
+		pthread_mutex_unlock(&log_g.lock);
+		log_write_direct(p, n, nlines, wait_ms);
+		return;
+	}
+	bool was_empty = log_g.pend_len == 0 && log_g.dropped == 0;
+	size_t room = LOG_RING_SIZE - log_g.pend_len;
+	size_t take = n;
+	if (take > room) {
+		const char *nl = room > 0 ? memrchr(p, '\n', room) : NULL;
+		take = nl != NULL ? (size_t)(nl + 1 - p) : 0;
+		log_g.dropped += log_count_lines(p + take, n - take);
+	}
+	memcpy(log_g.pend + log_g.pend_len, p, take);
+	log_g.pend_len += take;
+	if (was_empty)
+		pthread_cond_signal(&log_g.cond);
+	pthread_mutex_unlock(&log_g.lock);
+}
+
+/* --- threads ------------------------------------------------------------- */
+
+static struct log_thread *log_thread_get(void)
+{
+	struct log_thread *t = log_self;
+	if (t != NULL)
+		return t;
+	pthread_once(&log_once, log_setup);
+	t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return NULL;
+	log_self = t;
+	pthread_setspecific(log_key, t);
+	return t;
+}
+
+static void log_thread_hand_over(struct log_thread *t, int wait_ms)
+{
+	size_t n = t->len, k = t->nlines;
+	t->len = 0;
+	t->nlines = 0;
+	log_hand_over(t->buf, n, k, wait_ms);
+}
+
+static void log_thread_exit(void *arg)
+{
+	struct log_thread *t = arg;
+	log_thread_hand_over(t, -1);
+	log_self = NULL;
+	free(t);
+}
+
+void log_thread_flush(void)
+{
+	struct log_thread *t = log_self;
+	if (t != NULL && t->len > 0)
+		log_thread_hand_over(t, -1);
+}
+
+void log_batch_begin(void)
+{
+	struct log_thread *t = log_thread_get();
+	if (t != NULL)
+		t->batch = true;
+}
+
+void log_batch_end(void)
+{
+	struct log_thread *t = log_self;
+	if (t == NULL)
+		return;
+	t->batch = false;
+	log_thread_flush();
+}
+
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
 	if (lvl < log_min)
 		return;
-	char line[2048];
-	struct timeval tv;
-	struct tm tm;
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
-			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			 tm.tm_sec, (long)(tv.tv_usec / 1000), log_names[lvl], log_ident);
 	va_list ap;
 	va_start(ap, fmt);
-	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	struct log_thread *t = log_thread_get();
+	if (t == NULL) { /* out of memory: one line from the stack */
+		char line[LOG_LINE_MAX];
+		struct log_time tm = {0};
+		size_t n = log_format(&tm, line, lvl, fmt, ap);
+		va_end(ap);
+		log_hand_over(line, n, 1, -1);
+		return;
+	}
+	if (sizeof(t->buf) - t->len < LOG_LINE_MAX)
+		log_thread_hand_over(t, -1);
+	t->len += log_format(&t->time, t->buf + t->len, lvl, fmt, ap);
+	t->nlines++;
 	va_end(ap);
-	size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-	if (len > sizeof(line) - 2)
-		len = sizeof(line) - 2;
-	line[len++] = '\n';
-	ssize_t w = write(STDERR_FILENO, line, len);
-	(void)w;
+	if (!t->batch)
+		log_thread_hand_over(t, -1);
+}
+
+/* --- flushing: exit, abort, fork, a new output ----------------------------- */
+
+void log_flush(void)
+{
+	struct log_thread *t = log_self;
+	if (t != NULL && t->len > 0)
+		log_thread_hand_over(t, LOG_FLUSH_WAIT_MS);
+	if (!log_g.direct && log_g.logger_running)
+		log_drain(LOG_FLUSH_WAIT_MS);
+}
+
+static void log_on_abort(int sig)
+{
+	/* Deliberately not async-signal-safe: this process is going down and
+	 * the lines that say why are worth the risk. Bounded waits only. */
+	log_flush();
+	raise(sig); /* SA_RESETHAND: the default action once this returns */
+}
+
+static void log_fork_prepare(void)
+{
+	log_flush();
+	pthread_mutex_lock(&log_g.lock);
+}
+
+static void log_fork_parent(void)
+{
+	pthread_mutex_unlock(&log_g.lock);
+}
+
+/* The child has no logger thread; what is still buffered is the parent's
+ * to write. */
+static void log_fork_child(void)
+{
+	log_g.pend_len = 0;
+	log_g.dropped = 0;
+	log_g.logger_running = false;
+	pthread_mutex_init(&log_g.write_lock, NULL); /* the logger may have held it */
+	pthread_mutex_unlock(&log_g.lock);
+}
+
+void log_set_output(int fd)
+{
+	pthread_once(&log_once, log_setup);
+	log_flush();
+	pthread_mutex_lock(&log_g.write_lock);
+	pthread_mutex_lock(&log_g.lock);
+	log_g.fd = fd;
+	log_output_probe();
+	pthread_mutex_unlock(&log_g.lock);
+	pthread_mutex_unlock(&log_g.write_lock);
 }
 
 const char *log_q(char out[LOG_Q_MAX], const void *p, size_t n)

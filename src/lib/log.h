@@ -1,6 +1,7 @@
 /* log.h — one line per event, key=value, to stderr.
- * Any process, any thread: each line is formatted into one buffer and written
- * with a single write(2). Values that come from the network must go through
+ * Any process, any thread: each line is formatted into a per-thread buffer and
+ * written whole, never mixed with another thread's; batched per event-loop
+ * turn, and never blocking the caller on a slow reader (log.c). Values that come from the network must go through
  * log_q() so that a hostile peer cannot forge keys or lines. */
 #ifndef HK_LIB_LOG_H
 #define HK_LIB_LOG_H
@@ -15,6 +16,24 @@ void log_init(enum log_level min, const char *ident);
 int log_level_parse(const char *s, enum log_level *r);
 const char *log_level_name(enum log_level l);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Batching: between log_batch_begin() and log_batch_end() this thread's
+ * lines wait in its buffer until log_thread_flush() (the event loop calls it
+ * at the end of each turn, workq threads after each job). Other threads hand
+ * each line over at once. */
+void log_batch_begin(void);
+void log_batch_end(void);
+void log_thread_flush(void);
+/* Write out everything buffered: this thread's lines and the logger thread's
+ * backlog, waiting at most about a second for the output. At exit, before a
+ * deliberate abort (also run by a SIGABRT handler) and before fork. */
+void log_flush(void);
+
+/* Tests: another output descriptor (instead of stderr), another clock. */
+struct timespec;
+typedef void log_clock_fn(struct timespec *now_r);
+void log_set_output(int fd);
+void log_set_clock(log_clock_fn *now);
 
 #define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)

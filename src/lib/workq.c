@@ -59,6 +59,7 @@ static struct workq_job *workq_list_take_all(struct workq_list *l)
 static void *workq_thread(void *arg)
 {
 	struct workq *q = arg;
+	log_batch_begin(); /* a job's log lines go out in one write when it ends */
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
 		while (q->todo.head == NULL && !q->stopping)
@@ -71,6 +72,7 @@ static void *workq_thread(void *arg)
 			q->todo.tail = NULL;
 		pthread_mutex_unlock(&q->lock);
 		j->run(j->arg);
+		log_thread_flush();
 		pthread_mutex_lock(&q->lock);
 		bool was_empty = q->done.head == NULL;
 		workq_list_push(&q->done, j);
@@ -81,6 +83,7 @@ static void *workq_thread(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&q->lock);
+	log_batch_end();
 	return NULL;
 }
 

@@ -51,6 +51,17 @@ static void main_on_drained(void *arg)
 	event_base_loopbreak(ctx->base);
 }
 
+/* The event loop, one turn at a time: the log lines of a turn go out
+ * together when it ends (one write, lib/log.h), before the loop waits again. */
+static void main_loop_run(struct event_base *base)
+{
+	log_batch_begin();
+	while (event_base_loop(base, EVLOOP_ONCE) == 0 && !event_base_got_break(base) &&
+	       !event_base_got_exit(base))
+		log_thread_flush();
+	log_batch_end();
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: hikyaku serve [-c FILE]       run the mail server\n"
@@ -273,7 +284,7 @@ static int main_serve(const char *path)
 	log_info("event=start version=%s config=%s queued=%d", HIKYAKU_VERSION, conf->file, n);
 	smtpd_start(ctx.smtpd, spool, ctx.qmgr);
 
-	event_base_dispatch(ctx.base);
+	main_loop_run(ctx.base);
 	ret = 0;
 out:
 	for (size_t i = 0; i < 4; i++) {
