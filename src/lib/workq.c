@@ -59,7 +59,6 @@ static struct workq_job *workq_list_take_all(struct workq_list *l)
 static void *workq_thread(void *arg)
 {
 	struct workq *q = arg;
-	log_batch_begin(); /* a job's log lines go out in one write when it ends */
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
 		while (q->todo.head == NULL && !q->stopping)
@@ -72,7 +71,6 @@ static void *workq_thread(void *arg)
 			q->todo.tail = NULL;
 		pthread_mutex_unlock(&q->lock);
 		j->run(j->arg);
-		log_thread_flush();
 		pthread_mutex_lock(&q->lock);
 		bool was_empty = q->done.head == NULL;
 		workq_list_push(&q->done, j);
@@ -83,7 +81,6 @@ static void *workq_thread(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&q->lock);
-	log_batch_end();
 	return NULL;
 }
 
@@ -137,6 +134,9 @@ struct workq *workq_create(struct event_base *base, unsigned nthreads, const cha
 
 void workq_submit(struct workq *q, workq_fn *run, workq_fn *done, void *arg)
 {
+	/* The lines that led to this job go out before it can run: whoever sees
+	 * its effect (a file gone, a Maildir file) finds them in the log. */
+	log_thread_flush();
 	struct workq_job *j = xmalloc(sizeof(*j));
 	j->run = run;
 	j->done = done;
