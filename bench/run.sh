@@ -47,6 +47,7 @@ IDLE=${BENCH_IDLE:-2000}
 IDLE_POSTFIX=${BENCH_IDLE_POSTFIX:-} # default: --idle
 RELAY=${BENCH_RELAY:-0}
 CONCURRENCY=${BENCH_CONCURRENCY:-20}
+LOG_LEVEL=${BENCH_LOG_LEVEL:-info} # hikyaku's default; Postfix logs as it does by default
 
 usage() {
 	cat <<EOF
@@ -71,6 +72,9 @@ usage: bench/run.sh [options]
       --hikyaku PATH   hikyaku binary (overrides --build-dir) (HIKYAKU)
       --tmpdir DIR     where the temp dir goes; must be a real disk for fsync
                        to mean anything (BENCH_TMPDIR, /var/tmp)
+  -L, --log-level L    hikyaku's log_level: info (its default, five lines per message,
+                       like Postfix's default logging) | warn (nothing per message)
+                       | debug | error                          (BENCH_LOG_LEVEL, info)
   -k, --keep           keep the temp dir (configs, logs, mail) (BENCH_KEEP=1)
       --no-install     never apt-get install anything       (BENCH_NO_INSTALL=1)
 
@@ -113,6 +117,7 @@ while [[ $# -gt 0 ]]; do
 	-b | --build-dir) BUILD_DIR=${2:?}; shift 2 ;;
 	--hikyaku) HIKYAKU=${2:?}; shift 2 ;;
 	--tmpdir) TMPBASE=${2:?}; shift 2 ;;
+	-L | --log-level) LOG_LEVEL=${2:?}; shift 2 ;;
 	-k | --keep) KEEP=1; shift ;;
 	--no-install) NO_INSTALL=1; shift ;;
 	--tls) TLS=1; shift ;;
@@ -148,6 +153,7 @@ done
 ((PER_SESSION > 0 && PER_SESSION <= 100000 && IDLE > 0 && IDLE <= 10000 && IDLE_POSTFIX > 0 &&
 	IDLE_POSTFIX <= 10000)) || die "--per-session 1..100000, --idle and --idle-postfix 1..10000"
 ((CONCURRENCY > 0 && CONCURRENCY <= 1000)) || die "--concurrency 1..1000"
+[[ $LOG_LEVEL =~ ^(debug|info|warn|error)$ ]] || die "--log-level: debug, info, warn or error"
 
 IFS=, read -r -a MTAS <<<"$ORDER"
 for m in "${MTAS[@]}"; do
@@ -343,6 +349,7 @@ echo "memory:      $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/memi
 echo "kernel:      $(uname -sr)"
 echo "temp dir:    $WORK"
 echo "filesystem:  $fs_type ($mnt)"
+echo "logging:     hikyaku log_level: $LOG_LEVEL (to a file, like Postfix's maillog_file)"
 case $fs_type in
 tmpfs | ramfs | overlayfs) echo "WARNING: $fs_type: fsync costs nothing here; use --tmpdir on a disk" ;;
 esac
@@ -545,7 +552,7 @@ spool_dir: $d/spool
 maildir_root: $d/mail
 local_domains: [bench.test]
 accept_any_user: true
-log_level: warn
+log_level: $LOG_LEVEL
 EOF
 	if ((TLS)); then
 		cat >>"$HK_CONF" <<EOF
