@@ -47,11 +47,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_LINE_MAX 2048              /* longer lines are cut, newline kept */
-#define LOG_TBUF_SIZE (32 * 1024)      /* a thread's batch */
-#define LOG_RING_SIZE (1024 * 1024)    /* lines waiting for the logger thread */
-#define LOG_RING_SLACK 256             /* room for the dropped-lines notice */
-#define LOG_FLUSH_WAIT_MS 1000         /* what log_flush() waits for the output */
+#define LOG_LINE_MAX 2048           /* longer lines are cut, newline kept */
+#define LOG_TBUF_SIZE (32 * 1024)   /* a thread's batch */
+#define LOG_RING_SIZE (1024 * 1024) /* lines waiting for the logger thread */
+#define LOG_RING_SLACK LOG_LINE_MAX /* room for the dropped-lines notice */
+#define LOG_FLUSH_WAIT_MS 1000      /* what log_flush() waits for the output */
 #define LOG_IDENT_MAX 64
 
 static enum log_level log_min = LOG_LVL_INFO; /* set once at start, read-only after */
@@ -71,8 +71,8 @@ struct log_time {
 
 struct log_thread {
 	struct log_time time;
-	bool batch;      /* hold lines until log_thread_flush() */
-	size_t len;      /* complete lines in buf */
+	bool batch; /* hold lines until log_thread_flush() */
+	size_t len; /* complete lines in buf */
 	size_t nlines;
 	char buf[LOG_TBUF_SIZE];
 };
@@ -92,11 +92,11 @@ struct log_out {
 };
 
 static struct log_out log_g = {
-	.write_lock = PTHREAD_MUTEX_INITIALIZER,
-	.lock = PTHREAD_MUTEX_INITIALIZER,
-	.cond = PTHREAD_COND_INITIALIZER,
-	.fd = STDERR_FILENO,
-	.direct = true,
+    .write_lock = PTHREAD_MUTEX_INITIALIZER,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .cond = PTHREAD_COND_INITIALIZER,
+    .fd = STDERR_FILENO,
+    .direct = true,
 };
 static pthread_once_t log_once = PTHREAD_ONCE_INIT;
 static pthread_key_t log_key;
@@ -163,7 +163,7 @@ void log_set_clock(log_clock_fn *now)
  * dst[LOG_LINE_MAX]; the same bytes, and the same cut, as a single
  * snprintf() of the whole line. Returns the length. */
 static size_t log_format(struct log_time *t, char *dst, enum log_level lvl, const char *fmt,
-			 va_list ap)
+                         va_list ap)
 {
 	struct timespec ts;
 	if (log_clock != NULL)
@@ -174,8 +174,8 @@ static size_t log_format(struct log_time *t, char *dst, enum log_level lvl, cons
 		struct tm tm;
 		gmtime_r(&ts.tv_sec, &tm);
 		int n = snprintf(t->text, sizeof(t->text), "%04d-%02d-%02dT%02d:%02d:%02d",
-				 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-				 tm.tm_sec);
+		                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		                 tm.tm_min, tm.tm_sec);
 		t->len = n > 0 && (size_t)n < sizeof(t->text) ? (size_t)n : 0;
 		t->sec = ts.tv_sec;
 	}
@@ -204,7 +204,7 @@ static size_t log_format(struct log_time *t, char *dst, enum log_level lvl, cons
 }
 
 static size_t log_format_l(char *dst, enum log_level lvl, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static size_t log_format_l(char *dst, enum log_level lvl, const char *fmt, ...)
 {
@@ -292,7 +292,7 @@ static void log_output_probe(void)
 {
 	struct stat st;
 	log_g.direct = fstat(log_g.fd, &st) < 0 || S_ISREG(st.st_mode) ||
-		       (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)); /* /dev/null */
+	               (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)); /* /dev/null */
 }
 
 /* Direct output: write the lines (and a notice of earlier losses) now. */

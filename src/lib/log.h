@@ -1,7 +1,8 @@
 /* log.h — one line per event, key=value, to stderr.
  * Any process, any thread: each line is formatted into a per-thread buffer and
  * written whole, never mixed with another thread's; batched per event-loop
- * turn, and never blocking the caller on a slow reader (log.c). Values that come from the network must go through
+ * turn, and never blocking the caller on a slow reader (log.c).
+ * Values that come from the network must go through
  * log_q() so that a hostile peer cannot forge keys or lines. */
 #ifndef HK_LIB_LOG_H
 #define HK_LIB_LOG_H

@@ -291,10 +291,10 @@ static void test_timestamp_rolls_over_at_the_second(void **state)
 	(void)state;
 	char *out = log_to_file(rollover_lines);
 	assert_string_equal(out, "2026-12-03T23:59:59.998Z info hikyaku: a\n"
-				 "2026-12-03T23:59:59.999Z warn hikyaku: b\n"
-				 "2026-12-04T00:00:00.000Z error hikyaku: c\n"
-				 "2026-12-04T00:00:00.007Z info hikyaku: d\n"
-				 "2026-12-03T23:59:59.500Z info hikyaku: e\n");
+	                         "2026-12-03T23:59:59.999Z warn hikyaku: b\n"
+	                         "2026-12-04T00:00:00.000Z error hikyaku: c\n"
+	                         "2026-12-04T00:00:00.007Z info hikyaku: d\n"
+	                         "2026-12-03T23:59:59.500Z info hikyaku: e\n");
 	free(out);
 }
 
@@ -314,8 +314,8 @@ static void long_lines(void)
 /* The old log_msg(), verbatim: what every line must still be. */
 static size_t old_format(char line[2048], const char *fmt, ...)
 {
-	int n = snprintf(line, 2048, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", 2026, 12, 3, 23,
-			 59, 59, 123L, "info", "hikyaku");
+	int n = snprintf(line, 2048, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", 2026, 12, 3,
+	                 23, 59, 59, 123L, "info", "hikyaku");
 	va_list ap;
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, 2048 - (size_t)n - 1, fmt, ap);
