@@ -6,6 +6,8 @@
  * single snprintf() of it gave; and an abort (abort(), out of memory) first
  * writes the lines still buffered. */
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -341,6 +343,65 @@ static void test_lines_are_what_they_were(void **state)
 	free(out);
 }
 
+/* Every conversion the fast formatter takes, and some it hands back to
+ * vsnprintf, against vsnprintf itself. */
+static char fmt_want[1 << 20];
+static size_t fmt_want_len;
+
+#define CHECK_FMT(...)                                                                             \
+	do {                                                                                       \
+		fmt_want_len += old_format(fmt_want + fmt_want_len, __VA_ARGS__);                  \
+		log_info(__VA_ARGS__);                                                             \
+	} while (0)
+
+static void format_lines(void)
+{
+	log_set_clock(fake_clock);
+	fake_now = (struct timespec){.tv_sec = 1796342399, .tv_nsec = 123456789};
+	fmt_want_len = 0;
+	CHECK_FMT("plain text, no conversion");
+	CHECK_FMT("event=x a=%s b=%s c=%.3s d=%.0s e=%.40s", "one", "", "abcdef", "gone", "short");
+	CHECK_FMT("d=%d %d %d %i u=%u %u x=%x %x", 0, -1, INT_MIN, INT_MAX, 0u, UINT_MAX, 255u,
+	          0xdeadbeefu);
+	CHECK_FMT("l=%ld %ld %lu ll=%lld %llu %llu z=%zu %zd %zx", LONG_MIN, LONG_MAX, ULONG_MAX,
+	          LLONG_MIN, 0ULL, ULLONG_MAX, (size_t)SIZE_MAX, (ssize_t)-5, (size_t)4096);
+	CHECK_FMT("c=%c%c pct=%% %%%s%%", 'a', '=', "x");
+	const char *volatile null = NULL; /* hidden from -Wformat-overflow */
+	CHECK_FMT("null=%s", null);       /* vsnprintf: (null) */
+	CHECK_FMT("w=%5d|%-4s|%02x|%+d|%#x|%5.1f", 7, "ab", 3u, 4, 10u, 2.25); /* vsnprintf */
+	CHECK_FMT("e=%e g=%g p=%.6f f=%f", 1.5, 0.1, 1.0 / 3, 2.0);            /* vsnprintf */
+	CHECK_FMT("hh=%hhu h=%hd j=%jd", (unsigned char)200, (short)-3,
+	          (intmax_t)-9); /* vsnprintf */
+	static const double special[] = {0.0,      -0.0,       0.0005, 0.0015, 0.0625,  0.1875,
+	                                 0.5,      1.5,        2.5,    -2.5,   -0.0001, 0.9995,
+	                                 999.9995, 1e14 + 0.5, 1e15,   1e300,  -1e300,  5e-324,
+	                                 123.456,  0.001,      1.0005};
+	for (size_t i = 0; i < sizeof(special) / sizeof(special[0]); i++)
+		CHECK_FMT("f3=%.3f f2=%.2f f1=%.1f f0=%.0f lf=%.3lf", special[i], special[i],
+		          special[i], special[i], special[i]);
+	CHECK_FMT("nan=%.3f inf=%.3f -inf=%.0f", NAN, INFINITY, -INFINITY);
+	unsigned seed = 14;
+	for (int i = 0; i < 3000; i++) {
+		double v = (double)rand_r(&seed) / RAND_MAX * 2000.0 - 1000.0;
+		if (i % 3 == 0)
+			v = (double)(rand_r(&seed) % 200000) / 16.0; /* ties at every precision */
+		if (i % 7 == 0)
+			v /= 1e6;
+		CHECK_FMT("delay=%.3f d=%.2f d1=%.1f d0=%.0f n=%d s=%s", v, v, v, v, i, "k");
+	}
+	log_set_clock(NULL);
+}
+
+static void test_formats_are_printf(void **state)
+{
+	(void)state;
+	char *out = log_to_file(format_lines);
+	fmt_want[fmt_want_len] = '\0';
+	assert_int_equal(strlen(out), fmt_want_len);
+	assert_string_equal(out, fmt_want);
+	free(out);
+}
+
 /* --- aborts ----------------------------------------------------------------- */
 
 static void child_abort(void)
@@ -423,6 +484,7 @@ int main(void)
 	    cmocka_unit_test(test_blocked_output_drops_and_counts),
 	    cmocka_unit_test(test_timestamp_rolls_over_at_the_second),
 	    cmocka_unit_test(test_lines_are_what_they_were),
+	    cmocka_unit_test(test_formats_are_printf),
 	    cmocka_unit_test(test_abort_flushes_first),
 	    cmocka_unit_test(test_out_of_memory_flushes_first),
 	};
