@@ -187,7 +187,7 @@ static void log_put_u(struct log_put *o, unsigned long long v, unsigned base, si
 		d[--i] = "0123456789abcdef"[v % base];
 		v /= base;
 	} while (v != 0);
-	while (sizeof(d) - i < min_digits)
+	while (i > 0 && sizeof(d) - i < min_digits)
 		d[--i] = '0';
 	log_put(o, d + i, sizeof(d) - i);
 }
