@@ -19,11 +19,17 @@
  *   the count is logged after the lines that were kept
  *   ("event=log_dropped lines=N").
  *
- * A thread in batch mode (log_batch_begin: the event loop, the workq
- * threads) keeps its lines until log_thread_flush(), i.e. one hand-over (one
- * write, or one copy into the logger's buffer) per loop turn or job; any
- * other thread hands each line over at once. Either way the lines of one
- * thread keep their order, and a line is never split.
+ * A thread in batch mode (log_batch_begin: the event loop) keeps its lines
+ * until log_thread_flush(): one hand-over (one write, or one copy into the
+ * logger's buffer) per loop turn, and one before the loop submits a job to
+ * a worker (workq.c), whose effects may be seen before the turn ends. Other
+ * threads (the workers) hand each line over at once, as their effects (a
+ * file removed) are visible at once. Either way the lines of one thread keep
+ * their order, and a line is never split.
+ *
+ * The message itself is formatted without vfprintf for the conversions log
+ * lines use (log_vformat); anything else goes to vsnprintf. Either way the
+ * bytes are the same.
  *
  * log_flush() (at exit, before a deliberate abort, in the SIGABRT handler
  * installed here, and before fork) hands over the calling thread's lines and
@@ -32,8 +38,8 @@
 #include "lib/log.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>

@@ -20,8 +20,8 @@ void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(pri
 
 /* Batching: between log_batch_begin() and log_batch_end() this thread's
  * lines wait in its buffer until log_thread_flush() (the event loop calls it
- * at the end of each turn, workq threads after each job). Other threads hand
- * each line over at once. */
+ * at the end of each turn, and workq_submit() before a job can run). Other
+ * threads hand each line over at once. */
 void log_batch_begin(void);
 void log_batch_end(void);
 void log_thread_flush(void);
