@@ -88,16 +88,17 @@ struct log_thread {
 
 /* The output. Lock order: write_lock, then lock. */
 struct log_out {
-	pthread_mutex_t write_lock; /* held while writing to fd */
+	pthread_mutex_t write_lock; /* held while the logger path writes to fd */
 	pthread_mutex_t lock;       /* guards everything below */
 	pthread_cond_t cond;        /* pend became non-empty */
-	int fd;
+	atomic_int fd;
 	atomic_bool direct;         /* write from the calling thread (read unlocked) */
 	atomic_bool logger_running; /* (read unlocked) */
 	char *pend;                 /* lines handed over, for the logger thread */
 	size_t pend_len;
-	char *out;                  /* the logger's batch (swapped with pend) */
-	unsigned long long dropped; /* lines lost since the last notice */
+	char *out;                    /* the logger's batch (swapped with pend) */
+	unsigned long long dropped;   /* lines lost since the last notice */
+	atomic_ullong direct_dropped; /* the same, direct output (no lock) */
 };
 
 static struct log_out log_g = {
@@ -428,19 +429,45 @@ static void log_output_probe(void)
 	               (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)); /* /dev/null */
 }
 
-/* Direct output: write the lines (and a notice of earlier losses) now. */
-static void log_write_direct(const char *p, size_t n, size_t nlines, int wait_ms)
+/* Direct output: write the lines (and a notice of earlier losses) now, with
+ * no lock of ours: one write(2) of whole lines to a regular file is never
+ * mixed with another thread's (O_APPEND holds the inode lock, a shared file
+ * offset is serialized by the kernel). A lock here only made threads sleep
+ * on each other (futex calls). Only a short write (disk full) can cut a
+ * line; the rest of that batch is then counted as dropped, not written
+ * later between other threads' lines. */
+static void log_write_direct(const char *p, size_t n)
+{
+	int fd = log_g.fd;
+	ssize_t w;
+	do
+		w = write(fd, p, n);
+	while (w < 0 && errno == EINTR);
+	if (w != (ssize_t)n) {
+		size_t done = w > 0 ? (size_t)w : 0;
+		atomic_fetch_add(&log_g.direct_dropped, log_count_lines(p + done, n - done));
+		return;
+	}
+	if (atomic_load_explicit(&log_g.direct_dropped, memory_order_relaxed) == 0)
+		return;
+	unsigned long long d = atomic_exchange(&log_g.direct_dropped, 0);
+	if (d > 0) {
+		char note[LOG_LINE_MAX];
+		size_t k = log_format_dropped(note, d);
+		if (write(fd, note, k) != (ssize_t)k)
+			atomic_fetch_add(&log_g.direct_dropped, d);
+	}
+}
+
+/* A pipe or socket without the logger thread (none could be started, or
+ * this is a flush on the way out): write now, in order with the logger's
+ * batches, waiting at most wait_ms for the output. */
+static void log_write_fallback(const char *p, size_t n, size_t nlines, int wait_ms)
 {
 	if (log_lock(&log_g.write_lock, wait_ms) < 0)
 		return;
-	if (log_write_all(log_g.fd, p, n, wait_ms) < 0) {
-		log_g.dropped += nlines;
-	} else if (log_g.dropped > 0) {
-		char note[LOG_LINE_MAX];
-		size_t k = log_format_dropped(note, log_g.dropped);
-		if (log_write_all(log_g.fd, note, k, wait_ms) == 0)
-			log_g.dropped = 0;
-	}
+	if (log_write_all(log_g.fd, p, n, wait_ms) < 0)
+		atomic_fetch_add(&log_g.direct_dropped, nlines);
 	pthread_mutex_unlock(&log_g.write_lock);
 }
 
@@ -523,7 +550,7 @@ static void log_hand_over(const char *p, size_t n, size_t nlines, int wait_ms)
 	if (n == 0)
 		return;
 	if (log_g.direct) {
-		log_write_direct(p, n, nlines, wait_ms);
+		log_write_direct(p, n);
 		return;
 	}
 	if (log_lock(&log_g.lock, wait_ms) < 0)
@@ -532,7 +559,7 @@ static void log_hand_over(const char *p, size_t n, size_t nlines, int wait_ms)
 	 * thread, or this is a flush on the way out (no new thread then). */
 	if (log_g.direct || (wait_ms >= 0 && !log_g.logger_running) || log_logger_start() < 0) {
 		pthread_mutex_unlock(&log_g.lock);
-		log_write_direct(p, n, nlines, wait_ms);
+		log_write_fallback(p, n, nlines, wait_ms);
 		return;
 	}
 	bool was_empty = log_g.pend_len == 0 && log_g.dropped == 0;
