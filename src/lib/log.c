@@ -292,6 +292,9 @@ static int log_vformat(char *dst, size_t cap, const char *fmt, va_list ap)
  * dst[LOG_LINE_MAX]; the same bytes, and the same cut, as a single
  * snprintf() of the whole line. Returns the length. */
 static size_t log_format(struct log_time *t, char *dst, enum log_level lvl, const char *fmt,
+                         va_list ap) __attribute__((format(printf, 4, 0)));
+
+static size_t log_format(struct log_time *t, char *dst, enum log_level lvl, const char *fmt,
                          va_list ap)
 {
 	struct timespec ts;

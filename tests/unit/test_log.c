@@ -315,6 +315,9 @@ static void long_lines(void)
 
 /* The old log_msg(), verbatim: what every line must still be. */
 static size_t old_format(char line[2048], const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static size_t old_format(char line[2048], const char *fmt, ...)
 {
 	int n = snprintf(line, 2048, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", 2026, 12, 3,
 	                 23, 59, 59, 123L, "info", "hikyaku");
