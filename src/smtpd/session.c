@@ -11,6 +11,7 @@
 #include "lib/strutil.h"
 #include "queue/spool.h"
 #include "smtpd/smtpd.h"
+#include "tls/tls.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -215,15 +216,12 @@ void smtpd_session_free(struct smtpd_session **sp)
 	free(s->auth_user);
 	if (s->bev != NULL) {
 		/* Not an error close (those free s->bev in the event callback):
-		 * keep the TLS session resumable. OpenSSL drops a session from
-		 * the server cache when its SSL is freed unshut, which broke
-		 * TLS 1.2 session-ID resumption (tls.session_tickets false). A
-		 * quiet shutdown only sets the flags; nothing is written. */
-		SSL *ssl = s->tls_active ? bufferevent_openssl_get_ssl(s->bev) : NULL;
-		if (ssl != NULL) {
-			SSL_set_quiet_shutdown(ssl, 1);
-			SSL_shutdown(ssl);
-		}
+		 * end TLS with close_notify (issue 8: GnuTLS peers log every
+		 * session as "non-properly terminated" without it). A shut
+		 * session also stays in the server cache, which TLS 1.2
+		 * session-ID resumption needs (tls.session_tickets false). */
+		if (s->tls_active)
+			tls_bufferevent_close_notify(s->bev);
 		bufferevent_free(s->bev);
 	}
 	if (s->deadline_ev != NULL)
