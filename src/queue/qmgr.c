@@ -71,6 +71,7 @@ void qmgr_rres_set(struct qmgr_rres *r, enum qmgr_rstate st, const char *status,
 	snprintf(r->status, sizeof(r->status), "%s", status);
 	snprintf(r->diag, sizeof(r->diag), "%s", diag != NULL ? diag : "");
 	snprintf(r->relay, sizeof(r->relay), "%s", relay != NULL ? relay : "");
+	r->tls[0] = '\0';
 }
 
 static struct qmgr_msg *qmgr_msg_new(struct qmgr *q, const char *qid)
@@ -374,9 +375,11 @@ static void qmgr_log_result(const struct qmgr_msg *m, size_t i, uint64_t now)
 	char qto[LOG_Q_MAX], qwhy[LOG_Q_MAX], qrel[LOG_Q_MAX];
 	double delay = (double)qmgr_age_us(&m->env, now) / 1e6;
 	log_msg(r->state == QMGR_R_SENT ? LOG_LVL_INFO : LOG_LVL_WARN,
-		"event=delivery qid=%s to=%s relay=%s delay=%.3f dsn=%s status=%s reason=%s",
-		m->qid, log_qs(qto, m->env.rcpts[i].addr), log_qs(qrel, r->relay), delay,
-		r->status, names[r->state], log_qs(qwhy, r->diag));
+		"event=delivery qid=%s to=%s relay=%s tls=%s delay=%.3f dsn=%s status=%s "
+		"reason=%s",
+		m->qid, log_qs(qto, m->env.rcpts[i].addr), log_qs(qrel, r->relay),
+		r->tls[0] != '\0' ? r->tls : "-", delay, r->status, names[r->state],
+		log_qs(qwhy, r->diag));
 }
 
 static void qmgr_finish_run(void *arg)

@@ -48,6 +48,7 @@ struct qmgr_rres {
 	char status[16];  /* RFC 3463 code, "2.0.0" */
 	char diag[512];   /* the remote reply or our reason */
 	char relay[300];  /* "maildir", "mx.example.net[192.0.2.1]:25" */
+	char tls[128];    /* SMTP/LMTP: "TLSv1.3:TLS_AES_256_GCM_SHA384" or "none"; else "" */
 };
 
 struct qmgr_msg {

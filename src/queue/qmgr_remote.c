@@ -183,6 +183,12 @@ static enum qmgr_sent qmgr_sent_how(const struct qmgr_group *g, const struct smt
 	return res->dsn_offered ? QMGR_SENT_DSN_PASSED : QMGR_SENT_RELAYED;
 }
 
+/* For the delivery log line: the connection that carried (or failed) it. */
+static void qmgr_rres_tls(struct qmgr_rres *r, const struct smtpc_result *res)
+{
+	snprintf(r->tls, sizeof(r->tls), "%s", res->tls_info[0] != '\0' ? res->tls_info : "none");
+}
+
 static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 {
 	struct qmgr_group *g = arg;
@@ -224,6 +230,7 @@ static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 				      st, diag, relay);
 			if (rr->ok)
 				r->sent = qmgr_sent_how(g, res);
+			qmgr_rres_tls(r, res);
 			continue;
 		}
 		if (res->code != 0)
@@ -233,6 +240,8 @@ static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 			snprintf(diag, sizeof(diag), "%s", res->text);
 		const char *st = res->enh[0] ? res->enh : res->permanent ? "5.0.0" : "4.4.1";
 		qmgr_rres_set(r, res->permanent ? QMGR_R_FAILED : QMGR_R_DEFERRED, st, diag, relay);
+		if (res->connected)
+			qmgr_rres_tls(r, res);
 	}
 	qmgr_group_finish(g);
 }

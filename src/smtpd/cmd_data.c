@@ -151,7 +151,8 @@ static void data_commit_done(void *arg)
 		s->messages++;
 		log_info("event=accept sid=%s qid=%s client=%s from=<%s> size=%llu nrcpt=%zu "
 			 "proto=%s",
-			 s->sid, tx->env.qid, s->client_addr, log_qs(qf, tx->env.sender),
+			 s->sid, tx->env.qid, s->client_addr,
+			 tx->env.sender[0] != '\0' ? log_qs(qf, tx->env.sender) : "", /* <> */
 			 (unsigned long long)tx->env.size, tx->env.nrcpts, smtpd_session_protocol(s));
 		qmgr_enqueue(s->srv->qmgr, tx->env.qid);
 		if (s->bev != NULL)
