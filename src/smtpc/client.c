@@ -814,8 +814,8 @@ static void session_tls_why(struct smtpc_session *s, short what, char *why, size
 	unsigned long e;
 
 	while ((e = bufferevent_get_openssl_error(s->bev)) != 0)
-		if (first == 0)
-			first = e;
+		if (first == 0 && ERR_GET_LIB(e) != 0)
+			first = e; /* libevent puts the SSL_get_error() code first */
 	long v = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
 	if (s->dest->tls == SMTPC_TLS_VERIFY && v != X509_V_OK &&
 	    (first == 0 || ERR_GET_REASON(first) == SSL_R_CERTIFICATE_VERIFY_FAILED)) {
@@ -828,7 +828,10 @@ static void session_tls_why(struct smtpc_session *s, short what, char *why, size
 		else
 			ERR_error_string_n(first, why, whylen);
 	} else if (what & BEV_EVENT_EOF) {
-		snprintf(why, whylen, "%s", "connection closed during the handshake");
+		/* how far it got: "SSLv3/TLS write client hello" means the
+		 * server hung up on our ClientHello */
+		snprintf(why, whylen, "connection closed by the server during the handshake (%s)",
+		         ssl != NULL ? SSL_state_string_long(ssl) : "no TLS state");
 	} else {
 		int err = EVUTIL_SOCKET_ERROR();
 		snprintf(why, whylen, "handshake failed: %s", err != 0 ? strerror(err) : "error");

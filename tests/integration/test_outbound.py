@@ -30,6 +30,7 @@ import pytest
 from conftest import log_events, wait_event
 from dns_server import DnsServer
 from mta_helpers import DROP, DROP_MID, DsnMTA, ScriptedMTA, strip_received
+from tls_probe import TlsProbeMTA
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -858,7 +859,70 @@ def test_starttls_may_falls_back_to_plaintext(hikyaku, dns, mtas):
     assert mta.connections == 2
     assert wait_event(hk, "delivery", to="t@tls.test", status="sent")
     assert [e["status"] for e in deliveries(hk, to="t@tls.test")] == ["sent"]
-    assert wait_event(hk, "tls_fallback", relay="mx1.tls.test", timeout=0)
+    ev = wait_event(hk, "tls_fallback", relay="mx1.tls.test", timeout=0)
+    assert ev
+    # issue 8: the real cause, not a verification nobody asked for
+    # (aiosmtpd hangs up without sending its alert)
+    assert "verification" not in ev[0]["reason"], ev
+    assert "closed by the server during the handshake" in ev[0]["reason"], ev
+    # a downgrade to plaintext is worth more than a debug line
+    line = [ln for ln in hk.log().splitlines() if "event=tls_fallback" in ln][0]
+    assert " warn hikyaku: " in line, line
+
+
+@pytest.mark.parametrize("policy", ["may", "encrypt"])
+def test_tls_failure_after_certificate_names_the_cause(hikyaku, dns, mtas, policy):
+    """issue 8: the server sees our (missing) client certificate and ends
+    the handshake, after we received its self-signed certificate. Nothing
+    was verified under may and encrypt: the reason is how the handshake
+    ended, not "certificate verification failed: self-signed"."""
+    mta = mtas(tls="client_cert", cn="mx1.tls.test")
+    hk = outbound(hikyaku, dns, mta.port, delivery={"tls": policy})
+    send(hk, ["t@tls.test"])
+    if policy == "may":
+        ev = wait_event(hk, "tls_fallback", relay="mx1.tls.test")
+    else:
+        ev = wait_event(hk, "delivery", to="t@tls.test", status="deferred")
+    assert ev, hk.log()[-3000:]
+    assert "verification" not in ev[0]["reason"] and "self-signed" not in ev[0]["reason"], ev
+    # the server hangs up without an alert (asyncio does not flush it)
+    assert "closed by the server during the handshake" in ev[0]["reason"], ev
+
+
+@pytest.mark.parametrize("policy", ["may", "encrypt", "verify"])
+def test_tls_protocol_alert_is_the_reason(hikyaku, dns, tmp_path, policy):
+    """issue 8: a server that speaks TLS 1.1 at most refuses our ClientHello
+    with a protocol_version alert: that alert is the reason, under every
+    policy, and never a certificate verification."""
+    probe = TlsProbeMTA(str(tmp_path), cn="mx1.tls.test", old=True).start()
+    try:
+        hk = outbound(hikyaku, dns, probe.port, delivery={"tls": policy})
+        send(hk, ["t@tls.test"])
+        if policy == "may":
+            ev = wait_event(hk, "tls_fallback", relay="mx1.tls.test")
+        else:
+            ev = wait_event(hk, "delivery", to="t@tls.test", status="deferred")
+        assert ev, hk.log()[-3000:]
+        assert "verification" not in ev[0]["reason"], ev
+        assert "alert protocol version" in ev[0]["reason"], ev
+        assert probe.sessions[0]["handshake_error"] is not None
+        if policy == "may":  # then in plaintext on a new connection
+            assert wait_event(hk, "delivery", to="t@tls.test", status="sent", tls="none")
+    finally:
+        probe.stop()
+
+
+def test_starttls_refused_fallback_is_logged(hikyaku, dns, mtas):
+    """STARTTLS offered, then refused with 454: plaintext under tls: may,
+    and the log says so above debug level, with the server's reply."""
+    mta = mtas(starttls_reply="454 4.7.0 TLS not available due to temporary reason",
+               tls=True, cn="mx1.tls.test")
+    hk = outbound(hikyaku, dns, mta.port)
+    send(hk, ["t@tls.test"])
+    mta.wait_messages(1)
+    ev = wait_event(hk, "tls_fallback", relay="mx1.tls.test")
+    assert ev and ev[0]["reason"].startswith("STARTTLS refused: 454"), hk.log()[-3000:]
+    assert wait_event(hk, "delivery", to="t@tls.test", status="sent", tls="none")
 
 
 @pytest.mark.parametrize("policy", ["encrypt", "verify"])
@@ -868,6 +932,10 @@ def test_tls_required_handshake_failure_defers(hikyaku, dns, mtas, policy):
     send(hk, ["t@tls.test"])
     ev = wait_event(hk, "delivery", to="t@tls.test", status="deferred")
     assert ev and ev[0]["dsn"] == "4.7.5", hk.log()[-3000:]
+    # issue 8: the server hangs up, under every policy: even under verify
+    # that is the cause, not its certificate
+    assert "verification" not in ev[0]["reason"], ev
+    assert "closed by the server during the handshake" in ev[0]["reason"], ev
     assert mta.messages == []
     assert all(not s.txs for s in mta.sessions)
 
@@ -879,6 +947,39 @@ def test_tls_verify_self_signed_defers(hikyaku, dns, mtas):
     ev = wait_event(hk, "delivery", to="t@tls.test", status="deferred")
     assert ev and ev[0]["dsn"] == "4.7.5" and "certificate" in ev[0]["reason"], ev
     assert mta.messages == []
+
+
+def test_delivery_log_names_tls(hikyaku, dns, mtas):
+    """issue 8: the delivery line says which TLS carried the mail, as one
+    token version:cipher, and tls=none for plaintext."""
+    mta = mtas(tls=True, cn="mx1.tls.test")
+    plain = mtas()
+    hk = outbound(hikyaku, dns, mta.port, routes=[
+        {"domain": "plain.test", "transport": "relay",
+         "address": f"127.0.0.1:{plain.port}", "tls": "none"}])
+    send(hk, ["t@tls.test", "p@plain.test"])
+    ev = wait_event(hk, "delivery", to="t@tls.test", status="sent")
+    assert ev and re.fullmatch(r"TLSv1\.[23]:[A-Z0-9_-]+", ev[0]["tls"]), ev
+    ev = wait_event(hk, "delivery", to="p@plain.test", status="sent")
+    assert ev and ev[0]["tls"] == "none", ev
+
+
+def test_log_utf8_as_is_and_null_sender(hikyaku, dns, mtas):
+    """issue 8: UTF-8 in logged values is printed as is (not \\xe7\\x94),
+    the null sender is from=<>."""
+    mta = mtas()
+    hk = outbound(hikyaku, dns, mta.port)
+    msg = "From: bob@localhost\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    send(hk, ["用户@example.net"], msg=msg, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    send(hk, ["carol@example.net"], sender="")
+    mta.wait_messages(2)
+    assert wait_event(hk, "delivery", to="用户@example.net", status="sent")
+    log = hk.log()
+    assert "to=用户@example.net" in log, log[-3000:]
+    assert "\\xe7\\x94" not in log
+    accepts = [ln for ln in log.splitlines() if "event=accept" in ln]
+    assert any(" from=<> " in ln for ln in accepts), accepts
+    assert not any('from=<"">' in ln for ln in accepts), accepts
 
 
 def test_tls_encrypt_without_starttls_defers(hikyaku, dns, mtas):
