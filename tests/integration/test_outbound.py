@@ -964,6 +964,23 @@ def test_delivery_log_names_tls(hikyaku, dns, mtas):
     assert ev and ev[0]["tls"] == "none", ev
 
 
+@pytest.mark.parametrize("idle", ["0", "1s"], ids=["quit_at_once", "quit_when_idle"])
+def test_client_quit_sends_close_notify(hikyaku, dns, tmp_path, idle):
+    """issue 8: after QUIT over TLS the client ends TLS with close_notify,
+    whether it quits after the transaction (no reuse) or when a cached
+    connection times out; the server reads on and records what came."""
+    probe = TlsProbeMTA(str(tmp_path), cn="mx1.tls.test").start()
+    try:
+        hk = outbound(hikyaku, dns, probe.port, delivery={"idle_timeout": idle})
+        send(hk, ["t@tls.test"])
+        assert wait_event(hk, "delivery", to="t@tls.test", status="sent")
+        (sess,) = probe.wait_sessions(1)
+        assert sess["tls"] and sess["messages"] == 1 and sess["quit"], (sess, probe.errors)
+        assert sess["close_notify"] is True, (sess, probe.errors)
+    finally:
+        probe.stop()
+
+
 def test_log_utf8_as_is_and_null_sender(hikyaku, dns, mtas):
     """issue 8: UTF-8 in logged values is printed as is (not \\xe7\\x94),
     the null sender is from=<>."""
