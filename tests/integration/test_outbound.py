@@ -631,9 +631,19 @@ def test_notify_success_local_and_relayed(hikyaku, dns, mtas):
     hk.wait_queue_empty()
     got = {}
     for raw in raws:
-        _, rcpts, _ = dsn_of(raw)
+        _, rcpts, third = dsn_of(raw)
         assert len(rcpts) == 1
         got[rcpts[0]["Final-Recipient"]] = rcpts[0]["Action"]
+        # issue 8: wording of a success report; Maildir has no remote reply
+        # to put in a Diagnostic-Code (RFC 3464 §2.3.6)
+        label = third["Content-Description"]
+        if rcpts[0]["Action"] == "delivered":
+            assert label == "Delivered Message Headers", label
+            assert rcpts[0]["Diagnostic-Code"] is None, rcpts[0]
+            assert b"delivered to maildir" not in raw.split(b"message/delivery-status", 1)[1]
+        else:
+            assert label == "Relayed Message Headers", label
+            assert rcpts[0]["Diagnostic-Code"].startswith("smtp; 250"), rcpts[0]
     assert got == {"rfc822; alice@localhost": "delivered",
                    "rfc822; carol@example.net": "relayed"}
     assert sorted(e["kind"] for e in log_events(hk, "notify")) == ["relayed", "success"]
