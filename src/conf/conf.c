@@ -153,6 +153,11 @@ static const struct conf_setting conf_route_fields[] = {
 	{ .key = "credentials", .type = CONF_T_STRING, .def = "\"\"", .off = ROFF(credentials),
 	  .doc = "relay and lmtp: file of one line \"user:password\" for SMTP AUTH (RFC 4954), "
 		 "readable by root only; \"\" for none. Refused for local and mx." },
+	{ .key = "port", .type = CONF_T_UINT, .def = "0", .min = 0, .max = 65535,
+	  .off = ROFF(port),
+	  .doc = "mx: TCP port of the domain's MX hosts, 0 for delivery.smtp_port (e.g. a "
+		 "partner's MTA that listens on another port). Must be 0 for the others: "
+		 "relay and lmtp name theirs in address." },
 };
 
 _Static_assert(N_OF(conf_route_fields) <= CONF_FIELDS_MAX, "too many route fields");

@@ -86,7 +86,7 @@ enum conf_tls_policy {
 
 enum conf_transport {
 	CONF_TRANSPORT_LOCAL = 0, /* Maildir under maildir_root */
-	CONF_TRANSPORT_MX,        /* DNS MX, port delivery.smtp_port */
+	CONF_TRANSPORT_MX,        /* DNS MX, port routes[].port or delivery.smtp_port */
 	CONF_TRANSPORT_RELAY,     /* a smarthost at address */
 	CONF_TRANSPORT_LMTP,      /* LMTP at address (unix:/path or host:port) */
 };
@@ -97,6 +97,7 @@ struct conf_route {
 	char *address;                /* routes[].address: "host:port", "unix:/path" */
 	enum conf_tls_policy tls;     /* routes[].tls (default: may) */
 	char *credentials;            /* routes[].credentials: file "user:password", "" none */
+	uint64_t port;                /* routes[].port: mx only, 0 for delivery.smtp_port */
 };
 
 struct conf_delivery {

@@ -133,6 +133,11 @@ static int conf_route_check(const struct conf_route *r, char *msg, size_t msglen
 	bool has_address = r->address[0] != '\0';
 	bool is_unix = strncmp(r->address, CONF_UNIX_PREFIX, strlen(CONF_UNIX_PREFIX)) == 0;
 
+	if (r->port != 0 && r->transport != CONF_TRANSPORT_MX)
+		return conf_msg(msg, msglen,
+		                "route for %s: port is for transport mx only (%s names its port "
+		                "in address)",
+		                r->domain, t);
 	switch (r->transport) {
 	case CONF_TRANSPORT_LOCAL:
 	case CONF_TRANSPORT_MX:

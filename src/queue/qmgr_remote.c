@@ -320,7 +320,8 @@ static void qmgr_on_dns(const struct dns_mx_result *res, void *arg)
 	case DNS_OK:
 		break;
 	}
-	in_port_t port = htons((uint16_t)g->q->conf->delivery.smtp_port);
+	uint64_t mx_port = g->route->port != 0 ? g->route->port : g->q->conf->delivery.smtp_port;
+	in_port_t port = htons((uint16_t)mx_port);
 	if (g->route->transport != CONF_TRANSPORT_MX)
 		port = ((struct sockaddr_in *)&g->targets[0].addr)->sin_port; /* parsed earlier */
 	size_t n = 0;

@@ -793,6 +793,22 @@ def test_route_relay(hikyaku, dns, mtas):
     assert dns.count("routed.test.", "MX") == 0
 
 
+def test_route_mx_port(hikyaku, dns, mtas):
+    """issue 8: a mx route names its own port; other domains keep
+    delivery.smtp_port. Both domains' MX is the same host (127.0.0.1)."""
+    default = mtas()
+    partner = mtas()
+    hk = outbound(hikyaku, dns, default.port, routes=[
+        {"domain": "other.test", "transport": "mx", "port": partner.port}])
+    send(hk, ["carol@example.net", "olga@other.test"])
+    assert partner.wait_messages(1)[0].rcpts == ["olga@other.test"]
+    assert default.wait_messages(1)[0].rcpts == ["carol@example.net"]
+    hk.wait_queue_empty()
+    ev = wait_event(hk, "delivery", to="olga@other.test", status="sent")
+    assert ev and ev[0]["relay"] == "mx1.example.net[127.0.0.1]", ev
+    assert dns.count("other.test.", "MX") >= 1  # still looked up by MX
+
+
 def test_smarthost_auth_over_starttls(hikyaku, dns, mtas, tmp_path):
     mta = mtas(tls=True, auth={"relayuser": "s3cret:pw"})
     cred = tmp_path / "cred"

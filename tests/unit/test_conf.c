@@ -331,7 +331,7 @@ static const char full_yaml[] =
     "  - {domain: relay.example, transport: RELAY, address: \"[2001:db8::25]:587\",\n"
     "     tls: Verify, credentials: /etc/hikyaku/relay.auth}\n"
     "  - {domain: local.example, transport: local, tls: none}\n"
-    "  - {domain: mx.example, transport: mx, tls: encrypt}\n"
+    "  - {domain: mx.example, transport: mx, tls: encrypt, port: 2526}\n"
     "  - {domain: store.example, transport: lmtp, address: \"192.0.2.24:24\",\n"
     "     credentials: \"\"}\n"
     "delivery:\n"
@@ -423,12 +423,12 @@ static const struct str_case full_strings[] = {
 };
 
 static const struct conf_route full_routes[] = {
-    {"example.org", CONF_TRANSPORT_LMTP, "unix:/run/dovecot/lmtp", CONF_TLSPOL_MAY, ""},
+    {"example.org", CONF_TRANSPORT_LMTP, "unix:/run/dovecot/lmtp", CONF_TLSPOL_MAY, "", 0},
     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::25]:587", CONF_TLSPOL_VERIFY,
-     "/etc/hikyaku/relay.auth"},
-    {"local.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_NONE, ""},
-    {"mx.example", CONF_TRANSPORT_MX, "", CONF_TLSPOL_ENCRYPT, ""},
-    {"store.example", CONF_TRANSPORT_LMTP, "192.0.2.24:24", CONF_TLSPOL_MAY, ""},
+     "/etc/hikyaku/relay.auth", 0},
+    {"local.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_NONE, "", 0},
+    {"mx.example", CONF_TRANSPORT_MX, "", CONF_TLSPOL_ENCRYPT, "", 2526},
+    {"store.example", CONF_TRANSPORT_LMTP, "192.0.2.24:24", CONF_TLSPOL_MAY, "", 0},
 };
 
 static void conf_route_verify(const struct conf_route *got, const struct conf_route *want,
@@ -437,11 +437,15 @@ static void conf_route_verify(const struct conf_route *got, const struct conf_ro
 	if ((got->domain == NULL) != (want->domain == NULL) ||
 	    (want->domain != NULL && strcmp(got->domain, want->domain) != 0) ||
 	    got->transport != want->transport || strcmp(got->address, want->address) != 0 ||
-	    got->tls != want->tls || strcmp(got->credentials, want->credentials) != 0)
-		fail_msg("%s: got {%s, %d, %s, tls %d, %s} want {%s, %d, %s, tls %d, %s}", what,
-		         got->domain != NULL ? got->domain : "(null)", got->transport, got->address,
-		         got->tls, got->credentials, want->domain != NULL ? want->domain : "(any)",
-		         want->transport, want->address, want->tls, want->credentials);
+	    got->tls != want->tls || strcmp(got->credentials, want->credentials) != 0 ||
+	    got->port != want->port)
+		fail_msg("%s: got {%s, %d, %s, tls %d, %s, port %llu} want {%s, %d, %s, tls %d, %s, "
+		         "port %llu}",
+		         what, got->domain != NULL ? got->domain : "(null)", got->transport,
+		         got->address, got->tls, got->credentials, (unsigned long long)got->port,
+		         want->domain != NULL ? want->domain : "(any)", want->transport,
+		         want->address, want->tls, want->credentials,
+		         (unsigned long long)want->port);
 }
 
 static void conf_strings_verify(char *const *got, size_t n, const char *const *want, size_t nwant)
@@ -786,8 +790,16 @@ static const struct err_case err_cases[] = {
      "3:52:", "routes[].address: invalid address \"a.example\""},
     {L "routes:\n  - {domain: a.example, transport: lmtp, address: \"unix:run/lmtp\"}\n",
      "3:51:", "expected unix: and an absolute path"},
-    {L "routes:\n  - {domain: a.example, transport: mx, port: 25}\n",
-     "3:40:", "unknown key \"routes[].port\""},
+    {L "routes:\n  - {domain: a.example, transport: mx, port: 65536}\n",
+     "3:46:", "routes[].port: 65536 is out of range 0..65535"},
+    {L "routes:\n  - {domain: a.example, transport: mx, port: x}\n",
+     "3:46:", "expected an unsigned integer"},
+    {L "routes:\n  - {domain: a.example, transport: relay, address: \"b.example:25\", "
+       "port: 26}\n",
+     "3:6:", "route for a.example: port is for transport mx only (relay names its port in "
+             "address)"},
+    {L "routes:\n  - {domain: a.example, transport: local, port: 26}\n",
+     "3:6:", "port is for transport mx only"},
     {L "routes:\n  - a.example\n", "3:5:", "routes: expected a mapping (a route)"},
     {L "routes: {domain: a.example, transport: mx}\n", "2:10:", "routes: expected a list"},
     /* routes: transports against addresses */
@@ -1066,36 +1078,36 @@ struct route_case {
 
 #define MX(tls)                                                                                    \
 	{                                                                                          \
-		"", CONF_TRANSPORT_MX, "", tls, ""                                                 \
+		"", CONF_TRANSPORT_MX, "", tls, "", 0                                              \
 	}
 #define LOCAL                                                                                      \
 	{                                                                                          \
-		"", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, ""                                  \
+		"", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, "", 0                               \
 	}
 
 static const struct route_case route_cases[] = {
     {ROUTES,
      "lmtp.example",
      0,
-     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, ""}},
+     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, "", 0}},
     {ROUTES,
      "LMTP.EXAMPLE",
      0,
-     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, ""}},
+     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, "", 0}},
     {ROUTES SMART,
      "Relay.Example",
      1,
-     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::1]:587", CONF_TLSPOL_VERIFY, "/r.auth"}},
+     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::1]:587", CONF_TLSPOL_VERIFY, "/r.auth", 0}},
     /* A route wins over local_domains. */
     {ROUTES,
      "local.example",
      2,
-     {"local.example", CONF_TRANSPORT_RELAY, "localhost:25", CONF_TLSPOL_MAY, ""}},
-    {ROUTES, "other.example", 3, {"other.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, ""}},
+     {"local.example", CONF_TRANSPORT_RELAY, "localhost:25", CONF_TLSPOL_MAY, "", 0}},
+    {ROUTES, "other.example", 3, {"other.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, "", 0}},
     {ROUTES,
      "store.example",
      4,
-     {"store.example", CONF_TRANSPORT_LMTP, "[192.0.2.24]:24", CONF_TLSPOL_NONE, ""}},
+     {"store.example", CONF_TRANSPORT_LMTP, "[192.0.2.24]:24", CONF_TLSPOL_NONE, "", 0}},
     /* local_domains: a local route owned by conf */
     {ROUTES, "home.example", -1, LOCAL},
     {ROUTES SMART, "HOME.EXAMPLE", -1, LOCAL},
@@ -1104,15 +1116,15 @@ static const struct route_case route_cases[] = {
     {ROUTES SMART,
      "nowhere.example",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth"}},
+     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth", 0}},
     {"delivery: {smarthost: \"[192.0.2.1]:25\", smarthost_tls: none, tls: verify}\n",
      "x.example",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "[192.0.2.1]:25", CONF_TLSPOL_NONE, ""}},
+     {"", CONF_TRANSPORT_RELAY, "[192.0.2.1]:25", CONF_TLSPOL_NONE, "", 0}},
     {"delivery: {smarthost: \"192.0.2.1:2525\", smarthost_tls: may}\n",
      "x.example",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "192.0.2.1:2525", CONF_TLSPOL_MAY, ""}},
+     {"", CONF_TRANSPORT_RELAY, "192.0.2.1:2525", CONF_TLSPOL_MAY, "", 0}},
     /* otherwise MX with delivery.tls */
     {ROUTES, "nowhere.example", -1, MX(CONF_TLSPOL_MAY)},
     {"delivery: {tls: verify}\n", "x.example", -1, MX(CONF_TLSPOL_VERIFY)},
@@ -1125,7 +1137,7 @@ static const struct route_case route_cases[] = {
     {ROUTES SMART,
      "",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth"}},
+     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth", 0}},
 };
 
 static struct conf *conf_load_after_listener(const char *text)
