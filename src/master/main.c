@@ -7,6 +7,7 @@
  * already the process boundaries (smtpd.h, qmgr.h). */
 #include "conf/conf.h"
 #include "conf/aliases.h"
+#include "conf/credentials.h"
 #include "conf/users.h"
 #include "ctl/ctl.h"
 #include "lib/alloc.h"
@@ -38,6 +39,7 @@ struct main_ctx {
 	struct smtpd *smtpd;
 	struct qmgr *qmgr;
 	struct ctl_server *ctl;
+	struct credentials *creds; /* relay AUTH secrets, read as root */
 	bool stopping; /* a stop signal came: draining */
 };
 
@@ -174,6 +176,8 @@ static void main_on_signal(evutil_socket_t sig, short what, void *arg)
 	struct main_ctx *ctx = arg;
 	if (sig == SIGHUP) {
 		main_reload_tls(ctx);
+		/* as the service user now: an unreadable file keeps the old pair */
+		credentials_reload(ctx->creds);
 		return;
 	}
 	if (sig == SIGUSR1) {
@@ -249,6 +253,8 @@ static int main_serve(const char *path)
 		goto out;
 	}
 	smtpd_set_tls(ctx.smtpd, tls);
+	/* So are the relay credentials (documented as root's, mode 0600). */
+	ctx.creds = credentials_load(conf);
 	main_raise_nofile(conf);
 	if (main_drop_privileges(conf) < 0)
 		goto out;
@@ -259,6 +265,7 @@ static int main_serve(const char *path)
 		goto out;
 	}
 	ctx.qmgr = qmgr_create(ctx.base, conf, spool);
+	qmgr_set_credentials(ctx.qmgr, ctx.creds);
 	/* Before the recovery, so that held messages found there are parked
 	 * where `hikyaku queue release` finds them. */
 	if (ctl_server_create(ctx.base, conf->spool_dir, ctx.qmgr, &ctx.ctl, &error) < 0) {
@@ -283,6 +290,7 @@ out:
 	ctl_server_free(&ctx.ctl); /* before the queue manager it controls */
 	smtpd_free(&ctx.smtpd);
 	qmgr_free(&ctx.qmgr);
+	credentials_free(&ctx.creds); /* after the queue manager that used them */
 	spool_close(&spool);
 	users_free(&users);
 	aliases_free(&aliases);

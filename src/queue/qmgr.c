@@ -654,6 +654,11 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
 	return q;
 }
 
+void qmgr_set_credentials(struct qmgr *q, const struct credentials *cr)
+{
+	q->creds = cr;
+}
+
 void qmgr_enqueue(struct qmgr *q, const char *qid)
 {
 	if (q->stopping)

@@ -94,7 +94,7 @@ struct qmgr {
 	struct qmgr_group *group_wait_tail;
 	size_t remote_active; /* SMTP/LMTP sessions in flight */
 	struct qmgr_group *groups; /* every live group, for shutdown */
-	struct qmgr_cred *creds;   /* route credentials, read once */
+	const struct credentials *creds; /* route credentials, the master's (may be NULL) */
 	bool stopping;        /* qmgr_free: start nothing new */
 	bool draining;        /* qmgr_drain: start nothing new, finish the rest */
 	void (*drained)(void *arg);

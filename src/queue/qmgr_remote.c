@@ -2,11 +2,12 @@
  * by destination (MX domain, smarthost, LMTP server), per-destination and
  * total concurrency limits, destination back-off after repeated connection
  * failures, DNS (dns/dns.c) and the SMTP/LMTP client (smtpc/client.c).
- * Runs on the main loop; nothing here blocks except reading a route's
- * credentials file once (a small local file, cached). DNS answers and SMTP
+ * Runs on the main loop and never blocks: route credentials come from
+ * memory (conf/credentials.c, read by the master). DNS answers and SMTP
  * replies are hostile; both modules bound them. */
 #include "queue/qmgr_int.h"
 #include "conf/conf.h"
+#include "conf/credentials.h"
 #include "dns/dns.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -34,13 +35,6 @@ struct qmgr_dest {
 	struct qmgr_dest *next;
 };
 
-struct qmgr_cred {
-	const struct conf_route *route;
-	char user[256];
-	char pass[256];
-	bool ok;
-	struct qmgr_cred *next;
-};
 
 struct qmgr_group {
 	struct qmgr *q;
@@ -87,46 +81,6 @@ static struct qmgr_dest *qmgr_dest_get(struct qmgr *q, const char *key)
 	*pp = xcalloc(1, sizeof(**pp));
 	snprintf((*pp)->key, sizeof((*pp)->key), "%s", key);
 	return *pp;
-}
-
-/* A route's "user:password" file, read on first use and kept: a small
- * local file, readable by the service user (ARCHITECTURE.md). */
-static const struct qmgr_cred *qmgr_cred_get(struct qmgr *q, const struct conf_route *route)
-{
-	for (struct qmgr_cred *c = q->creds; c != NULL; c = c->next) {
-		if (c->route == route)
-			return c;
-	}
-	struct qmgr_cred *c = xcalloc(1, sizeof(*c));
-	c->route = route;
-	c->next = q->creds;
-	q->creds = c;
-	FILE *f = fopen(route->credentials, "re");
-	char line[600];
-	if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
-		log_err("event=credentials_error file=%s reason=\"cannot read\"", route->credentials);
-	} else if (strchr(line, '\n') == NULL && fgetc(f) != EOF) {
-		/* Never log in with a password cut short. */
-		log_err("event=credentials_error file=%s reason=\"line too long\"",
-			route->credentials);
-		explicit_bzero(line, sizeof(line));
-	} else {
-		line[strcspn(line, "\r\n")] = '\0';
-		char *colon = strchr(line, ':');
-		if (colon != NULL && (size_t)(colon - line) < sizeof(c->user) &&
-		    strlen(colon + 1) < sizeof(c->pass)) {
-			memcpy(c->user, line, (size_t)(colon - line));
-			snprintf(c->pass, sizeof(c->pass), "%s", colon + 1);
-			c->ok = true;
-		} else {
-			log_err("event=credentials_error file=%s reason=\"expected user:password\"",
-				route->credentials);
-		}
-		explicit_bzero(line, sizeof(line));
-	}
-	if (f != NULL)
-		fclose(f);
-	return c;
 }
 
 static void qmgr_group_free(struct qmgr_group *g)
@@ -267,14 +221,15 @@ static void qmgr_group_send(struct qmgr_group *g, size_t ntargets)
 	g->sdest.data_timeout_ms = conf->delivery.data_timeout;
 	g->sdest.reuse_key = g->key;
 	if (route->credentials != NULL && route->credentials[0] != '\0') {
-		const struct qmgr_cred *c = qmgr_cred_get(q, route);
-		if (!c->ok) {
+		/* read by the master before the privilege drop (and on SIGHUP) */
+		const char *user, *pass;
+		if (!credentials_get(q->creds, route->credentials, &user, &pass)) {
 			qmgr_group_fail(g, false, "4.7.0", "relay credentials unavailable");
 			qmgr_group_finish(g);
 			return;
 		}
-		g->sdest.auth_user = c->user;
-		g->sdest.auth_pass = c->pass;
+		g->sdest.auth_user = user;
+		g->sdest.auth_pass = pass;
 	}
 	g->smsg.sender = e->sender;
 	g->smsg.rcpts = g->rcpts;
@@ -555,10 +510,4 @@ void qmgr_remote_free(struct qmgr *q)
 	}
 	free(q->dests);
 	q->dests = NULL;
-	while (q->creds != NULL) {
-		struct qmgr_cred *c = q->creds;
-		q->creds = c->next;
-		explicit_bzero(c, sizeof(*c));
-		free(c);
-	}
 }

@@ -861,6 +861,80 @@ def test_smarthost_credentials_line_too_long_is_refused(hikyaku, dns, mtas, tmp_
     assert "x" * 40 not in hk.log()
 
 
+def _as_service_user(hikyaku, dns, user, **kw):
+    """hikyaku started as root with `user:` set: it drops privileges after
+    binding. Its temporary directory must be traversable by that user."""
+    hk = outbound(hikyaku, dns, start=False, user=user, **kw)
+    os.chmod(hk.tmp, 0o755)
+    return hk
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_smarthost_root_only_credentials_after_privilege_drop(hikyaku, dns, mtas, tmp_path):
+    """issue 8: the credentials file as documented (root's, mode 0600) is
+    read before the drop to `user: nobody`, and the smarthost gets AUTH."""
+    mta = mtas(tls=True, auth={"relayuser": "s3cret"})
+    cred = tmp_path / "cred"  # under pytest's 0700 directory: root only
+    cred.write_text("relayuser:s3cret\n")
+    os.chmod(cred, 0o600)
+    hk = _as_service_user(hikyaku, dns, "nobody", delivery={
+        "smarthost": f"127.0.0.1:{mta.port}", "smarthost_tls": "encrypt",
+        "smarthost_credentials": str(cred)})
+    hk.start()
+    assert wait_event(hk, "privileges", user="nobody"), hk.log()[-2000:]
+    send(hk, ["carol@example.net"])
+    tx = mta.wait_messages(1)[0]
+    assert tx.rcpts == ["carol@example.net"]
+    assert mta.auth_attempts == [("PLAIN", "relayuser", True)]
+    assert not log_events(hk, "credentials_error")
+    assert "s3cret" not in hk.log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_smarthost_credentials_error_has_errno_and_sighup_rereads(hikyaku, dns, mtas):
+    """issue 8: a credentials file that cannot be read is logged with its
+    errno and the mail waits (4.7.0); once the file is fixed, SIGHUP reads
+    it again (as the service user now, so it must be readable by it) and
+    the mail goes. A SIGHUP that cannot read the file keeps the pair."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    mta = mtas(tls=True, auth={"relayuser": "s3cret"})
+    d = tempfile.mkdtemp(prefix="hk-cred-")
+    os.chmod(d, 0o755)
+    cred = os.path.join(d, "cred")  # missing at the start
+    try:
+        hk = _as_service_user(hikyaku, dns, "nobody", delivery={
+            "smarthost": f"127.0.0.1:{mta.port}", "smarthost_tls": "encrypt",
+            "smarthost_credentials": cred})
+        hk.start()
+        ev = wait_event(hk, "credentials_error")
+        assert ev and ev[0]["reason"] == "cannot read: No such file or directory", ev
+        send(hk, ["carol@example.net"])
+        ev = wait_event(hk, "delivery", to="carol@example.net", status="deferred")
+        assert ev and ev[0]["dsn"] == "4.7.0", hk.log()[-3000:]
+        # fixed: readable by the service user, which reads it at SIGHUP
+        with open(cred, "w") as f:
+            f.write("relayuser:s3cret\n")
+        os.chown(cred, nobody.pw_uid, nobody.pw_gid)
+        os.chmod(cred, 0o600)
+        hk.proc.send_signal(signal.SIGHUP)
+        assert wait_event(hk, "credentials_loaded"), hk.log()[-3000:]
+        hk.proc.send_signal(signal.SIGUSR1)
+        assert mta.wait_messages(1)[0].rcpts == ["carol@example.net"]
+        assert mta.auth_attempts[-1] == ("PLAIN", "relayuser", True)
+        # root's again: the service user cannot read it, the pair stays
+        os.chown(cred, 0, 0)
+        hk.proc.send_signal(signal.SIGHUP)
+        ev = wait_event(hk, "credentials_error", count=2)
+        assert len(ev) == 2 and ev[1]["reason"] == "cannot read: Permission denied", ev
+        assert wait_event(hk, "credentials_kept")
+        send(hk, ["dave@example.net"])
+        assert mta.wait_messages(2)[1].rcpts == ["dave@example.net"]
+        assert "s3cret" not in hk.log()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_starttls_opportunistic(hikyaku, dns, mtas):
     mta = mtas(tls=True, cn="mx1.tls.test")
     hk = outbound(hikyaku, dns, mta.port)
