@@ -152,7 +152,9 @@ static const struct conf_setting conf_route_fields[] = {
 		 "verify (required, certificate and host name checked, RFC 6125)." },
 	{ .key = "credentials", .type = CONF_T_STRING, .def = "\"\"", .off = ROFF(credentials),
 	  .doc = "relay and lmtp: file of one line \"user:password\" for SMTP AUTH (RFC 4954), "
-		 "readable by root only; \"\" for none. Refused for local and mx." },
+		 "readable by root only; \"\" for none. Refused for local and mx. Read at start "
+		 "as root and again on SIGHUP as user (a file it cannot read keeps the loaded "
+		 "pair)." },
 	{ .key = "port", .type = CONF_T_UINT, .def = "0", .min = 0, .max = 65535,
 	  .off = ROFF(port),
 	  .doc = "mx: TCP port of the domain's MX hosts, 0 for delivery.smtp_port (e.g. a "
@@ -330,7 +332,8 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "delivery.smarthost_credentials", .type = CONF_T_STRING, .def = "\"\"",
 	  .off = OFF(delivery.smarthost_credentials),
 	  .doc = "File of one line \"user:password\" for SMTP AUTH (RFC 4954) at the "
-		 "smarthost, readable by root only; \"\" for none." },
+		 "smarthost, readable by root only; \"\" for none. Read at start as root and "
+		 "again on SIGHUP as user (a file it cannot read keeps the loaded pair)." },
 	{ .key = "delivery.destination_concurrency", .type = CONF_T_UINT, .def = "20",
 	  .min = 1, .max = 1000, .off = OFF(delivery.destination_concurrency),
 	  .doc = "Simultaneous connections to one destination (a domain's MX hosts, or a "

@@ -156,7 +156,8 @@ static int main_drop_privileges(const struct conf *conf)
 }
 
 /* SIGHUP: new certificates for new sessions; live sessions keep theirs.
- * The rest of the configuration needs a restart for now. */
+ * (The relay credentials are read again too, in main_on_signal; the rest
+ * of the configuration needs a restart for now.) */
 static void main_reload_tls(struct main_ctx *ctx)
 {
 	struct tls_server *tls = NULL;
