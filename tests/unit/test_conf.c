@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "conf/credentials.h"
 #include "conf/users.h"
 
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
@@ -40,7 +41,8 @@ static int test_dir_setup(void **state)
 static int test_dir_teardown(void **state)
 {
 	const char *names[] = {"t.yaml", "full.yaml", "dump.yaml", "users",
-	                       "empty",  "cred600",   "cred640",   "cred604"};
+	                       "empty",  "cred600",   "cred640",   "cred604",
+	                       "cred-a", "cred-b"};
 	char path[512];
 
 	(void)state;
@@ -1677,6 +1679,69 @@ static void test_users_limits(void **state)
 	assert_non_null(strstr(err, "cannot open"));
 }
 
+/* Relay credentials (issue 8): read at load, again at reload; a file that
+ * fails keeps its pair, in place (smtpc sessions hold the pointers). */
+static void test_credentials(void **state)
+{
+	(void)state;
+	char a[512], b[512], missing[512], longline[700];
+	const char *user, *pass, *user0, *pass0;
+	test_file_write("cred-a", "relay:s3cret:x\n", 15, a, sizeof(a));
+	test_file_write("cred-b", "nocolon\n", 8, b, sizeof(b));
+	snprintf(missing, sizeof(missing), "%s/no-such-cred", test_dir);
+	struct conf_route routes[] = {
+	    {"r1.example", CONF_TRANSPORT_RELAY, "r1.example:25", CONF_TLSPOL_MAY, b, 0},
+	    {"r2.example", CONF_TRANSPORT_RELAY, "r2.example:25", CONF_TLSPOL_MAY, a, 0},
+	    {"r3.example", CONF_TRANSPORT_LMTP, "r3.example:24", CONF_TLSPOL_MAY, missing, 0},
+	    {"r4.example", CONF_TRANSPORT_LMTP, "r4.example:24", CONF_TLSPOL_MAY, "", 0},
+	};
+	struct conf conf;
+	memset(&conf, 0, sizeof(conf));
+	conf.delivery.smarthost_credentials = a;
+	conf.routes = routes;
+	conf.n_routes = sizeof(routes) / sizeof(routes[0]);
+
+	struct credentials *cr = credentials_load(&conf);
+	assert_true(credentials_get(cr, a, &user0, &pass0));
+	assert_string_equal(user0, "relay");
+	assert_string_equal(pass0, "s3cret:x"); /* the first colon splits */
+	assert_false(credentials_get(cr, b, &user, &pass)); /* no colon */
+	assert_false(credentials_get(cr, missing, &user, &pass));
+	assert_false(credentials_get(cr, "", &user, &pass));
+	assert_false(credentials_get(cr, "/elsewhere", &user, &pass));
+
+	/* fixed files are read again; a changed one is replaced in place */
+	test_file_write("cred-a", "relay2:pw2", 10, a, sizeof(a));
+	test_file_write("cred-b", "u:p\r\n", 5, b, sizeof(b));
+	credentials_reload(cr);
+	assert_true(credentials_get(cr, a, &user, &pass));
+	assert_ptr_equal(user, user0);
+	assert_string_equal(user, "relay2");
+	assert_string_equal(pass, "pw2");
+	assert_true(credentials_get(cr, b, &user, &pass));
+	assert_string_equal(user, "u");
+	assert_string_equal(pass, "p");
+
+	/* gone, malformed or too long: the loaded pair stays */
+	assert_int_equal(unlink(a), 0);
+	memset(longline, 'x', sizeof(longline));
+	memcpy(longline, "u:", 2);
+	test_file_write("cred-b", longline, sizeof(longline), b, sizeof(b));
+	credentials_reload(cr);
+	assert_true(credentials_get(cr, a, &user, &pass));
+	assert_string_equal(user, "relay2");
+	assert_true(credentials_get(cr, b, &user, &pass));
+	assert_string_equal(pass, "p");
+	test_file_write("cred-b", ":empty-user\n", 12, b, sizeof(b));
+	credentials_reload(cr);
+	assert_true(credentials_get(cr, b, &user, &pass));
+	assert_string_equal(user, "u");
+
+	credentials_free(&cr);
+	assert_null(cr);
+	credentials_free(&cr);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1688,7 +1753,7 @@ int main(void)
 	    cmocka_unit_test(test_sender_allowed),   cmocka_unit_test(test_reference),
 	    cmocka_unit_test(test_users_good),       cmocka_unit_test(test_users_errors),
 	    cmocka_unit_test(test_users_limits),     cmocka_unit_test(test_route_for),
-	    cmocka_unit_test(test_check_delivery),
+	    cmocka_unit_test(test_check_delivery),   cmocka_unit_test(test_credentials),
 	};
 	return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }
