@@ -211,7 +211,11 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 		return;
 	}
 	server_ip_add(srv, &ss, 1);
-	smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf);
+	/* A session that could not start (implicit TLS setup failed) never
+	 * reaches smtpd_server_session_gone: release its count here, or
+	 * every such failure would shrink limits.connections_per_ip for good. */
+	if (!smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf))
+		server_ip_add(srv, &ss, -1);
 }
 
 #define SERVER_ACCEPT_PAUSE_US 100000 /* after an accept error */

@@ -472,7 +472,7 @@ void smtpd_session_attach(struct smtpd_session *s)
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTPD_IN_HIGH);
 }
 
-void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
+bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
 			 const char *listener, const struct conf_listener *lconf)
 {
 	const struct conf *conf = srv->conf;
@@ -492,10 +492,12 @@ void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 
 	if (lconf->tls == CONF_TLS_IMPLICIT) {
 		if (!smtpd_tls_wrap_accept(s, fd)) {
+			log_warn("event=tls_failed sid=%s client=%s handshake=none "
+				 "reason=\"cannot set up implicit TLS\"", s->sid, s->client_addr);
 			close(fd);
 			free(s->line);
 			free(s);
-			return;
+			return false;
 		}
 	} else {
 		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -516,4 +518,5 @@ void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 		 s->client_port, s->listener);
 	smtpd_reply(s, 220, NULL, "%s ESMTP hikyaku", conf->hostname);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	return true;
 }

@@ -120,7 +120,9 @@ struct smtpd_session {
 };
 
 /* session.c */
-void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
+/* false when no session could be made (fd closed): the caller releases what
+ * it counted for the connection. */
+bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
 			 const char *listener, const struct conf_listener *lconf);
 void smtpd_session_attach(struct smtpd_session *s);
 /* Waiting on a worker or timer: the session must outlive the wait. */
