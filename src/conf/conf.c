@@ -216,6 +216,11 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "limits.errors", .type = CONF_T_UINT, .def = "20",
 	  .min = 1, .max = 1000, .off = OFF(limits.errors),
 	  .doc = "Errors in one session before it is closed." },
+	{ .key = "limits.recipient_overshoot", .type = CONF_T_UINT, .def = "1000",
+	  .min = 0, .max = 100000, .off = OFF(limits.recipient_overshoot),
+	  .doc = "Recipients refused with 452 4.5.3 (over limits.recipients) in one session "
+		 "before each further one counts as an error, as Postfix's "
+		 "smtpd_recipient_overshoot_limit." },
 	{ .key = "limits.header_size", .type = CONF_T_SIZE, .def = "100K",
 	  .min = KIB, .max = 64 * MIB, .off = OFF(limits.header_size),
 	  .doc = "Largest header section of a message." },

@@ -58,6 +58,7 @@ struct conf_limits {
 	uint64_t message_size;       /* default 25M */
 	uint64_t recipients;         /* per transaction, default 100 */
 	uint64_t errors;             /* per session, default 20 */
+	uint64_t recipient_overshoot; /* 452 4.5.3 per session before they count as errors */
 	uint64_t header_size;        /* default 100K */
 	uint64_t received_hops;      /* default 50 */
 	uint64_t connections;        /* total, default 1000 */

@@ -288,6 +288,7 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	srv->conf = conf;
 	srv->users = users;
 	srv->aliases = aliases;
+	logrl_init(&srv->reject_rl, SMTPD_REJECT_LOG_ALL, SMTPD_REJECT_LOG_ALL_WINDOW_US);
 	srv->ipcount_buckets = 1021;
 	srv->ipcount = xcalloc(srv->ipcount_buckets, sizeof(*srv->ipcount));
 	uint64_t seed = 0;
@@ -370,6 +371,9 @@ void smtpd_free(struct smtpd **srvp)
 	}
 	free(srv->ipcount);
 	free(srv->authfail);
+	smtpd_reject_log_flush(srv);
+	if (srv->reject_rl_ev != NULL)
+		event_free(srv->reject_rl_ev);
 	tls_server_free(&srv->tls);
 	free(srv);
 }

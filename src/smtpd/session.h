@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "lib/buf.h"
+#include "lib/logrl.h"
 #include "lib/net.h"
 #include "mail/envelope.h"
 #include "smtpd/datascan.h"
@@ -28,6 +29,14 @@ struct spool;
 struct spool_msg;
 struct qmgr;
 struct workq;
+
+/* Rejection log lines: per session SMTPD_REJECT_LOG_BURST lines per
+ * SMTPD_REJECT_LOG_WINDOW_US, over all sessions SMTPD_REJECT_LOG_ALL a
+ * second; the rest are counted and reported as "event=suppressed". */
+#define SMTPD_REJECT_LOG_BURST 5
+#define SMTPD_REJECT_LOG_WINDOW_US (10 * 1000000ULL)
+#define SMTPD_REJECT_LOG_ALL 200
+#define SMTPD_REJECT_LOG_ALL_WINDOW_US 1000000ULL
 
 /* Session states (RFC 5321 §4.1.4 command ordering). */
 enum smtpd_state {
@@ -65,6 +74,10 @@ struct smtpd {
 	size_t ipcount_buckets;
 	uint64_t next_sid;
 	bool shutting_down;
+	/* Rejection log lines of all sessions together, per second; what is
+	 * held back is reported by reject_rl_ev (session.c). */
+	struct logrl reject_rl;
+	struct event *reject_rl_ev;
 };
 
 /* One transaction, MAIL .. end of data: created whole, destroyed whole. */
@@ -112,6 +125,9 @@ struct smtpd_session {
 	struct smtp_perr bdat_err;   /* the reply once it is skipped */
 	enum smtpd_state bdat_prev_state;
 	unsigned errors;
+	unsigned rcpt_overshoot;   /* 452 4.5.3 replies so far */
+	struct logrl reject_rl;    /* this session's rejection log lines */
+	const char *reject_what;   /* verb of the lines held back, "*" if several */
 	unsigned messages;
 	uint64_t started_us;
 	struct smtpd_tx *tx;
@@ -141,6 +157,8 @@ void smtpd_session_timeouts(struct smtpd_session *s, bool data);
 struct smtpd_tx *smtpd_tx_create(struct smtpd_session *s);
 void smtpd_tx_reset(struct smtpd_session *s); /* RSET, errors, end of message */
 uint64_t smtpd_now_us(void);
+/* Report rejection log lines held back by srv->reject_rl (at exit). */
+void smtpd_reject_log_flush(struct smtpd *srv);
 
 /* cmd.c: the command table, the single source of truth. */
 struct smtpd_cmd {

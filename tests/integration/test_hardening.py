@@ -25,3 +25,141 @@ def test_source_has_no_raw_allocation():
                     if raw.search(code) and not code.lstrip().startswith(("*", "/*")):
                         found.append(f"{os.path.relpath(path, REPO)}:{n}: {line.strip()}")
     assert not found, "raw allocation calls:\n" + "\n".join(found)
+
+
+# ---- item 7: terminal escapes in `hikyaku queue list|show` ----
+
+def _queue_hostile_message(hk, raw):
+    """One message whose recipient (SMTPUTF8) carries U+009B (a one-octet
+    CSI to many terminals) and whose Subject carries ESC, U+009B and a lone
+    0x9b octet; kept in the queue by a blocked Maildir domain."""
+    from test_queue_cli import block_domain, wait_deferred
+    block_domain(hk)
+    c = raw(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<bob@example.net> SMTPUTF8", 250, "2.1.0")
+    rcpt = "evil\u009b31m@localhost".encode()
+    c.send(b"RCPT TO:<" + rcpt + b">\r\n")
+    c.expect(250, "2.1.5")
+    body = (b"Subject: hi \x1b[2J \xc2\x9b31m \x9b1m there\r\n"
+            b"X-Bell: \x07\x7f\r\n\r\nbody\r\n")
+    qid = c.data(body)
+    wait_deferred(hk, [qid])
+    return qid
+
+
+def _assert_no_raw_controls(data):
+    for bad in (b"\x1b", b"\xc2\x9b", b"\x9b", b"\x07", b"\x7f"):
+        assert bad not in data, f"{bad!r} reached the terminal: {data!r}"
+
+
+def test_queue_list_and_show_escape_terminal_controls(hikyaku, raw):
+    import subprocess
+    from conftest import hikyaku_bin
+    hk = hikyaku(queue={"retry_min": "1h", "retry_max": "1h"})
+    qid = _queue_hostile_message(hk, raw)
+    for locale in ("C", "C.UTF-8"):
+        env = dict(os.environ, LC_ALL=locale)
+        for args in (["list"], ["show", qid]):
+            r = subprocess.run([hikyaku_bin(), "queue", "-c", hk.config] + args,
+                               capture_output=True, env=env, timeout=30)
+            assert r.returncode == 0, r.stderr
+            _assert_no_raw_controls(r.stdout)
+            assert qid.encode() in r.stdout
+            # escaped, not dropped: the operator sees what was there
+            assert b"\\x1b[2J" in r.stdout or args == ["list"]
+            assert b"evil\\xc2\\x9b31m@localhost" in r.stdout
+        # --json is escaped as well (\u009b), and still valid JSON
+        r = subprocess.run([hikyaku_bin(), "queue", "-c", hk.config, "--json", "show", qid],
+                           capture_output=True, env=env, timeout=30)
+        assert r.returncode == 0, r.stderr
+        _assert_no_raw_controls(r.stdout)
+        import json
+        m = json.loads(r.stdout)
+        assert m["recipients"][0]["address"] == "evil\u009b31m@localhost"
+
+
+def test_queue_show_prints_printable_utf8_in_a_utf8_locale(hikyaku, raw):
+    import subprocess
+    from conftest import hikyaku_bin
+    from test_queue_cli import block_domain, wait_deferred
+    hk = hikyaku(queue={"retry_min": "1h", "retry_max": "1h"})
+    block_domain(hk)
+    c = raw(hk.port)
+    c.begin()
+    qid = c.data("Subject: caf\u00e9 \u65e5\u672c\r\n\r\nbody\r\n".encode())
+    wait_deferred(hk, [qid])
+    show = lambda loc: subprocess.run(  # noqa: E731
+        [hikyaku_bin(), "queue", "-c", hk.config, "show", qid], capture_output=True,
+        env=dict(os.environ, LC_ALL=loc), timeout=30).stdout
+    assert "Subject: caf\u00e9 \u65e5\u672c".encode() in show("C.UTF-8")
+    assert b"Subject: caf\\xc3\\xa9 \\xe6\\x97\\xa5\\xe6\\x9c\\xac" in show("C")
+
+
+# ---- item 1: one connection cannot flood the log ----
+
+def _sid_lines(hk, sid):
+    return [ln for ln in hk.log().splitlines() if f"sid={sid} " in ln + " "]
+
+
+def test_recipient_flood_ends_in_421_with_bounded_log(hikyaku, raw):
+    """Thousands of RCPTs past limits.recipients: after
+    limits.recipient_overshoot (1000 by default) 452 4.5.3 replies, each
+    further one counts as an error, and limits.errors of them end the
+    session with 421 4.7.0. The rejections are logged a few times, then
+    summed up in one event=suppressed line."""
+    import threading
+    from conftest import log_events
+    hk = hikyaku(limits={"recipients": 2, "errors": 20}, log_level="info")
+    c = raw(hk.port)
+    c.ehlo()
+    n = 3000
+    burst = b"MAIL FROM:<a@example.net>\r\n" + b"".join(
+        b"RCPT TO:<r%d@localhost>\r\n" % i for i in range(n))
+
+    def sender():
+        try:
+            c.sock.sendall(burst)
+        except OSError:
+            pass  # the server hung up before it read everything: expected
+
+    t = threading.Thread(target=sender)
+    t.start()
+    c.expect(250, "2.1.0")
+    codes = []
+    while True:
+        code, lines = c.reply()
+        codes.append((code, lines[-1][4:9]))
+        if code == 421:
+            break
+    t.join(10)
+    assert codes[-1] == (421, "4.7.0")
+    assert codes[:2] == [(250, "2.1.5")] * 2
+    assert all(cd == (452, "4.5.3") for cd in codes[2:-1])
+    assert len(codes) - 3 == 1000 + 20  # overshoot, then limits.errors
+    assert c.closed()
+    sid = log_events(hk, "error_limit")[0]["sid"]
+    wait_event = __import__("conftest").wait_event
+    assert wait_event(hk, "disconnect", sid=sid)
+    rejects = [e for e in log_events(hk, "reject") if e["sid"] == sid]
+    assert len(rejects) == 5
+    supp = [e for e in log_events(hk, "suppressed") if e.get("sid") == sid]
+    assert len(supp) == 1 and supp[0]["cmd"] == "RCPT"
+    assert int(supp[0]["count"]) == 1020 - 5
+    # connect, the five rejects, the summary, error_limit, disconnect
+    assert len(_sid_lines(hk, sid)) <= 12, _sid_lines(hk, sid)
+
+
+def test_every_rejection_class_counts_toward_the_error_limit(hikyaku, raw):
+    """550, 554 and 452 replies (not only 5xx syntax errors) end the session
+    at limits.errors."""
+    hk = hikyaku(limits={"errors": 4}, users=["alice@example.org"])
+    c = raw(hk.port)
+    c.begin(sender="a@example.net", rcpts=())
+    c.ok("RCPT TO:<nobody@example.org>", 550, "5.1.1")
+    c.ok("RCPT TO:<x@elsewhere.example>", 554, "5.7.1")
+    c.ok("RCPT TO:<nobody2@example.org>", 550, "5.1.1")
+    c.send("RCPT TO:<x2@elsewhere.example>\r\n")
+    c.expect(554, "5.7.1")
+    c.expect(421, "4.7.0")
+    assert c.closed()

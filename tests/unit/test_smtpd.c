@@ -1,6 +1,7 @@
-/* test_smtpd.c — smtpd pieces that need a real server object but no
- * daemon: connection accounting when a session cannot start. The server
- * runs on a private event loop over loopback. */
+/* test_smtpd.c — smtpd pieces tested without a daemon: the rejection log
+ * rate suppression (lib/logrl.h) and connection accounting when a session
+ * cannot start (a real server object on a private event loop over
+ * loopback). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,7 +21,37 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "lib/logrl.h"
 #include "smtpd/smtpd.h"
+
+/* Bursts, windows, the count of what was held back. */
+static void test_logrl(void **state)
+{
+	(void)state;
+	struct logrl rl;
+	logrl_init(&rl, 3, 1000);
+	for (int i = 0; i < 3; i++)
+		assert_true(logrl_allow(&rl, 100 + (uint64_t)i));
+	for (int i = 0; i < 500; i++)
+		assert_false(logrl_allow(&rl, 200));
+	assert_false(logrl_burst_over(&rl, 1099));
+	assert_true(logrl_burst_over(&rl, 1100));
+	assert_int_equal(logrl_take(&rl), 500);
+	assert_int_equal(logrl_take(&rl), 0);
+	/* a new window lets a new burst through */
+	assert_true(logrl_allow(&rl, 1100));
+	assert_true(logrl_allow(&rl, 1101));
+	assert_true(logrl_allow(&rl, 1102));
+	assert_false(logrl_allow(&rl, 1103));
+	assert_int_equal(logrl_take(&rl), 1);
+	/* a clock that goes back ends the window instead of freezing it */
+	assert_true(logrl_burst_over(&rl, 50));
+	assert_true(logrl_allow(&rl, 50));
+	/* burst 0: everything is counted */
+	logrl_init(&rl, 0, 1000);
+	assert_false(logrl_allow(&rl, 1));
+	assert_int_equal(logrl_take(&rl), 1);
+}
 
 /* A port that was free a moment ago (the test binds it right after). */
 static int free_port(void)
@@ -109,6 +140,7 @@ static void test_implicit_tls_failure_releases_count(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_logrl),
 	    cmocka_unit_test(test_implicit_tls_failure_releases_count),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
