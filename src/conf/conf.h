@@ -76,6 +76,7 @@ struct conf_queue {
 	uint64_t delivery_threads; /* local delivery workers, default 4 */
 	uint64_t retry_min;        /* ms, first retry after a temporary failure, 5m */
 	uint64_t retry_max;        /* ms, cap of the doubling backoff, 1h */
+	uint64_t min_free_space;   /* octets the spool's file system keeps free, 100M */
 };
 
 enum conf_tls_policy {

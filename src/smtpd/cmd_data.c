@@ -13,6 +13,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +27,19 @@
 struct smtpd_commit {
 	struct smtpd_session *s;
 	int ret;
+	int err; /* errno of a failed commit */
 	const char *error;
 };
+
+/* A spool write that failed for lack of space is RFC 3463 X.3.1 "mail
+ * system full" (452, try later); anything else (EIO) is a local error. */
+static void data_reply_io_error(struct smtpd_session *s, int err)
+{
+	if (err == ENOSPC || err == EDQUOT)
+		smtpd_reply(s, 452, "4.3.1", "Insufficient system storage");
+	else
+		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+}
 
 /* RFC 5321 §4.4 time stamp line, written before any content. */
 static void data_received_header(struct smtpd_session *s)
@@ -77,12 +89,20 @@ static void data_start(struct smtpd_session *s, enum datascan_mode mode)
 	data_received_header(s);
 }
 
+/* After a failed write the transaction is lost: its file is removed at
+ * once (giving the space back to the messages already acknowledged and
+ * the sessions in progress) and the rest of the content is read and
+ * dropped, to answer 452/451 at its end (the end of DATA cannot be found
+ * any other way). */
 static void data_spill(struct smtpd_tx *tx, bool force)
 {
 	if (tx->body.len == 0 || (!force && tx->body.len < SMTPD_SPILL))
 		return;
-	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0)
+	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0) {
 		tx->io_failed = true;
+		tx->io_errno = errno;
+		spool_msg_abort(&tx->msg);
+	}
 	buf_reset(&tx->body);
 }
 
@@ -127,7 +147,7 @@ static int data_verdict(struct smtpd_session *s)
 	else if (f & DATASCAN_TOO_MANY_HOPS)
 		smtpd_reply(s, 554, "5.4.6", "Too many hops: mail loop detected");
 	else if (s->tx->io_failed)
-		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+		data_reply_io_error(s, s->tx->io_errno);
 	else
 		return 0;
 	return -1;
@@ -139,6 +159,7 @@ static void data_commit_run(void *arg)
 	struct smtpd_commit *c = arg;
 	struct smtpd_tx *tx = c->s->tx;
 	c->ret = spool_commit(&tx->msg, &tx->env, tx->body.data, tx->body.len, &c->error);
+	c->err = c->ret < 0 ? errno : 0;
 }
 
 /* Loop thread: only now may the client hear 250. */
@@ -161,7 +182,7 @@ static void data_commit_done(void *arg)
 		log_err("event=commit_failed sid=%s qid=%s reason=%s", s->sid, tx->env.qid,
 			log_qs(qf, c->error));
 		if (s->bev != NULL)
-			smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+			data_reply_io_error(s, c->err);
 	}
 	free(c);
 	smtpd_tx_reset(s);
@@ -207,8 +228,15 @@ static void bdat_chunk_end(struct smtpd_session *s)
 		data_end_of_message(s);
 		return;
 	}
-	smtpd_session_set_state(s, SMTPD_S_RCPT);
 	smtpd_session_timeouts(s, false);
+	if (tx->io_failed) {
+		/* RFC 3030 §2: a 4xx to a chunk fails the transaction; end
+		 * it now rather than read chunks that cannot be kept. */
+		data_reply_io_error(s, tx->io_errno);
+		smtpd_tx_reset(s);
+		return;
+	}
+	smtpd_session_set_state(s, SMTPD_S_RCPT);
 	smtpd_reply(s, 250, "2.0.0", "%llu octets received",
 		    (unsigned long long)tx->scan.size);
 }

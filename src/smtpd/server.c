@@ -9,6 +9,7 @@
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
+#include "queue/spool.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -145,6 +146,29 @@ unsigned smtpd_server_auth_failures(struct smtpd *srv, const struct sockaddr_sto
 	victim->count = add;
 	victim->first_ms = victim->last_ms = now;
 	return add;
+}
+
+#define SERVER_SPACE_CHECK_US 1000000
+
+bool smtpd_server_space_low(struct smtpd *srv, uint64_t need)
+{
+	uint64_t now = smtpd_now_us();
+	if (srv->spool == NULL)
+		return false;
+	if (srv->space_checked_us == 0 || now - srv->space_checked_us >= SERVER_SPACE_CHECK_US ||
+	    now < srv->space_checked_us) {
+		uint64_t avail;
+		srv->space_checked_us = now;
+		if (spool_free_space(srv->spool, &avail) < 0) {
+			/* not a reason to refuse mail: the writes will tell */
+			log_warn("event=statvfs_failed error=%s", strerror(errno));
+			avail = UINT64_MAX;
+		}
+		srv->space_avail = avail;
+	}
+	uint64_t min = srv->conf->queue.min_free_space;
+	return srv->space_avail < min || srv->space_avail - min < srv->space_reserved ||
+	       srv->space_avail - min - srv->space_reserved < need;
 }
 
 void smtpd_set_tls(struct smtpd *srv, struct tls_server *tls)

@@ -78,6 +78,12 @@ struct smtpd {
 	 * held back is reported by reject_rl_ev (session.c). */
 	struct logrl reject_rl;
 	struct event *reject_rl_ev;
+	/* Free space on the spool's file system (queue.min_free_space),
+	 * refreshed at most once a second, and the SIZE= declared by the
+	 * transactions in progress. */
+	uint64_t space_avail;
+	uint64_t space_checked_us;
+	uint64_t space_reserved;
 };
 
 /* One transaction, MAIL .. end of data: created whole, destroyed whole. */
@@ -90,7 +96,9 @@ struct smtpd_tx {
 	uint64_t bdat_left;   /* octets of the current BDAT chunk still to read */
 	bool bdat_started;    /* CHUNKING transaction in progress */
 	bool bdat_last;       /* the current chunk is the LAST one */
-	bool io_failed;       /* a spool write failed: 451 at the end */
+	bool io_failed;       /* a spool write failed: 452 or 451 at the end */
+	int io_errno;         /* its errno (ENOSPC: 452 4.3.1) */
+	uint64_t reserved;    /* SIZE= counted in srv->space_reserved */
 	bool data_started;    /* DATA or first BDAT seen: Received written */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 };
@@ -191,6 +199,10 @@ bool smtpd_auth_offered(const struct smtpd_session *s);
 void smtpd_auth_abort(struct smtpd_session *s);
 
 /* server.c */
+/* Would a message of need octets (SIZE=, or 0) take the spool's file system
+ * below queue.min_free_space? A cached comparison: statvfs at most once a
+ * second. */
+bool smtpd_server_space_low(struct smtpd *srv, uint64_t need);
 void smtpd_server_session_gone(struct smtpd *srv, struct smtpd_session *s);
 /* AUTH failures of the client's address in the window (auth.failure_window);
  * add 0 to read, 1 to count a failure. */

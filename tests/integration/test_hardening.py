@@ -163,3 +163,110 @@ def test_every_rejection_class_counts_toward_the_error_limit(hikyaku, raw):
     c.expect(554, "5.7.1")
     c.expect(421, "4.7.0")
     assert c.closed()
+
+
+# ---- item 8: the spool's free space ----
+
+def test_mail_refused_below_min_free_space(hikyaku, raw):
+    """queue.min_free_space above what the disk has: MAIL gets 452 4.3.1
+    (RFC 3463 X.3.1), and nothing reaches the spool."""
+    hk = hikyaku(queue={"min_free_space": "1000T"})
+    c = raw(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<a@example.net>", 452, "4.3.1")
+    c.ok("MAIL FROM:<a@example.net> SIZE=100", 452, "4.3.1")
+    assert hk.spool_files("incoming") == [] and hk.queue_files() == []
+
+
+class _Tmpfs:
+    """A small tmpfs of its own (tests run as root), unmounted at the end."""
+
+    def __init__(self, path, size):
+        import subprocess
+        import pytest
+        os.makedirs(path, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700",
+                            "tmpfs", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        self.path = path
+
+    def close(self):
+        import subprocess
+        subprocess.run(["umount", "-l", self.path], check=False)
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
+
+
+def _small_spool(hikyaku, size="1m", **settings):
+    import tempfile
+    mnt = _Tmpfs(tempfile.mkdtemp(prefix="hk-tmpfs-"), size)
+    hk = hikyaku(start=False, spool_dir=os.path.join(mnt.path, "spool"), **settings)
+    hk.spool = os.path.join(mnt.path, "spool")
+    return hk, mnt
+
+
+def test_declared_sizes_count_against_free_space(hikyaku, raw):
+    """SIZE= of transactions in progress counts as used: on a 1 MiB spool,
+    two 400K transactions fit, a third does not; one that ends gives its
+    share back."""
+    hk, mnt = _small_spool(hikyaku, queue={"min_free_space": "0"})
+    try:
+        hk.start()
+        a, b, c3 = raw(hk.port), raw(hk.port), raw(hk.port)
+        for c in (a, b, c3):
+            c.ehlo()
+        a.ok("MAIL FROM:<a@example.net> SIZE=400000", 250)
+        b.ok("MAIL FROM:<a@example.net> SIZE=400000", 250)
+        c3.ok("MAIL FROM:<a@example.net> SIZE=400000", 452, "4.3.1")
+        c3.ok("MAIL FROM:<a@example.net> SIZE=2000000", 452, "4.3.1")
+        a.ok("RSET", 250)
+        import time
+        time.sleep(1.1)  # the free space is cached for a second
+        c3.ok("MAIL FROM:<a@example.net> SIZE=400000", 250)
+    finally:
+        hk.stop()
+        mnt.close()
+
+
+def test_spool_full_during_data_ends_the_transaction(hikyaku, raw):
+    """The spool's file system fills up in the middle of DATA: the
+    transaction ends with 452 4.3.1, its partial file is gone, the session
+    goes on, and the message acknowledged before it is delivered."""
+    hk, mnt = _small_spool(hikyaku, queue={"min_free_space": "0"})
+    try:
+        hk.start()
+        c = raw(hk.port)
+        c.begin(rcpts=["alice@localhost"])
+        c.data("Subject: before\r\n\r\nacknowledged first\r\n")
+        c.ok("MAIL FROM:<a@example.net>", 250, "2.1.0")
+        c.ok("RCPT TO:<bob@localhost>", 250, "2.1.5")
+        c.ok("DATA", 354)
+        line = b"x" * 998 + b"\r\n"
+        c.send(b"Subject: big\r\n\r\n" + line * 3000 + b".\r\n")  # ~3 MB
+        c.expect(452, "4.3.1")
+        assert hk.spool_files("incoming") == []
+        # the space is back: the next message goes through
+        c.begin(ehlo=False, rcpts=["carol@localhost"])
+        c.data("Subject: after\r\n\r\nafter the failure\r\n")
+        assert b"acknowledged first" in hk.read_delivered("alice")[0]
+        assert b"after the failure" in hk.read_delivered("carol")[0]
+        assert hk.delivered("bob") == []
+        # BDAT: the chunk whose write fails gets the 452, the transaction ends
+        c.ok("MAIL FROM:<a@example.net>", 250, "2.1.0")
+        c.ok("RCPT TO:<bob@localhost>", 250, "2.1.5")
+        chunk = line * 1000
+        code = 250
+        for _ in range(4):
+            c.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+            code, lines = c.reply()
+            if code != 250:
+                break
+        assert code == 452 and lines[-1][4:9] == "4.3.1", lines
+        c.ok("RCPT TO:<bob@localhost>", 503, "5.5.1")  # no transaction any more
+        assert hk.spool_files("incoming") == []
+    finally:
+        hk.stop()
+        mnt.close()
