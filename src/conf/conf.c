@@ -1167,6 +1167,12 @@ static int conf_cross_check(struct conf_parse *p)
 	}
 	if (conf_delivery_cross_check(p) < 0)
 		return -1;
+	const char *key = "spool_dir";
+	char msg[CONF_MSG_MAX];
+	if (conf_check_roots(c, false, &key, msg, sizeof(msg)) < 0) {
+		pos = conf_setting_pos(p, conf_setting_find(key));
+		return conf_error(p, pos.line, pos.col, "%s", msg);
+	}
 	return conf_routes_cross_check(p);
 }
 

@@ -175,6 +175,13 @@ void conf_dump(const struct conf *conf, FILE *out);
 void conf_reference(FILE *out);
 /* Warnings an operator should see (hikyaku check): returns how many. */
 int conf_check(const struct conf *conf, FILE *out);
+/* spool_dir and maildir_root belong to the service user: neither may be
+ * inside the other, and tls.self_signed_dir (written by root) inside
+ * neither. resolve: compare the real paths of those that exist (symbolic
+ * links followed) instead of the paths as written. 0, or -1 with a message
+ * in err; *key_r names the setting to point at. */
+int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, char *err,
+		     size_t errlen);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
 /* The route for a recipient domain: a routes[] entry, else local for
  * local_domains, else relay via delivery.smarthost when set, else MX. The

@@ -270,3 +270,114 @@ def test_spool_full_during_data_ends_the_transaction(hikyaku, raw):
     finally:
         hk.stop()
         mnt.close()
+
+
+# ---- item 5: root at the next start; item 9: directory modes ----
+
+def _check(path):
+    import subprocess
+    from conftest import hikyaku_bin
+    return subprocess.run([hikyaku_bin(), "check", "-c", str(path)], capture_output=True,
+                          text=True, timeout=30)
+
+
+def _conf(tmp_path, **kv):
+    from conftest import to_yaml
+    conf = {"listen": [{"address": "127.0.0.1:2525", "tls": "none"}], "local_domains": ["example.org"],
+            "accept_any_user": True, "hostname": "mx.test.example"}
+    conf.update(kv)
+    f = tmp_path / "hk.yaml"
+    f.write_text(to_yaml(conf))
+    return f
+
+
+def test_check_refuses_nested_roots(tmp_path):
+    base = str(tmp_path)
+    cases = [
+        (f"{base}/spool", f"{base}/spool/mail", "maildir_root"),
+        (f"{base}/var/mail/spool", f"{base}/var/mail", "spool_dir"),
+        (f"{base}/same", f"{base}/same/", "spool_dir"),
+        (f"{base}/a/../spool", f"{base}/spool/./x", "maildir_root"),
+    ]
+    for spool, mail, key in cases:
+        f = _conf(tmp_path, spool_dir=spool, maildir_root=mail)
+        r = _check(f)
+        assert r.returncode == 2, (spool, mail, r.stdout, r.stderr)
+        assert "inside" in r.stderr and key in r.stderr, r.stderr
+    # tls.self_signed_dir is written by root: not inside the service's roots
+    f = _conf(tmp_path, spool_dir=f"{base}/spool", maildir_root=f"{base}/mail",
+              tls={"self_signed_dir": f"{base}/spool/tls"})
+    r = _check(f)
+    assert r.returncode == 2 and "tls.self_signed_dir" in r.stderr, r.stderr
+    # siblings with a common prefix are fine
+    f = _conf(tmp_path, spool_dir=f"{base}/spool", maildir_root=f"{base}/spool2")
+    r = _check(f)
+    assert r.returncode == 0, r.stderr
+
+
+def test_start_refuses_roots_nested_through_a_symlink(hikyaku):
+    """maildir_root is a symbolic link into spool_dir: the paths as written
+    are apart, where they lead is not; the start refuses."""
+    hk = hikyaku(start=False)
+    os.makedirs(os.path.join(hk.spool, "mail"))
+    os.symlink(os.path.join(hk.spool, "mail"), hk.mailroot)
+    assert _check(hk.config).returncode == 0
+    hk.start(wait=False)
+    assert hk.proc.wait(30) != 0
+    assert "inside" in hk.log() and "maildir_root" in hk.log()
+    hk.proc = None
+
+
+def _service_user():
+    import pwd
+    import pytest
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+
+
+def test_root_start_follows_no_symlink_to_chown(hikyaku):
+    """Started as root with user: set, a path component of spool_dir that is
+    a symbolic link (the service user could have made it) to a root-owned
+    directory: the start refuses, and the target stays root's."""
+    import stat
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("needs root")
+    pw = _service_user()
+    hk = hikyaku(start=False, user="nobody")
+    os.chmod(hk.tmp, 0o755)
+    target = os.path.join(hk.tmp, "rootdir")
+    os.makedirs(os.path.join(target, "spool"))
+    os.symlink(target, os.path.join(hk.tmp, "link"))
+    from conftest import to_yaml  # noqa: F401  (config rewritten below)
+    with open(hk.config) as f:
+        text = f.read()
+    text = text.replace(f'spool_dir: "{hk.spool}"',
+                        f'spool_dir: "{os.path.join(hk.tmp, "link", "spool")}"')
+    with open(hk.config, "w") as f:
+        f.write(text)
+    hk.start(wait=False)
+    assert hk.proc.wait(30) != 0
+    assert "symbolic link" in hk.log(), hk.log()
+    hk.proc = None
+    for p in (target, os.path.join(target, "spool")):
+        st = os.lstat(p)
+        assert (st.st_uid, st.st_gid) == (0, 0), p
+        assert stat.S_ISDIR(st.st_mode)
+    assert pw.pw_uid != 0
+
+
+def test_root_start_creates_roots_0750_for_the_service_user(hikyaku):
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("needs root")
+    pw = _service_user()
+    hk = hikyaku(start=False, user="nobody")
+    os.chmod(hk.tmp, 0o755)
+    hk.start()
+    for d in (hk.spool, hk.mailroot):
+        st = os.stat(d)
+        assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid), d
+        assert st.st_mode & 0o777 == 0o750, (d, oct(st.st_mode))
