@@ -8,6 +8,7 @@
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
+#include "mail/address.h"
 #include "queue/qmgr.h"
 #include "queue/spool.h"
 
@@ -41,25 +42,54 @@ static void data_reply_io_error(struct smtpd_session *s, int err)
 		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
 }
 
-/* RFC 5321 §4.4 time stamp line, written before any content. */
+/* Client text for the Received field: printable ASCII except the octets
+ * in forbid, and well-formed UTF-8 other than C1 controls when the message
+ * is SMTPUTF8; anything else (C0, DEL, C1, other octets) becomes '?'. */
+static void data_received_text(char *out, size_t outlen, const char *in, bool utf8,
+			       const char *forbid)
+{
+	size_t o = 0, len = strlen(in);
+	for (size_t i = 0; i < len && o + 1 < outlen;) {
+		unsigned char c = (unsigned char)in[i];
+		size_t n = c < 0x80 ? 1 : mail_utf8_char_len(in + i, len - i);
+		bool ok = (c > 0x20 && c < 0x7f && strchr(forbid, c) == NULL) ||
+			  (c >= 0x80 && utf8 && n > 0 && o + n < outlen &&
+			   !(c == 0xc2 && (unsigned char)in[i + 1] < 0xa0));
+		if (!ok) {
+			out[o++] = '?';
+			i++; /* per octet: what the client sent stays countable */
+			continue;
+		}
+		memcpy(out + o, in + i, n);
+		o += n;
+		i += n;
+	}
+	out[o] = '\0';
+}
+
+/* RFC 5321 §4.4 time stamp line, written before any content. The HELO
+ * name is hostile: "from" gets it only when it is a Domain or address
+ * literal (§4.4 Extended-Domain); otherwise the client's address stands
+ * there and the name, made safe, goes into a comment. */
 static void data_received_header(struct smtpd_session *s)
 {
 	const struct conf *conf = s->srv->conf;
 	struct smtpd_tx *tx = s->tx;
 	char helo[sizeof(s->helo)], date[64];
-	size_t i;
-	for (i = 0; s->helo[i] != '\0'; i++) {
-		unsigned char c = (unsigned char)s->helo[i];
-		bool ok = (c > 0x20 && c < 0x7f && c != '(' && c != ')') ||
-			  (c >= 0x80 && tx->mail.smtputf8);
-		helo[i] = ok ? (char)c : '?';
-	}
-	helo[i] = '\0';
 	time_t now = (time_t)(tx->env.arrival_us / 1000000u);
 	struct tm tm;
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-	buf_printf(&tx->body, "Received: from %s ([%s])\r\n", helo, s->client_addr);
+	if (mail_helo_domain_valid(s->helo, strlen(s->helo), tx->mail.smtputf8)) {
+		buf_printf(&tx->body, "Received: from %s ([%s])\r\n", s->helo, s->client_addr);
+	} else {
+		/* in a comment: no "(", ")", "\\"; no ";", which ends the
+		 * tokens before the date for many parsers */
+		data_received_text(helo, sizeof(helo), s->helo, tx->mail.smtputf8, "()\\;");
+		buf_printf(&tx->body, "Received: from [%s%s] ([%s])\r\n\t(invalid HELO %s)\r\n",
+			   strchr(s->client_addr, ':') != NULL ? "IPv6:" : "", s->client_addr,
+			   s->client_addr, helo);
+	}
 	if (s->tls_active)
 		buf_printf(&tx->body, "\t(using %s)\r\n", s->tls_info);
 	/* Naming the user is opt-in (auth.received_show_user): privacy first. */
@@ -68,8 +98,12 @@ static void data_received_header(struct smtpd_session *s)
 	buf_printf(&tx->body, "\tby %s (hikyaku) with %s id %s", conf->hostname,
 		   smtpd_session_protocol(s), tx->env.qid);
 	/* Name the recipient only when there is one: a Bcc list must not leak. */
-	if (tx->env.nrcpts == 1)
-		buf_printf(&tx->body, "\r\n\tfor <%s>", tx->env.rcpts[0].addr);
+	if (tx->env.nrcpts == 1) {
+		char rcpt[MAIL_PATH_MAX + 1];
+		data_received_text(rcpt, sizeof(rcpt), tx->env.rcpts[0].addr, tx->mail.smtputf8,
+				   "");
+		buf_printf(&tx->body, "\r\n\tfor <%s>", rcpt);
+	}
 	buf_printf(&tx->body, ";\r\n\t%s\r\n", date);
 }
 

@@ -381,3 +381,33 @@ def test_root_start_creates_roots_0750_for_the_service_user(hikyaku):
         st = os.stat(d)
         assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid), d
         assert st.st_mode & 0o777 == 0o750, (d, oct(st.st_mode))
+
+
+# ---- item 9: the Received field carries no client controls ----
+
+def test_received_has_no_controls_with_smtputf8(hikyaku, raw):
+    """With SMTPUTF8, UTF-8 may pass into Received, but never a C1 control:
+    not from the HELO name, not from the one recipient's address."""
+    hk = hikyaku()
+    c = raw(hk.port)
+    c.send("EHLO h\u009b;x.example\r\n".encode())
+    c.expect(250)
+    c.ok("MAIL FROM:<a@example.net> SMTPUTF8", 250, "2.1.0")
+    c.send("RCPT TO:<b\u009bob@localhost>\r\n".encode())
+    c.expect(250, "2.1.5")
+    c.data(b"Subject: x\r\n\r\nx\r\n")
+    (msg,) = hk.read_delivered("b\u009bob")
+    head = msg.split(b"\n\n", 1)[0]
+    received = b"Received:" + head.split(b"\nReceived:", 1)[1].split(b"\nSubject:")[0]
+    assert b"\xc2\x9b" not in received and b"\x9b" not in received, received
+    assert received.startswith(b"Received: from [127.0.0.1] ([127.0.0.1])\n"
+                               b"\t(invalid HELO h???x.example)\n"), received
+    assert b"for <b??ob@localhost>" in received
+
+    c.send("EHLO \u00e9t\u00e9.example\r\n".encode())  # a U-label: fine with SMTPUTF8
+    c.expect(250)
+    c.ok("MAIL FROM:<a@example.net> SMTPUTF8", 250, "2.1.0")
+    c.ok("RCPT TO:<carol@localhost>", 250, "2.1.5")
+    c.data(b"Subject: y\r\n\r\ny\r\n")
+    (msg,) = hk.read_delivered("carol")
+    assert "\nReceived: from \u00e9t\u00e9.example ([127.0.0.1])\n".encode() in msg
