@@ -195,7 +195,7 @@ static int conf_root_form(const char *path, bool resolve, char *out, size_t outl
 }
 
 int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, char *err,
-		     size_t errlen)
+                     size_t errlen)
 {
 	static const char *const keys[] = {"spool_dir", "maildir_root", "tls.self_signed_dir"};
 	const char *paths[] = {conf->spool_dir, conf->maildir_root, conf->tls.self_signed_dir};

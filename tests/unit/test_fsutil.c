@@ -57,9 +57,12 @@ static void test_within(void **state)
 		const char *a, *b;
 		bool want;
 	} cases[] = {
-	    {"/var/spool", "/var/spool", true},   {"/var/spool/mail", "/var/spool", true},
-	    {"/var/spool2", "/var/spool", false}, {"/var", "/var/spool", false},
-	    {"/anything", "/", true},            {"/var/spoo", "/var/spool", false},
+	    {"/var/spool", "/var/spool", true},
+	    {"/var/spool/mail", "/var/spool", true},
+	    {"/var/spool2", "/var/spool", false},
+	    {"/var", "/var/spool", false},
+	    {"/anything", "/", true},
+	    {"/var/spoo", "/var/spool", false},
 	};
 	for (size_t i = 0; i < N(cases); i++)
 		assert_int_equal(fs_path_within(cases[i].a, cases[i].b), cases[i].want);

@@ -87,8 +87,9 @@ static struct conf *load_conf(const char *yaml)
 static size_t connect_and_read(struct event_base *base, int port, char *out, size_t len)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in sin = {.sin_family = AF_INET,
+	                          .sin_port = htons((uint16_t)port),
+	                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	size_t got = 0;
 	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	for (int i = 0; i < 200; i++) {
@@ -116,11 +117,11 @@ static void test_implicit_tls_failure_releases_count(void **state)
 	int port = free_port();
 	char yaml[512], got[512];
 	snprintf(yaml, sizeof(yaml),
-		 "listen:\n  - address: 127.0.0.1:%d\n    tls: implicit\n"
-		 "tls:\n  self_signed_dir: /tmp/hk-test-smtpd-unused\n"
-		 "local_domains: [example.org]\naccept_any_user: true\n"
-		 "limits:\n  connections_per_ip: 2\n",
-		 port);
+	         "listen:\n  - address: 127.0.0.1:%d\n    tls: implicit\n"
+	         "tls:\n  self_signed_dir: /tmp/hk-test-smtpd-unused\n"
+	         "local_domains: [example.org]\naccept_any_user: true\n"
+	         "limits:\n  connections_per_ip: 2\n",
+	         port);
 	struct conf *conf = load_conf(yaml);
 	struct event_base *base = event_base_new();
 	struct smtpd *srv = NULL;
