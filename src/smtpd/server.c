@@ -165,6 +165,13 @@ bool smtpd_server_space_low(struct smtpd *srv, uint64_t need)
 			avail = UINT64_MAX;
 		}
 		srv->space_avail = avail;
+		/* once per change, not per refused MAIL */
+		bool low = avail < srv->conf->queue.min_free_space;
+		if (low != srv->space_low)
+			log_warn("event=spool_space status=%s avail=%llu min_free_space=%llu",
+				 low ? "low" : "ok", (unsigned long long)avail,
+				 (unsigned long long)srv->conf->queue.min_free_space);
+		srv->space_low = low;
 	}
 	uint64_t min = srv->conf->queue.min_free_space;
 	return srv->space_avail < min || srv->space_avail - min < srv->space_reserved ||

@@ -84,6 +84,7 @@ struct smtpd {
 	uint64_t space_avail;
 	uint64_t space_checked_us;
 	uint64_t space_reserved;
+	bool space_low; /* below queue.min_free_space at the last check */
 };
 
 /* One transaction, MAIL .. end of data: created whole, destroyed whole. */

@@ -176,6 +176,8 @@ def test_mail_refused_below_min_free_space(hikyaku, raw):
     c.ok("MAIL FROM:<a@example.net>", 452, "4.3.1")
     c.ok("MAIL FROM:<a@example.net> SIZE=100", 452, "4.3.1")
     assert hk.spool_files("incoming") == [] and hk.queue_files() == []
+    from conftest import log_events
+    assert [e["status"] for e in log_events(hk, "spool_space")] == ["low"]
 
 
 class _Tmpfs:
