@@ -216,6 +216,11 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "limits.errors", .type = CONF_T_UINT, .def = "20",
 	  .min = 1, .max = 1000, .off = OFF(limits.errors),
 	  .doc = "Errors in one session before it is closed." },
+	{ .key = "limits.recipient_overshoot", .type = CONF_T_UINT, .def = "1000",
+	  .min = 0, .max = 100000, .off = OFF(limits.recipient_overshoot),
+	  .doc = "Recipients refused with 452 4.5.3 (over limits.recipients) in one session "
+		 "before each further one counts as an error, as Postfix's "
+		 "smtpd_recipient_overshoot_limit." },
 	{ .key = "limits.header_size", .type = CONF_T_SIZE, .def = "100K",
 	  .min = KIB, .max = 64 * MIB, .off = OFF(limits.header_size),
 	  .doc = "Largest header section of a message." },
@@ -251,6 +256,11 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "queue.retry_max", .type = CONF_T_DURATION, .def = "1h",
 	  .min = SEC, .max = 7 * DAY, .off = OFF(queue.retry_max),
 	  .doc = "Cap of the doubling retry interval; at least retry_min." },
+	{ .key = "queue.min_free_space", .type = CONF_T_SIZE, .def = "100M",
+	  .min = 0, .max = 1ULL << 60, .off = OFF(queue.min_free_space),
+	  .doc = "Space the spool's file system keeps free: below it (with the SIZE= "
+		 "declared by transactions in progress counted as used) MAIL gets 452 4.3.1. "
+		 "Checked at most once a second." },
 
 	{ .key = "tls.certificates", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(tls.certs),
 	  .count_off = OFF(tls.n_certs), .fields = conf_cert_fields,
@@ -1157,6 +1167,12 @@ static int conf_cross_check(struct conf_parse *p)
 	}
 	if (conf_delivery_cross_check(p) < 0)
 		return -1;
+	const char *key = "spool_dir";
+	char msg[CONF_MSG_MAX];
+	if (conf_check_roots(c, false, &key, msg, sizeof(msg)) < 0) {
+		pos = conf_setting_pos(p, conf_setting_find(key));
+		return conf_error(p, pos.line, pos.col, "%s", msg);
+	}
 	return conf_routes_cross_check(p);
 }
 

@@ -9,6 +9,7 @@
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
+#include "queue/spool.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -147,6 +148,36 @@ unsigned smtpd_server_auth_failures(struct smtpd *srv, const struct sockaddr_sto
 	return add;
 }
 
+#define SERVER_SPACE_CHECK_US 1000000
+
+bool smtpd_server_space_low(struct smtpd *srv, uint64_t need)
+{
+	uint64_t now = smtpd_now_us();
+	if (srv->spool == NULL)
+		return false;
+	if (srv->space_checked_us == 0 || now - srv->space_checked_us >= SERVER_SPACE_CHECK_US ||
+	    now < srv->space_checked_us) {
+		uint64_t avail;
+		srv->space_checked_us = now;
+		if (spool_free_space(srv->spool, &avail) < 0) {
+			/* not a reason to refuse mail: the writes will tell */
+			log_warn("event=statvfs_failed error=%s", strerror(errno));
+			avail = UINT64_MAX;
+		}
+		srv->space_avail = avail;
+		/* once per change, not per refused MAIL */
+		bool low = avail < srv->conf->queue.min_free_space;
+		if (low != srv->space_low)
+			log_warn("event=spool_space status=%s avail=%llu min_free_space=%llu",
+				 low ? "low" : "ok", (unsigned long long)avail,
+				 (unsigned long long)srv->conf->queue.min_free_space);
+		srv->space_low = low;
+	}
+	uint64_t min = srv->conf->queue.min_free_space;
+	return srv->space_avail < min || srv->space_avail - min < srv->space_reserved ||
+	       srv->space_avail - min - srv->space_reserved < need;
+}
+
 void smtpd_set_tls(struct smtpd *srv, struct tls_server *tls)
 {
 	/* Live sessions hold their own references to the old contexts. */
@@ -211,7 +242,11 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 		return;
 	}
 	server_ip_add(srv, &ss, 1);
-	smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf);
+	/* A session that could not start (implicit TLS setup failed) never
+	 * reaches smtpd_server_session_gone: release its count here, or
+	 * every such failure would shrink limits.connections_per_ip for good. */
+	if (!smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf))
+		server_ip_add(srv, &ss, -1);
 }
 
 #define SERVER_ACCEPT_PAUSE_US 100000 /* after an accept error */
@@ -284,6 +319,7 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	srv->conf = conf;
 	srv->users = users;
 	srv->aliases = aliases;
+	logrl_init(&srv->reject_rl, SMTPD_REJECT_LOG_ALL, SMTPD_REJECT_LOG_ALL_WINDOW_US);
 	srv->ipcount_buckets = 1021;
 	srv->ipcount = xcalloc(srv->ipcount_buckets, sizeof(*srv->ipcount));
 	uint64_t seed = 0;
@@ -366,6 +402,9 @@ void smtpd_free(struct smtpd **srvp)
 	}
 	free(srv->ipcount);
 	free(srv->authfail);
+	smtpd_reject_log_flush(srv);
+	if (srv->reject_rl_ev != NULL)
+		event_free(srv->reject_rl_ev);
 	tls_server_free(&srv->tls);
 	free(srv);
 }
