@@ -42,6 +42,8 @@ struct conf_auth {
 	uint64_t max_failures;   /* auth.max_failures per client IP in the window, 5 */
 	uint64_t failure_window; /* ms, auth.failure_window, 10m */
 	bool received_show_user; /* auth.received_show_user: name the user in Received */
+	char **mechanisms;       /* auth.mechanisms: offered in EHLO; none = automatic */
+	size_t n_mechanisms;
 };
 
 struct conf_relay {

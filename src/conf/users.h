@@ -26,6 +26,10 @@ size_t users_count_scheme(const struct users *users, const char *scheme);
  * the second field as written ("{SCHEME}..."), "" when the line has none, or
  * NULL for an unknown user. Owned by the table: valid until users_free(). */
 const char *users_secret(const struct users *users, const char *user);
+/* The secret of the i-th user (0 <= i < users_count(), in no stated order),
+ * NULL when its line has none: for the work smtpd prepares once per file
+ * (auth/sasl.c). Owned by the table. */
+const char *users_secret_at(const struct users *users, size_t i);
 /* Is name[0..len) acceptable as the first field of a users line: exactly one
  * '@', non-empty local part (at most 64 octets) and domain (at most 255), no
  * space, control character or ':'? Returns NULL if so, else the reason. */

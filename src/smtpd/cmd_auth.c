@@ -174,9 +174,6 @@ static void auth_result(struct smtpd_session *s, enum sasl_result r, struct buf 
 	case SASL_R_FAIL:
 		auth_failed(s, true);
 		return;
-	case SASL_R_NOT_ALLOWED:
-		auth_failed(s, false);
-		return;
 	case SASL_R_MALFORMED:
 		auth_end(s);
 		smtpd_reply(s, 501, "5.5.2", "Malformed authentication exchange");
@@ -230,12 +227,15 @@ void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len)
 	const char *sp = memchr(args, ' ', len);
 	size_t mlen = sp != NULL ? (size_t)(sp - args) : len;
 	enum sasl_mech mech;
-	if (mlen == 0 || sasl_mech_parse(args, mlen, &mech) < 0) {
+	/* RFC 4954 §4: 504 for a mechanism we do not offer, even one we
+	 * implement (auth.mechanisms, or not usable by every user). */
+	if (mlen == 0 || sasl_mech_parse(args, mlen, &mech) < 0 ||
+	    (s->srv->auth_mechs & SASL_MECH_BIT(mech)) == 0) {
 		smtpd_reply(s, 504, "5.5.4", "Unrecognized authentication type");
 		return;
 	}
 	s->sasl_mech = (int)mech;
-	s->sasl = sasl_server_create(mech, conf->hostname, s->srv->users);
+	s->sasl = sasl_server_create(mech, s->srv->sasl_ctx);
 	if (sp != NULL)
 		auth_step(s, true, sp + 1, len - mlen - 1);
 	else

@@ -4,6 +4,7 @@
  * master (smtpd_create) before privileges are dropped. */
 #include "smtpd/smtpd.h"
 #include "smtpd/session.h"
+#include "auth/sasl.h"
 #include "conf/conf.h"
 #include "conf/users.h"
 #include "lib/alloc.h"
@@ -276,6 +277,30 @@ static int server_bind(struct smtpd *srv, const struct conf_listener *lc, const 
 	return 0;
 }
 
+/* What EHLO offers: auth.mechanisms, or else what works for every user
+ * (sasl_ctx_usable). Clients choose the strongest mechanism offered and do
+ * not retry, so offering CRAM-MD5 to a users file with one {CRYPT} user
+ * would lock that user out (issue 8). */
+static void server_auth_mechs(struct smtpd *srv)
+{
+	const struct conf_auth *ca = &srv->conf->auth;
+	size_t off;
+
+	srv->sasl_ctx = sasl_ctx_create(srv->users, srv->conf->hostname);
+	srv->auth_mechs = ca->n_mechanisms == 0 ? sasl_ctx_usable(srv->sasl_ctx) : 0;
+	for (size_t i = 0; i < ca->n_mechanisms; i++) {
+		enum sasl_mech m;
+		if (sasl_mech_parse(ca->mechanisms[i], strlen(ca->mechanisms[i]), &m) == 0)
+			srv->auth_mechs |= SASL_MECH_BIT(m);
+	}
+	off = (size_t)snprintf(srv->auth_line, sizeof(srv->auth_line), "250-AUTH");
+	for (int m = SASL_PLAIN; m <= SASL_SCRAM_SHA_256; m++)
+		if (srv->auth_mechs & SASL_MECH_BIT(m))
+			off += (size_t)snprintf(srv->auth_line + off, sizeof(srv->auth_line) - off,
+						" %s", sasl_mech_name((enum sasl_mech)m));
+	snprintf(srv->auth_line + off, sizeof(srv->auth_line) - off, "\r\n");
+}
+
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
 		 const struct aliases *aliases, struct smtpd **smtpd_r, const char **error_r)
 {
@@ -290,11 +315,7 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	if (getentropy(&seed, sizeof(seed)) < 0)
 		seed = (uint64_t)getpid();
 	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
-	/* PLAIN and LOGIN serve every stored scheme; the challenge-response
-	 * mechanisms only users with their own secret (see users.h). */
-	snprintf(srv->auth_line, sizeof(srv->auth_line), "250-AUTH PLAIN LOGIN%s%s\r\n",
-		 users_count_scheme(users, "CRAM-MD5") > 0 ? " CRAM-MD5" : "",
-		 users_count_scheme(users, "SCRAM-SHA-256") > 0 ? " SCRAM-SHA-256" : "");
+	server_auth_mechs(srv);
 	for (size_t i = 0; i < conf->n_listeners; i++) {
 		if (server_bind(srv, &conf->listeners[i], error_r) < 0) {
 			smtpd_free(&srv);
@@ -366,6 +387,7 @@ void smtpd_free(struct smtpd **srvp)
 	}
 	free(srv->ipcount);
 	free(srv->authfail);
+	sasl_ctx_free(&srv->sasl_ctx);
 	tls_server_free(&srv->tls);
 	free(srv);
 }

@@ -22,6 +22,7 @@ struct conf;
 struct conf_listener;
 struct users;
 struct aliases;
+struct sasl_ctx;
 struct sasl_server;
 struct tls_server;
 struct spool;
@@ -56,6 +57,8 @@ struct smtpd {
 	struct workq *auth_wq;   /* password hashing (yescrypt, bcrypt) */
 	struct tls_server *tls;  /* NULL when TLS is not configured */
 	struct smtpd_authfail *authfail; /* per-IP AUTH failures, fixed size */
+	struct sasl_ctx *sasl_ctx; /* prepared once per users table */
+	unsigned auth_mechs;     /* SASL_MECH_BIT()s offered (auth.mechanisms) */
 	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
 	size_t n_listeners;
