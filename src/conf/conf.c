@@ -282,10 +282,10 @@ const struct conf_setting conf_settings[] = {
 	  .check = conf_auth_mechanism_check,
 	  .doc = "SASL mechanisms offered in EHLO, of PLAIN, LOGIN, CRAM-MD5 and "
 		 "SCRAM-SHA-256; others are refused with 504 5.5.4. Clients pick the strongest "
-		 "offered and do not retry, so CRAM-MD5 and SCRAM-SHA-256 suit only users file "
-		 "where every user has a secret of that scheme (`hikyaku check` warns). [] "
-		 "offers PLAIN and LOGIN, and each of the other two when every user with a "
-		 "secret holds one of its scheme." },
+		 "offered and do not retry, so CRAM-MD5 and SCRAM-SHA-256 suit only a users "
+		 "file in which every user has a secret of that scheme (`hikyaku check` warns). "
+		 "[]: PLAIN and LOGIN, and each of the other two when every user with a secret "
+		 "holds one of its scheme." },
 	{ .key = "auth.received_show_user", .type = CONF_T_BOOL, .def = "false",
 	  .off = OFF(auth.received_show_user),
 	  .doc = "Name the authenticated user in the Received: field (RFC 5321 §4.4); off "

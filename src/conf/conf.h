@@ -175,6 +175,10 @@ void conf_dump(const struct conf *conf, FILE *out);
 void conf_reference(FILE *out);
 /* Warnings an operator should see (hikyaku check): returns how many. */
 int conf_check(const struct conf *conf, FILE *out);
+/* Warnings about the configuration against the users file (auth.mechanisms
+ * some users cannot use): returns how many. */
+struct users;
+int conf_check_users(const struct conf *conf, const struct users *users, FILE *out);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
 /* The route for a recipient domain: a routes[] entry, else local for
  * local_domains, else relay via delivery.smarthost when set, else MX. The
