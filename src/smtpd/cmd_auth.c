@@ -1,9 +1,11 @@
 /* cmd_auth.c — SMTP AUTH (RFC 4954) for smtpd: the command, the 334
- * exchange, the off-loop password check, failure slow-down and lock-out.
+ * exchange, the off-loop password check, failure slow-down and lock-out
+ * (each exchange reserves a guess in auth/authfail.c before it starts).
  * Runs in smtpd on the event loop. The responses are hostile and carry
  * secrets: they go to the SASL state machine (auth/sasl.c) and are wiped;
  * no credential or AUTH payload ever reaches a log line. */
 #include "smtpd/session.h"
+#include "auth/authfail.h"
 #include "auth/passwd.h"
 #include "auth/sasl.h"
 #include "conf/conf.h"
@@ -29,6 +31,34 @@ struct auth_verify {
 };
 
 static void auth_result(struct smtpd_session *s, enum sasl_result r, struct buf *out);
+
+/* The failure table (auth/authfail.h) for this session's client address. */
+static int auth_reserve(struct smtpd_session *s)
+{
+	const struct conf_auth *ca = &s->srv->conf->auth;
+	return authfail_reserve(s->srv->authfail, &s->client_ss, smtpd_now_us() / 1000,
+				ca->failure_window, (unsigned)ca->max_failures);
+}
+
+static void auth_release(struct smtpd_session *s)
+{
+	authfail_release(s->srv->authfail, &s->client_ss, smtpd_now_us() / 1000,
+			 s->srv->conf->auth.failure_window);
+}
+
+static unsigned auth_failures(struct smtpd_session *s)
+{
+	return authfail_count(s->srv->authfail, &s->client_ss, smtpd_now_us() / 1000,
+			      s->srv->conf->auth.failure_window);
+}
+
+static void auth_lockout(struct smtpd_session *s, const char *why)
+{
+	log_info("event=auth_lockout sid=%s client=%s", s->sid, s->client_addr);
+	smtpd_reply(s, 421, "4.7.0", "%s Too many authentication failures, %s",
+		    s->srv->conf->hostname, why);
+	smtpd_session_close(s);
+}
 
 bool smtpd_auth_offered(const struct smtpd_session *s)
 {
@@ -98,25 +128,19 @@ static void auth_on_delay(evutil_socket_t fd, short what, void *arg)
 	struct smtpd_session *s = arg;
 	if (auth_session_gone(s))
 		return;
-	const struct conf_auth *ca = &s->srv->conf->auth;
 	auth_end(s);
 	smtpd_reply(s, 535, "5.7.8", "Authentication credentials invalid");
-	if (smtpd_server_auth_failures(s->srv, &s->client_ss, 0) >= ca->max_failures) {
-		log_info("event=auth_lockout sid=%s client=%s", s->sid, s->client_addr);
-		smtpd_reply(s, 421, "4.7.0", "%s Too many authentication failures, closing",
-			    s->srv->conf->hostname);
-		smtpd_session_close(s);
+	if (auth_failures(s) >= s->srv->conf->auth.max_failures) {
+		auth_lockout(s, "closing");
 		return;
 	}
 	smtpd_session_resume(s);
 }
 
-/* counted: false for a mechanism the user's stored secret cannot serve —
- * no password was tried, so it is not a guess; the reply and its delay
- * are the same either way. */
-static void auth_failed(struct smtpd_session *s, bool counted)
+/* The guess was counted when AUTH reserved it (smtpd_cmd_auth). */
+static void auth_failed(struct smtpd_session *s)
 {
-	unsigned n = smtpd_server_auth_failures(s->srv, &s->client_ss, counted ? 1 : 0);
+	unsigned n = auth_failures(s);
 	if (n == 0)
 		n = 1;
 	log_info("event=auth_failed sid=%s client=%s mech=%s failures=%u", s->sid, s->client_addr,
@@ -135,6 +159,7 @@ static void auth_failed(struct smtpd_session *s, bool counted)
 
 static void auth_succeeded(struct smtpd_session *s)
 {
+	auth_release(s); /* a login is not a failure */
 	s->auth_user = xstrdup(sasl_server_user(s->sasl));
 	char qu[LOG_Q_MAX];
 	log_info("event=auth sid=%s client=%s mech=%s user=%s", s->sid, s->client_addr,
@@ -172,9 +197,10 @@ static void auth_result(struct smtpd_session *s, enum sasl_result r, struct buf 
 		auth_succeeded(s);
 		return;
 	case SASL_R_FAIL:
-		auth_failed(s, true);
+		auth_failed(s);
 		return;
-	case SASL_R_MALFORMED:
+	case SASL_R_MALFORMED: /* no guess was evaluated */
+		auth_release(s);
 		auth_end(s);
 		smtpd_reply(s, 501, "5.5.2", "Malformed authentication exchange");
 		return;
@@ -187,6 +213,7 @@ static void auth_step(struct smtpd_session *s, bool has_data, const char *b64, s
 	buf_init(&in, SASL_RESPONSE_MAX);
 	buf_init(&out, 4096);
 	if (has_data && !(len == 1 && b64[0] == '=') && base64_decode(b64, len, &in) < 0) {
+		auth_release(s);
 		auth_end(s);
 		smtpd_reply(s, 501, "5.5.2", "Invalid base64 in authentication exchange");
 	} else {
@@ -200,7 +227,6 @@ static void auth_step(struct smtpd_session *s, bool has_data, const char *b64, s
 
 void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len)
 {
-	const struct conf *conf = s->srv->conf;
 	if (!s->esmtp) {
 		smtpd_reply(s, 503, "5.5.1", "Send EHLO first");
 		return;
@@ -217,13 +243,6 @@ void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
 		return;
 	}
-	if (smtpd_server_auth_failures(s->srv, &s->client_ss, 0) >= conf->auth.max_failures) {
-		log_info("event=auth_lockout sid=%s client=%s", s->sid, s->client_addr);
-		smtpd_reply(s, 421, "4.7.0", "%s Too many authentication failures, try later",
-			    conf->hostname);
-		smtpd_session_close(s);
-		return;
-	}
 	const char *sp = memchr(args, ' ', len);
 	size_t mlen = sp != NULL ? (size_t)(sp - args) : len;
 	enum sasl_mech mech;
@@ -232,6 +251,13 @@ void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len)
 	if (mlen == 0 || sasl_mech_parse(args, mlen, &mech) < 0 ||
 	    (s->srv->auth_mechs & SASL_MECH_BIT(mech)) == 0) {
 		smtpd_reply(s, 504, "5.5.4", "Unrecognized authentication type");
+		return;
+	}
+	/* Each exchange reserves its guess before any is evaluated: parallel
+	 * sessions from one address share auth.max_failures instead of each
+	 * getting a guess past the limit (issue 8). */
+	if (auth_reserve(s) < 0) {
+		auth_lockout(s, "try later");
 		return;
 	}
 	s->sasl_mech = (int)mech;
@@ -245,6 +271,7 @@ void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len)
 void smtpd_auth_response(struct smtpd_session *s, const char *line, size_t len)
 {
 	if (len == 1 && line[0] == '*') {
+		auth_release(s); /* a cancel is not a guess */
 		auth_end(s);
 		smtpd_reply(s, 501, "5.7.0", "Authentication cancelled");
 		return;

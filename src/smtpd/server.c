@@ -4,6 +4,7 @@
  * master (smtpd_create) before privileges are dropped. */
 #include "smtpd/smtpd.h"
 #include "smtpd/session.h"
+#include "auth/authfail.h"
 #include "auth/sasl.h"
 #include "conf/conf.h"
 #include "conf/users.h"
@@ -94,58 +95,6 @@ static void server_ip_add(struct smtpd *srv, const struct sockaddr_storage *ss, 
 		*pp = dead->next;
 		free(dead);
 	}
-}
-
-/* AUTH failures per client address: a fixed-size table (bounded memory
- * whatever the number of attackers); a colliding address takes over an
- * expired slot, or the least recently failed of a small probe window. */
-#define AUTHFAIL_SLOTS 4096
-#define AUTHFAIL_PROBE 4
-
-struct smtpd_authfail {
-	unsigned char addr[16];
-	unsigned count;
-	uint64_t first_ms; /* start of the current window */
-	uint64_t last_ms;
-};
-
-unsigned smtpd_server_auth_failures(struct smtpd *srv, const struct sockaddr_storage *ss,
-				    unsigned add)
-{
-	unsigned char key[16];
-	uint64_t now = smtpd_now_us() / 1000, window = srv->conf->auth.failure_window;
-	if (srv->authfail == NULL)
-		srv->authfail = xcalloc(AUTHFAIL_SLOTS, sizeof(*srv->authfail));
-	server_ip_key(ss, key);
-	uint64_t h = 1469598103934665603ULL;
-	for (size_t i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 1099511628211ULL;
-	struct smtpd_authfail *victim = NULL;
-	bool victim_expired = false;
-	for (size_t i = 0; i < AUTHFAIL_PROBE; i++) {
-		struct smtpd_authfail *e = &srv->authfail[(h + i) % AUTHFAIL_SLOTS];
-		bool expired = e->count == 0 || now - e->first_ms > window;
-		if (memcmp(e->addr, key, 16) == 0 && e->count > 0) {
-			if (expired) {
-				e->count = 0;
-				e->first_ms = now;
-			}
-			e->count += add;
-			e->last_ms = now;
-			return e->count;
-		}
-		if (victim == NULL || (expired && !victim_expired) ||
-		    (expired == victim_expired && e->last_ms < victim->last_ms)) {
-			victim = e;
-			victim_expired = expired;
-		}
-	}
-	if (add == 0)
-		return 0;
-	memcpy(victim->addr, key, 16);
-	victim->count = add;
-	victim->first_ms = victim->last_ms = now;
-	return add;
 }
 
 void smtpd_set_tls(struct smtpd *srv, struct tls_server *tls)
@@ -277,6 +226,10 @@ static int server_bind(struct smtpd *srv, const struct conf_listener *lc, const 
 	return 0;
 }
 
+/* AUTH failure accounting (auth/authfail.h): 4096 addresses or /64s with
+ * failures in the window, 128 KiB. */
+#define SERVER_AUTHFAIL_SLOTS 4096
+
 /* What EHLO offers: auth.mechanisms, or else what works for every user
  * (sasl_ctx_usable). Clients choose the strongest mechanism offered and do
  * not retry, so offering CRAM-MD5 to a users file with one {CRYPT} user
@@ -316,6 +269,7 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 		seed = (uint64_t)getpid();
 	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
 	server_auth_mechs(srv);
+	srv->authfail = authfail_create(SERVER_AUTHFAIL_SLOTS, NULL);
 	for (size_t i = 0; i < conf->n_listeners; i++) {
 		if (server_bind(srv, &conf->listeners[i], error_r) < 0) {
 			smtpd_free(&srv);
@@ -386,7 +340,7 @@ void smtpd_free(struct smtpd **srvp)
 		}
 	}
 	free(srv->ipcount);
-	free(srv->authfail);
+	authfail_free(&srv->authfail);
 	sasl_ctx_free(&srv->sasl_ctx);
 	tls_server_free(&srv->tls);
 	free(srv);

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import hikyaku_bin, log_events, wait_event
+from conftest import RawSMTP, hikyaku_bin, log_events, wait_event
 from postfix_helpers import postfix_instance  # noqa: F401 (fixture)
 from test_auth import ALICE, PW, auth_keywords, b64, plain, scram_exchange, tls_ready
 
@@ -179,3 +179,53 @@ def test_mechanism_not_offered_504(hikyaku, raw):
     c.ok("AUTH SCRAM-SHA-256 " + b64(f"n,,n={CAROL},r=abcdefgh"), 504, "5.5.4")
     c.ok("AUTH CRAM-MD5", 504, "5.5.4")
     c.ok("AUTH PLAIN " + plain(user=CAROL), 235, "2.7.0")
+
+
+# ---- Security 2: the lock-out holds under parallel connections -------------
+
+def test_parallel_guesses_share_the_limit(hikyaku):
+    # 50 connections from one address each send one wrong password before
+    # any answer comes back: the limit was checked only when AUTH started,
+    # so each got its guess (50 x 535 against a limit of 5)
+    hk = hikyaku(users_secrets={CAROL: ("CRYPT", PW)}, listener={"plaintext_auth": True},
+                 auth={"max_failures": 5, "failure_window": "1m"},
+                 limits={"connections_per_ip": 100})
+    conns = []
+    try:
+        for _ in range(50):
+            c = RawSMTP(hk.port, timeout=60)
+            c.ehlo()
+            conns.append(c)
+        for c in conns:
+            c.send("AUTH PLAIN " + plain(user=CAROL, pw="wrong") + "\r\n")
+        codes = [c.reply()[0] for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+    assert 1 <= codes.count(535) <= 5, codes
+    assert all(code in (535, 421, 454) for code in codes), codes
+    assert len(log_events(hk, "auth_failed")) <= 5
+    # and the address stays locked out, even with the right password
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("AUTH PLAIN " + plain(user=CAROL), 421, "4.7.0")
+    c.close()
+
+
+def test_successful_logins_do_not_count(hikyaku, raw):
+    # a guess is reserved before it is checked and given back when it
+    # succeeds: many good logins never lock an address out
+    hk = hikyaku(users_secrets={CAROL: ("CRYPT", PW)}, listener={"plaintext_auth": True},
+                 auth={"max_failures": 2, "failure_window": "1m"})
+    for _ in range(4):
+        c = raw(hk.port)
+        c.ehlo()
+        c.ok("AUTH PLAIN " + plain(user=CAROL), 235, "2.7.0")
+        c.ok("QUIT", 221)
+    c = raw(hk.port)
+    c.ehlo()
+    c.ok("AUTH PLAIN " + plain(user=CAROL, pw="wrong"), 535, "5.7.8")
+    c.ok("AUTH LOGIN", 334)
+    c.ok("*", 501)  # a cancel is not a guess
+    c.ok("AUTH PLAIN " + plain(user=CAROL), 235, "2.7.0")
+    assert [e["failures"] for e in log_events(hk, "auth_failed")] == ["1"]
