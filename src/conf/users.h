@@ -19,8 +19,8 @@ void users_free(struct users **users);
 bool users_exists(const struct users *users, const char *local, const char *domain);
 size_t users_count(const struct users *users);
 /* How many users have a "{scheme}..." secret (case-insensitive scheme name):
- * smtpd offers CRAM-MD5 and SCRAM-SHA-256 only when some user can use them,
- * or clients that prefer them would fail for everyone else. */
+ * `hikyaku check` warns when auth.mechanisms offers CRAM-MD5 or
+ * SCRAM-SHA-256 to a file where some users have no secret of that scheme. */
 size_t users_count_scheme(const struct users *users, const char *scheme);
 /* The stored secret of "local@domain" (case-insensitive, like users_exists):
  * the second field as written ("{SCHEME}..."), "" when the line has none, or
