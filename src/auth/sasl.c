@@ -113,10 +113,15 @@ const char *sasl_mech_name(enum sasl_mech m)
 
 /* ---- the context: what is prepared once per users file ---- */
 
+struct sasl_class {
+	char *name; /* passwd_cost_class() */
+	size_t user; /* index of one user whose secret is of this class */
+};
+
 static int sasl_class_cmp(const void *a, const void *b)
 {
-	const char *const *x = a, *const *y = b;
-	return strcmp(*x, *y);
+	const struct sasl_class *x = a, *y = b;
+	return strcmp(x->name, y->name);
 }
 
 /* The secret whose scheme and cost (passwd_cost_class) most users share;
@@ -125,38 +130,28 @@ static int sasl_class_cmp(const void *a, const void *b)
 static const char *sasl_common_secret(const struct users *users)
 {
 	size_t n = users_count(users), m = 0, best = 0, best_run = 0;
-	char **cls = xcalloc(n + 1, sizeof(*cls));
+	struct sasl_class *cls = xcalloc(n + 1, sizeof(*cls));
 	const char *r = NULL;
 
 	for (size_t i = 0; i < n; i++) {
 		const char *sec = users_secret_at(users, i);
-		char *c = sec != NULL ? passwd_cost_class(sec) : NULL;
-		if (c == NULL)
-			continue;
-		/* "class\0" then the index of one secret of that class */
-		size_t cl = strlen(c);
-		cls[m] = xmalloc(cl + 1 + sizeof(size_t));
-		memcpy(cls[m], c, cl + 1);
-		memcpy(cls[m] + cl + 1, &i, sizeof(i));
-		free(c);
-		m++;
+		char *name = sec != NULL ? passwd_cost_class(sec) : NULL;
+		if (name != NULL)
+			cls[m++] = (struct sasl_class){.name = name, .user = i};
 	}
 	if (m > 0)
 		qsort(cls, m, sizeof(*cls), sasl_class_cmp);
 	for (size_t i = 0, run = 0; i < m; i++) {
-		run = i > 0 && strcmp(cls[i], cls[i - 1]) == 0 ? run + 1 : 1;
+		run = i > 0 && strcmp(cls[i].name, cls[i - 1].name) == 0 ? run + 1 : 1;
 		if (run > best_run) {
 			best_run = run;
 			best = i;
 		}
 	}
-	if (m > 0) {
-		size_t idx;
-		memcpy(&idx, cls[best] + strlen(cls[best]) + 1, sizeof(idx));
-		r = users_secret_at(users, idx);
-	}
+	if (m > 0)
+		r = users_secret_at(users, cls[best].user);
 	for (size_t i = 0; i < m; i++)
-		free(cls[i]);
+		free(cls[i].name);
 	free(cls);
 	return r;
 }
