@@ -518,7 +518,7 @@ size_t passwd_crypt_params_len(const char *hash)
 
 	if (hash == NULL || hash[0] != '$' || (p = strchr(hash + 1, '$')) == NULL)
 		return 0; /* traditional DES or unknown: no cost field */
-	p++;          /* past "$id$" */
+	p++;              /* past "$id$" */
 	if (strncmp(hash, "$1$", 3) == 0 || strncmp(hash, "$5$", 3) == 0 ||
 	    strncmp(hash, "$6$", 3) == 0) {
 		/* MD5, SHA-256 and SHA-512 crypt: an optional "rounds=N$" */

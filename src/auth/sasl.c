@@ -61,10 +61,10 @@ enum sasl_state {
 struct sasl_ctx {
 	const struct users *users;
 	char *hostname;
-	char *dummy_stored;          /* "{SCHEME}..." of the most common class */
-	unsigned usable;             /* SASL_MECH_BIT()s every user with a secret can use */
-	unsigned scram_iter;         /* iterations of the fake SCRAM keys */
-	unsigned char fake_key[32];  /* HMAC key of the fake SCRAM salts */
+	char *dummy_stored;         /* "{SCHEME}..." of the most common class */
+	unsigned usable;            /* SASL_MECH_BIT()s every user with a secret can use */
+	unsigned scram_iter;        /* iterations of the fake SCRAM keys */
+	unsigned char fake_key[32]; /* HMAC key of the fake SCRAM salts */
 };
 
 struct sasl_server {
@@ -114,7 +114,7 @@ const char *sasl_mech_name(enum sasl_mech m)
 /* ---- the context: what is prepared once per users file ---- */
 
 struct sasl_class {
-	char *name; /* passwd_cost_class() */
+	char *name;  /* passwd_cost_class() */
 	size_t user; /* index of one user whose secret is of this class */
 };
 

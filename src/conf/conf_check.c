@@ -201,11 +201,12 @@ int conf_check_users(const struct conf *conf, const struct users *users, FILE *o
 			continue;
 		size_t have = users_count_scheme(users, m);
 		if (have < total)
-			n += conf_warn(out,
-			               "auth.mechanisms offers %s but %zu of %zu users with a secret "
-			               "have no {%s} secret: clients that choose it (the strongest "
-			               "offered) cannot log in as them",
-			               m, total - have, total, m);
+			n += conf_warn(
+			    out,
+			    "auth.mechanisms offers %s but %zu of %zu users with a secret "
+			    "have no {%s} secret: clients that choose it (the strongest "
+			    "offered) cannot log in as them",
+			    m, total - have, total, m);
 	}
 	return n;
 }

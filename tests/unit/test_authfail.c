@@ -107,7 +107,7 @@ static void test_address_keys(void **state)
 	    {"2001:db8:1:2::1", "2001:db8:1:2:ffff:eeee:dddd:cccc", 1}, /* one /64 */
 	    {"2001:db8:1:2::1", "2001:db8:1:3::1", 0},
 	    {"192.0.2.1", "::ffff:192.0.2.1", 1}, /* v4-mapped is IPv4 */
-	    {"192.0.2.1", "192.0.2.2", 0},         /* IPv4 per address */
+	    {"192.0.2.1", "192.0.2.2", 0},        /* IPv4 per address */
 	    {"::ffff:192.0.2.1", "::ffff:192.0.2.2", 0},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
