@@ -288,6 +288,11 @@ const char *sasl_server_user(const struct sasl_server *s)
 	return s->user;
 }
 
+bool sasl_server_midway(const struct sasl_server *s)
+{
+	return s->state != SASL_S_VERIFY && s->state != SASL_S_DONE;
+}
+
 const char *sasl_server_password(const struct sasl_server *s)
 {
 	return s->state == SASL_S_VERIFY ? s->password : NULL;

@@ -77,6 +77,11 @@ enum sasl_result sasl_server_verified(struct sasl_server *s, bool ok);
 const char *sasl_server_user(const struct sasl_server *s);     /* authcid, or NULL */
 const char *sasl_server_password(const struct sasl_server *s); /* SASL_R_VERIFY only */
 const char *sasl_server_stored(const struct sasl_server *s);   /* SASL_R_VERIFY only */
+/* Waiting for a client response before any credential was checked (or,
+ * SCRAM, after a good proof for the client's acknowledgement): an exchange
+ * abandoned now made no guess. False while a password is out for
+ * verification and after a terminal result. */
+bool sasl_server_midway(const struct sasl_server *s);
 void sasl_server_free(struct sasl_server **s);
 
 /* Tests only: use nonce instead of a random one, so RFC vectors can be

@@ -68,6 +68,11 @@ bool smtpd_auth_offered(const struct smtpd_session *s)
 
 void smtpd_auth_abort(struct smtpd_session *s)
 {
+	/* An exchange left midway (cancelled, bad base64, an over-long
+	 * response, the client gone) made no guess: its reservation goes back.
+	 * One whose password is out for verification keeps it. */
+	if (s->sasl != NULL && sasl_server_midway(s->sasl))
+		auth_release(s);
 	sasl_server_free(&s->sasl);
 	if (s->auth_ev != NULL) {
 		event_free(s->auth_ev);
@@ -199,7 +204,7 @@ static void auth_result(struct smtpd_session *s, enum sasl_result r, struct buf 
 	case SASL_R_FAIL:
 		auth_failed(s);
 		return;
-	case SASL_R_MALFORMED: /* no guess was evaluated */
+	case SASL_R_MALFORMED: /* no guess was evaluated; the exchange is over */
 		auth_release(s);
 		auth_end(s);
 		smtpd_reply(s, 501, "5.5.2", "Malformed authentication exchange");
@@ -213,7 +218,6 @@ static void auth_step(struct smtpd_session *s, bool has_data, const char *b64, s
 	buf_init(&in, SASL_RESPONSE_MAX);
 	buf_init(&out, 4096);
 	if (has_data && !(len == 1 && b64[0] == '=') && base64_decode(b64, len, &in) < 0) {
-		auth_release(s);
 		auth_end(s);
 		smtpd_reply(s, 501, "5.5.2", "Invalid base64 in authentication exchange");
 	} else {
@@ -271,8 +275,7 @@ void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len)
 void smtpd_auth_response(struct smtpd_session *s, const char *line, size_t len)
 {
 	if (len == 1 && line[0] == '*') {
-		auth_release(s); /* a cancel is not a guess */
-		auth_end(s);
+		auth_end(s); /* a cancel is not a guess: the reservation goes back */
 		smtpd_reply(s, 501, "5.7.0", "Authentication cancelled");
 		return;
 	}

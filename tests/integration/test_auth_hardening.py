@@ -229,3 +229,25 @@ def test_successful_logins_do_not_count(hikyaku, raw):
     c.ok("*", 501)  # a cancel is not a guess
     c.ok("AUTH PLAIN " + plain(user=CAROL), 235, "2.7.0")
     assert [e["failures"] for e in log_events(hk, "auth_failed")] == ["1"]
+
+
+def test_abandoned_exchanges_do_not_count(hikyaku, raw):
+    # an exchange left before any password was checked (the client went
+    # away, or sent an over-long response) gives its reservation back
+    hk = hikyaku(users_secrets={CAROL: ("CRYPT", PW)}, listener={"plaintext_auth": True},
+                 auth={"max_failures": 2, "failure_window": "1m"})
+    for _ in range(3):
+        c = raw(hk.port)
+        c.ehlo()
+        c.ok("AUTH LOGIN", 334)
+        c.ok(b64(CAROL), 334)
+        c.close()
+    c = raw(hk.port)
+    c.ehlo()
+    for _ in range(3):
+        c.ok("AUTH PLAIN", 334)
+        c.ok("A" * 13000, 500, "5.5.2")
+    hk.wait_log("event=disconnect", count=3)
+    c.ok("AUTH PLAIN " + plain(user=CAROL, pw="wrong"), 535, "5.7.8")
+    assert [e["failures"] for e in log_events(hk, "auth_failed")] == ["1"]
+    c.ok("AUTH PLAIN " + plain(user=CAROL), 235, "2.7.0")
