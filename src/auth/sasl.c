@@ -124,10 +124,11 @@ static int sasl_class_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-/* The secret whose scheme and cost (passwd_cost_class) most users share;
- * NULL if no user has a usable one. Ties go to the class that sorts first,
- * so the choice does not depend on the order of the file. */
-static const char *sasl_common_secret(const struct users *users)
+/* The secret whose scheme and cost (passwd_cost_class) most users share,
+ * among all usable secrets (only: PASSWD_UNKNOWN) or those of one scheme;
+ * NULL if there is none. Ties go to the class that sorts first, so the
+ * choice does not depend on the order of the file. */
+static const char *sasl_common_secret(const struct users *users, enum passwd_scheme only)
 {
 	size_t n = users_count(users), m = 0, best = 0, best_run = 0;
 	struct sasl_class *cls = xcalloc(n + 1, sizeof(*cls));
@@ -135,7 +136,8 @@ static const char *sasl_common_secret(const struct users *users)
 
 	for (size_t i = 0; i < n; i++) {
 		const char *sec = users_secret_at(users, i);
-		char *name = sec != NULL ? passwd_cost_class(sec) : NULL;
+		bool want = only == PASSWD_UNKNOWN || passwd_scheme_of(sec) == only;
+		char *name = sec != NULL && want ? passwd_cost_class(sec) : NULL;
 		if (name != NULL)
 			cls[m++] = (struct sasl_class){.name = name, .user = i};
 	}
@@ -182,11 +184,12 @@ static void sasl_ctx_scan(struct sasl_ctx *c, EVP_MD_CTX *md)
 	if (scram > 0 && scram == total)
 		c->usable |= SASL_MECH_BIT(SASL_SCRAM_SHA_256);
 	c->dummy_stored = NULL;
-	const char *common = sasl_common_secret(c->users);
+	const char *common = sasl_common_secret(c->users, PASSWD_UNKNOWN);
 	if (common != NULL)
 		c->dummy_stored = passwd_dummy_like(common);
-	if (common != NULL && passwd_scheme_of(common) == PASSWD_SCRAM_SHA_256 &&
-	    passwd_scram_parse(common, &k) == 0) {
+	/* fake SCRAM keys show the iteration count real ones most often have */
+	common = sasl_common_secret(c->users, PASSWD_SCRAM_SHA_256);
+	if (common != NULL && passwd_scram_parse(common, &k) == 0) {
 		c->scram_iter = k.iterations;
 		passwd_wipe(&k, sizeof(k));
 	}

@@ -962,6 +962,32 @@ static void test_sasl_ctx_dummy(void **state)
 	                        "iOtFzEHVoyxwTRNqFXx/"};
 	ctx_expect_dummy(rounds, N(rounds), "crypt $6$rounds=2000$");
 
+	/* the fake SCRAM salt of a user without a SCRAM secret shows the
+	 * iteration count most SCRAM secrets have, whatever the majority
+	 * scheme of the file */
+	const char *iter[] = {"a@x.org:" SHA512_CORRECT, "b@x.org:" SHA512_CORRECT,
+	                      "c@x.org:{SCRAM-SHA-256}8192,MDEyMzQ1Njc4OWFiY2RlZg==,"
+	                      "atB2QS1uptKzptT49z1jbIfiQRkymsT8WPpS7kq1Zuo=,"
+	                      "l5hcVU8PIU8AL4idbzSEqbYUcF6igV0ro/hNuPX0ii0="};
+	struct users *u = ctx_users(iter, N(iter));
+	struct sasl_ctx *ic = sasl_ctx_create(u, "h");
+	struct buf out;
+	buf_init(&out, 256);
+	for (int i = 0; i < 2; i++) {
+		struct sasl_server *s = sasl_server_create(SASL_SCRAM_SHA_256, ic);
+		const char *cf = i == 0 ? "n,,n=a@x.org,r=abc" : "n,,n=ghost@x.org,r=abc";
+		assert_int_equal(
+		    sasl_server_step(s, true, (const unsigned char *)cf, strlen(cf), &out),
+		    SASL_R_CONTINUE);
+		const char *it = strstr(buf_cstr(&out), ",i=");
+		assert_non_null(it);
+		assert_string_equal(it, ",i=8192");
+		sasl_server_free(&s);
+	}
+	buf_free(&out);
+	sasl_ctx_free(&ic);
+	users_free(&u);
+
 	/* no usable secret: the built-in yescrypt dummy */
 	struct sasl_ctx *c = sasl_ctx_create(NULL, "h");
 	cls = passwd_cost_class(sasl_ctx_dummy_stored(c));
