@@ -42,6 +42,8 @@ struct conf_auth {
 	uint64_t max_failures;   /* auth.max_failures per client IP in the window, 5 */
 	uint64_t failure_window; /* ms, auth.failure_window, 10m */
 	bool received_show_user; /* auth.received_show_user: name the user in Received */
+	char **mechanisms;       /* auth.mechanisms: offered in EHLO; none = automatic */
+	size_t n_mechanisms;
 };
 
 struct conf_relay {
@@ -182,6 +184,11 @@ int conf_check(const struct conf *conf, FILE *out);
  * in err; *key_r names the setting to point at. */
 int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, char *err,
 		     size_t errlen);
+
+/* Warnings about the configuration against the users file (auth.mechanisms
+ * some users cannot use): returns how many. */
+struct users;
+int conf_check_users(const struct conf *conf, const struct users *users, FILE *out);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
 /* The route for a recipient domain: a routes[] entry, else local for
  * local_domains, else relay via delivery.smarthost when set, else MX. The

@@ -5,6 +5,7 @@
  *
  * Runs in the master and in `hikyaku check`; the configuration is trusted. */
 #include "conf/conf_int.h"
+#include "conf/users.h"
 
 #include "lib/fsutil.h"
 
@@ -224,6 +225,35 @@ int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, 
 		return -1;
 	}
 	return 0;
+}
+
+/* auth.mechanisms against the users file: a client uses the strongest
+ * mechanism offered and does not retry, so a challenge-response mechanism
+ * (which needs a secret of its own scheme, auth/passwd.h) offered to users
+ * without one locks them out. */
+int conf_check_users(const struct conf *conf, const struct users *users, FILE *out)
+{
+	static const char *const schemes[] = {"CRYPT", "BLF-CRYPT", "SHA512-CRYPT", "CRAM-MD5",
+	                                      "SCRAM-SHA-256"};
+	size_t total = 0;
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		total += users_count_scheme(users, schemes[i]);
+	for (size_t i = 0; i < conf->auth.n_mechanisms; i++) {
+		const char *m = conf->auth.mechanisms[i];
+		if (strcasecmp(m, "CRAM-MD5") != 0 && strcasecmp(m, "SCRAM-SHA-256") != 0)
+			continue;
+		size_t have = users_count_scheme(users, m);
+		if (have < total)
+			n += conf_warn(
+			    out,
+			    "auth.mechanisms offers %s but %zu of %zu users with a secret "
+			    "have no {%s} secret: clients that choose it (the strongest "
+			    "offered) cannot log in as them",
+			    m, total - have, total, m);
+	}
+	return n;
 }
 
 bool conf_is_local_domain(const struct conf *conf, const char *domain)

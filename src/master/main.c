@@ -340,6 +340,7 @@ static int main_check(const char *path)
 			return 2;
 		}
 		printf("users file %s: %zu users\n", conf->users_file, users_count(users));
+		warnings += conf_check_users(conf, users, stdout);
 		users_free(&users);
 	}
 	if (conf->aliases_file[0] != '\0') {

@@ -23,6 +23,8 @@ struct conf;
 struct conf_listener;
 struct users;
 struct aliases;
+struct authfail;
+struct sasl_ctx;
 struct sasl_server;
 struct tls_server;
 struct spool;
@@ -64,7 +66,9 @@ struct smtpd {
 	struct workq *commit_wq;
 	struct workq *auth_wq;   /* password hashing (yescrypt, bcrypt) */
 	struct tls_server *tls;  /* NULL when TLS is not configured */
-	struct smtpd_authfail *authfail; /* per-IP AUTH failures, fixed size */
+	struct authfail *authfail; /* per-address AUTH failures (auth/authfail.h) */
+	struct sasl_ctx *sasl_ctx; /* prepared once per users table */
+	unsigned auth_mechs;     /* SASL_MECH_BIT()s offered (auth.mechanisms) */
 	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
 	size_t n_listeners;
@@ -205,9 +209,5 @@ void smtpd_auth_abort(struct smtpd_session *s);
  * second. */
 bool smtpd_server_space_low(struct smtpd *srv, uint64_t need);
 void smtpd_server_session_gone(struct smtpd *srv, struct smtpd_session *s);
-/* AUTH failures of the client's address in the window (auth.failure_window);
- * add 0 to read, 1 to count a failure. */
-unsigned smtpd_server_auth_failures(struct smtpd *srv, const struct sockaddr_storage *ss,
-				    unsigned add);
 
 #endif
