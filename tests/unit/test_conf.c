@@ -200,6 +200,7 @@ static void test_embedded_default(void **state)
 	assert_null(c->tls.certs);
 	assert_int_equal(c->relay.n_trusted_networks, 0);
 	assert_int_equal(c->relay.n_senders, 0);
+	assert_int_equal(c->auth.n_mechanisms, 0); /* automatic */
 	assert_string_equal(c->spool_dir, "./var/spool");
 	assert_string_equal(c->maildir_root, "./var/mail");
 	assert_int_equal(c->n_local_domains, 1);
@@ -301,6 +302,7 @@ static const char full_yaml[] =
     "  max_failures: 3\n"
     "  failure_window: 1h\n"
     "  received_show_user: true\n"
+    "  mechanisms: [LOGIN, scram-sha-256]\n"
     "relay:\n"
     "  trusted_networks: [192.0.2.0/24, \"2001:db8::/32\", 10.1.2.3]\n"
     "  sender_login_match: false\n"
@@ -501,6 +503,8 @@ static void conf_full_verify(const struct conf *c)
 	conf_strings_verify(c->relay.trusted_networks, c->relay.n_trusted_networks, nets,
 	                    N_ELEMENTS(nets));
 	conf_strings_verify(c->relay.senders, c->relay.n_senders, senders, N_ELEMENTS(senders));
+	static const char *const mechs[] = {"LOGIN", "scram-sha-256"};
+	conf_strings_verify(c->auth.mechanisms, c->auth.n_mechanisms, mechs, N_ELEMENTS(mechs));
 	assert_int_equal(c->delivery.tls, CONF_TLSPOL_VERIFY);
 	assert_int_equal(c->delivery.smarthost_tls, CONF_TLSPOL_VERIFY);
 	conf_strings_verify(c->dns.forwarders, c->dns.n_forwarders, forwarders,
@@ -521,12 +525,22 @@ static char *conf_dump_string(const struct conf *c, size_t *len_r)
 	return text;
 }
 
-/* Skip the first line (it names the source file). */
-static const char *conf_dump_body(const char *text)
+/* Two dumps are equal but for their first line (it names the source file).
+ * Offsets, not pointers into the texts: GCC 12 at -O3 takes a pointer kept
+ * across the cmocka assertion for a dangling one (-Wdangling-pointer). */
+static size_t conf_dump_body_offset(const char *text)
 {
-	const char *nl = strchr(text, '\n');
-	assert_non_null(nl);
-	return nl + 1;
+	size_t off = strcspn(text, "\n");
+
+	assert_int_equal(text[off], '\n');
+	return off + 1;
+}
+
+static void assert_dump_bodies_equal(const char *a, const char *b)
+{
+	size_t oa = conf_dump_body_offset(a), ob = conf_dump_body_offset(b);
+
+	assert_string_equal(a + oa, b + ob);
 }
 
 static void test_full_roundtrip(void **state)
@@ -573,7 +587,7 @@ static void test_full_roundtrip(void **state)
 
 	/* A second dump is identical: nothing lost or reformatted. */
 	char *text2 = conf_dump_string(c2, &len2);
-	assert_string_equal(conf_dump_body(text), conf_dump_body(text2));
+	assert_dump_bodies_equal(text, text2);
 	free(text);
 	free(text2);
 	conf_free(&c);
@@ -594,7 +608,7 @@ static void test_default_roundtrip(void **state)
 	if (conf_load(path, &c2, err, sizeof(err)) < 0)
 		fail_msg("reload: %s", err);
 	char *text2 = conf_dump_string(c2, &len2);
-	assert_string_equal(conf_dump_body(text), conf_dump_body(text2));
+	assert_dump_bodies_equal(text, text2);
 	free(text);
 	free(text2);
 	conf_free(&c);
@@ -702,6 +716,8 @@ static const struct err_case err_cases[] = {
     {L "auth:\n  max_failures: 1001\n", "3:17:", "out of range 1..1000"},
     {L "auth:\n  failure_window: 2d\n", "3:19:", "2d is out of range 1s..1d"},
     {L "auth:\n  received_show_user: yes\n", "3:23:", "expected true or false"},
+    {L "auth:\n  mechanisms: [PLAIN, GSSAPI]\n", "3:23:", "unknown SASL mechanism \"GSSAPI\""},
+    {L "auth:\n  mechanisms: [SCRAM-SHA-1]\n", "3:16:", "unknown SASL mechanism"},
     /* relay.trusted_networks */
     {L "relay:\n  trusted_networks: [10.0.0.0/8, 10.0.0.0/33]\n",
      "3:34:", "invalid network \"10.0.0.0/33\": prefix length must be 0-32"},
