@@ -46,7 +46,8 @@ static int credentials_read(const char *path, char user[CREDENTIALS_FIELD_MAX],
 		log_err("event=credentials_error file=%s reason=\"cannot read: %s\"",
 		        log_qs(qf, path), errno != 0 ? strerror(errno) : "empty file");
 	} else if (strchr(line, '\n') == NULL && fgetc(f) != EOF) {
-		log_err("event=credentials_error file=%s reason=\"line too long\"", log_qs(qf, path));
+		log_err("event=credentials_error file=%s reason=\"line too long\"",
+		        log_qs(qf, path));
 	} else {
 		line[strcspn(line, "\r\n")] = '\0';
 		char *colon = strchr(line, ':');
