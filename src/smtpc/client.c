@@ -1401,7 +1401,8 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
 			s->tls_active = true;
 			/* one token for the delivery log line: tls=TLSv1.3:TLS_AES_... */
 			const SSL_CIPHER *ci = SSL_get_current_cipher(ssl);
-			snprintf(s->res.tls_info, sizeof(s->res.tls_info), "%s:%s", SSL_get_version(ssl),
+			snprintf(s->res.tls_info, sizeof(s->res.tls_info), "%s:%s",
+			         SSL_get_version(ssl),
 			         ci != NULL ? SSL_CIPHER_get_name(ci) : "none");
 			log_debug("smtpc: relay=%s tls=%s", s->res.remote_mta, s->res.tls_info);
 			smtp_reply_parser_init(&s->parser);
