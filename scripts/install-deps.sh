@@ -4,7 +4,7 @@
 set -euo pipefail
 
 BUILD_PKGS=(gcc meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev libunbound-dev
-	libcrypt-dev)
+	libcrypt-dev libidn2-dev)
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib swaks curl
 	dovecot-lmtpd iproute2 openssl
 	clang libclang-rt-14-dev)

@@ -18,6 +18,7 @@
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/strutil.h"
+#include "mail/idna.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -133,9 +134,10 @@ static const struct conf_setting conf_cert_fields[] = {
  * domains) are checked by conf_routes_check() once the list is complete. */
 static const struct conf_setting conf_route_fields[] = {
 	{ .key = "domain", .type = CONF_T_STRING, .required = true, .off = ROFF(domain),
-	  .check = conf_domain_check, .lower = true,
+	  .check = conf_domain_check, .lower = true, .idna = true,
 	  .doc = "Recipient domain, matched exactly and case-insensitively (subdomains are "
-		 "not included)." },
+		 "not included); an internationalized domain in either form (RFC 5890), "
+		 "kept as A-labels." },
 	{ .key = "transport", .type = CONF_T_ENUM, .required = true, .names = conf_transports,
 	  .off = ROFF(transport), .lower = true,
 	  .doc = "local (Maildir under maildir_root; the domain is then accepted as local), "
@@ -186,7 +188,10 @@ const struct conf_setting conf_settings[] = {
 	  .doc = "Accept any local part in local_domains (development; no users file needed)." },
 	{ .key = "local_domains", .type = CONF_T_STRLIST, .def = "[]", .off = OFF(local_domains),
 	  .count_off = OFF(n_local_domains), .check = conf_domain_check, .lower = true,
-	  .doc = "Domains delivered locally; matched case-insensitively." },
+	  .idna = true,
+	  .doc = "Domains delivered locally; matched case-insensitively. Internationalized "
+		 "domains in either form (U-labels or xn-- A-labels, RFC 5890), kept and "
+		 "compared as A-labels." },
 	{ .key = "listen", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(listeners),
 	  .count_off = OFF(n_listeners), .fields = conf_listener_fields,
 	  .n_fields = N_OF(conf_listener_fields), .item_size = sizeof(struct conf_listener),
@@ -603,6 +608,27 @@ static int conf_helo_name_check(const char *s, char *msg, size_t msglen)
 	return s[0] == '\0' ? 0 : conf_hostname_check(s, msg, msglen);
 }
 
+/* Domains are kept in A-label form (RFC 5890 §2.3.2.1), the form they are
+ * compared in, whichever form the file used. */
+static int conf_value_idna(char **v, char *msg, size_t msglen)
+{
+	char ascii[MAIL_IDNA_MAX + 1];
+	const char *why;
+
+	if (mail_domain_to_ascii(*v, strlen(*v), ascii, sizeof(ascii), &why) < 0)
+		return conf_msg(msg, msglen, "invalid domain \"%.64s\": %s", *v, why);
+	free(*v);
+	*v = xstrdup(ascii);
+	return 0;
+}
+
+const char *conf_domain_ascii(const char *domain, char *out, size_t outlen)
+{
+	if (domain == NULL || mail_domain_to_ascii(domain, strlen(domain), out, outlen, NULL) < 0)
+		return NULL;
+	return out;
+}
+
 static int conf_domain_check(const char *s, char *msg, size_t msglen)
 {
 	if (!conf_is_dns_name(s, strlen(s)))
@@ -768,7 +794,8 @@ static int conf_strlist_add(void *base, const struct conf_setting *s, char *v, c
 
 	if (s->lower)
 		str_lower(v);
-	if (s->check != NULL && s->check(v, msg, msglen) < 0) {
+	if ((s->idna && conf_value_idna(&v, msg, msglen) < 0) ||
+	    (s->check != NULL && s->check(v, msg, msglen) < 0)) {
 		free(v);
 		return -1;
 	}
@@ -863,7 +890,10 @@ static int conf_scalar_apply(struct conf_parse *p, void *base, const struct conf
 		return -1;
 	if (s->lower)
 		str_lower(v);
-	rc = conf_scalar_set(base, s, v, msg, sizeof(msg));
+	if (s->idna && conf_value_idna(&v, msg, sizeof(msg)) < 0)
+		rc = -1;
+	else
+		rc = conf_scalar_set(base, s, v, msg, sizeof(msg));
 	free(v);
 	if (rc < 0)
 		return conf_error(p, pos.line, pos.col, "%s: %s", key, msg);

@@ -181,9 +181,12 @@ int conf_check(const struct conf *conf, FILE *out)
 	return n;
 }
 
+/* domain is hostile (RCPT TO, a queued recipient), in either IDN form. */
 bool conf_is_local_domain(const struct conf *conf, const char *domain)
 {
-	if (conf == NULL || domain == NULL)
+	char ascii[CONF_DOMAIN_BUF];
+
+	if (conf == NULL || (domain = conf_domain_ascii(domain, ascii, sizeof(ascii))) == NULL)
 		return false;
 	for (size_t i = 0; i < conf->n_local_domains; i++)
 		if (strcasecmp(conf->local_domains[i], domain) == 0)

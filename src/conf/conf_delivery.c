@@ -227,11 +227,17 @@ void conf_routes_compiled_free(struct conf *conf)
 	conf->routes_compiled = NULL;
 }
 
-/* domain is hostile (from RCPT TO): compared only, never parsed. */
+/* domain is hostile (from RCPT TO): compared in its A-label form, as the
+ * routes' domains are kept; one that has none (not a valid IDN) gets the
+ * fallback route, whose delivery refuses it. */
 const struct conf_route *conf_route_for(const struct conf *conf, const char *domain)
 {
+	char ascii[CONF_DOMAIN_BUF];
+
 	if (conf == NULL || conf->routes_compiled == NULL)
 		return NULL;
+	if (domain != NULL)
+		domain = conf_domain_ascii(domain, ascii, sizeof(ascii));
 	for (size_t i = 0; domain != NULL && i < conf->n_routes; i++)
 		if (strcasecmp(conf->routes[i].domain, domain) == 0)
 			return &conf->routes[i];

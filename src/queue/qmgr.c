@@ -26,6 +26,7 @@
 #include "lib/strutil.h"
 #include "lib/workq.h"
 #include "mail/address.h"
+#include "mail/idna.h"
 #include "queue/spool.h"
 #include "smtpc/client.h"
 #include "smtpd/parse.h"
@@ -143,9 +144,13 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 		.delivered_to = r->addr,
 		.hostname = q->conf->hostname,
 	};
+	/* One directory per domain, whichever form (RFC 5890 U-labels or
+	 * A-labels) the client wrote: the A-label form, lowercase. */
 	char domain[MAIL_DOMAIN_MAX + 1];
-	snprintf(domain, sizeof(domain), "%s", at + 1);
-	str_lower(domain); /* ASCII only: the C locale */
+	if (mail_domain_to_ascii(at + 1, strlen(at + 1), domain, sizeof(domain), NULL) < 0) {
+		qmgr_rres_set(&m->res[i], QMGR_R_FAILED, "5.1.2", "invalid domain name", "maildir");
+		return;
+	}
 	if (maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err)) == 0)
 		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "delivered to maildir", "maildir");
 	else
