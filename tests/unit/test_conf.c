@@ -515,12 +515,22 @@ static char *conf_dump_string(const struct conf *c, size_t *len_r)
 	return text;
 }
 
-/* Skip the first line (it names the source file). */
-static const char *conf_dump_body(const char *text)
+/* Two dumps are equal but for their first line (it names the source file).
+ * Offsets, not pointers into the texts: GCC 12 at -O3 takes a pointer kept
+ * across the cmocka assertion for a dangling one (-Wdangling-pointer). */
+static size_t conf_dump_body_offset(const char *text)
 {
-	const char *nl = strchr(text, '\n');
-	assert_non_null(nl);
-	return nl + 1;
+	size_t off = strcspn(text, "\n");
+
+	assert_int_equal(text[off], '\n');
+	return off + 1;
+}
+
+static void assert_dump_bodies_equal(const char *a, const char *b)
+{
+	size_t oa = conf_dump_body_offset(a), ob = conf_dump_body_offset(b);
+
+	assert_string_equal(a + oa, b + ob);
 }
 
 static void test_full_roundtrip(void **state)
@@ -567,7 +577,7 @@ static void test_full_roundtrip(void **state)
 
 	/* A second dump is identical: nothing lost or reformatted. */
 	char *text2 = conf_dump_string(c2, &len2);
-	assert_string_equal(conf_dump_body(text), conf_dump_body(text2));
+	assert_dump_bodies_equal(text, text2);
 	free(text);
 	free(text2);
 	conf_free(&c);
@@ -588,7 +598,7 @@ static void test_default_roundtrip(void **state)
 	if (conf_load(path, &c2, err, sizeof(err)) < 0)
 		fail_msg("reload: %s", err);
 	char *text2 = conf_dump_string(c2, &len2);
-	assert_string_equal(conf_dump_body(text), conf_dump_body(text2));
+	assert_dump_bodies_equal(text, text2);
 	free(text);
 	free(text2);
 	conf_free(&c);
