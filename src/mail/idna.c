@@ -48,9 +48,10 @@ int mail_domain_to_ascii(const char *in, size_t len, char *out, size_t outlen,
 	memcpy(tmp, in, len);
 	tmp[len] = '\0';
 	/* RFC 5891 §5: NFC, then the IDNA2008 rules; UTS #46 non-transitional
-	 * mapping so that "ß" stays "ß" (xn--zca) rather than "ss". */
+	 * mapping so that "ß" stays "ß" (xn--zca) rather than "ss"; the ASCII
+	 * labels beside U-labels must be LDH (STD3) as RFC 5321 §4.1.2 wants. */
 	int rc = idn2_lookup_u8((const uint8_t *)tmp, (uint8_t **)&ascii,
-				IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+				IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL | IDN2_USE_STD3_ASCII_RULES);
 	if (rc != IDN2_OK) {
 		*error_r = "invalid internationalized domain name";
 		return -1;

@@ -352,11 +352,6 @@ int smtp_parse_mail(const char *args, size_t len, struct smtp_mail_args *r, stru
 		smtp_perr_set(err, 553, "5.6.7", "SMTPUTF8 required for a non-ASCII address");
 		return -1;
 	}
-	if (ret == MAIL_ADDR_ERR_IDNA) {
-		/* RFC 5891 §5.4: a U-label that IDNA2008 refuses */
-		smtp_perr_set(err, 553, "5.1.3", "Recipient domain is not a valid IDN");
-		return -1;
-	}
 	return 0;
 }
 
@@ -471,6 +466,11 @@ int smtp_parse_rcpt(const char *args, size_t len, bool utf8_ok, struct smtp_rcpt
 	if (ret == MAIL_ADDR_ERR_UTF8) {
 		/* RFC 6531 §3.5 */
 		smtp_perr_set(err, 553, "5.6.7", "SMTPUTF8 required for a non-ASCII address");
+		return -1;
+	}
+	if (ret == MAIL_ADDR_ERR_IDNA) {
+		/* RFC 5891 §5.4: a U-label that IDNA2008 refuses */
+		smtp_perr_set(err, 553, "5.1.3", "Recipient domain is not a valid IDN");
 		return -1;
 	}
 	pos += used;
