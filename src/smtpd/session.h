@@ -79,6 +79,8 @@ struct smtpd_tx {
 	bool bdat_last;       /* the current chunk is the LAST one */
 	bool io_failed;       /* a spool write failed: 451 at the end */
 	bool data_started;    /* DATA or first BDAT seen: Received written */
+	size_t hdr_at;        /* end of our Received in body, for added fields */
+	bool hdr_decided;     /* missing Message-ID/Date settled (cmd_data.c) */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 };
 
