@@ -192,6 +192,13 @@ const struct conf_setting conf_settings[] = {
 	  .doc = "Domains delivered locally; matched case-insensitively. Internationalized "
 		 "domains in either form (U-labels or xn-- A-labels, RFC 5890), kept and "
 		 "compared as A-labels." },
+	{ .key = "relay_domains", .type = CONF_T_STRLIST, .def = "[]", .off = OFF(relay_domains),
+	  .count_off = OFF(n_relay_domains), .check = conf_domain_check, .lower = true,
+	  .idna = true,
+	  .doc = "Gateway and backup-MX domains, as Postfix's relay_domains: accepted from any "
+		 "client and passed on to their routes[] entry (else delivery.smarthost, else "
+		 "MX). Their users are not in users_file: any local part is accepted, unless "
+		 "the route sets verify_recipients. Either IDN form, kept as A-labels." },
 	{ .key = "listen", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(listeners),
 	  .count_off = OFF(n_listeners), .fields = conf_listener_fields,
 	  .n_fields = N_OF(conf_listener_fields), .item_size = sizeof(struct conf_listener),

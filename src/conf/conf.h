@@ -139,6 +139,8 @@ struct conf {
 	bool accept_any_user;
 	char **local_domains;
 	size_t n_local_domains;
+	char **relay_domains; /* accepted from anyone, passed on to their route */
+	size_t n_relay_domains;
 	struct conf_listener *listeners;
 	size_t n_listeners;
 	struct conf_limits limits;
@@ -174,6 +176,8 @@ void conf_reference(FILE *out);
 /* Warnings an operator should see (hikyaku check): returns how many. */
 int conf_check(const struct conf *conf, FILE *out);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
+/* Is domain (either IDN form) in relay_domains and not local? */
+bool conf_is_relay_domain(const struct conf *conf, const char *domain);
 /* The route for a recipient domain: a routes[] entry, else local for
  * local_domains, else relay via delivery.smarthost when set, else MX. The
  * returned struct is owned by conf (a static default for the last two). */

@@ -158,8 +158,12 @@ int conf_check(const struct conf *conf, FILE *out)
 		               "listener %s is not loopback and user is empty: when started as "
 		               "root, workers keep root privileges",
 		               public_addr);
-	if (conf->n_local_domains == 0)
+	if (conf->n_local_domains == 0 && conf->n_relay_domains == 0)
 		n += conf_warn(out, "local_domains is empty: every recipient will be rejected");
+	for (size_t i = 0; i < conf->n_relay_domains; i++)
+		if (conf_is_local_domain(conf, conf->relay_domains[i]))
+			n += conf_warn(out, "relay domain %s is also local: it is delivered here",
+			               conf->relay_domains[i]);
 	if (conf->users_file[0] != '\0' && access(conf->users_file, R_OK) < 0)
 		n += conf_warn(out, "users_file %s is not readable: %s", conf->users_file,
 		               strerror(errno));
@@ -195,6 +199,22 @@ bool conf_is_local_domain(const struct conf *conf, const char *domain)
 	for (size_t i = 0; i < conf->n_routes; i++)
 		if (conf->routes[i].transport == CONF_TRANSPORT_LOCAL &&
 		    strcasecmp(conf->routes[i].domain, domain) == 0)
+			return true;
+	return false;
+}
+
+/* domain is hostile (RCPT TO). A local domain is never a relay domain: its
+ * users are ours. */
+bool conf_is_relay_domain(const struct conf *conf, const char *domain)
+{
+	char ascii[CONF_DOMAIN_BUF];
+	const char *d;
+
+	if (conf == NULL || (d = conf_domain_ascii(domain, ascii, sizeof(ascii))) == NULL ||
+	    conf_is_local_domain(conf, d))
+		return false;
+	for (size_t i = 0; i < conf->n_relay_domains; i++)
+		if (strcmp(conf->relay_domains[i], d) == 0)
 			return true;
 	return false;
 }

@@ -212,6 +212,10 @@ static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to, bool *
 		str_lower(to->domain);
 	}
 	if (!conf_is_local_domain(conf, to->domain)) {
+		/* relay_domains: ours to pass on, from anyone (a gateway or
+		 * backup MX); the route may verify the user (cmd_rcpt_verify.c). */
+		if (conf_is_relay_domain(conf, to->domain))
+			return 0;
 		/* Relaying: only for an authenticated user or a trusted
 		 * network (relay.trusted_networks), never for anyone else. */
 		if (s->auth_user != NULL ||
