@@ -91,6 +91,12 @@ const char *const conf_tls_policies[] = {
     NULL,
 };
 
+static const char *const conf_verify_tempfail_names[] = {
+	"defer",
+	"accept",
+	NULL,
+};
+
 const char *const conf_transports[] = {
     [CONF_TRANSPORT_LOCAL] = "local",
     [CONF_TRANSPORT_MX] = "mx",
@@ -155,6 +161,18 @@ static const struct conf_setting conf_route_fields[] = {
 	{ .key = "credentials", .type = CONF_T_STRING, .def = "\"\"", .off = ROFF(credentials),
 	  .doc = "relay and lmtp: file of one line \"user:password\" for SMTP AUTH (RFC 4954), "
 		 "readable by root only; \"\" for none. Refused for local and mx." },
+	{ .key = "verify_recipients", .type = CONF_T_BOOL, .def = "false",
+	  .off = ROFF(verify_recipients),
+	  .doc = "relay and lmtp routes of relay_domains: ask the route's server about each "
+		 "recipient during the SMTP session (LHLO/EHLO, MAIL FROM:<>, RCPT, QUIT; no "
+		 "DATA, no AUTH), so an unknown user gets its 5xx at RCPT instead of a bounce "
+		 "later. Answers are cached (relay.verify_positive_ttl, "
+		 "relay.verify_negative_ttl). Needs a numeric address or unix:." },
+	{ .key = "verify_tempfail", .type = CONF_T_ENUM, .def = "defer",
+	  .names = conf_verify_tempfail_names, .off = ROFF(verify_tempfail), .lower = true,
+	  .doc = "When verify_recipients gets no answer in relay.verify_timeout, or a 4xx: "
+		 "defer (450 4.4.1 at RCPT, the client retries) or accept (queue it; the "
+		 "delivery finds out)." },
 };
 
 _Static_assert(N_OF(conf_route_fields) <= CONF_FIELDS_MAX, "too many route fields");
@@ -303,6 +321,17 @@ const struct conf_setting conf_settings[] = {
 	  .off = OFF(relay.sender_login_match),
 	  .doc = "An authenticated client may use as MAIL FROM only its login (a +tag "
 		 "allowed), a sender relay.senders grants it, or <> (bounces)." },
+	{ .key = "relay.verify_timeout", .type = CONF_T_DURATION, .def = "10s",
+	  .min = SEC, .max = 5 * 60 * SEC, .off = OFF(relay.verify_timeout),
+	  .doc = "Longest wait for a recipient verification (routes[].verify_recipients), "
+		 "connection included; the RCPT then gets routes[].verify_tempfail." },
+	{ .key = "relay.verify_positive_ttl", .type = CONF_T_DURATION, .def = "10m",
+	  .min = 0, .max = DAY, .off = OFF(relay.verify_positive_ttl),
+	  .doc = "How long a recipient the route's server accepted is remembered (0: not)." },
+	{ .key = "relay.verify_negative_ttl", .type = CONF_T_DURATION, .def = "1m",
+	  .min = 0, .max = DAY, .off = OFF(relay.verify_negative_ttl),
+	  .doc = "How long a recipient the route's server refused (5xx) is remembered (0: "
+		 "not)." },
 	{ .key = "relay.senders", .type = CONF_T_STRLIST, .def = "[]",
 	  .off = OFF(relay.senders), .count_off = OFF(relay.n_senders),
 	  .check = conf_sender_line_check,

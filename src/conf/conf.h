@@ -50,6 +50,9 @@ struct conf_relay {
 	bool sender_login_match; /* relay.sender_login_match: MAIL FROM must be owned */
 	char **senders;          /* relay.senders: "sender: login, login" ownership lines */
 	size_t n_senders;
+	uint64_t verify_timeout;      /* ms, relay.verify_timeout: a recipient probe, 10s */
+	uint64_t verify_positive_ttl; /* ms, relay.verify_positive_ttl: 10m */
+	uint64_t verify_negative_ttl; /* ms, relay.verify_negative_ttl: 1m */
 };
 
 struct conf_limits {
@@ -91,12 +94,19 @@ enum conf_transport {
 	CONF_TRANSPORT_LMTP,      /* LMTP at address (unix:/path or host:port) */
 };
 
+enum conf_verify_tempfail {
+	CONF_VERIFY_DEFER = 0, /* 450 4.4.1 at RCPT */
+	CONF_VERIFY_ACCEPT,    /* accept and let the delivery find out */
+};
+
 struct conf_route {
 	char *domain;                 /* routes[].domain: exact, case-insensitive */
 	enum conf_transport transport; /* routes[].transport: local | mx | relay | lmtp */
 	char *address;                /* routes[].address: "host:port", "unix:/path" */
 	enum conf_tls_policy tls;     /* routes[].tls (default: may) */
 	char *credentials;            /* routes[].credentials: file "user:password", "" none */
+	bool verify_recipients;       /* routes[].verify_recipients: RCPT probe at RCPT time */
+	enum conf_verify_tempfail verify_tempfail; /* routes[].verify_tempfail */
 };
 
 struct conf_delivery {

@@ -423,12 +423,12 @@ static const struct str_case full_strings[] = {
 };
 
 static const struct conf_route full_routes[] = {
-    {"example.org", CONF_TRANSPORT_LMTP, "unix:/run/dovecot/lmtp", CONF_TLSPOL_MAY, ""},
+    {"example.org", CONF_TRANSPORT_LMTP, "unix:/run/dovecot/lmtp", CONF_TLSPOL_MAY, "", false, CONF_VERIFY_DEFER},
     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::25]:587", CONF_TLSPOL_VERIFY,
-     "/etc/hikyaku/relay.auth"},
-    {"local.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_NONE, ""},
-    {"mx.example", CONF_TRANSPORT_MX, "", CONF_TLSPOL_ENCRYPT, ""},
-    {"store.example", CONF_TRANSPORT_LMTP, "192.0.2.24:24", CONF_TLSPOL_MAY, ""},
+     "/etc/hikyaku/relay.auth", false, CONF_VERIFY_DEFER},
+    {"local.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_NONE, "", false, CONF_VERIFY_DEFER},
+    {"mx.example", CONF_TRANSPORT_MX, "", CONF_TLSPOL_ENCRYPT, "", false, CONF_VERIFY_DEFER},
+    {"store.example", CONF_TRANSPORT_LMTP, "192.0.2.24:24", CONF_TLSPOL_MAY, "", false, CONF_VERIFY_DEFER},
 };
 
 static void conf_route_verify(const struct conf_route *got, const struct conf_route *want,
@@ -1076,36 +1076,36 @@ struct route_case {
 
 #define MX(tls)                                                                                    \
 	{                                                                                          \
-		"", CONF_TRANSPORT_MX, "", tls, ""                                                 \
+		"", CONF_TRANSPORT_MX, "", tls, "", false, CONF_VERIFY_DEFER                       \
 	}
 #define LOCAL                                                                                      \
 	{                                                                                          \
-		"", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, ""                                  \
+		"", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, "", false, CONF_VERIFY_DEFER        \
 	}
 
 static const struct route_case route_cases[] = {
     {ROUTES,
      "lmtp.example",
      0,
-     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, ""}},
+     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, "", false, CONF_VERIFY_DEFER}},
     {ROUTES,
      "LMTP.EXAMPLE",
      0,
-     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, ""}},
+     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, "", false, CONF_VERIFY_DEFER}},
     {ROUTES SMART,
      "Relay.Example",
      1,
-     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::1]:587", CONF_TLSPOL_VERIFY, "/r.auth"}},
+     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::1]:587", CONF_TLSPOL_VERIFY, "/r.auth", false, CONF_VERIFY_DEFER}},
     /* A route wins over local_domains. */
     {ROUTES,
      "local.example",
      2,
-     {"local.example", CONF_TRANSPORT_RELAY, "localhost:25", CONF_TLSPOL_MAY, ""}},
-    {ROUTES, "other.example", 3, {"other.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, ""}},
+     {"local.example", CONF_TRANSPORT_RELAY, "localhost:25", CONF_TLSPOL_MAY, "", false, CONF_VERIFY_DEFER}},
+    {ROUTES, "other.example", 3, {"other.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, "", false, CONF_VERIFY_DEFER}},
     {ROUTES,
      "store.example",
      4,
-     {"store.example", CONF_TRANSPORT_LMTP, "[192.0.2.24]:24", CONF_TLSPOL_NONE, ""}},
+     {"store.example", CONF_TRANSPORT_LMTP, "[192.0.2.24]:24", CONF_TLSPOL_NONE, "", false, CONF_VERIFY_DEFER}},
     /* local_domains: a local route owned by conf */
     {ROUTES, "home.example", -1, LOCAL},
     {ROUTES SMART, "HOME.EXAMPLE", -1, LOCAL},
@@ -1114,15 +1114,15 @@ static const struct route_case route_cases[] = {
     {ROUTES SMART,
      "nowhere.example",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth"}},
+     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth", false, CONF_VERIFY_DEFER}},
     {"delivery: {smarthost: \"[192.0.2.1]:25\", smarthost_tls: none, tls: verify}\n",
      "x.example",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "[192.0.2.1]:25", CONF_TLSPOL_NONE, ""}},
+     {"", CONF_TRANSPORT_RELAY, "[192.0.2.1]:25", CONF_TLSPOL_NONE, "", false, CONF_VERIFY_DEFER}},
     {"delivery: {smarthost: \"192.0.2.1:2525\", smarthost_tls: may}\n",
      "x.example",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "192.0.2.1:2525", CONF_TLSPOL_MAY, ""}},
+     {"", CONF_TRANSPORT_RELAY, "192.0.2.1:2525", CONF_TLSPOL_MAY, "", false, CONF_VERIFY_DEFER}},
     /* otherwise MX with delivery.tls */
     {ROUTES, "nowhere.example", -1, MX(CONF_TLSPOL_MAY)},
     {"delivery: {tls: verify}\n", "x.example", -1, MX(CONF_TLSPOL_VERIFY)},
@@ -1135,7 +1135,7 @@ static const struct route_case route_cases[] = {
     {ROUTES SMART,
      "",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth"}},
+     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth", false, CONF_VERIFY_DEFER}},
 };
 
 static struct conf *conf_load_after_listener(const char *text)
