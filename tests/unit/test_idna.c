@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "conf/aliases.h"
 #include "conf/conf.h"
 #include "conf/users.h"
 #include "mail/address.h"
@@ -174,12 +175,32 @@ static void test_users_either_form(void **state)
 	users_free(&u);
 }
 
+static void test_aliases_either_form(void **state)
+{
+	(void)state;
+	char err[512];
+	struct aliases *a = NULL;
+	char *path = write_temp("info@例子.test: bob@example.org\n"
+				"@xn--bcher-kva.example: shop@example.org\n");
+	int rc = aliases_load(path, &a, err, sizeof(err));
+	unlink(path);
+	free(path);
+	if (rc < 0)
+		fail_msg("%s", err);
+	assert_true(aliases_has_exact(a, "info@xn--fsqu00a.test"));
+	assert_true(aliases_has_exact(a, "INFO+tag@例子.TEST"));
+	assert_true(aliases_has(a, "anyone@bücher.example"));
+	assert_false(aliases_has(a, "anyone@例子.test"));
+	aliases_free(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_to_ascii),       cmocka_unit_test(test_to_ascii_bounds),
 	    cmocka_unit_test(test_domain_eq),      cmocka_unit_test(test_parse_path),
 	    cmocka_unit_test(test_conf_domains),   cmocka_unit_test(test_users_either_form),
+	    cmocka_unit_test(test_aliases_either_form),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
