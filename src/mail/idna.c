@@ -16,8 +16,7 @@ bool mail_str_is_utf8(const char *s, size_t len)
 	return false;
 }
 
-int mail_domain_to_ascii(const char *in, size_t len, char *out, size_t outlen,
-			 const char **error_r)
+int mail_domain_to_ascii(const char *in, size_t len, char *out, size_t outlen, const char **error_r)
 {
 	const char *dummy;
 	char tmp[4 * MAIL_IDNA_MAX + 1];
@@ -51,7 +50,7 @@ int mail_domain_to_ascii(const char *in, size_t len, char *out, size_t outlen,
 	 * mapping so that "ß" stays "ß" (xn--zca) rather than "ss"; the ASCII
 	 * labels beside U-labels must be LDH (STD3) as RFC 5321 §4.1.2 wants. */
 	int rc = idn2_lookup_u8((const uint8_t *)tmp, (uint8_t **)&ascii,
-				IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL | IDN2_USE_STD3_ASCII_RULES);
+	                        IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL | IDN2_USE_STD3_ASCII_RULES);
 	if (rc != IDN2_OK) {
 		*error_r = "invalid internationalized domain name";
 		return -1;

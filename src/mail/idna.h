@@ -20,7 +20,7 @@
  * browsers and Postfix do), which lowercases too. Returns 0, or -1 with a
  * short reason in *error_r when the name is not a valid IDN or does not fit. */
 int mail_domain_to_ascii(const char *in, size_t len, char *out, size_t outlen,
-			 const char **error_r);
+                         const char **error_r);
 
 /* Are a and b (NUL-terminated, either form) the same domain? A domain that
  * cannot be converted equals nothing. */

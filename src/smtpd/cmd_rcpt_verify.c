@@ -84,7 +84,7 @@ static const struct verify_entry *verify_cache_get(struct smtpd_verify *v, const
 }
 
 static void verify_cache_put(struct smtpd_verify *v, const struct conf *conf, const char *addr,
-			     const struct smtpc_rcpt_result *rr)
+                             const struct smtpc_rcpt_result *rr)
 {
 	uint64_t ttl = rr->ok ? conf->relay.verify_positive_ttl : conf->relay.verify_negative_ttl;
 	if (ttl == 0 || (!rr->ok && !rr->permanent))
@@ -104,12 +104,12 @@ static void verify_cache_put(struct smtpd_verify *v, const struct conf *conf, co
 static int verify_dest(struct verify_probe *p, const struct conf *conf)
 {
 	static const enum smtpc_tls pol[] = {SMTPC_TLS_NONE, SMTPC_TLS_MAY, SMTPC_TLS_ENCRYPT,
-					     SMTPC_TLS_VERIFY};
+	                                     SMTPC_TLS_VERIFY};
 	const char *addr = p->route->address;
 	p->dest.lmtp = p->route->transport == CONF_TRANSPORT_LMTP;
 	p->dest.tls = pol[p->route->tls];
 	snprintf(p->helo, sizeof(p->helo), "%s",
-		 conf->delivery.helo_name[0] != '\0' ? conf->delivery.helo_name : conf->hostname);
+	         conf->delivery.helo_name[0] != '\0' ? conf->delivery.helo_name : conf->hostname);
 	p->dest.helo_name = p->helo;
 	p->dest.connect_timeout_ms = conf->relay.verify_timeout;
 	p->dest.command_timeout_ms = conf->relay.verify_timeout;
@@ -156,26 +156,26 @@ static int verify_dest(struct verify_probe *p, const struct conf *conf)
 /* Answer the parked RCPT: ok (code 2xx), refused (5xx) or not known (any
  * other code, 0 for no answer), then let the session read on. */
 static void verify_answer(struct smtpd_session *s, const struct conf_route *route,
-			  const struct smtp_rcpt_args *r, const char *addr, int code,
-			  const char *enh, const char *text)
+                          const struct smtp_rcpt_args *r, const char *addr, int code,
+                          const char *enh, const char *text)
 {
 	char q[LOG_Q_MAX], qt[LOG_Q_MAX];
 	const char *result = code / 100 == 2 ? "ok" : code / 100 == 5 ? "refused" : "tempfail";
 
 	log_info("event=rcpt_verify sid=%s rcpt=%s result=%s code=%d text=%s", s->sid,
-		 log_qs(q, addr), result, code, log_qs(qt, text));
+	         log_qs(q, addr), result, code, log_qs(qt, text));
 	if (code / 100 == 2 || (code / 100 != 5 && route->verify_tempfail == CONF_VERIFY_ACCEPT)) {
 		smtpd_rcpt_accept(s, r, addr);
 	} else if (code / 100 == 5) {
 		/* the server's own code (550 5.1.1 for an unknown user) */
 		bool ok_enh = enh[0] == '5' && enh[1] == '.';
-		smtpd_reply(s, code >= 550 && code <= 559 ? code : 550,
-			    ok_enh ? enh : "5.1.1", "<%s>: Recipient address rejected: %s", addr,
-			    text[0] != '\0' ? text : "unknown user");
+		smtpd_reply(s, code >= 550 && code <= 559 ? code : 550, ok_enh ? enh : "5.1.1",
+		            "<%s>: Recipient address rejected: %s", addr,
+		            text[0] != '\0' ? text : "unknown user");
 	} else {
 		/* RFC 3463 X.4.1: no answer from the host */
 		smtpd_reply(s, 450, "4.4.1",
-			    "<%s>: Recipient address verification failed, try again later", addr);
+		            "<%s>: Recipient address verification failed, try again later", addr);
 	}
 }
 
@@ -184,7 +184,7 @@ static void verify_answer(struct smtpd_session *s, const struct conf_route *rout
 static bool verify_unpark(struct smtpd_session *s)
 {
 	smtpd_session_set_state(s, s->tx != NULL && s->tx->n_rcpt_cmds > 0 ? SMTPD_S_RCPT
-									  : SMTPD_S_MAIL);
+	                                                                   : SMTPD_S_MAIL);
 	if (s->bev == NULL) {
 		smtpd_session_set_state(s, SMTPD_S_CLOSING);
 		smtpd_session_free(&s);
@@ -300,7 +300,7 @@ bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, 
 	v->probes = p;
 	p->timer = evtimer_new(s->srv->base, verify_on_timer, p);
 	struct timeval tv = {.tv_sec = (time_t)(conf->relay.verify_timeout / 1000),
-			     .tv_usec = (suseconds_t)(conf->relay.verify_timeout % 1000 * 1000)};
+	                     .tv_usec = (suseconds_t)(conf->relay.verify_timeout % 1000 * 1000)};
 	evtimer_add(p->timer, &tv);
 	smtpd_session_set_state(s, SMTPD_S_RCPT_WAIT);
 	smtpc_deliver(v->smtpc, &p->dest, &p->msg, verify_on_result, p);

@@ -27,27 +27,33 @@ static void test_to_ascii(void **state)
 {
 	(void)state;
 	static const struct idna_case cases[] = {
-		{"example.org", 0, "example.org"},
-		{"Example.ORG", 0, "example.org"},       /* ASCII: only lowercased */
-		{"xn--fsqu00a.test", 0, "xn--fsqu00a.test"}, /* A-labels pass as they are */
-		{"例子.test", 0, "xn--fsqu00a.test"},
-		{"例子.TEST", 0, "xn--fsqu00a.test"},
-		{"bücher.example", 0, "xn--bcher-kva.example"},
-		{"BÜCHER.example", 0, "xn--bcher-kva.example"}, /* UTS #46 maps case */
-		{"faß.de", 0, "xn--fa-hia.de"},                  /* non-transitional: ß kept */
-		{"☃.test", -1, NULL},                            /* symbol: DISALLOWED */
-		{"a\xcc\x81" "b.test", 0, "xn--b-tfa.test"},    /* NFC first: á */
-		{"\xcc\x81" "a.test", -1, NULL},                 /* label starts with a mark */
-		{"\xd7\x90" "a.test", -1, NULL},                 /* RFC 5893 bidi rule */
+	    {"example.org", 0, "example.org"},
+	    {"Example.ORG", 0, "example.org"},           /* ASCII: only lowercased */
+	    {"xn--fsqu00a.test", 0, "xn--fsqu00a.test"}, /* A-labels pass as they are */
+	    {"例子.test", 0, "xn--fsqu00a.test"},
+	    {"例子.TEST", 0, "xn--fsqu00a.test"},
+	    {"bücher.example", 0, "xn--bcher-kva.example"},
+	    {"BÜCHER.example", 0, "xn--bcher-kva.example"}, /* UTS #46 maps case */
+	    {"faß.de", 0, "xn--fa-hia.de"},                 /* non-transitional: ß kept */
+	    {"☃.test", -1, NULL},                           /* symbol: DISALLOWED */
+	    {"a\xcc\x81"
+	     "b.test",
+	     0, "xn--b-tfa.test"}, /* NFC first: á */
+	    {"\xcc\x81"
+	     "a.test",
+	     -1, NULL}, /* label starts with a mark */
+	    {"\xd7\x90"
+	     "a.test",
+	     -1, NULL}, /* RFC 5893 bidi rule */
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char out[MAIL_IDNA_MAX + 1];
 		const char *error = NULL;
 		int rc = mail_domain_to_ascii(cases[i].in, strlen(cases[i].in), out, sizeof(out),
-					      &error);
+		                              &error);
 		if (rc != cases[i].ret)
 			fail_msg("case %zu \"%s\": got %d (%s)", i, cases[i].in, rc,
-				 error != NULL ? error : "");
+			         error != NULL ? error : "");
 		if (rc == 0)
 			assert_string_equal(out, cases[i].want);
 		else
@@ -95,7 +101,7 @@ static void test_parse_path(void **state)
 	const char *error = NULL;
 	const char *ok = "<用户@例子.test>";
 	assert_int_equal(mail_addr_parse_path(ok, strlen(ok), MAIL_ADDR_ALLOW_UTF8, &a, NULL, NULL),
-			 0);
+	                 0);
 	assert_string_equal(a.domain, "例子.test"); /* kept as written */
 	assert_string_equal(a.domain_ascii, "xn--fsqu00a.test");
 	const char *ascii = "<Bob@Example.ORG>";
@@ -111,7 +117,7 @@ static void test_parse_path(void **state)
 	assert_non_null(error);
 	/* without SMTPUTF8 the UTF-8 refusal comes first (553 5.6.7) */
 	assert_int_equal(mail_addr_parse_path(bad, strlen(bad), 0, &a, NULL, NULL),
-			 MAIL_ADDR_ERR_UTF8);
+	                 MAIL_ADDR_ERR_UTF8);
 }
 
 static char *write_temp(const char *text)
@@ -129,10 +135,11 @@ static void test_conf_domains(void **state)
 	(void)state;
 	char err[512];
 	struct conf *conf = NULL;
-	char *path = write_temp("listen: [{address: \"127.0.0.1:2525\", tls: none}]\n"
-				"local_domains: [例子.test, xn--bcher-kva.example]\n"
-				"routes:\n"
-				"  - {domain: ÉCOLE.test, transport: relay, address: \"127.0.0.1:25\"}\n");
+	char *path =
+	    write_temp("listen: [{address: \"127.0.0.1:2525\", tls: none}]\n"
+	               "local_domains: [例子.test, xn--bcher-kva.example]\n"
+	               "routes:\n"
+	               "  - {domain: ÉCOLE.test, transport: relay, address: \"127.0.0.1:25\"}\n");
 	int rc = conf_load(path, &conf, err, sizeof(err));
 	unlink(path);
 	free(path);
@@ -149,7 +156,8 @@ static void test_conf_domains(void **state)
 	assert_int_equal(conf_route_for(conf, "例子.test")->transport, CONF_TRANSPORT_LOCAL);
 	conf_free(&conf);
 
-	path = write_temp("listen: [{address: \"127.0.0.1:2525\", tls: none}]\nlocal_domains: [☃.test]\n");
+	path = write_temp(
+	    "listen: [{address: \"127.0.0.1:2525\", tls: none}]\nlocal_domains: [☃.test]\n");
 	assert_int_equal(conf_load(path, &conf, err, sizeof(err)), -1);
 	unlink(path);
 	free(path);
@@ -181,7 +189,7 @@ static void test_aliases_either_form(void **state)
 	char err[512];
 	struct aliases *a = NULL;
 	char *path = write_temp("info@例子.test: bob@example.org\n"
-				"@xn--bcher-kva.example: shop@example.org\n");
+	                        "@xn--bcher-kva.example: shop@example.org\n");
 	int rc = aliases_load(path, &a, err, sizeof(err));
 	unlink(path);
 	free(path);
@@ -197,9 +205,12 @@ static void test_aliases_either_form(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_to_ascii),       cmocka_unit_test(test_to_ascii_bounds),
-	    cmocka_unit_test(test_domain_eq),      cmocka_unit_test(test_parse_path),
-	    cmocka_unit_test(test_conf_domains),   cmocka_unit_test(test_users_either_form),
+	    cmocka_unit_test(test_to_ascii),
+	    cmocka_unit_test(test_to_ascii_bounds),
+	    cmocka_unit_test(test_domain_eq),
+	    cmocka_unit_test(test_parse_path),
+	    cmocka_unit_test(test_conf_domains),
+	    cmocka_unit_test(test_users_either_form),
 	    cmocka_unit_test(test_aliases_either_form),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
