@@ -137,12 +137,19 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 			      "maildir");
 		return;
 	}
+	/* The file name comes from the queue id and the recipient: a copy
+	 * delivered before a crash (or before a spool update that failed) is
+	 * found and kept, not written twice. */
+	char unique[MAILDIR_UNIQUE_MAX];
+	maildir_unique_for(m->env.arrival_us, m->qid, i, unique);
 	struct maildir_msg mm = {
 		.data = m->data.data,
 		.len = m->data.len,
 		.return_path = m->env.sender,
 		.delivered_to = r->addr,
 		.hostname = q->conf->hostname,
+		.unique = unique,
+		.search_cur = m->recovered || m->env.attempts > 0,
 	};
 	/* One directory per domain, whichever form (RFC 5890 U-labels or
 	 * A-labels) the client wrote: the A-label form, lowercase. */
@@ -151,8 +158,12 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 		qmgr_rres_set(&m->res[i], QMGR_R_FAILED, "5.1.2", "invalid domain name", "maildir");
 		return;
 	}
-	if (maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err)) == 0)
+	int rc = maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err));
+	if (rc == 0)
 		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "delivered to maildir", "maildir");
+	else if (rc > 0)
+		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0",
+			      "delivered to maildir (earlier copy found)", "maildir");
 	else
 		qmgr_rres_set(&m->res[i], QMGR_R_DEFERRED, "4.3.0", err, "maildir");
 }
@@ -667,7 +678,10 @@ void qmgr_enqueue(struct qmgr *q, const char *qid)
 static void qmgr_recover_one(const char *qid, void *arg)
 {
 	struct qmgr *q = arg;
-	qmgr_ready_push(q, qmgr_msg_new(q, qid));
+	struct qmgr_msg *m = qmgr_msg_new(q, qid);
+
+	m->recovered = true; /* may have been delivered before the crash */
+	qmgr_ready_push(q, m);
 }
 
 int qmgr_recover(struct qmgr *q, const char **error_r)

@@ -62,6 +62,7 @@ struct qmgr_msg {
 	bool load_failed;
 	bool not_due; /* recovered before its persisted retry time */
 	bool force;   /* qmgr_flush: try now, whatever the schedule says */
+	bool recovered; /* found in the spool at start: may be partly delivered */
 	size_t groups_left;
 	/* filled by the finish worker */
 	char bounce_qids[QMGR_NOTICES_MAX][QID_LEN + 1];
