@@ -92,7 +92,7 @@ static void verify_cache_put(struct smtpd_verify *v, const struct conf *conf, co
 	struct verify_entry *e = &v->cache[verify_slot(addr)];
 	snprintf(e->addr, sizeof(e->addr), "%s", addr);
 	e->expires_us = smtpd_now_us() + ttl * 1000;
-	e->code = rr->ok ? 250 : rr->code;
+	e->code = rr->ok ? 250 : rr->code / 100 == 5 ? rr->code : 550;
 	snprintf(e->enh, sizeof(e->enh), "%s", rr->enh);
 	size_t n = strnlen(rr->text, sizeof(e->text) - 1);
 	memcpy(e->text, rr->text, n);
@@ -167,11 +167,17 @@ static void verify_answer(struct smtpd_session *s, const struct conf_route *rout
 	if (code / 100 == 2 || (code / 100 != 5 && route->verify_tempfail == CONF_VERIFY_ACCEPT)) {
 		smtpd_rcpt_accept(s, r, addr);
 	} else if (code / 100 == 5) {
-		/* the server's own code (550 5.1.1 for an unknown user) */
+		/* the server's own code (550 5.1.1 for an unknown user), its text
+		 * on one line of printable ASCII: it goes into our reply */
 		bool ok_enh = enh[0] == '5' && enh[1] == '.';
+		char why[VERIFY_TEXT_MAX];
+		size_t n = 0;
+		for (; text[n] != '\0' && n + 1 < sizeof(why); n++)
+			why[n] = text[n] >= 0x20 && text[n] < 0x7f ? text[n] : '?';
+		why[n] = '\0';
 		smtpd_reply(s, code >= 550 && code <= 559 ? code : 550, ok_enh ? enh : "5.1.1",
 		            "<%s>: Recipient address rejected: %s", addr,
-		            text[0] != '\0' ? text : "unknown user");
+		            n > 0 ? why : "unknown user");
 	} else {
 		/* RFC 3463 X.4.1: no answer from the host */
 		smtpd_reply(s, 450, "4.4.1",
