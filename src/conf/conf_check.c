@@ -160,10 +160,18 @@ int conf_check(const struct conf *conf, FILE *out)
 		               public_addr);
 	if (conf->n_local_domains == 0 && conf->n_relay_domains == 0)
 		n += conf_warn(out, "local_domains is empty: every recipient will be rejected");
-	for (size_t i = 0; i < conf->n_relay_domains; i++)
-		if (conf_is_local_domain(conf, conf->relay_domains[i]))
-			n += conf_warn(out, "relay domain %s is also local: it is delivered here",
-			               conf->relay_domains[i]);
+	for (size_t i = 0; i < conf->n_relay_domains; i++) {
+		const char *d = conf->relay_domains[i];
+		if (conf_is_local_domain(conf, d))
+			n += conf_warn(out, "relay domain %s is also local: it is delivered here", d);
+		else if (conf_route_for(conf, d)->transport == CONF_TRANSPORT_MX)
+			/* hikyaku does not skip itself among the MX hosts (as a
+			 * backup MX must, RFC 5321 §5.1): a route says where. */
+			n += conf_warn(out,
+			               "relay domain %s has no route (nor delivery.smarthost): it is "
+			               "delivered by MX, which must not point back here",
+			               d);
+	}
 	if (conf->users_file[0] != '\0' && access(conf->users_file, R_OK) < 0)
 		n += conf_warn(out, "users_file %s is not readable: %s", conf->users_file,
 		               strerror(errno));

@@ -6,11 +6,12 @@ SMTP RCPT probe) so an unknown user gets 550 during the session instead of
 a bounce later. A domain that is neither local nor relayed is still 554."""
 import os
 import socket
+import subprocess
 import time
 
 import pytest
 
-from conftest import RawSMTP, log_events
+from conftest import RawSMTP, hikyaku_bin, log_events
 from mta_helpers import ScriptedMTA
 from test_outbound import dovecot  # noqa: F401 (fixture)
 
@@ -85,6 +86,33 @@ def test_non_relay_non_local_domain_still_refused(hikyaku, mtas):
     c.ok("RCPT TO:<a@sub.gw.test>", 554, "5.7.1")
     c.ok("RCPT TO:<a@elsewhere.test>", 554, "5.7.1")
     c.close()
+
+
+def test_check_warns_about_relay_domain_without_route(tmp_path):
+    f = tmp_path / "gw.yaml"
+    f.write_text("listen: [{address: '127.0.0.1:2525', tls: none}]\n"
+                 "local_domains: [example.org]\naccept_any_user: true\n"
+                 "relay_domains: [backup.test, gw.test, example.org]\n"
+                 "routes: [{domain: gw.test, transport: lmtp, address: 'unix:/run/lmtp',"
+                 " verify_recipients: true}]\n")
+    r = subprocess.run([hikyaku_bin(), "check", "-c", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "relay domain backup.test has no route" in r.stdout, r.stdout
+    assert "relay domain example.org is also local" in r.stdout, r.stdout
+    assert "gw.test" not in r.stdout, r.stdout
+
+
+def test_verify_needs_a_numeric_address(tmp_path):
+    f = tmp_path / "gw.yaml"
+    f.write_text("listen: [{address: '127.0.0.1:2525', tls: none}]\n"
+                 "relay_domains: [gw.test]\n"
+                 "routes: [{domain: gw.test, transport: relay, address: 'mx.gw.test:25',"
+                 " verify_recipients: true}]\n")
+    r = subprocess.run([hikyaku_bin(), "check", "-c", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0
+    assert "verify_recipients needs transport relay or lmtp with a numeric address" in r.stderr
 
 
 # --- recipient verification at the route's server ---------------------------
