@@ -61,6 +61,7 @@ static conf_check_fn conf_hostname_check;
 static conf_check_fn conf_domain_check;
 static conf_check_fn conf_listener_check;
 static conf_check_fn conf_helo_name_check;
+static conf_check_fn conf_auth_mechanism_check;
 
 #define OFF(field) offsetof(struct conf, field)
 #define LOFF(field) offsetof(struct conf_listener, field)
@@ -246,6 +247,11 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "limits.errors", .type = CONF_T_UINT, .def = "20",
 	  .min = 1, .max = 1000, .off = OFF(limits.errors),
 	  .doc = "Errors in one session before it is closed." },
+	{ .key = "limits.recipient_overshoot", .type = CONF_T_UINT, .def = "1000",
+	  .min = 0, .max = 100000, .off = OFF(limits.recipient_overshoot),
+	  .doc = "Recipients refused with 452 4.5.3 (over limits.recipients) in one session "
+		 "before each further one counts as an error, as Postfix's "
+		 "smtpd_recipient_overshoot_limit." },
 	{ .key = "limits.header_size", .type = CONF_T_SIZE, .def = "100K",
 	  .min = KIB, .max = 64 * MIB, .off = OFF(limits.header_size),
 	  .doc = "Largest header section of a message." },
@@ -281,6 +287,11 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "queue.retry_max", .type = CONF_T_DURATION, .def = "1h",
 	  .min = SEC, .max = 7 * DAY, .off = OFF(queue.retry_max),
 	  .doc = "Cap of the doubling retry interval; at least retry_min." },
+	{ .key = "queue.min_free_space", .type = CONF_T_SIZE, .def = "100M",
+	  .min = 0, .max = 1ULL << 60, .off = OFF(queue.min_free_space),
+	  .doc = "Space the spool's file system keeps free: below it (with the SIZE= "
+		 "declared by transactions in progress counted as used) MAIL gets 452 4.3.1. "
+		 "Checked at most once a second." },
 
 	{ .key = "tls.certificates", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(tls.certs),
 	  .count_off = OFF(tls.n_certs), .fields = conf_cert_fields,
@@ -306,6 +317,15 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "auth.failure_window", .type = CONF_T_DURATION, .def = "10m",
 	  .min = SEC, .max = DAY, .off = OFF(auth.failure_window),
 	  .doc = "Time over which auth.max_failures are counted." },
+	{ .key = "auth.mechanisms", .type = CONF_T_STRLIST, .def = "[]",
+	  .off = OFF(auth.mechanisms), .count_off = OFF(auth.n_mechanisms),
+	  .check = conf_auth_mechanism_check,
+	  .doc = "SASL mechanisms offered in EHLO, of PLAIN, LOGIN, CRAM-MD5 and "
+		 "SCRAM-SHA-256; others are refused with 504 5.5.4. Clients pick the strongest "
+		 "offered and do not retry, so CRAM-MD5 and SCRAM-SHA-256 suit only a users "
+		 "file in which every user has a secret of that scheme (`hikyaku check` warns). "
+		 "[]: PLAIN and LOGIN, and each of the other two when every user with a secret "
+		 "holds one of its scheme." },
 	{ .key = "auth.received_show_user", .type = CONF_T_BOOL, .def = "false",
 	  .off = OFF(auth.received_show_user),
 	  .doc = "Name the authenticated user in the Received: field (RFC 5321 §4.4); off "
@@ -670,6 +690,21 @@ static int conf_domain_check(const char *s, char *msg, size_t msglen)
 	if (!conf_is_dns_name(s, strlen(s)))
 		return conf_msg(msg, msglen, "invalid domain \"%.64s\"", s);
 	return 0;
+}
+
+/* The SASL mechanisms smtpd implements (auth/sasl.c); conf sits below auth,
+ * so the names are repeated here. */
+static int conf_auth_mechanism_check(const char *s, char *msg, size_t msglen)
+{
+	static const char *const mechs[] = {"PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"};
+
+	for (size_t i = 0; i < N_OF(mechs); i++)
+		if (strcasecmp(s, mechs[i]) == 0)
+			return 0;
+	return conf_msg(msg, msglen,
+	                "unknown SASL mechanism \"%.64s\" (PLAIN, LOGIN, CRAM-MD5 or "
+	                "SCRAM-SHA-256)",
+	                s);
 }
 
 /* "host:port", "[v6]:port" or "*:port"; host an IPv4 literal or a name. */
@@ -1223,6 +1258,12 @@ static int conf_cross_check(struct conf_parse *p)
 	}
 	if (conf_delivery_cross_check(p) < 0)
 		return -1;
+	const char *key = "spool_dir";
+	char msg[CONF_MSG_MAX];
+	if (conf_check_roots(c, false, &key, msg, sizeof(msg)) < 0) {
+		pos = conf_setting_pos(p, conf_setting_find(key));
+		return conf_error(p, pos.line, pos.col, "%s", msg);
+	}
 	return conf_routes_cross_check(p);
 }
 

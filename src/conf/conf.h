@@ -42,6 +42,8 @@ struct conf_auth {
 	uint64_t max_failures;   /* auth.max_failures per client IP in the window, 5 */
 	uint64_t failure_window; /* ms, auth.failure_window, 10m */
 	bool received_show_user; /* auth.received_show_user: name the user in Received */
+	char **mechanisms;       /* auth.mechanisms: offered in EHLO; none = automatic */
+	size_t n_mechanisms;
 };
 
 struct conf_relay {
@@ -61,6 +63,7 @@ struct conf_limits {
 	uint64_t message_size;       /* default 25M */
 	uint64_t recipients;         /* per transaction, default 100 */
 	uint64_t errors;             /* per session, default 20 */
+	uint64_t recipient_overshoot; /* 452 4.5.3 per session before they count as errors */
 	uint64_t header_size;        /* default 100K */
 	uint64_t received_hops;      /* default 50 */
 	uint64_t connections;        /* total, default 1000 */
@@ -78,6 +81,7 @@ struct conf_queue {
 	uint64_t delivery_threads; /* local delivery workers, default 4 */
 	uint64_t retry_min;        /* ms, first retry after a temporary failure, 5m */
 	uint64_t retry_max;        /* ms, cap of the doubling backoff, 1h */
+	uint64_t min_free_space;   /* octets the spool's file system keeps free, 100M */
 };
 
 enum conf_tls_policy {
@@ -185,6 +189,18 @@ void conf_dump(const struct conf *conf, FILE *out);
 void conf_reference(FILE *out);
 /* Warnings an operator should see (hikyaku check): returns how many. */
 int conf_check(const struct conf *conf, FILE *out);
+/* spool_dir and maildir_root belong to the service user: neither may be
+ * inside the other, and tls.self_signed_dir (written by root) inside
+ * neither. resolve: compare the real paths of those that exist (symbolic
+ * links followed) instead of the paths as written. 0, or -1 with a message
+ * in err; *key_r names the setting to point at. */
+int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, char *err,
+		     size_t errlen);
+
+/* Warnings about the configuration against the users file (auth.mechanisms
+ * some users cannot use): returns how many. */
+struct users;
+int conf_check_users(const struct conf *conf, const struct users *users, FILE *out);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
 /* Is domain (either IDN form) in relay_domains and not local? */
 bool conf_is_relay_domain(const struct conf *conf, const char *domain);

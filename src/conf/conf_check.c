@@ -5,9 +5,14 @@
  *
  * Runs in the master and in `hikyaku check`; the configuration is trusted. */
 #include "conf/conf_int.h"
+#include "conf/users.h"
+
+#include "lib/fsutil.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -190,6 +195,76 @@ int conf_check(const struct conf *conf, FILE *out)
 		               "qualified domain name (RFC 5321 §4.1.1.1)",
 		               conf->hostname);
 	n += conf_check_delivery(conf, out);
+	return n;
+}
+
+/* The form of path to compare: lexical, or its real path (if it exists). */
+static int conf_root_form(const char *path, bool resolve, char *out, size_t outlen)
+{
+	char real[PATH_MAX];
+	if (resolve && realpath(path, real) != NULL)
+		path = real;
+	return fs_path_normalize(path, out, outlen);
+}
+
+int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, char *err,
+                     size_t errlen)
+{
+	static const char *const keys[] = {"spool_dir", "maildir_root", "tls.self_signed_dir"};
+	const char *paths[] = {conf->spool_dir, conf->maildir_root, conf->tls.self_signed_dir};
+	char form[3][PATH_MAX];
+	for (size_t i = 0; i < 3; i++) {
+		if (paths[i][0] == '\0')
+			continue;
+		if (conf_root_form(paths[i], resolve, form[i], sizeof(form[i])) < 0) {
+			*key_r = keys[i];
+			snprintf(err, errlen, "%s %s: %s", keys[i], paths[i], strerror(errno));
+			return -1;
+		}
+	}
+	/* (a, b): a must not be inside b, nor equal to it */
+	static const size_t pairs[][2] = {{0, 1}, {1, 0}, {2, 0}, {2, 1}};
+	for (size_t k = 0; k < sizeof(pairs) / sizeof(pairs[0]); k++) {
+		size_t a = pairs[k][0], b = pairs[k][1];
+		if (paths[a][0] == '\0' || !fs_path_within(form[a], form[b]))
+			continue;
+		*key_r = keys[a];
+		snprintf(err, errlen,
+		         "%s %s is inside %s %s: the service user owns %s and everything in it, so "
+		         "it could replace a directory there with a symbolic link that root "
+		         "would follow at the next start; keep them apart",
+		         keys[a], paths[a], keys[b], paths[b], keys[b]);
+		return -1;
+	}
+	return 0;
+}
+
+/* auth.mechanisms against the users file: a client uses the strongest
+ * mechanism offered and does not retry, so a challenge-response mechanism
+ * (which needs a secret of its own scheme, auth/passwd.h) offered to users
+ * without one locks them out. */
+int conf_check_users(const struct conf *conf, const struct users *users, FILE *out)
+{
+	static const char *const schemes[] = {"CRYPT", "BLF-CRYPT", "SHA512-CRYPT", "CRAM-MD5",
+	                                      "SCRAM-SHA-256"};
+	size_t total = 0;
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		total += users_count_scheme(users, schemes[i]);
+	for (size_t i = 0; i < conf->auth.n_mechanisms; i++) {
+		const char *m = conf->auth.mechanisms[i];
+		if (strcasecmp(m, "CRAM-MD5") != 0 && strcasecmp(m, "SCRAM-SHA-256") != 0)
+			continue;
+		size_t have = users_count_scheme(users, m);
+		if (have < total)
+			n += conf_warn(
+			    out,
+			    "auth.mechanisms offers %s but %zu of %zu users with a secret "
+			    "have no {%s} secret: clients that choose it (the strongest "
+			    "offered) cannot log in as them",
+			    m, total - have, total, m);
+	}
 	return n;
 }
 

@@ -213,7 +213,7 @@ void conf_reference(FILE *out)
 	      "reported as `file:line:column: message`. `hikyaku config dump` prints the\n"
 	      "effective configuration in the same format, and `hikyaku check` warns about\n"
 	      "risky choices.\n\n"
-	      "- **size**: octets, with an optional suffix `K`, `M` or `G` (powers of 1024):\n"
+	      "- **size**: octets, with an optional suffix `K`, `M`, `G` or `T` (powers of 1024):\n"
 	      "  `512`, `100K`, `25M`, `2G`.\n"
 	      "- **duration**: `250ms`, `30s`, `5m`, `2h`, `1d`; a bare number is seconds.\n"
 	      "- **bool**: `true` or `false`.\n"

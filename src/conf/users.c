@@ -234,6 +234,11 @@ const char *users_secret(const struct users *users, const char *user)
 	return e->secret != NULL ? e->secret : "";
 }
 
+const char *users_secret_at(const struct users *users, size_t i)
+{
+	return users != NULL && i < users->n ? users->entries[i].secret : NULL;
+}
+
 size_t users_count(const struct users *users)
 {
 	return users != NULL ? users->n : 0;

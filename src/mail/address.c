@@ -455,3 +455,22 @@ bool mail_xtext_valid(const char *p, size_t len)
 	}
 	return true;
 }
+
+bool mail_helo_domain_valid(const char *p, size_t len, bool utf8)
+{
+	struct addr_cur c = {.p = (const unsigned char *)p, .len = len};
+	const char *error = NULL;
+
+	if (len == 0 || len > MAIL_DOMAIN_MAX)
+		return false;
+	if (p[0] == '[' ? addr_scan_literal(&c, &error) < 0
+	                : addr_scan_domain(&c) < 0 || c.label_too_long)
+		return false;
+	if (c.i != len || (c.utf8 && !utf8))
+		return false;
+	/* 0xC2 is only ever a lead octet: 0xC2 0x80..0x9F is U+0080..U+009F */
+	for (size_t i = 0; i + 1 < len; i++)
+		if ((unsigned char)p[i] == 0xc2 && (unsigned char)p[i + 1] < 0xa0)
+			return false;
+	return true;
+}

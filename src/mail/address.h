@@ -54,6 +54,11 @@ bool mail_xtext_valid(const char *p, size_t len);
  * so that what we pass on is what RFC 3461 allows. */
 void mail_xtext_canon(char *p);
 
+/* Is p[0..len) a Domain or an address literal (RFC 5321 §4.1.3), as the
+ * EHLO/HELO argument should be (§4.1.1.1)? U-labels only when utf8; never
+ * a C1 control (U+0080..U+009F). For the Received field (§4.4). */
+bool mail_helo_domain_valid(const char *p, size_t len, bool utf8);
+
 /* Length of the well-formed UTF-8 sequence (RFC 3629) starting at p[0]: 1 for
  * an ASCII octet, 2..4 otherwise, or 0 if malformed or truncated (overlongs,
  * surrogates and code points above U+10FFFF are malformed). */

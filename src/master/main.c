@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define HIKYAKU_VERSION "0.1.0"
@@ -119,6 +120,35 @@ static void main_raise_nofile(const struct conf *conf)
 			 (unsigned long long)rl.rlim_cur);
 }
 
+/* Create a service directory (0750) and hand it to the service user, as
+ * root. The service user owns what is inside spool_dir and maildir_root, so
+ * a symbolic link there could lead root's chown anywhere (issue 8: a
+ * root-owned directory handed over at the next start): no link is followed
+ * on the way, and the directory opened is the one changed (fchown). */
+static int main_own_dir(const char *dir, const struct passwd *pw)
+{
+	const char *bad = dir;
+	struct stat st;
+	int fd = fs_dir_open_nofollow(dir, 0755, 0750, &bad);
+	if (fd < 0) {
+		int err = errno;
+		fprintf(stderr, "hikyaku: %s: %s at \"%.*s\"%s\n", dir, strerror(err),
+			(int)(strcspn(bad, "/") + (size_t)(bad - dir)), dir,
+			err == ELOOP || err == ENOTDIR
+			    ? ": a symbolic link or a file where a directory is expected; "
+			      "root follows no link here, give the real path"
+			    : "");
+		return -1;
+	}
+	int rc = fstat(fd, &st);
+	if (rc == 0 && (st.st_uid != pw->pw_uid || st.st_gid != pw->pw_gid))
+		rc = fchown(fd, pw->pw_uid, pw->pw_gid);
+	if (rc < 0)
+		fprintf(stderr, "hikyaku: %s: %s\n", dir, strerror(errno));
+	close(fd);
+	return rc;
+}
+
 /* Create the service directories, hand them to the service user, and become
  * that user for good. Called after the listeners are bound. */
 static int main_drop_privileges(const struct conf *conf)
@@ -134,13 +164,8 @@ static int main_drop_privileges(const struct conf *conf)
 		fprintf(stderr, "hikyaku: user %s does not exist\n", conf->user);
 		return -1;
 	}
-	const char *dirs[] = {conf->spool_dir, conf->maildir_root};
-	for (size_t i = 0; i < 2; i++) {
-		if (fs_mkdir_p(dirs[i], 0755) < 0 || chown(dirs[i], pw->pw_uid, pw->pw_gid) < 0) {
-			fprintf(stderr, "hikyaku: %s: %s\n", dirs[i], strerror(errno));
-			return -1;
-		}
-	}
+	if (main_own_dir(conf->spool_dir, pw) < 0 || main_own_dir(conf->maildir_root, pw) < 0)
+		return -1;
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
 		fprintf(stderr, "hikyaku: cannot drop privileges: %s\n", strerror(errno));
 		return -1;
@@ -258,6 +283,12 @@ static int main_serve(const char *path)
 			error != NULL ? error : strerror(errno));
 		goto out;
 	}
+	/* Nested through a symbolic link? The load compared the paths as
+	 * written; now that they exist, compare where they lead. */
+	if (conf_check_roots(conf, true, &error, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		goto out;
+	}
 	ctx.qmgr = qmgr_create(ctx.base, conf, spool);
 	/* Before the recovery, so that held messages found there are parked
 	 * where `hikyaku queue release` finds them. */
@@ -309,6 +340,7 @@ static int main_check(const char *path)
 			return 2;
 		}
 		printf("users file %s: %zu users\n", conf->users_file, users_count(users));
+		warnings += conf_check_users(conf, users, stdout);
 		users_free(&users);
 	}
 	if (conf->aliases_file[0] != '\0') {

@@ -169,6 +169,12 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
 		return;
 	}
+	/* RFC 3463 X.3.1 "mail system full": a client must not be able to
+	 * fill the spool's disk (queue.min_free_space). */
+	if (smtpd_server_space_low(s->srv, m.has_size ? m.size : 0)) {
+		smtpd_reply(s, 452, "4.3.1", "Insufficient system storage");
+		return;
+	}
 	char sender[MAIL_PATH_MAX + 1];
 	if (mail_addr_format(&m.from, sender, sizeof(sender)) < 0) {
 		smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
@@ -180,6 +186,8 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 	}
 	struct smtpd_tx *tx = smtpd_tx_create(s);
 	tx->mail = m;
+	tx->reserved = m.has_size ? m.size : 0;
+	s->srv->space_reserved += tx->reserved;
 	qid_generate(tx->env.qid);
 	tx->env.arrival_us = smtpd_now_us();
 	envelope_set_str(&tx->env.sender, sender);

@@ -5,13 +5,16 @@
  * Runs in smtpd on the event loop; the content is hostile. */
 #include "smtpd/session.h"
 #include "conf/conf.h"
+#include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
+#include "mail/address.h"
 #include "queue/qmgr.h"
 #include "queue/spool.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@
 struct smtpd_commit {
 	struct smtpd_session *s;
 	int ret;
+	int err; /* errno of a failed commit */
 	const char *error;
 };
 
@@ -37,22 +41,61 @@ static void data_date(const struct smtpd_tx *tx, char *out, size_t outlen)
 	strftime(out, outlen, "%a, %d %b %Y %H:%M:%S %z", &tm);
 }
 
-/* RFC 5321 §4.4 time stamp line, written before any content. */
+/* A spool write that failed for lack of space is RFC 3463 X.3.1 "mail
+ * system full" (452, try later); anything else (EIO) is a local error. */
+static void data_reply_io_error(struct smtpd_session *s, int err)
+{
+	if (err == ENOSPC || err == EDQUOT)
+		smtpd_reply(s, 452, "4.3.1", "Insufficient system storage");
+	else
+		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+}
+
+/* Client text for the Received field: printable ASCII except the octets
+ * in forbid, and well-formed UTF-8 other than C1 controls when the message
+ * is SMTPUTF8; anything else (C0, DEL, C1, other octets) becomes '?'. */
+static void data_received_text(char *out, size_t outlen, const char *in, bool utf8,
+			       const char *forbid)
+{
+	size_t o = 0, len = strlen(in);
+	for (size_t i = 0; i < len && o + 1 < outlen;) {
+		unsigned char c = (unsigned char)in[i];
+		size_t n = c < 0x80 ? 1 : mail_utf8_char_len(in + i, len - i);
+		bool ok = (c > 0x20 && c < 0x7f && strchr(forbid, c) == NULL) ||
+			  (c >= 0x80 && utf8 && n > 0 && o + n < outlen &&
+			   !(c == 0xc2 && (unsigned char)in[i + 1] < 0xa0));
+		if (!ok) {
+			out[o++] = '?';
+			i++; /* per octet: what the client sent stays countable */
+			continue;
+		}
+		memcpy(out + o, in + i, n);
+		o += n;
+		i += n;
+	}
+	out[o] = '\0';
+}
+
+/* RFC 5321 §4.4 time stamp line, written before any content. The HELO
+ * name is hostile: "from" gets it only when it is a Domain or address
+ * literal (§4.4 Extended-Domain); otherwise the client's address stands
+ * there and the name, made safe, goes into a comment. */
 static void data_received_header(struct smtpd_session *s)
 {
 	const struct conf *conf = s->srv->conf;
 	struct smtpd_tx *tx = s->tx;
 	char helo[sizeof(s->helo)], date[64];
-	size_t i;
-	for (i = 0; s->helo[i] != '\0'; i++) {
-		unsigned char c = (unsigned char)s->helo[i];
-		bool ok = (c > 0x20 && c < 0x7f && c != '(' && c != ')') ||
-			  (c >= 0x80 && tx->mail.smtputf8);
-		helo[i] = ok ? (char)c : '?';
-	}
-	helo[i] = '\0';
 	data_date(tx, date, sizeof(date));
-	buf_printf(&tx->body, "Received: from %s ([%s])\r\n", helo, s->client_addr);
+	if (mail_helo_domain_valid(s->helo, strlen(s->helo), tx->mail.smtputf8)) {
+		buf_printf(&tx->body, "Received: from %s ([%s])\r\n", s->helo, s->client_addr);
+	} else {
+		/* in a comment: no "(", ")", "\\"; no ";", which ends the
+		 * tokens before the date for many parsers */
+		data_received_text(helo, sizeof(helo), s->helo, tx->mail.smtputf8, "()\\;");
+		buf_printf(&tx->body, "Received: from [%s%s] ([%s])\r\n\t(invalid HELO %s)\r\n",
+			   strchr(s->client_addr, ':') != NULL ? "IPv6:" : "", s->client_addr,
+			   s->client_addr, helo);
+	}
 	if (s->tls_active)
 		buf_printf(&tx->body, "\t(using %s)\r\n", s->tls_info);
 	/* Naming the user is opt-in (auth.received_show_user): privacy first. */
@@ -61,8 +104,12 @@ static void data_received_header(struct smtpd_session *s)
 	buf_printf(&tx->body, "\tby %s (hikyaku) with %s id %s", conf->hostname,
 		   smtpd_session_protocol(s), tx->env.qid);
 	/* Name the recipient only when there is one: a Bcc list must not leak. */
-	if (tx->env.nrcpts == 1)
-		buf_printf(&tx->body, "\r\n\tfor <%s>", tx->env.rcpts[0].addr);
+	if (tx->env.nrcpts == 1) {
+		char rcpt[MAIL_PATH_MAX + 1];
+		data_received_text(rcpt, sizeof(rcpt), tx->env.rcpts[0].addr, tx->mail.smtputf8,
+				   "");
+		buf_printf(&tx->body, "\r\n\tfor <%s>", rcpt);
+	}
 	buf_printf(&tx->body, ";\r\n\t%s\r\n", date);
 }
 
@@ -124,12 +171,20 @@ static void data_start(struct smtpd_session *s, enum datascan_mode mode)
 	tx->hdr_at = tx->body.len;
 }
 
+/* After a failed write the transaction is lost: its file is removed at
+ * once (giving the space back to the messages already acknowledged and
+ * the sessions in progress) and the rest of the content is read and
+ * dropped, to answer 452/451 at its end (the end of DATA cannot be found
+ * any other way). */
 static void data_spill(struct smtpd_tx *tx, bool force)
 {
 	if (tx->body.len == 0 || (!force && tx->body.len < SMTPD_SPILL))
 		return;
-	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0)
+	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0) {
 		tx->io_failed = true;
+		tx->io_errno = errno;
+		spool_msg_abort(&tx->msg);
+	}
 	buf_reset(&tx->body);
 }
 
@@ -174,7 +229,7 @@ static int data_verdict(struct smtpd_session *s)
 	else if (f & DATASCAN_TOO_MANY_HOPS)
 		smtpd_reply(s, 554, "5.4.6", "Too many hops: mail loop detected");
 	else if (s->tx->io_failed)
-		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+		data_reply_io_error(s, s->tx->io_errno);
 	else
 		return 0;
 	return -1;
@@ -186,6 +241,7 @@ static void data_commit_run(void *arg)
 	struct smtpd_commit *c = arg;
 	struct smtpd_tx *tx = c->s->tx;
 	c->ret = spool_commit(&tx->msg, &tx->env, tx->body.data, tx->body.len, &c->error);
+	c->err = c->ret < 0 ? errno : 0;
 }
 
 /* Loop thread: only now may the client hear 250. */
@@ -208,7 +264,7 @@ static void data_commit_done(void *arg)
 		log_err("event=commit_failed sid=%s qid=%s reason=%s", s->sid, tx->env.qid,
 			log_qs(qf, c->error));
 		if (s->bev != NULL)
-			smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+			data_reply_io_error(s, c->err);
 	}
 	free(c);
 	smtpd_tx_reset(s);
@@ -226,21 +282,16 @@ static void data_commit_done(void *arg)
 
 static void data_end_of_message(struct smtpd_session *s)
 {
-	struct smtpd_tx *tx = s->tx;
 	if (data_verdict(s) < 0) {
 		smtpd_tx_reset(s);
 		smtpd_session_timeouts(s, false);
 		return;
 	}
 	data_missing_fields(s, true);
-	struct smtpd_commit *c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
-		smtpd_tx_reset(s);
-		return;
-	}
+	/* Abort on out-of-memory like every allocation (STYLE.md): a NULL
+	 * check here would be the only one in the server. */
+	struct smtpd_commit *c = xcalloc(1, sizeof(*c));
 	c->s = s;
-	(void)tx;
 	smtpd_session_set_state(s, SMTPD_S_COMMIT);
 	workq_submit(s->srv->commit_wq, data_commit_run, data_commit_done, c);
 }
@@ -260,8 +311,15 @@ static void bdat_chunk_end(struct smtpd_session *s)
 		data_end_of_message(s);
 		return;
 	}
-	smtpd_session_set_state(s, SMTPD_S_RCPT);
 	smtpd_session_timeouts(s, false);
+	if (tx->io_failed) {
+		/* RFC 3030 §2: a 4xx to a chunk fails the transaction; end
+		 * it now rather than read chunks that cannot be kept. */
+		data_reply_io_error(s, tx->io_errno);
+		smtpd_tx_reset(s);
+		return;
+	}
+	smtpd_session_set_state(s, SMTPD_S_RCPT);
 	smtpd_reply(s, 250, "2.0.0", "%llu octets received",
 		    (unsigned long long)tx->scan.size);
 }

@@ -84,6 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	/* the helpers over the same hostile bytes */
 	(void)mail_xtext_valid(p, len);
+	(void)mail_helo_domain_valid(p, len, (flags & MAIL_ADDR_ALLOW_UTF8) != 0);
 	for (size_t i = 0; i < len;) {
 		size_t n = mail_utf8_char_len(p + i, len - i);
 

@@ -198,6 +198,7 @@ static void test_embedded_default(void **state)
 	assert_null(c->tls.certs);
 	assert_int_equal(c->relay.n_trusted_networks, 0);
 	assert_int_equal(c->relay.n_senders, 0);
+	assert_int_equal(c->auth.n_mechanisms, 0); /* automatic */
 	assert_string_equal(c->spool_dir, "./var/spool");
 	assert_string_equal(c->maildir_root, "./var/mail");
 	assert_int_equal(c->n_local_domains, 1);
@@ -299,6 +300,7 @@ static const char full_yaml[] =
     "  max_failures: 3\n"
     "  failure_window: 1h\n"
     "  received_show_user: true\n"
+    "  mechanisms: [LOGIN, scram-sha-256]\n"
     "relay:\n"
     "  trusted_networks: [192.0.2.0/24, \"2001:db8::/32\", 10.1.2.3]\n"
     "  sender_login_match: false\n"
@@ -495,6 +497,8 @@ static void conf_full_verify(const struct conf *c)
 	conf_strings_verify(c->relay.trusted_networks, c->relay.n_trusted_networks, nets,
 	                    N_ELEMENTS(nets));
 	conf_strings_verify(c->relay.senders, c->relay.n_senders, senders, N_ELEMENTS(senders));
+	static const char *const mechs[] = {"LOGIN", "scram-sha-256"};
+	conf_strings_verify(c->auth.mechanisms, c->auth.n_mechanisms, mechs, N_ELEMENTS(mechs));
 	assert_int_equal(c->delivery.tls, CONF_TLSPOL_VERIFY);
 	assert_int_equal(c->delivery.smarthost_tls, CONF_TLSPOL_VERIFY);
 	conf_strings_verify(c->dns.forwarders, c->dns.n_forwarders, forwarders,
@@ -706,6 +710,8 @@ static const struct err_case err_cases[] = {
     {L "auth:\n  max_failures: 1001\n", "3:17:", "out of range 1..1000"},
     {L "auth:\n  failure_window: 2d\n", "3:19:", "2d is out of range 1s..1d"},
     {L "auth:\n  received_show_user: yes\n", "3:23:", "expected true or false"},
+    {L "auth:\n  mechanisms: [PLAIN, GSSAPI]\n", "3:23:", "unknown SASL mechanism \"GSSAPI\""},
+    {L "auth:\n  mechanisms: [SCRAM-SHA-1]\n", "3:16:", "unknown SASL mechanism"},
     /* relay.trusted_networks */
     {L "relay:\n  trusted_networks: [10.0.0.0/8, 10.0.0.0/33]\n",
      "3:34:", "invalid network \"10.0.0.0/33\": prefix length must be 0-32"},

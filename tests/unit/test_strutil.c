@@ -36,6 +36,8 @@ static void test_size(void **state)
 		{"18446744073709551615", 0, UINT64_MAX},
 		{"18446744073709551616", -1, 0},
 		{"17179869184G", -1, 0},
+		{"1000T", 0, 1000ULL << 40},
+		{"16777216T", -1, 0},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		uint64_t v = 0;
@@ -67,7 +69,8 @@ static void test_duration(void **state)
 static void test_format_roundtrip(void **state)
 {
 	(void)state;
-	static const uint64_t sizes[] = {0, 1, 1000, 1024, 102400, 26214400, 1ULL << 31};
+	static const uint64_t sizes[] = {0, 1, 1000, 1024, 102400, 26214400, 1ULL << 31,
+					       100ULL << 40};
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		char out[32];
 		uint64_t back;
