@@ -52,6 +52,9 @@ struct conf_relay {
 	bool sender_login_match; /* relay.sender_login_match: MAIL FROM must be owned */
 	char **senders;          /* relay.senders: "sender: login, login" ownership lines */
 	size_t n_senders;
+	uint64_t verify_timeout;      /* ms, relay.verify_timeout: a recipient probe, 10s */
+	uint64_t verify_positive_ttl; /* ms, relay.verify_positive_ttl: 10m */
+	uint64_t verify_negative_ttl; /* ms, relay.verify_negative_ttl: 1m */
 };
 
 struct conf_limits {
@@ -95,6 +98,11 @@ enum conf_transport {
 	CONF_TRANSPORT_LMTP,      /* LMTP at address (unix:/path or host:port) */
 };
 
+enum conf_verify_tempfail {
+	CONF_VERIFY_DEFER = 0, /* 450 4.4.1 at RCPT */
+	CONF_VERIFY_ACCEPT,    /* accept and let the delivery find out */
+};
+
 struct conf_route {
 	char *domain;                 /* routes[].domain: exact, case-insensitive */
 	enum conf_transport transport; /* routes[].transport: local | mx | relay | lmtp */
@@ -102,6 +110,8 @@ struct conf_route {
 	enum conf_tls_policy tls;     /* routes[].tls (default: may) */
 	char *credentials;            /* routes[].credentials: file "user:password", "" none */
 	uint64_t port;                /* routes[].port: mx only, 0 for delivery.smtp_port */
+	bool verify_recipients;       /* routes[].verify_recipients: RCPT probe at RCPT time */
+	enum conf_verify_tempfail verify_tempfail; /* routes[].verify_tempfail */
 };
 
 struct conf_delivery {
@@ -144,6 +154,8 @@ struct conf {
 	bool accept_any_user;
 	char **local_domains;
 	size_t n_local_domains;
+	char **relay_domains; /* accepted from anyone, passed on to their route */
+	size_t n_relay_domains;
 	struct conf_listener *listeners;
 	size_t n_listeners;
 	struct conf_limits limits;
@@ -191,6 +203,8 @@ int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, 
 struct users;
 int conf_check_users(const struct conf *conf, const struct users *users, FILE *out);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
+/* Is domain (either IDN form) in relay_domains and not local? */
+bool conf_is_relay_domain(const struct conf *conf, const char *domain);
 /* The route for a recipient domain: a routes[] entry, else local for
  * local_domains, else relay via delivery.smarthost when set, else MX. The
  * returned struct is owned by conf (a static default for the last two). */

@@ -163,8 +163,20 @@ int conf_check(const struct conf *conf, FILE *out)
 		               "listener %s is not loopback and user is empty: when started as "
 		               "root, workers keep root privileges",
 		               public_addr);
-	if (conf->n_local_domains == 0)
+	if (conf->n_local_domains == 0 && conf->n_relay_domains == 0)
 		n += conf_warn(out, "local_domains is empty: every recipient will be rejected");
+	for (size_t i = 0; i < conf->n_relay_domains; i++) {
+		const char *d = conf->relay_domains[i];
+		if (conf_is_local_domain(conf, d))
+			n += conf_warn(out, "relay domain %s is also local: it is delivered here", d);
+		else if (conf_route_for(conf, d)->transport == CONF_TRANSPORT_MX)
+			/* hikyaku does not skip itself among the MX hosts (as a
+			 * backup MX must, RFC 5321 §5.1): a route says where. */
+			n += conf_warn(out,
+			               "relay domain %s has no route (nor delivery.smarthost): it is "
+			               "delivered by MX, which must not point back here",
+			               d);
+	}
 	if (conf->users_file[0] != '\0' && access(conf->users_file, R_OK) < 0)
 		n += conf_warn(out, "users_file %s is not readable: %s", conf->users_file,
 		               strerror(errno));
@@ -256,9 +268,12 @@ int conf_check_users(const struct conf *conf, const struct users *users, FILE *o
 	return n;
 }
 
+/* domain is hostile (RCPT TO, a queued recipient), in either IDN form. */
 bool conf_is_local_domain(const struct conf *conf, const char *domain)
 {
-	if (conf == NULL || domain == NULL)
+	char ascii[CONF_DOMAIN_BUF];
+
+	if (conf == NULL || (domain = conf_domain_ascii(domain, ascii, sizeof(ascii))) == NULL)
 		return false;
 	for (size_t i = 0; i < conf->n_local_domains; i++)
 		if (strcasecmp(conf->local_domains[i], domain) == 0)
@@ -267,6 +282,22 @@ bool conf_is_local_domain(const struct conf *conf, const char *domain)
 	for (size_t i = 0; i < conf->n_routes; i++)
 		if (conf->routes[i].transport == CONF_TRANSPORT_LOCAL &&
 		    strcasecmp(conf->routes[i].domain, domain) == 0)
+			return true;
+	return false;
+}
+
+/* domain is hostile (RCPT TO). A local domain is never a relay domain: its
+ * users are ours. */
+bool conf_is_relay_domain(const struct conf *conf, const char *domain)
+{
+	char ascii[CONF_DOMAIN_BUF];
+	const char *d;
+
+	if (conf == NULL || (d = conf_domain_ascii(domain, ascii, sizeof(ascii))) == NULL ||
+	    conf_is_local_domain(conf, d))
+		return false;
+	for (size_t i = 0; i < conf->n_relay_domains; i++)
+		if (strcmp(conf->relay_domains[i], d) == 0)
 			return true;
 	return false;
 }

@@ -26,6 +26,7 @@
 #include "lib/strutil.h"
 #include "lib/workq.h"
 #include "mail/address.h"
+#include "mail/idna.h"
 #include "queue/spool.h"
 #include "smtpc/client.h"
 #include "smtpd/parse.h"
@@ -151,9 +152,13 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 		.unique = unique,
 		.search_cur = m->recovered || m->env.attempts > 0,
 	};
+	/* One directory per domain, whichever form (RFC 5890 U-labels or
+	 * A-labels) the client wrote: the A-label form, lowercase. */
 	char domain[MAIL_DOMAIN_MAX + 1];
-	snprintf(domain, sizeof(domain), "%s", at + 1);
-	str_lower(domain); /* ASCII only: the C locale */
+	if (mail_domain_to_ascii(at + 1, strlen(at + 1), domain, sizeof(domain), NULL) < 0) {
+		qmgr_rres_set(&m->res[i], QMGR_R_FAILED, "5.1.2", "invalid domain name", "maildir");
+		return;
+	}
 	int rc = maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err));
 	if (rc == 0)
 		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "delivered to maildir", "maildir");

@@ -13,6 +13,7 @@
 #include "lib/log.h"
 #include "lib/net.h"
 #include "lib/strutil.h"
+#include "mail/idna.h"
 #include "smtpc/client.h"
 
 #include <arpa/inet.h>
@@ -449,6 +450,11 @@ size_t qmgr_remote_start(struct qmgr *q, struct qmgr_msg *m)
 		const struct conf_route *route = conf_route_for(q->conf, domain);
 		if (route->transport == CONF_TRANSPORT_LOCAL)
 			continue;
+		/* DNS knows a domain by its A-labels (RFC 5891 §5); one that
+		 * has none stays as written and the lookup refuses it (5.1.2). */
+		char ascii[MAIL_IDNA_MAX + 1];
+		if (mail_domain_to_ascii(domain, strlen(domain), ascii, sizeof(ascii), NULL) == 0)
+			domain = ascii;
 		char key[QMGR_DEST_KEY_MAX];
 		qmgr_group_key(route, domain, key, sizeof(key));
 		struct qmgr_group *g = NULL;

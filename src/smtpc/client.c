@@ -1151,7 +1151,8 @@ static enum smtpc_go session_tx_start(struct smtpc_session *s)
 	if (s->pipelining) { /* RFC 2920 §3.1: MAIL, RCPT..., DATA in one group */
 		for (size_t i = 0; i < m->nrcpts; i++)
 			session_send_rcpt(s, i);
-		session_send(s, "DATA\r\n");
+		if (!m->probe)
+			session_send(s, "DATA\r\n");
 	}
 	log_debug("smtpc: relay=%s MAIL rcpts=%zu size=%zu pipelining=%d", s->res.remote_mta,
 	          m->nrcpts, m->len, s->pipelining);
@@ -1190,6 +1191,15 @@ static enum smtpc_go session_on_tx(struct smtpc_session *s, const struct smtp_re
 		}
 		if (!s->pipelining)
 			session_send_rcpt(s, 0);
+		session_expect(s, SMTPC_S_TX);
+		return SMTPC_GO;
+	}
+	if (idx <= n && s->msg->probe) {
+		session_rcpt_set(s, idx - 1, r);
+		if (idx == n)
+			return session_tx_end(s, true);
+		if (!s->pipelining)
+			session_send_rcpt(s, idx);
 		session_expect(s, SMTPC_S_TX);
 		return SMTPC_GO;
 	}

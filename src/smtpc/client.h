@@ -73,6 +73,10 @@ struct smtpc_msg {
 	bool smtputf8;              /* the message needs SMTPUTF8 (RFC 6531) */
 	const unsigned char *data;  /* the message, CRLF lines, not dot-stuffed */
 	size_t len;
+	/* A recipient probe (smtpd's verify_recipients, as Postfix's address
+	 * verification): MAIL and the RCPTs only, never DATA; each recipient
+	 * gets the reply to its RCPT, then the transaction ends (RSET or QUIT). */
+	bool probe;
 };
 
 struct smtpc_rcpt_result {

@@ -220,6 +220,10 @@ static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to, bool *
 		str_lower(to->domain);
 	}
 	if (!conf_is_local_domain(conf, to->domain)) {
+		/* relay_domains: ours to pass on, from anyone (a gateway or
+		 * backup MX); the route may verify the user (cmd_rcpt_verify.c). */
+		if (conf_is_relay_domain(conf, to->domain))
+			return 0;
 		/* Relaying: only for an authenticated user or a trusted
 		 * network (relay.trusted_networks), never for anyone else. */
 		if (s->auth_user != NULL ||
@@ -427,16 +431,28 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		if (cmd_rcpt_alias(s, &r, addr) < 0)
 			return;
 		tx->n_rcpt_cmds++;
-	} else if (!cmd_rcpt_is_dup(tx, addr)) {
+		smtpd_session_set_state(s, SMTPD_S_RCPT);
+		smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
+		return;
+	}
+	if (smtpd_rcpt_verify(s, &r, addr))
+		return;
+	smtpd_rcpt_accept(s, &r, addr);
+}
+
+void smtpd_rcpt_accept(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (!cmd_rcpt_is_dup(tx, addr)) {
 		if (tx->env.nrcpts >= CMD_RCPT_EXPANDED_MAX) {
 			smtpd_reply(s, 452, "4.5.3", "Too many recipients");
 			return;
 		}
 		tx->n_rcpt_cmds++;
 		struct envelope_rcpt *er = envelope_add_rcpt(&tx->env, addr);
-		er->notify = r.notify;
-		if (r.orcpt[0] != '\0')
-			envelope_set_str(&er->orcpt, r.orcpt);
+		er->notify = r->notify;
+		if (r->orcpt[0] != '\0')
+			envelope_set_str(&er->orcpt, r->orcpt);
 	}
 	smtpd_session_set_state(s, SMTPD_S_RCPT);
 	smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);

@@ -32,6 +32,15 @@ struct smtpd_commit {
 	const char *error;
 };
 
+/* The arrival time as an RFC 5322 §3.3 date-time. */
+static void data_date(const struct smtpd_tx *tx, char *out, size_t outlen)
+{
+	time_t now = (time_t)(tx->env.arrival_us / 1000000u);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(out, outlen, "%a, %d %b %Y %H:%M:%S %z", &tm);
+}
+
 /* A spool write that failed for lack of space is RFC 3463 X.3.1 "mail
  * system full" (452, try later); anything else (EIO) is a local error. */
 static void data_reply_io_error(struct smtpd_session *s, int err)
@@ -76,10 +85,7 @@ static void data_received_header(struct smtpd_session *s)
 	const struct conf *conf = s->srv->conf;
 	struct smtpd_tx *tx = s->tx;
 	char helo[sizeof(s->helo)], date[64];
-	time_t now = (time_t)(tx->env.arrival_us / 1000000u);
-	struct tm tm;
-	localtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	data_date(tx, date, sizeof(date));
 	if (mail_helo_domain_valid(s->helo, strlen(s->helo), tx->mail.smtputf8)) {
 		buf_printf(&tx->body, "Received: from %s ([%s])\r\n", s->helo, s->client_addr);
 	} else {
@@ -107,6 +113,47 @@ static void data_received_header(struct smtpd_session *s)
 	buf_printf(&tx->body, ";\r\n\t%s\r\n", date);
 }
 
+/* RFC 6409 §8.3: a submission server adds Message-ID: and Date: that the
+ * client left out (curl sends neither), as Postfix does; a message that
+ * has them keeps its own. Only on submission listeners: mail relayed to us
+ * is not ours to change. The fields go right after our Received, once the
+ * header section is complete, and before the first spill writes that part
+ * to the spool. A header section still open at the first spill (only with
+ * limits.header_size above 256 KiB) is left as it is. */
+static void data_missing_fields(struct smtpd_session *s, bool at_end)
+{
+	struct smtpd_tx *tx = s->tx;
+	bool spilling = tx->body.len >= SMTPD_SPILL;
+
+	if (tx->hdr_decided || (!at_end && !spilling && tx->scan.in_header))
+		return;
+	tx->hdr_decided = true;
+	if (!s->lconf->submission || (tx->scan.message_id && tx->scan.date) ||
+	    (!at_end && tx->scan.in_header))
+		return;
+	char date[64], stamp[32], add[512];
+	size_t n = 0;
+	if (!tx->scan.message_id) {
+		time_t now = (time_t)(tx->env.arrival_us / 1000000u);
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
+		n += (size_t)snprintf(add, sizeof(add), "Message-ID: <%s.%s@%s>\r\n", stamp,
+				      tx->env.qid, s->srv->conf->hostname);
+	}
+	if (!tx->scan.date && n < sizeof(add)) {
+		data_date(tx, date, sizeof(date));
+		n += (size_t)snprintf(add + n, sizeof(add) - n, "Date: %s\r\n", date);
+	}
+	if (n >= sizeof(add) || buf_reserve(&tx->body, n) < 0)
+		return;
+	memmove(tx->body.data + tx->hdr_at + n, tx->body.data + tx->hdr_at,
+		tx->body.len - tx->hdr_at);
+	memcpy(tx->body.data + tx->hdr_at, add, n);
+	tx->body.len += n;
+	tx->body.data[tx->body.len] = '\0';
+}
+
 static void data_start(struct smtpd_session *s, enum datascan_mode mode)
 {
 	const struct conf_limits *l = &s->srv->conf->limits;
@@ -121,6 +168,7 @@ static void data_start(struct smtpd_session *s, enum datascan_mode mode)
 	tx->msg = spool_msg_create(s->srv->spool, tx->env.qid);
 	tx->data_started = true;
 	data_received_header(s);
+	tx->hdr_at = tx->body.len;
 }
 
 /* After a failed write the transaction is lost: its file is removed at
@@ -240,6 +288,7 @@ static void data_end_of_message(struct smtpd_session *s)
 		smtpd_session_timeouts(s, false);
 		return;
 	}
+	data_missing_fields(s, true);
 	/* Abort on out-of-memory like every allocation (STYLE.md): a NULL
 	 * check here would be the only one in the server. */
 	struct smtpd_commit *c = xcalloc(1, sizeof(*c));
@@ -350,6 +399,7 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 			break;
 	}
 	evbuffer_drain(in, total);
+	data_missing_fields(s, false);
 	data_spill(tx, false);
 	return total;
 }

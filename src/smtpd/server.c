@@ -355,6 +355,7 @@ void smtpd_free(struct smtpd **srvp)
 	 * touch sessions. */
 	workq_free(&srv->commit_wq);
 	workq_free(&srv->auth_wq);
+	smtpd_verify_free(&srv->verify); /* probes in flight hold sessions */
 	while (srv->sessions != NULL) {
 		struct smtpd_session *s = srv->sessions;
 		smtpd_session_free(&s);

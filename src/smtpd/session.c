@@ -34,7 +34,8 @@
 #define SMTPD_IN_HIGH (128 * 1024)
 
 static const char *const smtpd_state_names[] = {
-	"init", "ready", "mail", "rcpt", "data", "bdat", "commit", "auth", "auth_wait", "closing",
+	"init", "ready", "mail", "rcpt", "data", "bdat", "commit", "auth", "auth_wait",
+	"rcpt_wait", "closing",
 };
 
 /* RFC 4954 §4: an AUTH command or response line may be 12288 octets. */
@@ -44,7 +45,8 @@ static void smtpd_session_process(struct smtpd_session *s);
 
 bool smtpd_session_busy(const struct smtpd_session *s)
 {
-	return s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_AUTH_WAIT;
+	return s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_AUTH_WAIT ||
+	       s->state == SMTPD_S_RCPT_WAIT;
 }
 
 const char *smtpd_session_protocol(const struct smtpd_session *s)

@@ -51,6 +51,7 @@ enum smtpd_state {
 	SMTPD_S_COMMIT,  /* waiting for the spool to make the message durable */
 	SMTPD_S_AUTH,    /* reading a SASL response line (RFC 4954 §4) */
 	SMTPD_S_AUTH_WAIT, /* password check on a worker, or a failure delay */
+	SMTPD_S_RCPT_WAIT, /* a recipient being verified at its route's server */
 	SMTPD_S_CLOSING, /* flushing the last reply */
 };
 #define SMTPD_SB(st) (1u << (st))
@@ -69,6 +70,7 @@ struct smtpd {
 	struct authfail *authfail; /* per-address AUTH failures (auth/authfail.h) */
 	struct sasl_ctx *sasl_ctx; /* prepared once per users table */
 	unsigned auth_mechs;     /* SASL_MECH_BIT()s offered (auth.mechanisms) */
+	struct smtpd_verify *verify; /* recipient probes and their cache, NULL until used */
 	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
 	size_t n_listeners;
@@ -105,6 +107,8 @@ struct smtpd_tx {
 	int io_errno;         /* its errno (ENOSPC: 452 4.3.1) */
 	uint64_t reserved;    /* SIZE= counted in srv->space_reserved */
 	bool data_started;    /* DATA or first BDAT seen: Received written */
+	size_t hdr_at;        /* end of our Received in body, for added fields */
+	bool hdr_decided;     /* missing Message-ID/Date settled (cmd_data.c) */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 };
 
@@ -196,6 +200,16 @@ bool smtpd_tls_wrap_accept(struct smtpd_session *s, int fd);
 bool smtpd_tls_offered(const struct smtpd_session *s);
 void smtpd_tls_handshake_done(struct smtpd_session *s);
 void smtpd_tls_log_error(struct smtpd_session *s);
+
+/* cmd.c: a recipient that passed every check joins the transaction, 250. */
+void smtpd_rcpt_accept(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr);
+
+/* cmd_rcpt_verify.c: recipients of relay_domains checked at their route's
+ * server (routes[].verify_recipients). false: no check applies, go on;
+ * true: the RCPT is answered, now (cache) or when the probe ends, the
+ * session parked in SMTPD_S_RCPT_WAIT meanwhile. */
+bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr);
+void smtpd_verify_free(struct smtpd_verify **v);
 
 /* cmd_auth.c: AUTH (RFC 4954). */
 void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len);

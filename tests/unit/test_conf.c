@@ -427,12 +427,12 @@ static const struct str_case full_strings[] = {
 };
 
 static const struct conf_route full_routes[] = {
-    {"example.org", CONF_TRANSPORT_LMTP, "unix:/run/dovecot/lmtp", CONF_TLSPOL_MAY, "", 0},
+    {"example.org", CONF_TRANSPORT_LMTP, "unix:/run/dovecot/lmtp", CONF_TLSPOL_MAY, "", 0, false, CONF_VERIFY_DEFER},
     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::25]:587", CONF_TLSPOL_VERIFY,
-     "/etc/hikyaku/relay.auth", 0},
-    {"local.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_NONE, "", 0},
-    {"mx.example", CONF_TRANSPORT_MX, "", CONF_TLSPOL_ENCRYPT, "", 2526},
-    {"store.example", CONF_TRANSPORT_LMTP, "192.0.2.24:24", CONF_TLSPOL_MAY, "", 0},
+     "/etc/hikyaku/relay.auth", 0, false, CONF_VERIFY_DEFER},
+    {"local.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_NONE, "", 0, false, CONF_VERIFY_DEFER},
+    {"mx.example", CONF_TRANSPORT_MX, "", CONF_TLSPOL_ENCRYPT, "", 2526, false, CONF_VERIFY_DEFER},
+    {"store.example", CONF_TRANSPORT_LMTP, "192.0.2.24:24", CONF_TLSPOL_MAY, "", 0, false, CONF_VERIFY_DEFER},
 };
 
 static void conf_route_verify(const struct conf_route *got, const struct conf_route *want,
@@ -1096,36 +1096,36 @@ struct route_case {
 
 #define MX(tls)                                                                                    \
 	{                                                                                          \
-		"", CONF_TRANSPORT_MX, "", tls, "", 0                                              \
+		"", CONF_TRANSPORT_MX, "", tls, "", 0, false, CONF_VERIFY_DEFER                      \
 	}
 #define LOCAL                                                                                      \
 	{                                                                                          \
-		"", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, "", 0                               \
+		"", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, "", 0, false, CONF_VERIFY_DEFER       \
 	}
 
 static const struct route_case route_cases[] = {
     {ROUTES,
      "lmtp.example",
      0,
-     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, "", 0}},
+     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, "", 0, false, CONF_VERIFY_DEFER}},
     {ROUTES,
      "LMTP.EXAMPLE",
      0,
-     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, "", 0}},
+     {"lmtp.example", CONF_TRANSPORT_LMTP, "unix:/run/lmtp", CONF_TLSPOL_MAY, "", 0, false, CONF_VERIFY_DEFER}},
     {ROUTES SMART,
      "Relay.Example",
      1,
-     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::1]:587", CONF_TLSPOL_VERIFY, "/r.auth", 0}},
+     {"relay.example", CONF_TRANSPORT_RELAY, "[2001:db8::1]:587", CONF_TLSPOL_VERIFY, "/r.auth", 0, false, CONF_VERIFY_DEFER}},
     /* A route wins over local_domains. */
     {ROUTES,
      "local.example",
      2,
-     {"local.example", CONF_TRANSPORT_RELAY, "localhost:25", CONF_TLSPOL_MAY, "", 0}},
-    {ROUTES, "other.example", 3, {"other.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, "", 0}},
+     {"local.example", CONF_TRANSPORT_RELAY, "localhost:25", CONF_TLSPOL_MAY, "", 0, false, CONF_VERIFY_DEFER}},
+    {ROUTES, "other.example", 3, {"other.example", CONF_TRANSPORT_LOCAL, "", CONF_TLSPOL_MAY, "", 0, false, CONF_VERIFY_DEFER}},
     {ROUTES,
      "store.example",
      4,
-     {"store.example", CONF_TRANSPORT_LMTP, "[192.0.2.24]:24", CONF_TLSPOL_NONE, "", 0}},
+     {"store.example", CONF_TRANSPORT_LMTP, "[192.0.2.24]:24", CONF_TLSPOL_NONE, "", 0, false, CONF_VERIFY_DEFER}},
     /* local_domains: a local route owned by conf */
     {ROUTES, "home.example", -1, LOCAL},
     {ROUTES SMART, "HOME.EXAMPLE", -1, LOCAL},
@@ -1134,15 +1134,15 @@ static const struct route_case route_cases[] = {
     {ROUTES SMART,
      "nowhere.example",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth", 0}},
+     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth", 0, false, CONF_VERIFY_DEFER}},
     {"delivery: {smarthost: \"[192.0.2.1]:25\", smarthost_tls: none, tls: verify}\n",
      "x.example",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "[192.0.2.1]:25", CONF_TLSPOL_NONE, "", 0}},
+     {"", CONF_TRANSPORT_RELAY, "[192.0.2.1]:25", CONF_TLSPOL_NONE, "", 0, false, CONF_VERIFY_DEFER}},
     {"delivery: {smarthost: \"192.0.2.1:2525\", smarthost_tls: may}\n",
      "x.example",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "192.0.2.1:2525", CONF_TLSPOL_MAY, "", 0}},
+     {"", CONF_TRANSPORT_RELAY, "192.0.2.1:2525", CONF_TLSPOL_MAY, "", 0, false, CONF_VERIFY_DEFER}},
     /* otherwise MX with delivery.tls */
     {ROUTES, "nowhere.example", -1, MX(CONF_TLSPOL_MAY)},
     {"delivery: {tls: verify}\n", "x.example", -1, MX(CONF_TLSPOL_VERIFY)},
@@ -1155,7 +1155,7 @@ static const struct route_case route_cases[] = {
     {ROUTES SMART,
      "",
      -1,
-     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth", 0}},
+     {"", CONF_TRANSPORT_RELAY, "smtp.example.net:587", CONF_TLSPOL_ENCRYPT, "/s.auth", 0, false, CONF_VERIFY_DEFER}},
 };
 
 static struct conf *conf_load_after_listener(const char *text)
@@ -1706,10 +1706,10 @@ static void test_credentials(void **state)
 	test_file_write("cred-b", "nocolon\n", 8, b, sizeof(b));
 	snprintf(missing, sizeof(missing), "%s/no-such-cred", test_dir);
 	struct conf_route routes[] = {
-	    {"r1.example", CONF_TRANSPORT_RELAY, "r1.example:25", CONF_TLSPOL_MAY, b, 0},
-	    {"r2.example", CONF_TRANSPORT_RELAY, "r2.example:25", CONF_TLSPOL_MAY, a, 0},
-	    {"r3.example", CONF_TRANSPORT_LMTP, "r3.example:24", CONF_TLSPOL_MAY, missing, 0},
-	    {"r4.example", CONF_TRANSPORT_LMTP, "r4.example:24", CONF_TLSPOL_MAY, "", 0},
+	    {"r1.example", CONF_TRANSPORT_RELAY, "r1.example:25", CONF_TLSPOL_MAY, b, 0, false, CONF_VERIFY_DEFER},
+	    {"r2.example", CONF_TRANSPORT_RELAY, "r2.example:25", CONF_TLSPOL_MAY, a, 0, false, CONF_VERIFY_DEFER},
+	    {"r3.example", CONF_TRANSPORT_LMTP, "r3.example:24", CONF_TLSPOL_MAY, missing, 0, false, CONF_VERIFY_DEFER},
+	    {"r4.example", CONF_TRANSPORT_LMTP, "r4.example:24", CONF_TLSPOL_MAY, "", 0, false, CONF_VERIFY_DEFER},
 	};
 	struct conf conf;
 	memset(&conf, 0, sizeof(conf));
