@@ -26,29 +26,46 @@ for p in "${want[@]}"; do
 		missing+=("$p")
 	fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Exim, a test peer too, cannot be installed beside postfix (both provide
+# mail-transport-agent): scripts/fetch-exim.sh extracts it into a cache.
+FETCH_EXIM=$(dirname "$0")/fetch-exim.sh
+need_exim=0
+if [ "${1:-}" = "--test" ] && ! "$FETCH_EXIM" --check; then
+	need_exim=1
+fi
+[ ${#missing[@]} -eq 0 ] && [ $need_exim -eq 0 ] && exit 0
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
 	if ! command -v sudo >/dev/null 2>&1; then
-		echo "install-deps: these Debian packages are missing: ${missing[*]}" >&2
 		echo "install-deps: not root and no sudo; as root, run:" >&2
-		echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+		if [ ${#missing[@]} -gt 0 ]; then
+			echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+		fi
+		if [ $need_exim -eq 1 ]; then
+			echo "  $FETCH_EXIM" >&2
+		fi
 		echo "install-deps: then run this script again." >&2
 		exit 1
 	fi
 	SUDO=(sudo)
 fi
-echo "install-deps: installing ${missing[*]}"
-# Postfix is a test peer (private instances only): 'No configuration' sets up
-# no system mail, and no system instance is left running.
-if printf '%s\n' "${missing[@]}" | grep -qx postfix; then
-	echo "postfix postfix/main_mailer_type select No configuration" |
-		"${SUDO[@]}" debconf-set-selections 2>/dev/null || true
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}"
+	# Postfix is a test peer (private instances only): 'No configuration'
+	# sets up no system mail, and no system instance is left running.
+	if printf '%s\n' "${missing[@]}" | grep -qx postfix; then
+		echo "postfix postfix/main_mailer_type select No configuration" |
+			"${SUDO[@]}" debconf-set-selections 2>/dev/null || true
+	fi
+	"${SUDO[@]}" apt-get update -q
+	DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
+		"${missing[@]}"
+	if printf '%s\n' "${missing[@]}" | grep -qx postfix &&
+		"${SUDO[@]}" postfix status >/dev/null 2>&1; then
+		"${SUDO[@]}" postfix stop >/dev/null 2>&1 || true
+	fi
 fi
-"${SUDO[@]}" apt-get update -q
-DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-if printf '%s\n' "${missing[@]}" | grep -qx postfix &&
-	"${SUDO[@]}" postfix status >/dev/null 2>&1; then
-	"${SUDO[@]}" postfix stop >/dev/null 2>&1 || true
+if [ $need_exim -eq 1 ]; then
+	"${SUDO[@]}" "$FETCH_EXIM"
 fi
