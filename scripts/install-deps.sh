@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Install the Debian 12 packages hikyaku needs to build and test.
-# Only what is missing is installed; uses sudo when not root.
+# Install the Debian 12 packages hikyaku needs to build (and, with --test, to
+# test). Only what is missing is installed. Needs root, or sudo when not root;
+# with neither it says which command to run, and fails.
 set -euo pipefail
 
-BUILD_PKGS=(gcc meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev libunbound-dev
-	libcrypt-dev)
-TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib swaks curl
-	dovecot-lmtpd iproute2 openssl
-	clang libclang-rt-14-dev)
+# libc6-dev: gcc only recommends it, and we install without recommends.
+# nettle-dev: libunbound.pc requires hogweed and nettle.
+BUILD_PKGS=(gcc libc6-dev meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev
+	libunbound-dev nettle-dev libcrypt-dev libidn2-dev)
+# The README's tour.
+RUN_PKGS=(swaks curl ca-certificates)
+# libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.
+TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
+	libnet-ssleay-perl gnutls-bin postfix libsasl2-modules
+	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev)
 
-want=("${BUILD_PKGS[@]}")
+want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then
 	want+=("${TEST_PKGS[@]}")
 fi
@@ -20,12 +26,46 @@ for p in "${want[@]}"; do
 		missing+=("$p")
 	fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Exim, a test peer too, cannot be installed beside postfix (both provide
+# mail-transport-agent): scripts/fetch-exim.sh extracts it into a cache.
+FETCH_EXIM=$(dirname "$0")/fetch-exim.sh
+need_exim=0
+if [ "${1:-}" = "--test" ] && ! "$FETCH_EXIM" --check; then
+	need_exim=1
+fi
+[ ${#missing[@]} -eq 0 ] && [ $need_exim -eq 0 ] && exit 0
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
+	if ! command -v sudo >/dev/null 2>&1; then
+		echo "install-deps: not root and no sudo; as root, run:" >&2
+		if [ ${#missing[@]} -gt 0 ]; then
+			echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+		fi
+		if [ $need_exim -eq 1 ]; then
+			echo "  $FETCH_EXIM" >&2
+		fi
+		echo "install-deps: then run this script again." >&2
+		exit 1
+	fi
 	SUDO=(sudo)
 fi
-echo "installing: ${missing[*]}"
-"${SUDO[@]}" apt-get update -q
-DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}"
+	# Postfix is a test peer (private instances only): 'No configuration'
+	# sets up no system mail, and no system instance is left running.
+	if printf '%s\n' "${missing[@]}" | grep -qx postfix; then
+		echo "postfix postfix/main_mailer_type select No configuration" |
+			"${SUDO[@]}" debconf-set-selections 2>/dev/null || true
+	fi
+	"${SUDO[@]}" apt-get update -q
+	DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
+		"${missing[@]}"
+	if printf '%s\n' "${missing[@]}" | grep -qx postfix &&
+		"${SUDO[@]}" postfix status >/dev/null 2>&1; then
+		"${SUDO[@]}" postfix stop >/dev/null 2>&1 || true
+	fi
+fi
+if [ $need_exim -eq 1 ]; then
+	"${SUDO[@]}" "$FETCH_EXIM"
+fi

@@ -443,10 +443,10 @@ static char *passwd_hash_cram(const char *password, size_t len)
 
 /* "{SCRAM-SHA-256}4096,salt,StoredKey,ServerKey" as `doveadm pw -s
  * SCRAM-SHA-256` writes it. */
-static char *passwd_hash_scram(const char *password, size_t len, const char **error_r)
+static char *passwd_hash_scram(const char *password, size_t len, unsigned iterations,
+                               const char **error_r)
 {
-	struct passwd_scram k = {.iterations = PASSWD_SCRAM_ITER,
-	                         .salt_len = PASSWD_SCRAM_SALT_LEN};
+	struct passwd_scram k = {.iterations = iterations, .salt_len = PASSWD_SCRAM_SALT_LEN};
 	char salt[32], stored[48], server[48];
 	char *r = NULL;
 
@@ -499,7 +499,7 @@ char *passwd_hash(enum passwd_scheme s, const char *password, size_t len, const 
 		r = passwd_hash_cram(plain, len);
 		break;
 	case PASSWD_SCRAM_SHA_256:
-		r = passwd_hash_scram(plain, len, error_r);
+		r = passwd_hash_scram(plain, len, PASSWD_SCRAM_ITER, error_r);
 		break;
 	case PASSWD_UNKNOWN:
 		*error_r = "unknown password scheme";
@@ -507,5 +507,108 @@ char *passwd_hash(enum passwd_scheme s, const char *password, size_t len, const 
 	}
 	passwd_wipe(plain, len);
 	free(plain);
+	return r;
+}
+
+/* ---- dummies: the same work for a user who has no usable secret ---- */
+
+size_t passwd_crypt_params_len(const char *hash)
+{
+	const char *p, *q;
+
+	if (hash == NULL || hash[0] != '$' || (p = strchr(hash + 1, '$')) == NULL)
+		return 0; /* traditional DES or unknown: no cost field */
+	p++;              /* past "$id$" */
+	if (strncmp(hash, "$1$", 3) == 0 || strncmp(hash, "$5$", 3) == 0 ||
+	    strncmp(hash, "$6$", 3) == 0) {
+		/* MD5, SHA-256 and SHA-512 crypt: an optional "rounds=N$" */
+		if (strncmp(p, "rounds=", 7) == 0 && (q = strchr(p, '$')) != NULL)
+			return (size_t)(q + 1 - hash);
+		return (size_t)(p - hash);
+	}
+	/* bcrypt "$2b$10$", yescrypt "$y$j9T$", scrypt "$7$...", gost-yescrypt:
+	 * the field after the id is the cost */
+	q = strchr(p, '$');
+	return q != NULL ? (size_t)(q + 1 - hash) : (size_t)(p - hash);
+}
+
+char *passwd_cost_class(const char *stored)
+{
+	const char *body;
+	struct passwd_scram k;
+	char buf[64];
+	enum passwd_scheme sc = passwd_split(stored, &body);
+
+	switch (sc) {
+	case PASSWD_CRYPT:
+	case PASSWD_BLF_CRYPT:
+	case PASSWD_SHA512_CRYPT: {
+		size_t n = passwd_crypt_params_len(body);
+		if (body[0] == '\0' || body[0] == '*' || n > sizeof(buf) - 8)
+			return NULL;
+		snprintf(buf, sizeof(buf), "crypt %.*s", (int)n, body);
+		return xstrdup(buf);
+	}
+	case PASSWD_CRAM_MD5:
+		return xstrdup("cram-md5");
+	case PASSWD_SCRAM_SHA_256:
+		if (passwd_scram_parse(stored, &k) < 0)
+			return NULL;
+		snprintf(buf, sizeof(buf), "scram %u", k.iterations);
+		passwd_wipe(&k, sizeof(k));
+		return xstrdup(buf);
+	case PASSWD_UNKNOWN:
+		break;
+	}
+	return NULL;
+}
+
+/* crypt(3) of password under the setting (method, cost and salt) of hash. */
+static char *passwd_crypt_like(const char *stored, const char *body, const char *password)
+{
+	struct crypt_data data;
+	char *r = NULL;
+
+	memset(&data, 0, sizeof(data));
+	const char *out = crypt_rn(password, body, &data, (int)sizeof(data));
+	if (out != NULL && out[0] != '*') {
+		size_t plen = (size_t)(body - stored), n = plen + strlen(out) + 1;
+		r = xmalloc(n);
+		snprintf(r, n, "%.*s%s", (int)plen, stored, out);
+	}
+	passwd_wipe(&data, sizeof(data));
+	return r;
+}
+
+char *passwd_dummy_like(const char *stored)
+{
+	unsigned char raw[24];
+	char pw[40];
+	const char *body, *err;
+	struct passwd_scram k;
+	char *r = NULL;
+
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		return NULL;
+	passwd_b64_encode(raw, sizeof(raw), pw, sizeof(pw));
+	switch (passwd_split(stored, &body)) {
+	case PASSWD_CRYPT:
+	case PASSWD_BLF_CRYPT:
+	case PASSWD_SHA512_CRYPT:
+		r = passwd_crypt_like(stored, body, pw);
+		break;
+	case PASSWD_CRAM_MD5:
+		r = passwd_hash_cram(pw, strlen(pw));
+		break;
+	case PASSWD_SCRAM_SHA_256:
+		if (passwd_scram_parse(stored, &k) == 0)
+			r = passwd_hash_scram(pw, strlen(pw), k.iterations, &err);
+		passwd_wipe(&k, sizeof(k));
+		break;
+	case PASSWD_UNKNOWN:
+		break;
+	}
+	passwd_wipe(raw, sizeof(raw));
+	passwd_wipe(pw, sizeof(pw));
 	return r;
 }

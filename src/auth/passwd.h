@@ -60,6 +60,19 @@ int passwd_scram_parse(const char *stored, struct passwd_scram *r);
 size_t passwd_b64_encode(const unsigned char *in, size_t len, char *out, size_t outmax);
 int passwd_b64_decode(const char *in, size_t len, unsigned char *out, size_t outmax, size_t *len_r);
 
+/* Length of the method and cost prefix of a crypt(3) string: "$y$j9T$",
+ * "$2b$10$", "$6$rounds=10000$", "$6$"; 0 when it has none (DES). */
+size_t passwd_crypt_params_len(const char *hash);
+/* The scheme and cost of a stored secret as a malloc'd string ("crypt
+ * $y$j9T$", "scram 4096", "cram-md5"): secrets of one class cost the same
+ * to verify. NULL for an unusable secret. */
+char *passwd_cost_class(const char *stored);
+/* A new secret of the same scheme and cost as stored (for crypt(3), the
+ * same setting) for a random password nobody knows: what an unknown user is
+ * verified against, so that it costs what a real one does. malloc'd, or
+ * NULL when stored is unusable or no randomness is available. */
+char *passwd_dummy_like(const char *stored);
+
 /* Overwrite memory the compiler may not optimize away. */
 void passwd_wipe(void *p, size_t n);
 

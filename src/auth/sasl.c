@@ -8,11 +8,14 @@
  * password (PLAIN, LOGIN) and keys (SCRAM) are wiped with passwd_wipe() as
  * soon as they are no longer needed and again when the server is freed.
  *
- * User enumeration: PLAIN and LOGIN hand an unknown user to the worker with
- * a real yescrypt hash (SASL_DUMMY_STORED) so the answer takes as long as for
- * a known one; SCRAM answers an unknown user with a salt derived from the
- * name and fails at the proof. CRAM-MD5 and a known user without a usable
- * secret answer at once, as the header documents. */
+ * User enumeration: a user who is unknown, or has no secret this mechanism
+ * can use, is treated exactly like one who has. PLAIN and LOGIN hand the
+ * worker a dummy secret of the users file's most common scheme and cost
+ * (built once, sasl_ctx_create), so the answer takes as long as for most
+ * known users; SCRAM answers with a fake salt (a keyed hash of the name, the
+ * key derived from the file's secrets: stable across probes and restarts,
+ * unpredictable without the file) and the common iteration count, and fails
+ * at the proof; CRAM-MD5 fails at the response, after the same exchange. */
 #include "auth/sasl.h"
 
 #include "auth/passwd.h"
@@ -38,7 +41,7 @@
 #define SASL_SCRAM_FAKE_ITER 4096
 
 /* {CRYPT} yescrypt hash of a random string nobody knows, verified in place of
- * an unknown user's secret so that the worker spends the same time. */
+ * an unknown user's secret when the users file gives no better dummy. */
 #define SASL_DUMMY_STORED                                                                          \
 	"{CRYPT}$y$j9T$qXWLl5FembOvGn6dugh8U.$.Kun9rmg8KmG1ra3Z3ReASbnIycb3s7yVCfNcZM8KEB"
 
@@ -55,9 +58,19 @@ enum sasl_state {
 	SASL_S_DONE,        /* a terminal result was returned */
 };
 
+struct sasl_ctx {
+	const struct users *users;
+	char *hostname;
+	char *dummy_stored;         /* "{SCHEME}..." of the most common class */
+	unsigned usable;            /* SASL_MECH_BIT()s every user with a secret can use */
+	unsigned scram_iter;        /* iterations of the fake SCRAM keys */
+	unsigned char fake_key[32]; /* HMAC key of the fake SCRAM salts */
+};
+
 struct sasl_server {
 	enum sasl_mech mech;
 	enum sasl_state state;
+	const struct sasl_ctx *ctx;
 	const struct users *users;
 	char *hostname;
 	char *test_nonce;
@@ -98,15 +111,142 @@ const char *sasl_mech_name(enum sasl_mech m)
 	return "UNKNOWN";
 }
 
-struct sasl_server *sasl_server_create(enum sasl_mech mech, const char *hostname,
-                                       const struct users *users)
+/* ---- the context: what is prepared once per users file ---- */
+
+struct sasl_class {
+	char *name;  /* passwd_cost_class() */
+	size_t user; /* index of one user whose secret is of this class */
+};
+
+static int sasl_class_cmp(const void *a, const void *b)
+{
+	const struct sasl_class *x = a, *y = b;
+	return strcmp(x->name, y->name);
+}
+
+/* The secret whose scheme and cost (passwd_cost_class) most users share,
+ * among all usable secrets (only: PASSWD_UNKNOWN) or those of one scheme;
+ * NULL if there is none. Ties go to the class that sorts first, so the
+ * choice does not depend on the order of the file. */
+static const char *sasl_common_secret(const struct users *users, enum passwd_scheme only)
+{
+	size_t n = users_count(users), m = 0, best = 0, best_run = 0;
+	struct sasl_class *cls = xcalloc(n + 1, sizeof(*cls));
+	const char *r = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *sec = users_secret_at(users, i);
+		bool want = only == PASSWD_UNKNOWN || passwd_scheme_of(sec) == only;
+		char *name = sec != NULL && want ? passwd_cost_class(sec) : NULL;
+		if (name != NULL)
+			cls[m++] = (struct sasl_class){.name = name, .user = i};
+	}
+	if (m > 0)
+		qsort(cls, m, sizeof(*cls), sasl_class_cmp);
+	for (size_t i = 0, run = 0; i < m; i++) {
+		run = i > 0 && strcmp(cls[i].name, cls[i - 1].name) == 0 ? run + 1 : 1;
+		if (run > best_run) {
+			best_run = run;
+			best = i;
+		}
+	}
+	if (m > 0)
+		r = users_secret_at(users, cls[best].user);
+	for (size_t i = 0; i < m; i++)
+		free(cls[i].name);
+	free(cls);
+	return r;
+}
+
+/* The mechanisms every user with a usable secret can log in with: PLAIN
+ * and LOGIN verify a password against any scheme; CRAM-MD5 and
+ * SCRAM-SHA-256 need a secret of their own scheme (passwd.h). A client picks
+ * the strongest mechanism offered and does not try another, so offering one
+ * that some user cannot use locks that user out. */
+static void sasl_ctx_scan(struct sasl_ctx *c, EVP_MD_CTX *md)
+{
+	size_t total = 0, cram = 0, scram = 0, n = users_count(c->users);
+	struct passwd_scram k;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *sec = users_secret_at(c->users, i);
+		enum passwd_scheme sc = passwd_scheme_of(sec);
+		if (sc == PASSWD_UNKNOWN)
+			continue;
+		total++;
+		cram += sc == PASSWD_CRAM_MD5;
+		scram += sc == PASSWD_SCRAM_SHA_256;
+		EVP_DigestUpdate(md, sec, strlen(sec) + 1);
+	}
+	c->usable = SASL_MECH_BIT(SASL_PLAIN) | SASL_MECH_BIT(SASL_LOGIN);
+	if (cram > 0 && cram == total)
+		c->usable |= SASL_MECH_BIT(SASL_CRAM_MD5);
+	if (scram > 0 && scram == total)
+		c->usable |= SASL_MECH_BIT(SASL_SCRAM_SHA_256);
+	c->dummy_stored = NULL;
+	const char *common = sasl_common_secret(c->users, PASSWD_UNKNOWN);
+	if (common != NULL)
+		c->dummy_stored = passwd_dummy_like(common);
+	/* fake SCRAM keys show the iteration count real ones most often have */
+	common = sasl_common_secret(c->users, PASSWD_SCRAM_SHA_256);
+	if (common != NULL && passwd_scram_parse(common, &k) == 0) {
+		c->scram_iter = k.iterations;
+		passwd_wipe(&k, sizeof(k));
+	}
+}
+
+struct sasl_ctx *sasl_ctx_create(const struct users *users, const char *hostname)
+{
+	struct sasl_ctx *c = xcalloc(1, sizeof(*c));
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+
+	c->users = users;
+	c->hostname = xstrdup(hostname != NULL && hostname[0] != '\0' ? hostname : "localhost");
+	c->scram_iter = SASL_SCRAM_FAKE_ITER;
+	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(md, "hikyaku scram fake salt", 24) != 1)
+		abort();
+	sasl_ctx_scan(c, md);
+	if (EVP_DigestFinal_ex(md, c->fake_key, NULL) != 1)
+		abort();
+	EVP_MD_CTX_free(md);
+	if (c->dummy_stored == NULL)
+		c->dummy_stored = xstrdup(SASL_DUMMY_STORED);
+	return c;
+}
+
+void sasl_ctx_free(struct sasl_ctx **cp)
+{
+	struct sasl_ctx *c = *cp;
+
+	if (c == NULL)
+		return;
+	passwd_wipe(c->fake_key, sizeof(c->fake_key));
+	free(c->dummy_stored);
+	free(c->hostname);
+	free(c);
+	*cp = NULL;
+}
+
+unsigned sasl_ctx_usable(const struct sasl_ctx *c)
+{
+	return c->usable;
+}
+
+const char *sasl_ctx_dummy_stored(const struct sasl_ctx *c)
+{
+	return c->dummy_stored;
+}
+
+struct sasl_server *sasl_server_create(enum sasl_mech mech, const struct sasl_ctx *ctx)
 {
 	struct sasl_server *s = xcalloc(1, sizeof(*s));
 
 	s->mech = mech;
 	s->state = SASL_S_START;
-	s->users = users;
-	s->hostname = xstrdup(hostname != NULL && hostname[0] != '\0' ? hostname : "localhost");
+	s->ctx = ctx;
+	s->users = ctx->users;
+	s->hostname = xstrdup(ctx->hostname);
 	return s;
 }
 
@@ -149,6 +289,11 @@ void sasl_server_free(struct sasl_server **sp)
 const char *sasl_server_user(const struct sasl_server *s)
 {
 	return s->user;
+}
+
+bool sasl_server_midway(const struct sasl_server *s)
+{
+	return s->state != SASL_S_VERIFY && s->state != SASL_S_DONE;
 }
 
 const char *sasl_server_password(const struct sasl_server *s)
@@ -210,7 +355,7 @@ static enum sasl_result sasl_verify_password(struct sasl_server *s, const unsign
 	sasl_free_secret(&s->stored);
 	s->password = xstrndup((const char *)pw, len);
 	s->known = secret != NULL && passwd_scheme_of(secret) != PASSWD_UNKNOWN;
-	s->stored = xstrdup(s->known ? secret : SASL_DUMMY_STORED);
+	s->stored = xstrdup(s->known ? secret : s->ctx->dummy_stored);
 	s->state = SASL_S_VERIFY;
 	return SASL_R_VERIFY;
 }
@@ -302,12 +447,11 @@ static enum sasl_result sasl_cram_response(struct sasl_server *s, const unsigned
 		return sasl_end(s, SASL_R_MALFORMED);
 	sasl_set_user(s, in, len - hexlen - 1);
 
+	/* An unknown user and one without a {CRAM-MD5} secret fail like a
+	 * wrong digest: the same reply, counted the same (no enumeration). */
 	const char *secret = users_secret(s->users, s->user);
-	if (secret == NULL)
-		return sasl_end(s, SASL_R_FAIL);
-	if (passwd_scheme_of(secret) != PASSWD_CRAM_MD5)
-		return sasl_end(s, SASL_R_NOT_ALLOWED);
-	int ok = passwd_cram_md5_check(secret, (const unsigned char *)s->challenge,
+	int ok = secret != NULL && passwd_scheme_of(secret) == PASSWD_CRAM_MD5 &&
+	         passwd_cram_md5_check(secret, (const unsigned char *)s->challenge,
 	                               strlen(s->challenge), hex, hexlen);
 	return sasl_end(s, ok ? SASL_R_OK : SASL_R_FAIL);
 }
@@ -410,37 +554,29 @@ static int sasl_scram_gs2(const char *msg, const char *end, char *authzid, size_
 	return 0;
 }
 
-/* The user's keys, or for an unknown user a salt that is stable per name
- * (a second probe sees the same one) and a random StoredKey no proof
- * matches. Returns SASL_R_CONTINUE to go on. */
+/* The user's keys, or for a user who is unknown or has no usable
+ * {SCRAM-SHA-256} secret the same-looking fakes: a salt that is stable per
+ * name (a second probe sees the same one), keyed so that nobody without the
+ * users file can tell it from a real one, the common iteration count, and a
+ * random StoredKey no proof matches. Returns SASL_R_CONTINUE to go on. */
 static enum sasl_result sasl_scram_keys(struct sasl_server *s)
 {
 	const char *secret = users_secret(s->users, s->user);
 	unsigned char digest[SHA256_DIGEST_LENGTH];
-	EVP_MD_CTX *md;
+	unsigned int mdlen = 0;
 
-	if (secret != NULL) {
-		if (passwd_scheme_of(secret) != PASSWD_SCRAM_SHA_256)
-			return SASL_R_NOT_ALLOWED;
-		if (passwd_scram_parse(secret, &s->scram) < 0)
-			return SASL_R_FAIL;
+	if (secret != NULL && passwd_scheme_of(secret) == PASSWD_SCRAM_SHA_256 &&
+	    passwd_scram_parse(secret, &s->scram) == 0) {
 		s->known = true;
 		return SASL_R_CONTINUE;
 	}
 	s->known = false;
-	s->scram.iterations = SASL_SCRAM_FAKE_ITER;
+	s->scram.iterations = s->ctx->scram_iter;
 	s->scram.salt_len = 16;
-	md = EVP_MD_CTX_new();
-	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(md, "hikyaku scram fake salt", 24) != 1 ||
-	    EVP_DigestUpdate(md, s->hostname, strlen(s->hostname) + 1) != 1 ||
-	    EVP_DigestUpdate(md, s->user, strlen(s->user)) != 1 ||
-	    EVP_DigestFinal_ex(md, digest, NULL) != 1 ||
-	    RAND_bytes(s->scram.stored_key, sizeof(s->scram.stored_key)) != 1) {
-		EVP_MD_CTX_free(md);
+	if (HMAC(EVP_sha256(), s->ctx->fake_key, sizeof(s->ctx->fake_key),
+	         (const unsigned char *)s->user, strlen(s->user), digest, &mdlen) == NULL ||
+	    RAND_bytes(s->scram.stored_key, sizeof(s->scram.stored_key)) != 1)
 		return SASL_R_FAIL;
-	}
-	EVP_MD_CTX_free(md);
 	memcpy(s->scram.salt, digest, s->scram.salt_len);
 	return SASL_R_CONTINUE;
 }

@@ -17,6 +17,7 @@
 #include "lib/lines.h"
 #include "lib/strutil.h"
 #include "mail/address.h"
+#include "mail/idna.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,24 @@ static const char *aliases_targets_parse(struct aliases_entry *e, const char *p,
 	return NULL;
 }
 
+/* The key of "local@domain" or "@domain" in[0..len): lowercased, the domain
+ * in A-label form (RFC 5890), so that either spelling of an internationalized
+ * domain finds the alias. -1 when it does not fit or the domain is no IDN. */
+static int aliases_key(const char *in, size_t len, char out[ALIASES_KEY_MAX + 1])
+{
+	const char *at = memrchr(in, '@', len);
+	size_t llen = at != NULL ? (size_t)(at - in) : 0;
+
+	if (at == NULL || llen > ALIASES_KEY_MAX - 1)
+		return -1;
+	memcpy(out, in, llen + 1);
+	if (mail_domain_to_ascii(at + 1, len - llen - 1, out + llen + 1, ALIASES_KEY_MAX - llen,
+				 NULL) < 0)
+		return -1;
+	str_lower(out);
+	return 0;
+}
+
 /* One "key: targets" line. Returns a message on error. */
 static const char *aliases_line_parse(struct aliases *a, const char *line, size_t len,
                                       size_t lineno)
@@ -124,10 +143,12 @@ static const char *aliases_line_parse(struct aliases *a, const char *line, size_
 		klen--;
 	if ((msg = aliases_key_check(line, klen)) != NULL)
 		return msg;
+	char key[ALIASES_KEY_MAX + 1];
+	if (aliases_key(line, klen, key) < 0)
+		return "invalid internationalized domain in alias name";
 	a->entries = xreallocarray(a->entries, a->n + 1, sizeof(*a->entries));
 	struct aliases_entry *e = &a->entries[a->n++];
-	*e = (struct aliases_entry){.key = xstrndup(line, klen), .line = lineno};
-	str_lower(e->key);
+	*e = (struct aliases_entry){.key = xstrdup(key), .line = lineno};
 	return aliases_targets_parse(e, colon + 1, len - (size_t)(colon - line) - 1);
 }
 
@@ -257,10 +278,8 @@ static const struct aliases_entry *aliases_lookup_exact(const struct aliases *a,
 	const struct aliases_entry *e;
 	size_t len = strlen(addr);
 
-	if (len > ALIASES_KEY_MAX)
+	if (len > ALIASES_KEY_MAX || aliases_key(addr, len, key) < 0)
 		return NULL;
-	memcpy(key, addr, len + 1);
-	str_lower(key);
 	if ((e = aliases_find(a, key)) != NULL)
 		return e;
 	char *at = strrchr(key, '@');
@@ -277,10 +296,9 @@ static const struct aliases_entry *aliases_lookup(const struct aliases *a, const
 	const char *at = strrchr(addr, '@');
 	char key[ALIASES_KEY_MAX + 1];
 
-	if (e != NULL || at == NULL || strlen(at) > ALIASES_KEY_MAX)
+	if (e != NULL || at == NULL || strlen(at) > ALIASES_KEY_MAX ||
+	    aliases_key(at, strlen(at), key) < 0)
 		return e;
-	memcpy(key, at, strlen(at) + 1);
-	str_lower(key);
 	return aliases_find(a, key);
 }
 

@@ -18,6 +18,7 @@
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/strutil.h"
+#include "mail/idna.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -60,6 +61,7 @@ static conf_check_fn conf_hostname_check;
 static conf_check_fn conf_domain_check;
 static conf_check_fn conf_listener_check;
 static conf_check_fn conf_helo_name_check;
+static conf_check_fn conf_auth_mechanism_check;
 
 #define OFF(field) offsetof(struct conf, field)
 #define LOFF(field) offsetof(struct conf_listener, field)
@@ -88,6 +90,12 @@ const char *const conf_tls_policies[] = {
     [CONF_TLSPOL_ENCRYPT] = "encrypt",
     [CONF_TLSPOL_VERIFY] = "verify",
     NULL,
+};
+
+static const char *const conf_verify_tempfail_names[] = {
+	"defer",
+	"accept",
+	NULL,
 };
 
 const char *const conf_transports[] = {
@@ -133,9 +141,10 @@ static const struct conf_setting conf_cert_fields[] = {
  * domains) are checked by conf_routes_check() once the list is complete. */
 static const struct conf_setting conf_route_fields[] = {
 	{ .key = "domain", .type = CONF_T_STRING, .required = true, .off = ROFF(domain),
-	  .check = conf_domain_check, .lower = true,
+	  .check = conf_domain_check, .lower = true, .idna = true,
 	  .doc = "Recipient domain, matched exactly and case-insensitively (subdomains are "
-		 "not included)." },
+		 "not included); an internationalized domain in either form (RFC 5890), "
+		 "kept as A-labels." },
 	{ .key = "transport", .type = CONF_T_ENUM, .required = true, .names = conf_transports,
 	  .off = ROFF(transport), .lower = true,
 	  .doc = "local (Maildir under maildir_root; the domain is then accepted as local), "
@@ -152,7 +161,26 @@ static const struct conf_setting conf_route_fields[] = {
 		 "verify (required, certificate and host name checked, RFC 6125)." },
 	{ .key = "credentials", .type = CONF_T_STRING, .def = "\"\"", .off = ROFF(credentials),
 	  .doc = "relay and lmtp: file of one line \"user:password\" for SMTP AUTH (RFC 4954), "
-		 "readable by root only; \"\" for none. Refused for local and mx." },
+		 "readable by root only; \"\" for none. Refused for local and mx. Read at start "
+		 "as root and again on SIGHUP as user (a file it cannot read keeps the loaded "
+		 "pair)." },
+	{ .key = "port", .type = CONF_T_UINT, .def = "0", .min = 0, .max = 65535,
+	  .off = ROFF(port),
+	  .doc = "mx: TCP port of the domain's MX hosts, 0 for delivery.smtp_port (e.g. a "
+		 "partner's MTA that listens on another port). Must be 0 for the others: "
+		 "relay and lmtp name theirs in address." },
+	{ .key = "verify_recipients", .type = CONF_T_BOOL, .def = "false",
+	  .off = ROFF(verify_recipients),
+	  .doc = "relay and lmtp routes of relay_domains: ask the route's server about each "
+		 "recipient during the SMTP session (LHLO/EHLO, MAIL FROM:<>, RCPT, QUIT; no "
+		 "DATA, no AUTH), so an unknown user gets its 5xx at RCPT instead of a bounce "
+		 "later. Answers are cached (relay.verify_positive_ttl, "
+		 "relay.verify_negative_ttl). Needs a numeric address or unix:." },
+	{ .key = "verify_tempfail", .type = CONF_T_ENUM, .def = "defer",
+	  .names = conf_verify_tempfail_names, .off = ROFF(verify_tempfail), .lower = true,
+	  .doc = "When verify_recipients gets no answer in relay.verify_timeout, or a 4xx: "
+		 "defer (450 4.4.1 at RCPT, the client retries) or accept (queue it; the "
+		 "delivery finds out)." },
 };
 
 _Static_assert(N_OF(conf_route_fields) <= CONF_FIELDS_MAX, "too many route fields");
@@ -186,7 +214,17 @@ const struct conf_setting conf_settings[] = {
 	  .doc = "Accept any local part in local_domains (development; no users file needed)." },
 	{ .key = "local_domains", .type = CONF_T_STRLIST, .def = "[]", .off = OFF(local_domains),
 	  .count_off = OFF(n_local_domains), .check = conf_domain_check, .lower = true,
-	  .doc = "Domains delivered locally; matched case-insensitively." },
+	  .idna = true,
+	  .doc = "Domains delivered locally; matched case-insensitively. Internationalized "
+		 "domains in either form (U-labels or xn-- A-labels, RFC 5890), kept and "
+		 "compared as A-labels." },
+	{ .key = "relay_domains", .type = CONF_T_STRLIST, .def = "[]", .off = OFF(relay_domains),
+	  .count_off = OFF(n_relay_domains), .check = conf_domain_check, .lower = true,
+	  .idna = true,
+	  .doc = "Gateway and backup-MX domains, as Postfix's relay_domains: accepted from any "
+		 "client and passed on to their routes[] entry (else delivery.smarthost, else "
+		 "MX). Their users are not in users_file: any local part is accepted, unless "
+		 "the route sets verify_recipients. Either IDN form, kept as A-labels." },
 	{ .key = "listen", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(listeners),
 	  .count_off = OFF(n_listeners), .fields = conf_listener_fields,
 	  .n_fields = N_OF(conf_listener_fields), .item_size = sizeof(struct conf_listener),
@@ -216,6 +254,11 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "limits.errors", .type = CONF_T_UINT, .def = "20",
 	  .min = 1, .max = 1000, .off = OFF(limits.errors),
 	  .doc = "Errors in one session before it is closed." },
+	{ .key = "limits.recipient_overshoot", .type = CONF_T_UINT, .def = "1000",
+	  .min = 0, .max = 100000, .off = OFF(limits.recipient_overshoot),
+	  .doc = "Recipients refused with 452 4.5.3 (over limits.recipients) in one session "
+		 "before each further one counts as an error, as Postfix's "
+		 "smtpd_recipient_overshoot_limit." },
 	{ .key = "limits.header_size", .type = CONF_T_SIZE, .def = "100K",
 	  .min = KIB, .max = 64 * MIB, .off = OFF(limits.header_size),
 	  .doc = "Largest header section of a message." },
@@ -251,6 +294,11 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "queue.retry_max", .type = CONF_T_DURATION, .def = "1h",
 	  .min = SEC, .max = 7 * DAY, .off = OFF(queue.retry_max),
 	  .doc = "Cap of the doubling retry interval; at least retry_min." },
+	{ .key = "queue.min_free_space", .type = CONF_T_SIZE, .def = "100M",
+	  .min = 0, .max = 1ULL << 60, .off = OFF(queue.min_free_space),
+	  .doc = "Space the spool's file system keeps free: below it (with the SIZE= "
+		 "declared by transactions in progress counted as used) MAIL gets 452 4.3.1. "
+		 "Checked at most once a second." },
 
 	{ .key = "tls.certificates", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(tls.certs),
 	  .count_off = OFF(tls.n_certs), .fields = conf_cert_fields,
@@ -276,6 +324,15 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "auth.failure_window", .type = CONF_T_DURATION, .def = "10m",
 	  .min = SEC, .max = DAY, .off = OFF(auth.failure_window),
 	  .doc = "Time over which auth.max_failures are counted." },
+	{ .key = "auth.mechanisms", .type = CONF_T_STRLIST, .def = "[]",
+	  .off = OFF(auth.mechanisms), .count_off = OFF(auth.n_mechanisms),
+	  .check = conf_auth_mechanism_check,
+	  .doc = "SASL mechanisms offered in EHLO, of PLAIN, LOGIN, CRAM-MD5 and "
+		 "SCRAM-SHA-256; others are refused with 504 5.5.4. Clients pick the strongest "
+		 "offered and do not retry, so CRAM-MD5 and SCRAM-SHA-256 suit only a users "
+		 "file in which every user has a secret of that scheme (`hikyaku check` warns). "
+		 "[]: PLAIN and LOGIN, and each of the other two when every user with a secret "
+		 "holds one of its scheme." },
 	{ .key = "auth.received_show_user", .type = CONF_T_BOOL, .def = "false",
 	  .off = OFF(auth.received_show_user),
 	  .doc = "Name the authenticated user in the Received: field (RFC 5321 §4.4); off "
@@ -291,6 +348,17 @@ const struct conf_setting conf_settings[] = {
 	  .off = OFF(relay.sender_login_match),
 	  .doc = "An authenticated client may use as MAIL FROM only its login (a +tag "
 		 "allowed), a sender relay.senders grants it, or <> (bounces)." },
+	{ .key = "relay.verify_timeout", .type = CONF_T_DURATION, .def = "10s",
+	  .min = SEC, .max = 5 * 60 * SEC, .off = OFF(relay.verify_timeout),
+	  .doc = "Longest wait for a recipient verification (routes[].verify_recipients), "
+		 "connection included; the RCPT then gets routes[].verify_tempfail." },
+	{ .key = "relay.verify_positive_ttl", .type = CONF_T_DURATION, .def = "10m",
+	  .min = 0, .max = DAY, .off = OFF(relay.verify_positive_ttl),
+	  .doc = "How long a recipient the route's server accepted is remembered (0: not)." },
+	{ .key = "relay.verify_negative_ttl", .type = CONF_T_DURATION, .def = "1m",
+	  .min = 0, .max = DAY, .off = OFF(relay.verify_negative_ttl),
+	  .doc = "How long a recipient the route's server refused (5xx) is remembered (0: "
+		 "not)." },
 	{ .key = "relay.senders", .type = CONF_T_STRLIST, .def = "[]",
 	  .off = OFF(relay.senders), .count_off = OFF(relay.n_senders),
 	  .check = conf_sender_line_check,
@@ -325,7 +393,8 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "delivery.smarthost_credentials", .type = CONF_T_STRING, .def = "\"\"",
 	  .off = OFF(delivery.smarthost_credentials),
 	  .doc = "File of one line \"user:password\" for SMTP AUTH (RFC 4954) at the "
-		 "smarthost, readable by root only; \"\" for none." },
+		 "smarthost, readable by root only; \"\" for none. Read at start as root and "
+		 "again on SIGHUP as user (a file it cannot read keeps the loaded pair)." },
 	{ .key = "delivery.destination_concurrency", .type = CONF_T_UINT, .def = "20",
 	  .min = 1, .max = 1000, .off = OFF(delivery.destination_concurrency),
 	  .doc = "Simultaneous connections to one destination (a domain's MX hosts, or a "
@@ -603,11 +672,47 @@ static int conf_helo_name_check(const char *s, char *msg, size_t msglen)
 	return s[0] == '\0' ? 0 : conf_hostname_check(s, msg, msglen);
 }
 
+/* Domains are kept in A-label form (RFC 5890 §2.3.2.1), the form they are
+ * compared in, whichever form the file used. */
+static int conf_value_idna(char **v, char *msg, size_t msglen)
+{
+	char ascii[MAIL_IDNA_MAX + 1];
+	const char *why;
+
+	if (mail_domain_to_ascii(*v, strlen(*v), ascii, sizeof(ascii), &why) < 0)
+		return conf_msg(msg, msglen, "invalid domain \"%.64s\": %s", *v, why);
+	free(*v);
+	*v = xstrdup(ascii);
+	return 0;
+}
+
+const char *conf_domain_ascii(const char *domain, char *out, size_t outlen)
+{
+	if (domain == NULL || mail_domain_to_ascii(domain, strlen(domain), out, outlen, NULL) < 0)
+		return NULL;
+	return out;
+}
+
 static int conf_domain_check(const char *s, char *msg, size_t msglen)
 {
 	if (!conf_is_dns_name(s, strlen(s)))
 		return conf_msg(msg, msglen, "invalid domain \"%.64s\"", s);
 	return 0;
+}
+
+/* The SASL mechanisms smtpd implements (auth/sasl.c); conf sits below auth,
+ * so the names are repeated here. */
+static int conf_auth_mechanism_check(const char *s, char *msg, size_t msglen)
+{
+	static const char *const mechs[] = {"PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"};
+
+	for (size_t i = 0; i < N_OF(mechs); i++)
+		if (strcasecmp(s, mechs[i]) == 0)
+			return 0;
+	return conf_msg(msg, msglen,
+	                "unknown SASL mechanism \"%.64s\" (PLAIN, LOGIN, CRAM-MD5 or "
+	                "SCRAM-SHA-256)",
+	                s);
 }
 
 /* "host:port", "[v6]:port" or "*:port"; host an IPv4 literal or a name. */
@@ -768,7 +873,8 @@ static int conf_strlist_add(void *base, const struct conf_setting *s, char *v, c
 
 	if (s->lower)
 		str_lower(v);
-	if (s->check != NULL && s->check(v, msg, msglen) < 0) {
+	if ((s->idna && conf_value_idna(&v, msg, msglen) < 0) ||
+	    (s->check != NULL && s->check(v, msg, msglen) < 0)) {
 		free(v);
 		return -1;
 	}
@@ -863,7 +969,10 @@ static int conf_scalar_apply(struct conf_parse *p, void *base, const struct conf
 		return -1;
 	if (s->lower)
 		str_lower(v);
-	rc = conf_scalar_set(base, s, v, msg, sizeof(msg));
+	if (s->idna && conf_value_idna(&v, msg, sizeof(msg)) < 0)
+		rc = -1;
+	else
+		rc = conf_scalar_set(base, s, v, msg, sizeof(msg));
 	free(v);
 	if (rc < 0)
 		return conf_error(p, pos.line, pos.col, "%s: %s", key, msg);
@@ -1157,6 +1266,12 @@ static int conf_cross_check(struct conf_parse *p)
 	}
 	if (conf_delivery_cross_check(p) < 0)
 		return -1;
+	const char *key = "spool_dir";
+	char msg[CONF_MSG_MAX];
+	if (conf_check_roots(c, false, &key, msg, sizeof(msg)) < 0) {
+		pos = conf_setting_pos(p, conf_setting_find(key));
+		return conf_error(p, pos.line, pos.col, "%s", msg);
+	}
 	return conf_routes_cross_check(p);
 }
 

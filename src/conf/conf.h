@@ -42,6 +42,8 @@ struct conf_auth {
 	uint64_t max_failures;   /* auth.max_failures per client IP in the window, 5 */
 	uint64_t failure_window; /* ms, auth.failure_window, 10m */
 	bool received_show_user; /* auth.received_show_user: name the user in Received */
+	char **mechanisms;       /* auth.mechanisms: offered in EHLO; none = automatic */
+	size_t n_mechanisms;
 };
 
 struct conf_relay {
@@ -50,6 +52,9 @@ struct conf_relay {
 	bool sender_login_match; /* relay.sender_login_match: MAIL FROM must be owned */
 	char **senders;          /* relay.senders: "sender: login, login" ownership lines */
 	size_t n_senders;
+	uint64_t verify_timeout;      /* ms, relay.verify_timeout: a recipient probe, 10s */
+	uint64_t verify_positive_ttl; /* ms, relay.verify_positive_ttl: 10m */
+	uint64_t verify_negative_ttl; /* ms, relay.verify_negative_ttl: 1m */
 };
 
 struct conf_limits {
@@ -58,6 +63,7 @@ struct conf_limits {
 	uint64_t message_size;       /* default 25M */
 	uint64_t recipients;         /* per transaction, default 100 */
 	uint64_t errors;             /* per session, default 20 */
+	uint64_t recipient_overshoot; /* 452 4.5.3 per session before they count as errors */
 	uint64_t header_size;        /* default 100K */
 	uint64_t received_hops;      /* default 50 */
 	uint64_t connections;        /* total, default 1000 */
@@ -75,6 +81,7 @@ struct conf_queue {
 	uint64_t delivery_threads; /* local delivery workers, default 4 */
 	uint64_t retry_min;        /* ms, first retry after a temporary failure, 5m */
 	uint64_t retry_max;        /* ms, cap of the doubling backoff, 1h */
+	uint64_t min_free_space;   /* octets the spool's file system keeps free, 100M */
 };
 
 enum conf_tls_policy {
@@ -86,9 +93,14 @@ enum conf_tls_policy {
 
 enum conf_transport {
 	CONF_TRANSPORT_LOCAL = 0, /* Maildir under maildir_root */
-	CONF_TRANSPORT_MX,        /* DNS MX, port delivery.smtp_port */
+	CONF_TRANSPORT_MX,        /* DNS MX, port routes[].port or delivery.smtp_port */
 	CONF_TRANSPORT_RELAY,     /* a smarthost at address */
 	CONF_TRANSPORT_LMTP,      /* LMTP at address (unix:/path or host:port) */
+};
+
+enum conf_verify_tempfail {
+	CONF_VERIFY_DEFER = 0, /* 450 4.4.1 at RCPT */
+	CONF_VERIFY_ACCEPT,    /* accept and let the delivery find out */
 };
 
 struct conf_route {
@@ -97,6 +109,9 @@ struct conf_route {
 	char *address;                /* routes[].address: "host:port", "unix:/path" */
 	enum conf_tls_policy tls;     /* routes[].tls (default: may) */
 	char *credentials;            /* routes[].credentials: file "user:password", "" none */
+	uint64_t port;                /* routes[].port: mx only, 0 for delivery.smtp_port */
+	bool verify_recipients;       /* routes[].verify_recipients: RCPT probe at RCPT time */
+	enum conf_verify_tempfail verify_tempfail; /* routes[].verify_tempfail */
 };
 
 struct conf_delivery {
@@ -139,6 +154,8 @@ struct conf {
 	bool accept_any_user;
 	char **local_domains;
 	size_t n_local_domains;
+	char **relay_domains; /* accepted from anyone, passed on to their route */
+	size_t n_relay_domains;
 	struct conf_listener *listeners;
 	size_t n_listeners;
 	struct conf_limits limits;
@@ -173,7 +190,21 @@ void conf_dump(const struct conf *conf, FILE *out);
 void conf_reference(FILE *out);
 /* Warnings an operator should see (hikyaku check): returns how many. */
 int conf_check(const struct conf *conf, FILE *out);
+/* spool_dir and maildir_root belong to the service user: neither may be
+ * inside the other, and tls.self_signed_dir (written by root) inside
+ * neither. resolve: compare the real paths of those that exist (symbolic
+ * links followed) instead of the paths as written. 0, or -1 with a message
+ * in err; *key_r names the setting to point at. */
+int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, char *err,
+		     size_t errlen);
+
+/* Warnings about the configuration against the users file (auth.mechanisms
+ * some users cannot use): returns how many. */
+struct users;
+int conf_check_users(const struct conf *conf, const struct users *users, FILE *out);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
+/* Is domain (either IDN form) in relay_domains and not local? */
+bool conf_is_relay_domain(const struct conf *conf, const char *domain);
 /* The route for a recipient domain: a routes[] entry, else local for
  * local_domains, else relay via delivery.smarthost when set, else MX. The
  * returned struct is owned by conf (a static default for the last two). */

@@ -5,9 +5,14 @@
  *
  * Runs in the master and in `hikyaku check`; the configuration is trusted. */
 #include "conf/conf_int.h"
+#include "conf/users.h"
+
+#include "lib/fsutil.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -158,8 +163,20 @@ int conf_check(const struct conf *conf, FILE *out)
 		               "listener %s is not loopback and user is empty: when started as "
 		               "root, workers keep root privileges",
 		               public_addr);
-	if (conf->n_local_domains == 0)
+	if (conf->n_local_domains == 0 && conf->n_relay_domains == 0)
 		n += conf_warn(out, "local_domains is empty: every recipient will be rejected");
+	for (size_t i = 0; i < conf->n_relay_domains; i++) {
+		const char *d = conf->relay_domains[i];
+		if (conf_is_local_domain(conf, d))
+			n += conf_warn(out, "relay domain %s is also local: it is delivered here", d);
+		else if (conf_route_for(conf, d)->transport == CONF_TRANSPORT_MX)
+			/* hikyaku does not skip itself among the MX hosts (as a
+			 * backup MX must, RFC 5321 §5.1): a route says where. */
+			n += conf_warn(out,
+			               "relay domain %s has no route (nor delivery.smarthost): it is "
+			               "delivered by MX, which must not point back here",
+			               d);
+	}
 	if (conf->users_file[0] != '\0' && access(conf->users_file, R_OK) < 0)
 		n += conf_warn(out, "users_file %s is not readable: %s", conf->users_file,
 		               strerror(errno));
@@ -181,9 +198,82 @@ int conf_check(const struct conf *conf, FILE *out)
 	return n;
 }
 
+/* The form of path to compare: lexical, or its real path (if it exists). */
+static int conf_root_form(const char *path, bool resolve, char *out, size_t outlen)
+{
+	char real[PATH_MAX];
+	if (resolve && realpath(path, real) != NULL)
+		path = real;
+	return fs_path_normalize(path, out, outlen);
+}
+
+int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, char *err,
+                     size_t errlen)
+{
+	static const char *const keys[] = {"spool_dir", "maildir_root", "tls.self_signed_dir"};
+	const char *paths[] = {conf->spool_dir, conf->maildir_root, conf->tls.self_signed_dir};
+	char form[3][PATH_MAX];
+	for (size_t i = 0; i < 3; i++) {
+		if (paths[i][0] == '\0')
+			continue;
+		if (conf_root_form(paths[i], resolve, form[i], sizeof(form[i])) < 0) {
+			*key_r = keys[i];
+			snprintf(err, errlen, "%s %s: %s", keys[i], paths[i], strerror(errno));
+			return -1;
+		}
+	}
+	/* (a, b): a must not be inside b, nor equal to it */
+	static const size_t pairs[][2] = {{0, 1}, {1, 0}, {2, 0}, {2, 1}};
+	for (size_t k = 0; k < sizeof(pairs) / sizeof(pairs[0]); k++) {
+		size_t a = pairs[k][0], b = pairs[k][1];
+		if (paths[a][0] == '\0' || !fs_path_within(form[a], form[b]))
+			continue;
+		*key_r = keys[a];
+		snprintf(err, errlen,
+		         "%s %s is inside %s %s: the service user owns %s and everything in it, so "
+		         "it could replace a directory there with a symbolic link that root "
+		         "would follow at the next start; keep them apart",
+		         keys[a], paths[a], keys[b], paths[b], keys[b]);
+		return -1;
+	}
+	return 0;
+}
+
+/* auth.mechanisms against the users file: a client uses the strongest
+ * mechanism offered and does not retry, so a challenge-response mechanism
+ * (which needs a secret of its own scheme, auth/passwd.h) offered to users
+ * without one locks them out. */
+int conf_check_users(const struct conf *conf, const struct users *users, FILE *out)
+{
+	static const char *const schemes[] = {"CRYPT", "BLF-CRYPT", "SHA512-CRYPT", "CRAM-MD5",
+	                                      "SCRAM-SHA-256"};
+	size_t total = 0;
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		total += users_count_scheme(users, schemes[i]);
+	for (size_t i = 0; i < conf->auth.n_mechanisms; i++) {
+		const char *m = conf->auth.mechanisms[i];
+		if (strcasecmp(m, "CRAM-MD5") != 0 && strcasecmp(m, "SCRAM-SHA-256") != 0)
+			continue;
+		size_t have = users_count_scheme(users, m);
+		if (have < total)
+			n += conf_warn(
+			    out,
+			    "auth.mechanisms offers %s but %zu of %zu users with a secret "
+			    "have no {%s} secret: clients that choose it (the strongest "
+			    "offered) cannot log in as them",
+			    m, total - have, total, m);
+	}
+	return n;
+}
+
+/* domain is hostile (RCPT TO, a queued recipient), in either IDN form. */
 bool conf_is_local_domain(const struct conf *conf, const char *domain)
 {
-	if (conf == NULL || domain == NULL)
+	char ascii[CONF_DOMAIN_BUF];
+
+	if (conf == NULL || (domain = conf_domain_ascii(domain, ascii, sizeof(ascii))) == NULL)
 		return false;
 	for (size_t i = 0; i < conf->n_local_domains; i++)
 		if (strcasecmp(conf->local_domains[i], domain) == 0)
@@ -192,6 +282,22 @@ bool conf_is_local_domain(const struct conf *conf, const char *domain)
 	for (size_t i = 0; i < conf->n_routes; i++)
 		if (conf->routes[i].transport == CONF_TRANSPORT_LOCAL &&
 		    strcasecmp(conf->routes[i].domain, domain) == 0)
+			return true;
+	return false;
+}
+
+/* domain is hostile (RCPT TO). A local domain is never a relay domain: its
+ * users are ours. */
+bool conf_is_relay_domain(const struct conf *conf, const char *domain)
+{
+	char ascii[CONF_DOMAIN_BUF];
+	const char *d;
+
+	if (conf == NULL || (d = conf_domain_ascii(domain, ascii, sizeof(ascii))) == NULL ||
+	    conf_is_local_domain(conf, d))
+		return false;
+	for (size_t i = 0; i < conf->n_relay_domains; i++)
+		if (strcmp(conf->relay_domains[i], d) == 0)
 			return true;
 	return false;
 }

@@ -126,6 +126,33 @@ bad:
 
 /* --- routes ---------------------------------------------------------------- */
 
+/* A recipient probe (verify_recipients) runs in smtpd, where no resolver
+ * is at hand: the server must be given by number or unix socket. */
+static bool conf_route_can_verify(const struct conf_route *r)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	char host[CONF_HOST_MAX];
+	const char *colon = strrchr(r->address, ':');
+
+	if (r->transport != CONF_TRANSPORT_RELAY && r->transport != CONF_TRANSPORT_LMTP)
+		return false;
+	if (strncmp(r->address, CONF_UNIX_PREFIX, strlen(CONF_UNIX_PREFIX)) == 0)
+		return true;
+	if (colon == NULL)
+		return false;
+	size_t hl = (size_t)(colon - r->address);
+	const char *h = r->address;
+	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+		h++;
+		hl -= 2;
+	}
+	if (hl == 0 || hl >= sizeof(host))
+		return false;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	return inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+}
+
 /* One route's transport against its address and credentials. */
 static int conf_route_check(const struct conf_route *r, char *msg, size_t msglen)
 {
@@ -133,6 +160,16 @@ static int conf_route_check(const struct conf_route *r, char *msg, size_t msglen
 	bool has_address = r->address[0] != '\0';
 	bool is_unix = strncmp(r->address, CONF_UNIX_PREFIX, strlen(CONF_UNIX_PREFIX)) == 0;
 
+	if (r->port != 0 && r->transport != CONF_TRANSPORT_MX)
+		return conf_msg(msg, msglen,
+		                "route for %s: port is for transport mx only (%s names its port "
+		                "in address)",
+		                r->domain, t);
+	if (r->verify_recipients && !conf_route_can_verify(r))
+		return conf_msg(msg, msglen,
+		                "route for %s: verify_recipients needs transport relay or lmtp with "
+		                "a numeric address or unix:",
+		                r->domain);
 	switch (r->transport) {
 	case CONF_TRANSPORT_LOCAL:
 	case CONF_TRANSPORT_MX:
@@ -227,11 +264,17 @@ void conf_routes_compiled_free(struct conf *conf)
 	conf->routes_compiled = NULL;
 }
 
-/* domain is hostile (from RCPT TO): compared only, never parsed. */
+/* domain is hostile (from RCPT TO): compared in its A-label form, as the
+ * routes' domains are kept; one that has none (not a valid IDN) gets the
+ * fallback route, whose delivery refuses it. */
 const struct conf_route *conf_route_for(const struct conf *conf, const char *domain)
 {
+	char ascii[CONF_DOMAIN_BUF];
+
 	if (conf == NULL || conf->routes_compiled == NULL)
 		return NULL;
+	if (domain != NULL)
+		domain = conf_domain_ascii(domain, ascii, sizeof(ascii));
 	for (size_t i = 0; domain != NULL && i < conf->n_routes; i++)
 		if (strcasecmp(conf->routes[i].domain, domain) == 0)
 			return &conf->routes[i];

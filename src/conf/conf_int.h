@@ -38,6 +38,7 @@ struct conf_setting {
 	size_t count_off;         /* lists: offsetof() the size_t count */
 	conf_check_fn *check;     /* strings and list items; may be NULL */
 	bool lower;               /* strings, enums and list items: lowercase at load */
+	bool idna;                /* domains: either form accepted, kept as A-labels */
 	bool required;            /* record fields: must be given; no default */
 	const char *const *names; /* enums: value i is names[i]; NULL-terminated */
 	const struct conf_setting *fields; /* records: the fields of one item */
@@ -83,6 +84,10 @@ size_t conf_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp_r);
 bool conf_yaml_printable(uint32_t cp);
 
 /* Write a message (no position) into msg; returns -1. */
+/* The A-label form of a (hostile) domain in out, what the domains of the
+ * configuration are kept in; NULL when it has none (not a valid IDN). */
+#define CONF_DOMAIN_BUF 256 /* MAIL_IDNA_MAX + 1 */
+const char *conf_domain_ascii(const char *domain, char *out, size_t outlen);
 int conf_msg(char *msg, size_t msglen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Letters, digits, '-' and '.' (RFC 5321 §4.1.2 Domain, A-labels). */

@@ -13,6 +13,7 @@
 #include "lib/alloc.h"
 #include "lib/lines.h"
 #include "lib/strutil.h"
+#include "mail/idna.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@
 #define USERS_KEY_MAX (USERS_LOCAL_MAX + 1 + USERS_DOMAIN_MAX + 1)
 
 struct users_entry {
-	char *key;    /* "local@domain", lowercased: both parts compare without case */
+	char *key;    /* "local@domain", lowercased, the domain as A-labels (users_key) */
 	char *secret; /* second field as written ("{SCHEME}..."), NULL when absent */
 	size_t line;
 };
@@ -66,6 +67,25 @@ const char *users_name_check(const char *name, size_t len)
 	return NULL;
 }
 
+/* The key of name[0..len) ("local@domain", checked by users_name_check):
+ * lowercased, and the domain in A-label form (RFC 5890), so that either
+ * spelling of an internationalized domain names the same user. */
+static int users_key(const char *name, size_t len, char key[USERS_KEY_MAX])
+{
+	const char *at = memrchr(name, '@', len);
+	size_t llen;
+
+	if (at == NULL || (llen = (size_t)(at - name)) > USERS_LOCAL_MAX)
+		return -1;
+	memcpy(key, name, llen);
+	key[llen] = '@';
+	if (mail_domain_to_ascii(at + 1, len - llen - 1, key + llen + 1, USERS_KEY_MAX - llen - 1,
+				 NULL) < 0)
+		return -1;
+	str_lower(key);
+	return 0;
+}
+
 /* Validate and store one non-comment line. Returns a message on error. */
 static const char *users_line_parse(struct users *u, char *line, size_t len, size_t lineno)
 {
@@ -78,8 +98,10 @@ static const char *users_line_parse(struct users *u, char *line, size_t len, siz
 	if ((msg = users_name_check(line, namelen)) != NULL)
 		return msg;
 
-	struct users_entry e = {.key = xstrndup(line, namelen), .line = lineno};
-	str_lower(e.key);
+	char key[USERS_KEY_MAX];
+	if (users_key(line, namelen, key) < 0)
+		return "invalid internationalized domain in user name";
+	struct users_entry e = {.key = xstrdup(key), .line = lineno};
 	if (colon != NULL) {
 		char *end = colon + 1;
 		while (end < line + len && *end != ':')
@@ -177,14 +199,16 @@ bool users_exists(const struct users *users, const char *local, const char *doma
 
 	if (users == NULL || users->n == 0 || local == NULL || domain == NULL)
 		return false;
+	char name[USERS_KEY_MAX];
 	llen = strlen(local);
 	dlen = strlen(domain);
 	if (llen == 0 || dlen == 0 || llen > USERS_LOCAL_MAX || dlen > USERS_DOMAIN_MAX)
 		return false;
-	memcpy(key, local, llen);
-	key[llen] = '@';
-	memcpy(key + llen + 1, domain, dlen + 1);
-	str_lower(key);
+	memcpy(name, local, llen);
+	name[llen] = '@';
+	memcpy(name + llen + 1, domain, dlen + 1);
+	if (users_key(name, llen + 1 + dlen, key) < 0)
+		return false;
 
 	struct users_entry probe = {.key = key};
 	return bsearch(&probe, users->entries, users->n, sizeof(*users->entries),
@@ -199,10 +223,8 @@ const char *users_secret(const struct users *users, const char *user)
 	if (users == NULL || users->n == 0 || user == NULL)
 		return NULL;
 	len = strlen(user);
-	if (len == 0 || len >= sizeof(key))
+	if (len == 0 || len >= sizeof(key) || users_key(user, len, key) < 0)
 		return NULL;
-	memcpy(key, user, len + 1);
-	str_lower(key);
 
 	struct users_entry probe = {.key = key};
 	const struct users_entry *e =
@@ -210,6 +232,11 @@ const char *users_secret(const struct users *users, const char *user)
 	if (e == NULL)
 		return NULL;
 	return e->secret != NULL ? e->secret : "";
+}
+
+const char *users_secret_at(const struct users *users, size_t i)
+{
+	return users != NULL && i < users->n ? users->entries[i].secret : NULL;
 }
 
 size_t users_count(const struct users *users)

@@ -19,13 +19,17 @@ void users_free(struct users **users);
 bool users_exists(const struct users *users, const char *local, const char *domain);
 size_t users_count(const struct users *users);
 /* How many users have a "{scheme}..." secret (case-insensitive scheme name):
- * smtpd offers CRAM-MD5 and SCRAM-SHA-256 only when some user can use them,
- * or clients that prefer them would fail for everyone else. */
+ * `hikyaku check` warns when auth.mechanisms offers CRAM-MD5 or
+ * SCRAM-SHA-256 to a file where some users have no secret of that scheme. */
 size_t users_count_scheme(const struct users *users, const char *scheme);
 /* The stored secret of "local@domain" (case-insensitive, like users_exists):
  * the second field as written ("{SCHEME}..."), "" when the line has none, or
  * NULL for an unknown user. Owned by the table: valid until users_free(). */
 const char *users_secret(const struct users *users, const char *user);
+/* The secret of the i-th user (0 <= i < users_count(), in no stated order),
+ * NULL when its line has none: for the work smtpd prepares once per file
+ * (auth/sasl.c). Owned by the table. */
+const char *users_secret_at(const struct users *users, size_t i);
 /* Is name[0..len) acceptable as the first field of a users line: exactly one
  * '@', non-empty local part (at most 64 octets) and domain (at most 255), no
  * space, control character or ':'? Returns NULL if so, else the reason. */

@@ -6,8 +6,9 @@
  * Hostile inputs: everything in the answer that came from mail: sender and
  * recipient addresses, DSN parameters, the EHLO name and the header section
  * are the senders' octets. The frames go through the strict decoder; for a
- * terminal, control characters are replaced (no escape sequences reach it);
- * in JSON every string is escaped and invalid UTF-8 becomes U+FFFD, so the
+ * terminal, whatever the locale cannot print is written as \xNN (no escape
+ * sequence reaches it, C1 included); in JSON every string is escaped (C0
+ * and C1 controls as \u00XX) and invalid UTF-8 becomes U+FFFD, so the
  * output is always valid JSON (RFC 8259 §7, §8.1). */
 #include "ctl/ctl.h"
 #include "lib/alloc.h"
@@ -15,6 +16,7 @@
 #include "smtpd/parse.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,8 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
+#include <wctype.h>
 
 #define CTL_CLIENT_TIMEOUT_S 120
 
@@ -56,16 +60,43 @@ struct ctl_cli {
 
 /* ---- output helpers ---- */
 
+static void ctl_put_escape(FILE *out, unsigned char c)
+{
+	fprintf(out, "\\x%02x", c);
+}
+
+/* Print mail-derived text for a terminal (often root's): only characters
+ * printable in the user's locale (LC_CTYPE, set by ctl_client_main) go out
+ * as they are; everything else is written as \xNN. In the C locale that is
+ * every octet outside printable ASCII; in a UTF-8 locale printable UTF-8
+ * passes, and C0/C1 controls (U+009B is a one-character CSI to many
+ * terminals), DEL and invalid sequences are escaped. */
 static void ctl_put_text(FILE *out, struct ctl_str s, bool keep_newlines)
 {
-	for (size_t i = 0; i < s.len; i++) {
+	mbstate_t st;
+	memset(&st, 0, sizeof(st));
+	for (size_t i = 0; i < s.len;) {
 		unsigned char c = s.p[i];
-		if (keep_newlines && c == '\r' && i + 1 < s.len && s.p[i + 1] == '\n')
+		if (keep_newlines && c == '\r' && i + 1 < s.len && s.p[i + 1] == '\n') {
+			i++;
 			continue;
-		if ((keep_newlines && (c == '\n' || c == '\t')) || (c >= 0x20 && c != 0x7f))
+		}
+		if ((keep_newlines && (c == '\n' || c == '\t')) || (c >= 0x20 && c < 0x7f)) {
 			fputc(c, out);
-		else
-			fputc('?', out);
+			i++;
+			continue;
+		}
+		wchar_t wc;
+		size_t n = c < 0x80 ? 0 : mbrtowc(&wc, (const char *)s.p + i, s.len - i, &st);
+		if (n == 0 || n == (size_t)-1 || n == (size_t)-2 || !iswprint((wint_t)wc) ||
+		    (wc >= 0x80 && wc < 0xa0)) {
+			memset(&st, 0, sizeof(st));
+			ctl_put_escape(out, c);
+			i++;
+			continue;
+		}
+		fwrite(s.p + i, 1, n, out);
+		i += n;
 	}
 }
 
@@ -118,6 +149,8 @@ static void ctl_json_str(FILE *out, struct ctl_str s)
 			fputs("\\t", out);
 		else if (c < 0x20 || c == 0x7f)
 			fprintf(out, "\\u%04x", c);
+		else if (n == 2 && c == 0xc2 && s.p[i + 1] < 0xa0)
+			fprintf(out, "\\u%04x", s.p[i + 1]); /* C1 control: escaped too */
 		else
 			fwrite(s.p + i, 1, n, out);
 		i += n;
@@ -644,6 +677,8 @@ int ctl_client_main(const char *spool_dir, int argc, char **argv)
 	struct ctl_cli cli = {0};
 	struct buf req;
 	char path[256];
+	/* What is printable depends on the terminal's character set. */
+	setlocale(LC_CTYPE, "");
 	buf_init(&req, CTL_REQ_MAX);
 	if (ctl_client_request(argc, argv, &cli, &req) < 0) {
 		buf_free(&req);

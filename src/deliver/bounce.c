@@ -611,7 +611,12 @@ static void bounce_dsn_rcpt(struct bounce_ctx *c, size_t i)
 	                 bounce_status_ok(r->status) ? r->status : bounce_default_status(kind));
 	if (r->remote_mta != NULL)
 		bounce_field(c, "Remote-MTA", "dns; ", r->remote_mta, BOUNCE_VALUE_MAX);
-	if (r->diagnostic != NULL)
+	/* RFC 3464 §2.3.6: the Diagnostic-Code carries what the remote MTA
+	 * said; a success with no remote MTA was our own final delivery
+	 * (Maildir), where there is no such reply to report. */
+	bool local_success = (kind == BOUNCE_DELIVERED || kind == BOUNCE_RELAYED) &&
+	                     (r->remote_mta == NULL || r->remote_mta[0] == '\0');
+	if (r->diagnostic != NULL && !local_success)
 		bounce_field(c, "Diagnostic-Code", "smtp; ", r->diagnostic, BOUNCE_DIAG_MAX);
 	if (r->last_attempt_us != 0)
 		bounce_date_field(c, "Last-Attempt-Date", r->last_attempt_us);
@@ -681,6 +686,21 @@ static void bounce_orig_copy(struct bounce_ctx *c)
 
 /* Part 3: RFC 3462/6522 text/rfc822-headers or the whole message/rfc822
  * (RFC 6533 message/global-headers and message/global for SMTPUTF8). */
+static const char *bounce_original_label(const struct bounce_ctx *c)
+{
+	switch (c->b->kind) {
+	case BOUNCE_DELAYED:
+		return "Delayed Message Headers";
+	case BOUNCE_DELIVERED:
+		return "Delivered Message Headers";
+	case BOUNCE_RELAYED:
+		return "Relayed Message Headers";
+	case BOUNCE_FAILED:
+		break;
+	}
+	return c->orig_full ? "Undelivered Message" : "Undelivered Message Headers";
+}
+
 static void bounce_original(struct bounce_ctx *c)
 {
 	const char *type;
@@ -688,8 +708,7 @@ static void bounce_original(struct bounce_ctx *c)
 		type = c->utf8 ? "message/global" : "message/rfc822";
 	else
 		type = c->utf8 ? "message/global-headers" : "text/rfc822-headers";
-	bounce_part_start(c, type,
-	                  c->orig_full ? "Undelivered Message" : "Undelivered Message Headers",
+	bounce_part_start(c, type, bounce_original_label(c),
 	                  c->utf8 || c->orig_8bit ? "8bit" : "7bit");
 	bounce_orig_copy(c);
 }

@@ -5,6 +5,7 @@
 #include "lib/fsutil.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -108,19 +109,19 @@ static int maildir_render(const struct maildir_msg *msg, struct buf *out)
 	return 0;
 }
 
-static void maildir_unique(const char *hostname, char *out, size_t outlen)
+void maildir_unique_for(uint64_t arrival_us, const char *qid, size_t rcpt_index,
+			char out[MAILDIR_UNIQUE_MAX])
 {
-	static atomic_uint_fast64_t counter;
-	struct timeval tv;
-	uint32_t rnd = 0;
-	char host[256];
+	snprintf(out, MAILDIR_UNIQUE_MAX, "%llu.Q%.20sR%zu",
+		 (unsigned long long)(arrival_us / 1000000), qid, rcpt_index);
+}
+
+/* '/' and ':' cannot appear in the host part (Maildir spec). */
+static void maildir_host_part(const char *hostname, char host[256])
+{
 	size_t h = 0;
 
-	gettimeofday(&tv, NULL);
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) < 0)
-		rnd = (uint32_t)tv.tv_usec;
-	/* '/' and ':' cannot appear in the host part (Maildir spec). */
-	for (const char *p = hostname; *p != '\0' && h < sizeof(host) - 5; p++) {
+	for (const char *p = hostname; *p != '\0' && h < 256 - 5; p++) {
 		if (*p == '/' || *p == ':') {
 			memcpy(host + h, *p == '/' ? "\\057" : "\\072", 4);
 			h += 4;
@@ -129,22 +130,76 @@ static void maildir_unique(const char *hostname, char *out, size_t outlen)
 		}
 	}
 	host[h] = '\0';
+}
+
+static void maildir_unique(const struct maildir_msg *msg, char *out, size_t outlen)
+{
+	static atomic_uint_fast64_t counter;
+	struct timeval tv;
+	uint32_t rnd = 0;
+	char host[256];
+
+	maildir_host_part(msg->hostname, host);
+	if (msg->unique != NULL) {
+		snprintf(out, outlen, "%s.%s", msg->unique, host);
+		return;
+	}
+	gettimeofday(&tv, NULL);
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) < 0)
+		rnd = (uint32_t)tv.tv_usec;
 	snprintf(out, outlen, "%lld.M%06ldP%dQ%lluR%08x.%s", (long long)tv.tv_sec,
 		 (long)tv.tv_usec, (int)getpid(),
 		 (unsigned long long)atomic_fetch_add(&counter, 1), rnd, host);
 }
 
-static int maildir_store(const char *base, const struct buf *content, const char *hostname,
-			 char *err, size_t errlen)
+/* An earlier copy in cur/: "<uniq>,S=<size>" followed by nothing, more
+ * ",X=" fields, or the ":2,<flags>" info a mail client adds. */
+static bool maildir_in_cur(const char *base, const char *uniq, const char *sized)
 {
-	char uniq[400], tmp[4600], dst[4700], newdir[4200];
-	maildir_unique(hostname, uniq, sizeof(uniq));
+	char cur[4200];
+	size_t ul = strlen(uniq);
+	bool found = false;
+
+	if ((size_t)snprintf(cur, sizeof(cur), "%s/cur", base) >= sizeof(cur))
+		return false;
+	DIR *d = opendir(cur);
+	if (d == NULL)
+		return false;
+	const struct dirent *de;
+	while (!found && (de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, uniq, ul) != 0)
+			continue;
+		const char *rest = de->d_name + ul;
+		size_t sl = strlen(sized);
+		found = (strncmp(rest, sized, sl) == 0 &&
+			 (rest[sl] == '\0' || rest[sl] == ',' || rest[sl] == ':')) ||
+			rest[0] == ':';
+	}
+	closedir(d);
+	return found;
+}
+
+static int maildir_store(const char *base, const struct buf *content,
+			 const struct maildir_msg *msg, char *err, size_t errlen)
+{
+	char uniq[400], sized[32], tmp[4600], dst[4700], newdir[4200];
+	struct stat st;
+
+	maildir_unique(msg, uniq, sizeof(uniq));
+	snprintf(sized, sizeof(sized), ",S=%zu", content->len);
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/tmp/%s", base, uniq) >= sizeof(tmp) ||
-	    (size_t)snprintf(dst, sizeof(dst), "%s/new/%s,S=%zu", base, uniq, content->len) >=
-		    sizeof(dst) ||
+	    (size_t)snprintf(dst, sizeof(dst), "%s/new/%s%s", base, uniq, sized) >= sizeof(dst) ||
 	    (size_t)snprintf(newdir, sizeof(newdir), "%s/new", base) >= sizeof(newdir)) {
 		snprintf(err, errlen, "path too long");
 		return -1;
+	}
+	if (msg->unique != NULL) {
+		/* Delivered before a crash: the copy is whole (it was renamed
+		 * into new/ only after its fsync), keep it. */
+		if (stat(dst, &st) == 0 || (msg->search_cur && maildir_in_cur(base, uniq, sized)))
+			return 1;
+		/* What a crash before the rename left in tmp/ is ours. */
+		unlink(tmp);
 	}
 
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -197,7 +252,7 @@ int maildir_deliver(const char *root, const char *domain, const char *mailbox,
 	if (maildir_render(msg, &content) < 0)
 		snprintf(err, errlen, "message too large");
 	else
-		ret = maildir_store(base, &content, msg->hostname, err, errlen);
+		ret = maildir_store(base, &content, msg, err, errlen);
 	buf_free(&content);
 	return ret;
 }

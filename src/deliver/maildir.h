@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define MAILDIR_MAILBOX_MAX 64
 
@@ -23,12 +24,30 @@ struct maildir_msg {
 	const char *return_path;  /* envelope sender, "" for <> */
 	const char *delivered_to; /* the recipient address as received */
 	const char *hostname;     /* for the unique file name */
+	/* The file name's unique part, derived from the queue id and the
+	 * recipient (maildir_unique_for), so that a delivery repeated after a
+	 * crash finds its earlier copy; NULL for a time-and-random name. */
+	const char *unique;
+	/* Also look for the earlier copy in cur/ (a mail client may have moved
+	 * it there): a directory scan, only for a message that may have been
+	 * delivered before (recovered after a crash, or a retry). */
+	bool search_cur;
 };
+
+#define MAILDIR_UNIQUE_MAX 64
+
+/* The unique part of a repeatable file name: "<arrival seconds>.Q<qid>R<rcpt
+ * index>" (time first, as the Maildir convention sorts). */
+void maildir_unique_for(uint64_t arrival_us, const char *qid, size_t rcpt_index,
+			char out[MAILDIR_UNIQUE_MAX]);
 
 /* Deliver into <root>/<domain>/<mailbox>/Maildir, creating directories as
  * needed. Lines are stored with LF ends (the Maildir convention), headed by
  * Return-Path and Delivered-To. Durable on success: the file and new/ are
- * fsynced. Returns 0, or -1 with a short reason in err (temporary failure). */
+ * fsynced. With msg->unique set, a file of that name already in new/ (or,
+ * with search_cur, in cur/) is an earlier delivery of this very copy: it is
+ * kept and nothing is written (returns 1). Returns 0 when delivered, or -1
+ * with a short reason in err (temporary failure). */
 int maildir_deliver(const char *root, const char *domain, const char *mailbox,
 		    const struct maildir_msg *msg, char *err, size_t errlen);
 

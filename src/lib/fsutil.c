@@ -2,6 +2,7 @@
 #include "lib/fsutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,6 +27,92 @@ int fs_mkdir_p(const char *path, mode_t mode)
 		buf[i] = c;
 	}
 	return 0;
+}
+
+int fs_dir_open_nofollow(const char *path, mode_t parent_mode, mode_t mode, const char **bad_r)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	const char *p = path;
+	int dfd = open(path[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	*bad_r = path;
+	while (dfd >= 0) {
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			return dfd;
+		size_t len = strcspn(p, "/");
+		char name[NAME_MAX + 1];
+		if (len > NAME_MAX) {
+			close(dfd);
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		memcpy(name, p, len);
+		name[len] = '\0';
+		*bad_r = p;
+		p += len;
+		bool last = p[strspn(p, "/")] == '\0';
+		int fd = openat(dfd, name, flags);
+		if (fd < 0 && errno == ENOENT &&
+		    (mkdirat(dfd, name, last ? mode : parent_mode) == 0 || errno == EEXIST))
+			fd = openat(dfd, name, flags);
+		int err = errno;
+		close(dfd);
+		errno = err;
+		dfd = fd;
+	}
+	return -1;
+}
+
+int fs_path_normalize(const char *path, char *out, size_t outlen)
+{
+	char cwd[PATH_MAX];
+	size_t n = 0;
+	if (outlen < 2) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (path[0] != '/') {
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return -1;
+		if (fs_path_normalize(cwd, out, outlen) < 0)
+			return -1;
+		n = strcmp(out, "/") == 0 ? 0 : strlen(out);
+	}
+	for (const char *p = path;;) {
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		size_t len = strcspn(p, "/");
+		if (len == 2 && p[0] == '.' && p[1] == '.') {
+			while (n > 0 && out[n - 1] != '/')
+				n--;
+			if (n > 0)
+				n--; /* the slash before it; ".." of "/" is "/" */
+		} else if (!(len == 1 && p[0] == '.')) {
+			if (n + 1 + len + 1 > outlen) {
+				errno = ENAMETOOLONG;
+				return -1;
+			}
+			out[n++] = '/';
+			memcpy(out + n, p, len);
+			n += len;
+		}
+		p += len;
+	}
+	if (n == 0)
+		out[n++] = '/';
+	out[n] = '\0';
+	return 0;
+}
+
+bool fs_path_within(const char *a, const char *b)
+{
+	size_t bl = strlen(b);
+	if (strcmp(b, "/") == 0)
+		return true;
+	return strncmp(a, b, bl) == 0 && (a[bl] == '\0' || a[bl] == '/');
 }
 
 int fs_write_all(int fd, const void *p, size_t len)

@@ -2,12 +2,28 @@
 #ifndef HK_LIB_FSUTIL_H
 #define HK_LIB_FSUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 /* mkdir -p with mode for each created component; 0 or -1 (errno). */
 int fs_mkdir_p(const char *path, mode_t mode);
+/* Open directory path for fchown/fstat without following a symbolic link
+ * anywhere on the way: each component is opened with O_NOFOLLOW |
+ * O_DIRECTORY relative to the one before, and created when missing (the
+ * last with mode, the ones before with parent_mode). Returns the fd of the
+ * last, or -1 (errno: ELOOP or ENOTDIR where a component is a symbolic
+ * link or not a directory); *bad_r then points into path at the component
+ * that failed. For root, who must never be led elsewhere by a link that a
+ * less trusted user could have made. */
+int fs_dir_open_nofollow(const char *path, mode_t parent_mode, mode_t mode, const char **bad_r);
+/* Lexically normalized absolute form of path (relative to the working
+ * directory; ".", ".." and repeated or trailing slashes resolved, symbolic
+ * links not looked at): 0, or -1 (ENAMETOOLONG, or getcwd's errno). */
+int fs_path_normalize(const char *path, char *out, size_t outlen);
+/* Is normalized path a equal to, or below, normalized path b? */
+bool fs_path_within(const char *a, const char *b);
 /* write(2) all len octets, retrying on EINTR and short writes; 0 or -1
  * (errno; EIO when write returned 0). */
 int fs_write_all(int fd, const void *p, size_t len);

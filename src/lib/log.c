@@ -712,6 +712,41 @@ void log_set_output(int fd)
 	pthread_mutex_unlock(&log_g.write_lock);
 }
 
+/* The length of the well-formed UTF-8 sequence (RFC 3629 §4: no overlong
+ * forms, no surrogates, nothing past U+10FFFF) of a non-ASCII character at s,
+ * or 0 when there is none or it is a C1 control (U+0080-U+009F), which some
+ * terminals obey as they do ESC (0x9B is CSI). */
+static size_t log_utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len;
+	unsigned char lo = 0x80, hi = 0xbf; /* the range of the second octet */
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (s[0] == 0xc2)
+		lo = 0xa0; /* C1 controls */
+	else if (s[0] == 0xe0)
+		lo = 0xa0; /* overlong */
+	else if (s[0] == 0xed)
+		hi = 0x9f; /* surrogates */
+	else if (s[0] == 0xf0)
+		lo = 0x90; /* overlong */
+	else if (s[0] == 0xf4)
+		hi = 0x8f; /* past U+10FFFF */
+	if (n < len || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return len;
+}
+
 const char *log_q(char out[LOG_Q_MAX], const void *p, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -730,6 +765,12 @@ const char *log_q(char out[LOG_Q_MAX], const void *p, size_t n)
 			out[o++] = '\\';
 			out[o++] = (char)c;
 			quote = 1;
+		} else if (c >= 0x80 && log_utf8_len(s + i, n - i) > 0) {
+			/* readable text stays readable; o + 8 < LOG_Q_MAX leaves room */
+			size_t len = log_utf8_len(s + i, n - i);
+			memcpy(out + o, s + i, len);
+			o += len;
+			i += len - 1;
 		} else if (c < 0x20 || c >= 0x7f) {
 			out[o++] = '\\';
 			out[o++] = 'x';

@@ -41,9 +41,11 @@ void log_set_clock(log_clock_fn *now);
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
 
-/* Render (p, n) as a safe log value into out[LOG_Q_MAX]: printable ASCII is
- * kept, everything else (and '"', '\\', '=' , space) is escaped, and the whole
- * is wrapped in double quotes when it is empty or contained escapes or spaces.
+/* Render (p, n) as a safe log value into out[LOG_Q_MAX]: printable ASCII and
+ * well-formed UTF-8 (RFC 3629) are kept; control characters, DEL, C1 controls
+ * (U+0080-U+009F), octets that are not well-formed UTF-8, '"' and '\\' are
+ * escaped (\xNN, \", \\), and the whole is wrapped in double quotes when it
+ * is empty or contained escapes, spaces or '='.
  * Long values are cut with "...". Returns out. */
 const char *log_q(char out[LOG_Q_MAX], const void *p, size_t n);
 const char *log_qs(char out[LOG_Q_MAX], const char *s);

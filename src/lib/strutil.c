@@ -51,6 +51,8 @@ int str_parse_size(const char *s, uint64_t *r)
 		mult = 1024 * 1024;
 	else if (strcasecmp(u, "g") == 0 || strcasecmp(u, "gb") == 0 || strcasecmp(u, "gib") == 0)
 		mult = 1024ULL * 1024 * 1024;
+	else if (strcasecmp(u, "t") == 0 || strcasecmp(u, "tb") == 0 || strcasecmp(u, "tib") == 0)
+		mult = 1024ULL * 1024 * 1024 * 1024;
 	else
 		return -1;
 	if (v > UINT64_MAX / mult)
@@ -86,9 +88,9 @@ int str_parse_duration_ms(const char *s, uint64_t *r)
 
 void str_format_size(uint64_t v, char *out, size_t outlen)
 {
-	static const char units[] = "KMG";
+	static const char units[] = "KMGT";
 	int u = -1;
-	while (u < 2 && v != 0 && v % 1024 == 0) {
+	while (u < 3 && v != 0 && v % 1024 == 0) {
 		v /= 1024;
 		u++;
 	}

@@ -9,6 +9,7 @@
  * Error precedence: syntax (including malformed UTF-8) first, then non-ASCII
  * without SMTPUTF8, then lengths (RFC 5321 §4.5.3.1). */
 #include "mail/address.h"
+#include "mail/idna.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -152,8 +153,9 @@ static int addr_scan_quoted(struct addr_cur *c)
 /* Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str], so a
  * label neither starts nor ends with a hyphen. RFC 6531 §3.3 allows U-labels:
  * non-ASCII characters count as letters. The 63-octet label limit applies to
- * ASCII labels only: a U-label's limit is on its A-label form, which only IDNA
- * conversion (not done here) can tell; the 255-octet domain bound still holds. */
+ * ASCII labels only: a U-label's limit is on its A-label form, which the IDNA
+ * conversion at the end of mail_addr_parse_path() checks; the 255-octet
+ * domain bound holds for both forms. */
 static int addr_scan_domain(struct addr_cur *c)
 {
 	for (;;) {
@@ -380,6 +382,13 @@ int mail_addr_parse_path(const char *p, size_t len, unsigned flags, struct mail_
 				r->domain[k] = (char)(r->domain[k] - 'A' + 'a');
 		}
 	}
+	/* RFC 6531 §3.2 / RFC 5891 §5: a U-label domain must be a valid IDN,
+	 * which only its conversion to A-labels tells. */
+	if (mail_domain_to_ascii(r->domain, dom_len, r->domain_ascii, sizeof(r->domain_ascii),
+				 error_r) < 0) {
+		memset(r, 0, sizeof(*r));
+		return MAIL_ADDR_ERR_IDNA;
+	}
 	r->is_utf8 = c.utf8;
 	*consumed_r = c.i;
 	return 0;
@@ -444,5 +453,24 @@ bool mail_xtext_valid(const char *p, size_t len)
 			return false;
 		}
 	}
+	return true;
+}
+
+bool mail_helo_domain_valid(const char *p, size_t len, bool utf8)
+{
+	struct addr_cur c = {.p = (const unsigned char *)p, .len = len};
+	const char *error = NULL;
+
+	if (len == 0 || len > MAIL_DOMAIN_MAX)
+		return false;
+	if (p[0] == '[' ? addr_scan_literal(&c, &error) < 0
+	                : addr_scan_domain(&c) < 0 || c.label_too_long)
+		return false;
+	if (c.i != len || (c.utf8 && !utf8))
+		return false;
+	/* 0xC2 is only ever a lead octet: 0xC2 0x80..0x9F is U+0080..U+009F */
+	for (size_t i = 0; i + 1 < len; i++)
+		if ((unsigned char)p[i] == 0xc2 && (unsigned char)p[i + 1] < 0xa0)
+			return false;
 	return true;
 }

@@ -20,12 +20,17 @@
 #define MAIL_ADDR_ERR_SYNTAX -1 /* malformed: reply 501 5.1.3 / 553 5.1.3 */
 #define MAIL_ADDR_ERR_UTF8 -2   /* well-formed UTF-8 address but SMTPUTF8 not given: 553 5.6.7 */
 #define MAIL_ADDR_ERR_LENGTH -3 /* too long: 501 5.1.3 (local) / 501 5.1.3 */
+#define MAIL_ADDR_ERR_IDNA -4   /* U-label domain that IDNA2008 refuses: 553 5.1.3 */
 
 struct mail_addr {
 	/* Local part exactly as sent (a Quoted-string keeps its quotes). */
 	char local[MAIL_LOCAL_MAX + 1];
 	/* Domain lowercased for ASCII letters, or an address literal "[...]". */
 	char domain[MAIL_DOMAIN_MAX + 1];
+	/* The same domain in A-label form (RFC 5890 §2.3.2.1, mail/idna.h),
+	 * what hikyaku compares, routes and looks up; equal to domain when
+	 * that is ASCII or a literal. */
+	char domain_ascii[MAIL_DOMAIN_MAX + 1];
 	bool is_null;       /* "<>" */
 	bool is_postmaster; /* "<postmaster>" with no domain */
 	bool is_utf8;       /* contains octets >= 0x80 */
@@ -48,6 +53,11 @@ bool mail_xtext_valid(const char *p, size_t len);
 /* Upper-case the hex digits of every "+HH" in a valid xtext (NUL-terminated),
  * so that what we pass on is what RFC 3461 allows. */
 void mail_xtext_canon(char *p);
+
+/* Is p[0..len) a Domain or an address literal (RFC 5321 §4.1.3), as the
+ * EHLO/HELO argument should be (§4.1.1.1)? U-labels only when utf8; never
+ * a C1 control (U+0080..U+009F). For the Received field (§4.4). */
+bool mail_helo_domain_valid(const char *p, size_t len, bool utf8);
 
 /* Length of the well-formed UTF-8 sequence (RFC 3629) starting at p[0]: 1 for
  * an ASCII octet, 2..4 otherwise, or 0 if malformed or truncated (overlongs,

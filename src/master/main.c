@@ -7,6 +7,7 @@
  * already the process boundaries (smtpd.h, qmgr.h). */
 #include "conf/conf.h"
 #include "conf/aliases.h"
+#include "conf/credentials.h"
 #include "conf/users.h"
 #include "ctl/ctl.h"
 #include "lib/alloc.h"
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define HIKYAKU_VERSION "0.1.0"
@@ -38,6 +40,7 @@ struct main_ctx {
 	struct smtpd *smtpd;
 	struct qmgr *qmgr;
 	struct ctl_server *ctl;
+	struct credentials *creds; /* relay AUTH secrets, read as root */
 	bool stopping; /* a stop signal came: draining */
 };
 
@@ -130,6 +133,35 @@ static void main_raise_nofile(const struct conf *conf)
 			 (unsigned long long)rl.rlim_cur);
 }
 
+/* Create a service directory (0750) and hand it to the service user, as
+ * root. The service user owns what is inside spool_dir and maildir_root, so
+ * a symbolic link there could lead root's chown anywhere (issue 8: a
+ * root-owned directory handed over at the next start): no link is followed
+ * on the way, and the directory opened is the one changed (fchown). */
+static int main_own_dir(const char *dir, const struct passwd *pw)
+{
+	const char *bad = dir;
+	struct stat st;
+	int fd = fs_dir_open_nofollow(dir, 0755, 0750, &bad);
+	if (fd < 0) {
+		int err = errno;
+		fprintf(stderr, "hikyaku: %s: %s at \"%.*s\"%s\n", dir, strerror(err),
+			(int)(strcspn(bad, "/") + (size_t)(bad - dir)), dir,
+			err == ELOOP || err == ENOTDIR
+			    ? ": a symbolic link or a file where a directory is expected; "
+			      "root follows no link here, give the real path"
+			    : "");
+		return -1;
+	}
+	int rc = fstat(fd, &st);
+	if (rc == 0 && (st.st_uid != pw->pw_uid || st.st_gid != pw->pw_gid))
+		rc = fchown(fd, pw->pw_uid, pw->pw_gid);
+	if (rc < 0)
+		fprintf(stderr, "hikyaku: %s: %s\n", dir, strerror(errno));
+	close(fd);
+	return rc;
+}
+
 /* Create the service directories, hand them to the service user, and become
  * that user for good. Called after the listeners are bound. */
 static int main_drop_privileges(const struct conf *conf)
@@ -145,13 +177,8 @@ static int main_drop_privileges(const struct conf *conf)
 		fprintf(stderr, "hikyaku: user %s does not exist\n", conf->user);
 		return -1;
 	}
-	const char *dirs[] = {conf->spool_dir, conf->maildir_root};
-	for (size_t i = 0; i < 2; i++) {
-		if (fs_mkdir_p(dirs[i], 0755) < 0 || chown(dirs[i], pw->pw_uid, pw->pw_gid) < 0) {
-			fprintf(stderr, "hikyaku: %s: %s\n", dirs[i], strerror(errno));
-			return -1;
-		}
-	}
+	if (main_own_dir(conf->spool_dir, pw) < 0 || main_own_dir(conf->maildir_root, pw) < 0)
+		return -1;
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
 		fprintf(stderr, "hikyaku: cannot drop privileges: %s\n", strerror(errno));
 		return -1;
@@ -165,7 +192,8 @@ static int main_drop_privileges(const struct conf *conf)
 }
 
 /* SIGHUP: new certificates for new sessions; live sessions keep theirs.
- * The rest of the configuration needs a restart for now. */
+ * (The relay credentials are read again too, in main_on_signal; the rest
+ * of the configuration needs a restart for now.) */
 static void main_reload_tls(struct main_ctx *ctx)
 {
 	struct tls_server *tls = NULL;
@@ -185,6 +213,8 @@ static void main_on_signal(evutil_socket_t sig, short what, void *arg)
 	struct main_ctx *ctx = arg;
 	if (sig == SIGHUP) {
 		main_reload_tls(ctx);
+		/* as the service user now: an unreadable file keeps the old pair */
+		credentials_reload(ctx->creds);
 		return;
 	}
 	if (sig == SIGUSR1) {
@@ -260,6 +290,8 @@ static int main_serve(const char *path)
 		goto out;
 	}
 	smtpd_set_tls(ctx.smtpd, tls);
+	/* So are the relay credentials (documented as root's, mode 0600). */
+	ctx.creds = credentials_load(conf);
 	main_raise_nofile(conf);
 	if (main_drop_privileges(conf) < 0)
 		goto out;
@@ -269,7 +301,14 @@ static int main_serve(const char *path)
 			error != NULL ? error : strerror(errno));
 		goto out;
 	}
+	/* Nested through a symbolic link? The load compared the paths as
+	 * written; now that they exist, compare where they lead. */
+	if (conf_check_roots(conf, true, &error, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		goto out;
+	}
 	ctx.qmgr = qmgr_create(ctx.base, conf, spool);
+	qmgr_set_credentials(ctx.qmgr, ctx.creds);
 	/* Before the recovery, so that held messages found there are parked
 	 * where `hikyaku queue release` finds them. */
 	if (ctl_server_create(ctx.base, conf->spool_dir, ctx.qmgr, &ctx.ctl, &error) < 0) {
@@ -294,6 +333,7 @@ out:
 	ctl_server_free(&ctx.ctl); /* before the queue manager it controls */
 	smtpd_free(&ctx.smtpd);
 	qmgr_free(&ctx.qmgr);
+	credentials_free(&ctx.creds); /* after the queue manager that used them */
 	spool_close(&spool);
 	users_free(&users);
 	aliases_free(&aliases);
@@ -320,6 +360,7 @@ static int main_check(const char *path)
 			return 2;
 		}
 		printf("users file %s: %zu users\n", conf->users_file, users_count(users));
+		warnings += conf_check_users(conf, users, stdout);
 		users_free(&users);
 	}
 	if (conf->aliases_file[0] != '\0') {

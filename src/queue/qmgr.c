@@ -26,6 +26,7 @@
 #include "lib/strutil.h"
 #include "lib/workq.h"
 #include "mail/address.h"
+#include "mail/idna.h"
 #include "queue/spool.h"
 #include "smtpc/client.h"
 #include "smtpd/parse.h"
@@ -71,6 +72,7 @@ void qmgr_rres_set(struct qmgr_rres *r, enum qmgr_rstate st, const char *status,
 	snprintf(r->status, sizeof(r->status), "%s", status);
 	snprintf(r->diag, sizeof(r->diag), "%s", diag != NULL ? diag : "");
 	snprintf(r->relay, sizeof(r->relay), "%s", relay != NULL ? relay : "");
+	r->tls[0] = '\0';
 }
 
 static struct qmgr_msg *qmgr_msg_new(struct qmgr *q, const char *qid)
@@ -136,18 +138,33 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 			      "maildir");
 		return;
 	}
+	/* The file name comes from the queue id and the recipient: a copy
+	 * delivered before a crash (or before a spool update that failed) is
+	 * found and kept, not written twice. */
+	char unique[MAILDIR_UNIQUE_MAX];
+	maildir_unique_for(m->env.arrival_us, m->qid, i, unique);
 	struct maildir_msg mm = {
 		.data = m->data.data,
 		.len = m->data.len,
 		.return_path = m->env.sender,
 		.delivered_to = r->addr,
 		.hostname = q->conf->hostname,
+		.unique = unique,
+		.search_cur = m->recovered || m->env.attempts > 0,
 	};
+	/* One directory per domain, whichever form (RFC 5890 U-labels or
+	 * A-labels) the client wrote: the A-label form, lowercase. */
 	char domain[MAIL_DOMAIN_MAX + 1];
-	snprintf(domain, sizeof(domain), "%s", at + 1);
-	str_lower(domain); /* ASCII only: the C locale */
-	if (maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err)) == 0)
+	if (mail_domain_to_ascii(at + 1, strlen(at + 1), domain, sizeof(domain), NULL) < 0) {
+		qmgr_rres_set(&m->res[i], QMGR_R_FAILED, "5.1.2", "invalid domain name", "maildir");
+		return;
+	}
+	int rc = maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err));
+	if (rc == 0)
 		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "delivered to maildir", "maildir");
+	else if (rc > 0)
+		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0",
+			      "delivered to maildir (earlier copy found)", "maildir");
 	else
 		qmgr_rres_set(&m->res[i], QMGR_R_DEFERRED, "4.3.0", err, "maildir");
 }
@@ -374,9 +391,11 @@ static void qmgr_log_result(const struct qmgr_msg *m, size_t i, uint64_t now)
 	char qto[LOG_Q_MAX], qwhy[LOG_Q_MAX], qrel[LOG_Q_MAX];
 	double delay = (double)qmgr_age_us(&m->env, now) / 1e6;
 	log_msg(r->state == QMGR_R_SENT ? LOG_LVL_INFO : LOG_LVL_WARN,
-		"event=delivery qid=%s to=%s relay=%s delay=%.3f dsn=%s status=%s reason=%s",
-		m->qid, log_qs(qto, m->env.rcpts[i].addr), log_qs(qrel, r->relay), delay,
-		r->status, names[r->state], log_qs(qwhy, r->diag));
+		"event=delivery qid=%s to=%s relay=%s tls=%s delay=%.3f dsn=%s status=%s "
+		"reason=%s",
+		m->qid, log_qs(qto, m->env.rcpts[i].addr), log_qs(qrel, r->relay),
+		r->tls[0] != '\0' ? r->tls : "-", delay, r->status, names[r->state],
+		log_qs(qwhy, r->diag));
 }
 
 static void qmgr_finish_run(void *arg)
@@ -651,6 +670,11 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
 	return q;
 }
 
+void qmgr_set_credentials(struct qmgr *q, const struct credentials *cr)
+{
+	q->creds = cr;
+}
+
 void qmgr_enqueue(struct qmgr *q, const char *qid)
 {
 	if (q->stopping)
@@ -662,7 +686,10 @@ void qmgr_enqueue(struct qmgr *q, const char *qid)
 static void qmgr_recover_one(const char *qid, void *arg)
 {
 	struct qmgr *q = arg;
-	qmgr_ready_push(q, qmgr_msg_new(q, qid));
+	struct qmgr_msg *m = qmgr_msg_new(q, qid);
+
+	m->recovered = true; /* may have been delivered before the crash */
+	qmgr_ready_push(q, m);
 }
 
 int qmgr_recover(struct qmgr *q, const char **error_r)

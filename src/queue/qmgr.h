@@ -14,6 +14,11 @@ struct spool;
 struct qmgr;
 
 struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struct spool *spool);
+/* The relay credentials the master read before dropping privileges
+ * (conf/credentials.h); cr must outlive q. Without it, routes that name
+ * credentials defer with 4.7.0. */
+struct credentials;
+void qmgr_set_credentials(struct qmgr *q, const struct credentials *cr);
 /* A message was committed to the spool (smtpd, on the loop thread). */
 void qmgr_enqueue(struct qmgr *q, const char *qid);
 /* Rebuild the queue from the spool alone; returns how many messages, or -1. */

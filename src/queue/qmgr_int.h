@@ -48,6 +48,7 @@ struct qmgr_rres {
 	char status[16];  /* RFC 3463 code, "2.0.0" */
 	char diag[512];   /* the remote reply or our reason */
 	char relay[300];  /* "maildir", "mx.example.net[192.0.2.1]:25" */
+	char tls[128];    /* SMTP/LMTP: "TLSv1.3:TLS_AES_256_GCM_SHA384" or "none"; else "" */
 };
 
 struct qmgr_msg {
@@ -62,6 +63,7 @@ struct qmgr_msg {
 	bool load_failed;
 	bool not_due; /* recovered before its persisted retry time */
 	bool force;   /* qmgr_flush: try now, whatever the schedule says */
+	bool recovered; /* found in the spool at start: may be partly delivered */
 	size_t groups_left;
 	/* filled by the finish worker */
 	char bounce_qids[QMGR_NOTICES_MAX][QID_LEN + 1];
@@ -93,7 +95,7 @@ struct qmgr {
 	struct qmgr_group *group_wait_tail;
 	size_t remote_active; /* SMTP/LMTP sessions in flight */
 	struct qmgr_group *groups; /* every live group, for shutdown */
-	struct qmgr_cred *creds;   /* route credentials, read once */
+	const struct credentials *creds; /* route credentials, the master's (may be NULL) */
 	bool stopping;        /* qmgr_free: start nothing new */
 	bool draining;        /* qmgr_drain: start nothing new, finish the rest */
 	void (*drained)(void *arg);

@@ -2,16 +2,18 @@
  * by destination (MX domain, smarthost, LMTP server), per-destination and
  * total concurrency limits, destination back-off after repeated connection
  * failures, DNS (dns/dns.c) and the SMTP/LMTP client (smtpc/client.c).
- * Runs on the main loop; nothing here blocks except reading a route's
- * credentials file once (a small local file, cached). DNS answers and SMTP
+ * Runs on the main loop and never blocks: route credentials come from
+ * memory (conf/credentials.c, read by the master). DNS answers and SMTP
  * replies are hostile; both modules bound them. */
 #include "queue/qmgr_int.h"
 #include "conf/conf.h"
+#include "conf/credentials.h"
 #include "dns/dns.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/net.h"
 #include "lib/strutil.h"
+#include "mail/idna.h"
 #include "smtpc/client.h"
 
 #include <arpa/inet.h>
@@ -34,13 +36,6 @@ struct qmgr_dest {
 	struct qmgr_dest *next;
 };
 
-struct qmgr_cred {
-	const struct conf_route *route;
-	char user[256];
-	char pass[256];
-	bool ok;
-	struct qmgr_cred *next;
-};
 
 struct qmgr_group {
 	struct qmgr *q;
@@ -87,46 +82,6 @@ static struct qmgr_dest *qmgr_dest_get(struct qmgr *q, const char *key)
 	*pp = xcalloc(1, sizeof(**pp));
 	snprintf((*pp)->key, sizeof((*pp)->key), "%s", key);
 	return *pp;
-}
-
-/* A route's "user:password" file, read on first use and kept: a small
- * local file, readable by the service user (ARCHITECTURE.md). */
-static const struct qmgr_cred *qmgr_cred_get(struct qmgr *q, const struct conf_route *route)
-{
-	for (struct qmgr_cred *c = q->creds; c != NULL; c = c->next) {
-		if (c->route == route)
-			return c;
-	}
-	struct qmgr_cred *c = xcalloc(1, sizeof(*c));
-	c->route = route;
-	c->next = q->creds;
-	q->creds = c;
-	FILE *f = fopen(route->credentials, "re");
-	char line[600];
-	if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
-		log_err("event=credentials_error file=%s reason=\"cannot read\"", route->credentials);
-	} else if (strchr(line, '\n') == NULL && fgetc(f) != EOF) {
-		/* Never log in with a password cut short. */
-		log_err("event=credentials_error file=%s reason=\"line too long\"",
-			route->credentials);
-		explicit_bzero(line, sizeof(line));
-	} else {
-		line[strcspn(line, "\r\n")] = '\0';
-		char *colon = strchr(line, ':');
-		if (colon != NULL && (size_t)(colon - line) < sizeof(c->user) &&
-		    strlen(colon + 1) < sizeof(c->pass)) {
-			memcpy(c->user, line, (size_t)(colon - line));
-			snprintf(c->pass, sizeof(c->pass), "%s", colon + 1);
-			c->ok = true;
-		} else {
-			log_err("event=credentials_error file=%s reason=\"expected user:password\"",
-				route->credentials);
-		}
-		explicit_bzero(line, sizeof(line));
-	}
-	if (f != NULL)
-		fclose(f);
-	return c;
 }
 
 static void qmgr_group_free(struct qmgr_group *g)
@@ -183,6 +138,12 @@ static enum qmgr_sent qmgr_sent_how(const struct qmgr_group *g, const struct smt
 	return res->dsn_offered ? QMGR_SENT_DSN_PASSED : QMGR_SENT_RELAYED;
 }
 
+/* For the delivery log line: the connection that carried (or failed) it. */
+static void qmgr_rres_tls(struct qmgr_rres *r, const struct smtpc_result *res)
+{
+	snprintf(r->tls, sizeof(r->tls), "%s", res->tls_info[0] != '\0' ? res->tls_info : "none");
+}
+
 static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 {
 	struct qmgr_group *g = arg;
@@ -224,6 +185,7 @@ static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 				      st, diag, relay);
 			if (rr->ok)
 				r->sent = qmgr_sent_how(g, res);
+			qmgr_rres_tls(r, res);
 			continue;
 		}
 		if (res->code != 0)
@@ -233,6 +195,8 @@ static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 			snprintf(diag, sizeof(diag), "%s", res->text);
 		const char *st = res->enh[0] ? res->enh : res->permanent ? "5.0.0" : "4.4.1";
 		qmgr_rres_set(r, res->permanent ? QMGR_R_FAILED : QMGR_R_DEFERRED, st, diag, relay);
+		if (res->connected)
+			qmgr_rres_tls(r, res);
 	}
 	qmgr_group_finish(g);
 }
@@ -258,14 +222,15 @@ static void qmgr_group_send(struct qmgr_group *g, size_t ntargets)
 	g->sdest.data_timeout_ms = conf->delivery.data_timeout;
 	g->sdest.reuse_key = g->key;
 	if (route->credentials != NULL && route->credentials[0] != '\0') {
-		const struct qmgr_cred *c = qmgr_cred_get(q, route);
-		if (!c->ok) {
+		/* read by the master before the privilege drop (and on SIGHUP) */
+		const char *user, *pass;
+		if (!credentials_get(q->creds, route->credentials, &user, &pass)) {
 			qmgr_group_fail(g, false, "4.7.0", "relay credentials unavailable");
 			qmgr_group_finish(g);
 			return;
 		}
-		g->sdest.auth_user = c->user;
-		g->sdest.auth_pass = c->pass;
+		g->sdest.auth_user = user;
+		g->sdest.auth_pass = pass;
 	}
 	g->smsg.sender = e->sender;
 	g->smsg.rcpts = g->rcpts;
@@ -311,7 +276,8 @@ static void qmgr_on_dns(const struct dns_mx_result *res, void *arg)
 	case DNS_OK:
 		break;
 	}
-	in_port_t port = htons((uint16_t)g->q->conf->delivery.smtp_port);
+	uint64_t mx_port = g->route->port != 0 ? g->route->port : g->q->conf->delivery.smtp_port;
+	in_port_t port = htons((uint16_t)mx_port);
 	if (g->route->transport != CONF_TRANSPORT_MX)
 		port = ((struct sockaddr_in *)&g->targets[0].addr)->sin_port; /* parsed earlier */
 	size_t n = 0;
@@ -484,6 +450,11 @@ size_t qmgr_remote_start(struct qmgr *q, struct qmgr_msg *m)
 		const struct conf_route *route = conf_route_for(q->conf, domain);
 		if (route->transport == CONF_TRANSPORT_LOCAL)
 			continue;
+		/* DNS knows a domain by its A-labels (RFC 5891 §5); one that
+		 * has none stays as written and the lookup refuses it (5.1.2). */
+		char ascii[MAIL_IDNA_MAX + 1];
+		if (mail_domain_to_ascii(domain, strlen(domain), ascii, sizeof(ascii), NULL) == 0)
+			domain = ascii;
 		char key[QMGR_DEST_KEY_MAX];
 		qmgr_group_key(route, domain, key, sizeof(key));
 		struct qmgr_group *g = NULL;
@@ -545,10 +516,4 @@ void qmgr_remote_free(struct qmgr *q)
 	}
 	free(q->dests);
 	q->dests = NULL;
-	while (q->creds != NULL) {
-		struct qmgr_cred *c = q->creds;
-		q->creds = c->next;
-		explicit_bzero(c, sizeof(*c));
-		free(c);
-	}
 }

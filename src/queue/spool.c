@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define SPOOL_NAME_MAX (QID_LEN + 4) /* "<qid>" or an old "<qid>.msg" */
@@ -198,6 +199,15 @@ void spool_close(struct spool **spool)
 	pthread_mutex_destroy(&s->lock);
 	free(s->dir);
 	free(s);
+}
+
+int spool_free_space(struct spool *spool, uint64_t *avail_r)
+{
+	struct statvfs sv;
+	if (fstatvfs(spool->dirfd, &sv) < 0)
+		return -1;
+	*avail_r = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+	return 0;
 }
 
 const char *spool_dir(const struct spool *spool)
@@ -437,6 +447,7 @@ int spool_commit(struct spool_msg **mp, struct envelope *e, const void *tail, si
 		spool_msg_free(m);
 		if (error_r != NULL)
 			*error_r = error;
+		errno = err; /* the caller tells ENOSPC from EIO */
 		return -1;
 	}
 	spool_msg_free(m);

@@ -41,6 +41,9 @@ struct spool_msg;
 int spool_open(const char *dir, struct spool **spool_r, const char **error_r);
 void spool_close(struct spool **spool);
 const char *spool_dir(const struct spool *spool);
+/* Octets available to unprivileged writers on the spool's file system
+ * (statvfs f_bavail): 0 or -1 (errno). One system call: callers cache it. */
+int spool_free_space(struct spool *spool, uint64_t *avail_r);
 /* How many fsyncs of queue/ have run (group commit shows as fewer fsyncs
  * than commits); for tests and metrics. */
 uint64_t spool_queue_fsyncs(struct spool *spool);

@@ -344,8 +344,12 @@ static enum smtpc_go session_quit(struct smtpc_session *s, bool next_target)
 	return SMTPC_GO;
 }
 
+/* After QUIT (its 221, the server's EOF or the short wait): a clean end, so
+ * TLS ends with our close_notify (RFC 8446 §6.1), not a bare FIN. */
 static enum smtpc_go session_quit_done(struct smtpc_session *s)
 {
+	if (s->tls_active)
+		tls_bufferevent_close_notify(s->bev);
 	if (s->quit_next)
 		return session_next_target(s);
 	session_finish(s);
@@ -423,8 +427,13 @@ static void idle_free(struct smtpc_idle *ic)
 	if (ic->next != NULL)
 		ic->next->prev = ic->prev;
 	c->nidle--;
-	if (ic->bev != NULL)
+	if (ic->bev != NULL) {
+		/* closed by us (timeout, QUIT, limits) or by the server: no
+		 * error, the session is between transactions */
+		if (ic->tls_active)
+			tls_bufferevent_close_notify(ic->bev);
 		bufferevent_free(ic->bev);
+	}
 	event_free(ic->timer);
 	free(ic->key);
 	free(ic->auth_user);
@@ -791,26 +800,55 @@ static enum smtpc_go session_tls_start(struct smtpc_session *s)
 	return SMTPC_STOP;
 }
 
-static void session_tls_failed(struct smtpc_session *s)
+/* Why a handshake failed, from what OpenSSL recorded for this connection:
+ * the chain's verification result only when it was checked and is the
+ * cause (policy verify); otherwise the first error of the queue, e.g. the
+ * peer's alert ("tlsv1 alert protocol version") or our own refusal
+ * ("unsupported protocol"). Under policies may and encrypt OpenSSL still
+ * notes a self-signed chain it was told not to care about: never report
+ * that as the cause. */
+static void session_tls_why(struct smtpc_session *s, short what, char *why, size_t whylen)
 {
-	char why[256] = "handshake failed";
 	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
-	unsigned long e = bufferevent_get_openssl_error(s->bev);
-	long v = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+	unsigned long first = 0;
+	unsigned long e;
 
-	if (v != X509_V_OK)
-		snprintf(why, sizeof(why), "certificate verification failed: %s",
+	while ((e = bufferevent_get_openssl_error(s->bev)) != 0)
+		if (first == 0 && ERR_GET_LIB(e) != 0)
+			first = e; /* libevent puts the SSL_get_error() code first */
+	long v = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+	if (s->dest->tls == SMTPC_TLS_VERIFY && v != X509_V_OK &&
+	    (first == 0 || ERR_GET_REASON(first) == SSL_R_CERTIFICATE_VERIFY_FAILED)) {
+		snprintf(why, whylen, "certificate verification failed: %s",
 		         X509_verify_cert_error_string(v));
-	else if (e != 0)
-		ERR_error_string_n(e, why, sizeof(why));
-	while (bufferevent_get_openssl_error(s->bev) != 0)
-		;
+	} else if (first != 0) {
+		const char *r = ERR_reason_error_string(first);
+		if (r != NULL)
+			snprintf(why, whylen, "%s", r);
+		else
+			ERR_error_string_n(first, why, whylen);
+	} else if (what & BEV_EVENT_EOF) {
+		/* how far it got: "SSLv3/TLS write client hello" means the
+		 * server hung up on our ClientHello */
+		snprintf(why, whylen, "connection closed by the server during the handshake (%s)",
+		         ssl != NULL ? SSL_state_string_long(ssl) : "no TLS state");
+	} else {
+		int err = EVUTIL_SOCKET_ERROR();
+		snprintf(why, whylen, "handshake failed: %s", err != 0 ? strerror(err) : "error");
+	}
+}
+
+static void session_tls_failed(struct smtpc_session *s, short what)
+{
+	char why[256];
+
+	session_tls_why(s, what, why, sizeof(why));
 	session_record(s, false, 0, "4.7.5", "TLS with %s failed: %s", s->res.remote_mta, why);
 	if (s->dest->tls == SMTPC_TLS_MAY && !s->tls_fallback) {
 		/* RFC 7435 §3: opportunistic TLS falls back to cleartext; a new
 		 * connection, as the old one is in an unknown TLS state. */
 		char qw[LOG_Q_MAX];
-		log_info("event=tls_fallback relay=%s addr=%s reason=%s", s->res.remote_mta,
+		log_warn("event=tls_fallback relay=%s addr=%s reason=%s", s->res.remote_mta,
 		         s->res.remote_addr, log_qs(qw, why));
 		s->tls_fallback = true;
 		session_close(s);
@@ -906,8 +944,11 @@ static enum smtpc_go session_on_starttls(struct smtpc_session *s, const struct s
 		return session_tls_start(s);
 	}
 	if (s->dest->tls == SMTPC_TLS_MAY) {
-		log_debug("smtpc: relay=%s STARTTLS refused (%d), continuing in plaintext",
-		          s->res.remote_mta, r->code);
+		char t[LOG_Q_MAX], why[LOG_Q_MAX + 32], qw[LOG_Q_MAX];
+		smtpc_text_copy(t, sizeof(t), r->text);
+		snprintf(why, sizeof(why), "STARTTLS refused: %d %s", r->code, t);
+		log_warn("event=tls_fallback relay=%s addr=%s reason=%s", s->res.remote_mta,
+		         s->res.remote_addr, log_qs(qw, why));
 		return session_after_tls(s);
 	}
 	char t[LOG_Q_MAX];
@@ -1110,7 +1151,8 @@ static enum smtpc_go session_tx_start(struct smtpc_session *s)
 	if (s->pipelining) { /* RFC 2920 §3.1: MAIL, RCPT..., DATA in one group */
 		for (size_t i = 0; i < m->nrcpts; i++)
 			session_send_rcpt(s, i);
-		session_send(s, "DATA\r\n");
+		if (!m->probe)
+			session_send(s, "DATA\r\n");
 	}
 	log_debug("smtpc: relay=%s MAIL rcpts=%zu size=%zu pipelining=%d", s->res.remote_mta,
 	          m->nrcpts, m->len, s->pipelining);
@@ -1149,6 +1191,15 @@ static enum smtpc_go session_on_tx(struct smtpc_session *s, const struct smtp_re
 		}
 		if (!s->pipelining)
 			session_send_rcpt(s, 0);
+		session_expect(s, SMTPC_S_TX);
+		return SMTPC_GO;
+	}
+	if (idx <= n && s->msg->probe) {
+		session_rcpt_set(s, idx - 1, r);
+		if (idx == n)
+			return session_tx_end(s, true);
+		if (!s->pipelining)
+			session_send_rcpt(s, idx);
 		session_expect(s, SMTPC_S_TX);
 		return SMTPC_GO;
 	}
@@ -1358,7 +1409,11 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
 		} else if (s->state == SMTPC_S_TLS) {
 			SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
 			s->tls_active = true;
-			tls_describe(ssl, s->res.tls_info, sizeof(s->res.tls_info));
+			/* one token for the delivery log line: tls=TLSv1.3:TLS_AES_... */
+			const SSL_CIPHER *ci = SSL_get_current_cipher(ssl);
+			snprintf(s->res.tls_info, sizeof(s->res.tls_info), "%s:%s",
+			         SSL_get_version(ssl),
+			         ci != NULL ? SSL_CIPHER_get_name(ci) : "none");
 			log_debug("smtpc: relay=%s tls=%s", s->res.remote_mta, s->res.tls_info);
 			smtp_reply_parser_init(&s->parser);
 			session_hello(s); /* RFC 3207 §4.2: forget everything, EHLO again */
@@ -1366,7 +1421,7 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (s->state == SMTPC_S_TLS) {
-		session_tls_failed(s);
+		session_tls_failed(s, what);
 		return;
 	}
 	if (what & BEV_EVENT_EOF) {

@@ -73,6 +73,10 @@ struct smtpc_msg {
 	bool smtputf8;              /* the message needs SMTPUTF8 (RFC 6531) */
 	const unsigned char *data;  /* the message, CRLF lines, not dot-stuffed */
 	size_t len;
+	/* A recipient probe (smtpd's verify_recipients, as Postfix's address
+	 * verification): MAIL and the RCPTs only, never DATA; each recipient
+	 * gets the reply to its RCPT, then the transaction ends (RSET or QUIT). */
+	bool probe;
 };
 
 struct smtpc_rcpt_result {
@@ -93,7 +97,7 @@ struct smtpc_result {
 	char text[512];   /* reply text or our own description of the error */
 	char remote_mta[256]; /* host name of the server that answered */
 	char remote_addr[64];
-	char tls_info[128]; /* "" if plaintext */
+	char tls_info[128]; /* "TLSv1.3:TLS_AES_256_GCM_SHA384", "" if plaintext */
 	/* The server of the transaction offered DSN (RFC 3461 §3), so MAIL and
 	 * RCPT carried RET, ENVID, NOTIFY and ORCPT: for SMTP, reporting a
 	 * successful delivery is now its job (§5.2.1); without it, a NOTIFY=SUCCESS

@@ -169,6 +169,12 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
 		return;
 	}
+	/* RFC 3463 X.3.1 "mail system full": a client must not be able to
+	 * fill the spool's disk (queue.min_free_space). */
+	if (smtpd_server_space_low(s->srv, m.has_size ? m.size : 0)) {
+		smtpd_reply(s, 452, "4.3.1", "Insufficient system storage");
+		return;
+	}
 	char sender[MAIL_PATH_MAX + 1];
 	if (mail_addr_format(&m.from, sender, sizeof(sender)) < 0) {
 		smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
@@ -180,6 +186,8 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 	}
 	struct smtpd_tx *tx = smtpd_tx_create(s);
 	tx->mail = m;
+	tx->reserved = m.has_size ? m.size : 0;
+	s->srv->space_reserved += tx->reserved;
 	qid_generate(tx->env.qid);
 	tx->env.arrival_us = smtpd_now_us();
 	envelope_set_str(&tx->env.sender, sender);
@@ -212,6 +220,10 @@ static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to, bool *
 		str_lower(to->domain);
 	}
 	if (!conf_is_local_domain(conf, to->domain)) {
+		/* relay_domains: ours to pass on, from anyone (a gateway or
+		 * backup MX); the route may verify the user (cmd_rcpt_verify.c). */
+		if (conf_is_relay_domain(conf, to->domain))
+			return 0;
 		/* Relaying: only for an authenticated user or a trusted
 		 * network (relay.trusted_networks), never for anyone else. */
 		if (s->auth_user != NULL ||
@@ -419,16 +431,28 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		if (cmd_rcpt_alias(s, &r, addr) < 0)
 			return;
 		tx->n_rcpt_cmds++;
-	} else if (!cmd_rcpt_is_dup(tx, addr)) {
+		smtpd_session_set_state(s, SMTPD_S_RCPT);
+		smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
+		return;
+	}
+	if (smtpd_rcpt_verify(s, &r, addr))
+		return;
+	smtpd_rcpt_accept(s, &r, addr);
+}
+
+void smtpd_rcpt_accept(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (!cmd_rcpt_is_dup(tx, addr)) {
 		if (tx->env.nrcpts >= CMD_RCPT_EXPANDED_MAX) {
 			smtpd_reply(s, 452, "4.5.3", "Too many recipients");
 			return;
 		}
 		tx->n_rcpt_cmds++;
 		struct envelope_rcpt *er = envelope_add_rcpt(&tx->env, addr);
-		er->notify = r.notify;
-		if (r.orcpt[0] != '\0')
-			envelope_set_str(&er->orcpt, r.orcpt);
+		er->notify = r->notify;
+		if (r->orcpt[0] != '\0')
+			envelope_set_str(&er->orcpt, r->orcpt);
 	}
 	smtpd_session_set_state(s, SMTPD_S_RCPT);
 	smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);

@@ -1,9 +1,11 @@
 /* cmd_auth.c — SMTP AUTH (RFC 4954) for smtpd: the command, the 334
- * exchange, the off-loop password check, failure slow-down and lock-out.
+ * exchange, the off-loop password check, failure slow-down and lock-out
+ * (each exchange reserves a guess in auth/authfail.c before it starts).
  * Runs in smtpd on the event loop. The responses are hostile and carry
  * secrets: they go to the SASL state machine (auth/sasl.c) and are wiped;
  * no credential or AUTH payload ever reaches a log line. */
 #include "smtpd/session.h"
+#include "auth/authfail.h"
 #include "auth/passwd.h"
 #include "auth/sasl.h"
 #include "conf/conf.h"
@@ -30,6 +32,34 @@ struct auth_verify {
 
 static void auth_result(struct smtpd_session *s, enum sasl_result r, struct buf *out);
 
+/* The failure table (auth/authfail.h) for this session's client address. */
+static int auth_reserve(struct smtpd_session *s)
+{
+	const struct conf_auth *ca = &s->srv->conf->auth;
+	return authfail_reserve(s->srv->authfail, &s->client_ss, smtpd_now_us() / 1000,
+				ca->failure_window, (unsigned)ca->max_failures);
+}
+
+static void auth_release(struct smtpd_session *s)
+{
+	authfail_release(s->srv->authfail, &s->client_ss, smtpd_now_us() / 1000,
+			 s->srv->conf->auth.failure_window);
+}
+
+static unsigned auth_failures(struct smtpd_session *s)
+{
+	return authfail_count(s->srv->authfail, &s->client_ss, smtpd_now_us() / 1000,
+			      s->srv->conf->auth.failure_window);
+}
+
+static void auth_lockout(struct smtpd_session *s, const char *why)
+{
+	log_info("event=auth_lockout sid=%s client=%s", s->sid, s->client_addr);
+	smtpd_reply(s, 421, "4.7.0", "%s Too many authentication failures, %s",
+		    s->srv->conf->hostname, why);
+	smtpd_session_close(s);
+}
+
 bool smtpd_auth_offered(const struct smtpd_session *s)
 {
 	return s->lconf->auth && s->srv->users != NULL &&
@@ -38,6 +68,11 @@ bool smtpd_auth_offered(const struct smtpd_session *s)
 
 void smtpd_auth_abort(struct smtpd_session *s)
 {
+	/* An exchange left midway (cancelled, bad base64, an over-long
+	 * response, the client gone) made no guess: its reservation goes back.
+	 * One whose password is out for verification keeps it. */
+	if (s->sasl != NULL && sasl_server_midway(s->sasl))
+		auth_release(s);
 	sasl_server_free(&s->sasl);
 	if (s->auth_ev != NULL) {
 		event_free(s->auth_ev);
@@ -98,25 +133,19 @@ static void auth_on_delay(evutil_socket_t fd, short what, void *arg)
 	struct smtpd_session *s = arg;
 	if (auth_session_gone(s))
 		return;
-	const struct conf_auth *ca = &s->srv->conf->auth;
 	auth_end(s);
 	smtpd_reply(s, 535, "5.7.8", "Authentication credentials invalid");
-	if (smtpd_server_auth_failures(s->srv, &s->client_ss, 0) >= ca->max_failures) {
-		log_info("event=auth_lockout sid=%s client=%s", s->sid, s->client_addr);
-		smtpd_reply(s, 421, "4.7.0", "%s Too many authentication failures, closing",
-			    s->srv->conf->hostname);
-		smtpd_session_close(s);
+	if (auth_failures(s) >= s->srv->conf->auth.max_failures) {
+		auth_lockout(s, "closing");
 		return;
 	}
 	smtpd_session_resume(s);
 }
 
-/* counted: false for a mechanism the user's stored secret cannot serve —
- * no password was tried, so it is not a guess; the reply and its delay
- * are the same either way. */
-static void auth_failed(struct smtpd_session *s, bool counted)
+/* The guess was counted when AUTH reserved it (smtpd_cmd_auth). */
+static void auth_failed(struct smtpd_session *s)
 {
-	unsigned n = smtpd_server_auth_failures(s->srv, &s->client_ss, counted ? 1 : 0);
+	unsigned n = auth_failures(s);
 	if (n == 0)
 		n = 1;
 	log_info("event=auth_failed sid=%s client=%s mech=%s failures=%u", s->sid, s->client_addr,
@@ -135,6 +164,7 @@ static void auth_failed(struct smtpd_session *s, bool counted)
 
 static void auth_succeeded(struct smtpd_session *s)
 {
+	auth_release(s); /* a login is not a failure */
 	s->auth_user = xstrdup(sasl_server_user(s->sasl));
 	char qu[LOG_Q_MAX];
 	log_info("event=auth sid=%s client=%s mech=%s user=%s", s->sid, s->client_addr,
@@ -172,12 +202,10 @@ static void auth_result(struct smtpd_session *s, enum sasl_result r, struct buf 
 		auth_succeeded(s);
 		return;
 	case SASL_R_FAIL:
-		auth_failed(s, true);
+		auth_failed(s);
 		return;
-	case SASL_R_NOT_ALLOWED:
-		auth_failed(s, false);
-		return;
-	case SASL_R_MALFORMED:
+	case SASL_R_MALFORMED: /* no guess was evaluated; the exchange is over */
+		auth_release(s);
 		auth_end(s);
 		smtpd_reply(s, 501, "5.5.2", "Malformed authentication exchange");
 		return;
@@ -203,7 +231,6 @@ static void auth_step(struct smtpd_session *s, bool has_data, const char *b64, s
 
 void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len)
 {
-	const struct conf *conf = s->srv->conf;
 	if (!s->esmtp) {
 		smtpd_reply(s, 503, "5.5.1", "Send EHLO first");
 		return;
@@ -220,22 +247,25 @@ void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
 		return;
 	}
-	if (smtpd_server_auth_failures(s->srv, &s->client_ss, 0) >= conf->auth.max_failures) {
-		log_info("event=auth_lockout sid=%s client=%s", s->sid, s->client_addr);
-		smtpd_reply(s, 421, "4.7.0", "%s Too many authentication failures, try later",
-			    conf->hostname);
-		smtpd_session_close(s);
-		return;
-	}
 	const char *sp = memchr(args, ' ', len);
 	size_t mlen = sp != NULL ? (size_t)(sp - args) : len;
 	enum sasl_mech mech;
-	if (mlen == 0 || sasl_mech_parse(args, mlen, &mech) < 0) {
+	/* RFC 4954 §4: 504 for a mechanism we do not offer, even one we
+	 * implement (auth.mechanisms, or not usable by every user). */
+	if (mlen == 0 || sasl_mech_parse(args, mlen, &mech) < 0 ||
+	    (s->srv->auth_mechs & SASL_MECH_BIT(mech)) == 0) {
 		smtpd_reply(s, 504, "5.5.4", "Unrecognized authentication type");
 		return;
 	}
+	/* Each exchange reserves its guess before any is evaluated: parallel
+	 * sessions from one address share auth.max_failures instead of each
+	 * getting a guess past the limit (issue 8). */
+	if (auth_reserve(s) < 0) {
+		auth_lockout(s, "try later");
+		return;
+	}
 	s->sasl_mech = (int)mech;
-	s->sasl = sasl_server_create(mech, conf->hostname, s->srv->users);
+	s->sasl = sasl_server_create(mech, s->srv->sasl_ctx);
 	if (sp != NULL)
 		auth_step(s, true, sp + 1, len - mlen - 1);
 	else
@@ -245,7 +275,7 @@ void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len)
 void smtpd_auth_response(struct smtpd_session *s, const char *line, size_t len)
 {
 	if (len == 1 && line[0] == '*') {
-		auth_end(s);
+		auth_end(s); /* a cancel is not a guess: the reservation goes back */
 		smtpd_reply(s, 501, "5.7.0", "Authentication cancelled");
 		return;
 	}

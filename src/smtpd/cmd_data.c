@@ -5,13 +5,16 @@
  * Runs in smtpd on the event loop; the content is hostile. */
 #include "smtpd/session.h"
 #include "conf/conf.h"
+#include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
+#include "mail/address.h"
 #include "queue/qmgr.h"
 #include "queue/spool.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,28 +28,74 @@
 struct smtpd_commit {
 	struct smtpd_session *s;
 	int ret;
+	int err; /* errno of a failed commit */
 	const char *error;
 };
 
-/* RFC 5321 §4.4 time stamp line, written before any content. */
+/* The arrival time as an RFC 5322 §3.3 date-time. */
+static void data_date(const struct smtpd_tx *tx, char *out, size_t outlen)
+{
+	time_t now = (time_t)(tx->env.arrival_us / 1000000u);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(out, outlen, "%a, %d %b %Y %H:%M:%S %z", &tm);
+}
+
+/* A spool write that failed for lack of space is RFC 3463 X.3.1 "mail
+ * system full" (452, try later); anything else (EIO) is a local error. */
+static void data_reply_io_error(struct smtpd_session *s, int err)
+{
+	if (err == ENOSPC || err == EDQUOT)
+		smtpd_reply(s, 452, "4.3.1", "Insufficient system storage");
+	else
+		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+}
+
+/* Client text for the Received field: printable ASCII except the octets
+ * in forbid, and well-formed UTF-8 other than C1 controls when the message
+ * is SMTPUTF8; anything else (C0, DEL, C1, other octets) becomes '?'. */
+static void data_received_text(char *out, size_t outlen, const char *in, bool utf8,
+			       const char *forbid)
+{
+	size_t o = 0, len = strlen(in);
+	for (size_t i = 0; i < len && o + 1 < outlen;) {
+		unsigned char c = (unsigned char)in[i];
+		size_t n = c < 0x80 ? 1 : mail_utf8_char_len(in + i, len - i);
+		bool ok = (c > 0x20 && c < 0x7f && strchr(forbid, c) == NULL) ||
+			  (c >= 0x80 && utf8 && n > 0 && o + n < outlen &&
+			   !(c == 0xc2 && (unsigned char)in[i + 1] < 0xa0));
+		if (!ok) {
+			out[o++] = '?';
+			i++; /* per octet: what the client sent stays countable */
+			continue;
+		}
+		memcpy(out + o, in + i, n);
+		o += n;
+		i += n;
+	}
+	out[o] = '\0';
+}
+
+/* RFC 5321 §4.4 time stamp line, written before any content. The HELO
+ * name is hostile: "from" gets it only when it is a Domain or address
+ * literal (§4.4 Extended-Domain); otherwise the client's address stands
+ * there and the name, made safe, goes into a comment. */
 static void data_received_header(struct smtpd_session *s)
 {
 	const struct conf *conf = s->srv->conf;
 	struct smtpd_tx *tx = s->tx;
 	char helo[sizeof(s->helo)], date[64];
-	size_t i;
-	for (i = 0; s->helo[i] != '\0'; i++) {
-		unsigned char c = (unsigned char)s->helo[i];
-		bool ok = (c > 0x20 && c < 0x7f && c != '(' && c != ')') ||
-			  (c >= 0x80 && tx->mail.smtputf8);
-		helo[i] = ok ? (char)c : '?';
+	data_date(tx, date, sizeof(date));
+	if (mail_helo_domain_valid(s->helo, strlen(s->helo), tx->mail.smtputf8)) {
+		buf_printf(&tx->body, "Received: from %s ([%s])\r\n", s->helo, s->client_addr);
+	} else {
+		/* in a comment: no "(", ")", "\\"; no ";", which ends the
+		 * tokens before the date for many parsers */
+		data_received_text(helo, sizeof(helo), s->helo, tx->mail.smtputf8, "()\\;");
+		buf_printf(&tx->body, "Received: from [%s%s] ([%s])\r\n\t(invalid HELO %s)\r\n",
+			   strchr(s->client_addr, ':') != NULL ? "IPv6:" : "", s->client_addr,
+			   s->client_addr, helo);
 	}
-	helo[i] = '\0';
-	time_t now = (time_t)(tx->env.arrival_us / 1000000u);
-	struct tm tm;
-	localtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-	buf_printf(&tx->body, "Received: from %s ([%s])\r\n", helo, s->client_addr);
 	if (s->tls_active)
 		buf_printf(&tx->body, "\t(using %s)\r\n", s->tls_info);
 	/* Naming the user is opt-in (auth.received_show_user): privacy first. */
@@ -55,9 +104,54 @@ static void data_received_header(struct smtpd_session *s)
 	buf_printf(&tx->body, "\tby %s (hikyaku) with %s id %s", conf->hostname,
 		   smtpd_session_protocol(s), tx->env.qid);
 	/* Name the recipient only when there is one: a Bcc list must not leak. */
-	if (tx->env.nrcpts == 1)
-		buf_printf(&tx->body, "\r\n\tfor <%s>", tx->env.rcpts[0].addr);
+	if (tx->env.nrcpts == 1) {
+		char rcpt[MAIL_PATH_MAX + 1];
+		data_received_text(rcpt, sizeof(rcpt), tx->env.rcpts[0].addr, tx->mail.smtputf8,
+				   "");
+		buf_printf(&tx->body, "\r\n\tfor <%s>", rcpt);
+	}
 	buf_printf(&tx->body, ";\r\n\t%s\r\n", date);
+}
+
+/* RFC 6409 §8.3: a submission server adds Message-ID: and Date: that the
+ * client left out (curl sends neither), as Postfix does; a message that
+ * has them keeps its own. Only on submission listeners: mail relayed to us
+ * is not ours to change. The fields go right after our Received, once the
+ * header section is complete, and before the first spill writes that part
+ * to the spool. A header section still open at the first spill (only with
+ * limits.header_size above 256 KiB) is left as it is. */
+static void data_missing_fields(struct smtpd_session *s, bool at_end)
+{
+	struct smtpd_tx *tx = s->tx;
+	bool spilling = tx->body.len >= SMTPD_SPILL;
+
+	if (tx->hdr_decided || (!at_end && !spilling && tx->scan.in_header))
+		return;
+	tx->hdr_decided = true;
+	if (!s->lconf->submission || (tx->scan.message_id && tx->scan.date) ||
+	    (!at_end && tx->scan.in_header))
+		return;
+	char date[64], stamp[32], add[512];
+	size_t n = 0;
+	if (!tx->scan.message_id) {
+		time_t now = (time_t)(tx->env.arrival_us / 1000000u);
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
+		n += (size_t)snprintf(add, sizeof(add), "Message-ID: <%s.%s@%s>\r\n", stamp,
+				      tx->env.qid, s->srv->conf->hostname);
+	}
+	if (!tx->scan.date && n < sizeof(add)) {
+		data_date(tx, date, sizeof(date));
+		n += (size_t)snprintf(add + n, sizeof(add) - n, "Date: %s\r\n", date);
+	}
+	if (n >= sizeof(add) || buf_reserve(&tx->body, n) < 0)
+		return;
+	memmove(tx->body.data + tx->hdr_at + n, tx->body.data + tx->hdr_at,
+		tx->body.len - tx->hdr_at);
+	memcpy(tx->body.data + tx->hdr_at, add, n);
+	tx->body.len += n;
+	tx->body.data[tx->body.len] = '\0';
 }
 
 static void data_start(struct smtpd_session *s, enum datascan_mode mode)
@@ -74,14 +168,23 @@ static void data_start(struct smtpd_session *s, enum datascan_mode mode)
 	tx->msg = spool_msg_create(s->srv->spool, tx->env.qid);
 	tx->data_started = true;
 	data_received_header(s);
+	tx->hdr_at = tx->body.len;
 }
 
+/* After a failed write the transaction is lost: its file is removed at
+ * once (giving the space back to the messages already acknowledged and
+ * the sessions in progress) and the rest of the content is read and
+ * dropped, to answer 452/451 at its end (the end of DATA cannot be found
+ * any other way). */
 static void data_spill(struct smtpd_tx *tx, bool force)
 {
 	if (tx->body.len == 0 || (!force && tx->body.len < SMTPD_SPILL))
 		return;
-	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0)
+	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0) {
 		tx->io_failed = true;
+		tx->io_errno = errno;
+		spool_msg_abort(&tx->msg);
+	}
 	buf_reset(&tx->body);
 }
 
@@ -126,7 +229,7 @@ static int data_verdict(struct smtpd_session *s)
 	else if (f & DATASCAN_TOO_MANY_HOPS)
 		smtpd_reply(s, 554, "5.4.6", "Too many hops: mail loop detected");
 	else if (s->tx->io_failed)
-		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+		data_reply_io_error(s, s->tx->io_errno);
 	else
 		return 0;
 	return -1;
@@ -138,6 +241,7 @@ static void data_commit_run(void *arg)
 	struct smtpd_commit *c = arg;
 	struct smtpd_tx *tx = c->s->tx;
 	c->ret = spool_commit(&tx->msg, &tx->env, tx->body.data, tx->body.len, &c->error);
+	c->err = c->ret < 0 ? errno : 0;
 }
 
 /* Loop thread: only now may the client hear 250. */
@@ -151,7 +255,8 @@ static void data_commit_done(void *arg)
 		s->messages++;
 		log_info("event=accept sid=%s qid=%s client=%s from=<%s> size=%llu nrcpt=%zu "
 			 "proto=%s",
-			 s->sid, tx->env.qid, s->client_addr, log_qs(qf, tx->env.sender),
+			 s->sid, tx->env.qid, s->client_addr,
+			 tx->env.sender[0] != '\0' ? log_qs(qf, tx->env.sender) : "", /* <> */
 			 (unsigned long long)tx->env.size, tx->env.nrcpts, smtpd_session_protocol(s));
 		qmgr_enqueue(s->srv->qmgr, tx->env.qid);
 		if (s->bev != NULL)
@@ -160,7 +265,7 @@ static void data_commit_done(void *arg)
 		log_err("event=commit_failed sid=%s qid=%s reason=%s", s->sid, tx->env.qid,
 			log_qs(qf, c->error));
 		if (s->bev != NULL)
-			smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+			data_reply_io_error(s, c->err);
 	}
 	free(c);
 	smtpd_tx_reset(s);
@@ -178,20 +283,16 @@ static void data_commit_done(void *arg)
 
 static void data_end_of_message(struct smtpd_session *s)
 {
-	struct smtpd_tx *tx = s->tx;
 	if (data_verdict(s) < 0) {
 		smtpd_tx_reset(s);
 		smtpd_session_timeouts(s, false);
 		return;
 	}
-	struct smtpd_commit *c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
-		smtpd_tx_reset(s);
-		return;
-	}
+	data_missing_fields(s, true);
+	/* Abort on out-of-memory like every allocation (STYLE.md): a NULL
+	 * check here would be the only one in the server. */
+	struct smtpd_commit *c = xcalloc(1, sizeof(*c));
 	c->s = s;
-	(void)tx;
 	smtpd_session_set_state(s, SMTPD_S_COMMIT);
 	workq_submit(s->srv->commit_wq, data_commit_run, data_commit_done, c);
 }
@@ -211,8 +312,15 @@ static void bdat_chunk_end(struct smtpd_session *s)
 		data_end_of_message(s);
 		return;
 	}
-	smtpd_session_set_state(s, SMTPD_S_RCPT);
 	smtpd_session_timeouts(s, false);
+	if (tx->io_failed) {
+		/* RFC 3030 §2: a 4xx to a chunk fails the transaction; end
+		 * it now rather than read chunks that cannot be kept. */
+		data_reply_io_error(s, tx->io_errno);
+		smtpd_tx_reset(s);
+		return;
+	}
+	smtpd_session_set_state(s, SMTPD_S_RCPT);
 	smtpd_reply(s, 250, "2.0.0", "%llu octets received",
 		    (unsigned long long)tx->scan.size);
 }
@@ -291,6 +399,7 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 			break;
 	}
 	evbuffer_drain(in, total);
+	data_missing_fields(s, false);
 	data_spill(tx, false);
 	return total;
 }

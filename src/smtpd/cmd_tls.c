@@ -4,8 +4,8 @@
  *
  * RFC 3207 §4.2: after the handshake the session starts over. Everything
  * the client sent in plaintext behind STARTTLS is discarded unread, never
- * executed (the CVE-2011-0411 command injection), and the EHLO is
- * forgotten. */
+ * executed (the CVE-2011-0411 command injection), and the EHLO, the
+ * transaction and any AUTH login are forgotten. */
 #include "smtpd/session.h"
 #include "conf/conf.h"
 #include "lib/log.h"
@@ -16,6 +16,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/err.h>
+#include <stdlib.h>
 #include <string.h>
 
 bool smtpd_tls_offered(const struct smtpd_session *s)
@@ -93,9 +94,15 @@ void smtpd_cmd_starttls(struct smtpd_session *s, const char *args, size_t len)
 			 s->client_addr, junk);
 		evbuffer_drain(in, junk);
 	}
+	/* RFC 3207 §4.2: discard all knowledge obtained from the client,
+	 * including a login: AUTH sent in plaintext may have been injected by
+	 * someone on the path, and must not carry over into TLS. */
 	smtpd_tx_reset(s);
 	s->helo[0] = '\0';
 	s->esmtp = false;
+	smtpd_auth_abort(s);
+	free(s->auth_user);
+	s->auth_user = NULL;
 	smtpd_session_set_state(s, SMTPD_S_INIT);
 
 	/* The 220 is already queued on the socket bufferevent; the filter

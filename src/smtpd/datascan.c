@@ -9,7 +9,8 @@
  *     starts a line, so "\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n" and
  *     "\r\n.\r" cannot end the message (SMTP smuggling, 2023).
  *   - the content layer (scan_account_*) sees unstuffed content and keeps
- *     the line length, header section, Received: count and flags.
+ *     the line length, header section, Received: count, whether Message-ID:
+ *     and Date: are present, and flags.
  * Content octets are appended to out as contiguous spans of the input, not
  * byte by byte; a span is cut only where a stuffing dot or the final ".CRLF"
  * is dropped.
@@ -41,12 +42,23 @@ enum scan_state {
 	SCAN_DONE,       /* DOT: CRLF.CRLF consumed */
 };
 
-/* hdr_match: 0..8 = octets of "received" matched at the start of a content
- * line; 8 also allows WSP before the colon (RFC 5322 §4.5.3 obs-optional);
- * HDR_MATCH_DONE = this line is decided. */
-#define HDR_NAME "received"
-#define HDR_NAME_LEN 8
-#define HDR_MATCH_DONE 9
+/* The header fields whose presence the scan reports, matched at the start of
+ * a content line without case; WSP may come before the colon once the whole
+ * name matched (RFC 5322 §4.5.3 obs-optional). Received: counts hops
+ * (RFC 5321 §6.3); Message-ID: and Date: are added on submission when
+ * missing (RFC 6409 §8.3). */
+static const struct {
+	const char *name;
+	size_t len;
+} scan_fields[] = {
+    {"received", 8},
+    {"message-id", 10},
+    {"date", 4},
+};
+#define SCAN_FIELD_RECEIVED 0
+#define SCAN_FIELD_MESSAGE_ID 1
+#define SCAN_FIELD_DATE 2
+#define SCAN_FIELDS_ALL ((1u << (sizeof(scan_fields) / sizeof(scan_fields[0]))) - 1)
 
 void datascan_init(struct datascan *s, enum datascan_mode mode, const struct datascan_limits *lim)
 {
@@ -56,6 +68,7 @@ void datascan_init(struct datascan *s, enum datascan_mode mode, const struct dat
 	s->st = mode == DATASCAN_DOT ? SCAN_LINE_START : SCAN_MID;
 	s->line_len = 0;
 	s->hdr_match = 0;
+	s->hdr_cand = SCAN_FIELDS_ALL;
 	s->in_header = true;
 	s->line_start = true;
 }
@@ -84,25 +97,47 @@ static void scan_out_append(struct datascan *s, struct buf *out, const unsigned 
 	s->size += n;
 }
 
-/* One octet of a possible "Received" field name at line start. */
-static void scan_header_step(struct datascan *s, unsigned char c)
+static void scan_header_found(struct datascan *s, size_t field)
 {
-	if (s->hdr_match < HDR_NAME_LEN) {
-		unsigned char lc = c >= 'A' && c <= 'Z' ? (unsigned char)(c | 0x20) : c;
-		if (lc == (unsigned char)HDR_NAME[s->hdr_match])
-			s->hdr_match++;
-		else
-			s->hdr_match = HDR_MATCH_DONE;
-		return;
-	}
-	if (c == ' ' || c == '\t')
-		return;
-	if (c == ':') {
+	switch (field) {
+	case SCAN_FIELD_RECEIVED:
 		s->received++;
 		if (s->received > s->lim.max_received)
 			s->flags |= DATASCAN_TOO_MANY_HOPS;
+		break;
+	case SCAN_FIELD_MESSAGE_ID:
+		s->message_id = true;
+		break;
+	default:
+		s->date = true;
+		break;
 	}
-	s->hdr_match = HDR_MATCH_DONE;
+}
+
+/* One octet of a possible field name at line start: hdr_cand keeps the
+ * fields still possible (a bit each), hdr_match the octets of their name
+ * matched so far (all candidates share that prefix). */
+static void scan_header_step(struct datascan *s, unsigned char c)
+{
+	unsigned char lc = c >= 'A' && c <= 'Z' ? (unsigned char)(c | 0x20) : c;
+	bool wsp = c == ' ' || c == '\t';
+	unsigned keep = 0;
+
+	for (size_t i = 0; i < sizeof(scan_fields) / sizeof(scan_fields[0]); i++) {
+		if (!(s->hdr_cand & (1u << i)))
+			continue;
+		if (s->hdr_match < scan_fields[i].len) {
+			if (lc == (unsigned char)scan_fields[i].name[s->hdr_match])
+				keep |= 1u << i;
+		} else if (wsp) {
+			keep |= 1u << i;
+		} else if (c == ':') {
+			scan_header_found(s, i);
+		}
+	}
+	s->hdr_cand = keep;
+	if (!wsp)
+		s->hdr_match++;
 }
 
 /* NUL and 8-bit octets, checked once per feed over all the input consumed:
@@ -143,7 +178,7 @@ static void scan_account_run(struct datascan *s, const unsigned char *p, size_t 
 	if (!(s->flags & DATASCAN_BARE_LF) && memchr(p, '\n', n) != NULL)
 		s->flags |= DATASCAN_BARE_LF;
 	if (s->in_header) {
-		for (size_t i = 0; i < n && s->hdr_match < HDR_MATCH_DONE; i++)
+		for (size_t i = 0; i < n && s->hdr_cand != 0; i++)
 			scan_header_step(s, p[i]);
 		s->header_size += n;
 		if (s->header_size > s->lim.max_header)
@@ -168,6 +203,7 @@ static void scan_account_crlf(struct datascan *s)
 				s->flags |= DATASCAN_HEADER_BIG;
 		}
 		s->hdr_match = 0;
+		s->hdr_cand = SCAN_FIELDS_ALL;
 	}
 	s->line_len += 2;
 	if (s->line_len > s->lim.max_line)

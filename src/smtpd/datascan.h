@@ -42,7 +42,8 @@ struct datascan {
 	/* private state */
 	int st;             /* scanner state */
 	size_t line_len;    /* octets in the current line so far */
-	size_t hdr_match;   /* progress matching "received:" at line start */
+	size_t hdr_match;   /* octets of a field name matched at line start */
+	unsigned hdr_cand;  /* the reported fields (datascan.c) still matching */
 	bool in_header;     /* still in the header section */
 	bool line_start;    /* at the start of a line */
 	/* results */
@@ -50,6 +51,8 @@ struct datascan {
 	uint64_t size;          /* content octets produced (after unstuffing) */
 	uint64_t header_size;   /* octets of the header section */
 	unsigned received;      /* Received: fields seen in the header section */
+	bool message_id;        /* a Message-ID: field is in the header section */
+	bool date;              /* a Date: field is in the header section */
 	bool eight_bit;         /* saw an octet >= 0x80 */
 };
 

@@ -334,6 +334,11 @@ int smtp_parse_mail(const char *args, size_t len, struct smtp_mail_args *r, stru
 		smtp_perr_set(err, 501, "5.1.7", "Sender address too long");
 		return -1;
 	}
+	if (ret == MAIL_ADDR_ERR_IDNA) {
+		/* RFC 5891 §5.4: a U-label that IDNA2008 refuses */
+		smtp_perr_set(err, 553, "5.1.7", "Sender domain is not a valid IDN");
+		return -1;
+	}
 	pos += used;
 	if (ret < 0 || (pos < len && args[pos] != ' ')) {
 		smtp_perr_set(err, 501, "5.1.7", "Bad sender address syntax");
@@ -461,6 +466,11 @@ int smtp_parse_rcpt(const char *args, size_t len, bool utf8_ok, struct smtp_rcpt
 	if (ret == MAIL_ADDR_ERR_UTF8) {
 		/* RFC 6531 §3.5 */
 		smtp_perr_set(err, 553, "5.6.7", "SMTPUTF8 required for a non-ASCII address");
+		return -1;
+	}
+	if (ret == MAIL_ADDR_ERR_IDNA) {
+		/* RFC 5891 §5.4: a U-label that IDNA2008 refuses */
+		smtp_perr_set(err, 553, "5.1.3", "Recipient domain is not a valid IDN");
 		return -1;
 	}
 	pos += used;

@@ -4,11 +4,14 @@
  * master (smtpd_create) before privileges are dropped. */
 #include "smtpd/smtpd.h"
 #include "smtpd/session.h"
+#include "auth/authfail.h"
+#include "auth/sasl.h"
 #include "conf/conf.h"
 #include "conf/users.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
+#include "queue/spool.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -95,56 +98,34 @@ static void server_ip_add(struct smtpd *srv, const struct sockaddr_storage *ss, 
 	}
 }
 
-/* AUTH failures per client address: a fixed-size table (bounded memory
- * whatever the number of attackers); a colliding address takes over an
- * expired slot, or the least recently failed of a small probe window. */
-#define AUTHFAIL_SLOTS 4096
-#define AUTHFAIL_PROBE 4
+#define SERVER_SPACE_CHECK_US 1000000
 
-struct smtpd_authfail {
-	unsigned char addr[16];
-	unsigned count;
-	uint64_t first_ms; /* start of the current window */
-	uint64_t last_ms;
-};
-
-unsigned smtpd_server_auth_failures(struct smtpd *srv, const struct sockaddr_storage *ss,
-				    unsigned add)
+bool smtpd_server_space_low(struct smtpd *srv, uint64_t need)
 {
-	unsigned char key[16];
-	uint64_t now = smtpd_now_us() / 1000, window = srv->conf->auth.failure_window;
-	if (srv->authfail == NULL)
-		srv->authfail = xcalloc(AUTHFAIL_SLOTS, sizeof(*srv->authfail));
-	server_ip_key(ss, key);
-	uint64_t h = 1469598103934665603ULL;
-	for (size_t i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 1099511628211ULL;
-	struct smtpd_authfail *victim = NULL;
-	bool victim_expired = false;
-	for (size_t i = 0; i < AUTHFAIL_PROBE; i++) {
-		struct smtpd_authfail *e = &srv->authfail[(h + i) % AUTHFAIL_SLOTS];
-		bool expired = e->count == 0 || now - e->first_ms > window;
-		if (memcmp(e->addr, key, 16) == 0 && e->count > 0) {
-			if (expired) {
-				e->count = 0;
-				e->first_ms = now;
-			}
-			e->count += add;
-			e->last_ms = now;
-			return e->count;
+	uint64_t now = smtpd_now_us();
+	if (srv->spool == NULL)
+		return false;
+	if (srv->space_checked_us == 0 || now - srv->space_checked_us >= SERVER_SPACE_CHECK_US ||
+	    now < srv->space_checked_us) {
+		uint64_t avail;
+		srv->space_checked_us = now;
+		if (spool_free_space(srv->spool, &avail) < 0) {
+			/* not a reason to refuse mail: the writes will tell */
+			log_warn("event=statvfs_failed error=%s", strerror(errno));
+			avail = UINT64_MAX;
 		}
-		if (victim == NULL || (expired && !victim_expired) ||
-		    (expired == victim_expired && e->last_ms < victim->last_ms)) {
-			victim = e;
-			victim_expired = expired;
-		}
+		srv->space_avail = avail;
+		/* once per change, not per refused MAIL */
+		bool low = avail < srv->conf->queue.min_free_space;
+		if (low != srv->space_low)
+			log_warn("event=spool_space status=%s avail=%llu min_free_space=%llu",
+				 low ? "low" : "ok", (unsigned long long)avail,
+				 (unsigned long long)srv->conf->queue.min_free_space);
+		srv->space_low = low;
 	}
-	if (add == 0)
-		return 0;
-	memcpy(victim->addr, key, 16);
-	victim->count = add;
-	victim->first_ms = victim->last_ms = now;
-	return add;
+	uint64_t min = srv->conf->queue.min_free_space;
+	return srv->space_avail < min || srv->space_avail - min < srv->space_reserved ||
+	       srv->space_avail - min - srv->space_reserved < need;
 }
 
 void smtpd_set_tls(struct smtpd *srv, struct tls_server *tls)
@@ -211,7 +192,11 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 		return;
 	}
 	server_ip_add(srv, &ss, 1);
-	smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf);
+	/* A session that could not start (implicit TLS setup failed) never
+	 * reaches smtpd_server_session_gone: release its count here, or
+	 * every such failure would shrink limits.connections_per_ip for good. */
+	if (!smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf))
+		server_ip_add(srv, &ss, -1);
 }
 
 #define SERVER_ACCEPT_PAUSE_US 100000 /* after an accept error */
@@ -276,6 +261,34 @@ static int server_bind(struct smtpd *srv, const struct conf_listener *lc, const 
 	return 0;
 }
 
+/* AUTH failure accounting (auth/authfail.h): 4096 addresses or /64s with
+ * failures in the window, 128 KiB. */
+#define SERVER_AUTHFAIL_SLOTS 4096
+
+/* What EHLO offers: auth.mechanisms, or else what works for every user
+ * (sasl_ctx_usable). Clients choose the strongest mechanism offered and do
+ * not retry, so offering CRAM-MD5 to a users file with one {CRYPT} user
+ * would lock that user out (issue 8). */
+static void server_auth_mechs(struct smtpd *srv)
+{
+	const struct conf_auth *ca = &srv->conf->auth;
+	size_t off;
+
+	srv->sasl_ctx = sasl_ctx_create(srv->users, srv->conf->hostname);
+	srv->auth_mechs = ca->n_mechanisms == 0 ? sasl_ctx_usable(srv->sasl_ctx) : 0;
+	for (size_t i = 0; i < ca->n_mechanisms; i++) {
+		enum sasl_mech m;
+		if (sasl_mech_parse(ca->mechanisms[i], strlen(ca->mechanisms[i]), &m) == 0)
+			srv->auth_mechs |= SASL_MECH_BIT(m);
+	}
+	off = (size_t)snprintf(srv->auth_line, sizeof(srv->auth_line), "250-AUTH");
+	for (int m = SASL_PLAIN; m <= SASL_SCRAM_SHA_256; m++)
+		if (srv->auth_mechs & SASL_MECH_BIT(m))
+			off += (size_t)snprintf(srv->auth_line + off, sizeof(srv->auth_line) - off,
+						" %s", sasl_mech_name((enum sasl_mech)m));
+	snprintf(srv->auth_line + off, sizeof(srv->auth_line) - off, "\r\n");
+}
+
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
 		 const struct aliases *aliases, struct smtpd **smtpd_r, const char **error_r)
 {
@@ -284,17 +297,15 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	srv->conf = conf;
 	srv->users = users;
 	srv->aliases = aliases;
+	logrl_init(&srv->reject_rl, SMTPD_REJECT_LOG_ALL, SMTPD_REJECT_LOG_ALL_WINDOW_US);
 	srv->ipcount_buckets = 1021;
 	srv->ipcount = xcalloc(srv->ipcount_buckets, sizeof(*srv->ipcount));
 	uint64_t seed = 0;
 	if (getentropy(&seed, sizeof(seed)) < 0)
 		seed = (uint64_t)getpid();
 	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
-	/* PLAIN and LOGIN serve every stored scheme; the challenge-response
-	 * mechanisms only users with their own secret (see users.h). */
-	snprintf(srv->auth_line, sizeof(srv->auth_line), "250-AUTH PLAIN LOGIN%s%s\r\n",
-		 users_count_scheme(users, "CRAM-MD5") > 0 ? " CRAM-MD5" : "",
-		 users_count_scheme(users, "SCRAM-SHA-256") > 0 ? " SCRAM-SHA-256" : "");
+	server_auth_mechs(srv);
+	srv->authfail = authfail_create(SERVER_AUTHFAIL_SLOTS, NULL);
 	for (size_t i = 0; i < conf->n_listeners; i++) {
 		if (server_bind(srv, &conf->listeners[i], error_r) < 0) {
 			smtpd_free(&srv);
@@ -344,6 +355,7 @@ void smtpd_free(struct smtpd **srvp)
 	 * touch sessions. */
 	workq_free(&srv->commit_wq);
 	workq_free(&srv->auth_wq);
+	smtpd_verify_free(&srv->verify); /* probes in flight hold sessions */
 	while (srv->sessions != NULL) {
 		struct smtpd_session *s = srv->sessions;
 		smtpd_session_free(&s);
@@ -365,7 +377,11 @@ void smtpd_free(struct smtpd **srvp)
 		}
 	}
 	free(srv->ipcount);
-	free(srv->authfail);
+	authfail_free(&srv->authfail);
+	sasl_ctx_free(&srv->sasl_ctx);
+	smtpd_reject_log_flush(srv);
+	if (srv->reject_rl_ev != NULL)
+		event_free(srv->reject_rl_ev);
 	tls_server_free(&srv->tls);
 	free(srv);
 }

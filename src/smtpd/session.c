@@ -11,6 +11,7 @@
 #include "lib/strutil.h"
 #include "queue/spool.h"
 #include "smtpd/smtpd.h"
+#include "tls/tls.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -32,7 +34,8 @@
 #define SMTPD_IN_HIGH (128 * 1024)
 
 static const char *const smtpd_state_names[] = {
-	"init", "ready", "mail", "rcpt", "data", "bdat", "commit", "auth", "auth_wait", "closing",
+	"init", "ready", "mail", "rcpt", "data", "bdat", "commit", "auth", "auth_wait",
+	"rcpt_wait", "closing",
 };
 
 /* RFC 4954 §4: an AUTH command or response line may be 12288 octets. */
@@ -42,7 +45,8 @@ static void smtpd_session_process(struct smtpd_session *s);
 
 bool smtpd_session_busy(const struct smtpd_session *s)
 {
-	return s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_AUTH_WAIT;
+	return s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_AUTH_WAIT ||
+	       s->state == SMTPD_S_RCPT_WAIT;
 }
 
 const char *smtpd_session_protocol(const struct smtpd_session *s)
@@ -95,9 +99,69 @@ void smtpd_reply_raw(struct smtpd_session *s, const char *text, size_t len)
 		evbuffer_add(bufferevent_get_output(s->bev), text, len);
 }
 
+/* Rejection log lines are rate-suppressed (the bounds are in session.h): a
+ * client that sends thousands of refused commands must not turn each into
+ * a log line (issue 8: one connection grew the log by 401 MB). What is
+ * held back is reported in one "event=suppressed" line when the burst is
+ * over or the session ends. */
+
+/* The session's suppressed lines, if any, in one line. */
+static void smtpd_reject_log_report(struct smtpd_session *s)
+{
+	uint64_t n = logrl_take(&s->reject_rl);
+	if (n > 0)
+		log_info("event=suppressed sid=%s client=%s what=reject cmd=%s count=%llu", s->sid,
+			 s->client_addr, s->reject_what != NULL ? s->reject_what : "-",
+			 (unsigned long long)n);
+	s->reject_what = NULL;
+}
+
+void smtpd_reject_log_flush(struct smtpd *srv)
+{
+	uint64_t n = logrl_take(&srv->reject_rl);
+	if (n > 0)
+		log_info("event=suppressed sid=* what=reject count=%llu window=1s",
+			 (unsigned long long)n);
+}
+
+static void smtpd_reject_log_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	smtpd_reject_log_flush(arg);
+}
+
+/* May this session write a rejection line now? Counts it otherwise. */
+static bool smtpd_reject_log_allow(struct smtpd_session *s)
+{
+	struct smtpd *srv = s->srv;
+	uint64_t now = smtpd_now_us();
+	if (s->reject_rl.suppressed > 0 && logrl_burst_over(&s->reject_rl, now))
+		smtpd_reject_log_report(s);
+	if (!logrl_allow(&s->reject_rl, now)) {
+		const char *verb = s->cur_verb != NULL ? s->cur_verb : "-";
+		if (s->reject_what == NULL)
+			s->reject_what = verb;
+		else if (strcmp(s->reject_what, verb) != 0)
+			s->reject_what = "*";
+		return false;
+	}
+	if (logrl_allow(&srv->reject_rl, now))
+		return true;
+	if (srv->reject_rl_ev == NULL)
+		srv->reject_rl_ev = evtimer_new(srv->base, smtpd_reject_log_on_timer, srv);
+	if (!evtimer_pending(srv->reject_rl_ev, NULL)) {
+		struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
+		evtimer_add(srv->reject_rl_ev, &tv);
+	}
+	return false;
+}
+
 static void smtpd_log_reject(struct smtpd_session *s, int code, const char *enh, const char *text)
 {
 	char qt[LOG_Q_MAX], qf[LOG_Q_MAX];
+	if (!smtpd_reject_log_allow(s))
+		return;
 	const char *qid = s->tx != NULL ? s->tx->env.qid : "-";
 	const char *from = s->tx != NULL ? s->tx->env.sender : NULL;
 	log_info("event=reject sid=%s qid=%s client=%s cmd=%s code=%d dsn=%s from=%s reason=%s",
@@ -126,8 +190,10 @@ void smtpd_reply(struct smtpd_session *s, int code, const char *enh, const char 
 	/* RFC 5321 §4.5.3.1.10: a client over the recipient limit is to send
 	 * the rest in a later transaction. That is flow control, not an
 	 * error: counting it would close the session and lose the recipients
-	 * already accepted. */
-	if (enh != NULL && strcmp(enh, "4.5.3") == 0)
+	 * already accepted. But only up to limits.recipient_overshoot (as
+	 * Postfix): past that it is a flood, and each counts. */
+	if (enh != NULL && strcmp(enh, "4.5.3") == 0 &&
+	    ++s->rcpt_overshoot <= s->srv->conf->limits.recipient_overshoot)
 		return;
 	/* RFC 5321 §4.5.3.2 leaves error limits to the server; a client that
 	 * keeps failing is a scanner or broken, and holds a slot. */
@@ -158,6 +224,7 @@ void smtpd_tx_reset(struct smtpd_session *s)
 {
 	struct smtpd_tx *tx = s->tx;
 	if (tx != NULL) {
+		s->srv->space_reserved -= tx->reserved;
 		spool_msg_abort(&tx->msg);
 		envelope_clear(&tx->env);
 		buf_free(&tx->body);
@@ -201,6 +268,22 @@ void smtpd_session_close(struct smtpd_session *s)
 	evtimer_add(s->free_ev, drained ? &now : &linger);
 }
 
+/* Closing a socket with unread input makes the kernel send a reset, which
+ * can destroy the last reply (a 421) before the client reads it: the client
+ * of a pipelined burst cut off by limits.errors would see only "connection
+ * reset". Read what is already there (bounded, non-blocking) and send the
+ * FIN behind the reply first, as server_refuse() does. */
+static void smtpd_session_half_close(struct smtpd_session *s)
+{
+	char junk[4096];
+	int fd = (int)bufferevent_getfd(s->bev);
+	if (fd < 0)
+		return;
+	for (int i = 0; i < 16 && recv(fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
+		;
+	shutdown(fd, SHUT_WR);
+}
+
 void smtpd_session_free(struct smtpd_session **sp)
 {
 	struct smtpd_session *s = *sp;
@@ -208,6 +291,7 @@ void smtpd_session_free(struct smtpd_session **sp)
 		return;
 	*sp = NULL;
 	double secs = (double)(smtpd_now_us() - s->started_us) / 1e6;
+	smtpd_reject_log_report(s);
 	log_info("event=disconnect sid=%s client=%s messages=%u errors=%u duration=%.3f", s->sid,
 		 s->client_addr, s->messages, s->errors, secs);
 	smtpd_tx_reset(s);
@@ -215,15 +299,14 @@ void smtpd_session_free(struct smtpd_session **sp)
 	free(s->auth_user);
 	if (s->bev != NULL) {
 		/* Not an error close (those free s->bev in the event callback):
-		 * keep the TLS session resumable. OpenSSL drops a session from
-		 * the server cache when its SSL is freed unshut, which broke
-		 * TLS 1.2 session-ID resumption (tls.session_tickets false). A
-		 * quiet shutdown only sets the flags; nothing is written. */
-		SSL *ssl = s->tls_active ? bufferevent_openssl_get_ssl(s->bev) : NULL;
-		if (ssl != NULL) {
-			SSL_set_quiet_shutdown(ssl, 1);
-			SSL_shutdown(ssl);
-		}
+		 * end TLS with close_notify (issue 8: GnuTLS peers log every
+		 * session as "non-properly terminated" without it), before the
+		 * FIN of the half close. A shut session also stays in the
+		 * server cache, which TLS 1.2 session-ID resumption needs
+		 * (tls.session_tickets false). */
+		if (s->tls_active)
+			tls_bufferevent_close_notify(s->bev);
+		smtpd_session_half_close(s);
 		bufferevent_free(s->bev);
 	}
 	if (s->deadline_ev != NULL)
@@ -472,7 +555,7 @@ void smtpd_session_attach(struct smtpd_session *s)
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTPD_IN_HIGH);
 }
 
-void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
+bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
 			 const char *listener, const struct conf_listener *lconf)
 {
 	const struct conf *conf = srv->conf;
@@ -489,13 +572,16 @@ void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 	s->line_cap = conf->limits.command_line + 1;
 	s->line = xmalloc(s->line_cap);
 	s->state = SMTPD_S_INIT;
+	logrl_init(&s->reject_rl, SMTPD_REJECT_LOG_BURST, SMTPD_REJECT_LOG_WINDOW_US);
 
 	if (lconf->tls == CONF_TLS_IMPLICIT) {
 		if (!smtpd_tls_wrap_accept(s, fd)) {
+			log_warn("event=tls_failed sid=%s client=%s handshake=none "
+				 "reason=\"cannot set up implicit TLS\"", s->sid, s->client_addr);
 			close(fd);
 			free(s->line);
 			free(s);
-			return;
+			return false;
 		}
 	} else {
 		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -516,4 +602,5 @@ void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 		 s->client_port, s->listener);
 	smtpd_reply(s, 220, NULL, "%s ESMTP hikyaku", conf->hostname);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	return true;
 }

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "lib/buf.h"
+#include "lib/logrl.h"
 #include "lib/net.h"
 #include "mail/envelope.h"
 #include "smtpd/datascan.h"
@@ -22,12 +23,22 @@ struct conf;
 struct conf_listener;
 struct users;
 struct aliases;
+struct authfail;
+struct sasl_ctx;
 struct sasl_server;
 struct tls_server;
 struct spool;
 struct spool_msg;
 struct qmgr;
 struct workq;
+
+/* Rejection log lines: per session SMTPD_REJECT_LOG_BURST lines per
+ * SMTPD_REJECT_LOG_WINDOW_US, over all sessions SMTPD_REJECT_LOG_ALL a
+ * second; the rest are counted and reported as "event=suppressed". */
+#define SMTPD_REJECT_LOG_BURST 5
+#define SMTPD_REJECT_LOG_WINDOW_US (10 * 1000000ULL)
+#define SMTPD_REJECT_LOG_ALL 200
+#define SMTPD_REJECT_LOG_ALL_WINDOW_US 1000000ULL
 
 /* Session states (RFC 5321 §4.1.4 command ordering). */
 enum smtpd_state {
@@ -40,6 +51,7 @@ enum smtpd_state {
 	SMTPD_S_COMMIT,  /* waiting for the spool to make the message durable */
 	SMTPD_S_AUTH,    /* reading a SASL response line (RFC 4954 §4) */
 	SMTPD_S_AUTH_WAIT, /* password check on a worker, or a failure delay */
+	SMTPD_S_RCPT_WAIT, /* a recipient being verified at its route's server */
 	SMTPD_S_CLOSING, /* flushing the last reply */
 };
 #define SMTPD_SB(st) (1u << (st))
@@ -55,7 +67,10 @@ struct smtpd {
 	struct workq *commit_wq;
 	struct workq *auth_wq;   /* password hashing (yescrypt, bcrypt) */
 	struct tls_server *tls;  /* NULL when TLS is not configured */
-	struct smtpd_authfail *authfail; /* per-IP AUTH failures, fixed size */
+	struct authfail *authfail; /* per-address AUTH failures (auth/authfail.h) */
+	struct sasl_ctx *sasl_ctx; /* prepared once per users table */
+	unsigned auth_mechs;     /* SASL_MECH_BIT()s offered (auth.mechanisms) */
+	struct smtpd_verify *verify; /* recipient probes and their cache, NULL until used */
 	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
 	size_t n_listeners;
@@ -65,6 +80,17 @@ struct smtpd {
 	size_t ipcount_buckets;
 	uint64_t next_sid;
 	bool shutting_down;
+	/* Rejection log lines of all sessions together, per second; what is
+	 * held back is reported by reject_rl_ev (session.c). */
+	struct logrl reject_rl;
+	struct event *reject_rl_ev;
+	/* Free space on the spool's file system (queue.min_free_space),
+	 * refreshed at most once a second, and the SIZE= declared by the
+	 * transactions in progress. */
+	uint64_t space_avail;
+	uint64_t space_checked_us;
+	uint64_t space_reserved;
+	bool space_low; /* below queue.min_free_space at the last check */
 };
 
 /* One transaction, MAIL .. end of data: created whole, destroyed whole. */
@@ -77,8 +103,12 @@ struct smtpd_tx {
 	uint64_t bdat_left;   /* octets of the current BDAT chunk still to read */
 	bool bdat_started;    /* CHUNKING transaction in progress */
 	bool bdat_last;       /* the current chunk is the LAST one */
-	bool io_failed;       /* a spool write failed: 451 at the end */
+	bool io_failed;       /* a spool write failed: 452 or 451 at the end */
+	int io_errno;         /* its errno (ENOSPC: 452 4.3.1) */
+	uint64_t reserved;    /* SIZE= counted in srv->space_reserved */
 	bool data_started;    /* DATA or first BDAT seen: Received written */
+	size_t hdr_at;        /* end of our Received in body, for added fields */
+	bool hdr_decided;     /* missing Message-ID/Date settled (cmd_data.c) */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 };
 
@@ -112,6 +142,9 @@ struct smtpd_session {
 	struct smtp_perr bdat_err;   /* the reply once it is skipped */
 	enum smtpd_state bdat_prev_state;
 	unsigned errors;
+	unsigned rcpt_overshoot;   /* 452 4.5.3 replies so far */
+	struct logrl reject_rl;    /* this session's rejection log lines */
+	const char *reject_what;   /* verb of the lines held back, "*" if several */
 	unsigned messages;
 	uint64_t started_us;
 	struct smtpd_tx *tx;
@@ -120,7 +153,9 @@ struct smtpd_session {
 };
 
 /* session.c */
-void smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
+/* false when no session could be made (fd closed): the caller releases what
+ * it counted for the connection. */
+bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
 			 const char *listener, const struct conf_listener *lconf);
 void smtpd_session_attach(struct smtpd_session *s);
 /* Waiting on a worker or timer: the session must outlive the wait. */
@@ -139,6 +174,8 @@ void smtpd_session_timeouts(struct smtpd_session *s, bool data);
 struct smtpd_tx *smtpd_tx_create(struct smtpd_session *s);
 void smtpd_tx_reset(struct smtpd_session *s); /* RSET, errors, end of message */
 uint64_t smtpd_now_us(void);
+/* Report rejection log lines held back by srv->reject_rl (at exit). */
+void smtpd_reject_log_flush(struct smtpd *srv);
 
 /* cmd.c: the command table, the single source of truth. */
 struct smtpd_cmd {
@@ -164,6 +201,16 @@ bool smtpd_tls_offered(const struct smtpd_session *s);
 void smtpd_tls_handshake_done(struct smtpd_session *s);
 void smtpd_tls_log_error(struct smtpd_session *s);
 
+/* cmd.c: a recipient that passed every check joins the transaction, 250. */
+void smtpd_rcpt_accept(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr);
+
+/* cmd_rcpt_verify.c: recipients of relay_domains checked at their route's
+ * server (routes[].verify_recipients). false: no check applies, go on;
+ * true: the RCPT is answered, now (cache) or when the probe ends, the
+ * session parked in SMTPD_S_RCPT_WAIT meanwhile. */
+bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr);
+void smtpd_verify_free(struct smtpd_verify **v);
+
 /* cmd_auth.c: AUTH (RFC 4954). */
 void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len);
 void smtpd_auth_response(struct smtpd_session *s, const char *line, size_t len);
@@ -171,10 +218,10 @@ bool smtpd_auth_offered(const struct smtpd_session *s);
 void smtpd_auth_abort(struct smtpd_session *s);
 
 /* server.c */
+/* Would a message of need octets (SIZE=, or 0) take the spool's file system
+ * below queue.min_free_space? A cached comparison: statvfs at most once a
+ * second. */
+bool smtpd_server_space_low(struct smtpd *srv, uint64_t need);
 void smtpd_server_session_gone(struct smtpd *srv, struct smtpd_session *s);
-/* AUTH failures of the client's address in the window (auth.failure_window);
- * add 0 to read, 1 to count a failure. */
-unsigned smtpd_server_auth_failures(struct smtpd *srv, const struct sockaddr_storage *ss,
-				    unsigned add);
 
 #endif

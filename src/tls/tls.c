@@ -30,6 +30,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -348,6 +353,34 @@ const char *tls_describe(SSL *ssl, char *out, size_t outlen)
 	snprintf(out, outlen, "%s %s (%d/%d bits)", SSL_get_version(ssl), SSL_CIPHER_get_name(c),
 	         bits, alg_bits);
 	return out;
+}
+
+void tls_bufferevent_close_notify(struct bufferevent *bev)
+{
+	SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+
+	/* after a fatal error OpenSSL is back "in init": SSL_shutdown must not
+	 * be called then (SSL_shutdown(3)) */
+	if (ssl == NULL || !SSL_is_init_finished(ssl) ||
+	    (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN) != 0)
+		return;
+	SSL_set_quiet_shutdown(ssl, 0);
+	SSL_shutdown(ssl); /* writes the alert; we do not wait for the peer's */
+	ERR_clear_error();
+	struct bufferevent *under = bufferevent_get_underlying(bev);
+	if (under == NULL)
+		return;
+	/* a filter: the alert sits in the socket bufferevent's output, which
+	 * bufferevent_free would discard */
+	evutil_socket_t fd = bufferevent_getfd(under);
+	struct evbuffer *out = bufferevent_get_output(under);
+	size_t len = evbuffer_get_length(out);
+	if (fd < 0 || len == 0)
+		return;
+	const unsigned char *p = evbuffer_pullup(out, (ev_ssize_t)len);
+	ssize_t n = p != NULL ? send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL) : -1;
+	if (n > 0)
+		evbuffer_drain(out, (size_t)n);
 }
 
 /* --- Self-signed pair ------------------------------------------------------ */

@@ -47,6 +47,18 @@ int tls_self_signed_ensure(const char *dir, const char *hostname, char *err, siz
  * Received header and logs; out must hold 128 octets. */
 const char *tls_describe(SSL *ssl, char *out, size_t outlen);
 
+/* A clean end of a TLS connection that libevent's bufferevent_openssl would
+ * end silently: send our close_notify (RFC 8446 §6.1; GnuTLS peers such as
+ * Exim log "non-properly terminated" without it, and OpenSSL drops an
+ * unshut session from its cache) just before bev is freed. The alert goes
+ * out at once without blocking: through the socket BIO, or, for a filter
+ * bufferevent, from the underlying bufferevent's output with send(2)
+ * (MSG_DONTWAIT, MSG_NOSIGNAL). Does nothing for a bufferevent without TLS,
+ * a handshake that did not finish, or after a fatal TLS error. Called on
+ * QUIT and clean closes only, never on a protocol error. */
+struct bufferevent;
+void tls_bufferevent_close_notify(struct bufferevent *bev);
+
 /* The certificate's subject names (SAN DNS names, else CN) of context i, for
  * tests and `hikyaku check`; returns the number of contexts. */
 size_t tls_server_count(const struct tls_server *tls);

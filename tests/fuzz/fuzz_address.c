@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "mail/address.h"
+#include "mail/idna.h"
 
 static void fuzz_check(int cond)
 {
@@ -30,6 +31,19 @@ static void fuzz_roundtrip(const struct mail_addr *a, unsigned flags)
 	fuzz_check(mail_addr_parse_path(out, (size_t)n + 2, flags, &b, &consumed, NULL) == 0);
 	fuzz_check(consumed == (size_t)n + 2);
 	fuzz_check(strcmp(a->local, b.local) == 0 && strcmp(a->domain, b.domain) == 0);
+	fuzz_check(strcmp(a->domain_ascii, b.domain_ascii) == 0);
+}
+
+/* The A-label form is ASCII, lowercase, and its own A-label form. */
+static void fuzz_check_ascii(const struct mail_addr *a)
+{
+	char again[MAIL_IDNA_MAX + 1];
+	size_t n = strlen(a->domain_ascii);
+
+	fuzz_check(n <= MAIL_DOMAIN_MAX && !mail_str_is_utf8(a->domain_ascii, n));
+	fuzz_check(mail_domain_to_ascii(a->domain_ascii, n, again, sizeof(again), NULL) == 0);
+	fuzz_check(strcmp(again, a->domain_ascii) == 0);
+	fuzz_check(a->is_utf8 || a->domain[0] == '[' || strcmp(a->domain, a->domain_ascii) == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -49,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rc = mail_addr_parse_path(p, len, flags, &a, &consumed, &error);
 	if (rc != 0) {
 		fuzz_check(rc == MAIL_ADDR_ERR_SYNTAX || rc == MAIL_ADDR_ERR_UTF8 ||
-		           rc == MAIL_ADDR_ERR_LENGTH);
+		           rc == MAIL_ADDR_ERR_LENGTH || rc == MAIL_ADDR_ERR_IDNA);
 		fuzz_check(error != NULL && consumed == 0);
 		fuzz_check(rc != MAIL_ADDR_ERR_UTF8 || (flags & MAIL_ADDR_ALLOW_UTF8) == 0);
 	} else {
@@ -64,10 +78,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (const char *d = a.domain; *d != '\0'; d++)
 				fuzz_check(*d < 'A' || *d > 'Z');
 		}
+		if (!a.is_null && !a.is_postmaster)
+			fuzz_check_ascii(&a);
 		fuzz_roundtrip(&a, flags);
 	}
 	/* the helpers over the same hostile bytes */
 	(void)mail_xtext_valid(p, len);
+	(void)mail_helo_domain_valid(p, len, (flags & MAIL_ADDR_ALLOW_UTF8) != 0);
 	for (size_t i = 0; i < len;) {
 		size_t n = mail_utf8_char_len(p + i, len - i);
 

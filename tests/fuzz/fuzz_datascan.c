@@ -25,6 +25,7 @@ struct fz_result {
 	uint64_t size, header_size;
 	unsigned received;
 	bool eight_bit;
+	bool message_id, date;
 	size_t consumed;
 	bool done;
 };
@@ -74,6 +75,8 @@ static void fz_run(const struct fz_setup *su, const unsigned char *in, size_t le
 	r->header_size = s.header_size;
 	r->received = s.received;
 	r->eight_bit = s.eight_bit;
+	r->message_id = s.message_id;
+	r->date = s.date;
 }
 
 static void fz_compare(const struct fz_result *a, const struct fz_result *b)
@@ -82,6 +85,7 @@ static void fz_compare(const struct fz_result *a, const struct fz_result *b)
 	    (a->out.len > 0 && memcmp(a->out.data, b->out.data, a->out.len) != 0) ||
 	    a->flags != b->flags || a->size != b->size || a->header_size != b->header_size ||
 	    a->received != b->received || a->eight_bit != b->eight_bit ||
+	    a->message_id != b->message_id || a->date != b->date ||
 	    a->consumed != b->consumed || a->done != b->done)
 		abort();
 }
@@ -123,14 +127,17 @@ static void ref_content(const struct fz_setup *su, const unsigned char *in, size
 	*consumed_r = *done_r ? i : len;
 }
 
-static bool ref_is_received(const unsigned char *p, size_t n)
+/* Does the line p[0..n) start a field called name (lowercase), any case? */
+static bool ref_is_field(const unsigned char *p, size_t n, const char *name)
 {
-	static const char name[] = "received";
 	size_t i;
 
-	for (i = 0; i < 8; i++) {
-		if (i >= n || (p[i] | 0x20) != (unsigned char)name[i] ||
-		    !((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')))
+	for (i = 0; name[i] != '\0'; i++) {
+		unsigned char want = (unsigned char)name[i];
+		bool letter = want >= 'a' && want <= 'z';
+		if (i >= n || (letter ? (p[i] | 0x20) != want || !((p[i] >= 'a' && p[i] <= 'z') ||
+								(p[i] >= 'A' && p[i] <= 'Z'))
+				      : p[i] != want))
 			return false;
 	}
 	while (i < n && (p[i] == ' ' || p[i] == '\t'))
@@ -147,7 +154,7 @@ static void ref_check(const struct fz_setup *su, const unsigned char *c, size_t 
 	unsigned flags = 0;
 	uint64_t hdr = 0;
 	unsigned recv = 0;
-	bool in_hdr = true, eight = false;
+	bool in_hdr = true, eight = false, mid = false, date = false;
 
 	for (size_t k = 0; k < eff; k++) {
 		if (c[k] == '\n' && (k == 0 || c[k - 1] != '\r'))
@@ -171,8 +178,10 @@ static void ref_check(const struct fz_setup *su, const unsigned char *c, size_t 
 				in_hdr = false;
 			} else {
 				hdr += end - i;
-				if (ref_is_received(c + i, end - i))
+				if (ref_is_field(c + i, end - i, "received"))
 					recv++;
+				mid |= ref_is_field(c + i, end - i, "message-id");
+				date |= ref_is_field(c + i, end - i, "date");
 			}
 		}
 		i = end;
@@ -190,7 +199,8 @@ static void ref_check(const struct fz_setup *su, const unsigned char *c, size_t 
 		flags |= DATASCAN_TOO_BIG;
 
 	if (r->flags != flags || r->size != n || r->header_size != hdr || r->received != recv ||
-	    r->eight_bit != eight || r->out.len != keep ||
+	    r->eight_bit != eight || r->message_id != mid || r->date != date ||
+	    r->out.len != keep ||
 	    (keep > 0 && memcmp(r->out.data, c, keep) != 0))
 		abort();
 }

@@ -45,6 +45,7 @@ static const char *const fuzz_scram_good[] = {
 static const char fuzz_cram_good[] = "b913a602c7eda7a495b4e6e7334d3890";
 
 static struct users *fuzz_users;
+static struct sasl_ctx *fuzz_ctx;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -62,6 +63,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	}
 	unlink(path);
+	fuzz_ctx = sasl_ctx_create(fuzz_users, FUZZ_HOST);
 	return 0;
 }
 
@@ -96,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bool initial = (data[0] & 4) != 0, fixed = (data[0] & 8) != 0, password_ok = false;
 	const unsigned char *p = data + 1, *end = data + size, *prev = NULL, *last = NULL;
 	size_t prevlen = 0, lastlen = 0;
-	struct sasl_server *s = sasl_server_create(mech, FUZZ_HOST, fuzz_users);
+	struct sasl_server *s = sasl_server_create(mech, fuzz_ctx);
 	struct buf out;
 	enum sasl_result r = SASL_R_CONTINUE;
 

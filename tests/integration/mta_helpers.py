@@ -19,6 +19,9 @@ Scripts (a list is one reply per attempt, the last one repeating):
 Options: pipelining=False hides PIPELINING (offered by default); tls=True
 offers STARTTLS with a self-signed certificate (require_starttls off),
 tls="broken" offers it with only TLS 1.0/1.1 (the handshake fails);
+tls="client_cert" offers TLS 1.2 only and demands a client certificate
+(the handshake fails after the server's certificate was seen);
+starttls_reply="454 ..." offers STARTTLS and refuses it with that reply;
 size_limit=N offers SIZE N; auth={"user": "pass"} offers AUTH PLAIN/LOGIN
 and requires it before MAIL; smtputf8=False hides SMTPUTF8; ehlo_caps=False
 answers EHLO with 500 (HELO only); greeting="554 ..." refuses the session,
@@ -206,7 +209,7 @@ class ScriptedMTA:
     def __init__(self, host="127.0.0.1", port=0, unix_path=None, lmtp=False, tls=False,
                  cert_dir=None, cn="mx1.example.net", auth=None, smtputf8=True,
                  ehlo_caps=True, greeting=None, mail=None, rcpt=None, data=None, lmtp_replies=None,
-                 hostname="remote.test", size_limit=0, pipelining=True):
+                 hostname="remote.test", size_limit=0, pipelining=True, starttls_reply=None):
         self.host = host
         self.port = port
         self.unix_path = unix_path
@@ -226,6 +229,7 @@ class ScriptedMTA:
         self.hostname = hostname
         self.size_limit = size_limit
         self.pipelining = pipelining
+        self.starttls_reply = starttls_reply  # e.g. "454 4.7.0 ...": STARTTLS refused
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.rcpt_attempts = {}
@@ -255,6 +259,10 @@ class ScriptedMTA:
                     warnings.simplefilter("ignore", DeprecationWarning)
                     ctx.minimum_version = ssl.TLSVersion.TLSv1
                     ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+            if self.tls == "client_cert":  # TLS 1.2, fails after its certificate
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(cert)
             kw.update(tls_context=ctx, require_starttls=False)
         if self.auth is not None:
             def authenticator(server, session, envelope, mechanism, auth_data):
@@ -289,6 +297,12 @@ class ScriptedMTA:
                     with mta.lock:
                         mta.active -= 1
                 super().connection_lost(error)
+
+            async def smtp_STARTTLS(self, arg):
+                if mta.starttls_reply is not None:
+                    await self.push(mta.starttls_reply)
+                    return
+                await super().smtp_STARTTLS(arg)
 
             async def smtp_DATA(self, arg):
                 with mta.lock:

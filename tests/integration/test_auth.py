@@ -122,8 +122,9 @@ def test_scram_not_offered_without_scram_users(hikyaku, raw):
 @pytest.mark.parametrize("mech,scheme", [("PLAIN", "CRYPT"), ("LOGIN", "SHA512-CRYPT"),
                                          ("CRAM-MD5", "CRAM-MD5"), ("PLAIN", "BLF-CRYPT")])
 def test_swaks_auth_delivers(hikyaku, mech, scheme):
+    # bob's {CRYPT} secret would keep CRAM-MD5 from being offered by default
     hk = hikyaku(users=["bob@example.org"], users_secrets={ALICE: (scheme, PW)},
-                 listener={"submission": True})
+                 listener={"submission": True}, auth={"mechanisms": ["PLAIN", "LOGIN", mech]})
     r = subprocess.run(
         ["swaks", "--server", f"127.0.0.1:{hk.port}", "-tls", "--auth", mech,
          "--auth-user", ALICE, "--auth-password", PW, "--from", ALICE,
@@ -214,8 +215,11 @@ def test_wrong_password_and_unknown_user_535(hikyaku, raw):
 
 
 def test_cram_md5_only_for_cram_users(hikyaku, raw):
+    # offered by the operator although not every user can use them (by
+    # default they would not be: test_auth_hardening.py)
     hk = hikyaku(users_secrets={ALICE: ("CRAM-MD5", PW), "carol@example.org": ("CRYPT", PW),
-                                "dave@example.org": ("SCRAM-SHA-256", PW)})
+                                "dave@example.org": ("SCRAM-SHA-256", PW)},
+                 auth={"mechanisms": ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"]})
     c, ehlo = tls_ready(hk, raw)
     assert auth_keywords(ehlo) == ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"]
     lines = c.ok("AUTH CRAM-MD5", 334)

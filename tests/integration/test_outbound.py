@@ -30,6 +30,7 @@ import pytest
 from conftest import log_events, wait_event
 from dns_server import DnsServer
 from mta_helpers import DROP, DROP_MID, DsnMTA, ScriptedMTA, strip_received
+from tls_probe import TlsProbeMTA
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -630,9 +631,19 @@ def test_notify_success_local_and_relayed(hikyaku, dns, mtas):
     hk.wait_queue_empty()
     got = {}
     for raw in raws:
-        _, rcpts, _ = dsn_of(raw)
+        _, rcpts, third = dsn_of(raw)
         assert len(rcpts) == 1
         got[rcpts[0]["Final-Recipient"]] = rcpts[0]["Action"]
+        # issue 8: wording of a success report; Maildir has no remote reply
+        # to put in a Diagnostic-Code (RFC 3464 §2.3.6)
+        label = third["Content-Description"]
+        if rcpts[0]["Action"] == "delivered":
+            assert label == "Delivered Message Headers", label
+            assert rcpts[0]["Diagnostic-Code"] is None, rcpts[0]
+            assert b"delivered to maildir" not in raw.split(b"message/delivery-status", 1)[1]
+        else:
+            assert label == "Relayed Message Headers", label
+            assert rcpts[0]["Diagnostic-Code"].startswith("smtp; 250"), rcpts[0]
     assert got == {"rfc822; alice@localhost": "delivered",
                    "rfc822; carol@example.net": "relayed"}
     assert sorted(e["kind"] for e in log_events(hk, "notify")) == ["relayed", "success"]
@@ -782,6 +793,22 @@ def test_route_relay(hikyaku, dns, mtas):
     assert dns.count("routed.test.", "MX") == 0
 
 
+def test_route_mx_port(hikyaku, dns, mtas):
+    """issue 8: a mx route names its own port; other domains keep
+    delivery.smtp_port. Both domains' MX is the same host (127.0.0.1)."""
+    default = mtas()
+    partner = mtas()
+    hk = outbound(hikyaku, dns, default.port, routes=[
+        {"domain": "other.test", "transport": "mx", "port": partner.port}])
+    send(hk, ["carol@example.net", "olga@other.test"])
+    assert partner.wait_messages(1)[0].rcpts == ["olga@other.test"]
+    assert default.wait_messages(1)[0].rcpts == ["carol@example.net"]
+    hk.wait_queue_empty()
+    ev = wait_event(hk, "delivery", to="olga@other.test", status="sent")
+    assert ev and ev[0]["relay"] == "mx1.example.net[127.0.0.1]", ev
+    assert dns.count("other.test.", "MX") >= 1  # still looked up by MX
+
+
 def test_smarthost_auth_over_starttls(hikyaku, dns, mtas, tmp_path):
     mta = mtas(tls=True, auth={"relayuser": "s3cret:pw"})
     cred = tmp_path / "cred"
@@ -834,6 +861,80 @@ def test_smarthost_credentials_line_too_long_is_refused(hikyaku, dns, mtas, tmp_
     assert "x" * 40 not in hk.log()
 
 
+def _as_service_user(hikyaku, dns, user, **kw):
+    """hikyaku started as root with `user:` set: it drops privileges after
+    binding. Its temporary directory must be traversable by that user."""
+    hk = outbound(hikyaku, dns, start=False, user=user, **kw)
+    os.chmod(hk.tmp, 0o755)
+    return hk
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_smarthost_root_only_credentials_after_privilege_drop(hikyaku, dns, mtas, tmp_path):
+    """issue 8: the credentials file as documented (root's, mode 0600) is
+    read before the drop to `user: nobody`, and the smarthost gets AUTH."""
+    mta = mtas(tls=True, auth={"relayuser": "s3cret"})
+    cred = tmp_path / "cred"  # under pytest's 0700 directory: root only
+    cred.write_text("relayuser:s3cret\n")
+    os.chmod(cred, 0o600)
+    hk = _as_service_user(hikyaku, dns, "nobody", delivery={
+        "smarthost": f"127.0.0.1:{mta.port}", "smarthost_tls": "encrypt",
+        "smarthost_credentials": str(cred)})
+    hk.start()
+    assert wait_event(hk, "privileges", user="nobody"), hk.log()[-2000:]
+    send(hk, ["carol@example.net"])
+    tx = mta.wait_messages(1)[0]
+    assert tx.rcpts == ["carol@example.net"]
+    assert mta.auth_attempts == [("PLAIN", "relayuser", True)]
+    assert not log_events(hk, "credentials_error")
+    assert "s3cret" not in hk.log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_smarthost_credentials_error_has_errno_and_sighup_rereads(hikyaku, dns, mtas):
+    """issue 8: a credentials file that cannot be read is logged with its
+    errno and the mail waits (4.7.0); once the file is fixed, SIGHUP reads
+    it again (as the service user now, so it must be readable by it) and
+    the mail goes. A SIGHUP that cannot read the file keeps the pair."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    mta = mtas(tls=True, auth={"relayuser": "s3cret"})
+    d = tempfile.mkdtemp(prefix="hk-cred-")
+    os.chmod(d, 0o755)
+    cred = os.path.join(d, "cred")  # missing at the start
+    try:
+        hk = _as_service_user(hikyaku, dns, "nobody", delivery={
+            "smarthost": f"127.0.0.1:{mta.port}", "smarthost_tls": "encrypt",
+            "smarthost_credentials": cred})
+        hk.start()
+        ev = wait_event(hk, "credentials_error")
+        assert ev and ev[0]["reason"] == "cannot read: No such file or directory", ev
+        send(hk, ["carol@example.net"])
+        ev = wait_event(hk, "delivery", to="carol@example.net", status="deferred")
+        assert ev and ev[0]["dsn"] == "4.7.0", hk.log()[-3000:]
+        # fixed: readable by the service user, which reads it at SIGHUP
+        with open(cred, "w") as f:
+            f.write("relayuser:s3cret\n")
+        os.chown(cred, nobody.pw_uid, nobody.pw_gid)
+        os.chmod(cred, 0o600)
+        hk.proc.send_signal(signal.SIGHUP)
+        assert wait_event(hk, "credentials_loaded"), hk.log()[-3000:]
+        hk.proc.send_signal(signal.SIGUSR1)
+        assert mta.wait_messages(1)[0].rcpts == ["carol@example.net"]
+        assert mta.auth_attempts[-1] == ("PLAIN", "relayuser", True)
+        # root's again: the service user cannot read it, the pair stays
+        os.chown(cred, 0, 0)
+        hk.proc.send_signal(signal.SIGHUP)
+        ev = wait_event(hk, "credentials_error", count=2)
+        assert len(ev) == 2 and ev[1]["reason"] == "cannot read: Permission denied", ev
+        assert wait_event(hk, "credentials_kept")
+        send(hk, ["dave@example.net"])
+        assert mta.wait_messages(2)[1].rcpts == ["dave@example.net"]
+        assert "s3cret" not in hk.log()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_starttls_opportunistic(hikyaku, dns, mtas):
     mta = mtas(tls=True, cn="mx1.tls.test")
     hk = outbound(hikyaku, dns, mta.port)
@@ -858,7 +959,70 @@ def test_starttls_may_falls_back_to_plaintext(hikyaku, dns, mtas):
     assert mta.connections == 2
     assert wait_event(hk, "delivery", to="t@tls.test", status="sent")
     assert [e["status"] for e in deliveries(hk, to="t@tls.test")] == ["sent"]
-    assert wait_event(hk, "tls_fallback", relay="mx1.tls.test", timeout=0)
+    ev = wait_event(hk, "tls_fallback", relay="mx1.tls.test", timeout=0)
+    assert ev
+    # issue 8: the real cause, not a verification nobody asked for
+    # (aiosmtpd hangs up without sending its alert)
+    assert "verification" not in ev[0]["reason"], ev
+    assert "closed by the server during the handshake" in ev[0]["reason"], ev
+    # a downgrade to plaintext is worth more than a debug line
+    line = [ln for ln in hk.log().splitlines() if "event=tls_fallback" in ln][0]
+    assert " warn hikyaku: " in line, line
+
+
+@pytest.mark.parametrize("policy", ["may", "encrypt"])
+def test_tls_failure_after_certificate_names_the_cause(hikyaku, dns, mtas, policy):
+    """issue 8: the server sees our (missing) client certificate and ends
+    the handshake, after we received its self-signed certificate. Nothing
+    was verified under may and encrypt: the reason is how the handshake
+    ended, not "certificate verification failed: self-signed"."""
+    mta = mtas(tls="client_cert", cn="mx1.tls.test")
+    hk = outbound(hikyaku, dns, mta.port, delivery={"tls": policy})
+    send(hk, ["t@tls.test"])
+    if policy == "may":
+        ev = wait_event(hk, "tls_fallback", relay="mx1.tls.test")
+    else:
+        ev = wait_event(hk, "delivery", to="t@tls.test", status="deferred")
+    assert ev, hk.log()[-3000:]
+    assert "verification" not in ev[0]["reason"] and "self-signed" not in ev[0]["reason"], ev
+    # the server hangs up without an alert (asyncio does not flush it)
+    assert "closed by the server during the handshake" in ev[0]["reason"], ev
+
+
+@pytest.mark.parametrize("policy", ["may", "encrypt", "verify"])
+def test_tls_protocol_alert_is_the_reason(hikyaku, dns, tmp_path, policy):
+    """issue 8: a server that speaks TLS 1.1 at most refuses our ClientHello
+    with a protocol_version alert: that alert is the reason, under every
+    policy, and never a certificate verification."""
+    probe = TlsProbeMTA(str(tmp_path), cn="mx1.tls.test", old=True).start()
+    try:
+        hk = outbound(hikyaku, dns, probe.port, delivery={"tls": policy})
+        send(hk, ["t@tls.test"])
+        if policy == "may":
+            ev = wait_event(hk, "tls_fallback", relay="mx1.tls.test")
+        else:
+            ev = wait_event(hk, "delivery", to="t@tls.test", status="deferred")
+        assert ev, hk.log()[-3000:]
+        assert "verification" not in ev[0]["reason"], ev
+        assert "alert protocol version" in ev[0]["reason"], ev
+        assert probe.sessions[0]["handshake_error"] is not None
+        if policy == "may":  # then in plaintext on a new connection
+            assert wait_event(hk, "delivery", to="t@tls.test", status="sent", tls="none")
+    finally:
+        probe.stop()
+
+
+def test_starttls_refused_fallback_is_logged(hikyaku, dns, mtas):
+    """STARTTLS offered, then refused with 454: plaintext under tls: may,
+    and the log says so above debug level, with the server's reply."""
+    mta = mtas(starttls_reply="454 4.7.0 TLS not available due to temporary reason",
+               tls=True, cn="mx1.tls.test")
+    hk = outbound(hikyaku, dns, mta.port)
+    send(hk, ["t@tls.test"])
+    mta.wait_messages(1)
+    ev = wait_event(hk, "tls_fallback", relay="mx1.tls.test")
+    assert ev and ev[0]["reason"].startswith("STARTTLS refused: 454"), hk.log()[-3000:]
+    assert wait_event(hk, "delivery", to="t@tls.test", status="sent", tls="none")
 
 
 @pytest.mark.parametrize("policy", ["encrypt", "verify"])
@@ -868,6 +1032,10 @@ def test_tls_required_handshake_failure_defers(hikyaku, dns, mtas, policy):
     send(hk, ["t@tls.test"])
     ev = wait_event(hk, "delivery", to="t@tls.test", status="deferred")
     assert ev and ev[0]["dsn"] == "4.7.5", hk.log()[-3000:]
+    # issue 8: the server hangs up, under every policy: even under verify
+    # that is the cause, not its certificate
+    assert "verification" not in ev[0]["reason"], ev
+    assert "closed by the server during the handshake" in ev[0]["reason"], ev
     assert mta.messages == []
     assert all(not s.txs for s in mta.sessions)
 
@@ -879,6 +1047,56 @@ def test_tls_verify_self_signed_defers(hikyaku, dns, mtas):
     ev = wait_event(hk, "delivery", to="t@tls.test", status="deferred")
     assert ev and ev[0]["dsn"] == "4.7.5" and "certificate" in ev[0]["reason"], ev
     assert mta.messages == []
+
+
+def test_delivery_log_names_tls(hikyaku, dns, mtas):
+    """issue 8: the delivery line says which TLS carried the mail, as one
+    token version:cipher, and tls=none for plaintext."""
+    mta = mtas(tls=True, cn="mx1.tls.test")
+    plain = mtas()
+    hk = outbound(hikyaku, dns, mta.port, routes=[
+        {"domain": "plain.test", "transport": "relay",
+         "address": f"127.0.0.1:{plain.port}", "tls": "none"}])
+    send(hk, ["t@tls.test", "p@plain.test"])
+    ev = wait_event(hk, "delivery", to="t@tls.test", status="sent")
+    assert ev and re.fullmatch(r"TLSv1\.[23]:[A-Z0-9_-]+", ev[0]["tls"]), ev
+    ev = wait_event(hk, "delivery", to="p@plain.test", status="sent")
+    assert ev and ev[0]["tls"] == "none", ev
+
+
+@pytest.mark.parametrize("idle", ["0", "1s"], ids=["quit_at_once", "quit_when_idle"])
+def test_client_quit_sends_close_notify(hikyaku, dns, tmp_path, idle):
+    """issue 8: after QUIT over TLS the client ends TLS with close_notify,
+    whether it quits after the transaction (no reuse) or when a cached
+    connection times out; the server reads on and records what came."""
+    probe = TlsProbeMTA(str(tmp_path), cn="mx1.tls.test").start()
+    try:
+        hk = outbound(hikyaku, dns, probe.port, delivery={"idle_timeout": idle})
+        send(hk, ["t@tls.test"])
+        assert wait_event(hk, "delivery", to="t@tls.test", status="sent")
+        (sess,) = probe.wait_sessions(1)
+        assert sess["tls"] and sess["messages"] == 1 and sess["quit"], (sess, probe.errors)
+        assert sess["close_notify"] is True, (sess, probe.errors)
+    finally:
+        probe.stop()
+
+
+def test_log_utf8_as_is_and_null_sender(hikyaku, dns, mtas):
+    """issue 8: UTF-8 in logged values is printed as is (not \\xe7\\x94),
+    the null sender is from=<>."""
+    mta = mtas()
+    hk = outbound(hikyaku, dns, mta.port)
+    msg = "From: bob@localhost\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    send(hk, ["用户@example.net"], msg=msg, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    send(hk, ["carol@example.net"], sender="")
+    mta.wait_messages(2)
+    assert wait_event(hk, "delivery", to="用户@example.net", status="sent")
+    log = hk.log()
+    assert "to=用户@example.net" in log, log[-3000:]
+    assert "\\xe7\\x94" not in log
+    accepts = [ln for ln in log.splitlines() if "event=accept" in ln]
+    assert any(" from=<> " in ln for ln in accepts), accepts
+    assert not any('from=<"">' in ln for ln in accepts), accepts
 
 
 def test_tls_encrypt_without_starttls_defers(hikyaku, dns, mtas):

@@ -352,13 +352,17 @@ def test_auth_param_ignored(hikyaku, raw):
 
 
 @pytest.mark.parametrize("helo,shown", [
-    ("a(b)c", b"a?b?c"),
-    ("[192.0.2.1]", b"[192.0.2.1]"),
-    ("x\xc3\xa9.example", b"x??.example"),
+    ("a(b)c", b"[127.0.0.1] ([127.0.0.1])\n\t(invalid HELO a?b?c)"),
+    ("[192.0.2.1]", b"[192.0.2.1] ([127.0.0.1])"),
+    ("x\xc3\xa9.example", b"[127.0.0.1] ([127.0.0.1])\n\t(invalid HELO x??.example)"),
+    ("a;b\xc2\x9bc", b"[127.0.0.1] ([127.0.0.1])\n\t(invalid HELO a?b??c)"),
+    ("mail.example.org", b"mail.example.org ([127.0.0.1])"),
 ])
 def test_received_sanitizes_helo(hikyaku, raw, helo, shown):
-    """The HELO name is client text inside a comment-bearing header: no
-    parentheses (RFC 5322 comments), no raw 8-bit without SMTPUTF8."""
+    """The HELO name is client text in a comment-bearing header: "from"
+    gets it only when it is a Domain or address literal (RFC 5321 §4.4);
+    otherwise it goes into a comment with no parentheses, no ";", no
+    controls (C0 or C1) and no raw 8-bit without SMTPUTF8."""
     hk = hikyaku()
     c = raw(hk.port)
     c.send(b"EHLO " + helo.encode("latin-1") + b"\r\n")
@@ -369,7 +373,8 @@ def test_received_sanitizes_helo(hikyaku, raw, helo, shown):
     c.begin(ehlo=False)
     c.data("Subject: helo\r\n\r\nx\r\n")
     (msg,) = hk.read_delivered("alice")
-    assert b"Received: from " + shown + b" ([127.0.0.1])\n" in msg
+    assert b"Received: from " + shown + b"\n" in msg
+    assert b"\xc2\x9b" not in msg and b";b" not in msg
 
 
 def test_log_values_quoted(hikyaku, raw):

@@ -6,6 +6,7 @@ with and without tickets, SIGHUP certificate reload, and the negative cases
 garbage instead of a ClientHello, a client stalling mid-handshake)."""
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -460,3 +461,79 @@ def test_ehlo_in_the_finished_flight(hikyaku, raw, tmp_path, auth):
         assert fc.reply().startswith("250 2.0.0")
     msgs = hk.read_delivered("alice", "example.org", 5)
     assert all(b"with ESMTPS id" in m and b"(using TLSv1.3 " in m for m in msgs)
+
+
+# --- close_notify (issue 8) ------------------------------------------------------
+
+def gnutls_quit(port, implicit):
+    """gnutls-cli (GnuTLS, as in Exim) sends EHLO and QUIT over TLS, keeps
+    its stdin open until the server has closed, and reports how the TLS
+    connection ended."""
+    cmd = ["gnutls-cli", "--insecure", "-p", str(port), "127.0.0.1"]
+    if not implicit:
+        cmd.insert(1, "--starttls-proto=smtp")
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(S_CLIENT_TIMEOUT, p.kill)
+    timer.start()
+    out = []
+    try:
+        for line in p.stdout:
+            out.append(line)
+            if line.startswith("- Simple Client Mode"):
+                p.stdin.write("EHLO gnutls.example\r\nQUIT\r\n")
+                p.stdin.flush()
+            if "Peer has closed" in line or "non-properly terminated" in line:
+                break
+        try:
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        p.wait()
+    finally:
+        timer.cancel()
+    return "".join(out)
+
+
+@pytest.mark.skipif(shutil.which("gnutls-cli") is None, reason="gnutls-bin not installed")
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])
+def test_quit_sends_close_notify_gnutls(hikyaku, implicit):
+    """Exim (GnuTLS) logged "The TLS connection was non-properly terminated"
+    for every session: after 221 the server must send close_notify."""
+    hk = hikyaku(listener={"tls": "implicit"}) if implicit else hikyaku()
+    out = gnutls_quit(hk.port, implicit)
+    assert "221 2.0.0" in out, out
+    assert "- Peer has closed the GnuTLS connection" in out, out
+    assert "non-properly terminated" not in out
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit"])
+def test_quit_sends_close_notify_python(hikyaku, implicit):
+    """Python's ssl with ragged EOFs not suppressed: after QUIT the read
+    ends with b'' (close_notify), not SSLEOFError."""
+    hk = hikyaku(listener={"tls": "implicit"}) if implicit else hikyaku()
+    ctx = tls_client_context()
+    # Python sets this by default: a bare FIN would read as a clean end
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    sock = socket.create_connection(("127.0.0.1", hk.port), timeout=10)
+    try:
+        if not implicit:
+            f = sock.makefile("rb")
+            assert f.readline().startswith(b"220")
+            sock.sendall(b"EHLO py.example\r\n")
+            while not f.readline().startswith(b"250 "):
+                pass
+            sock.sendall(b"STARTTLS\r\n")
+            assert f.readline().startswith(b"220")
+        tls = ctx.wrap_socket(sock, suppress_ragged_eofs=False)
+        buf = b""
+        tls.sendall(b"EHLO py.example\r\nQUIT\r\n")
+        while True:
+            data = tls.recv(4096)  # SSLEOFError on a bare FIN
+            if not data:
+                break
+            buf += data
+        assert b"221 2.0.0" in buf, buf
+        tls.unwrap()  # our close_notify back; raises if the server's was missing
+    finally:
+        sock.close()

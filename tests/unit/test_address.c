@@ -417,6 +417,47 @@ static void test_utf8_table(void **state)
 	}
 }
 
+/* mail_helo_domain_valid: what the Received field may name after "from". */
+static const struct {
+	const char *in;
+	bool utf8;
+	bool want;
+} helo_cases[] = {
+    {"mail.example.org", false, true},
+    {"localhost", false, true},
+    {"[192.0.2.1]", false, true},
+    {"[IPv6:2001:db8::1]", false, true},
+    {"[IPv6:nonsense]", false, false},
+    {"[192.0.2.256]", false, false},
+    {"[tag:content]", false, false},
+    {"a;b", false, false},
+    {"a(b)c", false, false},
+    {"-lead.example", false, false},
+    {"trail-.example", false, false},
+    {"a..b", false, false},
+    {"a.", false, false},
+    {"", false, false},
+    {"\xc3\xa9t\xc3\xa9.example", false, false},
+    {"\xc3\xa9t\xc3\xa9.example", true, true},
+    {"h\xc2\x9bx.example", true, false}, /* U+009B: C1 control */
+    {"h\xc2\xa0x.example", true, true},  /* U+00A0 is not C1 */
+    {"h\x1bx.example", true, false},
+    {"h\xffx.example", true, false},
+    {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example", false,
+     false}, /* a 64-octet label */
+};
+
+static void test_helo_domain_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < N_ELEMENTS(helo_cases); i++) {
+		const char *in = helo_cases[i].in;
+		bool got = mail_helo_domain_valid(in, strlen(in), helo_cases[i].utf8);
+		if (got != helo_cases[i].want)
+			fail_msg("case %zu (%s): got %d want %d", i, in, got, helo_cases[i].want);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -424,6 +465,7 @@ int main(void)
 	    cmocka_unit_test(test_format_table), cmocka_unit_test(test_xtext_table),
 	    cmocka_unit_test(test_xtext_canon),
 	    cmocka_unit_test(test_utf8_table),
+	    cmocka_unit_test(test_helo_domain_table),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

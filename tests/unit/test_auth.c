@@ -306,6 +306,7 @@ struct auth_fixture {
 	char dir[64];
 	char path[96];
 	struct users *users;
+	struct sasl_ctx *ctx;
 };
 
 static const char auth_users_text[] =
@@ -337,6 +338,7 @@ static int auth_setup(void **state)
 		fprintf(stderr, "%s\n", err);
 		return -1;
 	}
+	f->ctx = sasl_ctx_create(f->users, "postoffice.reston.mci.net"); /* CRAM_HOST */
 	*state = f;
 	return 0;
 }
@@ -344,6 +346,7 @@ static int auth_setup(void **state)
 static int auth_teardown(void **state)
 {
 	struct auth_fixture *f = *state;
+	sasl_ctx_free(&f->ctx);
 	users_free(&f->users);
 	unlink(f->path);
 	rmdir(f->dir);
@@ -628,13 +631,13 @@ static const struct sasl_case sasl_cases[] = {
      CRAM_NONCE,
      NULL,
      {NOINIT(SASL_R_CONTINUE, CRAM_CHALLENGE),
-      SEND("alice@example.org b913a602c7eda7a495b4e6e7334d3890", SASL_R_NOT_ALLOWED, NULL)}},
+      SEND("alice@example.org b913a602c7eda7a495b4e6e7334d3890", SASL_R_FAIL, NULL)}},
     {"cram user without secret",
      SASL_CRAM_MD5,
      CRAM_NONCE,
      NULL,
      {NOINIT(SASL_R_CONTINUE, CRAM_CHALLENGE),
-      SEND("nopass@example.org b913a602c7eda7a495b4e6e7334d3890", SASL_R_NOT_ALLOWED, NULL)}},
+      SEND("nopass@example.org b913a602c7eda7a495b4e6e7334d3890", SASL_R_FAIL, NULL)}},
     {"cram initial response",
      SASL_CRAM_MD5,
      CRAM_NONCE,
@@ -814,17 +817,21 @@ static const struct sasl_case sasl_cases[] = {
      SASL_SCRAM_SHA_256,
      SCRAM_SNONCE,
      NULL,
-     {SEND("n,,n=alice@example.org,r=rOprNGfwEbeRWgbNEkqO", SASL_R_NOT_ALLOWED, NULL)}},
+     {SEND("n,,n=alice@example.org,r=rOprNGfwEbeRWgbNEkqO", SASL_R_CONTINUE, NULL),
+      SEND("c=biws,r=" SCRAM_NONCE ",p=OfhOAKr9ey8fcKTGxI3SUeorp1H4Wmt1GcZeclGoK2o=", SASL_R_FAIL,
+           NULL)}},
     {"scram user without secret",
      SASL_SCRAM_SHA_256,
      SCRAM_SNONCE,
      NULL,
-     {SEND("n,,n=empty@example.org,r=rOprNGfwEbeRWgbNEkqO", SASL_R_NOT_ALLOWED, NULL)}},
+     {SEND("n,,n=empty@example.org,r=rOprNGfwEbeRWgbNEkqO", SASL_R_CONTINUE, NULL),
+      SEND("c=biws,r=" SCRAM_NONCE ",p=OfhOAKr9ey8fcKTGxI3SUeorp1H4Wmt1GcZeclGoK2o=", SASL_R_FAIL,
+           NULL)}},
 };
 
-static void sasl_case_run(const struct users *users, const struct sasl_case *c)
+static void sasl_case_run(const struct sasl_ctx *ctx, const struct sasl_case *c)
 {
-	struct sasl_server *s = sasl_server_create(c->mech, CRAM_HOST, users);
+	struct sasl_server *s = sasl_server_create(c->mech, ctx);
 	struct buf out;
 
 	buf_init(&out, 4096);
@@ -864,7 +871,162 @@ static void test_sasl_exchanges(void **state)
 {
 	struct auth_fixture *f = *state;
 	for (size_t i = 0; i < N(sasl_cases); i++)
-		sasl_case_run(f->users, &sasl_cases[i]);
+		sasl_case_run(f->ctx, &sasl_cases[i]);
+}
+
+/* ---- the context: usable mechanisms and the dummy secret (issue 8) ---- */
+
+static void test_crypt_params(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *hash, *want;
+	} cases[] = {
+	    {"$y$j9T$LdJMENpBABJJ3hIHjB1Bi.$CbmXE", "$y$j9T$"},
+	    {"$2b$05$abcdefghijklmnopqrstuuHNbAKR", "$2b$05$"},
+	    {"$6$hikyakusalt$MHZG2BBP", "$6$"},
+	    {"$6$rounds=10000$salt$hash", "$6$rounds=10000$"},
+	    {"$5$salt$hash", "$5$"},
+	    {"$1$salt$hash", "$1$"},
+	    {"abJnggxhB/yWI", ""},
+	    {"", ""},
+	};
+	for (size_t i = 0; i < N(cases); i++) {
+		size_t n = passwd_crypt_params_len(cases[i].hash);
+		if (n != strlen(cases[i].want) || strncmp(cases[i].hash, cases[i].want, n) != 0)
+			fail_msg("%s: %zu octets, want \"%s\"", cases[i].hash, n, cases[i].want);
+	}
+}
+
+/* A users table from lines "name:secret" in a temp file. */
+static struct users *ctx_users(const char *const *lines, size_t n)
+{
+	char dir[] = "/tmp/hk-test-ctx-XXXXXX", path[64], err[256];
+	struct users *u = NULL;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/users", dir);
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	for (size_t i = 0; i < n; i++)
+		fprintf(fp, "%s\n", lines[i]);
+	fclose(fp);
+	if (users_load(path, &u, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	unlink(path);
+	rmdir(dir);
+	return u;
+}
+
+/* Issue 8: an unknown user must cost what most known users cost, so the
+ * dummy has the scheme and crypt setting that most secrets share. */
+static void ctx_expect_dummy(const char *const *lines, size_t n, const char *want_class)
+{
+	struct users *u = ctx_users(lines, n);
+	struct sasl_ctx *c = sasl_ctx_create(u, "h");
+	const char *dummy = sasl_ctx_dummy_stored(c);
+	char *cls = passwd_cost_class(dummy);
+
+	assert_non_null(cls);
+	if (strcmp(cls, want_class) != 0)
+		fail_msg("dummy %s: class \"%s\", want \"%s\"", dummy, cls, want_class);
+	/* a fresh secret, not a copy of a user's, that no password opens */
+	for (size_t i = 0; i < n; i++)
+		assert_null(strstr(lines[i], dummy + 1));
+	assert_int_equal(passwd_verify(dummy, "", 0), 0);
+	assert_int_equal(passwd_verify(dummy, "password", 8), 0);
+	free(cls);
+	sasl_ctx_free(&c);
+	assert_null(c);
+	users_free(&u);
+}
+
+static void test_sasl_ctx_dummy(void **state)
+{
+	struct auth_fixture *f = *state;
+	char *cls = passwd_cost_class(sasl_ctx_dummy_stored(f->ctx));
+	assert_string_equal(cls, "scram 4096"); /* two of the fixture's secrets */
+	free(cls);
+
+	const char *sha[] = {"a@x.org:" SHA512_CORRECT, "b@x.org:" YESCRYPT_CORRECT,
+	                     "c@x.org:" SHA512_CORRECT, "d@x.org:" BCRYPT_CORRECT,
+	                     "e@x.org:" SHA512_CORRECT};
+	ctx_expect_dummy(sha, N(sha), "crypt $6$");
+	const char *yes[] = {"a@x.org:" YESCRYPT_CORRECT, "b@x.org:" SHA512_CORRECT,
+	                     "c@x.org:" YESCRYPT_CORRECT, "d@x.org:" CRAM_TANSTAAF};
+	ctx_expect_dummy(yes, N(yes), "crypt $y$j9T$");
+	const char *blf[] = {"a@x.org:" BCRYPT_CORRECT, "b@x.org", "c@x.org:{PLAIN}x"};
+	ctx_expect_dummy(blf, N(blf), "crypt $2b$05$");
+	const char *rounds[] = {"a@x.org:{SHA512-CRYPT}$6$rounds=2000$abc$"
+	                        "f8SlMcskrAMRtij6YCTkDkAcUAxeO8kFSfmKFeHNWGAIz9Wh2BV1TtXsL177v0azNs"
+	                        "iOtFzEHVoyxwTRNqFXx/"};
+	ctx_expect_dummy(rounds, N(rounds), "crypt $6$rounds=2000$");
+
+	/* the fake SCRAM salt of a user without a SCRAM secret shows the
+	 * iteration count most SCRAM secrets have, whatever the majority
+	 * scheme of the file */
+	const char *iter[] = {"a@x.org:" SHA512_CORRECT, "b@x.org:" SHA512_CORRECT,
+	                      "c@x.org:{SCRAM-SHA-256}8192,MDEyMzQ1Njc4OWFiY2RlZg==,"
+	                      "atB2QS1uptKzptT49z1jbIfiQRkymsT8WPpS7kq1Zuo=,"
+	                      "l5hcVU8PIU8AL4idbzSEqbYUcF6igV0ro/hNuPX0ii0="};
+	struct users *u = ctx_users(iter, N(iter));
+	struct sasl_ctx *ic = sasl_ctx_create(u, "h");
+	struct buf out;
+	buf_init(&out, 256);
+	for (int i = 0; i < 2; i++) {
+		struct sasl_server *s = sasl_server_create(SASL_SCRAM_SHA_256, ic);
+		const char *cf = i == 0 ? "n,,n=a@x.org,r=abc" : "n,,n=ghost@x.org,r=abc";
+		assert_int_equal(
+		    sasl_server_step(s, true, (const unsigned char *)cf, strlen(cf), &out),
+		    SASL_R_CONTINUE);
+		const char *it = strstr(buf_cstr(&out), ",i=");
+		assert_non_null(it);
+		assert_string_equal(it, ",i=8192");
+		sasl_server_free(&s);
+	}
+	buf_free(&out);
+	sasl_ctx_free(&ic);
+	users_free(&u);
+
+	/* no usable secret: the built-in yescrypt dummy */
+	struct sasl_ctx *c = sasl_ctx_create(NULL, "h");
+	cls = passwd_cost_class(sasl_ctx_dummy_stored(c));
+	assert_string_equal(cls, "crypt $y$j9T$");
+	free(cls);
+	sasl_ctx_free(&c);
+}
+
+/* Issue 8: clients take the strongest mechanism offered and never retry:
+ * CRAM-MD5 and SCRAM-SHA-256 are usable only when every user with a secret
+ * has one of that scheme. */
+static void test_sasl_ctx_usable(void **state)
+{
+	struct auth_fixture *f = *state;
+	const unsigned base = SASL_MECH_BIT(SASL_PLAIN) | SASL_MECH_BIT(SASL_LOGIN);
+	assert_int_equal(sasl_ctx_usable(f->ctx), base);
+
+	static const struct {
+		const char *lines[3];
+		unsigned extra;
+	} cases[] = {
+	    {{"a@x.org:" CRAM_TANSTAAF, "b@x.org:" CRAM_TANSTAAF, "c@x.org"},
+	     SASL_MECH_BIT(SASL_CRAM_MD5)},
+	    {{"a@x.org:" SCRAM_PENCIL, "b@x.org::::", "c@x.org:{PLAIN}x"},
+	     SASL_MECH_BIT(SASL_SCRAM_SHA_256)},
+	    {{"a@x.org:" SCRAM_PENCIL, "b@x.org:" CRAM_TANSTAAF, "c@x.org"}, 0},
+	    {{"a@x.org:" SCRAM_PENCIL, "b@x.org:" YESCRYPT_CORRECT, "c@x.org"}, 0},
+	    {{"a@x.org:" CRAM_TANSTAAF, "b@x.org:" SHA512_CORRECT, "c@x.org"}, 0},
+	    {{"a@x.org", "b@x.org::", "c@x.org"}, 0},
+	};
+	for (size_t i = 0; i < N(cases); i++) {
+		struct users *u = ctx_users(cases[i].lines, 3);
+		struct sasl_ctx *c = sasl_ctx_create(u, "h");
+		if (sasl_ctx_usable(c) != (base | cases[i].extra))
+			fail_msg("case %zu: usable %#x, want %#x", i, sasl_ctx_usable(c),
+			         base | cases[i].extra);
+		sasl_ctx_free(&c);
+		users_free(&u);
+	}
 }
 
 /* A test-side SCRAM-SHA-256 client (RFC 5802 §3), checked against RFC 7677 §3
@@ -921,7 +1083,7 @@ static void test_sasl_random_nonces(void **state)
 	buf_init(&out, 4096);
 	for (int round = 0; round < 3; round++) {
 		struct sasl_server *s =
-		    sasl_server_create(SASL_SCRAM_SHA_256, "mx.example.org", f->users);
+		    sasl_server_create(SASL_SCRAM_SHA_256, f->ctx);
 		snprintf(first, sizeof(first), "n,,n=scram@example.org,r=cnonce%d", round);
 		assert_int_equal(
 		    sasl_server_step(s, true, (unsigned char *)first, strlen(first), &out),
@@ -945,11 +1107,11 @@ static void test_sasl_random_nonces(void **state)
 	}
 
 	/* CRAM-MD5 with a random challenge: "<digits.digits@host>" */
-	struct sasl_server *s = sasl_server_create(SASL_CRAM_MD5, "mx.example.org", f->users);
+	struct sasl_server *s = sasl_server_create(SASL_CRAM_MD5, f->ctx);
 	assert_int_equal(sasl_server_step(s, false, NULL, 0, &out), SASL_R_CONTINUE);
 	const char *ch = buf_cstr(&out);
 	assert_true(ch[0] == '<' && strchr(ch, '.') != NULL &&
-	            strstr(ch, "@mx.example.org>") != NULL);
+	            strstr(ch, "@" CRAM_HOST ">") != NULL);
 	unsigned char md[16];
 	unsigned int n;
 	HMAC(EVP_md5(), "tanstaaftanstaaf", 16, out.data, out.len, md, &n);
@@ -965,7 +1127,7 @@ static void test_sasl_random_nonces(void **state)
 	 * nothing from it */
 	char salt1[128] = "";
 	for (int round = 0; round < 2; round++) {
-		s = sasl_server_create(SASL_SCRAM_SHA_256, "mx.example.org", f->users);
+		s = sasl_server_create(SASL_SCRAM_SHA_256, f->ctx);
 		const char *cf = "n,,n=ghost@example.org,r=abc";
 		assert_int_equal(
 		    sasl_server_step(s, true, (const unsigned char *)cf, strlen(cf), &out),
@@ -1003,7 +1165,7 @@ static void test_sasl_bounds(void **state)
 	big[0] = '\0'; /* PLAIN: empty authzid, then a long authcid */
 	buf_init(&out, 4096);
 	for (size_t i = 0; i < N(cases); i++) {
-		struct sasl_server *s = sasl_server_create(cases[i].mech, "h", f->users);
+		struct sasl_server *s = sasl_server_create(cases[i].mech, f->ctx);
 		unsigned char *in = cases[i].mech == SASL_PLAIN ? big : big + 1;
 		if (cases[i].mech == SASL_PLAIN && cases[i].len == 300)
 			big[280] = '\0'; /* authcid of 279 octets */
@@ -1014,20 +1176,22 @@ static void test_sasl_bounds(void **state)
 	free(big);
 
 	/* misuse: verified() outside VERIFY, password/stored outside VERIFY */
-	struct sasl_server *s = sasl_server_create(SASL_PLAIN, "h", f->users);
+	struct sasl_server *s = sasl_server_create(SASL_PLAIN, f->ctx);
 	assert_null(sasl_server_user(s));
 	assert_null(sasl_server_password(s));
 	assert_int_equal(sasl_server_verified(s, true), SASL_R_MALFORMED);
 	assert_int_equal(sasl_server_step(s, true, (const unsigned char *)"\0a@b\0c", 6, &out),
 	                 SASL_R_MALFORMED);
 	sasl_server_free(&s);
-	s = sasl_server_create(SASL_PLAIN, "h", NULL); /* no users table: all unknown */
+	struct sasl_ctx *none = sasl_ctx_create(NULL, "h"); /* no users table: all unknown */
+	s = sasl_server_create(SASL_PLAIN, none);
 	assert_int_equal(sasl_server_step(s, true, (const unsigned char *)"\0a@b\0c", 6, &out),
 	                 SASL_R_VERIFY);
 	assert_int_equal(sasl_server_step(s, true, (const unsigned char *)"x", 1, &out),
 	                 SASL_R_MALFORMED);
 	sasl_server_free(&s);
 	sasl_server_free(&s); /* NULL is fine */
+	sasl_ctx_free(&none);
 	buf_free(&out);
 
 	static const struct {
@@ -1272,6 +1436,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sasl_exchanges, auth_setup, auth_teardown),
 	    cmocka_unit_test_setup_teardown(test_sasl_random_nonces, auth_setup, auth_teardown),
 	    cmocka_unit_test_setup_teardown(test_sasl_bounds, auth_setup, auth_teardown),
+	    cmocka_unit_test(test_crypt_params),
+	    cmocka_unit_test_setup_teardown(test_sasl_ctx_dummy, auth_setup, auth_teardown),
+	    cmocka_unit_test_setup_teardown(test_sasl_ctx_usable, auth_setup, auth_teardown),
 	    cmocka_unit_test_setup_teardown(test_usercmd, auth_setup, auth_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

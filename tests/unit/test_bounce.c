@@ -77,7 +77,8 @@ static const struct bounce_case cases[] = {
                  "Remote-MTA: dns; mx.example.net\r\n"
                  "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n"
                  "Last-Attempt-Date: Tue, 14 Nov 2023 22:13:25 +0000\r\n",
-                 "\r\nSubject: lunch\r\n"},
+                 "\r\nSubject: lunch\r\n",
+                 "\r\nContent-Description: Undelivered Message Headers\r\n"},
         .unwanted = {"Original-Envelope-Id", "Original-Recipient", "Will-Retry-Until",
                      "BODY-MARKER", "message/rfc822"},
     },
@@ -115,8 +116,9 @@ static const struct bounce_case cases[] = {
         .types = {"text/plain; charset=us-ascii", "message/delivery-status", "text/rfc822-headers"},
         .want = {"\r\nAction: delayed\r\nStatus: 4.4.1\r\n",
                  "\r\nWill-Retry-Until: Sun, 19 Nov 2023 22:13:20 +0000\r\n",
-                 "keep trying until Sun, 19 Nov 2023 22:13:20 +0000"},
-        .unwanted = {"Action: failed"},
+                 "keep trying until Sun, 19 Nov 2023 22:13:20 +0000",
+                 "\r\nContent-Description: Delayed Message Headers\r\n"},
+        .unwanted = {"Action: failed", "Undelivered"},
     },
     {
         .name = "delivered, no diagnostic or remote MTA",
@@ -131,6 +133,37 @@ static const struct bounce_case cases[] = {
         .want = {"\r\nAction: delivered\r\nStatus: 2.0.0\r\n\r\n--",
                  "\r\nOriginal-Envelope-Id: env-7\r\n"},
         .unwanted = {"Diagnostic-Code", "Remote-MTA", "Last-Attempt-Date", "Will-Retry-Until"},
+    },
+    {
+        /* issue 8: a success report is no "Undelivered" anything, and a
+         * Maildir delivery has no remote reply for Diagnostic-Code
+         * (RFC 3464 §2.3.6) */
+        .name = "delivered to a local mailbox: no Diagnostic-Code, Delivered Message Headers",
+        .kind = BOUNCE_DELIVERED,
+        .sender = "alice@example.org",
+        .msg = msg_plain,
+        .rcpts = {{"erin@example.com", NULL, "2.0.0", "delivered to maildir", NULL, T0}},
+        .nrcpts = 1,
+        .subject = "Successful Mail Delivery Report",
+        .types = {"text/plain; charset=us-ascii", "message/delivery-status", "text/rfc822-headers"},
+        .want = {"\r\nAction: delivered\r\nStatus: 2.0.0\r\nLast-Attempt-Date: ",
+                 "\r\nContent-Description: Delivered Message Headers\r\n"},
+        .unwanted = {"Diagnostic-Code", "Remote-MTA", "Undelivered", "smtp;"},
+    },
+    {
+        .name = "delivered over LMTP: the server's reply is the Diagnostic-Code",
+        .kind = BOUNCE_DELIVERED,
+        .sender = "alice@example.org",
+        .msg = msg_plain,
+        .rcpts = {{"erin@example.com", NULL, "2.0.0", "250 2.0.0 <erin@example.com> Saved",
+                   "imap.example.com", T0}},
+        .nrcpts = 1,
+        .subject = "Successful Mail Delivery Report",
+        .types = {"text/plain; charset=us-ascii", "message/delivery-status", "text/rfc822-headers"},
+        .want = {"\r\nRemote-MTA: dns; imap.example.com\r\n"
+                 "Diagnostic-Code: smtp; 250 2.0.0 <erin@example.com> Saved\r\n",
+                 "\r\nContent-Description: Delivered Message Headers\r\n"},
+        .unwanted = {"Undelivered"},
     },
     {
         .name = "relayed to a server without DSN",
@@ -150,8 +183,10 @@ static const struct bounce_case cases[] = {
                  "Diagnostic-Code: smtp; 250 2.0.0 Ok: queued as 4711\r\n"
                  "Last-Attempt-Date: Tue, 14 Nov 2023 22:13:22 +0000\r\n\r\n--",
                  "Your message was relayed to the recipients below",
-                 "this is the last\r\nreport of success"},
-        .unwanted = {"Action: delivered", "Will-Retry-Until", "BODY-MARKER", "was delivered to"},
+                 "this is the last\r\nreport of success",
+                 "\r\nContent-Description: Relayed Message Headers\r\n"},
+        .unwanted = {"Action: delivered", "Will-Retry-Until", "BODY-MARKER", "was delivered to",
+                     "Undelivered"},
     },
     {
         /* RFC 3461 §4.3: RET applies to failure reports only. */

@@ -42,6 +42,8 @@ struct tcase {
 	uint64_t header_size;
 	unsigned received;
 	bool eight_bit;
+	bool message_id; /* a Message-ID: field in the header section */
+	bool date;       /* a Date: field in the header section */
 };
 
 static const struct datascan_limits default_lim = {
@@ -374,6 +376,23 @@ static const struct tcase cases[] = {
      .header_size = 19,
      .received = 1},
 
+    /* Message-ID: and Date: presence (added on submission when missing) */
+    {.name = "message-id and date",
+     .in = "Message-ID: <a@b>\r\nDATE\t: x\r\nReceived: r\r\n\r\nDate: body\r\n.\r\n",
+     .out = "Message-ID: <a@b>\r\nDATE\t: x\r\nReceived: r\r\n\r\nDate: body\r\n",
+     .consumed = ALL,
+     .done = true,
+     .header_size = 42,
+     .received = 1,
+     .message_id = true,
+     .date = true},
+    {.name = "neither message-id nor date",
+     .in = "Message-IDx: y\r\nX-Date: z\r\n Date: c\r\nDat: d\r\nMessage-I: e\r\nDate-x: f\r\n\r\nDate: body\r\nMessage-ID: <x@y>\r\n.\r\n",
+     .out = "Message-IDx: y\r\nX-Date: z\r\n Date: c\r\nDat: d\r\nMessage-I: e\r\nDate-x: f\r\n\r\nDate: body\r\nMessage-ID: <x@y>\r\n",
+     .consumed = ALL,
+     .done = true,
+     .header_size = 70},
+
     /* Received: counting */
     {.name = "received 50 of 50",
      .gen = gen_received_50,
@@ -519,6 +538,7 @@ struct result {
 	uint64_t header_size;
 	unsigned received;
 	bool eight_bit;
+	bool message_id, date;
 	size_t consumed;
 	bool done;
 };
@@ -560,6 +580,8 @@ static void scan_run(const struct tcase *tc, const unsigned char *in, size_t len
 	r->header_size = s.header_size;
 	r->received = s.received;
 	r->eight_bit = s.eight_bit;
+	r->message_id = s.message_id;
+	r->date = s.date;
 }
 
 static void result_compare(const struct tcase *tc, const char *how, const struct result *a,
@@ -571,7 +593,7 @@ static void result_compare(const struct tcase *tc, const char *how, const struct
 	if (a->flags != b->flags)
 		fail_msg("case '%s' %s: flags 0x%x vs 0x%x", tc->name, how, a->flags, b->flags);
 	if (a->size != b->size || a->header_size != b->header_size || a->received != b->received ||
-	    a->eight_bit != b->eight_bit)
+	    a->eight_bit != b->eight_bit || a->message_id != b->message_id || a->date != b->date)
 		fail_msg("case '%s' %s: counts differ", tc->name, how);
 	if (a->consumed != b->consumed || a->done != b->done)
 		fail_msg("case '%s' %s: consumed %zu/%d vs %zu/%d", tc->name, how, a->consumed,
@@ -620,6 +642,8 @@ static void tcase_check_expected(const struct tcase *tc, const struct buf *in,
 		         tc->received);
 	if (r->eight_bit != tc->eight_bit)
 		fail_msg("case '%s': eight_bit %d", tc->name, r->eight_bit);
+	if (r->message_id != tc->message_id || r->date != tc->date)
+		fail_msg("case '%s': message_id %d date %d", tc->name, r->message_id, r->date);
 }
 
 static void test_datascan_cases(void **state)

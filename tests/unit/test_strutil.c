@@ -36,6 +36,8 @@ static void test_size(void **state)
 		{"18446744073709551615", 0, UINT64_MAX},
 		{"18446744073709551616", -1, 0},
 		{"17179869184G", -1, 0},
+		{"1000T", 0, 1000ULL << 40},
+		{"16777216T", -1, 0},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		uint64_t v = 0;
@@ -67,7 +69,8 @@ static void test_duration(void **state)
 static void test_format_roundtrip(void **state)
 {
 	(void)state;
-	static const uint64_t sizes[] = {0, 1, 1000, 1024, 102400, 26214400, 1ULL << 31};
+	static const uint64_t sizes[] = {0, 1, 1000, 1024, 102400, 26214400, 1ULL << 31,
+					       100ULL << 40};
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		char out[32];
 		uint64_t back;
@@ -100,7 +103,23 @@ static void test_log_quote(void **state)
 		{"a=b", "\"a=b\""},
 		{"new\nline", "\"new\\x0aline\""},
 		{"q\"uote", "\"q\\\"uote\""},
-		{"\xc3\xa9", "\"\\xc3\\xa9\""},
+		/* well-formed UTF-8 as is (issue 8); the rest escaped octet by octet */
+		{"\xc3\xa9", "\xc3\xa9"},
+		{"\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.test",
+		 "\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.test"},
+		{"\xf0\x9f\x93\xa8", "\xf0\x9f\x93\xa8"},
+		{"\xc2\x9b[2J", "\"\\xc2\\x9b[2J\""},         /* C1 CSI */
+		{"\xc2\xa0", "\xc2\xa0"},                     /* U+00A0: not C1 */
+		{"\x9b", "\"\\x9b\""},                         /* lone continuation */
+		{"\xc3", "\"\\xc3\""},                         /* truncated */
+		{"\xc3x", "\"\\xc3x\""},
+		{"\xc0\xaf", "\"\\xc0\\xaf\""},               /* overlong '/' */
+		{"\xe0\x80\xaf", "\"\\xe0\\x80\\xaf\""},      /* overlong */
+		{"\xed\xa0\x80", "\"\\xed\\xa0\\x80\""},      /* surrogate */
+		{"\xf4\x90\x80\x80", "\"\\xf4\\x90\\x80\\x80\""}, /* past U+10FFFF */
+		{"\xe7\x94\n", "\"\\xe7\\x94\\x0a\""},
+		{"a\\b", "\"a\\\\b\""},
+		{"\x7f", "\"\\x7f\""},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char out[LOG_Q_MAX];
@@ -112,6 +131,15 @@ static void test_log_quote(void **state)
 	const char *q = log_q(out, big, sizeof(big));
 	assert_true(strlen(q) < LOG_Q_MAX);
 	assert_non_null(strstr(q, "..."));
+	/* a long UTF-8 value is cut between characters, never inside one */
+	char wide[900];
+	for (size_t i = 0; i + 3 <= sizeof(wide); i += 3)
+		memcpy(wide + i, "\xe4\xbe\x8b", 3);
+	q = log_q(out, wide, sizeof(wide));
+	assert_true(strlen(q) < LOG_Q_MAX);
+	const char *dots = strstr(q, "...");
+	assert_non_null(dots);
+	assert_true((size_t)(dots - q - 1) % 3 == 0);
 }
 
 static void test_buf_max(void **state)

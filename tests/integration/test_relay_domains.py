@@ -1,0 +1,235 @@
+"""Gateway and backup-MX domains (issue 8, Interop 5): relay_domains are
+accepted from any client and passed on to their route (LMTP or relay; MX
+when there is none), as Postfix's relay_domains; with the route's
+verify_recipients, the route's server is asked at RCPT time (an LMTP or
+SMTP RCPT probe) so an unknown user gets 550 during the session instead of
+a bounce later. A domain that is neither local nor relayed is still 554."""
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import RawSMTP, hikyaku_bin, log_events
+from mta_helpers import ScriptedMTA
+from test_outbound import dovecot  # noqa: F401 (fixture)
+
+MSG = "Subject: gateway\r\nFrom: someone@example.net\r\n\r\nhello\r\n"
+
+
+@pytest.fixture
+def mtas(tmp_path):
+    made = []
+
+    def factory(**kw):
+        kw.setdefault("cert_dir", str(tmp_path))
+        m = ScriptedMTA(**kw).start()
+        made.append(m)
+        return m
+
+    yield factory
+    for m in made:
+        m.stop()
+
+
+def lmtp_route(domain, address, **kw):
+    return {"domain": domain, "transport": "lmtp", "address": address, "tls": "none", **kw}
+
+
+def deliveries(hk, **match):
+    return [e for e in log_events(hk, "delivery")
+            if all(e.get(k) == v for k, v in match.items())]
+
+
+def test_relay_domain_from_anyone_over_lmtp(hikyaku, mtas):
+    """An unauthenticated client from an untrusted address (no
+    relay.trusted_networks) may send to a relay domain; any user is taken
+    (no verification) and the message goes to the domain's LMTP route."""
+    mta = mtas(lmtp=True)
+    hk = hikyaku(relay_domains=["gw.test"],
+                 routes=[lmtp_route("gw.test", f"127.0.0.1:{mta.port}")])
+    c = RawSMTP(hk.port)
+    c.begin(sender="someone@example.net", rcpts=["anyone@gw.test", "Other@GW.test"])
+    c.ok("RCPT TO:<x@not-ours.test>", 554, "5.7.1")
+    c.data(MSG)
+    c.close()
+    tx = mta.wait_messages(1)[0]
+    assert sorted(tx.rcpts) == ["Other@gw.test", "anyone@gw.test"]
+    hk.wait_queue_empty()
+
+
+def test_relay_domain_over_relay_route(hikyaku, mtas):
+    """A backup MX: the domain's route is SMTP to the primary."""
+    mta = mtas()
+    hk = hikyaku(relay_domains=["backup.test"],
+                 routes=[{"domain": "backup.test", "transport": "relay",
+                          "address": f"127.0.0.1:{mta.port}", "tls": "none"}])
+    c = RawSMTP(hk.port)
+    c.begin(sender="someone@example.net", rcpts=["user@backup.test"])
+    c.data(MSG)
+    c.close()
+    tx = mta.wait_messages(1)[0]
+    assert tx.rcpts == ["user@backup.test"]
+    hk.wait_queue_empty()
+
+
+def test_non_relay_non_local_domain_still_refused(hikyaku, mtas):
+    mta = mtas(lmtp=True)
+    hk = hikyaku(relay_domains=["gw.test"],
+                 routes=[lmtp_route("gw.test", f"127.0.0.1:{mta.port}"),
+                         lmtp_route("routed-only.test", f"127.0.0.1:{mta.port}")])
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    c.ok("RCPT TO:<a@routed-only.test>", 554, "5.7.1")
+    c.ok("RCPT TO:<a@sub.gw.test>", 554, "5.7.1")
+    c.ok("RCPT TO:<a@elsewhere.test>", 554, "5.7.1")
+    c.close()
+
+
+def test_check_warns_about_relay_domain_without_route(tmp_path):
+    f = tmp_path / "gw.yaml"
+    f.write_text("listen: [{address: '127.0.0.1:2525', tls: none}]\n"
+                 "local_domains: [example.org]\naccept_any_user: true\n"
+                 "relay_domains: [backup.test, gw.test, example.org]\n"
+                 "routes: [{domain: gw.test, transport: lmtp, address: 'unix:/run/lmtp',"
+                 " verify_recipients: true}]\n")
+    r = subprocess.run([hikyaku_bin(), "check", "-c", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "relay domain backup.test has no route" in r.stdout, r.stdout
+    assert "relay domain example.org is also local" in r.stdout, r.stdout
+    assert "gw.test" not in r.stdout, r.stdout
+
+
+def test_verify_needs_a_numeric_address(tmp_path):
+    f = tmp_path / "gw.yaml"
+    f.write_text("listen: [{address: '127.0.0.1:2525', tls: none}]\n"
+                 "relay_domains: [gw.test]\n"
+                 "routes: [{domain: gw.test, transport: relay, address: 'mx.gw.test:25',"
+                 " verify_recipients: true}]\n")
+    r = subprocess.run([hikyaku_bin(), "check", "-c", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0
+    assert "verify_recipients needs transport relay or lmtp with a numeric address" in r.stderr
+
+
+# --- recipient verification at the route's server ---------------------------
+
+def verifying(hikyaku, domain, address, **kw):
+    route = lmtp_route(domain, address, verify_recipients=True,
+                       **kw.pop("route", {}))
+    return hikyaku(relay_domains=[domain], routes=[route], **kw)
+
+
+def test_verify_with_real_dovecot(hikyaku, dovecot):
+    """Dovecot LMTP answers the probe: the unknown user gets Dovecot's
+    550 5.1.1 at RCPT (it used to be accepted and bounced later), the known
+    one is accepted and delivered over the route."""
+    hk = verifying(hikyaku, "dove.test", f"127.0.0.1:{dovecot['port']}")
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    lines = c.ok("RCPT TO:<nope@dove.test>", 550, "5.1.1")
+    assert "nope@dove.test" in lines[0]
+    c.ok("RCPT TO:<ok@dove.test>", 250, "2.1.5")
+    c.data(MSG)
+    c.close()
+    hk.wait_queue_empty()
+    deadline = time.time() + 10
+    while not (os.path.isdir(dovecot["new"]) and os.listdir(dovecot["new"])):
+        assert time.time() < deadline, "nothing delivered to Dovecot"
+        time.sleep(0.1)
+    assert len(os.listdir(dovecot["new"])) == 1
+    assert [e["result"] for e in log_events(hk, "rcpt_verify")] == ["refused", "ok"]
+
+
+def test_verify_pipelined_replies_keep_order(hikyaku, mtas):
+    """RFC 2920: MAIL, RCPTs and DATA in one write; each RCPT waits for its
+    probe and the replies come back in command order. A refusal is cached:
+    the second RCPT of the same address asks nobody."""
+    mta = mtas(lmtp=True, rcpt={"gone@gw.test": "550 5.1.1 <gone@gw.test>: no such user"})
+    hk = verifying(hikyaku, "gw.test", f"127.0.0.1:{mta.port}")
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.send("MAIL FROM:<someone@example.net>\r\nRCPT TO:<gone@gw.test>\r\n"
+           "RCPT TO:<ok@gw.test>\r\nRCPT TO:<gone@gw.test>\r\nNOOP\r\nDATA\r\n")
+    c.expect(250, "2.1.0")
+    c.expect(550, "5.1.1")
+    c.expect(250, "2.1.5")
+    c.expect(550, "5.1.1")
+    c.expect(250)
+    c.expect(354)
+    c.send(MSG + ".\r\n")
+    c.expect(250, "2.0.0")
+    c.close()
+    tx = mta.wait_messages(1)[0]
+    assert tx.rcpts == ["ok@gw.test"]
+    probes = [t for sess in mta.sessions for t in sess.txs if t.data is None]
+    assert sorted(r for t in probes for r in t.rcpts) == ["gone@gw.test", "ok@gw.test"]
+    assert all(t.mail_from in ("", "<>") for t in probes), [t.mail_from for t in probes]
+    hk.wait_queue_empty()
+
+
+@pytest.fixture
+def silent_server():
+    """A listening socket that never accepts: connections hang before the
+    greeting."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def test_verify_timeout_defers(hikyaku, silent_server):
+    hk = verifying(hikyaku, "slow.test", f"127.0.0.1:{silent_server}",
+                   relay={"verify_timeout": "1s"})
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    t0 = time.time()
+    c.ok("RCPT TO:<a@slow.test>", 450, "4.4.1")
+    assert time.time() - t0 < 5
+    c.ok("NOOP", 250)
+    c.close()
+
+
+def test_verify_timeout_accepts_when_told(hikyaku, silent_server):
+    hk = verifying(hikyaku, "slow.test", f"127.0.0.1:{silent_server}",
+                   relay={"verify_timeout": "1s"}, route={"verify_tempfail": "accept"})
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    c.ok("RCPT TO:<a@slow.test>", 250, "2.1.5")
+    c.close()
+
+
+def test_verify_4xx_defers(hikyaku, mtas):
+    mta = mtas(lmtp=True, rcpt={"busy@gw.test": "451 4.3.0 try later"})
+    hk = verifying(hikyaku, "gw.test", f"127.0.0.1:{mta.port}")
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    c.ok("RCPT TO:<busy@gw.test>", 450, "4.4.1")
+    c.ok("RCPT TO:<busy@gw.test>", 450, "4.4.1")  # not cached: asked again
+    c.close()
+    assert mta.rcpt_attempts["busy@gw.test"] == 2
+
+
+def test_client_leaves_during_verification(hikyaku, silent_server):
+    """The session is parked; a client that hangs up meanwhile is cleaned
+    up when the probe times out (ASan checks the rest at exit)."""
+    hk = verifying(hikyaku, "slow.test", f"127.0.0.1:{silent_server}",
+                   relay={"verify_timeout": "1s"})
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    c.send("RCPT TO:<a@slow.test>\r\n")
+    c.close()
+    hk.wait_log("event=rcpt_verify", timeout=10)
+    time.sleep(0.5)
+    c2 = RawSMTP(hk.port)
+    c2.ok("NOOP", 250)
+    c2.close()
