@@ -36,6 +36,7 @@
  * writes out the logger's buffer itself, waiting at most LOG_FLUSH_WAIT_MS for
  * a destination that does not take them. */
 #include "lib/log.h"
+#include "lib/alloc.h"
 
 #include <errno.h>
 #include <float.h>
@@ -519,15 +520,9 @@ static int log_logger_start(void)
 {
 	if (log_g.logger_running)
 		return 0;
-	if (log_g.pend == NULL) {
-		log_g.pend = malloc(LOG_RING_SIZE + LOG_RING_SLACK);
-		log_g.out = malloc(LOG_RING_SIZE + LOG_RING_SLACK);
-		if (log_g.pend == NULL || log_g.out == NULL) {
-			free(log_g.pend);
-			free(log_g.out);
-			log_g.pend = log_g.out = NULL;
-			return -1;
-		}
+	if (log_g.pend == NULL) { /* xmalloc: out of memory aborts, after a flush */
+		log_g.pend = xmalloc(LOG_RING_SIZE + LOG_RING_SLACK);
+		log_g.out = xmalloc(LOG_RING_SIZE + LOG_RING_SLACK);
 	}
 	/* No signal is ever handled on the logger thread. */
 	sigset_t all, old;
@@ -588,9 +583,7 @@ static struct log_thread *log_thread_get(void)
 	if (t != NULL)
 		return t;
 	pthread_once(&log_once, log_setup);
-	t = calloc(1, sizeof(*t));
-	if (t == NULL)
-		return NULL;
+	t = xcalloc(1, sizeof(*t)); /* alloc_die() flushes; it allocates nothing */
 	log_self = t;
 	pthread_setspecific(log_key, t);
 	return t;
@@ -642,14 +635,6 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	va_list ap;
 	va_start(ap, fmt);
 	struct log_thread *t = log_thread_get();
-	if (t == NULL) { /* out of memory: one line from the stack */
-		char line[LOG_LINE_MAX];
-		struct log_time tm = {0};
-		size_t n = log_format(&tm, line, lvl, fmt, ap);
-		va_end(ap);
-		log_hand_over(line, n, 1, -1);
-		return;
-	}
 	if (sizeof(t->buf) - t->len < LOG_LINE_MAX)
 		log_thread_hand_over(t, -1);
 	t->len += log_format(&t->time, t->buf + t->len, lvl, fmt, ap);
