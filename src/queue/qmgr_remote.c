@@ -308,40 +308,11 @@ static int qmgr_group_address(struct qmgr_group *g)
 		snprintf(g->unix_path, sizeof(g->unix_path), "%s", addr + 5);
 		return 1;
 	}
-	char host[256];
-	const char *colon = strrchr(addr, ':');
-	uint64_t port;
-	if (colon == NULL || str_parse_u64(colon + 1, strlen(colon + 1), 1, 65535, &port) < 0)
-		return -1;
-	size_t hl = (size_t)(colon - addr);
-	if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
-		addr++;
-		hl -= 2;
-	}
-	if (hl == 0 || hl >= sizeof(host))
-		return -1;
-	memcpy(host, addr, hl);
-	host[hl] = '\0';
 	struct smtpc_target *t = &g->targets[0];
-	struct sockaddr_in *sin = (struct sockaddr_in *)&t->addr;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&t->addr;
-	memset(t, 0, sizeof(*t));
-	snprintf(t->host, sizeof(t->host), "%s", host);
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		t->addrlen = sizeof(*sin);
-		return 1;
-	}
-	if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		t->addrlen = sizeof(*sin6);
-		return 1;
-	}
-	sin->sin_family = AF_INET; /* carries the port to qmgr_on_dns */
-	sin->sin_port = htons((uint16_t)port);
-	g->dq = dns_resolve_host(g->q->dns, host, qmgr_on_dns, g);
+	int r = smtpc_target_parse(addr, t);
+	if (r != 0)
+		return r;
+	g->dq = dns_resolve_host(g->q->dns, t->host, qmgr_on_dns, g);
 	return 0;
 }
 

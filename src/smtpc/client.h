@@ -38,6 +38,11 @@ struct smtpc_target {
 	char host[256]; /* the name for SNI and verification, "" for none */
 };
 
+/* A route's "host:port" or "[v6]:port" (target.c): 1 for a numeric host
+ * (t is ready), 0 for a name (t->host and the port in t->addr are set, the
+ * address is to be looked up), -1 for a malformed address. */
+int smtpc_target_parse(const char *addr, struct smtpc_target *t);
+
 struct smtpc_dest {
 	const struct smtpc_target *targets; /* tried in order */
 	size_t ntargets;

@@ -119,35 +119,9 @@ static int verify_dest(struct verify_probe *p, const struct conf *conf)
 		p->dest.unix_path = p->unix_path;
 		return 0;
 	}
-	const char *colon = strrchr(addr, ':');
-	uint64_t port;
-	char host[64];
-	if (colon == NULL || str_parse_u64(colon + 1, strlen(colon + 1), 1, 65535, &port) < 0)
-		return -1;
-	size_t hl = (size_t)(colon - addr);
-	if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
-		addr++;
-		hl -= 2;
-	}
-	if (hl == 0 || hl >= sizeof(host))
-		return -1;
-	memcpy(host, addr, hl);
-	host[hl] = '\0';
 	struct smtpc_target *t = &p->target;
-	struct sockaddr_in *sin = (struct sockaddr_in *)&t->addr;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&t->addr;
-	snprintf(t->host, sizeof(t->host), "%s", host);
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		t->addrlen = sizeof(*sin);
-	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		t->addrlen = sizeof(*sin6);
-	} else {
-		return -1;
-	}
+	if (smtpc_target_parse(addr, t) != 1)
+		return -1; /* a name: conf_routes_check allows only numeric hosts here */
 	p->dest.targets = t;
 	p->dest.ntargets = 1;
 	return 0;
