@@ -8,9 +8,12 @@
  * address. The table has a fixed size (bounded memory whatever the number
  * of attackers), is indexed by SipHash under a random key (nobody can
  * choose addresses that collide), and never evicts an address that has
- * failures in its window: an address that finds no free slot shares one
- * overflow count with every other such address, a conservative budget
- * rather than a fresh one.
+ * failures in its window. An address that finds no free slot is counted
+ * with the other such addresses of its network (IPv4 /24, IPv6 /48) in a
+ * second table, and only when that is full too in one overflow count
+ * shared by all: a conservative budget rather than a fresh one. Filling
+ * the first table (an attacker's many addresses) so locks out newcomers
+ * of the attacker's own networks, not of everyone's.
  *
  * Runs in smtpd on the event loop (not thread-safe). Times are passed in
  * (milliseconds, monotonic), so tests control the clock. */

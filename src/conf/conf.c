@@ -319,8 +319,9 @@ const struct conf_setting conf_settings[] = {
 
 	{ .key = "auth.max_failures", .type = CONF_T_UINT, .def = "5",
 	  .min = 1, .max = 1000, .off = OFF(auth.max_failures),
-	  .doc = "Failed AUTH attempts from one client address within auth.failure_window "
-		 "before AUTH is refused to it." },
+	  .doc = "Failed AUTH attempts from one client address (IPv6: one /64) within "
+		 "auth.failure_window before AUTH is refused to it. When the failure table is "
+		 "full, new addresses share a count per network (IPv4 /24, IPv6 /48)." },
 	{ .key = "auth.failure_window", .type = CONF_T_DURATION, .def = "10m",
 	  .min = SEC, .max = DAY, .off = OFF(auth.failure_window),
 	  .doc = "Time over which auth.max_failures are counted." },

@@ -8,8 +8,9 @@
  * fstat() when it is set):
  *
  * - a regular file or /dev/null ("direct"): a write there never waits for a
- *   reader, so the thread writes its lines itself, under a write lock that
- *   keeps lines of different threads from mixing;
+ *   reader, so the thread writes its lines itself, with no lock: one
+ *   write(2) of whole lines to a regular file is never mixed with another
+ *   thread's;
  * - anything else (a pipe, a socket such as journald's, a terminal): the
  *   lines are copied into one bounded buffer (LOG_RING_SIZE) under a mutex
  *   and a logger thread writes them. It is woken when that buffer goes from

@@ -263,7 +263,7 @@ static int server_bind(struct smtpd *srv, const struct conf_listener *lc, const 
 
 /* AUTH failure accounting (auth/authfail.h): 4096 addresses or /64s with
  * failures in the window, 128 KiB. */
-#define SERVER_AUTHFAIL_SLOTS 4096
+#define SERVER_AUTHFAIL_SLOTS 65536 /* 2 MiB, and 8192 network slots */
 
 /* What EHLO offers: auth.mechanisms, or else what works for every user
  * (sasl_ctx_usable). Clients choose the strongest mechanism offered and do

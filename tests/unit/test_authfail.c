@@ -123,8 +123,9 @@ static void test_address_keys(void **state)
 }
 
 /* The eviction attack: with the table full, new addresses must not push
- * out the counts of those that have failures; they share one overflow
- * budget instead, which is conservative (they lock each other out). */
+ * out the counts of those that have failures; they share their network's
+ * budget instead, which is conservative (they lock each other out) but
+ * leaves other networks alone. */
 static void test_no_eviction(void **state)
 {
 	(void)state;
@@ -155,6 +156,22 @@ static void test_no_eviction(void **state)
 	struct sockaddr_storage late = addr("203.0.113.200");
 	assert_int_equal(authfail_count(t, &late, 2000, WINDOW), 5);
 	assert_int_equal(authfail_reserve(t, &late, 2000, WINDOW, 5), -1);
+	/* The 100 addresses shared their network's count (203.0.113.0/24):
+	 * a newcomer from another network is not locked out by them. */
+	struct sockaddr_storage other = addr("192.0.2.7");
+	assert_int_equal(authfail_count(t, &other, 2000, WINDOW), 0);
+	assert_int_equal(authfail_reserve(t, &other, 2000, WINDOW, 5), 0);
+	assert_int_equal(authfail_count(t, &other, 2000, WINDOW), 1);
+	/* IPv6: one /48 shares a count, another /48 has its own. */
+	for (int i = 0; i < 5; i++) {
+		snprintf(text, sizeof(text), "2001:db8:1:%x::1", i);
+		struct sockaddr_storage x = addr(text);
+		assert_int_equal(authfail_reserve(t, &x, 2000, WINDOW, 5), 0);
+	}
+	struct sockaddr_storage same48 = addr("2001:db8:1:ff::1");
+	assert_int_equal(authfail_reserve(t, &same48, 2000, WINDOW, 5), -1);
+	struct sockaddr_storage other48 = addr("2001:db8:2::1");
+	assert_int_equal(authfail_reserve(t, &other48, 2000, WINDOW, 5), 0);
 	/* once the victims' window is over their slots are free again */
 	assert_int_equal(authfail_reserve(t, &late, 1000 + WINDOW + 1, WINDOW, 5), 0);
 	assert_int_equal(authfail_count(t, &late, 1000 + WINDOW + 1, WINDOW), 1);
