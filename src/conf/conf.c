@@ -296,9 +296,8 @@ const struct conf_setting conf_settings[] = {
 	  .doc = "Cap of the doubling retry interval; at least retry_min." },
 	{ .key = "queue.min_free_space", .type = CONF_T_SIZE, .def = "100M",
 	  .min = 0, .max = 1ULL << 60, .off = OFF(queue.min_free_space),
-	  .doc = "Space the spool's file system keeps free: below it (with the SIZE= "
-		 "declared by transactions in progress counted as used) MAIL gets 452 4.3.1. "
-		 "Checked at most once a second." },
+	  .doc = "Space the spool's file system keeps free: below it (or below it plus the "
+		 "message's SIZE=) MAIL gets 452 4.3.1. Checked at most once a second." },
 
 	{ .key = "tls.certificates", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(tls.certs),
 	  .count_off = OFF(tls.n_certs), .fields = conf_cert_fields,

@@ -186,8 +186,6 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 	}
 	struct smtpd_tx *tx = smtpd_tx_create(s);
 	tx->mail = m;
-	tx->reserved = m.has_size ? m.size : 0;
-	s->srv->space_reserved += tx->reserved;
 	qid_generate(tx->env.qid);
 	tx->env.arrival_us = smtpd_now_us();
 	envelope_set_str(&tx->env.sender, sender);

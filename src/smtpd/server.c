@@ -124,8 +124,11 @@ bool smtpd_server_space_low(struct smtpd *srv, uint64_t need)
 		srv->space_low = low;
 	}
 	uint64_t min = srv->conf->queue.min_free_space;
-	return srv->space_avail < min || srv->space_avail - min < srv->space_reserved ||
-	       srv->space_avail - min - srv->space_reserved < need;
+	/* Only this message's declared size: a sum over the transactions in
+	 * progress would let idle sessions that declare large sizes refuse
+	 * everyone's mail (the writes themselves are checked: ENOSPC ends a
+	 * transaction with 452 4.3.1). */
+	return srv->space_avail < min || srv->space_avail - min < need;
 }
 
 void smtpd_set_tls(struct smtpd *srv, struct tls_server *tls)

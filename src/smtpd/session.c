@@ -224,7 +224,6 @@ void smtpd_tx_reset(struct smtpd_session *s)
 {
 	struct smtpd_tx *tx = s->tx;
 	if (tx != NULL) {
-		s->srv->space_reserved -= tx->reserved;
 		spool_msg_abort(&tx->msg);
 		envelope_clear(&tx->env);
 		buf_free(&tx->body);

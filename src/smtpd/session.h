@@ -89,7 +89,6 @@ struct smtpd {
 	 * transactions in progress. */
 	uint64_t space_avail;
 	uint64_t space_checked_us;
-	uint64_t space_reserved;
 	bool space_low; /* below queue.min_free_space at the last check */
 };
 
@@ -105,7 +104,6 @@ struct smtpd_tx {
 	bool bdat_last;       /* the current chunk is the LAST one */
 	bool io_failed;       /* a spool write failed: 452 or 451 at the end */
 	int io_errno;         /* its errno (ENOSPC: 452 4.3.1) */
-	uint64_t reserved;    /* SIZE= counted in srv->space_reserved */
 	bool data_started;    /* DATA or first BDAT seen: Received written */
 	size_t hdr_at;        /* end of our Received in body, for added fields */
 	bool hdr_decided;     /* missing Message-ID/Date settled (cmd_data.c) */
