@@ -220,14 +220,25 @@ static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to, bool *
 		str_lower(to->domain);
 	}
 	if (!conf_is_local_domain(conf, to->domain)) {
+		bool trusted = s->auth_user != NULL ||
+			       conf_is_trusted_network(conf, (const struct sockaddr *)&s->client_ss);
 		/* relay_domains: ours to pass on, from anyone (a gateway or
-		 * backup MX); the route may verify the user (cmd_rcpt_verify.c). */
-		if (conf_is_relay_domain(conf, to->domain))
-			return 0;
+		 * backup MX); the route may verify the user (cmd_rcpt_verify.c).
+		 * Not a source-routed local part (user%host, host!user,
+		 * "user@host") from an untrusted client: the server behind us
+		 * might route it on, making us an open relay (Postfix's
+		 * allow_untrusted_routing = no). */
+		if (conf_is_relay_domain(conf, to->domain)) {
+			if (trusted || strpbrk(to->local, "%!@") == NULL)
+				return 0;
+			smtpd_reply(s, 554, "5.7.1",
+				    "<%s@%s>: Relay access denied: source routing", to->local,
+				    to->domain);
+			return -1;
+		}
 		/* Relaying: only for an authenticated user or a trusted
 		 * network (relay.trusted_networks), never for anyone else. */
-		if (s->auth_user != NULL ||
-		    conf_is_trusted_network(conf, (const struct sockaddr *)&s->client_ss))
+		if (trusted)
 			return 0;
 		smtpd_reply(s, 554, "5.7.1", "<%s@%s>: Relay access denied", to->local, to->domain);
 		return -1;

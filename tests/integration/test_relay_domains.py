@@ -233,3 +233,22 @@ def test_client_leaves_during_verification(hikyaku, silent_server):
     c2 = RawSMTP(hk.port)
     c2.ok("NOOP", 250)
     c2.close()
+
+
+def test_relay_domain_refuses_source_routing(hikyaku, mtas):
+    """A relay domain takes plain local parts from anyone, but not a
+    source-routed one (user%host, host!user, "user@host") from an
+    unauthenticated, untrusted client: the server behind us might route it
+    on (Postfix: allow_untrusted_routing = no)."""
+    mta = mtas(lmtp=True)
+    hk = hikyaku(relay_domains=["gw.test"],
+                 routes=[lmtp_route("gw.test", f"127.0.0.1:{mta.port}")])
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    for rcpt in ("victim%target.org@gw.test", "target.org!victim@gw.test",
+                 '"victim@target.org"@gw.test'):
+        lines = c.ok(f"RCPT TO:<{rcpt}>", 554, "5.7.1")
+        assert "source routing" in lines[-1], lines
+    c.ok("RCPT TO:<victim@gw.test>", 250, "2.1.5")
+    c.close()
