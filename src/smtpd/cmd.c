@@ -422,7 +422,9 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 503, "5.5.1", "RCPT not allowed during BDAT transfer");
 		return;
 	}
-	if (tx->n_rcpt_cmds >= s->srv->conf->limits.recipients) {
+	/* Repeats count as well: an endless stream of one address must also
+	 * reach the 452s, then limits.recipient_overshoot, then 421. */
+	if (tx->n_rcpt_cmds + tx->n_rcpt_dups >= s->srv->conf->limits.recipients) {
 		smtpd_reply(s, 452, "4.5.3", "Too many recipients");
 		return;
 	}
@@ -442,6 +444,14 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		if (cmd_rcpt_alias(s, &r, addr) < 0)
 			return;
 		tx->n_rcpt_cmds++;
+		smtpd_session_set_state(s, SMTPD_S_RCPT);
+		smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
+		return;
+	}
+	if (cmd_rcpt_is_dup(tx, addr)) {
+		/* already a recipient (RFC 5321 §3.3: duplicates are the
+		 * client's business): 250 again, without verifying it anew */
+		tx->n_rcpt_dups++;
 		smtpd_session_set_state(s, SMTPD_S_RCPT);
 		smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
 		return;

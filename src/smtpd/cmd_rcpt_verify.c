@@ -131,13 +131,16 @@ static int verify_dest(struct verify_probe *p, const struct conf *conf)
  * other code, 0 for no answer), then let the session read on. */
 static void verify_answer(struct smtpd_session *s, const struct conf_route *route,
                           const struct smtp_rcpt_args *r, const char *addr, int code,
-                          const char *enh, const char *text)
+                          const char *enh, const char *text, bool probed)
 {
 	char q[LOG_Q_MAX], qt[LOG_Q_MAX];
 	const char *result = code / 100 == 2 ? "ok" : code / 100 == 5 ? "refused" : "tempfail";
 
-	log_info("event=rcpt_verify sid=%s rcpt=%s result=%s code=%d text=%s", s->sid,
-	         log_qs(q, addr), result, code, log_qs(qt, text));
+	/* info for a probe (bounded by the probes), debug for an answer
+	 * without one (cache hits come as fast as a client can send) */
+	log_msg(probed ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+	        "event=rcpt_verify sid=%s rcpt=%s result=%s code=%d cached=%s text=%s", s->sid,
+	        log_qs(q, addr), result, code, probed ? "no" : "yes", log_qs(qt, text));
 	if (code / 100 == 2 || (code / 100 != 5 && route->verify_tempfail == CONF_VERIFY_ACCEPT)) {
 		smtpd_rcpt_accept(s, r, addr);
 	} else if (code / 100 == 5) {
@@ -196,7 +199,7 @@ static void verify_finish(struct verify_probe *p, int code, const char *enh, con
 	p->s = NULL;
 	if (s == NULL || !verify_unpark(s))
 		return;
-	verify_answer(s, p->route, &p->r, p->addr, code, enh, text);
+	verify_answer(s, p->route, &p->r, p->addr, code, enh, text, true);
 	smtpd_session_resume(s);
 }
 
@@ -252,9 +255,9 @@ bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, 
 	const struct verify_entry *e = v != NULL ? verify_cache_get(v, addr) : NULL;
 	if (v == NULL || e != NULL) {
 		if (e != NULL)
-			verify_answer(s, route, r, addr, e->code, e->enh, e->text);
+			verify_answer(s, route, r, addr, e->code, e->enh, e->text, false);
 		else
-			verify_answer(s, route, r, addr, 0, "", "verification unavailable");
+			verify_answer(s, route, r, addr, 0, "", "verification unavailable", false);
 		return true;
 	}
 	struct verify_probe *p = xcalloc(1, sizeof(*p));
@@ -264,7 +267,7 @@ bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, 
 	snprintf(p->addr, sizeof(p->addr), "%s", addr);
 	if (verify_dest(p, conf) < 0) {
 		free(p);
-		verify_answer(s, route, r, addr, 0, "", "bad route address");
+		verify_answer(s, route, r, addr, 0, "", "bad route address", false);
 		return true;
 	}
 	p->rcpts[0] = p->addr;

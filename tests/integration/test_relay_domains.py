@@ -7,6 +7,7 @@ a bounce later. A domain that is neither local nor relayed is still 554."""
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -252,3 +253,42 @@ def test_relay_domain_refuses_source_routing(hikyaku, mtas):
         assert "source routing" in lines[-1], lines
     c.ok("RCPT TO:<victim@gw.test>", 250, "2.1.5")
     c.close()
+
+
+def test_verify_duplicate_rcpt_flood_is_bounded(hikyaku, mtas):
+    """One verified address repeated 3000 times in one pipelined burst: the
+    repeats are answered without a probe and without a log line each, they
+    count toward limits.recipients (then the overshoot, then the error
+    limit), so the session ends in 421; the backend is asked once."""
+    mta = mtas(lmtp=True)
+    hk = verifying(hikyaku, "gw.test", f"127.0.0.1:{mta.port}")
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    before = len(hk.log().splitlines())
+    burst = b"RCPT TO:<ok@gw.test>\r\n" * 3000
+
+    def sender():
+        try:
+            c.sock.sendall(burst)
+        except OSError:
+            pass  # closed by the server after its 421
+    t = threading.Thread(target=sender)
+    t.start()
+    codes = []
+    try:
+        while True:
+            code, _ = c.reply()
+            codes.append(code)
+            if code == 421:
+                break
+    finally:
+        t.join(10)
+    assert codes[-1] == 421, codes[-5:]
+    assert codes[0] == 250 and 452 in codes, sorted(set(codes))
+    assert len(codes) < 3000
+    c.sock.close()
+    time.sleep(0.5)
+    grown = len(hk.log().splitlines()) - before
+    assert grown < 200, grown
+    assert mta.rcpt_attempts.get("ok@gw.test") == 1, mta.rcpt_attempts
