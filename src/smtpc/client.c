@@ -212,6 +212,7 @@ static void session_rcpt_set(struct smtpc_session *s, size_t i, const struct smt
 	rr->ok = r->code >= 200 && r->code < 300;
 	rr->permanent = r->code >= 500;
 	rr->code = r->code;
+	rr->answered = true;
 	snprintf(rr->enh, sizeof(rr->enh), "%s", r->enh);
 	smtpc_text_copy(rr->text, sizeof(rr->text), r->text);
 	s->rcpt_done[i] = true;

@@ -88,6 +88,10 @@ struct smtpc_rcpt_result {
 	bool ok;          /* accepted (and, for LMTP, delivered) */
 	bool permanent;   /* 5xx: do not retry */
 	int code;         /* 0 when never sent */
+	/* The result is the reply to this recipient's own RCPT, not the
+	 * message-level outcome (greeting, EHLO, MAIL, STARTTLS, connection,
+	 * a local refusal) shared by every recipient without one. */
+	bool answered;
 	char enh[16];
 	char text[512];
 };

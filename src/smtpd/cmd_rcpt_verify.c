@@ -207,11 +207,18 @@ static void verify_on_result(const struct smtpc_result *res, void *arg)
 {
 	struct verify_probe *p = arg;
 	const struct smtpc_rcpt_result *rr = &res->rcpts[0];
+	if (!rr->answered) {
+		/* No reply to the RCPT itself: the greeting, EHLO/LHLO, MAIL
+		 * FROM:<>, STARTTLS or the connection failed, or smtpc refused
+		 * locally (SMTPUTF8 not offered). That says nothing about the
+		 * user, and a misconfigured or busy backend must not turn into
+		 * cached 550s for the whole domain: not known, not cached. */
+		verify_finish(p, 0, "", rr->text);
+		verify_probe_free(p);
+		return;
+	}
 	verify_cache_put(p->v, p->v->conf, p->addr, rr);
-	int code = rr->ok ? 250 : rr->permanent ? rr->code : 0;
-	if (!rr->ok && rr->permanent && code / 100 != 5)
-		code = 550; /* a local refusal (e.g. SMTPUTF8 not offered) */
-	verify_finish(p, code, rr->enh, rr->text);
+	verify_finish(p, rr->ok ? 250 : rr->code / 100 == 5 ? rr->code : 0, rr->enh, rr->text);
 	verify_probe_free(p);
 }
 

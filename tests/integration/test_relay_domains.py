@@ -292,3 +292,25 @@ def test_verify_duplicate_rcpt_flood_is_bounded(hikyaku, mtas):
     grown = len(hk.log().splitlines()) - before
     assert grown < 200, grown
     assert mta.rcpt_attempts.get("ok@gw.test") == 1, mta.rcpt_attempts
+
+
+@pytest.mark.parametrize("script,user,utf8", [
+    ({"mail": ["550 5.7.1 no"]}, "user", False),
+    ({"greeting": "554 5.3.2 not now"}, "user", False),
+    ({"smtputf8": False}, "üser", True)],
+    ids=["mail_refused", "greeting_refused", "smtputf8_not_offered"])
+def test_verify_message_level_failure_is_tempfail(hikyaku, mtas, script, user, utf8):
+    """A 5xx to the probe's greeting or MAIL FROM:<>, or smtpc's own
+    refusal (SMTPUTF8 needed, not offered), says nothing about the
+    recipient (a misconfigured or overloaded backend): 450 4.4.1, not a 550
+    cached for the whole negative TTL; the next RCPT probes again."""
+    mta = mtas(lmtp=True, **script)
+    hk = verifying(hikyaku, "gw.test", f"127.0.0.1:{mta.port}")
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>" + (" SMTPUTF8" if utf8 else ""), 250)
+    c.ok(f"RCPT TO:<{user}@gw.test>", 450, "4.4.1")
+    c.ok(f"RCPT TO:<{user}@gw.test>", 450, "4.4.1")
+    c.close()
+    assert len(mta.sessions) == 2, mta.sessions
+    assert [e["result"] for e in log_events(hk, "rcpt_verify")] == ["tempfail", "tempfail"]
