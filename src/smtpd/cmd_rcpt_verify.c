@@ -8,7 +8,13 @@
  * cmd_auth.c parks it for a password check: input is not read, so the
  * replies to pipelined commands behind this RCPT (RFC 2920) keep their
  * order. A timer bounds the wait (relay.verify_timeout); when it fires the
- * RCPT gets routes[].verify_tempfail and the probe finishes on its own.
+ * RCPT gets routes[].verify_tempfail and the probe is cancelled (smtpc's
+ * own per-stage timeouts would let a tarpit hold it far longer). At most
+ * VERIFY_PROBES_MAX probes are in flight per server, whatever the number
+ * of sessions: past that a RCPT gets the tempfail answer without a probe,
+ * so a slow backend cannot make us pile up connections.
+ * Only the reply to the RCPT itself is an answer about the user: a failed
+ * connection, greeting, EHLO/LHLO, STARTTLS or MAIL is a tempfail.
  * Definite answers are cached briefly (relay.verify_positive_ttl,
  * relay.verify_negative_ttl) in a fixed-size table, so a client cannot
  * grow it; a collision only costs another probe.
@@ -32,6 +38,10 @@
 
 #define VERIFY_CACHE_SLOTS 1024
 #define VERIFY_TEXT_MAX 200
+/* Probes in flight per smtpd server: each holds a socket for up to
+ * relay.verify_timeout. A constant well below limits.connections' default
+ * (1000) and the descriptor limit. */
+#define VERIFY_PROBES_MAX 64
 
 struct verify_entry {
 	char addr[MAIL_PATH_MAX + 1]; /* "" for a free slot */
@@ -48,6 +58,7 @@ struct smtpd_verify {
 	struct smtpc *smtpc; /* our own client: its idle cache stays empty */
 	struct verify_entry *cache;
 	struct verify_probe *probes; /* in flight */
+	size_t n_probes;
 };
 
 struct verify_probe {
@@ -55,6 +66,7 @@ struct verify_probe {
 	struct smtpd_session *s; /* NULL once the RCPT is answered */
 	const struct conf_route *route;
 	struct event *timer;
+	struct smtpc_session *delivery; /* until its result or the timer */
 	struct smtp_rcpt_args r;
 	char addr[MAIL_PATH_MAX + 1];
 	const char *rcpts[1];
@@ -188,6 +200,7 @@ static void verify_probe_free(struct verify_probe *p)
 		p->v->probes = p->next;
 	if (p->next != NULL)
 		p->next->prev = p->prev;
+	p->v->n_probes--;
 	if (p->timer != NULL)
 		event_free(p->timer);
 	free(p);
@@ -207,6 +220,7 @@ static void verify_on_result(const struct smtpc_result *res, void *arg)
 {
 	struct verify_probe *p = arg;
 	const struct smtpc_rcpt_result *rr = &res->rcpts[0];
+	p->delivery = NULL; /* smtpc frees it after this callback */
 	if (!rr->answered) {
 		/* No reply to the RCPT itself: the greeting, EHLO/LHLO, MAIL
 		 * FROM:<>, STARTTLS or the connection failed, or smtpc refused
@@ -224,10 +238,12 @@ static void verify_on_result(const struct smtpc_result *res, void *arg)
 
 static void verify_on_timer(evutil_socket_t fd, short what, void *arg)
 {
+	struct verify_probe *p = arg;
 	(void)fd;
 	(void)what;
-	verify_finish(arg, 0, "", "timeout");
-	/* the probe itself ends at its own (equal) timeouts */
+	verify_finish(p, 0, "", "timeout");
+	smtpc_cancel(&p->delivery); /* the answer is given: end the probe too */
+	verify_probe_free(p);
 }
 
 static struct smtpd_verify *verify_get(struct smtpd *srv)
@@ -260,11 +276,14 @@ bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, 
 		return false;
 	struct smtpd_verify *v = verify_get(s->srv);
 	const struct verify_entry *e = v != NULL ? verify_cache_get(v, addr) : NULL;
-	if (v == NULL || e != NULL) {
-		if (e != NULL)
-			verify_answer(s, route, r, addr, e->code, e->enh, e->text, false);
-		else
-			verify_answer(s, route, r, addr, 0, "", "verification unavailable", false);
+	if (e != NULL) {
+		verify_answer(s, route, r, addr, e->code, e->enh, e->text, false);
+		return true;
+	}
+	if (v == NULL || v->n_probes >= VERIFY_PROBES_MAX) {
+		verify_answer(s, route, r, addr, 0, "",
+		              v == NULL ? "verification unavailable" : "too many probes in flight",
+		              false);
 		return true;
 	}
 	struct verify_probe *p = xcalloc(1, sizeof(*p));
@@ -288,12 +307,13 @@ bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, 
 	if (v->probes != NULL)
 		v->probes->prev = p;
 	v->probes = p;
+	v->n_probes++;
 	p->timer = evtimer_new(s->srv->base, verify_on_timer, p);
 	struct timeval tv = {.tv_sec = (time_t)(conf->relay.verify_timeout / 1000),
 	                     .tv_usec = (suseconds_t)(conf->relay.verify_timeout % 1000 * 1000)};
 	evtimer_add(p->timer, &tv);
 	smtpd_session_set_state(s, SMTPD_S_RCPT_WAIT);
-	smtpc_deliver(v->smtpc, &p->dest, &p->msg, verify_on_result, p);
+	p->delivery = smtpc_deliver(v->smtpc, &p->dest, &p->msg, verify_on_result, p);
 	return true;
 }
 

@@ -314,3 +314,34 @@ def test_verify_message_level_failure_is_tempfail(hikyaku, mtas, script, user, u
     c.close()
     assert len(mta.sessions) == 2, mta.sessions
     assert [e["result"] for e in log_events(hk, "rcpt_verify")] == ["tempfail", "tempfail"]
+
+
+def test_verify_probes_are_bounded(hikyaku, mtas):
+    """A tarpit backend (never greets): each RCPT gets 450 at
+    relay.verify_timeout and its probe ends then too; however many
+    sessions wait, at most 64 probes are in flight, the others are deferred
+    without a connection."""
+    mta = mtas(lmtp=True, greeting=("STALL", 30))
+    hk = verifying(hikyaku, "gw.test", f"127.0.0.1:{mta.port}",
+                   relay={"verify_timeout": "2s"},
+                   limits={"connections_per_ip": 200})
+    clients = []
+    for i in range(80):
+        c = RawSMTP(hk.port)
+        c.ehlo()
+        c.ok("MAIL FROM:<someone@example.net>", 250)
+        clients.append(c)
+    t0 = time.time()
+    for i, c in enumerate(clients):
+        c.send(f"RCPT TO:<user{i}@gw.test>\r\n")
+    for c in clients:
+        c.expect(450, "4.4.1")
+    assert time.time() - t0 < 5
+    assert 0 < mta.max_active <= 64, mta.max_active
+    # the probes ended with their RCPT's answer, not at smtpc's own timeouts
+    deadline = time.time() + 2
+    while mta.active > 0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert mta.active == 0, mta.active
+    for c in clients:
+        c.close()
