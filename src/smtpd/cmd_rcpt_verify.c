@@ -174,8 +174,8 @@ static void verify_answer(struct smtpd_session *s, const struct conf_route *rout
 	}
 }
 
-/* Unpark s after its probe answered or timed out. false: the session is
- * gone (freed or closing) and must not be answered. */
+/* Unpark s after its probe answered or timed out. false: the connection
+ * is gone (the session freed) and cannot be answered. */
 static bool verify_unpark(struct smtpd_session *s)
 {
 	smtpd_session_set_state(s, s->tx != NULL && s->tx->n_rcpt_cmds > 0 ? SMTPD_S_RCPT
@@ -183,10 +183,6 @@ static bool verify_unpark(struct smtpd_session *s)
 	if (s->bev == NULL) {
 		smtpd_session_set_state(s, SMTPD_S_CLOSING);
 		smtpd_session_free(&s);
-		return false;
-	}
-	if (s->gone) {
-		smtpd_session_close(s);
 		return false;
 	}
 	return true;
@@ -212,7 +208,14 @@ static void verify_finish(struct verify_probe *p, int code, const char *enh, con
 	p->s = NULL;
 	if (s == NULL || !verify_unpark(s))
 		return;
+	/* Answered even when the client has gone (a clean EOF, a half-close
+	 * after a pipelined batch, or the session deadline): the reply is owed
+	 * and goes out before the close flushes the output. */
 	verify_answer(s, p->route, &p->r, p->addr, code, enh, text, true);
+	if (s->gone) {
+		smtpd_session_close(s);
+		return;
+	}
 	smtpd_session_resume(s);
 }
 

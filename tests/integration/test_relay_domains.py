@@ -345,3 +345,18 @@ def test_verify_probes_are_bounded(hikyaku, mtas):
     assert mta.active == 0, mta.active
     for c in clients:
         c.close()
+
+
+
+def test_verify_answer_owed_when_session_ends(hikyaku, silent_server):
+    """The session's deadline passes while a RCPT is parked in
+    verification: the session ends when the probe does, but the RCPT still
+    gets its reply first (it used to be closed without one)."""
+    hk = verifying(hikyaku, "slow.test", f"127.0.0.1:{silent_server}",
+                   relay={"verify_timeout": "2s"}, timeouts={"session": "1s"})
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    c.send("RCPT TO:<a@slow.test>\r\n")
+    c.expect(450, "4.4.1")
+    assert c.closed()
