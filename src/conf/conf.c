@@ -178,9 +178,11 @@ static const struct conf_setting conf_route_fields[] = {
 		 "relay.verify_negative_ttl). Needs a numeric address or unix:." },
 	{ .key = "verify_tempfail", .type = CONF_T_ENUM, .def = "defer",
 	  .names = conf_verify_tempfail_names, .off = ROFF(verify_tempfail), .lower = true,
-	  .doc = "When verify_recipients gets no answer in relay.verify_timeout, or a 4xx: "
-		 "defer (450 4.4.1 at RCPT, the client retries) or accept (queue it; the "
-		 "delivery finds out)." },
+	  .doc = "When verify_recipients gets no answer about the user: no reply to the RCPT "
+		 "in relay.verify_timeout, a 4xx to it, a failure before it (connection, "
+		 "greeting, EHLO/LHLO, STARTTLS, MAIL FROM:<>), or 64 probes already in "
+		 "flight: defer (450 4.4.1 at RCPT, the client retries) or accept (queue it; "
+		 "the delivery finds out). Such answers are not cached." },
 };
 
 _Static_assert(N_OF(conf_route_fields) <= CONF_FIELDS_MAX, "too many route fields");
@@ -250,7 +252,8 @@ const struct conf_setting conf_settings[] = {
 	  .doc = "Largest message accepted, announced in EHLO SIZE (RFC 1870)." },
 	{ .key = "limits.recipients", .type = CONF_T_UINT, .def = "100",
 	  .min = 1, .max = 100000, .off = OFF(limits.recipients),
-	  .doc = "Recipients per transaction (RFC 5321 §4.5.3.1.8 requires at least 100)." },
+	  .doc = "Recipients per transaction, a repeated one counted again (RFC 5321 "
+		 "§4.5.3.1.8 requires at least 100)." },
 	{ .key = "limits.errors", .type = CONF_T_UINT, .def = "20",
 	  .min = 1, .max = 1000, .off = OFF(limits.errors),
 	  .doc = "Errors in one session before it is closed." },
@@ -351,7 +354,8 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "relay.verify_timeout", .type = CONF_T_DURATION, .def = "10s",
 	  .min = SEC, .max = 5 * 60 * SEC, .off = OFF(relay.verify_timeout),
 	  .doc = "Longest wait for a recipient verification (routes[].verify_recipients), "
-		 "connection included; the RCPT then gets routes[].verify_tempfail." },
+		 "connection included; the RCPT then gets routes[].verify_tempfail and the "
+		 "probe is ended." },
 	{ .key = "relay.verify_positive_ttl", .type = CONF_T_DURATION, .def = "10m",
 	  .min = 0, .max = DAY, .off = OFF(relay.verify_positive_ttl),
 	  .doc = "How long a recipient the route's server accepted is remembered (0: not)." },

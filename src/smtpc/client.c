@@ -212,6 +212,7 @@ static void session_rcpt_set(struct smtpc_session *s, size_t i, const struct smt
 	rr->ok = r->code >= 200 && r->code < 300;
 	rr->permanent = r->code >= 500;
 	rr->code = r->code;
+	rr->answered = true;
 	snprintf(rr->enh, sizeof(rr->enh), "%s", r->enh);
 	smtpc_text_copy(rr->text, sizeof(rr->text), r->text);
 	s->rcpt_done[i] = true;
@@ -1523,8 +1524,21 @@ void smtpc_free(struct smtpc **cp)
 	*cp = NULL;
 }
 
-void smtpc_deliver(struct smtpc *c, const struct smtpc_dest *dest, const struct smtpc_msg *msg,
-                   smtpc_done_cb *cb, void *arg)
+void smtpc_cancel(struct smtpc_session **sp)
+{
+	struct smtpc_session *s = *sp;
+	if (s == NULL)
+		return;
+	*sp = NULL;
+	log_debug("smtpc: relay=%s cancelled in state=%s",
+	          s->res.remote_mta[0] != '\0' ? s->res.remote_mta : "-",
+	          smtpc_state_names[s->state]);
+	session_unlink(s);
+	session_free(s); /* as smtpc_free does for each session */
+}
+
+struct smtpc_session *smtpc_deliver(struct smtpc *c, const struct smtpc_dest *dest,
+                                    const struct smtpc_msg *msg, smtpc_done_cb *cb, void *arg)
 {
 	struct smtpc_session *s = xcalloc(1, sizeof(*s));
 	s->c = c;
@@ -1549,4 +1563,5 @@ void smtpc_deliver(struct smtpc *c, const struct smtpc_dest *dest, const struct 
 	c->sessions = s;
 	/* never call back from here: start from the loop */
 	session_timer_arm(s, 0);
+	return s;
 }

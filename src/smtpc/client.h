@@ -88,6 +88,10 @@ struct smtpc_rcpt_result {
 	bool ok;          /* accepted (and, for LMTP, delivered) */
 	bool permanent;   /* 5xx: do not retry */
 	int code;         /* 0 when never sent */
+	/* The result is the reply to this recipient's own RCPT, not the
+	 * message-level outcome (greeting, EHLO, MAIL, STARTTLS, connection,
+	 * a local refusal) shared by every recipient without one. */
+	bool answered;
 	char enh[16];
 	char text[512];
 };
@@ -125,9 +129,17 @@ void smtpc_set_idle_timeout(struct smtpc *c, uint64_t ms);
  * any delivery would take alike) and in all; the oldest beyond either is
  * closed. Defaults 8 and 64; 0 counts as 1. */
 void smtpc_set_idle_limits(struct smtpc *c, size_t per_destination, size_t total);
+/* A delivery in progress: a handle for smtpc_cancel until its cb runs. */
+struct smtpc_session;
+
 /* dest and msg (and everything they point to) must stay valid until cb
- * runs. cb is always called exactly once, later, from the event loop. */
-void smtpc_deliver(struct smtpc *c, const struct smtpc_dest *dest, const struct smtpc_msg *msg,
-		   smtpc_done_cb *cb, void *arg);
+ * runs. cb is always called exactly once, later, from the event loop,
+ * unless the delivery is cancelled first. */
+struct smtpc_session *smtpc_deliver(struct smtpc *c, const struct smtpc_dest *dest,
+				    const struct smtpc_msg *msg, smtpc_done_cb *cb, void *arg);
+/* End a delivery whose cb has not run yet: its connection is closed
+ * without QUIT and cb is never called (a caller's own deadline, e.g.
+ * smtpd's recipient verification). Clears *sp; NULL is a no-op. */
+void smtpc_cancel(struct smtpc_session **sp);
 
 #endif

@@ -218,14 +218,25 @@ static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to, bool *
 		str_lower(to->domain);
 	}
 	if (!conf_is_local_domain(conf, to->domain)) {
+		bool trusted = s->auth_user != NULL ||
+			       conf_is_trusted_network(conf, (const struct sockaddr *)&s->client_ss);
 		/* relay_domains: ours to pass on, from anyone (a gateway or
-		 * backup MX); the route may verify the user (cmd_rcpt_verify.c). */
-		if (conf_is_relay_domain(conf, to->domain))
-			return 0;
+		 * backup MX); the route may verify the user (cmd_rcpt_verify.c).
+		 * Not a source-routed local part (user%host, host!user,
+		 * "user@host") from an untrusted client: the server behind us
+		 * might route it on, making us an open relay (Postfix's
+		 * allow_untrusted_routing = no). */
+		if (conf_is_relay_domain(conf, to->domain)) {
+			if (trusted || strpbrk(to->local, "%!@") == NULL)
+				return 0;
+			smtpd_reply(s, 554, "5.7.1",
+				    "<%s@%s>: Relay access denied: source routing", to->local,
+				    to->domain);
+			return -1;
+		}
 		/* Relaying: only for an authenticated user or a trusted
 		 * network (relay.trusted_networks), never for anyone else. */
-		if (s->auth_user != NULL ||
-		    conf_is_trusted_network(conf, (const struct sockaddr *)&s->client_ss))
+		if (trusted)
 			return 0;
 		smtpd_reply(s, 554, "5.7.1", "<%s@%s>: Relay access denied", to->local, to->domain);
 		return -1;
@@ -409,7 +420,9 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 503, "5.5.1", "RCPT not allowed during BDAT transfer");
 		return;
 	}
-	if (tx->n_rcpt_cmds >= s->srv->conf->limits.recipients) {
+	/* Repeats count as well: an endless stream of one address must also
+	 * reach the 452s, then limits.recipient_overshoot, then 421. */
+	if (tx->n_rcpt_cmds + tx->n_rcpt_dups >= s->srv->conf->limits.recipients) {
 		smtpd_reply(s, 452, "4.5.3", "Too many recipients");
 		return;
 	}
@@ -429,6 +442,14 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		if (cmd_rcpt_alias(s, &r, addr) < 0)
 			return;
 		tx->n_rcpt_cmds++;
+		smtpd_session_set_state(s, SMTPD_S_RCPT);
+		smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
+		return;
+	}
+	if (cmd_rcpt_is_dup(tx, addr)) {
+		/* already a recipient (RFC 5321 §3.3: duplicates are the
+		 * client's business): 250 again, without verifying it anew */
+		tx->n_rcpt_dups++;
 		smtpd_session_set_state(s, SMTPD_S_RCPT);
 		smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
 		return;

@@ -8,7 +8,13 @@
  * cmd_auth.c parks it for a password check: input is not read, so the
  * replies to pipelined commands behind this RCPT (RFC 2920) keep their
  * order. A timer bounds the wait (relay.verify_timeout); when it fires the
- * RCPT gets routes[].verify_tempfail and the probe finishes on its own.
+ * RCPT gets routes[].verify_tempfail and the probe is cancelled (smtpc's
+ * own per-stage timeouts would let a tarpit hold it far longer). At most
+ * VERIFY_PROBES_MAX probes are in flight per server, whatever the number
+ * of sessions: past that a RCPT gets the tempfail answer without a probe,
+ * so a slow backend cannot make us pile up connections.
+ * Only the reply to the RCPT itself is an answer about the user: a failed
+ * connection, greeting, EHLO/LHLO, STARTTLS or MAIL is a tempfail.
  * Definite answers are cached briefly (relay.verify_positive_ttl,
  * relay.verify_negative_ttl) in a fixed-size table, so a client cannot
  * grow it; a collision only costs another probe.
@@ -32,6 +38,10 @@
 
 #define VERIFY_CACHE_SLOTS 1024
 #define VERIFY_TEXT_MAX 200
+/* Probes in flight per smtpd server: each holds a socket for up to
+ * relay.verify_timeout. A constant well below limits.connections' default
+ * (1000) and the descriptor limit. */
+#define VERIFY_PROBES_MAX 64
 
 struct verify_entry {
 	char addr[MAIL_PATH_MAX + 1]; /* "" for a free slot */
@@ -48,6 +58,7 @@ struct smtpd_verify {
 	struct smtpc *smtpc; /* our own client: its idle cache stays empty */
 	struct verify_entry *cache;
 	struct verify_probe *probes; /* in flight */
+	size_t n_probes;
 };
 
 struct verify_probe {
@@ -55,6 +66,7 @@ struct verify_probe {
 	struct smtpd_session *s; /* NULL once the RCPT is answered */
 	const struct conf_route *route;
 	struct event *timer;
+	struct smtpc_session *delivery; /* until its result or the timer */
 	struct smtp_rcpt_args r;
 	char addr[MAIL_PATH_MAX + 1];
 	const char *rcpts[1];
@@ -131,13 +143,16 @@ static int verify_dest(struct verify_probe *p, const struct conf *conf)
  * other code, 0 for no answer), then let the session read on. */
 static void verify_answer(struct smtpd_session *s, const struct conf_route *route,
                           const struct smtp_rcpt_args *r, const char *addr, int code,
-                          const char *enh, const char *text)
+                          const char *enh, const char *text, bool probed)
 {
 	char q[LOG_Q_MAX], qt[LOG_Q_MAX];
 	const char *result = code / 100 == 2 ? "ok" : code / 100 == 5 ? "refused" : "tempfail";
 
-	log_info("event=rcpt_verify sid=%s rcpt=%s result=%s code=%d text=%s", s->sid,
-	         log_qs(q, addr), result, code, log_qs(qt, text));
+	/* info for a probe (bounded by the probes), debug for an answer
+	 * without one (cache hits come as fast as a client can send) */
+	log_msg(probed ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+	        "event=rcpt_verify sid=%s rcpt=%s result=%s code=%d cached=%s text=%s", s->sid,
+	        log_qs(q, addr), result, code, probed ? "no" : "yes", log_qs(qt, text));
 	if (code / 100 == 2 || (code / 100 != 5 && route->verify_tempfail == CONF_VERIFY_ACCEPT)) {
 		smtpd_rcpt_accept(s, r, addr);
 	} else if (code / 100 == 5) {
@@ -159,8 +174,8 @@ static void verify_answer(struct smtpd_session *s, const struct conf_route *rout
 	}
 }
 
-/* Unpark s after its probe answered or timed out. false: the session is
- * gone (freed or closing) and must not be answered. */
+/* Unpark s after its probe answered or timed out. false: the connection
+ * is gone (the session freed) and cannot be answered. */
 static bool verify_unpark(struct smtpd_session *s)
 {
 	smtpd_session_set_state(s, s->tx != NULL && s->tx->n_rcpt_cmds > 0 ? SMTPD_S_RCPT
@@ -168,10 +183,6 @@ static bool verify_unpark(struct smtpd_session *s)
 	if (s->bev == NULL) {
 		smtpd_session_set_state(s, SMTPD_S_CLOSING);
 		smtpd_session_free(&s);
-		return false;
-	}
-	if (s->gone) {
-		smtpd_session_close(s);
 		return false;
 	}
 	return true;
@@ -185,6 +196,7 @@ static void verify_probe_free(struct verify_probe *p)
 		p->v->probes = p->next;
 	if (p->next != NULL)
 		p->next->prev = p->prev;
+	p->v->n_probes--;
 	if (p->timer != NULL)
 		event_free(p->timer);
 	free(p);
@@ -196,7 +208,14 @@ static void verify_finish(struct verify_probe *p, int code, const char *enh, con
 	p->s = NULL;
 	if (s == NULL || !verify_unpark(s))
 		return;
-	verify_answer(s, p->route, &p->r, p->addr, code, enh, text);
+	/* Answered even when the client has gone (a clean EOF, a half-close
+	 * after a pipelined batch, or the session deadline): the reply is owed
+	 * and goes out before the close flushes the output. */
+	verify_answer(s, p->route, &p->r, p->addr, code, enh, text, true);
+	if (s->gone) {
+		smtpd_session_close(s);
+		return;
+	}
 	smtpd_session_resume(s);
 }
 
@@ -204,20 +223,30 @@ static void verify_on_result(const struct smtpc_result *res, void *arg)
 {
 	struct verify_probe *p = arg;
 	const struct smtpc_rcpt_result *rr = &res->rcpts[0];
+	p->delivery = NULL; /* smtpc frees it after this callback */
+	if (!rr->answered) {
+		/* No reply to the RCPT itself: the greeting, EHLO/LHLO, MAIL
+		 * FROM:<>, STARTTLS or the connection failed, or smtpc refused
+		 * locally (SMTPUTF8 not offered). That says nothing about the
+		 * user, and a misconfigured or busy backend must not turn into
+		 * cached 550s for the whole domain: not known, not cached. */
+		verify_finish(p, 0, "", rr->text);
+		verify_probe_free(p);
+		return;
+	}
 	verify_cache_put(p->v, p->v->conf, p->addr, rr);
-	int code = rr->ok ? 250 : rr->permanent ? rr->code : 0;
-	if (!rr->ok && rr->permanent && code / 100 != 5)
-		code = 550; /* a local refusal (e.g. SMTPUTF8 not offered) */
-	verify_finish(p, code, rr->enh, rr->text);
+	verify_finish(p, rr->ok ? 250 : rr->code / 100 == 5 ? rr->code : 0, rr->enh, rr->text);
 	verify_probe_free(p);
 }
 
 static void verify_on_timer(evutil_socket_t fd, short what, void *arg)
 {
+	struct verify_probe *p = arg;
 	(void)fd;
 	(void)what;
-	verify_finish(arg, 0, "", "timeout");
-	/* the probe itself ends at its own (equal) timeouts */
+	verify_finish(p, 0, "", "timeout");
+	smtpc_cancel(&p->delivery); /* the answer is given: end the probe too */
+	verify_probe_free(p);
 }
 
 static struct smtpd_verify *verify_get(struct smtpd *srv)
@@ -250,11 +279,14 @@ bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, 
 		return false;
 	struct smtpd_verify *v = verify_get(s->srv);
 	const struct verify_entry *e = v != NULL ? verify_cache_get(v, addr) : NULL;
-	if (v == NULL || e != NULL) {
-		if (e != NULL)
-			verify_answer(s, route, r, addr, e->code, e->enh, e->text);
-		else
-			verify_answer(s, route, r, addr, 0, "", "verification unavailable");
+	if (e != NULL) {
+		verify_answer(s, route, r, addr, e->code, e->enh, e->text, false);
+		return true;
+	}
+	if (v == NULL || v->n_probes >= VERIFY_PROBES_MAX) {
+		verify_answer(s, route, r, addr, 0, "",
+		              v == NULL ? "verification unavailable" : "too many probes in flight",
+		              false);
 		return true;
 	}
 	struct verify_probe *p = xcalloc(1, sizeof(*p));
@@ -264,7 +296,7 @@ bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, 
 	snprintf(p->addr, sizeof(p->addr), "%s", addr);
 	if (verify_dest(p, conf) < 0) {
 		free(p);
-		verify_answer(s, route, r, addr, 0, "", "bad route address");
+		verify_answer(s, route, r, addr, 0, "", "bad route address", false);
 		return true;
 	}
 	p->rcpts[0] = p->addr;
@@ -278,12 +310,13 @@ bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, 
 	if (v->probes != NULL)
 		v->probes->prev = p;
 	v->probes = p;
+	v->n_probes++;
 	p->timer = evtimer_new(s->srv->base, verify_on_timer, p);
 	struct timeval tv = {.tv_sec = (time_t)(conf->relay.verify_timeout / 1000),
 	                     .tv_usec = (suseconds_t)(conf->relay.verify_timeout % 1000 * 1000)};
 	evtimer_add(p->timer, &tv);
 	smtpd_session_set_state(s, SMTPD_S_RCPT_WAIT);
-	smtpc_deliver(v->smtpc, &p->dest, &p->msg, verify_on_result, p);
+	p->delivery = smtpc_deliver(v->smtpc, &p->dest, &p->msg, verify_on_result, p);
 	return true;
 }
 

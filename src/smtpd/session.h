@@ -108,6 +108,7 @@ struct smtpd_tx {
 	size_t hdr_at;        /* end of our Received in body, for added fields */
 	bool hdr_decided;     /* missing Message-ID/Date settled (cmd_data.c) */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
+	size_t n_rcpt_dups;   /* RCPTs repeating a recipient: they count too */
 };
 
 struct smtpd_session {

@@ -7,6 +7,7 @@ a bounce later. A domain that is neither local nor relayed is still 554."""
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -233,3 +234,129 @@ def test_client_leaves_during_verification(hikyaku, silent_server):
     c2 = RawSMTP(hk.port)
     c2.ok("NOOP", 250)
     c2.close()
+
+
+def test_relay_domain_refuses_source_routing(hikyaku, mtas):
+    """A relay domain takes plain local parts from anyone, but not a
+    source-routed one (user%host, host!user, "user@host") from an
+    unauthenticated, untrusted client: the server behind us might route it
+    on (Postfix: allow_untrusted_routing = no)."""
+    mta = mtas(lmtp=True)
+    hk = hikyaku(relay_domains=["gw.test"],
+                 routes=[lmtp_route("gw.test", f"127.0.0.1:{mta.port}")])
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    for rcpt in ("victim%target.org@gw.test", "target.org!victim@gw.test",
+                 '"victim@target.org"@gw.test'):
+        lines = c.ok(f"RCPT TO:<{rcpt}>", 554, "5.7.1")
+        assert "source routing" in lines[-1], lines
+    c.ok("RCPT TO:<victim@gw.test>", 250, "2.1.5")
+    c.close()
+
+
+def test_verify_duplicate_rcpt_flood_is_bounded(hikyaku, mtas):
+    """One verified address repeated 3000 times in one pipelined burst: the
+    repeats are answered without a probe and without a log line each, they
+    count toward limits.recipients (then the overshoot, then the error
+    limit), so the session ends in 421; the backend is asked once."""
+    mta = mtas(lmtp=True)
+    hk = verifying(hikyaku, "gw.test", f"127.0.0.1:{mta.port}")
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    before = len(hk.log().splitlines())
+    burst = b"RCPT TO:<ok@gw.test>\r\n" * 3000
+
+    def sender():
+        try:
+            c.sock.sendall(burst)
+        except OSError:
+            pass  # closed by the server after its 421
+    t = threading.Thread(target=sender)
+    t.start()
+    codes = []
+    try:
+        while True:
+            code, _ = c.reply()
+            codes.append(code)
+            if code == 421:
+                break
+    finally:
+        t.join(10)
+    assert codes[-1] == 421, codes[-5:]
+    assert codes[0] == 250 and 452 in codes, sorted(set(codes))
+    assert len(codes) < 3000
+    c.sock.close()
+    time.sleep(0.5)
+    grown = len(hk.log().splitlines()) - before
+    assert grown < 200, grown
+    assert mta.rcpt_attempts.get("ok@gw.test") == 1, mta.rcpt_attempts
+
+
+@pytest.mark.parametrize("script,user,utf8", [
+    ({"mail": ["550 5.7.1 no"]}, "user", False),
+    ({"greeting": "554 5.3.2 not now"}, "user", False),
+    ({"smtputf8": False}, "üser", True)],
+    ids=["mail_refused", "greeting_refused", "smtputf8_not_offered"])
+def test_verify_message_level_failure_is_tempfail(hikyaku, mtas, script, user, utf8):
+    """A 5xx to the probe's greeting or MAIL FROM:<>, or smtpc's own
+    refusal (SMTPUTF8 needed, not offered), says nothing about the
+    recipient (a misconfigured or overloaded backend): 450 4.4.1, not a 550
+    cached for the whole negative TTL; the next RCPT probes again."""
+    mta = mtas(lmtp=True, **script)
+    hk = verifying(hikyaku, "gw.test", f"127.0.0.1:{mta.port}")
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>" + (" SMTPUTF8" if utf8 else ""), 250)
+    c.ok(f"RCPT TO:<{user}@gw.test>", 450, "4.4.1")
+    c.ok(f"RCPT TO:<{user}@gw.test>", 450, "4.4.1")
+    c.close()
+    assert len(mta.sessions) == 2, mta.sessions
+    assert [e["result"] for e in log_events(hk, "rcpt_verify")] == ["tempfail", "tempfail"]
+
+
+def test_verify_probes_are_bounded(hikyaku, mtas):
+    """A tarpit backend (never greets): each RCPT gets 450 at
+    relay.verify_timeout and its probe ends then too; however many
+    sessions wait, at most 64 probes are in flight, the others are deferred
+    without a connection."""
+    mta = mtas(lmtp=True, greeting=("STALL", 30))
+    hk = verifying(hikyaku, "gw.test", f"127.0.0.1:{mta.port}",
+                   relay={"verify_timeout": "2s"},
+                   limits={"connections_per_ip": 200})
+    clients = []
+    for i in range(80):
+        c = RawSMTP(hk.port)
+        c.ehlo()
+        c.ok("MAIL FROM:<someone@example.net>", 250)
+        clients.append(c)
+    t0 = time.time()
+    for i, c in enumerate(clients):
+        c.send(f"RCPT TO:<user{i}@gw.test>\r\n")
+    for c in clients:
+        c.expect(450, "4.4.1")
+    assert time.time() - t0 < 5
+    assert 0 < mta.max_active <= 64, mta.max_active
+    # the probes ended with their RCPT's answer, not at smtpc's own timeouts
+    deadline = time.time() + 2
+    while mta.active > 0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert mta.active == 0, mta.active
+    for c in clients:
+        c.close()
+
+
+
+def test_verify_answer_owed_when_session_ends(hikyaku, silent_server):
+    """The session's deadline passes while a RCPT is parked in
+    verification: the session ends when the probe does, but the RCPT still
+    gets its reply first (it used to be closed without one)."""
+    hk = verifying(hikyaku, "slow.test", f"127.0.0.1:{silent_server}",
+                   relay={"verify_timeout": "2s"}, timeouts={"session": "1s"})
+    c = RawSMTP(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<someone@example.net>", 250)
+    c.send("RCPT TO:<a@slow.test>\r\n")
+    c.expect(450, "4.4.1")
+    assert c.closed()
