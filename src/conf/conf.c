@@ -285,6 +285,10 @@ const struct conf_setting conf_settings[] = {
 	  .min = SEC, .max = DAY, .off = OFF(timeouts.session),
 	  .doc = "Deadline for a whole session." },
 
+	{ .key = "processes.smtpd", .type = CONF_T_UINT, .def = "0",
+	  .min = 0, .max = 64, .off = OFF(processes.smtpd),
+	  .doc = "smtpd processes sharing the listeners (sessions, TLS); 0: one per CPU." },
+
 	{ .key = "queue.commit_threads", .type = CONF_T_UINT, .def = "4",
 	  .min = 1, .max = 64, .off = OFF(queue.commit_threads),
 	  .doc = "Threads that commit messages to the spool." },
@@ -1457,11 +1461,19 @@ out:
 	return rc;
 }
 
-int conf_load(const char *path, struct conf **conf_r, char *err, size_t errlen)
+int conf_read_text(const char *path, struct buf *text, char *err, size_t errlen)
+{
+	buf_init(text, CONF_FILE_MAX);
+	if (path == NULL)
+		return buf_append_str(text, conf_embedded_default);
+	return conf_file_read(path, text, err, errlen);
+}
+
+int conf_load_buffer(const char *path, const char *text, size_t len, struct conf **conf_r,
+		     char *err, size_t errlen)
 {
 	struct conf_parse p = {0};
 	char dummy[1];
-	struct buf text;
 	int rc;
 
 	if (err == NULL || errlen == 0) {
@@ -1476,15 +1488,7 @@ int conf_load(const char *path, struct conf **conf_r, char *err, size_t errlen)
 	p.conf->file = xstrdup(path != NULL ? path : CONF_EMBEDDED_NAME);
 	p.file = p.conf->file;
 	conf_defaults_apply(p.conf, conf_settings, CONF_N_SETTINGS);
-
-	buf_init(&text, CONF_FILE_MAX);
-	if (path == NULL)
-		rc = buf_append_str(&text, conf_embedded_default);
-	else
-		rc = conf_file_read(path, &text, err, errlen);
-	if (rc == 0)
-		rc = conf_load_text(&p, buf_cstr(&text), text.len);
-	buf_free(&text);
+	rc = conf_load_text(&p, text, len);
 	for (size_t i = 0; i < CONF_N_SETTINGS; i++)
 		free(p.item_pos[i]);
 	if (rc < 0) {
@@ -1495,6 +1499,23 @@ int conf_load(const char *path, struct conf **conf_r, char *err, size_t errlen)
 	conf_routes_compile(p.conf);
 	*conf_r = p.conf;
 	return 0;
+}
+
+int conf_load(const char *path, struct conf **conf_r, char *err, size_t errlen)
+{
+	struct buf text;
+	char dummy[1];
+	if (err == NULL || errlen == 0) {
+		err = dummy;
+		errlen = sizeof(dummy);
+	}
+	err[0] = '\0';
+	*conf_r = NULL;
+	int rc = conf_read_text(path, &text, err, errlen);
+	if (rc == 0)
+		rc = conf_load_buffer(path, buf_cstr(&text), text.len, conf_r, err, errlen);
+	buf_free(&text);
+	return rc;
 }
 
 void conf_free(struct conf **confp)

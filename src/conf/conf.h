@@ -84,6 +84,10 @@ struct conf_queue {
 	uint64_t min_free_space;   /* octets the spool's file system keeps free, 100M */
 };
 
+struct conf_processes {
+	uint64_t smtpd; /* smtpd processes; 0: one per CPU */
+};
+
 enum conf_tls_policy {
 	CONF_TLSPOL_NONE = 0, /* never STARTTLS */
 	CONF_TLSPOL_MAY,      /* opportunistic (the default for MX) */
@@ -161,6 +165,7 @@ struct conf {
 	struct conf_limits limits;
 	struct conf_timeouts timeouts;
 	struct conf_queue queue;
+	struct conf_processes processes;
 	struct conf_tls tls;
 	struct conf_auth auth;
 	struct conf_relay relay;
@@ -182,6 +187,14 @@ extern const char conf_embedded_default[];
 /* Load path (or the embedded default when path is NULL). On error returns -1
  * and writes "file:line:column: message" into err. */
 int conf_load(const char *path, struct conf **conf_r, char *err, size_t errlen);
+/* The two halves of conf_load, for the master that parses the text once
+ * and hands the same text to its children: the file's text (or the
+ * embedded default's, path NULL) into text (buf_init'ed here), and a
+ * configuration from a text that came from path. */
+struct buf;
+int conf_read_text(const char *path, struct buf *text, char *err, size_t errlen);
+int conf_load_buffer(const char *path, const char *text, size_t len, struct conf **conf_r,
+		     char *err, size_t errlen);
 void conf_free(struct conf **conf);
 /* The effective configuration as YAML, every setting, with its doc as a
  * comment. */

@@ -454,6 +454,140 @@ int spool_commit(struct spool_msg **mp, struct envelope *e, const void *tail, si
 	return 0;
 }
 
+/* ---- message files handed to another process (master/proto.h) ---- */
+
+static void spool_token_name(char out[24], uint64_t token)
+{
+	snprintf(out, 24, "t%016llx", (unsigned long long)token);
+}
+
+int spool_incoming_create(struct spool *s, uint64_t token)
+{
+	char name[24], eb[128];
+	unsigned char hdr[SPOOL_HDR_LEN] = {0};
+	spool_token_name(name, token);
+	int fd = openat(s->incfd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		int err = errno;
+		log_err("event=spool_write_failed op=create error=%s", spool_strerror(err, eb));
+		errno = err;
+		return -1;
+	}
+	memcpy(hdr, SPOOL_MAGIC, SPOOL_MAGIC_LEN);
+	if (fs_write_all(fd, hdr, sizeof(hdr)) < 0) {
+		int err = errno;
+		log_err("event=spool_write_failed op=write error=%s", spool_strerror(err, eb));
+		close(fd);
+		(void)unlinkat(s->incfd, name, 0);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+void spool_incoming_remove(struct spool *s, uint64_t token)
+{
+	char name[24];
+	spool_token_name(name, token);
+	(void)unlinkat(s->incfd, name, 0);
+}
+
+static int spool_publish_steps(struct spool *s, const char *tname, const char *qid, bool *moved_r,
+			       const char **error_r)
+{
+	unsigned char hdr[SPOOL_HDR_LEN];
+	struct stat st;
+	uint64_t off;
+	char name[SPOOL_NAME_MAX + 1];
+
+	if (!qid_valid(qid)) {
+		*error_r = "invalid queue id";
+		errno = 0;
+		return -1;
+	}
+	/* The writer is another process: take nothing on trust but the
+	 * content. An unsealed file (envelope offset 0) never enters queue/. */
+	int fd = openat(s->incfd, tname, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		*error_r = "message file is gone";
+		return -1;
+	}
+	int rc = fstat(fd, &st) == 0 && pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) ? 0 : -1;
+	close(fd);
+	if (rc < 0 || spool_header_parse(hdr, (uint64_t)st.st_size, &off, error_r) < 0) {
+		if (rc < 0)
+			*error_r = "cannot read message file";
+		errno = 0;
+		return -1;
+	}
+	spool_name(name, qid, NULL);
+	if (spool_rename(s->incfd, tname, s->queuefd, name) < 0) {
+		*error_r = "cannot move message file into queue";
+		return -1;
+	}
+	*moved_r = true;
+	if (spool_queue_sync(s) < 0) {
+		*error_r = "cannot sync queue directory";
+		return -1;
+	}
+	return 0;
+}
+
+int spool_publish(struct spool *s, uint64_t token, const char *qid, const char **error_r)
+{
+	char tname[24], name[SPOOL_NAME_MAX + 1], eb[128];
+	bool moved = false;
+	const char *error = "spool commit failed";
+	spool_token_name(tname, token);
+	if (spool_publish_steps(s, tname, qid, &moved, &error) < 0) {
+		int err = errno;
+		log_err("event=spool_commit_failed qid=%s error=%s errno=%s",
+		        qid_valid(qid) ? qid : "-", log_qs((char[LOG_Q_MAX]){0}, error),
+		        spool_strerror(err, eb));
+		if (moved) {
+			spool_name(name, qid, NULL);
+			(void)unlinkat(s->queuefd, name, 0);
+		} else {
+			(void)unlinkat(s->incfd, tname, 0);
+		}
+		*error_r = error;
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+struct spool_msg *spool_msg_adopt(int fd, const char *qid)
+{
+	struct spool_msg *m = spool_msg_create(NULL, qid);
+	m->fd = fd;
+	/* The queue wrote the header through the same open file: go on
+	 * after it whatever that left the offset at. */
+	(void)lseek(fd, SPOOL_HDR_LEN, SEEK_SET);
+	return m;
+}
+
+int spool_msg_seal(struct spool_msg **mp, struct envelope *e, const void *tail, size_t tail_len,
+		   const char **error_r)
+{
+	struct spool_msg *m = *mp;
+	int rc = -1;
+	*mp = NULL;
+	if (!m->qid_ok || strcmp(e->qid, m->qid) != 0) {
+		*error_r = "queue id mismatch";
+		errno = 0;
+	} else if (spool_msg_append(m, tail, tail_len) < 0) {
+		*error_r = "cannot write message file";
+	} else {
+		e->size = m->size;
+		rc = spool_msg_finish(m, e, error_r);
+	}
+	int err = errno;
+	spool_msg_free(m);
+	errno = err;
+	return rc;
+}
+
 /* ---- reading ---- */
 
 /* Read fd from off to its end into b (whose max bounds the size). */

@@ -9,8 +9,8 @@
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "mail/address.h"
-#include "queue/qmgr.h"
 #include "queue/spool.h"
+#include "smtpd/qclient.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -25,8 +25,16 @@
  * session holds at most this much of a message in memory. */
 #define SMTPD_SPILL (256 * 1024)
 
+/* A commit owns what it works on: the session's transaction gives up its
+ * file, the content not yet written and the envelope, so the worker that
+ * seals the file reads no session state. */
 struct smtpd_commit {
 	struct smtpd_session *s;
+	struct spool_msg *msg;
+	struct qclient_file file;
+	struct buf body;
+	struct envelope env;
+	struct qclient_req *req; /* waiting for a file, or for the queue's word */
 	int ret;
 	int err; /* errno of a failed commit */
 	const char *error;
@@ -165,7 +173,8 @@ static void data_start(struct smtpd_session *s, enum datascan_mode mode)
 		.max_received = (unsigned)l->received_hops,
 	};
 	datascan_init(&tx->scan, mode, &lim);
-	tx->msg = spool_msg_create(s->srv->spool, tx->env.qid);
+	tx->msg = NULL; /* a file from the queue, at the first spill or the end */
+	tx->file.fd = -1;
 	tx->data_started = true;
 	data_received_header(s);
 	tx->hdr_at = tx->body.len;
@@ -176,14 +185,23 @@ static void data_start(struct smtpd_session *s, enum datascan_mode mode)
  * the sessions in progress) and the rest of the content is read and
  * dropped, to answer 452/451 at its end (the end of DATA cannot be found
  * any other way). */
-static void data_spill(struct smtpd_tx *tx, bool force)
+static void data_spill(struct smtpd_session *s, bool force)
 {
+	struct smtpd_tx *tx = s->tx;
 	if (tx->body.len == 0 || (!force && tx->body.len < SMTPD_SPILL))
 		return;
+	if (!tx->io_failed && tx->msg == NULL) {
+		/* No file at hand (the queue has not sent more yet): keep
+		 * the content in memory a little longer. */
+		if (!qclient_take(s->srv->qc, &tx->file))
+			return;
+		tx->msg = spool_msg_adopt(tx->file.fd, tx->env.qid);
+	}
 	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0) {
 		tx->io_failed = true;
 		tx->io_errno = errno;
 		spool_msg_abort(&tx->msg);
+		qclient_abort(s->srv->qc, &tx->file);
 	}
 	buf_reset(&tx->body);
 }
@@ -235,38 +253,36 @@ static int data_verdict(struct smtpd_session *s)
 	return -1;
 }
 
-/* Worker thread: make it durable. */
+/* Worker thread: content, envelope, fdatasync. */
 static void data_commit_run(void *arg)
 {
 	struct smtpd_commit *c = arg;
-	struct smtpd_tx *tx = c->s->tx;
-	c->ret = spool_commit(&tx->msg, &tx->env, tx->body.data, tx->body.len, &c->error);
+	c->ret = spool_msg_seal(&c->msg, &c->env, c->body.data, c->body.len, &c->error);
 	c->err = c->ret < 0 ? errno : 0;
 }
 
 /* Loop thread: only now may the client hear 250. */
-static void data_commit_done(void *arg)
+static void data_commit_finish(struct smtpd_commit *c)
 {
-	struct smtpd_commit *c = arg;
 	struct smtpd_session *s = c->s;
-	struct smtpd_tx *tx = s->tx;
 	char qf[LOG_Q_MAX];
 	if (c->ret == 0) {
 		s->messages++;
 		log_info("event=accept sid=%s qid=%s client=%s from=<%s> size=%llu nrcpt=%zu "
 			 "proto=%s",
-			 s->sid, tx->env.qid, s->client_addr,
-			 tx->env.sender[0] != '\0' ? log_qs(qf, tx->env.sender) : "", /* <> */
-			 (unsigned long long)tx->env.size, tx->env.nrcpts, smtpd_session_protocol(s));
-		qmgr_enqueue(s->srv->qmgr, tx->env.qid);
+			 s->sid, c->env.qid, s->client_addr,
+			 c->env.sender[0] != '\0' ? log_qs(qf, c->env.sender) : "", /* <> */
+			 (unsigned long long)c->env.size, c->env.nrcpts, smtpd_session_protocol(s));
 		if (s->bev != NULL)
-			smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", tx->env.qid);
+			smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", c->env.qid);
 	} else {
-		log_err("event=commit_failed sid=%s qid=%s reason=%s", s->sid, tx->env.qid,
+		log_err("event=commit_failed sid=%s qid=%s reason=%s", s->sid, c->env.qid,
 			log_qs(qf, c->error));
 		if (s->bev != NULL)
 			data_reply_io_error(s, c->err);
 	}
+	envelope_clear(&c->env);
+	buf_free(&c->body);
 	free(c);
 	smtpd_tx_reset(s);
 	if (s->bev == NULL) {
@@ -281,6 +297,51 @@ static void data_commit_done(void *arg)
 	smtpd_session_resume(s);
 }
 
+static void data_commit_answer(void *arg, int err, const char *reason)
+{
+	struct smtpd_commit *c = arg;
+	c->req = NULL;
+	if (reason != NULL) {
+		c->ret = -1;
+		c->err = err;
+		c->error = reason;
+	}
+	data_commit_finish(c);
+}
+
+static void data_commit_sealed(void *arg)
+{
+	struct smtpd_commit *c = arg;
+	struct qclient *qc = c->s->srv->qc;
+	if (c->ret < 0) {
+		qclient_abort(qc, &c->file);
+		data_commit_finish(c);
+		return;
+	}
+	c->req = qclient_commit(qc, &c->file, c->env.qid, data_commit_answer, c);
+}
+
+static void data_commit_seal(struct smtpd_commit *c)
+{
+	workq_submit(c->s->srv->commit_wq, data_commit_run, data_commit_sealed, c);
+}
+
+static void data_commit_file(void *arg, const struct qclient_file *f)
+{
+	struct smtpd_commit *c = arg;
+	c->req = NULL;
+	if (f->fd < 0) {
+		c->ret = -1;
+		c->err = 0;
+		c->error = "no message file from the queue process";
+		data_commit_finish(c);
+		return;
+	}
+	c->file = *f;
+	c->msg = spool_msg_adopt(f->fd, c->env.qid);
+	data_commit_seal(c);
+}
+
 static void data_end_of_message(struct smtpd_session *s)
 {
 	if (data_verdict(s) < 0) {
@@ -289,12 +350,30 @@ static void data_end_of_message(struct smtpd_session *s)
 		return;
 	}
 	data_missing_fields(s, true);
+	struct smtpd_tx *tx = s->tx;
 	/* Abort on out-of-memory like every allocation (STYLE.md): a NULL
 	 * check here would be the only one in the server. */
 	struct smtpd_commit *c = xcalloc(1, sizeof(*c));
 	c->s = s;
+	c->msg = tx->msg;
+	tx->msg = NULL;
+	c->file = tx->file;
+	c->body = tx->body;
+	buf_init(&tx->body, 0);
+	c->env = tx->env;
+	envelope_init(&tx->env);
+	memcpy(tx->env.qid, c->env.qid, sizeof(tx->env.qid));
 	smtpd_session_set_state(s, SMTPD_S_COMMIT);
-	workq_submit(s->srv->commit_wq, data_commit_run, data_commit_done, c);
+	if (c->msg == NULL) {
+		struct qclient_file f;
+		if (!qclient_take(s->srv->qc, &f)) {
+			c->req = qclient_wait_file(s->srv->qc, data_commit_file, c);
+			return;
+		}
+		c->file = f;
+		c->msg = spool_msg_adopt(f.fd, c->env.qid);
+	}
+	data_commit_seal(c);
 }
 
 static void bdat_chunk_end(struct smtpd_session *s)
@@ -400,7 +479,7 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 	}
 	evbuffer_drain(in, total);
 	data_missing_fields(s, false);
-	data_spill(tx, false);
+	data_spill(s, false);
 	return total;
 }
 

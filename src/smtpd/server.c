@@ -11,7 +11,8 @@
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
-#include "queue/spool.h"
+#include "lib/shmcount.h"
+#include "smtpd/qclient.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -34,15 +35,6 @@ struct smtpd_listener {
 	uint64_t accept_errors;
 };
 
-/* Per-client-address connection count: a chained hash table whose entries
- * live only while the address has connections, so it is bounded by
- * limits.connections. */
-struct smtpd_ipcount {
-	unsigned char addr[16]; /* IPv4 as v4-mapped IPv6 */
-	unsigned count;
-	struct smtpd_ipcount *next;
-};
-
 static void server_ip_key(const struct sockaddr_storage *ss, unsigned char key[16])
 {
 	memset(key, 0, 16);
@@ -55,63 +47,22 @@ static void server_ip_key(const struct sockaddr_storage *ss, unsigned char key[1
 	}
 }
 
-static size_t server_ip_hash(const struct smtpd *srv, const unsigned char key[16])
-{
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-	for (size_t i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 1099511628211ULL;
-	return (size_t)(h % srv->ipcount_buckets);
-}
-
-static struct smtpd_ipcount **server_ip_find(struct smtpd *srv, const unsigned char key[16])
-{
-	struct smtpd_ipcount **pp = &srv->ipcount[server_ip_hash(srv, key)];
-	while (*pp != NULL && memcmp((*pp)->addr, key, 16) != 0)
-		pp = &(*pp)->next;
-	return pp;
-}
-
-static unsigned server_ip_count(struct smtpd *srv, const struct sockaddr_storage *ss)
-{
-	unsigned char key[16];
-	server_ip_key(ss, key);
-	struct smtpd_ipcount **pp = server_ip_find(srv, key);
-	return *pp != NULL ? (*pp)->count : 0;
-}
-
-static void server_ip_add(struct smtpd *srv, const struct sockaddr_storage *ss, int delta)
-{
-	unsigned char key[16];
-	server_ip_key(ss, key);
-	struct smtpd_ipcount **pp = server_ip_find(srv, key);
-	if (*pp == NULL) {
-		if (delta < 0)
-			return;
-		*pp = xcalloc(1, sizeof(**pp));
-		memcpy((*pp)->addr, key, 16);
-	}
-	(*pp)->count = (unsigned)((int)(*pp)->count + delta);
-	if ((*pp)->count == 0) {
-		struct smtpd_ipcount *dead = *pp;
-		*pp = dead->next;
-		free(dead);
-	}
-}
-
 #define SERVER_SPACE_CHECK_US 1000000
 
 bool smtpd_server_space_low(struct smtpd *srv, uint64_t need)
 {
 	uint64_t now = smtpd_now_us();
-	if (srv->spool == NULL)
-		return false;
 	if (srv->space_checked_us == 0 || now - srv->space_checked_us >= SERVER_SPACE_CHECK_US ||
 	    now < srv->space_checked_us) {
 		uint64_t avail;
 		srv->space_checked_us = now;
-		if (spool_free_space(srv->spool, &avail) < 0) {
-			/* not a reason to refuse mail: the writes will tell */
-			log_warn("event=statvfs_failed error=%s", strerror(errno));
+		/* fstatvfs of a message file the queue gave us: smtpd can
+		 * open no path of the spool. No file at hand: not a reason
+		 * to refuse mail (the writes will tell), look again soon. */
+		if (qclient_free_space(srv->qc, &avail) < 0) {
+			if (errno != EAGAIN)
+				log_warn("event=statvfs_failed error=%s", strerror(errno));
+			srv->space_checked_us = 0;
 			avail = UINT64_MAX;
 		}
 		srv->space_avail = avail;
@@ -147,7 +98,9 @@ void smtpd_server_session_gone(struct smtpd *srv, struct smtpd_session *s)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	srv->n_sessions--;
-	server_ip_add(srv, &s->client_ss, -1);
+	unsigned char key[16];
+	server_ip_key(&s->client_ss, key);
+	shmcount_release(srv->conns, key);
 }
 
 /* Refuse before any session state exists: one best-effort write. */
@@ -186,20 +139,25 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 		close(fd);
 		return;
 	}
-	if (srv->n_sessions >= lim->connections) {
+	/* Counted across all smtpd processes (lib/shmcount.h). */
+	unsigned char key[16];
+	server_ip_key(&ss, key);
+	switch (shmcount_acquire(srv->conns, key, (unsigned)lim->connections,
+				 (unsigned)lim->connections_per_ip)) {
+	case SHMCOUNT_TOTAL:
 		server_refuse(srv, fd, client, "connection_limit");
 		return;
-	}
-	if (server_ip_count(srv, &ss) >= lim->connections_per_ip) {
+	case SHMCOUNT_PER_KEY:
 		server_refuse(srv, fd, client, "per_ip_limit");
 		return;
+	case SHMCOUNT_OK:
+		break;
 	}
-	server_ip_add(srv, &ss, 1);
 	/* A session that could not start (implicit TLS setup failed) never
 	 * reaches smtpd_server_session_gone: release its count here, or
 	 * every such failure would shrink limits.connections_per_ip for good. */
 	if (!smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf))
-		server_ip_add(srv, &ss, -1);
+		shmcount_release(srv->conns, key);
 }
 
 #define SERVER_ACCEPT_PAUSE_US 100000 /* after an accept error */
@@ -235,33 +193,42 @@ static void server_on_accept_error(struct evconnlistener *lev, void *arg)
 	evtimer_add(l->resume, &tv);
 }
 
-static int server_bind(struct smtpd *srv, const struct conf_listener *lc, const char **error_r)
+int smtpd_listeners_bind(const struct conf *conf, struct smtpd_bound **b_r, size_t *n_r,
+			const char **error_r)
 {
-	const char *spec = lc->address;
-	struct sockaddr_storage ss[2];
-	socklen_t lens[2];
-	int n = net_parse_listen(spec, ss, lens);
-	if (n < 0) {
-		*error_r = "invalid listen address";
-		return -1;
-	}
-	for (int i = 0; i < n; i++) {
-		int fd = net_listen((struct sockaddr *)&ss[i], lens[i], 511);
-		if (fd < 0) {
-			log_err("event=listen_failed listen=%s error=%s", spec, strerror(errno));
-			*error_r = "cannot bind listener";
-			return -1;
+	struct smtpd_bound *b = NULL;
+	size_t nb = 0;
+	for (size_t li = 0; li < conf->n_listeners; li++) {
+		const char *spec = conf->listeners[li].address;
+		struct sockaddr_storage ss[2];
+		socklen_t lens[2];
+		int n = net_parse_listen(spec, ss, lens);
+		if (n < 0) {
+			*error_r = "invalid listen address";
+			goto fail;
 		}
-		srv->listeners = xreallocarray(srv->listeners, srv->n_listeners + 1,
-					       sizeof(*srv->listeners));
-		struct smtpd_listener *l = &srv->listeners[srv->n_listeners++];
-		memset(l, 0, sizeof(*l));
-		l->srv = srv;
-		l->lconf = lc;
-		l->fd = fd;
-		snprintf(l->name, sizeof(l->name), "%s", spec);
+		for (int i = 0; i < n; i++) {
+			int fd = net_listen((struct sockaddr *)&ss[i], lens[i], 511);
+			if (fd < 0) {
+				log_err("event=listen_failed listen=%s error=%s", spec,
+					strerror(errno));
+				*error_r = "cannot bind listener";
+				goto fail;
+			}
+			b = xreallocarray(b, nb + 1, sizeof(*b));
+			b[nb].fd = fd;
+			b[nb].listener = li;
+			nb++;
+		}
 	}
+	*b_r = b;
+	*n_r = nb;
 	return 0;
+fail:
+	for (size_t i = 0; i < nb; i++)
+		close(b[i].fd);
+	free(b);
+	return -1;
 }
 
 /* AUTH failure accounting (auth/authfail.h): 4096 addresses or /64s with
@@ -293,7 +260,8 @@ static void server_auth_mechs(struct smtpd *srv)
 }
 
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
-		 const struct aliases *aliases, struct smtpd **smtpd_r, const char **error_r)
+		 const struct aliases *aliases, const struct smtpd_bound *bound, size_t nbound,
+		 struct shmcount *conns, struct smtpd **smtpd_r, const char **error_r)
 {
 	struct smtpd *srv = xcalloc(1, sizeof(*srv));
 	srv->base = base;
@@ -301,28 +269,41 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	srv->users = users;
 	srv->aliases = aliases;
 	logrl_init(&srv->reject_rl, SMTPD_REJECT_LOG_ALL, SMTPD_REJECT_LOG_ALL_WINDOW_US);
-	srv->ipcount_buckets = 1021;
-	srv->ipcount = xcalloc(srv->ipcount_buckets, sizeof(*srv->ipcount));
+	srv->conns = conns;
 	uint64_t seed = 0;
 	if (getentropy(&seed, sizeof(seed)) < 0)
 		seed = (uint64_t)getpid();
 	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
 	server_auth_mechs(srv);
 	srv->authfail = authfail_create(SERVER_AUTHFAIL_SLOTS, NULL);
-	for (size_t i = 0; i < conf->n_listeners; i++) {
-		if (server_bind(srv, &conf->listeners[i], error_r) < 0) {
+	for (size_t i = 0; i < nbound; i++) {
+		if (bound[i].listener >= conf->n_listeners) {
+			*error_r = "listener does not match the configuration";
 			smtpd_free(&srv);
 			return -1;
 		}
+		const struct conf_listener *lc = &conf->listeners[bound[i].listener];
+		srv->listeners = xreallocarray(srv->listeners, srv->n_listeners + 1,
+					       sizeof(*srv->listeners));
+		struct smtpd_listener *l = &srv->listeners[srv->n_listeners++];
+		memset(l, 0, sizeof(*l));
+		l->srv = srv;
+		l->lconf = lc;
+		l->fd = bound[i].fd;
+		snprintf(l->name, sizeof(l->name), "%s", lc->address);
 	}
+	srv->qc = qclient_create(base);
 	*smtpd_r = srv;
 	return 0;
 }
 
-void smtpd_start(struct smtpd *srv, struct spool *spool, struct qmgr *qmgr)
+void smtpd_set_queue(struct smtpd *srv, int fd)
 {
-	srv->spool = spool;
-	srv->qmgr = qmgr;
+	qclient_attach(srv->qc, fd);
+}
+
+void smtpd_start(struct smtpd *srv)
+{
 	srv->commit_wq = workq_create(srv->base, (unsigned)srv->conf->queue.commit_threads, "commit");
 	srv->auth_wq = workq_create(srv->base, 2, "auth");
 	for (size_t i = 0; i < srv->n_listeners; i++) {
@@ -372,14 +353,7 @@ void smtpd_free(struct smtpd **srvp)
 			close(srv->listeners[i].fd);
 	}
 	free(srv->listeners);
-	for (size_t i = 0; i < srv->ipcount_buckets; i++) {
-		while (srv->ipcount[i] != NULL) {
-			struct smtpd_ipcount *e = srv->ipcount[i];
-			srv->ipcount[i] = e->next;
-			free(e);
-		}
-	}
-	free(srv->ipcount);
+	qclient_free(&srv->qc);
 	authfail_free(&srv->authfail);
 	sasl_ctx_free(&srv->sasl_ctx);
 	smtpd_reject_log_flush(srv);

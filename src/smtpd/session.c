@@ -224,7 +224,10 @@ void smtpd_tx_reset(struct smtpd_session *s)
 {
 	struct smtpd_tx *tx = s->tx;
 	if (tx != NULL) {
-		spool_msg_abort(&tx->msg);
+		if (tx->msg != NULL) {
+			spool_msg_abort(&tx->msg);
+			qclient_abort(s->srv->qc, &tx->file);
+		}
 		envelope_clear(&tx->env);
 		buf_free(&tx->body);
 		free(tx);

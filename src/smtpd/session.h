@@ -14,6 +14,7 @@
 #include "mail/envelope.h"
 #include "smtpd/datascan.h"
 #include "smtpd/parse.h"
+#include "smtpd/qclient.h"
 
 struct bufferevent;
 struct event;
@@ -62,9 +63,8 @@ struct smtpd {
 	const struct conf *conf;
 	const struct users *users;
 	const struct aliases *aliases; /* NULL when there is no aliases file */
-	struct spool *spool;
-	struct qmgr *qmgr;
-	struct workq *commit_wq;
+	struct qclient *qc;      /* the queue process: message files, commits */
+	struct workq *commit_wq; /* sealing message files (write, fdatasync) */
 	struct workq *auth_wq;   /* password hashing (yescrypt, bcrypt) */
 	struct tls_server *tls;  /* NULL when TLS is not configured */
 	struct authfail *authfail; /* per-address AUTH failures (auth/authfail.h) */
@@ -76,8 +76,7 @@ struct smtpd {
 	size_t n_listeners;
 	struct smtpd_session *sessions; /* all live sessions */
 	size_t n_sessions;
-	struct smtpd_ipcount **ipcount; /* per-IP connection counts (hash) */
-	size_t ipcount_buckets;
+	struct shmcount *conns; /* connection counts of all smtpd processes */
 	uint64_t next_sid;
 	bool shutting_down;
 	/* Rejection log lines of all sessions together, per second; what is
@@ -97,6 +96,7 @@ struct smtpd_tx {
 	struct envelope env; /* qid, sender, recipients, DSN options */
 	struct smtp_mail_args mail;
 	struct spool_msg *msg;
+	struct qclient_file file; /* msg's file from the queue process */
 	struct buf body; /* content not yet written to the spool file */
 	struct datascan scan;
 	uint64_t bdat_left;   /* octets of the current BDAT chunk still to read */

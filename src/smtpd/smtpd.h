@@ -1,7 +1,6 @@
 /* smtpd.h — the SMTP server component: listeners, sessions, the command
- * engine. The master binds the listeners (smtpd_create) while it may still
- * be root, then hands over the spool and queue manager (smtpd_start) after
- * privileges are dropped. */
+ * engine, in each smtpd process. The master binds the listeners while it
+ * is root and hands them to the smtpd processes, which share them. */
 #ifndef HK_SMTPD_SMTPD_H
 #define HK_SMTPD_SMTPD_H
 
@@ -16,10 +15,28 @@ struct qmgr;
 struct smtpd;
 struct tls_server;
 
-/* users and aliases may be NULL (no file); both outlive the server. */
+struct shmcount;
+
+/* A bound listening socket and the index of its conf->listeners entry. */
+struct smtpd_bound {
+	int fd;
+	size_t listener;
+};
+
+/* The master, as root: bind every listener (an address may give two
+ * sockets, IPv4 and IPv6). */
+int smtpd_listeners_bind(const struct conf *conf, struct smtpd_bound **b_r, size_t *n_r,
+			 const char **error_r);
+
+/* In an smtpd process: users and aliases may be NULL (no file); both, and
+ * conns (connection counts shared with the other smtpd processes), outlive
+ * the server, which takes over the sockets. */
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
-		 const struct aliases *aliases, struct smtpd **smtpd_r, const char **error_r);
-void smtpd_start(struct smtpd *smtpd, struct spool *spool, struct qmgr *qmgr);
+		 const struct aliases *aliases, const struct smtpd_bound *bound, size_t nbound,
+		 struct shmcount *conns, struct smtpd **smtpd_r, const char **error_r);
+/* The connection to the queue process (again after the queue restarted). */
+void smtpd_set_queue(struct smtpd *smtpd, int fd);
+void smtpd_start(struct smtpd *smtpd);
 /* Install the TLS contexts (owned by smtpd from now on); used at start and
  * on SIGHUP to reload certificates without dropping sessions. */
 void smtpd_set_tls(struct smtpd *smtpd, struct tls_server *tls);

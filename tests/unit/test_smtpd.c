@@ -22,6 +22,7 @@
 
 #include "conf/conf.h"
 #include "lib/logrl.h"
+#include "lib/shmcount.h"
 #include "smtpd/smtpd.h"
 
 /* Bursts, windows, the count of what was held back. */
@@ -126,14 +127,23 @@ static void test_implicit_tls_failure_releases_count(void **state)
 	struct event_base *base = event_base_new();
 	struct smtpd *srv = NULL;
 	const char *error = NULL;
-	assert_int_equal(smtpd_create(base, conf, NULL, NULL, &srv, &error), 0);
-	smtpd_start(srv, NULL, NULL); /* no smtpd_set_tls: the wrap fails */
+	struct smtpd_bound *bound = NULL;
+	size_t nbound = 0;
+	assert_int_equal(smtpd_listeners_bind(conf, &bound, &nbound, &error), 0);
+	struct shmcount *conns = shmcount_create(conf->limits.connections, 1);
+	assert_non_null(conns);
+	assert_int_equal(smtpd_create(base, conf, NULL, NULL, bound, nbound, conns, &srv, &error),
+			 0);
+	free(bound);
+	smtpd_start(srv); /* no smtpd_set_tls: the wrap fails */
 	for (int i = 0; i < 5; i++) {
 		connect_and_read(base, port, got, sizeof(got));
 		assert_null(strstr(got, "Too many connections"));
 		assert_int_equal(smtpd_session_count(srv), 0);
 	}
+	assert_int_equal(shmcount_total(conns), 0);
 	smtpd_free(&srv);
+	shmcount_free(&conns);
 	event_base_free(base);
 	conf_free(&conf);
 }

@@ -1,0 +1,424 @@
+/* child.c — the queue and smtpd processes (master.h). A child starts as
+ * root (when the master is), reads what only it needs — the users file,
+ * aliases and certificates for smtpd, the relay credentials for the queue —
+ * drops to the service user for good, and then runs its event loop. Its
+ * link to the master is a control channel (master/proto.h): PEER frames
+ * bring the sockets to the other processes; signals come from the master
+ * (SIGTERM: finish and exit; a second one: now). */
+#include "master/master.h"
+
+#include "conf/aliases.h"
+#include "conf/conf.h"
+#include "conf/credentials.h"
+#include "conf/users.h"
+#include "ctl/ctl.h"
+#include "lib/alloc.h"
+#include "lib/buf.h"
+#include "lib/fsutil.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "lib/shmcount.h"
+#include "master/priv.h"
+#include "master/proto.h"
+#include "queue/qmgr.h"
+#include "queue/qserver.h"
+#include "queue/spool.h"
+#include "smtpd/smtpd.h"
+#include "tls/tls.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#define CHILD_DRAIN_TIMEOUT_MS 5000
+
+struct child_args {
+	const char *role;
+	const char *conf_path; /* "-" for the embedded default */
+	int ctl_fd, conf_fd, conns_fd;
+	unsigned slot, region;
+	pid_t parent;
+	struct smtpd_bound *bound;
+	size_t nbound;
+};
+
+struct child_ctx {
+	struct event_base *base;
+	const struct conf *conf;
+	struct ipc_chan *ctl;
+	struct smtpd *smtpd;
+	struct qmgr *qmgr;
+	struct qserver *qs;
+	struct credentials *creds;
+	struct event *sigs[4];
+	struct event *drain_ev;
+	uint64_t drain_started_us;
+	bool stopping;
+};
+
+static uint64_t child_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int child_parse_args(int argc, char **argv, struct child_args *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->ctl_fd = a->conf_fd = a->conns_fd = -1;
+	if (argc < 3)
+		return -1;
+	a->role = argv[2];
+	for (int i = 3; i + 1 < argc; i += 2) {
+		const char *k = argv[i], *v = argv[i + 1];
+		if (strcmp(k, "--conf") == 0) {
+			a->conf_path = v;
+		} else if (strcmp(k, "--ctl") == 0) {
+			a->ctl_fd = atoi(v);
+		} else if (strcmp(k, "--text") == 0) {
+			a->conf_fd = atoi(v);
+		} else if (strcmp(k, "--conns") == 0) {
+			a->conns_fd = atoi(v);
+		} else if (strcmp(k, "--slot") == 0) {
+			a->slot = (unsigned)atoi(v);
+		} else if (strcmp(k, "--region") == 0) {
+			a->region = (unsigned)atoi(v);
+		} else if (strcmp(k, "--parent") == 0) {
+			a->parent = (pid_t)atol(v);
+		} else if (strcmp(k, "--listen") == 0) {
+			/* fd:index,fd:index */
+			for (const char *p = v; *p != '\0';) {
+				char *end;
+				long fd = strtol(p, &end, 10);
+				if (*end != ':')
+					return -1;
+				long li = strtol(end + 1, &end, 10);
+				a->bound = xreallocarray(a->bound, a->nbound + 1, sizeof(*a->bound));
+				a->bound[a->nbound].fd = (int)fd;
+				a->bound[a->nbound].listener = (size_t)li;
+				a->nbound++;
+				p = *end == ',' ? end + 1 : end;
+				if (*end != ',' && *end != '\0')
+					return -1;
+			}
+		} else {
+			return -1;
+		}
+	}
+	return a->ctl_fd >= 0 && a->conf_fd >= 0 && a->conf_path != NULL ? 0 : -1;
+}
+
+/* The configuration the master parsed, from the same text. */
+static struct conf *child_load_conf(const struct child_args *a)
+{
+	struct buf text;
+	char err[1024];
+	struct conf *conf = NULL;
+	buf_init(&text, 1024 * 1024 + 1);
+	char chunk[8192];
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = pread(a->conf_fd, chunk, sizeof(chunk), off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (buf_append(&text, chunk, (size_t)n) < 0)
+			break;
+		off += n;
+	}
+	close(a->conf_fd);
+	const char *path = strcmp(a->conf_path, "-") == 0 ? NULL : a->conf_path;
+	if (conf_load_buffer(path, buf_cstr(&text), text.len, &conf, err, sizeof(err)) < 0)
+		fprintf(stderr, "hikyaku: %s\n", err);
+	buf_free(&text);
+	return conf;
+}
+
+/* ---- signals and the master ---- */
+
+static void child_drain_check(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct child_ctx *ctx = arg;
+	if (smtpd_session_count(ctx->smtpd) == 0 ||
+	    child_now_ms() - ctx->drain_started_us >= CHILD_DRAIN_TIMEOUT_MS)
+		event_base_loopbreak(ctx->base);
+}
+
+static void child_on_drained(void *arg)
+{
+	struct child_ctx *ctx = arg;
+	event_base_loopbreak(ctx->base);
+}
+
+static void child_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	struct child_ctx *ctx = arg;
+	if (sig == SIGUSR1) {
+		if (ctx->qmgr != NULL)
+			qmgr_flush(ctx->qmgr);
+		return;
+	}
+	if (sig == SIGHUP) {
+		/* As the service user: an unreadable file keeps the old pair.
+		 * (A reload of everything is the master's: new processes.) */
+		if (ctx->creds != NULL)
+			credentials_reload(ctx->creds);
+		return;
+	}
+	if (ctx->stopping) { /* a second signal: now */
+		event_base_loopbreak(ctx->base);
+		return;
+	}
+	ctx->stopping = true;
+	if (ctx->smtpd != NULL) {
+		log_info("event=shutdown signal=%d sessions=%zu", (int)sig,
+			 smtpd_session_count(ctx->smtpd));
+		smtpd_shutdown(ctx->smtpd);
+		ctx->drain_started_us = child_now_ms();
+		ctx->drain_ev = event_new(ctx->base, -1, EV_PERSIST, child_drain_check, ctx);
+		struct timeval tv = {0, 20000};
+		event_add(ctx->drain_ev, &tv);
+		child_drain_check(-1, 0, ctx);
+	} else {
+		log_info("event=shutdown signal=%d", (int)sig);
+		/* Attempts in flight finish and record their results first, so a
+		 * restart does not deliver their recipients again. */
+		qmgr_drain(ctx->qmgr, CHILD_DRAIN_TIMEOUT_MS, child_on_drained, ctx);
+	}
+}
+
+static void child_on_ctl(struct ipc_chan *ch, const struct ipc_frame *f, int fd, void *arg)
+{
+	(void)ch;
+	struct child_ctx *ctx = arg;
+	struct ipc_field fld;
+	size_t off = 0;
+	uint64_t role = 0;
+	while (ipc_field_next(f, &off, &fld)) {
+		if (fld.tag == P_F_ROLE)
+			role = ipc_field_u64(&fld);
+	}
+	if (f->type == P_T_PEER && fd >= 0) {
+		if (ctx->smtpd != NULL && role == ROLE_QUEUE) {
+			smtpd_set_queue(ctx->smtpd, fd);
+			return;
+		}
+		if (ctx->qs != NULL && role == ROLE_SMTPD) {
+			qserver_add_client(ctx->qs, fd);
+			return;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+static void child_on_ctl_close(struct ipc_chan *ch, const char *why, void *arg)
+{
+	(void)ch;
+	struct child_ctx *ctx = arg;
+	/* The master is gone: nobody will restart or stop us properly. */
+	log_warn("event=master_gone reason=\"%s\"", why);
+	event_base_loopbreak(ctx->base);
+}
+
+static void child_loop_run(struct event_base *base)
+{
+	log_batch_begin();
+	while (event_base_loop(base, EVLOOP_ONCE) == 0 && !event_base_got_break(base) &&
+	       !event_base_got_exit(base))
+		log_thread_flush();
+	log_batch_end();
+}
+
+static void child_common_start(struct child_ctx *ctx, const struct child_args *a)
+{
+	const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+	for (size_t i = 0; i < 4; i++) {
+		ctx->sigs[i] = evsignal_new(ctx->base, signums[i], child_on_signal, ctx);
+		event_add(ctx->sigs[i], NULL);
+	}
+	ctx->ctl = ipc_chan_new(ctx->base, a->ctl_fd, &proto_to_child, child_on_ctl,
+				child_on_ctl_close, ctx);
+	struct buf b;
+	buf_init(&b, IPC_FRAME_MAX);
+	size_t st = ipc_frame_begin(&b, P_T_READY);
+	ipc_frame_add_u64(&b, P_F_PID, (uint64_t)getpid());
+	ipc_frame_end(&b, st);
+	(void)ipc_send(ctx->ctl, &b, -1);
+	buf_free(&b);
+}
+
+static void child_common_free(struct child_ctx *ctx)
+{
+	for (size_t i = 0; i < 4; i++) {
+		if (ctx->sigs[i] != NULL)
+			event_free(ctx->sigs[i]);
+	}
+	if (ctx->drain_ev != NULL)
+		event_free(ctx->drain_ev);
+	ipc_chan_free(&ctx->ctl);
+}
+
+/* ---- smtpd ---- */
+
+static int child_smtpd(const struct conf *conf, struct child_args *a)
+{
+	struct child_ctx ctx = {0};
+	struct users *users = NULL;
+	struct aliases *aliases = NULL;
+	struct tls_server *tls = NULL;
+	struct shmcount *conns = NULL;
+	const char *error = NULL;
+	char err[1024];
+	int ret = 1;
+
+	if (conf->users_file[0] != '\0' &&
+	    users_load(conf->users_file, &users, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		goto out;
+	}
+	if (conf->aliases_file[0] != '\0' &&
+	    aliases_load(conf->aliases_file, &aliases, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		goto out;
+	}
+	/* Keys are often readable by root only: load them before dropping. */
+	if (tls_server_create(&conf->tls, conf->hostname, &tls, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: tls: %s\n", err);
+		goto out;
+	}
+	conns = a->conns_fd >= 0 ? shmcount_attach(a->conns_fd, a->region) : NULL;
+	if (conns == NULL) {
+		fprintf(stderr, "hikyaku: smtpd: cannot map the connection counts\n");
+		goto out;
+	}
+	if (priv_drop(conf, a->parent) < 0)
+		goto out;
+	ctx.base = event_base_new();
+	ctx.conf = conf;
+	if (smtpd_create(ctx.base, conf, users, aliases, a->bound, a->nbound, conns, &ctx.smtpd,
+			 &error) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", error);
+		goto out;
+	}
+	a->nbound = 0; /* the server has them now */
+	smtpd_set_tls(ctx.smtpd, tls);
+	tls = NULL;
+	child_common_start(&ctx, a);
+	smtpd_start(ctx.smtpd);
+	child_loop_run(ctx.base);
+	ret = 0;
+out:
+	smtpd_free(&ctx.smtpd);
+	child_common_free(&ctx);
+	tls_server_free(&tls);
+	for (size_t i = 0; i < a->nbound; i++)
+		close(a->bound[i].fd);
+	shmcount_free(&conns);
+	users_free(&users);
+	aliases_free(&aliases);
+	if (ctx.base != NULL)
+		event_base_free(ctx.base);
+	return ret;
+}
+
+/* ---- queue ---- */
+
+static int child_queue(const struct conf *conf, struct child_args *a)
+{
+	struct child_ctx ctx = {0};
+	struct spool *spool = NULL;
+	struct ctl_server *ctl = NULL;
+	const char *error = NULL;
+	char err[1024];
+	int ret = 1;
+
+	/* Documented as root's, mode 0600. */
+	ctx.creds = credentials_load(conf);
+	if (priv_drop(conf, a->parent) < 0)
+		goto out;
+	if (fs_mkdir_p(conf->maildir_root, 0700) < 0 ||
+	    spool_open(conf->spool_dir, &spool, &error) < 0) {
+		fprintf(stderr, "hikyaku: spool %s: %s\n", conf->spool_dir,
+			error != NULL ? error : strerror(errno));
+		goto out;
+	}
+	/* Nested through a symbolic link? The load compared the paths as
+	 * written; now that they exist, compare where they lead. */
+	if (conf_check_roots(conf, true, &error, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		goto out;
+	}
+	ctx.base = event_base_new();
+	ctx.conf = conf;
+	ctx.qmgr = qmgr_create(ctx.base, conf, spool);
+	qmgr_set_credentials(ctx.qmgr, ctx.creds);
+	/* Before the recovery, so that held messages found there are parked
+	 * where `hikyaku queue release` finds them. */
+	if (ctl_server_create(ctx.base, conf->spool_dir, ctx.qmgr, &ctl, &error) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", error);
+		goto out;
+	}
+	/* Catch the stop signals before the (possibly long) recovery. */
+	child_common_start(&ctx, a);
+	int n = qmgr_recover(ctx.qmgr, &error);
+	if (n < 0) {
+		fprintf(stderr, "hikyaku: spool recovery: %s\n", error);
+		goto out;
+	}
+	ctx.qs = qserver_create(ctx.base, spool, ctx.qmgr, (unsigned)conf->queue.commit_threads);
+	log_info("event=start config=%s queued=%d", conf->file, n);
+	child_loop_run(ctx.base);
+	ret = 0;
+out:
+	qserver_free(&ctx.qs); /* commits in flight are queued first */
+	ctl_server_free(&ctl); /* before the queue manager it controls */
+	qmgr_free(&ctx.qmgr);
+	child_common_free(&ctx);
+	credentials_free(&ctx.creds); /* after the queue manager that used them */
+	spool_close(&spool);
+	if (ctx.base != NULL)
+		event_base_free(ctx.base);
+	return ret;
+}
+
+int child_main(int argc, char **argv)
+{
+	struct child_args a;
+	if (child_parse_args(argc, argv, &a) < 0) {
+		fprintf(stderr, "hikyaku: __child is started by `hikyaku serve`, not by hand\n");
+		return 2;
+	}
+	char name[16];
+	snprintf(name, sizeof(name), "hikyaku-%s", a.role);
+	prctl(PR_SET_NAME, name);
+	struct conf *conf = child_load_conf(&a);
+	if (conf == NULL)
+		return 2;
+	enum log_level lvl = LOG_LVL_INFO;
+	log_level_parse(conf->log_level, &lvl);
+	char ident[64];
+	snprintf(ident, sizeof(ident), "hikyaku/%s[%ld]", a.role, (long)getpid());
+	log_init(lvl, ident);
+	signal(SIGPIPE, SIG_IGN);
+	int rc = 2;
+	if (strcmp(a.role, "smtpd") == 0)
+		rc = child_smtpd(conf, &a);
+	else if (strcmp(a.role, "queue") == 0)
+		rc = child_queue(conf, &a);
+	else
+		fprintf(stderr, "hikyaku: unknown process role %s\n", a.role);
+	free(a.bound);
+	conf_free(&conf);
+	return rc;
+}

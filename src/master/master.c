@@ -1,0 +1,815 @@
+/* master.c — the master process (master.h): start, watch, restart and stop
+ * the children; reload on SIGHUP. */
+#include "master/master.h"
+
+#include "conf/aliases.h"
+#include "conf/conf.h"
+#include "conf/users.h"
+#include "lib/alloc.h"
+#include "lib/buf.h"
+#include "lib/fsutil.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "lib/shmcount.h"
+#include "master/priv.h"
+#include "master/proto.h"
+#include "smtpd/smtpd.h"
+#include "tls/tls.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HIKYAKU_VERSION "0.1.0"
+#define MASTER_SMTPD_MAX 64
+#define MASTER_BACKOFF_MIN_MS 100
+#define MASTER_BACKOFF_MAX_MS 10000
+#define MASTER_STABLE_MS 10000 /* a child up this long restarts at once */
+#define MASTER_KILL_AFTER_MS 30000 /* a stop that takes longer: SIGKILL */
+#define MASTER_LOCK_WAIT_MS 10000
+
+struct master;
+
+struct child {
+	struct master *m;
+	enum proto_role role;
+	unsigned slot;   /* smtpd: 0..n-1 */
+	unsigned region; /* smtpd: its region of the connection counts */
+	pid_t pid;       /* 0: not running */
+	struct ipc_chan *ctl;
+	uint64_t started_ms;
+	unsigned backoff_ms;
+	struct event *restart_ev;
+	bool retiring; /* an old generation (reload, stop): not restarted */
+	struct child *next;
+};
+
+struct master {
+	struct event_base *base;
+	struct conf *conf;
+	const char *path; /* NULL: the embedded default */
+	int text_fd;      /* memfd with the configuration's text */
+	struct smtpd_bound *bound;
+	size_t nbound;
+	struct shmcount *conns;
+	unsigned nsmtpd;
+	struct child *queue;
+	struct child *smtpd[MASTER_SMTPD_MAX];
+	struct child *retired; /* children told to stop, still running */
+	bool stopping;
+	bool queue_reload; /* a reload waits for the old smtpds, then the queue */
+	struct event *sigs[6];
+	struct event *kill_ev;
+};
+
+static uint64_t master_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *master_role_name(enum proto_role r)
+{
+	return r == ROLE_QUEUE ? "queue" : r == ROLE_SMTPD ? "smtpd" : "master";
+}
+
+/* ---- the configuration's text, for the children ---- */
+
+static int master_text_fd(const char *path, struct conf **conf_r, char *err, size_t errlen)
+{
+	struct buf text;
+	*conf_r = NULL;
+	if (conf_read_text(path, &text, err, errlen) < 0) {
+		buf_free(&text);
+		return -1;
+	}
+	if (conf_load_buffer(path, buf_cstr(&text), text.len, conf_r, err, errlen) < 0) {
+		buf_free(&text);
+		return -1;
+	}
+	int fd = memfd_create("hikyaku-conf", MFD_CLOEXEC);
+	if (fd < 0 || (text.len > 0 && write(fd, text.data, text.len) != (ssize_t)text.len)) {
+		snprintf(err, errlen, "cannot keep the configuration: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		conf_free(conf_r);
+		buf_free(&text);
+		return -1;
+	}
+	buf_free(&text);
+	return fd;
+}
+
+/* ---- children ---- */
+
+static void master_on_child_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd,
+				  void *arg)
+{
+	(void)ch;
+	(void)f;
+	(void)arg;
+	if (fd >= 0)
+		close(fd);
+}
+
+static void master_on_child_close(struct ipc_chan *ch, const char *why, void *arg)
+{
+	(void)ch;
+	(void)why;
+	(void)arg;
+	/* The child is exiting; SIGCHLD tells the rest. */
+}
+
+static void master_send_peer(struct child *c, enum proto_role role, unsigned id, int fd)
+{
+	struct buf b;
+	buf_init(&b, IPC_FRAME_MAX);
+	size_t st = ipc_frame_begin(&b, P_T_PEER);
+	ipc_frame_add_u64(&b, P_F_ROLE, role);
+	ipc_frame_add_u64(&b, P_F_ID, id);
+	ipc_frame_end(&b, st);
+	if (c->ctl != NULL)
+		(void)ipc_send(c->ctl, &b, fd);
+	buf_free(&b);
+}
+
+/* A socket between the queue and one smtpd. */
+static void master_wire(struct master *m, struct child *smtpd)
+{
+	int sv[2];
+	if (m->queue == NULL || m->queue->pid == 0 || m->queue->retiring || smtpd->pid == 0)
+		return;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_err("event=socketpair_failed error=%s", strerror(errno));
+		return;
+	}
+	master_send_peer(m->queue, ROLE_SMTPD, smtpd->slot, sv[0]);
+	master_send_peer(smtpd, ROLE_QUEUE, 0, sv[1]);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static int master_spawn(struct child *c)
+{
+	struct master *m = c->m;
+	int sv[2];
+	char a_ctl[16], a_text[16], a_conns[16], a_slot[16], a_region[16], a_parent[24];
+	char *listen = NULL;
+	size_t llen = 0;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_err("event=spawn_failed role=%s error=%s", master_role_name(c->role),
+			strerror(errno));
+		return -1;
+	}
+	/* Everything the child needs is built before fork: after it, only
+	 * async-signal-safe calls (the master may have a logger thread). */
+	snprintf(a_ctl, sizeof(a_ctl), "%d", sv[1]);
+	snprintf(a_text, sizeof(a_text), "%d", m->text_fd);
+	snprintf(a_conns, sizeof(a_conns), "%d", shmcount_fd(m->conns));
+	snprintf(a_slot, sizeof(a_slot), "%u", c->slot);
+	snprintf(a_region, sizeof(a_region), "%u", c->region);
+	snprintf(a_parent, sizeof(a_parent), "%ld", (long)getpid());
+	int keep[MASTER_SMTPD_MAX + 8];
+	size_t nkeep = 0;
+	keep[nkeep++] = sv[1];
+	keep[nkeep++] = m->text_fd;
+	const char *argv[24];
+	size_t n = 0;
+	argv[n++] = c->role == ROLE_QUEUE ? "hikyaku: queue" : "hikyaku: smtpd";
+	argv[n++] = "__child";
+	argv[n++] = master_role_name(c->role);
+	argv[n++] = "--conf";
+	argv[n++] = m->path != NULL ? m->path : "-";
+	argv[n++] = "--ctl";
+	argv[n++] = a_ctl;
+	argv[n++] = "--text";
+	argv[n++] = a_text;
+	argv[n++] = "--parent";
+	argv[n++] = a_parent;
+	if (c->role == ROLE_SMTPD) {
+		listen = xcalloc(m->nbound + 1, 32);
+		for (size_t i = 0; i < m->nbound && nkeep < sizeof(keep) / sizeof(keep[0]) - 1; i++) {
+			llen += (size_t)snprintf(listen + llen, 32, "%s%d:%zu", i ? "," : "",
+						 m->bound[i].fd, m->bound[i].listener);
+			keep[nkeep++] = m->bound[i].fd;
+		}
+		keep[nkeep++] = shmcount_fd(m->conns);
+		argv[n++] = "--conns";
+		argv[n++] = a_conns;
+		argv[n++] = "--slot";
+		argv[n++] = a_slot;
+		argv[n++] = "--region";
+		argv[n++] = a_region;
+		argv[n++] = "--listen";
+		argv[n++] = listen;
+	}
+	argv[n] = NULL;
+	log_flush();
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_err("event=spawn_failed role=%s error=%s", master_role_name(c->role),
+			strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		free(listen);
+		return -1;
+	}
+	if (pid == 0) {
+		/* Terminal signals (^C) are the master's to pass on. */
+		(void)setpgid(0, 0);
+		for (size_t i = 0; i < nkeep; i++) {
+			int fl = fcntl(keep[i], F_GETFD);
+			if (fl >= 0)
+				(void)fcntl(keep[i], F_SETFD, fl & ~FD_CLOEXEC);
+		}
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execv("/proc/self/exe", (char *const *)argv);
+		_exit(127);
+	}
+	close(sv[1]);
+	free(listen);
+	c->pid = pid;
+	c->started_ms = master_now_ms();
+	c->ctl = ipc_chan_new(m->base, sv[0], &proto_to_master, master_on_child_frame,
+			      master_on_child_close, c);
+	log_info("event=spawn role=%s slot=%u pid=%ld", master_role_name(c->role), c->slot,
+		 (long)pid);
+	return 0;
+}
+
+static void master_start_queue(struct master *m);
+static void master_start_smtpd(struct master *m, unsigned slot);
+
+static void master_on_restart(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct child *c = arg;
+	struct master *m = c->m;
+	if (m->stopping)
+		return;
+	if (c->role == ROLE_QUEUE)
+		master_start_queue(m);
+	else
+		master_start_smtpd(m, c->slot);
+}
+
+static struct child *master_child_new(struct master *m, enum proto_role role, unsigned slot)
+{
+	struct child *c = xcalloc(1, sizeof(*c));
+	c->m = m;
+	c->role = role;
+	c->slot = slot;
+	c->restart_ev = evtimer_new(m->base, master_on_restart, c);
+	return c;
+}
+
+static void master_child_free(struct child *c)
+{
+	ipc_chan_free(&c->ctl);
+	event_free(c->restart_ev);
+	free(c);
+}
+
+/* A region of the connection counts no running smtpd uses (2 per slot:
+ * an old generation drains in one while the new one counts in the other). */
+static unsigned master_free_region(struct master *m, unsigned slot)
+{
+	for (unsigned r = slot; r < 2 * m->nsmtpd; r += m->nsmtpd) {
+		bool used = false;
+		for (struct child *c = m->retired; c != NULL; c = c->next)
+			used |= c->role == ROLE_SMTPD && c->region == r;
+		if (m->smtpd[slot] != NULL && m->smtpd[slot]->pid != 0)
+			used |= m->smtpd[slot]->region == r;
+		if (!used)
+			return r;
+	}
+	return slot;
+}
+
+static void master_start_smtpd(struct master *m, unsigned slot)
+{
+	if (m->smtpd[slot] == NULL)
+		m->smtpd[slot] = master_child_new(m, ROLE_SMTPD, slot);
+	struct child *c = m->smtpd[slot];
+	c->region = master_free_region(m, slot);
+	shmcount_clear_region(m->conns, c->region);
+	if (master_spawn(c) < 0) {
+		struct timeval tv = {1, 0};
+		evtimer_add(c->restart_ev, &tv);
+		return;
+	}
+	master_wire(m, c);
+}
+
+static void master_start_queue(struct master *m)
+{
+	if (m->queue == NULL)
+		m->queue = master_child_new(m, ROLE_QUEUE, 0);
+	if (master_spawn(m->queue) < 0) {
+		struct timeval tv = {1, 0};
+		evtimer_add(m->queue->restart_ev, &tv);
+		return;
+	}
+	for (unsigned i = 0; i < m->nsmtpd; i++) {
+		if (m->smtpd[i] != NULL)
+			master_wire(m, m->smtpd[i]);
+	}
+}
+
+static bool master_retired_smtpds(const struct master *m)
+{
+	for (const struct child *c = m->retired; c != NULL; c = c->next) {
+		if (c->role == ROLE_SMTPD)
+			return true;
+	}
+	return false;
+}
+
+static bool master_smtpds_running(const struct master *m)
+{
+	for (unsigned i = 0; i < m->nsmtpd; i++) {
+		if (m->smtpd[i] != NULL && m->smtpd[i]->pid != 0)
+			return true;
+	}
+	return master_retired_smtpds(m);
+}
+
+/* Stopping: smtpd first (their sessions still commit to the queue), then
+ * the queue, then the master. */
+static void master_stop_progress(struct master *m)
+{
+	if (master_smtpds_running(m))
+		return;
+	if (m->queue != NULL && m->queue->pid != 0) {
+		if (!m->queue->retiring) {
+			m->queue->retiring = true;
+			kill(m->queue->pid, SIGTERM);
+		}
+		return;
+	}
+	event_base_loopbreak(m->base);
+}
+
+/* Reloading: the old smtpds drain against the old queue; once they are
+ * gone, the queue restarts with the new configuration. */
+static void master_reload_progress(struct master *m)
+{
+	if (!m->queue_reload || master_retired_smtpds(m))
+		return;
+	if (m->queue != NULL && m->queue->pid != 0) {
+		if (!m->queue->retiring) {
+			m->queue->retiring = true;
+			kill(m->queue->pid, SIGTERM);
+		}
+		return;
+	}
+	m->queue_reload = false;
+	if (m->queue != NULL)
+		m->queue->retiring = false;
+	master_start_queue(m);
+}
+
+static void master_child_exited(struct master *m, struct child *c, int status)
+{
+	char how[32];
+	if (WIFEXITED(status))
+		snprintf(how, sizeof(how), "exit:%d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(how, sizeof(how), "signal:%d", WTERMSIG(status));
+	else
+		snprintf(how, sizeof(how), "status:%d", status);
+	bool expected = c->retiring || m->stopping;
+	uint64_t up = master_now_ms() - c->started_ms;
+	if (expected)
+		log_info("event=child_exit role=%s slot=%u pid=%ld status=%s",
+			 master_role_name(c->role), c->slot, (long)c->pid, how);
+	else
+		log_err("event=child_exit role=%s slot=%u pid=%ld status=%s uptime_ms=%llu",
+			master_role_name(c->role), c->slot, (long)c->pid, how,
+			(unsigned long long)up);
+	c->pid = 0;
+	ipc_chan_free(&c->ctl);
+	if (c->role == ROLE_SMTPD)
+		shmcount_clear_region(m->conns, c->region);
+	/* A retired child (an old generation) is not restarted. */
+	for (struct child **pp = &m->retired; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			master_child_free(c);
+			c = NULL;
+			break;
+		}
+	}
+	if (m->stopping) {
+		master_stop_progress(m);
+		return;
+	}
+	if (c == NULL || (c->role == ROLE_QUEUE && m->queue_reload)) {
+		master_reload_progress(m);
+		return;
+	}
+	/* A crash: back off if it keeps happening. */
+	if (up >= MASTER_STABLE_MS)
+		c->backoff_ms = 0;
+	c->backoff_ms = c->backoff_ms == 0 ? MASTER_BACKOFF_MIN_MS
+					   : (c->backoff_ms * 2 > MASTER_BACKOFF_MAX_MS
+						  ? MASTER_BACKOFF_MAX_MS
+						  : c->backoff_ms * 2);
+	struct timeval tv = {c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000};
+	log_info("event=restart role=%s slot=%u in_ms=%u", master_role_name(c->role), c->slot,
+		 c->backoff_ms);
+	evtimer_add(c->restart_ev, &tv);
+}
+
+static struct child *master_find(struct master *m, pid_t pid)
+{
+	if (m->queue != NULL && m->queue->pid == pid)
+		return m->queue;
+	for (unsigned i = 0; i < m->nsmtpd; i++) {
+		if (m->smtpd[i] != NULL && m->smtpd[i]->pid == pid)
+			return m->smtpd[i];
+	}
+	for (struct child *c = m->retired; c != NULL; c = c->next) {
+		if (c->pid == pid)
+			return c;
+	}
+	return NULL;
+}
+
+static void master_reap(struct master *m)
+{
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+		if (pid <= 0)
+			return;
+		struct child *c = master_find(m, pid);
+		if (c != NULL)
+			master_child_exited(m, c, status);
+	}
+}
+
+static void master_signal_all(struct master *m, int sig)
+{
+	for (unsigned i = 0; i < m->nsmtpd; i++) {
+		if (m->smtpd[i] != NULL && m->smtpd[i]->pid != 0)
+			kill(m->smtpd[i]->pid, sig);
+	}
+	for (struct child *c = m->retired; c != NULL; c = c->next) {
+		if (c->pid != 0)
+			kill(c->pid, sig);
+	}
+}
+
+static void master_on_kill(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct master *m = arg;
+	log_warn("event=stop_timeout action=kill");
+	master_signal_all(m, SIGKILL);
+	if (m->queue != NULL && m->queue->pid != 0)
+		kill(m->queue->pid, SIGKILL);
+}
+
+/* SIGHUP: the configuration, users, aliases, certificates and credentials
+ * again, in new processes; the old smtpds finish their sessions. A broken
+ * configuration changes nothing. */
+static void master_reload(struct master *m)
+{
+	char err[1024];
+	struct conf *conf = NULL;
+	int fd = master_text_fd(m->path, &conf, err, sizeof(err));
+	if (fd < 0) {
+		log_err("event=reload status=failed reason=\"%s\" (keeping the running "
+			"configuration)",
+			err);
+		return;
+	}
+	/* What the children would read as root: refuse before anything is
+	 * replaced (the old processes keep serving). */
+	struct tls_server *tls = NULL;
+	struct users *users = NULL;
+	struct aliases *aliases = NULL;
+	int bad = 0;
+	if (tls_server_create(&conf->tls, conf->hostname, &tls, err, sizeof(err)) < 0)
+		bad = 1;
+	else if (conf->users_file[0] != '\0' &&
+		 users_load(conf->users_file, &users, err, sizeof(err)) < 0)
+		bad = 1;
+	else if (conf->aliases_file[0] != '\0' &&
+		 aliases_load(conf->aliases_file, &aliases, err, sizeof(err)) < 0)
+		bad = 1;
+	size_t ntls = tls != NULL ? tls_server_count(tls) : 0;
+	tls_server_free(&tls);
+	users_free(&users);
+	aliases_free(&aliases);
+	if (bad) {
+		log_err("event=reload status=failed reason=\"%s\" (keeping the running "
+			"configuration)",
+			err);
+		conf_free(&conf);
+		close(fd);
+		return;
+	}
+	/* Listeners stay as bound: they need a restart to change. */
+	bool same_listen = conf->n_listeners == m->conf->n_listeners;
+	for (size_t i = 0; same_listen && i < conf->n_listeners; i++)
+		same_listen = strcmp(conf->listeners[i].address, m->conf->listeners[i].address) == 0;
+	if (!same_listen)
+		log_warn("event=reload listeners=unchanged reason=\"listen addresses change only "
+			 "with a restart\"");
+	close(m->text_fd);
+	m->text_fd = fd;
+	/* The running children keep the old configuration they parsed. */
+	conf_free(&m->conf);
+	m->conf = conf;
+	for (unsigned i = 0; i < m->nsmtpd; i++) {
+		struct child *old = m->smtpd[i];
+		if (old != NULL && old->pid != 0) {
+			old->retiring = true;
+			old->next = m->retired;
+			m->retired = old;
+			kill(old->pid, SIGTERM);
+			m->smtpd[i] = NULL;
+		}
+		master_start_smtpd(m, i);
+	}
+	m->queue_reload = true;
+	log_info("event=reload status=ok tls_contexts=%zu", ntls);
+	master_reload_progress(m);
+}
+
+static void master_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	struct master *m = arg;
+	switch (sig) {
+	case SIGCHLD:
+		master_reap(m);
+		return;
+	case SIGHUP:
+		if (!m->stopping)
+			master_reload(m);
+		return;
+	case SIGUSR1:
+		if (m->queue != NULL && m->queue->pid != 0)
+			kill(m->queue->pid, SIGUSR1); /* like postqueue -f */
+		return;
+	default:
+		break;
+	}
+	if (m->stopping) { /* a second signal: everyone now */
+		master_signal_all(m, SIGTERM);
+		if (m->queue != NULL && m->queue->pid != 0)
+			kill(m->queue->pid, SIGTERM);
+		return;
+	}
+	m->stopping = true;
+	log_info("event=shutdown signal=%d", (int)sig);
+	for (unsigned i = 0; i < m->nsmtpd; i++) {
+		if (m->smtpd[i] != NULL)
+			evtimer_del(m->smtpd[i]->restart_ev);
+	}
+	if (m->queue != NULL)
+		evtimer_del(m->queue->restart_ev);
+	master_signal_all(m, SIGTERM);
+	struct timeval tv = {MASTER_KILL_AFTER_MS / 1000, 0};
+	m->kill_ev = evtimer_new(m->base, master_on_kill, m);
+	evtimer_add(m->kill_ev, &tv);
+	master_stop_progress(m);
+}
+
+/* ---- start ---- */
+
+static void master_print_default(const struct conf *conf)
+{
+	printf("hikyaku %s: no configuration file given; running the embedded development "
+	       "default:\n",
+	       HIKYAKU_VERSION);
+	for (size_t i = 0; i < conf->n_listeners; i++)
+		printf("  SMTP on %s\n", conf->listeners[i].address);
+	for (size_t i = 0; i < conf->n_local_domains; i++)
+		printf("  accepts mail for %s at %s\n",
+		       conf->accept_any_user ? "any user" : "known users", conf->local_domains[i]);
+	for (size_t i = 0; i < conf->n_local_domains; i++)
+		printf("  each user gets a Maildir under %s/%s/<user>/Maildir\n",
+		       conf->maildir_root, conf->local_domains[i]);
+	printf("  the spool lives under %s\n", conf->spool_dir);
+	printf("  (hikyaku config dump shows every setting; hikyaku serve -c FILE uses yours)\n");
+	fflush(stdout);
+}
+
+/* Raise the soft limit on open files to what the configuration can use at
+ * once (the children inherit it): client sessions, outbound and idle
+ * outbound connections, and a margin for spool files, Maildir writes, DNS
+ * and control connections. Only up to the hard limit (the operator's, e.g.
+ * systemd LimitNOFILE=); below that, say so: the listeners then pause on
+ * EMFILE (server.c). */
+static void master_raise_nofile(const struct conf *conf)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)(conf->limits.connections + conf->delivery.total_concurrency +
+			       conf->delivery.total_idle + 256);
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
+	if (rl.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		rl.rlim_cur = was;
+	if (rl.rlim_cur < need)
+		log_warn("event=rlimit_nofile_low have=%llu need=%llu hint=\"raise the hard limit "
+			 "(ulimit -Hn, LimitNOFILE=) or lower limits.connections\"",
+			 (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+	else
+		log_info("event=rlimit_nofile_raised from=%llu to=%llu", (unsigned long long)was,
+			 (unsigned long long)rl.rlim_cur);
+}
+
+/* One hikyaku per spool: the lock is on the spool directory and every
+ * child inherits it, so a new master waits until all processes of an old
+ * one (killed with it) are gone. */
+static int master_lock(const struct conf *conf)
+{
+	int fd = open(conf->spool_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+	if (fd < 0) {
+		fprintf(stderr, "hikyaku: %s: %s\n", conf->spool_dir, strerror(errno));
+		return -1;
+	}
+	uint64_t until = master_now_ms() + MASTER_LOCK_WAIT_MS;
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK || master_now_ms() >= until) {
+			fprintf(stderr, "hikyaku: %s: another hikyaku is running on this spool\n",
+				conf->spool_dir);
+			close(fd);
+			return -1;
+		}
+		usleep(20000);
+	}
+	return fd; /* not close-on-exec: the children hold it too */
+}
+
+static unsigned master_nsmtpd(const struct conf *conf)
+{
+	uint64_t n = conf->processes.smtpd;
+	if (n == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		n = cpus > 0 ? (uint64_t)cpus : 1;
+	}
+	return n > MASTER_SMTPD_MAX ? MASTER_SMTPD_MAX : (unsigned)n;
+}
+
+int master_serve(const char *path)
+{
+	struct master m = {0};
+	char err[1024];
+	int ret = 1;
+	int lock_fd = -1;
+
+	m.path = path;
+	m.text_fd = master_text_fd(path, &m.conf, err, sizeof(err));
+	if (m.text_fd < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		return 2;
+	}
+	struct conf *conf = m.conf;
+	enum log_level lvl = LOG_LVL_INFO;
+	log_level_parse(conf->log_level, &lvl);
+	log_init(lvl, "hikyaku/master");
+	if (path == NULL)
+		master_print_default(conf);
+
+	/* Everything a child will read as root, read once here first, so that
+	 * a mistake stops the start with its message instead of a child that
+	 * keeps dying. Nothing of it is kept. */
+	{
+		struct users *users = NULL;
+		struct aliases *aliases = NULL;
+		struct tls_server *tls = NULL;
+		int bad = 0;
+		if (conf->users_file[0] != '\0' &&
+		    users_load(conf->users_file, &users, err, sizeof(err)) < 0)
+			bad = fprintf(stderr, "hikyaku: %s\n", err);
+		else if (conf->aliases_file[0] != '\0' &&
+			 aliases_load(conf->aliases_file, &aliases, err, sizeof(err)) < 0)
+			bad = fprintf(stderr, "hikyaku: %s\n", err);
+		else if (tls_server_create(&conf->tls, conf->hostname, &tls, err, sizeof(err)) < 0)
+			bad = fprintf(stderr, "hikyaku: tls: %s\n", err);
+		users_free(&users);
+		aliases_free(&aliases);
+		tls_server_free(&tls);
+		if (bad)
+			goto out;
+	}
+	if (geteuid() == 0) {
+		if (conf->user[0] == '\0') {
+			fprintf(stderr, "hikyaku: refusing to run as root without user: in the "
+					"configuration (the unprivileged user smtpd and the queue run "
+					"as; e.g. user: hikyaku)\n");
+			goto out;
+		}
+		struct passwd *pw = getpwnam(conf->user);
+		if (pw == NULL) {
+			fprintf(stderr, "hikyaku: user %s does not exist\n", conf->user);
+			goto out;
+		}
+		if (pw->pw_uid == 0) {
+			fprintf(stderr, "hikyaku: user: %s is root; give an unprivileged user\n",
+				conf->user);
+			goto out;
+		}
+		if (priv_own_dir(conf->spool_dir, pw) < 0 ||
+		    priv_own_dir(conf->maildir_root, pw) < 0)
+			goto out;
+	} else if (fs_mkdir_p(conf->spool_dir, 0700) < 0) {
+		fprintf(stderr, "hikyaku: %s: %s\n", conf->spool_dir, strerror(errno));
+		goto out;
+	}
+	lock_fd = master_lock(conf);
+	if (lock_fd < 0)
+		goto out;
+	const char *error = NULL;
+	if (smtpd_listeners_bind(conf, &m.bound, &m.nbound, &error) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", error);
+		goto out;
+	}
+	master_raise_nofile(conf);
+	m.nsmtpd = master_nsmtpd(conf);
+	m.conns = shmcount_create(conf->limits.connections, 2 * m.nsmtpd);
+	if (m.conns == NULL) {
+		fprintf(stderr, "hikyaku: cannot create the connection counts: %s\n",
+			strerror(errno));
+		goto out;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	m.base = event_base_new();
+	if (m.base == NULL) {
+		fprintf(stderr, "hikyaku: cannot create the event loop\n");
+		goto out;
+	}
+	const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD};
+	for (size_t i = 0; i < 5; i++) {
+		m.sigs[i] = evsignal_new(m.base, signums[i], master_on_signal, &m);
+		event_add(m.sigs[i], NULL);
+	}
+	log_info("event=master version=%s config=%s smtpd_processes=%u", HIKYAKU_VERSION,
+		 conf->file, m.nsmtpd);
+	master_start_queue(&m);
+	for (unsigned i = 0; i < m.nsmtpd; i++)
+		master_start_smtpd(&m, i);
+
+	log_batch_begin();
+	while (event_base_loop(m.base, EVLOOP_ONCE) == 0 && !event_base_got_break(m.base))
+		log_thread_flush();
+	log_batch_end();
+	ret = 0;
+out:
+	for (size_t i = 0; i < 6; i++) {
+		if (m.sigs[i] != NULL)
+			event_free(m.sigs[i]);
+	}
+	if (m.kill_ev != NULL)
+		event_free(m.kill_ev);
+	for (unsigned i = 0; i < m.nsmtpd; i++) {
+		if (m.smtpd[i] != NULL)
+			master_child_free(m.smtpd[i]);
+	}
+	if (m.queue != NULL)
+		master_child_free(m.queue);
+	while (m.retired != NULL) {
+		struct child *c = m.retired;
+		m.retired = c->next;
+		master_child_free(c);
+	}
+	for (size_t i = 0; i < m.nbound; i++)
+		close(m.bound[i].fd);
+	free(m.bound);
+	shmcount_free(&m.conns);
+	if (lock_fd >= 0)
+		close(lock_fd);
+	if (m.text_fd >= 0)
+		close(m.text_fd);
+	if (m.base != NULL)
+		event_base_free(m.base);
+	conf_free(&m.conf);
+	if (ret == 0)
+		log_info("event=stopped");
+	return ret;
+}

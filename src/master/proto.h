@@ -1,0 +1,60 @@
+/* proto.h — the frames between hikyaku's processes (lib/ipc.h carries
+ * them). Each direction of each channel has its schema; a frame of a type
+ * the receiving side does not expect ends the channel.
+ *
+ *   master -> child   STOP (finish what is in flight, exit), FLUSH (queue:
+ *                     SIGUSR1), PEER (fd: a socket to another process;
+ *                     ROLE of that process, ID of its slot)
+ *   child -> master   READY (started, sandboxed)
+ *   smtpd -> queue    FDS_WANT (COUNT more message files, please),
+ *                     COMMIT (ID, TOKEN of the file, QID), ABORT (TOKEN)
+ *   queue -> smtpd    FD (TOKEN; fd: incoming/<token> opened for writing,
+ *                     its 16-octet header written), COMMITTED (ID, QID),
+ *                     FAILED (ID, ERRNO, MESSAGE)
+ *
+ * A message file is one TOKEN for its whole life: smtpd writes the content
+ * and the envelope into the fd and fdatasyncs it (spool_msg_seal); COMMIT
+ * asks the queue to rename incoming/<token> to queue/<qid> and fsync
+ * queue/; only COMMITTED lets smtpd say 250. */
+#ifndef HK_MASTER_PROTO_H
+#define HK_MASTER_PROTO_H
+
+#include "lib/ipc.h"
+
+enum proto_role { ROLE_MASTER = 0, ROLE_QUEUE = 1, ROLE_SMTPD = 2 };
+
+enum proto_type {
+	P_T_STOP = 1,
+	P_T_FLUSH = 2,
+	P_T_PEER = 3,
+	P_T_READY = 4,
+	P_T_FDS_WANT = 10,
+	P_T_COMMIT = 11,
+	P_T_ABORT = 12,
+	P_T_FD = 20,
+	P_T_COMMITTED = 21,
+	P_T_FAILED = 22,
+};
+
+enum proto_tag {
+	P_F_ROLE = 1,    /* u64 */
+	P_F_ID = 2,      /* u64 */
+	P_F_COUNT = 3,   /* u64 */
+	P_F_TOKEN = 4,   /* u64 */
+	P_F_QID = 5,     /* str */
+	P_F_ERRNO = 6,   /* u64 */
+	P_F_MESSAGE = 7, /* str */
+	P_F_PID = 8,     /* u64 */
+};
+
+extern const struct ipc_schema proto_to_child;
+extern const struct ipc_schema proto_to_master;
+extern const struct ipc_schema proto_smtpd_to_queue;
+extern const struct ipc_schema proto_queue_to_smtpd;
+
+/* Bounds the queue keeps per smtpd: message files handed out and not yet
+ * committed or aborted, and commits in progress. */
+#define PROTO_FDS_MAX 100000
+#define PROTO_FDS_BATCH 16
+
+#endif
