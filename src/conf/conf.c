@@ -39,7 +39,10 @@
  * the same parser as a file, so it is validated like one. AUTH without TLS
  * is allowed on its loopback listener so that a plain `swaks` works (issue 3);
  * STARTTLS uses a certificate generated under ./var/tls. */
-const char conf_embedded_default[] = "listen:\n"
+/* user: started as root (a container, the README's tour), smtpd and the
+ * queue run as nobody; a non-root user keeps its own uid. */
+const char conf_embedded_default[] = "user: nobody\n"
+                                     "listen:\n"
                                      "  - address: 127.0.0.1:2525\n"
                                      "    plaintext_auth: true\n"
                                      "tls:\n"

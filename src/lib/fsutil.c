@@ -22,8 +22,16 @@ int fs_mkdir_p(const char *path, mode_t mode)
 			continue;
 		char c = buf[i];
 		buf[i] = '\0';
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
-			return -1;
+		if (mkdir(buf, mode) < 0 && errno != EEXIST) {
+			/* "." or a directory in a parent we may not write:
+			 * mkdir says EACCES even though it exists. */
+			struct stat st;
+			int err = errno;
+			if (stat(buf, &st) < 0 || !S_ISDIR(st.st_mode)) {
+				errno = err;
+				return -1;
+			}
+		}
 		buf[i] = c;
 	}
 	return 0;

@@ -23,6 +23,7 @@
 #include "queue/qmgr.h"
 #include "queue/qserver.h"
 #include "queue/spool.h"
+#include "smtpd/qclient.h"
 #include "smtpd/smtpd.h"
 #include "tls/tls.h"
 
@@ -55,10 +56,13 @@ struct child_ctx {
 	struct qmgr *qmgr;
 	struct qserver *qs;
 	struct credentials *creds;
-	struct event *sigs[4];
+	struct event *sigs[5];
 	struct event *drain_ev;
 	uint64_t drain_started_us;
 	bool stopping;
+	bool listening;                 /* smtpd: accepting connections */
+	bool retired;                   /* smtpd: after a reload, until its sessions end */
+	struct qclient_req *first_wait; /* smtpd: for the queue's first file */
 };
 
 static uint64_t child_now_ms(void)
@@ -148,9 +152,22 @@ static void child_drain_check(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct child_ctx *ctx = arg;
+	/* Retired (a reload): the sessions run to their end, bounded by
+	 * timeouts.session; stopping: 5 s at most. */
 	if (smtpd_session_count(ctx->smtpd) == 0 ||
-	    child_now_ms() - ctx->drain_started_us >= CHILD_DRAIN_TIMEOUT_MS)
+	    (ctx->stopping && child_now_ms() - ctx->drain_started_us >= CHILD_DRAIN_TIMEOUT_MS))
 		event_base_loopbreak(ctx->base);
+}
+
+static void child_drain_start(struct child_ctx *ctx)
+{
+	ctx->drain_started_us = child_now_ms();
+	if (ctx->drain_ev == NULL) {
+		ctx->drain_ev = event_new(ctx->base, -1, EV_PERSIST, child_drain_check, ctx);
+		struct timeval tv = {0, 20000};
+		event_add(ctx->drain_ev, &tv);
+	}
+	child_drain_check(-1, 0, ctx);
 }
 
 static void child_on_drained(void *arg)
@@ -175,6 +192,16 @@ static void child_on_signal(evutil_socket_t sig, short what, void *arg)
 			credentials_reload(ctx->creds);
 		return;
 	}
+	if (sig == SIGUSR2) {
+		/* A reload: new smtpds accept from now on; these sessions go on. */
+		if (ctx->smtpd != NULL && !ctx->stopping && !ctx->retired) {
+			ctx->retired = true;
+			log_info("event=retire sessions=%zu", smtpd_session_count(ctx->smtpd));
+			smtpd_stop_listening(ctx->smtpd);
+			child_drain_start(ctx);
+		}
+		return;
+	}
 	if (ctx->stopping) { /* a second signal: now */
 		event_base_loopbreak(ctx->base);
 		return;
@@ -184,16 +211,30 @@ static void child_on_signal(evutil_socket_t sig, short what, void *arg)
 		log_info("event=shutdown signal=%d sessions=%zu", (int)sig,
 			 smtpd_session_count(ctx->smtpd));
 		smtpd_shutdown(ctx->smtpd);
-		ctx->drain_started_us = child_now_ms();
-		ctx->drain_ev = event_new(ctx->base, -1, EV_PERSIST, child_drain_check, ctx);
-		struct timeval tv = {0, 20000};
-		event_add(ctx->drain_ev, &tv);
-		child_drain_check(-1, 0, ctx);
+		child_drain_start(ctx);
 	} else {
 		log_info("event=shutdown signal=%d", (int)sig);
 		/* Attempts in flight finish and record their results first, so a
 		 * restart does not deliver their recipients again. */
 		qmgr_drain(ctx->qmgr, CHILD_DRAIN_TIMEOUT_MS, child_on_drained, ctx);
+	}
+}
+
+static void child_ready(struct child_ctx *ctx);
+
+/* The first message file from the queue: from now on a client's message
+ * has somewhere to go (and queue.min_free_space can be checked), so
+ * smtpd starts accepting. No file within the wait: accept anyway. */
+static void child_first_file(void *arg, const struct qclient_file *f)
+{
+	struct child_ctx *ctx = arg;
+	ctx->first_wait = NULL;
+	if (f->fd >= 0)
+		qclient_put_back(smtpd_qclient(ctx->smtpd), f);
+	if (!ctx->listening && !ctx->stopping && !ctx->retired) {
+		ctx->listening = true;
+		smtpd_start(ctx->smtpd);
+		child_ready(ctx);
 	}
 }
 
@@ -211,6 +252,9 @@ static void child_on_ctl(struct ipc_chan *ch, const struct ipc_frame *f, int fd,
 	if (f->type == P_T_PEER && fd >= 0) {
 		if (ctx->smtpd != NULL && role == ROLE_QUEUE) {
 			smtpd_set_queue(ctx->smtpd, fd);
+			if (!ctx->listening && ctx->first_wait == NULL)
+				ctx->first_wait = qclient_wait_file(smtpd_qclient(ctx->smtpd),
+								    child_first_file, ctx);
 			return;
 		}
 		if (ctx->qs != NULL && role == ROLE_SMTPD) {
@@ -240,15 +284,9 @@ static void child_loop_run(struct event_base *base)
 	log_batch_end();
 }
 
-static void child_common_start(struct child_ctx *ctx, const struct child_args *a)
+/* Tell the master this process is serving. */
+static void child_ready(struct child_ctx *ctx)
 {
-	const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
-	for (size_t i = 0; i < 4; i++) {
-		ctx->sigs[i] = evsignal_new(ctx->base, signums[i], child_on_signal, ctx);
-		event_add(ctx->sigs[i], NULL);
-	}
-	ctx->ctl = ipc_chan_new(ctx->base, a->ctl_fd, &proto_to_child, child_on_ctl,
-				child_on_ctl_close, ctx);
 	struct buf b;
 	buf_init(&b, IPC_FRAME_MAX);
 	size_t st = ipc_frame_begin(&b, P_T_READY);
@@ -258,9 +296,20 @@ static void child_common_start(struct child_ctx *ctx, const struct child_args *a
 	buf_free(&b);
 }
 
+static void child_common_start(struct child_ctx *ctx, const struct child_args *a)
+{
+	const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+	for (size_t i = 0; i < 5; i++) {
+		ctx->sigs[i] = evsignal_new(ctx->base, signums[i], child_on_signal, ctx);
+		event_add(ctx->sigs[i], NULL);
+	}
+	ctx->ctl = ipc_chan_new(ctx->base, a->ctl_fd, &proto_to_child, child_on_ctl,
+				child_on_ctl_close, ctx);
+}
+
 static void child_common_free(struct child_ctx *ctx)
 {
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < 5; i++) {
 		if (ctx->sigs[i] != NULL)
 			event_free(ctx->sigs[i]);
 	}
@@ -315,8 +364,9 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 	smtpd_set_tls(ctx.smtpd, tls);
 	tls = NULL;
 	child_common_start(&ctx, a);
-	smtpd_start(ctx.smtpd);
 	child_loop_run(ctx.base);
+	if (ctx.first_wait != NULL)
+		qclient_cancel(smtpd_qclient(ctx.smtpd), ctx.first_wait);
 	ret = 0;
 out:
 	smtpd_free(&ctx.smtpd);
@@ -376,8 +426,10 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 		fprintf(stderr, "hikyaku: spool recovery: %s\n", error);
 		goto out;
 	}
-	ctx.qs = qserver_create(ctx.base, spool, ctx.qmgr, (unsigned)conf->queue.commit_threads);
+	ctx.qs = qserver_create(ctx.base, spool, ctx.qmgr, (unsigned)conf->queue.commit_threads,
+				 (size_t)conf->limits.connections);
 	log_info("event=start config=%s queued=%d", conf->file, n);
+	child_ready(&ctx);
 	child_loop_run(ctx.base);
 	ret = 0;
 out:

@@ -72,6 +72,7 @@ struct master {
 	struct child *retired; /* children told to stop, still running */
 	bool stopping;
 	bool queue_reload; /* a reload waits for the old smtpds, then the queue */
+	bool smtpd_started; /* after the queue's first READY */
 	struct event *sigs[6];
 	struct event *kill_ev;
 };
@@ -117,14 +118,27 @@ static int master_text_fd(const char *path, struct conf **conf_r, char *err, siz
 
 /* ---- children ---- */
 
+static void master_start_smtpd(struct master *m, unsigned slot);
+
 static void master_on_child_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd,
 				  void *arg)
 {
 	(void)ch;
-	(void)f;
-	(void)arg;
+	struct child *c = arg;
+	struct master *m = c->m;
 	if (fd >= 0)
 		close(fd);
+	if (f->type != P_T_READY)
+		return;
+	log_debug("event=ready role=%s slot=%u pid=%ld", master_role_name(c->role), c->slot,
+		  (long)c->pid);
+	/* The first smtpds start once the spool is recovered, as before the
+	 * split: a client that connects meanwhile waits in the backlog. */
+	if (c->role == ROLE_QUEUE && !m->smtpd_started && !m->stopping) {
+		m->smtpd_started = true;
+		for (unsigned i = 0; i < m->nsmtpd; i++)
+			master_start_smtpd(m, i);
+	}
 }
 
 static void master_on_child_close(struct ipc_chan *ch, const char *why, void *arg)
@@ -254,7 +268,6 @@ static int master_spawn(struct child *c)
 }
 
 static void master_start_queue(struct master *m);
-static void master_start_smtpd(struct master *m, unsigned slot);
 
 static void master_on_restart(evutil_socket_t fd, short what, void *arg)
 {
@@ -331,6 +344,10 @@ static void master_start_queue(struct master *m)
 		if (m->smtpd[i] != NULL)
 			master_wire(m, m->smtpd[i]);
 	}
+	for (struct child *c = m->retired; c != NULL; c = c->next) {
+		if (c->role == ROLE_SMTPD)
+			master_wire(m, c); /* their sessions go on after a reload */
+	}
 }
 
 static bool master_retired_smtpds(const struct master *m)
@@ -367,11 +384,11 @@ static void master_stop_progress(struct master *m)
 	event_base_loopbreak(m->base);
 }
 
-/* Reloading: the old smtpds drain against the old queue; once they are
- * gone, the queue restarts with the new configuration. */
+/* Reloading: the queue finishes its attempts in flight (up to 5 s) and
+ * exits; the new one then serves every smtpd, old and new. */
 static void master_reload_progress(struct master *m)
 {
-	if (!m->queue_reload || master_retired_smtpds(m))
+	if (!m->queue_reload)
 		return;
 	if (m->queue != NULL && m->queue->pid != 0) {
 		if (!m->queue->retiring) {
@@ -547,7 +564,8 @@ static void master_reload(struct master *m)
 			old->retiring = true;
 			old->next = m->retired;
 			m->retired = old;
-			kill(old->pid, SIGTERM);
+			/* Retire: stop accepting, serve the sessions to their end. */
+			kill(old->pid, SIGUSR2);
 			m->smtpd[i] = NULL;
 		}
 		master_start_smtpd(m, i);
@@ -627,7 +645,7 @@ static void master_raise_nofile(const struct conf *conf)
 {
 	struct rlimit rl;
 	rlim_t need = (rlim_t)(conf->limits.connections + conf->delivery.total_concurrency +
-			       conf->delivery.total_idle + 256);
+			       conf->delivery.total_idle + 128);
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
 		return;
 	rlim_t was = rl.rlim_cur;
@@ -696,6 +714,37 @@ int master_serve(const char *path)
 	if (path == NULL)
 		master_print_default(conf);
 
+	if (geteuid() == 0) {
+		if (conf->user[0] == '\0') {
+			fprintf(stderr, "hikyaku: refusing to run as root without user: in the "
+					"configuration (the unprivileged user smtpd and the queue run "
+					"as; e.g. user: hikyaku)\n");
+			goto out;
+		}
+		struct passwd *pw = getpwnam(conf->user);
+		if (pw == NULL) {
+			fprintf(stderr, "hikyaku: user %s does not exist\n", conf->user);
+			goto out;
+		}
+		if (pw->pw_uid == 0) {
+			fprintf(stderr, "hikyaku: user: %s is root; give an unprivileged user\n",
+				conf->user);
+			goto out;
+		}
+		/* Nested through a symbolic link? The load compared the paths
+		 * as written; compare where they lead before handing them over. */
+		const char *key = NULL;
+		if (conf_check_roots(conf, true, &key, err, sizeof(err)) < 0) {
+			fprintf(stderr, "hikyaku: %s\n", err);
+			goto out;
+		}
+		if (priv_own_dir(conf->spool_dir, pw) < 0 ||
+		    priv_own_dir(conf->maildir_root, pw) < 0)
+			goto out;
+	} else if (fs_mkdir_p(conf->spool_dir, 0700) < 0) {
+		fprintf(stderr, "hikyaku: %s: %s\n", conf->spool_dir, strerror(errno));
+		goto out;
+	}
 	/* Everything a child will read as root, read once here first, so that
 	 * a mistake stops the start with its message instead of a child that
 	 * keeps dying. Nothing of it is kept. */
@@ -717,30 +766,6 @@ int master_serve(const char *path)
 		tls_server_free(&tls);
 		if (bad)
 			goto out;
-	}
-	if (geteuid() == 0) {
-		if (conf->user[0] == '\0') {
-			fprintf(stderr, "hikyaku: refusing to run as root without user: in the "
-					"configuration (the unprivileged user smtpd and the queue run "
-					"as; e.g. user: hikyaku)\n");
-			goto out;
-		}
-		struct passwd *pw = getpwnam(conf->user);
-		if (pw == NULL) {
-			fprintf(stderr, "hikyaku: user %s does not exist\n", conf->user);
-			goto out;
-		}
-		if (pw->pw_uid == 0) {
-			fprintf(stderr, "hikyaku: user: %s is root; give an unprivileged user\n",
-				conf->user);
-			goto out;
-		}
-		if (priv_own_dir(conf->spool_dir, pw) < 0 ||
-		    priv_own_dir(conf->maildir_root, pw) < 0)
-			goto out;
-	} else if (fs_mkdir_p(conf->spool_dir, 0700) < 0) {
-		fprintf(stderr, "hikyaku: %s: %s\n", conf->spool_dir, strerror(errno));
-		goto out;
 	}
 	lock_fd = master_lock(conf);
 	if (lock_fd < 0)
@@ -771,9 +796,7 @@ int master_serve(const char *path)
 	}
 	log_info("event=master version=%s config=%s smtpd_processes=%u", HIKYAKU_VERSION,
 		 conf->file, m.nsmtpd);
-	master_start_queue(&m);
-	for (unsigned i = 0; i < m.nsmtpd; i++)
-		master_start_smtpd(&m, i);
+	master_start_queue(&m); /* the smtpds when it is ready */
 
 	log_batch_begin();
 	while (event_base_loop(m.base, EVLOOP_ONCE) == 0 && !event_base_got_break(m.base))

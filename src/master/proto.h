@@ -8,14 +8,14 @@
  *   child -> master   READY (started, sandboxed)
  *   smtpd -> queue    FDS_WANT (COUNT more message files, please),
  *                     COMMIT (ID, TOKEN of the file, QID), ABORT (TOKEN)
- *   queue -> smtpd    FD (TOKEN; fd: incoming/<token> opened for writing,
+ *   queue -> smtpd    FD (TOKEN; fd: an unnamed file in incoming/,
  *                     its 16-octet header written), COMMITTED (ID, QID),
  *                     FAILED (ID, ERRNO, MESSAGE)
  *
  * A message file is one TOKEN for its whole life: smtpd writes the content
  * and the envelope into the fd and fdatasyncs it (spool_msg_seal); COMMIT
- * asks the queue to rename incoming/<token> to queue/<qid> and fsync
- * queue/; only COMMITTED lets smtpd say 250. */
+ * asks the queue to check the seal, link the file as queue/<qid> and
+ * fsync queue/; only COMMITTED lets smtpd say 250. */
 #ifndef HK_MASTER_PROTO_H
 #define HK_MASTER_PROTO_H
 
@@ -52,9 +52,8 @@ extern const struct ipc_schema proto_to_master;
 extern const struct ipc_schema proto_smtpd_to_queue;
 extern const struct ipc_schema proto_queue_to_smtpd;
 
-/* Bounds the queue keeps per smtpd: message files handed out and not yet
- * committed or aborted, and commits in progress. */
-#define PROTO_FDS_MAX 100000
+/* Message files smtpd asks for at a time (the queue hands out at most
+ * limits.connections + 4 batches per smtpd). */
 #define PROTO_FDS_BATCH 16
 
 #endif

@@ -18,11 +18,16 @@
 #include <time.h>
 #include <unistd.h>
 
+struct qs_file {
+	uint64_t token;
+	int fd; /* the queue's own descriptor of the unnamed file */
+};
+
 struct qs_client {
 	struct qserver *qs;
 	struct qs_client *next, *prev;
 	struct ipc_chan *ch; /* NULL once closed */
-	uint64_t *tokens;    /* files handed out, not yet committed or aborted */
+	struct qs_file *files; /* handed out, not yet committed or aborted */
 	size_t ntokens, cap;
 	size_t inflight; /* publish jobs holding this client */
 };
@@ -34,11 +39,13 @@ struct qserver {
 	struct workq *wq;
 	struct qs_client *clients;
 	uint64_t next_token;
+	size_t files_max; /* per smtpd: one per session in DATA, and a pool */
 };
 
 struct qs_job {
 	struct qs_client *c;
-	uint64_t id, token;
+	int fd;
+	uint64_t id;
 	char qid[QID_LEN + 1];
 	int ret, err;
 	const char *error;
@@ -54,19 +61,21 @@ static void qs_client_maybe_free(struct qs_client *c)
 		c->qs->clients = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
-	free(c->tokens);
+	free(c->files);
 	free(c);
 }
 
-static bool qs_token_take(struct qs_client *c, uint64_t token)
+/* The fd of the file token (the caller owns it now), or -1. */
+static int qs_token_take(struct qs_client *c, uint64_t token)
 {
 	for (size_t i = 0; i < c->ntokens; i++) {
-		if (c->tokens[i] == token) {
-			c->tokens[i] = c->tokens[--c->ntokens];
-			return true;
+		if (c->files[i].token == token) {
+			int fd = c->files[i].fd;
+			c->files[i] = c->files[--c->ntokens];
+			return fd;
 		}
 	}
-	return false;
+	return -1;
 }
 
 static void qs_send(struct qs_client *c, struct buf *b, int fd)
@@ -82,22 +91,23 @@ static void qs_give_files(struct qs_client *c, uint64_t want)
 	if (want > 2 * PROTO_FDS_BATCH)
 		want = 2 * PROTO_FDS_BATCH;
 	buf_init(&b, IPC_FRAME_MAX);
-	for (uint64_t i = 0; i < want && c->ntokens < PROTO_FDS_MAX; i++) {
+	for (uint64_t i = 0; i < want && c->ntokens < c->qs->files_max; i++) {
 		uint64_t token = ++qs->next_token;
-		int fd = spool_incoming_create(qs->spool, token);
+		int fd = spool_incoming_create(qs->spool);
 		if (fd < 0)
 			break; /* logged; smtpd asks again when it needs one */
 		if (c->ntokens == c->cap) {
 			c->cap = c->cap ? c->cap * 2 : 64;
-			c->tokens = xreallocarray(c->tokens, c->cap, sizeof(*c->tokens));
+			c->files = xreallocarray(c->files, c->cap, sizeof(*c->files));
 		}
-		c->tokens[c->ntokens++] = token;
+		c->files[c->ntokens].token = token;
+		c->files[c->ntokens].fd = fd;
+		c->ntokens++;
 		buf_reset(&b);
 		size_t st = ipc_frame_begin(&b, P_T_FD);
 		ipc_frame_add_u64(&b, P_F_TOKEN, token);
 		ipc_frame_end(&b, st);
 		qs_send(c, &b, fd);
-		close(fd);
 	}
 	buf_free(&b);
 }
@@ -105,8 +115,9 @@ static void qs_give_files(struct qs_client *c, uint64_t want)
 static void qs_publish_run(void *arg)
 {
 	struct qs_job *j = arg;
-	j->ret = spool_publish(j->c->qs->spool, j->token, j->qid, &j->error);
+	j->ret = spool_publish(j->c->qs->spool, j->fd, j->qid, &j->error);
 	j->err = j->ret < 0 ? errno : 0;
+	close(j->fd);
 }
 
 static void qs_publish_done(void *arg)
@@ -177,23 +188,26 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 	case P_T_FDS_WANT:
 		qs_give_files(c, count);
 		break;
-	case P_T_ABORT:
-		if (qs_token_take(c, token))
-			spool_incoming_remove(c->qs->spool, token);
+	case P_T_ABORT: {
+		int tfd = qs_token_take(c, token);
+		if (tfd >= 0)
+			close(tfd); /* the unnamed file is gone with it */
 		break;
+	}
 	case P_T_COMMIT: {
 		if (!qid_ok) {
 			qs_fail(c, id, "invalid queue id");
 			break;
 		}
-		if (!qs_token_take(c, token)) {
+		int tfd = qs_token_take(c, token);
+		if (tfd < 0) {
 			qs_fail(c, id, "unknown message file");
 			break;
 		}
 		struct qs_job *j = xcalloc(1, sizeof(*j));
 		j->c = c;
 		j->id = id;
-		j->token = token;
+		j->fd = tfd;
 		memcpy(j->qid, qid, sizeof(qid));
 		c->inflight++;
 		workq_submit(c->qs->wq, qs_publish_run, qs_publish_done, j);
@@ -207,10 +221,10 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 static void qs_on_close(struct ipc_chan *ch, const char *why, void *arg)
 {
 	struct qs_client *c = arg;
-	log_info("event=smtpd_gone reason=\"%s\" files_removed=%zu commits_in_flight=%zu", why,
+	log_info("event=smtpd_gone reason=\"%s\" files_dropped=%zu commits_in_flight=%zu", why,
 		 c->ntokens, c->inflight);
 	for (size_t i = 0; i < c->ntokens; i++)
-		spool_incoming_remove(c->qs->spool, c->tokens[i]);
+		close(c->files[i].fd);
 	c->ntokens = 0;
 	ipc_chan_free(&ch);
 	c->ch = NULL;
@@ -229,9 +243,10 @@ void qserver_add_client(struct qserver *qs, int fd)
 }
 
 struct qserver *qserver_create(struct event_base *base, struct spool *spool, struct qmgr *q,
-			       unsigned commit_threads)
+			       unsigned commit_threads, size_t max_sessions)
 {
 	struct qserver *qs = xcalloc(1, sizeof(*qs));
+	qs->files_max = max_sessions + 4 * PROTO_FDS_BATCH;
 	qs->base = base;
 	qs->spool = spool;
 	qs->qmgr = q;

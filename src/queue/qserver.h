@@ -9,13 +9,16 @@
 #ifndef HK_QUEUE_QSERVER_H
 #define HK_QUEUE_QSERVER_H
 
+#include <stddef.h>
+
 struct event_base;
 struct spool;
 struct qmgr;
 struct qserver;
 
+/* max_sessions bounds the files one smtpd may hold (limits.connections). */
 struct qserver *qserver_create(struct event_base *base, struct spool *spool, struct qmgr *q,
-			       unsigned commit_threads);
+			       unsigned commit_threads, size_t max_sessions);
 /* A connection from an smtpd process (from the master). */
 void qserver_add_client(struct qserver *qs, int fd);
 /* Commits in flight finish (and are queued) first. */

@@ -456,17 +456,13 @@ int spool_commit(struct spool_msg **mp, struct envelope *e, const void *tail, si
 
 /* ---- message files handed to another process (master/proto.h) ---- */
 
-static void spool_token_name(char out[24], uint64_t token)
+/* An unnamed file in incoming/ (O_TMPFILE): nothing to clean up after a
+ * crash or an abort, and publishing it is one link into queue/. */
+int spool_incoming_create(struct spool *s)
 {
-	snprintf(out, 24, "t%016llx", (unsigned long long)token);
-}
-
-int spool_incoming_create(struct spool *s, uint64_t token)
-{
-	char name[24], eb[128];
+	char eb[128];
 	unsigned char hdr[SPOOL_HDR_LEN] = {0};
-	spool_token_name(name, token);
-	int fd = openat(s->incfd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+	int fd = openat(s->incfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		int err = errno;
 		log_err("event=spool_write_failed op=create error=%s", spool_strerror(err, eb));
@@ -478,21 +474,27 @@ int spool_incoming_create(struct spool *s, uint64_t token)
 		int err = errno;
 		log_err("event=spool_write_failed op=write error=%s", spool_strerror(err, eb));
 		close(fd);
-		(void)unlinkat(s->incfd, name, 0);
 		errno = err;
 		return -1;
 	}
 	return fd;
 }
 
-void spool_incoming_remove(struct spool *s, uint64_t token)
+/* Give the unnamed file fd the name queue/<name> (never over another). */
+static int spool_link_tmpfile(int fd, int dirfd, const char *name)
 {
-	char name[24];
-	spool_token_name(name, token);
-	(void)unlinkat(s->incfd, name, 0);
+	if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
+		return 0;
+	if (errno != ENOENT && errno != EPERM)
+		return -1;
+	/* Without CAP_DAC_READ_SEARCH AT_EMPTY_PATH is refused: the
+	 * descriptor's /proc link names the same file. */
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, path, dirfd, name, AT_SYMLINK_FOLLOW);
 }
 
-static int spool_publish_steps(struct spool *s, const char *tname, const char *qid, bool *moved_r,
+static int spool_publish_steps(struct spool *s, int fd, const char *qid, bool *linked_r,
 			       const char **error_r)
 {
 	unsigned char hdr[SPOOL_HDR_LEN];
@@ -507,25 +509,21 @@ static int spool_publish_steps(struct spool *s, const char *tname, const char *q
 	}
 	/* The writer is another process: take nothing on trust but the
 	 * content. An unsealed file (envelope offset 0) never enters queue/. */
-	int fd = openat(s->incfd, tname, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		*error_r = "message file is gone";
+	if (fstat(fd, &st) < 0 || pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
+		*error_r = "cannot read message file";
+		errno = 0;
 		return -1;
 	}
-	int rc = fstat(fd, &st) == 0 && pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) ? 0 : -1;
-	close(fd);
-	if (rc < 0 || spool_header_parse(hdr, (uint64_t)st.st_size, &off, error_r) < 0) {
-		if (rc < 0)
-			*error_r = "cannot read message file";
+	if (spool_header_parse(hdr, (uint64_t)st.st_size, &off, error_r) < 0) {
 		errno = 0;
 		return -1;
 	}
 	spool_name(name, qid, NULL);
-	if (spool_rename(s->incfd, tname, s->queuefd, name) < 0) {
+	if (spool_link_tmpfile(fd, s->queuefd, name) < 0) {
 		*error_r = "cannot move message file into queue";
 		return -1;
 	}
-	*moved_r = true;
+	*linked_r = true;
 	if (spool_queue_sync(s) < 0) {
 		*error_r = "cannot sync queue directory";
 		return -1;
@@ -533,22 +531,19 @@ static int spool_publish_steps(struct spool *s, const char *tname, const char *q
 	return 0;
 }
 
-int spool_publish(struct spool *s, uint64_t token, const char *qid, const char **error_r)
+int spool_publish(struct spool *s, int fd, const char *qid, const char **error_r)
 {
-	char tname[24], name[SPOOL_NAME_MAX + 1], eb[128];
-	bool moved = false;
+	char name[SPOOL_NAME_MAX + 1], eb[128];
+	bool linked = false;
 	const char *error = "spool commit failed";
-	spool_token_name(tname, token);
-	if (spool_publish_steps(s, tname, qid, &moved, &error) < 0) {
+	if (spool_publish_steps(s, fd, qid, &linked, &error) < 0) {
 		int err = errno;
 		log_err("event=spool_commit_failed qid=%s error=%s errno=%s",
 		        qid_valid(qid) ? qid : "-", log_qs((char[LOG_Q_MAX]){0}, error),
 		        spool_strerror(err, eb));
-		if (moved) {
+		if (linked) {
 			spool_name(name, qid, NULL);
 			(void)unlinkat(s->queuefd, name, 0);
-		} else {
-			(void)unlinkat(s->incfd, tname, 0);
 		}
 		*error_r = error;
 		errno = err;

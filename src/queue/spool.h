@@ -64,15 +64,15 @@ int spool_commit(struct spool_msg **m, struct envelope *e, const void *tail, siz
 		 const char **error_r);
 
 /* Message files written by another process (master/proto.h): the queue
- * creates incoming/t<token> with its header (loop thread: page cache
- * only) and hands the fd on; the writer appends the content and seals it
- * (spool_msg_adopt, spool_msg_append, spool_msg_seal: content, envelope,
- * header offset, fdatasync); spool_publish (worker thread) checks the
- * seal, renames it to queue/<qid> (never over an existing file) and
- * group-fsyncs queue/. spool_incoming_remove drops an unfinished one. */
-int spool_incoming_create(struct spool *spool, uint64_t token);
-void spool_incoming_remove(struct spool *spool, uint64_t token);
-int spool_publish(struct spool *spool, uint64_t token, const char *qid, const char **error_r);
+ * creates an unnamed file in incoming/ (O_TMPFILE) with its header (loop
+ * thread: page cache only), keeps its fd and hands a copy on; the writer
+ * appends the content and seals it (spool_msg_adopt, spool_msg_append,
+ * spool_msg_seal: content, envelope, header offset, fdatasync);
+ * spool_publish (worker thread) checks the seal, links it as queue/<qid>
+ * (never over an existing file) and group-fsyncs queue/. A file never
+ * published vanishes with its last descriptor, also in a crash. */
+int spool_incoming_create(struct spool *spool);
+int spool_publish(struct spool *spool, int fd, const char *qid, const char **error_r);
 struct spool_msg *spool_msg_adopt(int fd, const char *qid);
 int spool_msg_seal(struct spool_msg **m, struct envelope *e, const void *tail, size_t tail_len,
 		   const char **error_r);

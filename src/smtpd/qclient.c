@@ -238,6 +238,14 @@ bool qclient_take(struct qclient *qc, struct qclient_file *f)
 	return ok;
 }
 
+void qclient_put_back(struct qclient *qc, const struct qclient_file *f)
+{
+	if (f->gen == qc->gen && ipc_chan_open(qc->ch))
+		qclient_pool_add(qc, f);
+	else
+		close(f->fd);
+}
+
 void qclient_abort(struct qclient *qc, const struct qclient_file *f)
 {
 	if (f->gen == qc->gen)

@@ -36,6 +36,8 @@ bool qclient_connected(const struct qclient *qc);
 /* Take a file from the pool now; false when the pool is empty (asks the
  * queue for more in any case). */
 bool qclient_take(struct qclient *qc, struct qclient_file *f);
+/* Return a file taken and not written to the pool. */
+void qclient_put_back(struct qclient *qc, const struct qclient_file *f);
 /* Give up a file taken: the queue removes it. fd is closed by the caller. */
 void qclient_abort(struct qclient *qc, const struct qclient_file *f);
 

@@ -167,7 +167,7 @@ static void server_on_accept_resume(evutil_socket_t fd, short what, void *arg)
 	struct smtpd_listener *l = arg;
 	(void)fd;
 	(void)what;
-	if (!l->srv->shutting_down)
+	if (!l->srv->shutting_down && l->lev != NULL)
 		evconnlistener_enable(l->lev);
 }
 
@@ -302,6 +302,11 @@ void smtpd_set_queue(struct smtpd *srv, int fd)
 	qclient_attach(srv->qc, fd);
 }
 
+struct qclient *smtpd_qclient(struct smtpd *srv)
+{
+	return srv->qc;
+}
+
 void smtpd_start(struct smtpd *srv)
 {
 	srv->commit_wq = workq_create(srv->base, (unsigned)srv->conf->queue.commit_threads, "commit");
@@ -312,6 +317,21 @@ void smtpd_start(struct smtpd *srv)
 					    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, l->fd);
 		evconnlistener_set_error_cb(l->lev, server_on_accept_error);
 		log_info("event=listening listen=%s", l->name);
+	}
+}
+
+void smtpd_stop_listening(struct smtpd *srv)
+{
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		struct smtpd_listener *l = &srv->listeners[i];
+		if (l->resume != NULL)
+			event_del(l->resume);
+		if (l->lev != NULL)
+			evconnlistener_free(l->lev); /* closes this process's copy */
+		else if (l->fd >= 0)
+			close(l->fd);
+		l->lev = NULL;
+		l->fd = -1;
 	}
 }
 
@@ -349,7 +369,7 @@ void smtpd_free(struct smtpd **srvp)
 			event_free(srv->listeners[i].resume);
 		if (srv->listeners[i].lev != NULL)
 			evconnlistener_free(srv->listeners[i].lev);
-		else
+		else if (srv->listeners[i].fd >= 0)
 			close(srv->listeners[i].fd);
 	}
 	free(srv->listeners);

@@ -14,6 +14,7 @@ struct spool;
 struct qmgr;
 struct smtpd;
 struct tls_server;
+struct qclient;
 
 struct shmcount;
 
@@ -37,9 +38,13 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 /* The connection to the queue process (again after the queue restarted). */
 void smtpd_set_queue(struct smtpd *smtpd, int fd);
 void smtpd_start(struct smtpd *smtpd);
+struct qclient *smtpd_qclient(struct smtpd *smtpd);
 /* Install the TLS contexts (owned by smtpd from now on); used at start and
  * on SIGHUP to reload certificates without dropping sessions. */
 void smtpd_set_tls(struct smtpd *smtpd, struct tls_server *tls);
+/* A reload: stop accepting for good (close this process's listeners);
+ * the sessions go on. */
+void smtpd_stop_listening(struct smtpd *smtpd);
 /* Stop accepting; sessions end at their next command boundary. */
 void smtpd_shutdown(struct smtpd *smtpd);
 size_t smtpd_session_count(const struct smtpd *smtpd);

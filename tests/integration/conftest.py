@@ -85,6 +85,10 @@ def user_add(ufile, name, password, scheme="CRYPT", cmd="add"):
     return r
 
 
+# The unprivileged user the daemon runs as when the tests run as root.
+SERVICE_USER = "nobody"
+
+
 class Hikyaku:
     def __init__(self, tmp, settings, users=None, users_secrets=None):
         self.tmp = tmp
@@ -113,6 +117,12 @@ class Hikyaku:
             # spool) then also lets a restarted server deliver at once.
             "queue": {"retry_min": "1s", "retry_max": "2s"},
         }
+        # Started as root, hikyaku needs a service user for smtpd and the
+        # queue (it refuses to run without one), as on a real machine; the
+        # test's directory must then be reachable by that user.
+        if os.geteuid() == 0:
+            conf["user"] = SERVICE_USER
+            os.chmod(tmp, 0o755)
         # users_secrets={"alice@example.org": ("CRYPT", "pw")}: users with
         # real secrets, written by `hikyaku user add` (a scheme per user).
         if users_secrets and users is None:
@@ -143,6 +153,20 @@ class Hikyaku:
         self._log = None
 
     def start(self, wait=True):
+        if os.geteuid() == 0:
+            # What a test planted in the spool or the Maildirs (as root)
+            # stands for what the service user left there.
+            import pwd
+            pw = pwd.getpwnam(SERVICE_USER)
+            for top in (self.spool, self.mailroot):
+                if not os.path.isdir(top) or os.path.islink(top):
+                    continue
+                for d, dirs, files in os.walk(top):
+                    for n in [d] + [os.path.join(d, x) for x in dirs + files]:
+                        try:
+                            os.lchown(n, pw.pw_uid, pw.pw_gid)
+                        except OSError:
+                            pass
         self._log = open(self.logfile, "ab")
         self.proc = subprocess.Popen(
             [hikyaku_bin(), "serve", "-c", self.config],
@@ -188,6 +212,28 @@ class Hikyaku:
     def restart(self):
         self.stop()
         return self.start()
+
+    def child_pids(self, role, timeout=10):
+        """PIDs of the running children of one role ("smtpd", "queue"):
+        the master starts them as "hikyaku: ROLE". Waits until one runs."""
+        deadline = time.time() + timeout
+        while True:
+            out = []
+            for d in os.listdir("/proc"):
+                if not d.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    with open(f"/proc/{d}/cmdline", "rb") as f:
+                        argv0 = f.read().split(b"\0")[0]
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == self.proc.pid and argv0 == f"hikyaku: {role}".encode():
+                    out.append(int(d))
+            if out or time.time() > deadline:
+                return sorted(out)
+            time.sleep(0.05)
 
     def log(self):
         try:

@@ -349,6 +349,11 @@ class ScriptedMTA:
                     coro = self._loop.create_server(self._factory, host=self.host,
                                                     port=self.port, reuse_address=True)
                 self._server = self._loop.run_until_complete(coro)
+                if self.unix_path is not None:
+                    # The daemon's queue runs as an unprivileged user: like
+                    # Dovecot's lmtp socket for its mail user, open to it.
+                    os.chmod(self.unix_path, 0o666)
+                    os.chmod(os.path.dirname(self.unix_path), 0o755)
             except Exception as e:  # reported to the starting thread
                 err.append(e)
                 ready.set()

@@ -344,12 +344,13 @@ def test_sigkill_during_data_leaves_nothing(hikyaku, raw):
     assert c.cmd("RCPT TO:<alice@localhost>")[0] == 250
     assert c.cmd("DATA")[0] == 354
     c.send(b"Subject: never acked\r\n\r\n" + (b"x" * 998 + b"\r\n") * 600)
-    wait_for(lambda: hk.spool_files("incoming") != [], 5, "incoming/ file")
+    # The content goes into an unnamed file in incoming/ (O_TMPFILE) that
+    # nothing lists: give smtpd the time to write it, then kill.
+    time.sleep(0.5)
     hk.kill()
     c.close()
     hk.start()
     assert hk.spool_files("incoming") == []
-    assert "event=spool_incoming_removed" in hk.log()
     assert "queued=0" in hk.log()
     (tok,) = new_tokens(1)
     send(hk, [tok])

@@ -187,7 +187,7 @@ class _Tmpfs:
         import subprocess
         import pytest
         os.makedirs(path, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700",
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
                             "tmpfs", path], capture_output=True, text=True)
         if r.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
