@@ -93,6 +93,10 @@ def test_embedded_default_end_to_end(tmp_path):
     private network namespace so that 127.0.0.1:2525 is the test's own."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) for a private loopback")
+    # As root the default runs smtpd and the queue as nobody, who must be
+    # able to enter the working directory (a checkout is 0755; pytest's
+    # directories are 0700).
+    os.chmod(tmp_path, 0o755)
     r = subprocess.run(["unshare", "-n", "/usr/bin/python3", "-c", EMBEDDED_SCRIPT,
                         hikyaku_bin()], capture_output=True, text=True, cwd=tmp_path,
                        timeout=60)
