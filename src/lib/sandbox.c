@@ -293,9 +293,15 @@ size_t sandbox_paths_queue_system(struct sandbox_path *out, size_t cap)
 
 	for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && n < cap; i++)
 		out[n++] = (struct sandbox_path){ fixed[i], SANDBOX_RO, true };
-	for (size_t i = 0; i < sizeof env / sizeof env[0] && n < cap; i++)
-		if (env[i] != NULL && env[i][0] == '/')
+	for (size_t i = 0; i < sizeof env / sizeof env[0] && n < cap; i++) {
+		/* A single absolute path (OpenSSL also takes a ':' list: not
+		 * covered); not one already listed. */
+		bool dup = env[i] == NULL || env[i][0] != '/' || strchr(env[i], ':') != NULL;
+		for (size_t k = 0; k < n && !dup; k++)
+			dup = strcmp(out[k].path, env[i]) == 0;
+		if (!dup)
 			out[n++] = (struct sandbox_path){ env[i], SANDBOX_RO, true };
+	}
 	return n;
 }
 
@@ -361,7 +367,7 @@ static const int sandbox_sys_queue[] = {
  * thread, waits for it, lists /proc/PID/task). Test builds only. */
 static const int sandbox_sys_asan[] = {
 	SCMP_SYS(open), SCMP_SYS(openat), SCMP_SYS(readlink), SCMP_SYS(readlinkat),
-	SCMP_SYS(getdents64), SCMP_SYS(ptrace), SCMP_SYS(wait4), SCMP_SYS(waitid),
+	SCMP_SYS(getdents64), SCMP_SYS(getdents), SCMP_SYS(ptrace), SCMP_SYS(wait4), SCMP_SYS(waitid),
 	SCMP_SYS(kill), SCMP_SYS(tgkill), SCMP_SYS(tkill), SCMP_SYS(prctl),
 	SCMP_SYS(sysinfo), SCMP_SYS(access), SCMP_SYS(stat), SCMP_SYS(lstat),
 	SCMP_SYS(process_vm_readv), SCMP_SYS(mincore), SCMP_SYS(prlimit64),
