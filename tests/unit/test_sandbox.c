@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -570,6 +572,43 @@ static void test_thread_refused(void **state)
 	run_child(child_thread_refused, *state);
 }
 
+/* SANDBOX_LL_NO_TCP: no TCP connect or bind (ABI 4); SANDBOX_LL_SCOPE: no
+ * signal to a process outside (ABI 6). Landlock alone, so that seccomp
+ * cannot be what refuses. */
+static int child_net_scope(struct fx *f)
+{
+	char err[256] = "";
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof sin;
+	int abi = landlock_abi();
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	(void)f;
+	if (l < 0 || bind(l, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(l, 1) < 0 ||
+		getsockname(l, (struct sockaddr *)&sin, &len) < 0)
+		return -1;
+	check(sandbox_landlock(NULL, 0, SANDBOX_LL_NO_TCP | SANDBOX_LL_SCOPE, err, sizeof err) == 0,
+		"landlock (%s)", err);
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	errno = 0;
+	int rc = connect(c, (struct sockaddr *)&sin, sizeof sin);
+	if (abi >= 4)
+		check(rc < 0 && errno == EACCES, "TCP connect refused");
+	else
+		check(rc == 0, "TCP connect without ABI 4");
+	errno = 0;
+	if (abi >= 6)
+		check(kill(getppid(), 0) < 0 && errno == EPERM, "signal out of the sandbox refused");
+	close(c);
+	close(l);
+	return 0;
+}
+
+static void test_net_scope(void **state)
+{
+	run_child(child_net_scope, *state);
+}
+
 static void test_queue_system_paths(void **state)
 {
 	struct sandbox_path p[SANDBOX_QUEUE_SYSTEM_MAX];
@@ -601,6 +640,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_log_mode, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_enforce_mode, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_thread_refused, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_net_scope, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
