@@ -53,8 +53,8 @@
 #ifndef LANDLOCK_ACCESS_FS_IOCTL_DEV
 #define LANDLOCK_ACCESS_FS_IOCTL_DEV (1ULL << 15) /* ABI 5 */
 #endif
-#define SANDBOX_LL_NET_BIND_TCP (1ULL << 0)      /* ABI 4 */
-#define SANDBOX_LL_NET_CONNECT_TCP (1ULL << 1)   /* ABI 4 */
+#define SANDBOX_LL_NET_BIND_TCP (1ULL << 0)        /* ABI 4 */
+#define SANDBOX_LL_NET_CONNECT_TCP (1ULL << 1)     /* ABI 4 */
 #define SANDBOX_LL_SCOPE_ABSTRACT_UNIX (1ULL << 0) /* ABI 6 */
 #define SANDBOX_LL_SCOPE_SIGNAL (1ULL << 1)        /* ABI 6 */
 
@@ -67,7 +67,7 @@ struct sandbox_ll_attr {
 };
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -84,10 +84,14 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 const char *sandbox_role_name(enum sandbox_role role)
 {
 	switch (role) {
-	case SANDBOX_SMTPD: return "smtpd";
-	case SANDBOX_QUEUE: return "queue";
-	case SANDBOX_AUTH: return "auth";
-	case SANDBOX_KEYS: return "keys";
+	case SANDBOX_SMTPD:
+		return "smtpd";
+	case SANDBOX_QUEUE:
+		return "queue";
+	case SANDBOX_AUTH:
+		return "auth";
+	case SANDBOX_KEYS:
+		return "keys";
 	}
 	return "?";
 }
@@ -101,14 +105,16 @@ static int sandbox_setids(const char *user, char *err, size_t errlen)
 	int e;
 
 	if (user == NULL || user[0] == '\0')
-		return fail(err, errlen, "running as root needs user: in the config "
-			"(the unprivileged service user the processes run as)");
+		return fail(err, errlen,
+		            "running as root needs user: in the config "
+		            "(the unprivileged service user the processes run as)");
 	e = getpwnam_r(user, &pw, buf, sizeof buf, &pwp);
 	if (pwp == NULL)
 		return fail(err, errlen, "user %s: %s", user,
-			e != 0 ? strerror(e) : "no such user");
+		            e != 0 ? strerror(e) : "no such user");
 	if (pw.pw_uid == 0 || pw.pw_gid == 0)
-		return fail(err, errlen, "user %s: has uid or gid 0, not an unprivileged user", user);
+		return fail(err, errlen, "user %s: has uid or gid 0, not an unprivileged user",
+		            user);
 	if (setgroups(0, NULL) < 0)
 		return fail(err, errlen, "setgroups: %s", strerror(errno));
 	if (setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid) < 0)
@@ -119,7 +125,7 @@ static int sandbox_setids(const char *user, char *err, size_t errlen)
 	if (setuid(0) == 0 || seteuid(0) == 0 || setgid(0) == 0)
 		return fail(err, errlen, "user %s: could regain root after dropping", user);
 	if (getuid() != pw.pw_uid || geteuid() != pw.pw_uid || getgid() != pw.pw_gid ||
-		getegid() != pw.pw_gid || getgroups(0, NULL) != 0)
+	    getegid() != pw.pw_gid || getgroups(0, NULL) != 0)
 		return fail(err, errlen, "user %s: ids not as set", user);
 	return 0;
 }
@@ -170,14 +176,14 @@ static uint64_t sandbox_ll_rule_access(enum sandbox_access a, bool dir, uint64_t
 	if (a == SANDBOX_RW) {
 		file |= LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_TRUNCATE;
 		tree |= LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |
-			LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |
-			LANDLOCK_ACCESS_FS_REFER;
+		        LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |
+		        LANDLOCK_ACCESS_FS_REFER;
 	}
 	return (dir ? file | tree : file) & handled;
 }
 
 static int sandbox_ll_add(int rfd, const struct sandbox_path *p, uint64_t handled, char *err,
-	size_t errlen)
+                          size_t errlen)
 {
 	struct landlock_path_beneath_attr pb;
 	struct stat st;
@@ -205,11 +211,11 @@ static int sandbox_ll_add(int rfd, const struct sandbox_path *p, uint64_t handle
 /* What the sanitizers read at run time and at exit (/proc/self/maps,
  * /proc/PID/task for LeakSanitizer's stop-the-world). Test builds only. */
 static const struct sandbox_path sandbox_asan_paths[] = {
-	{ "/proc", SANDBOX_RO, true },
+    {"/proc", SANDBOX_RO, true},
 };
 
-static int sandbox_ll_rules(int rfd, const struct sandbox_path *paths, size_t n,
-	uint64_t handled, char *err, size_t errlen)
+static int sandbox_ll_rules(int rfd, const struct sandbox_path *paths, size_t n, uint64_t handled,
+                            char *err, size_t errlen)
 {
 	for (size_t i = 0; i < n; i++)
 		if (sandbox_ll_add(rfd, &paths[i], handled, err, errlen) < 0)
@@ -238,23 +244,25 @@ static int sandbox_threads(void)
 }
 
 int sandbox_landlock(const struct sandbox_path *paths, size_t n, unsigned flags, char *err,
-	size_t errlen)
+                     size_t errlen)
 {
-	struct sandbox_ll_attr attr = { 0 };
+	struct sandbox_ll_attr attr = {0};
 	size_t attr_size = sizeof attr.handled_access_fs;
 	int abi, rfd;
 
 	abi = (int)syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
 	if (abi < 0) {
 		log_warn("sandbox: Landlock unavailable (%s); file access is not restricted",
-			strerror(errno));
+		         strerror(errno));
 		return 0;
 	}
 	/* landlock_restrict_self() binds the calling thread only: a thread
 	 * started before would keep every path. */
 	if (sandbox_threads() > 1)
-		return fail(err, errlen, "landlock: apply the sandbox before any thread starts "
-			"(this process has %d)", sandbox_threads());
+		return fail(err, errlen,
+		            "landlock: apply the sandbox before any thread starts "
+		            "(this process has %d)",
+		            sandbox_threads());
 	attr.handled_access_fs = sandbox_ll_fs_handled(abi);
 	if ((flags & SANDBOX_LL_NO_TCP) && abi >= 4) {
 		attr.handled_access_net = SANDBOX_LL_NET_BIND_TCP | SANDBOX_LL_NET_CONNECT_TCP;
@@ -282,17 +290,21 @@ int sandbox_landlock(const struct sandbox_path *paths, size_t n, unsigned flags,
 size_t sandbox_paths_queue_system(struct sandbox_path *out, size_t cap)
 {
 	static const char *const fixed[] = {
-		"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/gai.conf",
-		"/etc/localtime", "/dev/urandom",
-		"/etc/ssl/certs",  /* CA directory; ca-certificates.crt is in it */
-		"/usr/lib/ssl",    /* OPENSSLDIR: cert.pem, certs/ (symlinks to the above) */
-		"/usr/share/ca-certificates", /* targets of the /etc/ssl/certs links */
+	    "/etc/resolv.conf",
+	    "/etc/hosts",
+	    "/etc/nsswitch.conf",
+	    "/etc/gai.conf",
+	    "/etc/localtime",
+	    "/dev/urandom",
+	    "/etc/ssl/certs",             /* CA directory; ca-certificates.crt is in it */
+	    "/usr/lib/ssl",               /* OPENSSLDIR: cert.pem, certs/ (symlinks to the above) */
+	    "/usr/share/ca-certificates", /* targets of the /etc/ssl/certs links */
 	};
-	const char *env[] = { getenv("SSL_CERT_FILE"), getenv("SSL_CERT_DIR") };
+	const char *env[] = {getenv("SSL_CERT_FILE"), getenv("SSL_CERT_DIR")};
 	size_t n = 0;
 
 	for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && n < cap; i++)
-		out[n++] = (struct sandbox_path){ fixed[i], SANDBOX_RO, true };
+		out[n++] = (struct sandbox_path){fixed[i], SANDBOX_RO, true};
 	for (size_t i = 0; i < sizeof env / sizeof env[0] && n < cap; i++) {
 		/* A single absolute path (OpenSSL also takes a ':' list: not
 		 * covered); not one already listed. */
@@ -300,7 +312,7 @@ size_t sandbox_paths_queue_system(struct sandbox_path *out, size_t cap)
 		for (size_t k = 0; k < n && !dup; k++)
 			dup = strcmp(out[k].path, env[i]) == 0;
 		if (!dup)
-			out[n++] = (struct sandbox_path){ env[i], SANDBOX_RO, true };
+			out[n++] = (struct sandbox_path){env[i], SANDBOX_RO, true};
 	}
 	return n;
 }
@@ -313,35 +325,88 @@ size_t sandbox_paths_queue_system(struct sandbox_path *out, size_t cap)
  * getrandom (OpenSSL, libunbound). Found with strace -f over the integration
  * suite plus what glibc 2.36 does on x86_64 (rseq, clone3, set_robust_list). */
 static const int sandbox_sys_base[] = {
-	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
-	SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(close), SCMP_SYS(fstat),
-	SCMP_SYS(newfstatat), SCMP_SYS(statx), SCMP_SYS(lseek), SCMP_SYS(fcntl),
-	SCMP_SYS(dup), SCMP_SYS(dup3), SCMP_SYS(pipe2),
-	SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(mremap),
-	SCMP_SYS(madvise), SCMP_SYS(brk),
-	SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
-	SCMP_SYS(sigaltstack), SCMP_SYS(restart_syscall),
-	SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(getppid), SCMP_SYS(getuid),
-	SCMP_SYS(geteuid), SCMP_SYS(getgid), SCMP_SYS(getegid), SCMP_SYS(getresuid),
-	SCMP_SYS(getresgid), SCMP_SYS(getgroups),
-	SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres), SCMP_SYS(clock_nanosleep),
-	SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday), SCMP_SYS(time),
-	SCMP_SYS(futex), SCMP_SYS(set_robust_list), SCMP_SYS(get_robust_list),
-	SCMP_SYS(rseq), SCMP_SYS(set_tid_address), SCMP_SYS(clone), SCMP_SYS(clone3),
-	SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(sched_yield),
-	SCMP_SYS(sched_getaffinity), SCMP_SYS(getrandom),
-	SCMP_SYS(epoll_create1), SCMP_SYS(epoll_ctl), SCMP_SYS(epoll_wait),
-	SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_pwait2), SCMP_SYS(eventfd2),
-	SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(select), SCMP_SYS(pselect6),
-	SCMP_SYS(sendmsg), SCMP_SYS(recvmsg), SCMP_SYS(sendto), SCMP_SYS(recvfrom),
-	SCMP_SYS(shutdown), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt),
-	SCMP_SYS(getsockname), SCMP_SYS(getpeername), SCMP_SYS(uname),
+    SCMP_SYS(read),
+    SCMP_SYS(write),
+    SCMP_SYS(readv),
+    SCMP_SYS(writev),
+    SCMP_SYS(pread64),
+    SCMP_SYS(pwrite64),
+    SCMP_SYS(close),
+    SCMP_SYS(fstat),
+    SCMP_SYS(newfstatat),
+    SCMP_SYS(statx),
+    SCMP_SYS(lseek),
+    SCMP_SYS(fcntl),
+    SCMP_SYS(dup),
+    SCMP_SYS(dup3),
+    SCMP_SYS(pipe2),
+    SCMP_SYS(mmap),
+    SCMP_SYS(munmap),
+    SCMP_SYS(mprotect),
+    SCMP_SYS(mremap),
+    SCMP_SYS(madvise),
+    SCMP_SYS(brk),
+    SCMP_SYS(rt_sigaction),
+    SCMP_SYS(rt_sigprocmask),
+    SCMP_SYS(rt_sigreturn),
+    SCMP_SYS(sigaltstack),
+    SCMP_SYS(restart_syscall),
+    SCMP_SYS(getpid),
+    SCMP_SYS(gettid),
+    SCMP_SYS(getppid),
+    SCMP_SYS(getuid),
+    SCMP_SYS(geteuid),
+    SCMP_SYS(getgid),
+    SCMP_SYS(getegid),
+    SCMP_SYS(getresuid),
+    SCMP_SYS(getresgid),
+    SCMP_SYS(getgroups),
+    SCMP_SYS(clock_gettime),
+    SCMP_SYS(clock_getres),
+    SCMP_SYS(clock_nanosleep),
+    SCMP_SYS(nanosleep),
+    SCMP_SYS(gettimeofday),
+    SCMP_SYS(time),
+    SCMP_SYS(futex),
+    SCMP_SYS(set_robust_list),
+    SCMP_SYS(get_robust_list),
+    SCMP_SYS(rseq),
+    SCMP_SYS(set_tid_address),
+    SCMP_SYS(clone),
+    SCMP_SYS(clone3),
+    SCMP_SYS(exit),
+    SCMP_SYS(exit_group),
+    SCMP_SYS(sched_yield),
+    SCMP_SYS(sched_getaffinity),
+    SCMP_SYS(getrandom),
+    SCMP_SYS(epoll_create1),
+    SCMP_SYS(epoll_ctl),
+    SCMP_SYS(epoll_wait),
+    SCMP_SYS(epoll_pwait),
+    SCMP_SYS(epoll_pwait2),
+    SCMP_SYS(eventfd2),
+    SCMP_SYS(poll),
+    SCMP_SYS(ppoll),
+    SCMP_SYS(select),
+    SCMP_SYS(pselect6),
+    SCMP_SYS(sendmsg),
+    SCMP_SYS(recvmsg),
+    SCMP_SYS(sendto),
+    SCMP_SYS(recvfrom),
+    SCMP_SYS(shutdown),
+    SCMP_SYS(getsockopt),
+    SCMP_SYS(setsockopt),
+    SCMP_SYS(getsockname),
+    SCMP_SYS(getpeername),
+    SCMP_SYS(uname),
 };
 
 /* smtpd: accepts on the listeners it was given; no path (Landlock allows
  * none, openat stays so that a lazy open fails as EACCES in a log line). */
 static const int sandbox_sys_smtpd[] = {
-	SCMP_SYS(accept4), SCMP_SYS(accept), SCMP_SYS(openat),
+    SCMP_SYS(accept4),
+    SCMP_SYS(accept),
+    SCMP_SYS(openat),
 };
 
 /* queue: the spool (create, fdatasync, rename, unlink, list), Maildir
@@ -349,15 +414,15 @@ static const int sandbox_sys_smtpd[] = {
  * random UDP source port), the control socket (accept4). glibc on x86_64
  * still uses the old mkdir/rename/unlink/chmod/access calls. */
 static const int sandbox_sys_queue[] = {
-	SCMP_SYS(accept4), SCMP_SYS(accept), SCMP_SYS(connect), SCMP_SYS(bind),
-	SCMP_SYS(listen), SCMP_SYS(socketpair),
-	SCMP_SYS(openat), SCMP_SYS(open), SCMP_SYS(fsync), SCMP_SYS(fdatasync),
-	SCMP_SYS(rename), SCMP_SYS(renameat), SCMP_SYS(renameat2), SCMP_SYS(unlink),
-	SCMP_SYS(unlinkat), SCMP_SYS(mkdir), SCMP_SYS(mkdirat), SCMP_SYS(rmdir),
-	SCMP_SYS(getdents64), SCMP_SYS(fstatfs), SCMP_SYS(statfs), SCMP_SYS(fchmod),
-	SCMP_SYS(chmod), SCMP_SYS(fchmodat), SCMP_SYS(ftruncate), SCMP_SYS(fallocate),
-	SCMP_SYS(access), SCMP_SYS(faccessat), SCMP_SYS(faccessat2), SCMP_SYS(readlink),
-	SCMP_SYS(readlinkat), SCMP_SYS(stat), SCMP_SYS(lstat), SCMP_SYS(utimensat),
+    SCMP_SYS(accept4),    SCMP_SYS(accept),     SCMP_SYS(connect),    SCMP_SYS(bind),
+    SCMP_SYS(listen),     SCMP_SYS(socketpair), SCMP_SYS(openat),     SCMP_SYS(open),
+    SCMP_SYS(fsync),      SCMP_SYS(fdatasync),  SCMP_SYS(rename),     SCMP_SYS(renameat),
+    SCMP_SYS(renameat2),  SCMP_SYS(unlink),     SCMP_SYS(unlinkat),   SCMP_SYS(mkdir),
+    SCMP_SYS(mkdirat),    SCMP_SYS(rmdir),      SCMP_SYS(getdents64), SCMP_SYS(fstatfs),
+    SCMP_SYS(statfs),     SCMP_SYS(fchmod),     SCMP_SYS(chmod),      SCMP_SYS(fchmodat),
+    SCMP_SYS(ftruncate),  SCMP_SYS(fallocate),  SCMP_SYS(access),     SCMP_SYS(faccessat),
+    SCMP_SYS(faccessat2), SCMP_SYS(readlink),   SCMP_SYS(readlinkat), SCMP_SYS(stat),
+    SCMP_SYS(lstat),      SCMP_SYS(utimensat),
 };
 
 /* auth and keys compute on bytes master sent them: the base set only. */
@@ -366,28 +431,56 @@ static const int sandbox_sys_queue[] = {
  * /proc/self/maps, and stop the world (clone a tracer that ptraces every
  * thread, waits for it, lists /proc/PID/task). Test builds only. */
 static const int sandbox_sys_asan[] = {
-	SCMP_SYS(open), SCMP_SYS(openat), SCMP_SYS(readlink), SCMP_SYS(readlinkat),
-	SCMP_SYS(getdents64), SCMP_SYS(getdents), SCMP_SYS(ptrace), SCMP_SYS(wait4), SCMP_SYS(waitid),
-	SCMP_SYS(kill), SCMP_SYS(tgkill), SCMP_SYS(tkill), SCMP_SYS(prctl),
-	SCMP_SYS(sysinfo), SCMP_SYS(access), SCMP_SYS(stat), SCMP_SYS(lstat),
-	SCMP_SYS(process_vm_readv), SCMP_SYS(mincore), SCMP_SYS(prlimit64),
-	SCMP_SYS(getrlimit), SCMP_SYS(setrlimit),
+    SCMP_SYS(open),       SCMP_SYS(openat),     SCMP_SYS(readlink),
+    SCMP_SYS(readlinkat), SCMP_SYS(getdents64), SCMP_SYS(getdents),
+    SCMP_SYS(ptrace),     SCMP_SYS(wait4),      SCMP_SYS(waitid),
+    SCMP_SYS(kill),       SCMP_SYS(tgkill),     SCMP_SYS(tkill),
+    SCMP_SYS(prctl),      SCMP_SYS(sysinfo),    SCMP_SYS(access),
+    SCMP_SYS(stat),       SCMP_SYS(lstat),      SCMP_SYS(process_vm_readv),
+    SCMP_SYS(mincore),    SCMP_SYS(prlimit64),  SCMP_SYS(getrlimit),
+    SCMP_SYS(setrlimit),
 };
 
 /* Never, in any mode: running programs, debugging others, the kernel's
  * administrative and namespace interfaces, identities. */
 static const int sandbox_sys_never[] = {
-	SCMP_SYS(execve), SCMP_SYS(execveat), SCMP_SYS(mount), SCMP_SYS(umount2),
-	SCMP_SYS(pivot_root), SCMP_SYS(chroot), SCMP_SYS(kexec_load),
-	SCMP_SYS(kexec_file_load), SCMP_SYS(bpf), SCMP_SYS(init_module),
-	SCMP_SYS(finit_module), SCMP_SYS(delete_module), SCMP_SYS(reboot),
-	SCMP_SYS(swapon), SCMP_SYS(swapoff), SCMP_SYS(unshare), SCMP_SYS(setns),
-	SCMP_SYS(keyctl), SCMP_SYS(add_key), SCMP_SYS(request_key),
-	SCMP_SYS(process_vm_writev), SCMP_SYS(perf_event_open), SCMP_SYS(userfaultfd),
-	SCMP_SYS(open_by_handle_at), SCMP_SYS(name_to_handle_at), SCMP_SYS(personality),
-	SCMP_SYS(acct), SCMP_SYS(iopl), SCMP_SYS(ioperm), SCMP_SYS(setuid),
-	SCMP_SYS(setgid), SCMP_SYS(setreuid), SCMP_SYS(setregid), SCMP_SYS(setresuid),
-	SCMP_SYS(setresgid), SCMP_SYS(setgroups), SCMP_SYS(ptrace),
+    SCMP_SYS(execve),
+    SCMP_SYS(execveat),
+    SCMP_SYS(mount),
+    SCMP_SYS(umount2),
+    SCMP_SYS(pivot_root),
+    SCMP_SYS(chroot),
+    SCMP_SYS(kexec_load),
+    SCMP_SYS(kexec_file_load),
+    SCMP_SYS(bpf),
+    SCMP_SYS(init_module),
+    SCMP_SYS(finit_module),
+    SCMP_SYS(delete_module),
+    SCMP_SYS(reboot),
+    SCMP_SYS(swapon),
+    SCMP_SYS(swapoff),
+    SCMP_SYS(unshare),
+    SCMP_SYS(setns),
+    SCMP_SYS(keyctl),
+    SCMP_SYS(add_key),
+    SCMP_SYS(request_key),
+    SCMP_SYS(process_vm_writev),
+    SCMP_SYS(perf_event_open),
+    SCMP_SYS(userfaultfd),
+    SCMP_SYS(open_by_handle_at),
+    SCMP_SYS(name_to_handle_at),
+    SCMP_SYS(personality),
+    SCMP_SYS(acct),
+    SCMP_SYS(iopl),
+    SCMP_SYS(ioperm),
+    SCMP_SYS(setuid),
+    SCMP_SYS(setgid),
+    SCMP_SYS(setreuid),
+    SCMP_SYS(setregid),
+    SCMP_SYS(setresuid),
+    SCMP_SYS(setresgid),
+    SCMP_SYS(setgroups),
+    SCMP_SYS(ptrace),
 };
 
 #define SANDBOX_N(a) (sizeof(a) / sizeof((a)[0]))
@@ -404,10 +497,10 @@ static int sandbox_sc_list(scmp_filter_ctx ctx, uint32_t action, const int *sys,
 
 /* One rule per allowed value of argument argi. */
 static int sandbox_sc_arg_in(scmp_filter_ctx ctx, int sys, unsigned argi, const uint64_t *vals,
-	size_t n)
+                             size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		struct scmp_arg_cmp c = { argi, SCMP_CMP_EQ, vals[i], 0 };
+		struct scmp_arg_cmp c = {argi, SCMP_CMP_EQ, vals[i], 0};
 		if (seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, sys, 1, &c) < 0)
 			return -1;
 	}
@@ -423,39 +516,39 @@ static int sandbox_sc_arg_in(scmp_filter_ctx ctx, int sys, unsigned argi, const 
  * no new limit. */
 static int sandbox_sc_args(scmp_filter_ctx ctx, enum sandbox_role role)
 {
-	static const uint64_t domains[] = { AF_UNIX, AF_INET, AF_INET6 };
-	static const uint64_t ioctls[] = { FIONREAD, FIONBIO, TCGETS, TIOCGWINSZ };
-	static const uint64_t prctls[] = { PR_SET_NAME, PR_GET_NAME };
-	uint64_t self[] = { (uint64_t)getpid() };
+	static const uint64_t domains[] = {AF_UNIX, AF_INET, AF_INET6};
+	static const uint64_t ioctls[] = {FIONREAD, FIONBIO, TCGETS, TIOCGWINSZ};
+	static const uint64_t prctls[] = {PR_SET_NAME, PR_GET_NAME};
+	uint64_t self[] = {(uint64_t)getpid()};
 
 	if ((role == SANDBOX_SMTPD || role == SANDBOX_QUEUE) &&
-		sandbox_sc_arg_in(ctx, SCMP_SYS(socket), 0, domains, SANDBOX_N(domains)) < 0)
+	    sandbox_sc_arg_in(ctx, SCMP_SYS(socket), 0, domains, SANDBOX_N(domains)) < 0)
 		return -1;
 	if (sandbox_sc_arg_in(ctx, SCMP_SYS(ioctl), 1, ioctls, SANDBOX_N(ioctls)) < 0)
 		return -1;
 	if (SANDBOX_ASAN)
 		return 0; /* prctl, kill, tgkill, prlimit64 are allowed whole */
 	if (sandbox_sc_arg_in(ctx, SCMP_SYS(prctl), 0, prctls, SANDBOX_N(prctls)) < 0 ||
-		sandbox_sc_arg_in(ctx, SCMP_SYS(kill), 0, self, 1) < 0 ||
-		sandbox_sc_arg_in(ctx, SCMP_SYS(tgkill), 0, self, 1) < 0)
+	    sandbox_sc_arg_in(ctx, SCMP_SYS(kill), 0, self, 1) < 0 ||
+	    sandbox_sc_arg_in(ctx, SCMP_SYS(tgkill), 0, self, 1) < 0)
 		return -1;
-	struct scmp_arg_cmp getonly = { 2, SCMP_CMP_EQ, 0, 0 };
+	struct scmp_arg_cmp getonly = {2, SCMP_CMP_EQ, 0, 0};
 	return seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1, &getonly);
 }
 
 static int sandbox_sc_rules(scmp_filter_ctx ctx, enum sandbox_role role,
-	enum sandbox_seccomp_mode mode)
+                            enum sandbox_seccomp_mode mode)
 {
 	if (sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_base, SANDBOX_N(sandbox_sys_base)) < 0)
 		return -1;
-	if (role == SANDBOX_SMTPD &&
-		sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_smtpd, SANDBOX_N(sandbox_sys_smtpd)) < 0)
+	if (role == SANDBOX_SMTPD && sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_smtpd,
+	                                             SANDBOX_N(sandbox_sys_smtpd)) < 0)
 		return -1;
-	if (role == SANDBOX_QUEUE &&
-		sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_queue, SANDBOX_N(sandbox_sys_queue)) < 0)
+	if (role == SANDBOX_QUEUE && sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_queue,
+	                                             SANDBOX_N(sandbox_sys_queue)) < 0)
 		return -1;
 	if (SANDBOX_ASAN &&
-		sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_asan, SANDBOX_N(sandbox_sys_asan)) < 0)
+	    sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_asan, SANDBOX_N(sandbox_sys_asan)) < 0)
 		return -1;
 	if (sandbox_sc_args(ctx, role) < 0)
 		return -1;
@@ -474,7 +567,7 @@ static int sandbox_sc_rules(scmp_filter_ctx ctx, enum sandbox_role role,
 }
 
 int sandbox_seccomp(enum sandbox_role role, enum sandbox_seccomp_mode mode, char *err,
-	size_t errlen)
+                    size_t errlen)
 {
 	uint32_t def = mode == SANDBOX_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_ERRNO(EPERM);
 	scmp_filter_ctx ctx = seccomp_init(def);
@@ -493,7 +586,7 @@ int sandbox_seccomp(enum sandbox_role role, enum sandbox_seccomp_mode mode, char
 	seccomp_release(ctx);
 	if (rc != 0)
 		return fail(err, errlen, "seccomp (%s): %s", sandbox_role_name(role),
-			rc < 0 ? strerror(-rc) : "cannot synchronize threads");
+		            rc < 0 ? strerror(-rc) : "cannot synchronize threads");
 	return 0;
 }
 
@@ -519,8 +612,8 @@ int sandbox_apply(const struct sandbox_conf *c, char *err, size_t errlen)
 	if (sandbox_seccomp(c->role, c->seccomp_mode, err, errlen) < 0)
 		return -1;
 	log_info("event=sandbox process=%s uid=%u gid=%u dropped=%s paths=%zu seccomp=%s",
-		sandbox_role_name(c->role), (unsigned)getuid(), (unsigned)getgid(),
-		root ? "yes" : "no", c->npaths,
-		c->seccomp_mode == SANDBOX_SECCOMP_LOG ? "log" : "enforce");
+	         sandbox_role_name(c->role), (unsigned)getuid(), (unsigned)getgid(),
+	         root ? "yes" : "no", c->npaths,
+	         c->seccomp_mode == SANDBOX_SECCOMP_LOG ? "log" : "enforce");
 	return 0;
 }

@@ -36,8 +36,9 @@ struct sandbox_path {
 
 /* sandbox_landlock() flags, each used where the kernel's ABI knows it. */
 #define SANDBOX_LL_NO_TCP 0x1u /* no TCP bind() or connect() at all (ABI >= 4) */
-#define SANDBOX_LL_SCOPE 0x2u  /* no signals to, no abstract unix sockets of,
-                                  processes outside this sandbox (ABI >= 6) */
+#define SANDBOX_LL_SCOPE                                                                           \
+	0x2u /* no signals to, no abstract unix sockets of,                                        \
+	        processes outside this sandbox (ABI >= 6) */
 
 /* As root: user is required (NULL or "" is refused: "running as root needs
  * user:"), must not be uid 0; supplementary groups are cleared, gid and uid
@@ -55,7 +56,7 @@ int sandbox_parent_watch(pid_t parent, char *err, size_t errlen);
  * kernel's Landlock ABI knows. Without Landlock (old kernel, or disabled at
  * boot): one log_warn line and 0. */
 int sandbox_landlock(const struct sandbox_path *paths, size_t n, unsigned flags, char *err,
-	size_t errlen);
+                     size_t errlen);
 
 /* The read-only system files the queue process needs after start: resolver
  * (/etc/resolv.conf, /etc/hosts, nsswitch, gai.conf), the CA store for
@@ -67,7 +68,7 @@ size_t sandbox_paths_queue_system(struct sandbox_path *out, size_t cap);
 
 /* Install the role's allow-list. */
 int sandbox_seccomp(enum sandbox_role role, enum sandbox_seccomp_mode mode, char *err,
-	size_t errlen);
+                    size_t errlen);
 
 /* HIKYAKU_SECCOMP=log in the environment selects SANDBOX_SECCOMP_LOG. */
 enum sandbox_seccomp_mode sandbox_seccomp_mode_env(void);
@@ -76,11 +77,11 @@ const char *sandbox_role_name(enum sandbox_role role);
 
 struct sandbox_conf {
 	enum sandbox_role role;
-	const char *user;                /* conf "user:", NULL or "" if unset */
-	pid_t parent;                    /* master's pid; 0: no parent watch */
+	const char *user;                 /* conf "user:", NULL or "" if unset */
+	pid_t parent;                     /* master's pid; 0: no parent watch */
 	const struct sandbox_path *paths; /* Landlock rules */
 	size_t npaths;
-	unsigned landlock_flags;         /* SANDBOX_LL_* */
+	unsigned landlock_flags; /* SANDBOX_LL_* */
 	enum sandbox_seccomp_mode seccomp_mode;
 };
 

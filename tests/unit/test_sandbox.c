@@ -78,8 +78,8 @@ static void check_status(void)
 
 static void check_no_exec(void)
 {
-	char *argv[] = { "/bin/true", NULL };
-	char *envp[] = { NULL };
+	char *argv[] = {"/bin/true", NULL};
+	char *envp[] = {NULL};
 
 	errno = 0;
 	execve("/bin/true", argv, envp);
@@ -92,8 +92,8 @@ static void check_refused(const char *path, int allow_eperm)
 {
 	errno = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	check(fd < 0 && (errno == EACCES || (allow_eperm && errno == EPERM)),
-		"open %s refused", path);
+	check(fd < 0 && (errno == EACCES || (allow_eperm && errno == EPERM)), "open %s refused",
+	      path);
 	if (fd >= 0)
 		close(fd);
 }
@@ -111,9 +111,9 @@ static void check_common(const char *outside, int allow_eperm)
 /* ---- test fixture: a spool dir (allowed) and a file outside it ---- */
 
 struct fx {
-	char top[64];      /* mode 0755, owned by nobody when root */
-	char spool[96];    /* allowed, read-write */
-	char outside[96];  /* a readable file, not allowed */
+	char top[64];     /* mode 0755, owned by nobody when root */
+	char spool[96];   /* allowed, read-write */
+	char outside[96]; /* a readable file, not allowed */
 	uid_t uid;
 	gid_t gid;
 	const char *user;
@@ -194,12 +194,15 @@ static void run_child(int (*fn)(struct fx *), struct fx *f)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
-static int apply(struct fx *f, enum sandbox_role role, const struct sandbox_path *paths,
-	size_t n)
+static int apply(struct fx *f, enum sandbox_role role, const struct sandbox_path *paths, size_t n)
 {
 	struct sandbox_conf c = {
-		.role = role, .user = f->user, .parent = getppid(), .paths = paths, .npaths = n,
-		.seccomp_mode = SANDBOX_SECCOMP_ENFORCE,
+	    .role = role,
+	    .user = f->user,
+	    .parent = getppid(),
+	    .paths = paths,
+	    .npaths = n,
+	    .seccomp_mode = SANDBOX_SECCOMP_ENFORCE,
 	};
 	char err[256] = "";
 
@@ -223,9 +226,9 @@ static void on_readable(evutil_socket_t s, short what, void *arg)
 {
 	struct pass *p = arg;
 	char byte, cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { &byte, 1 };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-		.msg_controllen = sizeof cbuf };
+	struct iovec iov = {&byte, 1};
+	struct msghdr m = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
 
 	(void)what;
 	if (recvmsg(s, &m, 0) == 1) {
@@ -239,9 +242,9 @@ static void on_readable(evutil_socket_t s, short what, void *arg)
 static int send_fd(int s, int fd)
 {
 	char byte = 'F', cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { &byte, 1 };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-		.msg_controllen = sizeof cbuf };
+	struct iovec iov = {&byte, 1};
+	struct msghdr m = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
 	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
 
 	memset(cbuf, 0, sizeof cbuf);
@@ -263,7 +266,7 @@ static int child_smtpd(struct fx *f)
 		return -1;
 	check_common(f->outside, 0);
 
-	struct pass p = { .got_fd = -1, .base = event_base_new() };
+	struct pass p = {.got_fd = -1, .base = event_base_new()};
 	check(p.base != NULL, "event_base_new");
 	if (p.base == NULL)
 		return -1;
@@ -283,10 +286,10 @@ static int child_smtpd(struct fx *f)
 	close(s6);
 	errno = 0;
 	check(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0) < 0 && errno == EPERM,
-		"socket(AF_NETLINK) denied");
+	      "socket(AF_NETLINK) denied");
 	errno = 0;
 	check(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0) < 0 && errno == EPERM,
-		"socket(AF_PACKET) denied");
+	      "socket(AF_PACKET) denied");
 	errno = 0;
 	check(kill(1, 0) < 0 && errno == EPERM, "kill of another process denied");
 	return 0;
@@ -305,7 +308,7 @@ static int child_queue(struct fx *f)
 	char a[160], b[160], sub[128];
 	size_t n;
 
-	paths[0] = (struct sandbox_path){ f->spool, SANDBOX_RW, false };
+	paths[0] = (struct sandbox_path){f->spool, SANDBOX_RW, false};
 	n = 1 + sandbox_paths_queue_system(paths + 1, SANDBOX_QUEUE_SYSTEM_MAX);
 	if (apply(f, SANDBOX_QUEUE, paths, n) < 0)
 		return -1;
@@ -336,8 +339,7 @@ static int child_queue(struct fx *f)
 	check(found == 1, "listed queue/F1");
 	fd = open(b, O_RDONLY | O_CLOEXEC);
 	char buf[8];
-	check(fd >= 0 && read(fd, buf, sizeof buf) == 3 && memcmp(buf, "rec", 3) == 0,
-		"read back");
+	check(fd >= 0 && read(fd, buf, sizeof buf) == 3 && memcmp(buf, "rec", 3) == 0, "read back");
 	if (fd >= 0)
 		close(fd);
 	check(unlink(b) == 0, "unlink");
@@ -376,7 +378,7 @@ static void *crypt_thread(void *arg)
 
 static int child_auth(struct fx *f)
 {
-	struct crypt_job j = { .ok = 0 };
+	struct crypt_job j = {.ok = 0};
 	struct crypt_data cd;
 	pthread_t th;
 
@@ -400,7 +402,7 @@ static int child_auth(struct fx *f)
 	check(j.ok, "crypt() on a thread gives the same hash");
 	errno = 0;
 	check(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) < 0 && errno == EPERM,
-		"socket() denied in auth");
+	      "socket() denied in auth");
 	return 0;
 }
 
@@ -426,13 +428,13 @@ static int child_keys(struct fx *f)
 	check_common(f->outside, 1);
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	check(md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
-			EVP_DigestSign(md, sig, &siglen, msg, sizeof msg) == 1,
-		"EVP_DigestSign");
+	          EVP_DigestSign(md, sig, &siglen, msg, sizeof msg) == 1,
+	      "EVP_DigestSign");
 	EVP_MD_CTX_free(md);
 	md = EVP_MD_CTX_new();
 	check(md != NULL && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
-			EVP_DigestVerify(md, sig, siglen, msg, sizeof msg) == 1,
-		"EVP_DigestVerify");
+	          EVP_DigestVerify(md, sig, siglen, msg, sizeof msg) == 1,
+	      "EVP_DigestVerify");
 	EVP_MD_CTX_free(md);
 	EVP_PKEY_free(key);
 	return 0;
@@ -453,7 +455,7 @@ static int child_drop(struct fx *f)
 		return 0;
 	/* Root without user: is refused, and nothing changed. */
 	check(sandbox_drop(NULL, err, sizeof err) < 0 && strstr(err, "user:") != NULL,
-		"root without user: refused (%s)", err);
+	      "root without user: refused (%s)", err);
 	check(sandbox_drop("", err, sizeof err) < 0, "root with user \"\" refused");
 	check(sandbox_drop("root", err, sizeof err) < 0, "user root refused");
 	check(sandbox_drop("no-such-user-hk", err, sizeof err) < 0, "unknown user refused");
@@ -492,7 +494,7 @@ static int child_nonroot(struct fx *f)
 
 	if (getuid() == 0 && (setgroups(0, NULL) < 0 || setgid(f->gid) < 0 || setuid(f->uid) < 0))
 		return -1;
-	struct sandbox_conf c = { .role = SANDBOX_SMTPD, .user = NULL };
+	struct sandbox_conf c = {.role = SANDBOX_SMTPD, .user = NULL};
 	check(sandbox_apply(&c, err, sizeof err) == 0, "non-root without user: (%s)", err);
 	check(getuid() == f->uid, "uid unchanged");
 	check_common(f->outside, 0);
@@ -512,7 +514,7 @@ static int child_log(struct fx *f)
 
 	check(sandbox_drop(f->user, err, sizeof err) == 0, "drop (%s)", err);
 	check(sandbox_seccomp(SANDBOX_KEYS, SANDBOX_SECCOMP_LOG, err, sizeof err) == 0,
-		"seccomp log (%s)", err);
+	      "seccomp log (%s)", err);
 	check(syscall(SYS_getcwd, cwd, sizeof cwd) > 0, "getcwd allowed in log mode");
 	check_status();
 	check_no_exec();
@@ -531,7 +533,7 @@ static int child_enforce(struct fx *f)
 
 	check(sandbox_drop(f->user, err, sizeof err) == 0, "drop (%s)", err);
 	check(sandbox_seccomp(SANDBOX_KEYS, SANDBOX_SECCOMP_ENFORCE, err, sizeof err) == 0,
-		"seccomp (%s)", err);
+	      "seccomp (%s)", err);
 	errno = 0;
 	check(syscall(SYS_getcwd, cwd, sizeof cwd) < 0 && errno == EPERM, "getcwd denied");
 	return 0;
@@ -561,7 +563,7 @@ static int child_thread_refused(struct fx *f)
 	if (pipe(p) < 0 || pthread_create(&th, NULL, idle_thread, &p[0]) != 0)
 		return -1;
 	check(sandbox_landlock(NULL, 0, 0, err, sizeof err) < 0 && strstr(err, "thread") != NULL,
-		"landlock with a second thread refused (%s)", err);
+	      "landlock with a second thread refused (%s)", err);
 	close(p[1]);
 	pthread_join(th, NULL);
 	return 0;
@@ -578,17 +580,17 @@ static void test_thread_refused(void **state)
 static int child_net_scope(struct fx *f)
 {
 	char err[256] = "";
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof sin;
 	int abi = landlock_abi();
 	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	(void)f;
 	if (l < 0 || bind(l, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(l, 1) < 0 ||
-		getsockname(l, (struct sockaddr *)&sin, &len) < 0)
+	    getsockname(l, (struct sockaddr *)&sin, &len) < 0)
 		return -1;
 	check(sandbox_landlock(NULL, 0, SANDBOX_LL_NO_TCP | SANDBOX_LL_SCOPE, err, sizeof err) == 0,
-		"landlock (%s)", err);
+	      "landlock (%s)", err);
 	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	errno = 0;
 	int rc = connect(c, (struct sockaddr *)&sin, sizeof sin);
@@ -598,7 +600,8 @@ static int child_net_scope(struct fx *f)
 		check(rc == 0, "TCP connect without ABI 4");
 	errno = 0;
 	if (abi >= 6)
-		check(kill(getppid(), 0) < 0 && errno == EPERM, "signal out of the sandbox refused");
+		check(kill(getppid(), 0) < 0 && errno == EPERM,
+		      "signal out of the sandbox refused");
 	close(c);
 	close(l);
 	return 0;
@@ -630,17 +633,17 @@ static void test_queue_system_paths(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_queue_system_paths),
-		cmocka_unit_test_setup_teardown(test_smtpd, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_queue, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_auth, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_keys, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_drop, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_nonroot, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_log_mode, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_enforce_mode, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_thread_refused, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_net_scope, fx_setup, fx_teardown),
+	    cmocka_unit_test(test_queue_system_paths),
+	    cmocka_unit_test_setup_teardown(test_smtpd, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_queue, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_auth, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_keys, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_drop, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_nonroot, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_log_mode, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_enforce_mode, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_refused, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_net_scope, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
