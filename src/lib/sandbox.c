@@ -485,12 +485,14 @@ static const int sandbox_sys_never[] = {
 
 #define SANDBOX_N(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Each returns 0 or libseccomp's negative errno. */
 static int sandbox_sc_list(scmp_filter_ctx ctx, uint32_t action, const int *sys, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		/* A call unknown to this architecture's table is < 0: skip it. */
-		if (sys[i] >= 0 && seccomp_rule_add(ctx, action, sys[i], 0) < 0)
-			return -1;
+		int rc = sys[i] >= 0 ? seccomp_rule_add(ctx, action, sys[i], 0) : 0;
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
 }
@@ -501,8 +503,9 @@ static int sandbox_sc_arg_in(scmp_filter_ctx ctx, int sys, unsigned argi, const 
 {
 	for (size_t i = 0; i < n; i++) {
 		struct scmp_arg_cmp c = {argi, SCMP_CMP_EQ, vals[i], 0};
-		if (seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, sys, 1, &c) < 0)
-			return -1;
+		int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, sys, 1, &c);
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
 }
@@ -519,51 +522,62 @@ static int sandbox_sc_args(scmp_filter_ctx ctx, enum sandbox_role role)
 	static const uint64_t domains[] = {AF_UNIX, AF_INET, AF_INET6};
 	static const uint64_t ioctls[] = {FIONREAD, FIONBIO, TCGETS, TIOCGWINSZ};
 	static const uint64_t prctls[] = {PR_SET_NAME, PR_GET_NAME};
-	uint64_t self[] = {(uint64_t)getpid()};
+	const uint64_t self[] = {(uint64_t)getpid()};
+	const struct scmp_arg_cmp getonly = {2, SCMP_CMP_EQ, 0, 0};
+	int rc = 0;
 
-	if ((role == SANDBOX_SMTPD || role == SANDBOX_QUEUE) &&
-	    sandbox_sc_arg_in(ctx, SCMP_SYS(socket), 0, domains, SANDBOX_N(domains)) < 0)
-		return -1;
-	if (sandbox_sc_arg_in(ctx, SCMP_SYS(ioctl), 1, ioctls, SANDBOX_N(ioctls)) < 0)
-		return -1;
+	if (role == SANDBOX_SMTPD || role == SANDBOX_QUEUE)
+		rc = sandbox_sc_arg_in(ctx, SCMP_SYS(socket), 0, domains, SANDBOX_N(domains));
+	if (rc == 0)
+		rc = sandbox_sc_arg_in(ctx, SCMP_SYS(ioctl), 1, ioctls, SANDBOX_N(ioctls));
 	if (SANDBOX_ASAN)
-		return 0; /* prctl, kill, tgkill, prlimit64 are allowed whole */
-	if (sandbox_sc_arg_in(ctx, SCMP_SYS(prctl), 0, prctls, SANDBOX_N(prctls)) < 0 ||
-	    sandbox_sc_arg_in(ctx, SCMP_SYS(kill), 0, self, 1) < 0 ||
-	    sandbox_sc_arg_in(ctx, SCMP_SYS(tgkill), 0, self, 1) < 0)
-		return -1;
-	struct scmp_arg_cmp getonly = {2, SCMP_CMP_EQ, 0, 0};
-	return seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1, &getonly);
+		return rc; /* prctl, kill, tgkill, prlimit64 are allowed whole */
+	if (rc == 0)
+		rc = sandbox_sc_arg_in(ctx, SCMP_SYS(prctl), 0, prctls, SANDBOX_N(prctls));
+	if (rc == 0)
+		rc = sandbox_sc_arg_in(ctx, SCMP_SYS(kill), 0, self, 1);
+	if (rc == 0)
+		rc = sandbox_sc_arg_in(ctx, SCMP_SYS(tgkill), 0, self, 1);
+	if (rc == 0)
+		rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1, &getonly);
+	return rc;
+}
+
+/* In ENFORCE mode the default action already denies these; in LOG mode they
+ * must stay denied. ptrace is on the ASan list (LeakSanitizer). */
+static int sandbox_sc_never(scmp_filter_ctx ctx)
+{
+	for (size_t i = 0; i < SANDBOX_N(sandbox_sys_never); i++) {
+		int s = sandbox_sys_never[i];
+		if (s < 0 || (SANDBOX_ASAN && s == SCMP_SYS(ptrace)))
+			continue;
+		int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), s, 0);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
 }
 
 static int sandbox_sc_rules(scmp_filter_ctx ctx, enum sandbox_role role,
                             enum sandbox_seccomp_mode mode)
 {
-	if (sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_base, SANDBOX_N(sandbox_sys_base)) < 0)
-		return -1;
-	if (role == SANDBOX_SMTPD && sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_smtpd,
-	                                             SANDBOX_N(sandbox_sys_smtpd)) < 0)
-		return -1;
-	if (role == SANDBOX_QUEUE && sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_queue,
-	                                             SANDBOX_N(sandbox_sys_queue)) < 0)
-		return -1;
-	if (SANDBOX_ASAN &&
-	    sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_asan, SANDBOX_N(sandbox_sys_asan)) < 0)
-		return -1;
-	if (sandbox_sc_args(ctx, role) < 0)
-		return -1;
-	/* In ENFORCE mode the default action already denies them. A call on
-	 * both lists (ptrace under ASan) keeps its first rule. */
-	if (mode == SANDBOX_SECCOMP_LOG) {
-		for (size_t i = 0; i < SANDBOX_N(sandbox_sys_never); i++) {
-			int s = sandbox_sys_never[i];
-			if (SANDBOX_ASAN && s == SCMP_SYS(ptrace))
-				continue;
-			if (s >= 0 && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), s, 0) < 0)
-				return -1;
-		}
-	}
-	return 0;
+	int rc =
+	    sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_base, SANDBOX_N(sandbox_sys_base));
+
+	if (rc == 0 && role == SANDBOX_SMTPD)
+		rc = sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_smtpd,
+		                     SANDBOX_N(sandbox_sys_smtpd));
+	if (rc == 0 && role == SANDBOX_QUEUE)
+		rc = sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_queue,
+		                     SANDBOX_N(sandbox_sys_queue));
+	if (rc == 0 && SANDBOX_ASAN)
+		rc = sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_asan,
+		                     SANDBOX_N(sandbox_sys_asan));
+	if (rc == 0)
+		rc = sandbox_sc_args(ctx, role);
+	if (rc == 0 && mode == SANDBOX_SECCOMP_LOG)
+		rc = sandbox_sc_never(ctx);
+	return rc;
 }
 
 int sandbox_seccomp(enum sandbox_role role, enum sandbox_seccomp_mode mode, char *err,
@@ -579,12 +593,17 @@ int sandbox_seccomp(enum sandbox_role role, enum sandbox_seccomp_mode mode, char
 	rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
 	if (rc == 0)
 		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 1);
-	if (rc == 0 && sandbox_sc_rules(ctx, role, mode) < 0)
-		rc = -1;
+	/* The kernel also logs each EPERM it returns (audit "type=1326"), so a
+	 * missing call can be found without switching to LOG mode. Kernels or
+	 * libseccomp without it: the denial still shows as EPERM. */
+	if (rc == 0 && mode == SANDBOX_SECCOMP_ENFORCE && seccomp_api_get() >= 3)
+		(void)seccomp_attr_set(ctx, SCMP_FLTATR_CTL_LOG, 1);
+	if (rc == 0)
+		rc = sandbox_sc_rules(ctx, role, mode);
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);
-	if (rc != 0)
+	if (rc != 0) /* -ESRCH (or a thread id): a thread could not take the filter */
 		return fail(err, errlen, "seccomp (%s): %s", sandbox_role_name(role),
 		            rc < 0 ? strerror(-rc) : "cannot synchronize threads");
 	return 0;
