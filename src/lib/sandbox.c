@@ -279,7 +279,10 @@ int sandbox_landlock(const struct sandbox_path *paths, size_t n, unsigned flags,
 		close(rfd);
 		return -1;
 	}
-	if (syscall(SYS_landlock_restrict_self, rfd, 0) < 0) {
+	/* Without CAP_SYS_ADMIN the kernel requires it; sandbox_drop() has
+	 * set it already when called first. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    syscall(SYS_landlock_restrict_self, rfd, 0) < 0) {
 		close(rfd);
 		return fail(err, errlen, "landlock_restrict_self: %s", strerror(errno));
 	}
@@ -323,7 +326,7 @@ size_t sandbox_paths_queue_system(struct sandbox_path *out, size_t cap)
  * crypt(3) workers), the event loop (libevent: epoll, eventfd, pipe2), I/O on
  * descriptors it already holds or receives (sendmsg/recvmsg with SCM_RIGHTS),
  * getrandom (OpenSSL, libunbound). Found with strace -f over the integration
- * suite plus what glibc 2.36 does on x86_64 (rseq, clone3, set_robust_list). */
+ * suite plus what glibc 2.36 does on x86_64 (rseq, set_robust_list). */
 static const int sandbox_sys_base[] = {
     SCMP_SYS(read),
     SCMP_SYS(write),
@@ -372,8 +375,6 @@ static const int sandbox_sys_base[] = {
     SCMP_SYS(get_robust_list),
     SCMP_SYS(rseq),
     SCMP_SYS(set_tid_address),
-    SCMP_SYS(clone),
-    SCMP_SYS(clone3),
     SCMP_SYS(exit),
     SCMP_SYS(exit_group),
     SCMP_SYS(sched_yield),
@@ -428,16 +429,31 @@ static const int sandbox_sys_queue[] = {
 /* auth and keys compute on bytes master sent them: the base set only. */
 
 /* What ASan, UBSan and LeakSanitizer do at run time and at exit: read
- * /proc/self/maps, and stop the world (clone a tracer that ptraces every
+ * /proc/self/maps, and stop the world (clone a tracer process that ptraces every
  * thread, waits for it, lists /proc/PID/task). Test builds only. */
 static const int sandbox_sys_asan[] = {
-    SCMP_SYS(open),       SCMP_SYS(openat),     SCMP_SYS(readlink),
-    SCMP_SYS(readlinkat), SCMP_SYS(getdents64), SCMP_SYS(getdents),
-    SCMP_SYS(ptrace),     SCMP_SYS(wait4),      SCMP_SYS(waitid),
-    SCMP_SYS(kill),       SCMP_SYS(tgkill),     SCMP_SYS(tkill),
-    SCMP_SYS(prctl),      SCMP_SYS(sysinfo),    SCMP_SYS(access),
-    SCMP_SYS(stat),       SCMP_SYS(lstat),      SCMP_SYS(process_vm_readv),
-    SCMP_SYS(mincore),    SCMP_SYS(prlimit64),  SCMP_SYS(getrlimit),
+    SCMP_SYS(clone),
+    SCMP_SYS(open),
+    SCMP_SYS(openat),
+    SCMP_SYS(readlink),
+    SCMP_SYS(readlinkat),
+    SCMP_SYS(getdents64),
+    SCMP_SYS(getdents),
+    SCMP_SYS(ptrace),
+    SCMP_SYS(wait4),
+    SCMP_SYS(waitid),
+    SCMP_SYS(kill),
+    SCMP_SYS(tgkill),
+    SCMP_SYS(tkill),
+    SCMP_SYS(prctl),
+    SCMP_SYS(sysinfo),
+    SCMP_SYS(access),
+    SCMP_SYS(stat),
+    SCMP_SYS(lstat),
+    SCMP_SYS(process_vm_readv),
+    SCMP_SYS(mincore),
+    SCMP_SYS(prlimit64),
+    SCMP_SYS(getrlimit),
     SCMP_SYS(setrlimit),
 };
 
@@ -516,7 +532,9 @@ static int sandbox_sc_arg_in(scmp_filter_ctx ctx, int sys, unsigned argi, const 
  * (isatty() in stdio). prctl(): the thread name only. Signals: to this
  * process only (abort(), raise()); all children run as the same user, so an
  * unfiltered kill() could stop the others. getrlimit through prlimit64 with
- * no new limit. */
+ * no new limit. clone(): threads only (CLONE_THREAD), no fork; clone3()
+ * passes its flags in memory a filter cannot read, so it fails with ENOSYS
+ * and glibc (2.34+) falls back to clone(). */
 static int sandbox_sc_args(scmp_filter_ctx ctx, enum sandbox_role role)
 {
 	static const uint64_t domains[] = {AF_UNIX, AF_INET, AF_INET6};
@@ -530,8 +548,13 @@ static int sandbox_sc_args(scmp_filter_ctx ctx, enum sandbox_role role)
 		rc = sandbox_sc_arg_in(ctx, SCMP_SYS(socket), 0, domains, SANDBOX_N(domains));
 	if (rc == 0)
 		rc = sandbox_sc_arg_in(ctx, SCMP_SYS(ioctl), 1, ioctls, SANDBOX_N(ioctls));
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
 	if (SANDBOX_ASAN)
-		return rc; /* prctl, kill, tgkill, prlimit64 are allowed whole */
+		return rc; /* clone, prctl, kill, tgkill, prlimit64 are allowed whole */
+	const struct scmp_arg_cmp thread = {0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD};
+	if (rc == 0)
+		rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1, &thread);
 	if (rc == 0)
 		rc = sandbox_sc_arg_in(ctx, SCMP_SYS(prctl), 0, prctls, SANDBOX_N(prctls));
 	if (rc == 0)

@@ -54,7 +54,9 @@ int sandbox_parent_watch(pid_t parent, char *err, size_t errlen);
 /* Restrict filesystem access to paths[0..n) (n == 0: no file can be opened,
  * created or removed at all), handling every access right the running
  * kernel's Landlock ABI knows. Without Landlock (old kernel, or disabled at
- * boot): one log_warn line and 0. */
+ * boot): one log_warn line and 0. Sets NO_NEW_PRIVS (Landlock needs it).
+ * Refused once the process has a second thread: the rules bind only the
+ * calling thread. */
 int sandbox_landlock(const struct sandbox_path *paths, size_t n, unsigned flags, char *err,
                      size_t errlen);
 

@@ -86,6 +86,28 @@ static void check_no_exec(void)
 	check(errno == EPERM, "execve denied with EPERM");
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#else
+#define TEST_ASAN 0
+#endif
+
+/* No fork: clone() without CLONE_THREAD is refused (allowed in ASan builds,
+ * whose LeakSanitizer clones a tracer process). */
+static void check_no_fork(void)
+{
+	errno = 0;
+	pid_t p = fork();
+	if (p == 0)
+		_exit(0);
+	if (TEST_ASAN) {
+		if (p > 0)
+			waitpid(p, NULL, 0);
+		return;
+	}
+	check(p < 0 && errno == EPERM, "fork refused");
+}
+
 /* A world-readable file outside the sandbox's paths: only Landlock (or, in
  * auth and keys, seccomp's refusal of openat) can refuse it. */
 static void check_refused(const char *path, int allow_eperm)
@@ -102,6 +124,7 @@ static void check_common(const char *outside, int allow_eperm)
 {
 	check_status();
 	check_no_exec();
+	check_no_fork();
 	check_refused(outside, allow_eperm);
 	check_refused("/etc/passwd", allow_eperm);
 	errno = 0;
