@@ -96,6 +96,11 @@ const char *sandbox_role_name(enum sandbox_role role)
 	return "?";
 }
 
+unsigned sandbox_role_landlock_flags(enum sandbox_role role)
+{
+	return role == SANDBOX_QUEUE ? SANDBOX_LL_SCOPE : SANDBOX_LL_SCOPE | SANDBOX_LL_NO_TCP;
+}
+
 /* ---- credentials ---- */
 
 static int sandbox_setids(const char *user, char *err, size_t errlen)

@@ -39,7 +39,9 @@
 #include <event2/event.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <seccomp.h>
 
+#include "lib/log.h"
 #include "lib/sandbox.h"
 
 /* ---- child side: checks that count failures instead of aborting ---- */
@@ -635,6 +637,42 @@ static void test_net_scope(void **state)
 	run_child(child_net_scope, *state);
 }
 
+/* A kernel without Landlock (simulated: landlock_create_ruleset fails with
+ * ENOSYS under a test filter): one warning line, and the rest goes on. */
+static int child_no_landlock(struct fx *f)
+{
+	char err[256] = "", out[1024];
+	int p[2];
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+
+	if (ctx == NULL || pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0 ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(landlock_create_ruleset), 0) <
+	        0 ||
+	    seccomp_load(ctx) < 0)
+		return -1;
+	seccomp_release(ctx);
+	log_set_output(p[1]);
+	check(sandbox_landlock(NULL, 0, SANDBOX_LL_NO_TCP, err, sizeof err) == 0,
+	      "no Landlock is not an error (%s)", err);
+	log_flush();
+	ssize_t n = read(p[0], out, sizeof out - 1);
+	out[n > 0 ? n : 0] = '\0';
+	check(n > 0 && strstr(out, "Landlock unavailable") != NULL && strchr(out, '\n') != NULL &&
+	          strchr(out, '\n') == out + n - 1,
+	      "exactly one warning line: %s", out);
+	int fd = open(f->outside, O_RDONLY | O_CLOEXEC);
+	check(fd >= 0, "files stay readable without Landlock");
+	if (fd >= 0)
+		close(fd);
+	log_set_output(STDERR_FILENO);
+	return 0;
+}
+
+static void test_no_landlock(void **state)
+{
+	run_child(child_no_landlock, *state);
+}
+
 static void test_queue_system_paths(void **state)
 {
 	struct sandbox_path p[SANDBOX_QUEUE_SYSTEM_MAX];
@@ -667,6 +705,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_enforce_mode, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_refused, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_net_scope, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_no_landlock, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
