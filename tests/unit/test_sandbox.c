@@ -90,7 +90,12 @@ static void check_no_exec(void)
 
 #if defined(__SANITIZE_ADDRESS__)
 #define TEST_ASAN 1
-#else
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
 #define TEST_ASAN 0
 #endif
 
