@@ -8,8 +8,9 @@
  * before Landlock; sets NO_NEW_PRIVS, which Landlock and seccomp need as a
  * non-root user), sandbox_parent_watch() (changing credentials cleared
  * PR_SET_PDEATHSIG), sandbox_landlock(), sandbox_seccomp() last (the
- * allow-lists do not contain the Landlock calls). All return 0, or -1 with a
- * message in err[errlen]. */
+ * allow-lists do not contain the Landlock calls). Call it before the process
+ * starts any thread (Landlock binds only the calling thread). All return 0,
+ * or -1 with a message in err[errlen]. */
 #ifndef HK_LIB_SANDBOX_H
 #define HK_LIB_SANDBOX_H
 
@@ -34,11 +35,11 @@ struct sandbox_path {
 	bool optional;              /* a missing path is skipped, not an error */
 };
 
-/* sandbox_landlock() flags, each used where the kernel's ABI knows it. */
-#define SANDBOX_LL_NO_TCP 0x1u /* no TCP bind() or connect() at all (ABI >= 4) */
-#define SANDBOX_LL_SCOPE                                                                           \
-	0x2u /* no signals to, no abstract unix sockets of,                                        \
-	        processes outside this sandbox (ABI >= 6) */
+/* sandbox_landlock() flags, each used where the kernel's ABI knows it.
+ * NO_TCP: no TCP bind() or connect() at all (ABI >= 4). SCOPE: no signals
+ * to, no abstract unix sockets of, processes outside this sandbox (ABI >= 6). */
+#define SANDBOX_LL_NO_TCP 0x1u
+#define SANDBOX_LL_SCOPE 0x2u
 
 /* As root: user is required (NULL or "" is refused: "running as root needs
  * user:"), must not be uid 0; supplementary groups are cleared, gid and uid
