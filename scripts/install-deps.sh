@@ -7,7 +7,7 @@ set -euo pipefail
 # libc6-dev: gcc only recommends it, and we install without recommends.
 # nettle-dev: libunbound.pc requires hogweed and nettle.
 BUILD_PKGS=(gcc libc6-dev meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev
-	libunbound-dev nettle-dev libcrypt-dev libidn2-dev)
+	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev)
 # The README's tour.
 RUN_PKGS=(swaks curl ca-certificates)
 # libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.
