@@ -448,7 +448,7 @@ static void *keyproxy_thread_main(void *p)
 	return NULL;
 }
 
-int keyproxy_serve_thread(struct keyproxy_server *server, int fd)
+int keyproxy_serve_thread(struct keyproxy_server *server, int fd, pthread_t *thread_r)
 {
 	struct keyproxy_thread_arg *a = xcalloc(1, sizeof(*a));
 	a->server = server;
@@ -457,10 +457,12 @@ int keyproxy_serve_thread(struct keyproxy_server *server, int fd)
 	pthread_attr_t attr;
 	pthread_t t;
 	int e = pthread_attr_init(&attr);
-	if (e == 0)
+	if (e == 0 && thread_r == NULL)
 		e = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (e == 0)
 		e = pthread_create(&t, &attr, keyproxy_thread_main, a);
+	if (e == 0 && thread_r != NULL)
+		*thread_r = t;
 	pthread_attr_destroy(&attr);
 	if (e != 0) {
 		atomic_fetch_sub(&server->refs, 1); /* the caller still holds one */
@@ -785,17 +787,41 @@ EVP_PKEY *keyproxy_client_pkey(struct keyproxy_client *client, X509 *cert, uint6
 	return pkey;
 }
 
+/* One signature through the proxy, checked with the certificate's public
+ * key. SSL_CTX_check_private_key cannot tell, since our key was made from
+ * that very certificate: this catches a keys process holding another key
+ * at that index (a reload out of step, a misordered configuration). */
+static bool keyproxy_probe(EVP_PKEY *pkey, EVP_PKEY *pub)
+{
+	static const unsigned char msg[] = "hikyaku keyproxy probe";
+	unsigned char sig[KEYPROXY_OUTPUT_MAX];
+	size_t sig_len = sizeof(sig);
+	EVP_MD_CTX *s = EVP_MD_CTX_new(), *v = EVP_MD_CTX_new();
+	bool ok = s != NULL && v != NULL &&
+	          EVP_DigestSignInit(s, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+	          EVP_DigestSign(s, sig, &sig_len, msg, sizeof(msg) - 1) == 1 &&
+	          EVP_DigestVerifyInit(v, NULL, EVP_sha256(), NULL, pub) == 1 &&
+	          EVP_DigestVerify(v, sig, sig_len, msg, sizeof(msg) - 1) == 1;
+	EVP_MD_CTX_free(s);
+	EVP_MD_CTX_free(v);
+	return ok;
+}
+
 int keyproxy_client_use(struct keyproxy_client *client, SSL_CTX *ctx, uint64_t index,
                         const char **error_r)
 {
-	EVP_PKEY *pkey = keyproxy_client_pkey(client, SSL_CTX_get0_certificate(ctx), index, error_r);
+	X509 *cert = SSL_CTX_get0_certificate(ctx);
+	EVP_PKEY *pkey = keyproxy_client_pkey(client, cert, index, error_r);
 	if (pkey == NULL)
 		return -1;
-	int ok = SSL_CTX_use_PrivateKey(ctx, pkey) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+	int r = -1;
+	if (!keyproxy_probe(pkey, X509_get0_pubkey(cert)))
+		*error_r = "the keys process did not sign for this certificate (other key, or gone)";
+	else if (SSL_CTX_use_PrivateKey(ctx, pkey) != 1 || SSL_CTX_check_private_key(ctx) != 1)
+		*error_r = "proxied key refused by the TLS context";
+	else
+		r = 0;
 	EVP_PKEY_free(pkey); /* ctx holds its own reference */
-	if (!ok) {
-		*error_r = "proxied key does not match the certificate";
-		return -1;
-	}
-	return 0;
+	ERR_clear_error();
+	return r;
 }

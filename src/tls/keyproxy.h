@@ -132,10 +132,11 @@ void keyproxy_server_free(struct keyproxy_server **server);
 /* Answer requests on fd until EOF or a socket error (returns 0 on EOF, -1
  * on error). Does not close fd. One frame in, one frame out. */
 int keyproxy_serve(struct keyproxy_server *server, int fd);
-/* keyproxy_serve on a new detached thread that owns fd (closes it at the
- * end) and a reference to server. -1 with errno if no thread started (fd is
- * then still the caller's). */
-int keyproxy_serve_thread(struct keyproxy_server *server, int fd);
+/* keyproxy_serve on a new thread that owns fd (closes it at the end) and a
+ * reference to server: joinable, its id in *thread_r, or detached when
+ * thread_r is NULL. -1 with errno if no thread started (fd is then still the
+ * caller's). The thread ends when the smtpd end of the socket closes. */
+int keyproxy_serve_thread(struct keyproxy_server *server, int fd, pthread_t *thread_r);
 /* Signatures made so far, for tests and stats. */
 uint64_t keyproxy_server_signed(const struct keyproxy_server *server);
 
