@@ -380,10 +380,7 @@ static uint64_t keyproxy_sign(struct keyproxy_server *s, const struct keyproxy_r
 	return st;
 }
 
-/* The answer to one datagram of len octets (len may exceed what was kept
- * in p: then it is oversized and only refused). */
-static void keyproxy_handle(struct keyproxy_server *s, const unsigned char *p, size_t len,
-                            struct buf *out)
+void keyproxy_server_answer(struct keyproxy_server *s, const void *p, size_t len, struct buf *out)
 {
 	struct keyproxy_request req;
 	struct keyproxy_answer ans = {.status = KEYPROXY_S_MALFORMED};
@@ -419,7 +416,7 @@ int keyproxy_serve(struct keyproxy_server *server, int fd)
 			r = n == 0 ? 0 : -1;
 			break;
 		}
-		keyproxy_handle(server, in, (size_t)n, &out);
+		keyproxy_server_answer(server, in, (size_t)n, &out);
 		ssize_t w;
 		do
 			w = send(fd, out.data, out.len, MSG_NOSIGNAL);

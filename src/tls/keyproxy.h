@@ -137,6 +137,12 @@ int keyproxy_serve(struct keyproxy_server *server, int fd);
  * thread_r is NULL. -1 with errno if no thread started (fd is then still the
  * caller's). The thread ends when the smtpd end of the socket closes. */
 int keyproxy_serve_thread(struct keyproxy_server *server, int fd, pthread_t *thread_r);
+/* The answer frame to one request datagram of len octets, into out (reset
+ * first): what keyproxy_serve sends, for a caller running its own loop. When
+ * len exceeds KEYPROXY_FRAME_MAX, p is not read and the answer is MALFORMED
+ * (recv with MSG_TRUNC gives the real length of an oversized datagram). */
+void keyproxy_server_answer(struct keyproxy_server *server, const void *p, size_t len,
+                            struct buf *out);
 /* Signatures made so far, for tests and stats. */
 uint64_t keyproxy_server_signed(const struct keyproxy_server *server);
 
