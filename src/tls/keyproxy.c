@@ -511,6 +511,14 @@ void keyproxy_client_free(struct keyproxy_client **client)
 	*client = NULL;
 }
 
+void keyproxy_client_reconnect(struct keyproxy_client *client, int fd)
+{
+	pthread_mutex_lock(&client->lock);
+	close(client->fd);
+	client->fd = fd;
+	pthread_mutex_unlock(&client->lock);
+}
+
 void keyproxy_client_set_timeout(struct keyproxy_client *client, int timeout_ms)
 {
 	pthread_mutex_lock(&client->lock);

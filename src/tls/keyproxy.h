@@ -14,7 +14,14 @@
  *         whose private operation sends SIGN and waits for SIGNATURE. The
  *         round trip blocks the calling thread (as OpenSMTPD does), bounded
  *         by KEYPROXY_TIMEOUT_MS; if the keys process is gone the operation
- *         fails, the handshake fails, the session ends, smtpd goes on.
+ *         fails at once (EOF), the handshake fails, the session ends, smtpd
+ *         goes on. A keys process that hangs stalls each handshake's thread
+ *         for the timeout: smtpd's event loop included, as long as signing
+ *         is not moved off it (ASYNC jobs, not built).
+ *
+ * What a compromised smtpd can still do: have keys sign anything with our
+ * keys while it runs (an oracle, as with OpenSMTPD); it cannot read them,
+ * and they are gone from it when it is gone.
  *
  * Frames are the control frames' format (src/ctl/ctl.h: u32 length, u8
  * type, tagged fields), one frame per datagram, with the types and tags
@@ -48,7 +55,7 @@
 #define KEYPROXY_OUTPUT_MAX 1024  /* octets: an RSA-8192 block, a DER ECDSA sig */
 #define KEYPROXY_FRAME_MAX 1280   /* one frame, header included */
 #define KEYPROXY_KEYS_MAX 256     /* keys one server holds */
-#define KEYPROXY_TIMEOUT_MS 10000 /* a round trip, then the handshake fails */
+#define KEYPROXY_TIMEOUT_MS 2000 /* a round trip, then the handshake fails */
 
 enum keyproxy_type {
 	KEYPROXY_T_SIGN = 0x60,      /* smtpd -> keys */
@@ -155,6 +162,10 @@ struct keyproxy_client;
  * Thread-safe: a mutex keeps one round trip on the socket at a time. */
 struct keyproxy_client *keyproxy_client_create(int fd);
 void keyproxy_client_free(struct keyproxy_client **client);
+/* After the keys process was restarted: the new socket replaces the old
+ * one (closed), and every key already built on client uses it from the
+ * next signature on, so contexts need not be rebuilt. Takes fd. */
+void keyproxy_client_reconnect(struct keyproxy_client *client, int fd);
 /* The round-trip bound in milliseconds (tests shorten it). */
 void keyproxy_client_set_timeout(struct keyproxy_client *client, int timeout_ms);
 

@@ -289,13 +289,20 @@ static void test_keys_gone(void **state)
 	assert_int_equal(handshake(ec, c12, NULL), 0);
 	assert_int_equal(keyproxy_client_use(kc, other, KEY_EC, &error), -1);
 
+	/* a new keys process: the same contexts sign again */
+	pthread_t thread;
+	keyproxy_client_reconnect(kc, serve_pair(fx.server, &thread));
+	assert_int_equal(handshake(rsa, c13, NULL), 1);
+	assert_int_equal(handshake(ec, c12, NULL), 1);
+
 	/* the client object outlives the caller's reference through its keys */
 	keyproxy_client_free(&kc);
 	assert_null(kc);
-	assert_int_equal(handshake(ec, c12, NULL), 0);
+	assert_int_equal(handshake(ec, c12, NULL), 1); /* its keys still hold it */
 	SSL_CTX_free(other);
 	SSL_CTX_free(rsa);
-	SSL_CTX_free(ec);
+	SSL_CTX_free(ec); /* the last references: the socket closes */
+	assert_int_equal(pthread_join(thread, NULL), 0);
 	SSL_CTX_free(c13);
 	SSL_CTX_free(c12);
 }
