@@ -148,9 +148,9 @@ int keyproxy_request_decode(const void *p, size_t len, struct keyproxy_request *
 	}
 	if (r < 0)
 		return -1;
-	unsigned need = 1u << (KEYPROXY_F_ID - KEYPROXY_F_ID) | 1u << (KEYPROXY_F_KEY - KEYPROXY_F_ID) |
-	                1u << (KEYPROXY_F_OP - KEYPROXY_F_ID) |
-	                1u << (KEYPROXY_F_INPUT - KEYPROXY_F_ID);
+	unsigned need =
+	    1u << (KEYPROXY_F_ID - KEYPROXY_F_ID) | 1u << (KEYPROXY_F_KEY - KEYPROXY_F_ID) |
+	    1u << (KEYPROXY_F_OP - KEYPROXY_F_ID) | 1u << (KEYPROXY_F_INPUT - KEYPROXY_F_ID);
 	unsigned allowed = need | 1u << (KEYPROXY_F_PADDING - KEYPROXY_F_ID);
 	if ((seen & need) != need || (seen & ~allowed) != 0) {
 		*error_r = "missing or foreign field in SIGN";
@@ -184,8 +184,8 @@ int keyproxy_answer_decode(const void *p, size_t len, struct keyproxy_answer *an
 			ans->output_len = fl->len;
 		}
 	}
-	unsigned need = 1u << (KEYPROXY_F_ID - KEYPROXY_F_ID) |
-	                1u << (KEYPROXY_F_STATUS - KEYPROXY_F_ID);
+	unsigned need =
+	    1u << (KEYPROXY_F_ID - KEYPROXY_F_ID) | 1u << (KEYPROXY_F_STATUS - KEYPROXY_F_ID);
 	unsigned out = 1u << (KEYPROXY_F_OUTPUT - KEYPROXY_F_ID);
 	if ((seen & need) != need || (seen & ~(need | out)) != 0) {
 		*error_r = "missing or foreign field in SIGNATURE";
@@ -555,7 +555,8 @@ static int keyproxy_client_wait(struct keyproxy_client *c, uint64_t id, unsigned
 			return -1; /* the keys process is gone */
 		struct keyproxy_answer ans;
 		const char *error = NULL;
-		if ((size_t)n > KEYPROXY_FRAME_MAX || keyproxy_answer_decode(in, (size_t)n, &ans, &error) < 0)
+		if ((size_t)n > KEYPROXY_FRAME_MAX ||
+		    keyproxy_answer_decode(in, (size_t)n, &ans, &error) < 0)
 			return -1;
 		if (ans.id != id)
 			continue;
@@ -605,8 +606,8 @@ static void keyproxy_ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int i
 
 /* Should OpenSSL ever duplicate a proxied key, the copy gets its own ref
  * (a copied pointer would be freed twice). */
-static int keyproxy_ref_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d,
-                            int idx, long argl, void *argp)
+static int keyproxy_ref_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx,
+                            long argl, void *argp)
 {
 	(void)to;
 	(void)from;
@@ -638,7 +639,8 @@ static int keyproxy_rsa_priv_enc(int flen, const unsigned char *from, unsigned c
 	                                            : UINT64_MAX;
 	size_t size = (size_t)RSA_size(rsa), len = 0;
 	if (ref == NULL || pad == UINT64_MAX || flen <= 0 ||
-	    keyproxy_call(ref, KEYPROXY_OP_RSA_PRIV_ENC, pad, from, (size_t)flen, to, size, &len) < 0 ||
+	    keyproxy_call(ref, KEYPROXY_OP_RSA_PRIV_ENC, pad, from, (size_t)flen, to, size, &len) <
+	        0 ||
 	    len != size)
 		return -1;
 	return (int)len;
@@ -657,8 +659,7 @@ static int keyproxy_rsa_priv_dec(int flen, const unsigned char *from, unsigned c
 }
 
 static int keyproxy_ec_sign(int type, const unsigned char *dgst, int dlen, unsigned char *sig,
-                            unsigned int *siglen, const BIGNUM *kinv, const BIGNUM *r,
-                            EC_KEY *ec)
+                            unsigned int *siglen, const BIGNUM *kinv, const BIGNUM *r, EC_KEY *ec)
 {
 	(void)type;
 	(void)kinv;
@@ -704,7 +705,8 @@ static void keyproxy_methods_init(void)
 	keyproxy_rsa_meth = rm;
 	keyproxy_ec_meth = em;
 	keyproxy_rsa_idx = RSA_get_ex_new_index(0, NULL, NULL, keyproxy_ref_dup, keyproxy_ref_free);
-	keyproxy_ec_idx = EC_KEY_get_ex_new_index(0, NULL, NULL, keyproxy_ref_dup, keyproxy_ref_free);
+	keyproxy_ec_idx =
+	    EC_KEY_get_ex_new_index(0, NULL, NULL, keyproxy_ref_dup, keyproxy_ref_free);
 }
 
 static struct keyproxy_ref *keyproxy_ref_new(struct keyproxy_client *client, uint64_t index)
@@ -821,7 +823,8 @@ int keyproxy_client_use(struct keyproxy_client *client, SSL_CTX *ctx, uint64_t i
 		return -1;
 	int r = -1;
 	if (!keyproxy_probe(pkey, X509_get0_pubkey(cert)))
-		*error_r = "the keys process did not sign for this certificate (other key, or gone)";
+		*error_r =
+		    "the keys process did not sign for this certificate (other key, or gone)";
 	else if (SSL_CTX_use_PrivateKey(ctx, pkey) != 1 || SSL_CTX_check_private_key(ctx) != 1)
 		*error_r = "proxied key refused by the TLS context";
 	else

@@ -51,10 +51,10 @@
 
 #include "lib/buf.h"
 
-#define KEYPROXY_INPUT_MAX 1024   /* octets: an RSA-8192 block, or a digest */
-#define KEYPROXY_OUTPUT_MAX 1024  /* octets: an RSA-8192 block, a DER ECDSA sig */
-#define KEYPROXY_FRAME_MAX 1280   /* one frame, header included */
-#define KEYPROXY_KEYS_MAX 256     /* keys one server holds */
+#define KEYPROXY_INPUT_MAX 1024  /* octets: an RSA-8192 block, or a digest */
+#define KEYPROXY_OUTPUT_MAX 1024 /* octets: an RSA-8192 block, a DER ECDSA sig */
+#define KEYPROXY_FRAME_MAX 1280  /* one frame, header included */
+#define KEYPROXY_KEYS_MAX 256    /* keys one server holds */
 #define KEYPROXY_TIMEOUT_MS 2000 /* a round trip, then the handshake fails */
 
 enum keyproxy_type {

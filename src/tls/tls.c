@@ -489,8 +489,8 @@ void tls_pems_free(struct tls_pem **pems, size_t n)
 }
 
 int tls_server_create_proxied_pem(const struct tls_pem *pems, size_t n, bool session_tickets,
-                                  struct keyproxy_client *kc, struct tls_server **tls_r,
-                                  char *err, size_t errlen)
+                                  struct keyproxy_client *kc, struct tls_server **tls_r, char *err,
+                                  size_t errlen)
 {
 	*tls_r = NULL;
 	return tls_server_load_any(NULL, pems, kc, n, session_tickets, tls_r, err, errlen);
@@ -507,8 +507,8 @@ int tls_server_create_proxied(const struct conf_tls *conf, const char *hostname,
 		return -1;
 	if (n == 0)
 		return 0;
-	int r = tls_server_create_proxied_pem(pems, n, conf->session_tickets, kc, tls_r, err,
-	                                      errlen);
+	int r =
+	    tls_server_create_proxied_pem(pems, n, conf->session_tickets, kc, tls_r, err, errlen);
 	tls_pems_free(&pems, n);
 	return r;
 }

@@ -33,8 +33,8 @@ struct keyproxy_client;
  * tls.self_signed_dir is set, from the self-signed pair there, generating
  * it first). Errors name the file and OpenSSL's reason. *tls_r is NULL with
  * return 0 when TLS is not configured at all. */
-int tls_server_create(const struct conf_tls *conf, const char *hostname,
-		      struct tls_server **tls_r, char *err, size_t errlen);
+int tls_server_create(const struct conf_tls *conf, const char *hostname, struct tls_server **tls_r,
+                      char *err, size_t errlen);
 void tls_server_free(struct tls_server **tls);
 
 /* A new server-side SSL (accept state) on the default context. */
@@ -90,8 +90,8 @@ void tls_pems_free(struct tls_pem **pems, size_t n);
  * not looked at): context i's private key is index i in the keys process
  * behind kc. The contexts keep references to kc. */
 int tls_server_create_proxied_pem(const struct tls_pem *pems, size_t n, bool session_tickets,
-                                  struct keyproxy_client *kc, struct tls_server **tls_r,
-                                  char *err, size_t errlen);
+                                  struct keyproxy_client *kc, struct tls_server **tls_r, char *err,
+                                  size_t errlen);
 /* The same, reading the certificate files named by conf (never the keys,
  * never generating: the master has). *tls_r NULL with 0 if TLS is off. */
 int tls_server_create_proxied(const struct conf_tls *conf, const char *hostname,

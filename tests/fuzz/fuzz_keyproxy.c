@@ -66,7 +66,8 @@ static void fuzz_answer(const uint8_t *data, size_t size)
 	}
 	if ((ans.status == KEYPROXY_S_OK) != (ans.output != NULL) ||
 	    ans.output_len > KEYPROXY_OUTPUT_MAX ||
-	    (ans.output != NULL && (ans.output < data || ans.output + ans.output_len > data + size)))
+	    (ans.output != NULL &&
+	     (ans.output < data || ans.output + ans.output_len > data + size)))
 		abort();
 }
 

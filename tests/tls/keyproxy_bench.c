@@ -185,6 +185,36 @@ static double bench_round_trip_us(int fd, int n)
 	return t[BENCH_ROUNDS / 2];
 }
 
+/* Both protocol versions and one signature for key (index in the proxy). */
+static void bench_key(struct keyproxy_client *kc, EVP_PKEY *key, uint64_t index, const char *name,
+                      int n)
+{
+	const char *error = NULL;
+	X509 *cert = bench_cert(key);
+	SSL_CTX *direct = SSL_CTX_new(TLS_server_method());
+	SSL_CTX *proxied = SSL_CTX_new(TLS_server_method());
+	SSL_CTX_use_certificate(direct, cert);
+	SSL_CTX_use_PrivateKey(direct, key);
+	SSL_CTX_use_certificate(proxied, cert);
+	if (keyproxy_client_use(kc, proxied, index, &error) < 0)
+		abort();
+	for (int v = 0; v < 2; v++) {
+		SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+		SSL_CTX_set_max_proto_version(cctx, v == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+		double d, p;
+		bench_pair(direct, proxied, cctx, n, &d, &p);
+		printf("%-9s %-8s %12.0f %12.0f %14.1f\n", name, v == 0 ? "TLS1.3" : "TLS1.2",
+		       1 / d, 1 / p, (p - d) * 1e6);
+		SSL_CTX_free(cctx);
+	}
+	double sd, sp;
+	bench_sign_pair(key, SSL_CTX_get0_privatekey(proxied), n, &sd, &sp);
+	printf("%-9s one signature: in-process %.1f us, through the proxy %.1f us\n", name, sd, sp);
+	SSL_CTX_free(direct);
+	SSL_CTX_free(proxied);
+	X509_free(cert);
+}
+
 int main(int argc, char **argv)
 {
 	int n = 50;
@@ -209,36 +239,12 @@ int main(int argc, char **argv)
 	struct keyproxy_client *kc = keyproxy_client_create(sv[0]);
 
 	for (int pass = 0; pass < 2; pass++) {
-	bench_cpu = pass == 1;
-	printf("%s\n%-9s %-8s %12s %12s %14s\n",
-	       bench_cpu ? "CPU time of the process (both threads)" : "wall clock",
-	       "key", "protocol", "direct hs/s", "proxied hs/s", "extra us/hs");
-	for (int k = 0; k < 2; k++) {
-		X509 *cert = bench_cert(keys[k]);
-		SSL_CTX *direct = SSL_CTX_new(TLS_server_method());
-		SSL_CTX *proxied = SSL_CTX_new(TLS_server_method());
-		SSL_CTX_use_certificate(direct, cert);
-		SSL_CTX_use_PrivateKey(direct, keys[k]);
-		SSL_CTX_use_certificate(proxied, cert);
-		if (keyproxy_client_use(kc, proxied, (uint64_t)k, &error) < 0)
-			abort();
-		for (int v = 0; v < 2; v++) {
-			SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
-			SSL_CTX_set_max_proto_version(cctx, v == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
-			double d, p;
-			bench_pair(direct, proxied, cctx, n, &d, &p);
-			printf("%-9s %-8s %12.0f %12.0f %14.1f\n", names[k], v == 0 ? "TLS1.3" : "TLS1.2",
-			       1 / d, 1 / p, (p - d) * 1e6);
-			SSL_CTX_free(cctx);
-		}
-		double sd, sp;
-		bench_sign_pair(keys[k], SSL_CTX_get0_privatekey(proxied), n, &sd, &sp);
-		printf("%-9s one signature: in-process %.1f us, through the proxy %.1f us\n",
-		       names[k], sd, sp);
-		SSL_CTX_free(direct);
-		SSL_CTX_free(proxied);
-		X509_free(cert);
-	}
+		bench_cpu = pass == 1;
+		printf("%s\n%-9s %-8s %12s %12s %14s\n",
+		       bench_cpu ? "CPU time of the process (both threads)" : "wall clock", "key",
+		       "protocol", "direct hs/s", "proxied hs/s", "extra us/hs");
+		for (int k = 0; k < 2; k++)
+			bench_key(kc, keys[k], (uint64_t)k, names[k], n);
 	}
 	int rv[2];
 	pthread_t rt;

@@ -266,7 +266,7 @@ static void test_keys_gone(void **state)
 	const char *error = NULL;
 	SSL_CTX *other = SSL_CTX_new(TLS_server_method());
 	assert_int_equal(SSL_CTX_use_certificate(other, fx.certs[KEY_EC]), 1);
-	assert_int_equal(keyproxy_client_use(kc, other, 5, &error), -1); /* no key 5 */
+	assert_int_equal(keyproxy_client_use(kc, other, 5, &error), -1);       /* no key 5 */
 	assert_int_equal(keyproxy_client_use(kc, other, KEY_RSA, &error), -1); /* not its key */
 	assert_int_equal(handshake(ec, c13, NULL), 1);
 
@@ -491,7 +491,10 @@ static void test_codec(void **state)
 	assert_int_equal(b.len, 0);
 
 	/* answers: OK carries output, errors none */
-	struct keyproxy_answer ans = {.id = 5, .status = KEYPROXY_S_OK, .output = in, .output_len = 3},
+	struct keyproxy_answer ans = {.id = 5,
+	                              .status = KEYPROXY_S_OK,
+	                              .output = in,
+	                              .output_len = 3},
 	                       agot;
 	buf_reset(&b);
 	assert_int_equal(keyproxy_answer_encode(&b, &ans), 0);
@@ -545,7 +548,8 @@ static void test_tls_proxied(void **state)
 	/* master: read both, keys included; the keys process gets the keys */
 	struct tls_pem *pems = NULL;
 	size_t n = 0;
-	assert_int_equal(tls_conf_read_pems(&conf, "mx.test", true, &pems, &n, err, sizeof(err)), 0);
+	assert_int_equal(tls_conf_read_pems(&conf, "mx.test", true, &pems, &n, err, sizeof(err)),
+	                 0);
 	assert_int_equal(n, 2);
 	assert_true(pems[0].key.len > 0);
 	const unsigned char *kp[2] = {pems[0].key.data, pems[1].key.data};
@@ -571,7 +575,8 @@ static void test_tls_proxied(void **state)
 	tls_server_free(&tls);
 
 	/* from the configured files, a mismatched pair is refused at load */
-	assert_int_equal(tls_server_create_proxied(&conf, "mx.test", kc, &tls, err, sizeof(err)), 0);
+	assert_int_equal(tls_server_create_proxied(&conf, "mx.test", kc, &tls, err, sizeof(err)),
+	                 0);
 	assert_int_equal(tls_server_count(tls), 2);
 	tls_server_free(&tls);
 	conf.certs = pairs; /* RSA certificate, but index 0 is the EC key */
@@ -601,11 +606,11 @@ static void test_tls_proxied(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_rsa_tls13_pss),    cmocka_unit_test(test_rsa_tls12_pkcs1),
-	    cmocka_unit_test(test_rsa_tls12_pss),    cmocka_unit_test(test_ec_tls13),
-	    cmocka_unit_test(test_ec_tls12),         cmocka_unit_test(test_no_private_component),
-	    cmocka_unit_test(test_keys_gone),        cmocka_unit_test(test_bad_requests),
-	    cmocka_unit_test(test_codec),            cmocka_unit_test(test_tls_proxied),
+	    cmocka_unit_test(test_rsa_tls13_pss), cmocka_unit_test(test_rsa_tls12_pkcs1),
+	    cmocka_unit_test(test_rsa_tls12_pss), cmocka_unit_test(test_ec_tls13),
+	    cmocka_unit_test(test_ec_tls12),      cmocka_unit_test(test_no_private_component),
+	    cmocka_unit_test(test_keys_gone),     cmocka_unit_test(test_bad_requests),
+	    cmocka_unit_test(test_codec),         cmocka_unit_test(test_tls_proxied),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
