@@ -33,8 +33,8 @@ struct keyproxy_client;
  * tls.self_signed_dir is set, from the self-signed pair there, generating
  * it first). Errors name the file and OpenSSL's reason. *tls_r is NULL with
  * return 0 when TLS is not configured at all. */
-int tls_server_create(const struct conf_tls *conf, const char *hostname, struct tls_server **tls_r,
-                      char *err, size_t errlen);
+int tls_server_create(const struct conf_tls *conf, const char *hostname,
+		      struct tls_server **tls_r, char *err, size_t errlen);
 void tls_server_free(struct tls_server **tls);
 
 /* A new server-side SSL (accept state) on the default context. */
