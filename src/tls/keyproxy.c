@@ -336,7 +336,7 @@ void keyproxy_server_free(struct keyproxy_server **server)
 
 uint64_t keyproxy_server_signed(const struct keyproxy_server *server)
 {
-	return atomic_load(&((struct keyproxy_server *)server)->nsigned);
+	return atomic_load(&server->nsigned);
 }
 
 static uint64_t keyproxy_rsa(RSA *rsa, const struct keyproxy_request *req, unsigned char *out,
@@ -534,9 +534,9 @@ static int64_t keyproxy_now_ms(void)
 }
 
 /* Wait for the answer to id; answers to earlier ids (whose callers timed
- * out) are dropped. Copies OUTPUT into out (cap octets). */
+ * out) are dropped. Copies OUTPUT into out (cap octets). -1 with *why_r. */
 static int keyproxy_client_wait(struct keyproxy_client *c, uint64_t id, unsigned char *out,
-                                size_t cap, size_t *out_len)
+                                size_t cap, size_t *out_len, const char **why_r)
 {
 	unsigned char in[KEYPROXY_FRAME_MAX + 1];
 	int64_t deadline = keyproxy_now_ms() + c->timeout_ms;
@@ -546,28 +546,39 @@ static int keyproxy_client_wait(struct keyproxy_client *c, uint64_t id, unsigned
 		int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
 		if (pr < 0 && errno == EINTR)
 			continue;
-		if (pr <= 0)
-			return -1; /* timed out, or poll failed */
+		if (pr <= 0) {
+			*why_r = pr == 0 ? "no answer in time" : "poll failed";
+			return -1;
+		}
 		ssize_t n = recv(c->fd, in, sizeof(in), MSG_TRUNC | MSG_DONTWAIT);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
-		if (n <= 0)
-			return -1; /* the keys process is gone */
+		if (n <= 0) {
+			*why_r = "gone";
+			return -1;
+		}
 		struct keyproxy_answer ans;
 		const char *error = NULL;
 		if ((size_t)n > KEYPROXY_FRAME_MAX ||
-		    keyproxy_answer_decode(in, (size_t)n, &ans, &error) < 0)
+		    keyproxy_answer_decode(in, (size_t)n, &ans, &error) < 0) {
+			*why_r = "malformed answer";
 			return -1;
+		}
 		if (ans.id != id)
 			continue;
-		if (ans.status != KEYPROXY_S_OK || ans.output_len > cap)
+		if (ans.status != KEYPROXY_S_OK || ans.output_len > cap) {
+			*why_r =
+			    ans.status == KEYPROXY_S_NO_KEY ? "no such key" : "signing refused";
 			return -1;
+		}
 		memcpy(out, ans.output, ans.output_len);
 		*out_len = ans.output_len;
 		return 0;
 	}
 }
 
+/* One SIGN round trip. A failure goes on OpenSSL's error queue, so that
+ * the failed handshake's log line says why. */
 static int keyproxy_call(const struct keyproxy_ref *ref, uint64_t op, uint64_t padding,
                          const unsigned char *in, size_t in_len, unsigned char *out, size_t cap,
                          size_t *out_len)
@@ -575,16 +586,22 @@ static int keyproxy_call(const struct keyproxy_ref *ref, uint64_t op, uint64_t p
 	struct keyproxy_client *c = ref->client;
 	struct keyproxy_request req = {
 	    .key = ref->index, .op = op, .padding = padding, .input = in, .input_len = in_len};
+	const char *why = "request out of bounds";
 	struct buf b;
 	int r = -1;
 	buf_init(&b, KEYPROXY_FRAME_MAX);
 	pthread_mutex_lock(&c->lock);
 	req.id = ++c->next_id;
-	if (keyproxy_request_encode(&b, &req) == 0 &&
-	    send(c->fd, b.data, b.len, MSG_NOSIGNAL) == (ssize_t)b.len)
-		r = keyproxy_client_wait(c, req.id, out, cap, out_len);
+	if (keyproxy_request_encode(&b, &req) == 0) {
+		if (send(c->fd, b.data, b.len, MSG_NOSIGNAL) == (ssize_t)b.len)
+			r = keyproxy_client_wait(c, req.id, out, cap, out_len, &why);
+		else
+			why = "gone";
+	}
 	pthread_mutex_unlock(&c->lock);
 	buf_free(&b);
+	if (r < 0)
+		ERR_raise_data(ERR_LIB_USER, ERR_R_OPERATION_FAIL, "keys process: %s", why);
 	return r;
 }
 

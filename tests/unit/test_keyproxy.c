@@ -243,6 +243,28 @@ static void test_no_private_component(void **state)
 	}
 }
 
+/* The OpenSSL error a signature with pkey fails with ("" if it succeeds). */
+static const char *sign_error(EVP_PKEY *pkey)
+{
+	static char text[256];
+	unsigned char sig[1024];
+	size_t len = sizeof(sig);
+	const char *data = NULL;
+	int flags = 0;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	ERR_clear_error();
+	text[0] = '\0';
+	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) != 1 ||
+	    EVP_DigestSign(md, sig, &len, (const unsigned char *)"x", 1) != 1) {
+		unsigned long e;
+		while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0)
+			if (ERR_GET_LIB(e) == ERR_LIB_USER && (flags & ERR_TXT_STRING) != 0)
+				snprintf(text, sizeof(text), "%s", data);
+	}
+	EVP_MD_CTX_free(md);
+	return text;
+}
+
 /* A keys process that is stopped (never answers in time) or killed (socket
  * closed): every handshake fails, nothing crashes, the caller goes on; a
  * late answer to a timed-out request is told apart by its id. The keys half
@@ -272,6 +294,8 @@ static void test_keys_gone(void **state)
 
 	/* stopped: the round trip times out */
 	assert_int_equal(kill(pid, SIGSTOP), 0);
+	assert_string_equal(sign_error(SSL_CTX_get0_privatekey(rsa)),
+	                    "keys process: no answer in time");
 	assert_int_equal(handshake(ec, c13, NULL), 0);
 	assert_int_equal(handshake(rsa, c12, NULL), 0);
 	/* resumed: its late answers are dropped, the next round trip works */
@@ -288,6 +312,7 @@ static void test_keys_gone(void **state)
 	assert_int_equal(handshake(ec, c13, NULL), 0);
 	assert_int_equal(handshake(ec, c12, NULL), 0);
 	assert_int_equal(keyproxy_client_use(kc, other, KEY_EC, &error), -1);
+	assert_string_equal(sign_error(SSL_CTX_get0_privatekey(ec)), "keys process: gone");
 
 	/* a new keys process: the same contexts sign again */
 	pthread_t thread;
