@@ -142,19 +142,22 @@ static bool hs_step(SSL *ssl, bool *done)
 }
 
 /* 1 if both sides finish; 0 if either fails. *sig_nid_r: the signature
- * type the client saw (NID_rsassaPss, NID_rsaEncryption, EC). */
-static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, int *sig_nid_r)
+ * type the client saw (NID_rsassaPss, NID_rsaEncryption, EC). sni, if not
+ * NULL, is the name the client asks for. No cmocka asserts in here: the
+ * parallel test runs it on several threads. */
+static int handshake_sni(SSL_CTX *sctx, SSL_CTX *cctx, const char *sni, int *sig_nid_r)
 {
 	SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
 	BIO *bs = NULL, *bc = NULL;
-	assert_non_null(s);
-	assert_non_null(c);
-	assert_int_equal(BIO_new_bio_pair(&bs, 0, &bc, 0), 1);
-	SSL_set_bio(s, bs, bs);
-	SSL_set_bio(c, bc, bc);
-	SSL_set_accept_state(s);
-	SSL_set_connect_state(c);
-	bool sdone = false, cdone = false, ok = true;
+	bool sdone = false, cdone = false;
+	bool ok = s != NULL && c != NULL && BIO_new_bio_pair(&bs, 0, &bc, 0) == 1 &&
+	          (sni == NULL || SSL_set_tlsext_host_name(c, sni) == 1);
+	if (ok) {
+		SSL_set_bio(s, bs, bs);
+		SSL_set_bio(c, bc, bc);
+		SSL_set_accept_state(s);
+		SSL_set_connect_state(c);
+	}
 	for (int i = 0; i < 50 && ok && !(sdone && cdone); i++)
 		ok = hs_step(c, &cdone) && hs_step(s, &sdone);
 	int nid = NID_undef;
@@ -165,6 +168,11 @@ static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, int *sig_nid_r)
 	SSL_free(c);
 	ERR_clear_error();
 	return ok && sdone && cdone;
+}
+
+static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, int *sig_nid_r)
+{
+	return handshake_sni(sctx, cctx, NULL, sig_nid_r);
 }
 
 static void check_handshake(int key, int version, const char *sigalgs, int want_nid)
@@ -330,6 +338,56 @@ static void test_keys_gone(void **state)
 	assert_int_equal(pthread_join(thread, NULL), 0);
 	SSL_CTX_free(c13);
 	SSL_CTX_free(c12);
+}
+
+/* N smtpd processes sign in parallel: two threads share one client (one
+ * socket, its mutex keeps request and answer together) and two more have a
+ * socket each, all answered by their own keys threads. */
+#define PAR_THREADS 4
+#define PAR_HANDSHAKES 15
+
+struct par_arg {
+	SSL_CTX *sctx, *cctx;
+	int ok;
+};
+
+static void *par_main(void *p)
+{
+	struct par_arg *a = p;
+	for (int i = 0; i < PAR_HANDSHAKES; i++)
+		a->ok += handshake(a->sctx, a->cctx, NULL);
+	return NULL;
+}
+
+static void test_parallel(void **state)
+{
+	(void)state;
+	pthread_t serve[2], th[PAR_THREADS];
+	struct keyproxy_client *own[2];
+	struct par_arg args[PAR_THREADS];
+	SSL_CTX *cctx = client_ctx(TLS1_3_VERSION, NULL);
+	for (int i = 0; i < 2; i++)
+		own[i] = keyproxy_client_create(serve_pair(fx.server, &serve[i]));
+	uint64_t before = keyproxy_server_signed(fx.server);
+	for (int i = 0; i < PAR_THREADS; i++) {
+		struct keyproxy_client *kc = i < 2 ? fx.client : own[i - 2];
+		args[i] = (struct par_arg){.sctx = server_ctx(kc, i % 2), .cctx = cctx};
+	}
+	for (int i = 0; i < PAR_THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, par_main, &args[i]), 0);
+	for (int i = 0; i < PAR_THREADS; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(args[i].ok, PAR_HANDSHAKES);
+		SSL_CTX_free(args[i].sctx);
+	}
+	/* each context's load probe, then one signature per handshake */
+	assert_int_equal(keyproxy_server_signed(fx.server),
+	                 before + PAR_THREADS + PAR_THREADS * PAR_HANDSHAKES);
+	for (int i = 0; i < 2; i++) {
+		keyproxy_client_free(&own[i]);
+		assert_int_equal(pthread_join(serve[i], NULL), 0);
+	}
+	SSL_CTX_free(cctx);
 }
 
 /* --- Hostile requests to the keys half ------------------------------------ */
@@ -594,9 +652,18 @@ static void test_tls_proxied(void **state)
 	assert_int_equal(keyproxy_server_signed(server), 2); /* the load's probes */
 	SSL_CTX *cctx = client_ctx(TLS1_3_VERSION, NULL);
 	SSL *s = tls_server_new_ssl(tls);
-	assert_int_equal(handshake(SSL_get_SSL_CTX(s), cctx, NULL), 1);
+	SSL_CTX *def = SSL_get_SSL_CTX(s); /* tls holds it */
 	SSL_free(s);
+	assert_int_equal(handshake(def, cctx, NULL), 1);
 	assert_int_equal(keyproxy_server_signed(server), 3);
+	/* SNI picks context 1, the RSA certificate: signed with key index 1 */
+	int nid = NID_undef;
+	assert_int_equal(handshake_sni(def, cctx, "rsa.test", &nid), 1);
+	assert_int_equal(nid, NID_rsassaPss);
+	nid = NID_undef;
+	assert_int_equal(handshake_sni(def, cctx, "ec.test", &nid), 1);
+	assert_int_equal(nid, NID_X9_62_id_ecPublicKey);
+	assert_int_equal(keyproxy_server_signed(server), 5);
 	tls_server_free(&tls);
 
 	/* from the configured files, a mismatched pair is refused at load */
@@ -634,8 +701,9 @@ int main(void)
 	    cmocka_unit_test(test_rsa_tls13_pss), cmocka_unit_test(test_rsa_tls12_pkcs1),
 	    cmocka_unit_test(test_rsa_tls12_pss), cmocka_unit_test(test_ec_tls13),
 	    cmocka_unit_test(test_ec_tls12),      cmocka_unit_test(test_no_private_component),
-	    cmocka_unit_test(test_keys_gone),     cmocka_unit_test(test_bad_requests),
-	    cmocka_unit_test(test_codec),         cmocka_unit_test(test_tls_proxied),
+	    cmocka_unit_test(test_keys_gone),     cmocka_unit_test(test_parallel),
+	    cmocka_unit_test(test_bad_requests),  cmocka_unit_test(test_codec),
+	    cmocka_unit_test(test_tls_proxied),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
