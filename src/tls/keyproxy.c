@@ -291,6 +291,17 @@ struct keyproxy_server *keyproxy_server_create(EVP_PKEY *const *keys, size_t n,
 	return s;
 }
 
+/* Keys arrive decrypted: an encrypted PEM is refused, never prompted for
+ * (OpenSSL's default callback would read the terminal). */
+static int keyproxy_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return 0;
+}
+
 int keyproxy_server_create_pem(const unsigned char *const *pems, const size_t *lens, size_t n,
                                struct keyproxy_server **server_r, char *err, size_t errlen)
 {
@@ -300,7 +311,9 @@ int keyproxy_server_create_pem(const unsigned char *const *pems, const size_t *l
 	ERR_clear_error();
 	for (size_t i = 0; i < n; i++) {
 		BIO *bio = lens[i] <= INT_MAX ? BIO_new_mem_buf(pems[i], (int)lens[i]) : NULL;
-		keys[i] = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+		keys[i] = bio != NULL
+		              ? PEM_read_bio_PrivateKey(bio, NULL, keyproxy_no_passphrase, NULL)
+		              : NULL;
 		BIO_free(bio);
 		if (keys[i] == NULL) {
 			char reason[256] = "unreadable";
@@ -412,7 +425,7 @@ int keyproxy_serve(struct keyproxy_server *server, int fd)
 		ssize_t n = recv(fd, in, sizeof(in), MSG_TRUNC);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0) {
+		if (n <= 0) { /* an empty datagram ends the connection too */
 			r = n == 0 ? 0 : -1;
 			break;
 		}
