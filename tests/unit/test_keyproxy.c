@@ -683,6 +683,19 @@ static void test_tls_proxied(void **state)
 	struct keyproxy_server *s2 = NULL;
 	assert_int_equal(keyproxy_server_create_pem(bad, bad_len, 1, &s2, err, sizeof(err)), -1);
 	assert_null(s2);
+	assert_non_null(strstr(err, "key 0"));
+	/* an encrypted key: refused, not prompted for on a terminal */
+	BIO *mem = BIO_new(BIO_s_mem());
+	assert_int_equal(PEM_write_bio_PrivateKey(mem, fx.keys[KEY_EC], EVP_aes_256_cbc(),
+	                                          (unsigned char *)"pw", 2, NULL, NULL),
+	                 1);
+	char *enc = NULL;
+	long enc_len = BIO_get_mem_data(mem, &enc);
+	const unsigned char *encp[1] = {(const unsigned char *)enc};
+	size_t encl[1] = {(size_t)enc_len};
+	assert_int_equal(keyproxy_server_create_pem(encp, encl, 1, &s2, err, sizeof(err)), -1);
+	assert_null(s2);
+	BIO_free(mem);
 
 	SSL_CTX_free(cctx);
 	keyproxy_client_free(&kc);
