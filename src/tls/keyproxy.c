@@ -240,55 +240,99 @@ struct keyproxy_key {
 	EC_KEY *ec;
 };
 
-struct keyproxy_server {
+/* One generation of keys, immutable; a signature holds a reference, so a
+ * reload can replace the set while signatures with the old one finish. */
+struct keyproxy_keyset {
 	atomic_int refs;
-	atomic_uint_least64_t nsigned;
 	struct keyproxy_key *keys;
 	size_t n;
 };
 
-static void keyproxy_server_unref(struct keyproxy_server *s)
+struct keyproxy_server {
+	atomic_int refs;
+	atomic_uint_least64_t nsigned;
+	pthread_mutex_t lock; /* guards set (the pointer, not the set) */
+	struct keyproxy_keyset *set;
+};
+
+static void keyproxy_keyset_unref(struct keyproxy_keyset *set)
 {
-	if (atomic_fetch_sub(&s->refs, 1) != 1)
+	if (set == NULL || atomic_fetch_sub(&set->refs, 1) != 1)
 		return;
-	for (size_t i = 0; i < s->n; i++) {
-		RSA_free(s->keys[i].rsa);
-		EC_KEY_free(s->keys[i].ec);
+	for (size_t i = 0; i < set->n; i++) {
+		RSA_free(set->keys[i].rsa);
+		EC_KEY_free(set->keys[i].ec);
 	}
-	free(s->keys);
-	free(s);
+	free(set->keys);
+	free(set);
 }
 
-struct keyproxy_server *keyproxy_server_create(EVP_PKEY *const *keys, size_t n,
-                                               const char **error_r)
+static struct keyproxy_keyset *keyproxy_keyset_new(EVP_PKEY *const *keys, size_t n,
+                                                   const char **error_r)
 {
 	if (n > KEYPROXY_KEYS_MAX) {
 		*error_r = "too many keys";
 		return NULL;
 	}
-	struct keyproxy_server *s = xcalloc(1, sizeof(*s));
-	atomic_init(&s->refs, 1);
-	atomic_init(&s->nsigned, 0);
-	s->keys = xcalloc(n > 0 ? n : 1, sizeof(*s->keys));
-	for (; s->n < n; s->n++) {
-		struct keyproxy_key *k = &s->keys[s->n];
-		int id = EVP_PKEY_get_base_id(keys[s->n]);
+	struct keyproxy_keyset *set = xcalloc(1, sizeof(*set));
+	atomic_init(&set->refs, 1);
+	set->keys = xcalloc(n > 0 ? n : 1, sizeof(*set->keys));
+	for (; set->n < n; set->n++) {
+		struct keyproxy_key *k = &set->keys[set->n];
+		int id = EVP_PKEY_get_base_id(keys[set->n]);
 		if (id == EVP_PKEY_RSA)
-			k->rsa = EVP_PKEY_get1_RSA(keys[s->n]);
+			k->rsa = EVP_PKEY_get1_RSA(keys[set->n]);
 		else if (id == EVP_PKEY_EC)
-			k->ec = EVP_PKEY_get1_EC_KEY(keys[s->n]);
+			k->ec = EVP_PKEY_get1_EC_KEY(keys[set->n]);
 		bool usable = (k->rsa != NULL && RSA_get0_d(k->rsa) != NULL &&
 		               (size_t)RSA_size(k->rsa) <= KEYPROXY_OUTPUT_MAX) ||
 		              (k->ec != NULL && EC_KEY_get0_private_key(k->ec) != NULL &&
 		               (size_t)ECDSA_size(k->ec) <= KEYPROXY_OUTPUT_MAX);
 		if (!usable) {
 			*error_r = "not an RSA or EC private key of a usable size";
-			s->n++;
-			keyproxy_server_unref(s);
+			set->n++;
+			keyproxy_keyset_unref(set);
 			return NULL;
 		}
 	}
+	return set;
+}
+
+static void keyproxy_server_unref(struct keyproxy_server *s)
+{
+	if (atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	keyproxy_keyset_unref(s->set);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+struct keyproxy_server *keyproxy_server_create(EVP_PKEY *const *keys, size_t n,
+                                               const char **error_r)
+{
+	struct keyproxy_keyset *set = keyproxy_keyset_new(keys, n, error_r);
+	if (set == NULL)
+		return NULL;
+	struct keyproxy_server *s = xcalloc(1, sizeof(*s));
+	atomic_init(&s->refs, 1);
+	atomic_init(&s->nsigned, 0);
+	pthread_mutex_init(&s->lock, NULL);
+	s->set = set;
 	return s;
+}
+
+int keyproxy_server_update(struct keyproxy_server *server, EVP_PKEY *const *keys, size_t n,
+                           const char **error_r)
+{
+	struct keyproxy_keyset *set = keyproxy_keyset_new(keys, n, error_r);
+	if (set == NULL)
+		return -1;
+	pthread_mutex_lock(&server->lock);
+	struct keyproxy_keyset *old = server->set;
+	server->set = set;
+	pthread_mutex_unlock(&server->lock);
+	keyproxy_keyset_unref(old);
+	return 0;
 }
 
 /* Keys arrive decrypted: an encrypted PEM is refused, never prompted for
@@ -302,12 +346,12 @@ static int keyproxy_no_passphrase(char *buf, int size, int rwflag, void *u)
 	return 0;
 }
 
-int keyproxy_server_create_pem(const unsigned char *const *pems, const size_t *lens, size_t n,
-                               struct keyproxy_server **server_r, char *err, size_t errlen)
+/* PEM keys into *keys_r (n of them, to be freed with keyproxy_pkeys_free). */
+static int keyproxy_pems_read(const unsigned char *const *pems, const size_t *lens, size_t n,
+                              EVP_PKEY ***keys_r, char *err, size_t errlen)
 {
 	EVP_PKEY **keys = xcalloc(n > 0 ? n : 1, sizeof(*keys));
-	int r = -1;
-	*server_r = NULL;
+	*keys_r = keys;
 	ERR_clear_error();
 	for (size_t i = 0; i < n; i++) {
 		BIO *bio = lens[i] <= INT_MAX ? BIO_new_mem_buf(pems[i], (int)lens[i]) : NULL;
@@ -321,21 +365,47 @@ int keyproxy_server_create_pem(const unsigned char *const *pems, const size_t *l
 			if (e != 0)
 				ERR_error_string_n(e, reason, sizeof(reason));
 			snprintf(err, errlen, "key %zu: %s", i, reason);
-			goto out;
+			ERR_clear_error();
+			return -1;
 		}
 	}
-	const char *error = NULL;
-	*server_r = keyproxy_server_create(keys, n, &error);
-	if (*server_r == NULL) {
-		snprintf(err, errlen, "keys: %s", error);
-		goto out;
-	}
-	r = 0;
-out:
-	ERR_clear_error();
+	return 0;
+}
+
+static void keyproxy_pkeys_free(EVP_PKEY **keys, size_t n)
+{
 	for (size_t i = 0; i < n; i++)
 		EVP_PKEY_free(keys[i]);
 	free(keys);
+}
+
+int keyproxy_server_create_pem(const unsigned char *const *pems, const size_t *lens, size_t n,
+                               struct keyproxy_server **server_r, char *err, size_t errlen)
+{
+	EVP_PKEY **keys = NULL;
+	const char *error = NULL;
+	*server_r = NULL;
+	if (keyproxy_pems_read(pems, lens, n, &keys, err, errlen) == 0) {
+		*server_r = keyproxy_server_create(keys, n, &error);
+		if (*server_r == NULL)
+			snprintf(err, errlen, "keys: %s", error);
+	}
+	keyproxy_pkeys_free(keys, n);
+	return *server_r != NULL ? 0 : -1;
+}
+
+int keyproxy_server_update_pem(struct keyproxy_server *server, const unsigned char *const *pems,
+                               const size_t *lens, size_t n, char *err, size_t errlen)
+{
+	EVP_PKEY **keys = NULL;
+	const char *error = NULL;
+	int r = -1;
+	if (keyproxy_pems_read(pems, lens, n, &keys, err, errlen) == 0) {
+		r = keyproxy_server_update(server, keys, n, &error);
+		if (r < 0)
+			snprintf(err, errlen, "keys: %s", error);
+	}
+	keyproxy_pkeys_free(keys, n);
 	return r;
 }
 
@@ -371,12 +441,9 @@ static uint64_t keyproxy_rsa(RSA *rsa, const struct keyproxy_request *req, unsig
 	return KEYPROXY_S_OK;
 }
 
-static uint64_t keyproxy_sign(struct keyproxy_server *s, const struct keyproxy_request *req,
-                              unsigned char *out, size_t *out_len)
+static uint64_t keyproxy_sign_with(const struct keyproxy_key *k, const struct keyproxy_request *req,
+                                   unsigned char *out, size_t *out_len)
 {
-	if (req->key >= s->n)
-		return KEYPROXY_S_NO_KEY;
-	const struct keyproxy_key *k = &s->keys[req->key];
 	uint64_t st = KEYPROXY_S_BAD_OP;
 	if (req->op == KEYPROXY_OP_RSA_PRIV_ENC && k->rsa != NULL) {
 		st = keyproxy_rsa(k->rsa, req, out, out_len);
@@ -388,6 +455,20 @@ static uint64_t keyproxy_sign(struct keyproxy_server *s, const struct keyproxy_r
 		*out_len = len;
 	}
 	ERR_clear_error(); /* this thread's queue; nobody reads it here */
+	return st;
+}
+
+static uint64_t keyproxy_sign(struct keyproxy_server *s, const struct keyproxy_request *req,
+                              unsigned char *out, size_t *out_len)
+{
+	pthread_mutex_lock(&s->lock);
+	struct keyproxy_keyset *set = s->set;
+	atomic_fetch_add(&set->refs, 1);
+	pthread_mutex_unlock(&s->lock);
+	uint64_t st = req->key < set->n
+	                  ? keyproxy_sign_with(&set->keys[req->key], req, out, out_len)
+	                  : KEYPROXY_S_NO_KEY;
+	keyproxy_keyset_unref(set);
 	if (st == KEYPROXY_S_OK)
 		atomic_fetch_add(&s->nsigned, 1);
 	return st;

@@ -133,6 +133,16 @@ struct keyproxy_server *keyproxy_server_create(EVP_PKEY *const *keys, size_t n,
  * octets). Errors name the index and OpenSSL's reason. */
 int keyproxy_server_create_pem(const unsigned char *const *pems, const size_t *lens, size_t n,
                                struct keyproxy_server **server_r, char *err, size_t errlen);
+/* A new generation (SIGHUP): the same checks, then requests from now on
+ * use these keys, on every connection; signatures under way finish with
+ * the old ones. On error the old keys stay. Send keys their new keys before
+ * smtpd its new certificates: a context loads only after its probe
+ * signature verifies, so smtpd keeps its old contexts if keys lags, and
+ * old contexts fail their handshakes only between the two steps. */
+int keyproxy_server_update(struct keyproxy_server *server, EVP_PKEY *const *keys, size_t n,
+                           const char **error_r);
+int keyproxy_server_update_pem(struct keyproxy_server *server, const unsigned char *const *pems,
+                               const size_t *lens, size_t n, char *err, size_t errlen);
 /* Drops the caller's reference; serving threads hold their own. */
 void keyproxy_server_free(struct keyproxy_server **server);
 

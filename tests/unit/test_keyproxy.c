@@ -390,6 +390,47 @@ static void test_parallel(void **state)
 	SSL_CTX_free(cctx);
 }
 
+/* A new generation of keys on a live connection: contexts whose key
+ * moved fail (the window between keys' and smtpd's reload), contexts for
+ * the new order load and sign; a refused generation keeps the old one. */
+static void test_reload(void **state)
+{
+	(void)state;
+	const char *error = NULL;
+	EVP_PKEY *swapped[2] = {fx.keys[KEY_EC], fx.keys[KEY_RSA]};
+	struct keyproxy_server *server = keyproxy_server_create(fx.keys, 2, &error);
+	assert_non_null(server);
+	pthread_t thread;
+	struct keyproxy_client *kc = keyproxy_client_create(serve_pair(server, &thread));
+	SSL_CTX *cctx = client_ctx(TLS1_3_VERSION, NULL);
+	SSL_CTX *old_ec = server_ctx(kc, KEY_EC); /* EC certificate, index 1 */
+	assert_int_equal(handshake(old_ec, cctx, NULL), 1);
+
+	/* refused: an Ed25519 key (no method hook), or too many keys */
+	EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	assert_non_null(ed);
+	EVP_PKEY *bad[2] = {fx.keys[KEY_RSA], ed};
+	assert_int_equal(keyproxy_server_update(server, bad, 2, &error), -1);
+	assert_int_equal(keyproxy_server_update(server, bad, KEYPROXY_KEYS_MAX + 1, &error), -1);
+	assert_int_equal(handshake(old_ec, cctx, NULL), 1); /* the old keys stay */
+
+	assert_int_equal(keyproxy_server_update(server, swapped, 2, &error), 0);
+	assert_int_equal(handshake(old_ec, cctx, NULL), 0); /* index 1 is RSA now */
+	SSL_CTX *new_ec = SSL_CTX_new(TLS_server_method());
+	assert_int_equal(SSL_CTX_use_certificate(new_ec, fx.certs[KEY_EC]), 1);
+	assert_int_equal(keyproxy_client_use(kc, new_ec, 1, &error), -1); /* RSA now */
+	assert_int_equal(keyproxy_client_use(kc, new_ec, 0, &error), 0);
+	assert_int_equal(handshake(new_ec, cctx, NULL), 1);
+
+	EVP_PKEY_free(ed);
+	SSL_CTX_free(old_ec);
+	SSL_CTX_free(new_ec);
+	SSL_CTX_free(cctx);
+	keyproxy_client_free(&kc);
+	assert_int_equal(pthread_join(thread, NULL), 0);
+	keyproxy_server_free(&server);
+}
+
 /* --- Hostile requests to the keys half ------------------------------------ */
 
 struct reply {
@@ -715,8 +756,8 @@ int main(void)
 	    cmocka_unit_test(test_rsa_tls12_pss), cmocka_unit_test(test_ec_tls13),
 	    cmocka_unit_test(test_ec_tls12),      cmocka_unit_test(test_no_private_component),
 	    cmocka_unit_test(test_keys_gone),     cmocka_unit_test(test_parallel),
-	    cmocka_unit_test(test_bad_requests),  cmocka_unit_test(test_codec),
-	    cmocka_unit_test(test_tls_proxied),
+	    cmocka_unit_test(test_reload),        cmocka_unit_test(test_bad_requests),
+	    cmocka_unit_test(test_codec),         cmocka_unit_test(test_tls_proxied),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
