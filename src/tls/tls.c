@@ -406,21 +406,26 @@ static int tls_file_read(const char *path, struct buf *b, char *err, size_t errl
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
+	/* One allocation of the right size: growing by realloc would leave
+	 * copies of a key in freed memory that tls_pems_free cannot wipe. */
+	struct stat st;
+	if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size <= TLS_PEM_MAX)
+		(void)buf_reserve(b, (size_t)st.st_size + 1);
 	unsigned char chunk[8192];
 	ssize_t n;
-	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+	int r = 0;
+	while (r == 0 && (n = read(fd, chunk, sizeof(chunk))) != 0) {
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 || buf_append(b, chunk, (size_t)n) < 0) {
 			snprintf(err, errlen, "%s: %s", path,
 			         n < 0 ? strerror(errno) : "larger than a PEM file may be");
-			close(fd);
-			return -1;
+			r = -1;
 		}
 	}
 	OPENSSL_cleanse(chunk, sizeof(chunk)); /* it may have held a key */
 	close(fd);
-	return 0;
+	return r;
 }
 
 /* The pairs of conf as paths: tls.certificates, or the self-signed pair
