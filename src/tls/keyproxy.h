@@ -19,6 +19,19 @@
  *         for the timeout: smtpd's event loop included, as long as signing
  *         is not moved off it (ASYNC jobs, not built).
  *
+ * One request is outstanding per socket at a time (the client's mutex); a
+ * keys thread answers its socket's requests in order.
+ *
+ * Wiring, per process:
+ *   master  tls_conf_read_pems(conf, host, true, ...) as root: key PEMs to
+ *           keys, certificate PEMs to each smtpd; then tls_pems_free.
+ *   keys    keyproxy_server_create_pem once; keyproxy_serve_thread(server,
+ *           fd, NULL) per smtpd socket; keyproxy_server_update_pem on reload.
+ *   smtpd   kc = keyproxy_client_create(keys_fd) once;
+ *           tls_server_create_proxied_pem(pems, n, tickets, kc, &tls) at
+ *           start and reload; keyproxy_client_reconnect(kc, fd) when keys
+ *           was restarted.
+ *
  * What a compromised smtpd can still do: have keys sign anything with our
  * keys while it runs (an oracle, as with OpenSMTPD); it cannot read them,
  * and they are gone from it when it is gone.
