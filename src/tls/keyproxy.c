@@ -628,9 +628,10 @@ static int64_t keyproxy_now_ms(void)
 }
 
 /* Wait for the answer to id; answers to earlier ids (whose callers timed
- * out) are dropped. Copies OUTPUT into out (cap octets). -1 with *why_r. */
+ * out) are dropped. Copies OUTPUT into out: at most cap octets, or exactly
+ * cap if exact. -1 with *why_r. */
 static int keyproxy_client_wait(struct keyproxy_client *c, uint64_t id, unsigned char *out,
-                                size_t cap, size_t *out_len, const char **why_r)
+                                size_t cap, bool exact, size_t *out_len, const char **why_r)
 {
 	unsigned char in[KEYPROXY_FRAME_MAX + 1];
 	int64_t deadline = keyproxy_now_ms() + c->timeout_ms;
@@ -660,9 +661,13 @@ static int keyproxy_client_wait(struct keyproxy_client *c, uint64_t id, unsigned
 		}
 		if (ans.id != id)
 			continue;
-		if (ans.status != KEYPROXY_S_OK || ans.output_len > cap) {
+		if (ans.status != KEYPROXY_S_OK) {
 			*why_r =
 			    ans.status == KEYPROXY_S_NO_KEY ? "no such key" : "signing refused";
+			return -1;
+		}
+		if (ans.output_len > cap || (exact && ans.output_len != cap)) {
+			*why_r = "answer of the wrong length";
 			return -1;
 		}
 		memcpy(out, ans.output, ans.output_len);
@@ -675,7 +680,7 @@ static int keyproxy_client_wait(struct keyproxy_client *c, uint64_t id, unsigned
  * the failed handshake's log line says why. */
 static int keyproxy_call(const struct keyproxy_ref *ref, uint64_t op, uint64_t padding,
                          const unsigned char *in, size_t in_len, unsigned char *out, size_t cap,
-                         size_t *out_len)
+                         bool exact, size_t *out_len)
 {
 	struct keyproxy_client *c = ref->client;
 	struct keyproxy_request req = {
@@ -688,7 +693,7 @@ static int keyproxy_call(const struct keyproxy_ref *ref, uint64_t op, uint64_t p
 	req.id = ++c->next_id;
 	if (keyproxy_request_encode(&b, &req) == 0) {
 		if (send(c->fd, b.data, b.len, MSG_NOSIGNAL) == (ssize_t)b.len)
-			r = keyproxy_client_wait(c, req.id, out, cap, out_len, &why);
+			r = keyproxy_client_wait(c, req.id, out, cap, exact, out_len, &why);
 		else
 			why = "gone";
 	}
@@ -750,9 +755,8 @@ static int keyproxy_rsa_priv_enc(int flen, const unsigned char *from, unsigned c
 	                                            : UINT64_MAX;
 	size_t size = (size_t)RSA_size(rsa), len = 0;
 	if (ref == NULL || pad == UINT64_MAX || flen <= 0 ||
-	    keyproxy_call(ref, KEYPROXY_OP_RSA_PRIV_ENC, pad, from, (size_t)flen, to, size, &len) <
-	        0 ||
-	    len != size)
+	    keyproxy_call(ref, KEYPROXY_OP_RSA_PRIV_ENC, pad, from, (size_t)flen, to, size, true,
+	                  &len) < 0)
 		return -1;
 	return (int)len;
 }
@@ -780,7 +784,7 @@ static int keyproxy_ec_sign(int type, const unsigned char *dgst, int dlen, unsig
 	int cap = ECDSA_size(ec);
 	if (ref == NULL || dlen <= 0 || cap <= 0 ||
 	    keyproxy_call(ref, KEYPROXY_OP_ECDSA_SIGN, 0, dgst, (size_t)dlen, sig, (size_t)cap,
-	                  &len) < 0)
+	                  false, &len) < 0)
 		return 0;
 	*siglen = (unsigned int)len;
 	return 1;

@@ -431,6 +431,80 @@ static void test_reload(void **state)
 	keyproxy_server_free(&server);
 }
 
+/* A keys half that answers wrongly: smtpd checks the answer as it checks
+ * anything from another process, and the signature fails, nothing worse. */
+enum liar_mode { LIAR_SHORT, LIAR_LONG, LIAR_GARBAGE, LIAR_OTHER_ID, LIAR_ERROR, LIAR_N };
+
+struct liar {
+	int fd;
+	int served;
+};
+
+static void *liar_main(void *p)
+{
+	struct liar *l = p;
+	unsigned char in[KEYPROXY_FRAME_MAX], out[KEYPROXY_OUTPUT_MAX];
+	struct buf b;
+	buf_init(&b, 0);
+	memset(out, 0x42, sizeof(out));
+	for (int mode = 0; mode < LIAR_N; mode++) {
+		ssize_t n = recv(l->fd, in, sizeof(in), 0);
+		struct keyproxy_request req;
+		const char *error = NULL;
+		if (n <= 0 || keyproxy_request_decode(in, (size_t)n, &req, &error) < 0)
+			break;
+		struct keyproxy_answer ans = {.id = req.id, .status = KEYPROXY_S_OK, .output = out};
+		ans.output_len = mode == LIAR_SHORT  ? 10
+		                 : mode == LIAR_LONG ? KEYPROXY_OUTPUT_MAX
+		                                     : 0;
+		if (mode == LIAR_OTHER_ID) {
+			ans.id = req.id + 1;
+			ans.output_len = 10;
+		}
+		if (mode == LIAR_ERROR)
+			ans.status = KEYPROXY_S_FAILED;
+		buf_reset(&b);
+		if (mode == LIAR_GARBAGE)
+			buf_append(&b, "\0\0\0\x02\x61\x60", 6);
+		else if (keyproxy_answer_encode(&b, &ans) < 0)
+			break;
+		if (send(l->fd, b.data, b.len, 0) != (ssize_t)b.len)
+			break;
+		l->served++;
+	}
+	buf_free(&b);
+	return NULL;
+}
+
+static void test_lying_keys(void **state)
+{
+	(void)state;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+	struct keyproxy_client *kc = keyproxy_client_create(sv[0]);
+	keyproxy_client_set_timeout(kc, 200);
+	struct liar liar = {.fd = sv[1]};
+	pthread_t thread;
+	assert_int_equal(pthread_create(&thread, NULL, liar_main, &liar), 0);
+	const char *error = NULL;
+	const char *want[LIAR_N] = {
+	    "keys process: answer of the wrong length", "keys process: answer of the wrong length",
+	    "keys process: malformed answer", "keys process: no answer in time",
+	    "keys process: signing refused"};
+	for (int mode = 0; mode < LIAR_N; mode++) {
+		/* RSA: a short or long block; EC: a block longer than ECDSA_size */
+		int key = mode == LIAR_LONG ? KEY_EC : KEY_RSA;
+		EVP_PKEY *pkey = keyproxy_client_pkey(kc, fx.certs[key], (uint64_t)key, &error);
+		assert_non_null(pkey);
+		assert_string_equal(sign_error(pkey), want[mode]);
+		EVP_PKEY_free(pkey);
+	}
+	assert_int_equal(pthread_join(thread, NULL), 0);
+	assert_int_equal(liar.served, LIAR_N);
+	keyproxy_client_free(&kc);
+	close(sv[1]);
+}
+
 /* --- Hostile requests to the keys half ------------------------------------ */
 
 struct reply {
@@ -756,8 +830,9 @@ int main(void)
 	    cmocka_unit_test(test_rsa_tls12_pss), cmocka_unit_test(test_ec_tls13),
 	    cmocka_unit_test(test_ec_tls12),      cmocka_unit_test(test_no_private_component),
 	    cmocka_unit_test(test_keys_gone),     cmocka_unit_test(test_parallel),
-	    cmocka_unit_test(test_reload),        cmocka_unit_test(test_bad_requests),
-	    cmocka_unit_test(test_codec),         cmocka_unit_test(test_tls_proxied),
+	    cmocka_unit_test(test_reload),        cmocka_unit_test(test_lying_keys),
+	    cmocka_unit_test(test_bad_requests),  cmocka_unit_test(test_codec),
+	    cmocka_unit_test(test_tls_proxied),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
