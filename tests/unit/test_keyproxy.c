@@ -170,6 +170,44 @@ static int handshake_sni(SSL_CTX *sctx, SSL_CTX *cctx, const char *sni, int *sig
 	return ok && sdone && cdone;
 }
 
+/* A full handshake, then one resuming its session (a TLS 1.3 ticket is read
+ * after the first one). 1 when both finish and the second resumed. */
+static int handshake_resumed(SSL_CTX *sctx, SSL_CTX *cctx)
+{
+	SSL_SESSION *sess = NULL;
+	int resumed = 0;
+	for (int round = 0; round < 2; round++) {
+		SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
+		BIO *bs = NULL, *bc = NULL;
+		if (s == NULL || c == NULL || BIO_new_bio_pair(&bs, 0, &bc, 0) != 1)
+			return 0;
+		SSL_set_bio(s, bs, bs);
+		SSL_set_bio(c, bc, bc);
+		SSL_set_accept_state(s);
+		SSL_set_connect_state(c);
+		if (sess != NULL)
+			SSL_set_session(c, sess);
+		bool sdone = false, cdone = false, ok = true;
+		for (int i = 0; i < 50 && ok && !(sdone && cdone); i++)
+			ok = hs_step(c, &cdone) && hs_step(s, &sdone);
+		unsigned char b;
+		(void)SSL_read(c, &b, 1); /* takes in the NewSessionTicket */
+		if (round == 0)
+			sess = ok && sdone && cdone ? SSL_get1_session(c) : NULL;
+		else
+			resumed = ok && sdone && cdone && SSL_session_reused(c) == 1;
+		/* a clean end: SSL_free after an unclean one makes the session
+		 * unresumable (ssl_clear_bad_session) */
+		SSL_set_shutdown(c, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+		SSL_set_shutdown(s, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+		SSL_free(s);
+		SSL_free(c);
+	}
+	SSL_SESSION_free(sess);
+	ERR_clear_error();
+	return resumed;
+}
+
 static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, int *sig_nid_r)
 {
 	return handshake_sni(sctx, cctx, NULL, sig_nid_r);
@@ -779,6 +817,12 @@ static void test_tls_proxied(void **state)
 	assert_int_equal(handshake_sni(def, cctx, "ec.test", &nid), 1);
 	assert_int_equal(nid, NID_X9_62_id_ecPublicKey);
 	assert_int_equal(keyproxy_server_signed(server), 5);
+	/* a resumed session (TLS 1.3 ticket, TLS 1.2 session id) signs nothing */
+	SSL_CTX *c12 = client_ctx(TLS1_2_VERSION, NULL);
+	assert_int_equal(handshake_resumed(def, cctx), 1);
+	assert_int_equal(handshake_resumed(def, c12), 1);
+	assert_int_equal(keyproxy_server_signed(server), 7); /* the two first ones */
+	SSL_CTX_free(c12);
 	tls_server_free(&tls);
 
 	/* from the configured files, a mismatched pair is refused at load */
