@@ -93,9 +93,8 @@ static int keyproxy_frame_fields(const void *p, size_t len, uint8_t type, struct
 	}
 	struct ctl_frame f = {.type = b[4], .body = b + CTL_HDR_LEN, .body_len = len - CTL_HDR_LEN};
 	unsigned seen = 0;
-	int *n = n_r;
 	size_t off = 0;
-	*n = 0;
+	*n_r = 0;
 	struct ctl_field fld;
 	while (ctl_field_next(&f, &off, &fld)) {
 		int kind = keyproxy_tag_kind(fld.tag);
@@ -113,7 +112,7 @@ static int keyproxy_frame_fields(const void *p, size_t len, uint8_t type, struct
 			return -1;
 		}
 		seen |= bit;
-		fields[(*n)++] = fld;
+		fields[(*n_r)++] = fld;
 	}
 	if (off != f.body_len) {
 		*error_r = "truncated field";
