@@ -46,6 +46,7 @@
 #include "conf/conf.h"
 #include "lib/alloc.h"
 #include "lib/fsutil.h"
+#include "tls/keyproxy.h"
 
 #define TLS_CIPHERS_12 "ECDHE+AESGCM:ECDHE+CHACHA20"
 #define TLS_CIPHERSUITES_13                                                                        \
@@ -243,6 +244,37 @@ static int tls_ctx_policy(SSL_CTX *ctx, bool tickets)
 	return 0;
 }
 
+/* SSL_CTX_use_certificate_chain_file from bytes: the leaf, then every
+ * further certificate as the chain. */
+static int tls_ctx_use_chain_pem(SSL_CTX *ctx, const struct buf *pem)
+{
+	if (pem->len == 0 || pem->len > INT_MAX)
+		return -1;
+	BIO *bio = BIO_new_mem_buf(pem->data, (int)pem->len);
+	X509 *leaf = bio != NULL ? PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL) : NULL;
+	int r = leaf != NULL && SSL_CTX_use_certificate(ctx, leaf) == 1 &&
+	                SSL_CTX_clear_chain_certs(ctx) == 1
+	            ? 0
+	            : -1;
+	X509_free(leaf);
+	X509 *ca;
+	while (r == 0 && (ca = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
+			X509_free(ca);
+			r = -1;
+		}
+	}
+	if (r == 0) { /* the end of the input, or a real error? */
+		unsigned long e = ERR_peek_last_error();
+		if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+			ERR_clear_error();
+		else if (e != 0)
+			r = -1;
+	}
+	BIO_free(bio);
+	return r;
+}
+
 static int tls_entry_load(struct tls_entry *e, const char *cert, const char *key, bool tickets,
                           char *err, size_t errlen)
 {
@@ -266,19 +298,59 @@ static int tls_entry_load(struct tls_entry *e, const char *cert, const char *key
 	return 0;
 }
 
-static int tls_server_load(const struct conf_tls_cert *certs, size_t n, bool tickets,
-                           struct tls_server **tls_r, char *err, size_t errlen)
+/* One context from a certificate chain in PEM bytes, its private key
+ * behind the key proxy (index i in the keys process). */
+static int tls_entry_load_proxied(struct tls_entry *e, const struct buf *pem, size_t index,
+                                  struct keyproxy_client *kc, bool tickets, char *err,
+                                  size_t errlen)
+{
+	char what[64];
+	snprintf(what, sizeof(what), "certificate %zu", index);
+	ERR_clear_error();
+	errno = 0;
+	e->ctx = SSL_CTX_new(TLS_server_method());
+	if (e->ctx == NULL || tls_ctx_policy(e->ctx, tickets) < 0) {
+		tls_err_set(err, errlen, "TLS context");
+		return -1;
+	}
+	if (tls_ctx_use_chain_pem(e->ctx, pem) < 0) {
+		tls_err_set(err, errlen, what);
+		return -1;
+	}
+	const char *error = NULL;
+	if (keyproxy_client_use(kc, e->ctx, index, &error) < 0) {
+		snprintf(err, errlen, "%s: %s", what, error);
+		ERR_clear_error();
+		return -1;
+	}
+	tls_entry_collect_names(e, SSL_CTX_get0_certificate(e->ctx));
+	return 0;
+}
+
+/* Load n contexts: from the files in certs, or (pems != NULL) from
+ * certificate PEMs with keys behind kc. */
+static int tls_server_load_any(const struct conf_tls_cert *certs, const struct tls_pem *pems,
+                               struct keyproxy_client *kc, size_t n, bool tickets,
+                               struct tls_server **tls_r, char *err, size_t errlen)
 {
 	pthread_once(&tls_ex_once, tls_ex_init);
 	if (tls_ex_index < 0) {
 		snprintf(err, errlen, "TLS: cannot allocate ex_data index");
 		return -1;
 	}
+	if (n == 0) {
+		snprintf(err, errlen, "TLS: no certificate");
+		return -1;
+	}
 	struct tls_server *tls = xcalloc(1, sizeof(*tls));
 	tls->entries = xcalloc(n, sizeof(*tls->entries));
 	for (; tls->n < n; tls->n++) {
-		if (tls_entry_load(&tls->entries[tls->n], certs[tls->n].cert, certs[tls->n].key,
-		                   tickets, err, errlen) < 0) {
+		struct tls_entry *e = &tls->entries[tls->n];
+		int r = pems != NULL ? tls_entry_load_proxied(e, &pems[tls->n].cert, tls->n, kc,
+		                                              tickets, err, errlen)
+		                     : tls_entry_load(e, certs[tls->n].cert, certs[tls->n].key,
+		                                      tickets, err, errlen);
+		if (r < 0) {
 			tls->n++; /* free the partly built one too */
 			tls_server_destroy(tls);
 			return -1;
@@ -294,6 +366,12 @@ static int tls_server_load(const struct conf_tls_cert *certs, size_t n, bool tic
 	}
 	*tls_r = tls;
 	return 0;
+}
+
+static int tls_server_load(const struct conf_tls_cert *certs, size_t n, bool tickets,
+                           struct tls_server **tls_r, char *err, size_t errlen)
+{
+	return tls_server_load_any(certs, NULL, NULL, n, tickets, tls_r, err, errlen);
 }
 
 int tls_server_create(const struct conf_tls *conf, const char *hostname, struct tls_server **tls_r,
@@ -316,6 +394,128 @@ int tls_server_create(const struct conf_tls *conf, const char *hostname, struct 
 	}
 	struct conf_tls_cert pair = {.cert = cert, .key = key};
 	return tls_server_load(&pair, 1, conf->session_tickets, tls_r, err, errlen);
+}
+
+/* --- Keys in the keys process --------------------------------------------- */
+
+/* path's contents into b (at most TLS_PEM_MAX octets). */
+static int tls_file_read(const char *path, struct buf *b, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* One allocation of the right size: growing by realloc would leave
+	 * copies of a key in freed memory that tls_pems_free cannot wipe. */
+	struct stat st;
+	if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size <= TLS_PEM_MAX)
+		(void)buf_reserve(b, (size_t)st.st_size + 1);
+	unsigned char chunk[8192];
+	ssize_t n;
+	int r = 0;
+	while (r == 0 && (n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || buf_append(b, chunk, (size_t)n) < 0) {
+			snprintf(err, errlen, "%s: %s", path,
+			         n < 0 ? strerror(errno) : "larger than a PEM file may be");
+			r = -1;
+		}
+	}
+	OPENSSL_cleanse(chunk, sizeof(chunk)); /* it may have held a key */
+	close(fd);
+	return r;
+}
+
+/* The pairs of conf as paths: tls.certificates, or the self-signed pair
+ * (generated first when generate is set). 0 with *n_r 0 if TLS is off. */
+static int tls_conf_read(const struct conf_tls *conf, const char *hostname, bool generate,
+                         bool with_keys, struct tls_pem **pems_r, size_t *n_r, char *err,
+                         size_t errlen)
+{
+	char cert[PATH_MAX], key[PATH_MAX];
+	struct conf_tls_cert self = {.cert = cert, .key = key};
+	const struct conf_tls_cert *pairs = conf->certs;
+	size_t n = conf->n_certs;
+	*pems_r = NULL;
+	*n_r = 0;
+	if (n == 0) {
+		const char *dir = conf->self_signed_dir;
+		if (dir == NULL || dir[0] == '\0')
+			return 0;
+		if (generate && tls_self_signed_ensure(dir, hostname, err, errlen) < 0)
+			return -1;
+		int c = snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+		int k = snprintf(key, sizeof(key), "%s/key.pem", dir);
+		if (c < 0 || (size_t)c >= sizeof(cert) || k < 0 || (size_t)k >= sizeof(key)) {
+			snprintf(err, errlen, "%s: path too long", dir);
+			return -1;
+		}
+		pairs = &self;
+		n = 1;
+	}
+	struct tls_pem *pems = xcalloc(n, sizeof(*pems));
+	for (size_t i = 0; i < n; i++) {
+		buf_init(&pems[i].cert, TLS_PEM_MAX);
+		buf_init(&pems[i].key, TLS_PEM_MAX);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (tls_file_read(pairs[i].cert, &pems[i].cert, err, errlen) < 0 ||
+		    (with_keys && tls_file_read(pairs[i].key, &pems[i].key, err, errlen) < 0)) {
+			tls_pems_free(&pems, n);
+			return -1;
+		}
+	}
+	*pems_r = pems;
+	*n_r = n;
+	return 0;
+}
+
+int tls_conf_read_pems(const struct conf_tls *conf, const char *hostname, bool with_keys,
+                       struct tls_pem **pems_r, size_t *n_r, char *err, size_t errlen)
+{
+	return tls_conf_read(conf, hostname, true, with_keys, pems_r, n_r, err, errlen);
+}
+
+void tls_pems_free(struct tls_pem **pems, size_t n)
+{
+	if (*pems == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct tls_pem *p = &(*pems)[i];
+		if (p->key.data != NULL)
+			OPENSSL_cleanse(p->key.data, p->key.len);
+		buf_free(&p->key);
+		buf_free(&p->cert);
+	}
+	free(*pems);
+	*pems = NULL;
+}
+
+int tls_server_create_proxied_pem(const struct tls_pem *pems, size_t n, bool session_tickets,
+                                  struct keyproxy_client *kc, struct tls_server **tls_r, char *err,
+                                  size_t errlen)
+{
+	*tls_r = NULL;
+	return tls_server_load_any(NULL, pems, kc, n, session_tickets, tls_r, err, errlen);
+}
+
+int tls_server_create_proxied(const struct conf_tls *conf, const char *hostname,
+                              struct keyproxy_client *kc, struct tls_server **tls_r, char *err,
+                              size_t errlen)
+{
+	struct tls_pem *pems = NULL;
+	size_t n = 0;
+	*tls_r = NULL;
+	if (tls_conf_read(conf, hostname, false, false, &pems, &n, err, errlen) < 0)
+		return -1;
+	if (n == 0)
+		return 0;
+	int r =
+	    tls_server_create_proxied_pem(pems, n, conf->session_tickets, kc, tls_r, err, errlen);
+	tls_pems_free(&pems, n);
+	return r;
 }
 
 void tls_server_free(struct tls_server **tls)

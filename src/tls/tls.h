@@ -23,8 +23,11 @@
 
 #include <openssl/ssl.h>
 
+#include "lib/buf.h"
+
 struct conf_tls;
 struct tls_server;
+struct keyproxy_client;
 
 /* Build from tls.certificates (or, if there are none and
  * tls.self_signed_dir is set, from the self-signed pair there, generating
@@ -58,6 +61,42 @@ const char *tls_describe(SSL *ssl, char *out, size_t outlen);
  * QUIT and clean closes only, never on a protocol error. */
 struct bufferevent;
 void tls_bufferevent_close_notify(struct bufferevent *bev);
+
+/* --- Keys held by the keys process (src/tls/keyproxy.h) --------------------
+ *
+ * The master reads every pair as root (tls_conf_read_pems, generating the
+ * self-signed pair first if that is configured), gives the keys' PEM bytes to
+ * the keys process (keyproxy_server_create_pem) and the certificates' to each
+ * smtpd, which builds its contexts with tls_server_create_proxied_pem over
+ * its socket to keys. Pair i is key index i in both, as in tls_server_create.
+ * Signing then blocks the handshaking thread for one round trip to keys. */
+
+#define TLS_PEM_MAX (1024 * 1024) /* one certificate chain or key file */
+
+struct tls_pem {
+	struct buf cert; /* leaf then chain */
+	struct buf key;  /* the private key; empty when not asked for */
+};
+
+/* The configured pairs (or the self-signed one, generated if missing) as
+ * PEM bytes; keys only if with_keys. *pems_r is NULL and *n_r 0 when TLS is
+ * not configured. Errors name the file. */
+int tls_conf_read_pems(const struct conf_tls *conf, const char *hostname, bool with_keys,
+                       struct tls_pem **pems_r, size_t *n_r, char *err, size_t errlen);
+/* Frees the array, wiping the keys. */
+void tls_pems_free(struct tls_pem **pems, size_t n);
+
+/* tls_server_create's contexts from certificate PEMs alone (pems[i].key is
+ * not looked at): context i's private key is index i in the keys process
+ * behind kc. The contexts keep references to kc. */
+int tls_server_create_proxied_pem(const struct tls_pem *pems, size_t n, bool session_tickets,
+                                  struct keyproxy_client *kc, struct tls_server **tls_r, char *err,
+                                  size_t errlen);
+/* The same, reading the certificate files named by conf (never the keys,
+ * never generating: the master has). *tls_r NULL with 0 if TLS is off. */
+int tls_server_create_proxied(const struct conf_tls *conf, const char *hostname,
+                              struct keyproxy_client *kc, struct tls_server **tls_r, char *err,
+                              size_t errlen);
 
 /* The certificate's subject names (SAN DNS names, else CN) of context i, for
  * tests and `hikyaku check`; returns the number of contexts. */
