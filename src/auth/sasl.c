@@ -19,7 +19,7 @@
 #include "auth/sasl.h"
 
 #include "auth/passwd.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "lib/alloc.h"
 #include "lib/strutil.h"
 

@@ -5,7 +5,7 @@
 #include "smtpd/session.h"
 #include "conf/aliases.h"
 #include "conf/conf.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "deliver/maildir.h"
 #include "lib/alloc.h"
 #include "lib/log.h"

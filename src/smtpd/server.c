@@ -7,7 +7,7 @@
 #include "auth/authfail.h"
 #include "auth/sasl.h"
 #include "conf/conf.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
