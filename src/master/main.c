@@ -8,6 +8,8 @@
 #include "conf/conf.h"
 #include "conf/aliases.h"
 #include "conf/credentials.h"
+#include "auth/authc.h"
+#include "auth/authd.h"
 #include "auth/users.h"
 #include "ctl/ctl.h"
 #include "lib/alloc.h"
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,6 +43,7 @@ struct main_ctx {
 	struct smtpd *smtpd;
 	struct qmgr *qmgr;
 	struct ctl_server *ctl;
+	struct authd *authd; /* the auth service, on this loop until issue 9's split */
 	struct credentials *creds; /* relay AUTH secrets, read as root */
 	bool stopping; /* a stop signal came: draining */
 };
@@ -191,6 +195,28 @@ static int main_drop_privileges(const struct conf *conf)
 	return 0;
 }
 
+/* The auth service (auth/authd.h) and smtpd's client of it, over a
+ * SOCK_SEQPACKET socketpair. Until the split (issue 9) the service runs on
+ * this loop with its own copy of the users table, as the auth process will
+ * have; smtpd keeps one for the recipient check in RCPT until the policy
+ * engine asks the service instead (authc_user_exists). */
+static int main_start_auth(struct main_ctx *ctx, struct users **auth_users)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		fprintf(stderr, "hikyaku: auth socketpair: %s\n", strerror(errno));
+		return -1;
+	}
+	ctx->authd = authd_create(ctx->base, ctx->conf, *auth_users);
+	*auth_users = NULL; /* the service's now */
+	authd_add_client(ctx->authd, sv[0]);
+	struct authc *c = authc_create(ctx->base, sv[1]);
+	if (authc_wait_ready(c, 5000) < 0)
+		log_warn("event=auth_not_ready (AUTH not offered until it is)");
+	smtpd_set_authc(ctx->smtpd, c);
+	return 0;
+}
+
 /* SIGHUP: new certificates for new sessions; live sessions keep theirs.
  * (The relay credentials are read again too, in main_on_signal; the rest
  * of the configuration needs a restart for now.) */
@@ -247,7 +273,7 @@ static int main_serve(const char *path)
 		main_print_default(conf);
 
 	int ret = 1;
-	struct users *users = NULL;
+	struct users *users = NULL, *auth_users = NULL;
 	struct aliases *aliases = NULL;
 	struct spool *spool = NULL;
 	struct main_ctx ctx = {0};
@@ -256,7 +282,8 @@ static int main_serve(const char *path)
 	char err[1024];
 
 	if (conf->users_file[0] != '\0' &&
-	    users_load(conf->users_file, &users, err, sizeof(err)) < 0) {
+	    (users_load(conf->users_file, &users, err, sizeof(err)) < 0 ||
+	     users_load(conf->users_file, &auth_users, err, sizeof(err)) < 0)) {
 		fprintf(stderr, "hikyaku: %s\n", err);
 		goto out;
 	}
@@ -295,6 +322,8 @@ static int main_serve(const char *path)
 	main_raise_nofile(conf);
 	if (main_drop_privileges(conf) < 0)
 		goto out;
+	if (main_start_auth(&ctx, &auth_users) < 0)
+		goto out;
 	if (fs_mkdir_p(conf->maildir_root, 0700) < 0 ||
 	    spool_open(conf->spool_dir, &spool, &error) < 0) {
 		fprintf(stderr, "hikyaku: spool %s: %s\n", conf->spool_dir,
@@ -332,6 +361,8 @@ out:
 	}
 	ctl_server_free(&ctx.ctl); /* before the queue manager it controls */
 	smtpd_free(&ctx.smtpd);
+	authd_free(&ctx.authd); /* after smtpd: its sessions cancel their requests */
+	users_free(&auth_users);
 	qmgr_free(&ctx.qmgr);
 	credentials_free(&ctx.creds); /* after the queue manager that used them */
 	spool_close(&spool);

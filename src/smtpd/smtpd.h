@@ -15,6 +15,7 @@ struct spool;
 struct qmgr;
 struct smtpd;
 struct tls_server;
+struct authc;
 
 /* users and aliases may be NULL (no file); both outlive the server. */
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
@@ -23,6 +24,9 @@ void smtpd_start(struct smtpd *smtpd, struct spool *spool, struct qmgr *qmgr);
 /* Install the TLS contexts (owned by smtpd from now on); used at start and
  * on SIGHUP to reload certificates without dropping sessions. */
 void smtpd_set_tls(struct smtpd *smtpd, struct tls_server *tls);
+/* The client of the auth service (auth/authc.h), owned by smtpd from now
+ * on: AUTH runs through it. Without one, AUTH is not offered. */
+void smtpd_set_authc(struct smtpd *smtpd, struct authc *authc);
 /* Stop accepting; sessions end at their next command boundary. */
 void smtpd_shutdown(struct smtpd *smtpd);
 size_t smtpd_session_count(const struct smtpd *smtpd);
