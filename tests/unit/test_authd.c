@@ -4,7 +4,9 @@
  * (the client's proof computed here, RFC 5802 §3), user lookups, a
  * cancelled request that never calls back, a cancelled exchange that gives
  * its guess back, the service gone (tempfail), and malformed frames
- * answered with ERROR until the client is dropped. */
+ * answered with ERROR until the client is dropped; and smtpd's AUTH through
+ * the service over loopback: 235, 535, then 454 once the service is gone,
+ * the session going on. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,7 +34,11 @@
 #include "auth/users.h"
 #include "conf/conf.h"
 #include "ctl/ctl.h"
+#include "lib/base64.h"
 #include "lib/buf.h"
+#include "smtpd/smtpd.h"
+
+#include <poll.h>
 
 /* "correct horse" (test_auth.c) */
 #define SHA512_CORRECT                                                                             \
@@ -499,6 +505,111 @@ static void test_malformed_frames(void **state)
 	close(sv[1]);
 }
 
+/* ---- smtpd's AUTH through the service ---- */
+
+static int tcp_connect(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET,
+				  .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	return fd;
+}
+
+/* Send line (unless NULL), turn the loop until the reply holds want. */
+static void chat(struct fx *f, int fd, const char *line, const char *want)
+{
+	char got[4096];
+	size_t n = 0;
+	if (line != NULL)
+		assert_int_equal(send(fd, line, strlen(line), 0), (ssize_t)strlen(line));
+	got[0] = '\0';
+	for (int i = 0; i < 400 && strstr(got, want) == NULL; i++) {
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 5) == 1) {
+			ssize_t r = recv(fd, got + n, sizeof(got) - 1 - n, 0);
+			assert_true(r > 0);
+			n += (size_t)r;
+			got[n] = '\0';
+		}
+	}
+	if (strstr(got, want) == NULL)
+		fail_msg("wanted \"%s\", got \"%s\"", want, got);
+}
+
+static void plain_cmd(const char *user, const char *pw, char *out, size_t outlen)
+{
+	unsigned char msg[256];
+	size_t ul = strlen(user), pl = strlen(pw);
+	msg[0] = '\0';
+	memcpy(msg + 1, user, ul);
+	msg[1 + ul] = '\0';
+	memcpy(msg + 2 + ul, pw, pl);
+	struct buf b;
+	buf_init(&b, 0);
+	base64_encode(msg, 2 + ul + pl, &b);
+	snprintf(out, outlen, "AUTH PLAIN %s\r\n", buf_cstr(&b));
+	buf_free(&b);
+}
+
+static void test_smtpd_auth_and_service_gone(void **state)
+{
+	struct fx *f = *state;
+	char yaml[512], path[] = "/tmp/hk-test-authd-conf-XXXXXX", err[512];
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sin);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &slen), 0);
+	close(lfd);
+	int port = ntohs(sin.sin_port);
+	snprintf(yaml, sizeof(yaml),
+		 "listen:\n  - address: 127.0.0.1:%d\n    tls: none\n    auth: true\n    plaintext_auth: true\n"
+		 "local_domains: [example.org]\naccept_any_user: true\n",
+		 port);
+	int cfd = mkstemp(path);
+	assert_true(cfd >= 0);
+	assert_int_equal(write(cfd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
+	close(cfd);
+	struct conf *conf = NULL;
+	int rc = conf_load(path, &conf, err, sizeof(err));
+	unlink(path);
+	if (rc < 0)
+		fail_msg("conf_load: %s", err);
+	struct smtpd *srv = NULL;
+	const char *error = NULL;
+	assert_int_equal(smtpd_create(f->base, conf, NULL, NULL, &srv, &error), 0);
+	smtpd_set_authc(srv, f->c);
+	f->c = NULL; /* smtpd's now */
+	smtpd_start(srv, NULL, NULL);
+
+	char good[256], bad[256];
+	plain_cmd("alice@example.org", "correct horse", good, sizeof(good));
+	plain_cmd("alice@example.org", "wrong horse", bad, sizeof(bad));
+	int fd = tcp_connect(port);
+	chat(f, fd, NULL, "220 ");
+	chat(f, fd, "EHLO client.example\r\n", "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n");
+	chat(f, fd, bad, "535 5.7.8 ");
+	chat(f, fd, good, "235 2.7.0 ");
+	chat(f, fd, good, "503 5.5.1 Already authenticated");
+	close(fd);
+
+	authd_free(&f->d);
+	fd = tcp_connect(port);
+	chat(f, fd, NULL, "220 ");
+	chat(f, fd, "EHLO client.example\r\n", "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n");
+	chat(f, fd, good, "454 4.7.0 Temporary authentication failure");
+	chat(f, fd, "AUTH LOGIN\r\n", "454 4.7.0 ");
+	chat(f, fd, "NOOP\r\n", "250 ");
+	close(fd);
+	for (int i = 0; i < 20; i++)
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+	smtpd_free(&srv);
+	conf_free(&conf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -511,6 +622,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_gives_the_guess_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_server_gone, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_frames, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_smtpd_auth_and_service_gone, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
