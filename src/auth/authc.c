@@ -91,9 +91,14 @@ static void authc_on_step_answer(struct authc_req *r, const struct authp_msg *m)
 		res.failures = m->failures > 1000000 ? 1000000 : (unsigned)m->failures;
 		res.lockout = m->lockout != 0;
 		break;
-	case AUTHP_T_LOCKED: res.status = AUTHC_LOCKED; break;
-	case AUTHP_T_MALFORMED: res.status = AUTHC_MALFORMED; break;
-	default: break; /* ERROR, or an answer of the wrong kind */
+	case AUTHP_T_LOCKED:
+		res.status = AUTHC_LOCKED;
+		break;
+	case AUTHP_T_MALFORMED:
+		res.status = AUTHC_MALFORMED;
+		break;
+	default:
+		break; /* ERROR, or an answer of the wrong kind */
 	}
 	r->step_cb(r->arg, &res);
 }
@@ -115,7 +120,8 @@ static void authc_on_frame(void *arg, const struct authp_msg *m, const char *err
 		char msg[AUTHP_MESSAGE_MAX + 1];
 		memcpy(msg, m->message != NULL ? m->message : "", m->message_len);
 		msg[m->message_len] = '\0';
-		log_warn("event=authc_error req=%llu error=\"%s\"", (unsigned long long)m->req, msg);
+		log_warn("event=authc_error req=%llu error=\"%s\"", (unsigned long long)m->req,
+		         msg);
 	}
 	struct authc_req *r = m->req != 0 ? authc_take(c, m->req) : NULL;
 	if (r == NULL)
@@ -204,7 +210,7 @@ uint64_t authc_new_id(struct authc *c)
 
 /* Send a finished frame and register the request it carries. */
 static struct authc_req *authc_send(struct authc *c, struct buf *out, size_t st, uint64_t id,
-				    enum authc_kind kind)
+                                    enum authc_kind kind)
 {
 	if (ctl_frame_end(out, st, AUTHP_FRAME_MAX) < 0 || authp_conn_send(c->conn, out) < 0) {
 		if (out->data != NULL)
@@ -223,8 +229,8 @@ static struct authc_req *authc_send(struct authc *c, struct buf *out, size_t st,
 }
 
 struct authc_req *authc_step(struct authc *c, uint64_t session, uint64_t exchange, int mech,
-			     const struct sockaddr_storage *addr, bool has_data, bool bad_base64,
-			     const void *data, size_t len, authc_step_cb *cb, void *arg)
+                             const struct sockaddr_storage *addr, bool has_data, bool bad_base64,
+                             const void *data, size_t len, authc_step_cb *cb, void *arg)
 {
 	if (c->conn == NULL || c->n_req >= AUTHC_REQ_MAX || len > SASL_RESPONSE_MAX)
 		return NULL;
@@ -254,7 +260,7 @@ struct authc_req *authc_step(struct authc *c, uint64_t session, uint64_t exchang
 }
 
 void authc_exchange_end(struct authc *c, uint64_t session, uint64_t exchange,
-			struct authc_req **req)
+                        struct authc_req **req)
 {
 	authc_cancel(c, req);
 	if (c->conn == NULL || exchange == 0)
@@ -271,7 +277,7 @@ void authc_exchange_end(struct authc *c, uint64_t session, uint64_t exchange,
 }
 
 struct authc_req *authc_user_exists(struct authc *c, const char *address, authc_exists_cb *cb,
-				    void *arg)
+                                    void *arg)
 {
 	if (c->conn == NULL || c->n_req >= AUTHC_REQ_MAX || strlen(address) > AUTHP_NAME_MAX)
 		return NULL;

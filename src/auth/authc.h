@@ -29,7 +29,7 @@ enum authc_status {
 	AUTHC_CHALLENGE, /* data: the raw challenge (334 in base64) */
 	AUTHC_OK,        /* user: the authenticated name (235) */
 	AUTHC_FAIL,      /* bad credentials, already delayed: 535; failures for
-			  * the log; lockout: then 421 and close */
+	                  * the log; lockout: then 421 and close */
 	AUTHC_LOCKED,    /* the address is locked out: 421 at once */
 	AUTHC_MALFORMED, /* protocol violation, no guess counted: 501 */
 	AUTHC_TEMPFAIL,  /* the service is gone or refused: 454 4.7.0 */
@@ -39,9 +39,9 @@ struct authc_step_result {
 	enum authc_status status;
 	const unsigned char *data; /* CHALLENGE; valid during the callback */
 	size_t len;
-	const char *user;          /* OK; valid during the callback */
-	unsigned failures;         /* FAIL */
-	bool lockout;              /* FAIL */
+	const char *user;  /* OK; valid during the callback */
+	unsigned failures; /* FAIL */
+	bool lockout;      /* FAIL */
 };
 
 enum authc_exists { AUTHC_NO, AUTHC_YES, AUTHC_EXISTS_TEMPFAIL };
@@ -74,16 +74,16 @@ uint64_t authc_new_id(struct authc *c);
  * ends with MALFORMED; a first step still counts against a lock-out).
  * data is copied (and the copy wiped). */
 struct authc_req *authc_step(struct authc *c, uint64_t session, uint64_t exchange, int mech,
-			     const struct sockaddr_storage *addr, bool has_data, bool bad_base64,
-			     const void *data, size_t len, authc_step_cb *cb, void *arg);
+                             const struct sockaddr_storage *addr, bool has_data, bool bad_base64,
+                             const void *data, size_t len, authc_step_cb *cb, void *arg);
 /* The exchange ends on smtpd's side ('*', bad base64, the client gone):
  * cancels its request if one is out, and tells the service, which gives
  * the guess back if none was made. */
 void authc_exchange_end(struct authc *c, uint64_t session, uint64_t exchange,
-			struct authc_req **req);
+                        struct authc_req **req);
 /* Does "local@domain" name a user? */
 struct authc_req *authc_user_exists(struct authc *c, const char *address, authc_exists_cb *cb,
-				    void *arg);
+                                    void *arg);
 /* Withdraw a request: no callback. Clears *req; NULL is fine. */
 void authc_cancel(struct authc *c, struct authc_req **req);
 

@@ -56,12 +56,12 @@ struct authd_xchg {
 	struct authd_client *cl; /* NULL once orphaned (client gone, cancelled) */
 	struct authd_xchg *hnext;
 	uint64_t session, exchange;
-	uint64_t req;             /* the STEP being answered, 0 when idle */
+	uint64_t req; /* the STEP being answered, 0 when idle */
 	struct authd_gen *gen;
 	struct sasl_server *sasl; /* NULL after a failure (waiting for the delay) */
 	struct sockaddr_storage addr;
 	enum sasl_mech mech;
-	bool verifying;           /* a password is out on a worker */
+	bool verifying; /* a password is out on a worker */
 	unsigned failures;
 	struct event *delay_ev;
 };
@@ -180,7 +180,7 @@ static size_t authd_bucket(uint64_t session, uint64_t exchange)
 }
 
 static struct authd_xchg **authd_xchg_slot(struct authd_client *cl, uint64_t session,
-					   uint64_t exchange)
+                                           uint64_t exchange)
 {
 	struct authd_xchg **pp = &cl->buckets[authd_bucket(session, exchange)];
 	while (*pp != NULL && ((*pp)->session != session || (*pp)->exchange != exchange))
@@ -236,8 +236,8 @@ static void authd_on_delay(evutil_socket_t fd, short what, void *arg)
 	struct authd_xchg *x = arg;
 	struct authd_client *cl = x->cl;
 	struct authd *d = cl->d;
-	unsigned now = authfail_count(d->authfail, &x->addr, authd_now_ms(),
-				      d->conf->auth.failure_window);
+	unsigned now =
+	    authfail_count(d->authfail, &x->addr, authd_now_ms(), d->conf->auth.failure_window);
 	struct buf out;
 	buf_init(&out, AUTHP_FRAME_MAX);
 	size_t st = ctl_frame_begin(&out, AUTHP_T_FAIL);
@@ -252,15 +252,15 @@ static void authd_on_delay(evutil_socket_t fd, short what, void *arg)
  * the address's failures earn. */
 static void authd_failed(struct authd_xchg *x, struct authd *d)
 {
-	unsigned n = authfail_count(d->authfail, &x->addr, authd_now_ms(),
-				    d->conf->auth.failure_window);
+	unsigned n =
+	    authfail_count(d->authfail, &x->addr, authd_now_ms(), d->conf->auth.failure_window);
 	if (n == 0)
 		n = 1;
 	x->failures = n;
-	uint64_t ms = (uint64_t)(n < AUTHD_DELAY_STEPS_MAX ? n : AUTHD_DELAY_STEPS_MAX) *
-		      d->delay_step;
+	uint64_t ms =
+	    (uint64_t)(n < AUTHD_DELAY_STEPS_MAX ? n : AUTHD_DELAY_STEPS_MAX) * d->delay_step;
 	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
-			     .tv_usec = (suseconds_t)((ms % 1000) * 1000)};
+	                     .tv_usec = (suseconds_t)((ms % 1000) * 1000)};
 	sasl_server_free(&x->sasl);
 	x->delay_ev = evtimer_new(d->base, authd_on_delay, x);
 	evtimer_add(x->delay_ev, &tv);
@@ -365,7 +365,7 @@ static struct authd_xchg *authd_xchg_begin(struct authd_client *cl, const struct
 	a6->sin6_family = AF_INET6;
 	memcpy(&a6->sin6_addr, m->addr, AUTHP_ADDR_LEN);
 	if (authfail_reserve(d->authfail, &x->addr, authd_now_ms(), d->conf->auth.failure_window,
-			     (unsigned)d->conf->auth.max_failures) < 0) {
+	                     (unsigned)d->conf->auth.max_failures) < 0) {
 		free(x);
 		authd_answer(cl, AUTHP_T_LOCKED, m->req);
 		return NULL;
@@ -413,7 +413,7 @@ static void authd_on_step(struct authd_client *cl, const struct authp_msg *m)
 	buf_init(&chal, AUTHP_FRAME_MAX - 64);
 	bool has_data = (m->flags & AUTHP_STEP_DATA) != 0;
 	enum sasl_result r = sasl_server_step(x->sasl, has_data, has_data ? m->data : NULL,
-					      has_data ? m->data_len : 0, &chal);
+	                                      has_data ? m->data_len : 0, &chal);
 	authd_result(x, r, &chal);
 	buf_free(&chal);
 }

@@ -21,9 +21,9 @@ struct users;
 struct authd;
 
 /* Bounds per client socket. */
-#define AUTHD_REQ_MAX 1024      /* requests being served (password checks, delays) */
-#define AUTHD_XCHG_MAX 16384    /* SASL exchanges open (waiting for the client) */
-#define AUTHD_ERRORS_MAX 16     /* malformed frames before the client is dropped */
+#define AUTHD_REQ_MAX 1024   /* requests being served (password checks, delays) */
+#define AUTHD_XCHG_MAX 16384 /* SASL exchanges open (waiting for the client) */
+#define AUTHD_ERRORS_MAX 16  /* malformed frames before the client is dropped */
 
 /* users (may be NULL: every user unknown, AUTH not offered) is owned by the
  * service from now on. conf must outlive it. */

@@ -65,21 +65,55 @@ static void authp_set(struct authp_msg *m, const struct ctl_field *f)
 {
 	uint64_t v = ctl_field_u64(f);
 	switch ((enum authp_tag)f->tag) {
-	case AUTHP_F_REQ: m->req = v; break;
-	case AUTHP_F_SESSION: m->session = v; break;
-	case AUTHP_F_EXCHANGE: m->exchange = v; break;
-	case AUTHP_F_MECH: m->mech = v; break;
-	case AUTHP_F_ADDR: m->addr = f->p; break;
-	case AUTHP_F_DATA: m->data = f->p; m->data_len = f->len; break;
-	case AUTHP_F_FLAGS: m->flags = v; break;
-	case AUTHP_F_USER: m->user = (const char *)f->p; m->user_len = f->len; break;
-	case AUTHP_F_FAILURES: m->failures = v; break;
-	case AUTHP_F_LOCKOUT: m->lockout = v; break;
-	case AUTHP_F_NAME: m->name = (const char *)f->p; m->name_len = f->len; break;
-	case AUTHP_F_MESSAGE: m->message = (const char *)f->p; m->message_len = f->len; break;
-	case AUTHP_F_MASK: m->mask = v; break;
-	case AUTHP_F_USERS: m->users = v; break;
-	case AUTHP_F_YES: m->yes = v; break;
+	case AUTHP_F_REQ:
+		m->req = v;
+		break;
+	case AUTHP_F_SESSION:
+		m->session = v;
+		break;
+	case AUTHP_F_EXCHANGE:
+		m->exchange = v;
+		break;
+	case AUTHP_F_MECH:
+		m->mech = v;
+		break;
+	case AUTHP_F_ADDR:
+		m->addr = f->p;
+		break;
+	case AUTHP_F_DATA:
+		m->data = f->p;
+		m->data_len = f->len;
+		break;
+	case AUTHP_F_FLAGS:
+		m->flags = v;
+		break;
+	case AUTHP_F_USER:
+		m->user = (const char *)f->p;
+		m->user_len = f->len;
+		break;
+	case AUTHP_F_FAILURES:
+		m->failures = v;
+		break;
+	case AUTHP_F_LOCKOUT:
+		m->lockout = v;
+		break;
+	case AUTHP_F_NAME:
+		m->name = (const char *)f->p;
+		m->name_len = f->len;
+		break;
+	case AUTHP_F_MESSAGE:
+		m->message = (const char *)f->p;
+		m->message_len = f->len;
+		break;
+	case AUTHP_F_MASK:
+		m->mask = v;
+		break;
+	case AUTHP_F_USERS:
+		m->users = v;
+		break;
+	case AUTHP_F_YES:
+		m->yes = v;
+		break;
 	}
 }
 
@@ -284,7 +318,7 @@ static void authp_conn_on_write(evutil_socket_t fd, short what, void *arg)
 }
 
 struct authp_conn *authp_conn_create(struct event_base *base, int fd,
-				     const struct authp_conn_ops *ops, void *arg)
+                                     const struct authp_conn_ops *ops, void *arg)
 {
 	struct authp_conn *c = xcalloc(1, sizeof(*c));
 	int fl = fcntl(fd, F_GETFL);

@@ -52,26 +52,26 @@ enum authp_type {
 };
 
 enum authp_tag {
-	AUTHP_F_REQ = 1,       /* u64 */
-	AUTHP_F_SESSION = 2,   /* u64 */
-	AUTHP_F_EXCHANGE = 3,  /* u64 */
-	AUTHP_F_MECH = 4,      /* u64: enum sasl_mech */
-	AUTHP_F_ADDR = 5,      /* bytes, AUTHP_ADDR_LEN */
-	AUTHP_F_DATA = 6,      /* bytes, <= SASL_RESPONSE_MAX */
-	AUTHP_F_FLAGS = 7,     /* u64: AUTHP_STEP_* */
-	AUTHP_F_USER = 8,      /* str, <= AUTHP_USER_MAX */
-	AUTHP_F_FAILURES = 9,  /* u64 */
-	AUTHP_F_LOCKOUT = 10,  /* u64 0/1: close the session after the 535 */
-	AUTHP_F_NAME = 11,     /* str, <= AUTHP_NAME_MAX */
-	AUTHP_F_MESSAGE = 12,  /* str, <= AUTHP_MESSAGE_MAX */
-	AUTHP_F_MASK = 13,     /* u64: SASL_MECH_BIT()s offered */
-	AUTHP_F_USERS = 14,    /* u64 0/1: a users table is loaded */
-	AUTHP_F_YES = 15,      /* u64 0/1 */
+	AUTHP_F_REQ = 1,      /* u64 */
+	AUTHP_F_SESSION = 2,  /* u64 */
+	AUTHP_F_EXCHANGE = 3, /* u64 */
+	AUTHP_F_MECH = 4,     /* u64: enum sasl_mech */
+	AUTHP_F_ADDR = 5,     /* bytes, AUTHP_ADDR_LEN */
+	AUTHP_F_DATA = 6,     /* bytes, <= SASL_RESPONSE_MAX */
+	AUTHP_F_FLAGS = 7,    /* u64: AUTHP_STEP_* */
+	AUTHP_F_USER = 8,     /* str, <= AUTHP_USER_MAX */
+	AUTHP_F_FAILURES = 9, /* u64 */
+	AUTHP_F_LOCKOUT = 10, /* u64 0/1: close the session after the 535 */
+	AUTHP_F_NAME = 11,    /* str, <= AUTHP_NAME_MAX */
+	AUTHP_F_MESSAGE = 12, /* str, <= AUTHP_MESSAGE_MAX */
+	AUTHP_F_MASK = 13,    /* u64: SASL_MECH_BIT()s offered */
+	AUTHP_F_USERS = 14,   /* u64 0/1: a users table is loaded */
+	AUTHP_F_YES = 15,     /* u64 0/1 */
 	AUTHP_F_MAX = 15,
 };
 
-#define AUTHP_STEP_DATA 1u    /* DATA is a response (an empty one may be absent) */
-#define AUTHP_STEP_BADB64 2u  /* the response was not base64: reserve, then 501 */
+#define AUTHP_STEP_DATA 1u   /* DATA is a response (an empty one may be absent) */
+#define AUTHP_STEP_BADB64 2u /* the response was not base64: reserve, then 501 */
 
 /* One decoded frame: fields seen are flagged in `has` (1u << tag); the
  * pointers point into the packet. */
@@ -108,7 +108,7 @@ struct authp_conn_ops {
 
 /* Takes fd (non-blocking, close-on-exec set here). */
 struct authp_conn *authp_conn_create(struct event_base *base, int fd,
-				     const struct authp_conn_ops *ops, void *arg);
+                                     const struct authp_conn_ops *ops, void *arg);
 /* Queue frame (a complete ctl_frame_end()ed buffer, wiped and consumed):
  * 0, or -1 when the connection is closed or its output queue is full. */
 int authp_conn_send(struct authp_conn *c, struct buf *frame);

@@ -27,7 +27,7 @@ static void auth_lockout(struct smtpd_session *s, const char *why)
 {
 	log_info("event=auth_lockout sid=%s client=%s", s->sid, s->client_addr);
 	smtpd_reply(s, 421, "4.7.0", "%s Too many authentication failures, %s",
-		    s->srv->conf->hostname, why);
+	            s->srv->conf->hostname, why);
 	smtpd_session_close(s);
 }
 
@@ -45,7 +45,7 @@ const char *smtpd_auth_line(struct smtpd_session *s)
 	for (int m = SASL_PLAIN; m <= SASL_SCRAM_SHA_256; m++)
 		if (mechs & SASL_MECH_BIT(m))
 			off += (size_t)snprintf(srv->auth_line + off, sizeof(srv->auth_line) - off,
-						" %s", sasl_mech_name((enum sasl_mech)m));
+			                        " %s", sasl_mech_name((enum sasl_mech)m));
 	snprintf(srv->auth_line + off, sizeof(srv->auth_line) - off, "\r\n");
 	return srv->auth_line;
 }
@@ -113,7 +113,7 @@ static void auth_succeeded(struct smtpd_session *s, const char *user)
 	s->auth_user = xstrdup(user);
 	char qu[LOG_Q_MAX];
 	log_info("event=auth sid=%s client=%s mech=%s user=%s", s->sid, s->client_addr,
-		 sasl_mech_name((enum sasl_mech)s->sasl_mech), log_qs(qu, s->auth_user));
+	         sasl_mech_name((enum sasl_mech)s->sasl_mech), log_qs(qu, s->auth_user));
 	auth_done(s);
 	smtpd_reply(s, 235, "2.7.0", "Authentication successful");
 }
@@ -123,7 +123,7 @@ static void auth_succeeded(struct smtpd_session *s, const char *user)
 static void auth_failed(struct smtpd_session *s, unsigned failures, bool lockout)
 {
 	log_info("event=auth_failed sid=%s client=%s mech=%s failures=%u", s->sid, s->client_addr,
-		 sasl_mech_name((enum sasl_mech)s->sasl_mech), failures);
+	         sasl_mech_name((enum sasl_mech)s->sasl_mech), failures);
 	auth_done(s);
 	smtpd_reply(s, 535, "5.7.8", "Authentication credentials invalid");
 	if (lockout)
@@ -171,8 +171,7 @@ static void auth_on_answer(void *arg, const struct authc_step_result *r)
 /* Decode one response (or the initial one) and send it to the service;
  * mech >= 0 on the first step. b64 points into the session's line buffer
  * and is wiped here. */
-static void auth_step(struct smtpd_session *s, int mech, bool has_data, const char *b64,
-		      size_t len)
+static void auth_step(struct smtpd_session *s, int mech, bool has_data, const char *b64, size_t len)
 {
 	struct buf in;
 	buf_init(&in, SASL_RESPONSE_MAX);
@@ -187,8 +186,8 @@ static void auth_step(struct smtpd_session *s, int mech, bool has_data, const ch
 		 * reserved (a locked-out address gets its 421) and given back. */
 		s->auth_bad_b64 = bad;
 		s->auth_req = authc_step(s->srv->authc, s->auth_sess, s->auth_xid, mech,
-					 mech >= 0 ? &s->client_ss : NULL, has_data, bad, in.data,
-					 in.len, auth_on_answer, s);
+		                         mech >= 0 ? &s->client_ss : NULL, has_data, bad, in.data,
+		                         in.len, auth_on_answer, s);
 		if (s->auth_req == NULL)
 			auth_tempfail(s);
 		else

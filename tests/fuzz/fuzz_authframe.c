@@ -79,12 +79,12 @@ static void fuzz_check_decode(const uint8_t *data, size_t size)
 		return;
 	}
 	const uint8_t *end = data + size;
-	if (m.data != NULL && (m.data < data || m.data + m.data_len > end ||
-			       m.data_len > SASL_RESPONSE_MAX))
+	if (m.data != NULL &&
+	    (m.data < data || m.data + m.data_len > end || m.data_len > SASL_RESPONSE_MAX))
 		abort();
-	if (m.name != NULL && ((const uint8_t *)m.name < data ||
-			       (const uint8_t *)m.name + m.name_len > end ||
-			       m.name_len > AUTHP_NAME_MAX || memchr(m.name, 0, m.name_len) != NULL))
+	if (m.name != NULL &&
+	    ((const uint8_t *)m.name < data || (const uint8_t *)m.name + m.name_len > end ||
+	     m.name_len > AUTHP_NAME_MAX || memchr(m.name, 0, m.name_len) != NULL))
 		abort();
 	if (m.addr != NULL && (m.addr < data || m.addr + AUTHP_ADDR_LEN > end))
 		abort();

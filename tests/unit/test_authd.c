@@ -183,7 +183,7 @@ static struct sockaddr_storage addr4(const char *text)
 }
 
 static struct authc_req *plain(struct fx *f, uint64_t xid, const char *addr, const char *user,
-			       const char *pw)
+                               const char *pw)
 {
 	char msg[256];
 	size_t ul = strlen(user), pl = strlen(pw);
@@ -202,7 +202,7 @@ static void test_ready_and_mechs(void **state)
 	assert_true(authc_connected(f->c));
 	assert_true(authc_has_users(f->c));
 	assert_int_equal(authc_mechs(f->c), SASL_MECH_BIT(SASL_PLAIN) | SASL_MECH_BIT(SASL_LOGIN) |
-						SASL_MECH_BIT(SASL_SCRAM_SHA_256));
+	                                        SASL_MECH_BIT(SASL_SCRAM_SHA_256));
 	/* a reload without users: the client hears AUTH is off */
 	authd_set_users(f->d, NULL);
 	run_for(f, 3);
@@ -234,7 +234,8 @@ static void test_lockout(void **state)
 	struct fx *f = *state;
 	f->conf.auth.max_failures = 2;
 	for (int i = 0; i < 2; i++) {
-		assert_non_null(plain(f, 10 + (uint64_t)i, "198.51.100.7", "alice@example.org", "x"));
+		assert_non_null(
+		    plain(f, 10 + (uint64_t)i, "198.51.100.7", "alice@example.org", "x"));
 		run_until(f, i + 1);
 		assert_int_equal(f->r.status, AUTHC_FAIL);
 		assert_int_equal(f->r.lockout, i == 1);
@@ -251,7 +252,7 @@ static void test_lockout(void **state)
 /* ---- SCRAM-SHA-256: the client side, RFC 5802 §3 ---- */
 
 static void hmac256(const unsigned char *key, size_t klen, const void *msg, size_t mlen,
-		    unsigned char out[32])
+                    unsigned char out[32])
 {
 	unsigned int n = 32;
 	assert_non_null(HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &n));
@@ -263,7 +264,7 @@ static void test_scram_exchange(void **state)
 	struct sockaddr_storage ss = addr4("203.0.113.5");
 	const char *cfirst = "n,,n=user@example.org,r=rOprNGfwEbeRWgbNEkqO";
 	assert_non_null(authc_step(f->c, 7, 1, SASL_SCRAM_SHA_256, &ss, true, false, cfirst,
-				   strlen(cfirst), on_step, f));
+	                           strlen(cfirst), on_step, f));
 	run_until(f, 1);
 	assert_int_equal(f->r.status, AUTHC_CHALLENGE);
 	char sfirst[512];
@@ -278,10 +279,10 @@ static void test_scram_exchange(void **state)
 
 	unsigned char salt[16], sp[32], ck[32], sk[32], skey[32], csig[32], proof[32], ssig[32];
 	size_t salt_len;
-	assert_int_equal(passwd_b64_decode("W22ZaJ0SNY7soEsUEjb6gQ==", 24, salt, sizeof(salt),
-					   &salt_len), 0);
-	assert_int_equal(PKCS5_PBKDF2_HMAC("pencil", 6, salt, (int)salt_len, 4096, EVP_sha256(), 32,
-					   sp), 1);
+	assert_int_equal(
+	    passwd_b64_decode("W22ZaJ0SNY7soEsUEjb6gQ==", 24, salt, sizeof(salt), &salt_len), 0);
+	assert_int_equal(
+	    PKCS5_PBKDF2_HMAC("pencil", 6, salt, (int)salt_len, 4096, EVP_sha256(), 32, sp), 1);
 	hmac256(sp, 32, "Client Key", 10, ck);
 	SHA256(ck, 32, sk);
 	hmac256(sp, 32, "Server Key", 10, skey);
@@ -294,8 +295,8 @@ static void test_scram_exchange(void **state)
 	passwd_b64_encode(proof, 32, p64, sizeof(p64));
 	snprintf(final, sizeof(final), "%s,p=%s", without, p64);
 
-	assert_non_null(authc_step(f->c, 7, 1, -1, NULL, true, false, final, strlen(final),
-				   on_step, f));
+	assert_non_null(
+	    authc_step(f->c, 7, 1, -1, NULL, true, false, final, strlen(final), on_step, f));
 	run_until(f, 2);
 	assert_int_equal(f->r.status, AUTHC_CHALLENGE);
 	hmac256(skey, 32, authmsg, strlen(authmsg), ssig);
@@ -348,8 +349,7 @@ static void test_cancel_gives_the_guess_back(void **state)
 	f->conf.auth.max_failures = 1;
 	struct sockaddr_storage ss = addr4("192.0.2.77");
 	/* LOGIN without an initial response: "Username:", nothing checked */
-	assert_non_null(authc_step(f->c, 3, 1, SASL_LOGIN, &ss, false, false, NULL, 0, on_step,
-				   f));
+	assert_non_null(authc_step(f->c, 3, 1, SASL_LOGIN, &ss, false, false, NULL, 0, on_step, f));
 	run_until(f, 1);
 	assert_int_equal(f->r.status, AUTHC_CHALLENGE);
 	assert_memory_equal(f->r.data, "Username:", 9);
@@ -511,8 +511,8 @@ static int tcp_connect(int port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sin = {.sin_family = AF_INET,
-				  .sin_port = htons((uint16_t)port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	                          .sin_port = htons((uint16_t)port),
+	                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	return fd;
 }
@@ -566,9 +566,10 @@ static void test_smtpd_auth_and_service_gone(void **state)
 	close(lfd);
 	int port = ntohs(sin.sin_port);
 	snprintf(yaml, sizeof(yaml),
-		 "listen:\n  - address: 127.0.0.1:%d\n    tls: none\n    auth: true\n    plaintext_auth: true\n"
-		 "local_domains: [example.org]\naccept_any_user: true\n",
-		 port);
+	         "listen:\n  - address: 127.0.0.1:%d\n    tls: none\n    auth: true\n    "
+	         "plaintext_auth: true\n"
+	         "local_domains: [example.org]\naccept_any_user: true\n",
+	         port);
 	int cfd = mkstemp(path);
 	assert_true(cfd >= 0);
 	assert_int_equal(write(cfd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
