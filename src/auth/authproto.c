@@ -246,6 +246,12 @@ int authp_conn_send(struct authp_conn *c, struct buf *frame)
 		if (c->nout == 1)
 			authp_conn_flush(c);
 		r = 0;
+	} else if (!c->closed && frame->len > 0) {
+		/* The peer stopped reading: an answer dropped silently would
+		 * leave a request waiting for ever. Close instead; the read
+		 * event then reports it like any close. */
+		c->closed = true;
+		(void)shutdown(c->fd, SHUT_RDWR);
 	}
 	if (frame->data != NULL)
 		passwd_wipe(frame->data, frame->cap);

@@ -110,7 +110,8 @@ struct authp_conn_ops {
 struct authp_conn *authp_conn_create(struct event_base *base, int fd,
                                      const struct authp_conn_ops *ops, void *arg);
 /* Queue frame (a complete ctl_frame_end()ed buffer, wiped and consumed):
- * 0, or -1 when the connection is closed or its output queue is full. */
+ * 0, or -1 when the connection is closed. A full output queue (the peer
+ * stopped reading) shuts the socket down: ops->closed follows. */
 int authp_conn_send(struct authp_conn *c, struct buf *frame);
 /* Read and dispatch whatever is there now, waiting at most timeout_ms for
  * the first packet (start-up: the first MECHS). 1 dispatched, 0 timeout,

@@ -505,6 +505,37 @@ static void test_malformed_frames(void **state)
 	close(sv[1]);
 }
 
+/* A client that sends requests and never reads the answers is dropped once
+ * its answers fill the output queue, not served into the void. */
+static void test_client_not_reading_is_dropped(void **state)
+{
+	struct fx *f = *state;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+	authd_add_client(f->d, sv[0]);
+	assert_int_equal(authd_client_count(f->d), 2);
+	struct buf b;
+	buf_init(&b, AUTHP_FRAME_MAX);
+	for (uint64_t id = 1; id < 100000 && authd_client_count(f->d) == 2; id++) {
+		size_t st = ctl_frame_begin(&b, AUTHP_T_USER);
+		ctl_frame_add_u64(&b, AUTHP_F_REQ, id);
+		ctl_frame_add_str(&b, AUTHP_F_NAME, "alice@example.org");
+		ctl_frame_end(&b, st, AUTHP_FRAME_MAX);
+		if (send(sv[1], b.data, b.len, MSG_DONTWAIT) < 0)
+			id--; /* its input is full: let it read */
+		buf_reset(&b);
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+	}
+	run_for(f, 3);
+	assert_int_equal(authd_client_count(f->d), 1);
+	buf_free(&b);
+	close(sv[1]);
+	/* the good client is still served */
+	assert_non_null(authc_user_exists(f->c, "alice@example.org", on_exists, f));
+	run_until(f, 1);
+	assert_int_equal(f->exists, AUTHC_YES);
+}
+
 /* ---- smtpd's AUTH through the service ---- */
 
 static int tcp_connect(int port)
@@ -623,6 +654,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_gives_the_guess_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_server_gone, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_frames, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_client_not_reading_is_dropped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_smtpd_auth_and_service_gone, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
