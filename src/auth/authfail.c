@@ -6,7 +6,7 @@
  * shared overflow count: whoever fills the first table locks out newcomers
  * of its own networks, not everyone's.
  *
- * Runs in smtpd on the event loop. The addresses are the clients' own
+ * Runs in the auth service (auth/authd.c) on its event loop. The addresses are the clients' own
  * (hostile in the sense that an attacker chooses many of them). */
 #include "auth/authfail.h"
 

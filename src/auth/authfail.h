@@ -15,7 +15,7 @@
  * the first table (an attacker's many addresses) so locks out newcomers
  * of the attacker's own networks, not of everyone's.
  *
- * Runs in smtpd on the event loop (not thread-safe). Times are passed in
+ * Runs in the auth service (auth/authd.c) on its event loop (not thread-safe). Times are passed in
  * (milliseconds, monotonic), so tests control the clock. */
 #ifndef HK_AUTH_AUTHFAIL_H
 #define HK_AUTH_AUTHFAIL_H

@@ -2,7 +2,7 @@
  * machines: PLAIN (RFC 4616), LOGIN (draft-murchison-sasl-login-00),
  * CRAM-MD5 (RFC 2195) and SCRAM-SHA-256 (RFC 5802, RFC 7677).
  *
- * Runs in smtpd on the event loop. Every client response is hostile: bounded
+ * Runs in the auth service (auth/authd.c) on its event loop. Every client response is hostile: bounded
  * by SASL_RESPONSE_MAX, NUL octets refused where the grammar has none, every
  * field length-checked before it is copied. Nothing is logged here; the
  * password (PLAIN, LOGIN) and keys (SCRAM) are wiped with passwd_wipe() as
@@ -19,7 +19,7 @@
 #include "auth/sasl.h"
 
 #include "auth/passwd.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "lib/alloc.h"
 #include "lib/strutil.h"
 

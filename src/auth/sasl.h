@@ -7,7 +7,7 @@
  * returned to the caller (SASL_R_VERIFY) to run on a worker thread with
  * passwd_verify(). Every client response is hostile and bounded.
  *
- * Runs in smtpd on the event loop. Secrets are wiped when freed. */
+ * Runs in the auth service (auth/authd.c) on its event loop. Secrets are wiped when freed. */
 #ifndef HK_AUTH_SASL_H
 #define HK_AUTH_SASL_H
 
@@ -45,7 +45,7 @@ const char *sasl_mech_name(enum sasl_mech m);
 
 #define SASL_MECH_BIT(m) (1u << (m))
 
-/* What is prepared once per users table (smtpd_create), read-only after:
+/* What is prepared once per users table (authd_create, authd_set_users), read-only after:
  * the mechanisms every user can use, the dummy secret an unknown user is
  * verified against, the key of SCRAM's fake salts. users may be NULL (every
  * user unknown); it must outlive the context. hostname appears in the

@@ -17,7 +17,7 @@
 
 #include "auth/passwd.h"
 #include "conf/conf.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "lib/alloc.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* usercmd.h — `hikyaku user`: manage the users file (Dovecot passwd-file
- * format, see conf/users.h) from the command line.
+ * format, see auth/users.h) from the command line.
  *
  *   hikyaku user add NAME [--scheme SCHEME] (-f USERSFILE | -c CONFIG)
  *   hikyaku user passwd NAME [--scheme SCHEME] (-f USERSFILE | -c CONFIG)

@@ -12,7 +12,7 @@
  * only: a quoted local part holding a comma cannot be a target. */
 #include "conf/aliases.h"
 
-#include "conf/users.h"
+#include "auth/users.h"
 #include "lib/alloc.h"
 #include "lib/lines.h"
 #include "lib/strutil.h"

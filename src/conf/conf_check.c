@@ -5,7 +5,7 @@
  *
  * Runs in the master and in `hikyaku check`; the configuration is trusted. */
 #include "conf/conf_int.h"
-#include "conf/users.h"
+#include "auth/users.h"
 
 #include "lib/fsutil.h"
 

@@ -5,7 +5,7 @@
 #include "smtpd/session.h"
 #include "conf/aliases.h"
 #include "conf/conf.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "deliver/maildir.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -126,7 +126,7 @@ static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len)
 			 conf->hostname, s->helo, s->client_addr,
 			 (unsigned long long)conf->limits.message_size,
 			 smtpd_tls_offered(s) ? "250-STARTTLS\r\n" : "",
-			 smtpd_auth_offered(s) && s->auth_user == NULL ? s->srv->auth_line : "");
+			 smtpd_auth_offered(s) && s->auth_user == NULL ? smtpd_auth_line(s) : "");
 	smtpd_reply_raw(s, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 

@@ -4,10 +4,9 @@
  * master (smtpd_create) before privileges are dropped. */
 #include "smtpd/smtpd.h"
 #include "smtpd/session.h"
-#include "auth/authfail.h"
-#include "auth/sasl.h"
+#include "auth/authc.h"
 #include "conf/conf.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
@@ -231,34 +230,6 @@ fail:
 	return -1;
 }
 
-/* AUTH failure accounting (auth/authfail.h): 4096 addresses or /64s with
- * failures in the window, 128 KiB. */
-#define SERVER_AUTHFAIL_SLOTS 65536 /* 2 MiB, and 8192 network slots */
-
-/* What EHLO offers: auth.mechanisms, or else what works for every user
- * (sasl_ctx_usable). Clients choose the strongest mechanism offered and do
- * not retry, so offering CRAM-MD5 to a users file with one {CRYPT} user
- * would lock that user out (issue 8). */
-static void server_auth_mechs(struct smtpd *srv)
-{
-	const struct conf_auth *ca = &srv->conf->auth;
-	size_t off;
-
-	srv->sasl_ctx = sasl_ctx_create(srv->users, srv->conf->hostname);
-	srv->auth_mechs = ca->n_mechanisms == 0 ? sasl_ctx_usable(srv->sasl_ctx) : 0;
-	for (size_t i = 0; i < ca->n_mechanisms; i++) {
-		enum sasl_mech m;
-		if (sasl_mech_parse(ca->mechanisms[i], strlen(ca->mechanisms[i]), &m) == 0)
-			srv->auth_mechs |= SASL_MECH_BIT(m);
-	}
-	off = (size_t)snprintf(srv->auth_line, sizeof(srv->auth_line), "250-AUTH");
-	for (int m = SASL_PLAIN; m <= SASL_SCRAM_SHA_256; m++)
-		if (srv->auth_mechs & SASL_MECH_BIT(m))
-			off += (size_t)snprintf(srv->auth_line + off, sizeof(srv->auth_line) - off,
-						" %s", sasl_mech_name((enum sasl_mech)m));
-	snprintf(srv->auth_line + off, sizeof(srv->auth_line) - off, "\r\n");
-}
-
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
 		 const struct aliases *aliases, const struct smtpd_bound *bound, size_t nbound,
 		 struct shmcount *conns, struct smtpd **smtpd_r, const char **error_r)
@@ -274,8 +245,6 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	if (getentropy(&seed, sizeof(seed)) < 0)
 		seed = (uint64_t)getpid();
 	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
-	server_auth_mechs(srv);
-	srv->authfail = authfail_create(SERVER_AUTHFAIL_SLOTS, NULL);
 	for (size_t i = 0; i < nbound; i++) {
 		if (bound[i].listener >= conf->n_listeners) {
 			*error_r = "listener does not match the configuration";
@@ -310,7 +279,6 @@ struct qclient *smtpd_qclient(struct smtpd *srv)
 void smtpd_start(struct smtpd *srv)
 {
 	srv->commit_wq = workq_create(srv->base, (unsigned)srv->conf->queue.commit_threads, "commit");
-	srv->auth_wq = workq_create(srv->base, 2, "auth");
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		struct smtpd_listener *l = &srv->listeners[i];
 		l->lev = evconnlistener_new(srv->base, server_on_accept, l,
@@ -335,6 +303,12 @@ void smtpd_stop_listening(struct smtpd *srv)
 	}
 }
 
+void smtpd_set_authc(struct smtpd *srv, struct authc *authc)
+{
+	authc_free(&srv->authc);
+	srv->authc = authc;
+}
+
 void smtpd_shutdown(struct smtpd *srv)
 {
 	srv->shutting_down = true;
@@ -355,10 +329,10 @@ void smtpd_free(struct smtpd **srvp)
 	if (srv == NULL)
 		return;
 	*srvp = NULL;
-	/* Finish in-flight commits and AUTH checks first: their completions
-	 * touch sessions. */
+	/* Finish in-flight commits first: their completions touch sessions.
+	 * AUTH requests out at the auth service are cancelled by the sessions'
+	 * free, before the client goes. */
 	workq_free(&srv->commit_wq);
-	workq_free(&srv->auth_wq);
 	smtpd_verify_free(&srv->verify); /* probes in flight hold sessions */
 	while (srv->sessions != NULL) {
 		struct smtpd_session *s = srv->sessions;
@@ -374,8 +348,7 @@ void smtpd_free(struct smtpd **srvp)
 	}
 	free(srv->listeners);
 	qclient_free(&srv->qc);
-	authfail_free(&srv->authfail);
-	sasl_ctx_free(&srv->sasl_ctx);
+	authc_free(&srv->authc);
 	smtpd_reject_log_flush(srv);
 	if (srv->reject_rl_ev != NULL)
 		event_free(srv->reject_rl_ev);

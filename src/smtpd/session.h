@@ -24,9 +24,8 @@ struct conf;
 struct conf_listener;
 struct users;
 struct aliases;
-struct authfail;
-struct sasl_ctx;
-struct sasl_server;
+struct authc;
+struct authc_req;
 struct tls_server;
 struct spool;
 struct spool_msg;
@@ -65,11 +64,8 @@ struct smtpd {
 	const struct aliases *aliases; /* NULL when there is no aliases file */
 	struct qclient *qc;      /* the queue process: message files, commits */
 	struct workq *commit_wq; /* sealing message files (write, fdatasync) */
-	struct workq *auth_wq;   /* password hashing (yescrypt, bcrypt) */
 	struct tls_server *tls;  /* NULL when TLS is not configured */
-	struct authfail *authfail; /* per-address AUTH failures (auth/authfail.h) */
-	struct sasl_ctx *sasl_ctx; /* prepared once per users table */
-	unsigned auth_mechs;     /* SASL_MECH_BIT()s offered (auth.mechanisms) */
+	struct authc *authc;     /* the auth service (auth/authc.h), NULL: no AUTH */
 	struct smtpd_verify *verify; /* recipient probes and their cache, NULL until used */
 	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
@@ -126,8 +122,10 @@ struct smtpd_session {
 	bool tls_active;      /* the handshake completed */
 	char tls_info[128];   /* "TLSv1.3 TLS_AES_256_GCM_SHA384 (256/256 bits)" */
 	char *auth_user;      /* authenticated login, or NULL */
-	struct sasl_server *sasl; /* AUTH exchange in progress */
-	struct event *auth_ev;    /* failure delay before a 535 */
+	struct authc_req *auth_req; /* a SASL step out at the auth service */
+	uint64_t auth_sess;       /* this session's key at the auth service */
+	uint64_t auth_xid;        /* the AUTH exchange in progress, 0 none */
+	bool auth_bad_b64;        /* its last response was not base64 */
 	int sasl_mech;
 	size_t line_cap;      /* size of line[] */
 	char helo[256];
@@ -215,6 +213,8 @@ void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len);
 void smtpd_auth_response(struct smtpd_session *s, const char *line, size_t len);
 bool smtpd_auth_offered(const struct smtpd_session *s);
 void smtpd_auth_abort(struct smtpd_session *s);
+/* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO: what the auth service offers. */
+const char *smtpd_auth_line(struct smtpd_session *s);
 
 /* server.c */
 /* Would a message of need octets (SIZE=, or 0) take the spool's file system

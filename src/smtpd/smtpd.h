@@ -15,6 +15,7 @@ struct qmgr;
 struct smtpd;
 struct tls_server;
 struct qclient;
+struct authc;
 
 struct shmcount;
 
@@ -45,6 +46,9 @@ void smtpd_set_tls(struct smtpd *smtpd, struct tls_server *tls);
 /* A reload: stop accepting for good (close this process's listeners);
  * the sessions go on. */
 void smtpd_stop_listening(struct smtpd *smtpd);
+/* The client of the auth service (auth/authc.h), owned by smtpd from now
+ * on: AUTH runs through it. Without one, AUTH is not offered. */
+void smtpd_set_authc(struct smtpd *smtpd, struct authc *authc);
 /* Stop accepting; sessions end at their next command boundary. */
 void smtpd_shutdown(struct smtpd *smtpd);
 size_t smtpd_session_count(const struct smtpd *smtpd);

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
-#include "conf/users.h"
+#include "auth/users.h"
 
 static int fuzz_write(const char *path, const uint8_t *data, size_t size)
 {

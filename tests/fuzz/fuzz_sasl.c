@@ -16,7 +16,7 @@
 
 #include "auth/passwd.h"
 #include "auth/sasl.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "lib/buf.h"
 
 #define FUZZ_SEP 0xff

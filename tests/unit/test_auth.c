@@ -22,7 +22,7 @@
 #include "auth/passwd.h"
 #include "auth/sasl.h"
 #include "auth/usercmd.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "lib/buf.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))

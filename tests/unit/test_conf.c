@@ -3,7 +3,7 @@
  * positions, sizes and durations, operator warnings, reference; the relay
  * rules of src/conf/conf_relay.c: trusted networks, sender ownership; the
  * delivery settings and routes of src/conf/conf_delivery.c) and of the
- * users file (src/conf/users.c: valid and invalid lines, lookups).
+ * users file (src/auth/users.c: valid and invalid lines, lookups).
  * Hermetic: every file lives in a private mkdtemp() directory. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,7 +22,7 @@
 
 #include "conf/conf.h"
 #include "conf/credentials.h"
-#include "conf/users.h"
+#include "auth/users.h"
 
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -13,7 +13,7 @@
 
 #include "conf/aliases.h"
 #include "conf/conf.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "mail/address.h"
 #include "mail/idna.h"
 

@@ -8,7 +8,7 @@
  * octets of local part and 255 of domain (RFC 5321 §4.5.3.1.1-2). The secret
  * is kept for SMTP AUTH (issue 3); it is never logged nor put in an error
  * message, and it is wiped when the table is freed. */
-#include "conf/users.h"
+#include "auth/users.h"
 
 #include "lib/alloc.h"
 #include "lib/lines.h"

@@ -4,8 +4,8 @@
  * AUTH (issue 3). Blank lines and lines starting with '#' are ignored.
  * Loaded by the master; the file is trusted (root-owned) but still parsed
  * with bounds. */
-#ifndef HK_CONF_USERS_H
-#define HK_CONF_USERS_H
+#ifndef HK_AUTH_USERS_H
+#define HK_AUTH_USERS_H
 
 #include <stdbool.h>
 #include <stddef.h>
