@@ -98,7 +98,9 @@ const char *sandbox_role_name(enum sandbox_role role)
 
 unsigned sandbox_role_landlock_flags(enum sandbox_role role)
 {
-	return role == SANDBOX_QUEUE ? SANDBOX_LL_SCOPE : SANDBOX_LL_SCOPE | SANDBOX_LL_NO_TCP;
+	/* smtpd connects out too (recipient probes, DNS). */
+	return role == SANDBOX_QUEUE || role == SANDBOX_SMTPD ? SANDBOX_LL_SCOPE
+							      : SANDBOX_LL_SCOPE | SANDBOX_LL_NO_TCP;
 }
 
 /* ---- credentials ---- */
@@ -182,7 +184,9 @@ static uint64_t sandbox_ll_rule_access(enum sandbox_access a, bool dir, uint64_t
 		file |= LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_TRUNCATE;
 		tree |= LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |
 		        LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |
-		        LANDLOCK_ACCESS_FS_REFER;
+		        LANDLOCK_ACCESS_FS_REFER |
+		        /* the queue's control socket lives in its spool */
+		        LANDLOCK_ACCESS_FS_MAKE_SOCK;
 	}
 	return (dir ? file | tree : file) & handled;
 }
@@ -408,11 +412,14 @@ static const int sandbox_sys_base[] = {
 };
 
 /* smtpd: accepts on the listeners it was given; no path (Landlock allows
- * none, openat stays so that a lazy open fails as EACCES in a log line). */
+ * none, openat stays so that a lazy open fails as EACCES in a log line);
+ * seals the message files the queue hands it (fdatasync) and reads their
+ * file system's free space (fstatfs); connects out for recipient probes of
+ * verify_recipients routes and for DNS (bind: libunbound's source port). */
 static const int sandbox_sys_smtpd[] = {
-    SCMP_SYS(accept4),
-    SCMP_SYS(accept),
-    SCMP_SYS(openat),
+    SCMP_SYS(accept4),   SCMP_SYS(accept),  SCMP_SYS(openat), SCMP_SYS(connect),
+    SCMP_SYS(bind),      SCMP_SYS(fsync),   SCMP_SYS(fdatasync), SCMP_SYS(fstatfs),
+    SCMP_SYS(ftruncate),
 };
 
 /* queue: the spool (create, fdatasync, rename, unlink, list), Maildir
@@ -428,7 +435,7 @@ static const int sandbox_sys_queue[] = {
     SCMP_SYS(statfs),     SCMP_SYS(fchmod),     SCMP_SYS(chmod),      SCMP_SYS(fchmodat),
     SCMP_SYS(ftruncate),  SCMP_SYS(fallocate),  SCMP_SYS(access),     SCMP_SYS(faccessat),
     SCMP_SYS(faccessat2), SCMP_SYS(readlink),   SCMP_SYS(readlinkat), SCMP_SYS(stat),
-    SCMP_SYS(lstat),      SCMP_SYS(utimensat),
+    SCMP_SYS(lstat),      SCMP_SYS(utimensat),  SCMP_SYS(linkat),     SCMP_SYS(link),
 };
 
 /* auth and keys compute on bytes master sent them: the base set only. */

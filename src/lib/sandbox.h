@@ -79,7 +79,7 @@ enum sandbox_seccomp_mode sandbox_seccomp_mode_env(void);
 const char *sandbox_role_name(enum sandbox_role role);
 
 /* The Landlock flags each role can live with: all of them SANDBOX_LL_SCOPE;
- * smtpd, auth and keys also SANDBOX_LL_NO_TCP (only queue connects out). */
+ * auth and keys also SANDBOX_LL_NO_TCP (they never connect out). */
 unsigned sandbox_role_landlock_flags(enum sandbox_role role);
 
 struct sandbox_conf {

@@ -10,24 +10,28 @@
 #include "conf/aliases.h"
 #include "conf/conf.h"
 #include "conf/credentials.h"
-#include "conf/users.h"
+#include "auth/authc.h"
+#include "auth/authd.h"
+#include "auth/users.h"
 #include "ctl/ctl.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/fsutil.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
+#include "lib/sandbox.h"
 #include "lib/shmcount.h"
-#include "master/priv.h"
 #include "master/proto.h"
 #include "queue/qmgr.h"
 #include "queue/qserver.h"
 #include "queue/spool.h"
 #include "smtpd/qclient.h"
 #include "smtpd/smtpd.h"
+#include "tls/keyproxy.h"
 #include "tls/tls.h"
 
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +46,7 @@ struct child_args {
 	const char *role;
 	const char *conf_path; /* "-" for the embedded default */
 	int ctl_fd, conf_fd, conns_fd;
+	int auth_fd, keys_fd; /* smtpd: its sockets to auth and keys, -1: none */
 	unsigned slot, region;
 	pid_t parent;
 	struct smtpd_bound *bound;
@@ -56,6 +61,9 @@ struct child_ctx {
 	struct qmgr *qmgr;
 	struct qserver *qs;
 	struct credentials *creds;
+	struct authd *authd;              /* auth */
+	struct keyproxy_server *keysrv;   /* keys */
+	struct keyproxy_client *kc;       /* smtpd */
 	struct event *sigs[5];
 	struct event *drain_ev;
 	uint64_t drain_started_us;
@@ -75,7 +83,7 @@ static uint64_t child_now_ms(void)
 static int child_parse_args(int argc, char **argv, struct child_args *a)
 {
 	memset(a, 0, sizeof(*a));
-	a->ctl_fd = a->conf_fd = a->conns_fd = -1;
+	a->ctl_fd = a->conf_fd = a->conns_fd = a->auth_fd = a->keys_fd = -1;
 	if (argc < 3)
 		return -1;
 	a->role = argv[2];
@@ -87,6 +95,10 @@ static int child_parse_args(int argc, char **argv, struct child_args *a)
 			a->ctl_fd = atoi(v);
 		} else if (strcmp(k, "--text") == 0) {
 			a->conf_fd = atoi(v);
+		} else if (strcmp(k, "--auth") == 0) {
+			a->auth_fd = atoi(v);
+		} else if (strcmp(k, "--keys") == 0) {
+			a->keys_fd = atoi(v);
 		} else if (strcmp(k, "--conns") == 0) {
 			a->conns_fd = atoi(v);
 		} else if (strcmp(k, "--slot") == 0) {
@@ -207,6 +219,10 @@ static void child_on_signal(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	ctx->stopping = true;
+	if (ctx->qmgr == NULL && ctx->smtpd == NULL) { /* auth, keys: nothing to finish */
+		event_base_loopbreak(ctx->base);
+		return;
+	}
 	if (ctx->smtpd != NULL) {
 		log_info("event=shutdown signal=%d sessions=%zu", (int)sig,
 			 smtpd_session_count(ctx->smtpd));
@@ -259,6 +275,28 @@ static void child_on_ctl(struct ipc_chan *ch, const struct ipc_frame *f, int fd,
 		}
 		if (ctx->qs != NULL && role == ROLE_SMTPD) {
 			qserver_add_client(ctx->qs, fd);
+			return;
+		}
+		if (ctx->authd != NULL && role == ROLE_SMTPD) {
+			authd_add_client(ctx->authd, fd);
+			return;
+		}
+		if (ctx->keysrv != NULL && role == ROLE_SMTPD) {
+			/* One thread per smtpd: they sign in parallel. */
+			if (keyproxy_serve_thread(ctx->keysrv, fd, NULL) < 0) {
+				log_err("event=keys_thread_failed error=%s", strerror(errno));
+				close(fd);
+			}
+			return;
+		}
+		if (ctx->smtpd != NULL && role == ROLE_AUTH) {
+			/* The auth process restarted. */
+			struct authc *c = authc_create(ctx->base, fd);
+			smtpd_set_authc(ctx->smtpd, c);
+			return;
+		}
+		if (ctx->kc != NULL && role == ROLE_KEYS) {
+			keyproxy_client_reconnect(ctx->kc, fd);
 			return;
 		}
 	}
@@ -318,6 +356,39 @@ static void child_common_free(struct child_ctx *ctx)
 	ipc_chan_free(&ctx->ctl);
 }
 
+/* ---- the sandbox ---- */
+
+/* Drop to the service user for good (or stay the non-root user), and die
+ * with the master. Then Landlock and seccomp (child_confine), once the
+ * process has opened what it needs, and before its first thread. */
+static int child_drop(const struct conf *conf, const struct child_args *a)
+{
+	char err[512];
+	if (sandbox_drop(conf->user, err, sizeof(err)) < 0 ||
+	    sandbox_parent_watch(a->parent, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int child_confine(enum sandbox_role role, const struct sandbox_path *paths, size_t n)
+{
+	char err[512];
+	if (sandbox_landlock(paths, n, sandbox_role_landlock_flags(role), err, sizeof(err)) < 0 ||
+	    sandbox_seccomp(role, sandbox_seccomp_mode_env(), err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: sandbox: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void child_log_privileges(const struct conf *conf)
+{
+	log_info("event=privileges user=%s uid=%u sandbox=landlock+seccomp",
+		 geteuid() == 0 || conf->user[0] == '\0' ? "-" : conf->user, (unsigned)geteuid());
+}
+
 /* ---- smtpd ---- */
 
 static int child_smtpd(const struct conf *conf, struct child_args *a)
@@ -326,11 +397,15 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 	struct users *users = NULL;
 	struct aliases *aliases = NULL;
 	struct tls_server *tls = NULL;
+	struct tls_pem *pems = NULL;
+	size_t npems = 0;
 	struct shmcount *conns = NULL;
 	const char *error = NULL;
 	char err[1024];
 	int ret = 1;
 
+	/* As root: what this process may know, never a private key. The
+	 * users table answers RCPT (until the policy engine asks auth). */
 	if (conf->users_file[0] != '\0' &&
 	    users_load(conf->users_file, &users, err, sizeof(err)) < 0) {
 		fprintf(stderr, "hikyaku: %s\n", err);
@@ -341,8 +416,9 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		fprintf(stderr, "hikyaku: %s\n", err);
 		goto out;
 	}
-	/* Keys are often readable by root only: load them before dropping. */
-	if (tls_server_create(&conf->tls, conf->hostname, &tls, err, sizeof(err)) < 0) {
+	/* Certificates only (they may be readable by root only). */
+	if (tls_conf_read_pems(&conf->tls, conf->hostname, false, &pems, &npems, err,
+			       sizeof(err)) < 0) {
 		fprintf(stderr, "hikyaku: tls: %s\n", err);
 		goto out;
 	}
@@ -351,8 +427,9 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		fprintf(stderr, "hikyaku: smtpd: cannot map the connection counts\n");
 		goto out;
 	}
-	if (priv_drop(conf, a->parent) < 0)
+	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_SMTPD, NULL, 0) < 0)
 		goto out;
+	child_log_privileges(conf);
 	ctx.base = event_base_new();
 	ctx.conf = conf;
 	if (smtpd_create(ctx.base, conf, users, aliases, a->bound, a->nbound, conns, &ctx.smtpd,
@@ -361,8 +438,28 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		goto out;
 	}
 	a->nbound = 0; /* the server has them now */
-	smtpd_set_tls(ctx.smtpd, tls);
-	tls = NULL;
+	if (npems > 0) {
+		if (a->keys_fd < 0) {
+			fprintf(stderr, "hikyaku: smtpd: no keys process\n");
+			goto out;
+		}
+		ctx.kc = keyproxy_client_create(a->keys_fd);
+		a->keys_fd = -1;
+		if (tls_server_create_proxied_pem(pems, npems, conf->tls.session_tickets, ctx.kc,
+						  &tls, err, sizeof(err)) < 0) {
+			fprintf(stderr, "hikyaku: tls: %s\n", err);
+			goto out;
+		}
+		smtpd_set_tls(ctx.smtpd, tls);
+		tls = NULL;
+	}
+	if (a->auth_fd >= 0) {
+		struct authc *c = authc_create(ctx.base, a->auth_fd);
+		a->auth_fd = -1;
+		if (authc_wait_ready(c, 5000) < 0)
+			log_warn("event=auth_not_ready (AUTH not offered until it is)");
+		smtpd_set_authc(ctx.smtpd, c);
+	}
 	child_common_start(&ctx, a);
 	child_loop_run(ctx.base);
 	if (ctx.first_wait != NULL)
@@ -372,11 +469,99 @@ out:
 	smtpd_free(&ctx.smtpd);
 	child_common_free(&ctx);
 	tls_server_free(&tls);
+	tls_pems_free(&pems, npems);
+	keyproxy_client_free(&ctx.kc);
+	if (a->auth_fd >= 0)
+		close(a->auth_fd);
+	if (a->keys_fd >= 0)
+		close(a->keys_fd);
 	for (size_t i = 0; i < a->nbound; i++)
 		close(a->bound[i].fd);
 	shmcount_free(&conns);
 	users_free(&users);
 	aliases_free(&aliases);
+	if (ctx.base != NULL)
+		event_base_free(ctx.base);
+	return ret;
+}
+
+/* ---- auth ---- */
+
+static int child_auth(const struct conf *conf, struct child_args *a)
+{
+	struct child_ctx ctx = {0};
+	struct users *users = NULL;
+	char err[1024];
+	int ret = 1;
+
+	if (conf->users_file[0] != '\0' &&
+	    users_load(conf->users_file, &users, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		goto out;
+	}
+	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_AUTH, NULL, 0) < 0)
+		goto out;
+	child_log_privileges(conf);
+	ctx.base = event_base_new();
+	ctx.conf = conf;
+	ctx.authd = authd_create(ctx.base, conf, users);
+	users = NULL; /* the service's now */
+	child_common_start(&ctx, a);
+	child_ready(&ctx);
+	child_loop_run(ctx.base);
+	ret = 0;
+out:
+	authd_free(&ctx.authd);
+	child_common_free(&ctx);
+	users_free(&users);
+	if (ctx.base != NULL)
+		event_base_free(ctx.base);
+	return ret;
+}
+
+/* ---- keys ---- */
+
+static int child_keys(const struct conf *conf, struct child_args *a)
+{
+	struct child_ctx ctx = {0};
+	struct tls_pem *pems = NULL;
+	size_t n = 0;
+	char err[1024];
+	int ret = 1;
+
+	if (tls_conf_read_pems(&conf->tls, conf->hostname, true, &pems, &n, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: tls: %s\n", err);
+		goto out;
+	}
+	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_KEYS, NULL, 0) < 0)
+		goto out;
+	child_log_privileges(conf);
+	{
+		const unsigned char **p = xcalloc(n + 1, sizeof(*p));
+		size_t *lens = xcalloc(n + 1, sizeof(*lens));
+		for (size_t i = 0; i < n; i++) {
+			p[i] = pems[i].key.data;
+			lens[i] = pems[i].key.len;
+		}
+		int rc = keyproxy_server_create_pem(p, lens, n, &ctx.keysrv, err, sizeof(err));
+		free(p);
+		free(lens);
+		tls_pems_free(&pems, n);
+		if (rc < 0) {
+			fprintf(stderr, "hikyaku: keys: %s\n", err);
+			goto out;
+		}
+	}
+	ctx.base = event_base_new();
+	ctx.conf = conf;
+	child_common_start(&ctx, a);
+	child_ready(&ctx);
+	child_loop_run(ctx.base);
+	ret = 0;
+out:
+	child_common_free(&ctx);
+	tls_pems_free(&pems, n);
+	keyproxy_server_free(&ctx.keysrv);
 	if (ctx.base != NULL)
 		event_base_free(ctx.base);
 	return ret;
@@ -395,7 +580,7 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 
 	/* Documented as root's, mode 0600. */
 	ctx.creds = credentials_load(conf);
-	if (priv_drop(conf, a->parent) < 0)
+	if (child_drop(conf, a) < 0)
 		goto out;
 	if (fs_mkdir_p(conf->maildir_root, 0700) < 0 ||
 	    spool_open(conf->spool_dir, &spool, &error) < 0) {
@@ -403,6 +588,17 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 			error != NULL ? error : strerror(errno));
 		goto out;
 	}
+	{
+		/* The spool and the Maildirs; resolver files and CA store. */
+		struct sandbox_path paths[2 + SANDBOX_QUEUE_SYSTEM_MAX] = {
+		    {.path = conf->spool_dir, .access = SANDBOX_RW},
+		    {.path = conf->maildir_root, .access = SANDBOX_RW},
+		};
+		size_t np = 2 + sandbox_paths_queue_system(paths + 2, SANDBOX_QUEUE_SYSTEM_MAX);
+		if (child_confine(SANDBOX_QUEUE, paths, np) < 0)
+			goto out;
+	}
+	child_log_privileges(conf);
 	/* Nested through a symbolic link? The load compared the paths as
 	 * written; now that they exist, compare where they lead. */
 	if (conf_check_roots(conf, true, &error, err, sizeof(err)) < 0) {
@@ -464,8 +660,14 @@ int child_main(int argc, char **argv)
 	log_init(lvl, ident);
 	signal(SIGPIPE, SIG_IGN);
 	int rc = 2;
+	/* OpenSSL reads its configuration once, before any sandbox. */
+	OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL);
 	if (strcmp(a.role, "smtpd") == 0)
 		rc = child_smtpd(conf, &a);
+	else if (strcmp(a.role, "auth") == 0)
+		rc = child_auth(conf, &a);
+	else if (strcmp(a.role, "keys") == 0)
+		rc = child_keys(conf, &a);
 	else if (strcmp(a.role, "queue") == 0)
 		rc = child_queue(conf, &a);
 	else

@@ -5,7 +5,7 @@
 #include "conf/conf.h"
 #include "conf/aliases.h"
 #include "conf/credentials.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "ctl/ctl.h"
 #include "lib/alloc.h"
 #include "lib/fsutil.h"

@@ -4,7 +4,7 @@
 
 #include "conf/aliases.h"
 #include "conf/conf.h"
-#include "conf/users.h"
+#include "auth/users.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/fsutil.h"
@@ -55,6 +55,7 @@ struct child {
 	unsigned backoff_ms;
 	struct event *restart_ev;
 	bool retiring; /* an old generation (reload, stop): not restarted */
+	bool ready;    /* READY came from this run */
 	struct child *next;
 };
 
@@ -67,12 +68,14 @@ struct master {
 	size_t nbound;
 	struct shmcount *conns;
 	unsigned nsmtpd;
-	struct child *queue;
+	struct child *queue, *auth, *keys;
 	struct child *smtpd[MASTER_SMTPD_MAX];
 	struct child *retired; /* children told to stop, still running */
 	bool stopping;
 	bool queue_reload; /* a reload waits for the old smtpds, then the queue */
-	bool smtpd_started; /* after the queue's first READY */
+	bool smtpd_started;  /* after queue, auth and keys were first READY */
+	bool queue_ready;    /* the queue has recovered the spool once */
+	bool reload_pending; /* new smtpds wait for the new auth and keys */
 	struct event *sigs[6];
 	struct event *kill_ev;
 };
@@ -86,7 +89,23 @@ static uint64_t master_now_ms(void)
 
 static const char *master_role_name(enum proto_role r)
 {
-	return r == ROLE_QUEUE ? "queue" : r == ROLE_SMTPD ? "smtpd" : "master";
+	switch (r) {
+	case ROLE_QUEUE:
+		return "queue";
+	case ROLE_SMTPD:
+		return "smtpd";
+	case ROLE_AUTH:
+		return "auth";
+	case ROLE_KEYS:
+		return "keys";
+	default:
+		return "master";
+	}
+}
+
+static bool master_running(const struct child *c)
+{
+	return c != NULL && c->pid != 0;
 }
 
 /* ---- the configuration's text, for the children ---- */
@@ -119,6 +138,7 @@ static int master_text_fd(const char *path, struct conf **conf_r, char *err, siz
 /* ---- children ---- */
 
 static void master_start_smtpd(struct master *m, unsigned slot);
+static void master_smtpd_generation(struct master *m);
 
 static void master_on_child_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd,
 				  void *arg)
@@ -132,13 +152,10 @@ static void master_on_child_frame(struct ipc_chan *ch, const struct ipc_frame *f
 		return;
 	log_debug("event=ready role=%s slot=%u pid=%ld", master_role_name(c->role), c->slot,
 		  (long)c->pid);
-	/* The first smtpds start once the spool is recovered, as before the
-	 * split: a client that connects meanwhile waits in the backlog. */
-	if (c->role == ROLE_QUEUE && !m->smtpd_started && !m->stopping) {
-		m->smtpd_started = true;
-		for (unsigned i = 0; i < m->nsmtpd; i++)
-			master_start_smtpd(m, i);
-	}
+	c->ready = true;
+	if (c->role == ROLE_QUEUE)
+		m->queue_ready = true;
+	master_smtpd_generation(m);
 }
 
 static void master_on_child_close(struct ipc_chan *ch, const char *why, void *arg)
@@ -162,20 +179,55 @@ static void master_send_peer(struct child *c, enum proto_role role, unsigned id,
 	buf_free(&b);
 }
 
-/* A socket between the queue and one smtpd. */
-static void master_wire(struct master *m, struct child *smtpd)
+/* A socket between a service (queue, auth, keys) and one smtpd. */
+static void master_wire_to(struct child *svc, struct child *smtpd)
 {
 	int sv[2];
-	if (m->queue == NULL || m->queue->pid == 0 || m->queue->retiring || smtpd->pid == 0)
+	if (!master_running(svc) || svc->retiring || !master_running(smtpd))
 		return;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		log_err("event=socketpair_failed error=%s", strerror(errno));
 		return;
 	}
-	master_send_peer(m->queue, ROLE_SMTPD, smtpd->slot, sv[0]);
-	master_send_peer(smtpd, ROLE_QUEUE, 0, sv[1]);
+	master_send_peer(svc, ROLE_SMTPD, smtpd->slot, sv[0]);
+	master_send_peer(smtpd, svc->role, 0, sv[1]);
 	close(sv[0]);
 	close(sv[1]);
+}
+
+static void master_wire(struct master *m, struct child *smtpd)
+{
+	master_wire_to(m->queue, smtpd);
+}
+
+/* A service (re)started: every smtpd, also those finishing their sessions
+ * after a reload, gets a socket to it. */
+static void master_wire_all(struct master *m, struct child *svc)
+{
+	for (unsigned i = 0; i < m->nsmtpd; i++) {
+		if (m->smtpd[i] != NULL)
+			master_wire_to(svc, m->smtpd[i]);
+	}
+	for (struct child *c = m->retired; c != NULL; c = c->next) {
+		if (c->role == ROLE_SMTPD)
+			master_wire_to(svc, c);
+	}
+}
+
+/* One end for an smtpd about to start (its --auth or --keys), the other
+ * sent to the service now. -1 when the service is not running. */
+static int master_service_socket(struct child *svc, unsigned slot)
+{
+	int sv[2];
+	if (!master_running(svc) || svc->retiring)
+		return -1;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_err("event=socketpair_failed error=%s", strerror(errno));
+		return -1;
+	}
+	master_send_peer(svc, ROLE_SMTPD, slot, sv[0]);
+	close(sv[0]);
+	return sv[1];
 }
 
 static int master_spawn(struct child *c)
@@ -183,6 +235,8 @@ static int master_spawn(struct child *c)
 	struct master *m = c->m;
 	int sv[2];
 	char a_ctl[16], a_text[16], a_conns[16], a_slot[16], a_region[16], a_parent[24];
+	char a_auth[16], a_keys[16];
+	int auth_fd = -1, keys_fd = -1;
 	char *listen = NULL;
 	size_t llen = 0;
 
@@ -203,9 +257,11 @@ static int master_spawn(struct child *c)
 	size_t nkeep = 0;
 	keep[nkeep++] = sv[1];
 	keep[nkeep++] = m->text_fd;
-	const char *argv[24];
+	const char *argv[32];
 	size_t n = 0;
-	argv[n++] = c->role == ROLE_QUEUE ? "hikyaku: queue" : "hikyaku: smtpd";
+	char title[32];
+	snprintf(title, sizeof(title), "hikyaku: %s", master_role_name(c->role));
+	argv[n++] = title;
 	argv[n++] = "__child";
 	argv[n++] = master_role_name(c->role);
 	argv[n++] = "--conf";
@@ -232,6 +288,20 @@ static int master_spawn(struct child *c)
 		argv[n++] = a_region;
 		argv[n++] = "--listen";
 		argv[n++] = listen;
+		auth_fd = master_service_socket(m->auth, c->slot);
+		keys_fd = master_service_socket(m->keys, c->slot);
+		if (auth_fd >= 0) {
+			snprintf(a_auth, sizeof(a_auth), "%d", auth_fd);
+			keep[nkeep++] = auth_fd;
+			argv[n++] = "--auth";
+			argv[n++] = a_auth;
+		}
+		if (keys_fd >= 0) {
+			snprintf(a_keys, sizeof(a_keys), "%d", keys_fd);
+			keep[nkeep++] = keys_fd;
+			argv[n++] = "--keys";
+			argv[n++] = a_keys;
+		}
 	}
 	argv[n] = NULL;
 	log_flush();
@@ -241,6 +311,10 @@ static int master_spawn(struct child *c)
 			strerror(errno));
 		close(sv[0]);
 		close(sv[1]);
+		if (auth_fd >= 0)
+			close(auth_fd);
+		if (keys_fd >= 0)
+			close(keys_fd);
 		free(listen);
 		return -1;
 	}
@@ -257,8 +331,13 @@ static int master_spawn(struct child *c)
 		_exit(127);
 	}
 	close(sv[1]);
+	if (auth_fd >= 0)
+		close(auth_fd);
+	if (keys_fd >= 0)
+		close(keys_fd);
 	free(listen);
 	c->pid = pid;
+	c->ready = false;
 	c->started_ms = master_now_ms();
 	c->ctl = ipc_chan_new(m->base, sv[0], &proto_to_master, master_on_child_frame,
 			      master_on_child_close, c);
@@ -268,6 +347,7 @@ static int master_spawn(struct child *c)
 }
 
 static void master_start_queue(struct master *m);
+static void master_start_service(struct master *m, enum proto_role role);
 
 static void master_on_restart(evutil_socket_t fd, short what, void *arg)
 {
@@ -279,8 +359,10 @@ static void master_on_restart(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (c->role == ROLE_QUEUE)
 		master_start_queue(m);
-	else
+	else if (c->role == ROLE_SMTPD)
 		master_start_smtpd(m, c->slot);
+	else
+		master_start_service(m, c->role);
 }
 
 static struct child *master_child_new(struct master *m, enum proto_role role, unsigned slot)
@@ -340,14 +422,21 @@ static void master_start_queue(struct master *m)
 		evtimer_add(m->queue->restart_ev, &tv);
 		return;
 	}
-	for (unsigned i = 0; i < m->nsmtpd; i++) {
-		if (m->smtpd[i] != NULL)
-			master_wire(m, m->smtpd[i]);
+	master_wire_all(m, m->queue); /* after a reload, the old smtpds too */
+}
+
+/* auth or keys: (re)start, and give every smtpd a socket to it. */
+static void master_start_service(struct master *m, enum proto_role role)
+{
+	struct child **slot = role == ROLE_AUTH ? &m->auth : &m->keys;
+	if (*slot == NULL)
+		*slot = master_child_new(m, role, 0);
+	if (master_spawn(*slot) < 0) {
+		struct timeval tv = {1, 0};
+		evtimer_add((*slot)->restart_ev, &tv);
+		return;
 	}
-	for (struct child *c = m->retired; c != NULL; c = c->next) {
-		if (c->role == ROLE_SMTPD)
-			master_wire(m, c); /* their sessions go on after a reload */
-	}
+	master_wire_all(m, *slot);
 }
 
 static bool master_retired_smtpds(const struct master *m)
@@ -374,14 +463,25 @@ static void master_stop_progress(struct master *m)
 {
 	if (master_smtpds_running(m))
 		return;
-	if (m->queue != NULL && m->queue->pid != 0) {
-		if (!m->queue->retiring) {
-			m->queue->retiring = true;
-			kill(m->queue->pid, SIGTERM);
+	bool running = false;
+	struct child *svcs[] = {m->queue, m->auth, m->keys};
+	for (size_t i = 0; i < 3; i++) {
+		if (!master_running(svcs[i]))
+			continue;
+		running = true;
+		if (!svcs[i]->retiring) {
+			svcs[i]->retiring = true;
+			kill(svcs[i]->pid, SIGTERM);
 		}
-		return;
 	}
-	event_base_loopbreak(m->base);
+	for (struct child *c = m->retired; c != NULL; c = c->next) {
+		if (master_running(c)) {
+			running = true;
+			kill(c->pid, SIGTERM);
+		}
+	}
+	if (!running)
+		event_base_loopbreak(m->base);
 }
 
 /* Reloading: the queue finishes its attempts in flight (up to 5 s) and
@@ -439,6 +539,14 @@ static void master_child_exited(struct master *m, struct child *c, int status)
 		return;
 	}
 	if (c == NULL || (c->role == ROLE_QUEUE && m->queue_reload)) {
+		/* The old auth and keys serve the old smtpds to their end. */
+		if (!master_retired_smtpds(m)) {
+			for (struct child *r = m->retired; r != NULL; r = r->next) {
+				if (r->role != ROLE_SMTPD && r->role != ROLE_QUEUE &&
+				    master_running(r))
+					kill(r->pid, SIGTERM);
+			}
+		}
 		master_reload_progress(m);
 		return;
 	}
@@ -459,6 +567,10 @@ static struct child *master_find(struct master *m, pid_t pid)
 {
 	if (m->queue != NULL && m->queue->pid == pid)
 		return m->queue;
+	if (m->auth != NULL && m->auth->pid == pid)
+		return m->auth;
+	if (m->keys != NULL && m->keys->pid == pid)
+		return m->keys;
 	for (unsigned i = 0; i < m->nsmtpd; i++) {
 		if (m->smtpd[i] != NULL && m->smtpd[i]->pid == pid)
 			return m->smtpd[i];
@@ -502,8 +614,11 @@ static void master_on_kill(evutil_socket_t fd, short what, void *arg)
 	struct master *m = arg;
 	log_warn("event=stop_timeout action=kill");
 	master_signal_all(m, SIGKILL);
-	if (m->queue != NULL && m->queue->pid != 0)
-		kill(m->queue->pid, SIGKILL);
+	struct child *svcs[] = {m->queue, m->auth, m->keys};
+	for (size_t i = 0; i < 3; i++) {
+		if (master_running(svcs[i]))
+			kill(svcs[i]->pid, SIGKILL);
+	}
 }
 
 /* SIGHUP: the configuration, users, aliases, certificates and credentials
@@ -558,10 +673,49 @@ static void master_reload(struct master *m)
 	/* The running children keep the old configuration they parsed. */
 	conf_free(&m->conf);
 	m->conf = conf;
+	/* New auth and keys (users, keys read again as root); the old ones
+	 * serve the old smtpds until those have finished their sessions. */
+	struct child **svcs[] = {&m->auth, &m->keys};
+	for (size_t i = 0; i < 2; i++) {
+		struct child *old = *svcs[i];
+		if (master_running(old)) {
+			old->retiring = true;
+			evtimer_del(old->restart_ev);
+			old->next = m->retired;
+			m->retired = old;
+			*svcs[i] = NULL;
+		}
+	}
+	master_start_service(m, ROLE_AUTH);
+	master_start_service(m, ROLE_KEYS);
+	m->reload_pending = true; /* new smtpds once they are READY */
+	m->queue_reload = true;
+	log_info("event=reload status=ok tls_contexts=%zu", ntls);
+	master_reload_progress(m);
+}
+
+/* smtpds start (or, after a reload, replace the running ones) once queue,
+ * auth and keys are ready: a client that connects meanwhile waits in the
+ * listeners' backlog. */
+static void master_smtpd_generation(struct master *m)
+{
+	if (m->stopping || !m->queue_ready || m->auth == NULL || !m->auth->ready ||
+	    m->keys == NULL || !m->keys->ready)
+		return;
+	if (!m->smtpd_started) {
+		m->smtpd_started = true;
+		for (unsigned i = 0; i < m->nsmtpd; i++)
+			master_start_smtpd(m, i);
+		return;
+	}
+	if (!m->reload_pending)
+		return;
+	m->reload_pending = false;
 	for (unsigned i = 0; i < m->nsmtpd; i++) {
 		struct child *old = m->smtpd[i];
 		if (old != NULL && old->pid != 0) {
 			old->retiring = true;
+			evtimer_del(old->restart_ev);
 			old->next = m->retired;
 			m->retired = old;
 			/* Retire: stop accepting, serve the sessions to their end. */
@@ -570,9 +724,6 @@ static void master_reload(struct master *m)
 		}
 		master_start_smtpd(m, i);
 	}
-	m->queue_reload = true;
-	log_info("event=reload status=ok tls_contexts=%zu", ntls);
-	master_reload_progress(m);
 }
 
 static void master_on_signal(evutil_socket_t sig, short what, void *arg)
@@ -596,8 +747,11 @@ static void master_on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	if (m->stopping) { /* a second signal: everyone now */
 		master_signal_all(m, SIGTERM);
-		if (m->queue != NULL && m->queue->pid != 0)
-			kill(m->queue->pid, SIGTERM);
+		struct child *svcs[] = {m->queue, m->auth, m->keys};
+		for (size_t i = 0; i < 3; i++) {
+			if (master_running(svcs[i]))
+				kill(svcs[i]->pid, SIGTERM);
+		}
 		return;
 	}
 	m->stopping = true;
@@ -606,8 +760,11 @@ static void master_on_signal(evutil_socket_t sig, short what, void *arg)
 		if (m->smtpd[i] != NULL)
 			evtimer_del(m->smtpd[i]->restart_ev);
 	}
-	if (m->queue != NULL)
-		evtimer_del(m->queue->restart_ev);
+	struct child *svcs[] = {m->queue, m->auth, m->keys};
+	for (size_t i = 0; i < 3; i++) {
+		if (svcs[i] != NULL)
+			evtimer_del(svcs[i]->restart_ev);
+	}
 	master_signal_all(m, SIGTERM);
 	struct timeval tv = {MASTER_KILL_AFTER_MS / 1000, 0};
 	m->kill_ev = evtimer_new(m->base, master_on_kill, m);
@@ -796,7 +953,10 @@ int master_serve(const char *path)
 	}
 	log_info("event=master version=%s config=%s smtpd_processes=%u", HIKYAKU_VERSION,
 		 conf->file, m.nsmtpd);
-	master_start_queue(&m); /* the smtpds when it is ready */
+	master_start_queue(&m);
+	master_start_service(&m, ROLE_AUTH);
+	master_start_service(&m, ROLE_KEYS);
+	/* the smtpds when all three are ready (master_smtpd_generation) */
 
 	log_batch_begin();
 	while (event_base_loop(m.base, EVLOOP_ONCE) == 0 && !event_base_got_break(m.base))
@@ -816,6 +976,10 @@ out:
 	}
 	if (m.queue != NULL)
 		master_child_free(m.queue);
+	if (m.auth != NULL)
+		master_child_free(m.auth);
+	if (m.keys != NULL)
+		master_child_free(m.keys);
 	while (m.retired != NULL) {
 		struct child *c = m.retired;
 		m.retired = c->next;

@@ -21,7 +21,7 @@
 
 #include "lib/ipc.h"
 
-enum proto_role { ROLE_MASTER = 0, ROLE_QUEUE = 1, ROLE_SMTPD = 2 };
+enum proto_role { ROLE_MASTER = 0, ROLE_QUEUE = 1, ROLE_SMTPD = 2, ROLE_AUTH = 3, ROLE_KEYS = 4 };
 
 enum proto_type {
 	P_T_STOP = 1,

@@ -281,8 +281,14 @@ void smtpd_start(struct smtpd *srv)
 	srv->commit_wq = workq_create(srv->base, (unsigned)srv->conf->queue.commit_threads, "commit");
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		struct smtpd_listener *l = &srv->listeners[i];
+		/* backlog 0: the master's socket is listening already (and
+		 * smtpd's seccomp list has no listen()). */
 		l->lev = evconnlistener_new(srv->base, server_on_accept, l,
-					    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, l->fd);
+					    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, l->fd);
+		if (l->lev == NULL) {
+			log_err("event=listen_failed listen=%s error=%s", l->name, strerror(errno));
+			continue;
+		}
 		evconnlistener_set_error_cb(l->lev, server_on_accept_error);
 		log_info("event=listening listen=%s", l->name);
 	}

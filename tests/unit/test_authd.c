@@ -36,6 +36,7 @@
 #include "ctl/ctl.h"
 #include "lib/base64.h"
 #include "lib/buf.h"
+#include "lib/shmcount.h"
 #include "smtpd/smtpd.h"
 
 #include <poll.h>
@@ -612,10 +613,17 @@ static void test_smtpd_auth_and_service_gone(void **state)
 		fail_msg("conf_load: %s", err);
 	struct smtpd *srv = NULL;
 	const char *error = NULL;
-	assert_int_equal(smtpd_create(f->base, conf, NULL, NULL, &srv, &error), 0);
+	struct smtpd_bound *bound = NULL;
+	size_t nbound = 0;
+	assert_int_equal(smtpd_listeners_bind(conf, &bound, &nbound, &error), 0);
+	struct shmcount *conns = shmcount_create(conf->limits.connections, 1);
+	assert_non_null(conns);
+	assert_int_equal(
+	    smtpd_create(f->base, conf, NULL, NULL, bound, nbound, conns, &srv, &error), 0);
+	free(bound);
 	smtpd_set_authc(srv, f->c);
 	f->c = NULL; /* smtpd's now */
-	smtpd_start(srv, NULL, NULL);
+	smtpd_start(srv);
 
 	char good[256], bad[256];
 	plain_cmd("alice@example.org", "correct horse", good, sizeof(good));
@@ -639,6 +647,7 @@ static void test_smtpd_auth_and_service_gone(void **state)
 	for (int i = 0; i < 20; i++)
 		event_base_loop(f->base, EVLOOP_NONBLOCK);
 	smtpd_free(&srv);
+	shmcount_free(&conns);
 	conf_free(&conf);
 }
 
