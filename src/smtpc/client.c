@@ -35,6 +35,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,7 +54,9 @@
 #include "lib/alloc.h"
 #include "lib/base64.h"
 #include "lib/buf.h"
+#include "lib/fsutil.h"
 #include "lib/log.h"
+#include "lib/workq.h"
 #include "smtpc/reply.h"
 #include "smtpd/parse.h"
 #include "tls/tls.h"
@@ -62,7 +65,7 @@
 #define SMTPC_COMMAND_TIMEOUT_MS 300000ULL /* RFC 5321 §4.5.3.2.2-5: 5 minutes */
 #define SMTPC_DATA_TIMEOUT_MS 600000ULL    /* §4.5.3.2.6: 10 minutes after the dot */
 #define SMTPC_QUIT_WAIT_MS 2000ULL         /* do not wait long for 221 */
-#define SMTPC_CHUNK 65536                  /* body octets queued per refill */
+#define SMTPC_CHUNK SMTPC_WINDOW           /* body octets queued per refill */
 #define SMTPC_ARG_MAX 1000                 /* a path or parameter we put in a command */
 /* Defaults of the idle cache; the queue manager sets delivery.idle_timeout,
  * delivery.destination_idle and delivery.total_idle. */
@@ -98,12 +101,29 @@ enum smtpc_go { SMTPC_GO, SMTPC_STOP };
 struct smtpc_session;
 struct smtpc_idle;
 
+/* A message read from a file, one window at a time on a worker thread
+ * while the loop sends the window before it. Owned by its session; if the
+ * session ends while a read is in flight, the read's completion frees it. */
+struct smtpc_body {
+	struct smtpc_session *s; /* NULL: orphaned, freed when the read completes */
+	int fd;                  /* our dup of the caller's */
+	uint64_t base;           /* the content's offset in fd */
+	size_t len;              /* of the content */
+	size_t next;             /* content offset of the next window to read */
+	unsigned char win[SMTPC_WINDOW];
+	size_t win_len;
+	bool reading; /* a read is on the work queue */
+	bool ready;   /* win holds the window at data_off, not yet queued */
+	int err;      /* errno of a failed read */
+};
+
 struct smtpc {
 	struct event_base *base;
 	SSL_CTX *ssl_ctx;
 	struct smtpc_session *sessions;
 	struct smtpc_idle *idle; /* newest first */
 	size_t nidle;
+	struct workq *wq;         /* reads of a message from a file; NULL: none */
 	uint64_t idle_timeout_ms; /* 0: no cache */
 	size_t idle_per_key;      /* at least 1 */
 	size_t idle_max;          /* at least 1 */
@@ -163,6 +183,8 @@ struct smtpc_session {
 	size_t dot_next; /* LMTP: the next recipient to get a post-DATA reply */
 	size_t data_off;
 	bool data_bol;
+	bool data_lf;              /* the last octet queued was LF */
+	struct smtpc_body *body; /* the message read from a file; NULL for data */
 	bool *rcpt_done;     /* has its final result */
 	bool *rcpt_accepted; /* 2xx to RCPT */
 
@@ -268,9 +290,12 @@ static void session_unlink(struct smtpc_session *s)
 	s->prev = s->next = NULL;
 }
 
+static void body_release(struct smtpc_body **bp);
+
 static void session_free(struct smtpc_session *s)
 {
 	session_close(s);
+	body_release(&s->body);
 	event_free(s->timer);
 	free(s->res.rcpts);
 	free(s->rcpt_done);
@@ -1162,14 +1187,23 @@ static enum smtpc_go session_tx_start(struct smtpc_session *s)
 }
 
 static void session_body_fill(struct smtpc_session *s);
+static bool session_body_open(struct smtpc_session *s);
 
 static enum smtpc_go session_body_start(struct smtpc_session *s)
 {
 	s->data_off = 0;
 	s->data_bol = true;
+	s->data_lf = false;
+	if (!session_body_open(s)) {
+		/* nothing sent yet after the 354: the connection goes, so the
+		 * server drops the transaction (RFC 5321 §4.1.1.4) */
+		session_finish(s);
+		return SMTPC_STOP;
+	}
 	session_set_state(s, SMTPC_S_BODY);
 	bufferevent_setwatermark(s->bev, EV_WRITE, SMTPC_CHUNK / 2, 0);
 	bufferevent_setcb(s->bev, session_on_read, session_on_write, session_on_event, s);
+	session_timer_arm(s, session_command_timeout(s)); /* also while the disk is read */
 	session_body_fill(s);
 	return SMTPC_GO;
 }
@@ -1236,31 +1270,111 @@ static enum smtpc_go session_on_tx(struct smtpc_session *s, const struct smtp_re
 	return session_quit(s, false);
 }
 
-/* Queue up to SMTPC_CHUNK more octets of the message, dot-stuffed
- * (RFC 5321 §4.5.2), then the end of data. */
-static void session_body_fill(struct smtpc_session *s)
+/* --- the body, from memory or read from a file in windows ---------------- */
+
+/* Queue n octets of the message, dot-stuffed (RFC 5321 §4.5.2): a line
+ * that starts with "." gets another; the line state carries over. */
+static void session_body_stuff(struct smtpc_session *s, const unsigned char *d, size_t n)
 {
 	struct evbuffer *out = bufferevent_get_output(s->bev);
-	const unsigned char *d = s->msg->data;
-	size_t len = s->msg->len;
-
-	if (evbuffer_get_length(out) >= SMTPC_CHUNK)
-		return;
-	size_t end = len - s->data_off > SMTPC_CHUNK ? s->data_off + SMTPC_CHUNK : len;
-	while (s->data_off < end) {
-		if (s->data_bol && d[s->data_off] == '.')
+	size_t off = 0;
+	while (off < n) {
+		if (s->data_bol && d[off] == '.')
 			evbuffer_add(out, ".", 1);
-		const unsigned char *nl = memchr(d + s->data_off, '\n', end - s->data_off);
-		size_t seg_end = nl != NULL ? (size_t)(nl - d) + 1 : end;
-		evbuffer_add(out, d + s->data_off, seg_end - s->data_off);
+		const unsigned char *nl = memchr(d + off, '\n', n - off);
+		size_t seg_end = nl != NULL ? (size_t)(nl - d) + 1 : n;
+		evbuffer_add(out, d + off, seg_end - off);
 		s->data_bol = nl != NULL;
-		s->data_off = seg_end;
+		off = seg_end;
 	}
-	if (s->data_off < len) {
-		session_timer_arm(s, session_command_timeout(s));
+	if (n > 0)
+		s->data_lf = d[n - 1] == '\n';
+	s->data_off += n;
+}
+
+static void body_read_run(void *arg)
+{
+	struct smtpc_body *b = arg;
+	size_t n = b->len - b->next < SMTPC_WINDOW ? b->len - b->next : SMTPC_WINDOW;
+	b->err = fs_pread_all(b->fd, b->win, n, b->base + b->next) < 0 ? (errno ? errno : EIO) : 0;
+	b->win_len = n;
+}
+
+static void body_free(struct smtpc_body *b)
+{
+	close(b->fd);
+	free(b);
+}
+
+static void body_read_done(void *arg)
+{
+	struct smtpc_body *b = arg;
+	struct smtpc_session *s = b->s;
+	b->reading = false;
+	if (s == NULL) {
+		body_free(b);
 		return;
 	}
-	if (len == 0 || d[len - 1] != '\n')
+	if (b->err != 0) {
+		/* A message cut short must not reach the server as whole: end
+		 * the connection without the final dot. */
+		session_record(s, false, 0, "4.3.0", "cannot read the message from the spool: %s",
+		               strerror(b->err));
+		session_finish(s);
+		return;
+	}
+	b->next += b->win_len;
+	b->ready = true;
+	session_body_fill(s);
+}
+
+static void body_read_start(struct smtpc_body *b)
+{
+	b->reading = true;
+	workq_submit(b->s->c->wq, body_read_run, body_read_done, b);
+}
+
+/* The session lets go of its body: freed now, or by the read in flight. */
+static void body_release(struct smtpc_body **bp)
+{
+	struct smtpc_body *b = *bp;
+	if (b == NULL)
+		return;
+	*bp = NULL;
+	b->s = NULL;
+	if (!b->reading)
+		body_free(b);
+}
+
+/* A message in a file: a dup of its descriptor (the caller may close its
+ * own once we are done, while a read is still in flight after a cancel).
+ * False with the outcome recorded when it cannot be read. */
+static bool session_body_open(struct smtpc_session *s)
+{
+	const struct smtpc_msg *m = s->msg;
+	if (m->data != NULL || m->len == 0)
+		return true;
+	int fd = s->c->wq != NULL ? fcntl(m->fd, F_DUPFD_CLOEXEC, 0) : -1;
+	if (fd < 0) {
+		session_record(s, false, 0, "4.3.0", "cannot read the message from the spool: %s",
+		               s->c->wq == NULL ? "no worker threads" : strerror(errno));
+		return false;
+	}
+	struct smtpc_body *b = xcalloc(1, sizeof(*b));
+	b->s = s;
+	b->fd = fd;
+	b->base = m->fd_off;
+	b->len = m->len;
+	s->body = b;
+	body_read_start(b);
+	return true;
+}
+
+/* After the last octet of the message: the end of data. */
+static void session_body_end(struct smtpc_session *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	if (!s->data_lf)
 		evbuffer_add(out, "\r\n", 2);
 	evbuffer_add(out, ".\r\n", 3);
 	bufferevent_setcb(s->bev, session_on_read, NULL, session_on_event, s);
@@ -1268,6 +1382,37 @@ static void session_body_fill(struct smtpc_session *s)
 	session_set_state(s, SMTPC_S_DOT);
 	session_timer_arm(s, s->dest->data_timeout_ms != 0 ? s->dest->data_timeout_ms
 	                                                   : SMTPC_DATA_TIMEOUT_MS);
+}
+
+/* Queue up to SMTPC_CHUNK more octets of the message when the socket has
+ * drained below that, then the end of data. A file's next window is read
+ * on the work queue as soon as the one before is queued, so it is usually
+ * there when the socket wants it; if not, its completion calls again. */
+static void session_body_fill(struct smtpc_session *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	size_t len = s->msg->len;
+	struct smtpc_body *b = s->body;
+
+	if (s->state != SMTPC_S_BODY || evbuffer_get_length(out) >= SMTPC_CHUNK)
+		return;
+	if (b == NULL) {
+		size_t n = len - s->data_off > SMTPC_CHUNK ? SMTPC_CHUNK : len - s->data_off;
+		if (n > 0)
+			session_body_stuff(s, s->msg->data + s->data_off, n);
+	} else if (b->ready) {
+		b->ready = false;
+		session_body_stuff(s, b->win, b->win_len);
+		if (b->next < b->len)
+			body_read_start(b);
+	} else {
+		return; /* the window is being read */
+	}
+	if (s->data_off < len) {
+		session_timer_arm(s, session_command_timeout(s));
+		return;
+	}
+	session_body_end(s);
 }
 
 /* After the dot: one reply (SMTP) or one per accepted recipient in RCPT
@@ -1482,6 +1627,11 @@ struct smtpc *smtpc_create(struct event_base *base, const char *ca_file, char *e
 	c->idle_per_key = SMTPC_IDLE_PER_KEY;
 	c->idle_max = SMTPC_IDLE_MAX;
 	return c;
+}
+
+void smtpc_set_workq(struct smtpc *c, struct workq *wq)
+{
+	c->wq = wq;
 }
 
 void smtpc_set_idle_timeout(struct smtpc *c, uint64_t ms)
