@@ -4,10 +4,8 @@
 #include "smtpc/client_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -49,7 +47,6 @@ static void body_read_run(void *arg)
 
 static void body_free(struct smtpc_body *b)
 {
-	close(b->fd);
 	free(b);
 }
 
@@ -94,24 +91,26 @@ void smtpc_body_release(struct smtpc_body **bp)
 		body_free(b);
 }
 
-/* A message in a file: a dup of its descriptor (the caller may close its
- * own once we are done, while a read is still in flight after a cancel).
- * False with the outcome recorded when it cannot be read. */
+/* A message in a file: read through the caller's descriptor, not a dup
+ * (an attempt already holds one descriptor per message; a dup per session
+ * would add up to delivery.total_concurrency more). After a cancel the
+ * caller may close it while a read is in flight: that pread(2) then fails
+ * or reads whatever took the number, into a window nobody looks at, which
+ * its completion frees. False with the outcome recorded when there is no
+ * work queue to read on. */
 static bool session_body_open(struct smtpc_session *s)
 {
 	const struct smtpc_msg *m = s->msg;
 	if (m->data != NULL || m->len == 0)
 		return true;
-	int fd = s->c->wq != NULL ? fcntl(m->fd, F_DUPFD_CLOEXEC, 0) : -1;
-	if (fd < 0) {
-		smtpc_session_record(s, false, 0, "4.3.0",
-		                     "cannot read the message from the spool: %s",
-		                     s->c->wq == NULL ? "no worker threads" : strerror(errno));
+	if (s->c->wq == NULL) {
+		smtpc_session_record(s, false, 0, "4.3.0", "%s",
+		                     "cannot read the message from the spool: no worker threads");
 		return false;
 	}
 	struct smtpc_body *b = xcalloc(1, sizeof(*b));
 	b->s = s;
-	b->fd = fd;
+	b->fd = m->fd;
 	b->base = m->fd_off;
 	b->len = m->len;
 	s->body = b;

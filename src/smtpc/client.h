@@ -82,8 +82,9 @@ struct smtpc_msg {
 	 * spool file). They are read SMTPC_WINDOW octets at a time on the
 	 * client's work queue (smtpc_set_workq), never on the loop, and sent
 	 * as the socket drains: a session holds about two windows of the
-	 * message whatever its size. The client reads a dup of fd: the
-	 * caller may close fd once cb has run (or the session is cancelled). */
+	 * message whatever its size. fd must stay open until cb has run
+	 * (or the session is cancelled: a read still in flight then reads
+	 * into a window that is thrown away). */
 	int fd;
 	uint64_t fd_off;
 	/* A recipient probe (smtpd's verify_recipients, as Postfix's address

@@ -65,7 +65,7 @@ struct smtpc_idle;
  * session ends while a read is in flight, the read's completion frees it. */
 struct smtpc_body {
 	struct smtpc_session *s; /* NULL: orphaned, freed when the read completes */
-	int fd;                  /* our dup of the caller's */
+	int fd;                  /* the caller's (smtpc_msg.fd) */
 	uint64_t base;           /* the content's offset in fd */
 	size_t len;              /* of the content */
 	size_t next;             /* content offset of the next window to read */
