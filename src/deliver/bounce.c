@@ -801,7 +801,7 @@ int bounce_build(const struct bounce_info *b, struct buf *out)
 	struct bounce_ctx c = {.b = b, .out = out, .start = out->len};
 	size_t start = out->len, k = 0;
 	if (b->msg == NULL && b->msglen > 0 && b->msg_fd >= 0)
-		c.win = xmalloc(BOUNCE_WINDOW);
+		c.win = xmalloc(bounce_min(b->msglen, BOUNCE_WINDOW));
 	c.utf8 = !bounce_is_ascii(b->sender);
 	c.orcpts = xcalloc(b->nrcpts + 1, sizeof(*c.orcpts));
 	for (size_t i = 0; i < b->nrcpts; i++) {

@@ -124,16 +124,24 @@ static size_t maildir_lf_window(unsigned char *p, size_t n, bool last, bool *cr,
 	return o;
 }
 
+/* A window for msg: MAILDIR_WINDOW octets, or fewer for a smaller
+ * message (most are: no fresh pages to fault in for a 4 KiB message). */
+static size_t maildir_window_size(const struct maildir_msg *msg)
+{
+	return msg->len < MAILDIR_WINDOW ? (msg->len > 0 ? msg->len : 1) : MAILDIR_WINDOW;
+}
+
 int maildir_lf_size(const struct maildir_msg *msg, uint64_t *size_r)
 {
-	unsigned char *w = malloc(MAILDIR_WINDOW);
+	size_t wsize = maildir_window_size(msg);
+	unsigned char *w = malloc(wsize);
 	uint64_t pos = 0, size = 0;
 	bool cr = false, lead;
 	int rc = 0;
 	if (w == NULL)
 		abort();
 	while (pos < msg->len) {
-		size_t n = msg->len - pos < MAILDIR_WINDOW ? (size_t)(msg->len - pos) : MAILDIR_WINDOW;
+		size_t n = msg->len - pos < wsize ? (size_t)(msg->len - pos) : wsize;
 		if (maildir_src_read(msg, pos, w, n) < 0) {
 			rc = -1;
 			break;
@@ -151,7 +159,8 @@ int maildir_lf_size(const struct maildir_msg *msg, uint64_t *size_r)
 static int maildir_copy(int fd, const char *head, size_t headlen, const struct maildir_msg *msg,
                         char *err, size_t errlen)
 {
-	unsigned char *w = malloc(MAILDIR_WINDOW);
+	size_t wsize = maildir_window_size(msg);
+	unsigned char *w = malloc(wsize);
 	uint64_t pos = 0;
 	bool cr = false, lead;
 	int rc = 0;
@@ -160,7 +169,7 @@ static int maildir_copy(int fd, const char *head, size_t headlen, const struct m
 	if (fs_write_all(fd, head, headlen) < 0)
 		rc = -1;
 	while (rc == 0 && pos < msg->len) {
-		size_t n = msg->len - pos < MAILDIR_WINDOW ? (size_t)(msg->len - pos) : MAILDIR_WINDOW;
+		size_t n = msg->len - pos < wsize ? (size_t)(msg->len - pos) : wsize;
 		if (maildir_src_read(msg, pos, w, n) < 0) {
 			snprintf(err, errlen, "read spool: %s", strerror(errno));
 			free(w);

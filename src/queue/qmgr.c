@@ -312,7 +312,7 @@ static int qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, struct bounce_
 		goto out;
 	}
 	log_info("event=notify qid=%s kind=%s to=%s notify_qid=%s", m->qid,
-	         qmgr_notice_name(bi->kind), log_qs(qt, to), e.qid);
+		 qmgr_notice_name(bi->kind), log_qs(qt, to), e.qid);
 	memcpy(m->bounce_qids[m->n_bounces++], e.qid, QID_LEN + 1);
 out:
 	envelope_clear(&e);

@@ -108,7 +108,10 @@ static bool session_body_open(struct smtpc_session *s)
 		                     "cannot read the message from the spool: no worker threads");
 		return false;
 	}
-	struct smtpc_body *b = xcalloc(1, sizeof(*b));
+	/* a window no larger than the message: a small one costs no fresh pages */
+	size_t wsize = m->len < SMTPC_WINDOW ? m->len : SMTPC_WINDOW;
+	struct smtpc_body *b = xmalloc(sizeof(*b) + wsize);
+	memset(b, 0, sizeof(*b));
 	b->s = s;
 	b->fd = m->fd;
 	b->base = m->fd_off;

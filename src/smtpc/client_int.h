@@ -69,11 +69,11 @@ struct smtpc_body {
 	uint64_t base;           /* the content's offset in fd */
 	size_t len;              /* of the content */
 	size_t next;             /* content offset of the next window to read */
-	unsigned char win[SMTPC_WINDOW];
 	size_t win_len;
 	bool reading; /* a read is on the work queue */
 	bool ready;   /* win holds the window at data_off, not yet queued */
 	int err;      /* errno of a failed read */
+	unsigned char win[]; /* min(len, SMTPC_WINDOW) octets */
 };
 
 struct smtpc {
