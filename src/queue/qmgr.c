@@ -5,8 +5,10 @@
  * delivery (qmgr_remote.c) is event-driven on the loop.
  *
  * One attempt of a message:
- *   load (worker): envelope + content from the spool; local recipients are
- *     delivered to their Maildirs right there;
+ *   load (worker): the envelope from the spool, whose file stays open for
+ *     the attempt (the content is read in 64 KiB windows by Maildir, smtpc
+ *     and bounces, never loaded whole); local recipients are delivered to
+ *     their Maildirs right there;
  *   remote (loop): the other recipients, grouped by destination, go out
  *     through DNS and the SMTP/LMTP client;
  *   finish (worker): expiry and DSN decisions, bounces committed to the
