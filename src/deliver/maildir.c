@@ -4,6 +4,7 @@
  * turned into LF on the way), so a delivery's memory does not depend on
  * the message's size. */
 #include "deliver/maildir.h"
+#include "lib/alloc.h"
 #include "lib/fsutil.h"
 
 #include <ctype.h>
@@ -134,12 +135,10 @@ static size_t maildir_window_size(const struct maildir_msg *msg)
 int maildir_lf_size(const struct maildir_msg *msg, uint64_t *size_r)
 {
 	size_t wsize = maildir_window_size(msg);
-	unsigned char *w = malloc(wsize);
+	unsigned char *w = xmalloc(wsize);
 	uint64_t pos = 0, size = 0;
 	bool cr = false, lead;
 	int rc = 0;
-	if (w == NULL)
-		abort();
 	while (pos < msg->len) {
 		size_t n = msg->len - pos < wsize ? (size_t)(msg->len - pos) : wsize;
 		if (maildir_src_read(msg, pos, w, n) < 0) {
@@ -160,12 +159,10 @@ static int maildir_copy(int fd, const char *head, size_t headlen, const struct m
                         char *err, size_t errlen)
 {
 	size_t wsize = maildir_window_size(msg);
-	unsigned char *w = malloc(wsize);
+	unsigned char *w = xmalloc(wsize);
 	uint64_t pos = 0;
 	bool cr = false, lead;
 	int rc = 0;
-	if (w == NULL)
-		abort();
 	if (fs_write_all(fd, head, headlen) < 0)
 		rc = -1;
 	while (rc == 0 && pos < msg->len) {
