@@ -3,8 +3,11 @@
  * parameters, marked Auto-Submitted (RFC 3834), with the RFC 6533 types when
  * the mail was SMTPUTF8.
  *
- * Runs in the queue manager; pure apart from reading the clock and the
- * kernel's random bytes (for Date:, Message-ID: and the MIME boundary).
+ * Runs in the queue manager, on a delivery worker: pure apart from reading
+ * the clock and the kernel's random bytes (for Date:, Message-ID: and the
+ * MIME boundary) and, for a spooled original, pread(2) of the spool file
+ * through one BOUNCE_WINDOW buffer. With a sink the report leaves in
+ * pieces, so the memory of a report that quotes 10 MiB stays bounded too.
  *
  * Hostile inputs: the diagnostic text (written by a remote server), the
  * addresses, ENVID and ORCPT (written by an SMTP client) and the original
@@ -30,6 +33,7 @@
  * - Arrival-Date is written only when arrival_us is set. */
 #include "deliver/bounce.h"
 #include "lib/alloc.h"
+#include "lib/fsutil.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -51,26 +55,58 @@ enum {
 
 #define BOUNCE_FULL_MAX ((size_t)10 * 1024 * 1024) /* RET=FULL up to this size */
 #define BOUNCE_HEADERS_MAX ((size_t)256 * 1024)    /* header section bound */
+#define BOUNCE_WINDOW ((size_t)64 * 1024)          /* original read at a time; sink chunk */
 
 struct bounce_ctx {
 	const struct bounce_info *b;
 	struct buf *out;
-	int err;   /* sticky: some append failed */
+	size_t start; /* where this report starts in out */
+	int err;   /* sticky: -1 some append failed, -2 a read or the sink failed */
 	bool utf8; /* RFC 6533 types and UTF-8 text */
 	char mta[BOUNCE_VALUE_MAX + 4];
 	char qid[BOUNCE_QID_MAX + 1];
 	char boundary[80];
 	char **orcpts; /* decoded ORCPT per recipient, or NULL entries */
-	const unsigned char *orig;
-	size_t origlen;
+	unsigned char *win; /* BOUNCE_WINDOW octets for an original read from a file */
+	size_t origlen;     /* the octets of the original that part 3 quotes */
 	bool orig_full;
 	bool orig_8bit;
 };
+
+/* Hand what the report has so far to the sink, if there is one. */
+static void bounce_flush(struct bounce_ctx *c)
+{
+	size_t n = c->out->len - c->start;
+	if (c->b->sink == NULL || c->err != 0 || n == 0)
+		return;
+	if (c->b->sink(c->b->sink_arg, c->out->data + c->start, n) < 0)
+		c->err = -2;
+	c->out->len = c->start;
+}
 
 static void bounce_put(struct bounce_ctx *c, const void *p, size_t n)
 {
 	if (c->err == 0 && buf_append(c->out, p, n) < 0)
 		c->err = -1;
+	if (c->out->len - c->start >= BOUNCE_WINDOW)
+		bounce_flush(c);
+}
+
+/* n <= BOUNCE_WINDOW octets of the original from pos: in place for one in
+ * memory, else read into c->win. NULL (and c->err) on a read error. */
+static const unsigned char *bounce_orig_at(struct bounce_ctx *c, size_t pos, size_t n)
+{
+	if (c->b->msg != NULL)
+		return c->b->msg + pos;
+	if (c->err == 0 && fs_pread_all(c->b->msg_fd, c->win, n, c->b->msg_off + pos) == 0)
+		return c->win;
+	c->err = -2;
+	return NULL;
+}
+
+static size_t bounce_min(size_t a, size_t b)
+{
+	return a < b ? a : b;
 }
 
 static void bounce_puts(struct bounce_ctx *c, const char *s)
@@ -392,43 +428,73 @@ static const char *bounce_default_status(enum bounce_kind k)
 	return "5.0.0";
 }
 
+/* Where the header section of the original ends (RFC 5322 section 2.1:
+ * at the first empty line; a bare LF counts, as the copy turns it to CRLF),
+ * cut to BOUNCE_HEADERS_MAX at a line end. Reads at most the first
+ * BOUNCE_HEADERS_MAX + 2 octets, window by window. */
+static size_t bounce_headers_len(struct bounce_ctx *c, size_t n)
+{
+	enum { NONE, AFTER_LF, AFTER_LF_CR } st = AFTER_LF;
+	size_t cand = 0, last_lf = 0, scan = bounce_min(n, BOUNCE_HEADERS_MAX + 2);
+	for (size_t pos = 0; pos < scan;) {
+		size_t w = bounce_min(BOUNCE_WINDOW, scan - pos);
+		const unsigned char *m = bounce_orig_at(c, pos, w);
+		if (m == NULL)
+			return 0;
+		for (size_t i = 0; i < w; i++) {
+			unsigned char ch = m[i];
+			if ((st == AFTER_LF || st == AFTER_LF_CR) && ch == '\n') {
+				if (cand <= BOUNCE_HEADERS_MAX)
+					return cand;
+				goto cut; /* too long: cut at a line end */
+			}
+			st = st == AFTER_LF && ch == '\r' ? AFTER_LF_CR : NONE;
+			if (ch == '\n') {
+				st = AFTER_LF;
+				cand = pos + i + 1;
+				if (cand <= BOUNCE_HEADERS_MAX)
+					last_lf = cand;
+			}
+		}
+		pos += w;
+	}
+	if (n <= BOUNCE_HEADERS_MAX)
+		return n;
+cut:
+	return last_lf > 0 ? last_lf : BOUNCE_HEADERS_MAX;
+}
+
 /* The slice of the original that part 3 carries (see the file comment). */
 static void bounce_orig_select(struct bounce_ctx *c)
 {
-	const unsigned char *m = c->b->msg;
-	size_t n = m != NULL ? c->b->msglen : 0, hlen = n;
-	c->orig = m;
+	size_t n = c->b->msg != NULL || c->b->msg_fd >= 0 ? c->b->msglen : 0;
 	/* RFC 3461 §4.3: RET applies to failure reports; the others carry
 	 * the header section only. */
 	c->orig_full = c->b->full && c->b->kind == BOUNCE_FAILED && n <= BOUNCE_FULL_MAX;
-	if (!c->orig_full) {
-		/* The header section ends at the first empty line (RFC 5322
-		 * section 2.1); a bare LF counts, as the copy turns it to CRLF. */
-		if (n > 0 && (m[0] == '\n' || (m[0] == '\r' && n > 1 && m[1] == '\n')))
-			hlen = 0;
-		for (size_t i = 0; i + 1 < n && hlen == n; i++)
-			if (m[i] == '\n' && (m[i + 1] == '\n' ||
-			                     (m[i + 1] == '\r' && i + 2 < n && m[i + 2] == '\n')))
-				hlen = i + 1;
-		if (hlen > BOUNCE_HEADERS_MAX) {
-			hlen = BOUNCE_HEADERS_MAX;
-			while (hlen > 0 && m[hlen - 1] != '\n')
-				hlen--;
-			if (hlen == 0)
-				hlen = BOUNCE_HEADERS_MAX;
-		}
-	}
-	c->origlen = hlen;
+	c->origlen = c->orig_full ? n : bounce_headers_len(c, n);
 	c->orig_8bit = false;
-	for (size_t i = 0; i < hlen && !c->orig_8bit; i++)
-		c->orig_8bit = m[i] >= 0x80;
+	for (size_t pos = 0; pos < c->origlen && !c->orig_8bit && c->err == 0;) {
+		size_t w = bounce_min(BOUNCE_WINDOW, c->origlen - pos);
+		const unsigned char *m = bounce_orig_at(c, pos, w);
+		for (size_t i = 0; m != NULL && i < w && !c->orig_8bit; i++)
+			c->orig_8bit = m[i] >= 0x80;
+		pos += w;
+	}
 }
 
-static bool bounce_boundary_free(const struct bounce_ctx *c)
+static bool bounce_boundary_free(struct bounce_ctx *c)
 {
 	size_t blen = strlen(c->boundary);
-	if (c->origlen > 0 && memmem(c->orig, c->origlen, c->boundary, blen) != NULL)
-		return false;
+	/* windows overlap by blen - 1 octets: a boundary across two is seen */
+	for (size_t pos = 0; pos < c->origlen && c->err == 0;) {
+		size_t w = bounce_min(BOUNCE_WINDOW, c->origlen - pos);
+		const unsigned char *m = bounce_orig_at(c, pos, w);
+		if (m != NULL && memmem(m, w, c->boundary, blen) != NULL)
+			return false;
+		if (pos + w == c->origlen)
+			break;
+		pos += w - (blen - 1);
+	}
 	for (size_t i = 0; i < c->b->nrcpts; i++) {
 		const char *d = c->b->rcpts[i].diagnostic;
 		if (d != NULL && strstr(d, c->boundary) != NULL)
@@ -648,35 +714,52 @@ static void bounce_dsn(struct bounce_ctx *c)
 
 /* The original with CRLF line ends, lines broken past BOUNCE_ORIG_LINE (not
  * inside a UTF-8 character if it can be helped; as a fold in the header
- * section), and a final CRLF. Copied in runs: it may be 10 MiB. */
+ * section), and a final CRLF. Copied in runs, window by window: it may be
+ * 10 MiB. A CR that ends a window takes an LF that starts the next. */
 static void bounce_orig_copy(struct bounce_ctx *c)
 {
-	const unsigned char *p = c->orig;
-	size_t n = c->origlen, run = 0, col = 0;
-	bool in_headers = true;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = p[i];
-		if (ch == '\r' || ch == '\n') {
-			bounce_put(c, p + run, i - run);
-			bounce_puts(c, "\r\n");
-			if (ch == '\r' && i + 1 < n && p[i + 1] == '\n')
-				i++;
-			if (col == 0)
-				in_headers = false;
-			col = 0;
-			run = i + 1;
-			continue;
+	size_t col = 0;
+	bool in_headers = true, skip_lf = false;
+	for (size_t pos = 0; pos < c->origlen && c->err == 0;) {
+		size_t n = bounce_min(BOUNCE_WINDOW, c->origlen - pos), run = 0;
+		const unsigned char *p = bounce_orig_at(c, pos, n);
+		if (p == NULL)
+			return;
+		pos += n;
+		for (size_t i = 0; i < n; i++) {
+			unsigned char ch = p[i];
+			if (skip_lf) {
+				skip_lf = false;
+				if (ch == '\n') {
+					run = i + 1;
+					continue;
+				}
+			}
+			if (ch == '\r' || ch == '\n') {
+				bounce_put(c, p + run, i - run);
+				bounce_puts(c, "\r\n");
+				if (ch == '\r' && i + 1 < n && p[i + 1] == '\n')
+					i++;
+				else if (ch == '\r' && i + 1 == n)
+					skip_lf = true;
+				if (col == 0)
+					in_headers = false;
+				col = 0;
+				run = i + 1;
+				continue;
+			}
+			if (col >= BOUNCE_ORIG_LINE &&
+			    ((ch & 0xc0) != 0x80 || col >= BOUNCE_ORIG_LINE + 3)) {
+				bounce_put(c, p + run, i - run);
+				bounce_puts(c, in_headers ? "\r\n " : "\r\n");
+				col = in_headers ? 1 : 0;
+				run = i;
+			}
+			col++;
 		}
-		if (col >= BOUNCE_ORIG_LINE &&
-		    ((ch & 0xc0) != 0x80 || col >= BOUNCE_ORIG_LINE + 3)) {
-			bounce_put(c, p + run, i - run);
-			bounce_puts(c, in_headers ? "\r\n " : "\r\n");
-			col = in_headers ? 1 : 0;
-			run = i;
-		}
-		col++;
+		if (run < n)
+			bounce_put(c, p + run, n - run);
 	}
-	bounce_put(c, p + run, n - run);
 	if (col > 0)
 		bounce_puts(c, "\r\n");
 	/* The CRLF before a delimiter belongs to it (RFC 2046 section 5.1.1);
@@ -715,8 +798,10 @@ static void bounce_original(struct bounce_ctx *c)
 
 int bounce_build(const struct bounce_info *b, struct buf *out)
 {
-	struct bounce_ctx c = {.b = b, .out = out};
+	struct bounce_ctx c = {.b = b, .out = out, .start = out->len};
 	size_t start = out->len, k = 0;
+	if (b->msg == NULL && b->msglen > 0 && b->msg_fd >= 0)
+		c.win = xmalloc(bounce_min(b->msglen, BOUNCE_WINDOW));
 	c.utf8 = !bounce_is_ascii(b->sender);
 	c.orcpts = xcalloc(b->nrcpts + 1, sizeof(*c.orcpts));
 	for (size_t i = 0; i < b->nrcpts; i++) {
@@ -754,15 +839,17 @@ int bounce_build(const struct bounce_info *b, struct buf *out)
 	bounce_puts(&c, "--");
 	bounce_puts(&c, c.boundary);
 	bounce_puts(&c, "--\r\n");
+	bounce_flush(&c);
 
 	for (size_t i = 0; i < b->nrcpts; i++)
 		free(c.orcpts[i]);
 	free(c.orcpts);
+	free(c.win);
 	if (c.err != 0) {
 		out->len = start;
 		if (out->data != NULL)
 			out->data[start] = '\0';
-		return -1;
+		return c.err;
 	}
 	return 0;
 }

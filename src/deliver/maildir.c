@@ -1,7 +1,10 @@
 /* maildir.c — Maildir delivery (https://cr.yp.to/proto/maildir.html).
- * Queue process, delivery worker threads (blocking disk I/O). */
+ * Queue process, delivery worker threads (blocking disk I/O). The content
+ * is copied from the spool file through one MAILDIR_WINDOW buffer (CRLF
+ * turned into LF on the way), so a delivery's memory does not depend on
+ * the message's size. */
 #include "deliver/maildir.h"
-#include "lib/buf.h"
+#include "lib/alloc.h"
 #include "lib/fsutil.h"
 
 #include <ctype.h>
@@ -11,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -84,29 +88,99 @@ static int maildir_prepare(const char *base, char *err, size_t errlen)
 	return 0;
 }
 
-/* The message with CRLF turned into LF, prefixed by our two headers. */
-static int maildir_render(const struct maildir_msg *msg, struct buf *out)
+/* Octets [pos, pos + n) of the content into p. */
+static int maildir_src_read(const struct maildir_msg *msg, uint64_t pos, unsigned char *p, size_t n)
 {
-	if (buf_printf(out, "Return-Path: <%s>\nDelivered-To: %s\n", msg->return_path,
-		       msg->delivered_to) < 0 ||
-	    buf_reserve(out, msg->len) < 0)
-		return -1;
-	const unsigned char *p = msg->data, *end = msg->data + msg->len;
-	while (p < end) {
-		const unsigned char *cr = memchr(p, '\r', (size_t)(end - p));
-		if (cr == NULL) {
-			buf_append(out, p, (size_t)(end - p));
+	if (msg->data != NULL) {
+		memcpy(p, msg->data + pos, n);
+		return 0;
+	}
+	return fs_pread_all(msg->fd, p, n, msg->off + pos);
+}
+
+/* Turn one window's CRLFs into LFs in place; *cr carries a CR that ended
+ * the previous window (its LF may start this one). A CR not followed by
+ * LF is kept. Returns the converted length. */
+static size_t maildir_lf_window(unsigned char *p, size_t n, bool last, bool *cr, bool *lead_cr)
+{
+	size_t o = 0, i = 0;
+	*lead_cr = false;
+	if (*cr) {
+		*cr = false;
+		if (n == 0 || p[0] != '\n')
+			*lead_cr = true; /* the carried CR stays: the caller writes it first */
+	}
+	for (; i < n; i++) {
+		if (p[i] == '\r') {
+			if (i + 1 < n) {
+				if (p[i + 1] == '\n')
+					continue; /* drop the CR, keep the LF */
+			} else if (!last) {
+				*cr = true; /* decided by the next window */
+				continue;
+			}
+		}
+		p[o++] = p[i];
+	}
+	return o;
+}
+
+/* A window for msg: MAILDIR_WINDOW octets, or fewer for a smaller
+ * message (most are: no fresh pages to fault in for a 4 KiB message). */
+static size_t maildir_window_size(const struct maildir_msg *msg)
+{
+	return msg->len < MAILDIR_WINDOW ? (msg->len > 0 ? msg->len : 1) : MAILDIR_WINDOW;
+}
+
+int maildir_lf_size(const struct maildir_msg *msg, uint64_t *size_r)
+{
+	size_t wsize = maildir_window_size(msg);
+	unsigned char *w = xmalloc(wsize);
+	uint64_t pos = 0, size = 0;
+	bool cr = false, lead;
+	int rc = 0;
+	while (pos < msg->len) {
+		size_t n = msg->len - pos < wsize ? (size_t)(msg->len - pos) : wsize;
+		if (maildir_src_read(msg, pos, w, n) < 0) {
+			rc = -1;
 			break;
 		}
-		buf_append(out, p, (size_t)(cr - p));
-		if (cr + 1 < end && cr[1] == '\n')
-			p = cr + 1; /* drop the CR, keep the LF */
-		else {
-			buf_append_byte(out, '\r');
-			p = cr + 1;
-		}
+		pos += n;
+		size += maildir_lf_window(w, n, pos == msg->len, &cr, &lead) + (lead ? 1 : 0);
 	}
-	return 0;
+	free(w);
+	*size_r = size;
+	return rc;
+}
+
+/* Our two header lines, then the content with LF line ends, window by
+ * window. -1 with err on a read or write error. */
+static int maildir_copy(int fd, const char *head, size_t headlen, const struct maildir_msg *msg,
+                        char *err, size_t errlen)
+{
+	size_t wsize = maildir_window_size(msg);
+	unsigned char *w = xmalloc(wsize);
+	uint64_t pos = 0;
+	bool cr = false, lead;
+	int rc = 0;
+	if (fs_write_all(fd, head, headlen) < 0)
+		rc = -1;
+	while (rc == 0 && pos < msg->len) {
+		size_t n = msg->len - pos < wsize ? (size_t)(msg->len - pos) : wsize;
+		if (maildir_src_read(msg, pos, w, n) < 0) {
+			snprintf(err, errlen, "read spool: %s", strerror(errno));
+			free(w);
+			return -1;
+		}
+		pos += n;
+		size_t o = maildir_lf_window(w, n, pos == msg->len, &cr, &lead);
+		if ((lead && fs_write_all(fd, "\r", 1) < 0) || fs_write_all(fd, w, o) < 0)
+			rc = -1;
+	}
+	free(w);
+	if (rc < 0)
+		snprintf(err, errlen, "write tmp: %s", strerror(errno));
+	return rc;
 }
 
 void maildir_unique_for(uint64_t arrival_us, const char *qid, size_t rcpt_index,
@@ -179,14 +253,25 @@ static bool maildir_in_cur(const char *base, const char *uniq, const char *sized
 	return found;
 }
 
-static int maildir_store(const char *base, const struct buf *content,
-			 const struct maildir_msg *msg, char *err, size_t errlen)
+static int maildir_store(const char *base, const struct maildir_msg *msg, char *err,
+                         size_t errlen)
 {
-	char uniq[400], sized[32], tmp[4600], dst[4700], newdir[4200];
+	char uniq[400], sized[32], tmp[4600], dst[4700], newdir[4200], head[2200];
 	struct stat st;
+	uint64_t lf_len = msg->lf_len;
 
+	if (msg->data != NULL && maildir_lf_size(msg, &lf_len) < 0) {
+		snprintf(err, errlen, "cannot size the message");
+		return -1;
+	}
+	int hl = snprintf(head, sizeof(head), "Return-Path: <%s>\nDelivered-To: %s\n",
+	                  msg->return_path, msg->delivered_to);
+	if (hl < 0 || (size_t)hl >= sizeof(head)) {
+		snprintf(err, errlen, "address too long");
+		return -1;
+	}
 	maildir_unique(msg, uniq, sizeof(uniq));
-	snprintf(sized, sizeof(sized), ",S=%zu", content->len);
+	snprintf(sized, sizeof(sized), ",S=%llu", (unsigned long long)(lf_len + (uint64_t)hl));
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/tmp/%s", base, uniq) >= sizeof(tmp) ||
 	    (size_t)snprintf(dst, sizeof(dst), "%s/new/%s%s", base, uniq, sized) >= sizeof(dst) ||
 	    (size_t)snprintf(newdir, sizeof(newdir), "%s/new", base) >= sizeof(newdir)) {
@@ -207,8 +292,9 @@ static int maildir_store(const char *base, const struct buf *content,
 		snprintf(err, errlen, "open tmp: %s", strerror(errno));
 		return -1;
 	}
-	if (fs_write_all(fd, content->data, content->len) < 0 || fsync(fd) < 0) {
-		snprintf(err, errlen, "write tmp: %s", strerror(errno));
+	if (maildir_copy(fd, head, (size_t)hl, msg, err, errlen) < 0 || fsync(fd) < 0) {
+		if (err[0] == '\0')
+			snprintf(err, errlen, "write tmp: %s", strerror(errno));
 		close(fd);
 		unlink(tmp);
 		return -1;
@@ -246,13 +332,6 @@ int maildir_deliver(const char *root, const char *domain, const char *mailbox,
 	}
 	if (maildir_prepare(base, err, errlen) < 0)
 		return -1;
-	struct buf content;
-	buf_init(&content, 0);
-	int ret = -1;
-	if (maildir_render(msg, &content) < 0)
-		snprintf(err, errlen, "message too large");
-	else
-		ret = maildir_store(base, &content, msg, err, errlen);
-	buf_free(&content);
-	return ret;
+	err[0] = '\0';
+	return maildir_store(base, msg, err, errlen);
 }

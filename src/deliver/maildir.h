@@ -19,8 +19,19 @@
 int maildir_mailbox_name(const char *local, char out[MAILDIR_MAILBOX_MAX + 1]);
 
 struct maildir_msg {
-	const unsigned char *data; /* the spooled message, CRLF line ends */
+	/* The spooled message, CRLF line ends: in memory (data, len), or,
+	 * with data NULL, len octets of fd from off (the spool file, read with
+	 * pread through a MAILDIR_WINDOW buffer: memory does not grow with the
+	 * message). */
+	const unsigned char *data;
 	size_t len;
+	int fd;
+	uint64_t off;
+	/* For the fd source: the content's size with CRLF turned into LF
+	 * (maildir_lf_size, once per message, not per recipient), for the
+	 * file name's S=, which must be known before the copy is written.
+	 * Ignored for data in memory (counted here). */
+	uint64_t lf_len;
 	const char *return_path;  /* envelope sender, "" for <> */
 	const char *delivered_to; /* the recipient address as received */
 	const char *hostname;     /* for the unique file name */
@@ -35,6 +46,11 @@ struct maildir_msg {
 };
 
 #define MAILDIR_UNIQUE_MAX 64
+#define MAILDIR_WINDOW 65536 /* octets read (and written) at a time */
+
+/* The size of msg's content once its CRLFs are LFs: what the file holds
+ * after our two header lines. 0, or -1 on a read error (errno). */
+int maildir_lf_size(const struct maildir_msg *msg, uint64_t *size_r);
 
 /* The unique part of a repeatable file name: "<arrival seconds>.Q<qid>R<rcpt
  * index>" (time first, as the Maildir convention sorts). */

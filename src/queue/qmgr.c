@@ -5,8 +5,10 @@
  * delivery (qmgr_remote.c) is event-driven on the loop.
  *
  * One attempt of a message:
- *   load (worker): envelope + content from the spool; local recipients are
- *     delivered to their Maildirs right there;
+ *   load (worker): the envelope from the spool, whose file stays open for
+ *     the attempt (the content is read in 64 KiB windows by Maildir, smtpc
+ *     and bounces, never loaded whole); local recipients are delivered to
+ *     their Maildirs right there;
  *   remote (loop): the other recipients, grouped by destination, go out
  *     through DNS and the SMTP/LMTP client;
  *   finish (worker): expiry and DSN decisions, bounces committed to the
@@ -40,6 +42,9 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+/* Threads that read message windows for smtpc (qmgr_int.h, rq). */
+#define QMGR_READ_THREADS 2
 
 uint64_t qmgr_now_us(void)
 {
@@ -82,7 +87,7 @@ static struct qmgr_msg *qmgr_msg_new(struct qmgr *q, const char *qid)
 	memcpy(m->qid, qid, QID_LEN);
 	m->qid[QID_LEN] = '\0';
 	envelope_init(&m->env);
-	buf_init(&m->data, 0);
+	m->fd = -1;
 	return m;
 }
 
@@ -90,7 +95,10 @@ static struct qmgr_msg *qmgr_msg_new(struct qmgr *q, const char *qid)
 static void qmgr_msg_reset(struct qmgr_msg *m)
 {
 	envelope_clear(&m->env);
-	buf_free(&m->data);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->fd = -1;
+	m->lf_known = false;
 	free(m->res);
 	m->res = NULL;
 	m->load_failed = m->not_due = m->removed = m->force = false;
@@ -144,8 +152,9 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 	char unique[MAILDIR_UNIQUE_MAX];
 	maildir_unique_for(m->env.arrival_us, m->qid, i, unique);
 	struct maildir_msg mm = {
-		.data = m->data.data,
-		.len = m->data.len,
+		.fd = m->fd,
+		.off = SPOOL_HDR_LEN,
+		.len = (size_t)m->env.size,
 		.return_path = m->env.sender,
 		.delivered_to = r->addr,
 		.hostname = q->conf->hostname,
@@ -159,6 +168,17 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 		qmgr_rres_set(&m->res[i], QMGR_R_FAILED, "5.1.2", "invalid domain name", "maildir");
 		return;
 	}
+	/* The S= of the file name is needed before the copy is written: one
+	 * counting pass over the content, shared by every local recipient. */
+	if (!m->lf_known) {
+		if (maildir_lf_size(&mm, &m->lf_len) < 0) {
+			snprintf(err, sizeof(err), "read spool: %s", strerror(errno));
+			qmgr_rres_set(&m->res[i], QMGR_R_DEFERRED, "4.3.0", err, "maildir");
+			return;
+		}
+		m->lf_known = true;
+	}
+	mm.lf_len = m->lf_len;
 	int rc = maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err));
 	if (rc == 0)
 		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "delivered to maildir", "maildir");
@@ -175,7 +195,7 @@ static void qmgr_load_run(void *arg)
 	struct qmgr *q = m->q;
 	const char *error = NULL;
 	char qe[LOG_Q_MAX];
-	if (spool_load(q->spool, m->qid, &m->env, &m->data, &error) < 0) {
+	if (spool_load_fd(q->spool, m->qid, &m->env, &m->fd, &error) < 0) {
 		/* A file that is gone (removed by hand) is not retried: there
 		 * is nothing left to deliver. Any other failure is. */
 		m->removed = errno == ENOENT;
@@ -239,11 +259,19 @@ static const char *qmgr_notice_name(enum bounce_kind kind)
 	return "failure";
 }
 
-/* Commit one notification to the spool as a new message from <>. Returns
- * -1 only when the spool could not take it (worth trying again later); a
- * notice that cannot be built at all is logged and counts as done. */
-static int qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct bounce_info *bi,
-			      const char *to)
+static int qmgr_bounce_sink(void *arg, const void *p, size_t len)
+{
+	return spool_msg_append(arg, p, len);
+}
+
+/* Commit one notification to the spool as a new message from <>. The
+ * report is written into the new spool file as it is built (the original
+ * it quotes is read from m->fd in windows), so a report quoting 10 MiB
+ * costs no more memory than one quoting headers. Returns -1 only when the
+ * spool could not take it (worth trying again later); a notice that cannot
+ * be built at all is logged and counts as done. */
+static int qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, struct bounce_info *bi,
+                              const char *to)
 {
 	struct buf out;
 	struct envelope e;
@@ -252,18 +280,34 @@ static int qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, const struct b
 	int rc = 0;
 	buf_init(&out, 0);
 	envelope_init(&e);
-	if (bounce_build(bi, &out) < 0 || m->n_bounces >= QMGR_NOTICES_MAX) {
+	if (m->n_bounces >= QMGR_NOTICES_MAX) {
 		log_err("event=bounce_failed qid=%s reason=\"cannot build notification\"", m->qid);
 		goto out;
 	}
 	qid_generate(e.qid);
+	struct spool_msg *sm = spool_msg_create(q->spool, e.qid);
+	bi->sink = qmgr_bounce_sink;
+	bi->sink_arg = sm;
+	int brc = bounce_build(bi, &out);
+	if (brc < 0) {
+		spool_msg_abort(&sm);
+		if (brc == -2) {
+			log_err("event=bounce_failed qid=%s reason=\"cannot read the message or write "
+			        "the notification\"",
+			        m->qid);
+			rc = -1;
+		} else {
+			log_err("event=bounce_failed qid=%s reason=\"cannot build notification\"",
+			        m->qid);
+		}
+		goto out;
+	}
 	e.arrival_us = qmgr_now_us();
 	envelope_set_str(&e.sender, "");
 	envelope_set_str(&e.client_addr, "127.0.0.1");
 	e.body = SMTP_BODY_8BITMIME;
 	e.smtputf8 = m->env.smtputf8;
 	envelope_add_rcpt(&e, to);
-	struct spool_msg *sm = spool_msg_create(q->spool, e.qid);
 	if (spool_commit(&sm, &e, out.data, out.len, &error) < 0) {
 		log_err("event=bounce_failed qid=%s reason=%s", m->qid, log_qs(qe, error));
 		rc = -1;
@@ -359,8 +403,9 @@ static int qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind
 			.arrival_us = e->arrival_us,
 			.retry_until_us = e->arrival_us + q->conf->delivery.max_lifetime * 1000,
 			.full = e->ret == SMTP_RET_FULL,
-			.msg = m->data.data,
-			.msglen = m->data.len,
+			.msg_fd = m->fd,
+			.msg_off = SPOOL_HDR_LEN,
+			.msglen = (size_t)e->size,
 			.rcpts = br,
 			.nrcpts = n,
 		};
@@ -645,6 +690,7 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
 	q->conf = conf;
 	q->spool = spool;
 	q->wq = workq_create(base, (unsigned)conf->queue.delivery_threads, "delivery");
+	q->rq = workq_create(base, QMGR_READ_THREADS, "spoolread");
 	/* Messages in an attempt: local work is bounded by the threads, remote
 	 * work by delivery.total_concurrency in qmgr_remote.c. */
 	q->max_active = (size_t)conf->queue.delivery_threads * 2 + conf->delivery.total_concurrency;
@@ -663,6 +709,7 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
 	if (q->smtpc == NULL) {
 		log_err("event=smtpc_error reason=\"%s\" (remote delivery will be deferred)", err);
 	} else {
+		smtpc_set_workq(q->smtpc, q->rq);
 		smtpc_set_idle_timeout(q->smtpc, conf->delivery.idle_timeout);
 		smtpc_set_idle_limits(q->smtpc, (size_t)conf->delivery.destination_idle,
 				      (size_t)conf->delivery.total_idle);
@@ -744,6 +791,7 @@ void qmgr_free(struct qmgr **qp)
 	smtpc_free(&q->smtpc);
 	qmgr_remote_free(q);
 	workq_free(&q->wq); /* finishes in-flight worker jobs */
+	workq_free(&q->rq); /* reads orphaned by smtpc_free: their buffers are freed */
 	for (size_t i = 0; i < q->n_waiting; i++)
 		qmgr_msg_free(&q->waiting[i]);
 	free(q->waiting);

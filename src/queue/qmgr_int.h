@@ -58,7 +58,13 @@ struct qmgr_msg {
 	struct qmgr_msg *next; /* ready FIFO */
 	/* filled by the load worker, used by the loop until the attempt ends */
 	struct envelope env;
-	struct buf data;
+	/* The spool file, open for the attempt: the content is e->size octets
+	 * from SPOOL_HDR_LEN, read in windows (Maildir and bounces on delivery
+	 * workers, smtpc on the spoolread pool), never loaded whole. -1 when
+	 * closed (qmgr_msg_reset, when the attempt ends). */
+	int fd;
+	uint64_t lf_len; /* the content's size with LF line ends (Maildir S=) */
+	bool lf_known;
 	struct qmgr_rres *res; /* env.nrcpts entries */
 	bool load_failed;
 	bool not_due; /* recovered before its persisted retry time */
@@ -80,6 +86,10 @@ struct qmgr {
 	const struct conf *conf;
 	struct spool *spool;
 	struct workq *wq;
+	/* Reads of message windows for smtpc: short pread(2)s from the page
+	 * cache, kept off the delivery pool so that they never wait behind a
+	 * Maildir copy and its fsync (QMGR_READ_THREADS). */
+	struct workq *rq;
 	struct dns *dns;
 	struct smtpc *smtpc;
 	size_t max_active;

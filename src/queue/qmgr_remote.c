@@ -14,6 +14,7 @@
 #include "lib/net.h"
 #include "lib/strutil.h"
 #include "mail/idna.h"
+#include "queue/spool.h"
 #include "smtpc/client.h"
 
 #include <arpa/inet.h>
@@ -241,8 +242,12 @@ static void qmgr_group_send(struct qmgr_group *g, size_t ntargets)
 	g->smsg.ret = e->ret;
 	g->smsg.body = e->body;
 	g->smsg.smtputf8 = e->smtputf8;
-	g->smsg.data = g->m->data.data;
-	g->smsg.len = g->m->data.len;
+	/* the content stays in the spool file: smtpc reads it in windows on
+	 * the spool reader threads (qmgr_create) */
+	g->smsg.data = NULL;
+	g->smsg.fd = g->m->fd;
+	g->smsg.fd_off = SPOOL_HDR_LEN;
+	g->smsg.len = (size_t)e->size;
 	smtpc_deliver(q->smtpc, &g->sdest, &g->smsg, qmgr_on_smtpc, g);
 }
 

@@ -785,6 +785,32 @@ int spool_load(struct spool *spool, const char *qid, struct envelope *e, struct 
 	return 0;
 }
 
+int spool_load_fd(struct spool *spool, const char *qid, struct envelope *e, int *fd_r,
+                  const char **error_r)
+{
+	uint64_t off;
+	bool io;
+	const char *error = NULL;
+	int fd = spool_open_queued(spool, qid, O_RDONLY);
+	if (fd < 0 && errno == ENOENT)
+		fd = spool_open_converting(spool, qid);
+	if (fd < 0) {
+		if (error_r != NULL)
+			*error_r = errno == EINVAL ? "invalid queue id" : "cannot open message file";
+		return -1;
+	}
+	if (spool_env_decode_fd(fd, qid, e, &off, NULL, &io, &error) < 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		if (error_r != NULL)
+			*error_r = error;
+		return -1;
+	}
+	*fd_r = fd;
+	return 0;
+}
+
 int spool_msg_open(struct spool *spool, const char *qid, uint64_t *len_r)
 {
 	uint64_t off = 0;

@@ -90,6 +90,13 @@ int spool_env_load(struct spool *spool, const char *qid, struct envelope *e, con
  * content->max bounds it) with one open. */
 int spool_load(struct spool *spool, const char *qid, struct envelope *e, struct buf *content,
 	       const char **error_r);
+/* The envelope, and the message file left open for reading the content
+ * in windows (pread from SPOOL_HDR_LEN, e->size octets; the envelope
+ * follows): what a delivery attempt keeps instead of the content. *fd_r
+ * is the caller's to close. On failure errno is ENOENT for a file that is
+ * gone. Blocks on the disk: worker threads. */
+int spool_load_fd(struct spool *spool, const char *qid, struct envelope *e, int *fd_r,
+                  const char **error_r);
 /* Open queue/<qid> positioned at its first content octet; *len_r is the
  * content length (read no further: the envelope follows). Returns an fd or
  * -1. */

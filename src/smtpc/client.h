@@ -78,6 +78,15 @@ struct smtpc_msg {
 	bool smtputf8;              /* the message needs SMTPUTF8 (RFC 6531) */
 	const unsigned char *data;  /* the message, CRLF lines, not dot-stuffed */
 	size_t len;
+	/* Or, with data NULL and len > 0: len octets of fd from fd_off (the
+	 * spool file). They are read SMTPC_WINDOW octets at a time on the
+	 * client's work queue (smtpc_set_workq), never on the loop, and sent
+	 * as the socket drains: a session holds about two windows of the
+	 * message whatever its size. fd must stay open until cb has run
+	 * (or the session is cancelled: a read still in flight then reads
+	 * into a window that is thrown away). */
+	int fd;
+	uint64_t fd_off;
 	/* A recipient probe (smtpd's verify_recipients, as Postfix's address
 	 * verification): MAIL and the RCPTs only, never DATA; each recipient
 	 * gets the reply to its RCPT, then the transaction ends (RSET or QUIT). */
@@ -129,6 +138,13 @@ void smtpc_set_idle_timeout(struct smtpc *c, uint64_t ms);
  * any delivery would take alike) and in all; the oldest beyond either is
  * closed. Defaults 8 and 64; 0 counts as 1. */
 void smtpc_set_idle_limits(struct smtpc *c, size_t per_destination, size_t total);
+/* Where a message read from a file (smtpc_msg.fd) is read: a pool of
+ * worker threads of the caller's loop, which outlives the client (freed
+ * after smtpc_free: a read in flight then finishes into a buffer nobody
+ * waits for). Without one, such a message defers (4.3.0). */
+struct workq;
+#define SMTPC_WINDOW 65536
+void smtpc_set_workq(struct smtpc *c, struct workq *wq);
 /* A delivery in progress: a handle for smtpc_cancel until its cb runs. */
 struct smtpc_session;
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -626,12 +627,172 @@ static void test_buffer_limit(void **state)
 	}
 }
 
+/* The quoting of bounce.c before it read in windows, on a whole buffer:
+ * the reference for the windowed copy. */
+static void orig_copy_ref(const unsigned char *p, size_t n, struct buf *out)
+{
+	size_t run = 0, col = 0;
+	bool in_headers = true;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = p[i];
+		if (ch == '\r' || ch == '\n') {
+			buf_append(out, p + run, i - run);
+			buf_append_str(out, "\r\n");
+			if (ch == '\r' && i + 1 < n && p[i + 1] == '\n')
+				i++;
+			if (col == 0)
+				in_headers = false;
+			col = 0;
+			run = i + 1;
+			continue;
+		}
+		if (col >= 990 && ((ch & 0xc0) != 0x80 || col >= 990 + 3)) {
+			buf_append(out, p + run, i - run);
+			buf_append_str(out, in_headers ? "\r\n " : "\r\n");
+			col = in_headers ? 1 : 0;
+			run = i;
+		}
+		col++;
+	}
+	buf_append(out, p + run, n - run);
+	if (col > 0)
+		buf_append_str(out, "\r\n");
+	buf_append_str(out, "\r\n");
+}
+
+/* Part 3 of a report: the octets after its MIME header, up to the closing
+ * delimiter. */
+static size_t part3(const struct buf *out, const char **p_r)
+{
+	const char *s = buf_cstr(out);
+	const char *b = strstr(s, "boundary=\"");
+	assert_non_null(b);
+	b += 10;
+	char delim[100];
+	size_t bl = (size_t)(strchr(b, '"') - b);
+	snprintf(delim, sizeof(delim), "\r\n--%.*s\r\n", (int)bl, b);
+	const char *last = NULL;
+	for (const char *q = strstr(s, delim); q != NULL; q = strstr(q + 1, delim))
+		last = q;
+	assert_non_null(last);
+	const char *body = strstr(last + strlen(delim), "\r\n\r\n");
+	assert_non_null(body);
+	body += 4;
+	char end[100];
+	snprintf(end, sizeof(end), "--%.*s--\r\n", (int)bl, b);
+	const char *e = strstr(body, end);
+	assert_non_null(e);
+	*p_r = body;
+	return (size_t)(e - body);
+}
+
+static int sink_into(void *arg, const void *p, size_t len)
+{
+	return buf_append(arg, p, len);
+}
+
+static int sink_fail(void *arg, const void *p, size_t len)
+{
+	(void)arg;
+	(void)p;
+	(void)len;
+	return -1;
+}
+
+/* A spooled original read through 64 KiB windows (a CR and LF on either
+ * side of a boundary, lines past 990 octets across one, 8-bit octets after
+ * the first window) quotes exactly what the same original in memory does,
+ * RET=FULL and headers-only (a header section past 256 KiB, cut at a line
+ * end); through a sink, the pieces are the report and out is left empty. */
+static void test_spooled_original(void **state)
+{
+	(void)state;
+	const size_t W = 65536, n = 5 * W + 77, off = 16;
+	unsigned char *m = malloc(n);
+	for (size_t i = 0; i < n; i++)
+		m[i] = i % 1500 == 1499 ? '\n' : (i % 1500 == 1498 ? '\r' : (unsigned char)('A' + i % 26));
+	memcpy(m, "Subject: x\r\n", 12);
+	m[W - 1] = '\r';
+	m[W] = '\n';
+	m[2 * W + 5] = 0xc3;
+	m[2 * W + 6] = 0xa9;
+	char path[] = "/tmp/hk-test-bounce-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(write(fd, "HKMSG-HEADER-16o", off), (ssize_t)off);
+	assert_int_equal(write(fd, m, n), (ssize_t)n);
+	assert_int_equal(write(fd, "ENVELOPE", 8), 8);
+	const struct bounce_rcpt r = {"bob@example.net", NULL, "5.1.1", "550 no", NULL, 0};
+	for (int full = 1; full >= 0; full--) {
+		struct bounce_info bm = {
+		    .kind = BOUNCE_FAILED, .reporting_mta = "mx", .qid = "Q", .sender = "a@b",
+		    .full = full, .msg = m, .msglen = n, .rcpts = &r, .nrcpts = 1, .now_us = T0};
+		struct bounce_info bf = bm;
+		bf.msg = NULL;
+		bf.msg_fd = fd;
+		bf.msg_off = off;
+		struct buf a, b, sunk;
+		buf_init(&a, 0);
+		buf_init(&b, 0);
+		buf_init(&sunk, 0);
+		assert_int_equal(bounce_build(&bm, &a), 0);
+		assert_int_equal(bounce_build(&bf, &b), 0);
+		const char *pa, *pb;
+		size_t la = part3(&a, &pa), lb = part3(&b, &pb);
+		assert_int_equal(la, lb);
+		assert_memory_equal(pa, pb, la);
+		assert_true(full ? la > n : la < 300 * 1024);
+		if (full) {
+			struct buf want;
+			buf_init(&want, 0);
+			orig_copy_ref(m, n, &want);
+			assert_int_equal(want.len, lb);
+			assert_memory_equal(want.data, pb, lb);
+			buf_free(&want);
+		}
+		assert_non_null(strstr(buf_cstr(&b), full ? "message/rfc822" : "text/rfc822-headers"));
+		assert_non_null(strstr(buf_cstr(&b), "Content-Transfer-Encoding: 8bit"));
+		/* through a sink: pieces of about 64 KiB, nothing left in out */
+		struct buf out;
+		buf_init(&out, 0);
+		bf.sink = sink_into;
+		bf.sink_arg = &sunk;
+		assert_int_equal(bounce_build(&bf, &out), 0);
+		assert_int_equal(out.len, 0);
+		assert_true(out.cap < 2 * W + 4096);
+		assert_int_equal(sunk.len, b.len);
+		const char *ps;
+		assert_int_equal(part3(&sunk, &ps), lb);
+		assert_memory_equal(ps, pb, lb);
+		/* a sink that fails: -2, out as it was */
+		bf.sink = sink_fail;
+		assert_int_equal(bounce_build(&bf, &out), -2);
+		assert_int_equal(out.len, 0);
+		buf_free(&out);
+		buf_free(&a);
+		buf_free(&b);
+		buf_free(&sunk);
+	}
+	/* a read error: -2 */
+	close(fd);
+	struct bounce_info bad = {.kind = BOUNCE_FAILED, .reporting_mta = "mx", .qid = "Q",
+	                          .sender = "a@b", .msg_fd = fd, .msg_off = off, .msglen = n,
+	                          .rcpts = &r, .nrcpts = 1, .now_us = T0};
+	struct buf out;
+	buf_init(&out, 0);
+	assert_int_equal(bounce_build(&bad, &out), -2);
+	buf_free(&out);
+	free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_cases),
 	    cmocka_unit_test(test_unique_ids),
 	    cmocka_unit_test(test_buffer_limit),
+	    cmocka_unit_test(test_spooled_original),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,6 +3,7 @@
  * a crash from writing a second copy (found in new/, or in cur/ once a mail
  * client moved it there). */
 #include <dirent.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -160,6 +161,100 @@ static void test_random_names_differ(void **state)
 	assert_int_equal(count_files("new", NULL, 0), 2);
 }
 
+/* The reference: CRLF -> LF, every other octet (a lone CR too) kept. */
+static size_t lf_ref(const unsigned char *in, size_t n, unsigned char *out)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!(in[i] == '\r' && i + 1 < n && in[i + 1] == '\n'))
+			out[o++] = in[i];
+	return o;
+}
+
+static unsigned char *read_file(const char *path, size_t *len_r)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	unsigned char *p = malloc((size_t)n + 1);
+	assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len_r = (size_t)n;
+	return p;
+}
+
+/* The content read from a file through MAILDIR_WINDOW windows, with a CRLF
+ * split across the first boundary, a lone CR ending the second window and
+ * the message ending in a lone CR: the copy is the reference conversion,
+ * the same as from memory, and S= is its size. */
+static void test_streamed_from_file(void **state)
+{
+	(void)state;
+	const size_t W = MAILDIR_WINDOW, n = 3 * W + 100, off = 16;
+	unsigned char *content = malloc(n);
+	for (size_t i = 0; i < n; i++)
+		content[i] = i % 50 == 49 ? '\n' : (i % 50 == 48 ? '\r' : (unsigned char)('a' + i % 26));
+	content[W - 1] = '\r';
+	content[W] = '\n';
+	content[2 * W - 1] = '\r';
+	content[2 * W] = 'x';
+	content[n - 1] = '\r';
+	char path[300];
+	snprintf(path, sizeof(path), "%s/spoolfile", root);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	unsigned char hdr[16] = "HKMSG";
+	assert_int_equal(write(fd, hdr, off), (ssize_t)off);
+	assert_int_equal(write(fd, content, n), (ssize_t)n);
+	assert_int_equal(write(fd, "ENVELOPE", 8), 8); /* must not be copied */
+
+	unsigned char *want = malloc(n);
+	size_t wlen = lf_ref(content, n, want);
+	struct maildir_msg m = {
+	    .fd = fd, .off = off, .len = n, .return_path = "", .delivered_to = "bob@example.org",
+	    .hostname = "h", .unique = "5.QfR0"};
+	assert_int_equal(maildir_lf_size(&m, &m.lf_len), 0);
+	assert_int_equal(m.lf_len, wlen);
+	char err[256], name[256], file[600];
+	assert_int_equal(maildir_deliver(root, "example.org", "bob", &m, err, sizeof(err)), 0);
+	assert_int_equal(count_files("new", name, sizeof(name)), 1);
+	const char *head = "Return-Path: <>\nDelivered-To: bob@example.org\n";
+	char expect[128];
+	snprintf(expect, sizeof(expect), "5.QfR0.h,S=%zu", strlen(head) + wlen);
+	assert_string_equal(name, expect);
+	snprintf(file, sizeof(file), "%s/example.org/bob/Maildir/new/%s", root, name);
+	size_t got_len;
+	unsigned char *got = read_file(file, &got_len);
+	assert_int_equal(got_len, strlen(head) + wlen);
+	assert_memory_equal(got, head, strlen(head));
+	assert_memory_equal(got + strlen(head), want, wlen);
+	free(got);
+
+	/* the same content from memory: the same file */
+	struct maildir_msg mem = m;
+	mem.data = content;
+	mem.unique = "5.QfR1";
+	assert_int_equal(maildir_deliver(root, "example.org", "bob", &mem, err, sizeof(err)), 0);
+	snprintf(file, sizeof(file), "%s/example.org/bob/Maildir/new/5.QfR1.h,S=%zu", root,
+	         strlen(head) + wlen);
+	got = read_file(file, &got_len);
+	assert_int_equal(got_len, strlen(head) + wlen);
+	assert_memory_equal(got + strlen(head), want, wlen);
+	free(got);
+
+	/* a read error (a closed descriptor) is a temporary failure, no file */
+	close(fd);
+	m.unique = "5.QfR2";
+	assert_int_equal(maildir_deliver(root, "example.org", "bob", &m, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "read spool"));
+	assert_int_equal(count_files("new", NULL, 0), 2);
+	assert_int_equal(count_files("tmp", NULL, 0), 0);
+	free(want);
+	free(content);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -169,6 +264,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_repeat_finds_cur, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_tmp_is_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_random_names_differ, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_streamed_from_file, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,6 +36,7 @@
 #include "conf/conf.h"
 #include "lib/base64.h"
 #include "lib/buf.h"
+#include "lib/workq.h"
 #include "smtpc/client.h"
 #include "smtpd/parse.h"
 #include "tls/tls.h"
@@ -1078,6 +1079,120 @@ static void test_client_big_message(void **state)
 	event_base_free(base);
 }
 
+/* The message read from a file in SMTPC_WINDOW windows on a work queue: a
+ * line that starts with a dot exactly at each window boundary, no final
+ * CRLF; the server gets it stuffed and whole, and nothing past len (the
+ * spool file's envelope follows the content). Without a work queue the
+ * message defers (4.3.0) and the server never sees the final dot. */
+static void test_client_message_from_file(void **state)
+{
+	(void)state;
+	struct buf m, want;
+	size_t ll = 64, nlines = 3 * SMTPC_WINDOW / 64 + 10;
+	buf_init(&m, 0);
+	buf_init(&want, 0);
+	for (size_t i = 0; i < nlines; i++) {
+		char line[64];
+		memset(line, 'a' + (int)(i % 26), sizeof(line));
+		line[0] = i % 2 == 0 ? '.' : 'x';
+		line[ll - 2] = '\r';
+		line[ll - 1] = '\n';
+		buf_append(&m, line, i + 1 < nlines ? ll : ll - 2);
+		if (line[0] == '.')
+			buf_append(&want, ".", 1);
+		buf_append(&want, line, i + 1 < nlines ? ll : ll - 2);
+	}
+	buf_append_str(&want, "\r\n.\r\n");
+	char path[] = "/tmp/hk-test-smtpc-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(write(fd, "0123456789abcdef", 16), 16);
+	assert_int_equal(write(fd, m.data, m.len), (ssize_t)m.len);
+	assert_int_equal(write(fd, "ENVELOPE", 8), 8);
+
+	for (int with_wq = 1; with_wq >= 0; with_wq--) {
+		struct event_base *base = event_base_new();
+		struct workq *wq = workq_create(base, 1, "test");
+		struct server sa;
+		struct smtpc_target t;
+		char err[256];
+		server_start(&sa, base, sc_simple, NULL, NULL);
+		target_set(&t, sa.port, "mx.test");
+		struct smtpc *cl = smtpc_create(base, NULL, err, sizeof(err));
+		assert_non_null(cl);
+		if (with_wq)
+			smtpc_set_workq(cl, wq);
+		struct smtpc_dest dest = {.targets = &t, .ntargets = 1, .helo_name = "c.test"};
+		struct smtpc_msg msg = {.sender = "", .rcpts = msg_rcpts, .nrcpts = 1,
+		                        .fd = fd, .fd_off = 16, .len = m.len};
+		struct run run = {.base = base};
+		struct timeval limit = {10, 0};
+		smtpc_deliver(cl, &dest, &msg, run_done, &run);
+		event_base_loopexit(base, &limit);
+		event_base_dispatch(base);
+		assert_int_equal(run.calls, 1);
+		if (with_wq) {
+			assert_true(run.rcpts[0].ok);
+			assert_int_equal(sa.data.len, want.len);
+			assert_memory_equal(sa.data.data, want.data, want.len);
+		} else {
+			assert_false(run.rcpts[0].ok);
+			assert_false(run.rcpts[0].permanent);
+			assert_string_equal(run.rcpts[0].enh, "4.3.0");
+			assert_non_null(strstr(run.rcpts[0].text, "no worker threads"));
+			assert_int_equal(sa.data.len, 0);
+		}
+		smtpc_free(&cl);
+		server_stop(&sa);
+		workq_free(&wq);
+		event_base_free(base);
+	}
+	close(fd);
+	buf_free(&m);
+	buf_free(&want);
+}
+
+/* Freed while a window is being read: the read finishes into a buffer
+ * nobody waits for, which the read's completion frees (ASan: no leak, no
+ * use after free), and the callback is never called. */
+static void test_client_free_while_reading(void **state)
+{
+	(void)state;
+	size_t len = 4 * SMTPC_WINDOW;
+	char *m = malloc(len);
+	memset(m, 'q', len);
+	char path[] = "/tmp/hk-test-smtpc-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(write(fd, m, len), (ssize_t)len);
+	struct event_base *base = event_base_new();
+	struct workq *wq = workq_create(base, 1, "test");
+	struct server sa;
+	struct smtpc_target t;
+	char err[256];
+	server_start(&sa, base, sc_simple, NULL, NULL);
+	target_set(&t, sa.port, "mx.test");
+	struct smtpc *cl = smtpc_create(base, NULL, err, sizeof(err));
+	smtpc_set_workq(cl, wq);
+	struct smtpc_dest dest = {.targets = &t, .ntargets = 1, .helo_name = "c.test"};
+	struct smtpc_msg msg = {.sender = "", .rcpts = msg_rcpts, .nrcpts = 1, .fd = fd, .len = len};
+	struct run run = {.base = base};
+	smtpc_deliver(cl, &dest, &msg, run_done, &run);
+	/* until the server has some of the message: the session is in BODY */
+	for (int i = 0; i < 200 && sa.data.len == 0; i++)
+		event_base_loop(base, EVLOOP_ONCE);
+	assert_true(sa.data.len > 0);
+	smtpc_free(&cl);
+	close(fd); /* allowed after the cancel: the read in flight fails harmlessly */
+	workq_free(&wq);
+	assert_int_equal(run.calls, 0);
+	server_stop(&sa);
+	event_base_free(base);
+	free(m);
+}
+
 /* No targets at all: a temporary failure, still called back later. */
 static void test_client_no_targets(void **state)
 {
@@ -1435,6 +1550,8 @@ int main(void)
 	    cmocka_unit_test(test_client_big_message), cmocka_unit_test(test_client_no_targets),
 	    cmocka_unit_test(test_client_bad_ca),      cmocka_unit_test(test_client_reuse),
 	    cmocka_unit_test(test_client_reuse_free),
+	    cmocka_unit_test(test_client_message_from_file),
+	    cmocka_unit_test(test_client_free_while_reading),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
