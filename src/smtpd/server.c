@@ -309,6 +309,7 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
 	server_auth_mechs(srv);
 	srv->authfail = authfail_create(SERVER_AUTHFAIL_SLOTS, NULL);
+	srv->policy = policy_smtp_create(base, conf, users, aliases);
 	for (size_t i = 0; i < conf->n_listeners; i++) {
 		if (server_bind(srv, &conf->listeners[i], error_r) < 0) {
 			smtpd_free(&srv);
@@ -358,11 +359,11 @@ void smtpd_free(struct smtpd **srvp)
 	 * touch sessions. */
 	workq_free(&srv->commit_wq);
 	workq_free(&srv->auth_wq);
-	smtpd_verify_free(&srv->verify); /* probes in flight hold sessions */
 	while (srv->sessions != NULL) {
 		struct smtpd_session *s = srv->sessions;
-		smtpd_session_free(&s);
+		smtpd_session_free(&s); /* cancels its policy runs */
 	}
+	policy_smtp_free(&srv->policy);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		if (srv->listeners[i].resume != NULL)
 			event_free(srv->listeners[i].resume);
