@@ -670,6 +670,15 @@ static int dns_ctx_setup(struct ub_ctx *ctx, const struct dns_conf *conf, char *
 		snprintf(err, errlen, "local-zone: %s", ub_strerror(r));
 		return -1;
 	}
+	/* Nor answer the reverse of 127.0.0.0/8 from its built-in data
+	 * ("localhost"): smtpd looks loopback clients up only when told to
+	 * (policy.fcrdns_loopback), and then the DNS is to answer. A zone of
+	 * our own, even empty, replaces the default ("nodefault" does not,
+	 * through ub_ctx_set_option). */
+	if ((r = ub_ctx_set_option(ctx, "local-zone:", "127.in-addr.arpa. transparent")) != 0) {
+		snprintf(err, errlen, "local-zone: %s", ub_strerror(r));
+		return -1;
+	}
 	for (size_t i = 0; i < conf->n_forwarders; i++) {
 		if ((r = ub_ctx_set_fwd(ctx, conf->forwarders[i])) != 0) {
 			snprintf(err, errlen, "forwarder \"%s\": %s", conf->forwarders[i],

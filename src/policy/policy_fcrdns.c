@@ -201,7 +201,9 @@ static struct dns *fcrdns_dns(struct policy_smtp *ps)
 		.n_forwarders = conf->dns.n_forwarders,
 		.trust_anchor_file = conf->dns.trust_anchor,
 		.ipv6 = true, /* the client may be on either family */
-		.timeout_ms = (unsigned)conf->policy.fcrdns_timeout,
+		/* the check's own timeout (the engine's) ends it first; this
+		 * only bounds the resolver's queries */
+		.timeout_ms = (unsigned)conf->policy.fcrdns_timeout * 2,
 	};
 	if (dns_create(ps->base, &dc, &ps->dns, err, sizeof(err)) < 0) {
 		log_err("event=dns_error reason=\"%s\" (client names will be unknown)", err);

@@ -486,8 +486,12 @@ static void smtpd_session_process(struct smtpd_session *s)
 	if (s->state == SMTPD_S_CLOSING)
 		return;
 	/* Reading stops while a commit is pending or replies pile up; the
-	 * write callback resumes it. */
-	if (smtpd_session_busy(s) || out_full)
+	 * write callback resumes it. While a policy verdict is pending it goes
+	 * on up to the input watermark (SMTPD_IN_HIGH), unprocessed: so a
+	 * client that resets the connection is seen and its checks are
+	 * cancelled at once, not when they end. */
+	bool policy_wait = s->pending != NULL || s->connect_run != NULL;
+	if ((smtpd_session_busy(s) && !policy_wait) || out_full)
 		bufferevent_disable(s->bev, EV_READ);
 	else
 		bufferevent_enable(s->bev, EV_READ);
