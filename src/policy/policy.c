@@ -219,6 +219,12 @@ static void policy_on_timeout(evutil_socket_t fd, short what, void *arg)
 struct policy_run *policy_run(struct policy *p, enum policy_stage stage, void *req,
 			      policy_result_fn *cb, void *arg)
 {
+	if (p->n[stage] == 0) {
+		/* nothing to ask: no allocation on the common path */
+		struct policy_verdict v = {.result = POLICY_OK};
+		cb(&v, arg);
+		return NULL;
+	}
 	struct policy_run *run = xcalloc(1, sizeof(*run));
 	run->p = p;
 	run->stage = stage;

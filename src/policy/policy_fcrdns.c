@@ -107,33 +107,18 @@ static void fcrdns_log(const struct policy_client *c)
 		 policy_rdns_status_name(c->rdns_status));
 }
 
-/* The verdict: only with policy.require_fcrdns does it refuse. */
-static void fcrdns_verdict(struct policy_job *job, struct policy_client *c,
-			   const struct conf *conf)
-{
-	if (!conf->policy.require_fcrdns || c->rdns_status == POLICY_RDNS_CONFIRMED) {
-		policy_job_dunno(job);
-		return;
-	}
-	/* RFC 7372 X.7.25 "reverse DNS validation failed"; 450 for the
-	 * temporary and the definite case alike, as Postfix's
-	 * unknown_client_reject_code: a DNS fixed later lets the mail in. */
-	policy_job_reply(job, 450, "4.7.25", "Client host rejected: cannot find your hostname, [%s]",
-			 c->addr);
-}
 
 static void fcrdns_finish(struct fcrdns_state *st, enum policy_rdns status, const char *name)
 {
 	struct policy_job *job = st->job;
 	struct policy_client *c = st->client;
-	struct policy_smtp *ps = policy_job_ctx(job);
 	fcrdns_cancel_queries(st);
 	c->rdns_status = status;
 	snprintf(c->rdns, sizeof(c->rdns), "%s", status == POLICY_RDNS_CONFIRMED ? name : "");
 	fcrdns_log(c);
 	policy_job_set_state(job, NULL);
 	free(st);
-	fcrdns_verdict(job, c, ps->conf);
+	policy_job_dunno(job); /* the MAIL check "fcrdns_required" decides */
 }
 
 static void fcrdns_on_forward(const struct dns_mx_result *res, void *arg)
@@ -220,25 +205,20 @@ static void fcrdns_start(struct policy_job *job)
 	if (!ps->conf->policy.fcrdns_loopback && fcrdns_is_loopback(&c->ss)) {
 		c->rdns_status = POLICY_RDNS_CONFIRMED;
 		snprintf(c->rdns, sizeof(c->rdns), "localhost");
-		fcrdns_verdict(job, c, ps->conf);
+		policy_job_dunno(job);
 		return;
 	}
 	struct dns *dns = fcrdns_dns(ps);
 	if (dns == NULL) {
 		c->rdns_status = POLICY_RDNS_TEMPFAIL;
 		fcrdns_log(c);
-		fcrdns_verdict(job, c, ps->conf);
+		policy_job_dunno(job);
 		return;
 	}
 	struct fcrdns_state *st = xcalloc(1, sizeof(*st));
 	st->job = job;
 	st->client = c;
 	policy_job_set_state(job, st);
-	policy_job_set_timeout(job, ps->conf->policy.fcrdns_timeout,
-			       ps->conf->policy.require_fcrdns ? POLICY_FAIL_TEMPFAIL
-							       : POLICY_FAIL_ACCEPT);
-	policy_job_set_tempfail(job, 450, "4.7.25",
-				"Client host rejected: cannot find your hostname, [%s]", c->addr);
 	st->ptr = dns_resolve_ptr(dns, (const struct sockaddr *)&c->ss, fcrdns_on_ptr, st);
 }
 
@@ -256,6 +236,43 @@ static void fcrdns_cancel(struct policy_job *job, enum policy_cancel why)
 	free(st);
 }
 
+/* A timeout leaves the name unknown (the cancel above): the connect stage
+ * only finds the name, so it accepts; "fcrdns_required" refuses at MAIL.
+ * The timeout is set per job from policy.fcrdns_timeout. */
+static void fcrdns_start_timed(struct policy_job *job)
+{
+	struct policy_smtp *ps = policy_job_ctx(job);
+	policy_job_set_timeout(job, ps->conf->policy.fcrdns_timeout, POLICY_FAIL_ACCEPT);
+	fcrdns_start(job);
+}
+
 const struct policy_check policy_check_fcrdns = {
-	.name = "fcrdns", .stage = POLICY_CONNECT, .start = fcrdns_start, .cancel = fcrdns_cancel,
+	.name = "fcrdns", .stage = POLICY_CONNECT, .start = fcrdns_start_timed,
+	.cancel = fcrdns_cancel,
+};
+
+/* fcrdns_required (MAIL): with policy.require_fcrdns, a client without a
+ * confirmed name is refused, at each MAIL, as Postfix's smtpd_delay_reject
+ * gives client restrictions at RCPT: the client learns why, and one that
+ * authenticated or sends from relay.trusted_networks is exempt. */
+static void fcrdns_required_start(struct policy_job *job)
+{
+	struct policy_smtp *ps = policy_job_ctx(job);
+	struct policy_smtp_req *req = policy_job_request(job);
+	const struct policy_client *c = req->client;
+	if (!ps->conf->policy.require_fcrdns || c->rdns_status == POLICY_RDNS_CONFIRMED ||
+	    c->auth_user != NULL ||
+	    conf_is_trusted_network(ps->conf, (const struct sockaddr *)&c->ss)) {
+		policy_job_dunno(job);
+		return;
+	}
+	/* RFC 7372 X.7.25 "reverse DNS validation failed"; 450 for the
+	 * temporary and the definite case alike, as Postfix's
+	 * unknown_client_reject_code: a DNS fixed later lets the mail in. */
+	policy_job_reply(job, 450, "4.7.25", "Client host rejected: cannot find your hostname, [%s]",
+			 c->addr);
+}
+
+const struct policy_check policy_check_fcrdns_required = {
+	.name = "fcrdns_required", .stage = POLICY_MAIL, .start = fcrdns_required_start,
 };

@@ -346,6 +346,7 @@ struct policy_smtp *policy_smtp_create(struct event_base *base, const struct con
 	ps->aliases = aliases;
 	ps->engine = policy_create(base);
 	policy_add(ps->engine, &policy_check_fcrdns, ps);
+	policy_add(ps->engine, &policy_check_fcrdns_required, ps);
 	policy_add(ps->engine, &policy_check_relay, ps);
 	policy_add(ps->engine, &policy_check_recipient, ps);
 	policy_add(ps->engine, &policy_check_verify, ps);

@@ -101,6 +101,7 @@ struct policy_smtp {
 	struct policy_verify *verify; /* probes and their cache, made on first use */
 };
 extern const struct policy_check policy_check_fcrdns;
+extern const struct policy_check policy_check_fcrdns_required;
 extern const struct policy_check policy_check_relay;
 extern const struct policy_check policy_check_recipient;
 extern const struct policy_check policy_check_verify;

@@ -23,6 +23,7 @@
 static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_helo(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_mail(struct smtpd_session *s, const char *args, size_t len);
+static void cmd_mail_verdict(struct smtpd_session *s, const struct policy_verdict *v);
 static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_rset(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_noop(struct smtpd_session *s, const char *args, size_t len);
@@ -155,15 +156,6 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 530, "5.7.0", "Authentication required");
 		return;
 	}
-	/* The connect chain's refusal (policy.require_fcrdns) is given here,
-	 * as Postfix's smtpd_delay_reject: the client learns why, and one that
-	 * authenticated or relays from relay.trusted_networks is exempt. */
-	if (s->connect_verdict.result == POLICY_REPLY && s->auth_user == NULL &&
-	    !conf_is_trusted_network(conf, (const struct sockaddr *)&s->client_ss)) {
-		smtpd_reply(s, s->connect_verdict.code, s->connect_verdict.enh, "%s",
-			    s->connect_verdict.text);
-		return;
-	}
 	if (smtp_parse_mail(args, len, &m, &err) < 0) {
 		smtpd_reply_perr(s, &err);
 		return;
@@ -191,16 +183,32 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 553, "5.7.1", "<%s>: Sender address not owned by user", sender);
 		return;
 	}
+	s->pmail = m;
+	snprintf(s->psender, sizeof(s->psender), "%s", sender);
+	s->client.auth_user = s->auth_user;
+	smtpd_session_policy(s, POLICY_MAIL, &s->preq, cmd_mail_verdict);
+}
+
+/* The MAIL chain's verdict (fcrdns_required: src/policy): the transaction
+ * begins. */
+static void cmd_mail_verdict(struct smtpd_session *s, const struct policy_verdict *v)
+{
+	const struct smtp_mail_args *m = &s->pmail;
+	const char *sender = s->psender;
+	if (v->result == POLICY_REPLY) {
+		smtpd_reply(s, v->code, v->enh[0] != '\0' ? v->enh : NULL, "%s", v->text);
+		return;
+	}
 	struct smtpd_tx *tx = smtpd_tx_create(s);
-	tx->mail = m;
+	tx->mail = *m;
 	qid_generate(tx->env.qid);
 	tx->env.arrival_us = smtpd_now_us();
 	envelope_set_str(&tx->env.sender, sender);
-	if (m.envid[0] != '\0')
-		envelope_set_str(&tx->env.envid, m.envid);
-	tx->env.ret = m.ret;
-	tx->env.body = m.body;
-	tx->env.smtputf8 = m.smtputf8;
+	if (m->envid[0] != '\0')
+		envelope_set_str(&tx->env.envid, m->envid);
+	tx->env.ret = m->ret;
+	tx->env.body = m->body;
+	tx->env.smtputf8 = m->smtputf8;
 	envelope_set_str(&tx->env.client_addr, s->client_addr);
 	envelope_set_str(&tx->env.client_helo, s->helo);
 	smtpd_session_set_state(s, SMTPD_S_MAIL);

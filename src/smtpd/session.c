@@ -90,12 +90,14 @@ void smtpd_session_policy(struct smtpd_session *s, enum policy_stage stage, void
 	s->pending = run;
 }
 
+/* The connect chain only learns about the client (FCrDNS): the MAIL chain
+ * acts on it. */
 static void smtpd_session_on_connect_verdict(const struct policy_verdict *v, void *arg)
 {
 	struct smtpd_session *s = arg;
 	bool later = s->connect_run != NULL;
+	(void)v;
 	s->connect_run = NULL;
-	s->connect_verdict = *v;
 	if (later)
 		smtpd_session_unpark(s);
 }

@@ -154,9 +154,9 @@ struct smtpd_session {
 	struct policy_client client;  /* the connection as the checks see it */
 	struct policy_smtp_req creq;  /* the connect chain's request */
 	struct policy_run *connect_run; /* connect chain in progress */
-	struct policy_verdict connect_verdict; /* applied at MAIL (as Postfix's
-						* smtpd_delay_reject) */
 	struct policy_smtp_req preq;  /* the pending command's request */
+	struct smtp_mail_args pmail;  /* the MAIL it is about */
+	char psender[MAIL_PATH_MAX + 1];
 	struct smtp_rcpt_args prcpt;  /* the RCPT it is about */
 	struct policy_run *pending;   /* the command's chain in progress */
 	void (*pending_then)(struct smtpd_session *s, const struct policy_verdict *v);
