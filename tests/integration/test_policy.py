@@ -7,16 +7,21 @@ a check that answers later keep their reply order.
 The clients are on loopback, which hikyaku names "localhost" without a
 lookup; policy.fcrdns_loopback makes it ask the test DNS server
 (dns_server.py, dns.forwarders) for 127.0.0.1 like for any address, so each
-test serves its own PTR and A records for 127.0.0.1."""
+test serves its own PTR and A records for 127.0.0.1. The PTR lookup of
+src/dns is tested on its own at the end, through tests/dns/dns_probe.c."""
+import json
 import re
 import socket
+import subprocess
 import time
 
 import pytest
+from dnslib import PTR, QTYPE, RR, DNSLabel
 
 from conftest import RawSMTP, log_events
 from dns_server import DnsServer
 from mta_helpers import ScriptedMTA
+from test_dns import probe_bin
 
 PTR_NAME = "1.0.0.127.in-addr.arpa."
 MSG = "Subject: policy\r\n\r\nhello\r\n"
@@ -268,3 +273,48 @@ def test_client_reset_while_check_pending(hikyaku, dns_zone):
     c.ok("NOOP", 250)
     c.close()
     assert_clean_exit(hk)
+
+
+# -- src/dns: the PTR lookup FCrDNS starts with (dns_resolve_ptr) ------------
+
+PTR_ZONE = """
+5.3.2.1.in-addr.arpa. 300 IN PTR a.ptr.test.
+5.3.2.1.in-addr.arpa. 300 IN PTR b.ptr.test.
+5.3.2.1.in-addr.arpa. 300 IN PTR A.PTR.test.
+1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.f.4.0.1.0.a.2.ip6.arpa. 300 IN PTR v6.ptr.test.
+4.3.2.1.in-addr.arpa. 300 IN A 1.2.3.4
+"""
+
+
+def ptr_probe(srv, *addrs):
+    r = subprocess.run([probe_bin(), "-f", srv.forwarder, "-m", "ptr", "-T", "3000", *addrs],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert lines[-1]["event"] == "done" and lines[-1]["sync"] == 0
+    return {res["name"]: res for res in lines[:-1]}
+
+
+def test_dns_ptr_lookup(dns_zone):
+    # (not 192.0.2/24 or 2001:db8::/32: libunbound answers their reverse
+    # zones itself, as AS112-style default local zones)
+    """PTR answers become names (duplicates dropped, in any case); IPv6
+    uses the nibble form under ip6.arpa (RFC 3596 §2.5); a malformed name
+    in the answer is skipped, the others kept; no PTR, NXDOMAIN and
+    SERVFAIL are told apart."""
+    srv = dns_zone(PTR_ZONE, servfail={"7.3.2.1.in-addr.arpa."})
+    srv.records.append(RR("6.3.2.1.in-addr.arpa.", QTYPE.PTR, ttl=300,
+                          rdata=PTR(DNSLabel([b"bad host", b"test"]))))
+    srv.records.append(RR("6.3.2.1.in-addr.arpa.", QTYPE.PTR, ttl=300,
+                          rdata=PTR(DNSLabel([b"good", b"ptr", b"test"]))))
+    got = ptr_probe(srv, "1.2.3.5", "2a01:4f8::1", "1.2.3.6", "1.2.3.4",
+                    "1.2.3.9", "1.2.3.7")
+    names = {a: [h["name"] for h in r["hosts"]] for a, r in got.items()}
+    assert got["1.2.3.5"]["status"] == "OK"
+    assert sorted(n.lower() for n in names["1.2.3.5"]) == ["a.ptr.test", "b.ptr.test"]
+    assert names["2a01:4f8::1"] == ["v6.ptr.test"]
+    assert names["1.2.3.6"] == ["good.ptr.test"]
+    assert got["1.2.3.4"]["status"] == "NO_ADDRESS"   # a name, but no PTR
+    assert got["1.2.3.9"]["status"] == "NXDOMAIN"
+    assert got["1.2.3.7"]["status"] == "TEMPFAIL"
+    assert srv.count("5.3.2.1.in-addr.arpa.", "PTR") >= 1
