@@ -56,7 +56,7 @@ struct policy_run {
 };
 
 static const char *const policy_stage_names[POLICY_NSTAGES] = {
-	"connect", "helo", "mail", "rcpt", "data", "eod",
+    "connect", "helo", "mail", "rcpt", "data", "eod",
 };
 
 const char *policy_stage_name(enum policy_stage stage)
@@ -97,10 +97,10 @@ size_t policy_count(const struct policy *p, enum policy_stage stage)
 }
 
 static void policy_verdict_vset(struct policy_verdict *v, int code, const char *enh,
-				const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+                                const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
 
 static void policy_verdict_vset(struct policy_verdict *v, int code, const char *enh,
-				const char *fmt, va_list ap)
+                                const char *fmt, va_list ap)
 {
 	v->result = POLICY_REPLY;
 	v->code = code;
@@ -161,15 +161,15 @@ static bool policy_run_step(struct policy_run *run)
 		job->failmode = e->check->failmode;
 		/* RFC 3463 X.3.0: a local check could not answer */
 		policy_verdict_set(&job->tempfail, 451, "4.3.0",
-				   "Temporary local problem, try again later");
+		                   "Temporary local problem, try again later");
 		run->in_start = true;
 		e->check->start(job);
 		run->in_start = false;
 		if (!job->done) {
 			if (job->timeout_ms > 0) {
-				struct timeval tv = {.tv_sec = (time_t)(job->timeout_ms / 1000),
-						     .tv_usec = (suseconds_t)(job->timeout_ms %
-									      1000 * 1000)};
+				struct timeval tv = {
+				    .tv_sec = (time_t)(job->timeout_ms / 1000),
+				    .tv_usec = (suseconds_t)(job->timeout_ms % 1000 * 1000)};
 				if (run->timer == NULL)
 					run->timer = evtimer_new(p->base, policy_on_timeout, run);
 				evtimer_add(run->timer, &tv);
@@ -202,9 +202,9 @@ static void policy_on_timeout(evutil_socket_t fd, short what, void *arg)
 	if (job->check->cancel != NULL)
 		job->check->cancel(job, POLICY_CANCEL_TIMEOUT);
 	log_info("event=policy_timeout check=%s stage=%s timeout_ms=%llu action=%s",
-		 job->check->name, policy_stage_name(run->stage),
-		 (unsigned long long)job->timeout_ms,
-		 job->failmode == POLICY_FAIL_ACCEPT ? "accept" : "tempfail");
+	         job->check->name, policy_stage_name(run->stage),
+	         (unsigned long long)job->timeout_ms,
+	         job->failmode == POLICY_FAIL_ACCEPT ? "accept" : "tempfail");
 	job->done = true;
 	if (job->failmode == POLICY_FAIL_ACCEPT) {
 		memset(&job->verdict, 0, sizeof(job->verdict));
@@ -217,7 +217,7 @@ static void policy_on_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 struct policy_run *policy_run(struct policy *p, enum policy_stage stage, void *req,
-			      policy_result_fn *cb, void *arg)
+                              policy_result_fn *cb, void *arg)
 {
 	if (p->n[stage] == 0) {
 		/* nothing to ask: no allocation on the common path */
@@ -276,7 +276,7 @@ void policy_job_set_timeout(struct policy_job *job, uint64_t ms, enum policy_fai
 }
 
 void policy_job_set_tempfail(struct policy_job *job, int code, const char *enh, const char *fmt,
-			     ...)
+                             ...)
 {
 	va_list ap;
 	va_start(ap, fmt);

@@ -30,9 +30,9 @@ enum policy_stage {
 };
 
 enum policy_result {
-	POLICY_DUNNO,  /* no objection: the next check decides */
-	POLICY_OK,     /* accepted: the rest of the chain is skipped */
-	POLICY_REPLY,  /* refused (4xx or 5xx) with the verdict's reply */
+	POLICY_DUNNO, /* no objection: the next check decides */
+	POLICY_OK,    /* accepted: the rest of the chain is skipped */
+	POLICY_REPLY, /* refused (4xx or 5xx) with the verdict's reply */
 };
 
 /* What a check does when it does not answer in time. */
@@ -45,8 +45,8 @@ enum policy_failmode {
 
 struct policy_verdict {
 	enum policy_result result;
-	int code;       /* POLICY_REPLY: 4xx or 5xx */
-	char enh[16];   /* "4.7.25", "" for none */
+	int code;     /* POLICY_REPLY: 4xx or 5xx */
+	char enh[16]; /* "4.7.25", "" for none */
 	char text[POLICY_TEXT_MAX];
 	const char *check; /* the check that decided; NULL for an accepted chain */
 	bool timed_out;    /* decided by a check's timeout */
@@ -85,7 +85,7 @@ size_t policy_count(const struct policy *p, enum policy_stage stage);
  * (then NULL is returned), else later (then the run's handle is returned
  * for policy_run_cancel()). */
 struct policy_run *policy_run(struct policy *p, enum policy_stage stage, void *req,
-			      policy_result_fn *cb, void *arg);
+                              policy_result_fn *cb, void *arg);
 /* Cancel a run whose callback has not been called; clears *run. */
 void policy_run_cancel(struct policy_run **run);
 
@@ -99,17 +99,17 @@ void *policy_job_state(const struct policy_job *job);
  * job; only from inside start. */
 void policy_job_set_timeout(struct policy_job *job, uint64_t ms, enum policy_failmode mode);
 void policy_job_set_tempfail(struct policy_job *job, int code, const char *enh, const char *fmt,
-			     ...) __attribute__((format(printf, 4, 5)));
+                             ...) __attribute__((format(printf, 4, 5)));
 void policy_job_done(struct policy_job *job, const struct policy_verdict *v);
 /* Shorthands for policy_job_done(). */
 void policy_job_dunno(struct policy_job *job);
 void policy_job_ok(struct policy_job *job);
 void policy_job_reply(struct policy_job *job, int code, const char *enh, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 /* Verdict helpers. */
-void policy_verdict_set(struct policy_verdict *v, int code, const char *enh, const char *fmt,
-			...) __attribute__((format(printf, 4, 5)));
+void policy_verdict_set(struct policy_verdict *v, int code, const char *enh, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 const char *policy_stage_name(enum policy_stage stage);
 
 #endif

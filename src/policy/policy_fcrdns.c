@@ -103,10 +103,9 @@ static void fcrdns_cancel_queries(struct fcrdns_state *st)
 static void fcrdns_log(const struct policy_client *c)
 {
 	log_info("event=fcrdns sid=%s client=%s rdns=%s status=%s", c->sid, c->addr,
-		 c->rdns_status == POLICY_RDNS_CONFIRMED ? c->rdns : "unknown",
-		 policy_rdns_status_name(c->rdns_status));
+	         c->rdns_status == POLICY_RDNS_CONFIRMED ? c->rdns : "unknown",
+	         policy_rdns_status_name(c->rdns_status));
 }
-
 
 static void fcrdns_finish(struct fcrdns_state *st, enum policy_rdns status, const char *name)
 {
@@ -132,7 +131,8 @@ static void fcrdns_on_forward(const struct dns_mx_result *res, void *arg)
 	for (size_t h = 0; h < res->nhosts; h++) {
 		const struct dns_host *host = &res->hosts[h];
 		for (size_t k = 0; k < host->naddrs; k++) {
-			if (fcrdns_same_addr(&st->client->ss, (const struct sockaddr *)&host->addrs[k])) {
+			if (fcrdns_same_addr(&st->client->ss,
+			                     (const struct sockaddr *)&host->addrs[k])) {
 				fcrdns_finish(st, POLICY_RDNS_CONFIRMED, st->names[fa->i]);
 				return;
 			}
@@ -148,8 +148,9 @@ static void fcrdns_on_ptr(const struct dns_mx_result *res, void *arg)
 	struct policy_smtp *ps = policy_job_ctx(st->job);
 	st->ptr = NULL; /* freed after this callback */
 	if (res->status != DNS_OK) {
-		fcrdns_finish(st, res->status == DNS_TEMPFAIL ? POLICY_RDNS_TEMPFAIL
-							     : POLICY_RDNS_NONE, NULL);
+		fcrdns_finish(st,
+		              res->status == DNS_TEMPFAIL ? POLICY_RDNS_TEMPFAIL : POLICY_RDNS_NONE,
+		              NULL);
 		return;
 	}
 	for (size_t i = 0; i < res->nhosts && st->n < POLICY_FCRDNS_NAMES_MAX; i++) {
@@ -169,8 +170,8 @@ static void fcrdns_on_ptr(const struct dns_mx_result *res, void *arg)
 	for (size_t i = 0; i < st->n; i++) {
 		st->fwd_arg[i].st = st;
 		st->fwd_arg[i].i = i;
-		st->fwd[i] = dns_resolve_host(ps->dns, st->names[i], fcrdns_on_forward,
-					      &st->fwd_arg[i]);
+		st->fwd[i] =
+		    dns_resolve_host(ps->dns, st->names[i], fcrdns_on_forward, &st->fwd_arg[i]);
 	}
 	st->pending = st->n;
 }
@@ -182,13 +183,13 @@ static struct dns *fcrdns_dns(struct policy_smtp *ps)
 	const struct conf *conf = ps->conf;
 	char err[256];
 	struct dns_conf dc = {
-		.forwarders = (const char *const *)conf->dns.forwarders,
-		.n_forwarders = conf->dns.n_forwarders,
-		.trust_anchor_file = conf->dns.trust_anchor,
-		.ipv6 = true, /* the client may be on either family */
-		/* the check's own timeout (the engine's) ends it first; this
-		 * only bounds the resolver's queries */
-		.timeout_ms = (unsigned)conf->policy.fcrdns_timeout * 2,
+	    .forwarders = (const char *const *)conf->dns.forwarders,
+	    .n_forwarders = conf->dns.n_forwarders,
+	    .trust_anchor_file = conf->dns.trust_anchor,
+	    .ipv6 = true, /* the client may be on either family */
+	    /* the check's own timeout (the engine's) ends it first; this
+	     * only bounds the resolver's queries */
+	    .timeout_ms = (unsigned)conf->policy.fcrdns_timeout * 2,
 	};
 	if (dns_create(ps->base, &dc, &ps->dns, err, sizeof(err)) < 0) {
 		log_err("event=dns_error reason=\"%s\" (client names will be unknown)", err);
@@ -247,8 +248,10 @@ static void fcrdns_start_timed(struct policy_job *job)
 }
 
 const struct policy_check policy_check_fcrdns = {
-	.name = "fcrdns", .stage = POLICY_CONNECT, .start = fcrdns_start_timed,
-	.cancel = fcrdns_cancel,
+    .name = "fcrdns",
+    .stage = POLICY_CONNECT,
+    .start = fcrdns_start_timed,
+    .cancel = fcrdns_cancel,
 };
 
 /* fcrdns_required (MAIL): with policy.require_fcrdns, a client without a
@@ -269,10 +272,12 @@ static void fcrdns_required_start(struct policy_job *job)
 	/* RFC 7372 X.7.25 "reverse DNS validation failed"; 450 for the
 	 * temporary and the definite case alike, as Postfix's
 	 * unknown_client_reject_code: a DNS fixed later lets the mail in. */
-	policy_job_reply(job, 450, "4.7.25", "Client host rejected: cannot find your hostname, [%s]",
-			 c->addr);
+	policy_job_reply(job, 450, "4.7.25",
+	                 "Client host rejected: cannot find your hostname, [%s]", c->addr);
 }
 
 const struct policy_check policy_check_fcrdns_required = {
-	.name = "fcrdns_required", .stage = POLICY_MAIL, .start = fcrdns_required_start,
+    .name = "fcrdns_required",
+    .stage = POLICY_MAIL,
+    .start = fcrdns_required_start,
 };

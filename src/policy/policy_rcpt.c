@@ -39,16 +39,15 @@ void policy_rcpt_req_clear(struct policy_rcpt_req *r)
 /* TODO(issue 9): ask the auth process (RCPT_CHECK) instead; its answer
  * comes from the loop, and the checks below already wait for it. */
 void policy_user_lookup(struct policy_smtp *ps, const char *mailbox, const char *domain,
-			policy_user_fn *cb, void *arg)
+                        policy_user_fn *cb, void *arg)
 {
-	cb(users_exists(ps->users, mailbox, domain) ? POLICY_USER_KNOWN : POLICY_USER_UNKNOWN,
-	   arg);
+	cb(users_exists(ps->users, mailbox, domain) ? POLICY_USER_KNOWN : POLICY_USER_UNKNOWN, arg);
 }
 
 static void rcpt_unknown(struct policy_job *job, const struct mail_addr *to)
 {
 	policy_job_reply(job, 550, "5.1.1", "<%s@%s>: Recipient address rejected: User unknown",
-			 to->local, to->domain);
+	                 to->local, to->domain);
 }
 
 /* relay: no open relay, ever. */
@@ -60,8 +59,8 @@ static void relay_start(struct policy_job *job)
 	struct mail_addr *to = req->rcpt.to;
 	if (to->is_postmaster) {
 		/* RFC 5321 §4.5.1: <postmaster> without a domain is ours. */
-		const char *dom = conf->n_local_domains > 0 ? conf->local_domains[0]
-							    : conf->hostname;
+		const char *dom =
+		    conf->n_local_domains > 0 ? conf->local_domains[0] : conf->hostname;
 		snprintf(to->domain, sizeof(to->domain), "%s", dom);
 		to->is_postmaster = false;
 		str_lower(to->domain);
@@ -71,7 +70,7 @@ static void relay_start(struct policy_job *job)
 		return;
 	}
 	bool trusted = req->client->auth_user != NULL ||
-		       conf_is_trusted_network(conf, (const struct sockaddr *)&req->client->ss);
+	               conf_is_trusted_network(conf, (const struct sockaddr *)&req->client->ss);
 	/* relay_domains: ours to pass on, from anyone (a gateway or backup
 	 * MX); the route may verify the user (policy_verify.c). Not a
 	 * source-routed local part (user%host, host!user, "user@host") from an
@@ -82,8 +81,8 @@ static void relay_start(struct policy_job *job)
 			policy_job_dunno(job);
 		else
 			policy_job_reply(job, 554, "5.7.1",
-					 "<%s@%s>: Relay access denied: source routing", to->local,
-					 to->domain);
+			                 "<%s@%s>: Relay access denied: source routing", to->local,
+			                 to->domain);
 		return;
 	}
 	/* Relaying: only for an authenticated user or a trusted network
@@ -92,11 +91,13 @@ static void relay_start(struct policy_job *job)
 		policy_job_dunno(job);
 	else
 		policy_job_reply(job, 554, "5.7.1", "<%s@%s>: Relay access denied", to->local,
-				 to->domain);
+		                 to->domain);
 }
 
 const struct policy_check policy_check_relay = {
-	.name = "relay", .stage = POLICY_RCPT, .start = relay_start,
+    .name = "relay",
+    .stage = POLICY_RCPT,
+    .start = relay_start,
 };
 
 static void recipient_on_user(enum policy_user_answer a, void *arg)
@@ -112,7 +113,7 @@ static void recipient_on_user(enum policy_user_answer a, void *arg)
 	}
 	if (a == POLICY_USER_TEMPFAIL) {
 		policy_job_reply(job, 451, "4.3.0", "<%s@%s>: Temporary lookup failure", to->local,
-				 to->domain);
+		                 to->domain);
 		return;
 	}
 	/* the "@domain" catch-all takes only what no user takes */
@@ -159,7 +160,9 @@ static void recipient_start(struct policy_job *job)
 }
 
 const struct policy_check policy_check_recipient = {
-	.name = "recipient", .stage = POLICY_RCPT, .start = recipient_start,
+    .name = "recipient",
+    .stage = POLICY_RCPT,
+    .start = recipient_start,
 };
 
 /* Alias expansion in progress: targets checked one after the other through
@@ -184,7 +187,7 @@ static bool alias_is_postmaster(const char *addr)
  * no, -1 ask (mailbox_r set). Remote targets: yes, relaying for our own
  * alias is allowed since the client did not choose them. */
 static int alias_target_static(struct policy_smtp *ps, const char *addr,
-			       char mailbox_r[MAILDIR_MAILBOX_MAX + 1])
+                               char mailbox_r[MAILDIR_MAILBOX_MAX + 1])
 {
 	const char *at = strrchr(addr, '@');
 	char local[MAIL_LOCAL_MAX + 1];
@@ -217,7 +220,7 @@ static void alias_keep(struct alias_state *st, bool ok)
 	st->t[st->i++] = NULL;
 	if (!ok) {
 		log_warn("event=alias_skip sid=%s rcpt=%s target=%s reason=unknown_user",
-			 req->client->sid, log_qs(q1, st->addr), log_qs(q2, t));
+		         req->client->sid, log_qs(q1, st->addr), log_qs(q2, t));
 		free(t);
 		return;
 	}
@@ -234,7 +237,7 @@ static void alias_done(struct alias_state *st)
 	policy_job_set_state(job, NULL);
 	if (st->n == 0) {
 		policy_job_reply(job, 550, "5.1.1",
-				 "<%s>: Recipient address rejected: User unknown", st->addr);
+		                 "<%s>: Recipient address rejected: User unknown", st->addr);
 		alias_state_free(st);
 		return;
 	}
@@ -304,19 +307,19 @@ static void alias_start(struct policy_job *job)
 		/* RFC 5321 §4.5.1: postmaster stays deliverable whatever its
 		 * alias says; fall back to its own mailbox. */
 		log_warn("event=alias_error sid=%s rcpt=%s reason=%s fallback=mailbox",
-			 req->client->sid, log_qs(q, st->addr), log_qs(q2, error));
+		         req->client->sid, log_qs(q, st->addr), log_qs(q2, error));
 		st->t = xcalloc(1, sizeof(*st->t));
 		st->t[0] = xstrdup(st->addr);
 		st->n = 1;
 	} else if (rc < 0) {
 		log_warn("event=alias_error sid=%s rcpt=%s reason=%s", req->client->sid,
-			 log_qs(q, st->addr), log_qs(q2, error));
+		         log_qs(q, st->addr), log_qs(q2, error));
 		/* RFC 3463 X.4.6 routing loop; X.5.3 too many recipients */
 		if (strcmp(error, "alias loop") == 0)
 			policy_job_reply(job, 550, "5.4.6", "<%s>: Alias loop detected", st->addr);
 		else
 			policy_job_reply(job, 550, "5.5.3",
-					 "<%s>: Alias expands to too many recipients", st->addr);
+			                 "<%s>: Alias expands to too many recipients", st->addr);
 		free(st);
 		return;
 	}
@@ -333,11 +336,14 @@ static void alias_cancel(struct policy_job *job, enum policy_cancel why)
 }
 
 const struct policy_check policy_check_alias = {
-	.name = "alias", .stage = POLICY_RCPT, .start = alias_start, .cancel = alias_cancel,
+    .name = "alias",
+    .stage = POLICY_RCPT,
+    .start = alias_start,
+    .cancel = alias_cancel,
 };
 
 struct policy_smtp *policy_smtp_create(struct event_base *base, const struct conf *conf,
-				       const struct users *users, const struct aliases *aliases)
+                                       const struct users *users, const struct aliases *aliases)
 {
 	struct policy_smtp *ps = xcalloc(1, sizeof(*ps));
 	ps->base = base;

@@ -69,7 +69,7 @@ void policy_rcpt_req_clear(struct policy_rcpt_req *r);
  * made on first use, the probe client and its cache). users and aliases may
  * be NULL and outlive it. */
 struct policy_smtp *policy_smtp_create(struct event_base *base, const struct conf *conf,
-				       const struct users *users, const struct aliases *aliases);
+                                       const struct users *users, const struct aliases *aliases);
 /* Runs must be cancelled first. */
 void policy_smtp_free(struct policy_smtp **ps);
 struct policy *policy_smtp_engine(struct policy_smtp *ps);
@@ -80,7 +80,7 @@ struct policy *policy_smtp_engine(struct policy_smtp *ps);
 enum policy_user_answer { POLICY_USER_KNOWN, POLICY_USER_UNKNOWN, POLICY_USER_TEMPFAIL };
 typedef void policy_user_fn(enum policy_user_answer a, void *arg);
 void policy_user_lookup(struct policy_smtp *ps, const char *mailbox, const char *domain,
-			policy_user_fn *cb, void *arg);
+                        policy_user_fn *cb, void *arg);
 
 /* The Received comment of the client: "name [addr]", name the confirmed
  * rDNS or "unknown" (as Postfix writes it). */
@@ -96,8 +96,8 @@ struct policy_smtp {
 	const struct users *users;
 	const struct aliases *aliases;
 	struct policy *engine;
-	struct dns *dns;        /* made at the first non-loopback client */
-	bool dns_failed;        /* could not make it: every lookup tempfails */
+	struct dns *dns;              /* made at the first non-loopback client */
+	bool dns_failed;              /* could not make it: every lookup tempfails */
 	struct policy_verify *verify; /* probes and their cache, made on first use */
 };
 extern const struct policy_check policy_check_fcrdns;

@@ -230,7 +230,8 @@ static void verify_cancel(struct policy_job *job, enum policy_cancel why)
 		return;
 	if (why == POLICY_CANCEL_TIMEOUT)
 		log_info("event=rcpt_verify sid=%s rcpt=%s result=tempfail code=0 cached=no "
-		         "text=timeout", p->sid, log_qs(q, p->addr));
+		         "text=timeout",
+		         p->sid, log_qs(q, p->addr));
 	smtpc_cancel(&p->delivery);
 	verify_probe_free(p);
 }
@@ -314,7 +315,7 @@ static void verify_start(struct policy_job *job)
 	policy_job_set_state(job, p);
 	policy_job_set_timeout(job, conf->relay.verify_timeout,
 	                       route->verify_tempfail == CONF_VERIFY_ACCEPT ? POLICY_FAIL_ACCEPT
-	                                                                     : POLICY_FAIL_TEMPFAIL);
+	                                                                    : POLICY_FAIL_TEMPFAIL);
 	policy_job_set_tempfail(job, 450, "4.4.1",
 	                        "<%s>: Recipient address verification failed, try again later",
 	                        addr);
@@ -322,7 +323,10 @@ static void verify_start(struct policy_job *job)
 }
 
 const struct policy_check policy_check_verify = {
-	.name = "verify", .stage = POLICY_RCPT, .start = verify_start, .cancel = verify_cancel,
+    .name = "verify",
+    .stage = POLICY_RCPT,
+    .start = verify_start,
+    .cancel = verify_cancel,
 };
 
 void policy_verify_free(struct policy_verify **vp)

@@ -185,7 +185,6 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 	}
 	s->pmail = m;
 	snprintf(s->psender, sizeof(s->psender), "%s", sender);
-	s->client.auth_user = s->auth_user;
 	smtpd_session_policy(s, POLICY_MAIL, &s->preq, cmd_mail_verdict);
 }
 
@@ -344,7 +343,6 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		return;
 	}
 	s->prcpt = r;
-	s->client.auth_user = s->auth_user;
 	memset(&s->preq.rcpt, 0, sizeof(s->preq.rcpt));
 	s->preq.rcpt.to = &s->prcpt.to;
 	s->preq.rcpt.smtputf8 = tx->mail.smtputf8;

@@ -83,6 +83,7 @@ void smtpd_session_policy(struct smtpd_session *s, enum policy_stage stage, void
 			  void (*then)(struct smtpd_session *s, const struct policy_verdict *v))
 {
 	s->pending_then = then;
+	s->client.auth_user = s->auth_user; /* STARTTLS and AUTH change it */
 	s->in_policy = true;
 	struct policy_run *run =
 		policy_run(s->srv->policy->engine, stage, req, smtpd_session_on_verdict, s);

@@ -409,16 +409,16 @@ static void test_rerun_from_callback(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_sync_chain, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reply_stops_chain, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_async_then_sync, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_timeout_tempfail, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_timeout_custom_reply, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_timeout_accept, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_answer_before_timeout, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_runs_are_independent, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_pending, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rerun_from_callback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sync_chain, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reply_stops_chain, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_async_then_sync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_timeout_tempfail, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_timeout_custom_reply, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_timeout_accept, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_answer_before_timeout, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_runs_are_independent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_pending, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rerun_from_callback, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
