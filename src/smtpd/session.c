@@ -492,8 +492,9 @@ static void smtpd_session_process(struct smtpd_session *s)
 	 * write callback resumes it. While a policy verdict is pending it goes
 	 * on up to the input watermark (SMTPD_IN_HIGH), unprocessed: so a
 	 * client that resets the connection is seen and its checks are
-	 * cancelled at once, not when they end. */
-	bool policy_wait = s->pending != NULL || s->connect_run != NULL;
+	 * cancelled at once, not when they end (after an EOF there is nothing
+	 * more to see). */
+	bool policy_wait = (s->pending != NULL || s->connect_run != NULL) && !s->gone;
 	if ((smtpd_session_busy(s) && !policy_wait) || out_full)
 		bufferevent_disable(s->bev, EV_READ);
 	else
