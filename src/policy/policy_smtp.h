@@ -60,6 +60,7 @@ struct policy_rcpt_req {
 
 struct policy_smtp_req {
 	struct policy_client *client;
+	const char *helo;            /* POLICY_HELO: the name given (parsed) */
 	struct policy_rcpt_req rcpt; /* POLICY_RCPT */
 };
 

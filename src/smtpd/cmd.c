@@ -88,26 +88,26 @@ void smtpd_cmd_dispatch(struct smtpd_session *s, const char *line, size_t len)
 	cmd->handler(s, cl.args, cl.args_len);
 }
 
-static bool cmd_hello_common(struct smtpd_session *s, const char *args, size_t len, bool esmtp)
+static void cmd_hello_verdict(struct smtpd_session *s, const struct policy_verdict *v);
+
+/* EHLO and HELO: the name is parsed, then the HELO chain (src/policy)
+ * decides; the session takes the name only when it is accepted. */
+static void cmd_hello(struct smtpd_session *s, const char *args, size_t len, bool esmtp)
 {
 	struct smtp_perr err;
 	if (smtp_parse_helo(args, len, &err) < 0) {
 		smtpd_reply_perr(s, &err);
-		return false;
+		return;
 	}
-	/* RFC 5321 §4.1.4: EHLO/HELO in a transaction is an implied RSET. */
-	smtpd_tx_reset(s);
-	memcpy(s->helo, args, len);
-	s->helo[len] = '\0';
-	s->esmtp = esmtp;
-	smtpd_session_set_state(s, SMTPD_S_READY);
-	return true;
+	memcpy(s->phelo, args, len);
+	s->phelo[len] = '\0';
+	s->pesmtp = esmtp;
+	s->preq.helo = s->phelo;
+	smtpd_session_policy(s, POLICY_HELO, &s->preq, cmd_hello_verdict);
 }
 
-static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len)
+static void cmd_ehlo_reply(struct smtpd_session *s)
 {
-	if (!cmd_hello_common(s, args, len, true))
-		return;
 	const struct conf *conf = s->srv->conf;
 	/* hostname (<= 255) + HELO name (<= 255) + address + keywords: never
 	 * truncated, a cut reply would leave the client waiting for its end */
@@ -129,10 +129,31 @@ static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len)
 	smtpd_reply_raw(s, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
+static void cmd_hello_verdict(struct smtpd_session *s, const struct policy_verdict *v)
+{
+	if (v->result == POLICY_REPLY) {
+		smtpd_reply(s, v->code, v->enh[0] != '\0' ? v->enh : NULL, "%s", v->text);
+		return;
+	}
+	/* RFC 5321 §4.1.4: EHLO/HELO in a transaction is an implied RSET. */
+	smtpd_tx_reset(s);
+	memcpy(s->helo, s->phelo, sizeof(s->helo));
+	s->esmtp = s->pesmtp;
+	smtpd_session_set_state(s, SMTPD_S_READY);
+	if (s->esmtp)
+		cmd_ehlo_reply(s);
+	else
+		smtpd_reply(s, 250, NULL, "%s", s->srv->conf->hostname);
+}
+
+static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len)
+{
+	cmd_hello(s, args, len, true);
+}
+
 static void cmd_helo(struct smtpd_session *s, const char *args, size_t len)
 {
-	if (cmd_hello_common(s, args, len, false))
-		smtpd_reply(s, 250, NULL, "%s", s->srv->conf->hostname);
+	cmd_hello(s, args, len, false);
 }
 
 static bool cmd_mail_has_esmtp_params(const struct smtp_mail_args *m)

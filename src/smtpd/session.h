@@ -155,6 +155,8 @@ struct smtpd_session {
 	struct policy_smtp_req creq;  /* the connect chain's request */
 	struct policy_run *connect_run; /* connect chain in progress */
 	struct policy_smtp_req preq;  /* the pending command's request */
+	char phelo[256];              /* the EHLO/HELO name it is about */
+	bool pesmtp;
 	struct smtp_mail_args pmail;  /* the MAIL it is about */
 	char psender[MAIL_PATH_MAX + 1];
 	struct smtp_rcpt_args prcpt;  /* the RCPT it is about */
