@@ -29,6 +29,11 @@
 #include <string.h>
 #include <strings.h>
 
+/* A users source that does not answer (the auth process, later) leaves the
+ * RCPT with 451 4.3.0 after this long; the in-process table answers at
+ * once and never starts the timer. */
+#define POLICY_USER_TIMEOUT_MS 10000
+
 void policy_rcpt_req_clear(struct policy_rcpt_req *r)
 {
 	aliases_targets_free(&r->targets, r->ntargets);
@@ -36,12 +41,27 @@ void policy_rcpt_req_clear(struct policy_rcpt_req *r)
 	r->alias = false;
 }
 
-/* TODO(issue 9): ask the auth process (RCPT_CHECK) instead; its answer
- * comes from the loop, and the checks below already wait for it. */
-void policy_user_lookup(struct policy_smtp *ps, const char *mailbox, const char *domain,
-                        policy_user_fn *cb, void *arg)
+/* TODO(issue 9): the auth process (RCPT_CHECK) becomes the source
+ * (policy_smtp_set_user_source); its answer comes from the loop, and the
+ * checks below already wait for it. */
+struct policy_user_query *policy_user_lookup(struct policy_smtp *ps, const char *mailbox,
+                                             const char *domain, policy_user_fn *cb, void *arg)
 {
+	if (ps->users_src.lookup != NULL)
+		return ps->users_src.lookup(ps->users_src.ctx, mailbox, domain, cb, arg);
 	cb(users_exists(ps->users, mailbox, domain) ? POLICY_USER_KNOWN : POLICY_USER_UNKNOWN, arg);
+	return NULL;
+}
+
+void policy_user_cancel(struct policy_smtp *ps, struct policy_user_query *q)
+{
+	if (q != NULL && ps->users_src.cancel != NULL)
+		ps->users_src.cancel(ps->users_src.ctx, q);
+}
+
+void policy_smtp_set_user_source(struct policy_smtp *ps, const struct policy_user_source *src)
+{
+	ps->users_src = *src;
 }
 
 static void rcpt_unknown(struct policy_job *job, const struct mail_addr *to)
@@ -107,6 +127,7 @@ static void recipient_on_user(enum policy_user_answer a, void *arg)
 	struct policy_smtp_req *req = policy_job_request(job);
 	const struct mail_addr *to = req->rcpt.to;
 	char full[MAIL_LOCAL_MAX + 1 + MAIL_DOMAIN_MAX + 1];
+	policy_job_set_state(job, NULL); /* the query is over */
 	if (a == POLICY_USER_KNOWN) {
 		policy_job_dunno(job);
 		return;
@@ -156,13 +177,25 @@ static void recipient_start(struct policy_job *job)
 		policy_job_dunno(job);
 		return;
 	}
-	policy_user_lookup(ps, mailbox, to->domain, recipient_on_user, job);
+	struct policy_user_query *q =
+	    policy_user_lookup(ps, mailbox, to->domain, recipient_on_user, job);
+	if (q != NULL)
+		policy_job_set_state(job, q); /* pending: a cancel ends it */
+}
+
+static void recipient_cancel(struct policy_job *job, enum policy_cancel why)
+{
+	(void)why;
+	policy_user_cancel(policy_job_ctx(job), policy_job_state(job));
 }
 
 const struct policy_check policy_check_recipient = {
     .name = "recipient",
     .stage = POLICY_RCPT,
     .start = recipient_start,
+    .cancel = recipient_cancel,
+    .timeout_ms = POLICY_USER_TIMEOUT_MS,
+    .failmode = POLICY_FAIL_TEMPFAIL,
 };
 
 /* Alias expansion in progress: targets checked one after the other through
@@ -174,6 +207,7 @@ struct alias_state {
 	size_t n, i, kept;
 	bool in_call, answered;
 	enum policy_user_answer answer;
+	struct policy_user_query *q; /* a lookup pending */
 };
 
 /* Is addr "postmaster@..." (any case, any +tag)? */
@@ -264,7 +298,7 @@ static void alias_filter(struct alias_state *st)
 		}
 		st->in_call = true;
 		st->answered = false;
-		policy_user_lookup(ps, mailbox, strrchr(t, '@') + 1, alias_on_user, st);
+		st->q = policy_user_lookup(ps, mailbox, strrchr(t, '@') + 1, alias_on_user, st);
 		st->in_call = false;
 		if (!st->answered)
 			return; /* alias_on_user() goes on */
@@ -276,6 +310,7 @@ static void alias_filter(struct alias_state *st)
 static void alias_on_user(enum policy_user_answer a, void *arg)
 {
 	struct alias_state *st = arg;
+	st->q = NULL;
 	st->answer = a;
 	st->answered = true;
 	if (st->in_call)
@@ -331,8 +366,10 @@ static void alias_cancel(struct policy_job *job, enum policy_cancel why)
 {
 	(void)why;
 	struct alias_state *st = policy_job_state(job);
-	if (st != NULL)
-		alias_state_free(st);
+	if (st == NULL)
+		return;
+	policy_user_cancel(policy_job_ctx(job), st->q);
+	alias_state_free(st);
 }
 
 const struct policy_check policy_check_alias = {
@@ -340,6 +377,8 @@ const struct policy_check policy_check_alias = {
     .stage = POLICY_RCPT,
     .start = alias_start,
     .cancel = alias_cancel,
+    .timeout_ms = POLICY_USER_TIMEOUT_MS,
+    .failmode = POLICY_FAIL_TEMPFAIL,
 };
 
 struct policy_smtp *policy_smtp_create(struct event_base *base, const struct conf *conf,

@@ -76,12 +76,25 @@ void policy_smtp_free(struct policy_smtp **ps);
 struct policy *policy_smtp_engine(struct policy_smtp *ps);
 
 /* The recipient lookup, asynchronous because the users table is moving into
- * the auth process (asked over a socket, RCPT_CHECK). The in-process table
- * answers from inside the call. */
+ * the auth process (asked over a socket, RCPT_CHECK). cb is called once,
+ * from inside the call or later from the loop; a lookup still pending
+ * returns a handle for policy_user_cancel() (then cb is never called),
+ * one answered inside the call returns NULL. The in-process table (the
+ * default) always answers inside the call. */
 enum policy_user_answer { POLICY_USER_KNOWN, POLICY_USER_UNKNOWN, POLICY_USER_TEMPFAIL };
 typedef void policy_user_fn(enum policy_user_answer a, void *arg);
-void policy_user_lookup(struct policy_smtp *ps, const char *mailbox, const char *domain,
-                        policy_user_fn *cb, void *arg);
+struct policy_user_query;
+struct policy_user_query *policy_user_lookup(struct policy_smtp *ps, const char *mailbox,
+                                             const char *domain, policy_user_fn *cb, void *arg);
+void policy_user_cancel(struct policy_smtp *ps, struct policy_user_query *q);
+/* Another source of answers: the auth process's client, or a test's. */
+struct policy_user_source {
+	struct policy_user_query *(*lookup)(void *ctx, const char *mailbox, const char *domain,
+	                                    policy_user_fn *cb, void *arg);
+	void (*cancel)(void *ctx, struct policy_user_query *q);
+	void *ctx;
+};
+void policy_smtp_set_user_source(struct policy_smtp *ps, const struct policy_user_source *src);
 
 /* The Received comment of the client: "name [addr]", name the confirmed
  * rDNS or "unknown" (as Postfix writes it). */
@@ -97,9 +110,10 @@ struct policy_smtp {
 	const struct users *users;
 	const struct aliases *aliases;
 	struct policy *engine;
-	struct dns *dns;              /* made at the first non-loopback client */
-	bool dns_failed;              /* could not make it: every lookup tempfails */
-	struct policy_verify *verify; /* probes and their cache, made on first use */
+	struct dns *dns;                     /* made at the first non-loopback client */
+	bool dns_failed;                     /* could not make it: every lookup tempfails */
+	struct policy_verify *verify;        /* probes and their cache, made on first use */
+	struct policy_user_source users_src; /* lookup NULL: the in-process table */
 };
 extern const struct policy_check policy_check_fcrdns;
 extern const struct policy_check policy_check_fcrdns_required;
