@@ -461,6 +461,24 @@ const struct conf_setting conf_settings[] = {
 	  .min = 100, .max = 5 * MIN, .off = OFF(dns.timeout),
 	  .doc = "Give up on one destination's lookups (MX and addresses) after this long and "
 		 "defer its mail." },
+
+	{ .key = "policy.require_fcrdns", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(policy.require_fcrdns),
+	  .doc = "Refuse clients whose address has no forward-confirmed reverse DNS name (a PTR "
+		 "name whose A/AAAA records hold the address): MAIL gets 450 4.7.25 (RFC 7372) "
+		 "\"Client host rejected: cannot find your hostname\", as Postfix's "
+		 "reject_unknown_client_hostname; a lookup that failed or timed out gets the "
+		 "same 450. Authenticated clients and relay.trusted_networks are exempt." },
+	{ .key = "policy.fcrdns_timeout", .type = CONF_T_DURATION, .def = "10s",
+	  .min = 100, .max = 5 * MIN, .off = OFF(policy.fcrdns_timeout),
+	  .doc = "The client's reverse DNS check (PTR, then A/AAAA of at most 10 of its names) "
+		 "gives up after this long: the name is unknown (a refusal when "
+		 "policy.require_fcrdns is set). Commands after EHLO wait for it." },
+	{ .key = "policy.fcrdns_loopback", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(policy.fcrdns_loopback),
+	  .doc = "Look up loopback clients (127.0.0.0/8, ::1) in the DNS like any other; when "
+		 "false they are \"localhost\", confirmed, without a lookup. For tests with a "
+		 "DNS server on loopback." },
 };
 /* clang-format on */
 

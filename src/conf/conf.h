@@ -57,6 +57,12 @@ struct conf_relay {
 	uint64_t verify_negative_ttl; /* ms, relay.verify_negative_ttl: 1m */
 };
 
+struct conf_policy {
+	bool require_fcrdns;    /* policy.require_fcrdns: refuse clients without FCrDNS */
+	uint64_t fcrdns_timeout; /* ms, policy.fcrdns_timeout: the whole FCrDNS check, 10s */
+	bool fcrdns_loopback;   /* policy.fcrdns_loopback: look loopback clients up too */
+};
+
 struct conf_limits {
 	uint64_t command_line;       /* octets incl. CRLF, default 512 */
 	uint64_t text_line;          /* octets incl. CRLF, default 1000 */
@@ -171,6 +177,7 @@ struct conf {
 	struct conf_relay relay;
 	struct conf_delivery delivery;
 	struct conf_dns dns;
+	struct conf_policy policy;
 	struct conf_route *routes; /* routes: per-domain transports */
 	size_t n_routes;
 	/* Private to src/conf: relay.trusted_networks and relay.senders parsed

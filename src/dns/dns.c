@@ -33,6 +33,7 @@
 #include <unbound.h>
 
 #define DNS_TYPE_A 1
+#define DNS_TYPE_PTR 12
 #define DNS_TYPE_MX 15
 #define DNS_TYPE_AAAA 28
 #define DNS_CLASS_IN 1
@@ -41,7 +42,7 @@
 #define DNS_LABEL_MAX 63
 #define DNS_NLOOKUPS (1 + 2 * DNS_MAX_HOSTS) /* MX, then A and AAAA per host */
 
-enum dns_lookup_kind { DNS_LOOKUP_MX, DNS_LOOKUP_A, DNS_LOOKUP_AAAA };
+enum dns_lookup_kind { DNS_LOOKUP_MX, DNS_LOOKUP_A, DNS_LOOKUP_AAAA, DNS_LOOKUP_PTR };
 
 /* One outstanding libunbound query; its address is libunbound's mydata. */
 struct dns_lookup {
@@ -286,7 +287,7 @@ static void dns_ub_cb(void *mydata, int err, struct ub_result *result);
 static int dns_lookup_start(struct dns_query *q, struct dns_lookup *lk, const char *name,
                             enum dns_lookup_kind kind, size_t host)
 {
-	static const int types[] = {DNS_TYPE_MX, DNS_TYPE_A, DNS_TYPE_AAAA};
+	static const int types[] = {DNS_TYPE_MX, DNS_TYPE_A, DNS_TYPE_AAAA, DNS_TYPE_PTR};
 	int r;
 
 	lk->q = q;
@@ -505,6 +506,37 @@ static void dns_mx_answer(struct dns_query *q, struct ub_result *r)
 	}
 }
 
+/* The PTR answer (RFC 1035 §3.3.12): every well-formed name, at most
+ * DNS_MAX_HOSTS, duplicates dropped. */
+static void dns_ptr_answer(struct dns_query *q, struct ub_result *r)
+{
+	q->res.nhosts = 0;
+	for (size_t i = 0; r->havedata && r->data[i] != NULL; i++) {
+		struct dns_host *h = &q->res.hosts[q->res.nhosts];
+		bool dup = false;
+
+		if (q->res.nhosts >= DNS_MAX_HOSTS)
+			break;
+		if (r->len[i] < 1 ||
+		    dns_wire_name_parse((const uint8_t *)r->data[i], (size_t)r->len[i], h->name) != 1) {
+			log_debug("dns: malformed PTR rdata skipped len=%d", r->len[i]);
+			continue;
+		}
+		for (size_t k = 0; k < q->res.nhosts && !dup; k++)
+			dup = strcasecmp(q->res.hosts[k].name, h->name) == 0;
+		if (!dup)
+			q->res.nhosts++;
+	}
+	if (q->res.nhosts > 0) {
+		q->res.status = DNS_OK;
+		q->res.error = NULL;
+	} else {
+		q->res.status = DNS_NO_ADDRESS;
+		q->res.error = "no PTR record";
+	}
+	dns_query_finish(q);
+}
+
 /* Classify a libunbound answer: 0 usable (data or NODATA), 1 NXDOMAIN,
  * -1 temporary failure with *error_r set. */
 static int dns_result_classify(struct dns_query *q, int err, struct ub_result *r,
@@ -550,7 +582,19 @@ static void dns_ub_cb(void *mydata, int err, struct ub_result *r)
 	c = dns_result_classify(q, err, r, &error);
 	if (r == NULL || !r->secure)
 		q->res.secure = false;
-	if (lk->kind == DNS_LOOKUP_MX) {
+	if (lk->kind == DNS_LOOKUP_PTR) {
+		if (c < 0) {
+			q->res.status = DNS_TEMPFAIL;
+			q->res.error = error;
+			dns_query_finish(q);
+		} else if (c > 0) {
+			q->res.status = DNS_NXDOMAIN;
+			q->res.error = "no PTR record";
+			dns_query_finish(q);
+		} else {
+			dns_ptr_answer(q, r);
+		}
+	} else if (lk->kind == DNS_LOOKUP_MX) {
 		if (c < 0) {
 			q->res.status = DNS_TEMPFAIL;
 			q->res.error = error;
@@ -623,6 +667,15 @@ static int dns_ctx_setup(struct ub_ctx *ctx, const struct dns_conf *conf, char *
 	 * it through so that test zones served by a forwarder work. On the
 	 * internet the root still says NXDOMAIN. */
 	if ((r = ub_ctx_set_option(ctx, "local-zone:", "test. transparent")) != 0) {
+		snprintf(err, errlen, "local-zone: %s", ub_strerror(r));
+		return -1;
+	}
+	/* Nor answer the reverse of 127.0.0.0/8 from its built-in data
+	 * ("localhost"): smtpd looks loopback clients up only when told to
+	 * (policy.fcrdns_loopback), and then the DNS is to answer. A zone of
+	 * our own, even empty, replaces the default ("nodefault" does not,
+	 * through ub_ctx_set_option). */
+	if ((r = ub_ctx_set_option(ctx, "local-zone:", "127.in-addr.arpa. transparent")) != 0) {
 		snprintf(err, errlen, "local-zone: %s", ub_strerror(r));
 		return -1;
 	}
@@ -790,6 +843,39 @@ struct dns_query *dns_resolve_host(struct dns *dns, const char *host, dns_mx_cb 
 	q->res.nhosts = 1;
 	memcpy(q->res.hosts[0].name, q->name, sizeof(q->name));
 	dns_query_addrs_start(q);
+	return q;
+}
+
+struct dns_query *dns_resolve_ptr(struct dns *dns, const struct sockaddr *sa, dns_mx_cb *cb,
+                                  void *arg)
+{
+	static const char hex[] = "0123456789abcdef";
+	struct dns_query *q = dns_query_new(dns, cb, arg);
+	char name[DNS_NAME_MAX + 1];
+	size_t o = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const uint8_t *a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+
+		snprintf(name, sizeof(name), "%u.%u.%u.%u.in-addr.arpa", a[3], a[2], a[1], a[0]);
+	} else if (sa->sa_family == AF_INET6) {
+		const uint8_t *a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		/* RFC 3596 §2.5: nibbles, least significant first */
+		for (int i = 15; i >= 0; i--) {
+			name[o++] = hex[a[i] & 15];
+			name[o++] = '.';
+			name[o++] = hex[a[i] >> 4];
+			name[o++] = '.';
+		}
+		snprintf(name + o, sizeof(name) - o, "ip6.arpa");
+	} else {
+		snprintf(name, sizeof(name), "%s", "");
+	}
+	if (!dns_query_name_set(q, name))
+		return q;
+	if (dns_lookup_start(q, &q->lookups[0], q->name, DNS_LOOKUP_PTR, 0) < 0)
+		dns_query_fail_later(q, DNS_TEMPFAIL, "cannot start DNS lookup");
 	return q;
 }
 

@@ -70,6 +70,12 @@ struct dns_query *dns_resolve_mx(struct dns *dns, const char *domain, dns_mx_cb 
  * one host with preference 0; DNS_NXDOMAIN / DNS_NO_ADDRESS as above. An
  * address literal ("192.0.2.1", "2001:db8::1", "[::1]") needs no lookup. */
 struct dns_query *dns_resolve_host(struct dns *dns, const char *host, dns_mx_cb *cb, void *arg);
+/* The names of an address (PTR, RFC 1035 §3.5, RFC 3596 §2.5) in hosts[]
+ * (name only, no addresses): DNS_OK with at least one name, DNS_NXDOMAIN or
+ * DNS_NO_ADDRESS when there is none, DNS_TEMPFAIL. For the client checks
+ * of smtpd (FCrDNS). */
+struct dns_query *dns_resolve_ptr(struct dns *dns, const struct sockaddr *sa, dns_mx_cb *cb,
+                                  void *arg);
 /* Only before the callback has run (the handle is freed after it). */
 void dns_cancel(struct dns_query *q);
 

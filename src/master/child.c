@@ -404,13 +404,8 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 	char err[1024];
 	int ret = 1;
 
-	/* As root: what this process may know, never a private key. The
-	 * users table answers RCPT (until the policy engine asks auth). */
-	if (conf->users_file[0] != '\0' &&
-	    users_load(conf->users_file, &users, err, sizeof(err)) < 0) {
-		fprintf(stderr, "hikyaku: %s\n", err);
-		goto out;
-	}
+	/* As root: what this process may know — never a private key, never
+	 * the users table (RCPT and AUTH ask the auth process). */
 	if (conf->aliases_file[0] != '\0' &&
 	    aliases_load(conf->aliases_file, &aliases, err, sizeof(err)) < 0) {
 		fprintf(stderr, "hikyaku: %s\n", err);
@@ -427,7 +422,12 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		fprintf(stderr, "hikyaku: smtpd: cannot map the connection counts\n");
 		goto out;
 	}
-	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_SMTPD, NULL, 0) < 0)
+	/* No file but the resolver's (FCrDNS asks DNS from here). */
+	const struct sandbox_path smtpd_paths[] = {
+	    {.path = "/etc/resolv.conf", .access = SANDBOX_RO, .optional = true},
+	    {.path = "/etc/hosts", .access = SANDBOX_RO, .optional = true},
+	};
+	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_SMTPD, smtpd_paths, 2) < 0)
 		goto out;
 	child_log_privileges(conf);
 	ctx.base = event_base_new();

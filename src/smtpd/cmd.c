@@ -25,6 +25,7 @@
 static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_helo(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_mail(struct smtpd_session *s, const char *args, size_t len);
+static void cmd_mail_verdict(struct smtpd_session *s, const struct policy_verdict *v);
 static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_rset(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_noop(struct smtpd_session *s, const char *args, size_t len);
@@ -89,26 +90,26 @@ void smtpd_cmd_dispatch(struct smtpd_session *s, const char *line, size_t len)
 	cmd->handler(s, cl.args, cl.args_len);
 }
 
-static bool cmd_hello_common(struct smtpd_session *s, const char *args, size_t len, bool esmtp)
+static void cmd_hello_verdict(struct smtpd_session *s, const struct policy_verdict *v);
+
+/* EHLO and HELO: the name is parsed, then the HELO chain (src/policy)
+ * decides; the session takes the name only when it is accepted. */
+static void cmd_hello(struct smtpd_session *s, const char *args, size_t len, bool esmtp)
 {
 	struct smtp_perr err;
 	if (smtp_parse_helo(args, len, &err) < 0) {
 		smtpd_reply_perr(s, &err);
-		return false;
+		return;
 	}
-	/* RFC 5321 §4.1.4: EHLO/HELO in a transaction is an implied RSET. */
-	smtpd_tx_reset(s);
-	memcpy(s->helo, args, len);
-	s->helo[len] = '\0';
-	s->esmtp = esmtp;
-	smtpd_session_set_state(s, SMTPD_S_READY);
-	return true;
+	memcpy(s->phelo, args, len);
+	s->phelo[len] = '\0';
+	s->pesmtp = esmtp;
+	s->preq.helo = s->phelo;
+	smtpd_session_policy(s, POLICY_HELO, &s->preq, cmd_hello_verdict);
 }
 
-static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len)
+static void cmd_ehlo_reply(struct smtpd_session *s)
 {
-	if (!cmd_hello_common(s, args, len, true))
-		return;
 	const struct conf *conf = s->srv->conf;
 	/* hostname (<= 255) + HELO name (<= 255) + address + keywords: never
 	 * truncated, a cut reply would leave the client waiting for its end */
@@ -130,10 +131,31 @@ static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len)
 	smtpd_reply_raw(s, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
+static void cmd_hello_verdict(struct smtpd_session *s, const struct policy_verdict *v)
+{
+	if (v->result == POLICY_REPLY) {
+		smtpd_reply(s, v->code, v->enh[0] != '\0' ? v->enh : NULL, "%s", v->text);
+		return;
+	}
+	/* RFC 5321 §4.1.4: EHLO/HELO in a transaction is an implied RSET. */
+	smtpd_tx_reset(s);
+	memcpy(s->helo, s->phelo, sizeof(s->helo));
+	s->esmtp = s->pesmtp;
+	smtpd_session_set_state(s, SMTPD_S_READY);
+	if (s->esmtp)
+		cmd_ehlo_reply(s);
+	else
+		smtpd_reply(s, 250, NULL, "%s", s->srv->conf->hostname);
+}
+
+static void cmd_ehlo(struct smtpd_session *s, const char *args, size_t len)
+{
+	cmd_hello(s, args, len, true);
+}
+
 static void cmd_helo(struct smtpd_session *s, const char *args, size_t len)
 {
-	if (cmd_hello_common(s, args, len, false))
-		smtpd_reply(s, 250, NULL, "%s", s->srv->conf->hostname);
+	cmd_hello(s, args, len, false);
 }
 
 static bool cmd_mail_has_esmtp_params(const struct smtp_mail_args *m)
@@ -184,110 +206,35 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 553, "5.7.1", "<%s>: Sender address not owned by user", sender);
 		return;
 	}
+	s->pmail = m;
+	snprintf(s->psender, sizeof(s->psender), "%s", sender);
+	smtpd_session_policy(s, POLICY_MAIL, &s->preq, cmd_mail_verdict);
+}
+
+/* The MAIL chain's verdict (fcrdns_required: src/policy): the transaction
+ * begins. */
+static void cmd_mail_verdict(struct smtpd_session *s, const struct policy_verdict *v)
+{
+	const struct smtp_mail_args *m = &s->pmail;
+	const char *sender = s->psender;
+	if (v->result == POLICY_REPLY) {
+		smtpd_reply(s, v->code, v->enh[0] != '\0' ? v->enh : NULL, "%s", v->text);
+		return;
+	}
 	struct smtpd_tx *tx = smtpd_tx_create(s);
-	tx->mail = m;
+	tx->mail = *m;
 	qid_generate(tx->env.qid);
 	tx->env.arrival_us = smtpd_now_us();
 	envelope_set_str(&tx->env.sender, sender);
-	if (m.envid[0] != '\0')
-		envelope_set_str(&tx->env.envid, m.envid);
-	tx->env.ret = m.ret;
-	tx->env.body = m.body;
-	tx->env.smtputf8 = m.smtputf8;
+	if (m->envid[0] != '\0')
+		envelope_set_str(&tx->env.envid, m->envid);
+	tx->env.ret = m->ret;
+	tx->env.body = m->body;
+	tx->env.smtputf8 = m->smtputf8;
 	envelope_set_str(&tx->env.client_addr, s->client_addr);
 	envelope_set_str(&tx->env.client_helo, s->helo);
 	smtpd_session_set_state(s, SMTPD_S_MAIL);
 	smtpd_reply(s, 250, "2.1.0", "Sender <%s> OK", sender);
-}
-
-/* Local policy for one recipient: 0 ok, -1 refused (reply sent). The
- * address is in one of our domains or it is relaying, which an
- * unauthenticated client may never do (no open relay, ever). *alias_r is
- * set when the address is to be expanded by the aliases file: an exact
- * alias wins over a user of that name, the "@domain" catch-all takes only
- * what no user and no exact alias takes. */
-static int cmd_rcpt_policy(struct smtpd_session *s, struct mail_addr *to, bool *alias_r)
-{
-	const struct conf *conf = s->srv->conf;
-	if (to->is_postmaster) {
-		/* RFC 5321 §4.5.1: <postmaster> without a domain is ours. */
-		const char *dom = conf->n_local_domains > 0 ? conf->local_domains[0]
-							    : conf->hostname;
-		snprintf(to->domain, sizeof(to->domain), "%s", dom);
-		to->is_postmaster = false;
-		str_lower(to->domain);
-	}
-	if (!conf_is_local_domain(conf, to->domain)) {
-		bool trusted = s->auth_user != NULL ||
-			       conf_is_trusted_network(conf, (const struct sockaddr *)&s->client_ss);
-		/* relay_domains: ours to pass on, from anyone (a gateway or
-		 * backup MX); the route may verify the user (cmd_rcpt_verify.c).
-		 * Not a source-routed local part (user%host, host!user,
-		 * "user@host") from an untrusted client: the server behind us
-		 * might route it on, making us an open relay (Postfix's
-		 * allow_untrusted_routing = no). */
-		if (conf_is_relay_domain(conf, to->domain)) {
-			if (trusted || strpbrk(to->local, "%!@") == NULL)
-				return 0;
-			smtpd_reply(s, 554, "5.7.1",
-				    "<%s@%s>: Relay access denied: source routing", to->local,
-				    to->domain);
-			return -1;
-		}
-		/* Relaying: only for an authenticated user or a trusted
-		 * network (relay.trusted_networks), never for anyone else. */
-		if (trusted)
-			return 0;
-		smtpd_reply(s, 554, "5.7.1", "<%s@%s>: Relay access denied", to->local, to->domain);
-		return -1;
-	}
-	char mailbox[MAILDIR_MAILBOX_MAX + 1];
-	if (maildir_mailbox_name(to->local, mailbox) < 0) {
-		smtpd_reply(s, 550, "5.1.1", "<%s@%s>: Recipient address rejected: User unknown",
-			    to->local, to->domain);
-		return -1;
-	}
-	char full[MAIL_LOCAL_MAX + 1 + MAIL_DOMAIN_MAX + 1];
-	snprintf(full, sizeof(full), "%s@%s", to->local, to->domain);
-	if (aliases_has_exact(s->srv->aliases, full)) {
-		*alias_r = true;
-		return 0;
-	}
-	/* postmaster@ any of our domains is always deliverable (RFC 5321
-	 * §4.5.1), through its alias when it has one (above). */
-	if (strcmp(mailbox, "postmaster") == 0 || conf->accept_any_user ||
-	    users_exists(s->srv->users, mailbox, to->domain))
-		return 0;
-	if (aliases_has(s->srv->aliases, full)) {
-		*alias_r = true;
-		return 0;
-	}
-	smtpd_reply(s, 550, "5.1.1", "<%s@%s>: Recipient address rejected: User unknown",
-		    to->local, to->domain);
-	return -1;
-}
-
-/* Can an alias target be delivered? Remote targets: yes, relaying for our
- * own alias is allowed since the client did not choose them. Local targets
- * must name a user (or postmaster, or any with accept_any_user). */
-static bool cmd_rcpt_target_ok(struct smtpd_session *s, const char *addr)
-{
-	const struct conf *conf = s->srv->conf;
-	const char *at = strrchr(addr, '@');
-	char local[MAIL_LOCAL_MAX + 1], mailbox[MAILDIR_MAILBOX_MAX + 1];
-
-	if (at == NULL)
-		return false;
-	if (!conf_is_local_domain(conf, at + 1))
-		return true;
-	if ((size_t)(at - addr) > MAIL_LOCAL_MAX)
-		return false;
-	memcpy(local, addr, (size_t)(at - addr));
-	local[at - addr] = '\0';
-	if (maildir_mailbox_name(local, mailbox) < 0)
-		return false;
-	return strcmp(mailbox, "postmaster") == 0 || conf->accept_any_user ||
-	       users_exists(s->srv->users, mailbox, at + 1);
 }
 
 /* ORCPT for the targets of an alias when the client gave none: the address
@@ -320,95 +267,83 @@ static bool cmd_rcpt_is_dup(const struct smtpd_tx *tx, const char *addr)
 	return false;
 }
 
-/* Keep the deliverable targets of t[0..n) (logging the others), then
- * return how many of them are not yet recipients. */
-static size_t cmd_rcpt_targets_filter(struct smtpd_session *s, const char *addr, char **t,
-				      size_t *n)
+static bool cmd_rcpt_dup_cb(void *arg, const char *addr)
 {
-	char q1[LOG_Q_MAX], q2[LOG_Q_MAX];
-	size_t kept = 0, fresh = 0;
-
-	for (size_t i = 0; i < *n; i++) {
-		if (!cmd_rcpt_target_ok(s, t[i])) {
-			log_warn("event=alias_skip sid=%s rcpt=%s target=%s reason=unknown_user",
-				 s->sid, log_qs(q1, addr), log_qs(q2, t[i]));
-			free(t[i]);
-			continue;
-		}
-		t[kept++] = t[i];
-		fresh += !cmd_rcpt_is_dup(s->tx, t[kept - 1]);
-	}
-	*n = kept;
-	return fresh;
+	return cmd_rcpt_is_dup(arg, addr);
 }
 
-/* Is addr "postmaster@..." (any case, any +tag)? */
-static bool cmd_rcpt_is_postmaster(const char *addr)
-{
-	size_t len = strcspn(addr, "+@");
-	return len == 10 && strncasecmp(addr, "postmaster", 10) == 0;
-}
-
-/* RCPT to an alias: expand it (conf/aliases.h) into envelope recipients.
- * Returns 0 when the reply for the original address is still to be sent. */
-static int cmd_rcpt_alias(struct smtpd_session *s, const struct smtp_rcpt_args *r,
-			  const char *addr)
+/* RCPT to an alias: its targets (expanded and filtered by the alias check,
+ * src/policy) become envelope recipients. */
+static void cmd_rcpt_alias(struct smtpd_session *s, const struct smtp_rcpt_args *r,
+			   const char *addr)
 {
 	struct smtpd_tx *tx = s->tx;
-	char **t = NULL, q[LOG_Q_MAX], q2[LOG_Q_MAX];
-	size_t n = 0;
-	const char *error = "alias loop";
-	int rc = aliases_expand(s->srv->aliases, addr, &t, &n, &error);
-
-	if (rc < 0 && cmd_rcpt_is_postmaster(addr)) {
-		/* RFC 5321 §4.5.1: postmaster stays deliverable whatever its
-		 * alias says; fall back to its own mailbox. */
-		log_warn("event=alias_error sid=%s rcpt=%s reason=%s fallback=mailbox", s->sid,
-			 log_qs(q, addr), log_qs(q2, error));
-		t = xcalloc(1, sizeof(*t));
-		t[0] = xstrdup(addr);
-		n = 1;
-	} else if (rc < 0) {
-		log_warn("event=alias_error sid=%s rcpt=%s reason=%s", s->sid, log_qs(q, addr),
-			 log_qs(q2, error));
-		/* RFC 3463 X.4.6 routing loop; X.5.3 too many recipients */
-		if (strcmp(error, "alias loop") == 0)
-			smtpd_reply(s, 550, "5.4.6", "<%s>: Alias loop detected", addr);
-		else
-			smtpd_reply(s, 550, "5.5.3", "<%s>: Alias expands to too many recipients",
-				    addr);
-		return -1;
-	}
-	size_t fresh = cmd_rcpt_targets_filter(s, addr, t, &n);
-	if (n == 0 && cmd_rcpt_is_postmaster(addr)) {
-		t[n++] = xstrdup(addr);
-		fresh = !cmd_rcpt_is_dup(tx, addr);
-	}
-	rc = -1;
-	if (n == 0) {
-		smtpd_reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: User unknown",
-			    addr);
-	} else if (tx->env.nrcpts + fresh > CMD_RCPT_EXPANDED_MAX) {
+	struct policy_rcpt_req *pr = &s->preq.rcpt;
+	char q[LOG_Q_MAX];
+	size_t fresh = 0;
+	for (size_t i = 0; i < pr->ntargets; i++)
+		fresh += !cmd_rcpt_is_dup(tx, pr->targets[i]);
+	if (tx->env.nrcpts + fresh > CMD_RCPT_EXPANDED_MAX) {
 		smtpd_reply(s, 452, "4.5.3", "Too many recipients");
-	} else {
-		char orcpt[SMTP_ORCPT_MAX + 1];
-		if (r->orcpt[0] != '\0')
-			snprintf(orcpt, sizeof(orcpt), "%s", r->orcpt);
-		else
-			cmd_rcpt_orcpt_make(addr, orcpt, sizeof(orcpt));
-		for (size_t i = 0; i < n; i++) {
-			if (cmd_rcpt_is_dup(tx, t[i]))
-				continue;
-			struct envelope_rcpt *er = envelope_add_rcpt(&tx->env, t[i]);
-			er->notify = r->notify;
-			envelope_set_str(&er->orcpt, orcpt);
-		}
-		log_info("event=alias sid=%s rcpt=%s targets=%zu new=%zu", s->sid,
-			 log_qs(q, addr), n, fresh);
-		rc = 0;
+		return;
 	}
-	aliases_targets_free(&t, n);
-	return rc;
+	char orcpt[SMTP_ORCPT_MAX + 1];
+	if (r->orcpt[0] != '\0')
+		snprintf(orcpt, sizeof(orcpt), "%s", r->orcpt);
+	else
+		cmd_rcpt_orcpt_make(addr, orcpt, sizeof(orcpt));
+	for (size_t i = 0; i < pr->ntargets; i++) {
+		if (cmd_rcpt_is_dup(tx, pr->targets[i]))
+			continue;
+		struct envelope_rcpt *er = envelope_add_rcpt(&tx->env, pr->targets[i]);
+		er->notify = r->notify;
+		envelope_set_str(&er->orcpt, orcpt);
+	}
+	log_info("event=alias sid=%s rcpt=%s targets=%zu new=%zu", s->sid, log_qs(q, addr),
+		 pr->ntargets, fresh);
+	tx->n_rcpt_cmds++;
+	smtpd_session_set_state(s, SMTPD_S_RCPT);
+	smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
+}
+
+/* A recipient that passed every check joins the transaction, 250. */
+static void cmd_rcpt_accept(struct smtpd_session *s, const struct smtp_rcpt_args *r,
+			    const char *addr)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (cmd_rcpt_is_dup(tx, addr)) {
+		/* already a recipient (RFC 5321 §3.3: duplicates are the
+		 * client's business): 250 again, without verifying it anew */
+		tx->n_rcpt_dups++;
+	} else {
+		if (tx->env.nrcpts >= CMD_RCPT_EXPANDED_MAX) {
+			smtpd_reply(s, 452, "4.5.3", "Too many recipients");
+			return;
+		}
+		tx->n_rcpt_cmds++;
+		struct envelope_rcpt *er = envelope_add_rcpt(&tx->env, addr);
+		er->notify = r->notify;
+		if (r->orcpt[0] != '\0')
+			envelope_set_str(&er->orcpt, r->orcpt);
+	}
+	smtpd_session_set_state(s, SMTPD_S_RCPT);
+	smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
+}
+
+/* The RCPT chain's verdict (relay, recipient, verify, alias: src/policy). */
+static void cmd_rcpt_verdict(struct smtpd_session *s, const struct policy_verdict *v)
+{
+	const struct smtp_rcpt_args *r = &s->prcpt;
+	char addr[MAIL_PATH_MAX + 1];
+	if (v->result == POLICY_REPLY)
+		smtpd_reply(s, v->code, v->enh[0] != '\0' ? v->enh : NULL, "%s", v->text);
+	else if (mail_addr_format(&r->to, addr, sizeof(addr)) < 0)
+		smtpd_reply(s, 501, "5.1.3", "Bad recipient address syntax");
+	else if (s->preq.rcpt.alias)
+		cmd_rcpt_alias(s, r, addr);
+	else
+		cmd_rcpt_accept(s, r, addr);
+	policy_rcpt_req_clear(&s->preq.rcpt);
 }
 
 static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
@@ -430,51 +365,13 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply_perr(s, &err);
 		return;
 	}
-	bool alias = false;
-	if (cmd_rcpt_policy(s, &r.to, &alias) < 0)
-		return;
-	char addr[MAIL_PATH_MAX + 1];
-	if (mail_addr_format(&r.to, addr, sizeof(addr)) < 0) {
-		smtpd_reply(s, 501, "5.1.3", "Bad recipient address syntax");
-		return;
-	}
-	if (alias) {
-		if (cmd_rcpt_alias(s, &r, addr) < 0)
-			return;
-		tx->n_rcpt_cmds++;
-		smtpd_session_set_state(s, SMTPD_S_RCPT);
-		smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
-		return;
-	}
-	if (cmd_rcpt_is_dup(tx, addr)) {
-		/* already a recipient (RFC 5321 §3.3: duplicates are the
-		 * client's business): 250 again, without verifying it anew */
-		tx->n_rcpt_dups++;
-		smtpd_session_set_state(s, SMTPD_S_RCPT);
-		smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
-		return;
-	}
-	if (smtpd_rcpt_verify(s, &r, addr))
-		return;
-	smtpd_rcpt_accept(s, &r, addr);
-}
-
-void smtpd_rcpt_accept(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr)
-{
-	struct smtpd_tx *tx = s->tx;
-	if (!cmd_rcpt_is_dup(tx, addr)) {
-		if (tx->env.nrcpts >= CMD_RCPT_EXPANDED_MAX) {
-			smtpd_reply(s, 452, "4.5.3", "Too many recipients");
-			return;
-		}
-		tx->n_rcpt_cmds++;
-		struct envelope_rcpt *er = envelope_add_rcpt(&tx->env, addr);
-		er->notify = r->notify;
-		if (r->orcpt[0] != '\0')
-			envelope_set_str(&er->orcpt, r->orcpt);
-	}
-	smtpd_session_set_state(s, SMTPD_S_RCPT);
-	smtpd_reply(s, 250, "2.1.5", "Recipient <%s> OK", addr);
+	s->prcpt = r;
+	memset(&s->preq.rcpt, 0, sizeof(s->preq.rcpt));
+	s->preq.rcpt.to = &s->prcpt.to;
+	s->preq.rcpt.smtputf8 = tx->mail.smtputf8;
+	s->preq.rcpt.is_dup = cmd_rcpt_dup_cb;
+	s->preq.rcpt.dup_arg = tx;
+	smtpd_session_policy(s, POLICY_RCPT, &s->preq, cmd_rcpt_verdict);
 }
 
 static void cmd_rset(struct smtpd_session *s, const char *args, size_t len)

@@ -92,17 +92,20 @@ static void data_received_header(struct smtpd_session *s)
 {
 	const struct conf *conf = s->srv->conf;
 	struct smtpd_tx *tx = s->tx;
-	char helo[sizeof(s->helo)], date[64];
+	char helo[sizeof(s->helo)], date[64], client[sizeof(s->client.rdns) + NET_ADDRSTR_MAX + 4];
 	data_date(tx, date, sizeof(date));
+	/* "name [addr]" as Postfix writes it: the forward-confirmed rDNS
+	 * (src/policy, LDH only) or "unknown" */
+	policy_client_received(&s->client, client, sizeof(client));
 	if (mail_helo_domain_valid(s->helo, strlen(s->helo), tx->mail.smtputf8)) {
-		buf_printf(&tx->body, "Received: from %s ([%s])\r\n", s->helo, s->client_addr);
+		buf_printf(&tx->body, "Received: from %s (%s)\r\n", s->helo, client);
 	} else {
 		/* in a comment: no "(", ")", "\\"; no ";", which ends the
 		 * tokens before the date for many parsers */
 		data_received_text(helo, sizeof(helo), s->helo, tx->mail.smtputf8, "()\\;");
-		buf_printf(&tx->body, "Received: from [%s%s] ([%s])\r\n\t(invalid HELO %s)\r\n",
+		buf_printf(&tx->body, "Received: from [%s%s] (%s)\r\n\t(invalid HELO %s)\r\n",
 			   strchr(s->client_addr, ':') != NULL ? "IPv6:" : "", s->client_addr,
-			   s->client_addr, helo);
+			   client, helo);
 	}
 	if (s->tls_active)
 		buf_printf(&tx->body, "\t(using %s)\r\n", s->tls_info);

@@ -245,6 +245,7 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	if (getentropy(&seed, sizeof(seed)) < 0)
 		seed = (uint64_t)getpid();
 	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
+	srv->policy = policy_smtp_create(base, conf, users, aliases);
 	for (size_t i = 0; i < nbound; i++) {
 		if (bound[i].listener >= conf->n_listeners) {
 			*error_r = "listener does not match the configuration";
@@ -309,10 +310,67 @@ void smtpd_stop_listening(struct smtpd *srv)
 	}
 }
 
+/* RCPT's "is this a user?" goes to the auth process (policy/policy_smtp.h):
+ * smtpd holds no users table. */
+struct smtpd_userq {
+	struct smtpd *srv;
+	struct authc_req *req;
+	policy_user_fn *cb;
+	void *arg;
+};
+
+static void server_userq_done(void *arg, enum authc_exists r)
+{
+	struct smtpd_userq *q = arg;
+	q->req = NULL;
+	enum policy_user_answer a = r == AUTHC_YES  ? POLICY_USER_KNOWN
+				    : r == AUTHC_NO ? POLICY_USER_UNKNOWN
+						    : POLICY_USER_TEMPFAIL;
+	policy_user_fn *cb = q->cb;
+	void *cbarg = q->arg;
+	free(q);
+	cb(a, cbarg);
+}
+
+static struct policy_user_query *server_userq_lookup(void *ctx, const char *mailbox,
+						     const char *domain, policy_user_fn *cb,
+						     void *arg)
+{
+	struct smtpd *srv = ctx;
+	char addr[1024];
+	int n = snprintf(addr, sizeof(addr), "%s@%s", mailbox, domain);
+	struct smtpd_userq *q = xcalloc(1, sizeof(*q));
+	q->srv = srv;
+	q->cb = cb;
+	q->arg = arg;
+	if (srv->authc != NULL && n > 0 && (size_t)n < sizeof(addr))
+		q->req = authc_user_exists(srv->authc, addr, server_userq_done, q);
+	if (q->req == NULL) { /* no auth service now: 451 4.3.0, try later */
+		free(q);
+		cb(POLICY_USER_TEMPFAIL, arg);
+		return NULL;
+	}
+	return (struct policy_user_query *)q;
+}
+
+static void server_userq_cancel(void *ctx, struct policy_user_query *pq)
+{
+	struct smtpd *srv = ctx;
+	struct smtpd_userq *q = (struct smtpd_userq *)pq;
+	if (srv->authc != NULL)
+		authc_cancel(srv->authc, &q->req);
+	free(q);
+}
+
 void smtpd_set_authc(struct smtpd *srv, struct authc *authc)
 {
 	authc_free(&srv->authc);
 	srv->authc = authc;
+	if (srv->policy != NULL && authc != NULL && srv->conf->users_file[0] != '\0') {
+		struct policy_user_source src = {
+		    .lookup = server_userq_lookup, .cancel = server_userq_cancel, .ctx = srv};
+		policy_smtp_set_user_source(srv->policy, &src);
+	}
 }
 
 void smtpd_shutdown(struct smtpd *srv)
@@ -339,11 +397,11 @@ void smtpd_free(struct smtpd **srvp)
 	 * AUTH requests out at the auth service are cancelled by the sessions'
 	 * free, before the client goes. */
 	workq_free(&srv->commit_wq);
-	smtpd_verify_free(&srv->verify); /* probes in flight hold sessions */
 	while (srv->sessions != NULL) {
 		struct smtpd_session *s = srv->sessions;
-		smtpd_session_free(&s);
+		smtpd_session_free(&s); /* cancels its policy runs */
 	}
+	policy_smtp_free(&srv->policy);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		if (srv->listeners[i].resume != NULL)
 			event_free(srv->listeners[i].resume);

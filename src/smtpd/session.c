@@ -35,7 +35,7 @@
 
 static const char *const smtpd_state_names[] = {
 	"init", "ready", "mail", "rcpt", "data", "bdat", "commit", "auth", "auth_wait",
-	"rcpt_wait", "closing",
+	"closing",
 };
 
 /* RFC 4954 §4: an AUTH command or response line may be 12288 octets. */
@@ -45,8 +45,71 @@ static void smtpd_session_process(struct smtpd_session *s);
 
 bool smtpd_session_busy(const struct smtpd_session *s)
 {
-	return s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_AUTH_WAIT ||
-	       s->state == SMTPD_S_RCPT_WAIT;
+	/* Commands after EHLO/HELO wait for the connect chain (FCrDNS): MAIL
+	 * applies its verdict and Received names the client. */
+	return s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_AUTH_WAIT || s->pending != NULL ||
+	       (s->connect_run != NULL && s->state != SMTPD_S_INIT);
+}
+
+/* A verdict came from the loop: the session goes on, or ends if it lost
+ * its client meanwhile (the reply is still owed to a half-closed one). */
+static void smtpd_session_unpark(struct smtpd_session *s)
+{
+	if (smtpd_session_busy(s))
+		return;
+	if (s->bev == NULL) {
+		smtpd_session_set_state(s, SMTPD_S_CLOSING);
+		smtpd_session_free(&s);
+		return;
+	}
+	if (s->gone) {
+		smtpd_session_close(s);
+		return;
+	}
+	smtpd_session_resume(s);
+}
+
+static void smtpd_session_on_verdict(const struct policy_verdict *v, void *arg)
+{
+	struct smtpd_session *s = arg;
+	bool later = !s->in_policy;
+	s->pending = NULL;
+	s->pending_then(s, v);
+	if (later)
+		smtpd_session_unpark(s);
+}
+
+void smtpd_session_policy(struct smtpd_session *s, enum policy_stage stage, void *req,
+			  void (*then)(struct smtpd_session *s, const struct policy_verdict *v))
+{
+	s->pending_then = then;
+	s->client.auth_user = s->auth_user; /* STARTTLS and AUTH change it */
+	s->in_policy = true;
+	struct policy_run *run =
+		policy_run(s->srv->policy->engine, stage, req, smtpd_session_on_verdict, s);
+	s->in_policy = false;
+	s->pending = run;
+}
+
+/* The connect chain only learns about the client (FCrDNS): the MAIL chain
+ * acts on it. */
+static void smtpd_session_on_connect_verdict(const struct policy_verdict *v, void *arg)
+{
+	struct smtpd_session *s = arg;
+	bool later = s->connect_run != NULL;
+	(void)v;
+	s->connect_run = NULL;
+	if (later)
+		smtpd_session_unpark(s);
+}
+
+/* The client went away for good (an error, not a half-close): nobody is
+ * left to answer, so checks in progress are cancelled. */
+static void smtpd_session_policy_cancel(struct smtpd_session *s)
+{
+	policy_run_cancel(&s->pending);
+	policy_run_cancel(&s->connect_run);
+	policy_rcpt_req_clear(&s->preq.rcpt);
 }
 
 const char *smtpd_session_protocol(const struct smtpd_session *s)
@@ -294,8 +357,11 @@ void smtpd_session_free(struct smtpd_session **sp)
 	*sp = NULL;
 	double secs = (double)(smtpd_now_us() - s->started_us) / 1e6;
 	smtpd_reject_log_report(s);
-	log_info("event=disconnect sid=%s client=%s messages=%u errors=%u duration=%.3f", s->sid,
-		 s->client_addr, s->messages, s->errors, secs);
+	log_info("event=disconnect sid=%s client=%s rdns=%s messages=%u errors=%u duration=%.3f",
+		 s->sid, s->client_addr,
+		 s->client.rdns_status == POLICY_RDNS_CONFIRMED ? s->client.rdns : "unknown",
+		 s->messages, s->errors, secs);
+	smtpd_session_policy_cancel(s);
 	smtpd_tx_reset(s);
 	smtpd_auth_abort(s);
 	free(s->auth_user);
@@ -426,8 +492,13 @@ static void smtpd_session_process(struct smtpd_session *s)
 	if (s->state == SMTPD_S_CLOSING)
 		return;
 	/* Reading stops while a commit is pending or replies pile up; the
-	 * write callback resumes it. */
-	if (smtpd_session_busy(s) || out_full)
+	 * write callback resumes it. While a policy verdict is pending it goes
+	 * on up to the input watermark (SMTPD_IN_HIGH), unprocessed: so a
+	 * client that resets the connection is seen and its checks are
+	 * cancelled at once, not when they end (after an EOF there is nothing
+	 * more to see). */
+	bool policy_wait = (s->pending != NULL || s->connect_run != NULL) && !s->gone;
+	if ((smtpd_session_busy(s) && !policy_wait) || out_full)
 		bufferevent_disable(s->bev, EV_READ);
 	else
 		bufferevent_enable(s->bev, EV_READ);
@@ -519,6 +590,7 @@ static void smtpd_session_on_event(struct bufferevent *bev, short what, void *ar
 	}
 	bufferevent_free(s->bev);
 	s->bev = NULL;
+	smtpd_session_policy_cancel(s);
 	if (smtpd_session_busy(s)) {
 		s->gone = true;
 		return;
@@ -604,5 +676,13 @@ bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 		 s->client_port, s->listener);
 	smtpd_reply(s, 220, NULL, "%s ESMTP hikyaku", conf->hostname);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* The connect chain (FCrDNS) runs while the client greets us. */
+	s->client.ss = s->client_ss;
+	snprintf(s->client.addr, sizeof(s->client.addr), "%s", s->client_addr);
+	s->client.sid = s->sid;
+	s->creq.client = &s->client;
+	s->preq.client = &s->client;
+	s->connect_run = policy_run(srv->policy->engine, POLICY_CONNECT, &s->creq,
+				    smtpd_session_on_connect_verdict, s);
 	return true;
 }

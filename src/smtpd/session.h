@@ -12,6 +12,8 @@
 #include "lib/logrl.h"
 #include "lib/net.h"
 #include "mail/envelope.h"
+#include "policy/policy.h"
+#include "policy/policy_smtp.h"
 #include "smtpd/datascan.h"
 #include "smtpd/parse.h"
 #include "smtpd/qclient.h"
@@ -51,7 +53,6 @@ enum smtpd_state {
 	SMTPD_S_COMMIT,  /* waiting for the spool to make the message durable */
 	SMTPD_S_AUTH,    /* reading a SASL response line (RFC 4954 §4) */
 	SMTPD_S_AUTH_WAIT, /* password check on a worker, or a failure delay */
-	SMTPD_S_RCPT_WAIT, /* a recipient being verified at its route's server */
 	SMTPD_S_CLOSING, /* flushing the last reply */
 };
 #define SMTPD_SB(st) (1u << (st))
@@ -66,7 +67,7 @@ struct smtpd {
 	struct workq *commit_wq; /* sealing message files (write, fdatasync) */
 	struct tls_server *tls;  /* NULL when TLS is not configured */
 	struct authc *authc;     /* the auth service (auth/authc.h), NULL: no AUTH */
-	struct smtpd_verify *verify; /* recipient probes and their cache, NULL until used */
+	struct policy_smtp *policy; /* the policy chains (src/policy) */
 	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
 	size_t n_listeners;
@@ -145,6 +146,21 @@ struct smtpd_session {
 	unsigned messages;
 	uint64_t started_us;
 	struct smtpd_tx *tx;
+	/* The policy (src/policy). A command whose verdict is pending holds
+	 * the session: no input is read until it comes, so the replies keep
+	 * command order (RFC 2920) and pipelined input stays buffered. */
+	struct policy_client client;  /* the connection as the checks see it */
+	struct policy_smtp_req creq;  /* the connect chain's request */
+	struct policy_run *connect_run; /* connect chain in progress */
+	struct policy_smtp_req preq;  /* the pending command's request */
+	char phelo[256];              /* the EHLO/HELO name it is about */
+	bool pesmtp;
+	struct smtp_mail_args pmail;  /* the MAIL it is about */
+	char psender[MAIL_PATH_MAX + 1];
+	struct smtp_rcpt_args prcpt;  /* the RCPT it is about */
+	struct policy_run *pending;   /* the command's chain in progress */
+	void (*pending_then)(struct smtpd_session *s, const struct policy_verdict *v);
+	bool in_policy;               /* inside policy_run(): answered at once */
 	struct smtpd_session *next;
 	struct smtpd_session *prev;
 };
@@ -198,15 +214,11 @@ bool smtpd_tls_offered(const struct smtpd_session *s);
 void smtpd_tls_handshake_done(struct smtpd_session *s);
 void smtpd_tls_log_error(struct smtpd_session *s);
 
-/* cmd.c: a recipient that passed every check joins the transaction, 250. */
-void smtpd_rcpt_accept(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr);
-
-/* cmd_rcpt_verify.c: recipients of relay_domains checked at their route's
- * server (routes[].verify_recipients). false: no check applies, go on;
- * true: the RCPT is answered, now (cache) or when the probe ends, the
- * session parked in SMTPD_S_RCPT_WAIT meanwhile. */
-bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr);
-void smtpd_verify_free(struct smtpd_verify **v);
+/* session.c: run the chain of stage on req; then(s, verdict) is called
+ * once, now or when the verdict comes (the session reads nothing
+ * meanwhile). A session that ends first cancels the run. */
+void smtpd_session_policy(struct smtpd_session *s, enum policy_stage stage, void *req,
+			  void (*then)(struct smtpd_session *s, const struct policy_verdict *v));
 
 /* cmd_auth.c: AUTH (RFC 4954). */
 void smtpd_cmd_auth(struct smtpd_session *s, const char *args, size_t len);

@@ -3,10 +3,11 @@
  * result, for tests/integration/test_dns.py (which runs a dnslib server).
  *
  *   dns_probe [-f FWD]... [-a TA_FILE] [-4] [-T TIMEOUT_MS] [-r REPEAT]
- *             [-m mx|host|cancel|free|freecb] NAME...
+ *             [-m mx|host|cancel|free|freecb|ptr] NAME...
  *
  * Names run in parallel; each is resolved REPEAT times one after the other.
- * Modes: mx, host (dns_resolve_host); cancel (start, then dns_cancel at once:
+ * Modes: mx, host (dns_resolve_host), ptr (dns_resolve_ptr of the numeric
+ * address NAME: the names are the result's hosts); cancel (start, then dns_cancel at once:
  * no callback may run); free (dns_free with lookups pending after 50 ms);
  * freecb (dns_free inside the first callback: no other callback may run).
  * The last line is {"event":"done","callbacks":N,"sync":N}; "sync" counts
@@ -27,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum probe_mode { PROBE_MX, PROBE_HOST, PROBE_CANCEL, PROBE_FREE, PROBE_FREECB };
+enum probe_mode { PROBE_MX, PROBE_HOST, PROBE_CANCEL, PROBE_FREE, PROBE_FREECB, PROBE_PTR };
 
 struct probe;
 
@@ -125,9 +126,17 @@ static void probe_job_start(struct probe_job *j)
 
 	clock_gettime(CLOCK_MONOTONIC, &j->start);
 	p->in_call = true;
-	if (p->mode == PROBE_HOST)
+	if (p->mode == PROBE_HOST) {
 		j->q = dns_resolve_host(p->dns, j->name, probe_cb, j);
-	else
+	} else if (p->mode == PROBE_PTR) {
+		struct sockaddr_storage ss;
+		memset(&ss, 0, sizeof(ss));
+		if (inet_pton(AF_INET, j->name, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+			ss.ss_family = AF_INET;
+		else if (inet_pton(AF_INET6, j->name, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
+			ss.ss_family = AF_INET6;
+		j->q = dns_resolve_ptr(p->dns, (const struct sockaddr *)&ss, probe_cb, j);
+	} else
 		j->q = dns_resolve_mx(p->dns, j->name, probe_cb, j);
 	p->in_call = false;
 }
@@ -162,7 +171,7 @@ static void probe_free_cb(evutil_socket_t fd, short what, void *arg)
 static void probe_usage(void)
 {
 	fputs("usage: dns_probe [-f FWD]... [-a TA_FILE] [-4] [-T TIMEOUT_MS] [-r REPEAT]\n"
-	      "                 [-m mx|host|cancel|free|freecb] NAME...\n",
+	      "                 [-m mx|host|cancel|free|freecb|ptr] NAME...\n",
 	      stderr);
 	exit(2);
 }
@@ -178,7 +187,7 @@ static uint64_t probe_num(const char *s, uint64_t max)
 
 static enum probe_mode probe_mode_parse(const char *s)
 {
-	static const char *const names[] = {"mx", "host", "cancel", "free", "freecb"};
+	static const char *const names[] = {"mx", "host", "cancel", "free", "freecb", "ptr"};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if (strcmp(s, names[i]) == 0)

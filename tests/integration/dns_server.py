@@ -4,6 +4,7 @@ wire format, our own UDP and TCP loops for control).
     srv = DnsServer(zone_text)          # RFC 1035 zone file text, absolute names
     srv.servfail.add("servfail.test.")  # names (and their subdomains) that SERVFAIL
     srv.drop.add("drop.test.")          # names whose queries get no answer
+    srv.delay["slow.test."] = 1.0       # names answered only after that long
     srv.start(); ... srv.port ...; srv.stop()
     srv.count("cache.test.", "MX")      # queries seen for (name, type)
 
@@ -16,6 +17,7 @@ TCP. The server answers with RA set, like the forwarder it stands in for.
 import socketserver
 import struct
 import threading
+import time
 from collections import Counter
 
 from dnslib import QTYPE, RCODE, RR, DNSRecord
@@ -43,6 +45,7 @@ class DnsServer:
         self.records = [rr for rr in RR.fromZone(zone_text)] if zone_text else []
         self.servfail = set()
         self.drop = set()
+        self.delay = {}
         self.truncate = set()
         self.counts = Counter()
         self.tcp_counts = Counter()
@@ -70,6 +73,9 @@ class DnsServer:
                 self.tcp_counts[(name.lower(), QTYPE[qtype])] += 1
         if _under(name, {s.lower() for s in self.drop}):
             return None
+        for d, secs in list(self.delay.items()):
+            if _under(name, {d.lower()}):
+                time.sleep(secs)
         reply = request.reply(ra=1, aa=1)
         if _under(name, {s.lower() for s in self.servfail}):
             reply.header.rcode = RCODE.SERVFAIL

@@ -179,7 +179,7 @@ def test_trace_headers_and_log(hikyaku, raw):
     for u in ("alice", "carol"):
         (m,) = hk.read_delivered(u)
         assert m.startswith(b"Return-Path: <bob@example.net>\nDelivered-To: %s@localhost\n"
-                            b"Received: from client.example ([127.0.0.1])\n" % u.encode())
+                            b"Received: from client.example (localhost [127.0.0.1])\n" % u.encode())
         assert f"id {qid}".encode() in m
     (acc,) = wait_event(hk, "accept")
     assert acc["qid"] == qid

@@ -188,7 +188,7 @@ def test_queue_id_and_received_header(hikyaku, raw):
     qid = qid_of(lines)
     assert re.fullmatch(r"[0-9A-Za-z]{16}", qid)
     (msg,) = hk.read_delivered("alice")
-    m = re.search(rb"Received: from client\.example \(\[127\.0\.0\.1\]\)\n"
+    m = re.search(rb"Received: from client\.example \(localhost \[127\.0\.0\.1\]\)\n"
                   rb"\tby mx\.test\.example \(hikyaku\) with ESMTP id (\w+)\n"
                   rb"\tfor <alice@localhost>;\n\t[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} ", msg)
     assert m, msg
@@ -352,11 +352,11 @@ def test_auth_param_ignored(hikyaku, raw):
 
 
 @pytest.mark.parametrize("helo,shown", [
-    ("a(b)c", b"[127.0.0.1] ([127.0.0.1])\n\t(invalid HELO a?b?c)"),
-    ("[192.0.2.1]", b"[192.0.2.1] ([127.0.0.1])"),
-    ("x\xc3\xa9.example", b"[127.0.0.1] ([127.0.0.1])\n\t(invalid HELO x??.example)"),
-    ("a;b\xc2\x9bc", b"[127.0.0.1] ([127.0.0.1])\n\t(invalid HELO a?b??c)"),
-    ("mail.example.org", b"mail.example.org ([127.0.0.1])"),
+    ("a(b)c", b"[127.0.0.1] (localhost [127.0.0.1])\n\t(invalid HELO a?b?c)"),
+    ("[192.0.2.1]", b"[192.0.2.1] (localhost [127.0.0.1])"),
+    ("x\xc3\xa9.example", b"[127.0.0.1] (localhost [127.0.0.1])\n\t(invalid HELO x??.example)"),
+    ("a;b\xc2\x9bc", b"[127.0.0.1] (localhost [127.0.0.1])\n\t(invalid HELO a?b??c)"),
+    ("mail.example.org", b"mail.example.org (localhost [127.0.0.1])"),
 ])
 def test_received_sanitizes_helo(hikyaku, raw, helo, shown):
     """The HELO name is client text in a comment-bearing header: "from"

@@ -61,7 +61,7 @@ def test_smtplib_starttls_login(hikyaku):
     assert re.search(r"\(using TLSv1\.3 TLS_\w+ \(\d+/\d+ bits\)\)", rcv), rcv
     # privacy by default: the login is not named
     assert "alice" not in rcv.lower() and "Authenticated" not in rcv, rcv
-    assert "from mua.example ([127.0.0.1])" in rcv
+    assert "from mua.example (localhost [127.0.0.1])" in rcv
 
 
 def test_smtplib_implicit_tls(hikyaku):

@@ -1,18 +1,19 @@
-/* cmd_rcpt_verify.c — recipients of relay_domains verified at their route's
- * server during the SMTP session (routes[].verify_recipients), as Postfix's
- * reject_unverified_recipient: a short LMTP/SMTP connection through smtpc
- * (LHLO/EHLO, MAIL FROM:<>, RCPT TO, then RSET/QUIT; never DATA), so an
- * unknown user gets 550 at RCPT instead of a bounce later.
+/* policy_verify.c — the "verify" RCPT check: recipients of relay_domains
+ * verified at their route's server during the SMTP session
+ * (routes[].verify_recipients), as Postfix's reject_unverified_recipient:
+ * a short LMTP/SMTP connection through smtpc (LHLO/EHLO, MAIL FROM:<>,
+ * RCPT TO, then RSET/QUIT; never DATA), so an unknown user gets 550 at RCPT
+ * instead of a bounce later.
  *
- * While the probe runs the session is parked in SMTPD_S_RCPT_WAIT, as
- * cmd_auth.c parks it for a password check: input is not read, so the
- * replies to pipelined commands behind this RCPT (RFC 2920) keep their
- * order. A timer bounds the wait (relay.verify_timeout); when it fires the
- * RCPT gets routes[].verify_tempfail and the probe is cancelled (smtpc's
- * own per-stage timeouts would let a tarpit hold it far longer). At most
- * VERIFY_PROBES_MAX probes are in flight per server, whatever the number
- * of sessions: past that a RCPT gets the tempfail answer without a probe,
- * so a slow backend cannot make us pile up connections.
+ * The check answers later; the session waits for the chain's verdict
+ * (policy.h) without reading, so the replies to pipelined commands behind
+ * this RCPT (RFC 2920) keep their order. The engine bounds the wait
+ * (relay.verify_timeout): then the RCPT gets routes[].verify_tempfail and
+ * the probe is cancelled (smtpc's own per-stage timeouts would let a tarpit
+ * hold it far longer). At most VERIFY_PROBES_MAX probes are in flight per
+ * server, whatever the number of sessions: past that a RCPT gets the
+ * tempfail answer without a probe, so a slow backend cannot make us pile up
+ * connections.
  * Only the reply to the RCPT itself is an answer about the user: a failed
  * connection, greeting, EHLO/LHLO, STARTTLS or MAIL is a tempfail.
  * Definite answers are cached briefly (relay.verify_positive_ttl,
@@ -21,7 +22,7 @@
  *
  * Runs in smtpd on the event loop. The address comes from the client and
  * was parsed by mail/address.c; the probe's replies are parsed by smtpc. */
-#include "smtpd/session.h"
+#include "policy/policy_smtp.h"
 #include "conf/conf.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -33,6 +34,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <sys/time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,7 +55,7 @@ struct verify_entry {
 
 struct verify_probe;
 
-struct smtpd_verify {
+struct policy_verify {
 	const struct conf *conf;
 	struct smtpc *smtpc; /* our own client: its idle cache stays empty */
 	struct verify_entry *cache;
@@ -62,12 +64,11 @@ struct smtpd_verify {
 };
 
 struct verify_probe {
-	struct smtpd_verify *v;
-	struct smtpd_session *s; /* NULL once the RCPT is answered */
+	struct policy_verify *v;
+	struct policy_job *job;
+	const char *sid;
 	const struct conf_route *route;
-	struct event *timer;
-	struct smtpc_session *delivery; /* until its result or the timer */
-	struct smtp_rcpt_args r;
+	struct smtpc_session *delivery; /* until its result or a cancel */
 	char addr[MAIL_PATH_MAX + 1];
 	const char *rcpts[1];
 	struct smtpc_target target;
@@ -78,6 +79,13 @@ struct verify_probe {
 	struct verify_probe *next, *prev;
 };
 
+static uint64_t verify_now_us(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
 /* FNV-1a of the address: the slot it is cached in. */
 static size_t verify_slot(const char *addr)
 {
@@ -87,15 +95,15 @@ static size_t verify_slot(const char *addr)
 	return (size_t)(h % VERIFY_CACHE_SLOTS);
 }
 
-static const struct verify_entry *verify_cache_get(struct smtpd_verify *v, const char *addr)
+static const struct verify_entry *verify_cache_get(struct policy_verify *v, const char *addr)
 {
 	const struct verify_entry *e = &v->cache[verify_slot(addr)];
-	if (e->addr[0] == '\0' || strcmp(e->addr, addr) != 0 || e->expires_us <= smtpd_now_us())
+	if (e->addr[0] == '\0' || strcmp(e->addr, addr) != 0 || e->expires_us <= verify_now_us())
 		return NULL;
 	return e;
 }
 
-static void verify_cache_put(struct smtpd_verify *v, const struct conf *conf, const char *addr,
+static void verify_cache_put(struct policy_verify *v, const struct conf *conf, const char *addr,
                              const struct smtpc_rcpt_result *rr)
 {
 	uint64_t ttl = rr->ok ? conf->relay.verify_positive_ttl : conf->relay.verify_negative_ttl;
@@ -103,7 +111,7 @@ static void verify_cache_put(struct smtpd_verify *v, const struct conf *conf, co
 		return;
 	struct verify_entry *e = &v->cache[verify_slot(addr)];
 	snprintf(e->addr, sizeof(e->addr), "%s", addr);
-	e->expires_us = smtpd_now_us() + ttl * 1000;
+	e->expires_us = verify_now_us() + ttl * 1000;
 	e->code = rr->ok ? 250 : rr->code / 100 == 5 ? rr->code : 550;
 	snprintf(e->enh, sizeof(e->enh), "%s", rr->enh);
 	size_t n = strnlen(rr->text, sizeof(e->text) - 1);
@@ -139,11 +147,11 @@ static int verify_dest(struct verify_probe *p, const struct conf *conf)
 	return 0;
 }
 
-/* Answer the parked RCPT: ok (code 2xx), refused (5xx) or not known (any
- * other code, 0 for no answer), then let the session read on. */
-static void verify_answer(struct smtpd_session *s, const struct conf_route *route,
-                          const struct smtp_rcpt_args *r, const char *addr, int code,
-                          const char *enh, const char *text, bool probed)
+/* Answer the RCPT: ok (code 2xx), refused (5xx) or not known (any other
+ * code, 0 for no answer). */
+static void verify_answer(struct policy_job *job, const char *sid, const struct conf_route *route,
+                          const char *addr, int code, const char *enh, const char *text,
+                          bool probed)
 {
 	char q[LOG_Q_MAX], qt[LOG_Q_MAX];
 	const char *result = code / 100 == 2 ? "ok" : code / 100 == 5 ? "refused" : "tempfail";
@@ -151,10 +159,10 @@ static void verify_answer(struct smtpd_session *s, const struct conf_route *rout
 	/* info for a probe (bounded by the probes), debug for an answer
 	 * without one (cache hits come as fast as a client can send) */
 	log_msg(probed ? LOG_LVL_INFO : LOG_LVL_DEBUG,
-	        "event=rcpt_verify sid=%s rcpt=%s result=%s code=%d cached=%s text=%s", s->sid,
+	        "event=rcpt_verify sid=%s rcpt=%s result=%s code=%d cached=%s text=%s", sid,
 	        log_qs(q, addr), result, code, probed ? "no" : "yes", log_qs(qt, text));
 	if (code / 100 == 2 || (code / 100 != 5 && route->verify_tempfail == CONF_VERIFY_ACCEPT)) {
-		smtpd_rcpt_accept(s, r, addr);
+		policy_job_dunno(job);
 	} else if (code / 100 == 5) {
 		/* the server's own code (550 5.1.1 for an unknown user), its text
 		 * on one line of printable ASCII: it goes into our reply */
@@ -164,28 +172,15 @@ static void verify_answer(struct smtpd_session *s, const struct conf_route *rout
 		for (; text[n] != '\0' && n + 1 < sizeof(why); n++)
 			why[n] = text[n] >= 0x20 && text[n] < 0x7f ? text[n] : '?';
 		why[n] = '\0';
-		smtpd_reply(s, code >= 550 && code <= 559 ? code : 550, ok_enh ? enh : "5.1.1",
-		            "<%s>: Recipient address rejected: %s", addr,
-		            n > 0 ? why : "unknown user");
+		policy_job_reply(job, code >= 550 && code <= 559 ? code : 550,
+		                 ok_enh ? enh : "5.1.1", "<%s>: Recipient address rejected: %s",
+		                 addr, n > 0 ? why : "unknown user");
 	} else {
 		/* RFC 3463 X.4.1: no answer from the host */
-		smtpd_reply(s, 450, "4.4.1",
-		            "<%s>: Recipient address verification failed, try again later", addr);
+		policy_job_reply(job, 450, "4.4.1",
+		                 "<%s>: Recipient address verification failed, try again later",
+		                 addr);
 	}
-}
-
-/* Unpark s after its probe answered or timed out. false: the connection
- * is gone (the session freed) and cannot be answered. */
-static bool verify_unpark(struct smtpd_session *s)
-{
-	smtpd_session_set_state(s, s->tx != NULL && s->tx->n_rcpt_cmds > 0 ? SMTPD_S_RCPT
-	                                                                   : SMTPD_S_MAIL);
-	if (s->bev == NULL) {
-		smtpd_session_set_state(s, SMTPD_S_CLOSING);
-		smtpd_session_free(&s);
-		return false;
-	}
-	return true;
 }
 
 static void verify_probe_free(struct verify_probe *p)
@@ -197,132 +192,146 @@ static void verify_probe_free(struct verify_probe *p)
 	if (p->next != NULL)
 		p->next->prev = p->prev;
 	p->v->n_probes--;
-	if (p->timer != NULL)
-		event_free(p->timer);
 	free(p);
-}
-
-static void verify_finish(struct verify_probe *p, int code, const char *enh, const char *text)
-{
-	struct smtpd_session *s = p->s;
-	p->s = NULL;
-	if (s == NULL || !verify_unpark(s))
-		return;
-	/* Answered even when the client has gone (a clean EOF, a half-close
-	 * after a pipelined batch, or the session deadline): the reply is owed
-	 * and goes out before the close flushes the output. */
-	verify_answer(s, p->route, &p->r, p->addr, code, enh, text, true);
-	if (s->gone) {
-		smtpd_session_close(s);
-		return;
-	}
-	smtpd_session_resume(s);
 }
 
 static void verify_on_result(const struct smtpc_result *res, void *arg)
 {
 	struct verify_probe *p = arg;
 	const struct smtpc_rcpt_result *rr = &res->rcpts[0];
+	struct policy_job *job = p->job;
+	const char *sid = p->sid;
+	const struct conf_route *route = p->route;
+	char addr[MAIL_PATH_MAX + 1];
+	int code = 0;
 	p->delivery = NULL; /* smtpc frees it after this callback */
-	if (!rr->answered) {
-		/* No reply to the RCPT itself: the greeting, EHLO/LHLO, MAIL
-		 * FROM:<>, STARTTLS or the connection failed, or smtpc refused
-		 * locally (SMTPUTF8 not offered). That says nothing about the
-		 * user, and a misconfigured or busy backend must not turn into
-		 * cached 550s for the whole domain: not known, not cached. */
-		verify_finish(p, 0, "", rr->text);
-		verify_probe_free(p);
-		return;
+	snprintf(addr, sizeof(addr), "%s", p->addr);
+	if (rr->answered) {
+		verify_cache_put(p->v, p->v->conf, p->addr, rr);
+		code = rr->ok ? 250 : rr->code / 100 == 5 ? rr->code : 0;
 	}
-	verify_cache_put(p->v, p->v->conf, p->addr, rr);
-	verify_finish(p, rr->ok ? 250 : rr->code / 100 == 5 ? rr->code : 0, rr->enh, rr->text);
+	/* Not answered: no reply to the RCPT itself (the greeting, EHLO/LHLO,
+	 * MAIL FROM:<>, STARTTLS or the connection failed, or smtpc refused
+	 * locally: SMTPUTF8 not offered). That says nothing about the user, and
+	 * a misconfigured or busy backend must not turn into cached 550s for
+	 * the whole domain: not known, not cached. */
+	verify_probe_free(p);
+	policy_job_set_state(job, NULL);
+	verify_answer(job, sid, route, addr, code, rr->answered ? rr->enh : "", rr->text, true);
+}
+
+/* The engine gave up on the probe (relay.verify_timeout) or the session
+ * ended: the probe ends too. */
+static void verify_cancel(struct policy_job *job, enum policy_cancel why)
+{
+	struct verify_probe *p = policy_job_state(job);
+	char q[LOG_Q_MAX];
+	if (p == NULL)
+		return;
+	if (why == POLICY_CANCEL_TIMEOUT)
+		log_info("event=rcpt_verify sid=%s rcpt=%s result=tempfail code=0 cached=no "
+		         "text=timeout",
+		         p->sid, log_qs(q, p->addr));
+	smtpc_cancel(&p->delivery);
 	verify_probe_free(p);
 }
 
-static void verify_on_timer(evutil_socket_t fd, short what, void *arg)
+static struct policy_verify *verify_get(struct policy_smtp *ps)
 {
-	struct verify_probe *p = arg;
-	(void)fd;
-	(void)what;
-	verify_finish(p, 0, "", "timeout");
-	smtpc_cancel(&p->delivery); /* the answer is given: end the probe too */
-	verify_probe_free(p);
-}
-
-static struct smtpd_verify *verify_get(struct smtpd *srv)
-{
-	if (srv->verify != NULL)
-		return srv->verify;
+	if (ps->verify != NULL)
+		return ps->verify;
 	char err[256];
-	struct smtpd_verify *v = xcalloc(1, sizeof(*v));
-	const char *ca = srv->conf->delivery.ca_file;
-	v->smtpc = smtpc_create(srv->base, ca[0] != '\0' ? ca : NULL, err, sizeof(err));
+	struct policy_verify *v = xcalloc(1, sizeof(*v));
+	const char *ca = ps->conf->delivery.ca_file;
+	v->smtpc = smtpc_create(ps->base, ca[0] != '\0' ? ca : NULL, err, sizeof(err));
 	if (v->smtpc == NULL) {
 		log_err("event=rcpt_verify_error reason=\"%s\"", err);
 		free(v);
 		return NULL;
 	}
 	smtpc_set_idle_timeout(v->smtpc, 0); /* one short connection per probe */
-	v->conf = srv->conf;
+	v->conf = ps->conf;
 	v->cache = xcalloc(VERIFY_CACHE_SLOTS, sizeof(*v->cache));
-	srv->verify = v;
+	ps->verify = v;
 	return v;
 }
 
-bool smtpd_rcpt_verify(struct smtpd_session *s, const struct smtp_rcpt_args *r, const char *addr)
+static void verify_start(struct policy_job *job)
 {
-	const struct conf *conf = s->srv->conf;
-	if (!conf_is_relay_domain(conf, r->to.domain))
-		return false;
-	const struct conf_route *route = conf_route_for(conf, r->to.domain);
-	if (route == NULL || !route->verify_recipients)
-		return false;
-	struct smtpd_verify *v = verify_get(s->srv);
+	struct policy_smtp *ps = policy_job_ctx(job);
+	struct policy_smtp_req *req = policy_job_request(job);
+	const struct conf *conf = ps->conf;
+	const struct mail_addr *to = req->rcpt.to;
+	char addr[MAIL_PATH_MAX + 1];
+	/* A repeat of a recipient of the transaction gets its 250 again
+	 * without a probe; an address that cannot be written gets the
+	 * smtpd's 501. */
+	if (req->rcpt.alias || !conf_is_relay_domain(conf, to->domain) ||
+	    mail_addr_format(to, addr, sizeof(addr)) < 0 ||
+	    (req->rcpt.is_dup != NULL && req->rcpt.is_dup(req->rcpt.dup_arg, addr))) {
+		policy_job_dunno(job);
+		return;
+	}
+	const struct conf_route *route = conf_route_for(conf, to->domain);
+	if (route == NULL || !route->verify_recipients) {
+		policy_job_dunno(job);
+		return;
+	}
+	const char *sid = req->client->sid;
+	struct policy_verify *v = verify_get(ps);
 	const struct verify_entry *e = v != NULL ? verify_cache_get(v, addr) : NULL;
 	if (e != NULL) {
-		verify_answer(s, route, r, addr, e->code, e->enh, e->text, false);
-		return true;
+		verify_answer(job, sid, route, addr, e->code, e->enh, e->text, false);
+		return;
 	}
 	if (v == NULL || v->n_probes >= VERIFY_PROBES_MAX) {
-		verify_answer(s, route, r, addr, 0, "",
+		verify_answer(job, sid, route, addr, 0, "",
 		              v == NULL ? "verification unavailable" : "too many probes in flight",
 		              false);
-		return true;
+		return;
 	}
 	struct verify_probe *p = xcalloc(1, sizeof(*p));
 	p->v = v;
 	p->route = route;
-	p->r = *r;
 	snprintf(p->addr, sizeof(p->addr), "%s", addr);
 	if (verify_dest(p, conf) < 0) {
 		free(p);
-		verify_answer(s, route, r, addr, 0, "", "bad route address", false);
-		return true;
+		verify_answer(job, sid, route, addr, 0, "", "bad route address", false);
+		return;
 	}
+	p->job = job;
+	p->sid = sid;
 	p->rcpts[0] = p->addr;
 	p->msg.sender = "";
 	p->msg.rcpts = p->rcpts;
 	p->msg.nrcpts = 1;
 	p->msg.smtputf8 = mail_str_is_utf8(addr, strlen(addr));
 	p->msg.probe = true;
-	p->s = s;
 	p->next = v->probes;
 	if (v->probes != NULL)
 		v->probes->prev = p;
 	v->probes = p;
 	v->n_probes++;
-	p->timer = evtimer_new(s->srv->base, verify_on_timer, p);
-	struct timeval tv = {.tv_sec = (time_t)(conf->relay.verify_timeout / 1000),
-	                     .tv_usec = (suseconds_t)(conf->relay.verify_timeout % 1000 * 1000)};
-	evtimer_add(p->timer, &tv);
-	smtpd_session_set_state(s, SMTPD_S_RCPT_WAIT);
+	policy_job_set_state(job, p);
+	policy_job_set_timeout(job, conf->relay.verify_timeout,
+	                       route->verify_tempfail == CONF_VERIFY_ACCEPT ? POLICY_FAIL_ACCEPT
+	                                                                    : POLICY_FAIL_TEMPFAIL);
+	policy_job_set_tempfail(job, 450, "4.4.1",
+	                        "<%s>: Recipient address verification failed, try again later",
+	                        addr);
 	p->delivery = smtpc_deliver(v->smtpc, &p->dest, &p->msg, verify_on_result, p);
-	return true;
 }
 
-void smtpd_verify_free(struct smtpd_verify **vp)
+const struct policy_check policy_check_verify = {
+    .name = "verify",
+    .stage = POLICY_RCPT,
+    .start = verify_start,
+    .cancel = verify_cancel,
+};
+
+void policy_verify_free(struct policy_verify **vp)
 {
-	struct smtpd_verify *v = *vp;
+	struct policy_verify *v = *vp;
 	if (v == NULL)
 		return;
 	*vp = NULL;

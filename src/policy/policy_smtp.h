@@ -1,0 +1,127 @@
+/* policy_smtp.h — the checks of the SMTP server's policy chains and the
+ * request they read: FCrDNS at connect (policy_fcrdns.c); at RCPT the
+ * relay check, the recipient check and alias expansion (policy_rcpt.c) and
+ * the recipient probe of a route (policy_verify.c).
+ *
+ * The smtpd fills a request, runs the stage's chain (policy.h) and applies
+ * the verdict; the checks never touch a session. Runs in smtpd on the event
+ * loop; addresses and the client's DNS answers are hostile. */
+#ifndef HK_POLICY_POLICY_SMTP_H
+#define HK_POLICY_POLICY_SMTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "lib/net.h"
+#include "mail/address.h"
+#include "policy/policy.h"
+
+struct event_base;
+struct conf;
+struct users;
+struct aliases;
+struct policy_smtp;
+
+/* Forward-confirmed reverse DNS of the client (FCrDNS). */
+enum policy_rdns {
+	POLICY_RDNS_PENDING,   /* not looked up yet */
+	POLICY_RDNS_CONFIRMED, /* a PTR name whose A/AAAA has the address */
+	POLICY_RDNS_NONE,      /* no PTR, or no name of it points back */
+	POLICY_RDNS_TEMPFAIL,  /* DNS failed or timed out: not known */
+};
+
+#define POLICY_FCRDNS_NAMES_MAX 10 /* PTR names whose addresses are asked */
+
+/* The connection, for every stage. */
+struct policy_client {
+	struct sockaddr_storage ss;
+	char addr[NET_ADDRSTR_MAX];
+	const char *sid;
+	const char *auth_user; /* NULL until AUTH */
+	/* Written by the fcrdns check. */
+	enum policy_rdns rdns_status;
+	char rdns[256]; /* the confirmed name, "" otherwise */
+};
+
+/* One RCPT command. */
+struct policy_rcpt_req {
+	struct mail_addr *to; /* parsed; postmaster gets our domain (RFC 5321 §4.5.1) */
+	bool smtputf8;
+	/* Is addr already a recipient of the transaction? */
+	bool (*is_dup)(void *arg, const char *addr);
+	void *dup_arg;
+	/* Out: the address is an alias, expanded to targets[0..ntargets)
+	 * (owned by the request: policy_rcpt_req_clear()). */
+	bool alias;
+	char **targets;
+	size_t ntargets;
+};
+
+struct policy_smtp_req {
+	struct policy_client *client;
+	const char *helo;            /* POLICY_HELO: the name given (parsed) */
+	struct policy_rcpt_req rcpt; /* POLICY_RCPT */
+};
+
+void policy_rcpt_req_clear(struct policy_rcpt_req *r);
+
+/* The chains of smtpd, with their checks' shared state (the DNS resolver
+ * made on first use, the probe client and its cache). users and aliases may
+ * be NULL and outlive it. */
+struct policy_smtp *policy_smtp_create(struct event_base *base, const struct conf *conf,
+                                       const struct users *users, const struct aliases *aliases);
+/* Runs must be cancelled first. */
+void policy_smtp_free(struct policy_smtp **ps);
+struct policy *policy_smtp_engine(struct policy_smtp *ps);
+
+/* The recipient lookup, asynchronous because the users table is moving into
+ * the auth process (asked over a socket, RCPT_CHECK). cb is called once,
+ * from inside the call or later from the loop; a lookup still pending
+ * returns a handle for policy_user_cancel() (then cb is never called),
+ * one answered inside the call returns NULL. The in-process table (the
+ * default) always answers inside the call. */
+enum policy_user_answer { POLICY_USER_KNOWN, POLICY_USER_UNKNOWN, POLICY_USER_TEMPFAIL };
+typedef void policy_user_fn(enum policy_user_answer a, void *arg);
+struct policy_user_query;
+struct policy_user_query *policy_user_lookup(struct policy_smtp *ps, const char *mailbox,
+                                             const char *domain, policy_user_fn *cb, void *arg);
+void policy_user_cancel(struct policy_smtp *ps, struct policy_user_query *q);
+/* Another source of answers: the auth process's client, or a test's. */
+struct policy_user_source {
+	struct policy_user_query *(*lookup)(void *ctx, const char *mailbox, const char *domain,
+	                                    policy_user_fn *cb, void *arg);
+	void (*cancel)(void *ctx, struct policy_user_query *q);
+	void *ctx;
+};
+void policy_smtp_set_user_source(struct policy_smtp *ps, const struct policy_user_source *src);
+
+/* The Received comment of the client: "name [addr]", name the confirmed
+ * rDNS or "unknown" (as Postfix writes it). */
+void policy_client_received(const struct policy_client *c, char *out, size_t outlen);
+const char *policy_rdns_status_name(enum policy_rdns st);
+
+/* Internals shared by the policy_*.c files. */
+struct smtpd_verify;
+struct dns;
+struct policy_smtp {
+	struct event_base *base;
+	const struct conf *conf;
+	const struct users *users;
+	const struct aliases *aliases;
+	struct policy *engine;
+	struct dns *dns;                     /* made at the first non-loopback client */
+	bool dns_failed;                     /* could not make it: every lookup tempfails */
+	struct policy_verify *verify;        /* probes and their cache, made on first use */
+	struct policy_user_source users_src; /* lookup NULL: the in-process table */
+};
+extern const struct policy_check policy_check_fcrdns;
+extern const struct policy_check policy_check_fcrdns_required;
+extern const struct policy_check policy_check_relay;
+extern const struct policy_check policy_check_recipient;
+extern const struct policy_check policy_check_verify;
+extern const struct policy_check policy_check_alias;
+struct policy_verify;
+void policy_verify_free(struct policy_verify **v);
+
+#endif
