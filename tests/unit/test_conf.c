@@ -207,7 +207,7 @@ static void test_embedded_default(void **state)
 	assert_string_equal(c->local_domains[0], "localhost");
 	assert_true(c->accept_any_user);
 	conf_bools_verify(c, default_bools + 1, N_ELEMENTS(default_bools) - 1);
-	assert_string_equal(c->user, "");
+	assert_string_equal(c->user, "nobody"); /* as root: smtpd and queue run as nobody */
 	assert_string_equal(c->users_file, "");
 	assert_string_equal(c->log_level, "info");
 	assert_true(c->hostname != NULL && c->hostname[0] != '\0');
