@@ -47,6 +47,7 @@ struct child_args {
 	const char *conf_path; /* "-" for the embedded default */
 	int ctl_fd, conf_fd, conns_fd;
 	int auth_fd, keys_fd; /* smtpd: its sockets to auth and keys, -1: none */
+	int tickets_fd;       /* smtpd: the TLS ticket keys all smtpds share */
 	unsigned slot, region;
 	pid_t parent;
 	struct smtpd_bound *bound;
@@ -83,7 +84,7 @@ static uint64_t child_now_ms(void)
 static int child_parse_args(int argc, char **argv, struct child_args *a)
 {
 	memset(a, 0, sizeof(*a));
-	a->ctl_fd = a->conf_fd = a->conns_fd = a->auth_fd = a->keys_fd = -1;
+	a->ctl_fd = a->conf_fd = a->conns_fd = a->auth_fd = a->keys_fd = a->tickets_fd = -1;
 	if (argc < 3)
 		return -1;
 	a->role = argv[2];
@@ -97,6 +98,8 @@ static int child_parse_args(int argc, char **argv, struct child_args *a)
 			a->conf_fd = atoi(v);
 		} else if (strcmp(k, "--auth") == 0) {
 			a->auth_fd = atoi(v);
+		} else if (strcmp(k, "--tickets") == 0) {
+			a->tickets_fd = atoi(v);
 		} else if (strcmp(k, "--keys") == 0) {
 			a->keys_fd = atoi(v);
 		} else if (strcmp(k, "--conns") == 0) {
@@ -422,14 +425,8 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		fprintf(stderr, "hikyaku: smtpd: cannot map the connection counts\n");
 		goto out;
 	}
-	/* No file but the resolver's (FCrDNS asks DNS from here). */
-	const struct sandbox_path smtpd_paths[] = {
-	    {.path = "/etc/resolv.conf", .access = SANDBOX_RO, .optional = true},
-	    {.path = "/etc/hosts", .access = SANDBOX_RO, .optional = true},
-	};
-	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_SMTPD, smtpd_paths, 2) < 0)
+	if (child_drop(conf, a) < 0)
 		goto out;
-	child_log_privileges(conf);
 	ctx.base = event_base_new();
 	ctx.conf = conf;
 	if (smtpd_create(ctx.base, conf, users, aliases, a->bound, a->nbound, conns, &ctx.smtpd,
@@ -437,6 +434,11 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		fprintf(stderr, "hikyaku: %s\n", error);
 		goto out;
 	}
+	smtpd_prepare(ctx.smtpd);
+	/* No file at all from here (the resolver has read its own). */
+	if (child_confine(SANDBOX_SMTPD, NULL, 0) < 0)
+		goto out;
+	child_log_privileges(conf);
 	a->nbound = 0; /* the server has them now */
 	if (npems > 0) {
 		if (a->keys_fd < 0) {
@@ -450,8 +452,19 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 			fprintf(stderr, "hikyaku: tls: %s\n", err);
 			goto out;
 		}
+		unsigned char tk[TLS_TICKET_KEYS_LEN];
+		if (a->tickets_fd < 0 ||
+		    pread(a->tickets_fd, tk, sizeof(tk), 0) != (ssize_t)sizeof(tk) ||
+		    tls_server_set_ticket_keys(tls, tk, sizeof(tk)) < 0)
+			log_warn("event=tls_ticket_keys status=own (tickets resume only on this "
+				 "smtpd process)");
+		explicit_bzero(tk, sizeof(tk));
 		smtpd_set_tls(ctx.smtpd, tls);
 		tls = NULL;
+	}
+	if (a->tickets_fd >= 0) {
+		close(a->tickets_fd);
+		a->tickets_fd = -1;
 	}
 	if (a->auth_fd >= 0) {
 		struct authc *c = authc_create(ctx.base, a->auth_fd);

@@ -64,6 +64,7 @@ struct master {
 	struct conf *conf;
 	const char *path; /* NULL: the embedded default */
 	int text_fd;      /* memfd with the configuration's text */
+	int tickets_fd;   /* memfd with the TLS session ticket keys */
 	struct smtpd_bound *bound;
 	size_t nbound;
 	struct shmcount *conns;
@@ -235,7 +236,7 @@ static int master_spawn(struct child *c)
 	struct master *m = c->m;
 	int sv[2];
 	char a_ctl[16], a_text[16], a_conns[16], a_slot[16], a_region[16], a_parent[24];
-	char a_auth[16], a_keys[16];
+	char a_auth[16], a_keys[16], a_tickets[16];
 	int auth_fd = -1, keys_fd = -1;
 	char *listen = NULL;
 	size_t llen = 0;
@@ -280,6 +281,10 @@ static int master_spawn(struct child *c)
 			keep[nkeep++] = m->bound[i].fd;
 		}
 		keep[nkeep++] = shmcount_fd(m->conns);
+		keep[nkeep++] = m->tickets_fd;
+		snprintf(a_tickets, sizeof(a_tickets), "%d", m->tickets_fd);
+		argv[n++] = "--tickets";
+		argv[n++] = a_tickets;
 		argv[n++] = "--conns";
 		argv[n++] = a_conns;
 		argv[n++] = "--slot";
@@ -853,7 +858,7 @@ static unsigned master_nsmtpd(const struct conf *conf)
 
 int master_serve(const char *path)
 {
-	struct master m = {0};
+	struct master m = {.tickets_fd = -1};
 	char err[1024];
 	int ret = 1;
 	int lock_fd = -1;
@@ -940,6 +945,20 @@ int master_serve(const char *path)
 			strerror(errno));
 		goto out;
 	}
+	/* One set of session ticket keys for every smtpd, for the master's
+	 * life (a reload keeps them: tickets survive it). */
+	{
+		unsigned char k[TLS_TICKET_KEYS_LEN];
+		m.tickets_fd = memfd_create("hikyaku-tickets", MFD_CLOEXEC);
+		if (m.tickets_fd < 0 || getentropy(k, 32) < 0 || getentropy(k + 32, 32) < 0 ||
+		    getentropy(k + 64, 16) < 0 ||
+		    write(m.tickets_fd, k, sizeof(k)) != (ssize_t)sizeof(k)) {
+			fprintf(stderr, "hikyaku: cannot make the TLS ticket keys: %s\n",
+				strerror(errno));
+			goto out;
+		}
+		explicit_bzero(k, sizeof(k));
+	}
 	signal(SIGPIPE, SIG_IGN);
 	m.base = event_base_new();
 	if (m.base == NULL) {
@@ -993,6 +1012,8 @@ out:
 		close(lock_fd);
 	if (m.text_fd >= 0)
 		close(m.text_fd);
+	if (m.tickets_fd >= 0)
+		close(m.tickets_fd);
 	if (m.base != NULL)
 		event_base_free(m.base);
 	conf_free(&m.conf);

@@ -198,6 +198,12 @@ static struct dns *fcrdns_dns(struct policy_smtp *ps)
 	return ps->dns;
 }
 
+void policy_smtp_prepare(struct policy_smtp *ps)
+{
+	/* Only when FCrDNS will ask: the resolver reads its files now. */
+	(void)fcrdns_dns(ps);
+}
+
 static void fcrdns_start(struct policy_job *job)
 {
 	struct policy_smtp *ps = policy_job_ctx(job);

@@ -95,6 +95,9 @@ struct policy_user_source {
 	void *ctx;
 };
 void policy_smtp_set_user_source(struct policy_smtp *ps, const struct policy_user_source *src);
+/* Before the sandbox: create the resolver FCrDNS will use (it reads
+ * resolv.conf and hosts, and binds sockets later). */
+void policy_smtp_prepare(struct policy_smtp *ps);
 
 /* The Received comment of the client: "name [addr]", name the confirmed
  * rDNS or "unknown" (as Postfix writes it). */

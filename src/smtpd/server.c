@@ -272,6 +272,11 @@ void smtpd_set_queue(struct smtpd *srv, int fd)
 	qclient_attach(srv->qc, fd);
 }
 
+void smtpd_prepare(struct smtpd *srv)
+{
+	policy_smtp_prepare(srv->policy);
+}
+
 struct qclient *smtpd_qclient(struct smtpd *srv)
 {
 	return srv->qc;

@@ -39,6 +39,8 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 /* The connection to the queue process (again after the queue restarted). */
 void smtpd_set_queue(struct smtpd *smtpd, int fd);
 void smtpd_start(struct smtpd *smtpd);
+/* What must be opened before the sandbox (the FCrDNS resolver). */
+void smtpd_prepare(struct smtpd *smtpd);
 struct qclient *smtpd_qclient(struct smtpd *smtpd);
 /* Install the TLS contexts (owned by smtpd from now on); used at start and
  * on SIGHUP to reload certificates without dropping sessions. */

@@ -71,6 +71,17 @@ struct tls_server {
 	size_t n;
 };
 
+int tls_server_set_ticket_keys(struct tls_server *tls, const unsigned char *keys, size_t len)
+{
+	if (len != TLS_TICKET_KEYS_LEN)
+		return -1;
+	for (size_t i = 0; tls != NULL && i < tls->n; i++) {
+		if (SSL_CTX_set_tlsext_ticket_keys(tls->entries[i].ctx, (void *)keys, (long)len) != 1)
+			return -1;
+	}
+	return 0;
+}
+
 static pthread_once_t tls_ex_once = PTHREAD_ONCE_INIT;
 static int tls_ex_index = -1; /* written once under pthread_once, then read-only */
 

@@ -98,6 +98,12 @@ int tls_server_create_proxied(const struct conf_tls *conf, const char *hostname,
                               struct keyproxy_client *kc, struct tls_server **tls_r, char *err,
                               size_t errlen);
 
+/* Session ticket keys shared by every smtpd process (the master makes
+ * them once), so a ticket from one resumes on any: 16 octets of key name,
+ * 32 of HMAC key, 32 of AES key. */
+#define TLS_TICKET_KEYS_LEN 80
+int tls_server_set_ticket_keys(struct tls_server *tls, const unsigned char *keys, size_t len);
+
 /* The certificate's subject names (SAN DNS names, else CN) of context i, for
  * tests and `hikyaku check`; returns the number of contexts. */
 size_t tls_server_count(const struct tls_server *tls);

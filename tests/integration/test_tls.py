@@ -168,7 +168,9 @@ def test_session_resumption_tls12_and_tls13(hikyaku, tmp_path):
 
 
 def test_session_tickets_off(hikyaku, tmp_path):
-    hk = hikyaku(tls={"session_tickets": False})
+    # The session-ID cache is per smtpd process (tickets, whose keys all
+    # smtpds share, resume on any): one process, so both connections meet it.
+    hk = hikyaku(tls={"session_tickets": False}, processes={"smtpd": 1})
     # TLS 1.3: no NewSessionTicket at all (src/tls/tls.h), so no resumption.
     sess = str(tmp_path / "s13")
     rc, out = s_client(hk.port, "-tls1_3", sess_out=sess)
