@@ -164,9 +164,8 @@ static const struct conf_setting conf_route_fields[] = {
 		 "verify (required, certificate and host name checked, RFC 6125)." },
 	{ .key = "credentials", .type = CONF_T_STRING, .def = "\"\"", .off = ROFF(credentials),
 	  .doc = "relay and lmtp: file of one line \"user:password\" for SMTP AUTH (RFC 4954), "
-		 "readable by root only; \"\" for none. Refused for local and mx. Read at start "
-		 "as root and again on SIGHUP as user (a file it cannot read keeps the loaded "
-		 "pair)." },
+		 "readable by root only; \"\" for none. Refused for local and mx. Read as root "
+		 "by the queue process when it starts, which a reload (SIGHUP) repeats." },
 	{ .key = "port", .type = CONF_T_UINT, .def = "0", .min = 0, .max = 65535,
 	  .off = ROFF(port),
 	  .doc = "mx: TCP port of the domain's MX hosts, 0 for delivery.smtp_port (e.g. a "
@@ -200,7 +199,9 @@ const struct conf_setting conf_settings[] = {
 	  .check = conf_hostname_check,
 	  .doc = "Name announced in the greeting, EHLO and Received: (RFC 5321 §4.1.1.1)." },
 	{ .key = "user", .type = CONF_T_STRING, .def = "\"\"", .off = OFF(user),
-	  .doc = "Unprivileged user the workers run as when started as root; \"\" for none." },
+	  .doc = "Unprivileged user the smtpd, queue, auth and keys processes run as. "
+		 "Required when started as root (the start is refused without it); a "
+		 "non-root user keeps its own uid." },
 	{ .key = "log_level", .type = CONF_T_STRING, .def = "info", .off = OFF(log_level),
 	  .check = conf_log_level_check,
 	  .doc = "Least severe log level: debug, info, warn or error." },
@@ -404,8 +405,8 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "delivery.smarthost_credentials", .type = CONF_T_STRING, .def = "\"\"",
 	  .off = OFF(delivery.smarthost_credentials),
 	  .doc = "File of one line \"user:password\" for SMTP AUTH (RFC 4954) at the "
-		 "smarthost, readable by root only; \"\" for none. Read at start as root and "
-		 "again on SIGHUP as user (a file it cannot read keeps the loaded pair)." },
+		 "smarthost, readable by root only; \"\" for none. Read as root by the queue "
+		 "process when it starts, which a reload (SIGHUP) repeats." },
 	{ .key = "delivery.destination_concurrency", .type = CONF_T_UINT, .def = "20",
 	  .min = 1, .max = 1000, .off = OFF(delivery.destination_concurrency),
 	  .doc = "Simultaneous connections to one destination (a domain's MX hosts, or a "

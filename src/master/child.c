@@ -31,6 +31,7 @@
 #include "tls/tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/ssl.h>
 #include <event2/event.h>
 #include <signal.h>
@@ -386,6 +387,18 @@ static int child_confine(enum sandbox_role role, const struct sandbox_path *path
 	return 0;
 }
 
+/* The queue's paths: the spool and the Maildirs; resolver files and the
+ * CA store. */
+static int child_confine_queue(const struct conf *conf)
+{
+	struct sandbox_path paths[2 + SANDBOX_QUEUE_SYSTEM_MAX] = {
+	    {.path = conf->spool_dir, .access = SANDBOX_RW},
+	    {.path = conf->maildir_root, .access = SANDBOX_RW},
+	};
+	size_t np = 2 + sandbox_paths_queue_system(paths + 2, SANDBOX_QUEUE_SYSTEM_MAX);
+	return child_confine(SANDBOX_QUEUE, paths, np);
+}
+
 static void child_log_privileges(const struct conf *conf)
 {
 	log_info("event=privileges user=%s uid=%u sandbox=landlock+seccomp",
@@ -601,23 +614,15 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 			error != NULL ? error : strerror(errno));
 		goto out;
 	}
-	{
-		/* The spool and the Maildirs; resolver files and CA store. */
-		struct sandbox_path paths[2 + SANDBOX_QUEUE_SYSTEM_MAX] = {
-		    {.path = conf->spool_dir, .access = SANDBOX_RW},
-		    {.path = conf->maildir_root, .access = SANDBOX_RW},
-		};
-		size_t np = 2 + sandbox_paths_queue_system(paths + 2, SANDBOX_QUEUE_SYSTEM_MAX);
-		if (child_confine(SANDBOX_QUEUE, paths, np) < 0)
-			goto out;
-	}
-	child_log_privileges(conf);
 	/* Nested through a symbolic link? The load compared the paths as
 	 * written; now that they exist, compare where they lead. */
 	if (conf_check_roots(conf, true, &error, err, sizeof(err)) < 0) {
 		fprintf(stderr, "hikyaku: %s\n", err);
 		goto out;
 	}
+	if (child_confine_queue(conf) < 0)
+		goto out;
+	child_log_privileges(conf);
 	ctx.base = event_base_new();
 	ctx.conf = conf;
 	ctx.qmgr = qmgr_create(ctx.base, conf, spool);
@@ -688,4 +693,57 @@ int child_main(int argc, char **argv)
 	free(a.bound);
 	conf_free(&conf);
 	return rc;
+}
+
+/* `hikyaku __probe ROLE [-c FILE] PATH...`: become what that process is
+ * after its start (the same drop and the same sandbox), try to open each
+ * PATH and say what happened. For tests and for an operator who wants to
+ * see what smtpd could reach: "PATH: opened" or "PATH: refused (reason)". */
+int child_probe_main(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: hikyaku __probe smtpd|queue|auth|keys [-c FILE] PATH...\n");
+		return 2;
+	}
+	const char *role = argv[2], *path = NULL;
+	int first = 3;
+	if (argc > 4 && strcmp(argv[3], "-c") == 0) {
+		path = argv[4];
+		first = 5;
+	}
+	struct conf *conf = NULL;
+	char err[1024];
+	if (conf_load(path, &conf, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		return 2;
+	}
+	struct child_args a = {.parent = 0};
+	int rc = child_drop(conf, &a);
+	if (rc == 0 && strcmp(role, "smtpd") == 0)
+		rc = child_confine(SANDBOX_SMTPD, NULL, 0);
+	else if (rc == 0 && strcmp(role, "queue") == 0)
+		rc = child_confine_queue(conf);
+	else if (rc == 0 && strcmp(role, "auth") == 0)
+		rc = child_confine(SANDBOX_AUTH, NULL, 0);
+	else if (rc == 0 && strcmp(role, "keys") == 0)
+		rc = child_confine(SANDBOX_KEYS, NULL, 0);
+	else if (rc == 0)
+		rc = -1;
+	if (rc < 0) {
+		conf_free(&conf);
+		return 2;
+	}
+	printf("uid=%u\n", (unsigned)geteuid());
+	for (int i = first; i < argc; i++) {
+		int fd = open(argv[i], O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			printf("%s: opened\n", argv[i]);
+			close(fd);
+		} else {
+			printf("%s: refused (%s)\n", argv[i], strerror(errno));
+		}
+	}
+	fflush(stdout);
+	conf_free(&conf);
+	return 0;
 }

@@ -150,6 +150,8 @@ int main(int argc, char **argv)
 			return master_serve(path);
 	} else if (strcmp(cmd, "__child") == 0) {
 		return child_main(argc, argv);
+	} else if (strcmp(cmd, "__probe") == 0) {
+		return child_probe_main(argc, argv);
 	} else if (strcmp(cmd, "check") == 0) {
 		const char *path = main_opt_conf(argc, argv, 2, &bad);
 		if (!bad)

@@ -18,5 +18,7 @@
 int master_serve(const char *path);
 /* argv[1] is "__child": the entry point of a child process. */
 int child_main(int argc, char **argv);
+/* argv[1] is "__probe": become a child's sandbox and try to open paths. */
+int child_probe_main(int argc, char **argv);
 
 #endif
