@@ -29,9 +29,9 @@
 #include "lib/workq.h"
 #include "mail/address.h"
 #include "mail/idna.h"
+#include "mail/smtp_params.h"
 #include "queue/spool.h"
 #include "smtpc/client.h"
-#include "smtpd/parse.h"
 
 #include <errno.h>
 #include <event2/event.h>
