@@ -65,7 +65,7 @@ enum ctl_tag {
 	CTL_F_NPENDING = 15,    /* u64: recipients without a final result */
 	CTL_F_RCPT = 16,        /* str: starts one recipient */
 	CTL_F_RCPT_DONE = 17,   /* u64 0/1: of the recipient before */
-	CTL_F_RCPT_NOTIFY = 18, /* u64: SMTP_NOTIFY_* bits */
+	CTL_F_RCPT_NOTIFY = 18, /* u64: SMTP_NOTIFY_* bits (mail/smtp_params.h) */
 	CTL_F_RCPT_ORCPT = 19,  /* str */
 	CTL_F_ENVID = 20,       /* str */
 	CTL_F_RET = 21,         /* u64: enum smtp_ret */

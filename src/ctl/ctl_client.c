@@ -13,7 +13,7 @@
 #include "ctl/ctl.h"
 #include "lib/alloc.h"
 #include "mail/envelope.h"
-#include "smtpd/parse.h"
+#include "mail/smtp_params.h"
 
 #include <errno.h>
 #include <locale.h>

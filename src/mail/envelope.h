@@ -14,7 +14,7 @@
 struct envelope_rcpt {
 	char *addr;      /* "local@domain" as received (never NULL) */
 	char *orcpt;     /* DSN ORCPT "rfc822;xtext", or NULL */
-	unsigned notify; /* SMTP_NOTIFY_* bits (smtpd/parse.h), 0 if not given */
+	unsigned notify; /* SMTP_NOTIFY_* bits (mail/smtp_params.h), 0 if not given */
 	bool done;       /* a final result is recorded for this recipient */
 };
 

@@ -16,7 +16,9 @@
  *     removed when every recipient has a final result).
  * Nothing is removed before it is delivered or bounced; a crash between a
  * delivery and its DONE record delivers that copy again (DESIGN.md). The
- * retry schedule is a SCHED record in the envelope, so it survives restarts. */
+ * retry schedule is a SCHED record in the envelope, so it survives restarts;
+ * its decisions (intervals, due times, delay warnings, expiry) are
+ * sched/sched.c. */
 #include "queue/qmgr.h"
 #include "queue/qmgr_int.h"
 #include "conf/conf.h"
@@ -29,9 +31,10 @@
 #include "lib/workq.h"
 #include "mail/address.h"
 #include "mail/idna.h"
+#include "mail/smtp_params.h"
 #include "queue/spool.h"
+#include "sched/sched.h"
 #include "smtpc/client.h"
-#include "smtpd/parse.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -45,23 +48,6 @@
 
 /* Threads that read message windows for smtpc (qmgr_int.h, rq). */
 #define QMGR_READ_THREADS 2
-
-uint64_t qmgr_now_us(void)
-{
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
-}
-
-uint64_t qmgr_age_us(const struct envelope *e, uint64_t now_us)
-{
-	return now_us > e->arrival_us ? now_us - e->arrival_us : 0;
-}
-
-bool qmgr_expired(const struct conf *conf, const struct envelope *e, uint64_t now_us)
-{
-	return qmgr_age_us(e, now_us) > conf->delivery.max_lifetime * 1000;
-}
 
 const char *qmgr_domain_of(const char *addr)
 {
@@ -209,12 +195,9 @@ static void qmgr_load_run(void *arg)
 		m->held = true;
 		return;
 	}
-	/* Recovered before its persisted retry time: wait for it. A retry time
-	 * further ahead than queue.retry_max was set under a clock that has
-	 * since gone back: due now, not after the step. */
-	uint64_t now_us = qmgr_now_us();
-	if (!m->force && m->env.next_try_us > now_us + 1000000 &&
-	    m->env.next_try_us - now_us <= q->conf->queue.retry_max * 1000) {
+	/* Recovered before its persisted retry time: wait for it (unless a
+	 * flush forces it), see sched_not_yet_due(). */
+	if (!m->force && sched_not_yet_due(q->conf, m->env.next_try_us, sched_now_us())) {
 		m->not_due = true;
 		return;
 	}
@@ -230,14 +213,6 @@ static void qmgr_load_run(void *arg)
 }
 
 /* ---- finish (worker) ---- */
-
-static uint64_t qmgr_retry_delay_ms(const struct conf *conf, uint32_t attempts)
-{
-	uint64_t delay = conf->queue.retry_min;
-	for (uint32_t i = 1; i < attempts && delay < conf->queue.retry_max; i++)
-		delay *= 2;
-	return delay < conf->queue.retry_max ? delay : conf->queue.retry_max;
-}
 
 static bool qmgr_is_postmaster(const char *addr)
 {
@@ -302,7 +277,7 @@ static int qmgr_bounce_commit(struct qmgr *q, struct qmgr_msg *m, struct bounce_
 		}
 		goto out;
 	}
-	e.arrival_us = qmgr_now_us();
+	e.arrival_us = sched_now_us();
 	envelope_set_str(&e.sender, "");
 	envelope_set_str(&e.client_addr, "127.0.0.1");
 	e.body = SMTP_BODY_8BITMIME;
@@ -434,7 +409,7 @@ static void qmgr_log_result(const struct qmgr_msg *m, size_t i, uint64_t now)
 	static const char *const names[] = {"pending", "sent", "bounced", "deferred"};
 	const struct qmgr_rres *r = &m->res[i];
 	char qto[LOG_Q_MAX], qwhy[LOG_Q_MAX], qrel[LOG_Q_MAX];
-	double delay = (double)qmgr_age_us(&m->env, now) / 1e6;
+	double delay = (double)sched_age_us(&m->env, now) / 1e6;
 	log_msg(r->state == QMGR_R_SENT ? LOG_LVL_INFO : LOG_LVL_WARN,
 		"event=delivery qid=%s to=%s relay=%s tls=%s delay=%.3f dsn=%s status=%s "
 		"reason=%s",
@@ -449,8 +424,8 @@ static void qmgr_finish_run(void *arg)
 	struct qmgr *q = m->q;
 	const struct conf *conf = q->conf;
 	struct envelope *e = &m->env;
-	uint64_t now = qmgr_now_us();
-	bool expired = qmgr_expired(conf, e, now);
+	uint64_t now = sched_now_us();
+	bool expired = sched_expired(conf, e, now);
 	const char *error = NULL;
 	char qto[LOG_Q_MAX];
 
@@ -479,8 +454,7 @@ static void qmgr_finish_run(void *arg)
 	qmgr_notify(q, m, BOUNCE_RELAYED, now);
 	qmgr_log_dsn_passed(m);
 	uint32_t flags = e->sched_flags;
-	if (!(flags & ENVELOPE_SCHED_DELAY_WARNED) && conf->delivery.delay_warning > 0 &&
-	    qmgr_age_us(e, now) > conf->delivery.delay_warning * 1000) {
+	if (sched_delay_warning_due(conf, e, flags, now)) {
 		size_t before = m->n_bounces;
 		qmgr_notify(q, m, BOUNCE_DELAYED, now);
 		if (m->n_bounces > before)
@@ -510,7 +484,7 @@ static void qmgr_finish_run(void *arg)
 		m->removed = true;
 		log_info("event=removed qid=%s", m->qid);
 	} else {
-		uint64_t delay = pending == 0 ? 1000 : qmgr_retry_delay_ms(conf, e->attempts);
+		uint64_t delay = pending == 0 ? 1000 : sched_retry_delay_ms(conf, e->attempts);
 		m->retry_delay_ms = delay;
 		e->next_try_us = now + delay * 1000;
 		e->sched_flags = flags;
@@ -548,7 +522,7 @@ static void qmgr_wait(struct qmgr *q, struct qmgr_msg *m, uint64_t next_try_us)
 	}
 	if (qmgr_ctl_intercept(q, m))
 		return; /* held, or deleted, from the control socket */
-	uint64_t now = qmgr_now_us();
+	uint64_t now = sched_now_us();
 	uint64_t us = next_try_us > now ? next_try_us - now : 0;
 	struct timeval tv = {.tv_sec = (time_t)(us / 1000000), .tv_usec = (suseconds_t)(us % 1000000)};
 	if (m->timer == NULL)
@@ -605,8 +579,8 @@ static void qmgr_load_done(void *arg)
 	}
 	if (m->load_failed) {
 		q->active--;
-		m->retry_delay_ms = qmgr_retry_delay_ms(q->conf, 1);
-		qmgr_wait(q, m, qmgr_now_us() + m->retry_delay_ms * 1000);
+		m->retry_delay_ms = sched_retry_delay_ms(q->conf, 1);
+		qmgr_wait(q, m, sched_now_us() + m->retry_delay_ms * 1000);
 		qmgr_dispatch(q);
 		return;
 	}

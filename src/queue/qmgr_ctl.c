@@ -28,6 +28,7 @@
 #include "queue/qmgr.h"
 #include "queue/qmgr_int.h"
 #include "queue/spool.h"
+#include "sched/sched.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -333,8 +334,8 @@ static void qmgr_ctl_write_run(void *arg)
 			flags |= ENVELOPE_SCHED_HELD;
 		} else {
 			flags &= ~(uint32_t)ENVELOPE_SCHED_HELD;
-			next = qmgr_now_us();
-			j->expired = qmgr_expired(j->c->q->conf, &e, next);
+			next = sched_now_us();
+			j->expired = sched_expired(j->c->q->conf, &e, next);
 		}
 		j->rc = spool_mark(spool, j->arg, NULL, 0, next, e.attempts, flags, &error);
 	}

@@ -114,12 +114,6 @@ struct qmgr {
 	struct qmgr_ctl *ctl; /* control socket state, or NULL (qmgr_ctl.c) */
 };
 
-uint64_t qmgr_now_us(void);
-/* How long a message has been queued at now_us; 0 when the clock was set
- * back past its arrival (unsigned arithmetic would make it ancient). */
-uint64_t qmgr_age_us(const struct envelope *e, uint64_t now_us);
-/* Older than delivery.max_lifetime: temporary failures become final (4.4.7). */
-bool qmgr_expired(const struct conf *conf, const struct envelope *e, uint64_t now_us);
 /* An address's domain, or "" (points into addr). */
 const char *qmgr_domain_of(const char *addr);
 

@@ -15,6 +15,7 @@
 #include "lib/strutil.h"
 #include "mail/idna.h"
 #include "queue/spool.h"
+#include "sched/sched.h"
 #include "smtpc/client.h"
 
 #include <arpa/inet.h>
@@ -157,12 +158,8 @@ static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 		/* RFC 5321 §4.5.4.1: do not hammer a dead destination. */
 		g->dest->failures++;
 		if (g->dest->failures >= 2) {
-			uint64_t ms = g->q->conf->queue.retry_min;
-			for (unsigned i = 2; i < g->dest->failures && ms < g->q->conf->queue.retry_max; i++)
-				ms *= 2;
-			if (ms > g->q->conf->queue.retry_max)
-				ms = g->q->conf->queue.retry_max;
-			g->dest->backoff_until_us = qmgr_now_us() + ms * 1000;
+			uint64_t ms = sched_dest_backoff_ms(g->q->conf, g->dest->failures);
+			g->dest->backoff_until_us = sched_now_us() + ms * 1000;
 			log_info("event=destination_backoff dest=%s failures=%u for=%llums", g->key,
 				 g->dest->failures, (unsigned long long)ms);
 		}
@@ -379,7 +376,7 @@ static void qmgr_group_submit(struct qmgr_group *g)
 	/* After repeated failures, one attempt at a time probes the
 	 * destination, also once the back-off has run out: the messages that
 	 * come due together must not all take a slot again. */
-	if (g->dest->backoff_until_us > qmgr_now_us() ||
+	if (g->dest->backoff_until_us > sched_now_us() ||
 	    (g->dest->failures >= 2 && g->dest->active > 0)) {
 		qmgr_group_fail(g, false, "4.4.1",
 				"destination backed off after repeated connection failures");

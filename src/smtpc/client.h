@@ -69,7 +69,7 @@ struct smtpc_dest {
 struct smtpc_msg {
 	const char *sender; /* "" for the null sender */
 	const char *const *rcpts;
-	const unsigned *notify;     /* SMTP_NOTIFY_* per recipient (smtpd/parse.h), or NULL */
+	const unsigned *notify;     /* SMTP_NOTIFY_* per recipient (mail/smtp_params.h), or NULL */
 	const char *const *orcpts;  /* per recipient or NULL entries, or NULL */
 	size_t nrcpts;
 	const char *envid;          /* DSN ENVID or NULL */

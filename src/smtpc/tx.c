@@ -11,7 +11,7 @@
 #include <event2/event.h>
 
 #include "lib/log.h"
-#include "smtpd/parse.h"
+#include "mail/smtp_params.h"
 
 /* --- the transaction ------------------------------------------------------ */
 

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "mail/address.h"
+#include "mail/smtp_params.h" /* enum smtp_body, smtp_ret, SMTP_NOTIFY_* */
 
 /* A precise reply for a parse failure: code, RFC 3463 enhanced code, text. */
 struct smtp_perr {
@@ -28,17 +29,6 @@ struct smtp_cmdline {
 	size_t args_len;
 };
 int smtp_cmdline_split(const char *line, size_t len, struct smtp_cmdline *r, struct smtp_perr *err);
-
-enum smtp_body { SMTP_BODY_NONE = 0, SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
-enum smtp_ret { SMTP_RET_NONE = 0, SMTP_RET_FULL, SMTP_RET_HDRS };
-
-#define SMTP_ENVID_MAX 100 /* RFC 3461 §4.4 */
-#define SMTP_ORCPT_MAX 500 /* RFC 3461 §4.2: addr-type ";" xtext, bounded */
-
-#define SMTP_NOTIFY_NEVER 0x1
-#define SMTP_NOTIFY_SUCCESS 0x2
-#define SMTP_NOTIFY_FAILURE 0x4
-#define SMTP_NOTIFY_DELAY 0x8
 
 struct smtp_mail_args {
 	struct mail_addr from;

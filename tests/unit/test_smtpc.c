@@ -37,8 +37,8 @@
 #include "lib/base64.h"
 #include "lib/buf.h"
 #include "lib/workq.h"
+#include "mail/smtp_params.h"
 #include "smtpc/client.h"
-#include "smtpd/parse.h"
 #include "tls/tls.h"
 
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
