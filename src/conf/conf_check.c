@@ -158,9 +158,11 @@ int conf_check(const struct conf *conf, FILE *out)
 		               "accept_any_user is true on non-loopback listener %s: any local "
 		               "part of local_domains is accepted",
 		               public_addr);
-	if (conf->user[0] == '\0')
-		n += conf_warn(out, "user is empty: a start as root is refused (smtpd, queue, auth "
-		                    "and keys need an unprivileged user)");
+	if (public_addr != NULL && conf->user[0] == '\0')
+		n += conf_warn(out,
+		               "listener %s is not loopback and user is empty: a start as root "
+		               "is refused (smtpd, queue, auth and keys need an unprivileged user)",
+		               public_addr);
 	if (conf->n_local_domains == 0 && conf->n_relay_domains == 0)
 		n += conf_warn(out, "local_domains is empty: every recipient will be rejected");
 	for (size_t i = 0; i < conf->n_relay_domains; i++) {

@@ -22,6 +22,7 @@
 #include "lib/sandbox.h"
 #include "lib/shmcount.h"
 #include "master/proto.h"
+#include "policy/policy_smtp.h"
 #include "queue/qmgr.h"
 #include "queue/qserver.h"
 #include "queue/spool.h"
@@ -50,6 +51,7 @@ struct child_args {
 	int auth_fd, keys_fd; /* smtpd: its sockets to auth and keys, -1: none */
 	int tickets_fd;       /* smtpd: the TLS ticket keys all smtpds share */
 	unsigned slot, region;
+	unsigned of; /* smtpd: how many smtpd processes there are */
 	pid_t parent;
 	struct smtpd_bound *bound;
 	size_t nbound;
@@ -107,6 +109,8 @@ static int child_parse_args(int argc, char **argv, struct child_args *a)
 			a->conns_fd = atoi(v);
 		} else if (strcmp(k, "--slot") == 0) {
 			a->slot = (unsigned)atoi(v);
+		} else if (strcmp(k, "--of") == 0) {
+			a->of = (unsigned)atoi(v);
 		} else if (strcmp(k, "--region") == 0) {
 			a->region = (unsigned)atoi(v);
 		} else if (strcmp(k, "--parent") == 0) {
@@ -369,7 +373,7 @@ static int child_drop(const struct conf *conf, const struct child_args *a)
 {
 	char err[512];
 	if (sandbox_drop(conf->user, err, sizeof(err)) < 0 ||
-	    sandbox_parent_watch(a->parent, err, sizeof(err)) < 0) {
+	    (a->parent > 0 && sandbox_parent_watch(a->parent, err, sizeof(err)) < 0)) {
 		fprintf(stderr, "hikyaku: %s\n", err);
 		return -1;
 	}
@@ -448,6 +452,7 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		goto out;
 	}
 	smtpd_prepare(ctx.smtpd);
+	policy_verify_set_processes(a->of);
 	/* No file at all from here (the resolver has read its own). */
 	if (child_confine(SANDBOX_SMTPD, NULL, 0) < 0)
 		goto out;

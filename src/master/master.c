@@ -236,7 +236,7 @@ static int master_spawn(struct child *c)
 	struct master *m = c->m;
 	int sv[2];
 	char a_ctl[16], a_text[16], a_conns[16], a_slot[16], a_region[16], a_parent[24];
-	char a_auth[16], a_keys[16], a_tickets[16];
+	char a_auth[16], a_keys[16], a_tickets[16], a_of[16];
 	int auth_fd = -1, keys_fd = -1;
 	char *listen = NULL;
 	size_t llen = 0;
@@ -291,6 +291,9 @@ static int master_spawn(struct child *c)
 		argv[n++] = a_slot;
 		argv[n++] = "--region";
 		argv[n++] = a_region;
+		snprintf(a_of, sizeof(a_of), "%u", m->nsmtpd);
+		argv[n++] = "--of";
+		argv[n++] = a_of;
 		argv[n++] = "--listen";
 		argv[n++] = listen;
 		auth_fd = master_service_socket(m->auth, c->slot);

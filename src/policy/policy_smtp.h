@@ -98,6 +98,8 @@ void policy_smtp_set_user_source(struct policy_smtp *ps, const struct policy_use
 /* Before the sandbox: create the resolver FCrDNS will use (it reads
  * resolv.conf and hosts, and binds sockets later). */
 void policy_smtp_prepare(struct policy_smtp *ps);
+/* n smtpd processes share the 64 recipient probes in flight per server. */
+void policy_verify_set_processes(unsigned n);
 
 /* The Received comment of the client: "name [addr]", name the confirmed
  * rDNS or "unknown" (as Postfix writes it). */

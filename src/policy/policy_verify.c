@@ -45,6 +45,14 @@
  * (1000) and the descriptor limit. */
 #define VERIFY_PROBES_MAX 64
 
+/* The smtpd processes share the bound: each may have its part in flight. */
+static unsigned verify_probes_max = VERIFY_PROBES_MAX;
+
+void policy_verify_set_processes(unsigned n)
+{
+	verify_probes_max = n > 1 ? (VERIFY_PROBES_MAX + n - 1) / n : VERIFY_PROBES_MAX;
+}
+
 struct verify_entry {
 	char addr[MAIL_PATH_MAX + 1]; /* "" for a free slot */
 	uint64_t expires_us;
@@ -284,7 +292,7 @@ static void verify_start(struct policy_job *job)
 		verify_answer(job, sid, route, addr, e->code, e->enh, e->text, false);
 		return;
 	}
-	if (v == NULL || v->n_probes >= VERIFY_PROBES_MAX) {
+	if (v == NULL || v->n_probes >= verify_probes_max) {
 		verify_answer(job, sid, route, addr, 0, "",
 		              v == NULL ? "verification unavailable" : "too many probes in flight",
 		              false);
