@@ -317,7 +317,13 @@ static void ipc_on_read(evutil_socket_t sock, short what, void *arg)
 		}
 		const char *error = NULL;
 		struct ipc_frame f;
-		if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || extra != 0)
+		/* MSG_CTRUNC: the descriptor did not fit (out of descriptors,
+		 * EMFILE): the frame still counts, without it (fd -1), and its
+		 * handler tells the sender. */
+		if ((msg.msg_flags & MSG_CTRUNC) != 0)
+			log_warn("event=ipc_fd_lost channel=%s reason=\"no descriptor left\"",
+				 ch->sc->name);
+		if ((msg.msg_flags & MSG_TRUNC) != 0 || extra != 0)
 			error = "frame or descriptors truncated";
 		else if (ipc_frame_check(ch->sc, ch->in, (size_t)n, &f, &error) == 0)
 			error = NULL;

@@ -625,6 +625,17 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 		fprintf(stderr, "hikyaku: %s\n", err);
 		goto out;
 	}
+	/* Message files are unnamed files (O_TMPFILE): say so once, clearly,
+	 * on a file system without them (NFS), rather than at every message. */
+	int probe_fd = spool_incoming_create(spool);
+	if (probe_fd < 0) {
+		fprintf(stderr, "hikyaku: spool %s: cannot create an unnamed file in incoming/ "
+				"(O_TMPFILE): %s; the spool needs a local file system such as ext4, "
+				"xfs, btrfs or tmpfs\n",
+			conf->spool_dir, strerror(errno));
+		goto out;
+	}
+	close(probe_fd);
 	if (child_confine_queue(conf) < 0)
 		goto out;
 	child_log_privileges(conf);

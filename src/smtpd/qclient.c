@@ -176,7 +176,12 @@ static void qclient_on_frame(struct ipc_chan *ch, const struct ipc_frame *fr, in
 		if (fd < 0 || !have_token) {
 			if (fd >= 0)
 				close(fd);
-			log_err("event=ipc_error channel=queue->smtpd error=\"FD without a file\"");
+			/* Lost on the way (we were out of descriptors): the
+			 * queue drops its copy, and we may ask again. */
+			if (qc->asked > 0)
+				qc->asked--;
+			if (have_token)
+				qclient_send(qc, P_T_ABORT, P_F_TOKEN, token, NULL);
 			return;
 		}
 		qclient_on_file(qc, token, fd);
