@@ -394,8 +394,13 @@ static int log_write_all(int fd, const char *p, size_t n, int wait_ms)
 				continue;
 			if (r <= 0 || (pfd.revents & (POLLERR | POLLNVAL)) != 0)
 				return -1;
-			if (chunk > 4096)
-				chunk = 4096;
+			if (chunk > 4096) {
+				/* At most PIPE_BUF, cut after a whole line: several
+				 * processes (smtpd, queue, ...) share this pipe, and
+				 * only writes up to PIPE_BUF are never interleaved. */
+				const char *nl = memrchr(p, '\n', 4096);
+				chunk = nl != NULL ? (size_t)(nl - p) + 1 : 4096;
+			}
 		}
 		ssize_t w = write(fd, p, chunk);
 		if (w < 0 && errno == EINTR)
