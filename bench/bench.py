@@ -161,6 +161,25 @@ def tree_cpu_s(root):
     return total / tick
 
 
+def tree_roles(root):
+    """'name xN, ...' for the processes of the tree: the first word of each
+    command line ('hikyaku: smtpd ...' counts as smtpd; Postfix's daemons by
+    their program name), to show what ran, e.g. how many smtpd processes."""
+    counts = {}
+    for p in proc_tree(root):
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as f:
+                words = f.read().replace(b"\0", b" ").decode("utf-8", "replace").split()
+        except OSError:
+            continue
+        if not words:
+            continue
+        name = words[1] if words[0] == "hikyaku:" and len(words) > 1 else \
+            os.path.basename(words[0])
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join("%s x%d" % (k, v) if v > 1 else k for k, v in sorted(counts.items()))
+
+
 def proc_mem_kib(pid):
     """Proportional set size (shared pages split among their users, so a
     multi-process MTA is not billed its shared libraries once per process);
@@ -380,6 +399,8 @@ def cmd_measure(args):
         % (args.label, args.messages, args.sessions, args.size))
     r = run_load(args, args.messages, args.sessions, "run", args.timeout)
     result["run"] = r
+    result["processes"] = tree_roles(args.mta_pid)
+    log("%s: processes (the tree whose CPU is counted): %s" % (args.label, result["processes"]))
     n = args.messages
     result["accepted_per_s"] = n / r["t_accept"] if r["t_accept"] and r["rc"] == 0 else None
     result["delivered_per_s"] = n / r["t_deliver"] if r["t_deliver"] else None
@@ -825,6 +846,8 @@ def cmd_tls(args):
     else:
         ok = tls_idle(args, result)
     result["ok"] = ok
+    result["processes"] = tree_roles(args.mta_pid)
+    log("%s: processes (the tree whose CPU is counted): %s" % (args.label, result["processes"]))
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     return 0 if ok else 2

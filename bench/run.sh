@@ -48,6 +48,8 @@ IDLE_POSTFIX=${BENCH_IDLE_POSTFIX:-} # default: --idle
 RELAY=${BENCH_RELAY:-0}
 CONCURRENCY=${BENCH_CONCURRENCY:-20}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-info} # hikyaku's default; Postfix logs as it does by default
+HK_USER=${BENCH_USER-auto}          # hikyaku's user:; auto = nobody as root, none otherwise
+SMTPD_PROCS=${BENCH_SMTPD_PROCESSES:-} # hikyaku's processes.smtpd; empty = not written
 
 usage() {
 	cat <<EOF
@@ -75,6 +77,13 @@ usage: bench/run.sh [options]
   -L, --log-level L    hikyaku's log_level: info (its default, five lines per message,
                        like Postfix's default logging) | warn (nothing per message)
                        | debug | error                          (BENCH_LOG_LEVEL, info)
+  -u, --user NAME      hikyaku's user: (the service user it drops to when started as
+                       root; the split version refuses root without it); '' = none
+                       (BENCH_USER; default nobody as root, none otherwise)
+  -P, --smtpd-processes N
+                       hikyaku's processes.smtpd (0 = one per CPU); not written to
+                       the config when unset (for versions without the setting)
+                                                            (BENCH_SMTPD_PROCESSES)
   -k, --keep           keep the temp dir (configs, logs, mail) (BENCH_KEEP=1)
       --no-install     never apt-get install anything       (BENCH_NO_INSTALL=1)
 
@@ -118,6 +127,8 @@ while [[ $# -gt 0 ]]; do
 	--hikyaku) HIKYAKU=${2:?}; shift 2 ;;
 	--tmpdir) TMPBASE=${2:?}; shift 2 ;;
 	-L | --log-level) LOG_LEVEL=${2:?}; shift 2 ;;
+	-u | --user) HK_USER=${2?}; shift 2 ;;
+	-P | --smtpd-processes) SMTPD_PROCS=${2:?}; shift 2 ;;
 	-k | --keep) KEEP=1; shift ;;
 	--no-install) NO_INSTALL=1; shift ;;
 	--tls) TLS=1; shift ;;
@@ -154,6 +165,13 @@ done
 	IDLE_POSTFIX <= 10000)) || die "--per-session 1..100000, --idle and --idle-postfix 1..10000"
 ((CONCURRENCY > 0 && CONCURRENCY <= 1000)) || die "--concurrency 1..1000"
 [[ $LOG_LEVEL =~ ^(debug|info|warn|error)$ ]] || die "--log-level: debug, info, warn or error"
+[[ -z $SMTPD_PROCS || $SMTPD_PROCS =~ ^[0-9]+$ ]] || die "--smtpd-processes: a number"
+if [[ $HK_USER == auto ]]; then
+	HK_USER=
+	[[ $EUID -eq 0 ]] && HK_USER=nobody
+fi
+[[ -z $HK_USER || $HK_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || die "--user: not a user name: '$HK_USER'"
+[[ -z $HK_USER ]] || id -u "$HK_USER" >/dev/null 2>&1 || die "--user: no such user: $HK_USER"
 
 IFS=, read -r -a MTAS <<<"$ORDER"
 for m in "${MTAS[@]}"; do
@@ -327,7 +345,8 @@ if ((TLS)); then
 	gcc -O2 -Wall -Wextra -o "$TLSLOAD" "$BENCH_DIR/tlsload.c" -lssl -lcrypto -lpthread ||
 		die "building bench/tlsload.c failed"
 	# One ECDSA P-256 self-signed certificate for both MTAs. The key is read
-	# by hikyaku (root, no user:) and by Postfix's smtpd before it drops
+	# as root by hikyaku (before it drops to user:; the split version's master
+	# hands it to its keys process) and by Postfix's smtpd before it drops
 	# privileges, so root-only is fine.
 	mkdir -p "$WORK/tls"
 	TLS_CERT="$WORK/tls/cert.pem"
@@ -356,7 +375,10 @@ esac
 echo "postfix:     $(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo '?') (Debian package)"
 if want hikyaku; then
 	rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
-	echo "hikyaku:     $HIKYAKU (repo $rev, built $(date -r "$HIKYAKU" '+%F %T'))"
+	echo "hikyaku:     $HIKYAKU ($("$HIKYAKU" version 2>/dev/null | head -n 1), built" \
+		"$(date -r "$HIKYAKU" '+%F %T'); bench from repo $rev)"
+	echo "             user: ${HK_USER:-(none: runs as $(id -un))}, processes.smtpd:" \
+		"${SMTPD_PROCS:-(not set: the default of the binary)}"
 fi
 if ((TLS)); then
 	echo "load:        bench/tlsload (STARTTLS, full handshakes, no resumption), $SIZE-byte messages," \
@@ -543,6 +565,10 @@ start_postfix() {
 setup_hikyaku() {
 	local port=$1 d=$2
 	mkdir -p "$d/spool" "$d/mail"
+	# With user:, the service user must reach spool_dir and maildir_root
+	# (hikyaku makes those two 0750 and hands them over) through every
+	# directory above them, whatever the umask.
+	chmod 755 "$WORK" "$(dirname "$d")" "$d" "$d/spool" "$d/mail"
 	HK_CONF="$d/hikyaku.yaml"
 	cat >"$HK_CONF" <<EOF
 # hikyaku config for the bench, written by bench/run.sh
@@ -554,6 +580,13 @@ local_domains: [bench.test]
 accept_any_user: true
 log_level: $LOG_LEVEL
 EOF
+	# user: the split version (master, queue, auth, keys, smtpd processes)
+	# refuses to start as root without it and drops its children to it; the
+	# single-process version drops to it after binding. The same for both.
+	[[ -z $HK_USER ]] || echo "user: $HK_USER" >>"$HK_CONF"
+	if [[ -n $SMTPD_PROCS ]]; then
+		printf 'processes:\n  smtpd: %s\n' "$SMTPD_PROCS" >>"$HK_CONF"
+	fi
 	if ((TLS)); then
 		cat >>"$HK_CONF" <<EOF
 tls:
