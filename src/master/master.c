@@ -712,6 +712,7 @@ static void master_smtpd_generation(struct master *m)
 		return;
 	if (!m->smtpd_started) {
 		m->smtpd_started = true;
+		m->reload_pending = false; /* they start with the newest anyway */
 		for (unsigned i = 0; i < m->nsmtpd; i++)
 			master_start_smtpd(m, i);
 		return;
