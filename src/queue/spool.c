@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -481,12 +482,19 @@ int spool_incoming_create(struct spool *s)
 }
 
 /* Give the unnamed file fd the name queue/<name> (never over another). */
+/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH: once refused, every later link
+ * goes straight to /proc (one system call per message, not two). */
+static atomic_bool spool_empty_path_refused;
+
 static int spool_link_tmpfile(int fd, int dirfd, const char *name)
 {
-	if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
-		return 0;
-	if (errno != ENOENT && errno != EPERM)
-		return -1;
+	if (!atomic_load_explicit(&spool_empty_path_refused, memory_order_relaxed)) {
+		if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
+			return 0;
+		if (errno != ENOENT && errno != EPERM)
+			return -1;
+		atomic_store_explicit(&spool_empty_path_refused, true, memory_order_relaxed);
+	}
 	/* Without CAP_DAC_READ_SEARCH AT_EMPTY_PATH is refused: the
 	 * descriptor's /proc link names the same file. */
 	char path[64];
