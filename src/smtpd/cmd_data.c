@@ -15,11 +15,13 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Content beyond this is written to the spool file as it arrives, so a
  * session holds at most this much of a message in memory. */
@@ -35,6 +37,8 @@ struct smtpd_commit {
 	struct buf body;
 	struct envelope env;
 	struct qclient_req *req; /* waiting for a file, or for the queue's word */
+	int keep_fd;   /* the first file, kept until committed: a copy source */
+	bool rehomed;  /* copied into a new queue's file after a queue restart */
 	int ret;
 	int err; /* errno of a failed commit */
 	const char *error;
@@ -260,7 +264,27 @@ static int data_verdict(struct smtpd_session *s)
 static void data_commit_run(void *arg)
 {
 	struct smtpd_commit *c = arg;
-	c->ret = spool_msg_seal(&c->msg, &c->env, c->body.data, c->body.len, &c->error);
+	if (c->rehomed) {
+		/* The content is in the first file (the queue that gave it is
+		 * gone): copy it into this one, then seal it the same way. */
+		char buf[65536];
+		uint64_t size = c->env.size, off = 0;
+		while (off < size) {
+			size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
+			ssize_t n = pread(c->keep_fd, buf, want, (off_t)(SPOOL_HDR_LEN + off));
+			if (n <= 0 || spool_msg_append(c->msg, buf, (size_t)n) < 0) {
+				c->err = n < 0 ? errno : EIO;
+				c->ret = -1;
+				c->error = "cannot copy message file";
+				spool_msg_abort(&c->msg);
+				return;
+			}
+			off += (uint64_t)n;
+		}
+		c->ret = spool_msg_seal(&c->msg, &c->env, NULL, 0, &c->error);
+	} else {
+		c->ret = spool_msg_seal(&c->msg, &c->env, c->body.data, c->body.len, &c->error);
+	}
 	c->err = c->ret < 0 ? errno : 0;
 }
 
@@ -286,6 +310,8 @@ static void data_commit_finish(struct smtpd_commit *c)
 	}
 	envelope_clear(&c->env);
 	buf_free(&c->body);
+	if (c->keep_fd >= 0)
+		close(c->keep_fd);
 	free(c);
 	smtpd_tx_reset(s);
 	if (s->bev == NULL) {
@@ -300,10 +326,21 @@ static void data_commit_finish(struct smtpd_commit *c)
 	smtpd_session_resume(s);
 }
 
+static void data_commit_file(void *arg, const struct qclient_file *f);
+
 static void data_commit_answer(void *arg, int err, const char *reason)
 {
 	struct smtpd_commit *c = arg;
 	c->req = NULL;
+	if (reason != NULL && err == ESTALE && !c->rehomed && c->keep_fd >= 0) {
+		/* The queue restarted (a reload, a crash) under this commit:
+		 * the new one gets a copy, the client its 250 all the same. */
+		log_info("event=commit_again sid=%s qid=%s reason=\"%s\"", c->s->sid, c->env.qid,
+			 reason);
+		c->rehomed = true;
+		c->req = qclient_wait_file(c->s->srv->qc, data_commit_file, c);
+		return;
+	}
 	if (reason != NULL) {
 		c->ret = -1;
 		c->err = err;
@@ -326,6 +363,8 @@ static void data_commit_sealed(void *arg)
 
 static void data_commit_seal(struct smtpd_commit *c)
 {
+	if (!c->rehomed && c->keep_fd < 0)
+		c->keep_fd = fcntl(c->file.fd, F_DUPFD_CLOEXEC, 3);
 	workq_submit(c->s->srv->commit_wq, data_commit_run, data_commit_sealed, c);
 }
 
@@ -358,6 +397,7 @@ static void data_end_of_message(struct smtpd_session *s)
 	 * check here would be the only one in the server. */
 	struct smtpd_commit *c = xcalloc(1, sizeof(*c));
 	c->s = s;
+	c->keep_fd = -1;
 	c->msg = tx->msg;
 	tx->msg = NULL;
 	c->file = tx->file;

@@ -210,7 +210,7 @@ static void qclient_on_close(struct ipc_chan *ch, const char *why, void *arg)
 		struct qclient_req *next = r->next;
 		if (r->kind == QREQ_COMMIT) {
 			qclient_unlink(&qc->reqs, r);
-			r->ccb(r->arg, 0, "queue process restarted");
+			r->ccb(r->arg, ESTALE, "queue process restarted");
 			free(r);
 		}
 		r = next;
@@ -294,6 +294,7 @@ struct qclient_req *qclient_commit(struct qclient *qc, const struct qclient_file
 	r->arg = arg;
 	if (f->gen != qc->gen || !ipc_chan_open(qc->ch)) {
 		r->fail_reason = "queue process restarted";
+		r->fail_err = ESTALE;
 		qclient_link(&qc->fails, r);
 		event_active(qc->fail_ev, EV_TIMEOUT, 0);
 		return r;

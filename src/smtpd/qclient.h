@@ -47,7 +47,9 @@ typedef void (*qclient_file_cb)(void *arg, const struct qclient_file *f);
 struct qclient_req *qclient_wait_file(struct qclient *qc, qclient_file_cb cb, void *arg);
 
 /* Ask the queue to commit the sealed file as qid. done(arg, 0, NULL) when
- * it is in queue/ and durable; done(arg, errno or 0, reason) when not. */
+ * it is in queue/ and durable; done(arg, errno or 0, reason) when not;
+ * ESTALE: the file was a queue process's that is gone (a restart), and a
+ * copy into a new file may still be committed. */
 typedef void (*qclient_commit_cb)(void *arg, int err, const char *reason);
 struct qclient_req *qclient_commit(struct qclient *qc, const struct qclient_file *f,
 				   const char *qid, qclient_commit_cb cb, void *arg);

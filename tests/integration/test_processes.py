@@ -255,3 +255,31 @@ def test_root_without_user_is_refused(tmp_path):
     assert r.returncode != 0
     assert "refusing to run as root without user:" in r.stderr, r.stderr
     assert not os.path.exists(tmp_path / "spool")
+
+
+@needs_root
+def test_transaction_across_a_queue_restart_gets_250(hikyaku, raw):
+    """A message whose file came from a queue process that died before the
+    end of DATA (a crash, or the restart of a reload): smtpd copies it into
+    a file of the new queue and the client still hears 250; it is
+    delivered once."""
+    hk = hikyaku(users=["alice@localhost"], processes={"smtpd": 1})
+    c = raw(hk.port)
+    assert c.cmd("EHLO client.example")[0] == 250
+    assert c.cmd("MAIL FROM:<bob@example.net>")[0] == 250
+    assert c.cmd("RCPT TO:<alice@localhost>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    # more than 256 KiB: smtpd takes a file of the queue and writes it now
+    c.send(b"Subject: tok-424242\r\n\r\n" + (b"y" * 998 + b"\r\n") * 400)
+    time.sleep(0.5)
+    (queue,) = hk.child_pids("queue")
+    os.kill(queue, signal.SIGKILL)
+    wait_for(lambda: [p for p in hk.child_pids("queue", timeout=0) if p != queue], 10,
+             "a new queue")
+    hk.wait_log("event=start", count=2)
+    code = c.cmd(".")[0]
+    assert code == 250, hk.log()[-3000:]
+    assert "event=commit_again" in hk.log()
+    hk.wait_delivered("alice", "localhost", 1)
+    time.sleep(0.3)
+    assert tokens_delivered(hk, "alice") == ["tok-424242"]
