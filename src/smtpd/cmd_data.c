@@ -338,7 +338,11 @@ static void data_commit_answer(void *arg, int err, const char *reason)
 		log_info("event=commit_again sid=%s qid=%s reason=\"%s\"", c->s->sid, c->env.qid,
 			 reason);
 		c->rehomed = true;
-		c->req = qclient_wait_file(c->s->srv->qc, data_commit_file, c);
+		struct qclient_file f;
+		if (qclient_take(c->s->srv->qc, &f)) /* the new queue's pool may be there */
+			data_commit_file(c, &f);
+		else
+			c->req = qclient_wait_file(c->s->srv->qc, data_commit_file, c);
 		return;
 	}
 	if (reason != NULL) {

@@ -41,7 +41,8 @@ void qclient_put_back(struct qclient *qc, const struct qclient_file *f);
 /* Give up a file taken: the queue removes it. fd is closed by the caller. */
 void qclient_abort(struct qclient *qc, const struct qclient_file *f);
 
-/* done(arg, fd, token, gen) once a file is available (fd -1: none came
+/* done(arg, fd, token, gen) once a file comes (try qclient_take first:
+ * this waits for the next file the queue sends, not the pool) (fd -1: none came
  * within QCLIENT_WAIT_MAX_US). */
 typedef void (*qclient_file_cb)(void *arg, const struct qclient_file *f);
 struct qclient_req *qclient_wait_file(struct qclient *qc, qclient_file_cb cb, void *arg);

@@ -277,7 +277,10 @@ def test_transaction_across_a_queue_restart_gets_250(hikyaku, raw):
     wait_for(lambda: [p for p in hk.child_pids("queue", timeout=0) if p != queue], 10,
              "a new queue")
     hk.wait_log("event=start", count=2)
-    code = c.cmd(".")[0]
+    try:
+        code = c.cmd(".")[0]
+    except TimeoutError:
+        raise AssertionError(hk.log()[-5000:])
     assert code == 250, hk.log()[-3000:]
     assert "event=commit_again" in hk.log()
     hk.wait_delivered("alice", "localhost", 1)
