@@ -15,41 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int priv_drop(const struct conf *conf, pid_t parent)
-{
-	if (geteuid() == 0) {
-		if (conf->user[0] == '\0') {
-			fprintf(stderr, "hikyaku: refusing to run as root without user: in the "
-					"configuration\n");
-			return -1;
-		}
-		struct passwd *pw = getpwnam(conf->user);
-		if (pw == NULL) {
-			fprintf(stderr, "hikyaku: user %s does not exist\n", conf->user);
-			return -1;
-		}
-		if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
-			fprintf(stderr, "hikyaku: cannot drop privileges: %s\n", strerror(errno));
-			return -1;
-		}
-		if (setuid(0) == 0) {
-			fprintf(stderr, "hikyaku: privileges were not dropped\n");
-			return -1;
-		}
-		log_info("event=privileges user=%s uid=%u", conf->user, (unsigned)pw->pw_uid);
-	}
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		fprintf(stderr, "hikyaku: PR_SET_NO_NEW_PRIVS: %s\n", strerror(errno));
-		return -1;
-	}
-	if (parent > 0) {
-		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent) /* it died before we asked */
-			return -1;
-	}
-	return 0;
-}
-
 int priv_own_dir(const char *dir, const struct passwd *pw)
 {
 	const char *bad = dir;

@@ -8,7 +8,7 @@
 
 const struct ipc_schema proto_to_child = {
 	.name = "master->child",
-	.types = {[P_T_STOP] = 1, [P_T_FLUSH] = 1, [P_T_PEER] = 1},
+	.types = {[P_T_PEER] = 1},
 	TAGS,
 };
 

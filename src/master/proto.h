@@ -2,9 +2,9 @@
  * them). Each direction of each channel has its schema; a frame of a type
  * the receiving side does not expect ends the channel.
  *
- *   master -> child   STOP (finish what is in flight, exit), FLUSH (queue:
- *                     SIGUSR1), PEER (fd: a socket to another process;
- *                     ROLE of that process, ID of its slot)
+ *   master -> child   PEER (fd: a socket to another process; ROLE of that
+ *                     process, ID of its slot). Stop, flush and retire are
+ *                     signals (SIGTERM, SIGUSR1, SIGUSR2), not frames.
  *   child -> master   READY (started, sandboxed)
  *   smtpd -> queue    FDS_WANT (COUNT more message files, please),
  *                     COMMIT (ID, TOKEN of the file, QID), ABORT (TOKEN)
@@ -24,8 +24,6 @@
 enum proto_role { ROLE_MASTER = 0, ROLE_QUEUE = 1, ROLE_SMTPD = 2, ROLE_AUTH = 3, ROLE_KEYS = 4 };
 
 enum proto_type {
-	P_T_STOP = 1,
-	P_T_FLUSH = 2,
 	P_T_PEER = 3,
 	P_T_READY = 4,
 	P_T_FDS_WANT = 10,
