@@ -42,7 +42,7 @@
 #define DNS_LABEL_MAX 63
 #define DNS_NLOOKUPS (1 + 2 * DNS_MAX_HOSTS) /* MX, then A and AAAA per host */
 
-enum dns_lookup_kind { DNS_LOOKUP_MX, DNS_LOOKUP_A, DNS_LOOKUP_AAAA, DNS_LOOKUP_PTR };
+enum dns_lookup_kind { DNS_LOOKUP_MX, DNS_LOOKUP_A, DNS_LOOKUP_AAAA, DNS_LOOKUP_PTR, DNS_LOOKUP_RAW };
 
 /* One outstanding libunbound query; its address is libunbound's mydata. */
 struct dns_lookup {
@@ -65,6 +65,8 @@ struct dns_query {
 	struct dns *dns;
 	struct dns_query *prev, *next;
 	dns_mx_cb *cb;
+	dns_raw_cb *raw_cb; /* dns_resolve_raw(): cb is NULL */
+	int raw_type;
 	void *arg;
 	struct event *timer; /* deadline, or zero timeout for an early result */
 	bool early;          /* res is final; the timer delivers it */
@@ -246,7 +248,15 @@ static void dns_query_finish(struct dns_query *q)
 	dns_query_unlink(q);
 	if (q->res.status != DNS_OK)
 		q->res.nhosts = 0;
-	q->cb(&q->res, q->arg);
+	if (q->raw_cb != NULL) {
+		/* finished without an answer: timeout, invalid name, no start */
+		struct dns_raw_result rr = {.status = q->res.status,
+		                            .error = q->res.error,
+		                            .rrtype = q->raw_type};
+		q->raw_cb(&rr, q->arg);
+	} else {
+		q->cb(&q->res, q->arg);
+	}
 	dns_query_destroy(q);
 }
 
@@ -287,13 +297,14 @@ static void dns_ub_cb(void *mydata, int err, struct ub_result *result);
 static int dns_lookup_start(struct dns_query *q, struct dns_lookup *lk, const char *name,
                             enum dns_lookup_kind kind, size_t host)
 {
-	static const int types[] = {DNS_TYPE_MX, DNS_TYPE_A, DNS_TYPE_AAAA, DNS_TYPE_PTR};
+	static const int types[] = {DNS_TYPE_MX, DNS_TYPE_A, DNS_TYPE_AAAA, DNS_TYPE_PTR, 0};
 	int r;
 
 	lk->q = q;
 	lk->kind = kind;
 	lk->host = host;
-	r = ub_resolve_async(q->dns->ctx, name, types[kind], DNS_CLASS_IN, lk, dns_ub_cb,
+	r = ub_resolve_async(q->dns->ctx, name, kind == DNS_LOOKUP_RAW ? q->raw_type : types[kind],
+	                     DNS_CLASS_IN, lk, dns_ub_cb,
 	                     &lk->async_id);
 	if (r != 0) {
 		char qs[LOG_Q_MAX];
@@ -568,6 +579,40 @@ static int dns_result_classify(struct dns_query *q, int err, struct ub_result *r
 	return 0;
 }
 
+/* The answer of dns_resolve_raw(): handed over as it is, then q is freed. */
+static void dns_raw_answer(struct dns_query *q, int c, const char *error, struct ub_result *r)
+{
+	struct dns_raw_result *rr = xcalloc(1, sizeof(*rr));
+	dns_raw_cb *cb = q->raw_cb;
+	void *arg = q->arg;
+
+	rr->rrtype = q->raw_type;
+	rr->secure = r != NULL && r->secure;
+	if (c < 0) {
+		rr->status = DNS_TEMPFAIL;
+		rr->error = error;
+	} else if (c > 0) {
+		rr->status = DNS_NXDOMAIN;
+		rr->error = "domain does not exist";
+	} else {
+		rr->status = DNS_OK;
+		for (size_t i = 0; r->havedata && r->data[i] != NULL && rr->n < DNS_RAW_MAX; i++) {
+			if (r->len[i] < 0)
+				continue;
+			rr->rdata[rr->n] = (const unsigned char *)r->data[i];
+			rr->len[rr->n] = (size_t)r->len[i];
+			rr->n++;
+		}
+	}
+	/* Unlinked before the callback, which may call dns_free(). */
+	dns_query_cancel_lookups(q);
+	evtimer_del(q->timer);
+	dns_query_unlink(q);
+	dns_query_destroy(q);
+	cb(rr, arg);
+	free(rr);
+}
+
 static void dns_ub_cb(void *mydata, int err, struct ub_result *r)
 {
 	struct dns_lookup *lk = mydata;
@@ -582,7 +627,9 @@ static void dns_ub_cb(void *mydata, int err, struct ub_result *r)
 	c = dns_result_classify(q, err, r, &error);
 	if (r == NULL || !r->secure)
 		q->res.secure = false;
-	if (lk->kind == DNS_LOOKUP_PTR) {
+	if (lk->kind == DNS_LOOKUP_RAW) {
+		dns_raw_answer(q, c, error, r);
+	} else if (lk->kind == DNS_LOOKUP_PTR) {
 		if (c < 0) {
 			q->res.status = DNS_TEMPFAIL;
 			q->res.error = error;
@@ -877,6 +924,49 @@ struct dns_query *dns_resolve_ptr(struct dns *dns, const struct sockaddr *sa, dn
 	if (dns_lookup_start(q, &q->lookups[0], q->name, DNS_LOOKUP_PTR, 0) < 0)
 		dns_query_fail_later(q, DNS_TEMPFAIL, "cannot start DNS lookup");
 	return q;
+}
+
+struct dns_query *dns_resolve_raw(struct dns *dns, const char *name, int rrtype, dns_raw_cb *cb,
+                                  void *arg)
+{
+	struct dns_query *q = dns_query_new(dns, NULL, arg);
+
+	q->raw_cb = cb;
+	q->raw_type = rrtype;
+	if (rrtype <= 0 || rrtype > 65535) {
+		snprintf(q->name, sizeof(q->name), "%s", "(invalid)");
+		dns_query_fail_later(q, DNS_NXDOMAIN, "invalid record type");
+		return q;
+	}
+	if (!dns_query_name_set(q, name))
+		return q;
+	if (dns_lookup_start(q, &q->lookups[0], q->name, DNS_LOOKUP_RAW, 0) < 0)
+		dns_query_fail_later(q, DNS_TEMPFAIL, "cannot start DNS lookup");
+	return q;
+}
+
+int dns_txt_join(const unsigned char *rdata, size_t len, char *out, size_t outlen)
+{
+	size_t i = 0, o = 0;
+
+	if (outlen == 0)
+		return -1;
+	while (i < len) {
+		size_t l = rdata[i++];
+
+		if (l > len - i || l >= outlen - o)
+			return -1;
+		memcpy(out + o, rdata + i, l);
+		o += l;
+		i += l;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+int dns_wire_name(const unsigned char *p, size_t n, char *out)
+{
+	return dns_wire_name_parse(p, n, out);
 }
 
 void dns_cancel(struct dns_query *q)

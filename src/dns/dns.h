@@ -76,6 +76,43 @@ struct dns_query *dns_resolve_host(struct dns *dns, const char *host, dns_mx_cb 
  * of smtpd (FCrDNS). */
 struct dns_query *dns_resolve_ptr(struct dns *dns, const struct sockaddr *sa, dns_mx_cb *cb,
                                   void *arg);
+
+/* Any record type, for the checks that read records themselves (SPF, DKIM
+ * keys, DMARC policies, DNSBLs): the answer's rdata as libunbound holds it
+ * (names uncompressed). status is DNS_OK with n >= 0 records (n == 0:
+ * NODATA, the name exists without records of this type), DNS_NXDOMAIN
+ * (also for a name that cannot exist) or DNS_TEMPFAIL (SERVFAIL, timeout,
+ * bogus DNSSEC). At most DNS_RAW_MAX records are kept. res is valid only
+ * during the callback, which is always called later from the loop. */
+#define DNS_RAW_MAX 64
+struct dns_raw_result {
+	enum dns_status status;
+	const char *error; /* DNS_NXDOMAIN / DNS_TEMPFAIL: why */
+	bool secure;       /* DNSSEC-validated */
+	int rrtype;
+	size_t n;
+	const unsigned char *rdata[DNS_RAW_MAX];
+	size_t len[DNS_RAW_MAX];
+};
+typedef void dns_raw_cb(const struct dns_raw_result *res, void *arg);
+#define DNS_RR_A 1
+#define DNS_RR_NS 2
+#define DNS_RR_CNAME 5
+#define DNS_RR_PTR 12
+#define DNS_RR_MX 15
+#define DNS_RR_TXT 16
+#define DNS_RR_AAAA 28
+struct dns_query *dns_resolve_raw(struct dns *dns, const char *name, int rrtype, dns_raw_cb *cb,
+                                  void *arg);
+/* TXT rdata: its character-strings (RFC 1035 §3.3.14) joined with nothing
+ * between them (RFC 7208 §3.3, RFC 6376 §3.6.2.2) into out (NUL-terminated).
+ * -1 if malformed or longer than outlen - 1. */
+int dns_txt_join(const unsigned char *rdata, size_t len, char *out, size_t outlen);
+/* Wire-format name (MX after its 2 octets, PTR, CNAME) to text: 1 a name, 0
+ * the root ".", -1 malformed (only LDH and '_' labels are accepted). out
+ * holds 254 octets. */
+int dns_wire_name(const unsigned char *p, size_t n, char *out);
+
 /* Only before the callback has run (the handle is freed after it). */
 void dns_cancel(struct dns_query *q);
 

@@ -7,7 +7,8 @@
  *
  * Names run in parallel; each is resolved REPEAT times one after the other.
  * Modes: mx, host (dns_resolve_host), ptr (dns_resolve_ptr of the numeric
- * address NAME: the names are the result's hosts); cancel (start, then dns_cancel at once:
+ * address NAME: the names are the result's hosts), txt (dns_resolve_raw of TXT:
+ * "txt" lists each record's strings joined); cancel (start, then dns_cancel at once:
  * no callback may run); free (dns_free with lookups pending after 50 ms);
  * freecb (dns_free inside the first callback: no other callback may run).
  * The last line is {"event":"done","callbacks":N,"sync":N}; "sync" counts
@@ -28,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum probe_mode { PROBE_MX, PROBE_HOST, PROBE_CANCEL, PROBE_FREE, PROBE_FREECB, PROBE_PTR };
+enum probe_mode { PROBE_MX, PROBE_HOST, PROBE_CANCEL, PROBE_FREE, PROBE_FREECB, PROBE_PTR, PROBE_TXT };
 
 struct probe;
 
@@ -119,6 +120,7 @@ static void probe_result_print(const struct probe_job *j, const struct dns_mx_re
 }
 
 static void probe_cb(const struct dns_mx_result *res, void *arg);
+static void probe_raw_cb(const struct dns_raw_result *res, void *arg);
 
 static void probe_job_start(struct probe_job *j)
 {
@@ -136,6 +138,8 @@ static void probe_job_start(struct probe_job *j)
 		else if (inet_pton(AF_INET6, j->name, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
 			ss.ss_family = AF_INET6;
 		j->q = dns_resolve_ptr(p->dns, (const struct sockaddr *)&ss, probe_cb, j);
+	} else if (p->mode == PROBE_TXT) {
+		j->q = dns_resolve_raw(p->dns, j->name, DNS_RR_TXT, probe_raw_cb, j);
 	} else
 		j->q = dns_resolve_mx(p->dns, j->name, probe_cb, j);
 	p->in_call = false;
@@ -159,6 +163,36 @@ static void probe_cb(const struct dns_mx_result *res, void *arg)
 		probe_job_start(j);
 }
 
+/* -m txt: {"name":..,"status":..,"error":..,"txt":["joined", ...]} */
+static void probe_raw_cb(const struct dns_raw_result *res, void *arg)
+{
+	struct probe_job *j = arg;
+	struct probe *p = j->p;
+	char txt[4096];
+
+	p->callbacks++;
+	if (p->in_call)
+		p->sync++;
+	j->q = NULL;
+	fputs("{\"name\":", stdout);
+	probe_json_str(j->name);
+	printf(",\"n\":%u,\"status\":\"%s\",\"error\":", j->done, probe_status_names[res->status]);
+	probe_json_str(res->error);
+	fputs(",\"txt\":[", stdout);
+	for (size_t i = 0; i < res->n; i++) {
+		if (i > 0)
+			putchar(',');
+		if (dns_txt_join(res->rdata[i], res->len[i], txt, sizeof(txt)) < 0)
+			fputs("null", stdout);
+		else
+			probe_json_str(txt);
+	}
+	fputs("]}\n", stdout);
+	fflush(stdout);
+	if (++j->done < p->repeat)
+		probe_job_start(j);
+}
+
 static void probe_free_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct probe *p = arg;
@@ -171,7 +205,7 @@ static void probe_free_cb(evutil_socket_t fd, short what, void *arg)
 static void probe_usage(void)
 {
 	fputs("usage: dns_probe [-f FWD]... [-a TA_FILE] [-4] [-T TIMEOUT_MS] [-r REPEAT]\n"
-	      "                 [-m mx|host|cancel|free|freecb|ptr] NAME...\n",
+	      "                 [-m mx|host|cancel|free|freecb|ptr|txt] NAME...\n",
 	      stderr);
 	exit(2);
 }
@@ -187,7 +221,7 @@ static uint64_t probe_num(const char *s, uint64_t max)
 
 static enum probe_mode probe_mode_parse(const char *s)
 {
-	static const char *const names[] = {"mx", "host", "cancel", "free", "freecb", "ptr"};
+	static const char *const names[] = {"mx", "host", "cancel", "free", "freecb", "ptr", "txt"};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if (strcmp(s, names[i]) == 0)

@@ -51,6 +51,8 @@ dup.test.            300 IN MX 20 MX2.example.test.
 cache.test.          300 IN MX 10 mx.cache.test.
 mx.cache.test.       300 IN A 192.0.2.30
 bigmx.test.          300 IN MX 10 big.test.
+txt.test.            300 IN TXT "v=spf1 -all"
+txt.test.            300 IN TXT "v=DKIM1; k=ed25519; p=" "{"A" * 200}" "{"A" * 100}"
 {MANY}
 {BIG}
 {WIDE}
@@ -310,3 +312,18 @@ def test_dnssec_bogus_is_tempfail(dns, tmp_path):
         assert r["status"] == "TEMPFAIL" and r["error"] == "DNSSEC validation failed"
         assert r["secure"] is False
     assert "chain of trust" in stderr
+
+
+def test_raw_txt_records(dns):
+    """dns_resolve_raw: TXT records as the checks read them (SPF, DKIM keys,
+    DMARC): character-strings joined, NODATA apart from NXDOMAIN, SERVFAIL
+    and an unanswering server as TEMPFAIL."""
+    r = one(dns, "txt.test", mode="txt")
+    assert r["status"] == "OK"
+    assert sorted(r["txt"]) == ["v=DKIM1; k=ed25519; p=" + "A" * 300, "v=spf1 -all"]
+    r = one(dns, "implicit.test", mode="txt")  # the name exists, without TXT: NODATA
+    assert r["status"] == "OK" and r["txt"] == []
+    assert one(dns, "nowhere.test", mode="txt")["status"] == "NXDOMAIN"
+    assert one(dns, "servfail.test", mode="txt")["status"] == "TEMPFAIL"
+    r = one(dns, "drop.test", mode="txt", extra=("-T", "1500"))
+    assert r["status"] == "TEMPFAIL" and "timed out" in r["error"]
