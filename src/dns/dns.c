@@ -582,7 +582,12 @@ static int dns_result_classify(struct dns_query *q, int err, struct ub_result *r
 /* The answer of dns_resolve_raw(): handed over as it is, then q is freed. */
 static void dns_raw_answer(struct dns_query *q, int c, const char *error, struct ub_result *r)
 {
-	struct dns_raw_result *rr = xcalloc(1, sizeof(*rr));
+	/* The error may be q->errbuf: kept beside the result, q is freed first. */
+	struct {
+		struct dns_raw_result r;
+		char err[sizeof(q->errbuf)];
+	} *box = xcalloc(1, sizeof(*box));
+	struct dns_raw_result *rr = &box->r;
 	dns_raw_cb *cb = q->raw_cb;
 	void *arg = q->arg;
 
@@ -590,7 +595,8 @@ static void dns_raw_answer(struct dns_query *q, int c, const char *error, struct
 	rr->secure = r != NULL && r->secure;
 	if (c < 0) {
 		rr->status = DNS_TEMPFAIL;
-		rr->error = error;
+		snprintf(box->err, sizeof(box->err), "%s", error != NULL ? error : "DNS failure");
+		rr->error = box->err;
 	} else if (c > 0) {
 		rr->status = DNS_NXDOMAIN;
 		rr->error = "domain does not exist";
@@ -610,7 +616,7 @@ static void dns_raw_answer(struct dns_query *q, int c, const char *error, struct
 	dns_query_unlink(q);
 	dns_query_destroy(q);
 	cb(rr, arg);
-	free(rr);
+	free(box);
 }
 
 static void dns_ub_cb(void *mydata, int err, struct ub_result *r)
