@@ -178,7 +178,6 @@ void spf_cancel(struct spf_query **q)
 
 static void spf_deliver(struct spf_query *q)
 {
-	const struct spf_frame *top = q->depth > 0 ? q->frames[0] : NULL;
 	struct spf_outcome o = {
 	    .result = q->result,
 	    .identity = q->identity,
@@ -190,7 +189,6 @@ static void spf_deliver(struct spf_query *q)
 	    .lookups = q->lookups,
 	    .void_lookups = q->voids,
 	};
-	(void)top;
 	spf_trace(q, "result %s (%s)", spf_result_name(q->result), q->reason);
 	spf_done_fn *cb = q->cb;
 	void *arg = q->arg;
@@ -838,9 +836,11 @@ static void spf_on_answer(const struct dns_raw_result *r, void *arg)
 {
 	struct spf_query *q = arg;
 	q->pending = NULL;
-	spf_trace(q, "answer %s%s%zu record(s)",
-	          r->status == DNS_OK ? "" : r->status == DNS_NXDOMAIN ? "NXDOMAIN " : "TEMPFAIL ",
-	          r->status == DNS_OK ? "" : "", r->status == DNS_OK ? r->n : 0);
+	if (r->status == DNS_OK)
+		spf_trace(q, "answer: %zu record%s", r->n, r->n == 1 ? "" : "s");
+	else
+		spf_trace(q, "answer: %s (%s)", r->status == DNS_NXDOMAIN ? "NXDOMAIN" : "TEMPFAIL",
+		          r->error != NULL ? r->error : "");
 	switch (q->step) {
 	case SPF_STEP_RECORD: spf_on_record(q, r); break;
 	case SPF_STEP_A:
@@ -1024,13 +1024,14 @@ static void spf_hdr_word(struct spf_hdr *h, const char *w)
 	spf_hdr_raw(h, w, n);
 }
 
-/* Text safe inside a comment: printable ASCII without ( ) \ ; at most max. */
+/* Text safe inside a comment: printable ASCII and spaces without ( ) \ ;
+ * at most max. */
 static void spf_hdr_clean(const char *s, char *out, size_t max)
 {
 	size_t k = 0;
 	for (; s != NULL && *s != '\0' && k + 1 < max; s++) {
 		unsigned char c = (unsigned char)*s;
-		out[k++] = (c > 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\') ? (char)c : '?';
+		out[k++] = (c >= 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\') ? (char)c : '?';
 	}
 	out[k] = '\0';
 }
