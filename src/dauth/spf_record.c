@@ -316,7 +316,7 @@ static int spf_directive_parse(struct spf_record *rec, size_t off, size_t len,
 		size_t speclen;
 		if (spf_dual_cidr_parse(arg, alen, t, &speclen) < 0)
 			return -1;
-		if (colon && !spf_domain_spec_valid(arg, speclen))
+		if (colon ? !spf_domain_spec_valid(arg, speclen) : speclen != 0)
 			return -1;
 		alen = speclen;
 		break;
