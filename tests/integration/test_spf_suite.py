@@ -18,7 +18,10 @@ import subprocess
 
 import pytest
 
-yaml = pytest.importorskip("yaml")
+try:
+    import yaml  # Debian python3-yaml (scripts/install-deps.sh --test)
+except ImportError:
+    yaml = None
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SUITE = "/usr/share/doc/python3-spf/rfc7208-tests.yml.gz"
@@ -33,7 +36,7 @@ def suite_bin():
 
 
 def load_scenarios():
-    if not os.path.exists(SUITE):
+    if yaml is None or not os.path.exists(SUITE):
         return []
     with gzip.open(SUITE, "rb") as f:
         return [s for s in yaml.safe_load_all(f) if s]
@@ -41,6 +44,8 @@ def load_scenarios():
 
 SCENARIOS = load_scenarios()
 CASES = [(f"{i}:{name}", i, name) for i, s in enumerate(SCENARIOS) for name in s["tests"]]
+if not CASES:
+    CASES = [("missing:suite", 0, "suite")]  # so that the fixture reports it
 
 
 def wire_name(name):
@@ -123,7 +128,9 @@ def case_lines(scenario, name):
 @pytest.fixture(scope="module")
 def outcomes():
     if not SCENARIOS:
-        pytest.skip(f"{SUITE} not installed (Debian python3-spf)")
+        # CI installs both (scripts/install-deps.sh --test): a missing suite
+        # must not pass as skipped
+        pytest.fail(f"needs {SUITE} (Debian python3-spf) and python3-yaml")
     lines = []
     for _, i, name in CASES:
         lines += case_lines(SCENARIOS[i], name)
