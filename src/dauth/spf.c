@@ -235,8 +235,9 @@ static int spf_wire_name(const unsigned char *p, size_t n, char out[SPF_NAME_BUF
 	return k > 0 ? 1 : 0;
 }
 
-/* The length of a TXT rdata's strings joined (dns_txt_join() stops at no
- * NUL: a record with one must not be read shorter than it is). */
+/* The length of a TXT rdata's strings joined. dns_txt_join() copies NUL
+ * octets too, and a record with one must not be read as shorter than it is
+ * (the suite's "a-null"). Only for rdata dns_txt_join() accepted. */
 static size_t spf_txt_len(const unsigned char *p, size_t n)
 {
 	size_t total = 0;
@@ -862,11 +863,15 @@ static void spf_on_deadline(evutil_socket_t fd, short what, void *arg)
 	if (q->pending != NULL && q->res.cancel != NULL)
 		q->res.cancel(q->res.ctx, q->pending);
 	q->pending = NULL;
+	if (q->exp_tried) {
+		/* the result is known; only exp= (§6.2) was late: the default */
+		snprintf(q->explanation, sizeof(q->explanation), "%s", q->default_exp);
+		spf_deliver(q);
+		return;
+	}
 	q->mechanism[0] = '\0';
-	/* no exp= lookup after the deadline */
 	q->result = SPF_TEMPERROR;
 	snprintf(q->reason, sizeof(q->reason), "SPF check timed out");
-	q->explanation[0] = '\0';
 	spf_deliver(q);
 }
 
@@ -884,23 +889,24 @@ static void spf_on_kick(evutil_socket_t fd, short what, void *arg)
 	spf_lookup(q, q->frames[0]->domain, DNS_RR_TXT, SPF_STEP_RECORD);
 }
 
-static void spf_client_ip(struct spf_query *q, const struct sockaddr *sa)
+static void spf_client_ip(const struct sockaddr *sa, unsigned char ip[16], size_t *iplen_r)
 {
 	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 	if (sa != NULL && sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
 		if (memcmp(s6->sin6_addr.s6_addr, mapped, 12) == 0) {
-			memcpy(q->ip, s6->sin6_addr.s6_addr + 12, 4); /* §5: IPv4 in IPv6 */
-			q->iplen = 4;
+			memcpy(ip, s6->sin6_addr.s6_addr + 12, 4); /* §5: IPv4 in IPv6 */
+			*iplen_r = 4;
 		} else {
-			memcpy(q->ip, s6->sin6_addr.s6_addr, 16);
-			q->iplen = 16;
+			memcpy(ip, s6->sin6_addr.s6_addr, 16);
+			*iplen_r = 16;
 		}
 	} else if (sa != NULL && sa->sa_family == AF_INET) {
-		memcpy(q->ip, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		q->iplen = 4;
+		memcpy(ip, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		*iplen_r = 4;
 	} else {
-		q->iplen = 4; /* 0.0.0.0: matches nothing useful */
+		memset(ip, 0, 4); /* 0.0.0.0: matches nothing useful */
+		*iplen_r = 4;
 	}
 }
 
@@ -966,7 +972,7 @@ struct spf_query *spf_check(const struct spf_resolver *res, struct event_base *b
 	q->trace_arg = req->trace_arg;
 	q->now = req->now != 0 ? req->now : time(NULL);
 	q->result = SPF_NONE;
-	spf_client_ip(q, req->client);
+	spf_client_ip(req->client, q->ip, &q->iplen);
 	snprintf(q->receiver, sizeof(q->receiver), "%s",
 	         req->hostname != NULL && req->hostname[0] != '\0' ? req->hostname : "unknown");
 	snprintf(q->default_exp, sizeof(q->default_exp), "%s",
@@ -1074,9 +1080,10 @@ int spf_received_header(const struct spf_outcome *o, const struct spf_request *r
 		return -1;
 	out[0] = '\0';
 	char ip[INET6_ADDRSTRLEN] = "0.0.0.0";
-	struct spf_query tmp;
-	spf_client_ip(&tmp, req->client);
-	inet_ntop(tmp.iplen == 16 ? AF_INET6 : AF_INET, tmp.ip, ip, sizeof(ip));
+	unsigned char addr[16] = {0};
+	size_t alen;
+	spf_client_ip(req->client, addr, &alen);
+	inet_ntop(alen == 16 ? AF_INET6 : AF_INET, addr, ip, sizeof(ip));
 	char recv[SPF_NAME_BUF], who[SPF_SENDER_MAX + 1], why[300];
 	spf_hdr_clean(receiver != NULL ? receiver : "unknown", recv, sizeof(recv));
 	spf_hdr_clean(o->sender, who, sizeof(who));

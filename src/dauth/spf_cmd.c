@@ -6,7 +6,8 @@
  * the evaluation, the result with its reason and explanation, and the
  * Received-SPF field smtpd would add. DNS goes to the system resolver
  * (/etc/resolv.conf), or with -c to the configuration's dns.forwarders and
- * trust anchor; %{r} is the configuration's hostname (else the system's).
+ * trust anchor and dns.timeout (per lookup); %{r} is the configuration's
+ * hostname (else the system's).
  * Hostile: everything DNS returns; it is printed with control and non-ASCII
  * octets replaced by '?' so that a record cannot drive the terminal. */
 #include "dauth/spf_cmd.h"
@@ -124,6 +125,8 @@ static int spf_cmd_check(const char *conf_path, const char *ip, const char *send
 		dc.forwarders = (const char *const *)conf->dns.forwarders;
 		dc.n_forwarders = conf->dns.n_forwarders;
 		dc.trust_anchor_file = conf->dns.trust_anchor;
+		/* each lookup; the check as a whole has SPF_TIMEOUT_DEFAULT_MS */
+		dc.timeout_ms = (unsigned)conf->dns.timeout;
 	}
 	struct event_base *base = event_base_new();
 	struct dns *dns = NULL;

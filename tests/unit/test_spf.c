@@ -514,11 +514,17 @@ static void test_eval_exp(void **state)
 	static const struct zrr zone[] = {
 	    {"example.com", DNS_RR_TXT, "v=spf1 -all exp=why.example.com"},
 	    {"why.example.com", DNS_RR_TXT, "%{i} may not send for %{d} (%{r})"},
+	    {"slow.example.com", DNS_RR_TXT, "v=spf1 -all exp=hang.example.com"},
+	    {"hang.example.com", DNS_RR_TXT, "HANG"},
 	};
 	struct run r;
 	check(zone, N_ELEMENTS(zone), "192.0.2.9", "a@example.com", "x", SPF_ID_MAILFROM, &r);
 	assert_int_equal(r.result, SPF_FAIL);
 	assert_string_equal(r.explanation, "192.0.2.9 may not send for example.com (mx.example.net)");
+	/* the deadline during the exp= lookup keeps the fail, with the default */
+	check(zone, N_ELEMENTS(zone), "192.0.2.9", "a@slow.example.com", "x", SPF_ID_MAILFROM, &r);
+	assert_int_equal(r.result, SPF_FAIL);
+	assert_string_equal(r.explanation, SPF_EXPLANATION_DEFAULT);
 }
 
 /* §4.6.4: the 11th DNS-querying term is a permerror, and so is the third
