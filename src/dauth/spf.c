@@ -83,7 +83,7 @@ struct spf_query {
 	size_t depth;
 	unsigned lookups, voids;
 
-	char target[SPF_NAME_BUF]; /* the current term's domain */
+	char target[SPF_NAME_BUF];                 /* the current term's domain */
 	char names[SPF_NAMES_LIMIT][SPF_NAME_BUF]; /* MX or PTR names */
 	size_t nnames, iname;
 
@@ -100,7 +100,7 @@ struct spf_query {
 	char exp_text[SPF_EXPAND_MAX + 1];
 };
 
-static const char *const spf_result_names[] = {"none", "neutral", "pass", "fail",
+static const char *const spf_result_names[] = {"none",     "neutral",   "pass",     "fail",
                                                "softfail", "temperror", "permerror"};
 
 const char *spf_result_name(enum spf_result r)
@@ -129,8 +129,8 @@ void spf_resolver_dns(struct spf_resolver *r, struct dns *dns)
 	r->ctx = dns;
 }
 
-__attribute__((format(printf, 2, 3))) static void spf_trace(struct spf_query *q,
-                                                            const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void spf_trace(struct spf_query *q, const char *fmt,
+                                                            ...)
 {
 	if (q->trace == NULL)
 		return;
@@ -145,12 +145,18 @@ __attribute__((format(printf, 2, 3))) static void spf_trace(struct spf_query *q,
 static const char *spf_rrtype_name(int t)
 {
 	switch (t) {
-	case DNS_RR_A: return "A";
-	case DNS_RR_AAAA: return "AAAA";
-	case DNS_RR_MX: return "MX";
-	case DNS_RR_PTR: return "PTR";
-	case DNS_RR_TXT: return "TXT";
-	default: return "?";
+	case DNS_RR_A:
+		return "A";
+	case DNS_RR_AAAA:
+		return "AAAA";
+	case DNS_RR_MX:
+		return "MX";
+	case DNS_RR_PTR:
+		return "PTR";
+	case DNS_RR_TXT:
+		return "TXT";
+	default:
+		return "?";
 	}
 }
 
@@ -248,8 +254,7 @@ static size_t spf_txt_len(const unsigned char *p, size_t n)
 
 /* The end of the evaluation: result with a reason. For fail, exp= is
  * looked up first (§6.2). Always called from the loop. */
-__attribute__((format(printf, 3, 4))) static void spf_finish(struct spf_query *q,
-                                                             enum spf_result r,
+__attribute__((format(printf, 3, 4))) static void spf_finish(struct spf_query *q, enum spf_result r,
                                                              const char *fmt, ...)
 {
 	q->result = r;
@@ -303,9 +308,10 @@ static int spf_expand_target(struct spf_query *q, const char *rtext, struct spf_
 	struct spf_macro_ctx ctx;
 	const char *err;
 	spf_macro_ctx(q, f->domain, &ctx);
-	if (spf_macro_expand(rtext + spec.off, spec.len, &ctx, false, q->target,
-	                     sizeof(q->target), &err) < 0) {
-		spf_finish(q, SPF_PERMERROR, "%s in \"%.*s\"", err, (int)spec.len, rtext + spec.off);
+	if (spf_macro_expand(rtext + spec.off, spec.len, &ctx, false, q->target, sizeof(q->target),
+	                     &err) < 0) {
+		spf_finish(q, SPF_PERMERROR, "%s in \"%.*s\"", err, (int)spec.len,
+		           rtext + spec.off);
 		return -1;
 	}
 	return 0;
@@ -319,8 +325,8 @@ static const char *spf_p_value(const struct spf_query *q, const char *domain)
 	for (size_t i = 0; i < q->nvalidated; i++) {
 		const char *n = q->validated[i];
 		size_t nlen = strlen(n);
-		if (strcasecmp(n, domain) == 0 ||
-		    (nlen > dlen && n[nlen - dlen - 1] == '.' && strcasecmp(n + nlen - dlen, domain) == 0))
+		if (strcasecmp(n, domain) == 0 || (nlen > dlen && n[nlen - dlen - 1] == '.' &&
+		                                   strcasecmp(n + nlen - dlen, domain) == 0))
 			return n;
 	}
 	return q->nvalidated > 0 ? q->validated[0] : "unknown";
@@ -348,8 +354,8 @@ static void spf_ptr_start(struct spf_query *q, enum spf_resume resume)
 	size_t k = 0;
 	static const char hex[] = "0123456789abcdef";
 	if (q->iplen == 4) {
-		snprintf(name, sizeof(name), "%u.%u.%u.%u.in-addr.arpa", q->ip[3], q->ip[2], q->ip[1],
-		         q->ip[0]);
+		snprintf(name, sizeof(name), "%u.%u.%u.%u.in-addr.arpa", q->ip[3], q->ip[2],
+		         q->ip[1], q->ip[0]);
 	} else {
 		for (size_t i = 16; i-- > 0;) {
 			name[k++] = hex[q->ip[i] & 15];
@@ -512,8 +518,9 @@ static void spf_term_start(struct spf_query *q, const struct spf_term *t)
 		return;
 	case SPF_MECH_IP4:
 	case SPF_MECH_IP6:
-		spf_term_matched(q, (t->mech == SPF_MECH_IP4) == v4 &&
-		                        spf_addr_match(q, t->addr, v4 ? 4 : 16, t->cidr4, t->cidr6));
+		spf_term_matched(q,
+		                 (t->mech == SPF_MECH_IP4) == v4 &&
+		                     spf_addr_match(q, t->addr, v4 ? 4 : 16, t->cidr4, t->cidr6));
 		return;
 	default:
 		break;
@@ -701,8 +708,8 @@ static void spf_on_mx(struct spf_query *q, const struct dns_raw_result *r)
 	}
 	q->nnames = q->iname = 0;
 	for (size_t i = 0; i < r->n; i++) {
-		if (r->len[i] < 3 || spf_wire_name(r->rdata[i] + 2, r->len[i] - 2,
-		                                   q->names[q->nnames]) != 1)
+		if (r->len[i] < 3 ||
+		    spf_wire_name(r->rdata[i] + 2, r->len[i] - 2, q->names[q->nnames]) != 1)
 			continue; /* "." (RFC 7505) or malformed: no address */
 		q->nnames++;
 	}
@@ -843,15 +850,30 @@ static void spf_on_answer(const struct dns_raw_result *r, void *arg)
 		spf_trace(q, "answer: %s (%s)", r->status == DNS_NXDOMAIN ? "NXDOMAIN" : "TEMPFAIL",
 		          r->error != NULL ? r->error : "");
 	switch (q->step) {
-	case SPF_STEP_RECORD: spf_on_record(q, r); break;
+	case SPF_STEP_RECORD:
+		spf_on_record(q, r);
+		break;
 	case SPF_STEP_A:
-	case SPF_STEP_EXISTS: spf_on_a(q, r); break;
-	case SPF_STEP_MX: spf_on_mx(q, r); break;
-	case SPF_STEP_MX_ADDR: spf_on_mx_addr(q, r); break;
-	case SPF_STEP_PTR: spf_on_ptr(q, r); break;
-	case SPF_STEP_PTR_ADDR: spf_on_ptr_addr(q, r); break;
-	case SPF_STEP_EXP: spf_on_exp(q, r); break;
-	case SPF_STEP_NONE: break;
+	case SPF_STEP_EXISTS:
+		spf_on_a(q, r);
+		break;
+	case SPF_STEP_MX:
+		spf_on_mx(q, r);
+		break;
+	case SPF_STEP_MX_ADDR:
+		spf_on_mx_addr(q, r);
+		break;
+	case SPF_STEP_PTR:
+		spf_on_ptr(q, r);
+		break;
+	case SPF_STEP_PTR_ADDR:
+		spf_on_ptr_addr(q, r);
+		break;
+	case SPF_STEP_EXP:
+		spf_on_exp(q, r);
+		break;
+	case SPF_STEP_NONE:
+		break;
 	}
 }
 
@@ -1037,7 +1059,8 @@ static void spf_hdr_clean(const char *s, char *out, size_t max)
 	size_t k = 0;
 	for (; s != NULL && *s != '\0' && k + 1 < max; s++) {
 		unsigned char c = (unsigned char)*s;
-		out[k++] = (c >= 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\') ? (char)c : '?';
+		out[k++] =
+		    (c >= 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\') ? (char)c : '?';
 	}
 	out[k] = '\0';
 }
@@ -1093,13 +1116,14 @@ int spf_received_header(const struct spf_outcome *o, const struct spf_request *r
 	char comment[1024];
 	switch (o->result) {
 	case SPF_PASS:
-		snprintf(comment, sizeof(comment), "(%s: domain of %s designates %s as permitted sender)",
-		         recv, who, ip);
+		snprintf(comment, sizeof(comment),
+		         "(%s: domain of %s designates %s as permitted sender)", recv, who, ip);
 		break;
 	case SPF_FAIL:
 	case SPF_SOFTFAIL:
 		snprintf(comment, sizeof(comment),
-		         "(%s: domain of %s does not designate %s as permitted sender)", recv, who, ip);
+		         "(%s: domain of %s does not designate %s as permitted sender)", recv, who,
+		         ip);
 		break;
 	default:
 		snprintf(comment, sizeof(comment), "(%s: %s)", recv, why);

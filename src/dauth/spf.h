@@ -64,10 +64,10 @@ struct spf_request {
 	const char *helo;              /* HELO/EHLO argument as given; NULL: "" */
 	const char *hostname;          /* our name, %{r}; NULL: "unknown" */
 	enum spf_identity identity;
-	unsigned timeout_ms;           /* 0: SPF_TIMEOUT_DEFAULT_MS */
-	time_t now;                    /* %{t}; 0: time(NULL) */
+	unsigned timeout_ms;             /* 0: SPF_TIMEOUT_DEFAULT_MS */
+	time_t now;                      /* %{t}; 0: time(NULL) */
 	const char *default_explanation; /* fail without exp=; NULL: SPF_EXPLANATION_DEFAULT */
-	spf_trace_fn *trace;           /* NULL: none */
+	spf_trace_fn *trace;             /* NULL: none */
 	void *trace_arg;
 };
 #define SPF_EXPLANATION_DEFAULT "sender is not authorized by the domain's SPF record"

@@ -132,14 +132,18 @@ static int spf_cmd_check(const char *conf_path, const char *ip, const char *send
 	struct dns *dns = NULL;
 	int rc = 1;
 	if (base == NULL || dns_create(base, &dc, &dns, err, sizeof(err)) < 0) {
-		fprintf(stderr, "hikyaku spf: resolver: %s\n", base == NULL ? "no event base" : err);
+		fprintf(stderr, "hikyaku spf: resolver: %s\n",
+		        base == NULL ? "no event base" : err);
 		goto out;
 	}
 	struct spf_resolver res;
 	spf_resolver_dns(&res, dns);
 	struct spf_cmd_run run = {
-	    .req = {.client = (struct sockaddr *)&ss, .sender = sender, .helo = helo,
-	            .hostname = host, .identity = SPF_ID_MAILFROM,
+	    .req = {.client = (struct sockaddr *)&ss,
+	            .sender = sender,
+	            .helo = helo,
+	            .hostname = host,
+	            .identity = SPF_ID_MAILFROM,
 	            .trace = spf_cmd_trace},
 	    .receiver = host,
 	};

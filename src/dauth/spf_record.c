@@ -13,9 +13,8 @@ static const char *const spf_mech_names[] = {"all", "include", "a",   "mx",
 
 const char *spf_mech_name(enum spf_mech m)
 {
-	return (unsigned)m < sizeof(spf_mech_names) / sizeof(spf_mech_names[0])
-	           ? spf_mech_names[m]
-	           : "?";
+	return (unsigned)m < sizeof(spf_mech_names) / sizeof(spf_mech_names[0]) ? spf_mech_names[m]
+	                                                                        : "?";
 }
 
 static bool spf_is_alpha(char c)
@@ -57,9 +56,18 @@ bool spf_record_is_spf(const char *text, size_t len)
 static bool spf_macro_letter(char c, bool exp)
 {
 	switch (spf_lower(c)) {
-	case 's': case 'l': case 'o': case 'd': case 'i': case 'p': case 'h': case 'v':
+	case 's':
+	case 'l':
+	case 'o':
+	case 'd':
+	case 'i':
+	case 'p':
+	case 'h':
+	case 'v':
 		return true;
-	case 'c': case 'r': case 't':
+	case 'c':
+	case 'r':
+	case 't':
 		return exp;
 	default:
 		return false;
@@ -264,8 +272,7 @@ static int spf_mech_lookup(const char *name, size_t len, enum spf_mech *m_r)
 }
 
 /* One directive: [qualifier] name [":" arg | "/" cidr]. */
-static int spf_directive_parse(struct spf_record *rec, size_t off, size_t len,
-                               const char **error_r)
+static int spf_directive_parse(struct spf_record *rec, size_t off, size_t len, const char **error_r)
 {
 	const char *s = rec->text + off;
 	struct spf_term *t = &rec->terms[rec->nterms];
@@ -386,8 +393,7 @@ static int spf_term_parse(struct spf_record *rec, size_t off, size_t len, const 
 	return spf_directive_parse(rec, off, len, error_r);
 }
 
-int spf_record_parse(const char *text, size_t len, struct spf_record *rec,
-                     const char **error_r)
+int spf_record_parse(const char *text, size_t len, struct spf_record *rec, const char **error_r)
 {
 	rec->text[0] = '\0';
 	rec->nterms = 0;
@@ -459,14 +465,30 @@ static void spf_macro_value(char letter, const struct spf_macro_ctx *ctx, bool u
 {
 	const char *v = "";
 	switch (spf_lower(letter)) {
-	case 's': v = ctx->sender; break;
-	case 'l': v = ctx->local; break;
-	case 'o': v = ctx->sender_domain; break;
-	case 'd': v = ctx->domain; break;
-	case 'h': v = ctx->helo; break;
-	case 'p': v = ctx->p != NULL ? ctx->p : "unknown"; break;
-	case 'r': v = ctx->receiver != NULL ? ctx->receiver : "unknown"; break;
-	case 'v': v = ctx->iplen == 16 ? "ip6" : "in-addr"; break;
+	case 's':
+		v = ctx->sender;
+		break;
+	case 'l':
+		v = ctx->local;
+		break;
+	case 'o':
+		v = ctx->sender_domain;
+		break;
+	case 'd':
+		v = ctx->domain;
+		break;
+	case 'h':
+		v = ctx->helo;
+		break;
+	case 'p':
+		v = ctx->p != NULL ? ctx->p : "unknown";
+		break;
+	case 'r':
+		v = ctx->receiver != NULL ? ctx->receiver : "unknown";
+		break;
+	case 'v':
+		v = ctx->iplen == 16 ? "ip6" : "in-addr";
+		break;
 	case 't':
 		snprintf(buf, buflen, "%lld", (long long)ctx->now);
 		return;
@@ -501,14 +523,14 @@ static void spf_macro_value(char letter, const struct spf_macro_ctx *ctx, bool u
 
 /* §7.3: split on delims, optionally reverse, keep the rightmost n parts,
  * join with "."; uppercase letters URL-escape the result (RFC 3986 §2.3). */
-static void spf_macro_transform(const char *val, const char *delims, size_t ndelims,
-                                unsigned n, bool rev, bool escape, struct spf_out *o)
+static void spf_macro_transform(const char *val, const char *delims, size_t ndelims, unsigned n,
+                                bool rev, bool escape, struct spf_out *o)
 {
 	struct spf_span parts[SPF_EXPAND_MAX / 2 + 1];
 	size_t np = 0, start = 0, vlen = strlen(val);
 	for (size_t i = 0; i <= vlen && np < sizeof(parts) / sizeof(parts[0]); i++) {
-		bool d = i == vlen || (ndelims == 0 ? val[i] == '.'
-		                                    : memchr(delims, val[i], ndelims) != NULL);
+		bool d = i == vlen ||
+		         (ndelims == 0 ? val[i] == '.' : memchr(delims, val[i], ndelims) != NULL);
 		if (d) {
 			parts[np].off = (uint16_t)start;
 			parts[np].len = (uint16_t)(i - start);

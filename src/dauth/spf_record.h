@@ -49,8 +49,7 @@ struct spf_record {
 /* Parse one record that starts with "v=spf1" (§4.5). 0, or -1 with *error_r
  * (a static string) for anything that makes the record a permerror (§4.6):
  * syntax, unknown mechanisms, duplicate redirect/exp, non-ASCII, bounds. */
-int spf_record_parse(const char *text, size_t len, struct spf_record *rec,
-                     const char **error_r);
+int spf_record_parse(const char *text, size_t len, struct spf_record *rec, const char **error_r);
 /* Whether a TXT string is an SPF record: "v=spf1" then SP or the end (§4.5). */
 bool spf_record_is_spf(const char *text, size_t len);
 const char *spf_mech_name(enum spf_mech m);
@@ -58,10 +57,10 @@ const char *spf_mech_name(enum spf_mech m);
 /* What macros expand to (§7.2). Strings are NUL-terminated; ip is 4 or 16
  * octets (iplen). p may be NULL when the expansion needs no %{p}. */
 struct spf_macro_ctx {
-	const char *sender;   /* s */
-	const char *local;    /* l */
+	const char *sender;        /* s */
+	const char *local;         /* l */
 	const char *sender_domain; /* o */
-	const char *domain;   /* d */
+	const char *domain;        /* d */
 	const unsigned char *ip;
 	size_t iplen;
 	const char *helo;     /* h */

@@ -16,8 +16,7 @@
 
 #include "dauth/spf_record.h"
 
-static void fuzz_spf_expand(const char *s, size_t len, const struct spf_macro_ctx *ctx,
-                            bool exp)
+static void fuzz_spf_expand(const char *s, size_t len, const struct spf_macro_ctx *ctx, bool exp)
 {
 	char out[SPF_EXPAND_MAX + 1];
 	const char *err = NULL;

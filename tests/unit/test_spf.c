@@ -57,13 +57,13 @@ static const struct parse_case parse_cases[] = {
     {"v=spf1 include:", -1, 0},
     {"v=spf1 exists", -1, 0},
     {"v=spf1 a:", -1, 0},
-    {"v=spf1 a:com", -1, 0},         /* no "." toplabel */
-    {"v=spf1 a:foo.123", -1, 0},     /* numeric toplabel */
+    {"v=spf1 a:com", -1, 0},     /* no "." toplabel */
+    {"v=spf1 a:foo.123", -1, 0}, /* numeric toplabel */
     {"v=spf1 a:111.222.33.44", -1, 0},
     {"v=spf1 a:foo.-bar", -1, 0},
     {"v=spf1 a/33", -1, 0},
     {"v=spf1 a//129", -1, 0},
-    {"v=spf1 a/024", -1, 0},          /* no leading zeros */
+    {"v=spf1 a/024", -1, 0}, /* no leading zeros */
     {"v=spf1 a/", -1, 0},
     {"v=spf1 mx:example.com/24/", -1, 0},
     {"v=spf1 ip4:1.2.3.4/33", -1, 0},
@@ -73,7 +73,7 @@ static const struct parse_case parse_cases[] = {
     {"v=spf1 ip6:::1/129", -1, 0},
     {"v=spf1 ip4", -1, 0},
     {"v=spf1 ptr:", -1, 0},
-    {"v=spf1 foo", -1, 0},            /* unknown mechanism */
+    {"v=spf1 foo", -1, 0}, /* unknown mechanism */
     {"v=spf1 =all", -1, 0},
     {"v=spf1 -all redirect=a.example redirect=b.example", -1, 0},
     {"v=spf1 exp=a.example exp=b.example", -1, 0},
@@ -195,8 +195,7 @@ static const struct macro_case macro_cases[] = {
      "bad.strong.lp.3.2.0.192.in-addr._spf.example.com"},
     {"%{ir}.%{v}.%{l1r-}.lp._spf.%{d2}", false, false,
      "3.2.0.192.in-addr.strong.lp._spf.example.com"},
-    {"%{d2}.trusted-domains.example.net", false, false,
-     "example.com.trusted-domains.example.net"},
+    {"%{d2}.trusted-domains.example.net", false, false, "example.com.trusted-domains.example.net"},
     {"%{ir}.%{v}._spf.%{d2}", true, false,
      "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6._spf.example.com"},
     /* escapes, upper case (URL-escaped), h, p, trailing dot */
@@ -234,7 +233,8 @@ static void test_macro_table(void **state)
 		char out[SPF_EXPAND_MAX + 1];
 		const char *err = NULL;
 		macro_ctx(&ctx, c->v6);
-		int ret = spf_macro_expand(c->in, strlen(c->in), &ctx, c->exp, out, sizeof(out), &err);
+		int ret =
+		    spf_macro_expand(c->in, strlen(c->in), &ctx, c->exp, out, sizeof(out), &err);
 		if (c->out == NULL) {
 			if (ret != -1)
 				fail_msg("case %zu \"%s\": expanded to \"%s\"", i, c->in, out);
@@ -432,8 +432,8 @@ static void run_done(const struct spf_outcome *o, void *arg)
 	snprintf(r->explanation, sizeof(r->explanation), "%s", o->explanation);
 	snprintf(r->mechanism, sizeof(r->mechanism), "%s", o->mechanism);
 	snprintf(r->identity, sizeof(r->identity), "%s", o->identity);
-	assert_true(spf_received_header(o, r->req, "mx.example.net", r->header,
-	                                sizeof(r->header)) > 0);
+	assert_true(spf_received_header(o, r->req, "mx.example.net", r->header, sizeof(r->header)) >
+	            0);
 }
 
 static void check(const struct zrr *rr, size_t n, const char *ip, const char *sender,
@@ -447,8 +447,11 @@ static void check(const struct zrr *rr, size_t n, const char *ip, const char *se
 		ss.ss_family = AF_INET;
 	else if (inet_pton(AF_INET6, ip, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
 		ss.ss_family = AF_INET6;
-	struct spf_request req = {.client = (struct sockaddr *)&ss, .sender = sender,
-	                          .helo = helo, .hostname = "mx.example.net", .identity = id,
+	struct spf_request req = {.client = (struct sockaddr *)&ss,
+	                          .sender = sender,
+	                          .helo = helo,
+	                          .hostname = "mx.example.net",
+	                          .identity = id,
 	                          .timeout_ms = 200};
 	memset(r, 0, sizeof(*r));
 	r->req = &req;
@@ -520,7 +523,8 @@ static void test_eval_exp(void **state)
 	struct run r;
 	check(zone, N_ELEMENTS(zone), "192.0.2.9", "a@example.com", "x", SPF_ID_MAILFROM, &r);
 	assert_int_equal(r.result, SPF_FAIL);
-	assert_string_equal(r.explanation, "192.0.2.9 may not send for example.com (mx.example.net)");
+	assert_string_equal(r.explanation,
+	                    "192.0.2.9 may not send for example.com (mx.example.net)");
 	/* the deadline during the exp= lookup keeps the fail, with the default */
 	check(zone, N_ELEMENTS(zone), "192.0.2.9", "a@slow.example.com", "x", SPF_ID_MAILFROM, &r);
 	assert_int_equal(r.result, SPF_FAIL);
@@ -550,8 +554,7 @@ static void test_eval_limits(void **state)
 	    {"i3.example.com", DNS_RR_TXT, "v=spf1 a a a a a a a a"},
 	    {"i3.example.com", DNS_RR_A, "203.0.113.1"},
 	};
-	check(chain11, N_ELEMENTS(chain11), "192.0.2.1", "a@example.com", "x", SPF_ID_MAILFROM,
-	      &r);
+	check(chain11, N_ELEMENTS(chain11), "192.0.2.1", "a@example.com", "x", SPF_ID_MAILFROM, &r);
 	assert_int_equal(r.result, SPF_PERMERROR);
 	assert_string_equal(r.reason, "more than 10 DNS lookups");
 	assert_non_null(strstr(r.header, "problem="));
@@ -569,11 +572,16 @@ static void test_eval_limits(void **state)
 	assert_string_equal(r.reason, "more than 2 void DNS lookups");
 	static const struct zrr mx11[] = {
 	    {"example.com", DNS_RR_TXT, "v=spf1 mx -all"},
-	    {"example.com", DNS_RR_MX, "m1.example.com"}, {"example.com", DNS_RR_MX, "m2.example.com"},
-	    {"example.com", DNS_RR_MX, "m3.example.com"}, {"example.com", DNS_RR_MX, "m4.example.com"},
-	    {"example.com", DNS_RR_MX, "m5.example.com"}, {"example.com", DNS_RR_MX, "m6.example.com"},
-	    {"example.com", DNS_RR_MX, "m7.example.com"}, {"example.com", DNS_RR_MX, "m8.example.com"},
-	    {"example.com", DNS_RR_MX, "m9.example.com"}, {"example.com", DNS_RR_MX, "m10.example.com"},
+	    {"example.com", DNS_RR_MX, "m1.example.com"},
+	    {"example.com", DNS_RR_MX, "m2.example.com"},
+	    {"example.com", DNS_RR_MX, "m3.example.com"},
+	    {"example.com", DNS_RR_MX, "m4.example.com"},
+	    {"example.com", DNS_RR_MX, "m5.example.com"},
+	    {"example.com", DNS_RR_MX, "m6.example.com"},
+	    {"example.com", DNS_RR_MX, "m7.example.com"},
+	    {"example.com", DNS_RR_MX, "m8.example.com"},
+	    {"example.com", DNS_RR_MX, "m9.example.com"},
+	    {"example.com", DNS_RR_MX, "m10.example.com"},
 	    {"example.com", DNS_RR_MX, "m11.example.com"},
 	};
 	check(mx11, N_ELEMENTS(mx11), "192.0.2.1", "a@example.com", "x", SPF_ID_MAILFROM, &r);
@@ -630,8 +638,8 @@ static void test_cancel(void **state)
 	struct zone z = {base, zone, 1, 0, 0, 0};
 	struct spf_resolver res = {zone_lookup, zone_cancel, &z};
 	struct sockaddr_in sin = {.sin_family = AF_INET};
-	struct spf_request req = {.client = (struct sockaddr *)&sin, .sender = "a@example.com",
-	                          .timeout_ms = 50};
+	struct spf_request req = {
+	    .client = (struct sockaddr *)&sin, .sender = "a@example.com", .timeout_ms = 50};
 	/* before the first lookup started */
 	struct spf_query *q = spf_check(&res, base, &req, cancel_done, NULL);
 	spf_cancel(&q);
@@ -660,9 +668,13 @@ static void test_received_header(void **state)
 	struct spf_request req = {.client = (struct sockaddr *)&s6,
 	                          .sender = "\"evil\\\"\r\nX-Injected: yes\"@example.com",
 	                          .helo = "a(b)c\r\nd"};
-	struct spf_outcome o = {.result = SPF_FAIL, .identity = "mailfrom",
-	                        .sender = req.sender, .domain = "example.com",
-	                        .mechanism = "-all", .explanation = "", .reason = "x"};
+	struct spf_outcome o = {.result = SPF_FAIL,
+	                        .identity = "mailfrom",
+	                        .sender = req.sender,
+	                        .domain = "example.com",
+	                        .mechanism = "-all",
+	                        .explanation = "",
+	                        .reason = "x"};
 	char out[1024];
 	int n = spf_received_header(&o, &req, "mx.example.net", out, sizeof(out));
 	assert_true(n > 0);
@@ -670,7 +682,8 @@ static void test_received_header(void **state)
 	assert_null(strstr(out, "\r\nX-Injected"));
 	assert_non_null(strstr(out, "client-ip=2001:db8::1;"));
 	assert_non_null(strstr(out, "mechanism=\"-all\";") ? "" : strstr(out, "mechanism=-all;"));
-	assert_non_null(strstr(out, "envelope-from=\"\\\"evil\\\\\\\"??X-Injected: yes\\\"@example.com\";"));
+	assert_non_null(
+	    strstr(out, "envelope-from=\"\\\"evil\\\\\\\"??X-Injected: yes\\\"@example.com\";"));
 	assert_non_null(strstr(out, "helo=\"a(b)c??d\";"));
 	for (const char *p = out; *p != '\0'; p++) {
 		if (*p == '\r') {
@@ -686,11 +699,11 @@ static void test_received_header(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_parse_table),      cmocka_unit_test(test_parse_fields),
-	    cmocka_unit_test(test_macro_table),      cmocka_unit_test(test_macro_truncate),
-	    cmocka_unit_test(test_eval_basic),       cmocka_unit_test(test_eval_exp),
-	    cmocka_unit_test(test_eval_limits),      cmocka_unit_test(test_eval_errors),
-	    cmocka_unit_test(test_cancel),           cmocka_unit_test(test_received_header),
+	    cmocka_unit_test(test_parse_table), cmocka_unit_test(test_parse_fields),
+	    cmocka_unit_test(test_macro_table), cmocka_unit_test(test_macro_truncate),
+	    cmocka_unit_test(test_eval_basic),  cmocka_unit_test(test_eval_exp),
+	    cmocka_unit_test(test_eval_limits), cmocka_unit_test(test_eval_errors),
+	    cmocka_unit_test(test_cancel),      cmocka_unit_test(test_received_header),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
