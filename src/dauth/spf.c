@@ -182,8 +182,18 @@ void spf_cancel(struct spf_query **q)
 	spf_free(q);
 }
 
+/* Whatever reached a text from the client or the DNS becomes '?'. */
+static void spf_printable(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+			*s = '?';
+}
+
 static void spf_deliver(struct spf_query *q)
 {
+	spf_printable(q->reason);
+	spf_printable(q->explanation);
 	struct spf_outcome o = {
 	    .result = q->result,
 	    .identity = q->identity,
@@ -288,6 +298,10 @@ static bool spf_name_valid(const char *d, bool multi_label)
 				labels++;
 			continue;
 		}
+		/* control octets and non-ASCII (from a macro's %{l}, say) name
+		 * nothing that can exist */
+		if ((unsigned char)c < 0x20 || (unsigned char)c >= 0x7f)
+			return false;
 		if (++label > 63)
 			return false;
 	}

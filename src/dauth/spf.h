@@ -55,7 +55,8 @@ enum spf_identity {
 #define SPF_TIMEOUT_DEFAULT_MS 20000 /* the whole check (§4.6.4 suggests >= 20 s) */
 
 /* Called for each step of the evaluation (terms, lookups), for the CLI and
- * debugging; line is valid only during the call. */
+ * debugging; line is valid only during the call. It quotes records and
+ * names from the DNS as they are: hostile, to be escaped before display. */
 typedef void spf_trace_fn(const char *line, void *arg);
 
 struct spf_request {
@@ -76,10 +77,12 @@ struct spf_request {
 struct spf_outcome {
 	enum spf_result result;
 	const char *identity;    /* "mailfrom" or "helo" */
-	const char *sender;      /* what was checked: "user@domain", "postmaster@helo" */
+	const char *sender;      /* what was checked: "user@domain", "postmaster@helo";
+	                          * the client's text as given (hostile) */
 	const char *domain;      /* its domain ("" if it had none) */
 	const char *mechanism;   /* the term that decided ("ip4:192.0.2.0/24", "default"), or "" */
-	const char *explanation; /* SPF_FAIL: expanded exp= text or the default; else "" */
+	const char *explanation; /* SPF_FAIL: expanded exp= text or the default; else "".
+	                          * explanation and reason are printable ASCII */
 	const char *reason;      /* short text: "mechanism ip4:192.0.2.0/24 matched",
 	                          * "10 DNS lookups exceeded", "no SPF record" */
 	unsigned lookups;        /* DNS-querying terms used */

@@ -526,7 +526,7 @@ static void spf_macro_value(char letter, const struct spf_macro_ctx *ctx, bool u
 static void spf_macro_transform(const char *val, const char *delims, size_t ndelims, unsigned n,
                                 bool rev, bool escape, struct spf_out *o)
 {
-	struct spf_span parts[SPF_EXPAND_MAX / 2 + 1];
+	struct spf_span parts[SPF_EXPAND_MAX + 2]; /* a value of only delimiters */
 	size_t np = 0, start = 0, vlen = strlen(val);
 	for (size_t i = 0; i <= vlen && np < sizeof(parts) / sizeof(parts[0]); i++) {
 		bool d = i == vlen ||

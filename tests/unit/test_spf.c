@@ -519,12 +519,25 @@ static void test_eval_exp(void **state)
 	    {"why.example.com", DNS_RR_TXT, "%{i} may not send for %{d} (%{r})"},
 	    {"slow.example.com", DNS_RR_TXT, "v=spf1 -all exp=hang.example.com"},
 	    {"hang.example.com", DNS_RR_TXT, "HANG"},
+	    {"who.example.com", DNS_RR_TXT,
+	     "v=spf1 exists:%{l}.example.com -all exp=e.example.com"},
+	    {"e.example.com", DNS_RR_TXT, "%{l} is not allowed"},
 	};
 	struct run r;
 	check(zone, N_ELEMENTS(zone), "192.0.2.9", "a@example.com", "x", SPF_ID_MAILFROM, &r);
 	assert_int_equal(r.result, SPF_FAIL);
 	assert_string_equal(r.explanation,
 	                    "192.0.2.9 may not send for example.com (mx.example.net)");
+	/* the client's octets come out printable */
+	check(zone, N_ELEMENTS(zone), "192.0.2.9", "\x01\r\n\xc3\xa9@example.com", "x",
+	      SPF_ID_MAILFROM, &r);
+	assert_int_equal(r.result, SPF_FAIL);
+	assert_string_equal(r.explanation,
+	                    "192.0.2.9 may not send for example.com (mx.example.net)");
+	check(zone, N_ELEMENTS(zone), "192.0.2.9", "\x01\r\n\xc3\xa9@who.example.com", "x",
+	      SPF_ID_MAILFROM, &r);
+	assert_int_equal(r.result, SPF_FAIL); /* the exists: name is void, not looked up */
+	assert_string_equal(r.explanation, "???\?? is not allowed");
 	/* the deadline during the exp= lookup keeps the fail, with the default */
 	check(zone, N_ELEMENTS(zone), "192.0.2.9", "a@slow.example.com", "x", SPF_ID_MAILFROM, &r);
 	assert_int_equal(r.result, SPF_FAIL);
