@@ -64,6 +64,8 @@ struct spf_query {
 	struct event *deadline;
 	struct event *kick;
 	struct spf_lookup *pending;
+	bool inflight; /* a lookup's callback is owed, pending or not */
+	bool zombie;   /* ended, but an uncancellable lookup's answer is owed */
 	enum spf_step step;
 
 	unsigned char ip[16];
@@ -166,8 +168,20 @@ static void spf_free(struct spf_query **qp)
 	if (q == NULL)
 		return;
 	*qp = NULL;
-	if (q->pending != NULL && q->res.cancel != NULL)
+	if (q->inflight && q->pending != NULL && q->res.cancel != NULL) {
 		q->res.cancel(q->res.ctx, q->pending);
+		q->inflight = false;
+	}
+	q->pending = NULL;
+	if (q->inflight) {
+		/* the answer will come: spf_on_answer() frees the query then */
+		q->zombie = true;
+		if (q->deadline != NULL)
+			event_del(q->deadline);
+		if (q->kick != NULL)
+			event_del(q->kick);
+		return;
+	}
 	if (q->deadline != NULL)
 		event_free(q->deadline);
 	if (q->kick != NULL)
@@ -218,6 +232,7 @@ static void spf_lookup(struct spf_query *q, const char *name, int rrtype, enum s
 {
 	q->step = step;
 	spf_trace(q, "lookup %s %s", spf_rrtype_name(rrtype), name);
+	q->inflight = true;
 	q->pending = q->res.lookup(q->res.ctx, name, rrtype, spf_on_answer, q);
 }
 
@@ -858,6 +873,11 @@ static void spf_on_answer(const struct dns_raw_result *r, void *arg)
 {
 	struct spf_query *q = arg;
 	q->pending = NULL;
+	q->inflight = false;
+	if (q->zombie) {
+		spf_free(&q);
+		return;
+	}
 	if (r->status == DNS_OK)
 		spf_trace(q, "answer: %zu record%s", r->n, r->n == 1 ? "" : "s");
 	else
@@ -896,9 +916,7 @@ static void spf_on_deadline(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct spf_query *q = arg;
-	if (q->pending != NULL && q->res.cancel != NULL)
-		q->res.cancel(q->res.ctx, q->pending);
-	q->pending = NULL;
+	/* spf_deliver() cancels the pending lookup as it frees the query */
 	if (q->exp_tried) {
 		/* the result is known; only exp= (§6.2) was late: the default */
 		snprintf(q->explanation, sizeof(q->explanation), "%s", q->default_exp);
