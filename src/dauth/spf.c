@@ -644,38 +644,30 @@ static void spf_on_record(struct spf_query *q, const struct dns_raw_result *r)
 	/* one TXT rdata joins to less than 64 KiB; ours are at most SPF_RECORD_MAX */
 	size_t txtlen = 65536;
 	char *txt = xmalloc(txtlen);
-	char *rec = xmalloc(txtlen);
-	size_t nspf = 0, reclen = 0;
+	size_t nspf = 0, found = 0;
 	for (size_t i = 0; r->status == DNS_OK && i < r->n; i++) {
-		if (dns_txt_join(r->rdata[i], r->len[i], txt, txtlen) < 0)
-			continue;
-		size_t tl = spf_txt_len(r->rdata[i], r->len[i]);
-		if (spf_record_is_spf(txt, tl)) {
+		if (dns_txt_join(r->rdata[i], r->len[i], txt, txtlen) == 0 &&
+		    spf_record_is_spf(txt, spf_txt_len(r->rdata[i], r->len[i]))) {
 			nspf++;
-			memcpy(rec, txt, tl + 1);
-			reclen = tl;
+			found = i;
 		}
 	}
-	free(txt);
-	if (nspf == 0) {
-		free(rec);
-		if (top)
+	if (nspf != 1) {
+		free(txt);
+		if (nspf > 1)
+			spf_finish(q, SPF_PERMERROR, "more than one SPF record at %s", f->domain);
+		else if (top)
 			spf_finish(q, SPF_NONE, "no SPF record at %s", f->domain);
 		else
 			spf_finish(q, SPF_PERMERROR, "no SPF record at %s (%s)", f->domain,
 			           f->redirected ? "redirect" : "include");
 		return;
 	}
-	if (nspf > 1) {
-		free(rec);
-		spf_finish(q, SPF_PERMERROR, "more than one SPF record at %s", f->domain);
-		return;
-	}
-	const char *found = rec;
-	spf_trace(q, "record %s: %s", f->domain, found);
+	(void)dns_txt_join(r->rdata[found], r->len[found], txt, txtlen);
+	spf_trace(q, "record %s: %s", f->domain, txt);
 	const char *err;
-	int rc = spf_record_parse(found, reclen, &f->rec, &err);
-	free(rec);
+	int rc = spf_record_parse(txt, spf_txt_len(r->rdata[found], r->len[found]), &f->rec, &err);
+	free(txt);
 	if (rc < 0) {
 		spf_finish(q, SPF_PERMERROR, "SPF record at %s: %s", f->domain, err);
 		return;
