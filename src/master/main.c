@@ -1,5 +1,6 @@
 /* main.c — the hikyaku binary: `serve`, `check`, `config dump|reference`,
- * `queue` (and `mailq`, the same as `queue list`, when called by that name).
+ * `queue` (and `mailq`, the same as `queue list`, when called by that name),
+ * `sendmail` (also by the names sendmail and newaliases).
  * As `serve` it is the master (master.c), which starts the queue and smtpd
  * processes as this same binary with the hidden word `__child` (child.c). */
 #include "conf/conf.h"
@@ -12,6 +13,7 @@
 #include "lib/log.h"
 #include "master/master.h"
 #include "auth/usercmd.h"
+#include "sendmail/sendmail.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -38,6 +40,8 @@ static void usage(FILE *out)
 		     "       hikyaku queue [-c FILE] [--json] list|show QID|flush [QID|DOMAIN]|\n"
 		     "                     delete QID|hold QID|release QID\n"
 		     "       mailq [-c FILE] [--json]      the same as hikyaku queue list\n"
+		     "       hikyaku sendmail [-t] [-i] [-f SENDER] [-C FILE] ... [RCPT...]\n"
+		     "                                     submit a message (also as sendmail)\n"
 		     "       hikyaku version\n"
 		     "Without -c, the embedded development default is used.\n");
 }
@@ -139,6 +143,8 @@ int main(int argc, char **argv)
 		}
 		return main_queue(argc, argv, 1); /* no words: list */
 	}
+	if (strcmp(prog, "sendmail") == 0 || strcmp(prog, "newaliases") == 0)
+		return sendmail_main(prog, argc, argv, 1);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -169,6 +175,8 @@ int main(int argc, char **argv)
 	} else if (strcmp(cmd, "config") == 0 && argc == 3 && strcmp(argv[2], "reference") == 0) {
 		conf_reference(stdout);
 		return 0;
+	} else if (strcmp(cmd, "sendmail") == 0) {
+		return sendmail_main("sendmail", argc, argv, 2);
 	} else if (strcmp(cmd, "queue") == 0) {
 		return main_queue(argc, argv, 2);
 	} else if (strcmp(cmd, "user") == 0) {
