@@ -246,77 +246,44 @@ static int sendmail_drop(const struct sendmail *sm, const char *const *rcpts, si
 	return 0;
 }
 
-/* -oem: a short notice to the sender instead of stderr, as Sendmail's
- * "mail back" error mode; best effort, the exit status is then 0. */
-static void sendmail_mail_errors(const struct sendmail *sm, const char *what)
-{
-	if (sm->sender[0] == '\0')
-		return;
-	int fd = submit_connect(sm->conf->spool_dir);
-	if (fd < 0)
-		return;
-	struct buf c;
-	buf_init(&c, 0);
-	buf_printf(&c, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
-		       "Subject: Undeliverable mail\r\nAuto-Submitted: auto-replied\r\n\r\n"
-		       "Your message could not be sent:\r\n\r\n%s",
-		   sm->conf->hostname, sm->sender, what);
-	const char *rc[1] = {sm->sender};
-	int code = 0;
-	struct submit_msg m = {.sender = "", .rcpts = rc, .nrcpts = 1,
-			       .content = (const char *)c.data, .content_len = c.len, .xuid = -1};
-	struct submit_result r = {.rcpt_code = &code};
-	submit_smtp(fd, &m, &r);
-	close(fd);
-	buf_free(&c);
-}
-
 /* Submit; what the daemon could not take now goes to the maildrop. */
 static int sendmail_deliver(struct sendmail *sm, const struct buf *content)
 {
 	int *codes = xcalloc(sm->nrcpts, sizeof(*codes));
 	struct submit_result r = {.rcpt_code = codes};
-	int fd = submit_connect(sm->conf->spool_dir);
-	if (fd >= 0) {
-		struct submit_msg m = {.sender = sm->sender, .rcpts = (const char *const *)sm->rcpts,
-				       .nrcpts = sm->nrcpts, .content = (const char *)content->data,
-				       .content_len = content->len, .xuid = -1,
-				       .notify = sm->o.notify, .ret = sm->o.ret,
-				       .envid = sm->o.envid};
-		submit_smtp(fd, &m, &r);
-		close(fd);
-	} else {
-		r.status = SUBMIT_TEMP;
-		snprintf(r.reply, sizeof(r.reply), "%s", strerror(errno));
-	}
+	struct submit_msg m = {.sender = sm->sender, .rcpts = (const char *const *)sm->rcpts,
+			       .nrcpts = sm->nrcpts, .content = (const char *)content->data,
+			       .content_len = content->len, .xuid = -1, .notify = sm->o.notify,
+			       .ret = sm->o.ret, .envid = sm->o.envid};
+	bool down = submit_all(sm->conf->spool_dir, &m, &r) < 0;
 	const char *later[SENDMAIL_RCPTS_MAX];
 	size_t nlater = 0, nrefused = 0;
 	struct buf errors;
 	buf_init(&errors, 0);
 	for (size_t i = 0; i < sm->nrcpts; i++) {
-		bool refused = codes[i] >= 500 || (r.status == SUBMIT_PERM && codes[i] / 100 != 2);
-		if (refused) {
+		if (codes[i] >= 500) {
 			nrefused++;
 			buf_printf(&errors, "<%s>: %s\r\n", sm->rcpts[i], r.reply);
-		} else if (!(r.status == SUBMIT_OK && codes[i] / 100 == 2)) {
+		} else if (codes[i] / 100 != 2) {
 			later[nlater++] = sm->rcpts[i];
 		}
 	}
 	int ret = 0;
 	if (nlater > 0) {
-		if (sm->o.verbose || fd >= 0)
-			fprintf(stderr, "sendmail: %s: %s\n", fd >= 0 ? "deferred" : "daemon down",
-				r.reply);
+		if (sm->o.verbose || !down)
+			fprintf(stderr, "sendmail: %s (%s): the message waits in the maildrop\n",
+				down ? "the mail system is down" : "deferred", r.reply);
 		ret = sendmail_drop(sm, later, nlater, content);
 	}
 	if (nrefused > 0) {
 		if (sm->o.errmode == SENDMAIL_ERR_MAIL) {
-			sendmail_mail_errors(sm, buf_cstr(&errors));
+			submit_notice(sm->conf->spool_dir, sm->conf->hostname, sm->sender,
+				      buf_cstr(&errors));
 		} else {
 			if (sm->o.errmode == SENDMAIL_ERR_PRINT)
 				fprintf(stderr, "sendmail: refused: %s", buf_cstr(&errors));
 			if (ret == 0)
-				ret = r.status == SUBMIT_PERM && r.sent_data ? EX_DATAERR : EX_NOUSER;
+				ret = nrefused == sm->nrcpts && r.sent_data ? EX_DATAERR : EX_NOUSER;
 		}
 	}
 	buf_free(&errors);

@@ -232,3 +232,94 @@ fail:
 	}
 	buf_free(&cmd);
 }
+
+int submit_all(const char *spool_dir, const struct submit_msg *m, struct submit_result *r)
+{
+	const char **left = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*left));
+	size_t *idx = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*idx));
+	int *codes = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*codes));
+	int ret = 0;
+	if (left == NULL || idx == NULL || codes == NULL)
+		abort();
+	for (size_t i = 0; i < m->nrcpts; i++)
+		r->rcpt_code[i] = 0;
+	for (bool first = true;; first = false) {
+		size_t n = 0;
+		for (size_t i = 0; i < m->nrcpts; i++) {
+			if (r->rcpt_code[i] / 100 != 2 && r->rcpt_code[i] < 500) {
+				idx[n] = i;
+				left[n++] = m->rcpts[i];
+			}
+		}
+		if (n == 0)
+			break;
+		int fd = submit_connect(spool_dir);
+		if (fd < 0) {
+			ret = first ? -1 : 0;
+			r->status = SUBMIT_TEMP;
+			snprintf(r->reply, sizeof(r->reply), "%s", strerror(errno));
+			break;
+		}
+		struct submit_msg round = *m;
+		round.rcpts = left;
+		round.nrcpts = n;
+		struct submit_result rr = {.rcpt_code = codes};
+		if (m->on_fd != NULL)
+			m->on_fd(m->on_fd_arg, fd);
+		submit_smtp(fd, &round, &rr);
+		if (m->on_fd != NULL)
+			m->on_fd(m->on_fd_arg, -1);
+		close(fd);
+		size_t progress = 0;
+		for (size_t k = 0; k < n; k++) {
+			bool ok = rr.status == SUBMIT_OK && codes[k] / 100 == 2;
+			bool refused = codes[k] >= 500 || (rr.status == SUBMIT_PERM && !ok);
+			r->rcpt_code[idx[k]] = ok ? 250 : refused ? (codes[k] >= 500 ? codes[k] : 554)
+								   : 451;
+			progress += ok || refused;
+		}
+		r->status = rr.status;
+		r->sent_data |= rr.sent_data;
+		if (rr.reply[0] != '\0')
+			snprintf(r->reply, sizeof(r->reply), "%s", rr.reply);
+		if (rr.status != SUBMIT_OK || progress == 0 || progress == n)
+			break;
+	}
+	/* The summary: temporary while any recipient is still to do. */
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		if (r->rcpt_code[i] / 100 != 2 && r->rcpt_code[i] < 500) {
+			r->status = SUBMIT_TEMP;
+			break;
+		}
+		if (i + 1 == m->nrcpts)
+			r->status = SUBMIT_OK;
+	}
+	free(left);
+	free(idx);
+	free(codes);
+	return ret;
+}
+
+void submit_notice(const char *spool_dir, const char *hostname, const char *rcpt,
+		   const char *text)
+{
+	if (rcpt[0] == '\0')
+		return; /* never to <> (RFC 5321 §6.1: no loops of notices) */
+	int fd = submit_connect(spool_dir);
+	if (fd < 0)
+		return;
+	struct buf c;
+	buf_init(&c, 0);
+	buf_printf(&c, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
+		       "Subject: Undeliverable mail\r\nAuto-Submitted: auto-replied\r\n\r\n"
+		       "Your message could not be sent:\r\n\r\n%s",
+		   hostname, rcpt, text);
+	const char *rc[1] = {rcpt};
+	int code = 0;
+	struct submit_msg m = {.sender = "", .rcpts = rc, .nrcpts = 1,
+			       .content = (const char *)c.data, .content_len = c.len, .xuid = -1};
+	struct submit_result r = {.rcpt_code = &code};
+	submit_smtp(fd, &m, &r);
+	close(fd);
+	buf_free(&c);
+}

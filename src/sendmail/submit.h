@@ -21,6 +21,10 @@ struct submit_msg {
 	size_t content_len;
 	long long xuid;             /* -1: none */
 	const char *notify, *ret, *envid; /* DSN parameters or NULL */
+	/* submit_all tells the connection it uses (fd), then -1 before it
+	 * closes it: the pickup shuts it down to stop at once. */
+	void (*on_fd)(void *arg, int fd);
+	void *on_fd_arg;
 };
 
 enum submit_status {
@@ -42,5 +46,14 @@ int submit_connect(const char *spool_dir);
 /* Run the transaction on fd (closed by the caller). r->rcpt_code must
  * have m->nrcpts entries. */
 void submit_smtp(int fd, const struct submit_msg *m, struct submit_result *r);
+/* Connect and submit, again for the recipients deferred with a 4xx while
+ * others were accepted (452 4.5.3 beyond limits.recipients), as long as
+ * each round makes progress. r->rcpt_code ends 2xx (accepted), 5xx
+ * (refused) or other (try later: r->status is then SUBMIT_TEMP). Returns
+ * -1 with errno when no connection could be made at first (daemon down). */
+int submit_all(const char *spool_dir, const struct submit_msg *m, struct submit_result *r);
+/* A short notice from <> to rcpt (errors mailed back); best effort. */
+void submit_notice(const char *spool_dir, const char *hostname, const char *rcpt,
+		   const char *text);
 
 #endif
