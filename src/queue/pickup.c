@@ -77,9 +77,13 @@ static void pickup_keep(int dfd, const char *name, const char *why)
 {
 	char x[MAILDROP_NAME_LEN + 1];
 	snprintf(x, sizeof(x), "x%s", name + 1);
-	if (renameat(dfd, name, dfd, x) < 0)
+	/* A symbolic link cannot be renamed under our Landlock rules (no
+	 * MAKE_SYM): it is no message, it goes. */
+	bool kept = renameat(dfd, name, dfd, x) == 0;
+	if (!kept)
 		(void)unlinkat(dfd, name, 0);
-	log_warn("event=maildrop_refused file=%s reason=\"%s\" kept=%s", name, why, x);
+	log_warn("event=maildrop_refused file=%s reason=\"%s\" kept=%s", name, why,
+		 kept ? x : "-");
 }
 
 /* 1: done with this file, 0: try later (stop the scan), -1 refused. */
@@ -89,9 +93,16 @@ static int pickup_one(struct pickup *p, int dfd, const char *name)
 	int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
+		int err = errno;
 		if (fd >= 0)
 			close(fd);
-		return errno == ENOENT ? 1 : 0;
+		if (err == ENOENT)
+			return 1;
+		if (err == EMFILE || err == ENFILE || err == ENOMEM || err == EINTR)
+			return 0;
+		/* a symbolic link (ELOOP), a name we may not read, ... */
+		pickup_keep(dfd, name, strerror(err));
+		return -1;
 	}
 	uint64_t max = conf->limits.message_size + 65536 +
 		       (uint64_t)MAILDROP_RCPTS_MAX * (MAILDROP_ADDR_MAX + 5);
