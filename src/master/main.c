@@ -95,7 +95,7 @@ static int main_check(const char *path)
 
 /* `hikyaku queue [-c FILE] ...`: the configuration only says where the
  * spool (and so the control socket) is. */
-static int main_queue(int argc, char **argv, int first)
+static int main_queue(int argc, char **argv, int first, bool mailq)
 {
 	const char *path = NULL;
 	char **rest = xcalloc((size_t)argc + 1, sizeof(*rest));
@@ -106,6 +106,10 @@ static int main_queue(int argc, char **argv, int first)
 		else
 			rest[n++] = argv[i];
 	}
+	/* Called as mailq (by cron jobs, monitoring): the installed
+	 * configuration, as sendmail finds it. */
+	if (mailq)
+		path = sendmail_conf_path(path);
 	struct conf *conf = main_load_conf(path);
 	int rc = 2;
 	if (conf != NULL)
@@ -141,7 +145,7 @@ int main(int argc, char **argv)
 				return 2;
 			}
 		}
-		return main_queue(argc, argv, 1); /* no words: list */
+		return main_queue(argc, argv, 1, true); /* no words: list */
 	}
 	if (strcmp(prog, "sendmail") == 0 || strcmp(prog, "newaliases") == 0)
 		return sendmail_main(prog, argc, argv, 1);
@@ -178,7 +182,7 @@ int main(int argc, char **argv)
 	} else if (strcmp(cmd, "sendmail") == 0) {
 		return sendmail_main("sendmail", argc, argv, 2);
 	} else if (strcmp(cmd, "queue") == 0) {
-		return main_queue(argc, argv, 2);
+		return main_queue(argc, argv, 2, false);
 	} else if (strcmp(cmd, "user") == 0) {
 		return auth_user_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -52,12 +52,18 @@ static void sendmail_usage(void)
 
 /* -C, else $HIKYAKU_CONFIG, else /etc/hikyaku/hikyaku.yaml when it exists,
  * else the embedded development default (the same as `hikyaku serve`). */
-static struct conf *sendmail_conf(const char *path)
+const char *sendmail_conf_path(const char *path)
 {
 	if (path == NULL)
 		path = getenv("HIKYAKU_CONFIG");
 	if (path == NULL && access(SENDMAIL_CONF_DEFAULT, F_OK) == 0)
 		path = SENDMAIL_CONF_DEFAULT;
+	return path;
+}
+
+static struct conf *sendmail_conf(const char *path)
+{
+	path = sendmail_conf_path(path);
 	struct conf *conf = NULL;
 	char err[1024];
 	if (conf_load(path, &conf, err, sizeof(err)) < 0) {

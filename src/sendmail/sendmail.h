@@ -8,5 +8,9 @@
  * or "newaliases" (what -bp and -bi also select). Returns a sysexits.h
  * status. */
 int sendmail_main(const char *prog, int argc, char **argv, int first);
+/* The configuration a local program means when it names none: given, else
+ * $HIKYAKU_CONFIG, else /etc/hikyaku/hikyaku.yaml when it exists, else NULL
+ * (the embedded development default). For sendmail and mailq. */
+const char *sendmail_conf_path(const char *given);
 
 #endif
