@@ -147,8 +147,8 @@ static void data_received_header(struct smtpd_session *s)
 
 /* RFC 6409 §8.3: a submission server adds Message-ID: and Date: that the
  * client left out (curl sends neither), as Postfix does; a message that
- * has them keeps its own. Only on submission listeners: mail relayed to us
- * is not ours to change. The fields go right after our Received, once the
+ * has them keeps its own. Only on submission listeners and local
+ * submissions (sendmail): mail relayed to us is not ours to change. The fields go right after our Received, once the
  * header section is complete, and before the first spill writes that part
  * to the spool. A header section still open at the first spill (only with
  * limits.header_size above 256 KiB) is left as it is. */
