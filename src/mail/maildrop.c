@@ -12,8 +12,8 @@
 static void maildrop_put(struct buf *out, char type, const void *p, size_t len)
 {
 	unsigned char h[5] = {(unsigned char)type, (unsigned char)(len >> 24),
-			      (unsigned char)(len >> 16), (unsigned char)(len >> 8),
-			      (unsigned char)len};
+	                      (unsigned char)(len >> 16), (unsigned char)(len >> 8),
+	                      (unsigned char)len};
 	buf_append(out, h, sizeof(h));
 	if (len > 0)
 		buf_append(out, p, len);
@@ -62,7 +62,7 @@ int maildrop_decode(const void *data, size_t len, struct maildrop_msg *m, const 
 		}
 		char type = (char)p[off];
 		size_t rlen = (size_t)p[off + 1] << 24 | (size_t)p[off + 2] << 16 |
-			      (size_t)p[off + 3] << 8 | (size_t)p[off + 4];
+		              (size_t)p[off + 3] << 8 | (size_t)p[off + 4];
 		off += 5;
 		if (rlen > len - off) {
 			*error_r = "record longer than the file";

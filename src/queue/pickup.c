@@ -82,8 +82,7 @@ static void pickup_keep(int dfd, const char *name, const char *why)
 	bool kept = renameat(dfd, name, dfd, x) == 0;
 	if (!kept)
 		(void)unlinkat(dfd, name, 0);
-	log_warn("event=maildrop_refused file=%s reason=\"%s\" kept=%s", name, why,
-		 kept ? x : "-");
+	log_warn("event=maildrop_refused file=%s reason=\"%s\" kept=%s", name, why, kept ? x : "-");
 }
 
 /* 1: done with this file, 0: try later (stop the scan), -1 refused. */
@@ -105,7 +104,7 @@ static int pickup_one(struct pickup *p, int dfd, const char *name)
 		return -1;
 	}
 	uint64_t max = conf->limits.message_size + 65536 +
-		       (uint64_t)MAILDROP_RCPTS_MAX * (MAILDROP_ADDR_MAX + 5);
+	               (uint64_t)MAILDROP_RCPTS_MAX * (MAILDROP_ADDR_MAX + 5);
 	if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || (uint64_t)st.st_size > max) {
 		close(fd);
 		pickup_keep(dfd, name, "not a plain file of one link, or too large");
@@ -136,15 +135,19 @@ static int pickup_one(struct pickup *p, int dfd, const char *name)
 	for (size_t i = 0; i < dm->nrcpts; i++)
 		rcpts[i] = xstrndup(dm->rcpts[i], dm->rcpt_lens[i]);
 	int *codes = xcalloc(dm->nrcpts, sizeof(*codes));
-	struct submit_msg m = {.sender = sender, .rcpts = (const char *const *)rcpts,
-			       .nrcpts = dm->nrcpts, .content = dm->content,
-			       .content_len = dm->content_len, .xuid = (long long)st.st_uid,
-			       .on_fd = pickup_on_fd, .on_fd_arg = p};
+	struct submit_msg m = {.sender = sender,
+	                       .rcpts = (const char *const *)rcpts,
+	                       .nrcpts = dm->nrcpts,
+	                       .content = dm->content,
+	                       .content_len = dm->content_len,
+	                       .xuid = (long long)st.st_uid,
+	                       .on_fd = pickup_on_fd,
+	                       .on_fd_arg = p};
 	struct submit_result r = {.rcpt_code = codes};
 	int ret = 1;
 	if (submit_all(conf->spool_dir, &m, &r) < 0 || r.status == SUBMIT_TEMP) {
 		log_debug("event=pickup_deferred file=%s uid=%u reason=\"%s\"", name,
-			  (unsigned)st.st_uid, r.reply);
+		          (unsigned)st.st_uid, r.reply);
 		ret = 0;
 	} else {
 		struct buf errors;
@@ -154,13 +157,13 @@ static int pickup_one(struct pickup *p, int dfd, const char *name)
 				buf_printf(&errors, "<%s>: %s\r\n", rcpts[i], r.reply);
 		}
 		if (errors.len > 0) {
-			log_info("event=pickup_refused file=%s uid=%u from=<%s> reason=\"%s\"", name,
-				 (unsigned)st.st_uid, sender, r.reply);
+			log_info("event=pickup_refused file=%s uid=%u from=<%s> reason=\"%s\"",
+			         name, (unsigned)st.st_uid, sender, r.reply);
 			submit_notice(conf->spool_dir, conf->hostname, sender, buf_cstr(&errors));
 		}
 		buf_free(&errors);
 		log_info("event=pickup file=%s uid=%u from=<%s> nrcpt=%zu", name,
-			 (unsigned)st.st_uid, sender, dm->nrcpts);
+		         (unsigned)st.st_uid, sender, dm->nrcpts);
 		(void)unlinkat(dfd, name, 0);
 	}
 	for (size_t i = 0; i < dm->nrcpts; i++)
@@ -195,7 +198,7 @@ static void pickup_run(void *arg)
 		return;
 	}
 	/* Names first: the loop below renames and removes. */
-	char (*names)[MAILDROP_NAME_LEN + 1] = xcalloc(PICKUP_PER_SCAN, sizeof(*names));
+	char(*names)[MAILDROP_NAME_LEN + 1] = xcalloc(PICKUP_PER_SCAN, sizeof(*names));
 	size_t n = 0;
 	struct dirent *de;
 	while (n < PICKUP_PER_SCAN && (de = readdir(d)) != NULL) {

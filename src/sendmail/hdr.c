@@ -9,8 +9,8 @@
 
 #define HDR_ADDR_MAX 1024 /* longer than any address: cut, then refused */
 
-int sendmail_msg_normalize(const char *in, size_t len, bool ignore_dots, bool *at_bol,
-			   bool *first, struct buf *out)
+int sendmail_msg_normalize(const char *in, size_t len, bool ignore_dots, bool *at_bol, bool *first,
+                           struct buf *out)
 {
 	size_t i = 0;
 	while (i < len) {
@@ -76,7 +76,7 @@ static void acc_flush(struct addr_acc *a, void (*cb)(void *, const char *, size_
 }
 
 void sendmail_addrlist(const char *p, size_t len, void (*cb)(void *, const char *, size_t),
-		       void *arg)
+                       void *arg)
 {
 	struct addr_acc a = {.ncur = 0};
 	for (size_t i = 0; i < len; i++) {
@@ -145,8 +145,8 @@ static bool hdr_is(const char *name, size_t n, const char *want)
 }
 
 void sendmail_hdr_scan(const char *msg, size_t len, bool extract, bool remove_bcc,
-		       void (*cb)(void *, const char *, size_t), void *arg,
-		       struct sendmail_hdr *h, struct buf *out)
+                       void (*cb)(void *, const char *, size_t), void *arg, struct sendmail_hdr *h,
+                       struct buf *out)
 {
 	size_t i = 0;
 	memset(h, 0, sizeof(*h));

@@ -17,8 +17,8 @@ struct buf;
  * (returns 1; the rest is ignored); else 0. *at_bol carries the line state
  * across calls (start with true). A first line "From " (an mbox
  * separator) is dropped, as Postfix does; *first tracks it (start true). */
-int sendmail_msg_normalize(const char *in, size_t len, bool ignore_dots, bool *at_bol,
-			   bool *first, struct buf *out);
+int sendmail_msg_normalize(const char *in, size_t len, bool ignore_dots, bool *at_bol, bool *first,
+                           struct buf *out);
 
 struct sendmail_hdr {
 	bool has_from, has_date, has_message_id;
@@ -29,12 +29,12 @@ struct sendmail_hdr {
  * Bcc goes to cb when extract; Bcc fields are removed when remove_bcc. The
  * message, possibly without its Bcc fields, is appended to out. */
 void sendmail_hdr_scan(const char *msg, size_t len, bool extract, bool remove_bcc,
-		       void (*cb)(void *arg, const char *addr, size_t len), void *arg,
-		       struct sendmail_hdr *h, struct buf *out);
+                       void (*cb)(void *arg, const char *addr, size_t len), void *arg,
+                       struct sendmail_hdr *h, struct buf *out);
 
 /* The addr-specs of an RFC 5322 §3.4 address-list (mailboxes, name-addrs,
  * groups; display names, comments and source routes dropped), each to cb. */
 void sendmail_addrlist(const char *p, size_t len,
-		       void (*cb)(void *arg, const char *addr, size_t len), void *arg);
+                       void (*cb)(void *arg, const char *addr, size_t len), void *arg);
 
 #endif

@@ -101,8 +101,20 @@ static int opts_apply(struct sendmail_opts *o, char c, const char *v, const char
 	case 'I':
 		o->mode = SENDMAIL_MODE_ALIASES;
 		return 0;
-	case 'e': case 'h': case 'm': case 'n': case 'c': case 'x': case 'U': case 'G':
-	case 'L': case 'O': case 'A': case 'X': case 'B': case 'p':
+	case 'e':
+	case 'h':
+	case 'm':
+	case 'n':
+	case 'c':
+	case 'x':
+	case 'U':
+	case 'G':
+	case 'L':
+	case 'O':
+	case 'A':
+	case 'X':
+	case 'B':
+	case 'p':
 		return 0;
 	default:
 		*error_r = "unknown option";
@@ -111,7 +123,7 @@ static int opts_apply(struct sendmail_opts *o, char c, const char *v, const char
 }
 
 int sendmail_opts_parse(int argc, char **argv, int first, struct sendmail_opts *o,
-			const char **error_r)
+                        const char **error_r)
 {
 	memset(o, 0, sizeof(*o));
 	int i = first;

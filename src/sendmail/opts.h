@@ -24,21 +24,21 @@ enum sendmail_errmode {
 struct sendmail_opts {
 	enum sendmail_mode mode;
 	enum sendmail_errmode errmode;
-	bool extract;        /* -t */
-	bool ignore_dots;    /* -i, -oi: a lone "." does not end the message */
-	bool verbose;        /* -v */
-	const char *sender;  /* -f, -r: NULL = the caller */
-	const char *name;    /* -F */
-	const char *config;  /* -C: hikyaku.yaml */
-	const char *notify;  /* -N: DSN NOTIFY (never, or success,delay,failure) */
-	const char *ret;     /* -R: DSN RET (full, hdrs) */
-	const char *envid;   /* -V: DSN ENVID */
-	char **rcpts;        /* the arguments after the options (views into argv) */
+	bool extract;       /* -t */
+	bool ignore_dots;   /* -i, -oi: a lone "." does not end the message */
+	bool verbose;       /* -v */
+	const char *sender; /* -f, -r: NULL = the caller */
+	const char *name;   /* -F */
+	const char *config; /* -C: hikyaku.yaml */
+	const char *notify; /* -N: DSN NOTIFY (never, or success,delay,failure) */
+	const char *ret;    /* -R: DSN RET (full, hdrs) */
+	const char *envid;  /* -V: DSN ENVID */
+	char **rcpts;       /* the arguments after the options (views into argv) */
 	size_t nrcpts;
 };
 
 /* argv[first..argc). Returns 0, or -1 with *error_r (a usage error). */
 int sendmail_opts_parse(int argc, char **argv, int first, struct sendmail_opts *o,
-			const char **error_r);
+                        const char **error_r);
 
 #endif

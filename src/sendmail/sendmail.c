@@ -45,9 +45,10 @@ struct sendmail {
 
 static void sendmail_usage(void)
 {
-	fprintf(stderr,
-		"usage: sendmail [-t] [-i] [-f sender] [-F name] [-C config] [-N dsn] [-R ret]\n"
-		"                [-V envid] [-oem|-oep|-oeq] [-bm|-bs|-bp|-bi] [--] [recipient...]\n");
+	fprintf(
+	    stderr,
+	    "usage: sendmail [-t] [-i] [-f sender] [-F name] [-C config] [-N dsn] [-R ret]\n"
+	    "                [-V envid] [-oem|-oep|-oeq] [-bm|-bs|-bp|-bi] [--] [recipient...]\n");
 }
 
 /* -C, else $HIKYAKU_CONFIG, else /etc/hikyaku/hikyaku.yaml when it exists,
@@ -76,15 +77,15 @@ static struct conf *sendmail_conf(const char *path)
 /* "user" gets "@hostname" (Postfix's myorigin, which defaults to
  * myhostname); the result must parse as an SMTP path. */
 static int sendmail_qualify(const struct conf *conf, const char *in, size_t len, char *out,
-			    size_t outlen)
+                            size_t outlen)
 {
 	struct mail_addr a;
 	char path[MAIL_PATH_MAX + 8];
 	size_t used;
 	const char *err;
 	int n = memchr(in, '@', len) != NULL
-			? snprintf(path, sizeof(path), "<%.*s>", (int)len, in)
-			: snprintf(path, sizeof(path), "<%.*s@%s>", (int)len, in, conf->hostname);
+	            ? snprintf(path, sizeof(path), "<%.*s>", (int)len, in)
+	            : snprintf(path, sizeof(path), "<%.*s@%s>", (int)len, in, conf->hostname);
 	if (len == 0 || n < 0 || (size_t)n >= sizeof(path) ||
 	    mail_addr_parse_path(path, (size_t)n, MAIL_ADDR_ALLOW_UTF8, &a, &used, &err) < 0 ||
 	    used != (size_t)n)
@@ -180,12 +181,12 @@ static int sendmail_read(const struct sendmail *sm, struct buf *msg)
 			fprintf(stderr, "sendmail: reading the message: %s\n", strerror(errno));
 			return EX_IOERR;
 		}
-		if (r == 0 ||
-		    sendmail_msg_normalize(in, (size_t)r, sm->o.ignore_dots, &bol, &first, msg) == 1)
+		if (r == 0 || sendmail_msg_normalize(in, (size_t)r, sm->o.ignore_dots, &bol, &first,
+		                                     msg) == 1)
 			break;
 		if (msg->len > max) {
 			fprintf(stderr, "sendmail: message larger than %llu octets\n",
-				(unsigned long long)sm->conf->limits.message_size);
+			        (unsigned long long)sm->conf->limits.message_size);
 			return EX_DATAERR;
 		}
 	}
@@ -200,7 +201,7 @@ static int sendmail_read(const struct sendmail *sm, struct buf *msg)
  * random bits: others cannot list the directory, so they cannot find it;
  * the queue process (another uid) needs to read it, hence 0644. */
 static int sendmail_drop(const struct sendmail *sm, const char *const *rcpts, size_t nrcpts,
-			 const struct buf *content)
+                         const struct buf *content)
 {
 	char dir[4096], tname[MAILDROP_NAME_LEN + 1], dname[MAILDROP_NAME_LEN + 1];
 	unsigned char rnd[16];
@@ -215,9 +216,11 @@ static int sendmail_drop(const struct sendmail *sm, const char *const *rcpts, si
 	memcpy(dname, tname, sizeof(dname));
 	dname[0] = 'd';
 
-	struct maildrop_msg m = {.sender = sm->sender, .sender_len = strlen(sm->sender),
-				 .nrcpts = nrcpts, .content = (const char *)content->data,
-				 .content_len = content->len};
+	struct maildrop_msg m = {.sender = sm->sender,
+	                         .sender_len = strlen(sm->sender),
+	                         .nrcpts = nrcpts,
+	                         .content = (const char *)content->data,
+	                         .content_len = content->len};
 	for (size_t i = 0; i < nrcpts; i++) {
 		m.rcpts[i] = rcpts[i];
 		m.rcpt_lens[i] = strlen(rcpts[i]);
@@ -227,12 +230,12 @@ static int sendmail_drop(const struct sendmail *sm, const char *const *rcpts, si
 	maildrop_encode(&m, &file);
 	int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	int fd = dfd < 0 ? -1
-			 : openat(dfd, tname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-				  0644);
+	                 : openat(dfd, tname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	                          0644);
 	int rc = fd < 0 || fchmod(fd, 0644) < 0 || fs_write_all(fd, file.data, file.len) < 0 ||
-			 fsync(fd) < 0 || renameat(dfd, tname, dfd, dname) < 0 || syncfs(fd) < 0
-		     ? -1
-		     : 0;
+	                 fsync(fd) < 0 || renameat(dfd, tname, dfd, dname) < 0 || syncfs(fd) < 0
+	             ? -1
+	             : 0;
 	int err = errno;
 	if (rc < 0 && fd >= 0)
 		(void)unlinkat(dfd, tname, 0);
@@ -242,13 +245,15 @@ static int sendmail_drop(const struct sendmail *sm, const char *const *rcpts, si
 		close(dfd);
 	buf_free(&file);
 	if (rc < 0) {
-		fprintf(stderr, "sendmail: the mail system is down and %s cannot take the message: "
-				"%s\n", dir, strerror(err));
+		fprintf(stderr,
+		        "sendmail: the mail system is down and %s cannot take the message: "
+		        "%s\n",
+		        dir, strerror(err));
 		return err == ENOSPC || err == EDQUOT ? EX_TEMPFAIL : EX_CANTCREAT;
 	}
 	if (sm->o.verbose)
 		fprintf(stderr, "sendmail: the mail system is down; the message waits in %s/%s\n",
-			dir, dname);
+		        dir, dname);
 	return 0;
 }
 
@@ -257,10 +262,15 @@ static int sendmail_deliver(struct sendmail *sm, const struct buf *content)
 {
 	int *codes = xcalloc(sm->nrcpts, sizeof(*codes));
 	struct submit_result r = {.rcpt_code = codes};
-	struct submit_msg m = {.sender = sm->sender, .rcpts = (const char *const *)sm->rcpts,
-			       .nrcpts = sm->nrcpts, .content = (const char *)content->data,
-			       .content_len = content->len, .xuid = -1, .notify = sm->o.notify,
-			       .ret = sm->o.ret, .envid = sm->o.envid};
+	struct submit_msg m = {.sender = sm->sender,
+	                       .rcpts = (const char *const *)sm->rcpts,
+	                       .nrcpts = sm->nrcpts,
+	                       .content = (const char *)content->data,
+	                       .content_len = content->len,
+	                       .xuid = -1,
+	                       .notify = sm->o.notify,
+	                       .ret = sm->o.ret,
+	                       .envid = sm->o.envid};
 	bool down = submit_all(sm->conf->spool_dir, &m, &r) < 0;
 	const char *later[SENDMAIL_RCPTS_MAX];
 	size_t nlater = 0, nrefused = 0;
@@ -278,18 +288,19 @@ static int sendmail_deliver(struct sendmail *sm, const struct buf *content)
 	if (nlater > 0) {
 		if (sm->o.verbose || !down)
 			fprintf(stderr, "sendmail: %s (%s): the message waits in the maildrop\n",
-				down ? "the mail system is down" : "deferred", r.reply);
+			        down ? "the mail system is down" : "deferred", r.reply);
 		ret = sendmail_drop(sm, later, nlater, content);
 	}
 	if (nrefused > 0) {
 		if (sm->o.errmode == SENDMAIL_ERR_MAIL) {
 			submit_notice(sm->conf->spool_dir, sm->conf->hostname, sm->sender,
-				      buf_cstr(&errors));
+			              buf_cstr(&errors));
 		} else {
 			if (sm->o.errmode == SENDMAIL_ERR_PRINT)
 				fprintf(stderr, "sendmail: refused: %s", buf_cstr(&errors));
 			if (ret == 0)
-				ret = nrefused == sm->nrcpts && r.sent_data ? EX_DATAERR : EX_NOUSER;
+				ret =
+				    nrefused == sm->nrcpts && r.sent_data ? EX_DATAERR : EX_NOUSER;
 		}
 	}
 	buf_free(&errors);
@@ -363,7 +374,7 @@ static int sendmail_message(struct sendmail *sm)
 		 * not see them (Postfix removes them too). */
 		size_t at = msg.len;
 		sendmail_hdr_scan((const char *)raw.data, raw.len, sm->o.extract, true,
-				  sendmail_add_rcpt, sm, &h, &msg);
+		                  sendmail_add_rcpt, sm, &h, &msg);
 		if (!h.has_from) {
 			struct buf from;
 			buf_init(&from, 0);
@@ -379,7 +390,7 @@ static int sendmail_message(struct sendmail *sm)
 		ret = EX_NOUSER;
 	else if (ret == 0 && sm->nrcpts == 0) {
 		fprintf(stderr, "sendmail: no recipients (give them as arguments, or -t to take "
-				"them from To, Cc and Bcc)\n");
+		                "them from To, Cc and Bcc)\n");
 		ret = EX_USAGE;
 	}
 	if (ret == 0)
@@ -406,7 +417,8 @@ int sendmail_main(const char *prog, int argc, char **argv, int first)
 		/* aliases_file is a text file read at start and on SIGHUP: no
 		 * database to build. */
 		printf("%s: hikyaku reads its aliases file as it is (at start and on reload, "
-		       "hikyaku check validates it); nothing to compile\n", prog);
+		       "hikyaku check validates it); nothing to compile\n",
+		       prog);
 		return 0;
 	}
 	sm.conf = sendmail_conf(sm.o.config);

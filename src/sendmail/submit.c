@@ -4,6 +4,7 @@
  * pipelining: one message, a few round trips on a unix socket. */
 #include "sendmail/submit.h"
 
+#include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/fsutil.h"
 #include "mail/maildrop.h"
@@ -63,8 +64,8 @@ static int submit_reply(struct submit_conn *c, char *text, size_t textlen, bool 
 		}
 		size_t n = (size_t)(nl - c->in) + 1;
 		size_t t = n >= 2 && c->in[n - 2] == '\r' ? n - 2 : n - 1;
-		if (t < 3 || c->in[0] < '2' || c->in[0] > '5' || (t > 3 && c->in[3] != ' ' &&
-								  c->in[3] != '-'))
+		if (t < 3 || c->in[0] < '2' || c->in[0] > '5' ||
+		    (t > 3 && c->in[3] != ' ' && c->in[3] != '-'))
 			return -1;
 		int code = (c->in[0] - '0') * 100 + (c->in[1] - '0') * 10 + (c->in[2] - '0');
 		bool last = t == 3 || c->in[3] == ' ';
@@ -86,8 +87,7 @@ static int submit_reply(struct submit_conn *c, char *text, size_t textlen, bool 
 	}
 }
 
-static int submit_cmd(struct submit_conn *c, struct buf *cmd, char *text, size_t textlen,
-		      bool ehlo)
+static int submit_cmd(struct submit_conn *c, struct buf *cmd, char *text, size_t textlen, bool ehlo)
 {
 	if (fs_write_all(c->fd, cmd->data, cmd->len) < 0)
 		return -1;
@@ -235,12 +235,10 @@ fail:
 
 int submit_all(const char *spool_dir, const struct submit_msg *m, struct submit_result *r)
 {
-	const char **left = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*left));
-	size_t *idx = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*idx));
-	int *codes = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*codes));
+	const char **left = xcalloc(m->nrcpts ? m->nrcpts : 1, sizeof(*left));
+	size_t *idx = xcalloc(m->nrcpts ? m->nrcpts : 1, sizeof(*idx));
+	int *codes = xcalloc(m->nrcpts ? m->nrcpts : 1, sizeof(*codes));
 	int ret = 0;
-	if (left == NULL || idx == NULL || codes == NULL)
-		abort();
 	for (size_t i = 0; i < m->nrcpts; i++)
 		r->rcpt_code[i] = 0;
 	for (bool first = true;; first = false) {
@@ -274,8 +272,9 @@ int submit_all(const char *spool_dir, const struct submit_msg *m, struct submit_
 		for (size_t k = 0; k < n; k++) {
 			bool ok = rr.status == SUBMIT_OK && codes[k] / 100 == 2;
 			bool refused = codes[k] >= 500 || (rr.status == SUBMIT_PERM && !ok);
-			r->rcpt_code[idx[k]] = ok ? 250 : refused ? (codes[k] >= 500 ? codes[k] : 554)
-								   : 451;
+			r->rcpt_code[idx[k]] = ok        ? 250
+			                       : refused ? (codes[k] >= 500 ? codes[k] : 554)
+			                                 : 451;
 			progress += ok || refused;
 		}
 		r->status = rr.status;
@@ -300,8 +299,7 @@ int submit_all(const char *spool_dir, const struct submit_msg *m, struct submit_
 	return ret;
 }
 
-void submit_notice(const char *spool_dir, const char *hostname, const char *rcpt,
-		   const char *text)
+void submit_notice(const char *spool_dir, const char *hostname, const char *rcpt, const char *text)
 {
 	if (rcpt[0] == '\0')
 		return; /* never to <> (RFC 5321 §6.1: no loops of notices) */
@@ -310,14 +308,19 @@ void submit_notice(const char *spool_dir, const char *hostname, const char *rcpt
 		return;
 	struct buf c;
 	buf_init(&c, 0);
-	buf_printf(&c, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
-		       "Subject: Undeliverable mail\r\nAuto-Submitted: auto-replied\r\n\r\n"
-		       "Your message could not be sent:\r\n\r\n%s",
-		   hostname, rcpt, text);
+	buf_printf(&c,
+	           "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
+	           "Subject: Undeliverable mail\r\nAuto-Submitted: auto-replied\r\n\r\n"
+	           "Your message could not be sent:\r\n\r\n%s",
+	           hostname, rcpt, text);
 	const char *rc[1] = {rcpt};
 	int code = 0;
-	struct submit_msg m = {.sender = "", .rcpts = rc, .nrcpts = 1,
-			       .content = (const char *)c.data, .content_len = c.len, .xuid = -1};
+	struct submit_msg m = {.sender = "",
+	                       .rcpts = rc,
+	                       .nrcpts = 1,
+	                       .content = (const char *)c.data,
+	                       .content_len = c.len,
+	                       .xuid = -1};
 	struct submit_result r = {.rcpt_code = &code};
 	submit_smtp(fd, &m, &r);
 	close(fd);

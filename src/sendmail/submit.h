@@ -14,12 +14,12 @@
 #define SUBMIT_REPLY_MAX 512
 
 struct submit_msg {
-	const char *sender;         /* "" for <> */
+	const char *sender; /* "" for <> */
 	const char *const *rcpts;
 	size_t nrcpts;
-	const char *content;        /* CRLF lines, not dot-stuffed */
+	const char *content; /* CRLF lines, not dot-stuffed */
 	size_t content_len;
-	long long xuid;             /* -1: none */
+	long long xuid;                   /* -1: none */
 	const char *notify, *ret, *envid; /* DSN parameters or NULL */
 	/* submit_all tells the connection it uses (fd), then -1 before it
 	 * closes it: the pickup shuts it down to stop at once. */
@@ -35,9 +35,9 @@ enum submit_status {
 
 struct submit_result {
 	enum submit_status status;
-	int *rcpt_code; /* per recipient: its RCPT reply (0: not asked) */
+	int *rcpt_code;               /* per recipient: its RCPT reply (0: not asked) */
 	char reply[SUBMIT_REPLY_MAX]; /* the last reply that was not 2xx/3xx */
-	bool sent_data; /* the final dot went out (a lost reply may duplicate) */
+	bool sent_data;               /* the final dot went out (a lost reply may duplicate) */
 };
 
 /* Connect to <spool_dir>/public/submit: the descriptor, or -1 with errno
@@ -53,7 +53,6 @@ void submit_smtp(int fd, const struct submit_msg *m, struct submit_result *r);
  * -1 with errno when no connection could be made at first (daemon down). */
 int submit_all(const char *spool_dir, const struct submit_msg *m, struct submit_result *r);
 /* A short notice from <> to rcpt (errors mailed back); best effort. */
-void submit_notice(const char *spool_dir, const char *hostname, const char *rcpt,
-		   const char *text);
+void submit_notice(const char *spool_dir, const char *hostname, const char *rcpt, const char *text);
 
 #endif
