@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,7 +287,9 @@ static int sendmail_deliver(struct sendmail *sm, const struct buf *content)
 	}
 	int ret = 0;
 	if (nlater > 0) {
-		if (sm->o.verbose || !down)
+		/* quiet otherwise: the message is safe, and cron mails any
+		 * output of a job to its owner */
+		if (sm->o.verbose)
 			fprintf(stderr, "sendmail: %s (%s): the message waits in the maildrop\n",
 			        down ? "the mail system is down" : "deferred", r.reply);
 		ret = sendmail_drop(sm, later, nlater, content);
@@ -404,6 +407,9 @@ int sendmail_main(const char *prog, int argc, char **argv, int first)
 {
 	struct sendmail sm = {.nrcpts = 0};
 	const char *err = NULL;
+	/* A daemon that closes on us (421, a stop) must give an error
+	 * return, then the maildrop; not a death by SIGPIPE. */
+	signal(SIGPIPE, SIG_IGN);
 	if (sendmail_opts_parse(argc, argv, first, &sm.o, &err) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err);
 		sendmail_usage();

@@ -281,3 +281,15 @@ def test_submit_socket_modes(hikyaku):
     # the spool: searchable by everyone (to reach public/ and maildrop/),
     # never listable by others
     assert stat.S_IMODE(os.stat(hk.spool).st_mode) & 0o007 == 0o001
+
+
+def test_more_recipients_than_limit_sent_in_rounds(hikyaku):
+    # 452 4.5.3 past limits.recipients: the rest go in a further transaction
+    hk = hikyaku(limits={"recipients": 2})
+    rcpts = [f"u{i}@localhost" for i in range(5)]
+    r = sendmail(hk, *rcpts, data=b"Subject: many\n\nall of them\n")
+    assert r.returncode == 0, r.stderr
+    for i in range(5):
+        read_one(hk, f"u{i}")
+    assert len(wait_event(hk, "accept", count=3)) == 3
+    assert os.listdir(os.path.join(hk.spool, "maildrop")) == []
