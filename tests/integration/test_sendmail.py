@@ -150,6 +150,10 @@ def test_bp_and_mailq(hikyaku, tmp_path):
     link.symlink_to(hikyaku_bin())
     r = subprocess.run([str(link), "-c", hk.config], capture_output=True, timeout=30)
     assert r.returncode == 0 and qid in r.stdout.decode()
+    # without -c, the configuration sendmail would use ($HIKYAKU_CONFIG)
+    r = subprocess.run([str(link)], capture_output=True, timeout=30,
+                       env=dict(os.environ, HIKYAKU_CONFIG=hk.config))
+    assert r.returncode == 0 and qid in r.stdout.decode()
 
 
 def test_argv0_sendmail_and_newaliases(hikyaku, tmp_path):
@@ -175,6 +179,9 @@ def test_exit_codes(hikyaku):
     assert r.returncode == EX_NOUSER and b"bad recipient" in r.stderr
     assert sendmail(hk, "-f", "a b@@c", "alice@localhost",
                     data=b"\nx\n").returncode == EX_NOUSER
+    r = subprocess.run([hikyaku_bin(), "sendmail", "-C", "/nonexistent.yaml", "a@localhost"],
+                       input=b"\nx\n", capture_output=True, timeout=30)
+    assert r.returncode == 78  # EX_CONFIG
     assert hk.delivered("alice") == []
 
 
@@ -209,6 +216,20 @@ def test_caller_uid_recorded(hikyaku):
     assert r.returncode == 0
     msgs = hk.read_delivered("alice", count=2)
     assert any(m.startswith(f"Return-Path: <{CALLER}@mx.test.example>".encode()) for m in msgs)
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to run as another user")
+def test_bs_records_caller_uid(hikyaku):
+    import pwd
+    uid = pwd.getpwnam(CALLER).pw_uid
+    hk = hikyaku()
+    r = sendmail(hk, "-bs", user=CALLER, data=(
+        b"EHLO x\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice@localhost>\r\n"
+        b"DATA\r\n\r\nbs as daemon\r\n.\r\nQUIT\r\n"))
+    assert r.returncode == 0
+    assert f"(hikyaku, from userid {uid})".encode() in read_one(hk, "alice")
+    # no AUTH, no STARTTLS on the local socket: the kernel says who it is
+    assert b"AUTH" not in r.stdout and b"STARTTLS" not in r.stdout
 
 
 @pytest.mark.skipif(not ROOT, reason="needs root to run as another user")
