@@ -174,5 +174,11 @@ void sendmail_hdr_scan(const char *msg, size_t len, bool extract, bool remove_bc
 		i += flen;
 	}
 	h->header_end = out->len;
+	/* Text that is not a field and not the empty line: the body began
+	 * without one (a script's "echo hello | sendmail"). The empty line
+	 * goes in, or that text would read as a broken header field, and the
+	 * From we may add on top would end up among it (Postfix does so too). */
+	if (i < len && !(len - i >= 2 && msg[i] == '\r' && msg[i + 1] == '\n'))
+		buf_append(out, "\r\n", 2);
 	buf_append(out, msg + i, len - i);
 }

@@ -27,7 +27,9 @@ struct sendmail_hdr {
 
 /* Scan the header section of msg (CRLF lines). Each address of To, Cc and
  * Bcc goes to cb when extract; Bcc fields are removed when remove_bcc. The
- * message, possibly without its Bcc fields, is appended to out. */
+ * message, possibly without its Bcc fields, is appended to out, with an
+ * empty line before a body that came without one (out grows by at most 2
+ * octets). */
 void sendmail_hdr_scan(const char *msg, size_t len, bool extract, bool remove_bcc,
                        void (*cb)(void *arg, const char *addr, size_t len), void *arg,
                        struct sendmail_hdr *h, struct buf *out);

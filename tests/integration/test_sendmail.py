@@ -314,3 +314,16 @@ def test_more_recipients_than_limit_sent_in_rounds(hikyaku):
         read_one(hk, f"u{i}")
     assert len(wait_event(hk, "accept", count=3)) == 3
     assert os.listdir(os.path.join(hk.spool, "maildrop")) == []
+
+
+def test_body_without_headers(hikyaku):
+    # echo hello | sendmail user: the text stays the body, under our From
+    hk = hikyaku()
+    r = sendmail(hk, "alice@localhost", data=b"hello: not a header? yes it is\nplain text\n")
+    assert r.returncode == 0, r.stderr
+    r = sendmail(hk, "alice@localhost", data=b"just text, no colon first\nsecond line\n")
+    assert r.returncode == 0, r.stderr
+    msgs = hk.read_delivered("alice", count=2)
+    body = [m for m in msgs if b"just text" in m][0].split(b"\n\n", 1)
+    assert body[1] == b"just text, no colon first\nsecond line\n"
+    assert b"\nFrom: " in body[0]

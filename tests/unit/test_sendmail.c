@@ -197,7 +197,22 @@ static void test_hdr_scan(void **state)
 	sendmail_hdr_scan(m2, strlen(m2), false, true, collect, &r2, &h, &out);
 	assert_string_equal(r2.got, "");
 	assert_true(h.has_from && h.has_date);
-	assert_string_equal(buf_cstr(&out), m2);
+	/* the body began without the empty line: it goes in */
+	assert_string_equal(buf_cstr(&out),
+			    "From: x@y\r\nDate: now\r\n\r\nno colon here\r\nTo: z@w\r\n");
+	assert_int_equal(h.header_end, strlen("From: x@y\r\nDate: now\r\n"));
+	buf_free(&out);
+	/* no header at all */
+	buf_init(&out, 0);
+	sendmail_hdr_scan("hello world\r\n", 13, false, true, collect, &r2, &h, &out);
+	assert_string_equal(buf_cstr(&out), "\r\nhello world\r\n");
+	assert_int_equal(h.header_end, 0);
+	buf_free(&out);
+	/* headers only, and an empty message: nothing added */
+	buf_init(&out, 0);
+	sendmail_hdr_scan("Subject: s\r\n", 12, false, true, collect, &r2, &h, &out);
+	assert_string_equal(buf_cstr(&out), "Subject: s\r\n");
+	sendmail_hdr_scan("", 0, false, true, collect, &r2, &h, &out);
 	buf_free(&out);
 }
 
