@@ -88,10 +88,6 @@ static void data_received_text(char *out, size_t outlen, const char *in, bool ut
 	out[o] = '\0';
 }
 
-/* RFC 5321 §4.4 time stamp line, written before any content. The HELO
- * name is hostile: "from" gets it only when it is a Domain or address
- * literal (§4.4 Extended-Domain); otherwise the client's address stands
- * there and the name, made safe, goes into a comment. */
 /* The end of Received: "for" and the date. */
 static void data_received_for(struct smtpd_session *s)
 {
@@ -108,6 +104,10 @@ static void data_received_for(struct smtpd_session *s)
 	buf_printf(&tx->body, ";\r\n\t%s\r\n", date);
 }
 
+/* RFC 5321 §4.4 time stamp line, written before any content. The HELO
+ * name is hostile: "from" gets it only when it is a Domain or address
+ * literal (§4.4 Extended-Domain); otherwise the client's address stands
+ * there and the name, made safe, goes into a comment. */
 static void data_received_header(struct smtpd_session *s)
 {
 	const struct conf *conf = s->srv->conf;
@@ -148,9 +148,9 @@ static void data_received_header(struct smtpd_session *s)
 /* RFC 6409 §8.3: a submission server adds Message-ID: and Date: that the
  * client left out (curl sends neither), as Postfix does; a message that
  * has them keeps its own. Only on submission listeners and local
- * submissions (sendmail): mail relayed to us is not ours to change. The fields go right after our Received, once the
- * header section is complete, and before the first spill writes that part
- * to the spool. A header section still open at the first spill (only with
+ * submissions (sendmail): mail relayed to us is not ours to change. The
+ * fields go right after our Received, once the header section is
+ * complete, and before the first spill writes that part to the spool. A header section still open at the first spill (only with
  * limits.header_size above 256 KiB) is left as it is. */
 static void data_missing_fields(struct smtpd_session *s, bool at_end)
 {
