@@ -82,7 +82,9 @@ static void pickup_keep(int dfd, const char *name, const char *why)
 	bool kept = renameat(dfd, name, dfd, x) == 0;
 	if (!kept)
 		(void)unlinkat(dfd, name, 0);
-	log_warn("event=maildrop_refused file=%s reason=\"%s\" kept=%s", name, why, kept ? x : "-");
+	char qw[LOG_Q_MAX];
+	log_warn("event=maildrop_refused file=%s reason=%s kept=%s", name, log_qs(qw, why),
+	         kept ? x : "-");
 }
 
 /* 1: done with this file, 0: try later (stop the scan), -1 refused. */
@@ -145,9 +147,12 @@ static int pickup_one(struct pickup *p, int dfd, const char *name)
 	                       .on_fd_arg = p};
 	struct submit_result r = {.rcpt_code = codes};
 	int ret = 1;
+	char qs[LOG_Q_MAX], qr[LOG_Q_MAX];
 	if (submit_all(conf->spool_dir, &m, &r) < 0 || r.status == SUBMIT_TEMP) {
-		log_debug("event=pickup_deferred file=%s uid=%u reason=\"%s\"", name,
-		          (unsigned)st.st_uid, r.reply);
+		/* Recipients accepted in an earlier round of this attempt get
+		 * it again next time: duplicated, never lost. */
+		log_debug("event=pickup_deferred file=%s uid=%u reason=%s", name,
+		          (unsigned)st.st_uid, log_qs(qr, r.reply));
 		ret = 0;
 	} else {
 		struct buf errors;
@@ -157,13 +162,13 @@ static int pickup_one(struct pickup *p, int dfd, const char *name)
 				buf_printf(&errors, "<%s>: %s\r\n", rcpts[i], r.reply);
 		}
 		if (errors.len > 0) {
-			log_info("event=pickup_refused file=%s uid=%u from=<%s> reason=\"%s\"",
-			         name, (unsigned)st.st_uid, sender, r.reply);
+			log_info("event=pickup_refused file=%s uid=%u from=<%s> reason=%s", name,
+			         (unsigned)st.st_uid, log_qs(qs, sender), log_qs(qr, r.reply));
 			submit_notice(conf->spool_dir, conf->hostname, sender, buf_cstr(&errors));
 		}
 		buf_free(&errors);
 		log_info("event=pickup file=%s uid=%u from=<%s> nrcpt=%zu", name,
-		         (unsigned)st.st_uid, sender, dm->nrcpts);
+		         (unsigned)st.st_uid, log_qs(qs, sender), dm->nrcpts);
 		(void)unlinkat(dfd, name, 0);
 	}
 	for (size_t i = 0; i < dm->nrcpts; i++)

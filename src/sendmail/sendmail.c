@@ -386,6 +386,7 @@ static int sendmail_message(struct sendmail *sm)
 			memmove(msg.data + at + from.len, msg.data + at, msg.len - at);
 			memcpy(msg.data + at, from.data, from.len);
 			msg.len += from.len;
+			msg.data[msg.len] = '\0'; /* buf's invariant */
 			buf_free(&from);
 		}
 	}
