@@ -164,7 +164,10 @@ static void sendmail_from(const struct sendmail *sm, const char *gecos, struct b
 		buf_printf(out, "=?UTF-8?B?%s?= ", buf_cstr(&b64));
 		buf_free(&b64);
 	}
-	buf_printf(out, "<%s>\r\n", sm->sender[0] != '\0' ? sm->sender : "MAILER-DAEMON");
+	if (sm->sender[0] != '\0')
+		buf_printf(out, "<%s>\r\n", sm->sender);
+	else /* -f '<>': a From must still be an address (RFC 5322 §3.6.2) */
+		buf_printf(out, "<MAILER-DAEMON@%s>\r\n", sm->conf->hostname);
 }
 
 /* Read the message from stdin into msg (CRLF lines, lone dot honoured). */

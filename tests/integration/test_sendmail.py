@@ -105,6 +105,15 @@ def test_attached_f_and_r(hikyaku):
     assert paths == [b"Return-Path: <one@example.net>", b"Return-Path: <two@example.net>"]
 
 
+def test_null_sender(hikyaku):
+    hk = hikyaku()
+    r = sendmail(hk, "-f", "<>", "alice@localhost", data=b"Subject: n\n\nnull\n")
+    assert r.returncode == 0, r.stderr
+    msg = read_one(hk, "alice")
+    assert msg.startswith(b"Return-Path: <>")
+    assert b"<MAILER-DAEMON@mx.test.example>" in header_block(msg)
+
+
 def test_missing_headers_added_and_F(hikyaku):
     hk = hikyaku()
     r = sendmail(hk, "-F", "Cron Daemon", "alice@localhost", data=b"Subject: s\n\nbody\n")
