@@ -336,3 +336,21 @@ def test_body_without_headers(hikyaku):
     body = [m for m in msgs if b"just text" in m][0].split(b"\n\n", 1)
     assert body[1] == b"just text, no colon first\nsecond line\n"
     assert b"\nFrom: " in body[0]
+
+
+def test_busy_daemon_parks_in_maildrop(hikyaku):
+    # a 421 at the greeting (local connections share one per-IP slot) is a
+    # temporary failure: the message waits in the maildrop, exit 0, and the
+    # pickup delivers it once the slot is free
+    import socket
+    hk = hikyaku(limits={"connections_per_ip": 1})
+    held = socket.socket(socket.AF_UNIX)
+    held.connect(os.path.join(hk.spool, "public", "submit"))
+    assert held.recv(512).startswith(b"220 ")
+    r = sendmail(hk, "-v", "alice@localhost", data=b"Subject: busy\n\nparked\n")
+    assert r.returncode == 0, r.stderr
+    assert b"maildrop" in r.stderr
+    assert len(os.listdir(os.path.join(hk.spool, "maildrop"))) == 1
+    held.close()
+    hk.wait_delivered("alice", timeout=15)  # the pickup scans every 5 s
+    assert b"parked" in read_one(hk, "alice")
