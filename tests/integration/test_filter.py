@@ -396,3 +396,87 @@ def test_sender_domain(hikyaku, clients, dns_zone):
     c.ok("MAIL FROM:<a@nowhere.test>", 550, "5.1.8")
     c.ok("MAIL FROM:<a@broken.test>", 450, "4.1.8")
     c.ok("MAIL FROM:<>", 250)
+
+
+# ---- IPv6, exemptions, configuration errors -------------------------------------
+
+class Client6(RawSMTP):
+    def __init__(self, port, timeout=10):
+        self.sock = socket.create_connection(("::1", port), timeout=timeout)
+        self.buf = b""
+        self.greeting = self.reply()
+
+
+def with_v6(hikyaku, **kw):
+    """A server that listens on 127.0.0.1 and [::1] (the same port)."""
+    from conftest import free_port
+    port = free_port()
+    hk = hikyaku(start=False, listen=[f"127.0.0.1:{port}", f"[::1]:{port}"], **kw)
+    hk.port = port
+    hk.start()
+    return hk
+
+
+V6_NIBBLES = "1." + "0." * 31  # ::1, RFC 5782 §2.4
+
+
+def test_dnsbl_ipv6_nibbles_and_access_v6(hikyaku, dns_zone):
+    srv = dns_zone(f"{V6_NIBBLES}bl.test. 300 IN A 127.0.0.2\n")
+    hk = with_v6(hikyaku, dns={"forwarders": [srv.forwarder]},
+                 policy={"fcrdns_loopback": True}, dnsbl={"lists": ["bl.test"]})
+    c = Client6(hk.port)
+    c.ehlo()
+    c.ok("MAIL FROM:<a@example.net>")
+    assert "blocked using bl.test" in c.ok("RCPT TO:<alice@localhost>", 554, "5.7.1")[0]
+    c.close()
+    assert srv.count(f"{V6_NIBBLES}bl.test.", "A") == 1
+    hk2 = with_v6(hikyaku, access={"deny": ["::1/128"]})
+    c = Client6(hk2.port)
+    assert c.greeting[0] == 554
+    c.close()
+    c = Client(hk2.port, "127.0.0.2")
+    assert c.greeting[0] == 220
+    c.close()
+
+
+def test_authenticated_and_allowed_clients_are_exempt(hikyaku, clients, dns_zone):
+    """A listed client that authenticates passes the DNS lists; an allowed
+    network passes the rate limits."""
+    srv = dns_zone(BL)
+    hk = hikyaku(users_secrets={ALICE: ("CRYPT", PW)}, listener={"plaintext_auth": True},
+                 dns={"forwarders": [srv.forwarder]}, policy={"fcrdns_loopback": True},
+                 dnsbl={"lists": ["bl.test"]},
+                 access={"allow": ["127.0.0.8"]},
+                 limits={"message_rate": 1, "rate_window": "1h"})
+    plain = base64.b64encode(f"\0{ALICE}\0{PW}".encode()).decode()
+    c = clients(hk.port, "127.0.0.2")
+    c.ehlo()
+    c.ok("AUTH PLAIN " + plain, 235)
+    c.ok(f"MAIL FROM:<{ALICE}>")
+    c.ok("RCPT TO:<bob@example.net>", 250)
+    for _ in range(3):
+        c = clients(hk.port, "127.0.0.8")
+        c.begin(rcpts=[ALICE])
+        c.cmd("QUIT")
+    # and the limit holds for others
+    c = clients(hk.port, "127.0.0.9")
+    c.begin(rcpts=[ALICE])
+    c = clients(hk.port, "127.0.0.9")
+    c.ehlo()
+    c.ok("MAIL FROM:<a@example.net>", 450, "4.7.1")
+
+
+@pytest.mark.parametrize("section,value,message", [
+    ("dnsbl", {"lists": [{"zone": "bl.test", "codes": "127.0.0.2,"}]}, "invalid codes"),
+    ("dnsbl", {"lists": ["not_a_zone"]}, "invalid zone"),
+    ("access", {"deny": ["192.0.2.1/24"]}, "bits set beyond"),
+    ("access", {"reject_at": "data"}, "connect or rcpt"),
+    ("limits", {"rate_window": "0"}, "limits.rate_window"),
+])
+def test_config_errors_are_precise(hikyaku, section, value, message):
+    hk = hikyaku(start=False, **{section: value})
+    hk.start(wait=False)
+    assert hk.proc.wait(10) != 0
+    hk.proc = None
+    log = hk.log()
+    assert message in log and "hikyaku.yaml:" in log, log
