@@ -750,6 +750,12 @@ static void master_reload(struct master *m)
 	if (!same_listen)
 		log_warn("event=reload listeners=unchanged reason=\"listen addresses change only "
 			 "with a restart\"");
+	if (conf->greylist.enabled != (m->grey != NULL) ||
+	    conf->limits.rate_table_size != m->conf->limits.rate_table_size ||
+	    conf->greylist.max_entries != m->conf->greylist.max_entries)
+		log_warn("event=reload shared_tables=unchanged reason=\"greylist.enabled, "
+			 "greylist.max_entries and limits.rate_table_size change only with a "
+			 "restart\"");
 	close(m->text_fd);
 	m->text_fd = fd;
 	/* The running children keep the old configuration they parsed. */
