@@ -82,7 +82,7 @@ def test_deny_at_connect(hikyaku, clients):
     ok = clients(hk.port, "127.0.0.1")
     assert ok.greeting[0] == 220
     ok.begin()
-    wait_event(hk, "access", list="deny")
+    assert wait_event(hk, "access", list="deny")
     assert_clean(hk)
 
 
@@ -230,7 +230,7 @@ def test_early_talker_refused(hikyaku, clients):
     lines = c.expect(554, "5.5.0")
     assert "talking before the greeting" in lines[0]
     assert c.closed()
-    wait_event(hk, "early_talker", client="127.0.0.2")
+    assert wait_event(hk, "early_talker", client="127.0.0.2")
     # a patient client is greeted after the delay
     t0 = time.time()
     p = clients(hk.port, "127.0.0.3")
@@ -263,7 +263,7 @@ def test_unauth_pipelining(hikyaku, clients):
     c.expect(250)
     c.expect(250)
     c.expect(250)
-    wait_event(hk, "unauth_pipelining", count=2)
+    assert len(wait_event(hk, "unauth_pipelining", count=2)) >= 2
 
 
 # ---- rate limits across two smtpd processes ----------------------------------
@@ -318,8 +318,8 @@ def test_connection_rate_and_concurrency(hikyaku, clients):
     time.sleep(0.2)
     c = clients(hk.port, "127.0.0.3")
     assert c.greeting[0] == 421 and c.greeting[1][0].startswith("421 4.7.0 ")
-    wait_event(hk, "refuse", reason="connection_rate")
-    wait_event(hk, "refuse", reason="per_ip_limit")
+    assert wait_event(hk, "refuse", reason="connection_rate")
+    assert wait_event(hk, "refuse", reason="per_ip_limit")
 
 
 def test_user_message_rate(hikyaku, clients):
@@ -365,7 +365,7 @@ def test_greylisting(hikyaku, clients):
     # persisted across a restart
     hk.restart()
     assert os.path.exists(os.path.join(hk.spool, "greylist.db"))
-    assert "event=greylist_load entries=" in hk.log()
+    hk.wait_log("event=greylist_load entries=")
     assert grey_try(hk, clients)[0] == 250
     assert grey_try(hk, clients, rcpt="dave@localhost")[0] == 451
 
@@ -480,3 +480,22 @@ def test_config_errors_are_precise(hikyaku, section, value, message):
     hk.proc = None
     log = hk.log()
     assert message in log and "hikyaku.yaml:" in log, log
+
+
+def test_refusal_log_is_rate_suppressed(hikyaku, clients):
+    """A flood past limits.connection_rate costs at most 20 refusal lines
+    per 10 s per process; the rest are counted in one suppressed line."""
+    hk = hikyaku(processes={"smtpd": 1}, limits={"connection_rate": 1, "rate_window": "1h"})
+    refused = 0
+    for i in range(40):
+        c = clients(hk.port, "127.0.0.2")
+        refused += c.greeting[0] == 421
+        c.close()
+    assert refused >= 39
+    assert len(wait_event(hk, "refuse", count=20, reason="connection_rate")) == 20
+    time.sleep(0.3)
+    hk.stop()
+    got = [e for e in log_events(hk, "refuse") if e.get("reason") == "connection_rate"]
+    assert len(got) == 20, len(got)
+    held = [e for e in log_events(hk, "suppressed") if e.get("what") == "refuse"]
+    assert held and int(held[-1]["count"]) == refused - 20, (held, refused)
