@@ -135,7 +135,9 @@ const struct cidr_entry *policy_smtp_access(const struct policy_smtp *ps,
 struct shmrate;
 struct greytab;
 void policy_smtp_set_shared(struct policy_smtp *ps, struct shmrate *rates, struct greytab *grey);
-/* The client's network as rate limits count it: IPv4 address, IPv6 /64. */
+/* The client's network as the rate limits (prefix4 32: the address) and
+ * greylisting (prefix4 24) count it, into key; an IPv6 client always by
+ * its /64. Returns the key's length. */
 size_t policy_client_net_key(const struct sockaddr_storage *ss, unsigned prefix4,
                              unsigned char key[17]);
 /* n smtpd processes share the 64 recipient probes in flight per server. */
