@@ -326,7 +326,8 @@ def test_user_message_rate(hikyaku, clients):
     """An authenticated user counts per login, whatever the address."""
     hk = hikyaku(users_secrets={ALICE: ("CRYPT", PW)}, listener={"plaintext_auth": True},
                  processes={"smtpd": 2},
-                 limits={"user_message_rate": 2, "message_rate": 100, "rate_window": "1h"})
+                 limits={"user_message_rate": 2, "message_rate": 100, "rate_window": "1h",
+                         "user_recipient_rate": 3, "recipient_rate": 100})
     plain = base64.b64encode(f"\0{ALICE}\0{PW}".encode()).decode()
     codes = []
     for src in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
@@ -334,7 +335,13 @@ def test_user_message_rate(hikyaku, clients):
         c.ehlo()
         c.ok("AUTH PLAIN " + plain, 235)
         codes.append(c.cmd(f"MAIL FROM:<{ALICE}>")[0])
-    assert codes == [250, 250, 450], codes
+        if codes[-1] == 250:
+            codes.append(c.cmd("RCPT TO:<bob@example.net>")[0])
+            codes.append(c.cmd("RCPT TO:<carol@example.net>")[0])
+    # MAIL, RCPT, RCPT; MAIL, RCPT, RCPT (the 4th recipient); MAIL
+    assert codes == [250, 250, 250, 250, 250, 450, 450], codes
+    lines = clients(hk.port, "127.0.0.5").cmd("EHLO x.example")
+    assert lines[0] == 250  # the address itself is not limited
 
 
 # ---- greylisting ---------------------------------------------------------------
