@@ -590,7 +590,7 @@ const struct conf_setting conf_settings[] = {
 		 "Postfix's postscreen_greet_wait): spam robots that talk first are caught "
 		 "by filter.reject_early_talkers. 0 (the default) greets at once, as a "
 		 "submission server must; 3s-6s is usual on port 25. access.allow networks "
-		 "are greeted at once." },
+		 "and submission listeners (listen[].submission) are greeted at once." },
 	{ .key = "filter.reject_early_talkers", .type = CONF_T_BOOL, .def = "true",
 	  .off = OFF(filter.reject_early_talkers),
 	  .doc = "A client that sends anything before the 220 greeting gets 554 5.5.0 and "

@@ -514,11 +514,12 @@ static void smtpd_session_early_talker(struct smtpd_session *s)
 }
 
 /* Is this session watched for talking first? Only during a greeting
- * delay (filter.greet_delay), which an allowed network does not get. */
+ * delay (filter.greet_delay), which neither an allowed network nor a
+ * submission listener's client (a mail program, RFC 6409) gets. */
 static bool smtpd_session_early_checked(const struct smtpd_session *s)
 {
 	const struct conf_filter *f = &s->srv->conf->filter;
-	return f->reject_early_talkers && f->greet_delay > 0 &&
+	return f->reject_early_talkers && f->greet_delay > 0 && !s->lconf->submission &&
 	       s->client.access != POLICY_ACCESS_ALLOW;
 }
 
@@ -778,7 +779,8 @@ bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 				    smtpd_session_on_connect_verdict, s);
 	if (s->state == SMTPD_S_CLOSING)
 		return true;
-	if (conf->filter.greet_delay == 0 || s->client.access == POLICY_ACCESS_ALLOW) {
+	if (conf->filter.greet_delay == 0 || s->client.access == POLICY_ACCESS_ALLOW ||
+	    lconf->submission) {
 		smtpd_session_greet(s);
 		return true;
 	}

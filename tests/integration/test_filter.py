@@ -506,3 +506,13 @@ def test_refusal_log_is_rate_suppressed(hikyaku, clients):
     assert len(got) == 20, len(got)
     held = [e for e in log_events(hk, "suppressed") if e.get("what") == "refuse"]
     assert held and int(held[-1]["count"]) == refused - 20, (held, refused)
+
+
+def test_greet_delay_spares_submission(hikyaku, clients):
+    """A submission listener's clients (mail programs) are greeted at once
+    even with a greeting delay."""
+    hk = start_delayed(hikyaku, filter={"greet_delay": "3s"},
+                       listener={"submission": True, "plaintext_auth": True})
+    t0 = time.time()
+    assert clients(hk.port, "127.0.0.2").greeting[0] == 220
+    assert time.time() - t0 < 2
