@@ -261,7 +261,7 @@ static int master_spawn(struct child *c)
 	snprintf(a_slot, sizeof(a_slot), "%u", c->slot);
 	snprintf(a_region, sizeof(a_region), "%u", c->region);
 	snprintf(a_parent, sizeof(a_parent), "%ld", (long)getpid());
-	int keep[MASTER_SMTPD_MAX + 8];
+	int keep[MASTER_SMTPD_MAX + 16]; /* the listeners, then at most 8 more */
 	size_t nkeep = 0;
 	keep[nkeep++] = sv[1];
 	keep[nkeep++] = m->text_fd;
@@ -282,7 +282,7 @@ static int master_spawn(struct child *c)
 	argv[n++] = a_parent;
 	if (c->role == ROLE_SMTPD) {
 		listen = xcalloc(m->nbound + 1, 32);
-		for (size_t i = 0; i < m->nbound && nkeep < sizeof(keep) / sizeof(keep[0]) - 1; i++) {
+		for (size_t i = 0; i < m->nbound && nkeep < sizeof(keep) / sizeof(keep[0]) - 8; i++) {
 			llen += (size_t)snprintf(listen + llen, 32, "%s%d:%zu", i ? "," : "",
 						 m->bound[i].fd, m->bound[i].listener);
 			keep[nkeep++] = m->bound[i].fd;
