@@ -17,6 +17,7 @@
 
 #include "lib/alloc.h"
 #include "lib/buf.h"
+#include "lib/cidr.h"
 #include "lib/strutil.h"
 #include "mail/idna.h"
 
@@ -65,11 +66,17 @@ static conf_check_fn conf_domain_check;
 static conf_check_fn conf_listener_check;
 static conf_check_fn conf_helo_name_check;
 static conf_check_fn conf_auth_mechanism_check;
+static conf_check_fn conf_dnsbl_zone_check;
+static conf_check_fn conf_dnsbl_codes_check;
+
+static const char *const conf_reject_at_names[] = {"connect", "rcpt", NULL};
+_Static_assert(sizeof(enum conf_reject_at) == sizeof(int), "enum conf_reject_at is not an int");
 
 #define OFF(field) offsetof(struct conf, field)
 #define LOFF(field) offsetof(struct conf_listener, field)
 #define COFF(field) offsetof(struct conf_tls_cert, field)
 #define ROFF(field) offsetof(struct conf_route, field)
+#define DOFF(field) offsetof(struct conf_dnsbl_list, field)
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 #define KIB 1024ULL
 #define MIB (1024ULL * 1024)
@@ -187,6 +194,26 @@ static const struct conf_setting conf_route_fields[] = {
 		 "the delivery finds out). Such answers are not cached." },
 };
 
+/* One DNS list (RFC 5782): dnsbl.lists[] and dnsbl.allow_lists[]. */
+static const struct conf_setting conf_dnsbl_fields[] = {
+	{ .key = "zone", .type = CONF_T_STRING, .required = true, .off = DOFF(zone),
+	  .check = conf_dnsbl_zone_check, .lower = true,
+	  .doc = "The list's DNS zone (zen.spamhaus.org, list.dnswl.org): the client's "
+		 "address is looked up as A records of its reversed octets (IPv4) or nibbles "
+		 "(IPv6, RFC 5782 §2.4) under it. It names the list in replies and logs." },
+	{ .key = "weight", .type = CONF_T_UINT, .def = "1", .min = 1, .max = 1000,
+	  .off = DOFF(weight),
+	  .doc = "What a listing adds to the client's score (dnsbl.lists) or takes from it "
+		 "(dnsbl.allow_lists)." },
+	{ .key = "codes", .type = CONF_T_STRING, .def = "\"\"", .off = DOFF(codes),
+	  .check = conf_dnsbl_codes_check,
+	  .doc = "The answers that count, comma-separated: addresses (127.0.0.2), networks "
+		 "(127.0.0.0/29) and bit masks (&0.0.0.4: any of its bits set in an answer "
+		 "inside 127.0.0.0/8). \"\" counts 127.0.0.0/24, so the 127.255.255.x refusals "
+		 "some lists give public resolvers never count." },
+};
+
+_Static_assert(N_OF(conf_dnsbl_fields) <= CONF_FIELDS_MAX, "too many dnsbl fields");
 _Static_assert(N_OF(conf_route_fields) <= CONF_FIELDS_MAX, "too many route fields");
 _Static_assert(N_OF(conf_listener_fields) <= CONF_FIELDS_MAX, "too many listener fields");
 _Static_assert(N_OF(conf_cert_fields) <= CONF_FIELDS_MAX, "too many certificate fields");
@@ -277,7 +304,39 @@ const struct conf_setting conf_settings[] = {
 	  .doc = "Concurrent SMTP connections in total." },
 	{ .key = "limits.connections_per_ip", .type = CONF_T_UINT, .def = "50",
 	  .min = 1, .max = 1000000, .off = OFF(limits.connections_per_ip),
-	  .doc = "Concurrent SMTP connections from one client address." },
+	  .doc = "Concurrent SMTP connections from one client address (an IPv6 client by its "
+		 "/64), over all smtpd processes: 421 4.7.0 past it." },
+	{ .key = "limits.connection_rate", .type = CONF_T_UINT, .def = "0",
+	  .min = 0, .max = 1000000, .off = OFF(limits.connection_rate),
+	  .doc = "Connections one client address (IPv6: /64) may open per limits.rate_window, "
+		 "over all smtpd processes; past it 421 4.7.0 instead of the greeting. 0: no "
+		 "limit. access.allow networks are exempt." },
+	{ .key = "limits.message_rate", .type = CONF_T_UINT, .def = "0",
+	  .min = 0, .max = 1000000, .off = OFF(limits.message_rate),
+	  .doc = "MAIL commands one client address (IPv6: /64) may give per "
+		 "limits.rate_window; past it 450 4.7.1. 0: no limit. Authenticated clients "
+		 "count against limits.user_message_rate instead." },
+	{ .key = "limits.recipient_rate", .type = CONF_T_UINT, .def = "0",
+	  .min = 0, .max = 1000000, .off = OFF(limits.recipient_rate),
+	  .doc = "Recipients (accepted RCPT commands) per client address (IPv6: /64) per "
+		 "limits.rate_window; past it 450 4.7.1. 0: no limit." },
+	{ .key = "limits.user_message_rate", .type = CONF_T_UINT, .def = "0",
+	  .min = 0, .max = 1000000, .off = OFF(limits.user_message_rate),
+	  .doc = "MAIL commands per authenticated user per limits.rate_window, whatever the "
+		 "address (a stolen password must not flood the world); past it 450 4.7.1. "
+		 "0: no limit." },
+	{ .key = "limits.user_recipient_rate", .type = CONF_T_UINT, .def = "0",
+	  .min = 0, .max = 1000000, .off = OFF(limits.user_recipient_rate),
+	  .doc = "Recipients per authenticated user per limits.rate_window; past it 450 "
+		 "4.7.1. 0: no limit." },
+	{ .key = "limits.rate_window", .type = CONF_T_DURATION, .def = "1m",
+	  .min = SEC, .max = DAY, .off = OFF(limits.rate_window),
+	  .doc = "The sliding window of the rate limits (as Postfix's anvil_rate_time_unit)." },
+	{ .key = "limits.rate_table_size", .type = CONF_T_UINT, .def = "65536",
+	  .min = 1024, .max = 4194304, .off = OFF(limits.rate_table_size),
+	  .doc = "Rate counters kept in shared memory (32 octets each, rounded up to a power "
+		 "of two); when full, the counter idle the longest is evicted. Changes with "
+		 "a restart only." },
 
 	{ .key = "timeouts.command", .type = CONF_T_DURATION, .def = "5m",
 	  .min = SEC, .max = DAY, .off = OFF(timeouts.command),
@@ -479,7 +538,113 @@ const struct conf_setting conf_settings[] = {
 	  .off = OFF(policy.fcrdns_loopback),
 	  .doc = "Look up loopback clients (127.0.0.0/8, ::1) in the DNS like any other; when "
 		 "false they are \"localhost\", confirmed, without a lookup. For tests with a "
-		 "DNS server on loopback." },
+		 "DNS server on loopback. Also applies to dnsbl lookups." },
+
+	{ .key = "access.allow", .type = CONF_T_STRLIST, .def = "[]",
+	  .off = OFF(access.allow), .count_off = OFF(access.n_allow), .check = conf_cidr_check,
+	  .doc = "Networks (a.b.c.d/n, x::/n, addresses) whose clients skip the DNS lists, "
+		 "greylisting and the rate limits. The longest matching prefix of "
+		 "access.allow, access.deny and access.file decides; at equal prefixes deny "
+		 "wins. Not a relay permission (relay.trusted_networks)." },
+	{ .key = "access.deny", .type = CONF_T_STRLIST, .def = "[]",
+	  .off = OFF(access.deny), .count_off = OFF(access.n_deny), .check = conf_cidr_check,
+	  .doc = "Networks whose clients are refused with 554 5.7.1 (access.reject_at)." },
+	{ .key = "access.file", .type = CONF_T_STRING, .def = "\"\"", .off = OFF(access.file),
+	  .doc = "More networks, one a line: \"allow NET\" or \"deny NET [reason]\" (the "
+		 "reason goes into the 554), # comments; at most 100000 lines. Read as root "
+		 "when smtpd starts, so a reload (SIGHUP) reads it again; a broken file "
+		 "refuses the start or the reload with its line. \"\" for none." },
+	{ .key = "access.reject_at", .type = CONF_T_ENUM, .def = "connect",
+	  .names = conf_reject_at_names, .off = OFF(access.reject_at), .lower = true,
+	  .doc = "Where a denied client hears its 554 5.7.1: connect (instead of the "
+		 "greeting, then the connection is closed) or rcpt (at each RCPT, so the log "
+		 "shows sender and recipients, as Postfix's smtpd_delay_reject)." },
+
+	{ .key = "dnsbl.lists", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(dnsbl.lists),
+	  .count_off = OFF(dnsbl.n_lists), .fields = conf_dnsbl_fields,
+	  .n_fields = N_OF(conf_dnsbl_fields), .item_size = sizeof(struct conf_dnsbl_list),
+	  .item_name = "dns list", .shorthand = "zone",
+	  .doc = "DNS block lists (RFC 5782) asked about each client at connect, in parallel, "
+		 "while the session goes on: {zone: zen.spamhaus.org, weight: 2, codes: "
+		 "\"127.0.0.2, 127.0.0.4/30\"} or just the zone. The weights of the lists that "
+		 "list the client add up; from dnsbl.threshold on, each RCPT gets 554 5.7.1 "
+		 "naming the list. Authenticated clients and access.allow are exempt." },
+	{ .key = "dnsbl.allow_lists", .type = CONF_T_RECORDS, .def = "[]",
+	  .off = OFF(dnsbl.allow_lists), .count_off = OFF(dnsbl.n_allow_lists),
+	  .fields = conf_dnsbl_fields, .n_fields = N_OF(conf_dnsbl_fields),
+	  .item_size = sizeof(struct conf_dnsbl_list), .item_name = "dns list",
+	  .shorthand = "zone",
+	  .doc = "DNS allow lists (DNSWL): their weights are taken from the score, and a "
+		 "client listed on any of them skips greylisting." },
+	{ .key = "dnsbl.threshold", .type = CONF_T_UINT, .def = "1", .min = 1, .max = 100000,
+	  .off = OFF(dnsbl.threshold),
+	  .doc = "Score from which a client is refused." },
+	{ .key = "dnsbl.timeout", .type = CONF_T_DURATION, .def = "5s",
+	  .min = 100, .max = MIN, .off = OFF(dnsbl.timeout),
+	  .doc = "How long commands after EHLO wait for the lists' answers at most; lists "
+		 "that did not answer by then do not count (the client is accepted)." },
+
+	{ .key = "filter.greet_delay", .type = CONF_T_DURATION, .def = "0",
+	  .min = 0, .max = MIN, .off = OFF(filter.greet_delay),
+	  .doc = "Wait this long before the 220 greeting (as sendmail's greet_pause, "
+		 "Postfix's postscreen_greet_wait): spam robots that talk first are caught "
+		 "by filter.reject_early_talkers. 0 (the default) greets at once, as a "
+		 "submission server must; 3s-6s is usual on port 25. access.allow networks "
+		 "and submission listeners (listen[].submission) are greeted at once." },
+	{ .key = "filter.reject_early_talkers", .type = CONF_T_BOOL, .def = "true",
+	  .off = OFF(filter.reject_early_talkers),
+	  .doc = "A client that sends anything before the 220 greeting gets 554 5.5.0 and "
+		 "is disconnected (RFC 5321 §3.1: the client waits for the greeting). Only "
+		 "with a filter.greet_delay: as postscreen's pregreet test, the wait is what "
+		 "catches them (without one, a robot that sends at once may or may not "
+		 "have been read before the greeting)." },
+	{ .key = "filter.reject_unauth_pipelining", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(filter.reject_unauth_pipelining),
+	  .doc = "A client that sends a command before the reply to the previous one "
+		 "while PIPELINING (RFC 2920) is not in effect (before EHLO's reply, or "
+		 "after HELO) gets 554 5.5.0 and is disconnected, as Postfix's "
+		 "reject_unauth_pipelining. Off by default, as in Postfix: some clients (and "
+		 "test tools) pipeline behind EHLO; on port 25, robots are the usual "
+		 "culprits." },
+	{ .key = "filter.helo_syntax", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(filter.helo_syntax),
+	  .doc = "Refuse an EHLO/HELO name that is neither a syntactically valid domain "
+		 "(letters, digits, hyphens, dots; RFC 5321 §4.1.2) nor an address literal: "
+		 "501 5.5.2, as Postfix's reject_invalid_helo_hostname." },
+	{ .key = "filter.sender_domain", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(filter.sender_domain),
+	  .doc = "The MAIL FROM domain must resolve (MX, else A/AAAA; RFC 5321 §5.1): a "
+		 "domain that does not exist gets 550 5.1.8, a lookup that fails 450 4.1.8, "
+		 "a null MX (RFC 7505) 550 5.7.27, as Postfix's "
+		 "reject_unknown_sender_domain. The null sender and authenticated clients "
+		 "are exempt." },
+
+	{ .key = "greylist.enabled", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(greylist.enabled),
+	  .doc = "Greylisting: the first attempt of a (client /24 or /64, sender, "
+		 "recipient) triplet gets 451 4.7.1 at RCPT; a retry after greylist.delay "
+		 "passes, and the triplet is then let through for greylist.retention. "
+		 "Authenticated clients, access.allow networks and clients on a "
+		 "dnsbl.allow_lists list bypass it. The triplets live in shared memory and "
+		 "are saved under spool_dir (greylist.db) by the master." },
+	{ .key = "greylist.delay", .type = CONF_T_DURATION, .def = "5m",
+	  .min = SEC, .max = DAY, .off = OFF(greylist.delay),
+	  .doc = "How long a client must wait before its retry passes." },
+	{ .key = "greylist.retry_window", .type = CONF_T_DURATION, .def = "2d",
+	  .min = MIN, .max = 30 * DAY, .off = OFF(greylist.retry_window),
+	  .doc = "A retry later than this after the first attempt starts over." },
+	{ .key = "greylist.retention", .type = CONF_T_DURATION, .def = "35d",
+	  .min = MIN, .max = 365 * DAY, .off = OFF(greylist.retention),
+	  .doc = "A triplet that passed is remembered this long after it was last seen." },
+	{ .key = "greylist.max_entries", .type = CONF_T_UINT, .def = "262144",
+	  .min = 1024, .max = 16777216, .off = OFF(greylist.max_entries),
+	  .doc = "Triplets kept (24 octets each in shared memory and in the file, rounded up "
+		 "to a power of two); when full, the one seen longest ago is evicted. "
+		 "Changes with a restart only." },
+	{ .key = "greylist.save_interval", .type = CONF_T_DURATION, .def = "1m",
+	  .min = SEC, .max = DAY, .off = OFF(greylist.save_interval),
+	  .doc = "How often the master writes the triplets to spool_dir/greylist.db (and "
+		 "at stop); a crash loses at most this much." },
 };
 /* clang-format on */
 
@@ -743,6 +908,29 @@ static int conf_auth_mechanism_check(const char *s, char *msg, size_t msglen)
 	                "unknown SASL mechanism \"%.64s\" (PLAIN, LOGIN, CRAM-MD5 or "
 	                "SCRAM-SHA-256)",
 	                s);
+}
+
+/* A DNS list's zone: a name with at least one dot, room left for the
+ * 73 octets of an IPv6 address's nibbles in front of it. */
+static int conf_dnsbl_zone_check(const char *s, char *msg, size_t msglen)
+{
+	size_t len = strlen(s);
+	if (!conf_is_dns_name(s, len) || strchr(s, '.') == NULL || s[len - 1] == '.' ||
+	    len > 253 - 74)
+		return conf_msg(msg, msglen,
+		                "invalid zone \"%.64s\": expected a DNS name such as "
+		                "zen.spamhaus.org (at most 179 octets)",
+		                s);
+	return 0;
+}
+
+static int conf_dnsbl_codes_check(const char *s, char *msg, size_t msglen)
+{
+	struct cidr_codes c;
+	const char *error = NULL;
+	if (cidr_codes_parse(s, &c, &error) < 0)
+		return conf_msg(msg, msglen, "invalid codes \"%.64s\": %s", s, error);
+	return 0;
 }
 
 /* "host:port", "[v6]:port" or "*:port"; host an IPv4 literal or a name. */

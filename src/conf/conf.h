@@ -73,7 +73,63 @@ struct conf_limits {
 	uint64_t header_size;        /* default 100K */
 	uint64_t received_hops;      /* default 50 */
 	uint64_t connections;        /* total, default 1000 */
-	uint64_t connections_per_ip; /* default 50 */
+	uint64_t connections_per_ip; /* default 50; an IPv6 client by its /64 */
+	/* Rates per limits.rate_window, across all smtpd processes (0: none). */
+	uint64_t connection_rate;     /* connections per client network */
+	uint64_t message_rate;        /* MAIL commands per client network */
+	uint64_t recipient_rate;      /* RCPT commands per client network */
+	uint64_t user_message_rate;   /* MAIL commands per authenticated user */
+	uint64_t user_recipient_rate; /* RCPT commands per authenticated user */
+	uint64_t rate_window;         /* ms, default 1m */
+	uint64_t rate_table_size;     /* counters kept (slots), default 65536 */
+};
+
+enum conf_reject_at {
+	CONF_REJECT_CONNECT = 0, /* instead of the greeting */
+	CONF_REJECT_RCPT,        /* at each RCPT (Postfix's smtpd_delay_reject) */
+};
+
+/* access: CIDR allow and deny lists (lib/cidr.h). */
+struct conf_access {
+	char **allow; /* access.allow */
+	size_t n_allow;
+	char **deny;  /* access.deny */
+	size_t n_deny;
+	char *file;   /* access.file: "allow NET" / "deny NET reason" lines; "" none */
+	enum conf_reject_at reject_at; /* access.reject_at */
+};
+
+struct conf_dnsbl_list {
+	char *zone;      /* dnsbl.lists[].zone */
+	uint64_t weight; /* dnsbl.lists[].weight */
+	char *codes;     /* dnsbl.lists[].codes: answers that count, "" 127.0.0.0/24 */
+};
+
+struct conf_dnsbl {
+	struct conf_dnsbl_list *lists; /* dnsbl.lists: weights add */
+	size_t n_lists;
+	struct conf_dnsbl_list *allow_lists; /* dnsbl.allow_lists (DNSWL): weights subtract */
+	size_t n_allow_lists;
+	uint64_t threshold; /* dnsbl.threshold: refuse at RCPT from this score */
+	uint64_t timeout;   /* ms, dnsbl.timeout */
+};
+
+/* filter: protocol checks (early talkers, pipelining, names). */
+struct conf_filter {
+	uint64_t greet_delay;         /* ms, filter.greet_delay: 0 */
+	bool reject_early_talkers;    /* filter.reject_early_talkers: true */
+	bool reject_unauth_pipelining; /* filter.reject_unauth_pipelining: false */
+	bool helo_syntax;             /* filter.helo_syntax: false */
+	bool sender_domain;           /* filter.sender_domain: false */
+};
+
+struct conf_greylist {
+	bool enabled;          /* greylist.enabled: false */
+	uint64_t delay;        /* ms, greylist.delay: 5m */
+	uint64_t retry_window; /* ms, greylist.retry_window: 2d */
+	uint64_t retention;    /* ms, greylist.retention: 35d */
+	uint64_t max_entries;  /* greylist.max_entries: 262144 */
+	uint64_t save_interval; /* ms, greylist.save_interval: 1m */
 };
 
 struct conf_timeouts { /* all in milliseconds */
@@ -178,6 +234,10 @@ struct conf {
 	struct conf_delivery delivery;
 	struct conf_dns dns;
 	struct conf_policy policy;
+	struct conf_access access;
+	struct conf_dnsbl dnsbl;
+	struct conf_filter filter;
+	struct conf_greylist greylist;
 	struct conf_route *routes; /* routes: per-domain transports */
 	size_t n_routes;
 	/* Private to src/conf: relay.trusted_networks and relay.senders parsed

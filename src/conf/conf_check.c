@@ -76,6 +76,30 @@ static int conf_check_trusted(const struct conf *conf, FILE *out)
 	return 1;
 }
 
+/* Filtering settings that hurt the mail they were not meant for. */
+static int conf_check_filter(const struct conf *conf, FILE *out)
+{
+	int n = 0;
+	if (conf->dnsbl.n_lists > 0 && conf->dnsbl.threshold > 0) {
+		uint64_t sum = 0;
+		for (size_t i = 0; i < conf->dnsbl.n_lists; i++)
+			sum += conf->dnsbl.lists[i].weight;
+		if (sum < conf->dnsbl.threshold)
+			n += conf_warn(out,
+			               "dnsbl.threshold %llu is above the weights of all dnsbl.lists "
+			               "together (%llu): no client is ever refused",
+			               (unsigned long long)conf->dnsbl.threshold,
+			               (unsigned long long)sum);
+	}
+	for (size_t i = 0; i < conf->dnsbl.n_allow_lists; i++)
+		if (conf->dnsbl.allow_lists[i].codes[0] == '\0')
+			n += conf_warn(out,
+			               "dnsbl.allow_lists %s counts only 127.0.0.0/24 (codes \"\"): "
+			               "DNSWL lists such as list.dnswl.org answer 127.0.x.y, set codes",
+			               conf->dnsbl.allow_lists[i].zone);
+	return n;
+}
+
 /* A credentials file holds a password: it must not be open to others. */
 static int conf_check_credentials(const char *what, const char *path, FILE *out)
 {
@@ -195,6 +219,7 @@ int conf_check(const struct conf *conf, FILE *out)
 		               "qualified domain name (RFC 5321 §4.1.1.1)",
 		               conf->hostname);
 	n += conf_check_delivery(conf, out);
+	n += conf_check_filter(conf, out);
 	return n;
 }
 

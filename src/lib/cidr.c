@@ -38,7 +38,7 @@ int cidr_parse(const char *s, size_t len, struct cidr_net *net, const char **err
 		prefix = max;
 	} else if (str_parse_u64(slash + 1, len - alen - 1, 0, max, &prefix) < 0) {
 		*error_r = net->family == AF_INET ? "prefix length must be 0-32"
-						  : "prefix length must be 0-128";
+		                                  : "prefix length must be 0-128";
 		return -1;
 	}
 	net->prefix = (unsigned)prefix;
@@ -142,11 +142,11 @@ static int cidr_parse_line(struct cidr_list *l, const char *p, size_t len, const
 	for (w = i; w < len && !cidr_is_space(p[w]); w++)
 		;
 	bool allow;
-	if (w - i == 5 && memcmp(p + i, "allow", 5) == 0)
+	if (w - i == 5 && memcmp(p + i, "allow", 5) == 0) {
 		allow = true;
-	else if (w - i == 4 && memcmp(p + i, "deny", 4) == 0)
+	} else if (w - i == 4 && memcmp(p + i, "deny", 4) == 0) {
 		allow = false;
-	else {
+	} else {
 		*error_r = "expected \"allow NETWORK\" or \"deny NETWORK [reason]\"";
 		return -1;
 	}
@@ -191,7 +191,7 @@ static int cidr_parse_line(struct cidr_list *l, const char *p, size_t len, const
 }
 
 int cidr_list_parse_access(struct cidr_list *l, const char *text, size_t len, char *err,
-			   size_t errlen)
+                           size_t errlen)
 {
 	size_t lineno = 0, at = 0;
 	while (at < len) {
@@ -215,4 +215,80 @@ int cidr_list_parse_access(struct cidr_list *l, const char *text, size_t len, ch
 		}
 	}
 	return 0;
+}
+
+int cidr_codes_parse(const char *s, struct cidr_codes *c, const char **error_r)
+{
+	*c = (struct cidr_codes){0};
+	if (s[0] == '\0') {
+		const char *dflt = "127.0.0.0/24";
+		c->n_nets = 1;
+		return cidr_parse(dflt, strlen(dflt), &c->nets[0], error_r);
+	}
+	while (*s != '\0') {
+		size_t len = strcspn(s, ",");
+		const char *item = s;
+		while (len > 0 && (*item == ' ' || *item == '\t'))
+			item++, len--;
+		while (len > 0 && (item[len - 1] == ' ' || item[len - 1] == '\t'))
+			len--;
+		if (len == 0) {
+			*error_r = "an empty item";
+			return -1;
+		}
+		if (item[0] == '&') {
+			char text[CIDR_TEXT_MAX];
+			struct in_addr a;
+			if (c->n_masks == CIDR_CODES_MAX || len - 1 >= sizeof(text)) {
+				*error_r = "too many masks (16 at most) or a bad one";
+				return -1;
+			}
+			memcpy(text, item + 1, len - 1);
+			text[len - 1] = '\0';
+			if (inet_pton(AF_INET, text, &a) != 1 || a.s_addr == 0) {
+				*error_r = "a mask is &a.b.c.d, not 0";
+				return -1;
+			}
+			c->masks[c->n_masks++] = ntohl(a.s_addr);
+		} else {
+			if (c->n_nets == CIDR_CODES_MAX) {
+				*error_r = "too many codes (16 at most)";
+				return -1;
+			}
+			if (cidr_parse(item, len, &c->nets[c->n_nets], error_r) < 0)
+				return -1;
+			if (c->nets[c->n_nets].family != AF_INET) {
+				*error_r = "codes are IPv4 (answers are A records)";
+				return -1;
+			}
+			c->n_nets++;
+		}
+		s = item + len;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (*s == ',') {
+			s++;
+			if (*s == '\0') {
+				*error_r = "an empty item";
+				return -1;
+			}
+		} else if (*s != '\0') {
+			*error_r = "expected a comma";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+bool cidr_codes_match(const struct cidr_codes *c, const unsigned char a[4])
+{
+	uint32_t v = (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3];
+	for (size_t i = 0; i < c->n_nets; i++)
+		if (cidr_match(&c->nets[i], AF_INET, a))
+			return true;
+	/* a mask applies to answers of 127.0.0.0/8 only (RFC 5782 §2.1) */
+	for (size_t i = 0; i < c->n_masks; i++)
+		if (a[0] == 127 && (v & c->masks[i]) != 0)
+			return true;
+	return false;
 }

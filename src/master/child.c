@@ -20,7 +20,9 @@
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/sandbox.h"
+#include "lib/greytab.h"
 #include "lib/shmcount.h"
+#include "lib/shmrate.h"
 #include "master/proto.h"
 #include "policy/policy_smtp.h"
 #include "queue/qmgr.h"
@@ -49,6 +51,7 @@ struct child_args {
 	const char *role;
 	const char *conf_path; /* "-" for the embedded default */
 	int ctl_fd, conf_fd, conns_fd;
+	int rates_fd, grey_fd; /* smtpd: the shared rate counters and greylist */
 	int auth_fd, keys_fd; /* smtpd: its sockets to auth and keys, -1: none */
 	int tickets_fd;       /* smtpd: the TLS ticket keys all smtpds share */
 	unsigned slot, region;
@@ -89,6 +92,7 @@ static int child_parse_args(int argc, char **argv, struct child_args *a)
 {
 	memset(a, 0, sizeof(*a));
 	a->ctl_fd = a->conf_fd = a->conns_fd = a->auth_fd = a->keys_fd = a->tickets_fd = -1;
+	a->rates_fd = a->grey_fd = -1;
 	if (argc < 3)
 		return -1;
 	a->role = argv[2];
@@ -108,6 +112,10 @@ static int child_parse_args(int argc, char **argv, struct child_args *a)
 			a->keys_fd = atoi(v);
 		} else if (strcmp(k, "--conns") == 0) {
 			a->conns_fd = atoi(v);
+		} else if (strcmp(k, "--rates") == 0) {
+			a->rates_fd = atoi(v);
+		} else if (strcmp(k, "--grey") == 0) {
+			a->grey_fd = atoi(v);
 		} else if (strcmp(k, "--slot") == 0) {
 			a->slot = (unsigned)atoi(v);
 		} else if (strcmp(k, "--of") == 0) {
@@ -421,6 +429,9 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 	struct tls_pem *pems = NULL;
 	size_t npems = 0;
 	struct shmcount *conns = NULL;
+	struct shmrate *rates = NULL;
+	struct greytab *grey = NULL;
+	struct cidr_list access = {0};
 	const char *error = NULL;
 	char err[1024];
 	int ret = 1;
@@ -443,6 +454,27 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		fprintf(stderr, "hikyaku: smtpd: cannot map the connection counts\n");
 		goto out;
 	}
+	/* The access lists (their file read as root: a reload starts new
+	 * smtpds, which read it again), the rate counters and the greylist
+	 * the master shares among the smtpds. */
+	if (policy_access_load(conf, &access, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
+		goto out;
+	}
+	rates = shmrate_attach(a->rates_fd);
+	if (rates == NULL) {
+		fprintf(stderr, "hikyaku: smtpd: cannot map the rate counters\n");
+		goto out;
+	}
+	a->rates_fd = -1; /* rates owns it */
+	if (a->grey_fd >= 0) {
+		grey = greytab_attach(a->grey_fd);
+		if (grey == NULL) {
+			fprintf(stderr, "hikyaku: smtpd: cannot map the greylist\n");
+			goto out;
+		}
+		a->grey_fd = -1;
+	}
 	if (child_drop(conf, a) < 0)
 		goto out;
 	ctx.base = event_base_new();
@@ -452,6 +484,7 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		fprintf(stderr, "hikyaku: %s\n", error);
 		goto out;
 	}
+	smtpd_set_filter(ctx.smtpd, &access, rates, grey);
 	smtpd_prepare(ctx.smtpd);
 	policy_verify_set_processes(a->of);
 	/* No file at all from here (the resolver has read its own). */
@@ -510,6 +543,13 @@ out:
 	for (size_t i = 0; i < a->nbound; i++)
 		close(a->bound[i].fd);
 	shmcount_free(&conns);
+	shmrate_free(&rates);
+	greytab_free(&grey);
+	cidr_list_clear(&access);
+	if (a->rates_fd >= 0)
+		close(a->rates_fd);
+	if (a->grey_fd >= 0)
+		close(a->grey_fd);
 	users_free(&users);
 	aliases_free(&aliases);
 	if (ctx.base != NULL)

@@ -10,8 +10,12 @@
 #include "lib/fsutil.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
+#include "lib/cidr.h"
+#include "lib/greytab.h"
 #include "lib/shmcount.h"
+#include "lib/shmrate.h"
 #include "mail/maildrop.h"
+#include "policy/policy_smtp.h"
 #include "master/priv.h"
 #include "master/proto.h"
 #include "smtpd/smtpd.h"
@@ -69,6 +73,9 @@ struct master {
 	struct smtpd_bound *bound;
 	size_t nbound;
 	struct shmcount *conns;
+	struct shmrate *rates; /* the smtpds' rate counters (limits.*_rate) */
+	struct greytab *grey;  /* the greylist (greylist.enabled), else NULL */
+	struct event *grey_ev; /* saves it every greylist.save_interval */
 	unsigned nsmtpd;
 	struct child *queue, *auth, *keys;
 	struct child *smtpd[MASTER_SMTPD_MAX];
@@ -237,7 +244,7 @@ static int master_spawn(struct child *c)
 	struct master *m = c->m;
 	int sv[2];
 	char a_ctl[16], a_text[16], a_conns[16], a_slot[16], a_region[16], a_parent[24];
-	char a_auth[16], a_keys[16], a_tickets[16], a_of[16];
+	char a_auth[16], a_keys[16], a_tickets[16], a_of[16], a_rates[16], a_grey[16];
 	int auth_fd = -1, keys_fd = -1;
 	char *listen = NULL;
 	size_t llen = 0;
@@ -255,11 +262,11 @@ static int master_spawn(struct child *c)
 	snprintf(a_slot, sizeof(a_slot), "%u", c->slot);
 	snprintf(a_region, sizeof(a_region), "%u", c->region);
 	snprintf(a_parent, sizeof(a_parent), "%ld", (long)getpid());
-	int keep[MASTER_SMTPD_MAX + 8];
+	int keep[MASTER_SMTPD_MAX + 16]; /* the listeners, then at most 8 more */
 	size_t nkeep = 0;
 	keep[nkeep++] = sv[1];
 	keep[nkeep++] = m->text_fd;
-	const char *argv[32];
+	const char *argv[40];
 	size_t n = 0;
 	char title[32];
 	snprintf(title, sizeof(title), "hikyaku: %s", master_role_name(c->role));
@@ -276,12 +283,22 @@ static int master_spawn(struct child *c)
 	argv[n++] = a_parent;
 	if (c->role == ROLE_SMTPD) {
 		listen = xcalloc(m->nbound + 1, 32);
-		for (size_t i = 0; i < m->nbound && nkeep < sizeof(keep) / sizeof(keep[0]) - 1; i++) {
+		for (size_t i = 0; i < m->nbound && nkeep < sizeof(keep) / sizeof(keep[0]) - 8; i++) {
 			llen += (size_t)snprintf(listen + llen, 32, "%s%d:%zu", i ? "," : "",
 						 m->bound[i].fd, m->bound[i].listener);
 			keep[nkeep++] = m->bound[i].fd;
 		}
 		keep[nkeep++] = shmcount_fd(m->conns);
+		keep[nkeep++] = shmrate_fd(m->rates);
+		snprintf(a_rates, sizeof(a_rates), "%d", shmrate_fd(m->rates));
+		argv[n++] = "--rates";
+		argv[n++] = a_rates;
+		if (m->grey != NULL) {
+			keep[nkeep++] = greytab_fd(m->grey);
+			snprintf(a_grey, sizeof(a_grey), "%d", greytab_fd(m->grey));
+			argv[n++] = "--grey";
+			argv[n++] = a_grey;
+		}
 		keep[nkeep++] = m->tickets_fd;
 		snprintf(a_tickets, sizeof(a_tickets), "%d", m->tickets_fd);
 		argv[n++] = "--tickets";
@@ -630,6 +647,61 @@ static void master_on_kill(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The access lists' file, as the smtpds will read it: a broken one stops
+ * a start or a reload with its line instead of smtpds that keep dying. */
+static int master_access_check(const struct conf *conf, char *err, size_t errlen)
+{
+	struct cidr_list l;
+	if (policy_access_load(conf, &l, err, errlen) < 0)
+		return -1;
+	cidr_list_clear(&l);
+	return 0;
+}
+
+/* ---- the greylist's file (greylist.enabled) ----
+ * The triplets live in shared memory (lib/greytab.h) that the smtpds
+ * write; the master saves them under the spool directory every
+ * greylist.save_interval and at stop, and loads them at start. The
+ * settings of the running configuration apply (a reload may change the
+ * times, not the table's size). */
+
+static struct greytab_times master_grey_times(const struct conf *conf)
+{
+	struct greytab_times tm = {
+	    .delay = (uint32_t)(conf->greylist.delay / 1000),
+	    .retry_window = (uint32_t)(conf->greylist.retry_window / 1000),
+	    .retention = (uint32_t)(conf->greylist.retention / 1000),
+	};
+	return tm;
+}
+
+static void master_grey_path(const struct conf *conf, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s/greylist.db", conf->spool_dir);
+}
+
+static void master_grey_save(struct master *m)
+{
+	char path[4096], err[512];
+	if (m->grey == NULL)
+		return;
+	struct greytab_times tm = master_grey_times(m->conf);
+	master_grey_path(m->conf, path, sizeof(path));
+	if (greytab_save(m->grey, path, (uint32_t)time(NULL), &tm, err, sizeof(err)) < 0)
+		log_warn("event=greylist_save status=failed reason=\"%s\"", err);
+}
+
+static void master_on_grey_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct master *m = arg;
+	master_grey_save(m);
+	uint64_t ms = m->conf->greylist.save_interval;
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000 * 1000)};
+	evtimer_add(m->grey_ev, &tv);
+}
+
 /* SIGHUP: the configuration, users, aliases, certificates and credentials
  * again, in new processes; the old smtpds finish their sessions. A broken
  * configuration changes nothing. */
@@ -658,6 +730,8 @@ static void master_reload(struct master *m)
 	else if (conf->aliases_file[0] != '\0' &&
 		 aliases_load(conf->aliases_file, &aliases, err, sizeof(err)) < 0)
 		bad = 1;
+	else if (master_access_check(conf, err, sizeof(err)) < 0)
+		bad = 1;
 	size_t ntls = tls != NULL ? tls_server_count(tls) : 0;
 	tls_server_free(&tls);
 	users_free(&users);
@@ -677,6 +751,12 @@ static void master_reload(struct master *m)
 	if (!same_listen)
 		log_warn("event=reload listeners=unchanged reason=\"listen addresses change only "
 			 "with a restart\"");
+	if (conf->greylist.enabled != (m->grey != NULL) ||
+	    conf->limits.rate_table_size != m->conf->limits.rate_table_size ||
+	    conf->greylist.max_entries != m->conf->greylist.max_entries)
+		log_warn("event=reload shared_tables=unchanged reason=\"greylist.enabled, "
+			 "greylist.max_entries and limits.rate_table_size change only with a "
+			 "restart\"");
 	close(m->text_fd);
 	m->text_fd = fd;
 	/* The running children keep the old configuration they parsed. */
@@ -972,6 +1052,8 @@ int master_serve(const char *path)
 			bad = fprintf(stderr, "hikyaku: %s\n", err);
 		else if (tls_server_create(&conf->tls, conf->hostname, &tls, err, sizeof(err)) < 0)
 			bad = fprintf(stderr, "hikyaku: tls: %s\n", err);
+		else if (master_access_check(conf, err, sizeof(err)) < 0)
+			bad = fprintf(stderr, "hikyaku: %s\n", err);
 		users_free(&users);
 		aliases_free(&aliases);
 		tls_server_free(&tls);
@@ -1005,6 +1087,29 @@ int master_serve(const char *path)
 			strerror(errno));
 		goto out;
 	}
+	m.rates = shmrate_create(conf->limits.rate_table_size);
+	if (m.rates == NULL) {
+		fprintf(stderr, "hikyaku: cannot create the rate counters: %s\n", strerror(errno));
+		goto out;
+	}
+	if (conf->greylist.enabled) {
+		char path[4096];
+		size_t loaded = 0;
+		struct greytab_times tm = master_grey_times(conf);
+		m.grey = greytab_create(conf->greylist.max_entries);
+		if (m.grey == NULL) {
+			fprintf(stderr, "hikyaku: cannot create the greylist: %s\n", strerror(errno));
+			goto out;
+		}
+		master_grey_path(conf, path, sizeof(path));
+		/* A damaged file costs the triplets, not the start. */
+		if (greytab_load(m.grey, path, (uint32_t)time(NULL), &tm, &loaded, err,
+				 sizeof(err)) < 0)
+			log_warn("event=greylist_load status=failed reason=\"%s\" (starting empty)",
+				 err);
+		else
+			log_info("event=greylist_load entries=%zu", loaded);
+	}
 	/* One set of session ticket keys for every smtpd, for the master's
 	 * life (a reload keeps them: tickets survive it). */
 	{
@@ -1032,6 +1137,12 @@ int master_serve(const char *path)
 	}
 	log_info("event=master version=%s config=%s smtpd_processes=%u", HIKYAKU_VERSION,
 		 conf->file, m.nsmtpd);
+	if (m.grey != NULL) {
+		m.grey_ev = evtimer_new(m.base, master_on_grey_timer, &m);
+		struct timeval tv = {.tv_sec = (time_t)(conf->greylist.save_interval / 1000),
+				     .tv_usec = (suseconds_t)(conf->greylist.save_interval % 1000 * 1000)};
+		evtimer_add(m.grey_ev, &tv);
+	}
 	master_start_queue(&m);
 	master_start_service(&m, ROLE_AUTH);
 	master_start_service(&m, ROLE_KEYS);
@@ -1042,7 +1153,10 @@ int master_serve(const char *path)
 		log_thread_flush();
 	log_batch_end();
 	ret = 0;
+	master_grey_save(&m); /* the children are gone: the last word */
 out:
+	if (m.grey_ev != NULL)
+		event_free(m.grey_ev);
 	for (size_t i = 0; i < 6; i++) {
 		if (m.sigs[i] != NULL)
 			event_free(m.sigs[i]);
@@ -1068,6 +1182,8 @@ out:
 		close(m.bound[i].fd);
 	free(m.bound);
 	shmcount_free(&m.conns);
+	shmrate_free(&m.rates);
+	greytab_free(&m.grey);
 	if (lock_fd >= 0)
 		close(lock_fd);
 	if (m.text_fd >= 0)

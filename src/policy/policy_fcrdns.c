@@ -176,7 +176,7 @@ static void fcrdns_on_ptr(const struct dns_mx_result *res, void *arg)
 	st->pending = st->n;
 }
 
-static struct dns *fcrdns_dns(struct policy_smtp *ps)
+struct dns *policy_smtp_dns(struct policy_smtp *ps)
 {
 	if (ps->dns != NULL || ps->dns_failed)
 		return ps->dns;
@@ -201,7 +201,7 @@ static struct dns *fcrdns_dns(struct policy_smtp *ps)
 void policy_smtp_prepare(struct policy_smtp *ps)
 {
 	/* Only when FCrDNS will ask: the resolver reads its files now. */
-	(void)fcrdns_dns(ps);
+	(void)policy_smtp_dns(ps);
 }
 
 static void fcrdns_start(struct policy_job *job)
@@ -216,7 +216,7 @@ static void fcrdns_start(struct policy_job *job)
 		policy_job_dunno(job);
 		return;
 	}
-	struct dns *dns = fcrdns_dns(ps);
+	struct dns *dns = policy_smtp_dns(ps);
 	if (dns == NULL) {
 		c->rdns_status = POLICY_RDNS_TEMPFAIL;
 		fcrdns_log(c);

@@ -390,12 +390,39 @@ struct policy_smtp *policy_smtp_create(struct event_base *base, const struct con
 	ps->users = users;
 	ps->aliases = aliases;
 	ps->engine = policy_create(base);
+	/* The DNS lists' codes, checked at load: parsed once here. */
+	size_t nl = conf->dnsbl.n_lists + conf->dnsbl.n_allow_lists;
+	ps->dnsbl_codes = xcalloc(nl + 1, sizeof(*ps->dnsbl_codes));
+	for (size_t i = 0; i < nl; i++) {
+		const char *error = NULL;
+		const struct conf_dnsbl_list *l = i < conf->dnsbl.n_lists
+		                                      ? &conf->dnsbl.lists[i]
+		                                      : &conf->dnsbl.allow_lists[i - conf->dnsbl.n_lists];
+		if (cidr_codes_parse(l->codes, &ps->dnsbl_codes[i], &error) < 0)
+			abort();
+	}
+	/* Connect: the access lists first (a denied client hears its 554
+	 * instead of the greeting, decided inside policy_run), then the DNS
+	 * lists' queries and FCrDNS in parallel, then the wait for the lists. */
+	policy_add(ps->engine, &policy_check_access_connect, ps);
+	policy_add(ps->engine, &policy_check_dnsbl_start, ps);
 	policy_add(ps->engine, &policy_check_fcrdns, ps);
+	policy_add(ps->engine, &policy_check_dnsbl_wait, ps);
+	policy_add(ps->engine, &policy_check_helo_syntax, ps);
 	policy_add(ps->engine, &policy_check_fcrdns_required, ps);
+	policy_add(ps->engine, &policy_check_sender_domain, ps);
+	policy_add(ps->engine, &policy_check_rate_mail, ps);
+	/* RCPT: the client's refusals first (cheap, and before any probe),
+	 * then the recipient, then greylisting of a valid recipient, and the
+	 * recipient rate last so that only accepted recipients count. */
+	policy_add(ps->engine, &policy_check_access_rcpt, ps);
+	policy_add(ps->engine, &policy_check_dnsbl, ps);
 	policy_add(ps->engine, &policy_check_relay, ps);
 	policy_add(ps->engine, &policy_check_recipient, ps);
 	policy_add(ps->engine, &policy_check_verify, ps);
 	policy_add(ps->engine, &policy_check_alias, ps);
+	policy_add(ps->engine, &policy_check_greylist, ps);
+	policy_add(ps->engine, &policy_check_rate_rcpt, ps);
 	return ps;
 }
 
@@ -406,6 +433,8 @@ void policy_smtp_free(struct policy_smtp **psp)
 		return;
 	*psp = NULL;
 	policy_verify_free(&ps->verify);
+	cidr_list_clear(&ps->access);
+	free(ps->dnsbl_codes);
 	dns_free(&ps->dns);
 	policy_free(&ps->engine);
 	free(ps);

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "lib/cidr.h"
 #include "lib/net.h"
 #include "mail/address.h"
 #include "policy/policy.h"
@@ -33,6 +34,15 @@ enum policy_rdns {
 
 #define POLICY_FCRDNS_NAMES_MAX 10 /* PTR names whose addresses are asked */
 
+/* The client's network in the access lists (policy_filter.c). */
+enum policy_access {
+	POLICY_ACCESS_NONE,  /* in no list */
+	POLICY_ACCESS_ALLOW, /* access.allow: skips DNS lists, greylisting, rate limits */
+	POLICY_ACCESS_DENY,  /* access.deny: 554 5.7.1 (access.reject_at) */
+};
+
+struct policy_dnsbl;
+
 /* The connection, for every stage. */
 struct policy_client {
 	struct sockaddr_storage ss;
@@ -43,7 +53,21 @@ struct policy_client {
 	/* Written by the fcrdns check. */
 	enum policy_rdns rdns_status;
 	char rdns[256]; /* the confirmed name, "" otherwise */
+	/* Written by the access check at connect. */
+	enum policy_access access;
+	char access_reason[CIDR_REASON_MAX + 1];
+	/* The DNS lists (policy_dnsbl.c): lookups started at connect, owned
+	 * by the client (policy_client_clear), their score read at RCPT. */
+	struct policy_dnsbl *dnsbl;
+	long dnsbl_score;
+	char dnsbl_list[256]; /* the heaviest block list that listed the client */
+	bool dnswl;           /* listed on a dnsbl.allow_lists list */
+	bool dnsbl_done;      /* every list answered (or the wait timed out) */
 };
+
+/* At the session's end: cancel what the client's checks still have in
+ * flight. */
+void policy_client_clear(struct policy_client *c);
 
 /* One RCPT command. */
 struct policy_rcpt_req {
@@ -62,6 +86,7 @@ struct policy_rcpt_req {
 struct policy_smtp_req {
 	struct policy_client *client;
 	const char *helo;            /* POLICY_HELO: the name given (parsed) */
+	const char *sender;          /* POLICY_MAIL, POLICY_RCPT: "local@domain", "" null */
 	struct policy_rcpt_req rcpt; /* POLICY_RCPT */
 };
 
@@ -99,6 +124,23 @@ void policy_smtp_set_user_source(struct policy_smtp *ps, const struct policy_use
 /* Before the sandbox: create the resolver FCrDNS will use (it reads
  * resolv.conf and hosts, and binds sockets later). */
 void policy_smtp_prepare(struct policy_smtp *ps);
+/* The access lists of conf (access.allow, access.deny, access.file) into l;
+ * reads the file, so as root before the sandbox. 0, or -1 with err. */
+int policy_access_load(const struct conf *conf, struct cidr_list *l, char *err, size_t errlen);
+/* Hand the lists to the checks (ps owns them from now on). */
+void policy_smtp_set_access(struct policy_smtp *ps, struct cidr_list *l);
+const struct cidr_entry *policy_smtp_access(const struct policy_smtp *ps,
+                                            const struct sockaddr *sa);
+/* The shared rate counters and greylisting table (both may be NULL), owned
+ * by the caller and outliving ps. */
+struct shmrate;
+struct greytab;
+void policy_smtp_set_shared(struct policy_smtp *ps, struct shmrate *rates, struct greytab *grey);
+/* The client's network as the rate limits (prefix4 32: the address) and
+ * greylisting (prefix4 24) count it, into key; an IPv6 client always by
+ * its /64. Returns the key's length. */
+size_t policy_client_net_key(const struct sockaddr_storage *ss, unsigned prefix4,
+                             unsigned char key[17]);
 /* n smtpd processes share the 64 recipient probes in flight per server. */
 void policy_verify_set_processes(unsigned n);
 
@@ -120,13 +162,30 @@ struct policy_smtp {
 	bool dns_failed;                     /* could not make it: every lookup tempfails */
 	struct policy_verify *verify;        /* probes and their cache, made on first use */
 	struct policy_user_source users_src; /* lookup NULL: the in-process table */
+	struct cidr_list access;             /* access.allow, access.deny, access.file */
+	struct cidr_codes *dnsbl_codes;      /* per list: dnsbl.lists then allow_lists */
+	struct shmrate *rates;               /* NULL: no rate limits */
+	struct greytab *grey;                /* NULL: no greylisting */
 };
+/* The resolver of the client checks, made on first use (NULL: none). */
+struct dns *policy_smtp_dns(struct policy_smtp *ps);
 extern const struct policy_check policy_check_fcrdns;
 extern const struct policy_check policy_check_fcrdns_required;
 extern const struct policy_check policy_check_relay;
 extern const struct policy_check policy_check_recipient;
 extern const struct policy_check policy_check_verify;
 extern const struct policy_check policy_check_alias;
+extern const struct policy_check policy_check_access_connect;
+extern const struct policy_check policy_check_access_rcpt;
+extern const struct policy_check policy_check_helo_syntax;
+extern const struct policy_check policy_check_sender_domain;
+extern const struct policy_check policy_check_dnsbl_start;
+extern const struct policy_check policy_check_dnsbl_wait;
+extern const struct policy_check policy_check_dnsbl;
+extern const struct policy_check policy_check_rate_mail;
+extern const struct policy_check policy_check_rate_rcpt;
+extern const struct policy_check policy_check_greylist;
+void policy_dnsbl_free(struct policy_dnsbl **d);
 struct policy_verify;
 void policy_verify_free(struct policy_verify **v);
 

@@ -212,6 +212,7 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 	}
 	s->pmail = m;
 	snprintf(s->psender, sizeof(s->psender), "%s", sender);
+	s->preq.sender = s->psender;
 	smtpd_session_policy(s, POLICY_MAIL, &s->preq, cmd_mail_verdict);
 }
 
@@ -375,6 +376,7 @@ static void cmd_rcpt(struct smtpd_session *s, const char *args, size_t len)
 	s->preq.rcpt.smtputf8 = tx->mail.smtputf8;
 	s->preq.rcpt.is_dup = cmd_rcpt_dup_cb;
 	s->preq.rcpt.dup_arg = tx;
+	s->preq.sender = tx->env.sender;
 	smtpd_session_policy(s, POLICY_RCPT, &s->preq, cmd_rcpt_verdict);
 }
 

@@ -11,11 +11,15 @@
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/shmcount.h"
+#include "lib/shmrate.h"
+#include "lib/cidr.h"
 #include "smtpd/qclient.h"
 #include "tls/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <time.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
@@ -37,15 +41,21 @@ struct smtpd_listener {
 	uint64_t accept_errors;
 };
 
+/* The client as the connection limits count it: an IPv4 address (mapped),
+ * an IPv6 client by its /64 (RFC 4291 §2.5.4: one network, often one
+ * customer, who could otherwise take 2^64 addresses). */
 static void server_ip_key(const struct sockaddr_storage *ss, unsigned char key[16])
 {
+	int family;
+	unsigned char a[16];
 	memset(key, 0, 16);
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+	if (!cidr_sockaddr((const struct sockaddr *)ss, &family, a))
+		return;
+	if (family == AF_INET) {
 		key[10] = key[11] = 0xff;
-		memcpy(key + 12, &sin->sin_addr, 4);
-	} else if (ss->ss_family == AF_INET6) {
-		memcpy(key, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+		memcpy(key + 12, a, 4);
+	} else {
+		memcpy(key, a, 8);
 	}
 }
 
@@ -105,12 +115,13 @@ void smtpd_server_session_gone(struct smtpd *srv, struct smtpd_session *s)
 	shmcount_release(srv->conns, key);
 }
 
-/* Refuse before any session state exists: one best-effort write. */
-static void server_refuse(struct smtpd *srv, int fd, const char *client, const char *why)
+/* Refuse before any session state exists: one best-effort write. The log
+ * line is rate-suppressed (a flood is what gets refused here). */
+static void server_refuse(struct smtpd *srv, int fd, const char *client, const char *why,
+			  const char *text)
 {
 	char line[300];
-	int n = snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections, try again later\r\n",
-			 srv->conf->hostname);
+	int n = snprintf(line, sizeof(line), "421 4.7.0 %s %s\r\n", srv->conf->hostname, text);
 	ssize_t w = send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 	(void)w;
 	/* Closing with unread input makes the kernel send a reset, which can
@@ -121,7 +132,39 @@ static void server_refuse(struct smtpd *srv, int fd, const char *client, const c
 		;
 	shutdown(fd, SHUT_WR);
 	close(fd);
-	log_info("event=refuse client=%s reason=%s", client, why);
+	uint64_t now = smtpd_now_us();
+	if (logrl_burst_over(&srv->refuse_rl, now)) {
+		uint64_t held = logrl_take(&srv->refuse_rl);
+		if (held > 0)
+			log_info("event=suppressed what=refuse count=%llu", (unsigned long long)held);
+	}
+	if (logrl_allow(&srv->refuse_rl, now))
+		log_info("event=refuse client=%s reason=%s", client, why);
+}
+
+void smtpd_set_filter(struct smtpd *srv, struct cidr_list *access, struct shmrate *rates,
+		      struct greytab *grey)
+{
+	srv->rates = rates;
+	policy_smtp_set_access(srv->policy, access);
+	policy_smtp_set_shared(srv->policy, rates, grey);
+}
+
+/* limits.connection_rate: true when this connection may go on. */
+static bool server_connection_rate_ok(struct smtpd *srv, const struct sockaddr_storage *ss)
+{
+	const struct conf_limits *lim = &srv->conf->limits;
+	if (lim->connection_rate == 0 || srv->rates == NULL)
+		return true;
+	unsigned char key[2 + 17];
+	key[0] = 'c';
+	key[1] = 'c';
+	size_t len = 2 + policy_client_net_key(ss, 32, key + 2);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return shmrate_take(srv->rates, key, len, (unsigned)lim->connection_rate, lim->rate_window,
+			    now_ms);
 }
 
 static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
@@ -155,19 +198,34 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 		}
 		snprintf(client, sizeof(client), "local");
 	}
+	/* access.allow networks skip the per-client limits (not the total). */
+	const struct cidr_entry *acc = policy_smtp_access(srv->policy, (const struct sockaddr *)&ss);
+	/* local submissions (the kernel names the user) are not rate-limited
+	 * per client, as Postfix's sendmail is not */
+	bool allowed = local || (acc != NULL && acc->allow);
 	/* Counted across all smtpd processes (lib/shmcount.h). */
 	unsigned char key[16];
 	server_ip_key(&ss, key);
 	switch (shmcount_acquire(srv->conns, key, (unsigned)lim->connections,
-				 (unsigned)lim->connections_per_ip)) {
+				 allowed ? UINT_MAX : (unsigned)lim->connections_per_ip)) {
 	case SHMCOUNT_TOTAL:
-		server_refuse(srv, fd, client, "connection_limit");
+		server_refuse(srv, fd, client, "connection_limit",
+			      "Too many connections, try again later");
 		return;
 	case SHMCOUNT_PER_KEY:
-		server_refuse(srv, fd, client, "per_ip_limit");
+		server_refuse(srv, fd, client, "per_ip_limit",
+			      "Too many connections, try again later");
 		return;
 	case SHMCOUNT_OK:
 		break;
+	}
+	/* Counted across all smtpd processes too (lib/shmrate.h); a refused
+	 * connection is not counted, so a client below the rate gets in. */
+	if (!allowed && !server_connection_rate_ok(srv, &ss)) {
+		shmcount_release(srv->conns, key);
+		server_refuse(srv, fd, client, "connection_rate",
+			      "Connection rate limit exceeded, slow down and try again later");
+		return;
 	}
 	/* A session that could not start (implicit TLS setup failed) never
 	 * reaches smtpd_server_session_gone: release its count here, or
@@ -288,6 +346,7 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 	srv->users = users;
 	srv->aliases = aliases;
 	logrl_init(&srv->reject_rl, SMTPD_REJECT_LOG_ALL, SMTPD_REJECT_LOG_ALL_WINDOW_US);
+	logrl_init(&srv->refuse_rl, SMTPD_REFUSE_LOG_BURST, SMTPD_REFUSE_LOG_WINDOW_US);
 	srv->conns = conns;
 	uint64_t seed = 0;
 	if (getentropy(&seed, sizeof(seed)) < 0)
@@ -476,6 +535,9 @@ void smtpd_free(struct smtpd **srvp)
 	qclient_free(&srv->qc);
 	authc_free(&srv->authc);
 	smtpd_reject_log_flush(srv);
+	uint64_t held = logrl_take(&srv->refuse_rl);
+	if (held > 0)
+		log_info("event=suppressed what=refuse count=%llu", (unsigned long long)held);
 	if (srv->reject_rl_ev != NULL)
 		event_free(srv->reject_rl_ev);
 	tls_server_free(&srv->tls);

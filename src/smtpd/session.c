@@ -91,14 +91,22 @@ void smtpd_session_policy(struct smtpd_session *s, enum policy_stage stage, void
 	s->pending = run;
 }
 
-/* The connect chain only learns about the client (FCrDNS): the MAIL chain
- * acts on it. */
+/* The connect chain mostly learns about the client (access lists, DNS
+ * lists, FCrDNS) for later stages to act on; only a denied network is
+ * refused here (access.reject_at: connect), from inside policy_run(),
+ * before the greeting. */
 static void smtpd_session_on_connect_verdict(const struct policy_verdict *v, void *arg)
 {
 	struct smtpd_session *s = arg;
 	bool later = s->connect_run != NULL;
-	(void)v;
 	s->connect_run = NULL;
+	if (v->result == POLICY_REPLY && v->code >= 500) {
+		s->cur_verb = "CONNECT";
+		s->greeting_pending = false;
+		smtpd_reply(s, v->code, v->enh[0] != '\0' ? v->enh : NULL, "%s", v->text);
+		smtpd_session_close(s);
+		return;
+	}
 	if (later)
 		smtpd_session_unpark(s);
 }
@@ -362,6 +370,7 @@ void smtpd_session_free(struct smtpd_session **sp)
 		 s->client.rdns_status == POLICY_RDNS_CONFIRMED ? s->client.rdns : "unknown",
 		 s->messages, s->errors, secs);
 	smtpd_session_policy_cancel(s);
+	policy_client_clear(&s->client);
 	smtpd_tx_reset(s);
 	smtpd_auth_abort(s);
 	free(s->auth_user);
@@ -381,6 +390,8 @@ void smtpd_session_free(struct smtpd_session **sp)
 		event_free(s->deadline_ev);
 	if (s->free_ev != NULL)
 		event_free(s->free_ev);
+	if (s->greet_ev != NULL)
+		event_free(s->greet_ev);
 	smtpd_server_session_gone(s->srv, s);
 	free(s->line);
 	free(s);
@@ -409,6 +420,19 @@ static void smtpd_session_line_too_long(struct smtpd_session *s, size_t limit)
 		smtpd_session_set_state(s, SMTPD_S_READY);
 	}
 	smtpd_reply(s, 500, "5.5.2", "Line too long (limit %zu octets)", limit);
+}
+
+/* Did the client send more after this command line without waiting for
+ * its reply, while PIPELINING (RFC 2920 §3.1) is not in effect: before the
+ * reply to EHLO (the line is an EHLO or HELO, or none came yet), or in a
+ * HELO session? A client that waited for our reply cannot have sent more
+ * yet: the reply is written only after this line is processed. */
+static bool smtpd_session_unauth_pipelining(const struct smtpd_session *s, struct evbuffer *in,
+					    const char *line)
+{
+	if (!s->srv->conf->filter.reject_unauth_pipelining || evbuffer_get_length(in) == 0)
+		return false;
+	return !s->esmtp || str_case_prefix(line, 5, "EHLO ") || str_case_prefix(line, 5, "HELO ");
 }
 
 /* One command line from in, or false if a whole line is not there yet.
@@ -456,6 +480,14 @@ static bool smtpd_session_read_line(struct smtpd_session *s, struct evbuffer *in
 		smtpd_reply(s, 500, "5.5.2", "Command line must end with CRLF");
 		return true;
 	}
+	if (s->state != SMTPD_S_AUTH && smtpd_session_unauth_pipelining(s, in, s->line)) {
+		s->cur_verb = NULL;
+		log_info("event=unauth_pipelining sid=%s client=%s state=%s", s->sid, s->client_addr,
+			 smtpd_state_names[s->state]);
+		smtpd_reply(s, 554, "5.5.0", "Error: improper command pipelining");
+		smtpd_session_close(s);
+		return true;
+	}
 	if (s->state == SMTPD_S_AUTH)
 		smtpd_auth_response(s, s->line, linelen - 2);
 	else
@@ -469,11 +501,71 @@ static bool smtpd_session_read_line(struct smtpd_session *s, struct evbuffer *in
 	return true;
 }
 
+/* RFC 5321 §3.1: the client waits for the greeting. One that talks first
+ * is a robot that does not read replies (postscreen's "pregreet"). */
+static void smtpd_session_early_talker(struct smtpd_session *s)
+{
+	log_info("event=early_talker sid=%s client=%s", s->sid, s->client_addr);
+	s->greeting_pending = false;
+	s->cur_verb = "CONNECT";
+	smtpd_reply(s, 554, "5.5.0", "%s Protocol error: talking before the greeting",
+		    s->srv->conf->hostname);
+	smtpd_session_close(s);
+}
+
+/* Is this session watched for talking first? Only during a greeting
+ * delay (filter.greet_delay), which neither an allowed network nor a
+ * submission listener's client (a mail program, RFC 6409) gets. */
+static bool smtpd_session_early_checked(const struct smtpd_session *s)
+{
+	const struct conf_filter *f = &s->srv->conf->filter;
+	return f->reject_early_talkers && f->greet_delay > 0 && !s->lconf->submission &&
+	       s->client.access != POLICY_ACCESS_ALLOW;
+}
+
+/* Has the client sent anything yet? What libevent read, or what waits in
+ * the socket (a plain one: with implicit TLS the client speaks first). */
+static bool smtpd_session_input_waiting(struct smtpd_session *s)
+{
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+		return true;
+	if (s->lconf->tls == CONF_TLS_IMPLICIT)
+		return false;
+	char c;
+	int fd = (int)bufferevent_getfd(s->bev);
+	return fd >= 0 && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+static void smtpd_session_greet(struct smtpd_session *s)
+{
+	if (s->state == SMTPD_S_CLOSING || s->bev == NULL)
+		return;
+	if (smtpd_session_early_checked(s) && smtpd_session_input_waiting(s)) {
+		smtpd_session_early_talker(s);
+		return;
+	}
+	s->greeting_pending = false;
+	smtpd_reply(s, 220, NULL, "%s ESMTP hikyaku", s->srv->conf->hostname);
+	smtpd_session_process(s); /* what came meanwhile, when talking first is allowed */
+}
+
+static void smtpd_session_on_greet(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	smtpd_session_greet(arg);
+}
+
 static void smtpd_session_process(struct smtpd_session *s)
 {
 	bool out_full = false;
+	if (s->greeting_pending && smtpd_session_early_checked(s) &&
+	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		smtpd_session_early_talker(s);
+		return;
+	}
 	for (;;) {
-		if (s->state == SMTPD_S_CLOSING || smtpd_session_busy(s))
+		if (s->state == SMTPD_S_CLOSING || smtpd_session_busy(s) || s->greeting_pending)
 			break;
 		/* fetched each time: STARTTLS replaces s->bev */
 		struct evbuffer *in = bufferevent_get_input(s->bev);
@@ -687,16 +779,32 @@ bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 	else
 		log_info("event=connect sid=%s client=%s port=%u listener=%s", s->sid,
 			 s->client_addr, s->client_port, s->listener);
-	smtpd_reply(s, 220, NULL, "%s ESMTP hikyaku", conf->hostname);
+	s->greeting_pending = true;
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	/* The connect chain (FCrDNS) runs while the client greets us. */
+	/* The connect chain (access lists, DNS lists, FCrDNS) runs while the
+	 * client greets us; a denied network is refused from inside it. */
 	s->client.ss = s->client_ss;
 	snprintf(s->client.addr, sizeof(s->client.addr), "%s", s->client_addr);
 	s->client.sid = s->sid;
 	s->client.local = s->local;
+	/* A local submission is a user of this host: trusted as an allowed
+	 * network is (no DNS lists, greylisting, per-client rates). */
+	if (s->local)
+		s->client.access = POLICY_ACCESS_ALLOW;
 	s->creq.client = &s->client;
 	s->preq.client = &s->client;
 	s->connect_run = policy_run(srv->policy->engine, POLICY_CONNECT, &s->creq,
 				    smtpd_session_on_connect_verdict, s);
+	if (s->state == SMTPD_S_CLOSING)
+		return true;
+	if (conf->filter.greet_delay == 0 || s->client.access == POLICY_ACCESS_ALLOW ||
+	    lconf->submission || s->local) {
+		smtpd_session_greet(s);
+		return true;
+	}
+	/* filter.greet_delay: whatever the client sends meanwhile ends it */
+	s->greet_ev = evtimer_new(srv->base, smtpd_session_on_greet, s);
+	struct timeval gd = smtpd_tv(conf->filter.greet_delay);
+	evtimer_add(s->greet_ev, &gd);
 	return true;
 }

@@ -42,6 +42,9 @@ struct workq;
 #define SMTPD_REJECT_LOG_WINDOW_US (10 * 1000000ULL)
 #define SMTPD_REJECT_LOG_ALL 200
 #define SMTPD_REJECT_LOG_ALL_WINDOW_US 1000000ULL
+/* Connections refused at accept (limits): 20 lines per 10 s per process. */
+#define SMTPD_REFUSE_LOG_BURST 20
+#define SMTPD_REFUSE_LOG_WINDOW_US (10 * 1000000ULL)
 
 /* Session states (RFC 5321 §4.1.4 command ordering). */
 enum smtpd_state {
@@ -78,6 +81,8 @@ struct smtpd {
 	struct smtpd_session *sessions; /* all live sessions */
 	size_t n_sessions;
 	struct shmcount *conns; /* connection counts of all smtpd processes */
+	struct shmrate *rates;  /* rate counters of all smtpd processes */
+	struct logrl refuse_rl; /* refusals at accept */
 	uint64_t next_sid;
 	bool shutting_down;
 	/* Rejection log lines of all sessions together, per second; what is
@@ -117,6 +122,8 @@ struct smtpd_session {
 	struct bufferevent *bev;
 	struct event *deadline_ev; /* whole-session deadline */
 	struct event *free_ev;     /* deferred free after the last reply */
+	struct event *greet_ev;    /* filter.greet_delay */
+	bool greeting_pending;     /* no 220 yet: input now is an early talker */
 	enum smtpd_state state;
 	char sid[13];
 	char client_addr[NET_ADDRSTR_MAX];

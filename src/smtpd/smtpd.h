@@ -41,6 +41,14 @@ int smtpd_local_bind(int dfd, struct smtpd_bound **b_r, size_t *n_r, const char 
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
 		 const struct aliases *aliases, const struct smtpd_bound *bound, size_t nbound,
 		 struct shmcount *conns, struct smtpd **smtpd_r, const char **error_r);
+/* The access lists (taken over: *access is emptied), the rate counters and
+ * the greylist (may be NULL) shared by the smtpd processes, which outlive
+ * the server. */
+struct cidr_list;
+struct shmrate;
+struct greytab;
+void smtpd_set_filter(struct smtpd *smtpd, struct cidr_list *access, struct shmrate *rates,
+		      struct greytab *grey);
 /* The connection to the queue process (again after the queue restarted). */
 void smtpd_set_queue(struct smtpd *smtpd, int fd);
 void smtpd_start(struct smtpd *smtpd);
