@@ -13,7 +13,9 @@ RUN_PKGS=(swaks curl ca-certificates)
 # libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	libnet-ssleay-perl gnutls-bin postfix libsasl2-modules
-	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev)
+	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev
+	# test_dkim.py: dkimpy as the DKIM/ARC peer (nacl for its Ed25519), keys read by cryptography
+	python3-dkim python3-nacl python3-cryptography)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then
