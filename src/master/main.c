@@ -1,5 +1,5 @@
 /* main.c — the hikyaku binary: `serve`, `check`, `config dump|reference`,
- * `queue` (and `mailq`, the same as `queue list`, when called by that name).
+ * `queue`, `user`, `dkim` (and `mailq`, the same as `queue list`, when called by that name).
  * As `serve` it is the master (master.c), which starts the queue and smtpd
  * processes as this same binary with the hidden word `__child` (child.c). */
 #include "conf/conf.h"
@@ -12,6 +12,7 @@
 #include "lib/log.h"
 #include "master/master.h"
 #include "auth/usercmd.h"
+#include "dauth/dkim_cmd.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -37,6 +38,9 @@ static void usage(FILE *out)
 		     "       hikyaku user add|passwd|del|list [-c FILE | -f USERS] [NAME]\n"
 		     "       hikyaku queue [-c FILE] [--json] list|show QID|flush [QID|DOMAIN]|\n"
 		     "                     delete QID|hold QID|release QID\n"
+		     "       hikyaku dkim keygen --domain D --selector S [--type ed25519|rsa]\n"
+		     "                    [--bits 2048] [--out FILE]   make a DKIM key, print its record\n"
+		     "       hikyaku dkim check DOMAIN SELECTOR [-c FILE] [-k KEY]  compare with DNS\n"
 		     "       mailq [-c FILE] [--json]      the same as hikyaku queue list\n"
 		     "       hikyaku version\n"
 		     "Without -c, the embedded development default is used.\n");
@@ -171,6 +175,8 @@ int main(int argc, char **argv)
 		return 0;
 	} else if (strcmp(cmd, "queue") == 0) {
 		return main_queue(argc, argv, 2);
+	} else if (strcmp(cmd, "dkim") == 0) {
+		return dkim_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "user") == 0) {
 		return auth_user_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import subprocess
+import signal
 import time
 
 import pytest
@@ -235,3 +236,106 @@ def test_strict_key_refuses_subdomain_identity(dns, keys):
 
 def test_unsigned_message_has_no_results(dns):
     assert hk_verify(dns, MSG) == []
+
+
+# ---- the CLI, the configuration and the keys process ------------------------------
+
+def hk_cli(*args, timeout=60):
+    from conftest import hikyaku_bin
+    return subprocess.run([hikyaku_bin(), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def keygen(tmp, domain, sel, kind="rsa"):
+    out = os.path.join(tmp, f"{domain}.{sel}.key")
+    r = hk_cli("dkim", "keygen", "--domain", domain, "--selector", sel, "--type", kind,
+               "--out", out)
+    assert r.returncode == 0, r.stderr
+    record = r.stdout.strip()
+    assert record.startswith(f"{sel}._domainkey.{domain}. IN TXT \"v=DKIM1; k={kind}; p=")
+    strings = record.split(" IN TXT ", 1)[1]
+    assert all(len(s) <= 255 for s in strings.strip('"').split('" "'))
+    return out, record
+
+
+def test_keygen_writes_a_private_key_and_the_record(tmp_path):
+    out, record = keygen(str(tmp_path), "example.net", "s1", "rsa")
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    # the record holds the key's public half, the key is RSA-2048
+    k = serialization.load_pem_private_key(open(out, "rb").read(), None)
+    assert k.key_size == 2048
+    txt = "".join(record.split(" IN TXT ", 1)[1].strip('"').split('" "'))
+    assert txt == public_record(out)
+    # never overwritten
+    r = hk_cli("dkim", "keygen", "--domain", "example.net", "--selector", "s1", "--out", out)
+    assert r.returncode == 1 and "not overwritten" in r.stderr
+    out2, record2 = keygen(str(tmp_path), "example.net", "e1", "ed25519")
+    assert "k=ed25519" in record2 and len(record2) < 255
+
+
+def test_check_compares_the_published_record(tmp_path, dns):
+    tmp = str(tmp_path)
+    good, record = keygen(tmp, "check.test", "s1", "ed25519")
+    other, _ = keygen(tmp, "check.test", "s2", "rsa")
+    from dnslib import RR
+    dns.records += RR.fromZone(record.replace(" IN TXT ", " 300 IN TXT "))
+    dns.records += RR.fromZone(txt_record("s2._domainkey.check.test.", "v=DKIM1; k=rsa; p="))
+    conf = os.path.join(tmp, "hikyaku.yaml")
+    with open(conf, "w") as f:
+        f.write(f"listen: [{{ address: '127.0.0.1:2525', tls: none }}]\nlocal_domains: [localhost]\n"
+                f"dns: {{ forwarders: ['{dns.forwarder}'], timeout: 2s }}\n"
+                f"dkim:\n  sign:\n"
+                f"    - {{ domain: check.test, selector: s1, key: {good}, type: ed25519 }}\n"
+                f"    - {{ domain: check.test, selector: s2, key: {other} }}\n"
+                f"    - {{ domain: check.test, selector: s3, key: {other} }}\n")
+    r = hk_cli("dkim", "check", "check.test", "s1", "-c", conf)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+    r = hk_cli("dkim", "check", "check.test", "s2", "-c", conf)
+    assert r.returncode == 1 and "revoked" in r.stdout, r.stdout
+    r = hk_cli("dkim", "check", "check.test", "s3", "-c", conf)
+    assert r.returncode == 1 and "no record" in r.stdout, r.stdout
+    r = hk_cli("dkim", "check", "check.test", "s1", "-c", conf, "-k", other)
+    assert r.returncode == 1 and "k=ed25519" in r.stdout, r.stdout
+    r = hk_cli("dkim", "check", "check.test", "nope", "-c", conf)
+    assert r.returncode == 2 and "no dkim.sign entry" in r.stderr
+    # `hikyaku check`: modes and types of the keys
+    os.chmod(other, 0o644)
+    with open(conf, "a") as f:
+        f.write(f"    - {{ domain: check.test, selector: s4, key: {good}, type: rsa }}\n")
+    r = hk_cli("check", "-c", conf)
+    assert r.returncode == 0, r.stderr
+    assert f"dkim key {other} is writable by its group or open to others" in r.stdout
+    assert f"dkim key {good} is not an RSA" in r.stdout
+    assert "selector s1 are listed twice" not in r.stdout
+    bad = os.path.join(tmp, "bad.yaml")
+    with open(bad, "w") as f:
+        f.write("listen: [{ address: '127.0.0.1:2525', tls: none }]\n"
+                "dkim: { sign: [ { domain: x.test, selector: 'a b', key: /k } ] }\n")
+    r = hk_cli("check", "-c", bad)
+    assert r.returncode == 2 and "selector" in r.stderr
+
+
+def test_keys_process_loads_the_dkim_keys(hikyaku, tmp_path):
+    import smtplib
+    tmp = str(tmp_path)
+    rsa, _ = keygen(tmp, "example.org", "rsa1", "rsa")
+    ed, _ = keygen(tmp, "example.org", "ed1", "ed25519")
+    hk = hikyaku(dkim={"sign": [{"domain": "example.org", "selector": "rsa1", "key": rsa},
+                                {"domain": "example.org", "selector": "ed1", "key": ed,
+                                 "type": "ed25519"}]})
+    assert hk.child_pids("keys")
+    with smtplib.SMTP("127.0.0.1", hk.port) as s:
+        s.sendmail("a@example.org", ["bob@localhost"], MSG)
+    hk.wait_delivered("bob", "localhost", 1)
+
+
+def test_keys_process_refuses_a_key_of_the_wrong_type(hikyaku, tmp_path):
+    tmp = str(tmp_path)
+    ed, _ = keygen(tmp, "example.org", "ed1", "ed25519")
+    hk = hikyaku(start=False, dkim={"sign": [{"domain": "example.org", "selector": "ed1",
+                                              "key": ed}]})
+    try:
+        hk.start(wait=False)
+        hk.wait_log("not a PEM RSA private key", timeout=15)
+    finally:
+        hk.stop(signal.SIGKILL)
