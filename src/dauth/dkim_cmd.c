@@ -87,7 +87,7 @@ static int dkim_cmd_keygen(int argc, char **argv)
 {
 	const char *domain = NULL, *selector = NULL, *type = "rsa", *out = NULL;
 	uint64_t bits = 2048;
-	for (int i = 2; i < argc; i++) {
+	for (int i = 2; i < argc; i += 2) { /* --option value pairs */
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (v == NULL) {
 			dkim_cmd_usage();
@@ -110,7 +110,6 @@ static int dkim_cmd_keygen(int argc, char **argv)
 			dkim_cmd_usage();
 			return 2;
 		}
-		i++;
 	}
 	if (domain == NULL || selector == NULL || !dkim_cmd_name_ok(domain) ||
 	    !dkim_cmd_name_ok(selector) || (strcmp(type, "rsa") != 0 && strcmp(type, "ed25519") != 0)) {
