@@ -9,6 +9,7 @@
 #include "lib/alloc.h"
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -139,12 +140,12 @@ void dkim_verify_feed(struct dkim_verify *v, const void *data, size_t len)
 
 /* ---- evaluation, once the key is known -------------------------------------- */
 
-static EVP_PKEY *dkim_key_pkey(struct dkim_vsig *vs, const struct dkim_key *key)
+EVP_PKEY *dkim_key_pkey(const struct dkim_key *key, unsigned *bits_r)
 {
 	if (key->type == DKIM_KEY_ED25519) {
 		if (key->p_len != 32)
 			return NULL;
-		vs->res.key_bits = 256;
+		*bits_r = 256;
 		return EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, key->p, key->p_len);
 	}
 	const unsigned char *p = key->p;
@@ -158,7 +159,7 @@ static EVP_PKEY *dkim_key_pkey(struct dkim_vsig *vs, const struct dkim_key *key)
 		return NULL;
 	}
 	if (pk != NULL)
-		vs->res.key_bits = (unsigned)EVP_PKEY_get_bits(pk);
+		*bits_r = (unsigned)EVP_PKEY_get_bits(pk);
 	return pk;
 }
 
@@ -188,23 +189,24 @@ static int dkim_key_check(struct dkim_vsig *vs, const struct dkim_key *key)
 	return 0;
 }
 
-static bool dkim_verify_crypto(struct dkim_vsig *vs, EVP_PKEY *pk, const struct buf *data)
+bool dkim_crypto_verify(enum dkim_alg alg, EVP_PKEY *pk, const unsigned char *sig, size_t sig_len,
+                        const struct buf *data)
 {
-	const struct dkim_sig *s = &vs->sig;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	bool ok;
-	if (s->alg == DKIM_ALG_ED25519_SHA256) {
+	if (alg == DKIM_ALG_ED25519_SHA256) {
 		/* RFC 8463 §3: Ed25519 over the SHA-256 hash of the header data */
 		unsigned char h[32];
 		SHA256(data->data, data->len, h);
 		ok = EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pk) == 1 &&
-		     EVP_DigestVerify(ctx, s->b, s->b_len, h, sizeof(h)) == 1;
+		     EVP_DigestVerify(ctx, sig, sig_len, h, sizeof(h)) == 1;
 	} else {
-		const EVP_MD *md = s->alg == DKIM_ALG_RSA_SHA1 ? EVP_sha1() : EVP_sha256();
+		const EVP_MD *md = alg == DKIM_ALG_RSA_SHA1 ? EVP_sha1() : EVP_sha256();
 		ok = EVP_DigestVerifyInit(ctx, NULL, md, NULL, pk) == 1 &&
-		     EVP_DigestVerify(ctx, s->b, s->b_len, data->data, data->len) == 1;
+		     EVP_DigestVerify(ctx, sig, sig_len, data->data, data->len) == 1;
 	}
 	EVP_MD_CTX_free(ctx);
+	ERR_clear_error();
 	return ok;
 }
 
@@ -213,7 +215,7 @@ static void dkim_vsig_evaluate(struct dkim_vsig *vs, const struct dkim_key *key)
 	struct dkim_verify *v = vs->v;
 	if (dkim_key_check(vs, key) < 0)
 		return;
-	EVP_PKEY *pk = dkim_key_pkey(vs, key);
+	EVP_PKEY *pk = dkim_key_pkey(key, &vs->res.key_bits);
 	if (pk == NULL) {
 		dkim_vsig_set(vs, DKIM_RESULT_PERMERROR, "key unusable");
 		return;
@@ -237,7 +239,7 @@ static void dkim_vsig_evaluate(struct dkim_vsig *vs, const struct dkim_key *key)
 	dkim_strip_b((const char *)v->msg.hdr.data + f->off, f->len, &sigf);
 	dkim_hash_input(&v->msg, vs->sig.hcanon, vs->sig.hnames, vs->sig.n_hnames,
 	                (const char *)sigf.data, sigf.len, &data);
-	bool ok = dkim_verify_crypto(vs, pk, &data);
+	bool ok = dkim_crypto_verify(vs->sig.alg, pk, vs->sig.b, vs->sig.b_len, &data);
 	buf_free(&sigf);
 	buf_free(&data);
 	EVP_PKEY_free(pk);

@@ -9,12 +9,14 @@
  *   both end in CRLF (or are empty: relaxed), no trailing empty lines;
  * - header canonicalization of any field terminates and ends in CRLF;
  * - the verifier fed the input as a message in chunks never crashes, with
- *   a resolver that answers at once, and gives at most DKIM_SIGS_MAX results.
+ *   a resolver that answers at once, and gives at most DKIM_SIGS_MAX results;
+ *   the same for the ARC verifier (arc.c), whose result is one of three.
  * Seeds in corpus/dkim_canon/. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dauth/arc.h"
 #include "dauth/dkim.h"
 
 static void emit(void *arg, const void *p, size_t n)
@@ -108,5 +110,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (dkim_verify_result(v, i)->result == DKIM_RESULT_NONE)
 			abort();
 	dkim_verify_free(&v);
+
+	struct arc_verify *av = arc_verify_create(1700000000, &r);
+	for (size_t off = 0; off < n;) {
+		size_t k = n - off < chunk ? n - off : chunk;
+		arc_verify_feed(av, p + off, k);
+		off += k;
+	}
+	unsigned sets = 0;
+	const char *reason = NULL;
+	if (arc_verify_finish(av, NULL, NULL) != 1 ||
+	    arc_verify_result(av, &sets, &reason) > ARC_RESULT_FAIL || sets > ARC_SETS_MAX ||
+	    reason == NULL)
+		abort();
+	arc_verify_free(&av);
 	return 0;
 }

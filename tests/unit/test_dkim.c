@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
+#include "dauth/arc.h"
 #include "dauth/dkim.h"
 
 /* ---- tag lists ---------------------------------------------------------- */
@@ -573,6 +574,96 @@ static void test_oversigning(void **state)
 	buf_free(&m);
 }
 
+/* ---- ARC ------------------------------------------------------------------------------ */
+
+static void arc_seal_msg(const struct buf *in, enum arc_result chain, const char *authres,
+                         struct buf *out)
+{
+	struct dkim_sign_key key = {"example.org", "rsa1", DKIM_ALG_RSA_SHA256, 0};
+	struct dkim_pkeys pk = {K.pk, 2};
+	struct arc_seal_conf ac = {.key = &key, .authres = authres, .chain = chain, .now = 1000,
+	                           .sign = dkim_sign_with_pkeys, .sign_ctx = &pk};
+	struct arc_seal *s = arc_seal_create(&ac);
+	for (size_t i = 0; i < in->len; i += 3)
+		assert_int_equal(arc_seal_feed(s, in->data + i, in->len - i < 3 ? in->len - i : 3), 0);
+	const char *error = NULL;
+	assert_int_equal(arc_seal_finish(s, NULL, NULL, &error), 1);
+	buf_reset(out);
+	buf_append_str(out, arc_seal_header(s, &error));
+	buf_append(out, in->data, in->len);
+	arc_seal_free(&s);
+}
+
+static enum arc_result arc_check_msg(const struct buf *m, size_t chunk, unsigned *sets,
+                                     const char **reason)
+{
+	struct dkim_resolver r = {txt_lookup, txt_cancel, &K};
+	struct arc_verify *v = arc_verify_create(0, &r);
+	for (size_t off = 0; off < m->len;) {
+		size_t n = chunk == 0 || m->len - off < chunk ? m->len - off : chunk;
+		arc_verify_feed(v, m->data + off, n);
+		off += n;
+	}
+	assert_int_equal(arc_verify_finish(v, NULL, NULL), 1);
+	enum arc_result res = arc_verify_result(v, sets, reason);
+	arc_verify_free(&v);
+	return res;
+}
+
+static void test_arc(void **state)
+{
+	(void)state;
+	struct buf m, one, two;
+	unsigned sets = 0;
+	const char *reason = NULL;
+	buf_init(&m, 0);
+	buf_init(&one, 0);
+	buf_init(&two, 0);
+	reset_resolver();
+	buf_append_str(&m, MSG);
+	assert_int_equal(arc_check_msg(&m, 0, &sets, &reason), ARC_RESULT_NONE);
+	arc_seal_msg(&m, ARC_RESULT_NONE, "mx1.example.org; spf=pass", &one);
+	assert_non_null(strstr((const char *)one.data, "ARC-Seal: i=1; a=rsa-sha256; cv=none;"));
+	arc_seal_msg(&one, ARC_RESULT_PASS, "mx2.example.org; arc=pass", &two);
+	assert_non_null(strstr((const char *)two.data, "ARC-Seal: i=2; a=rsa-sha256; cv=pass;"));
+	for (size_t chunk = 0; chunk < 12; chunk += 5) {
+		assert_int_equal(arc_check_msg(&two, chunk, &sets, &reason), ARC_RESULT_PASS);
+		assert_int_equal(sets, 2);
+	}
+	/* the first hop's results changed: its seal (and so the chain) fails */
+	replace(&two, "spf=pass", "spf=FAIL");
+	assert_int_equal(arc_check_msg(&two, 0, &sets, &reason), ARC_RESULT_FAIL);
+	assert_non_null(strstr(reason, "Seal"));
+	/* a chain that failed is sealed with cv=fail, and stays failed */
+	arc_seal_msg(&two, ARC_RESULT_FAIL, "mx3.example.org; arc=fail", &one);
+	assert_non_null(strstr((const char *)one.data, "cv=fail"));
+	assert_int_equal(arc_check_msg(&one, 0, &sets, &reason), ARC_RESULT_FAIL);
+	/* DNS failure is a failed chain, never a hang; freeing with lookups pending */
+	arc_seal_msg(&m, ARC_RESULT_NONE, "mx1.example.org; spf=pass", &one);
+	K.status = DKIM_DNS_TEMPFAIL;
+	assert_int_equal(arc_check_msg(&one, 0, &sets, &reason), ARC_RESULT_FAIL);
+	reset_resolver();
+	K.async = true;
+	struct dkim_resolver r = {txt_lookup, txt_cancel, &K};
+	struct arc_verify *v = arc_verify_create(0, &r);
+	arc_verify_feed(v, one.data, one.len);
+	assert_int_equal(arc_verify_finish(v, NULL, NULL), 0);
+	assert_int_equal(K.npending, 2);
+	arc_verify_free(&v);
+	assert_null(K.cb[0]);
+	assert_null(K.cb[1]);
+	/* sealing needs an RSA key */
+	struct dkim_sign_key ed = {"example.org", "ed1", DKIM_ALG_ED25519_SHA256, 1};
+	struct arc_seal_conf ac = {.key = &ed, .authres = "x; none", .sign = dkim_sign_with_pkeys};
+	struct arc_seal *s = arc_seal_create(&ac);
+	assert_int_equal(arc_seal_finish(s, NULL, NULL, &reason), -1);
+	arc_seal_free(&s);
+	reset_resolver();
+	buf_free(&m);
+	buf_free(&one);
+	buf_free(&two);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -588,6 +679,7 @@ int main(void)
 	    cmocka_unit_test(test_async_and_cancel),
 	    cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_oversigning),
+	    cmocka_unit_test(test_arc),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
