@@ -54,6 +54,10 @@ def txt_record(name, text):
     return f'{name} 300 IN TXT ' + " ".join(f'"{p}"' for p in parts)
 
 
+def dkimpy_data(name):
+    return open(os.path.join(DKIMPY_DATA, name)).read().strip()
+
+
 def public_record(pem_path):
     k = serialization.load_pem_private_key(open(pem_path, "rb").read(), None)
     pub = k.public_key()
@@ -89,6 +93,10 @@ def zone(keys):
             open(os.path.join(DKIMPY_DATA, "test.txt")).read().strip(),
         "brisbane._domainkey.football.example.com.":
             "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+        # dkimpy's own test keys: Ed25519, RSA-2048 as SPKI and as bare RSAPublicKey
+        "dkimpy-ed._domainkey.example.com.": "v=DKIM1; " + dkimpy_data("ed25519test.dns"),
+        "test3._domainkey.example.com.": dkimpy_data("2048_testkey_wo_markers.pub.txt"),
+        "test4._domainkey.example.com.": dkimpy_data("2048_testkey_wo_markers.pub.rsa.txt"),
     }
     return recs
 
@@ -179,6 +187,31 @@ def test_dkimpy_rfc8463_message(dns):
     assert by_alg["ed25519-sha256"]["result"] == "pass", res
     assert by_alg["rsa-sha256"]["result"] == "pass", res
     assert by_alg["rsa-sha256"]["bits"] == 1024
+    msg = crlf(open(os.path.join(DKIMPY_DATA, "rfc6376.signed.rsa.msg"), "rb").read())
+    assert [r["result"] for r in hk_verify(dns, msg)] == ["pass"]
+
+
+@pytest.mark.parametrize("canon", [(b"simple", b"simple"), (b"relaxed", b"relaxed")])
+def test_dkimpy_test_keys(dns, canon):
+    """dkimpy's Ed25519 and RSA-2048 test keys and messages (its
+    test_dkim_ed25519.py, test_dkim_rsavariants.py) verify with hikyaku."""
+    msg = crlf(open(os.path.join(DKIMPY_DATA, "ed25519test.msg"), "rb").read())
+    ed = dkimpy_data("ed25519test.key").encode()
+    sig = dkim.sign(msg, b"dkimpy-ed", b"example.com", ed, canonicalize=canon,
+                    signature_algorithm=b"ed25519-sha256")
+    res = hk_verify(dns, sig + msg)
+    assert res[0]["result"] == "pass" and res[0]["a"] == "ed25519-sha256", res
+    msg = crlf(open(os.path.join(DKIMPY_DATA, "test.message"), "rb").read())
+    rsa = open(os.path.join(DKIMPY_DATA, "2048_testkey.key"), "rb").read()
+    for sel in (b"test3", b"test4"):
+        sig = dkim.sign(msg, sel, b"example.com", rsa, canonicalize=canon)
+        res = hk_verify(dns, sig + msg)
+        assert res[0]["result"] == "pass" and res[0]["bits"] == 2048, (sel, res)
+    # and hikyaku signs with dkimpy's PKCS#1 PEM: dkimpy verifies
+    signed = hk_sign([(os.path.join(DKIMPY_DATA, "2048_testkey.key"), "example.com", "test3")],
+                     msg=msg)
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5:
+                       dkimpy_data("2048_testkey_wo_markers.pub.txt").encode())
 
 
 def test_length_tag_allows_appended_text(dns, keys):
