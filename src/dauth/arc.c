@@ -162,7 +162,8 @@ static int arc_as_parse(const char *p, size_t len, struct arc_as *as)
 	for (size_t i = 0; i < b->value_len && rc == 0; i++)
 		if (strchr(" \t\r\n", b->value[i]) == NULL)
 			rc = buf_append_byte(&clean, (unsigned char)b->value[i]);
-	if (rc == 0 && clean.len > 0 && base64_decode((const char *)clean.data, clean.len, &dec) == 0) {
+	if (rc == 0 && clean.len > 0 &&
+	    base64_decode((const char *)clean.data, clean.len, &dec) == 0) {
 		memcpy(as->b, dec.data, dec.len);
 		as->b_len = dec.len;
 	}
@@ -189,7 +190,8 @@ static void arc_seal_input(const struct dkim_msg *m, const struct arc_sets *s, u
 			struct buf stripped;
 			buf_init(&stripped, 0);
 			dkim_strip_b(text, f->len, &stripped);
-			dkim_canon_header(DKIM_CANON_RELAXED, (const char *)stripped.data, stripped.len, out);
+			dkim_canon_header(DKIM_CANON_RELAXED, (const char *)stripped.data,
+			                  stripped.len, out);
 			out->len -= 2;
 			buf_free(&stripped);
 		}
@@ -212,12 +214,12 @@ struct arc_verify {
 	struct dkim_resolver resolver;
 	struct dkim_msg msg;
 	struct arc_sets sets;
-	struct dkim_sig ams;   /* AMS(N) */
+	struct dkim_sig ams; /* AMS(N) */
 	EVP_MD_CTX *bmd;
 	struct dkim_bodycanon bc;
 	struct arc_as as[ARC_SETS_MAX + 1];
 	struct arc_lookup lk[ARC_SETS_MAX + 1]; /* [0]: AMS(N)'s key, [i]: AS(i)'s */
-	bool decided;          /* result known before any key */
+	bool decided;                           /* result known before any key */
 	enum arc_result result;
 	const char *reason;
 	size_t pending;
@@ -321,7 +323,8 @@ static EVP_PKEY *arc_key(const struct arc_lookup *lk, enum dkim_alg alg, const c
 		*reason_r = "no key, or key revoked";
 		return NULL;
 	}
-	if ((alg == DKIM_ALG_ED25519_SHA256) != (lk->key.type == DKIM_KEY_ED25519) || !lk->key.sha256_ok) {
+	if ((alg == DKIM_ALG_ED25519_SHA256) != (lk->key.type == DKIM_KEY_ED25519) ||
+	    !lk->key.sha256_ok) {
 		*reason_r = "key does not match a=";
 		return NULL;
 	}
@@ -425,7 +428,8 @@ int arc_verify_finish(struct arc_verify *v, arc_verify_cb *cb, void *arg)
 		dkim_bodycanon_finish(&v->bc);
 		EVP_DigestFinal_ex(v->bmd, bh, &bhl);
 		if (bhl != v->ams.bh_len || memcmp(bh, v->ams.bh, bhl) != 0)
-			arc_decide(v, ARC_RESULT_FAIL, "latest ARC-Message-Signature body hash mismatch");
+			arc_decide(v, ARC_RESULT_FAIL,
+			           "latest ARC-Message-Signature body hash mismatch");
 	}
 	if (v->decided) {
 		v->done = true;
@@ -566,9 +570,9 @@ static void arc_seal_signed(void *arg, const unsigned char *sig, size_t len, con
 static size_t arc_hnames(const struct dkim_msg *m, char **names)
 {
 	static const char *const over[] = {"From", "To", "Subject", "Date"};
-	static const char *const present[] = {"Cc", "Reply-To", "Message-ID", "MIME-Version",
-	                                      "Content-Type", "In-Reply-To", "References",
-	                                      "DKIM-Signature", "Authentication-Results"};
+	static const char *const present[] = {
+	    "Cc",          "Reply-To",   "Message-ID",     "MIME-Version",          "Content-Type",
+	    "In-Reply-To", "References", "DKIM-Signature", "Authentication-Results"};
 	size_t n = 0;
 	for (size_t i = 0; i < 4; i++) {
 		size_t k = 1;

@@ -16,7 +16,7 @@
 enum arc_result {
 	ARC_RESULT_NONE = 0, /* no ARC sets */
 	ARC_RESULT_PASS,
-	ARC_RESULT_FAIL,     /* structure, a seal or the latest AMS did not validate, or DNS */
+	ARC_RESULT_FAIL, /* structure, a seal or the latest AMS did not validate, or DNS */
 };
 const char *arc_result_name(enum arc_result r); /* "none", "pass", "fail" (RFC 8601 arc=) */
 
@@ -41,11 +41,11 @@ struct arc_seal_conf {
 	const struct dkim_sign_key *key; /* d=, s=, key id for sign; rsa-sha256 only
 	                                  * (RFC 8617 §4.1.3; receivers know no other).
 	                                  * Verification accepts ed25519-sha256 too. */
-	const char *authres;   /* ARC-Authentication-Results payload after "i=N; ":
-	                        * "authserv-id; spf=pass ...", what our own
-	                        * Authentication-Results says */
-	enum arc_result chain; /* arc_verify's result for the incoming message: cv= */
-	time_t now;            /* t=; 0: time(NULL) */
+	const char *authres;             /* ARC-Authentication-Results payload after "i=N; ":
+	                                  * "authserv-id; spf=pass ...", what our own
+	                                  * Authentication-Results says */
+	enum arc_result chain;           /* arc_verify's result for the incoming message: cv= */
+	time_t now;                      /* t=; 0: time(NULL) */
 	dkim_sign_fn *sign;
 	void *sign_ctx;
 };

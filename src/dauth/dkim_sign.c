@@ -34,8 +34,8 @@ struct dkim_sign {
 };
 
 static const char *const dkim_oversign[] = {"From", "To", "Subject", "Date"};
-static const char *const dkim_sign_if_present[] = {"Cc", "Reply-To", "Message-ID", "MIME-Version",
-                                                   "Content-Type", "In-Reply-To", "References"};
+static const char *const dkim_sign_if_present[] = {
+    "Cc", "Reply-To", "Message-ID", "MIME-Version", "Content-Type", "In-Reply-To", "References"};
 
 static void dkim_sign_emit(void *arg, const void *p, size_t n)
 {
@@ -100,7 +100,8 @@ static void dkim_sign_hnames(struct dkim_sign *s, char **names, size_t *n_r)
 		for (; k > 0 && n < DKIM_HNAMES_MAX; k--)
 			names[n++] = (char *)dkim_oversign[i];
 	}
-	for (size_t i = 0; i < sizeof(dkim_sign_if_present) / sizeof(dkim_sign_if_present[0]); i++) {
+	for (size_t i = 0; i < sizeof(dkim_sign_if_present) / sizeof(dkim_sign_if_present[0]);
+	     i++) {
 		size_t k = dkim_count_fields(&s->msg, dkim_sign_if_present[i]);
 		for (; k > 0 && n < DKIM_HNAMES_MAX; k--)
 			names[n++] = (char *)dkim_sign_if_present[i];
@@ -123,7 +124,8 @@ static void dkim_sign_text(struct dkim_sign *s, const struct dkim_sign_key *k, c
 		buf_printf(b, " i=%s;", c->auid);
 	buf_printf(b, "\r\n\tt=%llu;", (unsigned long long)now);
 	if (c->expire_s != 0)
-		buf_printf(b, " x=%llu;", (unsigned long long)now + (unsigned long long)c->expire_s);
+		buf_printf(b, " x=%llu;",
+		           (unsigned long long)now + (unsigned long long)c->expire_s);
 	buf_append_str(b, "\r\n\th=");
 	size_t col = 3;
 	for (size_t i = 0; i < n; i++) {
@@ -273,7 +275,8 @@ int dkim_pkey_sign(EVP_PKEY *pkey, const unsigned char *hash, size_t hash_len, u
 	enum dkim_alg alg;
 	int ok = 0;
 	size_t len = DKIM_SIG_MAX;
-	if (hash_len != 32 || dkim_pkey_alg(pkey, &alg) < 0 || (size_t)EVP_PKEY_get_size(pkey) > len) {
+	if (hash_len != 32 || dkim_pkey_alg(pkey, &alg) < 0 ||
+	    (size_t)EVP_PKEY_get_size(pkey) > len) {
 		*error_r = "not a DKIM key or not a SHA-256 hash";
 		return -1;
 	}

@@ -91,7 +91,8 @@ int dkim_tags_parse(const char *p, size_t len, struct dkim_tags *tags, const cha
 			return -1;
 		}
 		for (size_t i = 0; i < tags->n; i++)
-			if (tags->tag[i].name_len == nlen && memcmp(tags->tag[i].name, name, nlen) == 0) {
+			if (tags->tag[i].name_len == nlen &&
+			    memcmp(tags->tag[i].name, name, nlen) == 0) {
 				*error_r = "duplicate tag";
 				return -1;
 			}
@@ -131,8 +132,8 @@ const char *dkim_alg_name(enum dkim_alg alg)
 
 const char *dkim_result_name(enum dkim_result r)
 {
-	static const char *const names[] = {"none", "pass", "fail", "policy", "neutral",
-	                                    "temperror", "permerror"};
+	static const char *const names[] = {"none",    "pass",      "fail",     "policy",
+	                                    "neutral", "temperror", "permerror"};
 	return (size_t)r < sizeof(names) / sizeof(names[0]) ? names[r] : "none";
 }
 
@@ -279,7 +280,8 @@ static int dkim_sig_required(const struct dkim_tags *tags, struct dkim_sig *sig,
 		*error_r = "a= missing or unknown";
 		return -1;
 	}
-	if ((t = dkim_tags_get(tags, "d")) == NULL || dkim_copy(t, sig->domain, sizeof(sig->domain)) < 0) {
+	if ((t = dkim_tags_get(tags, "d")) == NULL ||
+	    dkim_copy(t, sig->domain, sizeof(sig->domain)) < 0) {
 		*error_r = "d= missing or invalid";
 		return -1;
 	}
@@ -289,13 +291,13 @@ static int dkim_sig_required(const struct dkim_tags *tags, struct dkim_sig *sig,
 		*error_r = "s= missing or invalid";
 		return -1;
 	}
-	if ((t = dkim_tags_get(tags, "bh")) == NULL || dkim_b64(t, sig->bh, sizeof(sig->bh), &sig->bh_len) < 0 ||
-	    sig->bh_len == 0) {
+	if ((t = dkim_tags_get(tags, "bh")) == NULL ||
+	    dkim_b64(t, sig->bh, sizeof(sig->bh), &sig->bh_len) < 0 || sig->bh_len == 0) {
 		*error_r = "bh= missing or invalid";
 		return -1;
 	}
-	if ((t = dkim_tags_get(tags, "b")) == NULL || dkim_b64(t, sig->b, sizeof(sig->b), &sig->b_len) < 0 ||
-	    sig->b_len == 0) {
+	if ((t = dkim_tags_get(tags, "b")) == NULL ||
+	    dkim_b64(t, sig->b, sizeof(sig->b), &sig->b_len) < 0 || sig->b_len == 0) {
 		*error_r = "b= missing or invalid";
 		return -1;
 	}
@@ -347,7 +349,8 @@ static int dkim_sig_optional(const struct dkim_tags *tags, struct dkim_sig *sig,
 		}
 		sig->has_x = true;
 	}
-	if ((t = dkim_tags_get(tags, "q")) != NULL && memmem(t->value, t->value_len, "dns/txt", 7) == NULL) {
+	if ((t = dkim_tags_get(tags, "q")) != NULL &&
+	    memmem(t->value, t->value_len, "dns/txt", 7) == NULL) {
 		*error_r = "q= without dns/txt";
 		return -1;
 	}
@@ -447,7 +450,8 @@ int dkim_key_parse(const char *txt, size_t len, struct dkim_key *key, const char
 		key->sha1_ok = dkim_list_has(t, "sha1");
 		key->sha256_ok = dkim_list_has(t, "sha256");
 	}
-	if ((t = dkim_tags_get(&tags, "s")) != NULL && !dkim_list_has(t, "*") && !dkim_list_has(t, "email")) {
+	if ((t = dkim_tags_get(&tags, "s")) != NULL && !dkim_list_has(t, "*") &&
+	    !dkim_list_has(t, "email")) {
 		*error_r = "key not for email (s=)";
 		return -1;
 	}

@@ -19,11 +19,11 @@
 struct dkim_vsig {
 	struct dkim_verify *v;
 	struct dkim_sig sig;
-	size_t field;     /* index into v->msg.fields */
+	size_t field; /* index into v->msg.fields */
 	bool parsed;
-	bool pending;     /* key lookup under way */
+	bool pending; /* key lookup under way */
 	void *query;
-	EVP_MD_CTX *bmd;  /* body hash */
+	EVP_MD_CTX *bmd; /* body hash */
 	struct dkim_bodycanon bc;
 	unsigned char bh[EVP_MAX_MD_SIZE];
 	unsigned bh_len;
@@ -36,7 +36,7 @@ struct dkim_verify {
 	struct dkim_msg msg;
 	struct dkim_vsig sigs[DKIM_SIGS_MAX];
 	size_t n;
-	bool started;     /* signatures set up (end of header section) */
+	bool started; /* signatures set up (end of header section) */
 	size_t pending;
 	bool in_finish;
 	bool done;
@@ -91,8 +91,10 @@ static void dkim_vsig_setup(struct dkim_verify *v, struct dkim_vsig *vs)
 	memcpy(vs->res.b_prefix, vs->sig.b_prefix, sizeof(vs->res.b_prefix));
 	snprintf(vs->res.algorithm, sizeof(vs->res.algorithm), "%s", dkim_alg_name(vs->sig.alg));
 	vs->bmd = EVP_MD_CTX_new();
-	EVP_DigestInit_ex(vs->bmd, vs->sig.alg == DKIM_ALG_RSA_SHA1 ? EVP_sha1() : EVP_sha256(), NULL);
-	dkim_bodycanon_init(&vs->bc, vs->sig.bcanon, vs->sig.has_l, vs->sig.l, dkim_body_emit, vs->bmd);
+	EVP_DigestInit_ex(vs->bmd, vs->sig.alg == DKIM_ALG_RSA_SHA1 ? EVP_sha1() : EVP_sha256(),
+	                  NULL);
+	dkim_bodycanon_init(&vs->bc, vs->sig.bcanon, vs->sig.has_l, vs->sig.l, dkim_body_emit,
+	                    vs->bmd);
 }
 
 /* End of the header section: find and parse the signatures, top first. */
@@ -290,8 +292,8 @@ static bool dkim_dns_label_ok(const char *s)
 	if (*s == '\0')
 		return false;
 	for (; *s != '\0'; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-		      *s == '-' || *s == '_' || *s == '.'))
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
 			return false;
 	return true;
 }

@@ -95,8 +95,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	buf_free(&whole);
 	buf_free(&part);
 
-	struct dkim_resolver r = {lookup, NULL,
-	                          (void *)"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="};
+	struct dkim_resolver r = {
+	    lookup, NULL,
+	    (void *)"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="};
 	struct dkim_verify_conf vc = {.now = 1700000000, .header_max = 4096};
 	struct dkim_verify *v = dkim_verify_create(&vc, &r);
 	for (size_t off = 0; off < n;) {

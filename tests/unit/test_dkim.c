@@ -39,7 +39,7 @@ static void test_tags(void **state)
 	    {"b=abc\r\n def; bh=x", 0, 2},
 	    {"v=1;; a=b", -1, 0},
 	    {";v=1", -1, 0},
-	    {"v=1; v=2", -1, 0},   /* duplicate: permerror (§3.2) */
+	    {"v=1; v=2", -1, 0}, /* duplicate: permerror (§3.2) */
 	    {"v 1", -1, 0},
 	    {"1v=1", -1, 0},
 	    {"v=1; a=b\x01", -1, 0},
@@ -77,8 +77,8 @@ static void test_sig_parse(void **state)
 	static const char *const bad[] = {
 	    "v=2; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA; b=AAAA",
 	    "v=1; a=rsa-md5; d=x.org; s=s; h=from; bh=AAAA; b=AAAA",
-	    "v=1; a=rsa-sha256; d=x.org; s=s; h=to; bh=AAAA; b=AAAA",      /* no From */
-	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA",            /* no b= */
+	    "v=1; a=rsa-sha256; d=x.org; s=s; h=to; bh=AAAA; b=AAAA", /* no From */
+	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA",       /* no b= */
 	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA; b=AAAA; i=@y.org",
 	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA; b=AAAA; t=10; x=5",
 	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA; b=AAAA; c=fancy",
@@ -119,7 +119,8 @@ static void test_key_parse(void **state)
 	(void)state;
 	struct dkim_key k;
 	const char *error = NULL;
-	const char *t = "v=DKIM1; k=ed25519; t=y:s; h=sha256; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+	const char *t =
+	    "v=DKIM1; k=ed25519; t=y:s; h=sha256; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
 	assert_int_equal(dkim_key_parse(t, strlen(t), &k, &error), 0);
 	assert_int_equal(k.type, DKIM_KEY_ED25519);
 	assert_true(k.testing && k.strict && k.sha256_ok && !k.sha1_ok && !k.revoked);
@@ -128,8 +129,8 @@ static void test_key_parse(void **state)
 	assert_int_equal(dkim_key_parse(t, strlen(t), &k, &error), 0);
 	assert_true(k.revoked);
 	assert_int_equal(k.type, DKIM_KEY_RSA);
-	static const char *const bad[] = {"v=DKIM2; p=", "k=dsa; p=", "s=web; p=", "k=rsa",
-	                                  "p=AAAA; v=DKIM1", "p=A!"};
+	static const char *const bad[] = {
+	    "v=DKIM2; p=", "k=dsa; p=", "s=web; p=", "k=rsa", "p=AAAA; v=DKIM1", "p=A!"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (dkim_key_parse(bad[i], strlen(bad[i]), &k, &error) != -1)
 			fail_msg("accepted key %s", bad[i]);
@@ -196,8 +197,9 @@ static void test_canon_rfc_example(void **state)
 static void test_canon_chunking(void **state)
 {
 	(void)state;
-	static const char body[] = "  lead\t \r\n\r\nmid \r\n\r\r\n\t\r\n tail  x \r\n\r\n  \r\n\r\nend"
-	                           "\r\n\r\n\r\n";
+	static const char body[] =
+	    "  lead\t \r\n\r\nmid \r\n\r\r\n\t\r\n tail  x \r\n\r\n  \r\n\r\nend"
+	    "\r\n\r\n\r\n";
 	struct buf whole, part;
 	buf_init(&whole, 0);
 	buf_init(&part, 0);
@@ -205,7 +207,8 @@ static void test_canon_chunking(void **state)
 		for (int l = 0; l < 2; l++) {
 			body_canon((enum dkim_canon)c, body, sizeof(body) - 1, 0, l, 17, &whole);
 			for (size_t chunk = 1; chunk < sizeof(body); chunk++) {
-				body_canon((enum dkim_canon)c, body, sizeof(body) - 1, chunk, l, 17, &part);
+				body_canon((enum dkim_canon)c, body, sizeof(body) - 1, chunk, l, 17,
+				           &part);
 				assert_int_equal(part.len, whole.len);
 				assert_memory_equal(part.data, whole.data, whole.len);
 			}
@@ -220,9 +223,9 @@ static void test_canon_chunking(void **state)
 struct keys {
 	EVP_PKEY *pk[2]; /* rsa1, ed1 */
 	char txt[3][2048];
-	const char *override;           /* a key record to serve instead */
+	const char *override; /* a key record to serve instead */
 	enum dkim_dns_status status;
-	bool async;                     /* answer from dkim_fire, not at once */
+	bool async; /* answer from dkim_fire, not at once */
 	dkim_txt_cb *cb[8];
 	void *arg[8];
 	char names[8][300];
@@ -302,15 +305,21 @@ static void sign(const char *which, time_t now, uint64_t expire, struct buf *out
 	struct dkim_sign_key keys[4];
 	size_t n = 0;
 	for (const char *w = which; *w != '\0'; w++, n++)
-		keys[n] = (struct dkim_sign_key){"example.org", *w == 'r' ? "rsa1" : "ed1",
-		                                 *w == 'r' ? DKIM_ALG_RSA_SHA256 : DKIM_ALG_ED25519_SHA256,
-		                                 *w == 'r' ? 0 : 1};
+		keys[n] = (struct dkim_sign_key){
+		    "example.org", *w == 'r' ? "rsa1" : "ed1",
+		    *w == 'r' ? DKIM_ALG_RSA_SHA256 : DKIM_ALG_ED25519_SHA256, *w == 'r' ? 0 : 1};
 	struct dkim_pkeys pk = {K.pk, 2};
-	struct dkim_sign_conf sc = {.keys = keys, .n_keys = n, .now = now, .expire_s = expire,
-	                            .sign = dkim_sign_with_pkeys, .sign_ctx = &pk};
+	struct dkim_sign_conf sc = {.keys = keys,
+	                            .n_keys = n,
+	                            .now = now,
+	                            .expire_s = expire,
+	                            .sign = dkim_sign_with_pkeys,
+	                            .sign_ctx = &pk};
 	struct dkim_sign *s = dkim_sign_create(&sc);
 	for (size_t i = 0; i < sizeof(MSG) - 1; i += 5)
-		assert_int_equal(dkim_sign_feed(s, MSG + i, sizeof(MSG) - 1 - i < 5 ? sizeof(MSG) - 1 - i : 5), 0);
+		assert_int_equal(
+		    dkim_sign_feed(s, MSG + i, sizeof(MSG) - 1 - i < 5 ? sizeof(MSG) - 1 - i : 5),
+		    0);
 	const char *error = NULL;
 	assert_int_equal(dkim_sign_finish(s, NULL, NULL, &error), 1);
 	const char *h = dkim_sign_header(s, &error);
@@ -358,8 +367,8 @@ static void test_sign_verify_chunked(void **state)
 		for (size_t i = 0; i < 2; i++) {
 			const struct dkim_verify_sig *r = dkim_verify_result(v, i);
 			if (r->result != DKIM_RESULT_PASS)
-				fail_msg("chunk %zu sig %zu: %s %s", chunk, i, dkim_result_name(r->result),
-				         r->reason);
+				fail_msg("chunk %zu sig %zu: %s %s", chunk, i,
+				         dkim_result_name(r->result), r->reason);
 		}
 		assert_string_equal(dkim_verify_result(v, 0)->algorithm, "rsa-sha256");
 		assert_string_equal(dkim_verify_result(v, 1)->domain, "example.org");
@@ -556,7 +565,8 @@ static void test_oversigning(void **state)
 	buf_init(&m, 0);
 	reset_resolver();
 	sign("e", 0, 0, &m);
-	assert_non_null(strstr((const char *)m.data, "h=From:From:To:To:Subject:Subject:Date:Date"));
+	assert_non_null(
+	    strstr((const char *)m.data, "h=From:From:To:To:Subject:Subject:Date:Date"));
 	/* a second Subject added below the signature breaks it */
 	struct buf f;
 	buf_init(&f, 0);
@@ -581,11 +591,16 @@ static void arc_seal_msg(const struct buf *in, enum arc_result chain, const char
 {
 	struct dkim_sign_key key = {"example.org", "rsa1", DKIM_ALG_RSA_SHA256, 0};
 	struct dkim_pkeys pk = {K.pk, 2};
-	struct arc_seal_conf ac = {.key = &key, .authres = authres, .chain = chain, .now = 1000,
-	                           .sign = dkim_sign_with_pkeys, .sign_ctx = &pk};
+	struct arc_seal_conf ac = {.key = &key,
+	                           .authres = authres,
+	                           .chain = chain,
+	                           .now = 1000,
+	                           .sign = dkim_sign_with_pkeys,
+	                           .sign_ctx = &pk};
 	struct arc_seal *s = arc_seal_create(&ac);
 	for (size_t i = 0; i < in->len; i += 3)
-		assert_int_equal(arc_seal_feed(s, in->data + i, in->len - i < 3 ? in->len - i : 3), 0);
+		assert_int_equal(arc_seal_feed(s, in->data + i, in->len - i < 3 ? in->len - i : 3),
+		                 0);
 	const char *error = NULL;
 	assert_int_equal(arc_seal_finish(s, NULL, NULL, &error), 1);
 	buf_reset(out);
