@@ -277,6 +277,14 @@ const char *dkim_sign_header(const struct dkim_sign *s, const char **error_r);
 /* Not while a sign callback is pending (keyproxy's answers are synchronous). */
 void dkim_sign_free(struct dkim_sign **s);
 
+/* The keys to sign mail from domain with (config dkim.sign[] entries of that
+ * domain, exact, case-insensitive) into keys[max], for dkim_sign_conf.keys:
+ * key_id is the keys process's DKIM key index. The strings point into conf.
+ * Returns how many (0: do not sign). */
+struct conf;
+size_t dkim_sign_keys_for(const struct conf *conf, const char *domain, struct dkim_sign_key *keys,
+                          size_t max);
+
 /* ---- private keys (keys process, CLI, tests) ------------------------------- */
 
 /* The private operation of dkim_sign_fn with a key in this process: RSA

@@ -7,6 +7,7 @@
  * trusted: bounded like the verifier's. Also the in-process key helpers
  * used by the keys process, the CLI and the tests. */
 #include "dauth/dkim_int.h"
+#include "conf/conf.h"
 #include "lib/alloc.h"
 #include "lib/base64.h"
 
@@ -334,4 +335,22 @@ void dkim_sign_with_pkeys(void *ctx, const struct dkim_sign_key *key, const unsi
 		return;
 	}
 	done(done_arg, sig, len, NULL);
+}
+
+size_t dkim_sign_keys_for(const struct conf *conf, const char *domain, struct dkim_sign_key *keys,
+                          size_t max)
+{
+	size_t idx[DKIM_SIGS_MAX];
+	size_t n = conf_dkim_keys_for(conf, domain, idx, max < DKIM_SIGS_MAX ? max : DKIM_SIGS_MAX);
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_dkim_key *k = &conf->dkim.sign[idx[i]];
+		keys[i] = (struct dkim_sign_key){
+		    .domain = k->domain,
+		    .selector = k->selector,
+		    .alg = k->type == CONF_DKIM_ED25519 ? DKIM_ALG_ED25519_SHA256
+		                                        : DKIM_ALG_RSA_SHA256,
+		    .key_id = idx[i],
+		};
+	}
+	return n;
 }

@@ -19,6 +19,7 @@
 
 #include "dauth/arc.h"
 #include "dauth/dkim.h"
+#include "conf/conf.h"
 
 /* ---- tag lists ---------------------------------------------------------- */
 
@@ -679,6 +680,40 @@ static void test_arc(void **state)
 	buf_free(&two);
 }
 
+/* dkim.sign[] entries of the From domain become the signer's keys, in order,
+ * key_id = the entry's index (the keys process's DKIM key index). */
+static void test_sign_keys_from_conf(void **state)
+{
+	(void)state;
+	static const char yaml[] =
+	    "listen: [{address: '127.0.0.1:2525', tls: none}]\n"
+	    "dkim:\n"
+	    "  sign:\n"
+	    "    - {domain: Example.ORG, selector: s1, key: /k1}\n"
+	    "    - {domain: other.test, selector: s1, key: /k2}\n"
+	    "    - {domain: example.org, selector: e1, key: /k3, type: ed25519}\n";
+	struct conf *c = NULL;
+	char err[512];
+	if (conf_load_buffer("test.yaml", yaml, sizeof(yaml) - 1, &c, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	struct dkim_sign_key keys[4];
+	assert_int_equal(dkim_sign_keys_for(c, "EXAMPLE.org", keys, 4), 2);
+	assert_string_equal(keys[0].domain, "example.org");
+	assert_string_equal(keys[0].selector, "s1");
+	assert_int_equal(keys[0].alg, DKIM_ALG_RSA_SHA256);
+	assert_int_equal(keys[0].key_id, 0);
+	assert_int_equal(keys[1].alg, DKIM_ALG_ED25519_SHA256);
+	assert_int_equal(keys[1].key_id, 2);
+	assert_int_equal(dkim_sign_keys_for(c, "example.org", keys, 1), 1);
+	assert_int_equal(dkim_sign_keys_for(c, "sub.example.org", keys, 4), 0);
+	conf_free(&c);
+	static const char bad[] = "listen: [{address: '127.0.0.1:2525', tls: none}]\n"
+	                          "dkim: {sign: [{domain: x.test, selector: 'a..b', key: /k}]}\n";
+	assert_int_equal(conf_load_buffer("bad.yaml", bad, sizeof(bad) - 1, &c, err, sizeof(err)),
+	                 -1);
+	assert_non_null(strstr(err, "selector"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -695,6 +730,7 @@ int main(void)
 	    cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_oversigning),
 	    cmocka_unit_test(test_arc),
+	    cmocka_unit_test(test_sign_keys_from_conf),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
