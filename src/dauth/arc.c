@@ -223,7 +223,7 @@ struct arc_verify {
 	enum arc_result result;
 	const char *reason;
 	size_t pending;
-	bool in_finish, done;
+	bool in_finish, finishing, done;
 	arc_verify_cb *cb;
 	void *cb_arg;
 };
@@ -297,7 +297,7 @@ static void arc_verify_start(struct arc_verify *v)
 void arc_verify_feed(struct arc_verify *v, const void *data, size_t len)
 {
 	const unsigned char *p = data;
-	if (v->done || v->cb != NULL)
+	if (v->done || v->finishing)
 		return;
 	if (!v->msg.in_body) {
 		size_t h = dkim_msg_feed(&v->msg, p, len);
@@ -418,6 +418,9 @@ int arc_verify_finish(struct arc_verify *v, arc_verify_cb *cb, void *arg)
 {
 	if (v->done)
 		return 1;
+	if (v->finishing)
+		return 0; /* called again while the lookups run: the first cb stands */
+	v->finishing = true;
 	if (!v->msg.in_body) {
 		dkim_msg_end(&v->msg);
 		arc_verify_start(v);

@@ -43,6 +43,7 @@ struct dkim_verify {
 	bool started; /* signatures set up (end of header section) */
 	size_t pending;
 	bool in_finish;
+	bool finishing; /* finish was called: lookups under way or done */
 	bool done;
 	dkim_verify_cb *cb;
 	void *cb_arg;
@@ -131,7 +132,7 @@ static void dkim_verify_body(struct dkim_verify *v, const unsigned char *p, size
 void dkim_verify_feed(struct dkim_verify *v, const void *data, size_t len)
 {
 	const unsigned char *p = data;
-	if (v->done || v->cb != NULL)
+	if (v->done || v->finishing)
 		return;
 	if (!v->msg.in_body) {
 		size_t h = dkim_msg_feed(&v->msg, p, len);
@@ -331,6 +332,9 @@ int dkim_verify_finish(struct dkim_verify *v, dkim_verify_cb *cb, void *arg)
 {
 	if (v->done)
 		return 1;
+	if (v->finishing)
+		return 0; /* called again while the lookups run: the first cb stands */
+	v->finishing = true;
 	if (!v->msg.in_body) {
 		dkim_msg_end(&v->msg);
 		dkim_verify_start(v);
