@@ -180,6 +180,14 @@ def test_dkimpy_signature_verifies_with_hikyaku(dns, keys, alg, canon):
     assert res[0]["a"] == alg and res[0]["s"] == sel.decode()
 
 
+def test_rsa_sha1_is_reported_never_a_pass(dns, keys):
+    key = open(keys["rsa"], "rb").read()
+    sig = dkim.sign(MSG, b"rsa1", b"example.org", key, signature_algorithm=b"rsa-sha1")
+    res = hk_verify(dns, sig + MSG)
+    assert res[0]["a"] == "rsa-sha1" and res[0]["result"] == "policy", res
+    assert "RFC 8301" in res[0]["reason"]
+
+
 def test_dkimpy_rfc8463_message(dns):
     msg = crlf(open(os.path.join(DKIMPY_DATA, "rfc6376.signed.msg"), "rb").read())
     res = hk_verify(dns, msg)

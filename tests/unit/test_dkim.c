@@ -549,6 +549,20 @@ static void test_bounds(void **state)
 	assert_int_equal(dkim_verify_count(v), 1);
 	assert_int_equal(dkim_verify_result(v, 0)->result, DKIM_RESULT_PERMERROR);
 	dkim_verify_free(&v);
+	/* a signature that does not parse (here h= without From): neutral, no lookup */
+	buf_reset(&many);
+	buf_append_str(&many, "DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=rsa1; h=to;"
+	                      " bh=AAAA; b=AAAA\r\n");
+	buf_append_str(&many, MSG);
+	K.lookups = 0;
+	v = verify(&many, 0, 0);
+	assert_int_equal(dkim_verify_finish(v, NULL, NULL), 1);
+	assert_int_equal(dkim_verify_count(v), 1);
+	assert_int_equal(dkim_verify_result(v, 0)->result, DKIM_RESULT_NEUTRAL);
+	assert_non_null(strstr(dkim_verify_result(v, 0)->reason, "From"));
+	assert_string_equal(dkim_verify_result(v, 0)->domain, "example.org");
+	assert_int_equal(K.lookups, 0);
+	dkim_verify_free(&v);
 	/* no signature: no results */
 	buf_reset(&many);
 	buf_append_str(&many, MSG);
