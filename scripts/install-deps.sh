@@ -14,6 +14,9 @@ RUN_PKGS=(swaks curl ca-certificates)
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	libnet-ssleay-perl gnutls-bin postfix libsasl2-modules
 	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev
+	# the RFC 7208 SPF test suite (rfc7208-tests.yml.gz) and the YAML reader
+	# test_spf_suite.py loads it with
+	python3-spf python3-yaml
 	# test_dkim.py: dkimpy as the DKIM/ARC peer (nacl for its Ed25519), keys read by cryptography
 	python3-dkim python3-nacl python3-cryptography)
 
