@@ -427,7 +427,9 @@ static void dkim_dns_answer(const struct dns_raw_result *res, void *arg)
 		st = DKIM_DNS_TEMPFAIL;
 	for (size_t i = 0; st == DKIM_DNS_OK && i < res->n; i++) {
 		char *t = xmalloc(DKIM_TXT_MAX);
-		if (dns_txt_join(res->rdata[i], res->len[i], t, DKIM_TXT_MAX) >= 0)
+		int jl = dns_txt_join(res->rdata[i], res->len[i], t, DKIM_TXT_MAX);
+		/* a record holding a NUL octet is no key record (nor a C string) */
+		if (jl >= 0 && (size_t)jl == strlen(t))
 			txts[n++] = t;
 		else
 			free(t);
