@@ -126,11 +126,40 @@ struct ctl_server;
  * live daemon answers on it) and start accepting. */
 int ctl_server_create(struct event_base *base, const char *spool_dir, struct qmgr *q,
                       struct ctl_server **srv_r, const char **error_r);
+/* A connection from the http process (a socket the master made, so no
+ * peer check): requests one after another, each answered in full before
+ * the next is read; it stays open. */
+void ctl_server_add_peer(struct ctl_server *srv, int fd);
 /* Close every connection, finish the pending control work, unlink the
  * socket. Before qmgr_free(). */
 void ctl_server_free(struct ctl_server **srv);
 
 /* ---- CLI side (ctl_client.c) ---- */
+
+/* The rendering of an answer, as text or JSON, shared by the CLI and the
+ * http process's JSON API (one implementation of the queue's views). */
+#include <stdio.h>
+struct ctl_render {
+	uint8_t req; /* the request's type */
+	bool json;
+	FILE *out, *err;
+	/* list only, a search: items whose qid is qid, whose sender or one
+	 * of whose listed recipients contains sender / recipient (ASCII case
+	 * folded); NULL: any */
+	const char *qid, *sender, *recipient;
+	size_t n_items;     /* shown */
+	uint64_t n_pending; /* recipients pending over the items shown */
+	uint64_t omitted;   /* list: items the daemon left out (frame bound) */
+	char message[256];  /* the daemon's OK, END or ERROR text */
+};
+
+/* The request frame of type with its argument (a qid, or for FLUSH a qid
+ * or a domain; NULL for none) into req. -1 when it does not fit. */
+int ctl_request_build(uint8_t type, const char *arg, struct buf *req);
+void ctl_render_begin(struct ctl_render *r);
+/* One answer frame: 1 when it was the last, 0 for more, -1 an error
+ * (written to r->err; r->message has the daemon's text). */
+int ctl_render_frame(struct ctl_render *r, const struct ctl_frame *f);
 
 /* `hikyaku queue [--json] list|show ID|flush [ID|DOMAIN]|delete ID|hold ID|
  * release ID` against the daemon using spool_dir; argv[0] is the first

@@ -44,6 +44,8 @@ struct ctl_conn {
 	bool busy;    /* the request is with qmgr_ctl */
 	bool dead;    /* closed while busy: freed when the answer comes */
 	bool closing; /* the answer is queued: close once written */
+	bool persistent; /* the http process's (ctl_server_add_peer): one
+	                    request after another, never closed by us */
 };
 
 struct ctl_server {
@@ -104,8 +106,16 @@ static void ctl_conn_send(struct ctl_conn *c, struct buf *b, size_t start)
 	buf_reset(b);
 }
 
+static void ctl_conn_on_read(struct bufferevent *bev, void *arg);
+
 static void ctl_conn_finish(struct ctl_conn *c)
 {
+	if (c->persistent) {
+		/* The next request, perhaps already buffered. */
+		bufferevent_enable(c->bev, EV_READ);
+		ctl_conn_on_read(c->bev, c);
+		return;
+	}
 	c->closing = true;
 	ctl_conn_on_write(c->bev, c);
 }
@@ -296,8 +306,17 @@ static void ctl_conn_on_read(struct bufferevent *bev, void *arg)
 	if (r < 0) {
 		char qe[LOG_Q_MAX];
 		log_warn("event=control_error reason=%s", log_qs(qe, error));
+		if (c->persistent) { /* the octets after it cannot be framed */
+			ctl_conn_close(c);
+			return;
+		}
 		bufferevent_disable(bev, EV_READ);
 		ctl_conn_answer_simple(c, CTL_T_ERROR, error, 0);
+		return;
+	}
+	if (c->persistent) {
+		evbuffer_drain(in, used);
+		ctl_conn_request(c, &f);
 		return;
 	}
 	ctl_conn_request(c, &f);
@@ -323,6 +342,8 @@ static bool ctl_peer_allowed(int fd)
 	return cred.uid == 0 || cred.uid == geteuid();
 }
 
+static struct ctl_conn *ctl_conn_new(struct ctl_server *s, int fd, bool persistent);
+
 static void ctl_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                           int salen, void *arg)
 {
@@ -336,13 +357,19 @@ static void ctl_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 		evutil_closesocket(fd);
 		return;
 	}
+	(void)ctl_conn_new(s, fd, false);
+}
+
+static struct ctl_conn *ctl_conn_new(struct ctl_server *s, int fd, bool persistent)
+{
 	struct ctl_conn *c = xcalloc(1, sizeof(*c));
 	c->srv = s;
+	c->persistent = persistent;
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		evutil_closesocket(fd);
 		free(c);
-		return;
+		return NULL;
 	}
 	c->next = s->conns;
 	if (s->conns != NULL)
@@ -350,10 +377,17 @@ static void ctl_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 	s->conns = c;
 	s->n_conns++;
 	struct timeval rt = {CTL_READ_TIMEOUT_S, 0}, wt = {CTL_WRITE_TIMEOUT_S, 0};
-	bufferevent_set_timeouts(c->bev, &rt, &wt);
+	bufferevent_set_timeouts(c->bev, persistent ? NULL : &rt, &wt);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CTL_REQ_MAX);
 	bufferevent_setcb(c->bev, ctl_conn_on_read, ctl_conn_on_write, ctl_conn_on_event, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	return c;
+}
+
+void ctl_server_add_peer(struct ctl_server *s, int fd)
+{
+	evutil_make_socket_nonblocking(fd);
+	(void)ctl_conn_new(s, fd, true);
 }
 
 /* Is a daemon answering on path? Then we must not take its socket. */
