@@ -10,6 +10,8 @@
 #include "lib/fsutil.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/net.h"
 #include "lib/shmcount.h"
 #include "master/priv.h"
 #include "master/proto.h"
@@ -68,8 +70,10 @@ struct master {
 	struct smtpd_bound *bound;
 	size_t nbound;
 	struct shmcount *conns;
+	struct metrics *metrics; /* counters every child adds to (lib/metrics.h) */
+	int http_fd;             /* http.listen's socket, -1: none */
 	unsigned nsmtpd;
-	struct child *queue, *auth, *keys;
+	struct child *queue, *auth, *keys, *http;
 	struct child *smtpd[MASTER_SMTPD_MAX];
 	struct child *retired; /* children told to stop, still running */
 	bool stopping;
@@ -99,6 +103,8 @@ static const char *master_role_name(enum proto_role r)
 		return "auth";
 	case ROLE_KEYS:
 		return "keys";
+	case ROLE_HTTP:
+		return "http";
 	default:
 		return "master";
 	}
@@ -196,6 +202,23 @@ static void master_wire_to(struct child *svc, struct child *smtpd)
 	close(sv[1]);
 }
 
+/* The http process's link to the queue's control server: a stream socket
+ * (the control frames are a byte stream), one end to each. */
+static void master_wire_http(struct master *m)
+{
+	int sv[2];
+	if (!master_running(m->queue) || m->queue->retiring || !master_running(m->http))
+		return;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_err("event=socketpair_failed error=%s", strerror(errno));
+		return;
+	}
+	master_send_peer(m->queue, ROLE_HTTP, 0, sv[0]);
+	master_send_peer(m->http, ROLE_QUEUE, 0, sv[1]);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 static void master_wire(struct master *m, struct child *smtpd)
 {
 	master_wire_to(m->queue, smtpd);
@@ -236,7 +259,8 @@ static int master_spawn(struct child *c)
 	struct master *m = c->m;
 	int sv[2];
 	char a_ctl[16], a_text[16], a_conns[16], a_slot[16], a_region[16], a_parent[24];
-	char a_auth[16], a_keys[16], a_tickets[16], a_of[16];
+	char a_auth[16], a_keys[16], a_tickets[16], a_of[16], a_metrics[16], a_mslot[16],
+	    a_http[16];
 	int auth_fd = -1, keys_fd = -1;
 	char *listen = NULL;
 	size_t llen = 0;
@@ -258,6 +282,14 @@ static int master_spawn(struct child *c)
 	size_t nkeep = 0;
 	keep[nkeep++] = sv[1];
 	keep[nkeep++] = m->text_fd;
+	keep[nkeep++] = metrics_fd(m->metrics);
+	/* Each writer its own slot: smtpd its region, queue and the rest
+	 * after them (metrics.h). */
+	unsigned mslot = c->role == ROLE_SMTPD   ? c->region
+			 : c->role == ROLE_QUEUE ? 2 * m->nsmtpd
+						 : 2 * m->nsmtpd + 1;
+	snprintf(a_metrics, sizeof(a_metrics), "%d", metrics_fd(m->metrics));
+	snprintf(a_mslot, sizeof(a_mslot), "%u", mslot);
 	const char *argv[32];
 	size_t n = 0;
 	char title[32];
@@ -273,6 +305,16 @@ static int master_spawn(struct child *c)
 	argv[n++] = a_text;
 	argv[n++] = "--parent";
 	argv[n++] = a_parent;
+	argv[n++] = "--metrics";
+	argv[n++] = a_metrics;
+	argv[n++] = "--mslot";
+	argv[n++] = a_mslot;
+	if (c->role == ROLE_HTTP) {
+		snprintf(a_http, sizeof(a_http), "%d", m->http_fd);
+		keep[nkeep++] = m->http_fd;
+		argv[n++] = "--http";
+		argv[n++] = a_http;
+	}
 	if (c->role == ROLE_SMTPD) {
 		listen = xcalloc(m->nbound + 1, 32);
 		for (size_t i = 0; i < m->nbound && nkeep < sizeof(keep) / sizeof(keep[0]) - 1; i++) {
@@ -356,6 +398,7 @@ static int master_spawn(struct child *c)
 
 static void master_start_queue(struct master *m);
 static void master_start_service(struct master *m, enum proto_role role);
+static void master_start_http(struct master *m);
 
 static void master_on_restart(evutil_socket_t fd, short what, void *arg)
 {
@@ -369,6 +412,8 @@ static void master_on_restart(evutil_socket_t fd, short what, void *arg)
 		master_start_queue(m);
 	else if (c->role == ROLE_SMTPD)
 		master_start_smtpd(m, c->slot);
+	else if (c->role == ROLE_HTTP)
+		master_start_http(m);
 	else
 		master_start_service(m, c->role);
 }
@@ -431,6 +476,22 @@ static void master_start_queue(struct master *m)
 		return;
 	}
 	master_wire_all(m, m->queue); /* after a reload, the old smtpds too */
+	master_wire_http(m);
+}
+
+/* The http process (http.listen set): /metrics and the API. */
+static void master_start_http(struct master *m)
+{
+	if (m->http_fd < 0)
+		return;
+	if (m->http == NULL)
+		m->http = master_child_new(m, ROLE_HTTP, 0);
+	if (master_spawn(m->http) < 0) {
+		struct timeval tv = {1, 0};
+		evtimer_add(m->http->restart_ev, &tv);
+		return;
+	}
+	master_wire_http(m);
 }
 
 /* auth or keys: (re)start, and give every smtpd a socket to it. */
@@ -472,8 +533,8 @@ static void master_stop_progress(struct master *m)
 	if (master_smtpds_running(m))
 		return;
 	bool running = false;
-	struct child *svcs[] = {m->queue, m->auth, m->keys};
-	for (size_t i = 0; i < 3; i++) {
+	struct child *svcs[] = {m->queue, m->auth, m->keys, m->http};
+	for (size_t i = 0; i < 4; i++) {
 		if (!master_running(svcs[i]))
 			continue;
 		running = true;
@@ -579,6 +640,8 @@ static struct child *master_find(struct master *m, pid_t pid)
 		return m->auth;
 	if (m->keys != NULL && m->keys->pid == pid)
 		return m->keys;
+	if (m->http != NULL && m->http->pid == pid)
+		return m->http;
 	for (unsigned i = 0; i < m->nsmtpd; i++) {
 		if (m->smtpd[i] != NULL && m->smtpd[i]->pid == pid)
 			return m->smtpd[i];
@@ -622,8 +685,8 @@ static void master_on_kill(evutil_socket_t fd, short what, void *arg)
 	struct master *m = arg;
 	log_warn("event=stop_timeout action=kill");
 	master_signal_all(m, SIGKILL);
-	struct child *svcs[] = {m->queue, m->auth, m->keys};
-	for (size_t i = 0; i < 3; i++) {
+	struct child *svcs[] = {m->queue, m->auth, m->keys, m->http};
+	for (size_t i = 0; i < 4; i++) {
 		if (master_running(svcs[i]))
 			kill(svcs[i]->pid, SIGKILL);
 	}
@@ -756,8 +819,8 @@ static void master_on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	if (m->stopping) { /* a second signal: everyone now */
 		master_signal_all(m, SIGTERM);
-		struct child *svcs[] = {m->queue, m->auth, m->keys};
-		for (size_t i = 0; i < 3; i++) {
+		struct child *svcs[] = {m->queue, m->auth, m->keys, m->http};
+		for (size_t i = 0; i < 4; i++) {
 			if (master_running(svcs[i]))
 				kill(svcs[i]->pid, SIGTERM);
 		}
@@ -769,8 +832,8 @@ static void master_on_signal(evutil_socket_t sig, short what, void *arg)
 		if (m->smtpd[i] != NULL)
 			evtimer_del(m->smtpd[i]->restart_ev);
 	}
-	struct child *svcs[] = {m->queue, m->auth, m->keys};
-	for (size_t i = 0; i < 3; i++) {
+	struct child *svcs[] = {m->queue, m->auth, m->keys, m->http};
+	for (size_t i = 0; i < 4; i++) {
 		if (svcs[i] != NULL)
 			evtimer_del(svcs[i]->restart_ev);
 	}
@@ -862,7 +925,7 @@ static unsigned master_nsmtpd(const struct conf *conf)
 
 int master_serve(const char *path)
 {
-	struct master m = {.tickets_fd = -1};
+	struct master m = {.tickets_fd = -1, .http_fd = -1};
 	char err[1024];
 	int ret = 1;
 	int lock_fd = -1;
@@ -877,6 +940,7 @@ int master_serve(const char *path)
 	enum log_level lvl = LOG_LVL_INFO;
 	log_level_parse(conf->log_level, &lvl);
 	log_init(lvl, "hikyaku/master");
+	log_set_json(conf->log.format == CONF_LOG_JSON);
 	if (path == NULL)
 		master_print_default(conf);
 
@@ -949,6 +1013,22 @@ int master_serve(const char *path)
 			strerror(errno));
 		goto out;
 	}
+	m.metrics = metrics_create(2 * m.nsmtpd + 2);
+	if (m.metrics == NULL) {
+		fprintf(stderr, "hikyaku: cannot create the metrics: %s\n", strerror(errno));
+		goto out;
+	}
+	if (conf->http.listen[0] != '\0') {
+		struct sockaddr_storage ss[2];
+		socklen_t lens[2];
+		/* One socket: "*:port" takes the first (IPv4) address. */
+		if (net_parse_listen(conf->http.listen, ss, lens) < 1 ||
+		    (m.http_fd = net_listen((struct sockaddr *)&ss[0], lens[0], 64)) < 0) {
+			fprintf(stderr, "hikyaku: http.listen %s: %s\n", conf->http.listen,
+				strerror(errno));
+			goto out;
+		}
+	}
 	/* One set of session ticket keys for every smtpd, for the master's
 	 * life (a reload keeps them: tickets survive it). */
 	{
@@ -979,6 +1059,7 @@ int master_serve(const char *path)
 	master_start_queue(&m);
 	master_start_service(&m, ROLE_AUTH);
 	master_start_service(&m, ROLE_KEYS);
+	master_start_http(&m);
 	/* the smtpds when all three are ready (master_smtpd_generation) */
 
 	log_batch_begin();
@@ -1003,6 +1084,8 @@ out:
 		master_child_free(m.auth);
 	if (m.keys != NULL)
 		master_child_free(m.keys);
+	if (m.http != NULL)
+		master_child_free(m.http);
 	while (m.retired != NULL) {
 		struct child *c = m.retired;
 		m.retired = c->next;
@@ -1012,6 +1095,9 @@ out:
 		close(m.bound[i].fd);
 	free(m.bound);
 	shmcount_free(&m.conns);
+	metrics_free(&m.metrics);
+	if (m.http_fd >= 0)
+		close(m.http_fd);
 	if (lock_fd >= 0)
 		close(lock_fd);
 	if (m.text_fd >= 0)

@@ -9,6 +9,7 @@
 #include "auth/users.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/workq.h"
 #include "lib/shmcount.h"
 #include "smtpd/qclient.h"
@@ -140,18 +141,22 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 	}
 	/* Counted across all smtpd processes (lib/shmcount.h). */
 	unsigned char key[16];
+	size_t li = (size_t)(l->lconf - srv->conf->listeners);
 	server_ip_key(&ss, key);
 	switch (shmcount_acquire(srv->conns, key, (unsigned)lim->connections,
 				 (unsigned)lim->connections_per_ip)) {
 	case SHMCOUNT_TOTAL:
+		metrics_conn(li, METRIC_CONN_REFUSED);
 		server_refuse(srv, fd, client, "connection_limit");
 		return;
 	case SHMCOUNT_PER_KEY:
+		metrics_conn(li, METRIC_CONN_REFUSED);
 		server_refuse(srv, fd, client, "per_ip_limit");
 		return;
 	case SHMCOUNT_OK:
 		break;
 	}
+	metrics_conn(li, METRIC_CONN_ACCEPTED);
 	/* A session that could not start (implicit TLS setup failed) never
 	 * reaches smtpd_server_session_gone: release its count here, or
 	 * every such failure would shrink limits.connections_per_ip for good. */
