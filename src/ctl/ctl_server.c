@@ -315,8 +315,13 @@ static void ctl_conn_on_read(struct bufferevent *bev, void *arg)
 		return;
 	}
 	if (c->persistent) {
+		/* The answer may come at once and read the next request: take
+		 * this one out of the input first (f then points into copy). */
+		unsigned char copy[CTL_REQ_MAX];
+		memcpy(copy, p, used);
 		evbuffer_drain(in, used);
-		ctl_conn_request(c, &f);
+		if (ctl_frame_decode(copy, used, CTL_REQ_MAX, &f, &used, &error) == 1)
+			ctl_conn_request(c, &f);
 		return;
 	}
 	ctl_conn_request(c, &f);
