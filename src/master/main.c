@@ -11,6 +11,7 @@
 #include "lib/fsutil.h"
 #include "lib/log.h"
 #include "master/master.h"
+#include "obs/logsum.h"
 #include "auth/usercmd.h"
 
 #include <errno.h>
@@ -38,6 +39,7 @@ static void usage(FILE *out)
 		     "       hikyaku queue [-c FILE] [--json] list|show QID|flush [QID|DOMAIN]|\n"
 		     "                     delete QID|hold QID|release QID\n"
 		     "       mailq [-c FILE] [--json]      the same as hikyaku queue list\n"
+		     "       hikyaku log summary [-n TOP] FILE...  a report of hikyaku's logs\n"
 		     "       hikyaku version\n"
 		     "Without -c, the embedded development default is used.\n");
 }
@@ -171,6 +173,8 @@ int main(int argc, char **argv)
 		return 0;
 	} else if (strcmp(cmd, "queue") == 0) {
 		return main_queue(argc, argv, 2);
+	} else if (strcmp(cmd, "log") == 0 && argc >= 3 && strcmp(argv[2], "summary") == 0) {
+		return logsum_main(argc - 3, argv + 3);
 	} else if (strcmp(cmd, "user") == 0) {
 		return auth_user_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
