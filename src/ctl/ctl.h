@@ -14,7 +14,8 @@
  * types and tags, wrong kinds, and fields that run past the frame. It is pure
  * (no I/O) and resumable: 0 means "need more octets".
  *
- * Answers: LIST gives ITEM* END; SHOW gives ITEM END; the others give OK.
+ * Answers: LIST gives ITEM* END; SHOW gives ITEM END; STATS gives DSTAT*
+ * END; the others give OK.
  * Any request may be answered with ERROR instead. */
 #ifndef HK_CTL_CTL_H
 #define HK_CTL_CTL_H
@@ -40,11 +41,13 @@ enum ctl_type {
 	CTL_T_DELETE = 4,  /* QID */
 	CTL_T_HOLD = 5,    /* QID */
 	CTL_T_RELEASE = 6, /* QID */
+	CTL_T_STATS = 7,   /* nothing: delivery statistics per domain and hour */
 	/* responses (daemon -> CLI) */
 	CTL_T_OK = 0x41,    /* MESSAGE, COUNT? */
 	CTL_T_ERROR = 0x42, /* MESSAGE */
 	CTL_T_ITEM = 0x43,  /* one queued message */
-	CTL_T_END = 0x44,   /* end of a LIST or SHOW answer */
+	CTL_T_END = 0x44,   /* end of a LIST, SHOW or STATS answer */
+	CTL_T_DSTAT = 0x45, /* STATS: one domain in one hour */
 };
 
 enum ctl_tag {
@@ -75,7 +78,12 @@ enum ctl_tag {
 	CTL_F_HELO = 25,        /* str */
 	CTL_F_HEADERS = 26,     /* bytes: the header section, first 64 KiB */
 	CTL_F_OMITTED = 27,     /* u64: recipients not listed (frame bound) */
-	CTL_F_MAX = 27,
+	CTL_F_HOUR = 28,        /* u64: DSTAT: start of the hour, Unix time in us */
+	CTL_F_SENT = 29,        /* u64: DSTAT recipients sent */
+	CTL_F_DEFERRED = 30,    /* u64: ... deferred (attempts) */
+	CTL_F_BOUNCED = 31,     /* u64: ... bounced */
+	CTL_F_MEDIAN_MS = 32,   /* u64: median delay of the sent ones, ms (0: none) */
+	CTL_F_MAX = 32,
 };
 
 struct ctl_frame {

@@ -523,8 +523,68 @@ static bool ctl_render_match(const struct ctl_render *r, const struct ctl_citem 
 
 void ctl_render_begin(struct ctl_render *cli)
 {
-	if (cli->json && cli->req == CTL_T_LIST)
+	if (cli->json && (cli->req == CTL_T_LIST || cli->req == CTL_T_STATS))
 		fputs("[", cli->out);
+}
+
+/* One DSTAT frame: a domain in an hour. */
+static void ctl_render_dstat(struct ctl_render *cli, const struct ctl_frame *f)
+{
+	struct ctl_field fld;
+	size_t off = 0;
+	struct ctl_str dom = ctl_cstr("");
+	uint64_t hour = 0, sent = 0, deferred = 0, bounced = 0, median = 0;
+	char t[32];
+	while (ctl_field_next(f, &off, &fld)) {
+		uint64_t v = fld.len == 8 ? ctl_field_u64(&fld) : 0;
+		switch (fld.tag) {
+		case CTL_F_DOMAIN:
+			dom = (struct ctl_str){fld.p, fld.len};
+			break;
+		case CTL_F_HOUR:
+			hour = v;
+			break;
+		case CTL_F_SENT:
+			sent = v;
+			break;
+		case CTL_F_DEFERRED:
+			deferred = v;
+			break;
+		case CTL_F_BOUNCED:
+			bounced = v;
+			break;
+		case CTL_F_MEDIAN_MS:
+			median = v;
+			break;
+		default:
+			break;
+		}
+	}
+	FILE *out = cli->out;
+	if (cli->json) {
+		fputs(cli->n_items > 0 ? ",\n{\"domain\":" : "\n{\"domain\":", out);
+		ctl_json_str(out, dom);
+		ctl_json_time(out, "hour", hour);
+		fprintf(out, ",\"sent\":%llu,\"deferred\":%llu,\"bounced\":%llu,"
+		             "\"median_delay_seconds\":",
+		        (unsigned long long)sent, (unsigned long long)deferred,
+		        (unsigned long long)bounced);
+		if (median == 0)
+			fputs("null}", out);
+		else
+			fprintf(out, "%.3f}", (double)median / 1000.0);
+	} else {
+		if (cli->n_items == 0)
+			fprintf(out, "%-20s %8s %8s %8s %12s  %s\n", "hour (UTC)", "sent", "deferred",
+			        "bounced", "median delay", "domain");
+		ctl_time(t, hour, false);
+		fprintf(out, "%-20s %8llu %8llu %8llu %11.1fs  ", t, (unsigned long long)sent,
+		        (unsigned long long)deferred, (unsigned long long)bounced,
+		        (double)median / 1000.0);
+		ctl_put_text(out, dom, false);
+		fputc('\n', out);
+	}
+	cli->n_items++;
 }
 
 /* Handle one answer frame: 1 when it was the last, 0 for more, -1 error
@@ -536,6 +596,10 @@ int ctl_render_frame(struct ctl_render *cli, const struct ctl_frame *f)
 	struct ctl_str msg = ctl_cstr("");
 	uint64_t count = 0, omitted = 0;
 	FILE *out = cli->out, *err = cli->err;
+	if (f->type == CTL_T_DSTAT && cli->req == CTL_T_STATS) {
+		ctl_render_dstat(cli, f);
+		return 0;
+	}
 	if (f->type == CTL_T_ITEM && (cli->req == CTL_T_LIST || cli->req == CTL_T_SHOW)) {
 		struct ctl_citem it;
 		ctl_citem_parse(f, &it);
@@ -589,12 +653,20 @@ int ctl_render_frame(struct ctl_render *cli, const struct ctl_frame *f)
 			        cli->n_pending == 1 ? "" : "s");
 		return 1;
 	}
+	if (f->type == CTL_T_END && cli->req == CTL_T_STATS) {
+		if (cli->json)
+			fprintf(out, "%s]\n", cli->n_items > 0 ? "\n" : "");
+		else if (cli->n_items == 0)
+			fprintf(out, "No deliveries in the last 48 hours\n");
+		return 1;
+	}
 	if (f->type == CTL_T_END && cli->req == CTL_T_SHOW) {
 		if (cli->json)
 			fprintf(out, "\n");
 		return cli->n_items == 1 ? 1 : -1;
 	}
-	if (f->type == CTL_T_OK && cli->req != CTL_T_LIST && cli->req != CTL_T_SHOW) {
+	if (f->type == CTL_T_OK && cli->req != CTL_T_LIST && cli->req != CTL_T_SHOW &&
+	    cli->req != CTL_T_STATS) {
 		if (cli->json) {
 			fprintf(out, "{\"ok\":true,\"count\":%llu,\"message\":",
 			        (unsigned long long)count);
@@ -676,6 +748,7 @@ static void ctl_client_usage(void)
 	                "       hikyaku queue [-c FILE] [--json] show QID\n"
 	                "       hikyaku queue [-c FILE] [--json] flush [QID|DOMAIN]\n"
 	                "       hikyaku queue [-c FILE] [--json] delete|hold|release QID\n"
+	                "       hikyaku queue [-c FILE] [--json] stats\n"
 	                "       mailq [-c FILE] [--json]\n");
 }
 
@@ -689,6 +762,7 @@ static int ctl_client_request(int argc, char **argv, struct ctl_render *cli, str
 	} cmds[] = {
 	    {"list", CTL_T_LIST, 0},     {"show", CTL_T_SHOW, 1}, {"flush", CTL_T_FLUSH, -1},
 	    {"delete", CTL_T_DELETE, 1}, {"hold", CTL_T_HOLD, 1}, {"release", CTL_T_RELEASE, 1},
+	    {"stats", CTL_T_STATS, 0},
 	};
 	const char *words[3];
 	int nw = 0;

@@ -37,7 +37,7 @@ static void usage(FILE *out)
 		     "       hikyaku config reference      print the settings reference (Markdown)\n"
 		     "       hikyaku user add|passwd|del|list [-c FILE | -f USERS] [NAME]\n"
 		     "       hikyaku queue [-c FILE] [--json] list|show QID|flush [QID|DOMAIN]|\n"
-		     "                     delete QID|hold QID|release QID\n"
+		     "                     delete QID|hold QID|release QID|stats\n"
 		     "       mailq [-c FILE] [--json]      the same as hikyaku queue list\n"
 		     "       hikyaku log summary [-n TOP] FILE...  a report of hikyaku's logs\n"
 		     "       hikyaku version\n"

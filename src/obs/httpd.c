@@ -451,6 +451,14 @@ static void httpd_route(struct httpd_conn *c, const struct http_request *req)
 		httpd_api_list(c, req);
 		return;
 	}
+	if (strcmp(rest, "stats/domains") == 0) {
+		if (!http_view_eq(req->method, "GET")) {
+			httpd_error(c, 405, "use GET", "Allow: GET\r\n");
+			return;
+		}
+		httpd_api_send(c, CTL_T_STATS, NULL, xcalloc(1, sizeof(struct httpd_api)));
+		return;
+	}
 	if (strncmp(rest, "queue/", 6) == 0) {
 		httpd_api_queue(c, req, rest + 6);
 		return;

@@ -462,6 +462,9 @@ static void qmgr_log_result(const struct qmgr_msg *m, size_t i, uint64_t now)
 		(double)r->conn_us / 1e6, (double)r->xfer_us / 1e6, r->status, names[r->state],
 		log_qs(qwhy, r->diag));
 	metrics_delivery(r->transport, dst[r->state]);
+	static const enum dstats_result dsr[] = {DSTATS_DEFERRED, DSTATS_SENT, DSTATS_BOUNCED,
+						 DSTATS_DEFERRED};
+	dstats_record(m->q->dstats, qmgr_domain_of(m->env.rcpts[i].addr), dsr[r->state], age, now);
 	if (r->state == QMGR_R_SENT)
 		metrics_observe_delivery(age);
 }
@@ -773,6 +776,7 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
 		smtpc_set_idle_limits(q->smtpc, (size_t)conf->delivery.destination_idle,
 				      (size_t)conf->delivery.total_idle);
 	}
+	q->dstats = dstats_create();
 	q->gauge_ev = event_new(base, -1, EV_PERSIST, qmgr_on_gauges, q);
 	event_add(q->gauge_ev, &(struct timeval){1, 0});
 	return q;
@@ -828,6 +832,11 @@ size_t qmgr_flush(struct qmgr *q)
 	return n;
 }
 
+struct dstats *qmgr_dstats(struct qmgr *q)
+{
+	return q->dstats;
+}
+
 void qmgr_free(struct qmgr **qp)
 {
 	struct qmgr *q = *qp;
@@ -838,6 +847,7 @@ void qmgr_free(struct qmgr **qp)
 	q->drained = NULL;
 	if (q->gauge_ev != NULL)
 		event_free(q->gauge_ev);
+	dstats_free(&q->dstats);
 	if (q->drain_timer != NULL)
 		event_free(q->drain_timer);
 	struct qmgr_msg *m = q->ready_head;

@@ -11,6 +11,7 @@
 
 #include "lib/buf.h"
 #include "lib/metrics.h"
+#include "queue/dstats.h"
 #include "mail/envelope.h"
 
 struct event;
@@ -127,6 +128,7 @@ struct qmgr {
 	struct event *drain_timer;
 	struct qmgr_ctl *ctl; /* control socket state, or NULL (qmgr_ctl.c) */
 	struct event *gauge_ev; /* the queue's gauges in the metrics, each second */
+	struct dstats *dstats;  /* delivery statistics per domain (dstats.h) */
 };
 
 /* An address's domain, or "" (points into addr). */

@@ -164,6 +164,34 @@ def test_search(hikyaku, tmp_path):
     assert st == 400
 
 
+def test_domain_stats(hikyaku, tmp_path):
+    hk = start(hikyaku, tmp_path)
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        for _ in range(2):
+            s.sendmail("s@example.net", ["alice@localhost", "bob@localhost"], "Subject: x\r\n\r\n.\r\n")
+    q = queue_mail(hk, "d@example.net", ["x@remote.example"])
+    hk.wait_delivered("bob", count=2)
+    wait_deferred(hk, q)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        st, rows, _ = call(hk, "GET", "/api/v1/stats/domains")
+        assert st == 200
+        by = {r["domain"]: r for r in rows}
+        if by.get("localhost", {}).get("sent") == 4:
+            break
+        time.sleep(0.1)
+    assert by["localhost"]["sent"] == 4 and by["localhost"]["deferred"] == 0
+    assert by["localhost"]["median_delay_seconds"] is not None
+    assert by["remote.example"]["deferred"] == 1 and by["remote.example"]["sent"] == 0
+    assert by["remote.example"]["median_delay_seconds"] is None
+    assert rows[0]["domain"] == "localhost"  # the busiest first
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:00:00Z", rows[0]["hour"])
+    # The CLI shows the same.
+    out = subprocess.run([hikyaku_bin(), "queue", "-c", hk.config, "stats"],
+                         capture_output=True, check=True).stdout.decode()
+    assert re.search(r"\s4\s+0\s+0\s+[\d.]+s  localhost$", out, re.M), out
+
+
 def _resolve(doc, obj):
     while "$ref" in obj:
         node = doc
@@ -191,6 +219,8 @@ def _check_schema(doc, schema, value, where):
                 _check_schema(doc, sub, value[k], f"{where}.{k}")
     elif t == "string":
         assert isinstance(value, str), where
+    elif t == "number":
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), where
     elif t == "integer":
         assert isinstance(value, int) and not isinstance(value, bool), where
     elif t == "boolean":
