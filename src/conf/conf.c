@@ -101,6 +101,12 @@ static const char *const conf_log_formats[] = {
     NULL,
 };
 
+static const char *const conf_log_targets[] = {
+    [CONF_LOG_STDERR] = "stderr",
+    [CONF_LOG_SYSLOG] = "syslog",
+    NULL,
+};
+
 static conf_check_fn conf_http_listen_check;
 
 static const char *const conf_verify_tempfail_names[] = {
@@ -217,6 +223,17 @@ const struct conf_setting conf_settings[] = {
 	  .off = OFF(log.format), .lower = true,
 	  .doc = "Log lines as key=value (kv, grep- and Postfix-habit-friendly) or as JSON "
 		 "objects, one a line (json), with the same keys plus ts, level and proc." },
+	{ .key = "log.target", .type = CONF_T_ENUM, .def = "stderr", .names = conf_log_targets,
+	  .off = OFF(log.target), .lower = true,
+	  .doc = "stderr (under systemd the journal keeps it, with its own time stamps) or "
+		 "syslog: every process writes each line as one datagram to log.syslog_socket, "
+		 "facility mail, as Postfix does (\"<PRI>hikyaku/queue[PID]: event=...\"; the "
+		 "syslog daemon adds the time and host). The master connects the socket at start "
+		 "and every process inherits it as its stderr; lines written while no syslog "
+		 "daemon listens are lost." },
+	{ .key = "log.syslog_socket", .type = CONF_T_STRING, .def = "/dev/log",
+	  .off = OFF(log.syslog_socket), .check = conf_path_check,
+	  .doc = "The syslog daemon's datagram socket, for log.target: syslog." },
 	{ .key = "spool_dir", .type = CONF_T_STRING, .def = "/var/spool/hikyaku",
 	  .off = OFF(spool_dir), .check = conf_path_check,
 	  .doc = "Directory of the mail queue; must be on one file system." },

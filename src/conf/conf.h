@@ -91,9 +91,12 @@ struct conf_queue {
 };
 
 enum conf_log_format { CONF_LOG_KV = 0, CONF_LOG_JSON };
+enum conf_log_target { CONF_LOG_STDERR = 0, CONF_LOG_SYSLOG };
 
 struct conf_log {
 	enum conf_log_format format; /* log.format: kv */
+	enum conf_log_target target; /* log.target: stderr */
+	char *syslog_socket;         /* log.syslog_socket: /dev/log */
 };
 
 struct conf_http {

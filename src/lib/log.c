@@ -67,6 +67,7 @@
 
 static enum log_level log_min = LOG_LVL_INFO; /* set once at start, read-only after */
 static bool log_json = false;                  /* the same (log_set_json) */
+static bool log_syslog = false;                /* the same (log_set_syslog) */
 static char log_ident[LOG_IDENT_MAX + 1] = "hikyaku";
 static size_t log_ident_len = 7;
 static log_clock_fn *log_clock = NULL; /* tests only; NULL: CLOCK_REALTIME */
@@ -446,6 +447,44 @@ void log_set_json(bool on)
 	log_json = on;
 }
 
+void log_set_syslog(bool on)
+{
+	log_syslog = on;
+}
+
+/* For syslog (log.target: syslog): "<PRI>ident: message\n", facility mail
+ * (RFC 5424 §6.2.1: 2), the time left to the syslog daemon, the message as
+ * key=value or JSON. dst holds the usual line (its time tl octets, its
+ * message from n to len); rewritten in place. */
+static size_t log_syslog_line(char *dst, size_t tl, size_t n, size_t len, enum log_level lvl)
+{
+	static const int sev[] = {7, 6, 4, 3}; /* debug, info, warning, err */
+	char body[LOG_LINE_MAX], ts[64];
+	size_t bl;
+	memcpy(ts, dst, tl);
+	if (log_json) {
+		char kv[LOG_LINE_MAX];
+		memcpy(kv, dst + n, len - n);
+		bl = log_json_line(body, ts, tl, lvl, kv, len - n);
+	} else {
+		bl = len - n;
+		memcpy(body, dst + n, bl);
+		body[bl++] = '\n';
+	}
+	int h = snprintf(dst, 8, "<%d>", 2 * 8 + sev[lvl]);
+	size_t o = h > 0 ? (size_t)h : 0;
+	memcpy(dst + o, log_ident, log_ident_len);
+	o += log_ident_len;
+	dst[o++] = ':';
+	dst[o++] = ' ';
+	if (bl > LOG_LINE_MAX - o) {
+		bl = LOG_LINE_MAX - o;
+		body[bl - 1] = '\n';
+	}
+	memcpy(dst + o, body, bl);
+	return o + bl;
+}
+
 /* "2026-12-03T13:21:14.123Z info hikyaku: " + the message + "\n" into
  * dst[LOG_LINE_MAX]; the same bytes, and the same cut, as a single
  * snprintf() of the whole line. Returns the length. */
@@ -494,6 +533,8 @@ static size_t log_format(struct log_time *t, char *dst, enum log_level lvl, cons
 	size_t len = n + (m < 0 ? 0 : (size_t)m);
 	if (len > LOG_LINE_MAX - 2)
 		len = LOG_LINE_MAX - 2;
+	if (log_syslog)
+		return log_syslog_line(dst, t->len + 5, n, len, lvl);
 	if (log_json) {
 		char kv[LOG_LINE_MAX], ts[64];
 		size_t ml = len - n, tl = t->len + 5; /* the time with ".mmmZ" */
@@ -548,6 +589,18 @@ static int log_lock(pthread_mutex_t *m, int wait_ms)
  * can take some, so that a blocking descriptor does not block for long. */
 static int log_write_all(int fd, const char *p, size_t n, int wait_ms)
 {
+	/* syslog: one datagram per line, without its newline */
+	while (log_syslog && n > 0) {
+		const char *nl = memchr(p, '\n', n);
+		size_t line = nl != NULL ? (size_t)(nl - p) : n;
+		ssize_t w = write(fd, p, line);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno != EAGAIN && errno != ENOBUFS)
+			return -1; /* no syslog daemon: the rest is counted as dropped */
+		p += line + (nl != NULL);
+		n -= line + (nl != NULL);
+	}
 	while (n > 0) {
 		size_t chunk = n;
 		if (wait_ms >= 0) {

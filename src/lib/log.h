@@ -20,6 +20,10 @@ void log_init(enum log_level min, const char *ident);
  * its words that are not key=value}; values are strings. Set at start,
  * before threads. */
 void log_set_json(bool on);
+/* Lines for a syslog socket (log.target: syslog): "<PRI>ident: message",
+ * facility mail, one write per line. The output (log_set_output, or
+ * stderr) must be a datagram socket connected to the syslog daemon. */
+void log_set_syslog(bool on);
 int log_level_parse(const char *s, enum log_level *r);
 const char *log_level_name(enum log_level l);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -787,6 +787,7 @@ int child_main(int argc, char **argv)
 	snprintf(ident, sizeof(ident), "hikyaku/%s[%ld]", a.role, (long)getpid());
 	log_init(lvl, ident);
 	log_set_json(conf->log.format == CONF_LOG_JSON);
+	log_set_syslog(conf->log.target == CONF_LOG_SYSLOG);
 	signal(SIGPIPE, SIG_IGN);
 	int rc = 2;
 	/* OpenSSL reads its configuration once, before any sandbox. */

@@ -32,6 +32,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,6 +141,30 @@ static int master_text_fd(const char *path, struct conf **conf_r, char *err, siz
 	}
 	buf_free(&text);
 	return fd;
+}
+
+/* log.target: syslog: a datagram socket connected to the syslog daemon
+ * becomes stderr, for the master and every child (which inherit it), so
+ * that no sandboxed process needs to open a path or a socket. */
+static int master_syslog(const struct conf *conf)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (strlen(conf->log.syslog_socket) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "hikyaku: log.syslog_socket: path too long\n");
+		return -1;
+	}
+	memcpy(sun.sun_path, conf->log.syslog_socket, strlen(conf->log.syslog_socket) + 1);
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    dup2(fd, STDERR_FILENO) < 0) {
+		fprintf(stderr, "hikyaku: log.target syslog: %s: %s\n", conf->log.syslog_socket,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
 }
 
 /* ---- children ---- */
@@ -939,8 +964,11 @@ int master_serve(const char *path)
 	struct conf *conf = m.conf;
 	enum log_level lvl = LOG_LVL_INFO;
 	log_level_parse(conf->log_level, &lvl);
+	if (conf->log.target == CONF_LOG_SYSLOG && master_syslog(conf) < 0)
+		return 2; /* its message went to stderr */
 	log_init(lvl, "hikyaku/master");
 	log_set_json(conf->log.format == CONF_LOG_JSON);
+	log_set_syslog(conf->log.target == CONF_LOG_SYSLOG);
 	if (path == NULL)
 		master_print_default(conf);
 

@@ -2,6 +2,7 @@
 relay, delay, delays=a/b/c/d, tls, dsn, status), and log.format: json
 writes every line as one JSON object with the same keys."""
 import json
+import os
 import re
 import smtplib
 import time
@@ -82,3 +83,48 @@ def test_json_escapes_hostile_values(hikyaku):
     objs = wait_json(hk, "reject")
     rej = [o for o in objs if o.get("event") == "reject"]
     assert rej and rej[0]["from"] == '"we\\"ird\\\\ x"@example.net', rej
+
+
+def test_syslog_target(hikyaku, tmp_path):
+    import socket
+    path = str(tmp_path / "log.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    os.chmod(path, 0o666)
+    os.chmod(tmp_path, 0o755)
+    srv.settimeout(0.2)
+    got, stop = [], []
+
+    def reader():  # a syslog daemon reads all the time (the queue holds 10)
+        while not stop:
+            try:
+                got.append(srv.recv(65536).decode())
+            except socket.timeout:
+                pass
+
+    import threading
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    hk = hikyaku(log={"target": "syslog", "syslog_socket": path})
+    try:
+        send(hk, ["alice@localhost"])
+        hk.wait_delivered("alice")
+        deadline = time.time() + 10
+        while time.time() < deadline and not any("event=delivery" in g for g in got):
+            time.sleep(0.05)
+    finally:
+        time.sleep(0.3)
+        stop.append(1)
+        th.join()
+        srv.close()
+    # One line a datagram, no newline, facility mail: <22> info, <20> warn.
+    assert got and all(re.match(r"<(1[6-9]|2[0-3])>hikyaku/", g) for g in got), got[:3]
+    assert not any("\n" in g for g in got)
+    dl = [g for g in got if "event=delivery" in g]
+    assert dl and re.match(r"<22>hikyaku/queue\[\d+\]: event=delivery .*to=alice@localhost"
+                           r".* status=sent", dl[0]), dl
+    assert any(g.startswith("<22>hikyaku/master: ") for g in got)
+    assert any(g.startswith("<22>hikyaku/http[") or g.startswith("<22>hikyaku/smtpd[")
+               for g in got)
+    # Nothing went to stderr but what came before the socket (none here).
+    assert "event=" not in hk.log()
