@@ -784,6 +784,18 @@ static void master_reload(struct master *m)
 	}
 	master_start_service(m, ROLE_AUTH);
 	master_start_service(m, ROLE_KEYS);
+	/* A new http process reads the token file again (the listener stays:
+	 * it changes only with a restart); the old one ends its connections. */
+	if (master_running(m->http)) {
+		struct child *old = m->http;
+		old->retiring = true;
+		evtimer_del(old->restart_ev);
+		old->next = m->retired;
+		m->retired = old;
+		m->http = NULL;
+		kill(old->pid, SIGTERM);
+	}
+	master_start_http(m);
 	m->reload_pending = true; /* new smtpds once they are READY */
 	m->queue_reload = true;
 	log_info("event=reload status=ok tls_contexts=%zu", ntls);

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import smtplib
 import socket
 import subprocess
@@ -83,6 +84,27 @@ def test_api_off_without_token_file(hikyaku):
     time.sleep(0.5)
     st, body, _ = call(hk, "GET", "/api/v1/queue")
     assert st == 404 and "token_file" in body["error"]
+
+
+def test_reload_reads_a_new_token(hikyaku, tmp_path):
+    hk = start(hikyaku, tmp_path)
+    assert call(hk, "GET", "/api/v1/queue")[0] == 200
+    new = "another-token-after-reload-42"
+    (tmp_path / "token").write_text(new + "\n")
+    hk.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            if call(hk, "GET", "/api/v1/queue", token=new)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    while time.time() < deadline and len(hk.child_pids("http")) != 1:
+        time.sleep(0.05)  # the old one has gone (it shared the listener)
+    assert len(hk.child_pids("http")) == 1
+    assert call(hk, "GET", "/api/v1/queue", token=new)[0] == 200
+    assert call(hk, "GET", "/api/v1/queue")[0] == 401
 
 
 def test_queue_operations(hikyaku, tmp_path):
