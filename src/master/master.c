@@ -1034,6 +1034,14 @@ int master_serve(const char *path)
 		users_free(&users);
 		aliases_free(&aliases);
 		tls_server_free(&tls);
+		if (!bad && conf->http.listen[0] != '\0' && conf->http.token_file[0] != '\0') {
+			int tfd = open(conf->http.token_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			if (tfd < 0)
+				bad = fprintf(stderr, "hikyaku: http.token_file %s: %s\n",
+					      conf->http.token_file, strerror(errno));
+			else
+				close(tfd);
+		}
 		if (bad)
 			goto out;
 	}

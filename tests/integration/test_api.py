@@ -86,6 +86,19 @@ def test_api_off_without_token_file(hikyaku):
     assert st == 404 and "token_file" in body["error"]
 
 
+def test_unreadable_token_file_refuses_start(tmp_path):
+    import subprocess as sp
+    port = free_port()
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"listen: [\"127.0.0.1:{free_port()}\"]\nspool_dir: {tmp_path}/spool\n"
+                    f"maildir_root: {tmp_path}/mail\ntls: {{self_signed_dir: {tmp_path}/tls}}\n"
+                    f"user: nobody\nhttp: {{listen: \"127.0.0.1:{port}\", "
+                    f"token_file: {tmp_path}/missing}}\n")
+    os.chmod(tmp_path, 0o755)
+    p = sp.run([hikyaku_bin(), "serve", "-c", str(conf)], capture_output=True, timeout=30)
+    assert p.returncode != 0 and b"http.token_file" in p.stderr, p.stderr
+
+
 def test_reload_reads_a_new_token(hikyaku, tmp_path):
     hk = start(hikyaku, tmp_path)
     assert call(hk, "GET", "/api/v1/queue")[0] == 200
