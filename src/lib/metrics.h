@@ -37,7 +37,7 @@ enum metric_conn_result {
 };
 
 /* Histogram bucket upper bounds, in microseconds. */
-#define METRICS_ACCEPT_BUCKETS 12 /* 1 ms .. 10 s, then +Inf */
+#define METRICS_ACCEPT_BUCKETS 12   /* 1 ms .. 10 s, then +Inf */
 #define METRICS_DELIVERY_BUCKETS 12 /* 100 ms .. 1 day, then +Inf */
 
 enum metric {
@@ -55,10 +55,10 @@ enum metric {
 	/* hikyaku_messages_accepted_total */
 	METRIC_MSG_ACCEPTED,
 	/* hikyaku_messages_rejected_total{class}, by the reply (session.c) */
-	METRIC_REJ_POLICY,     /* x.7.x security or policy (relay denied, AUTH failed) */
+	METRIC_REJ_POLICY,    /* x.7.x security or policy (relay denied, AUTH failed) */
 	METRIC_REJ_RECIPIENT, /* 5.1.x unknown user, bad address */
 	METRIC_REJ_SENDER,    /* 5.1.7/5.1.8, 553 sender */
-	METRIC_REJ_SIZE,      /* 5.3.4, 4.3.1/5.3.x */
+	METRIC_REJ_SIZE,      /* x.3.4 message too big */
 	METRIC_REJ_PROTOCOL,  /* 5.5.x syntax, sequence */
 	METRIC_REJ_CONTENT,   /* 5.6.x */
 	METRIC_REJ_TEMPFAIL,  /* any other 4xx */
@@ -123,6 +123,6 @@ uint64_t metrics_read(const struct metrics *m, enum metric which);
  * listener_names[i] names listener i (n of them). now_us for the age of
  * the oldest message. */
 void metrics_render(const struct metrics *m, const char *const *listener_names, size_t n,
-		    uint64_t now_us, struct buf *out);
+                    uint64_t now_us, struct buf *out);
 
 #endif

@@ -68,11 +68,11 @@ static int http_request_line(const char *p, size_t n, struct http_request *req, 
 	const char *q = memchr(t, '?', (size_t)(sp2 - t));
 	req->path = (struct http_view){t, (size_t)((q != NULL ? q : sp2) - t)};
 	req->query = q != NULL ? (struct http_view){q + 1, (size_t)(sp2 - q - 1)}
-			       : (struct http_view){sp2, 0};
+	                       : (struct http_view){sp2, 0};
 	const char *v = sp2 + 1;
 	if ((size_t)(end - v) != 8 || memcmp(v, "HTTP/1.", 7) != 0)
-		return http_fail(status_r, (size_t)(end - v) == 8 && memcmp(v, "HTTP/", 5) == 0
-						? 505 : 400);
+		return http_fail(status_r,
+		                 (size_t)(end - v) == 8 && memcmp(v, "HTTP/", 5) == 0 ? 505 : 400);
 	if (v[7] != '0' && v[7] != '1')
 		return http_fail(status_r, 505);
 	req->minor = v[7] - '0';
@@ -84,7 +84,8 @@ static bool http_has_token(const char *v, size_t n, const char *tok)
 {
 	size_t tl = strlen(tok);
 	for (size_t i = 0; i + tl <= n; i++) {
-		if (strncasecmp(v + i, tok, tl) == 0 && (i == 0 || v[i - 1] == ',' || v[i - 1] == ' ') &&
+		if (strncasecmp(v + i, tok, tl) == 0 &&
+		    (i == 0 || v[i - 1] == ',' || v[i - 1] == ' ') &&
 		    (i + tl == n || v[i + tl] == ',' || v[i + tl] == ' '))
 			return true;
 	}
@@ -92,8 +93,7 @@ static bool http_has_token(const char *v, size_t n, const char *tok)
 }
 
 /* One field line (p, n): name ":" OWS value OWS. */
-static int http_field(const char *p, size_t n, struct http_request *req, long *clen,
-		      int *status_r)
+static int http_field(const char *p, size_t n, struct http_request *req, long *clen, int *status_r)
 {
 	const char *colon = memchr(p, ':', n);
 	if (colon == NULL || colon == p)
@@ -154,7 +154,8 @@ int http_parse_request(const char *p, size_t len, struct http_request *req, int 
 	long clen = -1;
 	for (;;) {
 		size_t room = off - (size_t)e - 2 < HTTP_HEADERS_MAX
-				  ? HTTP_HEADERS_MAX - (off - (size_t)e - 2) : 0;
+		                  ? HTTP_HEADERS_MAX - (off - (size_t)e - 2)
+		                  : 0;
 		long fe = http_line_end(p + off, len - off, room, &more);
 		if (fe == -2)
 			return http_fail(status_r, 400);
@@ -228,7 +229,7 @@ int http_query_get(struct http_view query, const char *key, char *out, size_t ou
 		const char *eq = memchr(p, '=', (size_t)(pe - p));
 		if (eq != NULL && (size_t)(eq - p) == kl && memcmp(p, key, kl) == 0)
 			return http_pct_decode(eq + 1, (size_t)(pe - eq - 1), out, outlen) < 0 ? -1
-												: 1;
+			                                                                       : 1;
 		p = pe + 1;
 	}
 	return 0;

@@ -26,13 +26,13 @@ struct http_view {
 
 struct http_request {
 	struct http_view method;
-	struct http_view path;  /* the target before '?', percent-encoded */
-	struct http_view query; /* after '?', without it; len 0 when none */
+	struct http_view path;          /* the target before '?', percent-encoded */
+	struct http_view query;         /* after '?', without it; len 0 when none */
 	struct http_view authorization; /* the Authorization field, if any */
 	struct http_view body;
-	int minor;       /* HTTP/1.minor */
-	bool close;      /* Connection: close, or HTTP/1.0 without keep-alive */
-	size_t used;     /* octets of the whole request, body included */
+	int minor;   /* HTTP/1.minor */
+	bool close;  /* Connection: close, or HTTP/1.0 without keep-alive */
+	size_t used; /* octets of the whole request, body included */
 };
 
 /* Parse one request at the start of (p, len). Returns 1 with *req set, 0

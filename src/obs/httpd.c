@@ -129,14 +129,14 @@ static void httpd_conn_free(struct httpd_conn *c)
 static void httpd_conn_on_read(struct bufferevent *bev, void *arg);
 
 static void httpd_respond(struct httpd_conn *c, int status, const char *type, const char *body,
-			  size_t len, const char *extra)
+                          size_t len, const char *extra)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	evbuffer_add_printf(out,
-			    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-			    "Cache-Control: no-store\r\n%s%s\r\n",
-			    status, httpd_reason(status), type, len, extra != NULL ? extra : "",
-			    c->close ? "Connection: close\r\n" : "");
+	                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+	                    "Cache-Control: no-store\r\n%s%s\r\n",
+	                    status, httpd_reason(status), type, len, extra != NULL ? extra : "",
+	                    c->close ? "Connection: close\r\n" : "");
 	evbuffer_add(out, body, len);
 	if (!c->close) {
 		bufferevent_enable(c->bev, EV_READ);
@@ -190,9 +190,10 @@ static void httpd_api_finish(struct httpd *h, int rc)
 		} else {
 			const char *m = a->r.message;
 			int st = strstr(m, "no such message") != NULL ? 404
-				 : strstr(m, "not a queue id") != NULL || strstr(m, "not a domain") != NULL
-				     ? 400
-				     : 409;
+			         : strstr(m, "not a queue id") != NULL ||
+			                 strstr(m, "not a domain") != NULL
+			             ? 400
+			             : 409;
 			if (m[0] == '\0') {
 				m = "the queue gave no answer";
 				st = 503;
@@ -228,7 +229,7 @@ static void httpd_queue_on_read(struct bufferevent *bev, void *arg)
 			return;
 		if (r < 0 || h->qhead == NULL) {
 			log_warn("event=http_queue_error reason=\"%s\"",
-				 r < 0 ? error : "an answer nobody asked for");
+			         r < 0 ? error : "an answer nobody asked for");
 			bufferevent_free(h->q);
 			h->q = NULL;
 			httpd_queue_fail_all(h);
@@ -271,15 +272,14 @@ void httpd_set_queue(struct httpd *h, int fd)
 }
 
 /* Send a control request for c; the answer comes in httpd_queue_on_read. */
-static void httpd_api_send(struct httpd_conn *c, uint8_t type, const char *arg,
-			   struct httpd_api *a)
+static void httpd_api_send(struct httpd_conn *c, uint8_t type, const char *arg, struct httpd_api *a)
 {
 	struct httpd *h = c->h;
 	struct buf req;
 	if (h->q == NULL || h->n_pending >= HTTPD_QUEUE_PENDING_MAX) {
 		free(a);
 		httpd_error(c, 503, h->q == NULL ? "the queue is not running" : "busy, try again",
-			    "Retry-After: 1\r\n");
+		            "Retry-After: 1\r\n");
 		return;
 	}
 	buf_init(&req, CTL_REQ_MAX);
@@ -329,9 +329,9 @@ static void httpd_metrics(struct httpd_conn *c)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	buf_init(&b, 4 * 1024 * 1024);
 	metrics_render(h->metrics, h->listener_names, h->conf->n_listeners,
-		       (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000, &b);
+	               (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000, &b);
 	httpd_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", (const char *)b.data,
-		      b.len, NULL);
+	              b.len, NULL);
 	buf_free(&b);
 }
 
@@ -357,17 +357,14 @@ static void httpd_api_list(struct httpd_conn *c, const struct http_request *req)
 }
 
 /* /api/v1/queue/{qid}[/{action}] and /api/v1/queue/flush */
-static void httpd_api_queue(struct httpd_conn *c, const struct http_request *req,
-			    const char *rest)
+static void httpd_api_queue(struct httpd_conn *c, const struct http_request *req, const char *rest)
 {
 	char qid[HTTPD_ARG_MAX], domain[HTTPD_ARG_MAX];
 	const char *slash = strchr(rest, '/');
 	size_t ql = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
 	const char *action = slash != NULL ? slash + 1 : "";
-	bool get = http_view_eq(req->method, "GET"), post = http_view_eq(req->method, "POST"),
-	     del = http_view_eq(req->method, "DELETE");
 	if (strcmp(rest, "flush") == 0) {
-		if (!post) {
+		if (!http_view_eq(req->method, "POST")) {
 			httpd_error(c, 405, "use POST", "Allow: POST\r\n");
 			return;
 		}
@@ -377,7 +374,7 @@ static void httpd_api_queue(struct httpd_conn *c, const struct http_request *req
 			return;
 		}
 		httpd_api_send(c, CTL_T_FLUSH, r > 0 ? domain : NULL,
-			       xcalloc(1, sizeof(struct httpd_api)));
+		               xcalloc(1, sizeof(struct httpd_api)));
 		return;
 	}
 	if (ql == 0 || ql >= sizeof(qid) || http_pct_decode(rest, ql, qid, sizeof(qid)) < 0 ||
@@ -389,8 +386,8 @@ static void httpd_api_queue(struct httpd_conn *c, const struct http_request *req
 		const char *action, *method;
 		uint8_t type;
 	} routes[] = {
-	    {"", "GET", CTL_T_SHOW},          {"", "DELETE", CTL_T_DELETE},
-	    {"hold", "POST", CTL_T_HOLD},     {"release", "POST", CTL_T_RELEASE},
+	    {"", "GET", CTL_T_SHOW},        {"", "DELETE", CTL_T_DELETE},
+	    {"hold", "POST", CTL_T_HOLD},   {"release", "POST", CTL_T_RELEASE},
 	    {"flush", "POST", CTL_T_FLUSH},
 	};
 	bool known = false;
@@ -399,16 +396,14 @@ static void httpd_api_queue(struct httpd_conn *c, const struct http_request *req
 			continue;
 		known = true;
 		if (http_view_eq(req->method, routes[i].method)) {
-			httpd_api_send(c, routes[i].type, qid, xcalloc(1, sizeof(struct httpd_api)));
+			httpd_api_send(c, routes[i].type, qid,
+			               xcalloc(1, sizeof(struct httpd_api)));
 			return;
 		}
 	}
-	(void)get;
-	(void)post;
-	(void)del;
 	if (known)
 		httpd_error(c, 405, "method not allowed here",
-			    action[0] == '\0' ? "Allow: GET, DELETE\r\n" : "Allow: POST\r\n");
+		            action[0] == '\0' ? "Allow: GET, DELETE\r\n" : "Allow: POST\r\n");
 	else
 		httpd_error(c, 404, "no such resource", NULL);
 }
@@ -431,15 +426,16 @@ static void httpd_route(struct httpd_conn *c, const struct http_request *req)
 	}
 	static const char api[] = "/api/v1/";
 	if (strncmp(path, api, sizeof(api) - 1) != 0 || h->token == NULL) {
-		httpd_error(c, 404, h->token == NULL && strncmp(path, api, sizeof(api) - 1) == 0
-				       ? "the API is off (http.token_file is not set)"
-				       : "no such resource",
-			    NULL);
+		httpd_error(c, 404,
+		            h->token == NULL && strncmp(path, api, sizeof(api) - 1) == 0
+		                ? "the API is off (http.token_file is not set)"
+		                : "no such resource",
+		            NULL);
 		return;
 	}
 	if (!httpd_token_ok(h, req->authorization)) {
 		httpd_error(c, 401, "a valid bearer token is required",
-			    "WWW-Authenticate: Bearer realm=\"hikyaku\"\r\n");
+		            "WWW-Authenticate: Bearer realm=\"hikyaku\"\r\n");
 		return;
 	}
 	const char *rest = path + sizeof(api) - 1;
@@ -521,7 +517,7 @@ static void httpd_conn_on_event(struct bufferevent *bev, short what, void *arg)
 }
 
 static void httpd_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-			    int salen, void *arg)
+                            int salen, void *arg)
 {
 	(void)lev;
 	(void)sa;
@@ -552,7 +548,7 @@ static void httpd_on_accept(struct evconnlistener *lev, evutil_socket_t fd, stru
 }
 
 struct httpd *httpd_create(struct event_base *base, const struct conf *conf, int fd,
-			   struct metrics *m, const char *token)
+                           struct metrics *m, const char *token)
 {
 	struct httpd *h = xcalloc(1, sizeof(*h));
 	h->base = base;

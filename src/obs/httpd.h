@@ -17,7 +17,7 @@ struct httpd;
 /* fd: the listening socket; token: the API's bearer token (copied; NULL or
  * "" turns the API off). */
 struct httpd *httpd_create(struct event_base *base, const struct conf *conf, int fd,
-			   struct metrics *m, const char *token);
+                           struct metrics *m, const char *token);
 /* A (new) stream socket to the queue's control server; requests waiting
  * for the old one are answered 503. */
 void httpd_set_queue(struct httpd *h, int fd);

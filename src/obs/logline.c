@@ -19,8 +19,10 @@ static void logline_set(char *dst, size_t cap, size_t *n, char c)
 
 static int logline_hex(char c)
 {
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-			       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+	                              : -1;
 }
 
 static struct logline_field *logline_add(struct logline *l)
@@ -54,7 +56,8 @@ static size_t logline_kv_value(const char *p, size_t len, char *out)
 			char c = p[i];
 			if (c == '\\' && i + 1 < len) {
 				int h, lo;
-				if (p[i + 1] == 'x' && i + 3 < len && (h = logline_hex(p[i + 2])) >= 0 &&
+				if (p[i + 1] == 'x' && i + 3 < len &&
+				    (h = logline_hex(p[i + 2])) >= 0 &&
 				    (lo = logline_hex(p[i + 3])) >= 0) {
 					c = (char)(h << 4 | lo);
 					i += 3;
@@ -225,7 +228,8 @@ static int logline_parse_json(const char *p, size_t len, struct logline *l)
 			out = l->ts;
 			e = logline_jstr(p, len, i, out, sizeof(l->ts));
 		} else {
-			f = strcmp(key, "level") == 0 || strcmp(key, "proc") == 0 ? NULL : logline_add(l);
+			f = strcmp(key, "level") == 0 || strcmp(key, "proc") == 0 ? NULL
+			                                                          : logline_add(l);
 			out = f != NULL ? f->value : scratch;
 			e = logline_jstr(p, len, i, out, LOGLINE_VALUE_MAX);
 			if (f != NULL)

@@ -87,8 +87,12 @@ static struct logsum_ent *logsum_find(struct logsum_tab *t, const char *key)
 static void logsum_count(struct logsum_tab *t, const char *key, int which)
 {
 	struct logsum_ent *e = logsum_find(t, key != NULL && key[0] != '\0' ? key : "<>");
-	uint64_t *c = e == NULL ? (which == 0 ? &t->other : which == 1 ? &t->other2 : &t->other3)
-				: (which == 0 ? &e->n : which == 1 ? &e->n2 : &e->n3);
+	uint64_t *c = e == NULL ? (which == 0   ? &t->other
+	                           : which == 1 ? &t->other2
+	                                        : &t->other3)
+	                        : (which == 0   ? &e->n
+	                           : which == 1 ? &e->n2
+	                                        : &e->n3);
 	(*c)++;
 }
 
@@ -155,8 +159,8 @@ static void logsum_line(struct logsum *s, const struct logline *l)
 		const char *code = logline_get(l, "code"), *dsn = logline_get(l, "dsn");
 		const char *why = logline_get(l, "reason");
 		char k[LOGLINE_VALUE_MAX + 64];
-		snprintf(k, sizeof(k), "%s %s %s", code != NULL ? code : "-", dsn != NULL ? dsn : "-",
-			 why != NULL ? why : "-");
+		snprintf(k, sizeof(k), "%s %s %s", code != NULL ? code : "-",
+		         dsn != NULL ? dsn : "-", why != NULL ? why : "-");
 		logsum_count(&s->reject_why, k, 0);
 	}
 }
@@ -197,7 +201,7 @@ static void logsum_top(FILE *out, const char *title, struct logsum_tab *t, size_
 	for (size_t i = 0; i < n && i < top; i++) {
 		if (dom)
 			fprintf(out, "  %8llu %8llu %8llu  ", (unsigned long long)v[i].n,
-				(unsigned long long)v[i].n2, (unsigned long long)v[i].n3);
+			        (unsigned long long)v[i].n2, (unsigned long long)v[i].n3);
 		else
 			fprintf(out, "  %8llu  ", (unsigned long long)v[i].n);
 		logsum_put(out, v[i].key);
@@ -205,7 +209,7 @@ static void logsum_top(FILE *out, const char *title, struct logsum_tab *t, size_
 	}
 	if (t->other + t->other2 + t->other3 > 0)
 		fprintf(out, "  %8llu  (other: more than %d distinct)\n",
-			(unsigned long long)(t->other + t->other2 + t->other3), LOGSUM_KEYS);
+		        (unsigned long long)(t->other + t->other2 + t->other3), LOGSUM_KEYS);
 	free(v);
 }
 
@@ -216,21 +220,21 @@ static void logsum_report(FILE *out, struct logsum *s, size_t top)
 	fprintf(out, "  %8llu  received\n", (unsigned long long)s->received);
 	fprintf(out, "  %8llu  delivered\n", (unsigned long long)s->delivered);
 	fprintf(out, "  %8llu  deferred  (%llu deferrals)\n",
-		(unsigned long long)s->deferred_msgs.used, (unsigned long long)s->deferred);
+	        (unsigned long long)s->deferred_msgs.used, (unsigned long long)s->deferred);
 	fprintf(out, "  %8llu  bounced\n", (unsigned long long)s->bounced);
 	fprintf(out, "  %8llu  rejected  (%.1f%%)\n", (unsigned long long)s->rejected,
-		tried > 0 ? 100.0 * (double)s->rejected / (double)tried : 0.0);
+	        tried > 0 ? 100.0 * (double)s->rejected / (double)tried : 0.0);
 	fprintf(out, "\n  %8llu  senders\n  %8llu  recipients\n  %8llu  recipient domains\n",
-		(unsigned long long)s->senders.used, (unsigned long long)s->rcpts.used,
-		(unsigned long long)s->domains.used);
+	        (unsigned long long)s->senders.used, (unsigned long long)s->rcpts.used,
+	        (unsigned long long)s->domains.used);
 	fprintf(out, "\nPer-Hour Traffic Summary (UTC)\n------------------------------\n");
 	fprintf(out, "  %-11s %9s %9s %9s %9s %9s\n", "time", "received", "delivered", "deferred",
-		"bounced", "rejected");
+	        "bounced", "rejected");
 	for (int h = 0; h < 24; h++)
 		fprintf(out, "  %02d00-%02d00   %9llu %9llu %9llu %9llu %9llu\n", h, (h + 1) % 24,
-			(unsigned long long)s->hour[h][0], (unsigned long long)s->hour[h][1],
-			(unsigned long long)s->hour[h][2], (unsigned long long)s->hour[h][3],
-			(unsigned long long)s->hour[h][4]);
+		        (unsigned long long)s->hour[h][0], (unsigned long long)s->hour[h][1],
+		        (unsigned long long)s->hour[h][2], (unsigned long long)s->hour[h][3],
+		        (unsigned long long)s->hour[h][4]);
 	logsum_top(out, "Senders by message count", &s->senders, top, false);
 	logsum_top(out, "Recipients by delivered count", &s->rcpts, top, false);
 	logsum_top(out, "Recipient domains", &s->domains, top, true);
@@ -239,7 +243,7 @@ static void logsum_report(FILE *out, struct logsum *s, size_t top)
 	logsum_top(out, "Reject reasons (code, dsn, reason)", &s->reject_why, top, false);
 	if (s->skipped > 0)
 		fprintf(out, "\n(%llu of %llu lines were not hikyaku log lines)\n",
-			(unsigned long long)s->skipped, (unsigned long long)s->lines);
+		        (unsigned long long)s->skipped, (unsigned long long)s->lines);
 }
 
 static int logsum_file(struct logsum *s, FILE *in, struct logline *l)
@@ -300,8 +304,9 @@ int logsum_main(int argc, char **argv)
 			fclose(in);
 	}
 	logsum_report(stdout, s, top);
-	struct logsum_tab *tabs[] = {&s->senders,    &s->rcpts,      &s->domains,      &s->defer_why,
-				     &s->bounce_why, &s->reject_why, &s->deferred_msgs};
+	struct logsum_tab *tabs[] = {&s->senders,      &s->rcpts,      &s->domains,
+	                             &s->defer_why,    &s->bounce_why, &s->reject_why,
+	                             &s->deferred_msgs};
 	for (size_t i = 0; i < sizeof(tabs) / sizeof(tabs[0]); i++)
 		logsum_tab_free(tabs[i]);
 	free(l);

@@ -69,7 +69,7 @@ static struct dstats_dom *dstats_dom(struct dstats *d, const char *domain)
 }
 
 void dstats_record(struct dstats *d, const char *domain, enum dstats_result r, uint64_t delay_us,
-		   uint64_t now_us)
+                   uint64_t now_us)
 {
 	uint64_t hour = now_us / HOUR_US;
 	unsigned b = 0;
@@ -112,7 +112,7 @@ static int dstats_rank_cmp(const void *a, const void *b)
 {
 	const struct dstats_rank *x = a, *y = b;
 	return x->total != y->total ? (x->total < y->total ? 1 : -1)
-				    : (x->dom < y->dom ? -1 : x->dom > y->dom);
+	                            : (x->dom < y->dom ? -1 : x->dom > y->dom);
 }
 
 size_t dstats_snapshot(struct dstats *d, uint64_t now_us, size_t top, struct dstats_row **rows_r)

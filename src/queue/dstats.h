@@ -30,7 +30,7 @@ struct dstats *dstats_create(void);
 void dstats_free(struct dstats **d);
 /* A recipient's result at now_us, delay_us after its message's arrival. */
 void dstats_record(struct dstats *d, const char *domain, enum dstats_result r, uint64_t delay_us,
-		   uint64_t now_us);
+                   uint64_t now_us);
 /* The rows with any count in the last DSTATS_HOURS before now_us, of the
  * top domains (by recipients in the window; 0: all), domain by domain,
  * hours ascending. *rows_r is freed by the caller. */

@@ -18,8 +18,8 @@
 struct req_case {
 	const char *name;
 	const char *in;
-	int rc;         /* 1, 0 or -1 */
-	int status;     /* for -1 */
+	int rc;     /* 1, 0 or -1 */
+	int status; /* for -1 */
 	const char *method, *path, *query, *auth;
 	bool close;
 };
@@ -27,26 +27,27 @@ struct req_case {
 static const struct req_case cases[] = {
     {"simple get", "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 1, 0, "GET", "/metrics", "", NULL,
      false},
-    {"query and token", "GET /api/v1/messages?sender=a%40b HTTP/1.1\r\n"
-                        "Authorization:  Bearer abc \r\n\r\n",
+    {"query and token",
+     "GET /api/v1/messages?sender=a%40b HTTP/1.1\r\n"
+     "Authorization:  Bearer abc \r\n\r\n",
      1, 0, "GET", "/api/v1/messages", "sender=a%40b", "Bearer abc", false},
     {"http/1.0 closes", "GET / HTTP/1.0\r\n\r\n", 1, 0, "GET", "/", "", NULL, true},
-    {"connection close", "GET / HTTP/1.1\r\nConnection: Close\r\n\r\n", 1, 0, "GET", "/", "",
-     NULL, true},
+    {"connection close", "GET / HTTP/1.1\r\nConnection: Close\r\n\r\n", 1, 0, "GET", "/", "", NULL,
+     true},
     {"1.0 keep-alive", "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 1, 0, "GET", "/", "",
      NULL, false},
-    {"body read", "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 1, 0, "POST", "/x", "",
+    {"body read", "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 1, 0, "POST", "/x", "", NULL,
+     false},
+    {"body incomplete", "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nab", 0, 0, NULL, NULL, NULL,
      NULL, false},
-    {"body incomplete", "POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nab", 0, 0, NULL, NULL,
-     NULL, NULL, false},
     {"incomplete line", "GET /metrics HTTP/1.1\r", 0, 0, NULL, NULL, NULL, NULL, false},
     {"bare lf", "GET / HTTP/1.1\nHost: x\n\n", -1, 400, NULL, NULL, NULL, NULL, false},
     {"bare cr", "GET / HTTP/1.1\rX", -1, 400, NULL, NULL, NULL, NULL, false},
     {"space before colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", -1, 400, NULL, NULL, NULL, NULL,
      false},
     {"obs-fold", "GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", -1, 400, NULL, NULL, NULL, NULL, false},
-    {"two content-lengths", "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
-     -1, 400, NULL, NULL, NULL, NULL, false},
+    {"two content-lengths", "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", -1,
+     400, NULL, NULL, NULL, NULL, false},
     {"two authorizations", "GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n", -1,
      400, NULL, NULL, NULL, NULL, false},
     {"content-length sign", "GET / HTTP/1.1\r\nContent-Length: +1\r\n\r\n", -1, 400, NULL, NULL,
@@ -128,7 +129,8 @@ static void test_pipelined(void **state)
 	int status;
 	assert_int_equal(http_parse_request(in, strlen(in), &req, &status), 1);
 	assert_true(http_view_eq(req.path, "/a"));
-	assert_int_equal(http_parse_request(in + req.used, strlen(in) - req.used, &req, &status), 1);
+	assert_int_equal(http_parse_request(in + req.used, strlen(in) - req.used, &req, &status),
+	                 1);
 	assert_true(http_view_eq(req.path, "/b"));
 }
 
@@ -183,7 +185,7 @@ static void test_query(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_table),  cmocka_unit_test(test_prefixes),
+	    cmocka_unit_test(test_table),     cmocka_unit_test(test_prefixes),
 	    cmocka_unit_test(test_pipelined), cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_query),
 	};
