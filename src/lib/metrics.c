@@ -48,9 +48,9 @@ static size_t metrics_size(unsigned nslots)
 	return sizeof(struct metrics_hdr) + (size_t)nslots * METRICS_SLOT_CELLS * sizeof(uint64_t);
 }
 
-static struct metrics *metrics_map(int fd, size_t size)
+static struct metrics *metrics_map(int fd, size_t size, bool ro)
 {
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	void *p = mmap(NULL, size, ro ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
 		return NULL;
 	struct metrics *m = xcalloc(1, sizeof(*m));
@@ -74,7 +74,7 @@ struct metrics *metrics_create(unsigned nslots)
 		errno = e;
 		return NULL;
 	}
-	struct metrics *m = metrics_map(fd, size);
+	struct metrics *m = metrics_map(fd, size, false);
 	if (m == NULL) {
 		close(fd);
 		return NULL;
@@ -85,12 +85,12 @@ struct metrics *metrics_create(unsigned nslots)
 	return m;
 }
 
-struct metrics *metrics_attach(int fd, unsigned slot)
+static struct metrics *metrics_attach_as(int fd, unsigned slot, bool ro)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(struct metrics_hdr))
 		return NULL;
-	struct metrics *m = metrics_map(fd, (size_t)st.st_size);
+	struct metrics *m = metrics_map(fd, (size_t)st.st_size, ro);
 	if (m == NULL)
 		return NULL;
 	/* The same binary made it, but check what is read before trusting
@@ -102,6 +102,16 @@ struct metrics *metrics_attach(int fd, unsigned slot)
 	}
 	m->slot = slot < m->h->nslots ? slot : m->h->nslots - 1;
 	return m;
+}
+
+struct metrics *metrics_attach(int fd, unsigned slot)
+{
+	return metrics_attach_as(fd, slot, false);
+}
+
+struct metrics *metrics_attach_ro(int fd)
+{
+	return metrics_attach_as(fd, 0, true);
 }
 
 int metrics_fd(const struct metrics *m)

@@ -94,9 +94,11 @@ struct metrics;
 
 /* Master: a region for nslots writers. NULL with errno on failure. */
 struct metrics *metrics_create(unsigned nslots);
-/* Child: map the master's region (fd is kept); write to slot (ignored by
- * a reader). NULL when fd is not a region. */
+/* Child: map the master's region (fd is kept); write to slot. A reader
+ * (the http process) maps it read-only (slot ignored). NULL when fd is not
+ * a region. */
 struct metrics *metrics_attach(int fd, unsigned slot);
+struct metrics *metrics_attach_ro(int fd);
 int metrics_fd(const struct metrics *m);
 unsigned metrics_nslots(const struct metrics *m);
 void metrics_free(struct metrics **m);

@@ -793,8 +793,12 @@ int child_main(int argc, char **argv)
 	/* OpenSSL reads its configuration once, before any sandbox. */
 	OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL);
 	/* Every process counts into its own slot of the metrics. */
-	struct metrics *metrics = a.metrics_fd >= 0 ? metrics_attach(a.metrics_fd, a.mslot) : NULL;
-	metrics_set_process(metrics);
+	bool reader = strcmp(a.role, "http") == 0;
+	struct metrics *metrics = a.metrics_fd < 0 ? NULL
+				  : reader     ? metrics_attach_ro(a.metrics_fd)
+					       : metrics_attach(a.metrics_fd, a.mslot);
+	if (!reader)
+		metrics_set_process(metrics);
 	if (strcmp(a.role, "http") == 0)
 		rc = child_http(conf, &a, metrics);
 	else if (strcmp(a.role, "smtpd") == 0)

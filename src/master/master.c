@@ -307,7 +307,11 @@ static int master_spawn(struct child *c)
 	size_t nkeep = 0;
 	keep[nkeep++] = sv[1];
 	keep[nkeep++] = m->text_fd;
-	keep[nkeep++] = metrics_fd(m->metrics);
+	/* The metrics: smtpd and queue count, http reads; auth and keys get
+	 * nothing they do not need. */
+	bool counts = c->role == ROLE_SMTPD || c->role == ROLE_QUEUE || c->role == ROLE_HTTP;
+	if (counts)
+		keep[nkeep++] = metrics_fd(m->metrics);
 	/* Each writer its own slot: smtpd its region, queue and the rest
 	 * after them (metrics.h). */
 	unsigned mslot = c->role == ROLE_SMTPD   ? c->region
@@ -330,10 +334,12 @@ static int master_spawn(struct child *c)
 	argv[n++] = a_text;
 	argv[n++] = "--parent";
 	argv[n++] = a_parent;
-	argv[n++] = "--metrics";
-	argv[n++] = a_metrics;
-	argv[n++] = "--mslot";
-	argv[n++] = a_mslot;
+	if (counts) {
+		argv[n++] = "--metrics";
+		argv[n++] = a_metrics;
+		argv[n++] = "--mslot";
+		argv[n++] = a_mslot;
+	}
 	if (c->role == ROLE_HTTP) {
 		snprintf(a_http, sizeof(a_http), "%d", m->http_fd);
 		keep[nkeep++] = m->http_fd;
