@@ -40,6 +40,7 @@
 #define HTTPD_IN_MAX (HTTP_LINE_MAX + HTTP_HEADERS_MAX + HTTP_BODY_MAX + 16)
 #define HTTPD_QUEUE_PENDING_MAX 64 /* API requests waiting for the queue */
 #define HTTPD_ARG_MAX 256
+#define HTTPD_QUEUE_TIMEOUT_S 60 /* the queue's silence while a request waits */
 
 struct httpd_conn;
 
@@ -180,6 +181,8 @@ static void httpd_api_finish(struct httpd *h, int rc)
 	if (h->qhead == NULL)
 		h->qtail = NULL;
 	h->n_pending--;
+	if (h->qhead == NULL && h->q != NULL)
+		bufferevent_set_timeouts(h->q, NULL, NULL);
 	fclose(a->r.out);
 	fclose(a->r.err);
 	struct httpd_conn *c = a->conn;
@@ -212,6 +215,17 @@ static void httpd_queue_fail_all(struct httpd *h)
 	}
 }
 
+/* The link cannot be trusted any more (a bad frame, or no answer): only a
+ * new one helps, and the master makes one for a new http process. */
+static void httpd_queue_broken(struct httpd *h)
+{
+	bufferevent_free(h->q);
+	h->q = NULL;
+	httpd_queue_fail_all(h);
+	log_warn("event=http_restart reason=\"queue link unusable\"");
+	event_base_loopbreak(h->base);
+}
+
 static void httpd_queue_on_read(struct bufferevent *bev, void *arg)
 {
 	struct httpd *h = arg;
@@ -230,9 +244,7 @@ static void httpd_queue_on_read(struct bufferevent *bev, void *arg)
 		if (r < 0 || h->qhead == NULL) {
 			log_warn("event=http_queue_error reason=\"%s\"",
 			         r < 0 ? error : "an answer nobody asked for");
-			bufferevent_free(h->q);
-			h->q = NULL;
-			httpd_queue_fail_all(h);
+			httpd_queue_broken(h);
 			return;
 		}
 		int done = ctl_render_frame(&h->qhead->r, &f);
@@ -246,6 +258,11 @@ static void httpd_queue_on_event(struct bufferevent *bev, short what, void *arg)
 {
 	(void)bev;
 	struct httpd *h = arg;
+	if (what & BEV_EVENT_TIMEOUT) {
+		log_warn("event=http_queue_timeout pending=%zu", h->n_pending);
+		httpd_queue_broken(h);
+		return;
+	}
 	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
 		return;
 	log_info("event=http_queue_closed (a new queue process sends a new link)");
@@ -304,6 +321,9 @@ static void httpd_api_send(struct httpd_conn *c, uint8_t type, const char *arg, 
 	h->qtail = a;
 	h->n_pending++;
 	c->api = a;
+	/* An answer (or part of one) within the bound while any is owed. */
+	struct timeval qt = {HTTPD_QUEUE_TIMEOUT_S, 0};
+	bufferevent_set_timeouts(h->q, &qt, NULL);
 	bufferevent_write(h->q, req.data, req.len);
 	buf_free(&req);
 }
