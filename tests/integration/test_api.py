@@ -120,6 +120,23 @@ def test_reload_reads_a_new_token(hikyaku, tmp_path):
     assert call(hk, "GET", "/api/v1/queue")[0] == 401
 
 
+def test_api_survives_queue_restart(hikyaku, tmp_path):
+    hk = start(hikyaku, tmp_path)
+    assert call(hk, "GET", "/api/v1/queue")[0] == 200
+    old = hk.child_pids("queue")
+    os.kill(old[0], signal.SIGKILL)
+    deadline = time.time() + 15
+    st = None
+    while time.time() < deadline:
+        new = hk.child_pids("queue")
+        if new and new != old:
+            st = call(hk, "GET", "/api/v1/queue")[0]
+            if st == 200:
+                break
+        time.sleep(0.1)
+    assert st == 200
+
+
 def test_queue_operations(hikyaku, tmp_path):
     hk = start(hikyaku, tmp_path)
     q1 = queue_mail(hk, "one@example.net", ["x@remote.example"])
