@@ -825,7 +825,7 @@ int child_main(int argc, char **argv)
 int child_probe_main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: hikyaku __probe smtpd|queue|auth|keys [-c FILE] PATH...\n");
+		fprintf(stderr, "usage: hikyaku __probe smtpd|queue|auth|keys|http [-c FILE] PATH...\n");
 		return 2;
 	}
 	const char *role = argv[2], *path = NULL;

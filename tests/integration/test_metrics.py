@@ -8,11 +8,12 @@ import re
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 
 import pytest
 
-from conftest import free_port, tls_client_context, wait_event
+from conftest import free_port, hikyaku_bin, tls_client_context, wait_event
 
 ALICE = "alice@example.org"
 PW = "correct horse battery staple"
@@ -159,6 +160,11 @@ def test_http_process_is_sandboxed_and_restarted(hikyaku):
     assert re.search(r"^Seccomp:\s+2$", st, re.M)
     if os.geteuid() == 0:
         assert not re.search(r"^Uid:\s+0\s", st, re.M)
+    # What http could open after its start: nothing.
+    out = subprocess.run([hikyaku_bin(), "__probe", "http", "-c",
+                          hk.config, "/etc/passwd", hk.config], capture_output=True,
+                         timeout=30).stdout.decode()
+    assert "/etc/passwd: refused" in out and f"{hk.config}: refused" in out, out
     os.kill(pids[0], 9)
     wait_event(hk, "spawn", count=2, role="http", timeout=10)
     deadline = time.time() + 10
