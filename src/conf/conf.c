@@ -104,6 +104,20 @@ const char *const conf_tls_policies[] = {
     NULL,
 };
 
+static const char *const conf_log_formats[] = {
+    [CONF_LOG_KV] = "kv",
+    [CONF_LOG_JSON] = "json",
+    NULL,
+};
+
+static const char *const conf_log_targets[] = {
+    [CONF_LOG_STDERR] = "stderr",
+    [CONF_LOG_SYSLOG] = "syslog",
+    NULL,
+};
+
+static conf_check_fn conf_http_listen_check;
+
 static const char *const conf_verify_tempfail_names[] = {
 	"defer",
 	"accept",
@@ -259,6 +273,21 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "log_level", .type = CONF_T_STRING, .def = "info", .off = OFF(log_level),
 	  .check = conf_log_level_check,
 	  .doc = "Least severe log level: debug, info, warn or error." },
+	{ .key = "log.format", .type = CONF_T_ENUM, .def = "kv", .names = conf_log_formats,
+	  .off = OFF(log.format), .lower = true,
+	  .doc = "Log lines as key=value (kv, grep- and Postfix-habit-friendly) or as JSON "
+		 "objects, one a line (json), with the same keys plus ts, level and proc." },
+	{ .key = "log.target", .type = CONF_T_ENUM, .def = "stderr", .names = conf_log_targets,
+	  .off = OFF(log.target), .lower = true,
+	  .doc = "stderr (under systemd the journal keeps it, with its own time stamps) or "
+		 "syslog: every process writes each line as one datagram to log.syslog_socket, "
+		 "facility mail, as Postfix does (\"<PRI>hikyaku/queue[PID]: event=...\"; the "
+		 "syslog daemon adds the time and host). The master connects the socket at start "
+		 "and every process inherits it as its stderr; lines written while no syslog "
+		 "daemon listens are lost." },
+	{ .key = "log.syslog_socket", .type = CONF_T_STRING, .def = "/dev/log",
+	  .off = OFF(log.syslog_socket), .check = conf_path_check,
+	  .doc = "The syslog daemon's datagram socket, for log.target: syslog." },
 	{ .key = "spool_dir", .type = CONF_T_STRING, .def = "/var/spool/hikyaku",
 	  .off = OFF(spool_dir), .check = conf_path_check,
 	  .doc = "Directory of the mail queue; must be on one file system." },
@@ -378,6 +407,22 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "processes.smtpd", .type = CONF_T_UINT, .def = "0",
 	  .min = 0, .max = 64, .off = OFF(processes.smtpd),
 	  .doc = "smtpd processes sharing the listeners (sessions, TLS); 0: one per CPU." },
+
+	{ .key = "http.listen", .type = CONF_T_STRING, .def = "\"\"", .off = OFF(http.listen),
+	  .check = conf_http_listen_check,
+	  .doc = "Address of the HTTP listener for Prometheus /metrics and the JSON API "
+		 "(/api/v1/, see docs/openapi.yaml), e.g. 127.0.0.1:8025; \"\" (the default) "
+		 "for none. Off unless set, so that no port opens that the operator did not ask "
+		 "for; keep it on loopback or a management network: /metrics has no "
+		 "authentication. Served by the unprivileged http process." },
+	{ .key = "http.token_file", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(http.token_file),
+	  .doc = "File holding the API's bearer token (one line, at least 16 characters), "
+		 "readable by root only: the http process reads it as root before it drops its "
+		 "privileges. \"\": the API answers 404 and only /metrics is served." },
+	{ .key = "http.max_connections", .type = CONF_T_UINT, .def = "64",
+	  .min = 1, .max = 4096, .off = OFF(http.max_connections),
+	  .doc = "Concurrent HTTP connections; more are closed at once." },
 
 	{ .key = "queue.commit_threads", .type = CONF_T_UINT, .def = "4",
 	  .min = 1, .max = 64, .off = OFF(queue.commit_threads),
@@ -1001,6 +1046,11 @@ static int conf_dnsbl_codes_check(const char *s, char *msg, size_t msglen)
 	if (cidr_codes_parse(s, &c, &error) < 0)
 		return conf_msg(msg, msglen, "invalid codes \"%.64s\": %s", s, error);
 	return 0;
+}
+
+static int conf_http_listen_check(const char *s, char *msg, size_t msglen)
+{
+	return s[0] == '\0' ? 0 : conf_listener_check(s, msg, msglen);
 }
 
 /* "host:port", "[v6]:port" or "*:port"; host an IPv4 literal or a name. */

@@ -146,6 +146,21 @@ struct conf_queue {
 	uint64_t min_free_space;   /* octets the spool's file system keeps free, 100M */
 };
 
+enum conf_log_format { CONF_LOG_KV = 0, CONF_LOG_JSON };
+enum conf_log_target { CONF_LOG_STDERR = 0, CONF_LOG_SYSLOG };
+
+struct conf_log {
+	enum conf_log_format format; /* log.format: kv */
+	enum conf_log_target target; /* log.target: stderr */
+	char *syslog_socket;         /* log.syslog_socket: /dev/log */
+};
+
+struct conf_http {
+	char *listen;             /* http.listen: "" none */
+	char *token_file;         /* http.token_file: "" no API */
+	uint64_t max_connections; /* http.max_connections: 64 */
+};
+
 struct conf_processes {
 	uint64_t smtpd; /* smtpd processes; 0: one per CPU */
 };
@@ -248,6 +263,8 @@ struct conf {
 	struct conf_timeouts timeouts;
 	struct conf_queue queue;
 	struct conf_processes processes;
+	struct conf_log log;
+	struct conf_http http;
 	struct conf_tls tls;
 	struct conf_auth auth;
 	struct conf_relay relay;

@@ -230,6 +230,27 @@ static int conf_check_dkim(const struct conf *conf, FILE *out)
 	return n;
 }
 
+/* http.listen: /metrics has no token, so say so when it is reachable from
+ * beyond this host; the token file as the credentials files. */
+static int conf_check_http(const struct conf *conf, FILE *out)
+{
+	const char *l = conf->http.listen;
+	int n = 0;
+	if (l[0] == '\0') {
+		if (conf->http.token_file[0] != '\0')
+			n += conf_warn(out, "http.token_file is set but http.listen is not: no API");
+		return n;
+	}
+	if (strncmp(l, "127.", 4) != 0 && strncmp(l, "[::1]:", 6) != 0 &&
+	    strncmp(l, "localhost:", 10) != 0)
+		n += conf_warn(out,
+		               "http.listen %s is not loopback: /metrics needs no token, so anyone "
+		               "who reaches it reads the metrics (firewall it, or use 127.0.0.1)",
+		               l);
+	n += conf_check_credentials("http.token_file", conf->http.token_file, out);
+	return n;
+}
+
 int conf_check(const struct conf *conf, FILE *out)
 {
 	int n = 0;
@@ -285,6 +306,7 @@ int conf_check(const struct conf *conf, FILE *out)
 		               conf->hostname);
 	n += conf_check_delivery(conf, out);
 	n += conf_check_filter(conf, out);
+	n += conf_check_http(conf, out);
 	return n;
 }
 

@@ -14,7 +14,8 @@
  * types and tags, wrong kinds, and fields that run past the frame. It is pure
  * (no I/O) and resumable: 0 means "need more octets".
  *
- * Answers: LIST gives ITEM* END; SHOW gives ITEM END; the others give OK.
+ * Answers: LIST gives ITEM* END; SHOW gives ITEM END; STATS gives DSTAT*
+ * END; the others give OK.
  * Any request may be answered with ERROR instead. */
 #ifndef HK_CTL_CTL_H
 #define HK_CTL_CTL_H
@@ -40,11 +41,13 @@ enum ctl_type {
 	CTL_T_DELETE = 4,  /* QID */
 	CTL_T_HOLD = 5,    /* QID */
 	CTL_T_RELEASE = 6, /* QID */
+	CTL_T_STATS = 7,   /* nothing: delivery statistics per domain and hour */
 	/* responses (daemon -> CLI) */
 	CTL_T_OK = 0x41,    /* MESSAGE, COUNT? */
 	CTL_T_ERROR = 0x42, /* MESSAGE */
 	CTL_T_ITEM = 0x43,  /* one queued message */
-	CTL_T_END = 0x44,   /* end of a LIST or SHOW answer */
+	CTL_T_END = 0x44,   /* end of a LIST, SHOW or STATS answer */
+	CTL_T_DSTAT = 0x45, /* STATS: one domain in one hour */
 };
 
 enum ctl_tag {
@@ -75,7 +78,12 @@ enum ctl_tag {
 	CTL_F_HELO = 25,        /* str */
 	CTL_F_HEADERS = 26,     /* bytes: the header section, first 64 KiB */
 	CTL_F_OMITTED = 27,     /* u64: recipients not listed (frame bound) */
-	CTL_F_MAX = 27,
+	CTL_F_HOUR = 28,        /* u64: DSTAT: start of the hour, Unix time in us */
+	CTL_F_SENT = 29,        /* u64: DSTAT recipients sent */
+	CTL_F_DEFERRED = 30,    /* u64: ... deferred (attempts) */
+	CTL_F_BOUNCED = 31,     /* u64: ... bounced */
+	CTL_F_MEDIAN_MS = 32,   /* u64: median delay of the sent ones, ms (0: none) */
+	CTL_F_MAX = 32,
 };
 
 struct ctl_frame {
@@ -126,11 +134,40 @@ struct ctl_server;
  * live daemon answers on it) and start accepting. */
 int ctl_server_create(struct event_base *base, const char *spool_dir, struct qmgr *q,
                       struct ctl_server **srv_r, const char **error_r);
+/* A connection from the http process (a socket the master made, so no
+ * peer check): requests one after another, each answered in full before
+ * the next is read; it stays open. */
+void ctl_server_add_peer(struct ctl_server *srv, int fd);
 /* Close every connection, finish the pending control work, unlink the
  * socket. Before qmgr_free(). */
 void ctl_server_free(struct ctl_server **srv);
 
 /* ---- CLI side (ctl_client.c) ---- */
+
+/* The rendering of an answer, as text or JSON, shared by the CLI and the
+ * http process's JSON API (one implementation of the queue's views). */
+#include <stdio.h>
+struct ctl_render {
+	uint8_t req; /* the request's type */
+	bool json;
+	FILE *out, *err;
+	/* list only, a search: items whose qid is qid, whose sender or one
+	 * of whose listed recipients contains sender / recipient (ASCII case
+	 * folded); NULL: any */
+	const char *qid, *sender, *recipient;
+	size_t n_items;     /* shown */
+	uint64_t n_pending; /* recipients pending over the items shown */
+	uint64_t omitted;   /* list: items the daemon left out (frame bound) */
+	char message[256];  /* the daemon's OK, END or ERROR text */
+};
+
+/* The request frame of type with its argument (a qid, or for FLUSH a qid
+ * or a domain; NULL for none) into req. -1 when it does not fit. */
+int ctl_request_build(uint8_t type, const char *arg, struct buf *req);
+void ctl_render_begin(struct ctl_render *r);
+/* One answer frame: 1 when it was the last, 0 for more, -1 an error
+ * (written to r->err; r->message has the daemon's text). */
+int ctl_render_frame(struct ctl_render *r, const struct ctl_frame *f);
 
 /* `hikyaku queue [--json] list|show ID|flush [ID|DOMAIN]|delete ID|hold ID|
  * release ID` against the daemon using spool_dir; argv[0] is the first

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -51,12 +52,6 @@ struct ctl_citem {
 	size_t cap_rcpts;
 };
 
-struct ctl_cli {
-	uint8_t req;
-	bool json;
-	size_t n_items;
-	uint64_t n_pending; /* recipients pending over all items */
-};
 
 /* ---- output helpers ---- */
 
@@ -306,149 +301,149 @@ static void ctl_notify_names(uint64_t n, char *out, size_t outlen)
 		out[l - 1] = '\0';
 }
 
-static void ctl_print_state(const struct ctl_citem *it)
+static void ctl_print_state(FILE *out, const struct ctl_citem *it)
 {
 	char t[32];
-	ctl_put_text(stdout, it->state, false);
+	ctl_put_text(out, it->state, false);
 	if (it->next_try != 0 && !(it->flags & ENVELOPE_SCHED_HELD)) {
 		ctl_time(t, it->next_try, false);
-		printf(", next try %s", t);
+		fprintf(out, ", next try %s", t);
 	}
-	printf(", %llu attempt%s", (unsigned long long)it->attempts, it->attempts == 1 ? "" : "s");
+	fprintf(out, ", %llu attempt%s", (unsigned long long)it->attempts, it->attempts == 1 ? "" : "s");
 	if (it->action.p != NULL) {
-		printf(", ");
-		ctl_put_text(stdout, it->action, false);
-		printf(" when the attempt ends");
+		fprintf(out, ", ");
+		ctl_put_text(out, it->action, false);
+		fprintf(out, " when the attempt ends");
 	}
 }
 
-static void ctl_print_list_item(const struct ctl_citem *it)
+static void ctl_print_list_item(FILE *out, const struct ctl_citem *it)
 {
 	char t[32];
 	ctl_time(t, it->arrival, false);
-	ctl_put_text(stdout, it->qid, false);
-	printf("  %9llu  %s  ", (unsigned long long)it->size, t);
-	ctl_print_state(it);
-	printf("\n    from <");
-	ctl_put_text(stdout, it->sender, false);
-	printf(">\n");
+	ctl_put_text(out, it->qid, false);
+	fprintf(out, "  %9llu  %s  ", (unsigned long long)it->size, t);
+	ctl_print_state(out, it);
+	fprintf(out, "\n    from <");
+	ctl_put_text(out, it->sender, false);
+	fprintf(out, ">\n");
 	for (size_t i = 0; i < it->n_rcpts; i++) {
-		printf("    to   ");
-		ctl_put_text(stdout, it->rcpts[i].addr, false);
-		printf("\n");
+		fprintf(out, "    to   ");
+		ctl_put_text(out, it->rcpts[i].addr, false);
+		fprintf(out, "\n");
 	}
 	if (it->omitted > 0)
-		printf("    (and %llu more recipients)\n", (unsigned long long)it->omitted);
+		fprintf(out, "    (and %llu more recipients)\n", (unsigned long long)it->omitted);
 	if (it->last_error.p != NULL) {
-		printf("    last error: ");
-		ctl_put_text(stdout, it->last_error, false);
-		printf("\n");
+		fprintf(out, "    last error: ");
+		ctl_put_text(out, it->last_error, false);
+		fprintf(out, "\n");
 	}
 }
 
-static void ctl_print_show(const struct ctl_citem *it)
+static void ctl_print_show(FILE *out, const struct ctl_citem *it)
 {
 	static const char *const ret[] = {"-", "FULL", "HDRS"};
 	static const char *const body[] = {"-", "7BIT", "8BITMIME"};
 	char t[32], nb[64];
-	printf("Queue ID:    ");
-	ctl_put_text(stdout, it->qid, false);
+	fprintf(out, "Queue ID:    ");
+	ctl_put_text(out, it->qid, false);
 	ctl_time(t, it->arrival, false);
-	printf("\nArrival:     %s UTC\nSize:        %llu\nSender:      <", t,
+	fprintf(out, "\nArrival:     %s UTC\nSize:        %llu\nSender:      <", t,
 	       (unsigned long long)it->size);
-	ctl_put_text(stdout, it->sender, false);
-	printf(">\nClient:      ");
-	ctl_put_text(stdout, it->client, false);
+	ctl_put_text(out, it->sender, false);
+	fprintf(out, ">\nClient:      ");
+	ctl_put_text(out, it->client, false);
 	if (it->helo.p != NULL) {
-		printf(" (EHLO ");
-		ctl_put_text(stdout, it->helo, false);
-		printf(")");
+		fprintf(out, " (EHLO ");
+		ctl_put_text(out, it->helo, false);
+		fprintf(out, ")");
 	}
-	printf("\nDSN:         RET=%s ENVID=", it->ret < 3 ? ret[it->ret] : "?");
-	ctl_put_text(stdout, it->envid.p != NULL ? it->envid : ctl_cstr("-"), false);
-	printf("\nBody:        %s%s\nState:       ", it->body < 3 ? body[it->body] : "?",
+	fprintf(out, "\nDSN:         RET=%s ENVID=", it->ret < 3 ? ret[it->ret] : "?");
+	ctl_put_text(out, it->envid.p != NULL ? it->envid : ctl_cstr("-"), false);
+	fprintf(out, "\nBody:        %s%s\nState:       ", it->body < 3 ? body[it->body] : "?",
 	       it->smtputf8 ? ", SMTPUTF8" : "");
-	ctl_print_state(it);
-	printf("\nFlags:       %s%s\n", it->flags & 0x1 ? "delay-warned " : "",
+	ctl_print_state(out, it);
+	fprintf(out, "\nFlags:       %s%s\n", it->flags & 0x1 ? "delay-warned " : "",
 	       it->flags & ENVELOPE_SCHED_HELD ? "held" : "");
 	if (it->last_error.p != NULL) {
-		printf("Last error:  ");
-		ctl_put_text(stdout, it->last_error, false);
-		printf("\n");
+		fprintf(out, "Last error:  ");
+		ctl_put_text(out, it->last_error, false);
+		fprintf(out, "\n");
 	}
-	printf("Recipients:  %llu, %llu pending\n", (unsigned long long)it->nrcpts,
+	fprintf(out, "Recipients:  %llu, %llu pending\n", (unsigned long long)it->nrcpts,
 	       (unsigned long long)it->npending);
 	for (size_t i = 0; i < it->n_rcpts; i++) {
 		const struct ctl_crcpt *r = &it->rcpts[i];
-		printf("  %-8s ", r->done ? "done" : "pending");
-		ctl_put_text(stdout, r->addr, false);
+		fprintf(out, "  %-8s ", r->done ? "done" : "pending");
+		ctl_put_text(out, r->addr, false);
 		ctl_notify_names(r->notify, nb, sizeof(nb));
 		if (nb[0] != '\0')
-			printf(" NOTIFY=%s", nb);
+			fprintf(out, " NOTIFY=%s", nb);
 		if (r->orcpt.p != NULL) {
-			printf(" ORCPT=");
-			ctl_put_text(stdout, r->orcpt, false);
+			fprintf(out, " ORCPT=");
+			ctl_put_text(out, r->orcpt, false);
 		}
-		printf("\n");
+		fprintf(out, "\n");
 	}
 	if (it->omitted > 0)
-		printf("  (and %llu more)\n", (unsigned long long)it->omitted);
-	printf("Headers:\n");
-	ctl_put_text(stdout, it->headers, true);
+		fprintf(out, "  (and %llu more)\n", (unsigned long long)it->omitted);
+	fprintf(out, "Headers:\n");
+	ctl_put_text(out, it->headers, true);
 }
 
 /* ---- JSON output ---- */
 
-static void ctl_json_item(const struct ctl_citem *it, bool show)
+static void ctl_json_item(FILE *out, const struct ctl_citem *it, bool show)
 {
 	char nb[64];
-	fputs("{\"qid\":", stdout);
-	ctl_json_str(stdout, it->qid);
-	ctl_json_time(stdout, "arrival", it->arrival);
-	printf(",\"size\":%llu,\"sender\":", (unsigned long long)it->size);
-	ctl_json_str(stdout, it->sender);
-	printf(",\"state\":");
-	ctl_json_str(stdout, it->state);
-	ctl_json_time(stdout, "next_try", (it->flags & ENVELOPE_SCHED_HELD) ? 0 : it->next_try);
-	printf(",\"attempts\":%llu,\"held\":%s,\"recipients_total\":%llu,"
+	fputs("{\"qid\":", out);
+	ctl_json_str(out, it->qid);
+	ctl_json_time(out, "arrival", it->arrival);
+	fprintf(out, ",\"size\":%llu,\"sender\":", (unsigned long long)it->size);
+	ctl_json_str(out, it->sender);
+	fprintf(out, ",\"state\":");
+	ctl_json_str(out, it->state);
+	ctl_json_time(out, "next_try", (it->flags & ENVELOPE_SCHED_HELD) ? 0 : it->next_try);
+	fprintf(out, ",\"attempts\":%llu,\"held\":%s,\"recipients_total\":%llu,"
 	       "\"recipients_pending\":%llu,\"recipients_omitted\":%llu",
 	       (unsigned long long)it->attempts, (it->flags & ENVELOPE_SCHED_HELD) ? "true" : "false",
 	       (unsigned long long)it->nrcpts, (unsigned long long)it->npending,
 	       (unsigned long long)it->omitted);
-	ctl_json_opt(stdout, "last_error", it->last_error);
-	ctl_json_opt(stdout, "pending_action", it->action);
-	printf(",\"recipients\":[");
+	ctl_json_opt(out, "last_error", it->last_error);
+	ctl_json_opt(out, "pending_action", it->action);
+	fprintf(out, ",\"recipients\":[");
 	for (size_t i = 0; i < it->n_rcpts; i++) {
 		const struct ctl_crcpt *r = &it->rcpts[i];
-		printf("%s{\"address\":", i > 0 ? "," : "");
-		ctl_json_str(stdout, r->addr);
-		printf(",\"done\":%s", r->done ? "true" : "false");
+		fprintf(out, "%s{\"address\":", i > 0 ? "," : "");
+		ctl_json_str(out, r->addr);
+		fprintf(out, ",\"done\":%s", r->done ? "true" : "false");
 		if (show) {
 			ctl_notify_names(r->notify, nb, sizeof(nb));
-			ctl_json_opt(stdout, "notify",
+			ctl_json_opt(out, "notify",
 			             nb[0] != '\0' ? ctl_cstr(nb) : (struct ctl_str){0});
-			ctl_json_opt(stdout, "orcpt", r->orcpt);
+			ctl_json_opt(out, "orcpt", r->orcpt);
 		}
-		printf("}");
+		fprintf(out, "}");
 	}
-	printf("]");
+	fprintf(out, "]");
 	if (show) {
 		static const char *const ret[] = {"", "FULL", "HDRS"};
 		static const char *const body[] = {"", "7BIT", "8BITMIME"};
-		ctl_json_opt(stdout, "envid", it->envid);
-		ctl_json_opt(stdout, "ret",
+		ctl_json_opt(out, "envid", it->envid);
+		ctl_json_opt(out, "ret",
 		             it->ret > 0 && it->ret < 3 ? ctl_cstr(ret[it->ret])
 		                                        : (struct ctl_str){0});
-		ctl_json_opt(stdout, "body",
+		ctl_json_opt(out, "body",
 		             it->body > 0 && it->body < 3 ? ctl_cstr(body[it->body])
 		                                          : (struct ctl_str){0});
-		printf(",\"smtputf8\":%s", it->smtputf8 ? "true" : "false");
-		ctl_json_opt(stdout, "client_addr", it->client);
-		ctl_json_opt(stdout, "helo", it->helo);
-		printf(",\"delay_warned\":%s", (it->flags & 0x1) ? "true" : "false");
-		ctl_json_opt(stdout, "headers", it->headers.p != NULL ? it->headers : ctl_cstr(""));
+		fprintf(out, ",\"smtputf8\":%s", it->smtputf8 ? "true" : "false");
+		ctl_json_opt(out, "client_addr", it->client);
+		ctl_json_opt(out, "helo", it->helo);
+		fprintf(out, ",\"delay_warned\":%s", (it->flags & 0x1) ? "true" : "false");
+		ctl_json_opt(out, "headers", it->headers.p != NULL ? it->headers : ctl_cstr(""));
 	}
-	printf("}");
+	fprintf(out, "}");
 }
 
 /* ---- the conversation ---- */
@@ -497,26 +492,130 @@ static int ctl_write_all(int fd, const void *p, size_t len)
 	return 0;
 }
 
+static bool ctl_str_icontains(struct ctl_str s, const char *needle)
+{
+	size_t n = strlen(needle);
+	if (n == 0)
+		return true;
+	for (size_t i = 0; i + n <= s.len; i++)
+		if (strncasecmp((const char *)s.p + i, needle, n) == 0)
+			return true;
+	return false;
+}
+
+/* A list item the search (r->qid, r->sender, r->recipient) keeps. */
+static bool ctl_render_match(const struct ctl_render *r, const struct ctl_citem *it)
+{
+	if (r->qid != NULL && !(it->qid.len == strlen(r->qid) &&
+	                        memcmp(it->qid.p, r->qid, it->qid.len) == 0))
+		return false;
+	if (r->sender != NULL && !ctl_str_icontains(it->sender, r->sender))
+		return false;
+	if (r->recipient != NULL) {
+		bool any = false;
+		for (size_t i = 0; i < it->n_rcpts && !any; i++)
+			any = ctl_str_icontains(it->rcpts[i].addr, r->recipient);
+		if (!any)
+			return false;
+	}
+	return true;
+}
+
+void ctl_render_begin(struct ctl_render *cli)
+{
+	if (cli->json && (cli->req == CTL_T_LIST || cli->req == CTL_T_STATS))
+		fputs("[", cli->out);
+}
+
+/* One DSTAT frame: a domain in an hour. */
+static void ctl_render_dstat(struct ctl_render *cli, const struct ctl_frame *f)
+{
+	struct ctl_field fld;
+	size_t off = 0;
+	struct ctl_str dom = ctl_cstr("");
+	uint64_t hour = 0, sent = 0, deferred = 0, bounced = 0, median = 0;
+	char t[32];
+	while (ctl_field_next(f, &off, &fld)) {
+		uint64_t v = fld.len == 8 ? ctl_field_u64(&fld) : 0;
+		switch (fld.tag) {
+		case CTL_F_DOMAIN:
+			dom = (struct ctl_str){fld.p, fld.len};
+			break;
+		case CTL_F_HOUR:
+			hour = v;
+			break;
+		case CTL_F_SENT:
+			sent = v;
+			break;
+		case CTL_F_DEFERRED:
+			deferred = v;
+			break;
+		case CTL_F_BOUNCED:
+			bounced = v;
+			break;
+		case CTL_F_MEDIAN_MS:
+			median = v;
+			break;
+		default:
+			break;
+		}
+	}
+	FILE *out = cli->out;
+	if (cli->json) {
+		fputs(cli->n_items > 0 ? ",\n{\"domain\":" : "\n{\"domain\":", out);
+		ctl_json_str(out, dom);
+		ctl_json_time(out, "hour", hour);
+		fprintf(out, ",\"sent\":%llu,\"deferred\":%llu,\"bounced\":%llu,"
+		             "\"median_delay_seconds\":",
+		        (unsigned long long)sent, (unsigned long long)deferred,
+		        (unsigned long long)bounced);
+		if (median == 0)
+			fputs("null}", out);
+		else
+			fprintf(out, "%.3f}", (double)median / 1000.0);
+	} else {
+		if (cli->n_items == 0)
+			fprintf(out, "%-20s %8s %8s %8s %12s  %s\n", "hour (UTC)", "sent", "deferred",
+			        "bounced", "median delay", "domain");
+		ctl_time(t, hour, false);
+		fprintf(out, "%-20s %8llu %8llu %8llu %11.1fs  ", t, (unsigned long long)sent,
+		        (unsigned long long)deferred, (unsigned long long)bounced,
+		        (double)median / 1000.0);
+		ctl_put_text(out, dom, false);
+		fputc('\n', out);
+	}
+	cli->n_items++;
+}
+
 /* Handle one answer frame: 1 when it was the last, 0 for more, -1 error
- * (already reported). */
-static int ctl_client_frame(struct ctl_cli *cli, const struct ctl_frame *f)
+ * (reported on cli->err; cli->message holds the daemon's text). */
+int ctl_render_frame(struct ctl_render *cli, const struct ctl_frame *f)
 {
 	struct ctl_field fld;
 	size_t off = 0;
 	struct ctl_str msg = ctl_cstr("");
 	uint64_t count = 0, omitted = 0;
+	FILE *out = cli->out, *err = cli->err;
+	if (f->type == CTL_T_DSTAT && cli->req == CTL_T_STATS) {
+		ctl_render_dstat(cli, f);
+		return 0;
+	}
 	if (f->type == CTL_T_ITEM && (cli->req == CTL_T_LIST || cli->req == CTL_T_SHOW)) {
 		struct ctl_citem it;
 		ctl_citem_parse(f, &it);
 		bool show = cli->req == CTL_T_SHOW;
+		if (!show && !ctl_render_match(cli, &it)) {
+			free(it.rcpts);
+			return 0;
+		}
 		if (cli->json)
-			fputs(show ? "" : cli->n_items > 0 ? ",\n" : "\n", stdout);
+			fputs(show ? "" : cli->n_items > 0 ? ",\n" : "\n", out);
 		if (cli->json)
-			ctl_json_item(&it, show);
+			ctl_json_item(out, &it, show);
 		else if (show)
-			ctl_print_show(&it);
+			ctl_print_show(out, &it);
 		else
-			ctl_print_list_item(&it);
+			ctl_print_list_item(out, &it);
 		cli->n_items++;
 		cli->n_pending += it.npending;
 		free(it.rcpts);
@@ -530,48 +629,73 @@ static int ctl_client_frame(struct ctl_cli *cli, const struct ctl_frame *f)
 		else if (fld.tag == CTL_F_OMITTED)
 			omitted = ctl_field_u64(&fld);
 	}
+	size_t ml = msg.len < sizeof(cli->message) - 1 ? msg.len : sizeof(cli->message) - 1;
+	memcpy(cli->message, msg.p, ml);
+	cli->message[ml] = '\0';
 	if (f->type == CTL_T_ERROR) {
-		fputs("hikyaku: ", stderr);
-		ctl_put_text(stderr, msg, false);
-		fputc('\n', stderr);
+		fputs("hikyaku: ", err);
+		ctl_put_text(err, msg, false);
+		fputc('\n', err);
 		return -1;
 	}
 	if (f->type == CTL_T_END && cli->req == CTL_T_LIST) {
+		cli->omitted = omitted;
 		if (omitted > 0 || memmem(msg.p, msg.len, "truncated", 9) != NULL)
-			fprintf(stderr, "hikyaku: the list is truncated (%llu more not shown)\n",
+			fprintf(err, "hikyaku: the list is truncated (%llu more not shown)\n",
 			        (unsigned long long)omitted);
 		if (cli->json)
-			printf("%s]\n", cli->n_items > 0 ? "\n" : "");
+			fprintf(out, "%s]\n", cli->n_items > 0 ? "\n" : "");
 		else if (cli->n_items == 0)
-			printf("Mail queue is empty\n");
+			fprintf(out, "Mail queue is empty\n");
 		else
-			printf("-- %zu message%s, %llu recipient%s pending\n", cli->n_items,
-			       cli->n_items == 1 ? "" : "s", (unsigned long long)cli->n_pending,
-			       cli->n_pending == 1 ? "" : "s");
+			fprintf(out, "-- %zu message%s, %llu recipient%s pending\n", cli->n_items,
+			        cli->n_items == 1 ? "" : "s", (unsigned long long)cli->n_pending,
+			        cli->n_pending == 1 ? "" : "s");
+		return 1;
+	}
+	if (f->type == CTL_T_END && cli->req == CTL_T_STATS) {
+		if (cli->json)
+			fprintf(out, "%s]\n", cli->n_items > 0 ? "\n" : "");
+		else if (cli->n_items == 0)
+			fprintf(out, "No deliveries in the last 48 hours\n");
 		return 1;
 	}
 	if (f->type == CTL_T_END && cli->req == CTL_T_SHOW) {
 		if (cli->json)
-			printf("\n");
+			fprintf(out, "\n");
 		return cli->n_items == 1 ? 1 : -1;
 	}
-	if (f->type == CTL_T_OK && cli->req != CTL_T_LIST && cli->req != CTL_T_SHOW) {
+	if (f->type == CTL_T_OK && cli->req != CTL_T_LIST && cli->req != CTL_T_SHOW &&
+	    cli->req != CTL_T_STATS) {
 		if (cli->json) {
-			printf("{\"ok\":true,\"count\":%llu,\"message\":",
-			       (unsigned long long)count);
-			ctl_json_str(stdout, msg);
-			printf("}\n");
+			fprintf(out, "{\"ok\":true,\"count\":%llu,\"message\":",
+			        (unsigned long long)count);
+			ctl_json_str(out, msg);
+			fprintf(out, "}\n");
 		} else {
-			ctl_put_text(stdout, msg, false);
-			printf("\n");
+			ctl_put_text(out, msg, false);
+			fprintf(out, "\n");
 		}
 		return 1;
 	}
-	fprintf(stderr, "hikyaku: unexpected answer from the daemon\n");
+	fprintf(err, "hikyaku: unexpected answer from the daemon\n");
 	return -1;
 }
 
-static int ctl_client_talk(int fd, struct ctl_cli *cli, const struct buf *req)
+int ctl_request_build(uint8_t type, const char *arg, struct buf *req)
+{
+	size_t start = ctl_frame_begin(req, type);
+	if (arg != NULL) {
+		if (strlen(arg) > CTL_ARG_MAX)
+			return -1;
+		/* flush takes a qid or a domain; the others a qid. */
+		bool qid = type != CTL_T_FLUSH || qid_valid(arg);
+		(void)ctl_frame_add_str(req, qid ? CTL_F_QID : CTL_F_DOMAIN, arg);
+	}
+	return ctl_frame_end(req, start, CTL_REQ_MAX);
+}
+
+static int ctl_client_talk(int fd, struct ctl_render *cli, const struct buf *req)
 {
 	struct buf in;
 	int rc = -1;
@@ -580,8 +704,7 @@ static int ctl_client_talk(int fd, struct ctl_cli *cli, const struct buf *req)
 		fprintf(stderr, "hikyaku: cannot send the request: %s\n", strerror(errno));
 		goto out;
 	}
-	if (cli->json && cli->req == CTL_T_LIST)
-		fputs("[", stdout);
+	ctl_render_begin(cli);
 	for (;;) {
 		struct ctl_frame f;
 		size_t used = 0;
@@ -592,7 +715,7 @@ static int ctl_client_talk(int fd, struct ctl_cli *cli, const struct buf *req)
 			goto out;
 		}
 		if (r == 1) {
-			int done = ctl_client_frame(cli, &f);
+			int done = ctl_render_frame(cli, &f);
 			buf_consume(&in, used);
 			if (done < 0)
 				goto out;
@@ -625,11 +748,12 @@ static void ctl_client_usage(void)
 	                "       hikyaku queue [-c FILE] [--json] show QID\n"
 	                "       hikyaku queue [-c FILE] [--json] flush [QID|DOMAIN]\n"
 	                "       hikyaku queue [-c FILE] [--json] delete|hold|release QID\n"
+	                "       hikyaku queue [-c FILE] [--json] stats\n"
 	                "       mailq [-c FILE] [--json]\n");
 }
 
 /* Build the request frame from the words; -1 on a usage error. */
-static int ctl_client_request(int argc, char **argv, struct ctl_cli *cli, struct buf *req)
+static int ctl_client_request(int argc, char **argv, struct ctl_render *cli, struct buf *req)
 {
 	static const struct {
 		const char *name;
@@ -638,6 +762,7 @@ static int ctl_client_request(int argc, char **argv, struct ctl_cli *cli, struct
 	} cmds[] = {
 	    {"list", CTL_T_LIST, 0},     {"show", CTL_T_SHOW, 1}, {"flush", CTL_T_FLUSH, -1},
 	    {"delete", CTL_T_DELETE, 1}, {"hold", CTL_T_HOLD, 1}, {"release", CTL_T_RELEASE, 1},
+	    {"stats", CTL_T_STATS, 0},
 	};
 	const char *words[3];
 	int nw = 0;
@@ -658,23 +783,14 @@ static int ctl_client_request(int argc, char **argv, struct ctl_cli *cli, struct
 		if ((cmds[i].nargs >= 0 && have != cmds[i].nargs) || have > 1)
 			return -1;
 		cli->req = cmds[i].type;
-		size_t start = ctl_frame_begin(req, cmds[i].type);
-		if (have == 1) {
-			const char *a = words[1];
-			if (strlen(a) > CTL_ARG_MAX)
-				return -1;
-			/* flush takes a qid or a domain; the others a qid. */
-			bool qid = cmds[i].type != CTL_T_FLUSH || qid_valid(a);
-			(void)ctl_frame_add_str(req, qid ? CTL_F_QID : CTL_F_DOMAIN, a);
-		}
-		return ctl_frame_end(req, start, CTL_REQ_MAX);
+		return ctl_request_build(cmds[i].type, have == 1 ? words[1] : NULL, req);
 	}
 	return -1;
 }
 
 int ctl_client_main(const char *spool_dir, int argc, char **argv)
 {
-	struct ctl_cli cli = {0};
+	struct ctl_render cli = {.out = stdout, .err = stderr};
 	struct buf req;
 	char path[256];
 	/* What is printable depends on the terminal's character set. */

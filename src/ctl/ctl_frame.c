@@ -23,6 +23,8 @@ static const unsigned char ctl_tag_kind[CTL_F_MAX + 1] = {
     [CTL_F_RCPT_ORCPT] = CTL_K_STR, [CTL_F_ENVID] = CTL_K_STR,     [CTL_F_RET] = CTL_K_U64,
     [CTL_F_BODY] = CTL_K_U64,       [CTL_F_SMTPUTF8] = CTL_K_U64,  [CTL_F_CLIENT] = CTL_K_STR,
     [CTL_F_HELO] = CTL_K_STR,       [CTL_F_HEADERS] = CTL_K_BYTES, [CTL_F_OMITTED] = CTL_K_U64,
+    [CTL_F_HOUR] = CTL_K_U64,       [CTL_F_SENT] = CTL_K_U64,      [CTL_F_DEFERRED] = CTL_K_U64,
+    [CTL_F_BOUNCED] = CTL_K_U64,    [CTL_F_MEDIAN_MS] = CTL_K_U64,
 };
 
 static void ctl_put_be32(unsigned char *p, uint32_t v)
@@ -40,12 +42,12 @@ static uint32_t ctl_get_be32(const unsigned char *p)
 
 bool ctl_type_is_request(uint8_t type)
 {
-	return type >= CTL_T_LIST && type <= CTL_T_RELEASE;
+	return type >= CTL_T_LIST && type <= CTL_T_STATS;
 }
 
 static bool ctl_type_known(uint8_t type)
 {
-	return ctl_type_is_request(type) || (type >= CTL_T_OK && type <= CTL_T_END);
+	return ctl_type_is_request(type) || (type >= CTL_T_OK && type <= CTL_T_DSTAT);
 }
 
 size_t ctl_frame_begin(struct buf *out, uint8_t type)

@@ -14,6 +14,7 @@
 #include "lib/log.h"
 #include "mail/envelope.h"
 #include "queue/qmgr.h"
+#include "queue/dstats.h"
 #include "queue/qmgr_ctl.h"
 
 #include <errno.h>
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -35,6 +37,7 @@
 #define CTL_RCPTS_LIST 100                     /* recipient addresses per message in a list */
 #define CTL_RCPTS_SHOW 1000                    /* ... and in show */
 #define CTL_LIST_BYTES_MAX (64u * 1024 * 1024) /* one answer, buffered at once */
+#define CTL_STATS_DOMAINS 100                  /* STATS: the busiest domains */
 
 struct ctl_conn {
 	struct ctl_server *srv;
@@ -44,10 +47,13 @@ struct ctl_conn {
 	bool busy;    /* the request is with qmgr_ctl */
 	bool dead;    /* closed while busy: freed when the answer comes */
 	bool closing; /* the answer is queued: close once written */
+	bool persistent; /* the http process's (ctl_server_add_peer): one
+	                    request after another, never closed by us */
 };
 
 struct ctl_server {
 	struct event_base *base;
+	struct qmgr *q;
 	struct qmgr_ctl *qc;
 	struct evconnlistener *lev;
 	char path[108];
@@ -104,8 +110,16 @@ static void ctl_conn_send(struct ctl_conn *c, struct buf *b, size_t start)
 	buf_reset(b);
 }
 
+static void ctl_conn_on_read(struct bufferevent *bev, void *arg);
+
 static void ctl_conn_finish(struct ctl_conn *c)
 {
+	if (c->persistent) {
+		/* The next request, perhaps already buffered. */
+		bufferevent_enable(c->bev, EV_READ);
+		ctl_conn_on_read(c->bev, c);
+		return;
+	}
 	c->closing = true;
 	ctl_conn_on_write(c->bev, c);
 }
@@ -234,6 +248,37 @@ static int ctl_request_arg(const struct ctl_frame *f, uint8_t *tag_r, char *out,
 	return 0;
 }
 
+/* STATS: answered from the queue's table at once (dstats.h), the top
+ * CTL_STATS_DOMAINS domains. */
+static void ctl_conn_stats(struct ctl_conn *c)
+{
+	struct dstats_row *rows = NULL;
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	size_t n = dstats_snapshot(qmgr_dstats(c->srv->q),
+	                           (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec,
+	                           CTL_STATS_DOMAINS, &rows);
+	struct buf b;
+	buf_init(&b, CTL_RESP_MAX);
+	for (size_t i = 0; i < n; i++) {
+		size_t start = ctl_frame_begin(&b, CTL_T_DSTAT);
+		(void)ctl_frame_add_str(&b, CTL_F_DOMAIN, rows[i].domain);
+		(void)ctl_frame_add_u64(&b, CTL_F_HOUR, rows[i].hour_us);
+		(void)ctl_frame_add_u64(&b, CTL_F_SENT, rows[i].sent);
+		(void)ctl_frame_add_u64(&b, CTL_F_DEFERRED, rows[i].deferred);
+		(void)ctl_frame_add_u64(&b, CTL_F_BOUNCED, rows[i].bounced);
+		(void)ctl_frame_add_u64(&b, CTL_F_MEDIAN_MS, rows[i].median_delay_ms);
+		ctl_conn_send(c, &b, start);
+	}
+	size_t start = ctl_frame_begin(&b, CTL_T_END);
+	(void)ctl_frame_add_str(&b, CTL_F_MESSAGE, "statistics");
+	(void)ctl_frame_add_u64(&b, CTL_F_COUNT, n);
+	ctl_conn_send(c, &b, start);
+	buf_free(&b);
+	free(rows);
+	ctl_conn_finish(c);
+}
+
 static void ctl_conn_request(struct ctl_conn *c, const struct ctl_frame *f)
 {
 	char arg[CTL_ARG_MAX + 1];
@@ -241,6 +286,16 @@ static void ctl_conn_request(struct ctl_conn *c, const struct ctl_frame *f)
 	enum qmgr_ctl_op op;
 	if (!ctl_type_is_request(f->type) || ctl_request_arg(f, &tag, arg, sizeof(arg)) < 0) {
 		ctl_conn_answer_simple(c, CTL_T_ERROR, "malformed request", 0);
+		return;
+	}
+	if (f->type == CTL_T_STATS) {
+		if (tag != 0) {
+			ctl_conn_answer_simple(c, CTL_T_ERROR, "wrong arguments for the request", 0);
+			return;
+		}
+		c->op = f->type;
+		bufferevent_disable(c->bev, EV_READ);
+		ctl_conn_stats(c);
 		return;
 	}
 	bool want_qid = f->type != CTL_T_LIST && f->type != CTL_T_FLUSH;
@@ -296,8 +351,22 @@ static void ctl_conn_on_read(struct bufferevent *bev, void *arg)
 	if (r < 0) {
 		char qe[LOG_Q_MAX];
 		log_warn("event=control_error reason=%s", log_qs(qe, error));
+		if (c->persistent) { /* the octets after it cannot be framed */
+			ctl_conn_close(c);
+			return;
+		}
 		bufferevent_disable(bev, EV_READ);
 		ctl_conn_answer_simple(c, CTL_T_ERROR, error, 0);
+		return;
+	}
+	if (c->persistent) {
+		/* The answer may come at once and read the next request: take
+		 * this one out of the input first (f then points into copy). */
+		unsigned char copy[CTL_REQ_MAX];
+		memcpy(copy, p, used);
+		evbuffer_drain(in, used);
+		if (ctl_frame_decode(copy, used, CTL_REQ_MAX, &f, &used, &error) == 1)
+			ctl_conn_request(c, &f);
 		return;
 	}
 	ctl_conn_request(c, &f);
@@ -323,6 +392,8 @@ static bool ctl_peer_allowed(int fd)
 	return cred.uid == 0 || cred.uid == geteuid();
 }
 
+static struct ctl_conn *ctl_conn_new(struct ctl_server *s, int fd, bool persistent);
+
 static void ctl_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                           int salen, void *arg)
 {
@@ -336,13 +407,19 @@ static void ctl_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 		evutil_closesocket(fd);
 		return;
 	}
+	(void)ctl_conn_new(s, fd, false);
+}
+
+static struct ctl_conn *ctl_conn_new(struct ctl_server *s, int fd, bool persistent)
+{
 	struct ctl_conn *c = xcalloc(1, sizeof(*c));
 	c->srv = s;
+	c->persistent = persistent;
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		evutil_closesocket(fd);
 		free(c);
-		return;
+		return NULL;
 	}
 	c->next = s->conns;
 	if (s->conns != NULL)
@@ -350,10 +427,17 @@ static void ctl_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 	s->conns = c;
 	s->n_conns++;
 	struct timeval rt = {CTL_READ_TIMEOUT_S, 0}, wt = {CTL_WRITE_TIMEOUT_S, 0};
-	bufferevent_set_timeouts(c->bev, &rt, &wt);
+	bufferevent_set_timeouts(c->bev, persistent ? NULL : &rt, &wt);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CTL_REQ_MAX);
 	bufferevent_setcb(c->bev, ctl_conn_on_read, ctl_conn_on_write, ctl_conn_on_event, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	return c;
+}
+
+void ctl_server_add_peer(struct ctl_server *s, int fd)
+{
+	evutil_make_socket_nonblocking(fd);
+	(void)ctl_conn_new(s, fd, true);
 }
 
 /* Is a daemon answering on path? Then we must not take its socket. */
@@ -414,6 +498,7 @@ int ctl_server_create(struct event_base *base, const char *spool_dir, struct qmg
 		free(s);
 		return -1;
 	}
+	s->q = q;
 	s->qc = qmgr_ctl_attach(q);
 	log_info("event=control_listening path=%s", log_qs((char[LOG_Q_MAX]){0}, s->path));
 	*srv_r = s;

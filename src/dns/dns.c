@@ -18,6 +18,7 @@
 #include "dns/dns.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -285,6 +286,7 @@ static void dns_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 		log_debug("dns: timeout name=%s timeout_ms=%u", log_qs(qs, q->name),
 		          q->dns->timeout_ms);
+		metrics_inc(METRIC_DNS_ERRORS);
 		q->res.status = DNS_TEMPFAIL;
 		q->res.error = "DNS lookup timed out";
 		q->res.secure = false;
@@ -303,12 +305,14 @@ static int dns_lookup_start(struct dns_query *q, struct dns_lookup *lk, const ch
 	lk->q = q;
 	lk->kind = kind;
 	lk->host = host;
+	metrics_inc(METRIC_DNS_LOOKUPS);
 	r = ub_resolve_async(q->dns->ctx, name, kind == DNS_LOOKUP_RAW ? q->raw_type : types[kind],
 	                     DNS_CLASS_IN, lk, dns_ub_cb,
 	                     &lk->async_id);
 	if (r != 0) {
 		char qs[LOG_Q_MAX];
 
+		metrics_inc(METRIC_DNS_ERRORS);
 		log_warn("dns: ub_resolve_async failed name=%s error=\"%s\"", log_qs(qs, name),
 		         ub_strerror(r));
 		return -1;
@@ -631,6 +635,8 @@ static void dns_ub_cb(void *mydata, int err, struct ub_result *r)
 	q->dns->npending--;
 	dns_ev_update(q->dns);
 	c = dns_result_classify(q, err, r, &error);
+	if (c < 0)
+		metrics_inc(METRIC_DNS_ERRORS);
 	if (r == NULL || !r->secure)
 		q->res.secure = false;
 	if (lk->kind == DNS_LOOKUP_RAW) {

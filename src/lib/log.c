@@ -66,6 +66,8 @@
 #define LOG_IDENT_MAX 64
 
 static enum log_level log_min = LOG_LVL_INFO; /* set once at start, read-only after */
+static bool log_json = false;                  /* the same (log_set_json) */
+static bool log_syslog = false;                /* the same (log_set_syslog) */
 static char log_ident[LOG_IDENT_MAX + 1] = "hikyaku";
 static size_t log_ident_len = 7;
 static log_clock_fn *log_clock = NULL; /* tests only; NULL: CLOCK_REALTIME */
@@ -290,6 +292,199 @@ static int log_vformat(char *dst, size_t cap, const char *fmt, va_list ap)
 	return o.len > INT_MAX ? -1 : (int)o.len;
 }
 
+/* ---- JSON lines (log.format: json) ----------------------------------- */
+
+struct log_jw {
+	char *dst;
+	size_t n, cap; /* cap leaves room for the closing "}\n" */
+	bool full;     /* something did not fit: the pair is dropped whole */
+};
+
+static void log_jw_put(struct log_jw *w, const char *p, size_t n)
+{
+	if (w->full || n > w->cap - w->n) {
+		w->full = true;
+		return;
+	}
+	memcpy(w->dst + w->n, p, n);
+	w->n += n;
+}
+
+/* One octet of a JSON string: controls and octets >= 0x80 that came as
+ * \xNN escapes are \u00NN; '"' and '\\' escaped. */
+static void log_jw_char(struct log_jw *w, unsigned char c)
+{
+	char e[8];
+	if (c == '"' || c == '\\') {
+		e[0] = '\\';
+		e[1] = (char)c;
+		log_jw_put(w, e, 2);
+	} else if (c < 0x20 || c == 0x7f) {
+		static const char hex[] = "0123456789abcdef";
+		memcpy(e, "\\u00", 4);
+		e[4] = hex[c >> 4];
+		e[5] = hex[c & 15];
+		log_jw_put(w, e, 6);
+	} else {
+		log_jw_put(w, (const char *)&c, 1);
+	}
+}
+
+static int log_hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+			       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* A value as log_q() wrote it: quoted ("..." with \" \\ \xNN) or bare up
+ * to the next space. Returns the octets consumed. */
+static size_t log_jw_value(struct log_jw *w, const char *p, size_t len)
+{
+	size_t i = 0;
+	log_jw_put(w, "\"", 1);
+	if (len > 0 && p[0] == '"') {
+		for (i = 1; i < len && p[i] != '"'; i++) {
+			if (p[i] == '\\' && i + 1 < len) {
+				int h, l;
+				if (p[i + 1] == 'x' && i + 3 < len && (h = log_hexval(p[i + 2])) >= 0 &&
+				    (l = log_hexval(p[i + 3])) >= 0) {
+					unsigned char c = (unsigned char)(h << 4 | l);
+					/* an octet that was not valid UTF-8: keep valid JSON */
+					if (c >= 0x80)
+						log_jw_put(w, "\\ufffd", 7);
+					else
+						log_jw_char(w, c);
+					i += 3;
+					continue;
+				}
+				i++;
+			}
+			log_jw_char(w, (unsigned char)p[i]);
+		}
+		if (i < len)
+			i++;
+	} else {
+		for (; i < len && p[i] != ' '; i++)
+			log_jw_char(w, (unsigned char)p[i]);
+	}
+	log_jw_put(w, "\"", 1);
+	return i;
+}
+
+static bool log_is_key(const char *p, size_t len, size_t *klen_r)
+{
+	size_t k = 0;
+	while (k < len && ((p[k] >= 'a' && p[k] <= 'z') || (p[k] >= '0' && p[k] <= '9') ||
+			   p[k] == '_' || (p[k] >= 'A' && p[k] <= 'Z')))
+		k++;
+	*klen_r = k;
+	return k > 0 && k < len && p[k] == '=';
+}
+
+/* The key=value message msg (mlen) as one JSON object into dst (LOG_LINE_MAX,
+ * newline included): ts, level and proc first, then the pairs in order;
+ * words that are not key=value are joined into "msg". */
+static size_t log_json_line(char *dst, const char *ts, size_t tslen, enum log_level lvl,
+			    const char *msg, size_t mlen)
+{
+	struct log_jw w = {.dst = dst, .cap = LOG_LINE_MAX - 3};
+	char free_text[LOG_LINE_MAX];
+	size_t nfree = 0;
+	log_jw_put(&w, "{\"ts\":\"", 7);
+	log_jw_put(&w, ts, tslen);
+	log_jw_put(&w, "\",\"level\":\"", 11);
+	log_jw_put(&w, log_names[lvl], log_name_lens[lvl]);
+	log_jw_put(&w, "\",\"proc\":\"", 10);
+	for (size_t i = 0; i < log_ident_len; i++)
+		log_jw_char(&w, (unsigned char)log_ident[i]);
+	log_jw_put(&w, "\"", 1);
+	for (size_t i = 0; i < mlen;) {
+		size_t klen;
+		if (msg[i] == ' ') {
+			i++;
+			continue;
+		}
+		if (log_is_key(msg + i, mlen - i, &klen)) {
+			size_t mark = w.n;
+			log_jw_put(&w, ",\"", 2);
+			log_jw_put(&w, msg + i, klen);
+			log_jw_put(&w, "\":", 2);
+			i += klen + 1;
+			i += log_jw_value(&w, msg + i, mlen - i);
+			if (w.full) { /* a line cut at LOG_LINE_MAX: whole pairs only */
+				w.n = mark;
+				break;
+			}
+			continue;
+		}
+		/* a free word (or a parenthesised remark): kept as text */
+		size_t e = i;
+		while (e < mlen && msg[e] != ' ')
+			e++;
+		if (nfree > 0)
+			free_text[nfree++] = ' ';
+		memcpy(free_text + nfree, msg + i, e - i);
+		nfree += e - i;
+		i = e;
+	}
+	if (nfree > 0 && !w.full) {
+		size_t mark = w.n;
+		log_jw_put(&w, ",\"msg\":\"", 8);
+		for (size_t i = 0; i < nfree; i++)
+			log_jw_char(&w, (unsigned char)free_text[i]);
+		log_jw_put(&w, "\"", 1);
+		if (w.full)
+			w.n = mark;
+	}
+	w.full = false;
+	w.cap += 3;
+	log_jw_put(&w, "}\n", 2);
+	return w.n;
+}
+
+void log_set_json(bool on)
+{
+	log_json = on;
+}
+
+void log_set_syslog(bool on)
+{
+	log_syslog = on;
+}
+
+/* For syslog (log.target: syslog): "<PRI>ident: message\n", facility mail
+ * (RFC 5424 §6.2.1: 2), the time left to the syslog daemon, the message as
+ * key=value or JSON. dst holds the usual line (its time tl octets, its
+ * message from n to len); rewritten in place. */
+static size_t log_syslog_line(char *dst, size_t tl, size_t n, size_t len, enum log_level lvl)
+{
+	static const int sev[] = {7, 6, 4, 3}; /* debug, info, warning, err */
+	char body[LOG_LINE_MAX], ts[64];
+	size_t bl;
+	memcpy(ts, dst, tl);
+	if (log_json) {
+		char kv[LOG_LINE_MAX];
+		memcpy(kv, dst + n, len - n);
+		bl = log_json_line(body, ts, tl, lvl, kv, len - n);
+	} else {
+		bl = len - n;
+		memcpy(body, dst + n, bl);
+		body[bl++] = '\n';
+	}
+	int h = snprintf(dst, 8, "<%d>", 2 * 8 + sev[lvl]);
+	size_t o = h > 0 ? (size_t)h : 0;
+	memcpy(dst + o, log_ident, log_ident_len);
+	o += log_ident_len;
+	dst[o++] = ':';
+	dst[o++] = ' ';
+	if (bl > LOG_LINE_MAX - o) {
+		bl = LOG_LINE_MAX - o;
+		body[bl - 1] = '\n';
+	}
+	memcpy(dst + o, body, bl);
+	return o + bl;
+}
+
 /* "2026-12-03T13:21:14.123Z info hikyaku: " + the message + "\n" into
  * dst[LOG_LINE_MAX]; the same bytes, and the same cut, as a single
  * snprintf() of the whole line. Returns the length. */
@@ -338,6 +533,15 @@ static size_t log_format(struct log_time *t, char *dst, enum log_level lvl, cons
 	size_t len = n + (m < 0 ? 0 : (size_t)m);
 	if (len > LOG_LINE_MAX - 2)
 		len = LOG_LINE_MAX - 2;
+	if (log_syslog)
+		return log_syslog_line(dst, t->len + 5, n, len, lvl);
+	if (log_json) {
+		char kv[LOG_LINE_MAX], ts[64];
+		size_t ml = len - n, tl = t->len + 5; /* the time with ".mmmZ" */
+		memcpy(ts, dst, tl);
+		memcpy(kv, dst + n, ml);
+		return log_json_line(dst, ts, tl, lvl, kv, ml);
+	}
 	dst[len++] = '\n';
 	return len;
 }
@@ -385,6 +589,18 @@ static int log_lock(pthread_mutex_t *m, int wait_ms)
  * can take some, so that a blocking descriptor does not block for long. */
 static int log_write_all(int fd, const char *p, size_t n, int wait_ms)
 {
+	/* syslog: one datagram per line, without its newline */
+	while (log_syslog && n > 0) {
+		const char *nl = memchr(p, '\n', n);
+		size_t line = nl != NULL ? (size_t)(nl - p) : n;
+		ssize_t w = write(fd, p, line);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno != EAGAIN && errno != ENOBUFS)
+			return -1; /* no syslog daemon: the rest is counted as dropped */
+		p += line + (nl != NULL);
+		n -= line + (nl != NULL);
+	}
 	while (n > 0) {
 		size_t chunk = n;
 		if (wait_ms >= 0) {

@@ -7,6 +7,7 @@
 #ifndef HK_LIB_LOG_H
 #define HK_LIB_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERR };
@@ -14,6 +15,15 @@ enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERR };
 #define LOG_Q_MAX 256 /* size of a log_q() output buffer */
 
 void log_init(enum log_level min, const char *ident);
+/* JSON lines instead of key=value (log.format: json): each line one object
+ * {"ts", "level", "proc", then the message's keys in order, "msg" for
+ * its words that are not key=value}; values are strings. Set at start,
+ * before threads. */
+void log_set_json(bool on);
+/* Lines for a syslog socket (log.target: syslog): "<PRI>ident: message",
+ * facility mail, one write per line. The output (log_set_output, or
+ * stderr) must be a datagram socket connected to the syslog daemon. */
+void log_set_syslog(bool on);
 int log_level_parse(const char *s, enum log_level *r);
 const char *log_level_name(enum log_level l);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

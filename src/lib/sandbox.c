@@ -92,6 +92,8 @@ const char *sandbox_role_name(enum sandbox_role role)
 		return "auth";
 	case SANDBOX_KEYS:
 		return "keys";
+	case SANDBOX_HTTP:
+		return "http";
 	}
 	return "?";
 }
@@ -422,6 +424,16 @@ static const int sandbox_sys_smtpd[] = {
     SCMP_SYS(ftruncate),
 };
 
+/* http: accepts on the listener the master bound; no file, no socket of
+ * its own, no connect (its queue link comes from the master). openat is
+ * there so that a lazy open in a library fails with Landlock's EACCES in
+ * a log line (as smtpd), never a file. */
+static const int sandbox_sys_http[] = {
+    SCMP_SYS(accept4),
+    SCMP_SYS(accept),
+    SCMP_SYS(openat),
+};
+
 /* queue: the spool (create, fdatasync, rename, unlink, list), Maildir
  * (mkdir, fchmod), outbound SMTP/LMTP (connect), libunbound (bind of a
  * random UDP source port), the control socket (accept4). glibc on x86_64
@@ -602,6 +614,9 @@ static int sandbox_sc_rules(scmp_filter_ctx ctx, enum sandbox_role role,
 	if (rc == 0 && role == SANDBOX_SMTPD)
 		rc = sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_smtpd,
 		                     SANDBOX_N(sandbox_sys_smtpd));
+	if (rc == 0 && role == SANDBOX_HTTP)
+		rc = sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_http,
+		                     SANDBOX_N(sandbox_sys_http));
 	if (rc == 0 && role == SANDBOX_QUEUE)
 		rc = sandbox_sc_list(ctx, SCMP_ACT_ALLOW, sandbox_sys_queue,
 		                     SANDBOX_N(sandbox_sys_queue));

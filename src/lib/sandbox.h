@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-enum sandbox_role { SANDBOX_SMTPD, SANDBOX_QUEUE, SANDBOX_AUTH, SANDBOX_KEYS };
+enum sandbox_role { SANDBOX_SMTPD, SANDBOX_QUEUE, SANDBOX_AUTH, SANDBOX_KEYS, SANDBOX_HTTP };
 
 /* What a denied system call does. ENFORCE: fails with EPERM (logged by the
  * caller as an ordinary error, the process goes on). LOG: allowed but logged
@@ -79,7 +79,8 @@ enum sandbox_seccomp_mode sandbox_seccomp_mode_env(void);
 const char *sandbox_role_name(enum sandbox_role role);
 
 /* The Landlock flags each role can live with: all of them SANDBOX_LL_SCOPE;
- * auth and keys also SANDBOX_LL_NO_TCP (they never connect out). */
+ * auth, keys and http also SANDBOX_LL_NO_TCP (they never bind or connect:
+ * http accepts on a socket the master bound). */
 unsigned sandbox_role_landlock_flags(enum sandbox_role role);
 
 struct sandbox_conf {

@@ -19,11 +19,13 @@
 #include "lib/fsutil.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/sandbox.h"
 #include "lib/greytab.h"
 #include "lib/shmcount.h"
 #include "lib/shmrate.h"
 #include "master/proto.h"
+#include "obs/httpd.h"
 #include "policy/policy_smtp.h"
 #include "queue/qmgr.h"
 #include "queue/qserver.h"
@@ -54,6 +56,9 @@ struct child_args {
 	int rates_fd, grey_fd; /* smtpd: the shared rate counters and greylist */
 	int auth_fd, keys_fd; /* smtpd: its sockets to auth and keys, -1: none */
 	int tickets_fd;       /* smtpd: the TLS ticket keys all smtpds share */
+	int metrics_fd;       /* the counters (lib/metrics.h) */
+	unsigned mslot;       /* ... and this process's slot in them */
+	int http_fd;          /* http: the listening socket */
 	unsigned slot, region;
 	unsigned of; /* smtpd: how many smtpd processes there are */
 	pid_t parent;
@@ -68,10 +73,12 @@ struct child_ctx {
 	struct smtpd *smtpd;
 	struct qmgr *qmgr;
 	struct qserver *qs;
+	struct ctl_server *ctl_server; /* queue */
 	struct credentials *creds;
 	struct authd *authd;              /* auth */
 	struct keyproxy_server *keysrv;   /* keys */
 	struct keyproxy_client *kc;       /* smtpd */
+	struct httpd *httpd;              /* http */
 	struct event *sigs[5];
 	struct event *drain_ev;
 	uint64_t drain_started_us;
@@ -93,6 +100,7 @@ static int child_parse_args(int argc, char **argv, struct child_args *a)
 	memset(a, 0, sizeof(*a));
 	a->ctl_fd = a->conf_fd = a->conns_fd = a->auth_fd = a->keys_fd = a->tickets_fd = -1;
 	a->rates_fd = a->grey_fd = -1;
+	a->metrics_fd = a->http_fd = -1;
 	if (argc < 3)
 		return -1;
 	a->role = argv[2];
@@ -110,6 +118,12 @@ static int child_parse_args(int argc, char **argv, struct child_args *a)
 			a->tickets_fd = atoi(v);
 		} else if (strcmp(k, "--keys") == 0) {
 			a->keys_fd = atoi(v);
+		} else if (strcmp(k, "--metrics") == 0) {
+			a->metrics_fd = atoi(v);
+		} else if (strcmp(k, "--mslot") == 0) {
+			a->mslot = (unsigned)atoi(v);
+		} else if (strcmp(k, "--http") == 0) {
+			a->http_fd = atoi(v);
 		} else if (strcmp(k, "--conns") == 0) {
 			a->conns_fd = atoi(v);
 		} else if (strcmp(k, "--rates") == 0) {
@@ -236,7 +250,7 @@ static void child_on_signal(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	ctx->stopping = true;
-	if (ctx->qmgr == NULL && ctx->smtpd == NULL) { /* auth, keys: nothing to finish */
+	if (ctx->qmgr == NULL && ctx->smtpd == NULL) { /* auth, keys, http: nothing to finish */
 		event_base_loopbreak(ctx->base);
 		return;
 	}
@@ -310,6 +324,14 @@ static void child_on_ctl(struct ipc_chan *ch, const struct ipc_frame *f, int fd,
 			/* The auth process restarted. */
 			struct authc *c = authc_create(ctx->base, fd);
 			smtpd_set_authc(ctx->smtpd, c);
+			return;
+		}
+		if (ctx->ctl_server != NULL && role == ROLE_HTTP) {
+			ctl_server_add_peer(ctx->ctl_server, fd);
+			return;
+		}
+		if (ctx->httpd != NULL && role == ROLE_QUEUE) {
+			httpd_set_queue(ctx->httpd, fd);
 			return;
 		}
 		if (ctx->kc != NULL && role == ROLE_KEYS) {
@@ -709,6 +731,77 @@ out:
 	return ret;
 }
 
+/* ---- http ---- */
+
+/* The API's token: the first line of http.token_file, read as root. */
+static int child_http_token(const struct conf *conf, char *tok, size_t toklen)
+{
+	tok[0] = '\0';
+	if (conf->http.token_file[0] == '\0')
+		return 0;
+	int fd = open(conf->http.token_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		fprintf(stderr, "hikyaku: http.token_file %s: %s\n", conf->http.token_file,
+			strerror(errno));
+		return -1;
+	}
+	ssize_t n = read(fd, tok, toklen - 1);
+	close(fd);
+	if (n < 0)
+		n = 0;
+	tok[n] = '\0';
+	tok[strcspn(tok, "\r\n")] = '\0';
+	if (strlen(tok) < 16) {
+		fprintf(stderr, "hikyaku: http.token_file %s: the token needs at least 16 "
+				"characters on its first line\n",
+			conf->http.token_file);
+		explicit_bzero(tok, toklen);
+		return -1;
+	}
+	return 0;
+}
+
+static int child_http(const struct conf *conf, struct child_args *a, struct metrics *m)
+{
+	struct child_ctx ctx = {0};
+	char token[512];
+	int ret = 1;
+
+	if (a->http_fd < 0 || m == NULL) {
+		fprintf(stderr, "hikyaku: http: no listener or no metrics\n");
+		return 1;
+	}
+	if (child_http_token(conf, token, sizeof(token)) < 0)
+		return 1;
+	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_HTTP, NULL, 0) < 0)
+		goto out;
+	child_log_privileges(conf);
+	ctx.base = event_base_new();
+	ctx.conf = conf;
+	ctx.httpd = httpd_create(ctx.base, conf, a->http_fd, m, token);
+	a->http_fd = -1;
+	explicit_bzero(token, sizeof(token));
+	if (ctx.httpd == NULL) {
+		fprintf(stderr, "hikyaku: http: cannot listen\n");
+		goto out;
+	}
+	log_info("event=http_listening listen=%s api=%s", conf->http.listen,
+		 conf->http.token_file[0] != '\0' ? "on" : "off");
+	child_common_start(&ctx, a);
+	child_ready(&ctx);
+	child_loop_run(ctx.base);
+	ret = 0;
+out:
+	explicit_bzero(token, sizeof(token));
+	httpd_free(&ctx.httpd);
+	child_common_free(&ctx);
+	if (a->http_fd >= 0)
+		close(a->http_fd);
+	if (ctx.base != NULL)
+		event_base_free(ctx.base);
+	return ret;
+}
+
 /* ---- queue ---- */
 
 static int child_queue(const struct conf *conf, struct child_args *a)
@@ -770,6 +863,7 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	}
 	ctx.qs = qserver_create(ctx.base, spool, ctx.qmgr, (unsigned)conf->queue.commit_threads,
 				 (size_t)conf->limits.connections);
+	ctx.ctl_server = ctl;
 	log_info("event=start config=%s queued=%d", conf->file, n);
 	pickup = pickup_create(ctx.base, conf);
 	child_ready(&ctx);
@@ -806,11 +900,22 @@ int child_main(int argc, char **argv)
 	char ident[64];
 	snprintf(ident, sizeof(ident), "hikyaku/%s[%ld]", a.role, (long)getpid());
 	log_init(lvl, ident);
+	log_set_json(conf->log.format == CONF_LOG_JSON);
+	log_set_syslog(conf->log.target == CONF_LOG_SYSLOG);
 	signal(SIGPIPE, SIG_IGN);
 	int rc = 2;
 	/* OpenSSL reads its configuration once, before any sandbox. */
 	OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL);
-	if (strcmp(a.role, "smtpd") == 0)
+	/* Every process counts into its own slot of the metrics. */
+	bool reader = strcmp(a.role, "http") == 0;
+	struct metrics *metrics = a.metrics_fd < 0 ? NULL
+				  : reader     ? metrics_attach_ro(a.metrics_fd)
+					       : metrics_attach(a.metrics_fd, a.mslot);
+	if (!reader)
+		metrics_set_process(metrics);
+	if (strcmp(a.role, "http") == 0)
+		rc = child_http(conf, &a, metrics);
+	else if (strcmp(a.role, "smtpd") == 0)
 		rc = child_smtpd(conf, &a);
 	else if (strcmp(a.role, "auth") == 0)
 		rc = child_auth(conf, &a);
@@ -821,6 +926,8 @@ int child_main(int argc, char **argv)
 	else
 		fprintf(stderr, "hikyaku: unknown process role %s\n", a.role);
 	free(a.bound);
+	metrics_set_process(NULL);
+	metrics_free(&metrics);
 	conf_free(&conf);
 	return rc;
 }
@@ -832,7 +939,7 @@ int child_main(int argc, char **argv)
 int child_probe_main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: hikyaku __probe smtpd|queue|auth|keys [-c FILE] PATH...\n");
+		fprintf(stderr, "usage: hikyaku __probe smtpd|queue|auth|keys|http [-c FILE] PATH...\n");
 		return 2;
 	}
 	const char *role = argv[2], *path = NULL;
@@ -857,6 +964,8 @@ int child_probe_main(int argc, char **argv)
 		rc = child_confine(SANDBOX_AUTH, NULL, 0);
 	else if (rc == 0 && strcmp(role, "keys") == 0)
 		rc = child_confine(SANDBOX_KEYS, NULL, 0);
+	else if (rc == 0 && strcmp(role, "http") == 0)
+		rc = child_confine(SANDBOX_HTTP, NULL, 0);
 	else if (rc == 0)
 		rc = -1;
 	if (rc < 0) {

@@ -12,6 +12,7 @@
 #include "lib/fsutil.h"
 #include "lib/log.h"
 #include "master/master.h"
+#include "obs/logsum.h"
 #include "auth/usercmd.h"
 #include "dauth/dkim_cmd.h"
 #include "dauth/spf_cmd.h"
@@ -49,6 +50,7 @@ static void usage(FILE *out)
 		     "                                     SPF result for a sender, and why\n"
 		     "       hikyaku sendmail [-t] [-i] [-f SENDER] [-C FILE] ... [RCPT...]\n"
 		     "                                     submit a message (also as sendmail)\n"
+		     "       hikyaku log summary [-n TOP] FILE...  a report of hikyaku's logs\n"
 		     "       hikyaku version\n"
 		     "Without -c, the embedded development default is used.\n");
 }
@@ -194,6 +196,8 @@ int main(int argc, char **argv)
 		return dkim_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "spf") == 0) {
 		return spf_command(argc - 1, argv + 1);
+	} else if (strcmp(cmd, "log") == 0 && argc >= 3 && strcmp(argv[2], "summary") == 0) {
+		return logsum_main(argc - 3, argv + 3);
 	} else if (strcmp(cmd, "user") == 0) {
 		return auth_user_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

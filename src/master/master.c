@@ -12,6 +12,8 @@
 #include "lib/log.h"
 #include "lib/cidr.h"
 #include "lib/greytab.h"
+#include "lib/metrics.h"
+#include "lib/net.h"
 #include "lib/shmcount.h"
 #include "lib/shmrate.h"
 #include "mail/maildrop.h"
@@ -35,6 +37,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,8 +79,10 @@ struct master {
 	struct shmrate *rates; /* the smtpds' rate counters (limits.*_rate) */
 	struct greytab *grey;  /* the greylist (greylist.enabled), else NULL */
 	struct event *grey_ev; /* saves it every greylist.save_interval */
+	struct metrics *metrics; /* counters every child adds to (lib/metrics.h) */
+	int http_fd;             /* http.listen's socket, -1: none */
 	unsigned nsmtpd;
-	struct child *queue, *auth, *keys;
+	struct child *queue, *auth, *keys, *http;
 	struct child *smtpd[MASTER_SMTPD_MAX];
 	struct child *retired; /* children told to stop, still running */
 	bool stopping;
@@ -107,6 +112,8 @@ static const char *master_role_name(enum proto_role r)
 		return "auth";
 	case ROLE_KEYS:
 		return "keys";
+	case ROLE_HTTP:
+		return "http";
 	default:
 		return "master";
 	}
@@ -142,6 +149,30 @@ static int master_text_fd(const char *path, struct conf **conf_r, char *err, siz
 	}
 	buf_free(&text);
 	return fd;
+}
+
+/* log.target: syslog: a datagram socket connected to the syslog daemon
+ * becomes stderr, for the master and every child (which inherit it), so
+ * that no sandboxed process needs to open a path or a socket. */
+static int master_syslog(const struct conf *conf)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (strlen(conf->log.syslog_socket) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "hikyaku: log.syslog_socket: path too long\n");
+		return -1;
+	}
+	memcpy(sun.sun_path, conf->log.syslog_socket, strlen(conf->log.syslog_socket) + 1);
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    dup2(fd, STDERR_FILENO) < 0) {
+		fprintf(stderr, "hikyaku: log.target syslog: %s: %s\n", conf->log.syslog_socket,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
 }
 
 /* ---- children ---- */
@@ -204,6 +235,23 @@ static void master_wire_to(struct child *svc, struct child *smtpd)
 	close(sv[1]);
 }
 
+/* The http process's link to the queue's control server: a stream socket
+ * (the control frames are a byte stream), one end to each. */
+static void master_wire_http(struct master *m)
+{
+	int sv[2];
+	if (!master_running(m->queue) || m->queue->retiring || !master_running(m->http))
+		return;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_err("event=socketpair_failed error=%s", strerror(errno));
+		return;
+	}
+	master_send_peer(m->queue, ROLE_HTTP, 0, sv[0]);
+	master_send_peer(m->http, ROLE_QUEUE, 0, sv[1]);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 static void master_wire(struct master *m, struct child *smtpd)
 {
 	master_wire_to(m->queue, smtpd);
@@ -245,6 +293,7 @@ static int master_spawn(struct child *c)
 	int sv[2];
 	char a_ctl[16], a_text[16], a_conns[16], a_slot[16], a_region[16], a_parent[24];
 	char a_auth[16], a_keys[16], a_tickets[16], a_of[16], a_rates[16], a_grey[16];
+	char a_metrics[16], a_mslot[16], a_http[16];
 	int auth_fd = -1, keys_fd = -1;
 	char *listen = NULL;
 	size_t llen = 0;
@@ -266,6 +315,18 @@ static int master_spawn(struct child *c)
 	size_t nkeep = 0;
 	keep[nkeep++] = sv[1];
 	keep[nkeep++] = m->text_fd;
+	/* The metrics: smtpd and queue count, http reads; auth and keys get
+	 * nothing they do not need. */
+	bool counts = c->role == ROLE_SMTPD || c->role == ROLE_QUEUE || c->role == ROLE_HTTP;
+	if (counts)
+		keep[nkeep++] = metrics_fd(m->metrics);
+	/* Each writer its own slot: smtpd its region, queue and the rest
+	 * after them (metrics.h). */
+	unsigned mslot = c->role == ROLE_SMTPD   ? c->region
+			 : c->role == ROLE_QUEUE ? 2 * m->nsmtpd
+						 : 2 * m->nsmtpd + 1;
+	snprintf(a_metrics, sizeof(a_metrics), "%d", metrics_fd(m->metrics));
+	snprintf(a_mslot, sizeof(a_mslot), "%u", mslot);
 	const char *argv[40];
 	size_t n = 0;
 	char title[32];
@@ -281,6 +342,18 @@ static int master_spawn(struct child *c)
 	argv[n++] = a_text;
 	argv[n++] = "--parent";
 	argv[n++] = a_parent;
+	if (counts) {
+		argv[n++] = "--metrics";
+		argv[n++] = a_metrics;
+		argv[n++] = "--mslot";
+		argv[n++] = a_mslot;
+	}
+	if (c->role == ROLE_HTTP) {
+		snprintf(a_http, sizeof(a_http), "%d", m->http_fd);
+		keep[nkeep++] = m->http_fd;
+		argv[n++] = "--http";
+		argv[n++] = a_http;
+	}
 	if (c->role == ROLE_SMTPD) {
 		listen = xcalloc(m->nbound + 1, 32);
 		for (size_t i = 0; i < m->nbound && nkeep < sizeof(keep) / sizeof(keep[0]) - 8; i++) {
@@ -374,6 +447,7 @@ static int master_spawn(struct child *c)
 
 static void master_start_queue(struct master *m);
 static void master_start_service(struct master *m, enum proto_role role);
+static void master_start_http(struct master *m);
 
 static void master_on_restart(evutil_socket_t fd, short what, void *arg)
 {
@@ -387,6 +461,8 @@ static void master_on_restart(evutil_socket_t fd, short what, void *arg)
 		master_start_queue(m);
 	else if (c->role == ROLE_SMTPD)
 		master_start_smtpd(m, c->slot);
+	else if (c->role == ROLE_HTTP)
+		master_start_http(m);
 	else
 		master_start_service(m, c->role);
 }
@@ -449,6 +525,22 @@ static void master_start_queue(struct master *m)
 		return;
 	}
 	master_wire_all(m, m->queue); /* after a reload, the old smtpds too */
+	master_wire_http(m);
+}
+
+/* The http process (http.listen set): /metrics and the API. */
+static void master_start_http(struct master *m)
+{
+	if (m->http_fd < 0)
+		return;
+	if (m->http == NULL)
+		m->http = master_child_new(m, ROLE_HTTP, 0);
+	if (master_spawn(m->http) < 0) {
+		struct timeval tv = {1, 0};
+		evtimer_add(m->http->restart_ev, &tv);
+		return;
+	}
+	master_wire_http(m);
 }
 
 /* auth or keys: (re)start, and give every smtpd a socket to it. */
@@ -490,8 +582,8 @@ static void master_stop_progress(struct master *m)
 	if (master_smtpds_running(m))
 		return;
 	bool running = false;
-	struct child *svcs[] = {m->queue, m->auth, m->keys};
-	for (size_t i = 0; i < 3; i++) {
+	struct child *svcs[] = {m->queue, m->auth, m->keys, m->http};
+	for (size_t i = 0; i < 4; i++) {
 		if (!master_running(svcs[i]))
 			continue;
 		running = true;
@@ -597,6 +689,8 @@ static struct child *master_find(struct master *m, pid_t pid)
 		return m->auth;
 	if (m->keys != NULL && m->keys->pid == pid)
 		return m->keys;
+	if (m->http != NULL && m->http->pid == pid)
+		return m->http;
 	for (unsigned i = 0; i < m->nsmtpd; i++) {
 		if (m->smtpd[i] != NULL && m->smtpd[i]->pid == pid)
 			return m->smtpd[i];
@@ -640,8 +734,8 @@ static void master_on_kill(evutil_socket_t fd, short what, void *arg)
 	struct master *m = arg;
 	log_warn("event=stop_timeout action=kill");
 	master_signal_all(m, SIGKILL);
-	struct child *svcs[] = {m->queue, m->auth, m->keys};
-	for (size_t i = 0; i < 3; i++) {
+	struct child *svcs[] = {m->queue, m->auth, m->keys, m->http};
+	for (size_t i = 0; i < 4; i++) {
 		if (master_running(svcs[i]))
 			kill(svcs[i]->pid, SIGKILL);
 	}
@@ -777,6 +871,18 @@ static void master_reload(struct master *m)
 	}
 	master_start_service(m, ROLE_AUTH);
 	master_start_service(m, ROLE_KEYS);
+	/* A new http process reads the token file again (the listener stays:
+	 * it changes only with a restart); the old one ends its connections. */
+	if (master_running(m->http)) {
+		struct child *old = m->http;
+		old->retiring = true;
+		evtimer_del(old->restart_ev);
+		old->next = m->retired;
+		m->retired = old;
+		m->http = NULL;
+		kill(old->pid, SIGTERM);
+	}
+	master_start_http(m);
 	m->reload_pending = true; /* new smtpds once they are READY */
 	m->queue_reload = true;
 	log_info("event=reload status=ok tls_contexts=%zu", ntls);
@@ -837,8 +943,8 @@ static void master_on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	if (m->stopping) { /* a second signal: everyone now */
 		master_signal_all(m, SIGTERM);
-		struct child *svcs[] = {m->queue, m->auth, m->keys};
-		for (size_t i = 0; i < 3; i++) {
+		struct child *svcs[] = {m->queue, m->auth, m->keys, m->http};
+		for (size_t i = 0; i < 4; i++) {
 			if (master_running(svcs[i]))
 				kill(svcs[i]->pid, SIGTERM);
 		}
@@ -850,8 +956,8 @@ static void master_on_signal(evutil_socket_t sig, short what, void *arg)
 		if (m->smtpd[i] != NULL)
 			evtimer_del(m->smtpd[i]->restart_ev);
 	}
-	struct child *svcs[] = {m->queue, m->auth, m->keys};
-	for (size_t i = 0; i < 3; i++) {
+	struct child *svcs[] = {m->queue, m->auth, m->keys, m->http};
+	for (size_t i = 0; i < 4; i++) {
 		if (svcs[i] != NULL)
 			evtimer_del(svcs[i]->restart_ev);
 	}
@@ -987,7 +1093,7 @@ static int master_public_dirs(const struct conf *conf, const struct passwd *pw)
 
 int master_serve(const char *path)
 {
-	struct master m = {.tickets_fd = -1};
+	struct master m = {.tickets_fd = -1, .http_fd = -1};
 	char err[1024];
 	int ret = 1;
 	int lock_fd = -1;
@@ -1001,7 +1107,11 @@ int master_serve(const char *path)
 	struct conf *conf = m.conf;
 	enum log_level lvl = LOG_LVL_INFO;
 	log_level_parse(conf->log_level, &lvl);
+	if (conf->log.target == CONF_LOG_SYSLOG && master_syslog(conf) < 0)
+		return 2; /* its message went to stderr */
 	log_init(lvl, "hikyaku/master");
+	log_set_json(conf->log.format == CONF_LOG_JSON);
+	log_set_syslog(conf->log.target == CONF_LOG_SYSLOG);
 	if (path == NULL)
 		master_print_default(conf);
 
@@ -1057,6 +1167,14 @@ int master_serve(const char *path)
 		users_free(&users);
 		aliases_free(&aliases);
 		tls_server_free(&tls);
+		if (!bad && conf->http.listen[0] != '\0' && conf->http.token_file[0] != '\0') {
+			int tfd = open(conf->http.token_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			if (tfd < 0)
+				bad = fprintf(stderr, "hikyaku: http.token_file %s: %s\n",
+					      conf->http.token_file, strerror(errno));
+			else
+				close(tfd);
+		}
 		if (bad)
 			goto out;
 	}
@@ -1110,6 +1228,22 @@ int master_serve(const char *path)
 		else
 			log_info("event=greylist_load entries=%zu", loaded);
 	}
+	m.metrics = metrics_create(2 * m.nsmtpd + 2);
+	if (m.metrics == NULL) {
+		fprintf(stderr, "hikyaku: cannot create the metrics: %s\n", strerror(errno));
+		goto out;
+	}
+	if (conf->http.listen[0] != '\0') {
+		struct sockaddr_storage ss[2];
+		socklen_t lens[2];
+		/* One socket: "*:port" takes the first (IPv4) address. */
+		if (net_parse_listen(conf->http.listen, ss, lens) < 1 ||
+		    (m.http_fd = net_listen((struct sockaddr *)&ss[0], lens[0], 64)) < 0) {
+			fprintf(stderr, "hikyaku: http.listen %s: %s\n", conf->http.listen,
+				strerror(errno));
+			goto out;
+		}
+	}
 	/* One set of session ticket keys for every smtpd, for the master's
 	 * life (a reload keeps them: tickets survive it). */
 	{
@@ -1146,6 +1280,7 @@ int master_serve(const char *path)
 	master_start_queue(&m);
 	master_start_service(&m, ROLE_AUTH);
 	master_start_service(&m, ROLE_KEYS);
+	master_start_http(&m);
 	/* the smtpds when all three are ready (master_smtpd_generation) */
 
 	log_batch_begin();
@@ -1173,6 +1308,8 @@ out:
 		master_child_free(m.auth);
 	if (m.keys != NULL)
 		master_child_free(m.keys);
+	if (m.http != NULL)
+		master_child_free(m.http);
 	while (m.retired != NULL) {
 		struct child *c = m.retired;
 		m.retired = c->next;
@@ -1184,6 +1321,9 @@ out:
 	shmcount_free(&m.conns);
 	shmrate_free(&m.rates);
 	greytab_free(&m.grey);
+	metrics_free(&m.metrics);
+	if (m.http_fd >= 0)
+		close(m.http_fd);
 	if (lock_fd >= 0)
 		close(lock_fd);
 	if (m.text_fd >= 0)

@@ -21,7 +21,15 @@
 
 #include "lib/ipc.h"
 
-enum proto_role { ROLE_MASTER = 0, ROLE_QUEUE = 1, ROLE_SMTPD = 2, ROLE_AUTH = 3, ROLE_KEYS = 4 };
+enum proto_role {
+	ROLE_MASTER = 0,
+	ROLE_QUEUE = 1,
+	ROLE_SMTPD = 2,
+	ROLE_AUTH = 3,
+	ROLE_KEYS = 4,
+	ROLE_HTTP = 5, /* its PEER to and from the queue: a stream socket in the control
+			  frames (ctl/ctl.h), not these */
+};
 
 enum proto_type {
 	P_T_PEER = 3,

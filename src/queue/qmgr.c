@@ -169,7 +169,9 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 	}
 	mm.lf_len = m->lf_len;
 	m->tried = true;
+	uint64_t t0 = sched_now_us();
 	int rc = maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err));
+	uint64_t t1 = sched_now_us();
 	if (rc == 0)
 		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "delivered to maildir", "maildir");
 	else if (rc > 0)
@@ -177,6 +179,8 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 			      "delivered to maildir (earlier copy found)", "maildir");
 	else
 		qmgr_rres_set(&m->res[i], QMGR_R_DEFERRED, "4.3.0", err, "maildir");
+	m->res[i].start_us = t0;
+	m->res[i].xfer_us = t1 - t0;
 }
 
 static void qmgr_finish_run(void *arg);
@@ -431,18 +435,38 @@ static int qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind
 	return rc;
 }
 
+/* One line per recipient and attempt, as Postfix's: to, relay, delay (since
+ * arrival) and delays=a/b/c/d in seconds: a waiting in the queue before
+ * this attempt (retries included), b this attempt before its delivery step
+ * (spool read; for remote recipients also a destination slot), c
+ * connection setup (DNS, connect, greeting, EHLO, STARTTLS, AUTH; 0 for
+ * Maildir), d the transfer (MAIL to the final reply; the Maildir write). */
 static void qmgr_log_result(const struct qmgr_msg *m, size_t i, uint64_t now)
 {
 	static const char *const names[] = {"pending", "sent", "bounced", "deferred"};
+	static const enum metric_dstatus dst[] = {METRIC_DS_DEFERRED, METRIC_DS_SENT,
+						  METRIC_DS_BOUNCED, METRIC_DS_DEFERRED};
 	const struct qmgr_rres *r = &m->res[i];
-	char qto[LOG_Q_MAX], qwhy[LOG_Q_MAX], qrel[LOG_Q_MAX];
-	double delay = (double)sched_age_us(&m->env, now) / 1e6;
+	char qto[LOG_Q_MAX], qwhy[LOG_Q_MAX], qrel[LOG_Q_MAX], qfrom[LOG_Q_MAX];
+	uint64_t age = sched_age_us(&m->env, now);
+	uint64_t at = m->attempt_us != 0 ? m->attempt_us : now;
+	uint64_t start = r->start_us != 0 && r->start_us >= at ? r->start_us : at;
+	double a = at > m->env.arrival_us ? (double)(at - m->env.arrival_us) / 1e6 : 0;
+	double b = (double)(start - at) / 1e6;
 	log_msg(r->state == QMGR_R_SENT ? LOG_LVL_INFO : LOG_LVL_WARN,
-		"event=delivery qid=%s to=%s relay=%s tls=%s delay=%.3f dsn=%s status=%s "
-		"reason=%s",
-		m->qid, log_qs(qto, m->env.rcpts[i].addr), log_qs(qrel, r->relay),
-		r->tls[0] != '\0' ? r->tls : "-", delay, r->status, names[r->state],
+		"event=delivery qid=%s from=%s to=%s relay=%s tls=%s delay=%.3f "
+		"delays=%.3f/%.3f/%.3f/%.3f dsn=%s status=%s reason=%s",
+		m->qid, log_qs(qfrom, m->env.sender[0] != '\0' ? m->env.sender : "<>"),
+		log_qs(qto, m->env.rcpts[i].addr), log_qs(qrel, r->relay),
+		r->tls[0] != '\0' ? r->tls : "-", (double)age / 1e6, a, b,
+		(double)r->conn_us / 1e6, (double)r->xfer_us / 1e6, r->status, names[r->state],
 		log_qs(qwhy, r->diag));
+	metrics_delivery(r->transport, dst[r->state]);
+	static const enum dstats_result dsr[] = {DSTATS_DEFERRED, DSTATS_SENT, DSTATS_BOUNCED,
+						 DSTATS_DEFERRED};
+	dstats_record(m->q->dstats, qmgr_domain_of(m->env.rcpts[i].addr), dsr[r->state], age, now);
+	if (r->state == QMGR_R_SENT)
+		metrics_observe_delivery(age);
 }
 
 static void qmgr_finish_run(void *arg)
@@ -598,6 +622,8 @@ static void qmgr_load_done(void *arg)
 {
 	struct qmgr_msg *m = arg;
 	struct qmgr *q = m->q;
+	if (!m->load_failed)
+		m->arrival_us = m->env.arrival_us;
 	if (m->load_failed && m->removed) {
 		q->active--;
 		qmgr_msg_free(&m);
@@ -685,8 +711,37 @@ void qmgr_dispatch(struct qmgr *q)
 			q->ready_tail = NULL;
 		m->next = NULL;
 		q->active++;
+		m->attempt_us = sched_now_us();
 		workq_submit(q->wq, qmgr_load_run, qmgr_load_done, m);
 	}
+}
+
+/* The queue's gauges (lib/metrics.h), once a second: counting the lists
+ * costs O(queue) a second, nothing per message. The oldest message is
+ * the oldest one not held and not in a local delivery (a held message's
+ * arrival is in the spool only; a local delivery takes milliseconds). */
+static void qmgr_on_gauges(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct qmgr *q = arg;
+	uint64_t oldest = 0;
+	size_t ready = 0;
+	for (const struct qmgr_msg *m = q->ready_head; m != NULL; m = m->next, ready++)
+		if (m->arrival_us != 0 && (oldest == 0 || m->arrival_us < oldest))
+			oldest = m->arrival_us;
+	for (size_t i = 0; i < q->n_waiting; i++) {
+		uint64_t a = q->waiting[i]->arrival_us;
+		if (a != 0 && (oldest == 0 || a < oldest))
+			oldest = a;
+	}
+	uint64_t remote = qmgr_remote_oldest(q);
+	if (remote != 0 && (oldest == 0 || remote < oldest))
+		oldest = remote;
+	metrics_set(METRIC_Q_ACTIVE, q->active + ready);
+	metrics_set(METRIC_Q_DEFERRED, q->n_waiting);
+	metrics_set(METRIC_Q_HELD, qmgr_ctl_held(q->ctl));
+	metrics_set(METRIC_Q_OLDEST_US, oldest);
 }
 
 struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struct spool *spool)
@@ -721,6 +776,9 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
 		smtpc_set_idle_limits(q->smtpc, (size_t)conf->delivery.destination_idle,
 				      (size_t)conf->delivery.total_idle);
 	}
+	q->dstats = dstats_create();
+	q->gauge_ev = event_new(base, -1, EV_PERSIST, qmgr_on_gauges, q);
+	event_add(q->gauge_ev, &(struct timeval){1, 0});
 	return q;
 }
 
@@ -774,6 +832,11 @@ size_t qmgr_flush(struct qmgr *q)
 	return n;
 }
 
+struct dstats *qmgr_dstats(struct qmgr *q)
+{
+	return q->dstats;
+}
+
 void qmgr_free(struct qmgr **qp)
 {
 	struct qmgr *q = *qp;
@@ -782,6 +845,9 @@ void qmgr_free(struct qmgr **qp)
 	*qp = NULL;
 	q->stopping = true;
 	q->drained = NULL;
+	if (q->gauge_ev != NULL)
+		event_free(q->gauge_ev);
+	dstats_free(&q->dstats);
 	if (q->drain_timer != NULL)
 		event_free(q->drain_timer);
 	struct qmgr_msg *m = q->ready_head;

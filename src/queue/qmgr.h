@@ -33,5 +33,7 @@ size_t qmgr_flush(struct qmgr *q);
  * the spool and is tried again after the restart). */
 void qmgr_drain(struct qmgr *q, unsigned timeout_ms, void (*done)(void *arg), void *arg);
 void qmgr_free(struct qmgr **q);
+/* Delivery statistics per destination domain (queue/dstats.h). */
+struct dstats *qmgr_dstats(struct qmgr *q);
 
 #endif

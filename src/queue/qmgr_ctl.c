@@ -82,6 +82,14 @@ struct qmgr_ctl_job {
 
 /* ---- the table ---- */
 
+size_t qmgr_ctl_held(const struct qmgr_ctl *c)
+{
+	size_t n = 0;
+	for (size_t i = 0; c != NULL && i < c->n_tab; i++)
+		n += c->tab[i].st == QMGR_CTL_PARKED;
+	return n;
+}
+
 static struct qmgr_ctl_entry *qmgr_ctl_find(struct qmgr_ctl *c, const char *qid)
 {
 	if (c == NULL)

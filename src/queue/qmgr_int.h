@@ -10,6 +10,8 @@
 #include <stdint.h>
 
 #include "lib/buf.h"
+#include "lib/metrics.h"
+#include "queue/dstats.h"
 #include "mail/envelope.h"
 
 struct event;
@@ -49,6 +51,11 @@ struct qmgr_rres {
 	char diag[512];   /* the remote reply or our reason */
 	char relay[300];  /* "maildir", "mx.example.net[192.0.2.1]:25" */
 	char tls[128];    /* SMTP/LMTP: "TLSv1.3:TLS_AES_256_GCM_SHA384" or "none"; else "" */
+	/* For the delivery line's delays=a/b/c/d (us; 0 unknown): when this
+	 * recipient's delivery step started (local write; remote: the group
+	 * ran, DNS included), its connection setup and its transfer. */
+	uint64_t start_us, conn_us, xfer_us;
+	enum metric_transport transport;
 };
 
 struct qmgr_msg {
@@ -58,6 +65,8 @@ struct qmgr_msg {
 	struct qmgr_msg *next; /* ready FIFO */
 	/* filled by the load worker, used by the loop until the attempt ends */
 	struct envelope env;
+	uint64_t attempt_us; /* this attempt was dispatched (Unix time, us) */
+	uint64_t arrival_us; /* env.arrival_us, kept between attempts (0: never loaded) */
 	/* The spool file, open for the attempt: the content is e->size octets
 	 * from SPOOL_HDR_LEN, read in windows (Maildir and bounces on delivery
 	 * workers, smtpc on the spoolread pool), never loaded whole. -1 when
@@ -118,6 +127,8 @@ struct qmgr {
 	void *drained_arg;
 	struct event *drain_timer;
 	struct qmgr_ctl *ctl; /* control socket state, or NULL (qmgr_ctl.c) */
+	struct event *gauge_ev; /* the queue's gauges in the metrics, each second */
+	struct dstats *dstats;  /* delivery statistics per domain (dstats.h) */
 };
 
 /* An address's domain, or "" (points into addr). */
@@ -131,6 +142,13 @@ void qmgr_groups_done(struct qmgr_msg *m);
 void qmgr_remote_free(struct qmgr *q);
 /* Forget a message in flight at shutdown (it stays in the spool). */
 void qmgr_msg_drop(struct qmgr *q, struct qmgr_msg *m);
+
+/* qmgr_remote.c: the arrival of the oldest message with a remote
+ * delivery in flight (0: none). */
+uint64_t qmgr_remote_oldest(const struct qmgr *q);
+
+/* qmgr_ctl.c: how many messages are held (parked). */
+size_t qmgr_ctl_held(const struct qmgr_ctl *c);
 
 /* qmgr_ctl.c: an attempt is over and m is about to wait for its timer.
  * Returns true when the control interface took m (held or deleted). */

@@ -58,6 +58,8 @@ struct qmgr_group {
 	char helo[256];
 	struct dns_query *dq;
 	bool running; /* holds a destination slot */
+	uint64_t start_us; /* it ran: the delivery line's delays (qmgr_log_result) */
+	uint64_t mail_us;  /* MAIL was sent (smtpc_result.mail_us) */
 	struct qmgr_group *next_wait;
 	struct qmgr_group *all_next; /* q->groups */
 	struct qmgr_group *all_prev;
@@ -115,10 +117,33 @@ static void qmgr_group_fail(struct qmgr_group *g, bool permanent, const char *st
 	}
 }
 
+uint64_t qmgr_remote_oldest(const struct qmgr *q)
+{
+	uint64_t oldest = 0;
+	for (const struct qmgr_group *g = q->groups; g != NULL; g = g->all_next)
+		if (oldest == 0 || g->m->env.arrival_us < oldest)
+			oldest = g->m->env.arrival_us;
+	return oldest;
+}
+
 static void qmgr_group_finish(struct qmgr_group *g)
 {
 	struct qmgr *q = g->q;
 	struct qmgr_msg *m = g->m;
+	static const enum metric_transport tr[] = {
+	    [CONF_TRANSPORT_LOCAL] = METRIC_TR_LOCAL, [CONF_TRANSPORT_MX] = METRIC_TR_SMTP,
+	    [CONF_TRANSPORT_RELAY] = METRIC_TR_RELAY, [CONF_TRANSPORT_LMTP] = METRIC_TR_LMTP};
+	uint64_t now = sched_now_us();
+	for (size_t k = 0; k < g->n; k++) {
+		struct qmgr_rres *r = &m->res[g->idx[k]];
+		r->transport = tr[g->route->transport];
+		if (g->start_us == 0)
+			continue;
+		uint64_t mail = g->mail_us >= g->start_us && g->mail_us <= now ? g->mail_us : 0;
+		r->start_us = g->start_us;
+		r->conn_us = (mail != 0 ? mail : now) - g->start_us;
+		r->xfer_us = mail != 0 ? now - mail : 0;
+	}
 	if (g->running) {
 		g->dest->active--;
 		q->remote_active--;
@@ -150,6 +175,7 @@ static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 {
 	struct qmgr_group *g = arg;
 	char relay[300], diag[512];
+	g->mail_us = res->mail_us;
 	if (res->remote_addr[0] != '\0')
 		snprintf(relay, sizeof(relay), "%.200s[%.63s]", res->remote_mta, res->remote_addr);
 	else
@@ -329,6 +355,7 @@ static void qmgr_group_start(struct qmgr_group *g)
 {
 	struct qmgr *q = g->q;
 	g->running = true;
+	g->start_us = sched_now_us();
 	g->dest->active++;
 	q->remote_active++;
 	if (q->dns == NULL || q->smtpc == NULL) {

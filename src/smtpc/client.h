@@ -121,6 +121,9 @@ struct smtpc_result {
 	 * successful delivery is now its job (§5.2.1); without it, a NOTIFY=SUCCESS
 	 * notice of ours says "relayed" (§5.2.2). Set when MAIL is sent. */
 	bool dsn_offered;
+	/* When MAIL was sent (Unix time, us; 0: never): what came before is
+	 * connection setup, what came after transfer (Postfix's delays=c/d). */
+	uint64_t mail_us;
 	struct smtpc_rcpt_result *rcpts; /* nrcpts entries */
 	size_t nrcpts;
 };

@@ -290,6 +290,7 @@ enum smtpc_go smtpc_session_reuse_failed(struct smtpc_session *s, const char *wh
 	s->res.connected = false;
 	s->res.permanent = false;
 	s->res.dsn_offered = false;
+	s->res.mail_us = 0;
 	s->res.code = 0;
 	s->res.enh[0] = s->res.text[0] = '\0';
 	s->res.remote_mta[0] = s->res.remote_addr[0] = '\0';

@@ -4,6 +4,7 @@
 #include "smtpc/client_int.h"
 
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -48,6 +49,11 @@ static void session_send_mail(struct smtpc_session *s)
 
 	/* the parameters below go on to the next hop exactly when it offers DSN */
 	s->res.dsn_offered = s->caps.dsn;
+	{
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		s->res.mail_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	}
 	evbuffer_add_printf(out, "MAIL FROM:<%s>", m->sender);
 	if (s->caps.size) /* RFC 1870 §6 */
 		evbuffer_add_printf(out, " SIZE=%zu", m->len);

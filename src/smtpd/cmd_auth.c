@@ -18,6 +18,7 @@
 #include "lib/alloc.h"
 #include "lib/base64.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,7 @@ static void auth_succeeded(struct smtpd_session *s, const char *user)
 {
 	s->auth_user = xstrdup(user);
 	char qu[LOG_Q_MAX];
+	metrics_inc(METRIC_AUTH_SUCCESS);
 	log_info("event=auth sid=%s client=%s mech=%s user=%s", s->sid, s->client_addr,
 	         sasl_mech_name((enum sasl_mech)s->sasl_mech), log_qs(qu, s->auth_user));
 	auth_done(s);
@@ -122,6 +124,7 @@ static void auth_succeeded(struct smtpd_session *s, const char *user)
  * says whether the address is now locked out. */
 static void auth_failed(struct smtpd_session *s, unsigned failures, bool lockout)
 {
+	metrics_inc(METRIC_AUTH_FAILURE);
 	log_info("event=auth_failed sid=%s client=%s mech=%s failures=%u", s->sid, s->client_addr,
 	         sasl_mech_name((enum sasl_mech)s->sasl_mech), failures);
 	auth_done(s);

@@ -7,6 +7,7 @@
 #include "conf/conf.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/workq.h"
 #include "mail/address.h"
 #include "queue/spool.h"
@@ -38,6 +39,7 @@ struct smtpd_commit {
 	struct envelope env;
 	struct qclient_req *req; /* waiting for a file, or for the queue's word */
 	int keep_fd;   /* the first file, kept until committed: a copy source */
+	uint64_t start_us; /* the end of data: accept latency (metrics) */
 	bool rehomed;  /* copied into a new queue's file after a queue restart */
 	int ret;
 	int err; /* errno of a failed commit */
@@ -312,6 +314,8 @@ static void data_commit_finish(struct smtpd_commit *c)
 	char qf[LOG_Q_MAX];
 	if (c->ret == 0) {
 		s->messages++;
+		metrics_inc(METRIC_MSG_ACCEPTED);
+		metrics_observe_accept(smtpd_now_us() - c->start_us);
 		char uid[24] = "";
 		if (s->local)
 			snprintf(uid, sizeof(uid), " uid=%u", (unsigned)s->local_uid);
@@ -422,6 +426,7 @@ static void data_end_of_message(struct smtpd_session *s)
 	struct smtpd_commit *c = xcalloc(1, sizeof(*c));
 	c->s = s;
 	c->keep_fd = -1;
+	c->start_us = smtpd_now_us();
 	c->msg = tx->msg;
 	tx->msg = NULL;
 	c->file = tx->file;

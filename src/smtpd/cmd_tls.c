@@ -9,6 +9,7 @@
 #include "smtpd/session.h"
 #include "conf/conf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "tls/tls.h"
 
 #include <event2/buffer.h>
@@ -131,6 +132,10 @@ void smtpd_tls_handshake_done(struct smtpd_session *s)
 		return; /* the read callback may have seen the end first */
 	s->tls_active = true;
 	tls_describe(ssl, s->tls_info, sizeof(s->tls_info));
+	int v = SSL_version(ssl);
+	metrics_inc(v == TLS1_3_VERSION   ? METRIC_TLS_V13
+		    : v == TLS1_2_VERSION ? METRIC_TLS_V12
+					  : METRIC_TLS_OTHER);
 	log_info("event=tls sid=%s client=%s tls=\"%s\" resumed=%s", s->sid, s->client_addr,
 		 s->tls_info, SSL_session_reused(ssl) ? "yes" : "no");
 	smtpd_session_timeouts(s, false);
@@ -142,6 +147,8 @@ void smtpd_tls_log_error(struct smtpd_session *s)
 		return;
 	unsigned long e, ssl_code = 0;
 	bool any = false;
+	if (!s->tls_active)
+		metrics_inc(METRIC_TLS_FAILED);
 	while ((e = bufferevent_get_openssl_error(s->bev)) != 0) {
 		/* libevent queues SSL_get_error()'s code too ("lib(0)::
 		 * reason(1)"): not an OpenSSL error, and it said nothing new */

@@ -9,6 +9,7 @@
 #include "auth/users.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/workq.h"
 #include "lib/shmcount.h"
 #include "lib/shmrate.h"
@@ -205,14 +206,19 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 	bool allowed = local || (acc != NULL && acc->allow);
 	/* Counted across all smtpd processes (lib/shmcount.h). */
 	unsigned char key[16];
+	/* the metrics' listener index; the local socket is counted after the
+	 * configured listeners (its lconf is not one of them) */
+	size_t li = local ? srv->conf->n_listeners : (size_t)(l->lconf - srv->conf->listeners);
 	server_ip_key(&ss, key);
 	switch (shmcount_acquire(srv->conns, key, (unsigned)lim->connections,
 				 allowed ? UINT_MAX : (unsigned)lim->connections_per_ip)) {
 	case SHMCOUNT_TOTAL:
+		metrics_conn(li, METRIC_CONN_REFUSED);
 		server_refuse(srv, fd, client, "connection_limit",
 			      "Too many connections, try again later");
 		return;
 	case SHMCOUNT_PER_KEY:
+		metrics_conn(li, METRIC_CONN_REFUSED);
 		server_refuse(srv, fd, client, "per_ip_limit",
 			      "Too many connections, try again later");
 		return;
@@ -223,10 +229,12 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 	 * connection is not counted, so a client below the rate gets in. */
 	if (!allowed && !server_connection_rate_ok(srv, &ss)) {
 		shmcount_release(srv->conns, key);
+		metrics_conn(li, METRIC_CONN_REFUSED);
 		server_refuse(srv, fd, client, "connection_rate",
 			      "Connection rate limit exceeded, slow down and try again later");
 		return;
 	}
+	metrics_conn(li, METRIC_CONN_ACCEPTED);
 	/* A session that could not start (implicit TLS setup failed) never
 	 * reaches smtpd_server_session_gone: release its count here, or
 	 * every such failure would shrink limits.connections_per_ip for good. */

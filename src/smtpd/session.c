@@ -8,6 +8,7 @@
 #include "conf/conf.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/strutil.h"
 #include "queue/spool.h"
 #include "smtpd/smtpd.h"
@@ -257,6 +258,7 @@ void smtpd_reply(struct smtpd_session *s, int code, const char *enh, const char 
 	}
 	if (code < 400 || code == 421)
 		return;
+	metrics_reject(code, enh);
 	smtpd_log_reject(s, code, enh != NULL ? enh : "-", text);
 	/* RFC 5321 §4.5.3.1.10: a client over the recipient limit is to send
 	 * the rest in a later transaction. That is flow control, not an
