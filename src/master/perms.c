@@ -30,8 +30,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PERMS_DEPTH_MAX 32      /* deeper than any spool or Maildir++ tree */
-#define PERMS_REPORT_MAX 10     /* lines about one tree; then a count */
+#define PERMS_DEPTH_MAX 32          /* deeper than any spool or Maildir++ tree */
+#define PERMS_REPORT_MAX 10         /* lines about one tree; then a count */
 #define PERMS_CHECK_MAILDIR_DEPTH 3 /* check: root/domain/user/Maildir */
 
 struct perms_walk {
@@ -39,19 +39,19 @@ struct perms_walk {
 	bool fix;
 	uid_t uid;
 	gid_t gid;
-	const char *owner;    /* the service user's name, for messages */
-	dev_t dev;            /* the root's file system */
+	const char *owner; /* the service user's name, for messages */
+	dev_t dev;         /* the root's file system */
 	unsigned max_depth;
-	unsigned reported;    /* lines printed about this tree */
-	unsigned bad;         /* entries not as they should be (check) */
-	unsigned changed;     /* entries changed (fix) */
-	unsigned skipped;     /* links left alone */
-	unsigned failed;      /* changes that failed (fix) */
-	char path[PATH_MAX];  /* for messages only */
+	unsigned reported;   /* lines printed about this tree */
+	unsigned bad;        /* entries not as they should be (check) */
+	unsigned changed;    /* entries changed (fix) */
+	unsigned skipped;    /* links left alone */
+	unsigned failed;     /* changes that failed (fix) */
+	char path[PATH_MAX]; /* for messages only */
 };
 
-static __attribute__((format(printf, 2, 3))) void perms_say(struct perms_walk *w,
-							     const char *fmt, ...)
+static __attribute__((format(printf, 2, 3))) void perms_say(struct perms_walk *w, const char *fmt,
+                                                            ...)
 {
 	va_list ap;
 	w->reported++;
@@ -85,9 +85,9 @@ static void perms_entry(struct perms_walk *w, int fd, const struct stat *st)
 	if (!w->fix) {
 		w->bad++;
 		perms_say(w, "error: %s is owned by %u:%u mode %04o, not by %s (%u:%u) mode %04o",
-			  w->path, (unsigned)st->st_uid, (unsigned)st->st_gid,
-			  (unsigned)(st->st_mode & 07777), w->owner, (unsigned)w->uid,
-			  (unsigned)w->gid, (unsigned)want);
+		          w->path, (unsigned)st->st_uid, (unsigned)st->st_gid,
+		          (unsigned)(st->st_mode & 07777), w->owner, (unsigned)w->uid,
+		          (unsigned)w->gid, (unsigned)want);
 		return;
 	}
 	if ((!own_ok && fchown(fd, w->uid, w->gid) < 0) || (!mode_ok && fchmod(fd, want) < 0)) {
@@ -123,9 +123,10 @@ static void perms_walk_entry(struct perms_walk *w, int dfd, const char *name, un
 	if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
 		/* The queue and Maildir deliveries leave one name per file. */
 		w->skipped++;
-		perms_say(w, "warning: %s has %lu hard links: left alone (it may be another "
-			     "file of the system)",
-			  w->path, (unsigned long)st.st_nlink);
+		perms_say(w,
+		          "warning: %s has %lu hard links: left alone (it may be another "
+		          "file of the system)",
+		          w->path, (unsigned long)st.st_nlink);
 		return;
 	}
 	if (S_ISSOCK(st.st_mode))
@@ -138,7 +139,7 @@ static void perms_walk_entry(struct perms_walk *w, int dfd, const char *name, un
 		if (!w->fix) {
 			w->bad++;
 			perms_say(w, "error: %s is owned by %u:%u, not by %s", w->path,
-				  (unsigned)st.st_uid, (unsigned)st.st_gid, w->owner);
+			          (unsigned)st.st_uid, (unsigned)st.st_gid, w->owner);
 		} else if (fchownat(dfd, name, w->uid, w->gid, AT_SYMLINK_NOFOLLOW) < 0) {
 			w->failed++;
 			perms_say(w, "error: %s: %s", w->path, strerror(errno));
@@ -148,7 +149,7 @@ static void perms_walk_entry(struct perms_walk *w, int dfd, const char *name, un
 		return;
 	}
 	int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
-		    (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
+	            (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
 	int fd = openat(dfd, name, flags);
 	if (fd < 0) {
 		if (errno != ENOENT)
@@ -176,7 +177,7 @@ static void perms_walk_dir(struct perms_walk *w, int dfd, unsigned depth)
 	if (depth >= w->max_depth) {
 		if (w->fix)
 			perms_say(w, "warning: %s: deeper than %u levels, not walked", w->path,
-				  w->max_depth);
+			          w->max_depth);
 		return;
 	}
 	int dup_fd = dup(dfd);
@@ -232,23 +233,24 @@ static int perms_open_root(const char *path)
 /* A root and, below it, max_depth levels. Returns the errors found (check)
  * or that a change failed (fix). */
 static unsigned perms_tree(struct perms_walk *w, const char *key, const char *path,
-			   unsigned max_depth, int *warnings_r)
+                           unsigned max_depth, int *warnings_r)
 {
 	if (path[0] == '\0')
 		return 0;
 	int fd = perms_open_root(path);
 	if (fd < 0) {
 		if (errno == ENOENT) {
-			fprintf(w->out, "info: %s %s does not exist yet: the master creates it at "
-					"start (0750, owned by %s)\n",
-				key, path, w->owner);
+			fprintf(w->out,
+			        "info: %s %s does not exist yet: the master creates it at "
+			        "start (0750, owned by %s)\n",
+			        key, path, w->owner);
 			return 0;
 		}
 		fprintf(w->out, "error: %s %s: %s%s\n", key, path, strerror(errno),
-			errno == ELOOP || errno == ENOTDIR
-			    ? " (a symbolic link or a file where a directory is expected: "
-			      "root follows no link here; give the real path)"
-			    : "");
+		        errno == ELOOP || errno == ENOTDIR
+		            ? " (a symbolic link or a file where a directory is expected: "
+		              "root follows no link here; give the real path)"
+		            : "");
 		return 1;
 	}
 	struct stat st;
@@ -266,14 +268,15 @@ static unsigned perms_tree(struct perms_walk *w, const char *key, const char *pa
 	close(fd);
 	if (w->reported > PERMS_REPORT_MAX)
 		fprintf(w->out, "%s %s: %u more lines not shown\n", key, path,
-			w->reported - PERMS_REPORT_MAX);
+		        w->reported - PERMS_REPORT_MAX);
 	if (w->fix)
 		fprintf(w->out, "%s %s: %u changed, %u links left alone, %u failed\n", key, path,
-			w->changed, w->skipped, w->failed);
+		        w->changed, w->skipped, w->failed);
 	else if (w->bad > 0)
-		fprintf(w->out, "error: %s %s: %u entries not owned by %s as they should be: "
-				"run hikyaku fix-permissions\n",
-			key, path, w->bad, w->owner);
+		fprintf(w->out,
+		        "error: %s %s: %u entries not owned by %s as they should be: "
+		        "run hikyaku fix-permissions\n",
+		        key, path, w->bad, w->owner);
 	*warnings_r += (int)w->skipped;
 	return w->fix ? w->failed : w->bad;
 }
@@ -289,9 +292,10 @@ static int perms_owner(const struct conf *conf, struct perms_walk *w, FILE *out)
 	}
 	struct passwd *pw = getpwnam(conf->user);
 	if (pw == NULL) {
-		fprintf(out, "error: user: %s does not exist (create it: adduser --system "
-			     "--group %s)\n",
-			conf->user, conf->user);
+		fprintf(out,
+		        "error: user: %s does not exist (create it: adduser --system "
+		        "--group %s)\n",
+		        conf->user, conf->user);
 		return -1;
 	}
 	if (pw->pw_uid == 0) {
@@ -308,7 +312,7 @@ static int perms_owner(const struct conf *conf, struct perms_walk *w, FILE *out)
  * certificate, the users file. Writable by anyone but root, it can be
  * replaced; a secret readable by others is out. */
 static int perms_check_file(const struct conf *conf, const char *what, const char *path,
-			    bool secret, bool others_read_is_error, FILE *out, int *warnings_r)
+                            bool secret, bool others_read_is_error, FILE *out, int *warnings_r)
 {
 	struct stat st;
 	if (path == NULL || path[0] == '\0')
@@ -325,27 +329,31 @@ static int perms_check_file(const struct conf *conf, const char *what, const cha
 	int n = 0;
 	uid_t want_uid = conf->user[0] != '\0' ? 0 : geteuid();
 	if (st.st_uid != want_uid && st.st_uid != 0) {
-		fprintf(out, "error: %s %s is owned by uid %u, not root: its owner can replace "
-			     "it (chown root %s)\n",
-			what, path, (unsigned)st.st_uid, path);
+		fprintf(out,
+		        "error: %s %s is owned by uid %u, not root: its owner can replace "
+		        "it (chown root %s)\n",
+		        what, path, (unsigned)st.st_uid, path);
 		n++;
 	}
 	if (mode & (S_IWGRP | S_IWOTH)) {
-		fprintf(out, "error: %s %s is writable by group or others (mode %04o): chmod "
-			     "go-w %s\n",
-			what, path, mode, path);
+		fprintf(out,
+		        "error: %s %s is writable by group or others (mode %04o): chmod "
+		        "go-w %s\n",
+		        what, path, mode, path);
 		n++;
 	}
 	if (secret && (mode & S_IROTH)) {
 		if (others_read_is_error) {
-			fprintf(out, "error: %s %s is readable by others (mode %04o): chmod o-r %s "
-				     "(0600, or 0640 for a group that needs it)\n",
-				what, path, mode, path);
+			fprintf(out,
+			        "error: %s %s is readable by others (mode %04o): chmod o-r %s "
+			        "(0600, or 0640 for a group that needs it)\n",
+			        what, path, mode, path);
 			n++;
 		} else {
-			fprintf(out, "warning: %s %s is readable by others (mode %04o): its "
-				     "password hashes can be copied; chmod 600 %s\n",
-				what, path, mode, path);
+			fprintf(out,
+			        "warning: %s %s is readable by others (mode %04o): its "
+			        "password hashes can be copied; chmod 600 %s\n",
+			        what, path, mode, path);
 			(*warnings_r)++;
 		}
 	}
@@ -360,16 +368,15 @@ int perms_check(const struct conf *conf, FILE *out, int *warnings_r)
 		return 1;
 	for (size_t i = 0; i < conf->tls.n_certs; i++) {
 		n += perms_check_file(conf, "tls key", conf->tls.certs[i].key, true, true, out,
-				      warnings_r);
+		                      warnings_r);
 		n += perms_check_file(conf, "tls certificate", conf->tls.certs[i].cert, false,
-				      false, out, warnings_r);
+		                      false, out, warnings_r);
 	}
 	/* TODO(#12): the DKIM keys, once the dkim: section exists. */
-	n += perms_check_file(conf, "users_file", conf->users_file, true, false, out,
-			      warnings_r);
+	n += perms_check_file(conf, "users_file", conf->users_file, true, false, out, warnings_r);
 	n += (int)perms_tree(&w, "spool_dir", conf->spool_dir, PERMS_DEPTH_MAX, warnings_r);
 	n += (int)perms_tree(&w, "maildir_root", conf->maildir_root, PERMS_CHECK_MAILDIR_DEPTH,
-			     warnings_r);
+	                     warnings_r);
 	return n;
 }
 
@@ -383,7 +390,7 @@ int perms_fix(const struct conf *conf, FILE *out)
 	}
 	if (conf->user[0] == '\0') {
 		fprintf(out, "error: no user: in the configuration: nothing to give the spool "
-			     "and the Maildirs to\n");
+		             "and the Maildirs to\n");
 		return -1;
 	}
 	if (perms_owner(conf, &w, out) < 0)
