@@ -3,7 +3,7 @@
 # reference`, the source of docs/CONFIG.md too): a man page's NAME
 # section first, the reference's tables as definition lists (wide tables
 # do not fit a terminal), then pandoc. Run by meson at build time.
-#   scripts/man-config.sh HIKYAKU PANDOC VERSION OUTPUT
+#   dist/man-config.sh HIKYAKU PANDOC VERSION OUTPUT
 set -eu
 hikyaku=$1 pandoc=$2 version=$3 out=$4
 {
