@@ -14,9 +14,9 @@ RUN_PKGS=(swaks curl ca-certificates)
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	libnet-ssleay-perl gnutls-bin postfix libsasl2-modules
 	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev
-	# tests/integration/test_package.py: build the .deb (debian/; dpkg-buildpackage
-	# requires build-essential), lintian
-	# it, install it in a debootstrapped Debian 12 chroot.
+	# tests/integration/test_package.py: build the .deb (debian/;
+	# dpkg-buildpackage wants build-essential), lintian it, and install it
+	# in a debootstrapped Debian 12 chroot.
 	build-essential dpkg-dev debhelper pandoc lintian debootstrap debian-archive-keyring)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
