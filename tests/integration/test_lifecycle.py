@@ -132,3 +132,33 @@ def test_timeouts_shutdown_in_config_reference(hikyaku):
     out = subprocess.run([hikyaku_bin(), "config", "reference"], capture_output=True,
                          text=True, check=True).stdout
     assert "timeouts.shutdown" in out
+
+
+def test_sigterm_bdat_transaction_ends_and_pipelined_commands_are_not_started(hikyaku):
+    """A transaction open at SIGTERM (after RCPT) still gets its BDAT LAST
+    through; the MAIL pipelined behind it is not started: 421 instead."""
+    hk = hikyaku(timeouts={"shutdown": "10s"})
+    s = session(hk.port)
+    assert cmd(s, "MAIL FROM:<sender@example.net>").startswith("250")
+    assert cmd(s, "RCPT TO:<bob@localhost>").startswith("250")
+    hk.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    body = b"Subject: bdat\r\n\r\nchunked\r\n"
+    s.sendall(b"BDAT %d LAST\r\n" % len(body) + body + b"MAIL FROM:<again@example.net>\r\n")
+    s.settimeout(10)
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    lines = data.decode().split("\r\n")
+    assert lines[0].startswith("250 "), data
+    assert lines[1].startswith("421 4.3.2"), data
+    assert len([l for l in lines if l]) == 2, data
+    assert hk.proc.wait(timeout=25) == 0
+    hk.proc = None
+    if not hk.delivered("bob"):
+        hk.start()
+    assert b"chunked" in hk.read_delivered("bob")[0]
