@@ -18,7 +18,11 @@ TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	# test_spf_suite.py loads it with
 	python3-spf python3-yaml
 	# test_dkim.py: dkimpy as the DKIM/ARC peer (nacl for its Ed25519), keys read by cryptography
-	python3-dkim python3-nacl python3-cryptography)
+	python3-dkim python3-nacl python3-cryptography
+	# tests/integration/test_package.py: build the .deb (debian/;
+	# dpkg-buildpackage wants build-essential), lintian it, and install it
+	# in a debootstrapped Debian 12 chroot.
+	build-essential dpkg-dev debhelper pandoc lintian debootstrap debian-archive-keyring)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

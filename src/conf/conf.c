@@ -403,6 +403,10 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "timeouts.session", .type = CONF_T_DURATION, .def = "30m",
 	  .min = SEC, .max = DAY, .off = OFF(timeouts.session),
 	  .doc = "Deadline for a whole session." },
+	{ .key = "timeouts.shutdown", .type = CONF_T_DURATION, .def = "30s",
+	  .min = SEC, .max = 60 * MIN, .off = OFF(timeouts.shutdown),
+	  .doc = "On SIGTERM, how long a session in a transaction may take to finish it "
+		 "(then it is cut; the queue then gets 5 s for its attempts in flight)." },
 
 	{ .key = "processes.smtpd", .type = CONF_T_UINT, .def = "0",
 	  .min = 0, .max = 64, .off = OFF(processes.smtpd),

@@ -136,6 +136,7 @@ struct conf_timeouts { /* all in milliseconds */
 	uint64_t command; /* waiting for a command, RFC 5321 §4.5.3.2.7: 5m */
 	uint64_t data;    /* waiting for the next data block: 5m */
 	uint64_t session; /* whole-session deadline: 30m */
+	uint64_t shutdown; /* SIGTERM: transactions in flight may finish: 30s */
 };
 
 struct conf_queue {

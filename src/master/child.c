@@ -196,10 +196,15 @@ static void child_drain_check(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	struct child_ctx *ctx = arg;
 	/* Retired (a reload): the sessions run to their end, bounded by
-	 * timeouts.session; stopping: 5 s at most. */
-	if (smtpd_session_count(ctx->smtpd) == 0 ||
-	    (ctx->stopping && child_now_ms() - ctx->drain_started_us >= CHILD_DRAIN_TIMEOUT_MS))
+	 * timeouts.session; stopping: transactions in flight get
+	 * timeouts.shutdown to end, then the sessions left are cut. */
+	if (smtpd_session_count(ctx->smtpd) == 0)
 		event_base_loopbreak(ctx->base);
+	else if (ctx->stopping &&
+		 child_now_ms() - ctx->drain_started_us >= ctx->conf->timeouts.shutdown) {
+		log_warn("event=shutdown_timeout sessions=%zu", smtpd_session_count(ctx->smtpd));
+		event_base_loopbreak(ctx->base);
+	}
 }
 
 static void child_drain_start(struct child_ctx *ctx)

@@ -13,6 +13,7 @@
 #include "lib/log.h"
 #include "master/master.h"
 #include "obs/logsum.h"
+#include "master/perms.h"
 #include "auth/usercmd.h"
 #include "dauth/dkim_cmd.h"
 #include "dauth/spf_cmd.h"
@@ -37,6 +38,7 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: hikyaku serve [-c FILE]       run the mail server\n"
 		     "       hikyaku check [-c FILE]       validate a configuration, show warnings\n"
+		     "       hikyaku fix-permissions [-c FILE]  give the spool and Maildirs to user:\n"
 		     "       hikyaku config dump [-c FILE] print the effective configuration\n"
 		     "       hikyaku config reference      print the settings reference (Markdown)\n"
 		     "       hikyaku user add|passwd|del|list [-c FILE | -f USERS] [NAME]\n"
@@ -96,10 +98,25 @@ static int main_check(const char *path)
 		       aliases_count(aliases));
 		aliases_free(&aliases);
 	}
-	printf("%s: configuration ok (%d warning%s)\n", conf->file, warnings,
-	       warnings == 1 ? "" : "s");
+	int errors = perms_check(conf, stdout, &warnings);
+	if (errors > 0)
+		printf("%s: %d error%s (%d warning%s)\n", conf->file, errors,
+		       errors == 1 ? "" : "s", warnings, warnings == 1 ? "" : "s");
+	else
+		printf("%s: configuration ok (%d warning%s)\n", conf->file, warnings,
+		       warnings == 1 ? "" : "s");
 	conf_free(&conf);
-	return 0;
+	return errors > 0 ? 1 : 0;
+}
+
+static int main_fix_permissions(const char *path)
+{
+	struct conf *conf = main_load_conf(path);
+	if (conf == NULL)
+		return 2;
+	int rc = perms_fix(conf, stdout) < 0 ? 1 : 0;
+	conf_free(&conf);
+	return rc;
 }
 
 /* `hikyaku queue [-c FILE] ...`: the configuration only says where the
@@ -175,6 +192,10 @@ int main(int argc, char **argv)
 		const char *path = main_opt_conf(argc, argv, 2, &bad);
 		if (!bad)
 			return main_check(path);
+	} else if (strcmp(cmd, "fix-permissions") == 0) {
+		const char *path = main_opt_conf(argc, argv, 2, &bad);
+		if (!bad)
+			return main_fix_permissions(path);
 	} else if (strcmp(cmd, "config") == 0 && argc >= 3 && strcmp(argv[2], "dump") == 0) {
 		const char *path = main_opt_conf(argc, argv, 3, &bad);
 		if (!bad) {

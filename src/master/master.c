@@ -47,7 +47,9 @@
 #define MASTER_BACKOFF_MIN_MS 100
 #define MASTER_BACKOFF_MAX_MS 10000
 #define MASTER_STABLE_MS 10000 /* a child up this long restarts at once */
-#define MASTER_KILL_AFTER_MS 30000 /* a stop that takes longer: SIGKILL */
+/* A stop that takes longer than timeouts.shutdown (smtpd sessions) plus
+ * this (the queue's 5 s drain, auth and keys, a margin): SIGKILL. */
+#define MASTER_KILL_MARGIN_MS 15000
 #define MASTER_LOCK_WAIT_MS 10000
 
 struct master;
@@ -961,8 +963,17 @@ static void master_on_signal(evutil_socket_t sig, short what, void *arg)
 		if (svcs[i] != NULL)
 			evtimer_del(svcs[i]->restart_ev);
 	}
+	/* The master's copies of the listening sockets: once the smtpds have
+	 * closed theirs, the kernel refuses new connections instead of
+	 * holding them in a backlog that nobody will accept from. */
+	for (size_t i = 0; i < m->nbound; i++) {
+		if (m->bound[i].fd >= 0)
+			close(m->bound[i].fd);
+		m->bound[i].fd = -1;
+	}
 	master_signal_all(m, SIGTERM);
-	struct timeval tv = {MASTER_KILL_AFTER_MS / 1000, 0};
+	uint64_t kill_ms = m->conf->timeouts.shutdown + MASTER_KILL_MARGIN_MS;
+	struct timeval tv = {(time_t)(kill_ms / 1000), (suseconds_t)(kill_ms % 1000) * 1000};
 	m->kill_ev = evtimer_new(m->base, master_on_kill, m);
 	evtimer_add(m->kill_ev, &tv);
 	master_stop_progress(m);
@@ -1315,8 +1326,10 @@ out:
 		m.retired = c->next;
 		master_child_free(c);
 	}
-	for (size_t i = 0; i < m.nbound; i++)
-		close(m.bound[i].fd);
+	for (size_t i = 0; i < m.nbound; i++) {
+		if (m.bound[i].fd >= 0)
+			close(m.bound[i].fd);
+	}
 	free(m.bound);
 	shmcount_free(&m.conns);
 	shmrate_free(&m.rates);

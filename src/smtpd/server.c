@@ -502,12 +502,17 @@ void smtpd_set_authc(struct smtpd *srv, struct authc *authc)
 	}
 }
 
+/* SIGTERM: this process's copies of the listening sockets close now (the
+ * master closes its own, so the kernel refuses new connections once every
+ * smtpd has done so); each session outside a transaction hears 421 4.3.2
+ * at once, and one in a transaction when it ends (session.c). */
 void smtpd_shutdown(struct smtpd *srv)
 {
 	srv->shutting_down = true;
-	for (size_t i = 0; i < srv->n_listeners; i++) {
-		if (srv->listeners[i].lev != NULL)
-			evconnlistener_disable(srv->listeners[i].lev);
+	smtpd_stop_listening(srv);
+	for (struct smtpd_session *s = srv->sessions, *next; s != NULL; s = next) {
+		next = s->next;
+		smtpd_session_resume(s); /* never frees s (smtpd_session_close) */
 	}
 }
 

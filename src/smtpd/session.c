@@ -558,6 +558,21 @@ static void smtpd_session_on_greet(evutil_socket_t fd, short what, void *arg)
 	smtpd_session_greet(arg);
 }
 
+/* Stopping (SIGTERM, smtpd_shutdown): a session outside a transaction
+ * gets 421 and is closed at once; one in a transaction comes back here
+ * when it ends (250 or an error, RSET), and is closed then. Before a
+ * command is read, so pipelined commands behind a transaction's end are
+ * not started (RFC 5321 §3.8: 421 at any point). */
+static bool smtpd_session_stop_between_tx(struct smtpd_session *s)
+{
+	if (!s->srv->shutting_down || (s->state != SMTPD_S_INIT && s->state != SMTPD_S_READY))
+		return false;
+	smtpd_reply(s, 421, "4.3.2", "%s Service shutting down, closing connection",
+		    s->srv->conf->hostname);
+	smtpd_session_close(s);
+	return true;
+}
+
 static void smtpd_session_process(struct smtpd_session *s)
 {
 	bool out_full = false;
@@ -568,6 +583,8 @@ static void smtpd_session_process(struct smtpd_session *s)
 	}
 	for (;;) {
 		if (s->state == SMTPD_S_CLOSING || smtpd_session_busy(s) || s->greeting_pending)
+			break;
+		if (smtpd_session_stop_between_tx(s))
 			break;
 		/* fetched each time: STARTTLS replaces s->bev */
 		struct evbuffer *in = bufferevent_get_input(s->bev);
