@@ -28,7 +28,11 @@ struct envelope {
 	bool smtputf8;
 	char *client_addr; /* "192.0.2.1" / "2001:db8::1" */
 	char *client_helo; /* EHLO/HELO argument, or NULL */
-	uint64_t size;     /* octets of the message file */
+	uint64_t size;     /* octets of the message: the header fields added at
+			    * the end of data and the content as received */
+	uint64_t content_off; /* where those octets start in the spool file
+			       * (queue/record.h REC_CONTENT_OFF); 0 before the
+			       * commit sets it */
 	struct envelope_rcpt *rcpts;
 	size_t nrcpts;
 	size_t cap;

@@ -139,7 +139,7 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 	maildir_unique_for(m->env.arrival_us, m->qid, i, unique);
 	struct maildir_msg mm = {
 		.fd = m->fd,
-		.off = SPOOL_HDR_LEN,
+		.off = m->env.content_off,
 		.len = (size_t)m->env.size,
 		.return_path = m->env.sender,
 		.delivered_to = r->addr,
@@ -379,7 +379,7 @@ static int qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind
 			.retry_until_us = e->arrival_us + q->conf->delivery.max_lifetime * 1000,
 			.full = e->ret == SMTP_RET_FULL,
 			.msg_fd = m->fd,
-			.msg_off = SPOOL_HDR_LEN,
+			.msg_off = e->content_off,
 			.msglen = (size_t)e->size,
 			.rcpts = br,
 			.nrcpts = n,

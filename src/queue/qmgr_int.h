@@ -59,7 +59,7 @@ struct qmgr_msg {
 	/* filled by the load worker, used by the loop until the attempt ends */
 	struct envelope env;
 	/* The spool file, open for the attempt: the content is e->size octets
-	 * from SPOOL_HDR_LEN, read in windows (Maildir and bounces on delivery
+	 * from env.content_off, read in windows (Maildir and bounces on delivery
 	 * workers, smtpc on the spoolread pool), never loaded whole. -1 when
 	 * closed (qmgr_msg_reset, when the attempt ends). */
 	int fd;

@@ -27,6 +27,9 @@
  * session holds at most this much of a message in memory. */
 #define SMTPD_SPILL (256 * 1024)
 
+_Static_assert(SMTPD_TOP_MAX == SPOOL_CONTENT_GAP - SPOOL_HDR_LEN,
+	       "the added header fields fill at most the spool file's gap");
+
 /* A commit owns what it works on: the session's transaction gives up its
  * file, the content not yet written and the envelope, so the worker that
  * seals the file reads no session state. */
@@ -35,6 +38,7 @@ struct smtpd_commit {
 	struct spool_msg *msg;
 	struct qclient_file file;
 	struct buf body;
+	struct buf top; /* header fields added at the end of data */
 	struct envelope env;
 	struct qclient_req *req; /* waiting for a file, or for the queue's word */
 	int keep_fd;   /* the first file, kept until committed: a copy source */
@@ -266,12 +270,13 @@ static void data_commit_run(void *arg)
 	struct smtpd_commit *c = arg;
 	if (c->rehomed) {
 		/* The content is in the first file (the queue that gave it is
-		 * gone): copy it into this one, then seal it the same way. */
+		 * gone): copy it into this one, then seal it the same way.
+		 * The added header fields are part of it already. */
 		char buf[65536];
-		uint64_t size = c->env.size, off = 0;
+		uint64_t size = c->env.size, off = 0, from = c->env.content_off;
 		while (off < size) {
 			size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
-			ssize_t n = pread(c->keep_fd, buf, want, (off_t)(SPOOL_HDR_LEN + off));
+			ssize_t n = pread(c->keep_fd, buf, want, (off_t)(from + off));
 			if (n <= 0 || spool_msg_append(c->msg, buf, (size_t)n) < 0) {
 				c->err = n < 0 ? errno : EIO;
 				c->ret = -1;
@@ -282,6 +287,11 @@ static void data_commit_run(void *arg)
 			off += (uint64_t)n;
 		}
 		c->ret = spool_msg_seal(&c->msg, &c->env, NULL, 0, &c->error);
+	} else if (spool_msg_prepend(c->msg, c->top.data, c->top.len, &c->error) < 0) {
+		c->ret = -1;
+		c->err = errno;
+		spool_msg_abort(&c->msg);
+		return;
 	} else {
 		c->ret = spool_msg_seal(&c->msg, &c->env, c->body.data, c->body.len, &c->error);
 	}
@@ -310,6 +320,7 @@ static void data_commit_finish(struct smtpd_commit *c)
 	}
 	envelope_clear(&c->env);
 	buf_free(&c->body);
+	buf_free(&c->top);
 	if (c->keep_fd >= 0)
 		close(c->keep_fd);
 	free(c);
@@ -407,6 +418,8 @@ static void data_end_of_message(struct smtpd_session *s)
 	c->file = tx->file;
 	c->body = tx->body;
 	buf_init(&tx->body, 0);
+	c->top = tx->top;
+	buf_init(&tx->top, 0);
 	c->env = tx->env;
 	envelope_init(&tx->env);
 	memcpy(tx->env.qid, c->env.qid, sizeof(tx->env.qid));

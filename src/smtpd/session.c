@@ -279,6 +279,7 @@ struct smtpd_tx *smtpd_tx_create(struct smtpd_session *s)
 	struct smtpd_tx *tx = xcalloc(1, sizeof(*tx));
 	envelope_init(&tx->env);
 	buf_init(&tx->body, s->srv->conf->limits.message_size + 1024 * 1024);
+	buf_init(&tx->top, SMTPD_TOP_MAX);
 	s->tx = tx;
 	return tx;
 }
@@ -293,6 +294,7 @@ void smtpd_tx_reset(struct smtpd_session *s)
 		}
 		envelope_clear(&tx->env);
 		buf_free(&tx->body);
+		buf_free(&tx->top);
 		free(tx);
 		s->tx = NULL;
 	}

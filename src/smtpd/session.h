@@ -42,6 +42,11 @@ struct workq;
 #define SMTPD_REJECT_LOG_ALL 200
 #define SMTPD_REJECT_LOG_ALL_WINDOW_US 1000000ULL
 
+/* The most that the end-of-data checks may add above the content: what the
+ * spool file's gap holds (queue/spool.h SPOOL_CONTENT_GAP). More is
+ * refused with 451 rather than written over the content. */
+#define SMTPD_TOP_MAX (16384 - 16)
+
 /* Session states (RFC 5321 §4.1.4 command ordering). */
 enum smtpd_state {
 	SMTPD_S_INIT,    /* greeted, no EHLO/HELO yet */
@@ -95,6 +100,10 @@ struct smtpd_tx {
 	struct spool_msg *msg;
 	struct qclient_file file; /* msg's file from the queue process */
 	struct buf body; /* content not yet written to the spool file */
+	/* Header fields known only at the end of data (Authentication-Results,
+	 * Received-SPF, ...): written above the content at the seal
+	 * (spool_msg_prepend), so the first of them is the message's top. */
+	struct buf top;
 	struct datascan scan;
 	uint64_t bdat_left;   /* octets of the current BDAT chunk still to read */
 	bool bdat_started;    /* CHUNKING transaction in progress */
