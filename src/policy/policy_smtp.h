@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "lib/buf.h"
 #include "lib/net.h"
 #include "mail/address.h"
 #include "policy/policy.h"
@@ -22,6 +23,7 @@ struct conf;
 struct users;
 struct aliases;
 struct policy_smtp;
+struct dauth_tx;
 
 /* Forward-confirmed reverse DNS of the client (FCrDNS). */
 enum policy_rdns {
@@ -58,11 +60,39 @@ struct policy_rcpt_req {
 	size_t ntargets;
 };
 
+/* The end of data (POLICY_EOD): the content is complete and not yet
+ * committed. Checks read the envelope and the header section and may add
+ * header fields above the message (queue/spool.h: the top block); they
+ * refuse with 5xx/4xx like any check. */
+struct policy_eod_req {
+	const char *qid;
+	const char *sender;     /* MAIL FROM, "" for the null sender */
+	const char *helo;       /* the EHLO/HELO name as given */
+	bool authenticated;     /* an AUTH session (submission): no inbound checks */
+	/* The client's header section as received, CRLFs kept, without the
+	 * Authentication-Results fields removed as forgeries (mail/header.h
+	 * walks it). Only the first limits.header_size octets. */
+	const char *hdr;
+	size_t hdr_len;
+	/* Header fields added above the content: policy_eod_add_field(). */
+	struct buf *top;
+	bool top_full; /* an addition did not fit: the message is refused (451) */
+	/* Per-transaction state of the domain authentication checks. */
+	struct dauth_tx *dauth;
+};
+
 struct policy_smtp_req {
 	struct policy_client *client;
 	const char *helo;            /* POLICY_HELO: the name given (parsed) */
 	struct policy_rcpt_req rcpt; /* POLICY_RCPT */
+	struct policy_eod_req eod;   /* POLICY_EOD */
 };
+
+/* Add one complete header field ("Name: value", folded with CRLF WSP where
+ * long; the final CRLF is added) above the fields added before it: the
+ * last check's field is the message's first. -1 when the block is full
+ * (top_full is then set). */
+int policy_eod_add_field(struct policy_eod_req *r, const char *field, size_t len);
 
 void policy_rcpt_req_clear(struct policy_rcpt_req *r);
 

@@ -9,6 +9,7 @@
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "mail/address.h"
+#include "mail/header.h"
 #include "queue/spool.h"
 #include "smtpd/qclient.h"
 
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -171,6 +173,53 @@ static void data_missing_fields(struct smtpd_session *s, bool at_end)
 	memcpy(tx->body.data + tx->hdr_at, add, n);
 	tx->body.len += n;
 	tx->body.data[tx->body.len] = '\0';
+}
+
+/* RFC 8601 §5: an Authentication-Results field that claims our
+ * authserv-id did not come from us; it is removed before it can be
+ * believed downstream (a forgery, or a copy from an earlier pass). */
+static bool data_ar_forged(const struct conf *conf, const struct mail_hdr_field *f)
+{
+	const char *id, *ours = conf->dauth.authserv_id[0] != '\0' ? conf->dauth.authserv_id
+								    : conf->hostname;
+	size_t idlen;
+	if (!mail_hdr_name_is(f, "Authentication-Results") ||
+	    mail_hdr_ar_authserv_id(f->value, f->value_len, &id, &idlen) < 0)
+		return false;
+	return idlen == strlen(ours) && strncasecmp(id, ours, idlen) == 0;
+}
+
+/* The client's header section, once it is complete and before any of it
+ * is written to the spool (the same moment as data_missing_fields()):
+ * forged Authentication-Results fields go, and a copy of the rest is kept
+ * for the end-of-data checks (From for DMARC, the fields DKIM signs). A
+ * section still open at the first spill (limits.header_size above 256
+ * KiB) is kept as far as it came, and nothing is removed from it. */
+static void data_header_section(struct smtpd_session *s, bool at_end)
+{
+	struct smtpd_tx *tx = s->tx;
+	bool spilling = tx->body.len >= SMTPD_SPILL;
+	if (tx->hdr_seen || (!at_end && !spilling && tx->scan.in_header))
+		return;
+	tx->hdr_seen = true;
+	size_t start = tx->hdr_at, len = tx->body.len - start;
+	bool complete = !tx->scan.in_header || at_end;
+	if (!tx->scan.in_header && tx->scan.header_size < len)
+		len = (size_t)tx->scan.header_size;
+	struct mail_hdr_field f;
+	size_t pos = 0;
+	while (complete && mail_hdr_next((const char *)tx->body.data + start, len, &pos, &f)) {
+		if (!data_ar_forged(s->srv->conf, &f))
+			continue;
+		log_info("event=forged_ar_removed sid=%s qid=%s", s->sid, tx->env.qid);
+		unsigned char *at = tx->body.data + start + f.off;
+		memmove(at, at + f.len, tx->body.len - (start + f.off + f.len));
+		tx->body.len -= f.len;
+		tx->body.data[tx->body.len] = '\0';
+		len -= f.len;
+		pos = f.off;
+	}
+	(void)buf_append(&tx->hdrs, tx->body.data + start, len < tx->hdrs.max ? len : tx->hdrs.max);
 }
 
 static void data_start(struct smtpd_session *s, enum datascan_mode mode)
@@ -399,14 +448,9 @@ static void data_commit_file(void *arg, const struct qclient_file *f)
 	data_commit_seal(c);
 }
 
-static void data_end_of_message(struct smtpd_session *s)
+/* After the end-of-data chain: the message goes to the spool. */
+static void data_commit_start(struct smtpd_session *s)
 {
-	if (data_verdict(s) < 0) {
-		smtpd_tx_reset(s);
-		smtpd_session_timeouts(s, false);
-		return;
-	}
-	data_missing_fields(s, true);
 	struct smtpd_tx *tx = s->tx;
 	/* Abort on out-of-memory like every allocation (STYLE.md): a NULL
 	 * check here would be the only one in the server. */
@@ -434,6 +478,54 @@ static void data_end_of_message(struct smtpd_session *s)
 		c->msg = spool_msg_adopt(f.fd, c->env.qid);
 	}
 	data_commit_seal(c);
+}
+
+/* The end-of-data chain's verdict (src/policy: domain authentication and
+ * later milters): a refusal ends the transaction, otherwise the message
+ * is committed with the header fields the checks added above it. */
+static void data_eod_verdict(struct smtpd_session *s, const struct policy_verdict *v)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (v->result == POLICY_REPLY) {
+		log_info("event=eod_reject sid=%s qid=%s check=%s code=%d", s->sid, tx->env.qid,
+			 v->check != NULL ? v->check : "-", v->code);
+		smtpd_reply(s, v->code, v->enh[0] != '\0' ? v->enh : NULL, "%s", v->text);
+	} else if (s->preq.eod.top_full) {
+		/* More added fields than the spool file's gap holds: refused
+		 * rather than written over the content. */
+		log_err("event=eod_top_full sid=%s qid=%s", s->sid, tx->env.qid);
+		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+	} else {
+		data_commit_start(s);
+		return;
+	}
+	smtpd_tx_reset(s);
+	smtpd_session_timeouts(s, false);
+}
+
+/* The content is complete: run the end-of-data chain (the session reads
+ * no further input until its verdict, so pipelined commands keep their
+ * order), then commit. */
+static void data_end_of_message(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (data_verdict(s) < 0) {
+		smtpd_tx_reset(s);
+		smtpd_session_timeouts(s, false);
+		return;
+	}
+	data_header_section(s, true);
+	data_missing_fields(s, true);
+	struct policy_eod_req *r = &s->preq.eod;
+	memset(r, 0, sizeof(*r));
+	r->qid = tx->env.qid;
+	r->sender = tx->env.sender;
+	r->helo = s->helo;
+	r->authenticated = s->auth_user != NULL;
+	r->hdr = tx->hdrs.data != NULL ? (const char *)tx->hdrs.data : "";
+	r->hdr_len = tx->hdrs.len;
+	r->top = &tx->top;
+	smtpd_session_policy(s, POLICY_EOD, &s->preq, data_eod_verdict);
 }
 
 static void bdat_chunk_end(struct smtpd_session *s)
@@ -538,6 +630,7 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 			break;
 	}
 	evbuffer_drain(in, total);
+	data_header_section(s, false);
 	data_missing_fields(s, false);
 	data_spill(s, false);
 	return total;

@@ -280,6 +280,7 @@ struct smtpd_tx *smtpd_tx_create(struct smtpd_session *s)
 	envelope_init(&tx->env);
 	buf_init(&tx->body, s->srv->conf->limits.message_size + 1024 * 1024);
 	buf_init(&tx->top, SMTPD_TOP_MAX);
+	buf_init(&tx->hdrs, s->srv->conf->limits.header_size);
 	s->tx = tx;
 	return tx;
 }
@@ -295,6 +296,7 @@ void smtpd_tx_reset(struct smtpd_session *s)
 		envelope_clear(&tx->env);
 		buf_free(&tx->body);
 		buf_free(&tx->top);
+		buf_free(&tx->hdrs);
 		free(tx);
 		s->tx = NULL;
 	}

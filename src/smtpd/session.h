@@ -113,6 +113,8 @@ struct smtpd_tx {
 	bool data_started;    /* DATA or first BDAT seen: Received written */
 	size_t hdr_at;        /* end of our Received in body, for added fields */
 	bool hdr_decided;     /* missing Message-ID/Date settled (cmd_data.c) */
+	bool hdr_seen;        /* the client's header section looked at (cmd_data.c) */
+	struct buf hdrs;      /* a copy of it, for the end-of-data checks */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 	size_t n_rcpt_dups;   /* RCPTs repeating a recipient: they count too */
 };
