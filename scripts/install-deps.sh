@@ -6,14 +6,15 @@ set -euo pipefail
 
 # libc6-dev: gcc only recommends it, and we install without recommends.
 # nettle-dev: libunbound.pc requires hogweed and nettle.
+# libpsl-dev: the public suffix list for DMARC's organizational domain.
 BUILD_PKGS=(gcc libc6-dev meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev
-	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev)
+	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev libpsl-dev)
 # The README's tour.
 RUN_PKGS=(swaks curl ca-certificates)
 # libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	libnet-ssleay-perl gnutls-bin postfix libsasl2-modules
-	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev)
+	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev python3-dkim)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then
