@@ -14,7 +14,10 @@ RUN_PKGS=(swaks curl ca-certificates)
 # libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.
 TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	libnet-ssleay-perl gnutls-bin postfix libsasl2-modules
-	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev python3-dkim)
+	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev
+	# the RFC 7208 SPF test suite (rfc7208-tests.yml.gz) and the YAML reader
+	# test_spf_suite.py loads it with
+	python3-spf python3-yaml python3-dkim)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

@@ -1,5 +1,5 @@
 /* main.c — the hikyaku binary: `serve`, `check`, `config dump|reference`,
- * `queue` (and `mailq`, the same as `queue list`, when called by that name).
+ * `queue`, `spf check` (and `mailq`, the same as `queue list`, when called by that name).
  * As `serve` it is the master (master.c), which starts the queue and smtpd
  * processes as this same binary with the hidden word `__child` (child.c). */
 #include "conf/conf.h"
@@ -12,6 +12,7 @@
 #include "lib/log.h"
 #include "master/master.h"
 #include "auth/usercmd.h"
+#include "dauth/spf_cmd.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -38,6 +39,8 @@ static void usage(FILE *out)
 		     "       hikyaku queue [-c FILE] [--json] list|show QID|flush [QID|DOMAIN]|\n"
 		     "                     delete QID|hold QID|release QID\n"
 		     "       mailq [-c FILE] [--json]      the same as hikyaku queue list\n"
+		     "       hikyaku spf check [-c FILE] IP SENDER [HELO]\n"
+		     "                                     SPF result for a sender, and why\n"
 		     "       hikyaku version\n"
 		     "Without -c, the embedded development default is used.\n");
 }
@@ -171,6 +174,8 @@ int main(int argc, char **argv)
 		return 0;
 	} else if (strcmp(cmd, "queue") == 0) {
 		return main_queue(argc, argv, 2);
+	} else if (strcmp(cmd, "spf") == 0) {
+		return spf_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "user") == 0) {
 		return auth_user_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
