@@ -17,7 +17,9 @@ TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	dovecot-lmtpd iproute2 openssl clang libclang-rt-14-dev
 	# the RFC 7208 SPF test suite (rfc7208-tests.yml.gz) and the YAML reader
 	# test_spf_suite.py loads it with
-	python3-spf python3-yaml python3-dkim)
+	python3-spf python3-yaml
+	# test_dkim.py: dkimpy as the DKIM/ARC peer (nacl for its Ed25519), keys read by cryptography
+	python3-dkim python3-nacl python3-cryptography)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

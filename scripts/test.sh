@@ -41,6 +41,7 @@ done
 echo "== integration tests"
 export HIKYAKU_BIN="$PWD/build-asan/hikyaku"
 export HIKYAKU_DNS_PROBE="$PWD/build-asan/tests/dns_probe"
+export HIKYAKU_DKIM_PROBE="$PWD/build-asan/tests/dkim_probe"
 export HIKYAKU_BOUNCE_DUMP="$PWD/build-asan/tests/bounce_dump"
 export HIKYAKU_SPF_SUITE="$PWD/build-asan/tests/spf_suite"
 # install-deps has provided the peers (Exim): a missing one fails, no skip.

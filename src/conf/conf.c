@@ -65,11 +65,13 @@ static conf_check_fn conf_domain_check;
 static conf_check_fn conf_listener_check;
 static conf_check_fn conf_helo_name_check;
 static conf_check_fn conf_auth_mechanism_check;
+static conf_check_fn conf_dkim_selector_check;
 
 #define OFF(field) offsetof(struct conf, field)
 #define LOFF(field) offsetof(struct conf_listener, field)
 #define COFF(field) offsetof(struct conf_tls_cert, field)
 #define ROFF(field) offsetof(struct conf_route, field)
+#define DOFF(field) offsetof(struct conf_dkim_key, field)
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 #define KIB 1024ULL
 #define MIB (1024ULL * 1024)
@@ -155,6 +157,31 @@ static const struct conf_setting conf_cert_fields[] = {
 
 /* The fields' relations (an address for relay and lmtp only, no duplicate
  * domains) are checked by conf_routes_check() once the list is complete. */
+static const char *const conf_dkim_types[] = {
+    [CONF_DKIM_RSA] = "rsa",
+    [CONF_DKIM_ED25519] = "ed25519",
+    NULL,
+};
+
+static const struct conf_setting conf_dkim_key_fields[] = {
+	{ .key = "domain", .type = CONF_T_STRING, .required = true, .off = DOFF(domain),
+	  .check = conf_domain_check, .lower = true, .idna = true,
+	  .doc = "The signing domain (d=, RFC 6376 §3.5): mail whose From domain is exactly "
+		 "this one is signed with this key." },
+	{ .key = "selector", .type = CONF_T_STRING, .required = true, .off = DOFF(selector),
+	  .check = conf_dkim_selector_check,
+	  .doc = "The selector (s=): the key is published at selector._domainkey.domain "
+		 "(`hikyaku dkim keygen` prints the record)." },
+	{ .key = "key", .type = CONF_T_STRING, .required = true, .off = DOFF(key),
+	  .check = conf_path_check,
+	  .doc = "PEM file of the private key, owned by root, mode 0600 or 0640: only the keys "
+		 "process reads it, as root, at start." },
+	{ .key = "type", .type = CONF_T_ENUM, .def = "rsa", .names = conf_dkim_types,
+	  .off = DOFF(type), .lower = true,
+	  .doc = "rsa (rsa-sha256, RSA-2048 recommended) or ed25519 (ed25519-sha256, RFC "
+		 "8463); must match the key (`hikyaku check`)." },
+};
+
 static const struct conf_setting conf_route_fields[] = {
 	{ .key = "domain", .type = CONF_T_STRING, .required = true, .off = ROFF(domain),
 	  .check = conf_domain_check, .lower = true, .idna = true,
@@ -476,6 +503,15 @@ const struct conf_setting conf_settings[] = {
 	  .doc = "Give up on one destination's lookups (MX and addresses) after this long and "
 		 "defer its mail." },
 
+	{ .key = "dkim.sign", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(dkim.sign),
+	  .count_off = OFF(dkim.n_sign), .fields = conf_dkim_key_fields,
+	  .n_fields = N_OF(conf_dkim_key_fields), .item_size = sizeof(struct conf_dkim_key),
+	  .item_name = "DKIM key",
+	  .doc = "DKIM signing keys (RFC 6376), as mappings of the dkim.sign[] fields. Mail "
+		 "from authenticated or local senders whose From domain has entries is signed "
+		 "once per entry (two entries, rsa and ed25519: dual signing), relaxed/relaxed, "
+		 "From, To, Subject and Date oversigned. The keys stay in the keys process." },
+
 	{ .key = "policy.require_fcrdns", .type = CONF_T_BOOL, .def = "false",
 	  .off = OFF(policy.require_fcrdns),
 	  .doc = "Refuse clients whose address has no forward-confirmed reverse DNS name (a PTR "
@@ -775,6 +811,40 @@ static int conf_domain_check(const char *s, char *msg, size_t msglen)
 	if (!conf_is_dns_name(s, strlen(s)))
 		return conf_msg(msg, msglen, "invalid domain \"%.64s\"", s);
 	return 0;
+}
+
+/* A DKIM selector (RFC 6376 §3.1): dot-separated labels of letters,
+ * digits, '-' and '_' (published under _domainkey, so '_' is allowed). */
+static int conf_dkim_selector_check(const char *s, char *msg, size_t msglen)
+{
+	size_t len = strlen(s), label = 0;
+
+	if (len == 0 || len > 63 || s[0] == '.' || s[len - 1] == '.')
+		return conf_msg(msg, msglen, "invalid selector \"%.64s\"", s);
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (c == '.') {
+			if (label == 0)
+				return conf_msg(msg, msglen, "invalid selector \"%.64s\"", s);
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_'))
+			return conf_msg(msg, msglen, "invalid selector \"%.64s\"", s);
+		label++;
+	}
+	return 0;
+}
+
+size_t conf_dkim_keys_for(const struct conf *conf, const char *domain, size_t *idx, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < conf->dkim.n_sign && n < max; i++)
+		if (strcasecmp(conf->dkim.sign[i].domain, domain) == 0)
+			idx[n++] = i;
+	return n;
 }
 
 /* The SASL mechanisms smtpd implements (auth/sasl.c); conf sits below auth,

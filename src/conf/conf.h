@@ -175,6 +175,26 @@ struct conf_dns {
 	uint64_t timeout;   /* ms, dns.timeout: deadline of one destination's lookups */
 };
 
+/* DKIM signing keys (issue 10). Key i here is DKIM key i of the keys
+ * process (KEYPROXY_OP_DKIM_SIGN); several entries for one domain sign
+ * each message once per entry (dual signing, RSA and Ed25519). */
+enum conf_dkim_type {
+	CONF_DKIM_RSA = 0, /* rsa-sha256 (RFC 6376) */
+	CONF_DKIM_ED25519, /* ed25519-sha256 (RFC 8463) */
+};
+
+struct conf_dkim_key {
+	char *domain;             /* dkim.sign[].domain: d=, lower case A-labels */
+	char *selector;           /* dkim.sign[].selector: s= */
+	char *key;                /* dkim.sign[].key: PEM private key file, root's */
+	enum conf_dkim_type type; /* dkim.sign[].type: rsa | ed25519 */
+};
+
+struct conf_dkim {
+	struct conf_dkim_key *sign; /* dkim.sign */
+	size_t n_sign;
+};
+
 struct conf {
 	char *file; /* where it came from, "(embedded default)" for the default */
 	char *hostname;
@@ -202,6 +222,7 @@ struct conf {
 	struct conf_dns dns;
 	struct conf_policy policy;
 	struct conf_dauth dauth;
+	struct conf_dkim dkim;
 	struct conf_route *routes; /* routes: per-domain transports */
 	size_t n_routes;
 	/* Private to src/conf: relay.trusted_networks and relay.senders parsed
@@ -241,6 +262,11 @@ int conf_check(const struct conf *conf, FILE *out);
  * in err; *key_r names the setting to point at. */
 int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, char *err,
 		     size_t errlen);
+
+/* The dkim.sign entries for a sender domain (exact, case-insensitive): their
+ * indexes (DKIM key indexes of the keys process) into idx, at most max;
+ * returns how many. */
+size_t conf_dkim_keys_for(const struct conf *conf, const char *domain, size_t *idx, size_t max);
 
 /* Warnings about the configuration against the users file (auth.mechanisms
  * some users cannot use): returns how many. */

@@ -9,6 +9,9 @@
 
 #include "lib/fsutil.h"
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -142,6 +145,67 @@ static int conf_check_delivery(const struct conf *conf, FILE *out)
 	return n;
 }
 
+/* A refused passphrase prompt: keys are read unencrypted, never prompted for. */
+static int conf_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
+/* dkim.sign[]: each key readable (by whoever runs the check: root, as the
+ * keys process does), private to root (0600, or 0640 for a group such as
+ * a key management tool), of the declared type, and only one key per
+ * (domain, selector). */
+static int conf_check_dkim(const struct conf *conf, FILE *out)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < conf->dkim.n_sign; i++) {
+		const struct conf_dkim_key *k = &conf->dkim.sign[i];
+		struct stat st;
+		for (size_t j = 0; j < i; j++)
+			if (strcasecmp(conf->dkim.sign[j].domain, k->domain) == 0 &&
+			    strcmp(conf->dkim.sign[j].selector, k->selector) == 0)
+				n += conf_warn(out, "dkim.sign: %s and selector %s are listed twice",
+				               k->domain, k->selector);
+		if (stat(k->key, &st) < 0) {
+			n += conf_warn(out, "dkim key %s cannot be read: %s", k->key, strerror(errno));
+			continue;
+		}
+		if ((st.st_mode & 037) != 0)
+			n += conf_warn(out,
+			               "dkim key %s is writable by its group or open to others (mode "
+			               "%04o): chmod 600 it (or 640), owned by root",
+			               k->key, (unsigned)(st.st_mode & 07777));
+		FILE *f = fopen(k->key, "r");
+		if (f == NULL) {
+			n += conf_warn(out, "dkim key %s cannot be read: %s", k->key, strerror(errno));
+			continue;
+		}
+		EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, conf_no_passphrase, NULL);
+		fclose(f);
+		int id = pk != NULL ? EVP_PKEY_get_base_id(pk) : 0;
+		bool ok = (k->type == CONF_DKIM_RSA && id == EVP_PKEY_RSA &&
+		           EVP_PKEY_get_bits(pk) >= 1024 && EVP_PKEY_get_bits(pk) <= 8192) ||
+		          (k->type == CONF_DKIM_ED25519 && id == EVP_PKEY_ED25519);
+		if (pk == NULL)
+			n += conf_warn(out, "dkim key %s is not an unencrypted PEM private key", k->key);
+		else if (!ok)
+			n += conf_warn(out, "dkim key %s is not an %s key (type: %s)%s", k->key,
+			               k->type == CONF_DKIM_RSA ? "RSA (1024..8192 bits)" : "Ed25519",
+			               k->type == CONF_DKIM_RSA ? "rsa" : "ed25519",
+			               ": the keys process will not start");
+		else if (k->type == CONF_DKIM_RSA && EVP_PKEY_get_bits(pk) < 2048)
+			n += conf_warn(out, "dkim key %s has %d bits: RSA keys of less than 2048 bits "
+			               "are weak (RFC 8301 §3.2)", k->key, EVP_PKEY_get_bits(pk));
+		EVP_PKEY_free(pk);
+	}
+	return n;
+}
+
 int conf_check(const struct conf *conf, FILE *out)
 {
 	int n = 0;
@@ -153,6 +217,7 @@ int conf_check(const struct conf *conf, FILE *out)
 		n += conf_check_listener(conf, &conf->listeners[i], out);
 	}
 	n += conf_check_trusted(conf, out);
+	n += conf_check_dkim(conf, out);
 	if (conf->accept_any_user && public_addr != NULL)
 		n += conf_warn(out,
 		               "accept_any_user is true on non-loopback listener %s: any local "

@@ -552,6 +552,50 @@ out:
 
 /* ---- keys ---- */
 
+/* The DKIM keys (dkim.sign[], issue 10) read as root into pems[i], each
+ * checked against its declared type: a wrong key stops the keys process
+ * at start, loudly, rather than signing with the wrong algorithm. */
+static int child_dkim_read(const struct conf *conf, struct buf *pems, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < conf->dkim.n_sign; i++) {
+		const struct conf_dkim_key *k = &conf->dkim.sign[i];
+		buf_init(&pems[i], TLS_PEM_MAX);
+		int fd = open(k->key, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			snprintf(err, errlen, "dkim key %s: %s", k->key, strerror(errno));
+			return -1;
+		}
+		unsigned char tmp[4096];
+		ssize_t n;
+		while ((n = read(fd, tmp, sizeof(tmp))) > 0)
+			if (buf_append(&pems[i], tmp, (size_t)n) < 0)
+				break;
+		OPENSSL_cleanse(tmp, sizeof(tmp));
+		close(fd);
+		BIO *bio = n == 0 ? BIO_new_mem_buf(pems[i].data, (int)pems[i].len) : NULL;
+		EVP_PKEY *pk = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"") : NULL;
+		int id = pk != NULL ? EVP_PKEY_get_base_id(pk) : 0;
+		BIO_free(bio);
+		EVP_PKEY_free(pk);
+		if (id != (k->type == CONF_DKIM_ED25519 ? EVP_PKEY_ED25519 : EVP_PKEY_RSA)) {
+			snprintf(err, errlen, "dkim key %s: not a PEM %s private key", k->key,
+			         k->type == CONF_DKIM_ED25519 ? "Ed25519" : "RSA");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void child_dkim_free(struct buf *pems, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (pems[i].data != NULL)
+			OPENSSL_cleanse(pems[i].data, pems[i].cap);
+		buf_free(&pems[i]);
+	}
+	free(pems);
+}
+
 static int child_keys(const struct conf *conf, struct child_args *a)
 {
 	struct child_ctx ctx = {0};
@@ -560,8 +604,15 @@ static int child_keys(const struct conf *conf, struct child_args *a)
 	char err[1024];
 	int ret = 1;
 
+	size_t ndkim = conf->dkim.n_sign;
+	struct buf *dkim = xcalloc(ndkim + 1, sizeof(*dkim));
+
 	if (tls_conf_read_pems(&conf->tls, conf->hostname, true, &pems, &n, err, sizeof(err)) < 0) {
 		fprintf(stderr, "hikyaku: tls: %s\n", err);
+		goto out;
+	}
+	if (child_dkim_read(conf, dkim, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: %s\n", err);
 		goto out;
 	}
 	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_KEYS, NULL, 0) < 0)
@@ -583,6 +634,23 @@ static int child_keys(const struct conf *conf, struct child_args *a)
 			goto out;
 		}
 	}
+	{
+		const unsigned char **p = xcalloc(ndkim + 1, sizeof(*p));
+		size_t *lens = xcalloc(ndkim + 1, sizeof(*lens));
+		for (size_t i = 0; i < ndkim; i++) {
+			p[i] = dkim[i].data;
+			lens[i] = dkim[i].len;
+		}
+		int rc = keyproxy_server_set_dkim_pem(ctx.keysrv, p, lens, ndkim, err, sizeof(err));
+		free(p);
+		free(lens);
+		child_dkim_free(dkim, ndkim);
+		dkim = NULL;
+		if (rc < 0) {
+			fprintf(stderr, "hikyaku: keys: %s\n", err);
+			goto out;
+		}
+	}
 	ctx.base = event_base_new();
 	ctx.conf = conf;
 	child_common_start(&ctx, a);
@@ -592,6 +660,8 @@ static int child_keys(const struct conf *conf, struct child_args *a)
 out:
 	child_common_free(&ctx);
 	tls_pems_free(&pems, n);
+	if (dkim != NULL)
+		child_dkim_free(dkim, ndkim);
 	keyproxy_server_free(&ctx.keysrv);
 	if (ctx.base != NULL)
 		event_base_free(ctx.base);

@@ -1,5 +1,5 @@
 /* main.c — the hikyaku binary: `serve`, `check`, `config dump|reference`,
- * `queue`, `spf check` (and `mailq`, the same as `queue list`, when called by that name).
+ * `queue`, `user`, `spf check`, `dkim` (and `mailq`, the same as `queue list`, when called by that name).
  * As `serve` it is the master (master.c), which starts the queue and smtpd
  * processes as this same binary with the hidden word `__child` (child.c). */
 #include "conf/conf.h"
@@ -13,6 +13,7 @@
 #include "master/master.h"
 #include "auth/usercmd.h"
 #include "dauth/spf_cmd.h"
+#include "dauth/dkim_cmd.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -38,6 +39,9 @@ static void usage(FILE *out)
 		     "       hikyaku user add|passwd|del|list [-c FILE | -f USERS] [NAME]\n"
 		     "       hikyaku queue [-c FILE] [--json] list|show QID|flush [QID|DOMAIN]|\n"
 		     "                     delete QID|hold QID|release QID\n"
+		     "       hikyaku dkim keygen --domain D --selector S [--type ed25519|rsa]\n"
+		     "                    [--bits 2048] [--out FILE]   make a DKIM key, print its record\n"
+		     "       hikyaku dkim check DOMAIN SELECTOR [-c FILE] [-k KEY]  compare with DNS\n"
 		     "       mailq [-c FILE] [--json]      the same as hikyaku queue list\n"
 		     "       hikyaku spf check [-c FILE] IP SENDER [HELO]\n"
 		     "                                     SPF result for a sender, and why\n"
@@ -176,6 +180,8 @@ int main(int argc, char **argv)
 		return main_queue(argc, argv, 2);
 	} else if (strcmp(cmd, "spf") == 0) {
 		return spf_command(argc - 1, argv + 1);
+	} else if (strcmp(cmd, "dkim") == 0) {
+		return dkim_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "user") == 0) {
 		return auth_user_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -42,6 +42,7 @@
 #include <openssl/x509.h>
 
 #include "ctl/ctl.h"
+#include "dauth/dkim.h"
 #include "lib/alloc.h"
 
 /* ---- codec ---------------------------------------------------------------- */
@@ -247,12 +248,30 @@ struct keyproxy_keyset {
 	size_t n;
 };
 
+/* The DKIM keys, one generation, immutable, referenced like a keyset. */
+struct keyproxy_dkimset {
+	atomic_int refs;
+	EVP_PKEY **keys;
+	size_t n;
+};
+
 struct keyproxy_server {
 	atomic_int refs;
 	atomic_uint_least64_t nsigned;
-	pthread_mutex_t lock; /* guards set (the pointer, not the set) */
+	pthread_mutex_t lock; /* guards set and dkim (the pointers, not the sets) */
 	struct keyproxy_keyset *set;
+	struct keyproxy_dkimset *dkim;
 };
+
+static void keyproxy_dkimset_unref(struct keyproxy_dkimset *set)
+{
+	if (set == NULL || atomic_fetch_sub(&set->refs, 1) != 1)
+		return;
+	for (size_t i = 0; i < set->n; i++)
+		EVP_PKEY_free(set->keys[i]);
+	free(set->keys);
+	free(set);
+}
 
 static void keyproxy_keyset_unref(struct keyproxy_keyset *set)
 {
@@ -302,6 +321,7 @@ static void keyproxy_server_unref(struct keyproxy_server *s)
 	if (atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
 	keyproxy_keyset_unref(s->set);
+	keyproxy_dkimset_unref(s->dkim);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -457,9 +477,77 @@ static uint64_t keyproxy_sign_with(const struct keyproxy_key *k, const struct ke
 	return st;
 }
 
+/* DKIM: EVP_PKEY_sign / EVP_DigestSign on a key shared by the serving
+ * threads: OpenSSL 3 provider keys are safe for concurrent use once loaded. */
+static uint64_t keyproxy_dkim(struct keyproxy_server *s, const struct keyproxy_request *req,
+                              unsigned char *out, size_t *out_len)
+{
+	pthread_mutex_lock(&s->lock);
+	struct keyproxy_dkimset *set = s->dkim;
+	if (set != NULL)
+		atomic_fetch_add(&set->refs, 1);
+	pthread_mutex_unlock(&s->lock);
+	uint64_t st = KEYPROXY_S_NO_KEY;
+	unsigned char sig[DKIM_SIG_MAX];
+	size_t len = 0;
+	const char *error = NULL;
+	if (set != NULL && req->key < set->n) {
+		st = KEYPROXY_S_BAD_OP;
+		if (req->input_len == 32 && (size_t)EVP_PKEY_get_size(set->keys[req->key]) <= KEYPROXY_OUTPUT_MAX)
+			st = dkim_pkey_sign(set->keys[req->key], req->input, req->input_len, sig, &len,
+			                    &error) == 0 && len <= KEYPROXY_OUTPUT_MAX
+			         ? KEYPROXY_S_OK
+			         : KEYPROXY_S_FAILED;
+	}
+	if (st == KEYPROXY_S_OK) {
+		memcpy(out, sig, len);
+		*out_len = len;
+		atomic_fetch_add(&s->nsigned, 1);
+	}
+	OPENSSL_cleanse(sig, sizeof(sig));
+	keyproxy_dkimset_unref(set);
+	ERR_clear_error();
+	return st;
+}
+
+int keyproxy_server_set_dkim_pem(struct keyproxy_server *server, const unsigned char *const *pems,
+                                 const size_t *lens, size_t n, char *err, size_t errlen)
+{
+	if (n > KEYPROXY_KEYS_MAX) {
+		snprintf(err, errlen, "too many DKIM keys");
+		return -1;
+	}
+	EVP_PKEY **keys = NULL;
+	if (keyproxy_pems_read(pems, lens, n, &keys, err, errlen) < 0) {
+		keyproxy_pkeys_free(keys, n);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		enum dkim_alg alg;
+		if (dkim_pkey_alg(keys[i], &alg) < 0 ||
+		    (size_t)EVP_PKEY_get_size(keys[i]) > KEYPROXY_OUTPUT_MAX) {
+			snprintf(err, errlen, "DKIM key %zu: not an RSA (1024..8192 bits) or Ed25519 key", i);
+			keyproxy_pkeys_free(keys, n);
+			return -1;
+		}
+	}
+	struct keyproxy_dkimset *set = xcalloc(1, sizeof(*set));
+	atomic_init(&set->refs, 1);
+	set->keys = keys;
+	set->n = n;
+	pthread_mutex_lock(&server->lock);
+	struct keyproxy_dkimset *old = server->dkim;
+	server->dkim = set;
+	pthread_mutex_unlock(&server->lock);
+	keyproxy_dkimset_unref(old);
+	return 0;
+}
+
 static uint64_t keyproxy_sign(struct keyproxy_server *s, const struct keyproxy_request *req,
                               unsigned char *out, size_t *out_len)
 {
+	if (req->op == KEYPROXY_OP_DKIM_SIGN)
+		return keyproxy_dkim(s, req, out, out_len);
 	pthread_mutex_lock(&s->lock);
 	struct keyproxy_keyset *set = s->set;
 	atomic_fetch_add(&set->refs, 1);
@@ -946,4 +1034,40 @@ int keyproxy_client_use(struct keyproxy_client *client, SSL_CTX *ctx, uint64_t i
 	EVP_PKEY_free(pkey); /* ctx holds its own reference */
 	ERR_clear_error();
 	return r;
+}
+
+/* ---- DKIM (client half) ---------------------------------------------------- */
+
+int keyproxy_client_dkim_sign(struct keyproxy_client *client, uint64_t index,
+                              const unsigned char *hash, size_t hash_len, unsigned char *out,
+                              size_t cap, size_t *out_len, const char **error_r)
+{
+	struct keyproxy_ref ref = {.client = client, .index = index};
+	if (hash_len != 32) {
+		*error_r = "not a SHA-256 hash";
+		return -1;
+	}
+	if (keyproxy_call(&ref, KEYPROXY_OP_DKIM_SIGN, 0, hash, hash_len, out, cap, false,
+	                  out_len) < 0) {
+		/* keyproxy_call put the reason on OpenSSL's queue, for TLS */
+		*error_r = "keys process refused or did not answer the DKIM signature";
+		ERR_clear_error();
+		return -1;
+	}
+	return 0;
+}
+
+void keyproxy_dkim_sign(void *ctx, const struct dkim_sign_key *key, const unsigned char *hash,
+                        size_t hash_len,
+                        void (*done)(void *, const unsigned char *, size_t, const char *),
+                        void *done_arg)
+{
+	unsigned char sig[KEYPROXY_OUTPUT_MAX];
+	size_t len = 0;
+	const char *error = NULL;
+	if (keyproxy_client_dkim_sign(ctx, key->key_id, hash, hash_len, sig, sizeof(sig), &len,
+	                              &error) < 0)
+		done(done_arg, NULL, 0, error);
+	else
+		done(done_arg, sig, len, NULL);
 }

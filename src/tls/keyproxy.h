@@ -45,6 +45,12 @@
  *   SIGNATURE  ID u64, STATUS u64 (enum keyproxy_status), OUTPUT bytes
  *              (present iff STATUS is OK)
  *
+ * DKIM (issue 10): KEYPROXY_OP_DKIM_SIGN signs for src/dauth/dkim_sign.c
+ * with the DKIM keys (config dkim.sign, in order; a set apart from the TLS
+ * keys, loaded by keyproxy_server_set_dkim_pem): KEY is the DKIM key index,
+ * INPUT the 32-octet SHA-256 of the canonical header data, OUTPUT the
+ * RSA PKCS#1 v1.5 (SHA-256 DigestInfo) or Ed25519 (RFC 8463) signature.
+ *
  * Operations: RSA private encryption of INPUT with PKCS#1 type 1 padding
  * (TLS 1.2 PKCS#1 signatures: OpenSSL builds the DigestInfo) or with no
  * padding (RSA-PSS, TLS 1.2 and 1.3: OpenSSL pads, the key only exponentiates),
@@ -88,6 +94,7 @@ enum keyproxy_tag {
 enum keyproxy_op {
 	KEYPROXY_OP_RSA_PRIV_ENC = 1, /* with PADDING */
 	KEYPROXY_OP_ECDSA_SIGN = 2,   /* INPUT is the digest; OUTPUT is DER */
+	KEYPROXY_OP_DKIM_SIGN = 3,    /* KEY: DKIM key index; INPUT: SHA-256 (32 octets) */
 };
 
 enum keyproxy_padding {
@@ -156,6 +163,11 @@ int keyproxy_server_update(struct keyproxy_server *server, EVP_PKEY *const *keys
                            const char **error_r);
 int keyproxy_server_update_pem(struct keyproxy_server *server, const unsigned char *const *pems,
                                const size_t *lens, size_t n, char *err, size_t errlen);
+/* The DKIM keys (PEM private keys, RSA 1024..8192 bits or Ed25519), at
+ * start and on reload: requests from now on use these. On error the old
+ * set stays. DKIM key i answers KEYPROXY_OP_DKIM_SIGN with KEY i. */
+int keyproxy_server_set_dkim_pem(struct keyproxy_server *server, const unsigned char *const *pems,
+                                 const size_t *lens, size_t n, char *err, size_t errlen);
 /* Drops the caller's reference; serving threads hold their own. */
 void keyproxy_server_free(struct keyproxy_server **server);
 
@@ -196,6 +208,21 @@ void keyproxy_client_set_timeout(struct keyproxy_client *client, int timeout_ms)
  * are SIGN requests for key index `index` on client. NULL with *error_r. */
 EVP_PKEY *keyproxy_client_pkey(struct keyproxy_client *client, X509 *cert, uint64_t index,
                                const char **error_r);
+/* One DKIM signature by DKIM key index (KEYPROXY_OP_DKIM_SIGN): hash is the
+ * 32-octet SHA-256; out holds cap octets. Blocks for the round trip (bounded
+ * by the timeout). 0, or -1 with *error_r. */
+int keyproxy_client_dkim_sign(struct keyproxy_client *client, uint64_t index,
+                              const unsigned char *hash, size_t hash_len, unsigned char *out,
+                              size_t cap, size_t *out_len, const char **error_r);
+/* The same as a dkim_sign_fn (src/dauth/dkim.h) for dkim_sign_conf.sign:
+ * ctx is the keyproxy_client, dkim_sign_key.key_id the DKIM key index.
+ * done is called before this returns. */
+struct dkim_sign_key;
+void keyproxy_dkim_sign(void *ctx, const struct dkim_sign_key *key, const unsigned char *hash,
+                        size_t hash_len,
+                        void (*done)(void *, const unsigned char *, size_t, const char *),
+                        void *done_arg);
+
 /* Build that key for ctx's certificate (already set) and install it with
  * SSL_CTX_use_PrivateKey; SSL_CTX_check_private_key must pass. 0 / -1. */
 int keyproxy_client_use(struct keyproxy_client *client, SSL_CTX *ctx, uint64_t index,

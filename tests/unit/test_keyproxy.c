@@ -33,6 +33,7 @@
 
 #include "conf/conf.h"
 #include "ctl/ctl.h"
+#include "dauth/dkim.h"
 #include "tls/keyproxy.h"
 #include "tls/tls.h"
 
@@ -867,6 +868,128 @@ static void test_tls_proxied(void **state)
 	rmdir(dir);
 }
 
+/* --- DKIM signing through the keys process (issue 10) ---------------------- */
+
+static unsigned char *pem_of(EVP_PKEY *k, size_t *len_r)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	assert_int_equal(PEM_write_bio_PrivateKey(bio, k, NULL, NULL, 0, NULL, NULL), 1);
+	char *p = NULL;
+	long n = BIO_get_mem_data(bio, &p);
+	unsigned char *copy = malloc((size_t)n);
+	memcpy(copy, p, (size_t)n);
+	*len_r = (size_t)n;
+	BIO_free(bio);
+	return copy;
+}
+
+struct dkim_txt_fixture {
+	const char *txt[2]; /* rsa1, ed1 */
+};
+
+static void *dkim_txt_lookup(void *ctx, const char *name, dkim_txt_cb *cb, void *arg)
+{
+	struct dkim_txt_fixture *f = ctx;
+	const char *t = strncmp(name, "rsa1.", 5) == 0 ? f->txt[0] : f->txt[1];
+	cb(arg, DKIM_DNS_OK, &t, 1);
+	return NULL;
+}
+
+static void test_dkim_sign(void **state)
+{
+	(void)state;
+	EVP_PKEY *dk[2] = {EVP_RSA_gen(2048), EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")};
+	assert_non_null(dk[0]);
+	assert_non_null(dk[1]);
+	unsigned char *pems[2];
+	size_t lens[2];
+	char err[256] = "";
+	for (int i = 0; i < 2; i++)
+		pems[i] = pem_of(dk[i], &lens[i]);
+	assert_int_equal(keyproxy_server_set_dkim_pem(fx.server, (const unsigned char *const *)pems,
+	                                              lens, 2, err, sizeof(err)),
+	                 0);
+	uint64_t before = keyproxy_server_signed(fx.server);
+
+	/* dual signing: both private operations are requests to the keys thread */
+	struct dkim_sign_key keys[2] = {
+	    {"example.org", "rsa1", DKIM_ALG_RSA_SHA256, 0},
+	    {"example.org", "ed1", DKIM_ALG_ED25519_SHA256, 1},
+	};
+	struct dkim_sign_conf sc = {.keys = keys, .n_keys = 2, .sign = keyproxy_dkim_sign,
+	                            .sign_ctx = fx.client};
+	static const char msg[] = "From: a@example.org\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
+	struct dkim_sign *sg = dkim_sign_create(&sc);
+	assert_int_equal(dkim_sign_feed(sg, msg, sizeof(msg) - 1), 0);
+	const char *error = NULL;
+	assert_int_equal(dkim_sign_finish(sg, NULL, NULL, &error), 1);
+	const char *hdr = dkim_sign_header(sg, &error);
+	assert_non_null(hdr);
+	assert_int_equal(keyproxy_server_signed(fx.server), before + 2);
+
+	/* and both verify with the public halves */
+	struct buf txt[2];
+	struct dkim_txt_fixture tf;
+	for (int i = 0; i < 2; i++) {
+		buf_init(&txt[i], 0);
+		buf_printf(&txt[i], "v=DKIM1; k=%s; p=", i == 0 ? "rsa" : "ed25519");
+		assert_int_equal(dkim_pkey_public_b64(dk[i], &txt[i]), 0);
+		tf.txt[i] = buf_cstr(&txt[i]);
+	}
+	struct dkim_resolver r = {dkim_txt_lookup, NULL, &tf};
+	struct dkim_verify *v = dkim_verify_create(NULL, &r);
+	dkim_verify_feed(v, hdr, strlen(hdr));
+	dkim_verify_feed(v, msg, sizeof(msg) - 1);
+	assert_int_equal(dkim_verify_finish(v, NULL, NULL), 1);
+	assert_int_equal(dkim_verify_count(v), 2);
+	assert_int_equal(dkim_verify_result(v, 0)->result, DKIM_RESULT_PASS);
+	assert_int_equal(dkim_verify_result(v, 1)->result, DKIM_RESULT_PASS);
+	assert_string_equal(dkim_verify_result(v, 1)->algorithm, "ed25519-sha256");
+	dkim_verify_free(&v);
+	dkim_sign_free(&sg);
+
+	/* an unknown DKIM index and a wrong hash length are refused, no signature */
+	unsigned char hash[32] = {0}, out[KEYPROXY_OUTPUT_MAX];
+	size_t olen = 0;
+	assert_int_equal(keyproxy_client_dkim_sign(fx.client, 2, hash, 32, out, sizeof(out), &olen,
+	                                           &error),
+	                 -1);
+	struct keyproxy_request req = {.id = 77, .key = 0, .op = KEYPROXY_OP_DKIM_SIGN,
+	                               .input = hash, .input_len = 20};
+	struct buf frame, ans_frame;
+	buf_init(&frame, 0);
+	buf_init(&ans_frame, 0);
+	assert_int_equal(keyproxy_request_encode(&frame, &req), 0);
+	keyproxy_server_answer(fx.server, frame.data, frame.len, &ans_frame);
+	struct keyproxy_answer ans;
+	assert_int_equal(keyproxy_answer_decode(ans_frame.data, ans_frame.len, &ans, &error), 0);
+	assert_int_equal(ans.id, 77);
+	assert_int_equal(ans.status, KEYPROXY_S_BAD_OP);
+	/* a TLS key index is not a DKIM key: the sets are apart */
+	assert_int_equal(keyproxy_server_signed(fx.server), before + 2);
+
+	/* a key that is neither RSA nor Ed25519 is refused at load; the old set stays */
+	EVP_PKEY *ec = EVP_EC_gen("P-256");
+	size_t eclen;
+	unsigned char *ecpem = pem_of(ec, &eclen);
+	const unsigned char *ecp[1] = {ecpem};
+	assert_int_equal(keyproxy_server_set_dkim_pem(fx.server, ecp, &eclen, 1, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "DKIM key 0"));
+	assert_int_equal(keyproxy_client_dkim_sign(fx.client, 1, hash, 32, out, sizeof(out), &olen,
+	                                           &error),
+	                 0);
+	assert_int_equal(olen, 64);
+	free(ecpem);
+	EVP_PKEY_free(ec);
+	buf_free(&frame);
+	buf_free(&ans_frame);
+	for (int i = 0; i < 2; i++) {
+		buf_free(&txt[i]);
+		free(pems[i]);
+		EVP_PKEY_free(dk[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -876,7 +999,7 @@ int main(void)
 	    cmocka_unit_test(test_keys_gone),     cmocka_unit_test(test_parallel),
 	    cmocka_unit_test(test_reload),        cmocka_unit_test(test_lying_keys),
 	    cmocka_unit_test(test_bad_requests),  cmocka_unit_test(test_codec),
-	    cmocka_unit_test(test_tls_proxied),
+	    cmocka_unit_test(test_tls_proxied),   cmocka_unit_test(test_dkim_sign),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
