@@ -43,6 +43,8 @@ struct maildir_msg {
 	 * it there): a directory scan, only for a message that may have been
 	 * delivered before (recovered after a crash, or a retry). */
 	bool search_cur;
+	/* A Maildir++ folder of the mailbox (".Junk"), NULL for the inbox. */
+	const char *folder;
 };
 
 #define MAILDIR_UNIQUE_MAX 64

@@ -146,6 +146,8 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 		.hostname = q->conf->hostname,
 		.unique = unique,
 		.search_cur = m->recovered || m->env.attempts > 0,
+		/* DMARC quarantine (smtpd): the user's Junk folder (Maildir++) */
+		.folder = (m->env.flags & ENVELOPE_FLAG_JUNK) ? ".Junk" : NULL,
 	};
 	/* One directory per domain, whichever form (RFC 5890 U-labels or
 	 * A-labels) the client wrote: the A-label form, lowercase. */

@@ -142,6 +142,8 @@ static int record_encode_body(const struct envelope *e, struct buf *out)
 	if (e->content_off != 0 && e->content_off != RECORD_CONTENT_OFF_DEFAULT &&
 	    record_put_uint(out, REC_CONTENT_OFF, e->content_off, 8) < 0)
 		return -1;
+	if (e->flags != 0 && record_put_uint(out, REC_FLAGS, e->flags, 4) < 0)
+		return -1;
 	return record_encode_rcpts(e, out);
 }
 
@@ -327,7 +329,7 @@ static int record_dec_one(struct record_dec *d, enum record_type type, const uns
 
 	if (type >= REC_RCPT && type <= REC_RCPT_ORCPT)
 		return record_dec_rcpt(d, type, p, len, error_r);
-	if ((type < REC_QID || type > REC_SIZE) && type != REC_CONTENT_OFF) {
+	if ((type < REC_QID || type > REC_SIZE) && type != REC_CONTENT_OFF && type != REC_FLAGS) {
 		*error_r = type == REC_DONE ? "DONE record before END" : "unknown record type";
 		return -1;
 	}
@@ -354,6 +356,15 @@ static int record_dec_one(struct record_dec *d, enum record_type type, const uns
 		return record_get_uint(p, len, 8, &e->arrival_us, error_r);
 	case REC_SIZE:
 		return record_get_uint(p, len, 8, &e->size, error_r);
+	case REC_FLAGS:
+		if (record_get_uint(p, len, 4, &v, error_r) < 0)
+			return -1;
+		if (v & ~(uint64_t)ENVELOPE_FLAG_JUNK) {
+			*error_r = "unknown message flags";
+			return -1;
+		}
+		e->flags = (uint32_t)v;
+		return 0;
 	case REC_CONTENT_OFF:
 		if (record_get_uint(p, len, 8, &e->content_off, error_r) < 0)
 			return -1;

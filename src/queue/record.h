@@ -56,6 +56,7 @@ enum record_type {
 			       * header fields added at the end of data come first);
 			       * absent in files of earlier versions, where it is
 			       * RECORD_CONTENT_OFF_DEFAULT */
+	REC_FLAGS = 19,       /* u32 ENVELOPE_FLAG_*; absent when 0 */
 };
 
 /* Where the content starts when REC_CONTENT_OFF is absent: right after the

@@ -1453,6 +1453,39 @@ static void test_record_content_off(void **state)
 	envelope_clear(&e);
 }
 
+/* The message flags (DMARC quarantine): written only when set, unknown
+ * bits refused. */
+static void test_record_flags(void **state)
+{
+	(void)state;
+	struct envelope e, d;
+	struct buf a, b;
+	const char *error = NULL;
+
+	env_base(&e);
+	buf_init(&a, 0);
+	buf_init(&b, 0);
+	assert_int_equal(record_encode(&e, &a), 0);
+	e.flags = ENVELOPE_FLAG_JUNK;
+	assert_int_equal(record_encode(&e, &b), 0);
+	assert_int_equal(b.len, a.len + 5 + 4);
+	envelope_init(&d);
+	assert_int_equal(record_decode(b.data, b.len, &d, &error), 0);
+	assert_int_equal(d.flags, ENVELOPE_FLAG_JUNK);
+	envelope_clear(&d);
+	assert_int_equal(record_decode(a.data, a.len, &d, &error), 0);
+	assert_int_equal(d.flags, 0);
+	envelope_clear(&d);
+	buf_reset(&b);
+	e.flags = 0x80;
+	assert_int_equal(record_encode(&e, &b), 0);
+	assert_int_equal(record_decode(b.data, b.len, &d, &error), -1);
+	assert_string_equal(error, "unknown message flags");
+	buf_free(&a);
+	buf_free(&b);
+	envelope_clear(&e);
+}
+
 /* A message file from the queue process (O_TMPFILE, adopt, seal, publish)
  * with header fields added at the end of data: every reader sees them
  * first, then the content, byte for byte. */
@@ -1583,6 +1616,7 @@ int main(void)
 	                                    spool_teardown),
 	    cmocka_unit_test(test_spool_open_errors),
 	    cmocka_unit_test(test_record_content_off),
+	    cmocka_unit_test(test_record_flags),
 	    cmocka_unit_test_setup_teardown(test_spool_top_block, spool_setup, spool_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
