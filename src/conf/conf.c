@@ -557,7 +557,7 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "dauth.temperror", .type = CONF_T_ENUM, .def = "accept",
 	  .names = conf_dauth_temperror_names, .off = OFF(dauth.temperror), .lower = true,
 	  .doc = "When DMARC's DNS lookups fail or time out (temperror, RFC 7489 §6.6.3): "
-		 "accept (deliver, the result recorded) or tempfail (451 4.7.5 at the end of "
+		 "accept (deliver, the result recorded) or tempfail (451 4.7.1 at the end of "
 		 "DATA, the client tries again later)." },
 	{ .key = "dauth.spf_reject", .type = CONF_T_BOOL, .def = "false",
 	  .off = OFF(dauth.spf_reject),

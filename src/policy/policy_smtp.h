@@ -77,6 +77,7 @@ struct policy_eod_req {
 	/* Header fields added above the content: policy_eod_add_field(). */
 	struct buf *top;
 	bool top_full; /* an addition did not fit: the message is refused (451) */
+	bool quarantine; /* out: deliver into the recipients' Junk folder */
 	/* Per-transaction state of the domain authentication checks. */
 	struct dauth_tx *dauth;
 };
@@ -95,6 +96,16 @@ struct policy_smtp_req {
 int policy_eod_add_field(struct policy_eod_req *r, const char *field, size_t len);
 
 void policy_rcpt_req_clear(struct policy_rcpt_req *r);
+
+/* Sender domain authentication (policy_dauth.c) for one transaction: SPF
+ * starts now (MAIL FROM accepted), the DKIM verifier is fed the content
+ * (after dot-unstuffing) with policy_dauth_feed(), and the end-of-data
+ * check "dauth" finishes it. NULL when the transaction gets no checks
+ * (authenticated, loopback, dauth.inbound false, no resolver). */
+struct dauth_tx *policy_dauth_begin(struct policy_smtp *ps, const struct policy_client *c,
+				    const char *sender, const char *helo);
+void policy_dauth_feed(struct dauth_tx *t, const void *p, size_t n);
+void policy_dauth_free(struct dauth_tx **t); /* accepts NULL */
 
 /* The chains of smtpd, with their checks' shared state (the DNS resolver
  * made on first use, the probe client and its cache). users and aliases may
@@ -149,7 +160,11 @@ struct policy_smtp {
 	bool dns_failed;                     /* could not make it: every lookup tempfails */
 	struct policy_verify *verify;        /* probes and their cache, made on first use */
 	struct policy_user_source users_src; /* lookup NULL: the in-process table */
+	struct dmarc *dmarc;                 /* the public suffix list, loaded at prepare */
 };
+/* The resolver of the checks, made on first use (NULL if it cannot be). */
+struct dns *policy_smtp_dns(struct policy_smtp *ps);
+extern const struct policy_check policy_check_dauth;
 extern const struct policy_check policy_check_fcrdns;
 extern const struct policy_check policy_check_fcrdns_required;
 extern const struct policy_check policy_check_relay;

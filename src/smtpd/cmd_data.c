@@ -496,6 +496,9 @@ static void data_eod_verdict(struct smtpd_session *s, const struct policy_verdic
 		log_err("event=eod_top_full sid=%s qid=%s", s->sid, tx->env.qid);
 		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
 	} else {
+		/* DMARC quarantine: the queue delivers into the Junk folder. */
+		if (s->preq.eod.quarantine)
+			tx->env.flags |= ENVELOPE_FLAG_JUNK;
 		data_commit_start(s);
 		return;
 	}
@@ -525,6 +528,7 @@ static void data_end_of_message(struct smtpd_session *s)
 	r->hdr = tx->hdrs.data != NULL ? (const char *)tx->hdrs.data : "";
 	r->hdr_len = tx->hdrs.len;
 	r->top = &tx->top;
+	r->dauth = tx->dauth;
 	smtpd_session_policy(s, POLICY_EOD, &s->preq, data_eod_verdict);
 }
 
@@ -619,7 +623,7 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 	struct smtpd_tx *tx = s->tx;
 	struct evbuffer_iovec v[16];
 	int n = evbuffer_peek(in, (ssize_t)max, NULL, v, 16);
-	size_t total = 0;
+	size_t total = 0, from = tx->body.len;
 	*done_r = false;
 	for (int i = 0; i < n && i < 16 && total < max; i++) {
 		size_t len = v[i].iov_len;
@@ -630,6 +634,9 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 			break;
 	}
 	evbuffer_drain(in, total);
+	/* The DKIM verifier sees the content as the client sent it (after
+	 * dot-unstuffing), before anything of ours changes it. */
+	policy_dauth_feed(tx->dauth, tx->body.data + from, tx->body.len - from);
 	data_header_section(s, false);
 	data_missing_fields(s, false);
 	data_spill(s, false);

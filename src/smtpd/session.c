@@ -297,6 +297,7 @@ void smtpd_tx_reset(struct smtpd_session *s)
 		buf_free(&tx->body);
 		buf_free(&tx->top);
 		buf_free(&tx->hdrs);
+		policy_dauth_free(&tx->dauth);
 		free(tx);
 		s->tx = NULL;
 	}

@@ -115,6 +115,7 @@ struct smtpd_tx {
 	bool hdr_decided;     /* missing Message-ID/Date settled (cmd_data.c) */
 	bool hdr_seen;        /* the client's header section looked at (cmd_data.c) */
 	struct buf hdrs;      /* a copy of it, for the end-of-data checks */
+	struct dauth_tx *dauth; /* SPF, DKIM, DMARC of this message (src/policy), or NULL */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 	size_t n_rcpt_dups;   /* RCPTs repeating a recipient: they count too */
 };
