@@ -64,6 +64,8 @@ struct spf_query {
 	struct event *deadline;
 	struct event *kick;
 	struct spf_lookup *pending;
+	bool inflight; /* a lookup's callback is owed, pending or not */
+	bool zombie;   /* ended, but an uncancellable lookup's answer is owed */
 	enum spf_step step;
 
 	unsigned char ip[16];
@@ -166,8 +168,20 @@ static void spf_free(struct spf_query **qp)
 	if (q == NULL)
 		return;
 	*qp = NULL;
-	if (q->pending != NULL && q->res.cancel != NULL)
+	if (q->inflight && q->pending != NULL && q->res.cancel != NULL) {
 		q->res.cancel(q->res.ctx, q->pending);
+		q->inflight = false;
+	}
+	q->pending = NULL;
+	if (q->inflight) {
+		/* the answer will come: spf_on_answer() frees the query then */
+		q->zombie = true;
+		if (q->deadline != NULL)
+			event_del(q->deadline);
+		if (q->kick != NULL)
+			event_del(q->kick);
+		return;
+	}
 	if (q->deadline != NULL)
 		event_free(q->deadline);
 	if (q->kick != NULL)
@@ -218,6 +232,7 @@ static void spf_lookup(struct spf_query *q, const char *name, int rrtype, enum s
 {
 	q->step = step;
 	spf_trace(q, "lookup %s %s", spf_rrtype_name(rrtype), name);
+	q->inflight = true;
 	q->pending = q->res.lookup(q->res.ctx, name, rrtype, spf_on_answer, q);
 }
 
@@ -629,38 +644,30 @@ static void spf_on_record(struct spf_query *q, const struct dns_raw_result *r)
 	/* one TXT rdata joins to less than 64 KiB; ours are at most SPF_RECORD_MAX */
 	size_t txtlen = 65536;
 	char *txt = xmalloc(txtlen);
-	char *rec = xmalloc(txtlen);
-	size_t nspf = 0, reclen = 0;
+	size_t nspf = 0, found = 0;
 	for (size_t i = 0; r->status == DNS_OK && i < r->n; i++) {
-		if (dns_txt_join(r->rdata[i], r->len[i], txt, txtlen) < 0)
-			continue;
-		size_t tl = spf_txt_len(r->rdata[i], r->len[i]);
-		if (spf_record_is_spf(txt, tl)) {
+		if (dns_txt_join(r->rdata[i], r->len[i], txt, txtlen) == 0 &&
+		    spf_record_is_spf(txt, spf_txt_len(r->rdata[i], r->len[i]))) {
 			nspf++;
-			memcpy(rec, txt, tl + 1);
-			reclen = tl;
+			found = i;
 		}
 	}
-	free(txt);
-	if (nspf == 0) {
-		free(rec);
-		if (top)
+	if (nspf != 1) {
+		free(txt);
+		if (nspf > 1)
+			spf_finish(q, SPF_PERMERROR, "more than one SPF record at %s", f->domain);
+		else if (top)
 			spf_finish(q, SPF_NONE, "no SPF record at %s", f->domain);
 		else
 			spf_finish(q, SPF_PERMERROR, "no SPF record at %s (%s)", f->domain,
 			           f->redirected ? "redirect" : "include");
 		return;
 	}
-	if (nspf > 1) {
-		free(rec);
-		spf_finish(q, SPF_PERMERROR, "more than one SPF record at %s", f->domain);
-		return;
-	}
-	const char *found = rec;
-	spf_trace(q, "record %s: %s", f->domain, found);
+	(void)dns_txt_join(r->rdata[found], r->len[found], txt, txtlen);
+	spf_trace(q, "record %s: %s", f->domain, txt);
 	const char *err;
-	int rc = spf_record_parse(found, reclen, &f->rec, &err);
-	free(rec);
+	int rc = spf_record_parse(txt, spf_txt_len(r->rdata[found], r->len[found]), &f->rec, &err);
+	free(txt);
 	if (rc < 0) {
 		spf_finish(q, SPF_PERMERROR, "SPF record at %s: %s", f->domain, err);
 		return;
@@ -858,6 +865,11 @@ static void spf_on_answer(const struct dns_raw_result *r, void *arg)
 {
 	struct spf_query *q = arg;
 	q->pending = NULL;
+	q->inflight = false;
+	if (q->zombie) {
+		spf_free(&q);
+		return;
+	}
 	if (r->status == DNS_OK)
 		spf_trace(q, "answer: %zu record%s", r->n, r->n == 1 ? "" : "s");
 	else
@@ -896,9 +908,7 @@ static void spf_on_deadline(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct spf_query *q = arg;
-	if (q->pending != NULL && q->res.cancel != NULL)
-		q->res.cancel(q->res.ctx, q->pending);
-	q->pending = NULL;
+	/* spf_deliver() cancels the pending lookup as it frees the query */
 	if (q->exp_tried) {
 		/* the result is known; only exp= (§6.2) was late: the default */
 		snprintf(q->explanation, sizeof(q->explanation), "%s", q->default_exp);

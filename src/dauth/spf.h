@@ -34,8 +34,9 @@ const char *spf_result_name(enum spf_result r);
 
 /* Where DNS answers come from: struct dns in the daemon, a table in tests.
  * lookup() must call cb later from the loop (never from inside lookup()),
- * exactly once unless cancel() is called first; it may return NULL only if
- * it will still call cb (as for dns_resolve_raw()). Answers are judged as
+ * exactly once unless cancel() is called first. A lookup that returns NULL
+ * (or a resolver without cancel) cannot be cancelled: a query that ends
+ * before its answer waits for it, unseen, and is freed then. Answers are judged as
  * dns_resolve_raw() describes them: DNS_OK with n records (0: NODATA),
  * DNS_NXDOMAIN, DNS_TEMPFAIL. */
 struct spf_resolver {

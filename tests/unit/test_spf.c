@@ -393,13 +393,16 @@ static struct spf_lookup *zone_lookup(void *ctx, const char *name, int rrtype, d
 	l->cb = cb;
 	l->arg = arg;
 	l->ev = evtimer_new(z->base, zone_answer, l);
-	bool hang = false;
-	for (size_t i = 0; i < z->n; i++)
+	bool hang = false, slow = false;
+	for (size_t i = 0; i < z->n; i++) {
 		if (strcasecmp(z->rr[i].name, name) == 0 && strcmp(z->rr[i].val, "HANG") == 0)
 			hang = true;
+		if (strcasecmp(z->rr[i].name, name) == 0 && strcmp(z->rr[i].val, "SLOW") == 0)
+			slow = true;
+	}
 	if (!hang) {
-		struct timeval zero = {0, 0};
-		evtimer_add(l->ev, &zero);
+		struct timeval tv = {0, slow ? 300000 : 0};
+		evtimer_add(l->ev, &tv);
 	}
 	return l;
 }
@@ -671,6 +674,45 @@ static void test_cancel(void **state)
 	event_base_free(base);
 }
 
+/* A resolver that gives no handle (and cannot cancel): the query that
+ * times out waits for the late answer, unseen, and is freed then. */
+static struct spf_lookup *nohandle_lookup(void *ctx, const char *name, int rrtype, dns_raw_cb *cb,
+                                          void *arg)
+{
+	(void)zone_lookup(ctx, name, rrtype, cb, arg);
+	return NULL;
+}
+
+static void test_uncancellable(void **state)
+{
+	(void)state;
+	static const struct zrr zone[] = {{"example.com", DNS_RR_TXT, "SLOW"}};
+	struct event_base *base = event_base_new();
+	struct zone z = {base, zone, 1, 0, 0, 0};
+	struct spf_resolver res = {nohandle_lookup, NULL, &z};
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	struct spf_request req = {
+	    .client = (struct sockaddr *)&sin, .sender = "a@example.com", .timeout_ms = 50};
+	struct run r;
+	memset(&r, 0, sizeof(r));
+	r.req = &req;
+	spf_check(&res, base, &req, run_done, &r);
+	while (!r.done)
+		event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(r.result, SPF_TEMPERROR);
+	assert_int_equal(z.pending, 1);
+	while (z.pending > 0) /* the late answer frees the query (LeakSanitizer) */
+		event_base_loop(base, EVLOOP_ONCE);
+	/* and spf_cancel() of a query whose lookup cannot be cancelled */
+	struct spf_query *q = spf_check(&res, base, &req, cancel_done, NULL);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	assert_int_equal(z.pending, 1);
+	spf_cancel(&q);
+	while (z.pending > 0)
+		event_base_loop(base, EVLOOP_ONCE);
+	event_base_free(base);
+}
+
 /* The trace field from hostile input: no CR or LF but the folds, quotes
  * escaped, lines within 78 columns where there is a place to fold. */
 static void test_received_header(void **state)
@@ -712,11 +754,12 @@ static void test_received_header(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_parse_table), cmocka_unit_test(test_parse_fields),
-	    cmocka_unit_test(test_macro_table), cmocka_unit_test(test_macro_truncate),
-	    cmocka_unit_test(test_eval_basic),  cmocka_unit_test(test_eval_exp),
-	    cmocka_unit_test(test_eval_limits), cmocka_unit_test(test_eval_errors),
-	    cmocka_unit_test(test_cancel),      cmocka_unit_test(test_received_header),
+	    cmocka_unit_test(test_parse_table),     cmocka_unit_test(test_parse_fields),
+	    cmocka_unit_test(test_macro_table),     cmocka_unit_test(test_macro_truncate),
+	    cmocka_unit_test(test_eval_basic),      cmocka_unit_test(test_eval_exp),
+	    cmocka_unit_test(test_eval_limits),     cmocka_unit_test(test_eval_errors),
+	    cmocka_unit_test(test_cancel),          cmocka_unit_test(test_uncancellable),
+	    cmocka_unit_test(test_received_header),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
