@@ -28,17 +28,17 @@
 
 struct dns;
 
-#define DKIM_SIGS_MAX 8                  /* signatures evaluated per message */
-#define DKIM_HEADER_MAX (256 * 1024)     /* header section kept for verification */
-#define DKIM_FIELDS_MAX 1000             /* header fields kept */
-#define DKIM_TAGS_MAX 32                 /* tags in one tag list */
-#define DKIM_HNAMES_MAX 64               /* names in one h= */
-#define DKIM_RSA_MIN_BITS 1024           /* verification: smaller keys are permerror */
+#define DKIM_SIGS_MAX 8              /* signatures evaluated per message */
+#define DKIM_HEADER_MAX (256 * 1024) /* header section kept for verification */
+#define DKIM_FIELDS_MAX 1000         /* header fields kept */
+#define DKIM_TAGS_MAX 32             /* tags in one tag list */
+#define DKIM_HNAMES_MAX 64           /* names in one h= */
+#define DKIM_RSA_MIN_BITS 1024       /* verification: smaller keys are permerror */
 #define DKIM_RSA_MAX_BITS 8192
-#define DKIM_SIG_MAX 1024                /* decoded b= octets (RSA-8192) */
-#define DKIM_KEY_MAX 1100                /* decoded p= octets (RSA-8192 SPKI) */
-#define DKIM_TXT_MAX 4096                /* joined key record text */
-#define DKIM_B_PREFIX_LEN 8              /* header.b= prefix (RFC 6008 §4) */
+#define DKIM_SIG_MAX 1024   /* decoded b= octets (RSA-8192) */
+#define DKIM_KEY_MAX 1100   /* decoded p= octets (RSA-8192 SPKI) */
+#define DKIM_TXT_MAX 4096   /* joined key record text */
+#define DKIM_B_PREFIX_LEN 8 /* header.b= prefix (RFC 6008 §4) */
 
 /* ---- tag lists (RFC 6376 §3.2) ------------------------------------------ */
 
@@ -66,7 +66,7 @@ const struct dkim_tag *dkim_tags_get(const struct dkim_tags *tags, const char *n
 /* ---- algorithms, canonicalization --------------------------------------- */
 
 enum dkim_alg {
-	DKIM_ALG_RSA_SHA1 = 1,    /* verified and reported, never a pass (RFC 8301) */
+	DKIM_ALG_RSA_SHA1 = 1, /* verified and reported, never a pass (RFC 8301) */
 	DKIM_ALG_RSA_SHA256 = 2,
 	DKIM_ALG_ED25519_SHA256 = 3,
 };
@@ -93,13 +93,13 @@ struct dkim_bodycanon {
 	dkim_emit_fn *emit;
 	void *arg;
 	bool has_limit;
-	uint64_t limit;     /* l=: canonical octets hashed at most */
-	uint64_t emitted;   /* canonical octets emitted so far */
-	uint64_t blank;     /* empty lines held back */
-	bool wsp;           /* relaxed: whitespace held back in the current line */
-	bool cr;            /* a CR is held back */
-	bool line_empty;    /* nothing emitted on the current line yet */
-	bool any;           /* a non-empty line was emitted (relaxed: empty body rule) */
+	uint64_t limit;   /* l=: canonical octets hashed at most */
+	uint64_t emitted; /* canonical octets emitted so far */
+	uint64_t blank;   /* empty lines held back */
+	bool wsp;         /* relaxed: whitespace held back in the current line */
+	bool cr;          /* a CR is held back */
+	bool line_empty;  /* nothing emitted on the current line yet */
+	bool any;         /* a non-empty line was emitted (relaxed: empty body rule) */
 };
 void dkim_bodycanon_init(struct dkim_bodycanon *bc, enum dkim_canon c, bool has_limit,
                          uint64_t limit, dkim_emit_fn *emit, void *arg);
@@ -112,11 +112,11 @@ void dkim_bodycanon_finish(struct dkim_bodycanon *bc);
 struct dkim_sig {
 	enum dkim_alg alg;
 	enum dkim_canon hcanon, bcanon;
-	char domain[256];   /* d=, lower case */
-	char selector[256]; /* s= */
-	char auid[256];     /* i=; default "@" d= */
+	char domain[256];                     /* d=, lower case */
+	char selector[256];                   /* s= */
+	char auid[256];                       /* i=; default "@" d= */
 	char b_prefix[DKIM_B_PREFIX_LEN + 1]; /* header.b for Authentication-Results */
-	char *hnames[DKIM_HNAMES_MAX];         /* h=, as written */
+	char *hnames[DKIM_HNAMES_MAX];        /* h=, as written */
 	size_t n_hnames;
 	unsigned char bh[64];
 	size_t bh_len;
@@ -142,11 +142,11 @@ enum dkim_key_type {
 };
 
 struct dkim_key {
-	enum dkim_key_type type;  /* k=, default rsa */
-	bool revoked;             /* p= empty */
-	bool testing;             /* t=y */
-	bool strict;              /* t=s: i= must be d= exactly, no subdomain */
-	bool sha1_ok, sha256_ok;  /* h=, default both */
+	enum dkim_key_type type;       /* k=, default rsa */
+	bool revoked;                  /* p= empty */
+	bool testing;                  /* t=y */
+	bool strict;                   /* t=s: i= must be d= exactly, no subdomain */
+	bool sha1_ok, sha256_ok;       /* h=, default both */
 	unsigned char p[DKIM_KEY_MAX]; /* decoded p= (SPKI DER for rsa, 32 octets for ed25519) */
 	size_t p_len;
 };
@@ -157,9 +157,9 @@ int dkim_key_parse(const char *txt, size_t len, struct dkim_key *key, const char
 /* ---- key lookup: injectable resolver ------------------------------------- */
 
 enum dkim_dns_status {
-	DKIM_DNS_OK,        /* txts[] are the TXT records, each joined */
-	DKIM_DNS_NOTFOUND,  /* NXDOMAIN or NODATA: permerror "no key" */
-	DKIM_DNS_TEMPFAIL,  /* SERVFAIL, timeout: temperror */
+	DKIM_DNS_OK,       /* txts[] are the TXT records, each joined */
+	DKIM_DNS_NOTFOUND, /* NXDOMAIN or NODATA: permerror "no key" */
+	DKIM_DNS_TEMPFAIL, /* SERVFAIL, timeout: temperror */
 };
 typedef void dkim_txt_cb(void *arg, enum dkim_dns_status st, const char *const *txts, size_t n);
 struct dkim_resolver {
@@ -178,7 +178,8 @@ enum dkim_result {
 	DKIM_RESULT_NONE = 0,
 	DKIM_RESULT_PASS,
 	DKIM_RESULT_FAIL,      /* signature or body hash did not verify */
-	DKIM_RESULT_POLICY,    /* verifies, but unacceptable (t=s with subdomain i=, rsa-sha1, x= passed) */
+	DKIM_RESULT_POLICY,    /* verifies, but unacceptable (t=s with subdomain i=, rsa-sha1, x=
+	                          passed) */
 	DKIM_RESULT_NEUTRAL,   /* RFC 8601: syntax error in the signature */
 	DKIM_RESULT_TEMPERROR, /* DNS */
 	DKIM_RESULT_PERMERROR, /* no key, revoked key, key unusable */
@@ -189,21 +190,21 @@ const char *dkim_result_name(enum dkim_result r); /* "pass", ... as in RFC 8601 
  * header.d, header.s, header.i, header.a, header.b). */
 struct dkim_verify_sig {
 	enum dkim_result result;
-	const char *reason;        /* static text, "" for pass */
-	bool body_hash_mismatch;   /* result FAIL because bh= did not match */
-	bool testing;              /* key t=y: the result must not count (§3.6.1) */
-	char domain[256];          /* "" if the signature did not parse that far */
+	const char *reason;      /* static text, "" for pass */
+	bool body_hash_mismatch; /* result FAIL because bh= did not match */
+	bool testing;            /* key t=y: the result must not count (§3.6.1) */
+	char domain[256];        /* "" if the signature did not parse that far */
 	char selector[256];
 	char auid[256];
-	char algorithm[24];        /* "rsa-sha256", "" if unknown */
+	char algorithm[24]; /* "rsa-sha256", "" if unknown */
 	char b_prefix[DKIM_B_PREFIX_LEN + 1];
-	unsigned key_bits;         /* 0 if no key was used */
+	unsigned key_bits; /* 0 if no key was used */
 };
 
 struct dkim_verify_conf {
-	size_t sigs_max;     /* 0: DKIM_SIGS_MAX */
-	size_t header_max;   /* 0: DKIM_HEADER_MAX */
-	time_t now;          /* 0: time(NULL) at finish (tests set a clock) */
+	size_t sigs_max;   /* 0: DKIM_SIGS_MAX */
+	size_t header_max; /* 0: DKIM_HEADER_MAX */
+	time_t now;        /* 0: time(NULL) at finish (tests set a clock) */
 };
 
 struct dkim_verify;
@@ -230,10 +231,10 @@ void dkim_verify_free(struct dkim_verify **v);
 /* ---- signer ------------------------------------------------------------------ */
 
 struct dkim_sign_key {
-	const char *domain;    /* d= */
-	const char *selector;  /* s= */
-	enum dkim_alg alg;     /* DKIM_ALG_RSA_SHA256 or DKIM_ALG_ED25519_SHA256 */
-	uint64_t key_id;       /* for the sign callback: the keys process's DKIM key index */
+	const char *domain;   /* d= */
+	const char *selector; /* s= */
+	enum dkim_alg alg;    /* DKIM_ALG_RSA_SHA256 or DKIM_ALG_ED25519_SHA256 */
+	uint64_t key_id;      /* for the sign callback: the keys process's DKIM key index */
 };
 
 /* The private-key operation on hash (the SHA-256 of the canonical header
@@ -253,9 +254,9 @@ struct dkim_sign_conf {
 	                                   * MIME-Version, Content-Type, In-Reply-To,
 	                                   * References if present) */
 	size_t n_headers;
-	const char *auid;                 /* i=, NULL: none */
-	time_t now;                       /* t=; 0: time(NULL) */
-	uint64_t expire_s;                /* x= t + expire_s; 0: no x= */
+	const char *auid;  /* i=, NULL: none */
+	time_t now;        /* t=; 0: time(NULL) */
+	uint64_t expire_s; /* x= t + expire_s; 0: no x= */
 	dkim_sign_fn *sign;
 	void *sign_ctx;
 };
@@ -276,12 +277,20 @@ const char *dkim_sign_header(const struct dkim_sign *s, const char **error_r);
 /* Not while a sign callback is pending (keyproxy's answers are synchronous). */
 void dkim_sign_free(struct dkim_sign **s);
 
+/* The keys to sign mail from domain with (config dkim.sign[] entries of that
+ * domain, exact, case-insensitive) into keys[max], for dkim_sign_conf.keys:
+ * key_id is the keys process's DKIM key index. The strings point into conf.
+ * Returns how many (0: do not sign). */
+struct conf;
+size_t dkim_sign_keys_for(const struct conf *conf, const char *domain, struct dkim_sign_key *keys,
+                          size_t max);
+
 /* ---- private keys (keys process, CLI, tests) ------------------------------- */
 
 /* The private operation of dkim_sign_fn with a key in this process: RSA
  * (PKCS#1 v1.5, SHA-256 DigestInfo) or Ed25519. out holds DKIM_SIG_MAX. */
-int dkim_pkey_sign(EVP_PKEY *pkey, const unsigned char *hash, size_t hash_len,
-                   unsigned char *out, size_t *out_len, const char **error_r);
+int dkim_pkey_sign(EVP_PKEY *pkey, const unsigned char *hash, size_t hash_len, unsigned char *out,
+                   size_t *out_len, const char **error_r);
 /* The algorithm a key signs with: RSA (>= 1024 bits) -> rsa-sha256,
  * Ed25519 -> ed25519-sha256; -1 for anything else. */
 int dkim_pkey_alg(EVP_PKEY *pkey, enum dkim_alg *alg_r);

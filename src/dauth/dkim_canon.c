@@ -160,7 +160,8 @@ void dkim_bodycanon_feed(struct dkim_bodycanon *bc, const void *p, size_t n)
 		if (!bc->cr && !bc->line_empty && !bc->wsp && c != '\r' &&
 		    !(bc->canon == DKIM_CANON_RELAXED && dkim_wsp(c))) {
 			size_t j = i + 1;
-			while (j < n && s[j] != '\r' && !(bc->canon == DKIM_CANON_RELAXED && dkim_wsp(s[j])))
+			while (j < n && s[j] != '\r' &&
+			       !(bc->canon == DKIM_CANON_RELAXED && dkim_wsp(s[j])))
 				j++;
 			dkim_stage_put(&st, s + i, j - i);
 			i = j - 1;

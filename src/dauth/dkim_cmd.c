@@ -24,10 +24,9 @@
 
 static void dkim_cmd_usage(void)
 {
-	fprintf(stderr,
-	        "usage: hikyaku dkim keygen --domain D --selector S [--type ed25519|rsa]\n"
-	        "                           [--bits 2048] [--out FILE]\n"
-	        "       hikyaku dkim check DOMAIN SELECTOR [-c FILE] [-k KEYFILE]\n");
+	fprintf(stderr, "usage: hikyaku dkim keygen --domain D --selector S [--type ed25519|rsa]\n"
+	                "                           [--bits 2048] [--out FILE]\n"
+	                "       hikyaku dkim check DOMAIN SELECTOR [-c FILE] [-k KEYFILE]\n");
 }
 
 /* The TXT record for the key, its text split into strings of at most 255
@@ -77,8 +76,8 @@ static bool dkim_cmd_name_ok(const char *s)
 	if (*s == '\0' || strlen(s) > 200)
 		return false;
 	for (; *s != '\0'; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-		      *s == '-' || *s == '_' || *s == '.'))
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
 			return false;
 	return true;
 }
@@ -112,7 +111,8 @@ static int dkim_cmd_keygen(int argc, char **argv)
 		}
 	}
 	if (domain == NULL || selector == NULL || !dkim_cmd_name_ok(domain) ||
-	    !dkim_cmd_name_ok(selector) || (strcmp(type, "rsa") != 0 && strcmp(type, "ed25519") != 0)) {
+	    !dkim_cmd_name_ok(selector) ||
+	    (strcmp(type, "rsa") != 0 && strcmp(type, "ed25519") != 0)) {
 		dkim_cmd_usage();
 		return 2;
 	}
@@ -144,7 +144,7 @@ static int dkim_cmd_keygen(int argc, char **argv)
 
 struct dkim_cmd_check {
 	struct event_base *base;
-	struct buf want;              /* the configured key's public half, as p= decodes */
+	struct buf want; /* the configured key's public half, as p= decodes */
 	enum dkim_key_type want_type;
 	int rc; /* 0 the record matches, 1 it does not, 3 DNS failure */
 };
@@ -276,7 +276,8 @@ static int dkim_cmd_check(int argc, char **argv)
 	}
 	const char *kp = dkim_cmd_key_path(conf, words[0], words[1], keyopt);
 	if (kp == NULL) {
-		fprintf(stderr, "hikyaku: no dkim.sign entry for %s selector %s in %s (or give -k)\n",
+		fprintf(stderr,
+		        "hikyaku: no dkim.sign entry for %s selector %s in %s (or give -k)\n",
 		        words[0], words[1], conf->file);
 		conf_free(&conf);
 		return 2;
@@ -287,7 +288,8 @@ static int dkim_cmd_check(int argc, char **argv)
 		return 2;
 	}
 	struct dkim_cmd_check c = {0};
-	c.want_type = EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519 ? DKIM_KEY_ED25519 : DKIM_KEY_RSA;
+	c.want_type =
+	    EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519 ? DKIM_KEY_ED25519 : DKIM_KEY_RSA;
 	struct buf b64;
 	buf_init(&b64, 0);
 	buf_init(&c.want, 0);
@@ -299,7 +301,7 @@ static int dkim_cmd_check(int argc, char **argv)
 	printf("%s: ", name);
 	fflush(stdout);
 	int rc = dkim_cmd_lookup(conf, name, &c);
-	printf("%s\n", rc == 0 ? "ok: the published key is the configured one"
+	printf("%s\n", rc == 0   ? "ok: the published key is the configured one"
 	               : rc == 3 ? "could not check: DNS failure, try again"
 	                         : "MISMATCH: publish the record `hikyaku dkim keygen` printed");
 	buf_free(&b64);

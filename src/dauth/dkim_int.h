@@ -43,4 +43,15 @@ int dkim_hash_input(const struct dkim_msg *m, enum dkim_canon c, char *const *hn
 /* The field text with the value of its b= tag removed (§3.7), into out. */
 int dkim_strip_b(const char *field, size_t len, struct buf *out);
 
+/* The public key of a key record (RSA SPKI or RSAPublicKey, Ed25519 raw),
+ * its size in *bits_r; NULL if unusable. */
+EVP_PKEY *dkim_key_pkey(const struct dkim_key *key, unsigned *bits_r);
+/* Does sig verify over data (the header hash input) with pk under alg? */
+bool dkim_crypto_verify(enum dkim_alg alg, EVP_PKEY *pk, const unsigned char *sig, size_t sig_len,
+                        const struct buf *data);
+/* dkim_sig_parse for ARC-Message-Signature (RFC 8617 §4.1.2): no v=, i= is
+ * the instance (1..50) into *instance_r, h= need not name From. */
+int dkim_sig_parse_ams(const char *value, size_t len, struct dkim_sig *sig, unsigned *instance_r,
+                       const char **error_r);
+
 #endif

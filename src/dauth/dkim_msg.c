@@ -135,7 +135,8 @@ int dkim_hash_input(const struct dkim_msg *m, enum dkim_canon c, char *const *hn
 			if (used_small[j] || !dkim_field_is(m, f, hnames[k]))
 				continue;
 			used_small[j] = true;
-			if (dkim_canon_header(c, (const char *)m->hdr.data + f->off, f->len, out) < 0)
+			if (dkim_canon_header(c, (const char *)m->hdr.data + f->off, f->len, out) <
+			    0)
 				return -1;
 			break;
 		}
@@ -165,7 +166,8 @@ int dkim_strip_b(const char *field, size_t len, struct buf *out)
 				b--;
 			if (b - a == 1 && field[a] == 'b') {
 				size_t v = (size_t)(eq - field) + 1;
-				if (buf_append(out, field, v) < 0 || buf_append(out, field + end, len - end) < 0)
+				if (buf_append(out, field, v) < 0 ||
+				    buf_append(out, field + end, len - end) < 0)
 					return -1;
 				return 0;
 			}

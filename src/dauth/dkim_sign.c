@@ -7,6 +7,7 @@
  * trusted: bounded like the verifier's. Also the in-process key helpers
  * used by the keys process, the CLI and the tests. */
 #include "dauth/dkim_int.h"
+#include "conf/conf.h"
 #include "lib/alloc.h"
 #include "lib/base64.h"
 
@@ -34,8 +35,8 @@ struct dkim_sign {
 };
 
 static const char *const dkim_oversign[] = {"From", "To", "Subject", "Date"};
-static const char *const dkim_sign_if_present[] = {"Cc", "Reply-To", "Message-ID", "MIME-Version",
-                                                   "Content-Type", "In-Reply-To", "References"};
+static const char *const dkim_sign_if_present[] = {
+    "Cc", "Reply-To", "Message-ID", "MIME-Version", "Content-Type", "In-Reply-To", "References"};
 
 static void dkim_sign_emit(void *arg, const void *p, size_t n)
 {
@@ -100,7 +101,8 @@ static void dkim_sign_hnames(struct dkim_sign *s, char **names, size_t *n_r)
 		for (; k > 0 && n < DKIM_HNAMES_MAX; k--)
 			names[n++] = (char *)dkim_oversign[i];
 	}
-	for (size_t i = 0; i < sizeof(dkim_sign_if_present) / sizeof(dkim_sign_if_present[0]); i++) {
+	for (size_t i = 0; i < sizeof(dkim_sign_if_present) / sizeof(dkim_sign_if_present[0]);
+	     i++) {
 		size_t k = dkim_count_fields(&s->msg, dkim_sign_if_present[i]);
 		for (; k > 0 && n < DKIM_HNAMES_MAX; k--)
 			names[n++] = (char *)dkim_sign_if_present[i];
@@ -123,7 +125,8 @@ static void dkim_sign_text(struct dkim_sign *s, const struct dkim_sign_key *k, c
 		buf_printf(b, " i=%s;", c->auid);
 	buf_printf(b, "\r\n\tt=%llu;", (unsigned long long)now);
 	if (c->expire_s != 0)
-		buf_printf(b, " x=%llu;", (unsigned long long)now + (unsigned long long)c->expire_s);
+		buf_printf(b, " x=%llu;",
+		           (unsigned long long)now + (unsigned long long)c->expire_s);
 	buf_append_str(b, "\r\n\th=");
 	size_t col = 3;
 	for (size_t i = 0; i < n; i++) {
@@ -273,7 +276,8 @@ int dkim_pkey_sign(EVP_PKEY *pkey, const unsigned char *hash, size_t hash_len, u
 	enum dkim_alg alg;
 	int ok = 0;
 	size_t len = DKIM_SIG_MAX;
-	if (hash_len != 32 || dkim_pkey_alg(pkey, &alg) < 0 || (size_t)EVP_PKEY_get_size(pkey) > len) {
+	if (hash_len != 32 || dkim_pkey_alg(pkey, &alg) < 0 ||
+	    (size_t)EVP_PKEY_get_size(pkey) > len) {
 		*error_r = "not a DKIM key or not a SHA-256 hash";
 		return -1;
 	}
@@ -331,4 +335,22 @@ void dkim_sign_with_pkeys(void *ctx, const struct dkim_sign_key *key, const unsi
 		return;
 	}
 	done(done_arg, sig, len, NULL);
+}
+
+size_t dkim_sign_keys_for(const struct conf *conf, const char *domain, struct dkim_sign_key *keys,
+                          size_t max)
+{
+	size_t idx[DKIM_SIGS_MAX];
+	size_t n = conf_dkim_keys_for(conf, domain, idx, max < DKIM_SIGS_MAX ? max : DKIM_SIGS_MAX);
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_dkim_key *k = &conf->dkim.sign[idx[i]];
+		keys[i] = (struct dkim_sign_key){
+		    .domain = k->domain,
+		    .selector = k->selector,
+		    .alg = k->type == CONF_DKIM_ED25519 ? DKIM_ALG_ED25519_SHA256
+		                                        : DKIM_ALG_RSA_SHA256,
+		    .key_id = idx[i],
+		};
+	}
+	return n;
 }

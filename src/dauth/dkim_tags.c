@@ -2,7 +2,7 @@
  * records; DMARC and ARC reuse it) and the DKIM-Signature (§3.5) and key
  * record (§3.6.1) parsers on top of it. Pure code, any process; the input
  * is hostile (a header field of a received message, a DNS answer). */
-#include "dauth/dkim.h"
+#include "dauth/dkim_int.h"
 #include "lib/alloc.h"
 #include "lib/base64.h"
 #include "lib/strutil.h"
@@ -91,7 +91,8 @@ int dkim_tags_parse(const char *p, size_t len, struct dkim_tags *tags, const cha
 			return -1;
 		}
 		for (size_t i = 0; i < tags->n; i++)
-			if (tags->tag[i].name_len == nlen && memcmp(tags->tag[i].name, name, nlen) == 0) {
+			if (tags->tag[i].name_len == nlen &&
+			    memcmp(tags->tag[i].name, name, nlen) == 0) {
 				*error_r = "duplicate tag";
 				return -1;
 			}
@@ -131,8 +132,8 @@ const char *dkim_alg_name(enum dkim_alg alg)
 
 const char *dkim_result_name(enum dkim_result r)
 {
-	static const char *const names[] = {"none", "pass", "fail", "policy", "neutral",
-	                                    "temperror", "permerror"};
+	static const char *const names[] = {"none",    "pass",      "fail",     "policy",
+	                                    "neutral", "temperror", "permerror"};
 	return (size_t)r < sizeof(names) / sizeof(names[0]) ? names[r] : "none";
 }
 
@@ -212,7 +213,8 @@ static int dkim_sig_canon(const struct dkim_tag *t, struct dkim_sig *sig)
 }
 
 /* h= : colon-separated field names with FWS around them; From required. */
-static int dkim_sig_hnames(const struct dkim_tag *t, struct dkim_sig *sig, const char **error_r)
+static int dkim_sig_hnames(const struct dkim_tag *t, struct dkim_sig *sig, bool need_from,
+                           const char **error_r)
 {
 	const char *p = t->value, *end = t->value + t->value_len;
 	bool from = false;
@@ -241,7 +243,7 @@ static int dkim_sig_hnames(const struct dkim_tag *t, struct dkim_sig *sig, const
 			break;
 		p = colon + 1;
 	}
-	if (!from) {
+	if (!from && need_from) {
 		*error_r = "h= does not sign From";
 		return -1;
 	}
@@ -265,11 +267,12 @@ static int dkim_sig_auid(const struct dkim_tag *t, struct dkim_sig *sig)
 	return -1;
 }
 
-static int dkim_sig_required(const struct dkim_tags *tags, struct dkim_sig *sig,
+static int dkim_sig_required(const struct dkim_tags *tags, struct dkim_sig *sig, bool arc,
                              const char **error_r)
 {
 	const struct dkim_tag *t;
-	if ((t = dkim_tags_get(tags, "v")) == NULL || !str_case_eq(t->value, t->value_len, "1")) {
+	if (!arc &&
+	    ((t = dkim_tags_get(tags, "v")) == NULL || !str_case_eq(t->value, t->value_len, "1"))) {
 		*error_r = "v= missing or not 1";
 		return -1;
 	}
@@ -277,7 +280,8 @@ static int dkim_sig_required(const struct dkim_tags *tags, struct dkim_sig *sig,
 		*error_r = "a= missing or unknown";
 		return -1;
 	}
-	if ((t = dkim_tags_get(tags, "d")) == NULL || dkim_copy(t, sig->domain, sizeof(sig->domain)) < 0) {
+	if ((t = dkim_tags_get(tags, "d")) == NULL ||
+	    dkim_copy(t, sig->domain, sizeof(sig->domain)) < 0) {
 		*error_r = "d= missing or invalid";
 		return -1;
 	}
@@ -287,13 +291,13 @@ static int dkim_sig_required(const struct dkim_tags *tags, struct dkim_sig *sig,
 		*error_r = "s= missing or invalid";
 		return -1;
 	}
-	if ((t = dkim_tags_get(tags, "bh")) == NULL || dkim_b64(t, sig->bh, sizeof(sig->bh), &sig->bh_len) < 0 ||
-	    sig->bh_len == 0) {
+	if ((t = dkim_tags_get(tags, "bh")) == NULL ||
+	    dkim_b64(t, sig->bh, sizeof(sig->bh), &sig->bh_len) < 0 || sig->bh_len == 0) {
 		*error_r = "bh= missing or invalid";
 		return -1;
 	}
-	if ((t = dkim_tags_get(tags, "b")) == NULL || dkim_b64(t, sig->b, sizeof(sig->b), &sig->b_len) < 0 ||
-	    sig->b_len == 0) {
+	if ((t = dkim_tags_get(tags, "b")) == NULL ||
+	    dkim_b64(t, sig->b, sizeof(sig->b), &sig->b_len) < 0 || sig->b_len == 0) {
 		*error_r = "b= missing or invalid";
 		return -1;
 	}
@@ -304,7 +308,7 @@ static int dkim_sig_required(const struct dkim_tags *tags, struct dkim_sig *sig,
 	sig->b_prefix[k] = '\0';
 	if ((t = dkim_tags_get(tags, "h")) == NULL)
 		*error_r = "h= missing";
-	return t == NULL ? -1 : dkim_sig_hnames(t, sig, error_r);
+	return t == NULL ? -1 : dkim_sig_hnames(t, sig, !arc, error_r);
 }
 
 static int dkim_sig_optional(const struct dkim_tags *tags, struct dkim_sig *sig,
@@ -345,7 +349,8 @@ static int dkim_sig_optional(const struct dkim_tags *tags, struct dkim_sig *sig,
 		}
 		sig->has_x = true;
 	}
-	if ((t = dkim_tags_get(tags, "q")) != NULL && memmem(t->value, t->value_len, "dns/txt", 7) == NULL) {
+	if ((t = dkim_tags_get(tags, "q")) != NULL &&
+	    memmem(t->value, t->value_len, "dns/txt", 7) == NULL) {
 		*error_r = "q= without dns/txt";
 		return -1;
 	}
@@ -359,8 +364,35 @@ int dkim_sig_parse(const char *value, size_t len, struct dkim_sig *sig, const ch
 	sig->hcanon = sig->bcanon = DKIM_CANON_SIMPLE;
 	if (dkim_tags_parse(value, len, &tags, error_r) < 0)
 		return -1;
-	if (dkim_sig_required(&tags, sig, error_r) < 0)
+	if (dkim_sig_required(&tags, sig, false, error_r) < 0)
 		return -1;
+	return dkim_sig_optional(&tags, sig, error_r);
+}
+
+int dkim_sig_parse_ams(const char *value, size_t len, struct dkim_sig *sig, unsigned *instance_r,
+                       const char **error_r)
+{
+	struct dkim_tags tags;
+	const struct dkim_tag *t;
+	uint64_t inst = 0;
+	memset(sig, 0, sizeof(*sig));
+	sig->hcanon = sig->bcanon = DKIM_CANON_SIMPLE;
+	if (dkim_tags_parse(value, len, &tags, error_r) < 0)
+		return -1;
+	if ((t = dkim_tags_get(&tags, "i")) == NULL || dkim_number(t, &inst) < 0 || inst < 1 ||
+	    inst > 50) {
+		*error_r = "i= missing or not an ARC instance";
+		return -1;
+	}
+	*instance_r = (unsigned)inst;
+	if (dkim_sig_required(&tags, sig, true, error_r) < 0)
+		return -1;
+	/* i= is the instance, not an identity: take the rest without it */
+	for (size_t k = 0; k < tags.n; k++)
+		if (&tags.tag[k] == t) {
+			tags.tag[k] = tags.tag[--tags.n];
+			break;
+		}
 	return dkim_sig_optional(&tags, sig, error_r);
 }
 
@@ -418,7 +450,8 @@ int dkim_key_parse(const char *txt, size_t len, struct dkim_key *key, const char
 		key->sha1_ok = dkim_list_has(t, "sha1");
 		key->sha256_ok = dkim_list_has(t, "sha256");
 	}
-	if ((t = dkim_tags_get(&tags, "s")) != NULL && !dkim_list_has(t, "*") && !dkim_list_has(t, "email")) {
+	if ((t = dkim_tags_get(&tags, "s")) != NULL && !dkim_list_has(t, "*") &&
+	    !dkim_list_has(t, "email")) {
 		*error_r = "key not for email (s=)";
 		return -1;
 	}

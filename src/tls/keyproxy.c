@@ -530,6 +530,17 @@ int keyproxy_server_set_dkim_pem(struct keyproxy_server *server, const unsigned 
 			keyproxy_pkeys_free(keys, n);
 			return -1;
 		}
+		/* One signature now: a key that cannot sign (or a sandbox that
+		 * stops OpenSSL) shows at start, not at the first message. */
+		unsigned char probe[32] = {0}, sig[DKIM_SIG_MAX];
+		size_t len = 0;
+		const char *error = NULL;
+		if (dkim_pkey_sign(keys[i], probe, sizeof(probe), sig, &len, &error) < 0) {
+			snprintf(err, errlen, "DKIM key %zu: %s", i, error);
+			keyproxy_pkeys_free(keys, n);
+			ERR_clear_error();
+			return -1;
+		}
 	}
 	struct keyproxy_dkimset *set = xcalloc(1, sizeof(*set));
 	atomic_init(&set->refs, 1);

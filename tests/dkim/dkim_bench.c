@@ -43,12 +43,14 @@ struct bench {
 
 static void bench_message(struct buf *m, size_t size)
 {
-	buf_append_str(m, "From: Alice <alice@example.org>\r\nTo: bob@example.com\r\n"
-	                  "Subject: a benchmark message\r\nDate: Thu, 03 Dec 2026 20:00:00 +0000\r\n"
-	                  "Message-ID: <bench@example.org>\r\nMIME-Version: 1.0\r\n"
-	                  "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
+	buf_append_str(m,
+	               "From: Alice <alice@example.org>\r\nTo: bob@example.com\r\n"
+	               "Subject: a benchmark message\r\nDate: Thu, 03 Dec 2026 20:00:00 +0000\r\n"
+	               "Message-ID: <bench@example.org>\r\nMIME-Version: 1.0\r\n"
+	               "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
 	for (size_t n = 0; n < size; n += 64)
-		buf_append_str(m, "The quick brown fox jumps over the lazy dog, again  and again.\r\n");
+		buf_append_str(
+		    m, "The quick brown fox jumps over the lazy dog, again  and again.\r\n");
 }
 
 /* Sign one message with keys[which]; the signed message into out if given. */
@@ -61,12 +63,14 @@ static void bench_sign(struct bench *b, const int *which, size_t n, bool proxied
 		                                               : DKIM_ALG_ED25519_SHA256,
 		                                 (uint64_t)which[i]};
 	struct dkim_pkeys pk = {b->pk, 2};
-	struct dkim_sign_conf sc = {.keys = keys, .n_keys = n,
+	struct dkim_sign_conf sc = {.keys = keys,
+	                            .n_keys = n,
 	                            .sign = proxied ? keyproxy_dkim_sign : dkim_sign_with_pkeys,
 	                            .sign_ctx = proxied ? (void *)b->kc : (void *)&pk};
 	struct dkim_sign *s = dkim_sign_create(&sc);
 	for (size_t off = 0; off < b->msg.len; off += 8192)
-		dkim_sign_feed(s, b->msg.data + off, b->msg.len - off < 8192 ? b->msg.len - off : 8192);
+		dkim_sign_feed(s, b->msg.data + off,
+		               b->msg.len - off < 8192 ? b->msg.len - off : 8192);
 	const char *error = NULL;
 	if (dkim_sign_finish(s, NULL, NULL, &error) != 1) {
 		fprintf(stderr, "sign: %s\n", error);
@@ -127,8 +131,8 @@ static struct keyproxy_server *bench_server(struct bench *b)
 		lens[i] = (size_t)n;
 		BIO_free(bio);
 	}
-	if (srv == NULL || keyproxy_server_set_dkim_pem(srv, (const unsigned char *const *)pems, lens,
-	                                                2, err, sizeof(err)) < 0) {
+	if (srv == NULL || keyproxy_server_set_dkim_pem(srv, (const unsigned char *const *)pems,
+	                                                lens, 2, err, sizeof(err)) < 0) {
 		fprintf(stderr, "keys: %s\n", err);
 		exit(1);
 	}
@@ -172,14 +176,16 @@ int main(int argc, char **argv)
 		const char *name;
 		const int *which;
 		size_t n;
-	} lines[] = {{"sign rsa-2048", rsa, 1}, {"sign ed25519", ed, 1}, {"sign both (dual)", both, 2}};
+	} lines[] = {
+	    {"sign rsa-2048", rsa, 1}, {"sign ed25519", ed, 1}, {"sign both (dual)", both, 2}};
 	for (size_t l = 0; l < 3; l++) {
 		for (int proxied = 0; proxied < 2; proxied++) {
 			double t0 = bench_now();
 			for (uint64_t i = 0; i < n; i++)
 				bench_sign(&b, lines[l].which, lines[l].n, proxied, NULL);
 			char what[64];
-			snprintf(what, sizeof(what), "%s%s", lines[l].name, proxied ? ", keys process" : "");
+			snprintf(what, sizeof(what), "%s%s", lines[l].name,
+			         proxied ? ", keys process" : "");
 			bench_line(what, bench_now() - t0, n);
 		}
 	}

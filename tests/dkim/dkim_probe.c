@@ -8,8 +8,15 @@
  *                   [-k KEY -d DOMAIN -s SELECTOR]... < msg
  *       the signed message (DKIM-Signature fields prepended) on stdout
  *
+ *   dkim_probe arc-verify [-f FWD] [-T TIMEOUT_MS] [-c CHUNK] < msg
+ *       {"arc":"pass|fail|none","sets":N,"reason":"..."}
+ *   dkim_probe arc-seal -k KEY -d DOMAIN -s SELECTOR -r AUTHRES
+ *                       [-v pass|fail|none] [-n NOW] < msg
+ *       the sealed message (the new ARC set prepended) on stdout
+ *
  * CHUNK feeds the message in pieces of that many octets (0: all at once).
  * Input: the test's own messages and DNS server, trusted. */
+#include "dauth/arc.h"
 #include "dauth/dkim.h"
 #include "dns/dns.h"
 #include "lib/alloc.h"
@@ -220,6 +227,115 @@ static int probe_sign(int argc, char **argv)
 	return 0;
 }
 
+static void probe_arc_done(struct arc_verify *v, void *arg)
+{
+	(void)v;
+	event_base_loopbreak(arg);
+}
+
+static int probe_arc_verify(int argc, char **argv)
+{
+	const char *fwd[4];
+	size_t nfwd = 0, chunk = 0;
+	struct dns_conf dc = {0};
+	int c;
+	while ((c = getopt(argc, argv, "f:T:c:")) != -1) {
+		if (c == 'f' && nfwd < 4)
+			fwd[nfwd++] = optarg;
+		else if (c == 'T')
+			dc.timeout_ms = (unsigned)probe_num(optarg);
+		else if (c == 'c')
+			chunk = (size_t)probe_num(optarg);
+		else
+			return 2;
+	}
+	dc.forwarders = fwd;
+	dc.n_forwarders = nfwd;
+	struct event_base *base = event_base_new();
+	struct dns *dns = NULL;
+	char err[256];
+	if (dns_create(base, &dc, &dns, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dns: %s\n", err);
+		return 1;
+	}
+	struct dkim_resolver r;
+	dkim_resolver_dns(&r, dns);
+	struct arc_verify *v = arc_verify_create(0, &r);
+	struct buf msg;
+	buf_init(&msg, 0);
+	probe_read_all(&msg);
+	for (size_t off = 0; off < msg.len;) {
+		size_t n = chunk == 0 || msg.len - off < chunk ? msg.len - off : chunk;
+		arc_verify_feed(v, msg.data + off, n);
+		off += n;
+	}
+	if (arc_verify_finish(v, probe_arc_done, base) == 0)
+		event_base_dispatch(base);
+	unsigned sets = 0;
+	const char *reason = NULL;
+	enum arc_result res = arc_verify_result(v, &sets, &reason);
+	fputs("{\"arc\":", stdout);
+	probe_json_str(arc_result_name(res));
+	printf(",\"sets\":%u,\"reason\":", sets);
+	probe_json_str(reason);
+	fputs("}\n", stdout);
+	arc_verify_free(&v);
+	dns_free(&dns);
+	event_base_free(base);
+	buf_free(&msg);
+	return 0;
+}
+
+static int probe_arc_seal(int argc, char **argv)
+{
+	EVP_PKEY *pk = NULL;
+	struct dkim_sign_key key = {0};
+	struct arc_seal_conf ac = {.key = &key, .chain = ARC_RESULT_NONE};
+	int c;
+	while ((c = getopt(argc, argv, "k:d:s:r:v:n:")) != -1) {
+		if (c == 'k') {
+			pk = probe_key(optarg);
+			if (dkim_pkey_alg(pk, &key.alg) < 0)
+				return 2;
+		} else if (c == 'd')
+			key.domain = optarg;
+		else if (c == 's')
+			key.selector = optarg;
+		else if (c == 'r')
+			ac.authres = optarg;
+		else if (c == 'v')
+			ac.chain = strcmp(optarg, "pass") == 0   ? ARC_RESULT_PASS
+			           : strcmp(optarg, "fail") == 0 ? ARC_RESULT_FAIL
+			                                         : ARC_RESULT_NONE;
+		else if (c == 'n')
+			ac.now = (time_t)probe_num(optarg);
+		else
+			return 2;
+	}
+	if (pk == NULL || key.domain == NULL || key.selector == NULL || ac.authres == NULL)
+		return 2;
+	struct dkim_pkeys keys = {&pk, 1};
+	ac.sign = dkim_sign_with_pkeys;
+	ac.sign_ctx = &keys;
+	struct arc_seal *s = arc_seal_create(&ac);
+	struct buf msg;
+	buf_init(&msg, 0);
+	probe_read_all(&msg);
+	arc_seal_feed(s, msg.data, msg.len);
+	const char *error = NULL;
+	if (arc_seal_finish(s, NULL, NULL, &error) != 1) {
+		fprintf(stderr, "seal: %s\n", error != NULL ? error : "pending");
+		return 1;
+	}
+	const char *h = arc_seal_header(s, &error);
+	fwrite(h, 1, strlen(h), stdout);
+	fwrite(msg.data, 1, msg.len, stdout);
+	arc_seal_free(&s);
+	EVP_PKEY_free(pk);
+	buf_free(&msg);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -230,5 +346,9 @@ int main(int argc, char **argv)
 		return probe_verify(argc - 1, argv + 1);
 	if (strcmp(argv[1], "sign") == 0)
 		return probe_sign(argc - 1, argv + 1);
+	if (strcmp(argv[1], "arc-verify") == 0)
+		return probe_arc_verify(argc - 1, argv + 1);
+	if (strcmp(argv[1], "arc-seal") == 0)
+		return probe_arc_seal(argc - 1, argv + 1);
 	return 2;
 }

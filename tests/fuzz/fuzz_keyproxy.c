@@ -5,7 +5,7 @@
  *   input, set an error on refusal, and keep every bound they promise;
  * - an accepted frame re-encodes and decodes to the same values;
  * - the keys half (keyproxy_server_answer, with a P-256 and an RSA-1024 key
- *   made once) answers every input with a well-formed SIGNATURE that names
+ *   made once, and DKIM keys 0 RSA-1024 and 1 Ed25519) answers every input with a well-formed SIGNATURE that names
  *   the request's id when it could be read, and never crashes.
  * Seeds in corpus/keyproxy/ are encoder outputs. */
 #include <stdint.h>
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "tls/keyproxy.h"
 
@@ -27,6 +28,29 @@ static struct keyproxy_server *fuzz_server(void)
 		server = keyproxy_server_create(keys, 2, &error);
 		if (server == NULL)
 			abort();
+		/* DKIM: the same RSA key (index 0) and an Ed25519 one (index 1) */
+		EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+		EVP_PKEY *dk[2] = {keys[1], ed};
+		unsigned char *pems[2];
+		size_t lens[2];
+		char err[256];
+		for (int i = 0; i < 2; i++) {
+			BIO *bio = BIO_new(BIO_s_mem());
+			char *p = NULL;
+			if (ed == NULL || PEM_write_bio_PrivateKey(bio, dk[i], NULL, NULL, 0, NULL, NULL) != 1)
+				abort();
+			long n = BIO_get_mem_data(bio, &p);
+			pems[i] = malloc((size_t)n);
+			memcpy(pems[i], p, (size_t)n);
+			lens[i] = (size_t)n;
+			BIO_free(bio);
+		}
+		if (keyproxy_server_set_dkim_pem(server, (const unsigned char *const *)pems, lens, 2, err,
+		                                 sizeof(err)) < 0)
+			abort();
+		free(pems[0]);
+		free(pems[1]);
+		EVP_PKEY_free(ed);
 		EVP_PKEY_free(keys[0]);
 		EVP_PKEY_free(keys[1]);
 	}

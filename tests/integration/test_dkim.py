@@ -54,6 +54,10 @@ def txt_record(name, text):
     return f'{name} 300 IN TXT ' + " ".join(f'"{p}"' for p in parts)
 
 
+def dkimpy_data(name):
+    return open(os.path.join(DKIMPY_DATA, name)).read().strip()
+
+
 def public_record(pem_path):
     k = serialization.load_pem_private_key(open(pem_path, "rb").read(), None)
     pub = k.public_key()
@@ -89,6 +93,10 @@ def zone(keys):
             open(os.path.join(DKIMPY_DATA, "test.txt")).read().strip(),
         "brisbane._domainkey.football.example.com.":
             "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+        # dkimpy's own test keys: Ed25519, RSA-2048 as SPKI and as bare RSAPublicKey
+        "dkimpy-ed._domainkey.example.com.": "v=DKIM1; " + dkimpy_data("ed25519test.dns"),
+        "test3._domainkey.example.com.": dkimpy_data("2048_testkey_wo_markers.pub.txt"),
+        "test4._domainkey.example.com.": dkimpy_data("2048_testkey_wo_markers.pub.rsa.txt"),
     }
     return recs
 
@@ -172,6 +180,14 @@ def test_dkimpy_signature_verifies_with_hikyaku(dns, keys, alg, canon):
     assert res[0]["a"] == alg and res[0]["s"] == sel.decode()
 
 
+def test_rsa_sha1_is_reported_never_a_pass(dns, keys):
+    key = open(keys["rsa"], "rb").read()
+    sig = dkim.sign(MSG, b"rsa1", b"example.org", key, signature_algorithm=b"rsa-sha1")
+    res = hk_verify(dns, sig + MSG)
+    assert res[0]["a"] == "rsa-sha1" and res[0]["result"] == "policy", res
+    assert "RFC 8301" in res[0]["reason"]
+
+
 def test_dkimpy_rfc8463_message(dns):
     msg = crlf(open(os.path.join(DKIMPY_DATA, "rfc6376.signed.msg"), "rb").read())
     res = hk_verify(dns, msg)
@@ -179,6 +195,31 @@ def test_dkimpy_rfc8463_message(dns):
     assert by_alg["ed25519-sha256"]["result"] == "pass", res
     assert by_alg["rsa-sha256"]["result"] == "pass", res
     assert by_alg["rsa-sha256"]["bits"] == 1024
+    msg = crlf(open(os.path.join(DKIMPY_DATA, "rfc6376.signed.rsa.msg"), "rb").read())
+    assert [r["result"] for r in hk_verify(dns, msg)] == ["pass"]
+
+
+@pytest.mark.parametrize("canon", [(b"simple", b"simple"), (b"relaxed", b"relaxed")])
+def test_dkimpy_test_keys(dns, canon):
+    """dkimpy's Ed25519 and RSA-2048 test keys and messages (its
+    test_dkim_ed25519.py, test_dkim_rsavariants.py) verify with hikyaku."""
+    msg = crlf(open(os.path.join(DKIMPY_DATA, "ed25519test.msg"), "rb").read())
+    ed = dkimpy_data("ed25519test.key").encode()
+    sig = dkim.sign(msg, b"dkimpy-ed", b"example.com", ed, canonicalize=canon,
+                    signature_algorithm=b"ed25519-sha256")
+    res = hk_verify(dns, sig + msg)
+    assert res[0]["result"] == "pass" and res[0]["a"] == "ed25519-sha256", res
+    msg = crlf(open(os.path.join(DKIMPY_DATA, "test.message"), "rb").read())
+    rsa = open(os.path.join(DKIMPY_DATA, "2048_testkey.key"), "rb").read()
+    for sel in (b"test3", b"test4"):
+        sig = dkim.sign(msg, sel, b"example.com", rsa, canonicalize=canon)
+        res = hk_verify(dns, sig + msg)
+        assert res[0]["result"] == "pass" and res[0]["bits"] == 2048, (sel, res)
+    # and hikyaku signs with dkimpy's PKCS#1 PEM: dkimpy verifies
+    signed = hk_sign([(os.path.join(DKIMPY_DATA, "2048_testkey.key"), "example.com", "test3")],
+                     msg=msg)
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5:
+                       dkimpy_data("2048_testkey_wo_markers.pub.txt").encode())
 
 
 def test_length_tag_allows_appended_text(dns, keys):
@@ -339,3 +380,71 @@ def test_keys_process_refuses_a_key_of_the_wrong_type(hikyaku, tmp_path):
         hk.wait_log("not a PEM RSA private key", timeout=15)
     finally:
         hk.stop(signal.SIGKILL)
+
+
+# ---- ARC (RFC 8617) with dkimpy's arcsign/arcverify --------------------------------
+
+AR_MSG = b"Authentication-Results: relay.example.org; spf=pass smtp.mailfrom=example.org\r\n" + MSG
+
+
+def hk_arc_seal(key, authres, chain="none", msg=AR_MSG, sel="rsa1"):
+    r = subprocess.run([probe_bin(), "arc-seal", "-k", key, "-d", "example.org", "-s", sel,
+                        "-r", authres, "-v", chain], input=msg, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    return r.stdout
+
+
+def hk_arc_verify(dns, msg, extra=()):
+    r = subprocess.run([probe_bin(), "arc-verify", "-f", dns.forwarder, *extra], input=msg,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    return json.loads(r.stdout)
+
+
+def dkimpy_arc_sign(keys, msg, srv_id=b"relay.example.org"):
+    key = open(keys["rsa"], "rb").read()
+    hdrs = dkim.arc_sign(msg, b"rsa1", b"example.org", key, srv_id)
+    return b"".join(hdrs) + msg
+
+
+def test_hikyaku_seals_verify_with_dkimpy(keys, zone):
+    one = hk_arc_seal(keys["rsa"], "mx1.example.org; spf=pass smtp.mailfrom=example.org")
+    cv, _, why = dkim.arc_verify(one, dnsfunc=dnsfunc_for(zone))
+    assert cv == b"pass", why
+    two = hk_arc_seal(keys["rsa"], "mx2.example.org; arc=pass", chain="pass", msg=one)
+    cv, results, why = dkim.arc_verify(two, dnsfunc=dnsfunc_for(zone))
+    assert cv == b"pass" and len(results) == 2, why
+    # a body changed after the last seal breaks the chain for dkimpy too
+    cv, _, _ = dkim.arc_verify(two.replace(b"last line", b"last LINE"),
+                               dnsfunc=dnsfunc_for(zone))
+    assert cv == b"fail"
+
+
+def test_dkimpy_seals_verify_with_hikyaku(dns, keys):
+    one = dkimpy_arc_sign(keys, AR_MSG)
+    r = hk_arc_verify(dns, one)
+    assert r == {"arc": "pass", "sets": 1, "reason": ""}, r
+    # a second hop: dkimpy again, then hikyaku on top of it
+    two = dkimpy_arc_sign(keys, b"Authentication-Results: relay.example.org; arc=pass\r\n" + one)
+    assert hk_arc_verify(dns, two, ["-c", "5"])["arc"] == "pass"
+    three = hk_arc_seal(keys["rsa"], "mx3.example.org; arc=pass", chain="pass", msg=two)
+    assert hk_arc_verify(dns, three)["sets"] == 3
+    assert hk_arc_verify(dns, three)["arc"] == "pass"
+    cv, _, why = dkim.arc_verify(three, dnsfunc=dnsfunc_for({
+        "rsa1._domainkey.example.org.": public_record(keys["rsa"])}))
+    assert cv == b"pass", why
+
+
+def test_arc_failures(dns, keys):
+    one = dkimpy_arc_sign(keys, AR_MSG)
+    r = hk_arc_verify(dns, one.replace(b"last line", b"last LINE"))
+    assert r["arc"] == "fail" and "body hash" in r["reason"], r
+    r = hk_arc_verify(dns, one.replace(b"spf=pass", b"spf=fail"))
+    assert r["arc"] == "fail" and "Seal" in r["reason"], r
+    r = hk_arc_verify(dns, one.replace(b"Subject: interop", b"Subject: INTEROP"))
+    assert r["arc"] == "fail" and "Message-Signature" in r["reason"], r
+    # a set whose seal is missing
+    lines = one.split(b"\r\n")
+    no_seal = b"\r\n".join(l for l in lines if not l.startswith(b"ARC-Seal"))
+    assert hk_arc_verify(dns, no_seal)["arc"] == "fail"
+    assert hk_arc_verify(dns, MSG) == {"arc": "none", "sets": 0, "reason": "no ARC sets"}

@@ -17,7 +17,9 @@
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
+#include "dauth/arc.h"
 #include "dauth/dkim.h"
+#include "conf/conf.h"
 
 /* ---- tag lists ---------------------------------------------------------- */
 
@@ -38,7 +40,7 @@ static void test_tags(void **state)
 	    {"b=abc\r\n def; bh=x", 0, 2},
 	    {"v=1;; a=b", -1, 0},
 	    {";v=1", -1, 0},
-	    {"v=1; v=2", -1, 0},   /* duplicate: permerror (§3.2) */
+	    {"v=1; v=2", -1, 0}, /* duplicate: permerror (§3.2) */
 	    {"v 1", -1, 0},
 	    {"1v=1", -1, 0},
 	    {"v=1; a=b\x01", -1, 0},
@@ -76,8 +78,8 @@ static void test_sig_parse(void **state)
 	static const char *const bad[] = {
 	    "v=2; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA; b=AAAA",
 	    "v=1; a=rsa-md5; d=x.org; s=s; h=from; bh=AAAA; b=AAAA",
-	    "v=1; a=rsa-sha256; d=x.org; s=s; h=to; bh=AAAA; b=AAAA",      /* no From */
-	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA",            /* no b= */
+	    "v=1; a=rsa-sha256; d=x.org; s=s; h=to; bh=AAAA; b=AAAA", /* no From */
+	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA",       /* no b= */
 	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA; b=AAAA; i=@y.org",
 	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA; b=AAAA; t=10; x=5",
 	    "v=1; a=rsa-sha256; d=x.org; s=s; h=from; bh=AAAA; b=AAAA; c=fancy",
@@ -118,7 +120,8 @@ static void test_key_parse(void **state)
 	(void)state;
 	struct dkim_key k;
 	const char *error = NULL;
-	const char *t = "v=DKIM1; k=ed25519; t=y:s; h=sha256; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+	const char *t =
+	    "v=DKIM1; k=ed25519; t=y:s; h=sha256; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
 	assert_int_equal(dkim_key_parse(t, strlen(t), &k, &error), 0);
 	assert_int_equal(k.type, DKIM_KEY_ED25519);
 	assert_true(k.testing && k.strict && k.sha256_ok && !k.sha1_ok && !k.revoked);
@@ -127,8 +130,8 @@ static void test_key_parse(void **state)
 	assert_int_equal(dkim_key_parse(t, strlen(t), &k, &error), 0);
 	assert_true(k.revoked);
 	assert_int_equal(k.type, DKIM_KEY_RSA);
-	static const char *const bad[] = {"v=DKIM2; p=", "k=dsa; p=", "s=web; p=", "k=rsa",
-	                                  "p=AAAA; v=DKIM1", "p=A!"};
+	static const char *const bad[] = {
+	    "v=DKIM2; p=", "k=dsa; p=", "s=web; p=", "k=rsa", "p=AAAA; v=DKIM1", "p=A!"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (dkim_key_parse(bad[i], strlen(bad[i]), &k, &error) != -1)
 			fail_msg("accepted key %s", bad[i]);
@@ -195,8 +198,9 @@ static void test_canon_rfc_example(void **state)
 static void test_canon_chunking(void **state)
 {
 	(void)state;
-	static const char body[] = "  lead\t \r\n\r\nmid \r\n\r\r\n\t\r\n tail  x \r\n\r\n  \r\n\r\nend"
-	                           "\r\n\r\n\r\n";
+	static const char body[] =
+	    "  lead\t \r\n\r\nmid \r\n\r\r\n\t\r\n tail  x \r\n\r\n  \r\n\r\nend"
+	    "\r\n\r\n\r\n";
 	struct buf whole, part;
 	buf_init(&whole, 0);
 	buf_init(&part, 0);
@@ -204,7 +208,8 @@ static void test_canon_chunking(void **state)
 		for (int l = 0; l < 2; l++) {
 			body_canon((enum dkim_canon)c, body, sizeof(body) - 1, 0, l, 17, &whole);
 			for (size_t chunk = 1; chunk < sizeof(body); chunk++) {
-				body_canon((enum dkim_canon)c, body, sizeof(body) - 1, chunk, l, 17, &part);
+				body_canon((enum dkim_canon)c, body, sizeof(body) - 1, chunk, l, 17,
+				           &part);
 				assert_int_equal(part.len, whole.len);
 				assert_memory_equal(part.data, whole.data, whole.len);
 			}
@@ -219,9 +224,9 @@ static void test_canon_chunking(void **state)
 struct keys {
 	EVP_PKEY *pk[2]; /* rsa1, ed1 */
 	char txt[3][2048];
-	const char *override;           /* a key record to serve instead */
+	const char *override; /* a key record to serve instead */
 	enum dkim_dns_status status;
-	bool async;                     /* answer from dkim_fire, not at once */
+	bool async; /* answer from dkim_fire, not at once */
 	dkim_txt_cb *cb[8];
 	void *arg[8];
 	char names[8][300];
@@ -301,15 +306,21 @@ static void sign(const char *which, time_t now, uint64_t expire, struct buf *out
 	struct dkim_sign_key keys[4];
 	size_t n = 0;
 	for (const char *w = which; *w != '\0'; w++, n++)
-		keys[n] = (struct dkim_sign_key){"example.org", *w == 'r' ? "rsa1" : "ed1",
-		                                 *w == 'r' ? DKIM_ALG_RSA_SHA256 : DKIM_ALG_ED25519_SHA256,
-		                                 *w == 'r' ? 0 : 1};
+		keys[n] = (struct dkim_sign_key){
+		    "example.org", *w == 'r' ? "rsa1" : "ed1",
+		    *w == 'r' ? DKIM_ALG_RSA_SHA256 : DKIM_ALG_ED25519_SHA256, *w == 'r' ? 0 : 1};
 	struct dkim_pkeys pk = {K.pk, 2};
-	struct dkim_sign_conf sc = {.keys = keys, .n_keys = n, .now = now, .expire_s = expire,
-	                            .sign = dkim_sign_with_pkeys, .sign_ctx = &pk};
+	struct dkim_sign_conf sc = {.keys = keys,
+	                            .n_keys = n,
+	                            .now = now,
+	                            .expire_s = expire,
+	                            .sign = dkim_sign_with_pkeys,
+	                            .sign_ctx = &pk};
 	struct dkim_sign *s = dkim_sign_create(&sc);
 	for (size_t i = 0; i < sizeof(MSG) - 1; i += 5)
-		assert_int_equal(dkim_sign_feed(s, MSG + i, sizeof(MSG) - 1 - i < 5 ? sizeof(MSG) - 1 - i : 5), 0);
+		assert_int_equal(
+		    dkim_sign_feed(s, MSG + i, sizeof(MSG) - 1 - i < 5 ? sizeof(MSG) - 1 - i : 5),
+		    0);
 	const char *error = NULL;
 	assert_int_equal(dkim_sign_finish(s, NULL, NULL, &error), 1);
 	const char *h = dkim_sign_header(s, &error);
@@ -357,8 +368,8 @@ static void test_sign_verify_chunked(void **state)
 		for (size_t i = 0; i < 2; i++) {
 			const struct dkim_verify_sig *r = dkim_verify_result(v, i);
 			if (r->result != DKIM_RESULT_PASS)
-				fail_msg("chunk %zu sig %zu: %s %s", chunk, i, dkim_result_name(r->result),
-				         r->reason);
+				fail_msg("chunk %zu sig %zu: %s %s", chunk, i,
+				         dkim_result_name(r->result), r->reason);
 		}
 		assert_string_equal(dkim_verify_result(v, 0)->algorithm, "rsa-sha256");
 		assert_string_equal(dkim_verify_result(v, 1)->domain, "example.org");
@@ -487,6 +498,7 @@ static void test_async_and_cancel(void **state)
 	int called = 0;
 	struct dkim_verify *v = verify(&m, 0, 0);
 	assert_int_equal(dkim_verify_finish(v, verify_cb, &called), 0);
+	assert_int_equal(dkim_verify_finish(v, verify_cb, &called), 0); /* no second round */
 	assert_int_equal(K.npending, 3);
 	for (size_t i = 0; i < K.npending; i++) {
 		const char *t = strncmp(K.names[i], "rsa1.", 5) == 0 ? K.txt[0] : K.txt[1];
@@ -537,6 +549,20 @@ static void test_bounds(void **state)
 	assert_int_equal(dkim_verify_count(v), 1);
 	assert_int_equal(dkim_verify_result(v, 0)->result, DKIM_RESULT_PERMERROR);
 	dkim_verify_free(&v);
+	/* a signature that does not parse (here h= without From): neutral, no lookup */
+	buf_reset(&many);
+	buf_append_str(&many, "DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=rsa1; h=to;"
+	                      " bh=AAAA; b=AAAA\r\n");
+	buf_append_str(&many, MSG);
+	K.lookups = 0;
+	v = verify(&many, 0, 0);
+	assert_int_equal(dkim_verify_finish(v, NULL, NULL), 1);
+	assert_int_equal(dkim_verify_count(v), 1);
+	assert_int_equal(dkim_verify_result(v, 0)->result, DKIM_RESULT_NEUTRAL);
+	assert_non_null(strstr(dkim_verify_result(v, 0)->reason, "From"));
+	assert_string_equal(dkim_verify_result(v, 0)->domain, "example.org");
+	assert_int_equal(K.lookups, 0);
+	dkim_verify_free(&v);
 	/* no signature: no results */
 	buf_reset(&many);
 	buf_append_str(&many, MSG);
@@ -555,7 +581,8 @@ static void test_oversigning(void **state)
 	buf_init(&m, 0);
 	reset_resolver();
 	sign("e", 0, 0, &m);
-	assert_non_null(strstr((const char *)m.data, "h=From:From:To:To:Subject:Subject:Date:Date"));
+	assert_non_null(
+	    strstr((const char *)m.data, "h=From:From:To:To:Subject:Subject:Date:Date"));
 	/* a second Subject added below the signature breaks it */
 	struct buf f;
 	buf_init(&f, 0);
@@ -573,6 +600,135 @@ static void test_oversigning(void **state)
 	buf_free(&m);
 }
 
+/* ---- ARC ------------------------------------------------------------------------------ */
+
+static void arc_seal_msg(const struct buf *in, enum arc_result chain, const char *authres,
+                         struct buf *out)
+{
+	struct dkim_sign_key key = {"example.org", "rsa1", DKIM_ALG_RSA_SHA256, 0};
+	struct dkim_pkeys pk = {K.pk, 2};
+	struct arc_seal_conf ac = {.key = &key,
+	                           .authres = authres,
+	                           .chain = chain,
+	                           .now = 1000,
+	                           .sign = dkim_sign_with_pkeys,
+	                           .sign_ctx = &pk};
+	struct arc_seal *s = arc_seal_create(&ac);
+	for (size_t i = 0; i < in->len; i += 3)
+		assert_int_equal(arc_seal_feed(s, in->data + i, in->len - i < 3 ? in->len - i : 3),
+		                 0);
+	const char *error = NULL;
+	assert_int_equal(arc_seal_finish(s, NULL, NULL, &error), 1);
+	buf_reset(out);
+	buf_append_str(out, arc_seal_header(s, &error));
+	buf_append(out, in->data, in->len);
+	arc_seal_free(&s);
+}
+
+static enum arc_result arc_check_msg(const struct buf *m, size_t chunk, unsigned *sets,
+                                     const char **reason)
+{
+	struct dkim_resolver r = {txt_lookup, txt_cancel, &K};
+	struct arc_verify *v = arc_verify_create(0, &r);
+	for (size_t off = 0; off < m->len;) {
+		size_t n = chunk == 0 || m->len - off < chunk ? m->len - off : chunk;
+		arc_verify_feed(v, m->data + off, n);
+		off += n;
+	}
+	assert_int_equal(arc_verify_finish(v, NULL, NULL), 1);
+	enum arc_result res = arc_verify_result(v, sets, reason);
+	arc_verify_free(&v);
+	return res;
+}
+
+static void test_arc(void **state)
+{
+	(void)state;
+	struct buf m, one, two;
+	unsigned sets = 0;
+	const char *reason = NULL;
+	buf_init(&m, 0);
+	buf_init(&one, 0);
+	buf_init(&two, 0);
+	reset_resolver();
+	buf_append_str(&m, MSG);
+	assert_int_equal(arc_check_msg(&m, 0, &sets, &reason), ARC_RESULT_NONE);
+	arc_seal_msg(&m, ARC_RESULT_NONE, "mx1.example.org; spf=pass", &one);
+	assert_non_null(strstr((const char *)one.data, "ARC-Seal: i=1; a=rsa-sha256; cv=none;"));
+	arc_seal_msg(&one, ARC_RESULT_PASS, "mx2.example.org; arc=pass", &two);
+	assert_non_null(strstr((const char *)two.data, "ARC-Seal: i=2; a=rsa-sha256; cv=pass;"));
+	for (size_t chunk = 0; chunk < 12; chunk += 5) {
+		assert_int_equal(arc_check_msg(&two, chunk, &sets, &reason), ARC_RESULT_PASS);
+		assert_int_equal(sets, 2);
+	}
+	/* the first hop's results changed: its seal (and so the chain) fails */
+	replace(&two, "spf=pass", "spf=FAIL");
+	assert_int_equal(arc_check_msg(&two, 0, &sets, &reason), ARC_RESULT_FAIL);
+	assert_non_null(strstr(reason, "Seal"));
+	/* a chain that failed is sealed with cv=fail, and stays failed */
+	arc_seal_msg(&two, ARC_RESULT_FAIL, "mx3.example.org; arc=fail", &one);
+	assert_non_null(strstr((const char *)one.data, "cv=fail"));
+	assert_int_equal(arc_check_msg(&one, 0, &sets, &reason), ARC_RESULT_FAIL);
+	/* DNS failure is a failed chain, never a hang; freeing with lookups pending */
+	arc_seal_msg(&m, ARC_RESULT_NONE, "mx1.example.org; spf=pass", &one);
+	K.status = DKIM_DNS_TEMPFAIL;
+	assert_int_equal(arc_check_msg(&one, 0, &sets, &reason), ARC_RESULT_FAIL);
+	reset_resolver();
+	K.async = true;
+	struct dkim_resolver r = {txt_lookup, txt_cancel, &K};
+	struct arc_verify *v = arc_verify_create(0, &r);
+	arc_verify_feed(v, one.data, one.len);
+	assert_int_equal(arc_verify_finish(v, NULL, NULL), 0);
+	assert_int_equal(K.npending, 2);
+	arc_verify_free(&v);
+	assert_null(K.cb[0]);
+	assert_null(K.cb[1]);
+	/* sealing needs an RSA key */
+	struct dkim_sign_key ed = {"example.org", "ed1", DKIM_ALG_ED25519_SHA256, 1};
+	struct arc_seal_conf ac = {.key = &ed, .authres = "x; none", .sign = dkim_sign_with_pkeys};
+	struct arc_seal *s = arc_seal_create(&ac);
+	assert_int_equal(arc_seal_finish(s, NULL, NULL, &reason), -1);
+	arc_seal_free(&s);
+	reset_resolver();
+	buf_free(&m);
+	buf_free(&one);
+	buf_free(&two);
+}
+
+/* dkim.sign[] entries of the From domain become the signer's keys, in order,
+ * key_id = the entry's index (the keys process's DKIM key index). */
+static void test_sign_keys_from_conf(void **state)
+{
+	(void)state;
+	static const char yaml[] =
+	    "listen: [{address: '127.0.0.1:2525', tls: none}]\n"
+	    "dkim:\n"
+	    "  sign:\n"
+	    "    - {domain: Example.ORG, selector: s1, key: /k1}\n"
+	    "    - {domain: other.test, selector: s1, key: /k2}\n"
+	    "    - {domain: example.org, selector: e1, key: /k3, type: ed25519}\n";
+	struct conf *c = NULL;
+	char err[512];
+	if (conf_load_buffer("test.yaml", yaml, sizeof(yaml) - 1, &c, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	struct dkim_sign_key keys[4];
+	assert_int_equal(dkim_sign_keys_for(c, "EXAMPLE.org", keys, 4), 2);
+	assert_string_equal(keys[0].domain, "example.org");
+	assert_string_equal(keys[0].selector, "s1");
+	assert_int_equal(keys[0].alg, DKIM_ALG_RSA_SHA256);
+	assert_int_equal(keys[0].key_id, 0);
+	assert_int_equal(keys[1].alg, DKIM_ALG_ED25519_SHA256);
+	assert_int_equal(keys[1].key_id, 2);
+	assert_int_equal(dkim_sign_keys_for(c, "example.org", keys, 1), 1);
+	assert_int_equal(dkim_sign_keys_for(c, "sub.example.org", keys, 4), 0);
+	conf_free(&c);
+	static const char bad[] = "listen: [{address: '127.0.0.1:2525', tls: none}]\n"
+	                          "dkim: {sign: [{domain: x.test, selector: 'a..b', key: /k}]}\n";
+	assert_int_equal(conf_load_buffer("bad.yaml", bad, sizeof(bad) - 1, &c, err, sizeof(err)),
+	                 -1);
+	assert_non_null(strstr(err, "selector"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -588,6 +744,8 @@ int main(void)
 	    cmocka_unit_test(test_async_and_cancel),
 	    cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_oversigning),
+	    cmocka_unit_test(test_arc),
+	    cmocka_unit_test(test_sign_keys_from_conf),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
