@@ -91,8 +91,8 @@ static bool dmarc_tag_name_ok(const char *p, size_t n)
 		return false;
 	for (size_t i = 1; i < n; i++) {
 		char c = p[i];
-		bool ok = ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9') ||
-			  c == '_';
+		bool ok =
+		    ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9') || c == '_';
 		if (!ok)
 			return false;
 	}
@@ -156,8 +156,7 @@ static int dmarc_tag_id(const char *name, size_t n)
 	return -1;
 }
 
-int dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r,
-		       const char **error_r)
+int dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r, const char **error_r)
 {
 	struct dmarc_parse ps = {.r = r};
 	bool sp_given = false;
@@ -255,8 +254,8 @@ void dmarc_free(struct dmarc **dp)
 
 void dmarc_org_domain(const struct dmarc *d, const char *domain, char *out, size_t outlen)
 {
-	const char *reg = d != NULL && d->psl != NULL ? psl_registrable_domain(d->psl, domain)
-						      : NULL;
+	const char *reg =
+	    d != NULL && d->psl != NULL ? psl_registrable_domain(d->psl, domain) : NULL;
 	const char *src = reg != NULL ? reg : domain;
 	size_t n = strlen(src);
 	if (n >= outlen)
@@ -346,7 +345,7 @@ static void dmarc_lookup(struct dmarc_discovery *q)
 }
 
 struct dmarc_discovery *dmarc_discover(struct dmarc *d, const struct dmarc_resolver *res,
-				       const char *from_domain, dmarc_discover_cb *cb, void *arg)
+                                       const char *from_domain, dmarc_discover_cb *cb, void *arg)
 {
 	struct dmarc_discovery *q = xcalloc(1, sizeof(*q));
 	q->d = d;
@@ -398,7 +397,7 @@ static bool dmarc_aligned(const struct dmarc *d, const char *id, const char *fro
 }
 
 void dmarc_evaluate(const struct dmarc *d, const struct dmarc_input *in,
-		    const struct dmarc_policy_found *found, struct dmarc_result *out)
+                    const struct dmarc_policy_found *found, struct dmarc_result *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (in->from_domain == NULL) {
@@ -415,12 +414,12 @@ void dmarc_evaluate(const struct dmarc *d, const struct dmarc_input *in,
 		return;
 	}
 	const struct dmarc_record *r = &found->rec;
-	out->spf_aligned = in->spf_pass &&
-			   dmarc_aligned(d, in->spf_domain, in->from_domain, r->aspf_strict);
+	out->spf_aligned =
+	    in->spf_pass && dmarc_aligned(d, in->spf_domain, in->from_domain, r->aspf_strict);
 	for (size_t i = 0; i < in->ndkim && !out->dkim_aligned; i++)
-		out->dkim_aligned = in->dkim[i].pass && dmarc_aligned(d, in->dkim[i].domain,
-								      in->from_domain,
-								      r->adkim_strict);
+		out->dkim_aligned =
+		    in->dkim[i].pass &&
+		    dmarc_aligned(d, in->dkim[i].domain, in->from_domain, r->adkim_strict);
 	if (out->spf_aligned || out->dkim_aligned) {
 		out->status = DMARC_PASS;
 		return;
@@ -432,8 +431,8 @@ void dmarc_evaluate(const struct dmarc *d, const struct dmarc_input *in,
 	if (in->sample >= r->pct && p != DMARC_P_NONE)
 		p = p == DMARC_P_REJECT ? DMARC_P_QUARANTINE : DMARC_P_NONE;
 	out->disp = p == DMARC_P_REJECT       ? DMARC_DISP_REJECT
-		    : p == DMARC_P_QUARANTINE ? DMARC_DISP_QUARANTINE
-					      : DMARC_DISP_NONE;
+	            : p == DMARC_P_QUARANTINE ? DMARC_DISP_QUARANTINE
+	                                      : DMARC_DISP_NONE;
 }
 
 /* ---- the resolver over src/dns ---- */
@@ -450,8 +449,8 @@ static void dmarc_dns_on_raw(const struct dns_raw_result *res, void *arg)
 	char *txt[DNS_RAW_MAX] = {0};
 	size_t n = 0;
 	enum dmarc_dns_status st = res->status == DNS_OK         ? DMARC_DNS_OK
-				   : res->status == DNS_NXDOMAIN ? DMARC_DNS_NXDOMAIN
-								 : DMARC_DNS_TEMPFAIL;
+	                           : res->status == DNS_NXDOMAIN ? DMARC_DNS_NXDOMAIN
+	                                                         : DMARC_DNS_TEMPFAIL;
 	for (size_t i = 0; st == DMARC_DNS_OK && i < res->n && i < DNS_RAW_MAX; i++) {
 		char *t = xmalloc(DMARC_TXT_MAX);
 		if (dns_txt_join(res->rdata[i], res->len[i], t, DMARC_TXT_MAX) < 0) {

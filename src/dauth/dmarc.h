@@ -49,8 +49,7 @@ struct dmarc_record {
 /* Parse one TXT record. Returns 0 (a policy record in *r), 1 when it is
  * not a DMARC record (does not start with v=DMARC1: discarded, §6.6.3), or
  * -1 for a DMARC record that cannot be used (*error_r says why). */
-int dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r,
-		       const char **error_r);
+int dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r, const char **error_r);
 
 /* ---- the resolver the checks use ---- */
 
@@ -59,8 +58,7 @@ enum dmarc_dns_status {
 	DMARC_DNS_NXDOMAIN, /* the name does not exist */
 	DMARC_DNS_TEMPFAIL, /* SERVFAIL, timeout */
 };
-typedef void dmarc_txt_cb(enum dmarc_dns_status st, const char *const *txts, size_t n,
-			  void *arg);
+typedef void dmarc_txt_cb(enum dmarc_dns_status st, const char *const *txts, size_t n, void *arg);
 struct dmarc_resolver {
 	/* Look up the TXT records of name; cb is called once, from inside
 	 * the call or later. Returns a handle for cancel while it is pending
@@ -89,7 +87,7 @@ void dmarc_org_domain(const struct dmarc *d, const char *domain, char *out, size
 /* ---- policy discovery (§6.6.3) ---- */
 
 enum dmarc_status {
-	DMARC_NONE,      /* no policy published */
+	DMARC_NONE, /* no policy published */
 	DMARC_PASS,
 	DMARC_FAIL,
 	DMARC_TEMPERROR, /* DNS failed: try later */
@@ -101,16 +99,16 @@ const char *dmarc_policy_name(enum dmarc_policy p);
 struct dmarc_policy_found {
 	enum dmarc_status status; /* DMARC_PASS here means "a record was found" */
 	struct dmarc_record rec;
-	bool at_org;                          /* found at the organizational domain */
-	char domain[DMARC_DOMAIN_MAX + 1];    /* where: the From or the org domain */
-	const char *reason;                   /* none/permerror/temperror: why */
+	bool at_org;                       /* found at the organizational domain */
+	char domain[DMARC_DOMAIN_MAX + 1]; /* where: the From or the org domain */
+	const char *reason;                /* none/permerror/temperror: why */
 };
 typedef void dmarc_discover_cb(const struct dmarc_policy_found *f, void *arg);
 struct dmarc_discovery;
 /* Find the policy for from_domain (lowercase A-labels). cb is called
  * once, from inside the call (then NULL is returned) or later. */
 struct dmarc_discovery *dmarc_discover(struct dmarc *d, const struct dmarc_resolver *res,
-				       const char *from_domain, dmarc_discover_cb *cb, void *arg);
+                                       const char *from_domain, dmarc_discover_cb *cb, void *arg);
 void dmarc_discovery_cancel(struct dmarc_discovery **q);
 
 /* ---- evaluation (§3.1 alignment, §6.6.2, §6.6.4) ---- */
@@ -138,13 +136,13 @@ enum dmarc_disposition {
 
 struct dmarc_result {
 	enum dmarc_status status;
-	enum dmarc_policy policy;   /* the p or sp that applied (fail) */
+	enum dmarc_policy policy;    /* the p or sp that applied (fail) */
 	enum dmarc_disposition disp; /* what the domain asks for this message */
 	bool spf_aligned, dkim_aligned;
 	const char *reason; /* for permerror/temperror/none */
 };
 
 void dmarc_evaluate(const struct dmarc *d, const struct dmarc_input *in,
-		    const struct dmarc_policy_found *found, struct dmarc_result *out);
+                    const struct dmarc_policy_found *found, struct dmarc_result *out);
 
 #endif

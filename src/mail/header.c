@@ -154,8 +154,9 @@ static int hdr_addr_domain(const char *a, size_t n, char *out, size_t outlen)
 		return MAIL_HDR_FROM_BAD;
 	for (size_t i = s; i < e; i++) {
 		unsigned char c = (unsigned char)a[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-			  c == '-' || c == '_' || c >= 0x80 || (c == '.' && a[i - 1] != '.');
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		          (c >= '0' && c <= '9') || c == '-' || c == '_' || c >= 0x80 ||
+		          (c == '.' && a[i - 1] != '.');
 		if (!ok)
 			return MAIL_HDR_FROM_BAD;
 		out[i - s] = hdr_lower((char)c);

@@ -32,8 +32,8 @@ static void test_dmarc_record(void **state)
 	    {"v=DMARC1; p=reject; pct=101; adkim=x; foo=bar", 0, DMARC_P_REJECT, DMARC_P_REJECT,
 	     100, false, false, 0},
 	    /* §6.6.3 step 6: without a valid p, a usable rua makes it p=none */
-	    {"v=DMARC1; rua=mailto:d@example.com", 0, DMARC_P_NONE, DMARC_P_NONE, 100, false,
-	     false, 1},
+	    {"v=DMARC1; rua=mailto:d@example.com", 0, DMARC_P_NONE, DMARC_P_NONE, 100, false, false,
+	     1},
 	    {"v=DMARC1; p=bogus; rua=mailto:d@example.com", 0, DMARC_P_NONE, DMARC_P_NONE, 100,
 	     false, false, 1},
 	    {"v=DMARC1; p=reject; sp=bogus; rua=mailto:d@example.com", 0, DMARC_P_NONE,
@@ -56,7 +56,7 @@ static void test_dmarc_record(void **state)
 		int rc = dmarc_record_parse(cases[i].txt, strlen(cases[i].txt), &r, &err);
 		if (rc != cases[i].rc)
 			fail_msg("case %zu \"%s\": rc %d (%s)", i, cases[i].txt, rc,
-				 err ? err : "-");
+			         err ? err : "-");
 		if (rc == -1)
 			assert_non_null(err);
 		if (rc != 0)
@@ -221,11 +221,15 @@ static void test_dmarc_evaluate(void **state)
 	struct dmarc_policy_found f = {.status = DMARC_PASS};
 	struct dmarc_result r;
 	const char *e = NULL;
-	assert_int_equal(dmarc_record_parse("v=DMARC1; p=reject; sp=quarantine; pct=50", 41,
-					    &f.rec, &e), 0);
+	assert_int_equal(
+	    dmarc_record_parse("v=DMARC1; p=reject; sp=quarantine; pct=50", 41, &f.rec, &e), 0);
 	struct dmarc_dkim_sig sigs[2] = {{"other.example", true}, {"mail.example.com", false}};
-	struct dmarc_input in = {.from_domain = "example.com", .spf_domain = "bounce.example.com",
-				 .spf_pass = true, .dkim = sigs, .ndkim = 2, .sample = 0};
+	struct dmarc_input in = {.from_domain = "example.com",
+	                         .spf_domain = "bounce.example.com",
+	                         .spf_pass = true,
+	                         .dkim = sigs,
+	                         .ndkim = 2,
+	                         .sample = 0};
 
 	dmarc_evaluate(d, &in, &f, &r); /* relaxed SPF alignment */
 	assert_int_equal(r.status, DMARC_PASS);

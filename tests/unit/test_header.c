@@ -15,10 +15,10 @@ static void test_hdr_next(void **state)
 {
 	(void)state;
 	const char *h = "From: a@b.example\r\n"
-			"Subject: one\r\n two\r\n\tthree\r\n"
-			"not a field\r\n"
-			"X-Sp  : v\r\n"
-			"Last: no crlf";
+	                "Subject: one\r\n two\r\n\tthree\r\n"
+	                "not a field\r\n"
+	                "X-Sp  : v\r\n"
+	                "Last: no crlf";
 	struct mail_hdr_field f;
 	size_t pos = 0, len = strlen(h);
 	assert_true(mail_hdr_next(h, len, &pos, &f));
