@@ -43,7 +43,7 @@ struct dauth_tx {
 	bool spf_done;
 	enum spf_result spf_result;
 	bool null_sender;
-	char spf_domain[256];   /* the domain checked (MAIL FROM's or HELO's) */
+	char spf_domain[256]; /* the domain checked (MAIL FROM's or HELO's) */
 	char spf_sender[MAIL_PATH_MAX + 1];
 	char spf_helo[256];
 	char spf_reason[160];
@@ -56,7 +56,8 @@ struct dauth_tx {
 	struct policy_job *job;
 	struct policy_eod_req *eod;
 	struct event *timer;
-	bool starting;
+	struct event *finish_ev; /* the verdict, from its own turn of the loop */
+	bool starting, finishing;
 	struct dmarc_resolver dmarc_res;
 	struct dmarc_discovery *dq;
 	bool dmarc_done;
@@ -72,7 +73,8 @@ static bool dauth_loopback(const struct sockaddr_storage *ss)
 		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
 	if (ss->ss_family == AF_INET6) {
 		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
 	}
 	return false;
 }
@@ -91,13 +93,13 @@ static void dauth_on_spf(const struct spf_outcome *o, void *arg)
 	snprintf(t->spf_reason, sizeof(t->spf_reason), "%s", o->reason);
 	struct spf_request req = {.sender = t->spf_sender, .helo = t->spf_helo};
 	if (spf_received_header(o, &req, t->ps->conf->hostname, t->received_spf,
-				sizeof(t->received_spf)) < 0)
+	                        sizeof(t->received_spf)) < 0)
 		t->received_spf[0] = '\0';
 	dauth_maybe_finish(t);
 }
 
 struct dauth_tx *policy_dauth_begin(struct policy_smtp *ps, const struct policy_client *c,
-				    const char *sender, const char *helo)
+                                    const char *sender, const char *helo)
 {
 	const struct conf *conf = ps->conf;
 	if (!conf->dauth.inbound || c->auth_user != NULL ||
@@ -144,6 +146,10 @@ static void dauth_stop(struct dauth_tx *t)
 	if (t->timer != NULL)
 		event_free(t->timer);
 	t->timer = NULL;
+	if (t->finish_ev != NULL)
+		event_free(t->finish_ev);
+	t->finish_ev = NULL;
+	t->finishing = false;
 	dmarc_discovery_cancel(&t->dq);
 	t->job = NULL;
 	t->eod = NULL;
@@ -239,10 +245,10 @@ static void dauth_ar_dkim(struct dauth_tx *t, struct buf *b)
 		char why[160];
 		if (sig->reason[0] == '\0' && sig->key_bits > 0)
 			snprintf(why, sizeof(why), "%u-bit key%s", sig->key_bits,
-				 sig->testing ? "; test mode" : "");
+			         sig->testing ? "; test mode" : "");
 		else
 			snprintf(why, sizeof(why), "%s%s", sig->reason,
-				 sig->testing ? "; test mode" : "");
+			         sig->testing ? "; test mode" : "");
 		dauth_ar_comment(b, why);
 		if (sig->domain[0] != '\0')
 			dauth_ar_prop(b, "header.d", sig->domain);
@@ -261,10 +267,10 @@ static void dauth_ar_dmarc(struct dauth_tx *t, const struct dmarc_result *r, str
 	char why[200];
 	if (r->status == DMARC_FAIL || r->status == DMARC_PASS)
 		snprintf(why, sizeof(why), "p=%s sp=%s dis=%s", dmarc_policy_name(t->found.rec.p),
-			 dmarc_policy_name(t->found.rec.sp),
-			 r->disp == DMARC_DISP_REJECT       ? "reject"
-			 : r->disp == DMARC_DISP_QUARANTINE ? "quarantine"
-							    : "none");
+		         dmarc_policy_name(t->found.rec.sp),
+		         r->disp == DMARC_DISP_REJECT       ? "reject"
+		         : r->disp == DMARC_DISP_QUARANTINE ? "quarantine"
+		                                            : "none");
 	else
 		snprintf(why, sizeof(why), "%s", r->reason != NULL ? r->reason : "");
 	dauth_ar_comment(b, why);
@@ -369,8 +375,8 @@ static void dauth_finish(struct dauth_tx *t)
 	size_t rs = strlen(t->received_spf);
 	if (rs >= 2 && t->received_spf[rs - 2] == '\r')
 		(void)policy_eod_add_field(eod, t->received_spf, rs - 2);
-	const char *id = conf->dauth.authserv_id[0] != '\0' ? conf->dauth.authserv_id
-							     : conf->hostname;
+	const char *id =
+	    conf->dauth.authserv_id[0] != '\0' ? conf->dauth.authserv_id : conf->hostname;
 	(void)buf_printf(&b, "Authentication-Results: %s", id);
 	dauth_ar_spf(t, &b);
 	dauth_ar_dkim(t, &b);
@@ -381,18 +387,19 @@ static void dauth_finish(struct dauth_tx *t)
 
 	char qf[LOG_Q_MAX];
 	log_info("event=dauth sid=%s qid=%s spf=%s dkim_sigs=%zu dmarc=%s from=%s disposition=%s",
-		 t->sid, eod->qid, spf_result_name(t->spf_result),
-		 t->dkim_timed_out ? 0 : dkim_verify_count(t->dkim), dmarc_status_name(r.status),
-		 t->from_ok ? log_qs(qf, t->from) : "-",
-		 reject ? "reject" : quarantine ? "quarantine" : "none");
+	         t->sid, eod->qid, spf_result_name(t->spf_result),
+	         t->dkim_timed_out ? 0 : dkim_verify_count(t->dkim), dmarc_status_name(r.status),
+	         t->from_ok ? log_qs(qf, t->from) : "-",
+	         reject       ? "reject"
+	         : quarantine ? "quarantine"
+	                      : "none");
 	if (reject) {
 		policy_job_reply(job, 550, "5.7.1", "Email rejected per DMARC policy for %s",
-				 t->from_ok ? t->from : "the From domain");
+		                 t->from_ok ? t->from : "the From domain");
 	} else if (r.status == DMARC_TEMPERROR &&
-		   conf->dauth.temperror == CONF_DAUTH_TEMPERROR_TEMPFAIL) {
+	           conf->dauth.temperror == CONF_DAUTH_TEMPERROR_TEMPFAIL) {
 		policy_job_reply(job, 451, "4.7.1", "Temporary DMARC error, try again later");
-	} else if (conf->dauth.spf_reject && t->spf_result == SPF_FAIL &&
-		   r.status != DMARC_PASS) {
+	} else if (conf->dauth.spf_reject && t->spf_result == SPF_FAIL && r.status != DMARC_PASS) {
 		/* RFC 7489 §10.1: only after DMARC had its say */
 		policy_job_reply(job, 550, "5.7.23", "SPF validation failed");
 	} else {
@@ -400,11 +407,23 @@ static void dauth_finish(struct dauth_tx *t)
 	}
 }
 
+/* All answered: the verdict comes from its own turn of the loop, never from
+ * inside an SPF, DKIM or DNS callback, since a refusal frees the
+ * transaction (and with it the verifier whose callback is running). */
 static void dauth_maybe_finish(struct dauth_tx *t)
 {
-	if (t->job == NULL || t->starting || !t->spf_done || !t->dkim_done || !t->dmarc_done)
+	if (t->job == NULL || t->starting || t->finishing || !t->spf_done || !t->dkim_done ||
+	    !t->dmarc_done)
 		return;
-	dauth_finish(t);
+	t->finishing = true;
+	event_active(t->finish_ev, EV_TIMEOUT, 0);
+}
+
+static void dauth_on_finish_ev(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	dauth_finish(arg);
 }
 
 static void dauth_on_dkim(struct dkim_verify *v, void *arg)
@@ -431,8 +450,8 @@ static void dauth_on_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	log_info("event=dauth_timeout sid=%s spf=%s dkim=%s dmarc=%s", t->sid,
-		 t->spf_done ? "done" : "pending", t->dkim_done ? "done" : "pending",
-		 t->dmarc_done ? "done" : "pending");
+	         t->spf_done ? "done" : "pending", t->dkim_done ? "done" : "pending",
+	         t->dmarc_done ? "done" : "pending");
 	if (!t->spf_done) {
 		spf_cancel(&t->spf);
 		t->spf_done = true;
@@ -478,8 +497,9 @@ static void dauth_start(struct policy_job *job)
 		t->dq = dmarc_discover(ps->dmarc, &t->dmarc_res, t->from, dauth_on_dmarc, t);
 	}
 	t->timer = evtimer_new(ps->base, dauth_on_timeout, t);
+	t->finish_ev = evtimer_new(ps->base, dauth_on_finish_ev, t);
 	struct timeval tv = {(time_t)(conf->dauth.timeout / 1000),
-			     (suseconds_t)(conf->dauth.timeout % 1000) * 1000};
+	                     (suseconds_t)(conf->dauth.timeout % 1000) * 1000};
 	evtimer_add(t->timer, &tv);
 	t->starting = false;
 	dauth_maybe_finish(t);

@@ -12,6 +12,7 @@
 #include "mail/header.h"
 #include "queue/spool.h"
 #include "smtpd/qclient.h"
+#include "tls/keyproxy.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -222,6 +223,90 @@ static void data_header_section(struct smtpd_session *s, bool at_end)
 	(void)buf_append(&tx->hdrs, tx->body.data + start, len < tx->hdrs.max ? len : tx->hdrs.max);
 }
 
+/* The From domain of the client's header section: exactly one From with
+ * one author domain, else -1. */
+static int data_from_domain(const struct smtpd_tx *tx, char *out, size_t outlen)
+{
+	struct mail_hdr_field f, from = {0};
+	size_t pos = 0, n = 0;
+	while (mail_hdr_next((const char *)tx->hdrs.data, tx->hdrs.len, &pos, &f)) {
+		if (mail_hdr_name_is(&f, "From")) {
+			from = f;
+			n++;
+		}
+	}
+	if (n != 1 || mail_hdr_from_domain(from.value, from.value_len, out, outlen) < 0)
+		return -1;
+	return 0;
+}
+
+/* DKIM signing of an authenticated submission (RFC 6376 §5; the keys stay
+ * in the keys process). Once the header section is settled (forged A-R
+ * gone, our Message-ID/Date added), the From domain picks the dkim.sign
+ * keys; the signer is fed the message from then on, as it will be
+ * delivered, and its DKIM-Signature goes into the top block at the end. */
+static void data_sign_feed(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	char dom[256];
+	if (!tx->sign_decided) {
+		if (!tx->hdr_decided)
+			return;
+		tx->sign_decided = true;
+		if (s->auth_user == NULL || s->srv->dkim_kc == NULL ||
+		    data_from_domain(tx, dom, sizeof(dom)) < 0)
+			return;
+		size_t n = dkim_sign_keys_for(s->srv->conf, dom, tx->sign_keys, DKIM_SIGS_MAX);
+		if (n == 0)
+			return;
+		tx->sign_conf = (struct dkim_sign_conf){
+		    .keys = tx->sign_keys,
+		    .n_keys = n,
+		    .sign = keyproxy_dkim_sign,
+		    .sign_ctx = s->srv->dkim_kc,
+		};
+		tx->signer = dkim_sign_create(&tx->sign_conf);
+		tx->sign_fed = tx->hdr_at; /* the client's message, without our Received */
+	}
+	if (tx->signer != NULL && tx->body.len > tx->sign_fed) {
+		if (dkim_sign_feed(tx->signer, tx->body.data + tx->sign_fed,
+				   tx->body.len - tx->sign_fed) < 0) {
+			log_warn("event=dkim_sign_failed sid=%s qid=%s reason=\"header section too "
+				 "large\"",
+				 s->sid, tx->env.qid);
+			dkim_sign_free(&tx->signer);
+		}
+		tx->sign_fed = tx->body.len;
+	}
+}
+
+/* The end of a signed message: its DKIM-Signature field(s) on top. A
+ * failure sends the message unsigned (logged), as a milter would. */
+static void data_sign_finish(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	const char *err = NULL, *hdr = NULL;
+	if (tx->signer == NULL)
+		return;
+	int rc = dkim_sign_finish(tx->signer, NULL, NULL, &err);
+	if (rc == 1)
+		hdr = dkim_sign_header(tx->signer, &err);
+	else if (rc == 0)
+		err = "signer did not answer at once"; /* keyproxy_dkim_sign always does */
+	size_t n = hdr != NULL ? strlen(hdr) : 0;
+	if (n == 0 || buf_reserve(&tx->top, n) < 0) {
+		log_warn("event=dkim_sign_failed sid=%s qid=%s reason=\"%s\"", s->sid, tx->env.qid,
+			 err != NULL ? err : "no room above the message");
+		return;
+	}
+	memmove(tx->top.data + n, tx->top.data, tx->top.len);
+	memcpy(tx->top.data, hdr, n);
+	tx->top.len += n;
+	tx->top.data[tx->top.len] = '\0';
+	log_info("event=dkim_signed sid=%s qid=%s keys=%zu", s->sid, tx->env.qid,
+		 tx->sign_conf.n_keys);
+}
+
 static void data_start(struct smtpd_session *s, enum datascan_mode mode)
 {
 	const struct conf_limits *l = &s->srv->conf->limits;
@@ -264,6 +349,7 @@ static void data_spill(struct smtpd_session *s, bool force)
 		qclient_abort(s->srv->qc, &tx->file);
 	}
 	buf_reset(&tx->body);
+	tx->sign_fed = 0; /* the signer has seen all of it */
 }
 
 void smtpd_cmd_data(struct smtpd_session *s, const char *args, size_t len)
@@ -519,6 +605,8 @@ static void data_end_of_message(struct smtpd_session *s)
 	}
 	data_header_section(s, true);
 	data_missing_fields(s, true);
+	data_sign_feed(s);
+	data_sign_finish(s);
 	struct policy_eod_req *r = &s->preq.eod;
 	memset(r, 0, sizeof(*r));
 	r->qid = tx->env.qid;
@@ -639,6 +727,7 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 	policy_dauth_feed(tx->dauth, tx->body.data + from, tx->body.len - from);
 	data_header_section(s, false);
 	data_missing_fields(s, false);
+	data_sign_feed(s);
 	data_spill(s, false);
 	return total;
 }

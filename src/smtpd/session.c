@@ -298,6 +298,7 @@ void smtpd_tx_reset(struct smtpd_session *s)
 		buf_free(&tx->top);
 		buf_free(&tx->hdrs);
 		policy_dauth_free(&tx->dauth);
+		dkim_sign_free(&tx->signer);
 		free(tx);
 		s->tx = NULL;
 	}

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "dauth/dkim.h"
 #include "lib/buf.h"
 #include "lib/logrl.h"
 #include "lib/net.h"
@@ -19,6 +20,7 @@
 #include "smtpd/qclient.h"
 
 struct bufferevent;
+struct keyproxy_client;
 struct event;
 struct event_base;
 struct evbuffer;
@@ -73,6 +75,7 @@ struct smtpd {
 	struct tls_server *tls;  /* NULL when TLS is not configured */
 	struct authc *authc;     /* the auth service (auth/authc.h), NULL: no AUTH */
 	struct policy_smtp *policy; /* the policy chains (src/policy) */
+	struct keyproxy_client *dkim_kc; /* DKIM signing (the keys process), or NULL */
 	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
 	size_t n_listeners;
@@ -116,6 +119,12 @@ struct smtpd_tx {
 	bool hdr_seen;        /* the client's header section looked at (cmd_data.c) */
 	struct buf hdrs;      /* a copy of it, for the end-of-data checks */
 	struct dauth_tx *dauth; /* SPF, DKIM, DMARC of this message (src/policy), or NULL */
+	/* DKIM signing of an authenticated submission (cmd_data.c) */
+	bool sign_decided;
+	struct dkim_sign *signer;
+	struct dkim_sign_key sign_keys[DKIM_SIGS_MAX];
+	struct dkim_sign_conf sign_conf;
+	size_t sign_fed; /* octets of body already fed to the signer */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 	size_t n_rcpt_dups;   /* RCPTs repeating a recipient: they count too */
 };

@@ -370,3 +370,54 @@ def test_relay_delivery_byte_exact_below_added_fields(hikyaku, dns_zone, tmp_pat
         assert re.search(rb"spf=pass", data.split(b"Received-SPF")[0])
     finally:
         mta.stop()
+
+
+def test_authenticated_submission_is_signed_not_checked(hikyaku, rsa_key, tmp_path):
+    """An authenticated submission gets no inbound checks (no
+    Authentication-Results) and is DKIM-signed at the end of data with the
+    dkim.sign key of its From domain, through the keys process; dkimpy
+    verifies the delivered message."""
+    from test_submission_headers import ALICE, PW, curl_submit
+    key = str(tmp_path / "k.pem")
+    with open(rsa_key, "rb") as src, open(key, "wb") as dst:
+        dst.write(src.read())
+    os.chmod(key, 0o600)
+    hk = hikyaku(listener={"submission": True}, users=["bob@example.org"],
+                 users_secrets={ALICE: ("CRYPT", PW)},
+                 dauth={"loopback": True},
+                 dkim={"sign": [{"domain": "example.org", "selector": "sub", "key": key}]})
+    curl_submit(hk, b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\n"
+                    b"Subject: signed\r\n\r\nbody line\r\n.dot line\r\n")
+    (msg,) = hk.read_delivered("bob", "example.org")
+    assert b"Authentication-Results" not in msg
+    fields = top_fields(msg)
+    assert fields[0].startswith("DKIM-Signature: v=1; a=rsa-sha256;"), fields[:2]
+    assert "d=example.org" in fields[0] and "s=sub" in fields[0]
+    record = public_record(rsa_key).encode()
+
+    def dnsfunc(name, timeout=5):
+        assert name == b"sub._domainkey.example.org.", name
+        return record
+    # Maildir stored LF line ends and Return-Path/Delivered-To on top.
+    body = msg.split(b"\n", 2)[2].replace(b"\n", b"\r\n")
+    assert dkim.verify(body, dnsfunc=dnsfunc), body[:600]
+    assert "event=dkim_signed" in hk.log()
+
+
+def test_reject_decided_by_the_last_dkim_answer(hikyaku, dns_zone, rsa_key):
+    """The DKIM key answers last and the verdict is a refusal, which frees
+    the transaction and its verifier: the verdict comes from its own turn of
+    the loop, not from inside the verifier's callback, and the server stops
+    cleanly under ASan."""
+    srv = dns_zone(dkim_zone(rsa_key, "v=DMARC1; p=reject"),
+                   delay={"sel._domainkey.sender.example.": 0.5})
+    hk = checking(hikyaku, srv)
+    msg = signed(rsa_key, message()).replace(b"Hello DMARC.", b"Hello DMARX.")
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=20) as s:
+        with pytest.raises(smtplib.SMTPDataError) as ei:
+            s.sendmail("bob@sender.example", ["alice@localhost"], msg)
+        assert ei.value.smtp_code == 550
+        assert s.noop()[0] == 250
+    rc = hk.stop()
+    log = hk.log()
+    assert rc == 0 and "Sanitizer" not in log, log[-3000:]
