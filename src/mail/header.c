@@ -150,8 +150,8 @@ static int hdr_addr_domain(const char *a, size_t n, char *out, size_t outlen)
 		e--;
 	if (e > s && a[e - 1] == '.')
 		e--; /* a trailing root dot names the same domain */
-	if (e == s || e - s >= outlen || a[s] == '.')
-		return MAIL_HDR_FROM_BAD;
+	if (e == s || e - s >= outlen || a[s] == '.' || a[e - 1] == '.')
+		return MAIL_HDR_FROM_BAD; /* empty, too long, or an empty label */
 	for (size_t i = s; i < e; i++) {
 		unsigned char c = (unsigned char)a[i];
 		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||

@@ -103,6 +103,7 @@ static void test_hdr_from_domain(void **state)
 	    {" a@exa mple.com", MAIL_HDR_FROM_BAD, ""},
 	    {" a@.example.com", MAIL_HDR_FROM_BAD, ""},
 	    {" a@example..com", MAIL_HDR_FROM_BAD, ""},
+	    {" a@example.com..", MAIL_HDR_FROM_BAD, ""},
 	    {" \"unclosed@example.com", MAIL_HDR_FROM_BAD, ""},
 	    {" (unclosed a@example.com", MAIL_HDR_FROM_BAD, ""},
 	};
