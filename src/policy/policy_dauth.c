@@ -23,6 +23,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "mail/header.h"
+#include "mail/idna.h"
 #include "policy/policy_smtp.h"
 
 #include <arpa/inet.h>
@@ -311,7 +312,14 @@ static void dauth_from(struct dauth_tx *t, const char *hdr, size_t len)
 		t->from_error = "unparsable From field";
 		return;
 	}
-	snprintf(t->from, sizeof(t->from), "%s", dom);
+	/* An SMTPUTF8 From may have U-labels: DNS and alignment use A-labels. */
+	char ascii[256];
+	if (mail_domain_to_ascii(dom, strlen(dom), ascii, sizeof(ascii), NULL) < 0 ||
+	    strlen(ascii) > DMARC_DOMAIN_MAX) {
+		t->from_error = "unparsable From field";
+		return;
+	}
+	snprintf(t->from, sizeof(t->from), "%s", ascii);
 	t->from_ok = true;
 }
 
