@@ -379,6 +379,8 @@ if want hikyaku; then
 		"$(date -r "$HIKYAKU" '+%F %T'); bench from repo $rev)"
 	echo "             user: ${HK_USER:-(none: runs as $(id -un))}, processes.smtpd:" \
 		"${SMTPD_PROCS:-(not set: the default of the binary)}"
+	[[ -z ${BENCH_HK_CONF:-} ]] || echo "             config added from $BENCH_HK_CONF:" \
+		"$(tr '\n' ' ' <"$BENCH_HK_CONF")"
 fi
 if ((TLS)); then
 	echo "load:        bench/tlsload (STARTTLS, full handshakes, no resumption), $SIZE-byte messages," \
@@ -586,6 +588,11 @@ EOF
 	[[ -z $HK_USER ]] || echo "user: $HK_USER" >>"$HK_CONF"
 	if [[ -n $SMTPD_PROCS ]]; then
 		printf 'processes:\n  smtpd: %s\n' "$SMTPD_PROCS" >>"$HK_CONF"
+	fi
+	# BENCH_HK_CONF: a YAML file appended to hikyaku's config, to compare
+	# settings (e.g. queue.delivery_threads); recorded in the header.
+	if [[ -n ${BENCH_HK_CONF:-} ]]; then
+		cat "$BENCH_HK_CONF" >>"$HK_CONF"
 	fi
 	if ((TLS)); then
 		cat >>"$HK_CONF" <<EOF

@@ -227,6 +227,13 @@ size_t dkim_verify_count(const struct dkim_verify *v);
 const struct dkim_verify_sig *dkim_verify_result(const struct dkim_verify *v, size_t i);
 /* Cancels pending lookups (cb not called) and frees. */
 void dkim_verify_free(struct dkim_verify **v);
+/* The dkim results as RFC 8601 resinfo, appended to out: "dkim=none", or
+ * per signature "dkim=pass header.d=example.org header.s=s1
+ * header.a=rsa-sha256 header.b=\"AbCdEfGh\"" (a comment with the reason
+ * when not pass), separated by ";\r\n\t" (folding). The caller writes
+ * "Authentication-Results: authserv-id;" before and the other methods after.
+ * Values from the message are quoted or left out when unsafe. */
+int dkim_verify_ar(const struct dkim_verify *v, struct buf *out);
 
 /* ---- signer ------------------------------------------------------------------ */
 

@@ -189,8 +189,9 @@ static void dkim_cmd_answer(const struct dns_raw_result *res, void *arg)
 	}
 	for (size_t i = 0; i < res->n; i++) {
 		char txt[DKIM_TXT_MAX];
-		if (dns_txt_join(res->rdata[i], res->len[i], txt, sizeof(txt)) < 0)
-			printf("record %zu: malformed TXT\n", i);
+		int jl = dns_txt_join(res->rdata[i], res->len[i], txt, sizeof(txt));
+		if (jl < 0 || (size_t)jl != strlen(txt))
+			printf("record %zu: malformed TXT (or a NUL octet in it)\n", i);
 		else
 			dkim_cmd_record(c, i, txt);
 	}

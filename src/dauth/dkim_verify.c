@@ -407,6 +407,51 @@ void dkim_verify_free(struct dkim_verify **vp)
 	*vp = NULL;
 }
 
+/* A value as RFC 8601 §2.2 pvalue: a quoted-string of printable ASCII
+ * without '"' and '\\' (anything else: the property is left out). */
+static bool dkim_ar_value_ok(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (*s < 0x21 || *s > 0x7e || *s == '"' || *s == '\\')
+			return false;
+	return true;
+}
+
+static void dkim_ar_prop(struct buf *out, const char *name, const char *value)
+{
+	if (value[0] != '\0' && dkim_ar_value_ok(value))
+		buf_printf(out, " %s=\"%s\"", name, value);
+}
+
+int dkim_verify_ar(const struct dkim_verify *v, struct buf *out)
+{
+	if (v->n == 0)
+		return buf_append_str(out, "dkim=none");
+	for (size_t i = 0; i < v->n; i++) {
+		const struct dkim_verify_sig *r = &v->sigs[i].res;
+		if (i > 0)
+			buf_append_str(out, ";\r\n\t");
+		buf_printf(out, "dkim=%s", dkim_result_name(r->result));
+		if (r->result != DKIM_RESULT_PASS && r->reason != NULL && r->reason[0] != '\0') {
+			/* a comment (RFC 5322 §3.2.2) of our own static text, parentheses dropped
+			 */
+			buf_append_str(out, " (");
+			for (const char *c = r->reason; *c != '\0'; c++)
+				if (*c != '(' && *c != ')' && *c != '\\')
+					buf_append_byte(out, (unsigned char)*c);
+			buf_append_str(out, ")");
+		}
+		if (r->testing)
+			buf_append_str(out, " (key in testing mode)");
+		dkim_ar_prop(out, "header.d", r->domain);
+		dkim_ar_prop(out, "header.i", r->auid);
+		dkim_ar_prop(out, "header.s", r->selector);
+		dkim_ar_prop(out, "header.a", r->algorithm);
+		dkim_ar_prop(out, "header.b", r->b_prefix);
+	}
+	return 0;
+}
+
 /* ---- the default resolver: src/dns ------------------------------------------ */
 
 struct dkim_dnsq {
@@ -427,7 +472,9 @@ static void dkim_dns_answer(const struct dns_raw_result *res, void *arg)
 		st = DKIM_DNS_TEMPFAIL;
 	for (size_t i = 0; st == DKIM_DNS_OK && i < res->n; i++) {
 		char *t = xmalloc(DKIM_TXT_MAX);
-		if (dns_txt_join(res->rdata[i], res->len[i], t, DKIM_TXT_MAX) == 0)
+		int jl = dns_txt_join(res->rdata[i], res->len[i], t, DKIM_TXT_MAX);
+		/* a record holding a NUL octet is no key record (nor a C string) */
+		if (jl >= 0 && (size_t)jl == strlen(t))
 			txts[n++] = t;
 		else
 			free(t);

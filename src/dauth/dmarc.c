@@ -453,8 +453,11 @@ static void dmarc_dns_on_raw(const struct dns_raw_result *res, void *arg)
 	                                                         : DMARC_DNS_TEMPFAIL;
 	for (size_t i = 0; st == DMARC_DNS_OK && i < res->n && i < DNS_RAW_MAX; i++) {
 		char *t = xmalloc(DMARC_TXT_MAX);
-		if (dns_txt_join(res->rdata[i], res->len[i], t, DMARC_TXT_MAX) < 0) {
-			free(t); /* malformed or too long: not a policy record */
+		int n_t = dns_txt_join(res->rdata[i], res->len[i], t, DMARC_TXT_MAX);
+		if (n_t < 0 || memchr(t, '\0', (size_t)n_t) != NULL) {
+			/* malformed, too long, or with a NUL octet (which would cut
+			 * it short): not a policy record */
+			free(t);
 			continue;
 		}
 		txt[n++] = t;

@@ -266,17 +266,6 @@ static int spf_wire_name(const unsigned char *p, size_t n, char out[SPF_NAME_BUF
 	return k > 0 ? 1 : 0;
 }
 
-/* The length of a TXT rdata's strings joined. dns_txt_join() copies NUL
- * octets too, and a record with one must not be read as shorter than it is
- * (the suite's "a-null"). Only for rdata dns_txt_join() accepted. */
-static size_t spf_txt_len(const unsigned char *p, size_t n)
-{
-	size_t total = 0;
-	for (size_t i = 0; i < n; i += 1 + (size_t)p[i])
-		total += p[i];
-	return total;
-}
-
 /* The end of the evaluation: result with a reason. For fail, exp= is
  * looked up first (§6.2). Always called from the loop. */
 __attribute__((format(printf, 3, 4))) static void spf_finish(struct spf_query *q, enum spf_result r,
@@ -645,9 +634,11 @@ static void spf_on_record(struct spf_query *q, const struct dns_raw_result *r)
 	size_t txtlen = 65536;
 	char *txt = xmalloc(txtlen);
 	size_t nspf = 0, found = 0;
+	/* dns_txt_join() gives the length: a record may hold NUL octets and
+	 * must not be read as shorter than it is (the suite's "a-null") */
 	for (size_t i = 0; r->status == DNS_OK && i < r->n; i++) {
-		if (dns_txt_join(r->rdata[i], r->len[i], txt, txtlen) == 0 &&
-		    spf_record_is_spf(txt, spf_txt_len(r->rdata[i], r->len[i]))) {
+		int len = dns_txt_join(r->rdata[i], r->len[i], txt, txtlen);
+		if (len >= 0 && spf_record_is_spf(txt, (size_t)len)) {
 			nspf++;
 			found = i;
 		}
@@ -663,10 +654,10 @@ static void spf_on_record(struct spf_query *q, const struct dns_raw_result *r)
 			           f->redirected ? "redirect" : "include");
 		return;
 	}
-	(void)dns_txt_join(r->rdata[found], r->len[found], txt, txtlen);
+	int txtn = dns_txt_join(r->rdata[found], r->len[found], txt, txtlen);
 	spf_trace(q, "record %s: %s", f->domain, txt);
 	const char *err;
-	int rc = spf_record_parse(txt, spf_txt_len(r->rdata[found], r->len[found]), &f->rec, &err);
+	int rc = spf_record_parse(txt, (size_t)(txtn > 0 ? txtn : 0), &f->rec, &err);
 	free(txt);
 	if (rc < 0) {
 		spf_finish(q, SPF_PERMERROR, "SPF record at %s: %s", f->domain, err);
@@ -849,9 +840,11 @@ static void spf_exp_expand(struct spf_query *q)
 /* §6.2: exactly one TXT record, expanded with c, r and t. */
 static void spf_on_exp(struct spf_query *q, const struct dns_raw_result *r)
 {
-	if (r->status != DNS_OK || r->n != 1 ||
-	    dns_txt_join(r->rdata[0], r->len[0], q->exp_text, sizeof(q->exp_text)) < 0 ||
-	    spf_txt_len(r->rdata[0], r->len[0]) != strlen(q->exp_text)) {
+	/* a text holding a NUL octet is not used */
+	int n = r->status == DNS_OK && r->n == 1
+	            ? dns_txt_join(r->rdata[0], r->len[0], q->exp_text, sizeof(q->exp_text))
+	            : -1;
+	if (n < 0 || (size_t)n != strlen(q->exp_text)) {
 		spf_deliver(q);
 		return;
 	}

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -154,30 +155,39 @@ int maildir_lf_size(const struct maildir_msg *msg, uint64_t *size_r)
 }
 
 /* Our two header lines, then the content with LF line ends, window by
- * window. -1 with err on a read or write error. */
+ * window. The header lines sit in front of the first window, so a small
+ * message is one write. -1 with err on a read or write error. */
 static int maildir_copy(int fd, const char *head, size_t headlen, const struct maildir_msg *msg,
                         char *err, size_t errlen)
 {
 	size_t wsize = maildir_window_size(msg);
-	unsigned char *w = xmalloc(wsize);
+	/* [1, 1 + headlen): the header lines, right in front of the window;
+	 * later windows put a CR carried over from the previous one at w - 1. */
+	unsigned char *buf = xmalloc(headlen + 1 + wsize);
+	unsigned char *w = buf + headlen + 1;
 	uint64_t pos = 0;
-	bool cr = false, lead;
+	bool cr = false, lead, first = true;
 	int rc = 0;
-	if (fs_write_all(fd, head, headlen) < 0)
-		rc = -1;
-	while (rc == 0 && pos < msg->len) {
+	memcpy(buf + 1, head, headlen);
+	while (rc == 0 && (first || pos < msg->len)) {
 		size_t n = msg->len - pos < wsize ? (size_t)(msg->len - pos) : wsize;
-		if (maildir_src_read(msg, pos, w, n) < 0) {
+		if (n > 0 && maildir_src_read(msg, pos, w, n) < 0) {
 			snprintf(err, errlen, "read spool: %s", strerror(errno));
-			free(w);
+			free(buf);
 			return -1;
 		}
 		pos += n;
 		size_t o = maildir_lf_window(w, n, pos == msg->len, &cr, &lead);
-		if ((lead && fs_write_all(fd, "\r", 1) < 0) || fs_write_all(fd, w, o) < 0)
+		unsigned char *from = w;
+		if (first)
+			from = buf + 1; /* nothing is carried into the first window */
+		else if (lead)
+			*--from = '\r';
+		if (fs_write_all(fd, from, (size_t)(w + o - from)) < 0)
 			rc = -1;
+		first = false;
 	}
-	free(w);
+	free(buf);
 	if (rc < 0)
 		snprintf(err, errlen, "write tmp: %s", strerror(errno));
 	return rc;
@@ -224,6 +234,109 @@ static void maildir_unique(const struct maildir_msg *msg, char *out, size_t outl
 	snprintf(out, outlen, "%lld.M%06ldP%dQ%lluR%08x.%s", (long long)tv.tv_sec,
 		 (long)tv.tv_usec, (int)getpid(),
 		 (unsigned long long)atomic_fetch_add(&counter, 1), rnd, host);
+}
+
+/* Group commit of new/ fsyncs, as the spool does for queue/: a delivery
+ * takes a ticket of its directory after its rename; an fsync of that
+ * directory that starts after the ticket was taken makes the rename
+ * durable. Deliveries into one Maildir from several worker threads at
+ * once share fsyncs. Directories are told apart by path; a slot lives
+ * while someone waits on it, and with every slot busy a delivery fsyncs
+ * alone. */
+#define MAILDIR_DSYNC_SLOTS 16
+struct maildir_dsync {
+	char *dir; /* NULL: free */
+	unsigned users;
+	uint64_t ticket, synced, failed;
+	bool syncing;
+};
+static struct maildir_dsync maildir_dsyncs[MAILDIR_DSYNC_SLOTS];
+static pthread_mutex_t maildir_dsync_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t maildir_dsync_cond = PTHREAD_COND_INITIALIZER;
+static atomic_uint_fast64_t maildir_dsync_count;
+
+uint64_t maildir_dir_syncs(void)
+{
+	return atomic_load(&maildir_dsync_count);
+}
+
+static int maildir_fsync_path(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	atomic_fetch_add(&maildir_dsync_count, 1);
+	int r = fsync(fd);
+	int err = errno;
+	close(fd);
+	errno = err;
+	return r;
+}
+
+static int maildir_dir_sync(const char *dir)
+{
+	struct maildir_dsync *d = NULL, *free_slot = NULL;
+	int rc = 0, err = 0;
+
+	pthread_mutex_lock(&maildir_dsync_lock);
+	for (size_t i = 0; i < MAILDIR_DSYNC_SLOTS && d == NULL; i++) {
+		struct maildir_dsync *x = &maildir_dsyncs[i];
+		if (x->dir == NULL && free_slot == NULL)
+			free_slot = x;
+		else if (x->dir != NULL && strcmp(x->dir, dir) == 0)
+			d = x;
+	}
+	if (d == NULL && free_slot == NULL) {
+		pthread_mutex_unlock(&maildir_dsync_lock);
+		return maildir_fsync_path(dir);
+	}
+	if (d == NULL) {
+		d = free_slot;
+		*d = (struct maildir_dsync){.dir = xstrdup(dir)};
+	}
+	d->users++;
+	uint64_t my = ++d->ticket;
+	for (;;) {
+		if (my <= d->failed) {
+			/* after a failed fsync a later success proves nothing */
+			rc = -1;
+			err = EIO;
+			break;
+		}
+		if (my <= d->synced)
+			break;
+		if (d->syncing) {
+			pthread_cond_wait(&maildir_dsync_cond, &maildir_dsync_lock);
+			continue;
+		}
+		uint64_t target = d->ticket;
+		d->syncing = true;
+		pthread_mutex_unlock(&maildir_dsync_lock);
+		int r = maildir_fsync_path(dir);
+		int e = errno;
+		pthread_mutex_lock(&maildir_dsync_lock);
+		d->syncing = false;
+		if (r == 0) {
+			d->synced = target;
+		} else {
+			d->failed = target;
+			if (my <= target) {
+				rc = -1;
+				err = e;
+				pthread_cond_broadcast(&maildir_dsync_cond);
+				break;
+			}
+		}
+		pthread_cond_broadcast(&maildir_dsync_cond);
+	}
+	if (--d->users == 0) {
+		free(d->dir);
+		d->dir = NULL;
+	}
+	pthread_mutex_unlock(&maildir_dsync_lock);
+	if (rc < 0)
+		errno = err;
+	return rc;
 }
 
 /* An earlier copy in cur/: "<uniq>,S=<size>" followed by nothing, more
@@ -278,7 +391,7 @@ static int maildir_store(const char *base, const struct maildir_msg *msg, char *
 		snprintf(err, errlen, "path too long");
 		return -1;
 	}
-	if (msg->unique != NULL) {
+	if (msg->unique != NULL && !msg->fresh) {
 		/* Delivered before a crash: the copy is whole (it was renamed
 		 * into new/ only after its fsync), keep it. */
 		if (stat(dst, &st) == 0 || (msg->search_cur && maildir_in_cur(base, uniq, sized)))
@@ -305,14 +418,10 @@ static int maildir_store(const char *base, const struct maildir_msg *msg, char *
 		unlink(tmp);
 		return -1;
 	}
-	int dfd = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0) {
+	if (maildir_dir_sync(newdir) < 0) {
 		snprintf(err, errlen, "fsync new/: %s", strerror(errno));
-		if (dfd >= 0)
-			close(dfd);
 		return -1; /* the file may survive: a retry duplicates, never loses */
 	}
-	close(dfd);
 	return 0;
 }
 

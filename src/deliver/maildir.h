@@ -43,6 +43,10 @@ struct maildir_msg {
 	 * it there): a directory scan, only for a message that may have been
 	 * delivered before (recovered after a crash, or a retry). */
 	bool search_cur;
+	/* The message's first attempt in this process, never recovered nor
+	 * tried before: no earlier copy can exist, so none is looked for (no
+	 * stat of new/, no stale tmp/ file to remove). */
+	bool fresh;
 	/* A Maildir++ folder of the mailbox (".Junk"), NULL for the inbox. */
 	const char *folder;
 };
@@ -68,5 +72,8 @@ void maildir_unique_for(uint64_t arrival_us, const char *qid, size_t rcpt_index,
  * with a short reason in err (temporary failure). */
 int maildir_deliver(const char *root, const char *domain, const char *mailbox,
 		    const struct maildir_msg *msg, char *err, size_t errlen);
+/* How many fsyncs of new/ directories ran in this process: deliveries into
+ * one Maildir at once share them (group commit). For tests and metrics. */
+uint64_t maildir_dir_syncs(void);
 
 #endif

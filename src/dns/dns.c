@@ -967,7 +967,7 @@ int dns_txt_join(const unsigned char *rdata, size_t len, char *out, size_t outle
 		i += l;
 	}
 	out[o] = '\0';
-	return 0;
+	return o > INT32_MAX ? -1 : (int)o;
 }
 
 int dns_wire_name(const unsigned char *p, size_t n, char *out)

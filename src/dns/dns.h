@@ -106,7 +106,8 @@ struct dns_query *dns_resolve_raw(struct dns *dns, const char *name, int rrtype,
                                   void *arg);
 /* TXT rdata: its character-strings (RFC 1035 §3.3.14) joined with nothing
  * between them (RFC 7208 §3.3, RFC 6376 §3.6.2.2) into out (NUL-terminated).
- * -1 if malformed or longer than outlen - 1. */
+ * Returns the joined length (a record may hold NUL octets: do not strlen()
+ * it), or -1 if malformed or longer than outlen - 1. */
 int dns_txt_join(const unsigned char *rdata, size_t len, char *out, size_t outlen);
 /* Wire-format name (MX after its 2 octets, PTR, CNAME) to text: 1 a name, 0
  * the root ".", -1 malformed (only LDH and '_' labels are accepted). out

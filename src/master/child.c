@@ -25,6 +25,7 @@
 #include "policy/policy_smtp.h"
 #include "queue/qmgr.h"
 #include "queue/qserver.h"
+#include "queue/pickup.h"
 #include "queue/spool.h"
 #include "smtpd/qclient.h"
 #include "smtpd/smtpd.h"
@@ -682,6 +683,7 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	struct child_ctx ctx = {0};
 	struct spool *spool = NULL;
 	struct ctl_server *ctl = NULL;
+	struct pickup *pickup = NULL;
 	const char *error = NULL;
 	char err[1024];
 	int ret = 1;
@@ -736,10 +738,12 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	ctx.qs = qserver_create(ctx.base, spool, ctx.qmgr, (unsigned)conf->queue.commit_threads,
 				 (size_t)conf->limits.connections);
 	log_info("event=start config=%s queued=%d", conf->file, n);
+	pickup = pickup_create(ctx.base, conf);
 	child_ready(&ctx);
 	child_loop_run(ctx.base);
 	ret = 0;
 out:
+	pickup_free(&pickup); /* cuts a submission in progress: before its commit */
 	qserver_free(&ctx.qs); /* commits in flight are queued first */
 	ctl_server_free(&ctl); /* before the queue manager it controls */
 	qmgr_free(&ctx.qmgr);

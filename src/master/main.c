@@ -1,5 +1,6 @@
 /* main.c — the hikyaku binary: `serve`, `check`, `config dump|reference`,
- * `queue`, `user`, `spf check`, `dkim` (and `mailq`, the same as `queue list`, when called by that name).
+ * `queue`, `user`, `dkim keygen|check`, `spf check` (and `mailq`, the same as `queue list`,
+ * when called by that name), `sendmail` (also by the names sendmail and newaliases).
  * As `serve` it is the master (master.c), which starts the queue and smtpd
  * processes as this same binary with the hidden word `__child` (child.c). */
 #include "conf/conf.h"
@@ -12,8 +13,9 @@
 #include "lib/log.h"
 #include "master/master.h"
 #include "auth/usercmd.h"
-#include "dauth/spf_cmd.h"
 #include "dauth/dkim_cmd.h"
+#include "dauth/spf_cmd.h"
+#include "sendmail/sendmail.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -45,6 +47,8 @@ static void usage(FILE *out)
 		     "       mailq [-c FILE] [--json]      the same as hikyaku queue list\n"
 		     "       hikyaku spf check [-c FILE] IP SENDER [HELO]\n"
 		     "                                     SPF result for a sender, and why\n"
+		     "       hikyaku sendmail [-t] [-i] [-f SENDER] [-C FILE] ... [RCPT...]\n"
+		     "                                     submit a message (also as sendmail)\n"
 		     "       hikyaku version\n"
 		     "Without -c, the embedded development default is used.\n");
 }
@@ -98,7 +102,7 @@ static int main_check(const char *path)
 
 /* `hikyaku queue [-c FILE] ...`: the configuration only says where the
  * spool (and so the control socket) is. */
-static int main_queue(int argc, char **argv, int first)
+static int main_queue(int argc, char **argv, int first, bool mailq)
 {
 	const char *path = NULL;
 	char **rest = xcalloc((size_t)argc + 1, sizeof(*rest));
@@ -109,6 +113,10 @@ static int main_queue(int argc, char **argv, int first)
 		else
 			rest[n++] = argv[i];
 	}
+	/* Called as mailq (by cron jobs, monitoring): the installed
+	 * configuration, as sendmail finds it. */
+	if (mailq)
+		path = sendmail_conf_path(path);
 	struct conf *conf = main_load_conf(path);
 	int rc = 2;
 	if (conf != NULL)
@@ -144,8 +152,10 @@ int main(int argc, char **argv)
 				return 2;
 			}
 		}
-		return main_queue(argc, argv, 1); /* no words: list */
+		return main_queue(argc, argv, 1, true); /* no words: list */
 	}
+	if (strcmp(prog, "sendmail") == 0 || strcmp(prog, "newaliases") == 0)
+		return sendmail_main(prog, argc, argv, 1);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -176,12 +186,14 @@ int main(int argc, char **argv)
 	} else if (strcmp(cmd, "config") == 0 && argc == 3 && strcmp(argv[2], "reference") == 0) {
 		conf_reference(stdout);
 		return 0;
+	} else if (strcmp(cmd, "sendmail") == 0) {
+		return sendmail_main("sendmail", argc, argv, 2);
 	} else if (strcmp(cmd, "queue") == 0) {
-		return main_queue(argc, argv, 2);
-	} else if (strcmp(cmd, "spf") == 0) {
-		return spf_command(argc - 1, argv + 1);
+		return main_queue(argc, argv, 2, false);
 	} else if (strcmp(cmd, "dkim") == 0) {
 		return dkim_command(argc - 1, argv + 1);
+	} else if (strcmp(cmd, "spf") == 0) {
+		return spf_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "user") == 0) {
 		return auth_user_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

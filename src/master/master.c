@@ -11,6 +11,7 @@
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/shmcount.h"
+#include "mail/maildrop.h"
 #include "master/priv.h"
 #include "master/proto.h"
 #include "smtpd/smtpd.h"
@@ -860,6 +861,50 @@ static unsigned master_nsmtpd(const struct conf *conf)
 	return n > MASTER_SMTPD_MAX ? MASTER_SMTPD_MAX : (unsigned)n;
 }
 
+/* Local submission (docs/ARCHITECTURE.md, "Local submission"): every
+ * local user must reach <spool>/public/submit and write into
+ * <spool>/maildrop, and nothing else of the spool. So the spool gets
+ * search permission for all (not read: its names stay private), public/
+ * is 0755 and maildrop/ 1733 (anyone may create, no one else may list,
+ * and the sticky bit keeps a user's drops from other users), both the
+ * service user's. pw NULL: not root, they stay ours. Returns public/. */
+static int master_public_dirs(const struct conf *conf, const struct passwd *pw)
+{
+	const char *bad = NULL;
+	int sfd = fs_dir_open_nofollow(conf->spool_dir, 0755, 0750, &bad);
+	struct stat st;
+	if (sfd < 0 || fstat(sfd, &st) < 0 || fchmod(sfd, (st.st_mode & 07777) | 0011) < 0) {
+		fprintf(stderr, "hikyaku: %s: %s\n", conf->spool_dir, strerror(errno));
+		if (sfd >= 0)
+			close(sfd);
+		return -1;
+	}
+	static const struct {
+		const char *name;
+		mode_t mode;
+	} dirs[] = {{MAILDROP_DIR, 01733}, {MAILDROP_PUBLIC_DIR, 0755}};
+	int fd = -1;
+	for (size_t i = 0; i < 2; i++) {
+		if (fd >= 0)
+			close(fd);
+		if (mkdirat(sfd, dirs[i].name, 0700) < 0 && errno != EEXIST)
+			fd = -1;
+		else
+			fd = openat(sfd, dirs[i].name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || (pw != NULL && fchown(fd, pw->pw_uid, pw->pw_gid) < 0) ||
+		    fchmod(fd, dirs[i].mode) < 0) {
+			fprintf(stderr, "hikyaku: %s/%s: %s\n", conf->spool_dir, dirs[i].name,
+				strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			close(sfd);
+			return -1;
+		}
+	}
+	close(sfd);
+	return fd;
+}
+
 int master_serve(const char *path)
 {
 	struct master m = {.tickets_fd = -1};
@@ -940,6 +985,17 @@ int master_serve(const char *path)
 	if (smtpd_listeners_bind(conf, &m.bound, &m.nbound, &error) < 0) {
 		fprintf(stderr, "hikyaku: %s\n", error);
 		goto out;
+	}
+	{
+		int pfd = master_public_dirs(conf, geteuid() == 0 ? getpwnam(conf->user) : NULL);
+		int rc = pfd < 0 ? -1 : smtpd_local_bind(pfd, &m.bound, &m.nbound, &error);
+		if (pfd >= 0)
+			close(pfd);
+		if (rc < 0) {
+			if (pfd >= 0)
+				fprintf(stderr, "hikyaku: %s\n", error);
+			goto out;
+		}
 	}
 	master_raise_nofile(conf);
 	m.nsmtpd = master_nsmtpd(conf);

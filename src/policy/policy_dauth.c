@@ -104,6 +104,7 @@ struct dauth_tx *policy_dauth_begin(struct policy_smtp *ps, const struct policy_
 {
 	const struct conf *conf = ps->conf;
 	if (!conf->dauth.inbound || c->auth_user != NULL ||
+	    (c->ss.ss_family != AF_INET && c->ss.ss_family != AF_INET6) ||
 	    (!conf->dauth.loopback && dauth_loopback(&c->ss)))
 		return NULL;
 	struct dns *dns = policy_smtp_dns(ps);

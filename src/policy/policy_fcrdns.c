@@ -213,7 +213,8 @@ static void fcrdns_start(struct policy_job *job)
 	struct policy_smtp *ps = policy_job_ctx(job);
 	struct policy_smtp_req *req = policy_job_request(job);
 	struct policy_client *c = req->client;
-	if (!ps->conf->policy.fcrdns_loopback && fcrdns_is_loopback(&c->ss)) {
+	/* A local submission is this host: "localhost", no lookup. */
+	if (c->local || (!ps->conf->policy.fcrdns_loopback && fcrdns_is_loopback(&c->ss))) {
 		c->rdns_status = POLICY_RDNS_CONFIRMED;
 		snprintf(c->rdns, sizeof(c->rdns), "localhost");
 		policy_job_dunno(job);
@@ -274,7 +275,7 @@ static void fcrdns_required_start(struct policy_job *job)
 	struct policy_smtp_req *req = policy_job_request(job);
 	const struct policy_client *c = req->client;
 	if (!ps->conf->policy.require_fcrdns || c->rdns_status == POLICY_RDNS_CONFIRMED ||
-	    c->auth_user != NULL ||
+	    c->auth_user != NULL || c->local ||
 	    conf_is_trusted_network(ps->conf, (const struct sockaddr *)&c->ss)) {
 		policy_job_dunno(job);
 		return;

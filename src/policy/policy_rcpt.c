@@ -90,7 +90,7 @@ static void relay_start(struct policy_job *job)
 		policy_job_dunno(job);
 		return;
 	}
-	bool trusted = req->client->auth_user != NULL ||
+	bool trusted = req->client->auth_user != NULL || req->client->local ||
 	               conf_is_trusted_network(conf, (const struct sockaddr *)&req->client->ss);
 	/* relay_domains: ours to pass on, from anyone (a gateway or backup
 	 * MX); the route may verify the user (policy_verify.c). Not a

@@ -41,6 +41,7 @@ struct policy_client {
 	char addr[NET_ADDRSTR_MAX];
 	const char *sid;
 	const char *auth_user; /* NULL until AUTH */
+	bool local;            /* local submission: a user of this host (uid known) */
 	/* Written by the fcrdns check. */
 	enum policy_rdns rdns_status;
 	char rdns[256]; /* the confirmed name, "" otherwise */

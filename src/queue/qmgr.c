@@ -24,6 +24,7 @@
 #include "conf/conf.h"
 #include "deliver/bounce.h"
 #include "deliver/maildir.h"
+#include "lib/fsutil.h"
 #include "dns/dns.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -138,6 +139,7 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 	char unique[MAILDIR_UNIQUE_MAX];
 	maildir_unique_for(m->env.arrival_us, m->qid, i, unique);
 	struct maildir_msg mm = {
+		.data = m->small,
 		.fd = m->fd,
 		.off = m->env.content_off,
 		.len = (size_t)m->env.size,
@@ -146,6 +148,7 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 		.hostname = q->conf->hostname,
 		.unique = unique,
 		.search_cur = m->recovered || m->env.attempts > 0,
+		.fresh = !m->recovered && m->env.attempts == 0 && !m->tried,
 		/* DMARC quarantine (smtpd): the user's Junk folder (Maildir++) */
 		.folder = (m->env.flags & ENVELOPE_FLAG_JUNK) ? ".Junk" : NULL,
 	};
@@ -158,7 +161,7 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 	}
 	/* The S= of the file name is needed before the copy is written: one
 	 * counting pass over the content, shared by every local recipient. */
-	if (!m->lf_known) {
+	if (m->small == NULL && !m->lf_known) {
 		if (maildir_lf_size(&mm, &m->lf_len) < 0) {
 			snprintf(err, sizeof(err), "read spool: %s", strerror(errno));
 			qmgr_rres_set(&m->res[i], QMGR_R_DEFERRED, "4.3.0", err, "maildir");
@@ -167,6 +170,7 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 		m->lf_known = true;
 	}
 	mm.lf_len = m->lf_len;
+	m->tried = true;
 	int rc = maildir_deliver(q->conf->maildir_root, domain, mailbox, &mm, err, sizeof(err));
 	if (rc == 0)
 		qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "delivered to maildir", "maildir");
@@ -176,6 +180,8 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 	else
 		qmgr_rres_set(&m->res[i], QMGR_R_DEFERRED, "4.3.0", err, "maildir");
 }
+
+static void qmgr_finish_run(void *arg);
 
 static void qmgr_load_run(void *arg)
 {
@@ -204,13 +210,35 @@ static void qmgr_load_run(void *arg)
 		return;
 	}
 	m->res = xcalloc(m->env.nrcpts, sizeof(*m->res));
+	bool remote = false;
 	for (size_t i = 0; i < m->env.nrcpts; i++) {
 		if (m->env.rcpts[i].done)
 			continue;
 		const struct conf_route *route =
 			conf_route_for(q->conf, qmgr_domain_of(m->env.rcpts[i].addr));
-		if (route->transport == CONF_TRANSPORT_LOCAL)
-			qmgr_deliver_local(q, m, i);
+		if (route->transport != CONF_TRANSPORT_LOCAL) {
+			remote = true;
+			continue;
+		}
+		/* A small message is read once for all its local copies; a
+		 * failed read leaves the window-by-window path to report it. */
+		if (m->small == NULL && m->env.size > 0 && m->env.size <= MAILDIR_WINDOW) {
+			m->small = xmalloc((size_t)m->env.size);
+			if (fs_pread_all(m->fd, m->small, (size_t)m->env.size,
+					  m->env.content_off) < 0) {
+				free(m->small);
+				m->small = NULL;
+			}
+		}
+		qmgr_deliver_local(q, m, i);
+	}
+	free(m->small);
+	m->small = NULL;
+	/* Nothing left for the loop to send: record the results here, in the
+	 * same worker turn, instead of a second trip through the loop. */
+	if (!remote) {
+		qmgr_finish_run(m);
+		m->finished = true;
 	}
 }
 
@@ -590,6 +618,12 @@ static void qmgr_load_done(void *arg)
 		q->active--;
 		qmgr_wait(q, m, m->env.next_try_us);
 		qmgr_dispatch(q);
+		return;
+	}
+	if (m->finished) {
+		/* local only: delivered and recorded by the worker */
+		m->finished = false;
+		qmgr_finish_done(m);
 		return;
 	}
 	if (q->stopping) {

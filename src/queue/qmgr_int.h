@@ -70,6 +70,12 @@ struct qmgr_msg {
 	bool not_due; /* recovered before its persisted retry time */
 	bool force;   /* qmgr_flush: try now, whatever the schedule says */
 	bool recovered; /* found in the spool at start: may be partly delivered */
+	bool tried;     /* a local delivery was attempted in this process */
+	bool finished;  /* the load worker also ran the finish (no remote recipient) */
+	/* During the local deliveries of one attempt: the content of a message
+	 * of at most MAILDIR_WINDOW octets, read once for every recipient (and
+	 * for the Maildir S= count); NULL otherwise. */
+	unsigned char *small;
 	size_t groups_left;
 	/* filled by the finish worker */
 	char bounce_qids[QMGR_NOTICES_MAX][QID_LEN + 1];

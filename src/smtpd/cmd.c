@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define CMD_PRE_TX (SMTPD_SB(SMTPD_S_INIT) | SMTPD_SB(SMTPD_S_READY))
 #define CMD_ANY (CMD_PRE_TX | SMTPD_SB(SMTPD_S_MAIL) | SMTPD_SB(SMTPD_S_RCPT))
@@ -32,6 +33,7 @@ static void cmd_noop(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_quit(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_vrfy(struct smtpd_session *s, const char *args, size_t len);
 static void cmd_help(struct smtpd_session *s, const char *args, size_t len);
+static void cmd_xuid(struct smtpd_session *s, const char *args, size_t len);
 
 static const struct smtpd_cmd smtpd_cmds[] = {
 	{"EHLO", cmd_ehlo, CMD_ANY, NULL},
@@ -52,6 +54,8 @@ static const struct smtpd_cmd smtpd_cmds[] = {
 	{"QUIT", cmd_quit, CMD_ANY, NULL},
 	{"VRFY", cmd_vrfy, CMD_ANY, NULL},
 	{"HELP", cmd_help, CMD_ANY, NULL},
+	/* Local submission only: the maildrop pickup names a drop's owner. */
+	{"XUID", cmd_xuid, CMD_PRE_TX, "XUID not allowed during a mail transaction"},
 };
 
 const struct smtpd_cmd *smtpd_cmd_find(const char *verb, size_t len)
@@ -233,8 +237,10 @@ static void cmd_mail_verdict(struct smtpd_session *s, const struct policy_verdic
 	tx->env.smtputf8 = m->smtputf8;
 	envelope_set_str(&tx->env.client_addr, s->client_addr);
 	envelope_set_str(&tx->env.client_helo, s->helo);
-	/* SPF runs while the recipients and the content come in. */
-	tx->dauth = policy_dauth_begin(s->srv->policy, &s->client, sender, s->helo);
+	/* SPF runs while the recipients and the content come in; local
+	 * submissions (sendmail) are ours, not a peer's to check. */
+	if (!s->local)
+		tx->dauth = policy_dauth_begin(s->srv->policy, &s->client, sender, s->helo);
 	smtpd_session_set_state(s, SMTPD_S_MAIL);
 	smtpd_reply(s, 250, "2.1.0", "Sender <%s> OK", sender);
 }
@@ -391,6 +397,27 @@ static void cmd_noop(struct smtpd_session *s, const char *args, size_t len)
 {
 	(void)args;
 	(void)len; /* RFC 5321 §4.1.1.9: a NOOP argument is ignored */
+	smtpd_reply(s, 250, "2.0.0", "Ok");
+}
+
+/* "XUID <uid>": the queue's maildrop pickup (src/queue/pickup.c) submits
+ * a drop file for its owner. Believed only on the local socket from a
+ * caller that is root or our own uid (the service user, who owns the
+ * spool anyway); for anyone else the kernel's answer stands. */
+static void cmd_xuid(struct smtpd_session *s, const char *args, size_t len)
+{
+	uint64_t uid;
+	if (!s->local || (s->local_uid != 0 && s->local_uid != getuid())) {
+		smtpd_reply(s, 550, "5.7.0", "XUID not allowed");
+		return;
+	}
+	if (str_parse_u64(args, len, 0, UINT32_MAX - 1, &uid) < 0) {
+		smtpd_reply(s, 501, "5.5.4", "Syntax: XUID <uid>");
+		return;
+	}
+	log_info("event=xuid sid=%s uid=%llu by=%u", s->sid, (unsigned long long)uid,
+		 (unsigned)s->local_uid);
+	s->local_uid = (uid_t)uid;
 	smtpd_reply(s, 250, "2.0.0", "Ok");
 }
 

@@ -95,6 +95,22 @@ static void data_received_text(char *out, size_t outlen, const char *in, bool ut
 	out[o] = '\0';
 }
 
+/* The end of Received: "for" and the date. */
+static void data_received_for(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	char date[64];
+	data_date(tx, date, sizeof(date));
+	/* Name the recipient only when there is one: a Bcc list must not leak. */
+	if (tx->env.nrcpts == 1) {
+		char rcpt[MAIL_PATH_MAX + 1];
+		data_received_text(rcpt, sizeof(rcpt), tx->env.rcpts[0].addr, tx->mail.smtputf8,
+				   "");
+		buf_printf(&tx->body, "\r\n\tfor <%s>", rcpt);
+	}
+	buf_printf(&tx->body, ";\r\n\t%s\r\n", date);
+}
+
 /* RFC 5321 §4.4 time stamp line, written before any content. The HELO
  * name is hostile: "from" gets it only when it is a Domain or address
  * literal (§4.4 Extended-Domain); otherwise the client's address stands
@@ -103,11 +119,19 @@ static void data_received_header(struct smtpd_session *s)
 {
 	const struct conf *conf = s->srv->conf;
 	struct smtpd_tx *tx = s->tx;
-	char helo[sizeof(s->helo)], date[64], client[sizeof(s->client.rdns) + NET_ADDRSTR_MAX + 4];
-	data_date(tx, date, sizeof(date));
+	char helo[sizeof(s->helo)], client[sizeof(s->client.rdns) + NET_ADDRSTR_MAX + 4];
 	/* "name [addr]" as Postfix writes it: the forward-confirmed rDNS
 	 * (src/policy, LDH only) or "unknown" */
 	policy_client_received(&s->client, client, sizeof(client));
+	if (s->local) {
+		/* Local submission, as Postfix writes it: the caller's uid
+		 * (SO_PEERCRED), not a host. */
+		buf_printf(&tx->body, "Received: by %s (hikyaku, from userid %u)\r\n\twith %s id %s",
+			   conf->hostname, (unsigned)s->local_uid, smtpd_session_protocol(s),
+			   tx->env.qid);
+		data_received_for(s);
+		return;
+	}
 	if (mail_helo_domain_valid(s->helo, strlen(s->helo), tx->mail.smtputf8)) {
 		buf_printf(&tx->body, "Received: from %s (%s)\r\n", s->helo, client);
 	} else {
@@ -125,22 +149,15 @@ static void data_received_header(struct smtpd_session *s)
 		buf_printf(&tx->body, "\t(Authenticated sender: %s)\r\n", s->auth_user);
 	buf_printf(&tx->body, "\tby %s (hikyaku) with %s id %s", conf->hostname,
 		   smtpd_session_protocol(s), tx->env.qid);
-	/* Name the recipient only when there is one: a Bcc list must not leak. */
-	if (tx->env.nrcpts == 1) {
-		char rcpt[MAIL_PATH_MAX + 1];
-		data_received_text(rcpt, sizeof(rcpt), tx->env.rcpts[0].addr, tx->mail.smtputf8,
-				   "");
-		buf_printf(&tx->body, "\r\n\tfor <%s>", rcpt);
-	}
-	buf_printf(&tx->body, ";\r\n\t%s\r\n", date);
+	data_received_for(s);
 }
 
 /* RFC 6409 §8.3: a submission server adds Message-ID: and Date: that the
  * client left out (curl sends neither), as Postfix does; a message that
- * has them keeps its own. Only on submission listeners: mail relayed to us
- * is not ours to change. The fields go right after our Received, once the
- * header section is complete, and before the first spill writes that part
- * to the spool. A header section still open at the first spill (only with
+ * has them keeps its own. Only on submission listeners and local
+ * submissions (sendmail): mail relayed to us is not ours to change. The
+ * fields go right after our Received, once the header section is
+ * complete, and before the first spill writes that part to the spool. A header section still open at the first spill (only with
  * limits.header_size above 256 KiB) is left as it is. */
 static void data_missing_fields(struct smtpd_session *s, bool at_end)
 {
@@ -150,7 +167,7 @@ static void data_missing_fields(struct smtpd_session *s, bool at_end)
 	if (tx->hdr_decided || (!at_end && !spilling && tx->scan.in_header))
 		return;
 	tx->hdr_decided = true;
-	if (!s->lconf->submission || (tx->scan.message_id && tx->scan.date) ||
+	if ((!s->lconf->submission && !s->local) || (tx->scan.message_id && tx->scan.date) ||
 	    (!at_end && tx->scan.in_header))
 		return;
 	char date[64], stamp[32], add[512];
@@ -253,7 +270,7 @@ static void data_sign_feed(struct smtpd_session *s)
 		if (!tx->hdr_decided)
 			return;
 		tx->sign_decided = true;
-		if (s->auth_user == NULL || s->srv->dkim_kc == NULL ||
+		if ((s->auth_user == NULL && !s->local) || s->srv->dkim_kc == NULL ||
 		    data_from_domain(tx, dom, sizeof(dom)) < 0)
 			return;
 		size_t n = dkim_sign_keys_for(s->srv->conf, dom, tx->sign_keys, DKIM_SIGS_MAX);
@@ -440,9 +457,12 @@ static void data_commit_finish(struct smtpd_commit *c)
 	char qf[LOG_Q_MAX];
 	if (c->ret == 0) {
 		s->messages++;
-		log_info("event=accept sid=%s qid=%s client=%s from=<%s> size=%llu nrcpt=%zu "
+		char uid[24] = "";
+		if (s->local)
+			snprintf(uid, sizeof(uid), " uid=%u", (unsigned)s->local_uid);
+		log_info("event=accept sid=%s qid=%s client=%s%s from=<%s> size=%llu nrcpt=%zu "
 			 "proto=%s",
-			 s->sid, c->env.qid, s->client_addr,
+			 s->sid, c->env.qid, s->client_addr, uid,
 			 c->env.sender[0] != '\0' ? log_qs(qf, c->env.sender) : "", /* <> */
 			 (unsigned long long)c->env.size, c->env.nrcpts, smtpd_session_protocol(s));
 		if (s->bev != NULL)

@@ -15,6 +15,7 @@
 #include "tls/tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
@@ -22,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 struct smtpd_listener {
@@ -143,6 +146,20 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 		close(fd);
 		return;
 	}
+	/* The local submission socket: the kernel names the caller. No
+	 * credentials, no session (never a session without an identity). */
+	struct ucred cred;
+	bool local = l->lconf == &srv->local_lconf;
+	if (local) {
+		socklen_t cl = sizeof(cred);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cl != sizeof(cred)) {
+			log_warn("event=local_refused reason=no_peer_credentials error=%s",
+				 strerror(errno));
+			close(fd);
+			return;
+		}
+		snprintf(client, sizeof(client), "local");
+	}
 	/* Counted across all smtpd processes (lib/shmcount.h). */
 	unsigned char key[16];
 	server_ip_key(&ss, key);
@@ -160,7 +177,8 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 	/* A session that could not start (implicit TLS setup failed) never
 	 * reaches smtpd_server_session_gone: release its count here, or
 	 * every such failure would shrink limits.connections_per_ip for good. */
-	if (!smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf))
+	if (!smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf,
+				 local ? &cred : NULL))
 		shmcount_release(srv->conns, key);
 }
 
@@ -235,6 +253,36 @@ fail:
 	return -1;
 }
 
+int smtpd_local_bind(int dfd, struct smtpd_bound **b_r, size_t *n_r, const char **error_r)
+{
+	/* Bound through the directory's descriptor (/proc/self/fd/N): the
+	 * service user owns the spool, and root follows no link of its. */
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "/proc/self/fd/%d/submit", dfd);
+	(void)unlinkat(dfd, "submit", 0); /* stale: the spool lock says no one serves it */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		*error_r = "cannot create the local submission socket";
+		return -1;
+	}
+	/* 0666: every local user may submit (the kernel tells us who). The
+	 * umask sets the mode at bind, so no chmod follows a name. */
+	mode_t old = umask(0111);
+	int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc < 0 || listen(fd, 511) < 0) {
+		log_err("event=listen_failed listen=local error=%s", strerror(errno));
+		close(fd);
+		*error_r = "cannot bind the local submission socket";
+		return -1;
+	}
+	*b_r = xreallocarray(*b_r, *n_r + 1, sizeof(**b_r));
+	(*b_r)[*n_r].fd = fd;
+	(*b_r)[*n_r].listener = SMTPD_LISTENER_LOCAL;
+	(*n_r)++;
+	return 0;
+}
+
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
 		 const struct aliases *aliases, const struct smtpd_bound *bound, size_t nbound,
 		 struct shmcount *conns, struct smtpd **smtpd_r, const char **error_r)
@@ -251,7 +299,16 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 		seed = (uint64_t)getpid();
 	srv->next_sid = (seed & 0xffffffffffULL) << 8; /* unique-ish across restarts */
 	srv->policy = policy_smtp_create(base, conf, users, aliases);
+	srv->local_lconf = (struct conf_listener){.address = (char *)"local", .tls = CONF_TLS_NONE};
 	for (size_t i = 0; i < nbound; i++) {
+		if (bound[i].listener == SMTPD_LISTENER_LOCAL) {
+			srv->listeners = xreallocarray(srv->listeners, srv->n_listeners + 1,
+						       sizeof(*srv->listeners));
+			struct smtpd_listener *l = &srv->listeners[srv->n_listeners++];
+			*l = (struct smtpd_listener){.srv = srv, .lconf = &srv->local_lconf,
+						     .fd = bound[i].fd, .name = "local"};
+			continue;
+		}
 		if (bound[i].listener >= conf->n_listeners) {
 			*error_r = "listener does not match the configuration";
 			smtpd_free(&srv);

@@ -636,7 +636,8 @@ void smtpd_session_attach(struct smtpd_session *s)
 }
 
 bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
-			 const char *listener, const struct conf_listener *lconf)
+			 const char *listener, const struct conf_listener *lconf,
+			 const struct ucred *local)
 {
 	const struct conf *conf = srv->conf;
 	struct smtpd_session *s = xcalloc(1, sizeof(*s));
@@ -644,9 +645,17 @@ bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 	s->started_us = smtpd_now_us();
 	snprintf(s->sid, sizeof(s->sid), "%012llx", (unsigned long long)srv->next_sid++);
 	memcpy(&s->client_ss, sa, salen < sizeof(s->client_ss) ? salen : sizeof(s->client_ss));
-	net_host_str(sa, s->client_addr, sizeof(s->client_addr));
-	s->client_port = sa->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
-						  : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	if (local != NULL) {
+		s->local = true;
+		s->local_uid = local->uid;
+		s->local_pid = local->pid;
+		snprintf(s->client_addr, sizeof(s->client_addr), "local");
+	} else {
+		net_host_str(sa, s->client_addr, sizeof(s->client_addr));
+		s->client_port = sa->sa_family == AF_INET
+					 ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
+					 : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	}
 	snprintf(s->listener, sizeof(s->listener), "%s", listener);
 	s->lconf = lconf;
 	s->line_cap = conf->limits.command_line + 1;
@@ -678,14 +687,19 @@ bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 	srv->sessions = s;
 	srv->n_sessions++;
 
-	log_info("event=connect sid=%s client=%s port=%u listener=%s", s->sid, s->client_addr,
-		 s->client_port, s->listener);
+	if (s->local)
+		log_info("event=connect sid=%s client=local uid=%u pid=%ld listener=local", s->sid,
+			 (unsigned)s->local_uid, (long)s->local_pid);
+	else
+		log_info("event=connect sid=%s client=%s port=%u listener=%s", s->sid,
+			 s->client_addr, s->client_port, s->listener);
 	smtpd_reply(s, 220, NULL, "%s ESMTP hikyaku", conf->hostname);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	/* The connect chain (FCrDNS) runs while the client greets us. */
 	s->client.ss = s->client_ss;
 	snprintf(s->client.addr, sizeof(s->client.addr), "%s", s->client_addr);
 	s->client.sid = s->sid;
+	s->client.local = s->local;
 	s->creq.client = &s->client;
 	s->preq.client = &s->client;
 	s->connect_run = policy_run(srv->policy->engine, POLICY_CONNECT, &s->creq,

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "conf/conf.h"
 #include "dauth/dkim.h"
 #include "lib/buf.h"
 #include "lib/logrl.h"
@@ -79,6 +80,9 @@ struct smtpd {
 	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
 	size_t n_listeners;
+	/* The local submission socket's settings: no TLS, no AUTH (the
+	 * kernel names the caller), relays like an authenticated client. */
+	struct conf_listener local_lconf;
 	struct smtpd_session *sessions; /* all live sessions */
 	size_t n_sessions;
 	struct shmcount *conns; /* connection counts of all smtpd processes */
@@ -141,6 +145,12 @@ struct smtpd_session {
 	struct sockaddr_storage client_ss;
 	char listener[NET_ADDRSTR_MAX + 8];
 	const struct conf_listener *lconf;
+	/* Local submission (<spool>/public/submit): the caller's uid from
+	 * SO_PEERCRED, never from what it says (XUID: only the queue's
+	 * maildrop pickup, running as our own uid, may name another). */
+	bool local;
+	uid_t local_uid;
+	pid_t local_pid;
 	bool tls_active;      /* the handshake completed */
 	char tls_info[128];   /* "TLSv1.3 TLS_AES_256_GCM_SHA384 (256/256 bits)" */
 	char *auth_user;      /* authenticated login, or NULL */
@@ -189,8 +199,11 @@ struct smtpd_session {
 /* session.c */
 /* false when no session could be made (fd closed): the caller releases what
  * it counted for the connection. */
+struct ucred;
+/* local: the peer's credentials on the local submission socket, else NULL. */
 bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, socklen_t salen,
-			 const char *listener, const struct conf_listener *lconf);
+			 const char *listener, const struct conf_listener *lconf,
+			 const struct ucred *local);
 void smtpd_session_attach(struct smtpd_session *s);
 /* Waiting on a worker or timer: the session must outlive the wait. */
 bool smtpd_session_busy(const struct smtpd_session *s);

@@ -19,7 +19,9 @@ struct authc;
 
 struct shmcount;
 
-/* A bound listening socket and the index of its conf->listeners entry. */
+/* A bound listening socket and the index of its conf->listeners entry, or
+ * SMTPD_LISTENER_LOCAL: the local submission socket. */
+#define SMTPD_LISTENER_LOCAL 9999
 struct smtpd_bound {
 	int fd;
 	size_t listener;
@@ -29,6 +31,9 @@ struct smtpd_bound {
  * sockets, IPv4 and IPv6). */
 int smtpd_listeners_bind(const struct conf *conf, struct smtpd_bound **b_r, size_t *n_r,
 			 const char **error_r);
+/* The master: bind <spool>/public/submit (0666) in the directory dfd
+ * (<spool>/public, already checked and ours) and append it to *b_r. */
+int smtpd_local_bind(int dfd, struct smtpd_bound **b_r, size_t *n_r, const char **error_r);
 
 /* In an smtpd process: users and aliases may be NULL (no file); both, and
  * conns (connection counts shared with the other smtpd processes), outlive

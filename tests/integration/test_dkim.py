@@ -106,6 +106,12 @@ def dns(zone):
     srv = DnsServer("\n".join(txt_record(n, t) for n, t in zone.items()))
     srv.drop.add("drop.test.")
     srv.servfail.add("servfail.test.")
+    # a key record with a NUL octet before the real key: not a key record at
+    # all (read as a C string it would look revoked)
+    from dnslib import QTYPE, RR, TXT
+    srv.records.append(RR("nul._domainkey.example.org.", QTYPE.TXT, ttl=300,
+                          rdata=TXT([b"v=DKIM1; k=rsa; p=\x00" + zone["rsa1._domainkey.example.org."]
+                                     .split("p=", 1)[1].encode()[:200]])))
     srv.start()
     yield srv
     srv.stop()
@@ -250,6 +256,8 @@ def test_revoked_and_missing_keys(dns, keys):
     res = hk_verify(dns, signed)
     assert [r["result"] for r in res] == ["permerror", "permerror"], res
     assert "revoked" in res[0]["reason"] and "no key" in res[1]["reason"]
+    res = hk_verify(dns, hk_sign([(keys["rsa"], "example.org", "nul")]))
+    assert res[0]["result"] == "permerror" and "no key" in res[0]["reason"], res
 
 
 def test_dns_timeout_is_temperror_not_a_hang(dns, keys):

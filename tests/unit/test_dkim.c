@@ -375,6 +375,21 @@ static void test_sign_verify_chunked(void **state)
 		assert_string_equal(dkim_verify_result(v, 1)->domain, "example.org");
 		assert_string_equal(dkim_verify_result(v, 1)->auid, "@example.org");
 		assert_int_equal(strlen(dkim_verify_result(v, 1)->b_prefix), 8);
+		if (chunk == 0) {
+			struct buf ar;
+			char want[128];
+			buf_init(&ar, 0);
+			assert_int_equal(dkim_verify_ar(v, &ar), 0);
+			snprintf(
+			    want, sizeof(want),
+			    ";\r\n\tdkim=pass header.d=\"example.org\" header.i=\"@example.org\" "
+			    "header.s=\"ed1\" header.a=\"ed25519-sha256\" header.b=\"%s\"",
+			    dkim_verify_result(v, 1)->b_prefix);
+			assert_non_null(strstr(buf_cstr(&ar), want));
+			assert_true(
+			    strncmp(buf_cstr(&ar), "dkim=pass header.d=\"example.org\" ", 33) == 0);
+			buf_free(&ar);
+		}
 		dkim_verify_free(&v);
 	}
 	buf_free(&m);
@@ -559,6 +574,13 @@ static void test_bounds(void **state)
 	assert_int_equal(dkim_verify_finish(v, NULL, NULL), 1);
 	assert_int_equal(dkim_verify_count(v), 1);
 	assert_int_equal(dkim_verify_result(v, 0)->result, DKIM_RESULT_NEUTRAL);
+	struct buf ar;
+	buf_init(&ar, 0);
+	dkim_verify_ar(v, &ar);
+	assert_string_equal(buf_cstr(&ar),
+	                    "dkim=neutral (h= does not sign From) header.d=\"example.org\" "
+	                    "header.s=\"rsa1\"");
+	buf_free(&ar);
 	assert_non_null(strstr(dkim_verify_result(v, 0)->reason, "From"));
 	assert_string_equal(dkim_verify_result(v, 0)->domain, "example.org");
 	assert_int_equal(K.lookups, 0);
@@ -569,6 +591,10 @@ static void test_bounds(void **state)
 	v = verify(&many, 0, 0);
 	assert_int_equal(dkim_verify_finish(v, NULL, NULL), 1);
 	assert_int_equal(dkim_verify_count(v), 0);
+	buf_init(&ar, 0);
+	dkim_verify_ar(v, &ar);
+	assert_string_equal(buf_cstr(&ar), "dkim=none");
+	buf_free(&ar);
 	dkim_verify_free(&v);
 	buf_free(&many);
 	buf_free(&m);

@@ -4,6 +4,7 @@
  * client moved it there). */
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -273,6 +274,68 @@ static void test_streamed_from_file(void **state)
 	free(content);
 }
 
+/* Deliveries into one Maildir from several threads at once: every copy
+ * lands whole, and the fsyncs of new/ are never more than the deliveries
+ * (they are shared when deliveries overlap: group commit). */
+#define GC_THREADS 8
+#define GC_EACH 25
+static void *gc_worker(void *arg)
+{
+	size_t t = (size_t)arg;
+	char err[256], uniq[64];
+	for (size_t i = 0; i < GC_EACH; i++) {
+		snprintf(uniq, sizeof(uniq), "7.QgT%zuR%zu", t, i);
+		struct maildir_msg m = msg_with(uniq, false);
+		m.fresh = true;
+		if (maildir_deliver(root, "example.org", "bob", &m, err, sizeof(err)) != 0)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void test_concurrent_deliveries_share_fsyncs(void **state)
+{
+	pthread_t th[GC_THREADS];
+	(void)state;
+	uint64_t before = maildir_dir_syncs();
+	for (size_t t = 0; t < GC_THREADS; t++)
+		assert_int_equal(pthread_create(&th[t], NULL, gc_worker, (void *)t), 0);
+	for (size_t t = 0; t < GC_THREADS; t++) {
+		void *r;
+		assert_int_equal(pthread_join(th[t], &r), 0);
+		assert_null(r);
+	}
+	uint64_t syncs = maildir_dir_syncs() - before;
+	assert_int_equal(count_files("new", NULL, 0), GC_THREADS * GC_EACH);
+	assert_int_equal(count_files("tmp", NULL, 0), 0);
+	assert_true(syncs >= 1 && syncs <= GC_THREADS * GC_EACH);
+	print_message("new/ fsyncs: %llu for %d deliveries\n", (unsigned long long)syncs,
+	              GC_THREADS * GC_EACH);
+}
+
+/* A fresh delivery (first attempt of a message) does not look for an
+ * earlier copy: delivering it again as fresh writes a second file over
+ * the same name (what a non-fresh delivery would have kept). */
+static void test_fresh_skips_the_search(void **state)
+{
+	char err[256], name[512], path[1024];
+	(void)state;
+	struct maildir_msg m = msg_with("8.QhR0", false);
+	m.fresh = true;
+	assert_int_equal(maildir_deliver(root, "example.org", "bob", &m, err, sizeof(err)), 0);
+	assert_int_equal(maildir_deliver(root, "example.org", "bob", &m, err, sizeof(err)), 0);
+	m.fresh = false;
+	assert_int_equal(maildir_deliver(root, "example.org", "bob", &m, err, sizeof(err)), 1);
+	assert_int_equal(count_files("new", name, sizeof(name)), 1);
+	snprintf(path, sizeof(path), "%s/example.org/bob/Maildir/new/%s", root, name);
+	size_t len;
+	unsigned char *got = read_file(path, &len);
+	const char *want = "Return-Path: <>\nDelivered-To: bob@example.org\nSubject: x\n\nhello\n";
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(got, want, len);
+	free(got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -284,6 +347,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_stale_tmp_is_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_random_names_differ, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_streamed_from_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent_deliveries_share_fsyncs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fresh_skips_the_search, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
