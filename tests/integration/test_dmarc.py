@@ -421,3 +421,25 @@ def test_reject_decided_by_the_last_dkim_answer(hikyaku, dns_zone, rsa_key):
     rc = hk.stop()
     log = hk.log()
     assert rc == 0 and "Sanitizer" not in log, log[-3000:]
+
+
+def test_local_submission_is_signed_not_checked(hikyaku, rsa_key, tmp_path):
+    """sendmail (a local submission over the local socket) gets no inbound
+    checks and is DKIM-signed with its From domain's key, like an
+    authenticated one (issue 10: "authenticated or local senders")."""
+    from test_sendmail import sendmail
+    key = str(tmp_path / "k.pem")
+    with open(rsa_key, "rb") as src, open(key, "wb") as dst:
+        dst.write(src.read())
+    os.chmod(key, 0o600)
+    hk = hikyaku(dauth={"loopback": True},
+                 dkim={"sign": [{"domain": "example.org", "selector": "loc", "key": key}]})
+    r = sendmail(hk, "-t", "-oi", data=b"From: Carol <carol@example.org>\nTo: alice@localhost\n"
+                 b"Subject: from cron\n\nline one\n.\nafter the dot\n")
+    assert r.returncode == 0, r.stderr
+    (msg,) = hk.read_delivered("alice")
+    assert b"Authentication-Results" not in msg
+    assert top_fields(msg)[0].startswith("DKIM-Signature: v=1;"), top_fields(msg)[:2]
+    record = public_record(rsa_key).encode()
+    body = msg.split(b"\n", 2)[2].replace(b"\n", b"\r\n")
+    assert dkim.verify(body, dnsfunc=lambda name, timeout=5: record), body[:600]
