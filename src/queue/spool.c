@@ -508,11 +508,12 @@ static int spool_link_tmpfile(int fd, int dirfd, const char *name)
 	return linkat(AT_FDCWD, path, dirfd, name, AT_SYMLINK_FOLLOW);
 }
 
+static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, uint64_t *off_r,
+                               size_t *used_r, bool *io_r, const char **error_r);
+
 static int spool_publish_steps(struct spool *s, int fd, const char *qid, bool *linked_r,
 			       const char **error_r)
 {
-	unsigned char hdr[SPOOL_HDR_LEN];
-	struct stat st;
 	uint64_t off;
 	char name[SPOOL_NAME_MAX + 1];
 
@@ -522,14 +523,20 @@ static int spool_publish_steps(struct spool *s, int fd, const char *qid, bool *l
 		return -1;
 	}
 	/* The writer is another process: take nothing on trust but the
-	 * content. An unsealed file (envelope offset 0) never enters queue/. */
-	if (fstat(fd, &st) < 0 || pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
-		*error_r = "cannot read message file";
-		errno = 0;
-		return -1;
-	}
-	if (spool_header_parse(hdr, (uint64_t)st.st_size, &off, error_r) < 0) {
-		errno = 0;
+	 * content. An unsealed file (envelope offset 0) never enters queue/,
+	 * nor one whose envelope the queue would refuse to load: it must
+	 * decode, name this qid, and place the message (REC_CONTENT_OFF,
+	 * SIZE) exactly before it. A small pread of what is in the page
+	 * cache; the client hears 451 instead of leaving a message the
+	 * queue cannot deliver. */
+	struct envelope e;
+	bool io = false;
+	envelope_init(&e);
+	int rc = spool_env_decode_fd(fd, qid, &e, &off, NULL, &io, error_r);
+	envelope_clear(&e);
+	if (rc < 0) {
+		if (!io)
+			errno = 0;
 		return -1;
 	}
 	spool_name(name, qid, NULL);

@@ -1578,6 +1578,21 @@ static void test_spool_top_block(void **state)
 	spool_msg_abort(&m);
 	free(big);
 
+	/* Publishing checks the seal with the envelope: an unsealed file, or
+	 * one whose envelope names another message, never enters queue/. */
+	int ufd = spool_incoming_create(f->spool);
+	assert_true(ufd >= 0);
+	assert_int_equal(spool_publish(f->spool, ufd, "0Abcdefghij12345", &error), -1);
+	struct envelope oe;
+	env_base(&oe);
+	m = spool_msg_adopt(dup(ufd), "0Abcdefghij12345");
+	assert_int_equal(spool_msg_seal(&m, &oe, "x\r\n", 3, &error), 0);
+	assert_int_equal(spool_publish(f->spool, ufd, "1Abcdefghij12345", &error), -1);
+	assert_string_equal(error, "queue id in envelope does not match file name");
+	assert_int_equal(spool_publish(f->spool, ufd, "0Abcdefghij12345", &error), 0);
+	close(ufd);
+	envelope_clear(&oe);
+
 	/* The in-process commit has no gap: its files are as before. */
 	m = spool_msg_create(f->spool, "0Abcdefghij12345");
 	assert_int_equal(spool_msg_prepend(m, "X: y\r\n", 6, &error), -1);
