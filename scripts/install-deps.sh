@@ -6,8 +6,9 @@ set -euo pipefail
 
 # libc6-dev: gcc only recommends it, and we install without recommends.
 # nettle-dev: libunbound.pc requires hogweed and nettle.
+# libpsl-dev: the public suffix list for DMARC's organizational domain.
 BUILD_PKGS=(gcc libc6-dev meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev
-	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev)
+	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev libpsl-dev)
 # The README's tour.
 RUN_PKGS=(swaks curl ca-certificates)
 # libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.

@@ -118,6 +118,19 @@ static const char *const conf_log_targets[] = {
 
 static conf_check_fn conf_http_listen_check;
 
+static const char *const conf_dmarc_enforce_names[] = {
+	"none",
+	"quarantine",
+	"reject",
+	NULL,
+};
+
+static const char *const conf_dauth_temperror_names[] = {
+	"accept",
+	"tempfail",
+	NULL,
+};
+
 static const char *const conf_verify_tempfail_names[] = {
 	"defer",
 	"accept",
@@ -730,6 +743,40 @@ const struct conf_setting conf_settings[] = {
 	  .min = SEC, .max = DAY, .off = OFF(greylist.save_interval),
 	  .doc = "How often the master writes the triplets to spool_dir/greylist.db (and "
 		 "at stop); a crash loses at most this much." },
+
+	{ .key = "dauth.inbound", .type = CONF_T_BOOL, .def = "true", .off = OFF(dauth.inbound),
+	  .doc = "Check SPF (RFC 7208), DKIM (RFC 6376) and DMARC (RFC 7489) on mail from "
+		 "clients that did not authenticate, and add one Authentication-Results field "
+		 "(RFC 8601) with the results above the message. Authentication-Results fields "
+		 "that claim dauth.authserv_id are removed from every message received, as "
+		 "forgeries (RFC 8601 §5)." },
+	{ .key = "dauth.authserv_id", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(dauth.authserv_id), .lower = true,
+	  .doc = "The authserv-id of our Authentication-Results fields (RFC 8601 §2.5): the name "
+		 "of the administrative domain whose results they are; \"\" for hostname." },
+	{ .key = "dauth.loopback", .type = CONF_T_BOOL, .def = "false", .off = OFF(dauth.loopback),
+	  .doc = "Check clients on loopback (127.0.0.0/8, ::1) too; when false their mail is "
+		 "local and gets no checks. For tests with a DNS server on loopback." },
+	{ .key = "dauth.timeout", .type = CONF_T_DURATION, .def = "20s",
+	  .min = 100, .max = 5 * MIN, .off = OFF(dauth.timeout),
+	  .doc = "At the end of data, wait at most this long for the SPF, DKIM and DMARC "
+		 "lookups; what is unfinished then is a temperror (see dauth.temperror)." },
+	{ .key = "dauth.dmarc_enforce", .type = CONF_T_ENUM, .def = "reject",
+	  .names = conf_dmarc_enforce_names, .off = OFF(dauth.dmarc_enforce), .lower = true,
+	  .doc = "What a DMARC failure does (RFC 7489 §6.6.4, after p, sp and pct): reject "
+		 "(p=reject gets 550 5.7.1 at the end of DATA, p=quarantine is quarantined), "
+		 "quarantine (both are quarantined: an X-Hikyaku-Quarantine field, and local "
+		 "delivery into the mailbox's .Junk folder) or none (recorded in "
+		 "Authentication-Results only)." },
+	{ .key = "dauth.temperror", .type = CONF_T_ENUM, .def = "accept",
+	  .names = conf_dauth_temperror_names, .off = OFF(dauth.temperror), .lower = true,
+	  .doc = "When DMARC's DNS lookups fail or time out (temperror, RFC 7489 §6.6.3): "
+		 "accept (deliver, the result recorded) or tempfail (451 4.7.1 at the end of "
+		 "DATA, the client tries again later)." },
+	{ .key = "dauth.spf_reject", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(dauth.spf_reject),
+	  .doc = "Refuse mail whose SPF result is fail with 550 5.7.23 (RFC 7372), unless "
+		 "DMARC passed: RFC 7489 §10.1 wants DMARC to have its say first." },
 };
 /* clang-format on */
 

@@ -541,6 +541,13 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		smtpd_set_tls(ctx.smtpd, tls);
 		tls = NULL;
 	}
+	/* DKIM signing goes through the keys process too (issue 10). */
+	if (conf->dkim.n_sign > 0 && ctx.kc == NULL && a->keys_fd >= 0) {
+		ctx.kc = keyproxy_client_create(a->keys_fd);
+		a->keys_fd = -1;
+	}
+	if (conf->dkim.n_sign > 0 && ctx.kc != NULL)
+		smtpd_set_dkim_signer(ctx.smtpd, ctx.kc);
 	if (a->tickets_fd >= 0) {
 		close(a->tickets_fd);
 		a->tickets_fd = -1;

@@ -95,6 +95,11 @@ bool smtpd_server_space_low(struct smtpd *srv, uint64_t need)
 	return srv->space_avail < min || srv->space_avail - min < need;
 }
 
+void smtpd_set_dkim_signer(struct smtpd *srv, struct keyproxy_client *kc)
+{
+	srv->dkim_kc = kc;
+}
+
 void smtpd_set_tls(struct smtpd *srv, struct tls_server *tls)
 {
 	/* Live sessions hold their own references to the old contexts. */

@@ -64,6 +64,11 @@ void smtpd_stop_listening(struct smtpd *smtpd);
 /* The client of the auth service (auth/authc.h), owned by smtpd from now
  * on: AUTH runs through it. Without one, AUTH is not offered. */
 void smtpd_set_authc(struct smtpd *smtpd, struct authc *authc);
+/* The keys process's client (tls/keyproxy.h, not owned): authenticated
+ * submissions are DKIM-signed through it with the dkim.sign keys of their
+ * From domain. Without one, nothing is signed. */
+struct keyproxy_client;
+void smtpd_set_dkim_signer(struct smtpd *smtpd, struct keyproxy_client *kc);
 /* Stop accepting; sessions end at their next command boundary. */
 void smtpd_shutdown(struct smtpd *smtpd);
 size_t smtpd_session_count(const struct smtpd *smtpd);
