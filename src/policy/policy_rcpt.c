@@ -17,6 +17,7 @@
 #include "policy/policy_smtp.h"
 #include "conf/aliases.h"
 #include "conf/conf.h"
+#include "lib/rstate.h"
 #include "auth/users.h"
 #include "deliver/maildir.h"
 #include "dns/dns.h"
@@ -433,6 +434,7 @@ void policy_smtp_free(struct policy_smtp **psp)
 		return;
 	*psp = NULL;
 	policy_verify_free(&ps->verify);
+	rstate_free(&ps->redis);
 	cidr_list_clear(&ps->access);
 	free(ps->dnsbl_codes);
 	dns_free(&ps->dns);

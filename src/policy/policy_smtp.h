@@ -136,6 +136,10 @@ const struct cidr_entry *policy_smtp_access(const struct policy_smtp *ps,
 struct shmrate;
 struct greytab;
 void policy_smtp_set_shared(struct policy_smtp *ps, struct shmrate *rates, struct greytab *grey);
+/* With state.redis: the message and recipient rates and greylisting ask
+ * this Redis connection instead of the tables above (ps owns it). */
+struct rstate;
+void policy_smtp_set_redis(struct policy_smtp *ps, struct rstate *rs);
 /* The client's network as the rate limits (prefix4 32: the address) and
  * greylisting (prefix4 24) count it, into key; an IPv6 client always by
  * its /64. Returns the key's length. */
@@ -166,6 +170,7 @@ struct policy_smtp {
 	struct cidr_codes *dnsbl_codes;      /* per list: dnsbl.lists then allow_lists */
 	struct shmrate *rates;               /* NULL: no rate limits */
 	struct greytab *grey;                /* NULL: no greylisting */
+	struct rstate *redis;                /* state.redis: rates and greylist there */
 };
 /* The resolver of the client checks, made on first use (NULL: none). */
 struct dns *policy_smtp_dns(struct policy_smtp *ps);

@@ -143,6 +143,11 @@ static void server_refuse(struct smtpd *srv, int fd, const char *client, const c
 		log_info("event=refuse client=%s reason=%s", client, why);
 }
 
+void smtpd_set_redis(struct smtpd *srv, struct rstate *rs)
+{
+	policy_smtp_set_redis(srv->policy, rs);
+}
+
 void smtpd_set_filter(struct smtpd *srv, struct cidr_list *access, struct shmrate *rates,
 		      struct greytab *grey)
 {
