@@ -64,15 +64,22 @@ class Net:
 
 
 class Redis:
-    def __init__(self, tmp, password):
+    """redis-server on HOST_ADDR and 127.0.0.1, or (unix=True) only on a
+    unix socket in tmp."""
+
+    def __init__(self, tmp, password, unix=False):
         self.tmp = tmp
-        self.port = free_port()
+        self.port = 0 if unix else free_port()
+        self.sock = os.path.join(tmp, "redis.sock") if unix else None
         self.password = password
         self.proc = None
 
     def start(self):
+        where = (["--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "777"]
+                 if self.sock else
+                 ["--port", str(self.port), "--bind", HOST_ADDR, "127.0.0.1"])
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", HOST_ADDR, "127.0.0.1",
+            ["redis-server", *where,
              "--save", "", "--appendonly", "no", "--dir", self.tmp,
              "--requirepass", self.password, "--protected-mode", "no",
              "--logfile", os.path.join(self.tmp, "redis.log")],
@@ -89,7 +96,8 @@ class Redis:
 
     def cli(self, *args):
         env = dict(os.environ, REDISCLI_AUTH=self.password)
-        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
+        where = ["-s", self.sock] if self.sock else ["-h", "127.0.0.1", "-p", str(self.port)]
+        return subprocess.run(["redis-cli", *where, *args],
                               check=True, capture_output=True, text=True, env=env).stdout
 
     def ttls(self, pattern):
@@ -279,3 +287,51 @@ def test_redis_slow(cluster):
     while time.time() < deadline and mail(nodes[0])[0] != 250:
         time.sleep(0.3)
     assert mail(nodes[1])[0] in (250, 450)
+
+
+def test_unix_socket(hikyaku):
+    """unix:/path, with the first connect failing (Redis not up yet): the
+    reconnect from inside smtpd's sandbox (Landlock, seccomp) succeeds."""
+    tmp = tempfile.mkdtemp(prefix="hk-redis-")
+    os.chmod(tmp, 0o755)
+    redis = Redis(tmp, "pw-unix", unix=True)
+    try:
+        pwfile = os.path.join(tmp, "redis.pw")
+        with open(pwfile, "w") as f:
+            f.write(redis.password)
+        os.chmod(pwfile, 0o600)
+        hk = hikyaku(limits={"message_rate": 2, "rate_window": "1h"},
+                     state={"redis": f"unix:{redis.sock}", "redis_password_file": pwfile})
+        hk.wait_log("event=redis status=connect_failed")
+        redis.start()
+        hk.wait_log("event=redis status=connected", timeout=15)
+        codes = []
+        for _ in range(4):
+            s = smtplib.SMTP("127.0.0.1", hk.port, timeout=10)
+            s.ehlo("client.example")
+            codes.append(s.docmd("MAIL", "FROM:<s@example.net>")[0])
+            s.close()
+        assert codes == [250, 250, 450, 450], codes
+        assert len(redis.ttls("hk:r:*")) == 1
+    finally:
+        redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_password_file_must_be_roots(hikyaku):
+    """A password file others may read stops smtpd at start."""
+    tmp = tempfile.mkdtemp(prefix="hk-redis-")
+    try:
+        pwfile = os.path.join(tmp, "redis.pw")
+        with open(pwfile, "w") as f:
+            f.write("pw\n")
+        os.chmod(pwfile, 0o644)
+        hk = hikyaku(start=False, state={"redis": "127.0.0.1:1", "redis_password_file": pwfile})
+        hk.start(wait=False)
+        deadline = time.time() + 10
+        while time.time() < deadline and "redis_password_file" not in hk.log():
+            time.sleep(0.1)
+        assert "mode 0600 or 0400" in hk.log()
+        hk.kill()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
