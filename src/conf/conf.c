@@ -736,13 +736,13 @@ const struct conf_setting conf_settings[] = {
 
 	{ .key = "state.redis", .type = CONF_T_STRING, .def = "\"\"", .off = OFF(state.redis),
 	  .check = conf_state_redis_check,
-	  .doc = "Keep the message and recipient rates (per client network and per user) "
-		 "and the greylist triplets in this Redis server, shared by several hikyaku "
+	  .doc = "Keep the connection, message and recipient rates (per client network, "
+		 "and per user) and the greylist triplets in this Redis server, shared by several hikyaku "
 		 "nodes: \"host:port\" (an IPv4 or [IPv6] address: smtpd resolves no names) "
 		 "or \"unix:/path\". Each smtpd talks to it asynchronously and never waits "
 		 "longer than state.redis_timeout. \"\" (the default): all of it in "
-		 "shared memory on this host. The connection rate and concurrent "
-		 "connections stay per host. No TLS (Debian 12's hiredis has none)." },
+		 "shared memory on this host. Concurrent connections stay per host. No TLS "
+		 "(Debian 12's hiredis has none)." },
 	{ .key = "state.redis_password_file", .type = CONF_T_STRING, .def = "\"\"",
 	  .off = OFF(state.redis_password_file),
 	  .doc = "A file (root's, mode 0600 or 0400) whose first line is the Redis AUTH "

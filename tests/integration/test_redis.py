@@ -168,7 +168,10 @@ def wait_connected(nodes, timeout=10):
 
 
 @pytest.fixture
-def cluster():
+def cluster(request):
+    """Three nodes sharing one Redis; a test may add limits by
+    parametrizing it indirectly."""
+    extra = getattr(request, "param", {})
     tmp = tempfile.mkdtemp(prefix="hk-redis-")
     os.chmod(tmp, 0o755)
     net = Net(3)
@@ -185,7 +188,7 @@ def cluster():
             d = os.path.join(tmp, f"node{i}")
             os.mkdir(d)
             hk = NsHikyaku(d, {
-                "limits": {"message_rate": RATE, "rate_window": "1h"},
+                "limits": {"message_rate": RATE, "rate_window": "1h", **extra},
                 "greylist": {"enabled": True, "delay": "1s"},
                 "state": {"redis": f"{HOST_ADDR}:{redis.port}",
                           "redis_password_file": pwfile,
@@ -335,3 +338,27 @@ def test_password_file_must_be_roots(hikyaku):
         hk.kill()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("cluster", [{"connection_rate": 4}], indirect=True)
+def test_connection_rate_shared(cluster):
+    """limits.connection_rate with Redis: 4 connections in all over the
+    three nodes, then 421 4.7.0 at accept."""
+    redis, nodes = cluster
+    redis.cli("FLUSHALL")  # the fixture's own connections (wait_port) counted
+    greetings = []
+    for i in range(12):
+        n = nodes[i % 3]
+        with socket.create_connection((n.addr, n.port), timeout=5) as s:
+            greetings.append(s.recv(512)[:9])
+    assert greetings.count(b"220 mx.te") == 4, greetings
+    assert greetings.count(b"421 4.7.0") == 8, greetings
+    # Redis away: the tempfail nodes refuse (421) within the timeout, the
+    # accept node lets the client in.
+    redis.stop()
+    for i, n in enumerate(nodes):
+        t0 = time.time()
+        with socket.create_connection((n.addr, n.port), timeout=5) as s:
+            g = s.recv(512)
+        assert time.time() - t0 < TIMEOUT_MS / 1000 + 1.0
+        assert g.startswith(b"220" if i == 2 else b"421"), g
