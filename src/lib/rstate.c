@@ -31,11 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RSTATE_BACKOFF_MIN 100   /* ms */
-#define RSTATE_BACKOFF_MAX 5000  /* ms */
-#define RSTATE_PENDING_MAX 4096  /* requests in flight */
-#define RSTATE_KEY_MAX 2048      /* octets of a key, prefix included */
-#define RSTATE_LOG_BURST 5       /* failure lines per window */
+#define RSTATE_BACKOFF_MIN 100  /* ms */
+#define RSTATE_BACKOFF_MAX 5000 /* ms */
+#define RSTATE_PENDING_MAX 4096 /* requests in flight */
+#define RSTATE_KEY_MAX 2048     /* octets of a key, prefix included */
+#define RSTATE_LOG_BURST 5      /* failure lines per window */
 #define RSTATE_LOG_WINDOW_US 60000000ULL
 
 /* The sliding window: the current fixed window's count plus the previous
@@ -74,10 +74,10 @@ struct rstate {
 	redisAsyncContext *ac; /* NULL while down */
 	bool connected;
 	uint64_t backoff_ms;
-	struct event *retry;     /* the next connect */
-	struct event *watchdog;  /* connect timeout and unanswered requests */
-	unsigned pending;        /* requests in flight */
-	uint64_t progress_ms;    /* last reply, or when pending went from 0 */
+	struct event *retry;    /* the next connect */
+	struct event *watchdog; /* connect timeout and unanswered requests */
+	unsigned pending;       /* requests in flight */
+	uint64_t progress_ms;   /* last reply, or when pending went from 0 */
 	struct logrl rl;
 };
 
@@ -209,8 +209,8 @@ static void rstate_schedule_retry(struct rstate *rs)
 	struct timeval tv = {.tv_sec = (time_t)(rs->backoff_ms / 1000),
 	                     .tv_usec = (suseconds_t)(rs->backoff_ms % 1000 * 1000)};
 	evtimer_add(rs->retry, &tv);
-	rs->backoff_ms = rs->backoff_ms * 2 > RSTATE_BACKOFF_MAX ? RSTATE_BACKOFF_MAX
-	                                                         : rs->backoff_ms * 2;
+	rs->backoff_ms =
+	    rs->backoff_ms * 2 > RSTATE_BACKOFF_MAX ? RSTATE_BACKOFF_MAX : rs->backoff_ms * 2;
 }
 
 /* Drop the connection (its requests fail) and try again later. */
@@ -266,9 +266,9 @@ static void rstate_on_auth(redisAsyncContext *ac, void *r, void *privdata)
 
 static void rstate_connect(struct rstate *rs)
 {
-	redisAsyncContext *ac = rs->addr.is_unix ? redisAsyncConnectUnix(rs->addr.path)
-	                                         : redisAsyncConnect(rs->addr.host,
-	                                                             (int)rs->addr.port);
+	redisAsyncContext *ac = rs->addr.is_unix
+	                            ? redisAsyncConnectUnix(rs->addr.path)
+	                            : redisAsyncConnect(rs->addr.host, (int)rs->addr.port);
 	if (ac == NULL || ac->err != 0) {
 		rstate_log_failure(rs, "connect_failed", ac != NULL ? ac->errstr : "no memory");
 		if (ac != NULL)
@@ -365,7 +365,8 @@ static void rstate_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	bool ok = reply != NULL && reply->type == REDIS_REPLY_INTEGER;
 	if (rs != NULL && reply != NULL && !ok)
 		rstate_log_failure(rs, "bad_reply",
-		                   reply->type == REDIS_REPLY_ERROR ? reply->str : "not an integer");
+		                   reply->type == REDIS_REPLY_ERROR ? reply->str
+		                                                    : "not an integer");
 	if (req->cb != NULL)
 		req->cb(ok, ok ? reply->integer : 0, req->arg);
 	free(req);
@@ -431,9 +432,8 @@ static size_t rstate_key(char *out, const char *prefix, const void *key, size_t 
 	return pl + len + sl;
 }
 
-struct rstate_req *rstate_rate_take(struct rstate *rs, const void *key, size_t len,
-                                    unsigned limit, uint64_t window_ms, uint64_t now_ms,
-                                    rstate_fn *cb, void *arg)
+struct rstate_req *rstate_rate_take(struct rstate *rs, const void *key, size_t len, unsigned limit,
+                                    uint64_t window_ms, uint64_t now_ms, rstate_fn *cb, void *arg)
 {
 	if (window_ms == 0)
 		window_ms = 1;
@@ -453,14 +453,15 @@ struct rstate_req *rstate_rate_take(struct rstate *rs, const void *key, size_t l
 	}
 	char a1[24], a2[24], a3[24];
 	snprintf(a1, sizeof(a1), "%u", limit);
-	snprintf(a2, sizeof(a2), "%llu", (unsigned long long)((window_ms - into) * 1000 / window_ms));
+	snprintf(a2, sizeof(a2), "%llu",
+	         (unsigned long long)((window_ms - into) * 1000 / window_ms));
 	snprintf(a3, sizeof(a3), "%llu", (unsigned long long)(2 * window_ms));
 	const char *args[] = {a1, a2, a3};
 	return rstate_eval(rs, rstate_rate_lua, args, 3, cb, arg, k1, l1, k2, l2);
 }
 
-struct rstate_req *rstate_grey_check(struct rstate *rs, const void *key, size_t len,
-                                     uint64_t now_s, uint32_t delay_s, uint32_t retry_window_s,
+struct rstate_req *rstate_grey_check(struct rstate *rs, const void *key, size_t len, uint64_t now_s,
+                                     uint32_t delay_s, uint32_t retry_window_s,
                                      uint32_t retention_s, rstate_fn *cb, void *arg)
 {
 	char k1[RSTATE_KEY_MAX];

@@ -54,12 +54,11 @@ typedef void rstate_fn(bool ok, long long value, void *arg);
  * fixed window's count plus the previous one's weighted by how much of it
  * is still inside), refused without counting at limit. Returns a handle
  * for rstate_cancel(), or NULL when cb was already called (failure). */
-struct rstate_req *rstate_rate_take(struct rstate *rs, const void *key, size_t len,
-                                    unsigned limit, uint64_t window_ms, uint64_t now_ms,
-                                    rstate_fn *cb, void *arg);
+struct rstate_req *rstate_rate_take(struct rstate *rs, const void *key, size_t len, unsigned limit,
+                                    uint64_t window_ms, uint64_t now_ms, rstate_fn *cb, void *arg);
 /* The greylist triplet key at now_s (seconds, the nodes' common clock). */
-struct rstate_req *rstate_grey_check(struct rstate *rs, const void *key, size_t len,
-                                     uint64_t now_s, uint32_t delay_s, uint32_t retry_window_s,
+struct rstate_req *rstate_grey_check(struct rstate *rs, const void *key, size_t len, uint64_t now_s,
+                                     uint32_t delay_s, uint32_t retry_window_s,
                                      uint32_t retention_s, rstate_fn *cb, void *arg);
 /* cb will not be called; clears *req. */
 void rstate_cancel(struct rstate_req **req);

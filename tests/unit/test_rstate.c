@@ -141,7 +141,8 @@ static void test_unreachable(void **state)
 	assert_int_equal(rstate_addr_parse("127.0.0.1:1", &addr, &error), 0);
 	struct rstate *rs = rstate_create(base, &addr, NULL, 200);
 	struct answer a = {.base = base};
-	struct rstate_req *req = rstate_rate_take(rs, "ckey", 4, 5, 60000, 123456789, on_answer, &a);
+	struct rstate_req *req =
+	    rstate_rate_take(rs, "ckey", 4, 5, 60000, 123456789, on_answer, &a);
 	struct timeval tv = {.tv_sec = 2};
 	if (req != NULL) {
 		event_base_loopexit(base, &tv);
