@@ -4,8 +4,9 @@
  * Runs in smtpd after its sandbox: it connects (TCP to a numeric address,
  * so no resolver files are read, or a unix socket) and reconnects with
  * back-off (RSTATE_BACKOFF_MIN doubling to RSTATE_BACKOFF_MAX). Nothing
- * waits on the server: a request while it is down fails at once, and the
- * caller bounds each request with its own timeout (the policy engine's).
+ * waits on the server: a request while it is down fails at once, and one
+ * unanswered after the timeout fails then (the reply, if it comes, is
+ * dropped). Failures are logged at most RSTATE_LOG_BURST times a minute.
  * A server that accepts but stops answering is dropped when requests have
  * been in flight for two timeouts without a reply; at most
  * RSTATE_PENDING_MAX are in flight. Replies come from a trusted server and
@@ -83,9 +84,18 @@ struct rstate {
 
 struct rstate_req {
 	struct rstate *rs;
-	rstate_fn *cb; /* NULL: cancelled */
+	rstate_fn *cb; /* NULL: answered (timed out) or cancelled */
 	void *arg;
+	struct event *timer; /* the request's timeout; NULL once fired or cancelled */
 };
+
+static void rstate_req_timer_free(struct rstate_req *req)
+{
+	if (req->timer != NULL) {
+		event_free(req->timer);
+		req->timer = NULL;
+	}
+}
 
 static uint64_t rstate_now_ms(void)
 {
@@ -367,9 +377,25 @@ static void rstate_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 		rstate_log_failure(rs, "bad_reply",
 		                   reply->type == REDIS_REPLY_ERROR ? reply->str
 		                                                    : "not an integer");
+	rstate_req_timer_free(req);
 	if (req->cb != NULL)
 		req->cb(ok, ok ? reply->integer : 0, req->arg);
 	free(req);
+}
+
+/* No answer within the timeout: the caller hears of a failure now; the
+ * request stays with hiredis until its reply (or the connection's end). */
+static void rstate_on_req_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct rstate_req *req = arg;
+	(void)fd;
+	(void)what;
+	rstate_req_timer_free(req);
+	rstate_fn *cb = req->cb;
+	req->cb = NULL;
+	rstate_log_failure(req->rs, "timeout", "no answer within state.redis_timeout");
+	if (cb != NULL)
+		cb(false, 0, req->arg);
 }
 
 /* Send an EVAL; NULL after calling cb(false) when it cannot be sent. */
@@ -416,6 +442,10 @@ static struct rstate_req *rstate_eval(struct rstate *rs, const char *script,
 		return NULL;
 	}
 	rs->pending++;
+	req->timer = evtimer_new(rs->base, rstate_on_req_timeout, req);
+	struct timeval tv = {.tv_sec = (time_t)(rs->timeout_ms / 1000),
+	                     .tv_usec = (suseconds_t)(rs->timeout_ms % 1000 * 1000)};
+	evtimer_add(req->timer, &tv);
 	return req;
 }
 
@@ -484,5 +514,6 @@ void rstate_cancel(struct rstate_req **req)
 	if (*req == NULL)
 		return;
 	(*req)->cb = NULL; /* freed when its reply (or the connection's end) comes */
+	rstate_req_timer_free(*req);
 	*req = NULL;
 }

@@ -2,7 +2,8 @@
  * hikyaku nodes that must enforce one set of limits (issue 11). One
  * asynchronous hiredis connection per process, on its libevent loop; every
  * request answers once through a callback (or is cancelled first), never
- * blocks, and fails at once while the server is unreachable. Reconnects
+ * blocks, fails at once while the server is unreachable and after the
+ * timeout when it does not answer. Reconnects
  * with back-off. The keys are opaque octets (the caller's); the replies
  * come from a trusted server but are checked for type and range anyway.
  *

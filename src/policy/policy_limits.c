@@ -35,6 +35,8 @@
 #include <sys/time.h>
 #include <time.h>
 
+#define LIMITS_REDIS_BACKSTOP_MS 1000
+
 static uint64_t limits_now_ms(void)
 {
 	struct timespec ts;
@@ -133,7 +135,9 @@ static struct limits_wait *limits_wait_new(struct policy_smtp *ps, struct policy
 	struct limits_wait *w = xcalloc(1, sizeof(*w));
 	w->job = job;
 	w->what = what;
-	policy_job_set_timeout(job, ps->conf->state.redis_timeout,
+	/* rstate answers within state.redis_timeout itself (a failure,
+	 * logged rate-suppressed); the engine's timeout is only a backstop. */
+	policy_job_set_timeout(job, ps->conf->state.redis_timeout + LIMITS_REDIS_BACKSTOP_MS,
 	                       ps->conf->state.redis_failure == CONF_STATE_FAIL_ACCEPT
 	                           ? POLICY_FAIL_ACCEPT
 	                           : POLICY_FAIL_TEMPFAIL);

@@ -262,7 +262,7 @@ static void server_conn_wait_on_timeout(evutil_socket_t fd, short what, void *ar
 	(void)fd;
 	(void)what;
 	log_info("event=policy_timeout check=rate_connect stage=accept timeout_ms=%llu action=%s",
-		 (unsigned long long)w->l->srv->conf->state.redis_timeout,
+		 (unsigned long long)w->l->srv->conf->state.redis_timeout + 1000,
 		 w->l->srv->conf->state.redis_failure == CONF_STATE_FAIL_ACCEPT ? "accept"
 										 : "tempfail");
 	rstate_cancel(&w->req);
@@ -289,7 +289,8 @@ static void server_conn_wait_start(struct smtpd_listener *l, int fd,
 		w->next->prevp = &w->next;
 	w->prevp = &srv->conn_waits;
 	srv->conn_waits = w;
-	uint64_t t = srv->conf->state.redis_timeout;
+	/* A backstop: rstate answers (a failure) after state.redis_timeout. */
+	uint64_t t = srv->conf->state.redis_timeout + 1000;
 	struct timeval tv = {.tv_sec = (time_t)(t / 1000), .tv_usec = (suseconds_t)(t % 1000 * 1000)};
 	evtimer_add(w->timer, &tv);
 	unsigned char rkey[2 + 17];
