@@ -18,6 +18,7 @@
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/cidr.h"
+#include "lib/rstate.h"
 #include "lib/strutil.h"
 #include "mail/idna.h"
 
@@ -68,8 +69,10 @@ static conf_check_fn conf_helo_name_check;
 static conf_check_fn conf_auth_mechanism_check;
 static conf_check_fn conf_dnsbl_zone_check;
 static conf_check_fn conf_dnsbl_codes_check;
+static conf_check_fn conf_state_redis_check;
 
 static const char *const conf_reject_at_names[] = {"connect", "rcpt", NULL};
+static const char *const conf_state_failure_names[] = {"tempfail", "accept", NULL};
 _Static_assert(sizeof(enum conf_reject_at) == sizeof(int), "enum conf_reject_at is not an int");
 static conf_check_fn conf_dkim_selector_check;
 
@@ -777,6 +780,29 @@ const struct conf_setting conf_settings[] = {
 	  .off = OFF(dauth.spf_reject),
 	  .doc = "Refuse mail whose SPF result is fail with 550 5.7.23 (RFC 7372), unless "
 		 "DMARC passed: RFC 7489 §10.1 wants DMARC to have its say first." },
+	{ .key = "state.redis", .type = CONF_T_STRING, .def = "\"\"", .off = OFF(state.redis),
+	  .check = conf_state_redis_check,
+	  .doc = "Keep the connection, message and recipient rates (per client network, "
+		 "and per user) and the greylist triplets in this Redis server, shared by several hikyaku "
+		 "nodes: \"host:port\" (an IPv4 or [IPv6] address: smtpd resolves no names) "
+		 "or \"unix:/path\". Each smtpd talks to it asynchronously and never waits "
+		 "longer than state.redis_timeout. \"\" (the default): all of it in "
+		 "shared memory on this host. Concurrent connections stay per host. No TLS "
+		 "(Debian 12's hiredis has none)." },
+	{ .key = "state.redis_password_file", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(state.redis_password_file),
+	  .doc = "A file (root's, mode 0600 or 0400) whose first line is the Redis AUTH "
+		 "password; read by smtpd as root before its sandbox. \"\" for no AUTH." },
+	{ .key = "state.redis_timeout", .type = CONF_T_DURATION, .def = "500ms",
+	  .min = 10, .max = 60 * SEC, .off = OFF(state.redis_timeout),
+	  .doc = "How long a check waits for Redis before state.redis_failure applies; also "
+		 "the connect timeout. Reconnects back off from 100 ms to 5 s." },
+	{ .key = "state.redis_failure", .type = CONF_T_ENUM, .def = "tempfail",
+	  .names = conf_state_failure_names, .off = OFF(state.redis_failure), .lower = true,
+	  .doc = "What a rate or greylist check does when Redis is down or slow: tempfail "
+		 "(451 4.3.0, the client retries later) or accept (the check is skipped). "
+		 "Logged as event=redis (at most 5 lines a minute per process) and "
+		 "event=policy_timeout." },
 };
 /* clang-format on */
 
@@ -1096,6 +1122,15 @@ static int conf_dnsbl_codes_check(const char *s, char *msg, size_t msglen)
 	const char *error = NULL;
 	if (cidr_codes_parse(s, &c, &error) < 0)
 		return conf_msg(msg, msglen, "invalid codes \"%.64s\": %s", s, error);
+	return 0;
+}
+
+static int conf_state_redis_check(const char *s, char *msg, size_t msglen)
+{
+	struct rstate_addr a;
+	const char *error = NULL;
+	if (s[0] != '\0' && rstate_addr_parse(s, &a, &error) < 0)
+		return conf_msg(msg, msglen, "invalid state.redis \"%.64s\": %s", s, error);
 	return 0;
 }
 

@@ -155,6 +155,15 @@ struct conf_greylist {
 	uint64_t save_interval; /* ms, greylist.save_interval: 1m */
 };
 
+/* Where counters and greylist triplets live (lib/rstate.h). */
+enum conf_state_failure { CONF_STATE_FAIL_TEMPFAIL, CONF_STATE_FAIL_ACCEPT };
+struct conf_state {
+	char *redis;          /* state.redis: "" embedded (shared memory), else host:port or unix:/path */
+	char *redis_password_file; /* state.redis_password_file: "" no AUTH */
+	uint64_t redis_timeout; /* ms, state.redis_timeout: 500ms */
+	enum conf_state_failure redis_failure; /* state.redis_failure: tempfail */
+};
+
 struct conf_timeouts { /* all in milliseconds */
 	uint64_t command; /* waiting for a command, RFC 5321 §4.5.3.2.7: 5m */
 	uint64_t data;    /* waiting for the next data block: 5m */
@@ -300,6 +309,7 @@ struct conf {
 	struct conf_filter filter;
 	struct conf_greylist greylist;
 	struct conf_dauth dauth;
+	struct conf_state state;
 	struct conf_dkim dkim;
 	struct conf_route *routes; /* routes: per-domain transports */
 	size_t n_routes;

@@ -18,6 +18,7 @@
 #include "dauth/dmarc.h"
 #include "conf/aliases.h"
 #include "conf/conf.h"
+#include "lib/rstate.h"
 #include "auth/users.h"
 #include "deliver/maildir.h"
 #include "dns/dns.h"
@@ -435,6 +436,7 @@ void policy_smtp_free(struct policy_smtp **psp)
 		return;
 	*psp = NULL;
 	policy_verify_free(&ps->verify);
+	rstate_free(&ps->redis);
 	cidr_list_clear(&ps->access);
 	free(ps->dnsbl_codes);
 	dns_free(&ps->dns);

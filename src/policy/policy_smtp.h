@@ -177,6 +177,10 @@ const struct cidr_entry *policy_smtp_access(const struct policy_smtp *ps,
 struct shmrate;
 struct greytab;
 void policy_smtp_set_shared(struct policy_smtp *ps, struct shmrate *rates, struct greytab *grey);
+/* With state.redis: the message and recipient rates and greylisting ask
+ * this Redis connection instead of the tables above (ps owns it). */
+struct rstate;
+void policy_smtp_set_redis(struct policy_smtp *ps, struct rstate *rs);
 /* The client's network as the rate limits (prefix4 32: the address) and
  * greylisting (prefix4 24) count it, into key; an IPv6 client always by
  * its /64. Returns the key's length. */
@@ -208,6 +212,7 @@ struct policy_smtp {
 	struct shmrate *rates;               /* NULL: no rate limits */
 	struct greytab *grey;                /* NULL: no greylisting */
 	struct dmarc *dmarc;                 /* the public suffix list, loaded at prepare */
+	struct rstate *redis;                /* state.redis: rates and greylist there */
 };
 /* The resolver of the checks, made on first use (NULL if it cannot be). */
 struct dns *policy_smtp_dns(struct policy_smtp *ps);

@@ -90,6 +90,8 @@ struct smtpd {
 	size_t n_sessions;
 	struct shmcount *conns; /* connection counts of all smtpd processes */
 	struct shmrate *rates;  /* rate counters of all smtpd processes */
+	struct rstate *redis;   /* state.redis (owned by policy), NULL: none */
+	struct server_conn_wait *conn_waits; /* accepts waiting for Redis's rate */
 	struct logrl refuse_rl; /* refusals at accept */
 	uint64_t next_sid;
 	bool shutting_down;

@@ -47,6 +47,10 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 struct cidr_list;
 struct shmrate;
 struct greytab;
+/* state.redis: the rates and greylisting ask this connection (the server
+ * owns it; lib/rstate.h). */
+struct rstate;
+void smtpd_set_redis(struct smtpd *smtpd, struct rstate *rs);
 void smtpd_set_filter(struct smtpd *smtpd, struct cidr_list *access, struct shmrate *rates,
 		      struct greytab *grey);
 /* The connection to the queue process (again after the queue restarted). */
