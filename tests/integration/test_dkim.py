@@ -352,7 +352,9 @@ def test_check_compares_the_published_record(tmp_path, dns):
     with open(conf, "a") as f:
         f.write(f"    - {{ domain: check.test, selector: s4, key: {good}, type: rsa }}\n")
     r = hk_cli("check", "-c", conf)
-    assert r.returncode == 0, r.stderr
+    # a private key others can read is an error, as for TLS keys (exit 1)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"error: dkim key {other} is readable by others" in r.stdout
     assert f"dkim key {other} is writable by its group or open to others" in r.stdout
     assert f"dkim key {good} is not an RSA" in r.stdout
     assert "selector s1 are listed twice" not in r.stdout
