@@ -223,7 +223,9 @@ static void data_spill(struct smtpd_session *s, bool force)
 			return;
 		tx->msg = spool_msg_adopt(tx->file.fd, tx->env.qid);
 	}
-	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0) {
+	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) == 0)
+		tx->spilled += tx->body.len; /* the milters read it back */
+	else if (!tx->io_failed) {
 		tx->io_failed = true;
 		tx->io_errno = errno;
 		spool_msg_abort(&tx->msg);
@@ -420,6 +422,12 @@ static void data_end_of_message(struct smtpd_session *s)
 		return;
 	}
 	data_missing_fields(s, true);
+	/* milter: the end-of-body step (data_milter.c); back here after */
+	if (smtpd_milter_wanted(s)) {
+		smtpd_milter_start(s, data_end_of_message);
+		return;
+	}
+	/* end milter */
 	struct smtpd_tx *tx = s->tx;
 	/* Abort on out-of-memory like every allocation (STYLE.md): a NULL
 	 * check here would be the only one in the server. */
