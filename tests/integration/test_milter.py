@@ -1,0 +1,214 @@
+"""Milters (issue 11): smtpd asks each configured milter (Sendmail milter
+protocol v6) at the end of data and applies its answer. A scripted milter
+(milter_server.py) covers every action: accept, reject (with and without a
+reply code), tempfail, discard, quarantine, the header changes, the
+envelope changes and a replaced body; then a dead milter (connection
+refused) and a slow one (never answers) under each failure mode."""
+import os
+import tempfile
+import time
+
+import pytest
+
+from conftest import RawSMTP, free_port, log_events, wait_event
+import milter_server as ms
+
+MSG = ("From: sender@example.net\r\nTo: alice@localhost\r\nSubject: hello\r\n"
+       "Message-ID: <m1@example.net>\r\nDate: Thu, 3 Dec 2026 21:00:00 +0000\r\n"
+       "\r\nThe body.\r\n")
+
+
+@pytest.fixture
+def milter():
+    made = []
+
+    def factory(*a, **kw):
+        m = ms.MilterServer(*a, **kw).start()
+        made.append(m)
+        return m
+
+    yield factory
+    for m in made:
+        m.stop()
+
+
+def conf(*sockets, failure="tempfail", command_timeout="1s", eob_timeout="1s"):
+    return [{"name": f"m{i}", "socket": s, "failure": failure, "connect_timeout": "1s",
+             "command_timeout": command_timeout, "eob_timeout": eob_timeout}
+            for i, s in enumerate(sockets)]
+
+
+def send(hk, rcpts=("alice@localhost",), body=MSG, sender="sender@example.net"):
+    c = RawSMTP(hk.port)
+    c.begin(sender=sender, rcpts=rcpts)
+    c.ok("DATA", 354)
+    c.send(body.encode() + b".\r\n")
+    code, lines = c.reply()
+    c.cmd("QUIT")
+    c.close()
+    return code, lines
+
+
+def delivered(hk, user="alice"):
+    return hk.read_delivered(user)[0].decode()
+
+
+def test_accept_sees_envelope_headers_body(hikyaku, milter):
+    m = milter(eob=[ms.ACCEPT])
+    hk = hikyaku(milters=conf(m.socket))
+    code, lines = send(hk)
+    assert code == 250, lines
+    assert "Subject: hello" in delivered(hk)
+    cmds = [c for c, _ in m.sessions[0]]
+    for want in "OCHMRTLNBE":
+        assert want in cmds, (want, cmds)
+    d = dict(m.sessions[0])
+    assert ms.parse_strs(d["M"]) == ["<sender@example.net>"]
+    assert ms.parse_strs(d["R"]) == ["<alice@localhost>"]
+    assert b"The body.\r\n" in d["B"]
+    headers = [ms.parse_strs(data) for c, data in m.sessions[0] if c == "L"]
+    assert ["Subject", "hello"] in headers
+    assert headers[0][0] == "Received"  # ours, as Postfix sends it
+    macros = b"".join(data for c, data in m.sessions[0] if c == "D")
+    for name in (b"j\0mx.test.example", b"{client_addr}\x00127.0.0.1", b"{mail_addr}",
+                 b"{rcpt_addr}\0alice@localhost", b"i\0"):
+        assert name in macros
+
+
+@pytest.mark.parametrize("eob,code,enh,text", [
+    ([ms.REJECT], 550, "5.7.1", "Command rejected"),
+    ([ms.replycode("554 5.7.1 Spam detected here")], 554, "5.7.1", "Spam detected here"),
+    ([ms.TEMPFAIL], 451, "4.7.1", None),
+    ([ms.replycode("452 4.3.1 busy")], 452, "4.3.1", "busy"),
+])
+def test_refusals(hikyaku, milter, eob, code, enh, text):
+    m = milter(eob=eob)
+    hk = hikyaku(milters=conf(m.socket))
+    got, lines = send(hk)
+    assert got == code, lines
+    assert lines[-1][4:].startswith(enh), lines
+    if text:
+        assert text in lines[-1]
+    time.sleep(0.3)
+    assert hk.delivered("alice") == []
+
+
+def test_discard(hikyaku, milter):
+    m = milter(eob=[ms.DISCARD])
+    hk = hikyaku(milters=conf(m.socket))
+    code, lines = send(hk)
+    assert code == 250, lines
+    assert wait_event(hk, "milter_discard")
+    hk.wait_queue_empty()
+    time.sleep(0.3)
+    assert hk.delivered("alice") == []
+
+
+def test_quarantine(hikyaku, milter):
+    m = milter(eob=[ms.quarantine("looks bad"), ms.ACCEPT])
+    hk = hikyaku(milters=conf(m.socket))
+    assert send(hk)[0] == 250
+    text = delivered(hk)
+    assert "X-Hikyaku-Quarantine: looks bad" in text
+    assert wait_event(hk, "milter_quarantine")
+
+
+def test_header_changes(hikyaku, milter):
+    m = milter(eob=[ms.addheader("X-Spam-Score", "3.5"),
+                    ms.insheader(0, "X-First", "top"),
+                    ms.chgheader(1, "Subject", "[SPAM] hello"),
+                    ms.chgheader(1, "Message-ID", ""),
+                    ms.addheader("X-Folded", "one\n\ttwo"),
+                    ms.CONTINUE])
+    hk = hikyaku(milters=conf(m.socket))
+    assert send(hk)[0] == 250
+    text = delivered(hk)
+    head, body = text.split("\n\n", 1)
+    lines = head.split("\n")
+    # Return-Path and Delivered-To come from the Maildir delivery
+    assert lines[2] == "X-First: top", lines
+    assert "Subject: [SPAM] hello" in lines
+    assert "Subject: hello" not in lines
+    assert not any(ln.startswith("Message-ID:") for ln in lines)
+    assert "X-Spam-Score: 3.5" in lines
+    assert "X-Folded: one\n\ttwo" in head
+    assert body == "The body.\n"
+
+
+def test_envelope_changes(hikyaku, milter):
+    m = milter(eob=[ms.chgfrom("<bounce@example.org>"), ms.addrcpt("<bob@localhost>"),
+                    ms.delrcpt("<alice@localhost>"), ms.ACCEPT])
+    hk = hikyaku(milters=conf(m.socket))
+    assert send(hk)[0] == 250
+    text = delivered(hk, "bob")
+    assert text.startswith("Return-Path: <bounce@example.org>")
+    hk.wait_queue_empty()
+    assert hk.delivered("alice") == []
+
+
+def test_replbody(hikyaku, milter):
+    m = milter(eob=[ms.replbody(b"New body line 1\r\n"), ms.replbody(b"line 2\n"), ms.ACCEPT])
+    hk = hikyaku(milters=conf(m.socket))
+    assert send(hk)[0] == 250
+    head, body = delivered(hk).split("\n\n", 1)
+    assert "Subject: hello" in head
+    assert body == "New body line 1\nline 2\n"
+
+
+def test_large_message_rewritten_in_new_file(hikyaku, milter):
+    """A message past the 256 KiB spill is in the spool file when the
+    milter answers: a header change copies it into a new file."""
+    big = "".join(f"line {i:07d} " + "x" * 60 + "\r\n" for i in range(8000))
+    m = milter(eob=[ms.addheader("X-Checked", "yes"), ms.ACCEPT])
+    hk = hikyaku(milters=conf(m.socket))
+    code, lines = send(hk, body=MSG.replace("The body.\r\n", big))
+    assert code == 250, lines
+    head, body = delivered(hk).split("\n\n", 1)
+    assert "X-Checked: yes" in head
+    assert body == big.replace("\r\n", "\n")
+    got = b"".join(d for c, d in m.sessions[0] if c == "B")
+    assert got == big.encode()
+    assert all(len(d) <= 65535 for c, d in m.sessions[0] if c == "B")
+
+
+def test_two_milters_and_unix_socket(hikyaku, milter):
+    d = tempfile.mkdtemp(prefix="hk-milter-")
+    os.chmod(d, 0o755)
+    m1 = milter(eob=[ms.addheader("X-One", "1"), ms.ACCEPT], unix_path=os.path.join(d, "m1"))
+    m2 = milter(eob=[ms.addheader("X-Two", "2"), ms.ACCEPT])
+    hk = hikyaku(milters=conf(m1.socket, m2.socket))
+    code, lines = send(hk)
+    assert code == 250, lines
+    text = delivered(hk)
+    assert "X-One: 1" in text and "X-Two: 2" in text
+
+
+def test_skip_steps_and_no_reply(hikyaku, milter):
+    """A milter that asks for no HELO, no replies to headers (NR_HDR)."""
+    m = milter(eob=[ms.ACCEPT], protocol=0x2 | 0x80)
+    hk = hikyaku(milters=conf(m.socket))
+    assert send(hk)[0] == 250
+    cmds = [c for c, _ in m.sessions[0]]
+    assert "H" not in cmds and "L" in cmds
+
+
+@pytest.mark.parametrize("kind", ["dead", "slow"])
+@pytest.mark.parametrize("failure", ["tempfail", "accept"])
+def test_failure_modes(hikyaku, milter, kind, failure):
+    if kind == "dead":
+        sock = f"inet:127.0.0.1:{free_port()}"
+    else:
+        sock = milter(mode="slow").socket
+    hk = hikyaku(milters=conf(sock, failure=failure))
+    t0 = time.time()
+    code, lines = send(hk)
+    assert time.time() - t0 < 8
+    if failure == "tempfail":
+        assert code == 451 and lines[-1].startswith("451 4.7.1"), lines
+        time.sleep(0.3)
+        assert hk.delivered("alice") == []
+    else:
+        assert code == 250, lines
+        assert "Subject: hello" in delivered(hk)
+    ev = log_events(hk, "milter_failed")
+    assert ev and ev[0]["failure"] == failure
