@@ -573,6 +573,8 @@ static void eod_on_read(struct bufferevent *bev, void *arg)
 			eod_fail(e, "reply not asked for");
 			return;
 		}
+		log_debug("event=milter_reply sid=%s milter=%s cmd=%c len=%zu", e->sid,
+		          eod_conf(e)->name, r.cmd >= 0x21 && r.cmd < 0x7f ? r.cmd : '?', r.len);
 		bool go = eod_reply(e, &r);
 		if (!go)
 			return; /* bev freed */

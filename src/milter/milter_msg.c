@@ -113,9 +113,12 @@ int milter_hdrs_apply(const struct milter_hdrs *h, const struct milter_hdr_op *o
 			cnt++;
 			continue;
 		}
-		/* CHANGE: the idx-th field of that name (libmilter counts from 1) */
+		/* CHANGE: the idx-th field of that name (libmilter counts from
+		 * 1); past the last one, a new field at the end (as sendmail
+		 * and Postfix: clamav-milter's "AddHeader Replace" relies on it) */
 		uint32_t seen = 0;
-		for (size_t i = 0; i < cnt; i++) {
+		bool done = false;
+		for (size_t i = 0; i < cnt && !done; i++) {
 			size_t nl;
 			const char *nm;
 			if (l[i].name != NULL) {
@@ -135,8 +138,10 @@ int milter_hdrs_apply(const struct milter_hdrs *h, const struct milter_hdr_op *o
 			} else {
 				l[i] = (struct hdr_out){op->name, op->value, 0};
 			}
-			break;
+			done = true;
 		}
+		if (!done && op->value[0] != '\0')
+			l[cnt++] = (struct hdr_out){op->name, op->value, 0};
 	}
 	for (size_t i = 0; i < cnt && rc == 0; i++) {
 		if (l[i].name != NULL)

@@ -212,3 +212,96 @@ def test_failure_modes(hikyaku, milter, kind, failure):
         assert "Subject: hello" in delivered(hk)
     ev = log_events(hk, "milter_failed")
     assert ev and ev[0]["failure"] == failure
+
+
+# ---- real milters: clamav-milter with clamd on an EICAR-only database ----
+
+EICAR = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def _wait(pred, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _port_open(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def clamav():
+    import shutil
+    import signal
+    import subprocess
+    if not (shutil.which("clamd") or os.path.exists("/usr/sbin/clamd")) or \
+            not os.path.exists("/usr/sbin/clamav-milter"):
+        pytest.skip("clamd or clamav-milter not installed")
+    d = tempfile.mkdtemp(prefix="hk-clamav-")
+    # The database: EICAR's MD5 (the attachment as a whole) and its octets
+    # anywhere (.ndb); no freshclam, no download.
+    with open(os.path.join(d, "eicar.hdb"), "w") as f:
+        f.write("44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n")
+    with open(os.path.join(d, "eicar.ndb"), "w") as f:
+        f.write("Eicar-Test-Signature-Body:0:*:" + EICAR.encode().hex() + "\n")
+    sock = os.path.join(d, "clamd.sock")
+    with open(os.path.join(d, "clamd.conf"), "w") as f:
+        f.write(f"DatabaseDirectory {d}\nLocalSocket {sock}\nForeground yes\n"
+                f"LogFile {d}/clamd.log\nTemporaryDirectory {d}\n")
+    port = free_port()
+    with open(os.path.join(d, "milter.conf"), "w") as f:
+        f.write(f"MilterSocket inet:{port}@127.0.0.1\nClamdSocket unix:{sock}\n"
+                f"Foreground yes\nLogFile {d}/milter.log\nOnInfected Reject\n"
+                f"OnFail Defer\nAddHeader Replace\nTemporaryDirectory {d}\n")
+    out = open(os.path.join(d, "out"), "ab")
+    procs = [subprocess.Popen(["/usr/sbin/clamd", "-c", os.path.join(d, "clamd.conf")],
+                              stdout=out, stderr=out)]
+    try:
+        assert _wait(lambda: os.path.exists(sock)), "clamd did not start"
+        procs.append(subprocess.Popen(
+            ["/usr/sbin/clamav-milter", "-c", os.path.join(d, "milter.conf")],
+            stdout=out, stderr=out))
+        assert _wait(lambda: _port_open(port)), "clamav-milter did not start"
+        yield f"inet:127.0.0.1:{port}"
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        out.close()
+        if os.environ.get("HK_KEEP_CLAMAV") is None:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _with_attachment(payload):
+    import base64
+    b64 = base64.b64encode(payload.encode()).decode()
+    return ("From: sender@example.net\r\nTo: alice@localhost\r\nSubject: file\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+            "--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+            "--b1\r\nContent-Type: application/octet-stream\r\n"
+            "Content-Disposition: attachment; filename=\"x.com\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n" + b64 + "\r\n--b1--\r\n")
+
+
+def test_clamav_milter(hikyaku, clamav):
+    hk = hikyaku(milters=[{"name": "clamav", "socket": clamav, "failure": "tempfail",
+                           "eob_timeout": "20s"}])
+    code, lines = send(hk, body=_with_attachment(EICAR))
+    assert code == 550, lines  # clamav-milter answers SMFIR_REJECT without text
+    code, lines = send(hk, body=_with_attachment("just a harmless file\n"))
+    assert code == 250, lines
+    text = delivered(hk)
+    assert "X-Virus-Scanned: clamav-milter" in text and "X-Virus-Status: Clean" in text, \
+        hk.log()[-3000:]

@@ -145,14 +145,15 @@ static void test_hdrs_apply(void **state)
 		{MILTER_HDR_CHANGE, 1, "To", ""},
 		{MILTER_HDR_INSERT, 0, "X-Top", "t"},
 		{MILTER_HDR_ADD, 0, "X-End", "a\nb"},
-		{MILTER_HDR_CHANGE, 5, "Subject", "none"}, /* no such field: nothing */
+		{MILTER_HDR_CHANGE, 5, "Subject", "new"}, /* no such field: added */
+		{MILTER_HDR_CHANGE, 1, "X-None", ""},     /* no such field: nothing */
 	};
 	struct buf out;
 	buf_init(&out, 0);
-	assert_int_equal(milter_hdrs_apply(&h, ops, 5, &out), 0);
+	assert_int_equal(milter_hdrs_apply(&h, ops, 6, &out), 0);
 	assert_string_equal((const char *)out.data,
 	                    "X-Top: t\r\nReceived: from x\r\n\tby y\r\nSubject: a\r\n"
-	                    "Subject: C2\r\nX-End: a\r\n\tb\r\n\r\n");
+	                    "Subject: C2\r\nX-End: a\r\n\tb\r\nSubject: new\r\n\r\n");
 	buf_free(&out);
 	milter_hdrs_free(&h);
 	/* a section that does not end within what was read */
