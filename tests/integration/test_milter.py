@@ -305,3 +305,85 @@ def test_clamav_milter(hikyaku, clamav):
     text = delivered(hk)
     assert "X-Virus-Scanned: clamav-milter" in text and "X-Virus-Status: Clean" in text, \
         hk.log()[-3000:]
+
+
+# ---- real milters: rspamd's proxy worker in milter mode ----
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+RSPAMD_RULES = """
+rspamd_config:register_symbol{
+  name = 'HK_TEST_SPAMMY', score = 7.0, group = 'hktest',
+  callback = function(task)
+    for _, p in ipairs(task:get_text_parts() or {}) do
+      if tostring(p:get_content()):find('HKSPAMMY', 1, true) then return true end
+    end
+    return false
+  end
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def rspamd():
+    """rspamd with the Debian rules, a test rule scoring 7 (add_header
+    from 6), DNS to a dead loopback port, no Redis, its files in a temp
+    dir; only the proxy worker, scanning itself, speaking milter."""
+    import shutil
+    import signal
+    import subprocess
+    if not shutil.which("rspamd"):
+        pytest.skip("rspamd not installed")
+    d = tempfile.mkdtemp(prefix="hk-rspamd-")
+    port = free_port()
+    # LOCAL_CONFDIR is the temp dir: no local.d/override.d of the host, and
+    # the rule file is its rspamd.local.lua.
+    with open(os.path.join(d, "rspamd.local.lua"), "w") as f:
+        f.write(RSPAMD_RULES)
+    with open(os.path.join(d, "rspamd.conf"), "w") as f:
+        f.write(f""".include "$CONFDIR/common.conf"
+options {{
+  pidfile = "{d}/rspamd.pid";
+  .include "$CONFDIR/options.inc"
+  dbdir = "{d}";
+  hs_cache_dir = "{d}";
+  dns {{ nameserver = ["127.0.0.1:9"]; timeout = 0.5s; retransmits = 1; }}
+}}
+logging {{ type = "file"; filename = "{d}/rspamd.log"; level = "info"; }}
+worker "rspamd_proxy" {{
+  bind_socket = "127.0.0.1:{port}";
+  milter = yes;
+  timeout = 20s;
+  count = 1;
+  upstream "local" {{ default = yes; self_scan = yes; }}
+}}
+""")
+    out = open(os.path.join(d, "out"), "ab")
+    p = subprocess.Popen(["rspamd", "-f", "-i", "--insecure", f"--var=LOCAL_CONFDIR={d}", "-c",
+                          os.path.join(d, "rspamd.conf")], stdout=out, stderr=out)
+    try:
+        if not _wait(lambda: _port_open(port) or p.poll() is not None, 90) or \
+                p.poll() is not None:
+            pytest.skip("rspamd did not start: " + open(os.path.join(d, "out")).read()[-500:])
+        yield f"inet:127.0.0.1:{port}"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        out.close()
+        if os.environ.get("HK_KEEP_RSPAMD") is None:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_rspamd_gtube_rejected_spammy_marked(hikyaku, rspamd):
+    hk = hikyaku(milters=[{"name": "rspamd", "socket": rspamd, "failure": "tempfail",
+                           "eob_timeout": "30s", "command_timeout": "30s"}])
+    code, lines = send(hk, body=MSG.replace("The body.", GTUBE))
+    assert code == 554 and "5.7.1" in lines[-1], lines
+    code, lines = send(hk, body=MSG.replace("The body.", "Buy now HKSPAMMY"))
+    assert code == 250, lines
+    head = delivered(hk).split("\n\n", 1)[0]
+    assert "X-Spam: Yes" in head, hk.log()[-6000:]
