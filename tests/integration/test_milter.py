@@ -359,7 +359,8 @@ worker "rspamd_proxy" {{
 }}
 """)
     out = open(os.path.join(d, "out"), "ab")
-    p = subprocess.Popen(["rspamd", "-f", "-i", "--insecure", f"--var=LOCAL_CONFDIR={d}", "-c",
+    p = subprocess.Popen(["rspamd", "-f", "-i", "--insecure", f"--var=LOCAL_CONFDIR={d}",
+                          f"--var=DBDIR={d}", f"--var=RUNDIR={d}", f"--var=LOGDIR={d}", "-c",
                           os.path.join(d, "rspamd.conf")], stdout=out, stderr=out)
     try:
         if not _wait(lambda: _port_open(port) or p.poll() is not None, 90) or \
