@@ -61,8 +61,8 @@ struct milter_hdrs {
 };
 
 /* Parse the header section that starts p[0..len) (len the octets read,
- * total the content's length). 0, or -1 when the section does not end
- * within len (too long) or a line is not a field. */
+ * total the content's length); a line that is not a field starts the body.
+ * 0, or -1 when the section does not end within len (too long). */
 int milter_hdrs_parse(struct milter_hdrs *h, const unsigned char *p, size_t len, uint64_t total);
 void milter_hdrs_free(struct milter_hdrs *h);
 

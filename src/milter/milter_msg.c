@@ -44,8 +44,13 @@ int milter_hdrs_parse(struct milter_hdrs *h, const unsigned char *p, size_t len,
 		size_t start = i, colon;
 		const unsigned char *c = memchr(r + i, ':', end - i);
 		const unsigned char *nl = memchr(r + i, '\n', end - i);
-		if (c == NULL || (nl != NULL && nl < c) || r[i] == ' ' || r[i] == '\t')
-			return -1;
+		if (c == NULL || (nl != NULL && nl < c) || r[i] == ' ' || r[i] == '\t' ||
+		    c == r + i) {
+			/* not a field: the body starts here, without its blank
+			 * line (RFC 5322 §2.1 wants one; the rewrite adds it) */
+			h->body_off = start;
+			return 0;
+		}
 		colon = (size_t)(c - r);
 		/* the field ends at a line end not followed by a blank */
 		for (i = colon; i < end; i++)

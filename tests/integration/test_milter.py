@@ -388,3 +388,17 @@ def test_rspamd_gtube_rejected_spammy_marked(hikyaku, rspamd):
     assert code == 250, lines
     head = delivered(hk).split("\n\n", 1)[0]
     assert "X-Spam: Yes" in head, hk.log()[-6000:]
+
+
+def test_content_without_header_section(hikyaku, milter):
+    """A first line that is not a field starts the body: the milter still
+    runs (no tempfail), and the rewrite puts the blank line in."""
+    m = milter(eob=[ms.addheader("X-Checked", "yes"), ms.ACCEPT])
+    hk = hikyaku(milters=conf(m.socket))
+    code, lines = send(hk, body="just text, no header\r\nsecond line\r\n")
+    assert code == 250, lines
+    head, body = delivered(hk).split("\n\n", 1)
+    assert "X-Checked: yes" in head
+    assert body == "just text, no header\nsecond line\n"
+    got = b"".join(d for c, d in m.sessions[0] if c == "B")
+    assert got == b"just text, no header\r\nsecond line\r\n"

@@ -156,6 +156,14 @@ static void test_hdrs_apply(void **state)
 	                    "Subject: C2\r\nX-End: a\r\n\tb\r\nSubject: new\r\n\r\n");
 	buf_free(&out);
 	milter_hdrs_free(&h);
+	/* a line that is not a field starts the body */
+	const char *nofield = "Subject: a\r\nnot a field\r\n\r\nrest\r\n";
+	assert_int_equal(milter_hdrs_parse(&h, (const unsigned char *)nofield, strlen(nofield),
+	                                   strlen(nofield)),
+	                 0);
+	assert_int_equal(h.n, 1);
+	assert_int_equal(h.body_off, 12);
+	milter_hdrs_free(&h);
 	/* a section that does not end within what was read */
 	const char *open = "Subject: a\r\nTo: b";
 	assert_int_equal(milter_hdrs_parse(&h, (const unsigned char *)open, strlen(open), 100),
