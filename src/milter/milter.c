@@ -136,12 +136,14 @@ static void eod_fail(struct milter_eod *e, const char *why)
 {
 	const struct conf_milter *m = eod_conf(e);
 	log_warn("event=milter_failed sid=%s qid=%s milter=%s reason=\"%s\" failure=%s", e->sid,
-	         e->info->qid, m->name, why, m->failure == CONF_MILTER_TEMPFAIL ? "tempfail" : "accept");
+	         e->info->qid, m->name, why,
+	         m->failure == CONF_MILTER_TEMPFAIL ? "tempfail" : "accept");
 	if (m->failure == CONF_MILTER_TEMPFAIL) {
 		e->res->verdict = MILTER_TEMPFAIL;
 		e->res->code = 451;
 		snprintf(e->res->enh, sizeof(e->res->enh), "4.7.1");
-		snprintf(e->res->text, sizeof(e->res->text), "Service unavailable, try again later");
+		snprintf(e->res->text, sizeof(e->res->text),
+		         "Service unavailable, try again later");
 		snprintf(e->res->milter, sizeof(e->res->milter), "%s", m->name);
 	}
 	e->step = STEP_DONE;
@@ -226,7 +228,8 @@ static void eod_step(struct milter_eod *e, struct buf *b)
 	e->want_reply = false;
 	switch (e->step) {
 	case STEP_OPTNEG:
-		milter_frame_optneg(b, MILTER_VERSION, MILTER_ACTIONS_OFFERED, MILTER_PROTOCOL_OFFERED);
+		milter_frame_optneg(b, MILTER_VERSION, MILTER_ACTIONS_OFFERED,
+		                    MILTER_PROTOCOL_OFFERED);
 		e->want_reply = true;
 		e->step = STEP_CONNECT;
 		return;
@@ -234,8 +237,8 @@ static void eod_step(struct milter_eod *e, struct buf *b)
 		const char *kv[] = {"j", in->hostname, "{client_addr}", in->client_addr};
 		eod_macro(b, SMFIC_CONNECT, kv, 4);
 		if (!(pf & SMFIP_NOCONNECT)) {
-			milter_frame_connect(b, in->client_name, in->family, (uint16_t)in->client_port,
-			                     in->client_addr);
+			milter_frame_connect(b, in->client_name, in->family,
+			                     (uint16_t)in->client_port, in->client_addr);
 			e->want_reply = !(pf & SMFIP_NR_CONN);
 		}
 		e->step = STEP_HELO;
@@ -251,8 +254,8 @@ static void eod_step(struct milter_eod *e, struct buf *b)
 		return;
 	case STEP_MAIL: {
 		snprintf(addr, sizeof(addr), "<%s>", in->sender);
-		const char *kv[] = {"i", in->qid, "{auth_authen}", in->auth_user, "{mail_addr}",
-		                    in->sender};
+		const char *kv[] = {"i",           in->qid,       "{auth_authen}",
+		                    in->auth_user, "{mail_addr}", in->sender};
 		eod_macro(b, SMFIC_MAIL, kv, 6);
 		if (!(pf & SMFIP_NOMAIL)) {
 			const char *s[] = {addr};
@@ -425,8 +428,8 @@ static int eod_modify(struct milter_eod *e, const struct milter_reply *r, const 
 	case SMFIR_CHGHEADER:
 		if (milter_reply_header(r, &idx, &name, &value) < 0 || !eod_name_ok(name))
 			return -1;
-		eod_add_op(e, r->cmd == SMFIR_INSHEADER ? MILTER_HDR_INSERT : MILTER_HDR_CHANGE, idx,
-		           name, value);
+		eod_add_op(e, r->cmd == SMFIR_INSHEADER ? MILTER_HDR_INSERT : MILTER_HDR_CHANGE,
+		           idx, name, value);
 		return 0;
 	case SMFIR_CHGFROM:
 		if (milter_reply_strs(r, 0, s, 1, 2, &n) < 0)
@@ -513,7 +516,8 @@ static bool eod_reply(struct milter_eod *e, const struct milter_reply *r)
 		eod_verdict(e, MILTER_REJECT, 550, "5.7.1", "Command rejected");
 		return false;
 	case SMFIR_TEMPFAIL:
-		eod_verdict(e, MILTER_TEMPFAIL, 451, "4.7.1", "Service unavailable - try again later");
+		eod_verdict(e, MILTER_TEMPFAIL, 451, "4.7.1",
+		            "Service unavailable - try again later");
 		return false;
 	case SMFIR_DISCARD:
 		eod_verdict(e, MILTER_DISCARD, 250, "2.0.0", "");
@@ -561,7 +565,8 @@ static void eod_on_read(struct bufferevent *bev, void *arg)
 			eod_fail(e, err);
 			return;
 		}
-		uint32_t flen = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+		uint32_t flen =
+		    (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 		if (avail < 4 + (size_t)flen)
 			break;
 		p = evbuffer_pullup(in, (ev_ssize_t)(4 + (size_t)flen));

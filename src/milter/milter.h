@@ -90,7 +90,7 @@ struct milter_result {
 	int code;
 	char enh[16];
 	char text[400];
-	char milter[64]; /* the milter that decided, "" for accept */
+	char milter[64];  /* the milter that decided, "" for accept */
 	char *quarantine; /* reason, or NULL */
 	char *new_sender; /* SMFIR_CHGFROM, without <> */
 	char **add_rcpts;
@@ -100,7 +100,7 @@ struct milter_result {
 	struct milter_hdr_op *ops;
 	size_t n_ops, cap_ops;
 	bool body_replaced;
-	struct buf body; /* SMFIR_REPLBODY, bounded by max_body */
+	struct buf body;         /* SMFIR_REPLBODY, bounded by max_body */
 	struct milter_hdrs hdrs; /* the original header section */
 };
 

@@ -54,7 +54,8 @@ int milter_hdrs_parse(struct milter_hdrs *h, const unsigned char *p, size_t len,
 		colon = (size_t)(c - r);
 		/* the field ends at a line end not followed by a blank */
 		for (i = colon; i < end; i++)
-			if (r[i] == '\n' && (i + 1 >= end || (r[i + 1] != ' ' && r[i + 1] != '\t'))) {
+			if (r[i] == '\n' &&
+			    (i + 1 >= end || (r[i + 1] != ' ' && r[i + 1] != '\t'))) {
 				i++;
 				break;
 			}
@@ -86,7 +87,8 @@ static int hdr_put(struct buf *out, const char *name, const char *value)
 		if (*v == '\n') {
 			if (buf_append(out, "\r\n", 2) < 0)
 				return -1;
-			if (v[1] != ' ' && v[1] != '\t' && v[1] != '\0' && buf_append_byte(out, '\t') < 0)
+			if (v[1] != ' ' && v[1] != '\t' && v[1] != '\0' &&
+			    buf_append_byte(out, '\t') < 0)
 				return -1; /* a continuation must start with a blank */
 			continue;
 		}
@@ -152,7 +154,8 @@ int milter_hdrs_apply(const struct milter_hdrs *h, const struct milter_hdr_op *o
 		if (l[i].name != NULL)
 			rc = hdr_put(out, l[i].name, l[i].value);
 		else
-			rc = buf_append(out, h->raw.data + h->f[l[i].orig].off, h->f[l[i].orig].len);
+			rc =
+			    buf_append(out, h->raw.data + h->f[l[i].orig].off, h->f[l[i].orig].len);
 	}
 	if (rc == 0)
 		rc = buf_append(out, "\r\n", 2);

@@ -77,8 +77,8 @@ int milter_frame_connect(struct buf *out, const char *host, char family, uint16_
 	return 0;
 }
 
-int milter_reply_decode(const unsigned char *p, size_t len, struct milter_reply *r,
-                        size_t *used_r, const char **error_r)
+int milter_reply_decode(const unsigned char *p, size_t len, struct milter_reply *r, size_t *used_r,
+                        const char **error_r)
 {
 	if (len < 5)
 		return 0;
@@ -160,7 +160,8 @@ int milter_reply_code(const struct milter_reply *r, int *code_r, char *enh, size
 	enh[0] = '\0';
 	/* an enhanced code of the same class: "5.7.1 " */
 	size_t e = strspn(p, "0123456789.");
-	if (e >= 5 && e < enhlen && p[0] == s[0][0] && p[1] == '.' && (p[e] == ' ' || p[e] == '\0')) {
+	if (e >= 5 && e < enhlen && p[0] == s[0][0] && p[1] == '.' &&
+	    (p[e] == ' ' || p[e] == '\0')) {
 		memcpy(enh, p, e);
 		enh[e] = '\0';
 		p += e;

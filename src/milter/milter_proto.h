@@ -118,8 +118,8 @@ struct milter_reply {
  * octets are needed, -1 on a frame that breaks the bounds (a length of 0,
  * or above MILTER_REPLY_MAX, MILTER_REPLBODY_MAX for SMFIR_REPLBODY) with
  * *error_r. */
-int milter_reply_decode(const unsigned char *p, size_t len, struct milter_reply *r,
-                        size_t *used_r, const char **error_r);
+int milter_reply_decode(const unsigned char *p, size_t len, struct milter_reply *r, size_t *used_r,
+                        const char **error_r);
 
 /* The parts of a reply's data. Each returns 0, or -1 on malformed data. */
 /* OPTNEG: version, actions, protocol. */

@@ -130,8 +130,8 @@ static int milter_copy_body(struct smtpd_milter *m, uint64_t from, struct spool_
 	unsigned char chunk[65536];
 	uint64_t off = from;
 	while (off < c->file_len) {
-		size_t want = c->file_len - off < sizeof(chunk) ? (size_t)(c->file_len - off)
-		                                                : sizeof(chunk);
+		size_t want =
+		    c->file_len - off < sizeof(chunk) ? (size_t)(c->file_len - off) : sizeof(chunk);
 		ssize_t n = pread(c->fd, chunk, want, (off_t)(c->off + off));
 		if (n <= 0 || spool_msg_append(msg, chunk, (size_t)n) < 0)
 			return -1;
@@ -158,9 +158,8 @@ static int milter_rewrite(struct smtpd_milter *m, struct milter_result *r)
 	}
 	if (tx->msg == NULL) {
 		/* all of it in memory: tx->body is the content */
-		if (!r->body_replaced &&
-		    buf_append(&out, tx->body.data + r->hdrs.body_off,
-		               tx->body.len - (size_t)r->hdrs.body_off) < 0) {
+		if (!r->body_replaced && buf_append(&out, tx->body.data + r->hdrs.body_off,
+		                                    tx->body.len - (size_t)r->hdrs.body_off) < 0) {
 			buf_free(&out);
 			return -1;
 		}
@@ -225,9 +224,8 @@ static void milter_on_done(struct milter_result *r, void *arg)
 		log_info("event=milter_quarantine sid=%s qid=%s reason=%s", s->sid, tx->env.qid,
 		         log_qs(qf, r->quarantine));
 		r->ops = xreallocarray(r->ops, r->n_ops + 1, sizeof(*r->ops));
-		r->ops[r->n_ops++] = (struct milter_hdr_op){MILTER_HDR_INSERT, 0,
-		                                            xstrdup("X-Hikyaku-Quarantine"),
-		                                            xstrdup(r->quarantine)};
+		r->ops[r->n_ops++] = (struct milter_hdr_op){
+		    MILTER_HDR_INSERT, 0, xstrdup("X-Hikyaku-Quarantine"), xstrdup(r->quarantine)};
 	}
 	int rc = 0;
 	if (r->n_ops > 0 || r->body_replaced)
@@ -259,24 +257,26 @@ void smtpd_milter_start(struct smtpd_session *s, smtpd_milter_cont_fn *cont)
 	else
 		snprintf(m->client_name, sizeof(m->client_name), "[%s]", s->client_addr);
 	m->info = (struct milter_info){
-		.hostname = s->srv->conf->hostname,
-		.qid = tx->env.qid,
-		.client_name = m->client_name,
-		.client_addr = s->client_addr,
-		.client_port = s->client_port,
-		.family = s->local ? 'L' : strchr(s->client_addr, ':') != NULL ? '6' : '4',
-		.helo = s->helo,
-		.auth_user = s->auth_user,
-		.sender = tx->env.sender != NULL ? tx->env.sender : "",
-		.rcpts = m->rcpts,
-		.nrcpts = tx->env.nrcpts,
+	    .hostname = s->srv->conf->hostname,
+	    .qid = tx->env.qid,
+	    .client_name = m->client_name,
+	    .client_addr = s->client_addr,
+	    .client_port = s->client_port,
+	    .family = s->local                              ? 'L'
+	              : strchr(s->client_addr, ':') != NULL ? '6'
+	                                                    : '4',
+	    .helo = s->helo,
+	    .auth_user = s->auth_user,
+	    .sender = tx->env.sender != NULL ? tx->env.sender : "",
+	    .rcpts = m->rcpts,
+	    .nrcpts = tx->env.nrcpts,
 	};
 	m->content = (struct milter_content){
-		.fd = tx->msg != NULL ? tx->file.fd : -1,
-		.off = SPOOL_HDR_LEN,
-		.file_len = tx->msg != NULL ? tx->spilled : 0,
-		.tail = tx->body.data,
-		.tail_len = tx->body.len,
+	    .fd = tx->msg != NULL ? tx->file.fd : -1,
+	    .off = SPOOL_HDR_LEN,
+	    .file_len = tx->msg != NULL ? tx->spilled : 0,
+	    .tail = tx->body.data,
+	    .tail_len = tx->body.len,
 	};
 	tx->milter = m;
 	smtpd_session_set_state(s, SMTPD_S_COMMIT);

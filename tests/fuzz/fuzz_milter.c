@@ -61,10 +61,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct milter_hdrs h = {0};
 	if (milter_hdrs_parse(&h, data, size, size) == 0) {
 		struct milter_hdr_op ops[] = {
-			{MILTER_HDR_CHANGE, 1, "Subject", ""},
-			{MILTER_HDR_INSERT, 1, "X-A", "v\nw"},
-			{MILTER_HDR_ADD, 0, "X-B", "b"},
-			{MILTER_HDR_CHANGE, 2, "Received", "r"},
+		    {MILTER_HDR_CHANGE, 1, "Subject", ""},
+		    {MILTER_HDR_INSERT, 1, "X-A", "v\nw"},
+		    {MILTER_HDR_ADD, 0, "X-B", "b"},
+		    {MILTER_HDR_CHANGE, 2, "Received", "r"},
 		};
 		struct buf out;
 		buf_init(&out, 0);

@@ -31,7 +31,10 @@ static void test_encode_connect_strs(void **state)
 	struct buf b;
 	buf_init(&b, 0);
 	assert_int_equal(milter_frame_connect(&b, "host", '4', 2525, "1.2.3.4"), 0);
-	const unsigned char want[] = "\0\0\0\x11" "Chost\0" "4\x09\xdd" "1.2.3.4";
+	const unsigned char want[] = "\0\0\0\x11"
+	                             "Chost\0"
+	                             "4\x09\xdd"
+	                             "1.2.3.4";
 	assert_int_equal(b.len, sizeof(want)); /* the trailing NUL is the address's */
 	assert_memory_equal(b.data, want, sizeof(want));
 	buf_reset(&b);
@@ -106,13 +109,13 @@ static void test_replycode(void **state)
 		int rc, code;
 		const char *enh, *text;
 	} cases[] = {
-		{"554 5.7.1 Spam\r\n here", 0, 554, "5.7.1", "Spam   here"},
-		{"451 4.7.1", 0, 451, "4.7.1", ""},
-		{"550 no enh", 0, 550, "", "no enh"},
-		{"550 4.7.1 wrong class", 0, 550, "", "4.7.1 wrong class"},
-		{"250 ok", -1, 0, "", ""},
-		{"55", -1, 0, "", ""},
-		{"5x0 bad", -1, 0, "", ""},
+	    {"554 5.7.1 Spam\r\n here", 0, 554, "5.7.1", "Spam   here"},
+	    {"451 4.7.1", 0, 451, "4.7.1", ""},
+	    {"550 no enh", 0, 550, "", "no enh"},
+	    {"550 4.7.1 wrong class", 0, 550, "", "4.7.1 wrong class"},
+	    {"250 ok", -1, 0, "", ""},
+	    {"55", -1, 0, "", ""},
+	    {"5x0 bad", -1, 0, "", ""},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct milter_reply r = {SMFIR_REPLYCODE, (const unsigned char *)cases[i].in,
@@ -135,18 +138,15 @@ static void test_hdrs_apply(void **state)
 	const char *msg = "Received: from x\r\n\tby y\r\nSubject: a\r\nTo: b\r\nsubject: c\r\n"
 	                  "\r\nbody\r\n";
 	struct milter_hdrs h = {0};
-	assert_int_equal(milter_hdrs_parse(&h, (const unsigned char *)msg, strlen(msg),
-	                                   strlen(msg)),
-	                 0);
+	assert_int_equal(
+	    milter_hdrs_parse(&h, (const unsigned char *)msg, strlen(msg), strlen(msg)), 0);
 	assert_int_equal(h.n, 4);
 	assert_int_equal(h.body_off, strlen(msg) - 6);
 	struct milter_hdr_op ops[] = {
-		{MILTER_HDR_CHANGE, 2, "Subject", "C2"},
-		{MILTER_HDR_CHANGE, 1, "To", ""},
-		{MILTER_HDR_INSERT, 0, "X-Top", "t"},
-		{MILTER_HDR_ADD, 0, "X-End", "a\nb"},
-		{MILTER_HDR_CHANGE, 5, "Subject", "new"}, /* no such field: added */
-		{MILTER_HDR_CHANGE, 1, "X-None", ""},     /* no such field: nothing */
+	    {MILTER_HDR_CHANGE, 2, "Subject", "C2"},  {MILTER_HDR_CHANGE, 1, "To", ""},
+	    {MILTER_HDR_INSERT, 0, "X-Top", "t"},     {MILTER_HDR_ADD, 0, "X-End", "a\nb"},
+	    {MILTER_HDR_CHANGE, 5, "Subject", "new"}, /* no such field: added */
+	    {MILTER_HDR_CHANGE, 1, "X-None", ""},     /* no such field: nothing */
 	};
 	struct buf out;
 	buf_init(&out, 0);
@@ -158,25 +158,24 @@ static void test_hdrs_apply(void **state)
 	milter_hdrs_free(&h);
 	/* a line that is not a field starts the body */
 	const char *nofield = "Subject: a\r\nnot a field\r\n\r\nrest\r\n";
-	assert_int_equal(milter_hdrs_parse(&h, (const unsigned char *)nofield, strlen(nofield),
-	                                   strlen(nofield)),
-	                 0);
+	assert_int_equal(
+	    milter_hdrs_parse(&h, (const unsigned char *)nofield, strlen(nofield), strlen(nofield)),
+	    0);
 	assert_int_equal(h.n, 1);
 	assert_int_equal(h.body_off, 12);
 	milter_hdrs_free(&h);
 	/* a section that does not end within what was read */
 	const char *open = "Subject: a\r\nTo: b";
-	assert_int_equal(milter_hdrs_parse(&h, (const unsigned char *)open, strlen(open), 100),
-	                 -1);
+	assert_int_equal(milter_hdrs_parse(&h, (const unsigned char *)open, strlen(open), 100), -1);
 	milter_hdrs_free(&h);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_encode_optneg),   cmocka_unit_test(test_encode_connect_strs),
-		cmocka_unit_test(test_decode_split),    cmocka_unit_test(test_decode_bounds),
-		cmocka_unit_test(test_replycode),       cmocka_unit_test(test_hdrs_apply),
+	    cmocka_unit_test(test_encode_optneg), cmocka_unit_test(test_encode_connect_strs),
+	    cmocka_unit_test(test_decode_split),  cmocka_unit_test(test_decode_bounds),
+	    cmocka_unit_test(test_replycode),     cmocka_unit_test(test_hdrs_apply),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
