@@ -58,7 +58,10 @@ def zone_text(nlists, sessions, listed):
     return "\n".join(lines) + "\n"
 
 
-def start(binary, tmp, port, extra):
+LIMITS = "limits: {connections_per_ip: 1000, connections: 10000}"
+
+
+def start(binary, tmp, port, extra, limits=LIMITS):
     os.chmod(tmp, 0o755)
     conf = [
         "hostname: mx.bench.test",
@@ -68,7 +71,7 @@ def start(binary, tmp, port, extra):
         "local_domains: [bench.test]",
         "accept_any_user: true",
         "log_level: warn",
-        "limits: {connections_per_ip: 1000, connections: 10000}",
+        limits,
     ] + extra
     if os.geteuid() == 0:
         conf.append("user: nobody")
@@ -135,10 +138,10 @@ def load(port, sessions, threads):
             "refused": sum(1 for c in codes if c == b"554")}
 
 
-def run(args, name, extra, dns=None):
+def run(args, name, extra, dns=None, limits=LIMITS):
     tmp = tempfile.mkdtemp(prefix=f"hk-bench-{name}-")
     port = free_port()
-    proc = start(args.bin, tmp, port, extra)
+    proc = start(args.bin, tmp, port, extra, limits)
     try:
         return load(port, args.sessions, args.threads)
     finally:

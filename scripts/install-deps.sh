@@ -6,8 +6,10 @@ set -euo pipefail
 
 # libc6-dev: gcc only recommends it, and we install without recommends.
 # nettle-dev: libunbound.pc requires hogweed and nettle.
+# libpsl-dev: the public suffix list for DMARC's organizational domain.
+# libhiredis-dev: state.redis (shared rate limits and greylisting).
 BUILD_PKGS=(gcc libc6-dev meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev
-	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev)
+	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev libpsl-dev libhiredis-dev)
 # The README's tour.
 RUN_PKGS=(swaks curl ca-certificates)
 # libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.
@@ -22,7 +24,9 @@ TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	# tests/integration/test_package.py: build the .deb (debian/;
 	# dpkg-buildpackage wants build-essential), lintian it, and install it
 	# in a debootstrapped Debian 12 chroot.
-	build-essential dpkg-dev debhelper pandoc lintian debootstrap debian-archive-keyring)
+	build-essential dpkg-dev debhelper pandoc lintian debootstrap debian-archive-keyring
+	# tests/integration/test_redis.py: the Redis that three nodes share
+	redis-server)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

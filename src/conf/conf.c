@@ -18,6 +18,7 @@
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/cidr.h"
+#include "lib/rstate.h"
 #include "lib/strutil.h"
 #include "mail/idna.h"
 
@@ -68,8 +69,10 @@ static conf_check_fn conf_helo_name_check;
 static conf_check_fn conf_auth_mechanism_check;
 static conf_check_fn conf_dnsbl_zone_check;
 static conf_check_fn conf_dnsbl_codes_check;
+static conf_check_fn conf_state_redis_check;
 
 static const char *const conf_reject_at_names[] = {"connect", "rcpt", NULL};
+static const char *const conf_state_failure_names[] = {"tempfail", "accept", NULL};
 _Static_assert(sizeof(enum conf_reject_at) == sizeof(int), "enum conf_reject_at is not an int");
 static conf_check_fn conf_dkim_selector_check;
 
@@ -118,6 +121,19 @@ static const char *const conf_log_targets[] = {
 };
 
 static conf_check_fn conf_http_listen_check;
+
+static const char *const conf_dmarc_enforce_names[] = {
+	"none",
+	"quarantine",
+	"reject",
+	NULL,
+};
+
+static const char *const conf_dauth_temperror_names[] = {
+	"accept",
+	"tempfail",
+	NULL,
+};
 
 static const char *const conf_verify_tempfail_names[] = {
 	"defer",
@@ -768,6 +784,63 @@ const struct conf_setting conf_settings[] = {
 	  .min = SEC, .max = DAY, .off = OFF(greylist.save_interval),
 	  .doc = "How often the master writes the triplets to spool_dir/greylist.db (and "
 		 "at stop); a crash loses at most this much." },
+
+	{ .key = "dauth.inbound", .type = CONF_T_BOOL, .def = "true", .off = OFF(dauth.inbound),
+	  .doc = "Check SPF (RFC 7208), DKIM (RFC 6376) and DMARC (RFC 7489) on mail from "
+		 "clients that did not authenticate, and add one Authentication-Results field "
+		 "(RFC 8601) with the results above the message. Authentication-Results fields "
+		 "that claim dauth.authserv_id are removed from every message received, as "
+		 "forgeries (RFC 8601 §5)." },
+	{ .key = "dauth.authserv_id", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(dauth.authserv_id), .lower = true,
+	  .doc = "The authserv-id of our Authentication-Results fields (RFC 8601 §2.5): the name "
+		 "of the administrative domain whose results they are; \"\" for hostname." },
+	{ .key = "dauth.loopback", .type = CONF_T_BOOL, .def = "false", .off = OFF(dauth.loopback),
+	  .doc = "Check clients on loopback (127.0.0.0/8, ::1) too; when false their mail is "
+		 "local and gets no checks. For tests with a DNS server on loopback." },
+	{ .key = "dauth.timeout", .type = CONF_T_DURATION, .def = "20s",
+	  .min = 100, .max = 5 * MIN, .off = OFF(dauth.timeout),
+	  .doc = "At the end of data, wait at most this long for the SPF, DKIM and DMARC "
+		 "lookups; what is unfinished then is a temperror (see dauth.temperror)." },
+	{ .key = "dauth.dmarc_enforce", .type = CONF_T_ENUM, .def = "reject",
+	  .names = conf_dmarc_enforce_names, .off = OFF(dauth.dmarc_enforce), .lower = true,
+	  .doc = "What a DMARC failure does (RFC 7489 §6.6.4, after p, sp and pct): reject "
+		 "(p=reject gets 550 5.7.1 at the end of DATA, p=quarantine is quarantined), "
+		 "quarantine (both are quarantined: an X-Hikyaku-Quarantine field, and local "
+		 "delivery into the mailbox's .Junk folder) or none (recorded in "
+		 "Authentication-Results only)." },
+	{ .key = "dauth.temperror", .type = CONF_T_ENUM, .def = "accept",
+	  .names = conf_dauth_temperror_names, .off = OFF(dauth.temperror), .lower = true,
+	  .doc = "When DMARC's DNS lookups fail or time out (temperror, RFC 7489 §6.6.3): "
+		 "accept (deliver, the result recorded) or tempfail (451 4.7.1 at the end of "
+		 "DATA, the client tries again later)." },
+	{ .key = "dauth.spf_reject", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(dauth.spf_reject),
+	  .doc = "Refuse mail whose SPF result is fail with 550 5.7.23 (RFC 7372), unless "
+		 "DMARC passed: RFC 7489 §10.1 wants DMARC to have its say first." },
+	{ .key = "state.redis", .type = CONF_T_STRING, .def = "\"\"", .off = OFF(state.redis),
+	  .check = conf_state_redis_check,
+	  .doc = "Keep the connection, message and recipient rates (per client network, "
+		 "and per user) and the greylist triplets in this Redis server, shared by several hikyaku "
+		 "nodes: \"host:port\" (an IPv4 or [IPv6] address: smtpd resolves no names) "
+		 "or \"unix:/path\". Each smtpd talks to it asynchronously and never waits "
+		 "longer than state.redis_timeout. \"\" (the default): all of it in "
+		 "shared memory on this host. Concurrent connections stay per host. No TLS "
+		 "(Debian 12's hiredis has none)." },
+	{ .key = "state.redis_password_file", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(state.redis_password_file),
+	  .doc = "A file (root's, mode 0600 or 0400) whose first line is the Redis AUTH "
+		 "password; read by smtpd as root before its sandbox. \"\" for no AUTH." },
+	{ .key = "state.redis_timeout", .type = CONF_T_DURATION, .def = "500ms",
+	  .min = 10, .max = 60 * SEC, .off = OFF(state.redis_timeout),
+	  .doc = "How long a check waits for Redis before state.redis_failure applies; also "
+		 "the connect timeout. Reconnects back off from 100 ms to 5 s." },
+	{ .key = "state.redis_failure", .type = CONF_T_ENUM, .def = "tempfail",
+	  .names = conf_state_failure_names, .off = OFF(state.redis_failure), .lower = true,
+	  .doc = "What a rate or greylist check does when Redis is down or slow: tempfail "
+		 "(451 4.3.0, the client retries later) or accept (the check is skipped). "
+		 "Logged as event=redis (at most 5 lines a minute per process) and "
+		 "event=policy_timeout." },
 };
 /* clang-format on */
 
@@ -1098,6 +1171,15 @@ static int conf_milter_socket_check(const char *s, char *msg, size_t msglen)
 		return 0;
 	snprintf(msg, msglen, "expected \"unix:/path\" or \"inet:host:port\"");
 	return -1;
+}
+
+static int conf_state_redis_check(const char *s, char *msg, size_t msglen)
+{
+	struct rstate_addr a;
+	const char *error = NULL;
+	if (s[0] != '\0' && rstate_addr_parse(s, &a, &error) < 0)
+		return conf_msg(msg, msglen, "invalid state.redis \"%.64s\": %s", s, error);
+	return 0;
 }
 
 static int conf_http_listen_check(const char *s, char *msg, size_t msglen)

@@ -63,6 +63,29 @@ struct conf_policy {
 	bool fcrdns_loopback;   /* policy.fcrdns_loopback: look loopback clients up too */
 };
 
+/* Sender domain authentication on inbound mail (SPF, DKIM, DMARC and
+ * Authentication-Results; issue 10). */
+enum conf_dmarc_enforce {
+	CONF_DMARC_NONE = 0,   /* record the result only */
+	CONF_DMARC_QUARANTINE, /* p=quarantine and p=reject: quarantine (.Junk) */
+	CONF_DMARC_REJECT,     /* p=reject: 550 5.7.1; p=quarantine: quarantine */
+};
+
+enum conf_dauth_temperror {
+	CONF_DAUTH_TEMPERROR_ACCEPT = 0, /* record temperror, deliver */
+	CONF_DAUTH_TEMPERROR_TEMPFAIL,   /* 451 4.7.5 at end of data */
+};
+
+struct conf_dauth {
+	bool inbound;      /* dauth.inbound: check unauthenticated mail */
+	char *authserv_id; /* dauth.authserv_id: "" for the hostname */
+	bool loopback;     /* dauth.loopback: check loopback clients too */
+	uint64_t timeout;  /* ms, dauth.timeout: the wait at end of data */
+	enum conf_dmarc_enforce dmarc_enforce; /* dauth.dmarc_enforce */
+	enum conf_dauth_temperror temperror;   /* dauth.temperror */
+	bool spf_reject;   /* dauth.spf_reject: 550 5.7.23 on SPF fail */
+};
+
 struct conf_limits {
 	uint64_t command_line;       /* octets incl. CRLF, default 512 */
 	uint64_t text_line;          /* octets incl. CRLF, default 1000 */
@@ -145,6 +168,15 @@ struct conf_greylist {
 	uint64_t retention;    /* ms, greylist.retention: 35d */
 	uint64_t max_entries;  /* greylist.max_entries: 262144 */
 	uint64_t save_interval; /* ms, greylist.save_interval: 1m */
+};
+
+/* Where counters and greylist triplets live (lib/rstate.h). */
+enum conf_state_failure { CONF_STATE_FAIL_TEMPFAIL, CONF_STATE_FAIL_ACCEPT };
+struct conf_state {
+	char *redis;          /* state.redis: "" embedded (shared memory), else host:port or unix:/path */
+	char *redis_password_file; /* state.redis_password_file: "" no AUTH */
+	uint64_t redis_timeout; /* ms, state.redis_timeout: 500ms */
+	enum conf_state_failure redis_failure; /* state.redis_failure: tempfail */
 };
 
 struct conf_timeouts { /* all in milliseconds */
@@ -291,6 +323,8 @@ struct conf {
 	struct conf_dnsbl dnsbl;
 	struct conf_filter filter;
 	struct conf_greylist greylist;
+	struct conf_dauth dauth;
+	struct conf_state state;
 	struct conf_dkim dkim;
 	struct conf_milter *milters; /* milters: content filters at end of data */
 	size_t n_milters;

@@ -8,6 +8,7 @@
 #include "auth/users.h"
 
 #include "lib/fsutil.h"
+#include "lib/rstate.h"
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -128,6 +129,26 @@ static int conf_check_cleartext(const char *what, const char *dest, FILE *out)
 	        "anyone on the path can read the password (RFC 4954 §14)\n",
 	        what, dest);
 	return 1;
+}
+
+/* state.redis: its password file is a credential; a Redis off this host
+ * without AUTH lets anyone who reaches it raise or clear the limits. */
+static int conf_check_state(const struct conf *conf, FILE *out)
+{
+	const struct conf_state *st = &conf->state;
+	if (st->redis[0] == '\0')
+		return 0;
+	int n = conf_check_credentials("state.redis_password_file", st->redis_password_file, out);
+	struct rstate_addr a;
+	const char *error = NULL;
+	if (st->redis_password_file[0] == '\0' && rstate_addr_parse(st->redis, &a, &error) == 0 &&
+	    !a.is_unix && strncmp(a.host, "127.", 4) != 0 && strcmp(a.host, "::1") != 0)
+		n += conf_warn(out,
+		               "state.redis %s is not loopback and has no redis_password_file: "
+		               "whoever reaches it can change the rate limits and the greylist "
+		               "(and there is no TLS)",
+		               st->redis);
+	return n;
 }
 
 /* Outbound delivery: the smarthost, its credentials, the routes. */
@@ -306,6 +327,7 @@ int conf_check(const struct conf *conf, FILE *out)
 		               conf->hostname);
 	n += conf_check_delivery(conf, out);
 	n += conf_check_filter(conf, out);
+	n += conf_check_state(conf, out);
 	n += conf_check_http(conf, out);
 	return n;
 }

@@ -434,7 +434,13 @@ int maildir_deliver(const char *root, const char *domain, const char *mailbox,
 		snprintf(err, errlen, "unsafe mailbox path");
 		return -1;
 	}
-	int n = snprintf(base, sizeof(base), "%s/%s/%s/Maildir", root, domain, mailbox);
+	const char *folder = msg->folder != NULL ? msg->folder : "";
+	if (folder[0] != '\0' && (folder[0] != '.' || strchr(folder, '/') != NULL)) {
+		snprintf(err, errlen, "unsafe folder name");
+		return -1;
+	}
+	int n = snprintf(base, sizeof(base), "%s/%s/%s/Maildir%s%s", root, domain, mailbox,
+			 folder[0] != '\0' ? "/" : "", folder);
 	if (n < 0 || (size_t)n >= sizeof(base) - 512) {
 		snprintf(err, errlen, "path too long");
 		return -1;

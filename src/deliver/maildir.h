@@ -47,6 +47,8 @@ struct maildir_msg {
 	 * tried before: no earlier copy can exist, so none is looked for (no
 	 * stat of new/, no stale tmp/ file to remove). */
 	bool fresh;
+	/* A Maildir++ folder of the mailbox (".Junk"), NULL for the inbox. */
+	const char *folder;
 };
 
 #define MAILDIR_UNIQUE_MAX 64

@@ -161,3 +161,23 @@ int fs_pread_all(int fd, void *p, size_t len, uint64_t off)
 	}
 	return 0;
 }
+
+int fs_pwrite_all(int fd, const void *p, size_t len, uint64_t off)
+{
+	const unsigned char *q = p;
+	while (len > 0) {
+		ssize_t n = pwrite(fd, q, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			errno = EIO;
+			return -1;
+		}
+		q += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}

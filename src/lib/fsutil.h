@@ -30,5 +30,8 @@ int fs_write_all(int fd, const void *p, size_t len);
 /* pread(2) exactly len octets at off; 0 or -1 (errno; EIO for a file that
  * ends first). */
 int fs_pread_all(int fd, void *p, size_t len, uint64_t off);
+/* pwrite(2) all len octets at off, retrying on EINTR and short writes; 0 or
+ * -1 (errno; EIO when pwrite returned 0). */
+int fs_pwrite_all(int fd, const void *p, size_t len, uint64_t off);
 
 #endif

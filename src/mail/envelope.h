@@ -28,7 +28,12 @@ struct envelope {
 	bool smtputf8;
 	char *client_addr; /* "192.0.2.1" / "2001:db8::1" */
 	char *client_helo; /* EHLO/HELO argument, or NULL */
-	uint64_t size;     /* octets of the message file */
+	uint64_t size;     /* octets of the message: the header fields added at
+			    * the end of data and the content as received */
+	uint32_t flags;       /* ENVELOPE_FLAG_* */
+	uint64_t content_off; /* where those octets start in the spool file
+			       * (queue/record.h REC_CONTENT_OFF); 0 before the
+			       * commit sets it */
 	struct envelope_rcpt *rcpts;
 	size_t nrcpts;
 	size_t cap;
@@ -37,6 +42,9 @@ struct envelope {
 	uint32_t attempts;
 	uint32_t sched_flags; /* ENVELOPE_SCHED_* */
 };
+
+/* Flags of the message itself (queue/record.h REC_FLAGS). */
+#define ENVELOPE_FLAG_JUNK 0x1 /* quarantined (DMARC): local delivery into .Junk */
 
 #define ENVELOPE_SCHED_DELAY_WARNED 0x1 /* the NOTIFY=DELAY warning went out */
 #define ENVELOPE_SCHED_HELD 0x2         /* held by the operator (hikyaku queue hold) */

@@ -20,6 +20,7 @@
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/rstate.h"
 #include "lib/sandbox.h"
 #include "lib/greytab.h"
 #include "lib/shmcount.h"
@@ -461,6 +462,7 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 	struct cidr_list access = {0};
 	const char *error = NULL;
 	char err[1024];
+	char redis_pw[RSTATE_PASSWORD_MAX] = "";
 	int ret = 1;
 
 	/* As root: what this process may know — never a private key, never
@@ -502,6 +504,13 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		}
 		a->grey_fd = -1;
 	}
+	/* The Redis password, root's file, read before the drop. */
+	if (conf->state.redis[0] != '\0' && conf->state.redis_password_file[0] != '\0' &&
+	    rstate_password_read(conf->state.redis_password_file, redis_pw, sizeof(redis_pw),
+	                         err, sizeof(err)) < 0) {
+		fprintf(stderr, "hikyaku: state.redis_password_file: %s\n", err);
+		goto out;
+	}
 	if (child_drop(conf, a) < 0)
 		goto out;
 	ctx.base = event_base_new();
@@ -512,6 +521,20 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		goto out;
 	}
 	smtpd_set_filter(ctx.smtpd, &access, rates, grey);
+	/* Redis is connected to from the sandbox too (reconnects): smtpd's
+	 * Landlock rules do not restrict TCP connect, nor connect() to a unix
+	 * socket (docs/ARCHITECTURE.md, "Shared state in Redis"). */
+	if (conf->state.redis[0] != '\0') {
+		struct rstate_addr ra;
+		const char *rerr = NULL;
+		if (rstate_addr_parse(conf->state.redis, &ra, &rerr) < 0) {
+			fprintf(stderr, "hikyaku: state.redis: %s\n", rerr);
+			goto out;
+		}
+		smtpd_set_redis(ctx.smtpd, rstate_create(ctx.base, &ra, redis_pw,
+		                                         conf->state.redis_timeout));
+		explicit_bzero(redis_pw, sizeof(redis_pw));
+	}
 	smtpd_prepare(ctx.smtpd);
 	policy_verify_set_processes(a->of);
 	/* No file at all from here (the resolver has read its own). */
@@ -541,6 +564,13 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		smtpd_set_tls(ctx.smtpd, tls);
 		tls = NULL;
 	}
+	/* DKIM signing goes through the keys process too (issue 10). */
+	if (conf->dkim.n_sign > 0 && ctx.kc == NULL && a->keys_fd >= 0) {
+		ctx.kc = keyproxy_client_create(a->keys_fd);
+		a->keys_fd = -1;
+	}
+	if (conf->dkim.n_sign > 0 && ctx.kc != NULL)
+		smtpd_set_dkim_signer(ctx.smtpd, ctx.kc);
 	if (a->tickets_fd >= 0) {
 		close(a->tickets_fd);
 		a->tickets_fd = -1;
@@ -558,6 +588,7 @@ static int child_smtpd(const struct conf *conf, struct child_args *a)
 		qclient_cancel(smtpd_qclient(ctx.smtpd), ctx.first_wait);
 	ret = 0;
 out:
+	explicit_bzero(redis_pw, sizeof(redis_pw));
 	smtpd_free(&ctx.smtpd);
 	child_common_free(&ctx);
 	tls_server_free(&tls);

@@ -16,6 +16,7 @@
  * literal ("192.0.2.1") is never "resolved" as one. */
 #include "policy/policy_smtp.h"
 #include "conf/conf.h"
+#include "dauth/dmarc.h"
 #include "dns/dns.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
@@ -200,8 +201,11 @@ struct dns *policy_smtp_dns(struct policy_smtp *ps)
 
 void policy_smtp_prepare(struct policy_smtp *ps)
 {
-	/* Only when FCrDNS will ask: the resolver reads its files now. */
+	/* The resolver reads its files now, and so does the public suffix
+	 * list of DMARC: the sandbox closes the file system after this. */
 	(void)policy_smtp_dns(ps);
+	if (ps->conf->dauth.inbound && ps->dmarc == NULL)
+		ps->dmarc = dmarc_create();
 }
 
 static void fcrdns_start(struct policy_job *job)

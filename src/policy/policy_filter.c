@@ -19,6 +19,7 @@
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "lib/rstate.h"
 #include "mail/idna.h"
 
 #include <arpa/inet.h>
@@ -117,6 +118,12 @@ void policy_smtp_set_access(struct policy_smtp *ps, struct cidr_list *l)
 const struct cidr_entry *policy_smtp_access(const struct policy_smtp *ps, const struct sockaddr *sa)
 {
 	return cidr_list_lookup(&ps->access, sa);
+}
+
+void policy_smtp_set_redis(struct policy_smtp *ps, struct rstate *rs)
+{
+	rstate_free(&ps->redis);
+	ps->redis = rs;
 }
 
 void policy_smtp_set_shared(struct policy_smtp *ps, struct shmrate *rates, struct greytab *grey)

@@ -15,8 +15,10 @@
  * Runs in smtpd on the event loop. The address comes from the client,
  * parsed by mail/address.c. */
 #include "policy/policy_smtp.h"
+#include "dauth/dmarc.h"
 #include "conf/aliases.h"
 #include "conf/conf.h"
+#include "lib/rstate.h"
 #include "auth/users.h"
 #include "deliver/maildir.h"
 #include "dns/dns.h"
@@ -423,6 +425,7 @@ struct policy_smtp *policy_smtp_create(struct event_base *base, const struct con
 	policy_add(ps->engine, &policy_check_alias, ps);
 	policy_add(ps->engine, &policy_check_greylist, ps);
 	policy_add(ps->engine, &policy_check_rate_rcpt, ps);
+	policy_add(ps->engine, &policy_check_dauth, ps);
 	return ps;
 }
 
@@ -433,9 +436,11 @@ void policy_smtp_free(struct policy_smtp **psp)
 		return;
 	*psp = NULL;
 	policy_verify_free(&ps->verify);
+	rstate_free(&ps->redis);
 	cidr_list_clear(&ps->access);
 	free(ps->dnsbl_codes);
 	dns_free(&ps->dns);
+	dmarc_free(&ps->dmarc);
 	policy_free(&ps->engine);
 	free(ps);
 }

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #include "lib/cidr.h"
+#include "lib/buf.h"
 #include "lib/net.h"
 #include "mail/address.h"
 #include "policy/policy.h"
@@ -23,6 +24,7 @@ struct conf;
 struct users;
 struct aliases;
 struct policy_smtp;
+struct dauth_tx;
 
 /* Forward-confirmed reverse DNS of the client (FCrDNS). */
 enum policy_rdns {
@@ -83,14 +85,53 @@ struct policy_rcpt_req {
 	size_t ntargets;
 };
 
+/* The end of data (POLICY_EOD): the content is complete and not yet
+ * committed. Checks read the envelope and the header section and may add
+ * header fields above the message (queue/spool.h: the top block); they
+ * refuse with 5xx/4xx like any check. */
+struct policy_eod_req {
+	const char *qid;
+	const char *sender;     /* MAIL FROM, "" for the null sender */
+	const char *helo;       /* the EHLO/HELO name as given */
+	bool authenticated;     /* an AUTH session (submission): no inbound checks */
+	/* The client's header section as received, CRLFs kept, without the
+	 * Authentication-Results fields removed as forgeries (mail/header.h
+	 * walks it). Only the first limits.header_size octets. */
+	const char *hdr;
+	size_t hdr_len;
+	/* Header fields added above the content: policy_eod_add_field(). */
+	struct buf *top;
+	bool top_full; /* an addition did not fit: the message is refused (451) */
+	bool quarantine; /* out: deliver into the recipients' Junk folder */
+	/* Per-transaction state of the domain authentication checks. */
+	struct dauth_tx *dauth;
+};
+
 struct policy_smtp_req {
 	struct policy_client *client;
 	const char *helo;            /* POLICY_HELO: the name given (parsed) */
 	const char *sender;          /* POLICY_MAIL, POLICY_RCPT: "local@domain", "" null */
 	struct policy_rcpt_req rcpt; /* POLICY_RCPT */
+	struct policy_eod_req eod;   /* POLICY_EOD */
 };
 
+/* Add one complete header field ("Name: value", folded with CRLF WSP where
+ * long; the final CRLF is added) above the fields added before it: the
+ * last check's field is the message's first. -1 when the block is full
+ * (top_full is then set). */
+int policy_eod_add_field(struct policy_eod_req *r, const char *field, size_t len);
+
 void policy_rcpt_req_clear(struct policy_rcpt_req *r);
+
+/* Sender domain authentication (policy_dauth.c) for one transaction: SPF
+ * starts now (MAIL FROM accepted), the DKIM verifier is fed the content
+ * (after dot-unstuffing) with policy_dauth_feed(), and the end-of-data
+ * check "dauth" finishes it. NULL when the transaction gets no checks
+ * (authenticated, loopback, dauth.inbound false, no resolver). */
+struct dauth_tx *policy_dauth_begin(struct policy_smtp *ps, const struct policy_client *c,
+				    const char *sender, const char *helo);
+void policy_dauth_feed(struct dauth_tx *t, const void *p, size_t n);
+void policy_dauth_free(struct dauth_tx **t); /* accepts NULL */
 
 /* The chains of smtpd, with their checks' shared state (the DNS resolver
  * made on first use, the probe client and its cache). users and aliases may
@@ -136,6 +177,10 @@ const struct cidr_entry *policy_smtp_access(const struct policy_smtp *ps,
 struct shmrate;
 struct greytab;
 void policy_smtp_set_shared(struct policy_smtp *ps, struct shmrate *rates, struct greytab *grey);
+/* With state.redis: the message and recipient rates and greylisting ask
+ * this Redis connection instead of the tables above (ps owns it). */
+struct rstate;
+void policy_smtp_set_redis(struct policy_smtp *ps, struct rstate *rs);
 /* The client's network as the rate limits (prefix4 32: the address) and
  * greylisting (prefix4 24) count it, into key; an IPv6 client always by
  * its /64. Returns the key's length. */
@@ -166,9 +211,12 @@ struct policy_smtp {
 	struct cidr_codes *dnsbl_codes;      /* per list: dnsbl.lists then allow_lists */
 	struct shmrate *rates;               /* NULL: no rate limits */
 	struct greytab *grey;                /* NULL: no greylisting */
+	struct dmarc *dmarc;                 /* the public suffix list, loaded at prepare */
+	struct rstate *redis;                /* state.redis: rates and greylist there */
 };
-/* The resolver of the client checks, made on first use (NULL: none). */
+/* The resolver of the checks, made on first use (NULL if it cannot be). */
 struct dns *policy_smtp_dns(struct policy_smtp *ps);
+extern const struct policy_check policy_check_dauth;
 extern const struct policy_check policy_check_fcrdns;
 extern const struct policy_check policy_check_fcrdns_required;
 extern const struct policy_check policy_check_relay;

@@ -141,7 +141,7 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 	struct maildir_msg mm = {
 		.data = m->small,
 		.fd = m->fd,
-		.off = SPOOL_HDR_LEN,
+		.off = m->env.content_off,
 		.len = (size_t)m->env.size,
 		.return_path = m->env.sender,
 		.delivered_to = r->addr,
@@ -149,6 +149,8 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 		.unique = unique,
 		.search_cur = m->recovered || m->env.attempts > 0,
 		.fresh = !m->recovered && m->env.attempts == 0 && !m->tried,
+		/* DMARC quarantine (smtpd): the user's Junk folder (Maildir++) */
+		.folder = (m->env.flags & ENVELOPE_FLAG_JUNK) ? ".Junk" : NULL,
 	};
 	/* One directory per domain, whichever form (RFC 5890 U-labels or
 	 * A-labels) the client wrote: the A-label form, lowercase. */
@@ -226,7 +228,8 @@ static void qmgr_load_run(void *arg)
 		 * failed read leaves the window-by-window path to report it. */
 		if (m->small == NULL && m->env.size > 0 && m->env.size <= MAILDIR_WINDOW) {
 			m->small = xmalloc((size_t)m->env.size);
-			if (fs_pread_all(m->fd, m->small, (size_t)m->env.size, SPOOL_HDR_LEN) < 0) {
+			if (fs_pread_all(m->fd, m->small, (size_t)m->env.size,
+					  m->env.content_off) < 0) {
 				free(m->small);
 				m->small = NULL;
 			}
@@ -410,7 +413,7 @@ static int qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind
 			.retry_until_us = e->arrival_us + q->conf->delivery.max_lifetime * 1000,
 			.full = e->ret == SMTP_RET_FULL,
 			.msg_fd = m->fd,
-			.msg_off = SPOOL_HDR_LEN,
+			.msg_off = e->content_off,
 			.msglen = (size_t)e->size,
 			.rcpts = br,
 			.nrcpts = n,

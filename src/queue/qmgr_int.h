@@ -68,7 +68,7 @@ struct qmgr_msg {
 	uint64_t attempt_us; /* this attempt was dispatched (Unix time, us) */
 	uint64_t arrival_us; /* env.arrival_us, kept between attempts (0: never loaded) */
 	/* The spool file, open for the attempt: the content is e->size octets
-	 * from SPOOL_HDR_LEN, read in windows (Maildir and bounces on delivery
+	 * from env.content_off, read in windows (Maildir and bounces on delivery
 	 * workers, smtpc on the spoolread pool), never loaded whole. -1 when
 	 * closed (qmgr_msg_reset, when the attempt ends). */
 	int fd;

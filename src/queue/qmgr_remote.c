@@ -269,7 +269,7 @@ static void qmgr_group_send(struct qmgr_group *g, size_t ntargets)
 	 * the spool reader threads (qmgr_create) */
 	g->smsg.data = NULL;
 	g->smsg.fd = g->m->fd;
-	g->smsg.fd_off = SPOOL_HDR_LEN;
+	g->smsg.fd_off = e->content_off;
 	g->smsg.len = (size_t)e->size;
 	smtpc_deliver(q->smtpc, &g->sdest, &g->smsg, qmgr_on_smtpc, g);
 }

@@ -137,6 +137,13 @@ static int record_encode_body(const struct envelope *e, struct buf *out)
 		return -1;
 	if (record_put_uint(out, REC_SIZE, e->size, 8) < 0)
 		return -1;
+	/* Only where it differs from the default: a file without added
+	 * header fields stays readable by earlier versions. */
+	if (e->content_off != 0 && e->content_off != RECORD_CONTENT_OFF_DEFAULT &&
+	    record_put_uint(out, REC_CONTENT_OFF, e->content_off, 8) < 0)
+		return -1;
+	if (e->flags != 0 && record_put_uint(out, REC_FLAGS, e->flags, 4) < 0)
+		return -1;
 	return record_encode_rcpts(e, out);
 }
 
@@ -322,7 +329,7 @@ static int record_dec_one(struct record_dec *d, enum record_type type, const uns
 
 	if (type >= REC_RCPT && type <= REC_RCPT_ORCPT)
 		return record_dec_rcpt(d, type, p, len, error_r);
-	if (type < REC_QID || type > REC_SIZE) {
+	if ((type < REC_QID || type > REC_SIZE) && type != REC_CONTENT_OFF && type != REC_FLAGS) {
 		*error_r = type == REC_DONE ? "DONE record before END" : "unknown record type";
 		return -1;
 	}
@@ -349,6 +356,23 @@ static int record_dec_one(struct record_dec *d, enum record_type type, const uns
 		return record_get_uint(p, len, 8, &e->arrival_us, error_r);
 	case REC_SIZE:
 		return record_get_uint(p, len, 8, &e->size, error_r);
+	case REC_FLAGS:
+		if (record_get_uint(p, len, 4, &v, error_r) < 0)
+			return -1;
+		if (v & ~(uint64_t)ENVELOPE_FLAG_JUNK) {
+			*error_r = "unknown message flags";
+			return -1;
+		}
+		e->flags = (uint32_t)v;
+		return 0;
+	case REC_CONTENT_OFF:
+		if (record_get_uint(p, len, 8, &e->content_off, error_r) < 0)
+			return -1;
+		if (e->content_off < RECORD_CONTENT_OFF_DEFAULT) {
+			*error_r = "content offset inside the file header";
+			return -1;
+		}
+		return 0;
 	case REC_SENDER:
 		return record_get_str(p, len, &e->sender, error_r);
 	case REC_ENVID:
@@ -389,6 +413,8 @@ static int record_dec_check_required(const struct record_dec *d, const char **er
 		*error_r = "no recipients";
 		return -1;
 	}
+	if ((d->seen & (1u << REC_CONTENT_OFF)) == 0)
+		d->e->content_off = RECORD_CONTENT_OFF_DEFAULT;
 	return 0;
 }
 

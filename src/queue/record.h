@@ -52,7 +52,16 @@ enum record_type {
 			      * u8 has_sched, [u64 next attempt, u32 attempts, u32 flags],
 			      * u32 CRC-32 of the record's octets before it; the last
 			      * schedule counts */
+	REC_CONTENT_OFF = 18, /* u64: file offset of the first content octet (the
+			       * header fields added at the end of data come first);
+			       * absent in files of earlier versions, where it is
+			       * RECORD_CONTENT_OFF_DEFAULT */
+	REC_FLAGS = 19,       /* u32 ENVELOPE_FLAG_*; absent when 0 */
 };
+
+/* Where the content starts when REC_CONTENT_OFF is absent: right after the
+ * message file's header (SPOOL_HDR_LEN, spool.h). */
+#define RECORD_CONTENT_OFF_DEFAULT 16
 
 /* The retry schedule a MARK record may carry. */
 struct record_sched {

@@ -59,8 +59,12 @@ struct spool_msg {
 	bool qid_ok;
 	int fd; /* incoming/<qid>, -1 until created */
 	bool created;
-	uint64_t size; /* content octets so far */
+	uint64_t content_off; /* file offset of the first octet of size */
+	uint64_t size;        /* octets so far: added header fields and content */
 };
+
+_Static_assert(SPOOL_HDR_LEN == RECORD_CONTENT_OFF_DEFAULT,
+	       "files without REC_CONTENT_OFF have their content after the header");
 
 /* errno as a log value; "-" when the failure was not a system call's
  * (callers set errno = 0 for those). */
@@ -231,6 +235,7 @@ struct spool_msg *spool_msg_create(struct spool *spool, const char *qid)
 	struct spool_msg *m = xcalloc(1, sizeof(*m));
 	m->spool = spool;
 	m->fd = -1;
+	m->content_off = SPOOL_HDR_LEN;
 	/* A bad id cannot become a path: the message then fails at the first
 	 * append or at commit, like any I/O error. */
 	m->qid_ok = qid_valid(qid);
@@ -363,19 +368,20 @@ static int spool_queue_sync(struct spool *s)
 
 /* Finish incoming/<qid> (envelope after the content, then the header's
  * offset), fdatasync and close it. */
-static int spool_msg_finish(struct spool_msg *m, const struct envelope *e, const char **error_r)
+static int spool_msg_finish(struct spool_msg *m, struct envelope *e, const char **error_r)
 {
 	struct buf b;
 	unsigned char off[8];
 	int rc = -1;
 
 	buf_init(&b, RECORD_MAX_FILE);
+	e->content_off = m->content_off;
 	if (record_encode(e, &b) < 0) {
 		*error_r = "cannot encode envelope";
 		errno = 0;
 		goto out;
 	}
-	spool_put_u64(off, SPOOL_HDR_LEN + m->size);
+	spool_put_u64(off, m->content_off + m->size);
 	if (fs_write_all(m->fd, b.data, b.len) < 0 ||
 	    pwrite(m->fd, off, sizeof(off), SPOOL_MAGIC_LEN) != (ssize_t)sizeof(off) ||
 	    spool_fdatasync(m->fd) < 0) {
@@ -502,11 +508,12 @@ static int spool_link_tmpfile(int fd, int dirfd, const char *name)
 	return linkat(AT_FDCWD, path, dirfd, name, AT_SYMLINK_FOLLOW);
 }
 
+static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, uint64_t *off_r,
+                               size_t *used_r, bool *io_r, const char **error_r);
+
 static int spool_publish_steps(struct spool *s, int fd, const char *qid, bool *linked_r,
 			       const char **error_r)
 {
-	unsigned char hdr[SPOOL_HDR_LEN];
-	struct stat st;
 	uint64_t off;
 	char name[SPOOL_NAME_MAX + 1];
 
@@ -516,14 +523,20 @@ static int spool_publish_steps(struct spool *s, int fd, const char *qid, bool *l
 		return -1;
 	}
 	/* The writer is another process: take nothing on trust but the
-	 * content. An unsealed file (envelope offset 0) never enters queue/. */
-	if (fstat(fd, &st) < 0 || pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
-		*error_r = "cannot read message file";
-		errno = 0;
-		return -1;
-	}
-	if (spool_header_parse(hdr, (uint64_t)st.st_size, &off, error_r) < 0) {
-		errno = 0;
+	 * content. An unsealed file (envelope offset 0) never enters queue/,
+	 * nor one whose envelope the queue would refuse to load: it must
+	 * decode, name this qid, and place the message (REC_CONTENT_OFF,
+	 * SIZE) exactly before it. A small pread of what is in the page
+	 * cache; the client hears 451 instead of leaving a message the
+	 * queue cannot deliver. */
+	struct envelope e;
+	bool io = false;
+	envelope_init(&e);
+	int rc = spool_env_decode_fd(fd, qid, &e, &off, NULL, &io, error_r);
+	envelope_clear(&e);
+	if (rc < 0) {
+		if (!io)
+			errno = 0;
 		return -1;
 	}
 	spool_name(name, qid, NULL);
@@ -564,10 +577,41 @@ struct spool_msg *spool_msg_adopt(int fd, const char *qid)
 {
 	struct spool_msg *m = spool_msg_create(NULL, qid);
 	m->fd = fd;
-	/* The queue wrote the header through the same open file: go on
-	 * after it whatever that left the offset at. */
-	(void)lseek(fd, SPOOL_HDR_LEN, SEEK_SET);
+	/* The content goes after a gap that the header fields added at the
+	 * end of data fill from its end (spool_msg_prepend); unwritten, the
+	 * gap is a hole and costs no disk. The queue wrote the header
+	 * through the same open file: seek whatever that left the offset at. */
+	m->content_off = SPOOL_CONTENT_GAP;
+	(void)lseek(fd, SPOOL_CONTENT_GAP, SEEK_SET);
 	return m;
+}
+
+int spool_msg_prepend(struct spool_msg *m, const void *p, size_t len, const char **error_r)
+{
+	char eb[128];
+	if (len == 0)
+		return 0; /* the common case costs no write */
+	if (len > m->content_off - SPOOL_HDR_LEN) {
+		*error_r = "added header fields do not fit before the content";
+		errno = EMSGSIZE;
+		return -1;
+	}
+	if (spool_msg_ensure_open(m) < 0) {
+		*error_r = "cannot write message file";
+		return -1;
+	}
+	uint64_t at = m->content_off - len;
+	if (fs_pwrite_all(m->fd, p, len, at) < 0) {
+		int err = errno;
+		log_err("event=spool_write_failed qid=%s op=write error=%s", m->qid,
+		        spool_strerror(err, eb));
+		*error_r = "cannot write message file";
+		errno = err;
+		return -1;
+	}
+	m->content_off = at;
+	m->size += len;
+	return 0;
 }
 
 int spool_msg_seal(struct spool_msg **mp, struct envelope *e, const void *tail, size_t tail_len,
@@ -692,7 +736,7 @@ static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, uint
 		*error_r = "queue id in envelope does not match file name";
 		goto out;
 	}
-	if (e->size != off - SPOOL_HDR_LEN) {
+	if (e->content_off > off || e->size != off - e->content_off) {
 		envelope_clear(e);
 		*error_r = "message size differs from envelope";
 		goto out;
@@ -753,7 +797,7 @@ static int spool_read(struct spool *spool, const char *qid, struct envelope *e,
 			*error_r = "message too large";
 			rc = -1;
 		} else if (fs_pread_all(fd, content->data + content->len, len,
-		                           SPOOL_HDR_LEN) < 0) {
+		                           e->content_off) < 0) {
 			*io_r = true;
 			*error_r = "cannot read message file";
 			rc = -1;
@@ -821,19 +865,24 @@ int spool_load_fd(struct spool *spool, const char *qid, struct envelope *e, int 
 
 int spool_msg_open(struct spool *spool, const char *qid, uint64_t *len_r)
 {
+	struct envelope e;
 	uint64_t off = 0;
 	bool io;
 	const char *error;
 	int fd = spool_open_queued(spool, qid, O_RDONLY);
 	if (fd < 0)
 		return -1;
-	if (spool_env_offset(fd, &off, &io, &error) < 0 ||
-	    lseek(fd, SPOOL_HDR_LEN, SEEK_SET) < 0) {
+	/* The envelope says where the content starts (REC_CONTENT_OFF). */
+	envelope_init(&e);
+	if (spool_env_decode_fd(fd, qid, &e, &off, NULL, &io, &error) < 0 ||
+	    lseek(fd, (off_t)e.content_off, SEEK_SET) < 0) {
+		envelope_clear(&e);
 		close(fd);
 		errno = EINVAL;
 		return -1;
 	}
-	*len_r = off - SPOOL_HDR_LEN;
+	*len_r = e.size;
+	envelope_clear(&e);
 	return fd;
 }
 

@@ -5,7 +5,14 @@
  *
  * One file per message (one create, one fdatasync, one unlink):
  *   header   "HKMSG\0\1\n" (8 octets), u64 big-endian offset of the envelope
- *   content  the message octets, from offset 16
+ *   content  the message octets, from the offset the envelope records
+ *            (REC_CONTENT_OFF; 16 when absent, as in files of earlier
+ *            versions). Files written by smtpd leave a gap before the
+ *            content (SPOOL_CONTENT_GAP): the header fields that are known
+ *            only at the end of data (Authentication-Results, Received-SPF,
+ *            DKIM-Signature, ...) are written into its end at the seal and
+ *            the content then starts with them; the unwritten rest of the
+ *            gap is a hole and costs no disk.
  *   envelope the record image of record.h (magic ... END), then the DONE and
  *            SCHED records appended as the queue works on the message
  * The content is streamed while the message arrives behind a header whose
@@ -74,6 +81,12 @@ int spool_commit(struct spool_msg **m, struct envelope *e, const void *tail, siz
 int spool_incoming_create(struct spool *spool);
 int spool_publish(struct spool *spool, int fd, const char *qid, const char **error_r);
 struct spool_msg *spool_msg_adopt(int fd, const char *qid);
+/* Put p[0..len) before everything written so far (the header fields added
+ * at the end of data), into the gap the file leaves for them: one pwrite,
+ * none for len 0. A block that does not fit is refused (errno EMSGSIZE)
+ * and nothing is written. Loop or worker thread, like append. */
+#define SPOOL_CONTENT_GAP 16384
+int spool_msg_prepend(struct spool_msg *m, const void *p, size_t len, const char **error_r);
 int spool_msg_seal(struct spool_msg **m, struct envelope *e, const void *tail, size_t tail_len,
 		   const char **error_r);
 
@@ -91,7 +104,7 @@ int spool_env_load(struct spool *spool, const char *qid, struct envelope *e, con
 int spool_load(struct spool *spool, const char *qid, struct envelope *e, struct buf *content,
 	       const char **error_r);
 /* The envelope, and the message file left open for reading the content
- * in windows (pread from SPOOL_HDR_LEN, e->size octets; the envelope
+ * in windows (pread from e->content_off, e->size octets; the envelope
  * follows): what a delivery attempt keeps instead of the content. *fd_r
  * is the caller's to close. On failure errno is ENOENT for a file that is
  * gone. Blocks on the disk: worker threads. */
@@ -99,7 +112,7 @@ int spool_load_fd(struct spool *spool, const char *qid, struct envelope *e, int 
                   const char **error_r);
 /* Open queue/<qid> positioned at its first content octet; *len_r is the
  * content length (read no further: the envelope follows). Returns an fd or
- * -1. */
+ * -1. The envelope is decoded to find the content. */
 int spool_msg_open(struct spool *spool, const char *qid, uint64_t *len_r);
 /* Pure: check a message file's first SPOOL_HDR_LEN octets (hdr) against
  * the file's size; *off_r is where the envelope starts. For the fuzzer. */

@@ -238,6 +238,10 @@ static void cmd_mail_verdict(struct smtpd_session *s, const struct policy_verdic
 	tx->env.smtputf8 = m->smtputf8;
 	envelope_set_str(&tx->env.client_addr, s->client_addr);
 	envelope_set_str(&tx->env.client_helo, s->helo);
+	/* SPF runs while the recipients and the content come in; local
+	 * submissions (sendmail) are ours, not a peer's to check. */
+	if (!s->local)
+		tx->dauth = policy_dauth_begin(s->srv->policy, &s->client, sender, s->helo);
 	smtpd_session_set_state(s, SMTPD_S_MAIL);
 	smtpd_reply(s, 250, "2.1.0", "Sender <%s> OK", sender);
 }

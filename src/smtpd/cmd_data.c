@@ -10,8 +10,10 @@
 #include "lib/metrics.h"
 #include "lib/workq.h"
 #include "mail/address.h"
+#include "mail/header.h"
 #include "queue/spool.h"
 #include "smtpd/qclient.h"
+#include "tls/keyproxy.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -21,12 +23,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
 /* Content beyond this is written to the spool file as it arrives, so a
  * session holds at most this much of a message in memory. */
 #define SMTPD_SPILL (256 * 1024)
+
+_Static_assert(SMTPD_TOP_MAX == SPOOL_CONTENT_GAP - SPOOL_HDR_LEN,
+	       "the added header fields fill at most the spool file's gap");
 
 /* A commit owns what it works on: the session's transaction gives up its
  * file, the content not yet written and the envelope, so the worker that
@@ -36,6 +42,7 @@ struct smtpd_commit {
 	struct spool_msg *msg;
 	struct qclient_file file;
 	struct buf body;
+	struct buf top; /* header fields added at the end of data */
 	struct envelope env;
 	struct qclient_req *req; /* waiting for a file, or for the queue's word */
 	int keep_fd;   /* the first file, kept until committed: a copy source */
@@ -188,6 +195,137 @@ static void data_missing_fields(struct smtpd_session *s, bool at_end)
 	tx->body.data[tx->body.len] = '\0';
 }
 
+/* RFC 8601 §5: an Authentication-Results field that claims our
+ * authserv-id did not come from us; it is removed before it can be
+ * believed downstream (a forgery, or a copy from an earlier pass). */
+static bool data_ar_forged(const struct conf *conf, const struct mail_hdr_field *f)
+{
+	const char *id, *ours = conf->dauth.authserv_id[0] != '\0' ? conf->dauth.authserv_id
+								    : conf->hostname;
+	size_t idlen;
+	if (!mail_hdr_name_is(f, "Authentication-Results") ||
+	    mail_hdr_ar_authserv_id(f->value, f->value_len, &id, &idlen) < 0)
+		return false;
+	return idlen == strlen(ours) && strncasecmp(id, ours, idlen) == 0;
+}
+
+/* The client's header section, once it is complete and before any of it
+ * is written to the spool (the same moment as data_missing_fields()):
+ * forged Authentication-Results fields go, and a copy of the rest is kept
+ * for the end-of-data checks (From for DMARC, the fields DKIM signs). A
+ * section still open at the first spill (limits.header_size above 256
+ * KiB) is kept as far as it came, and nothing is removed from it. */
+static void data_header_section(struct smtpd_session *s, bool at_end)
+{
+	struct smtpd_tx *tx = s->tx;
+	bool spilling = tx->body.len >= SMTPD_SPILL;
+	if (tx->hdr_seen || (!at_end && !spilling && tx->scan.in_header))
+		return;
+	tx->hdr_seen = true;
+	size_t start = tx->hdr_at, len = tx->body.len - start;
+	bool complete = !tx->scan.in_header || at_end;
+	if (!tx->scan.in_header && tx->scan.header_size < len)
+		len = (size_t)tx->scan.header_size;
+	struct mail_hdr_field f;
+	size_t pos = 0;
+	while (complete && mail_hdr_next((const char *)tx->body.data + start, len, &pos, &f)) {
+		if (!data_ar_forged(s->srv->conf, &f))
+			continue;
+		log_info("event=forged_ar_removed sid=%s qid=%s", s->sid, tx->env.qid);
+		unsigned char *at = tx->body.data + start + f.off;
+		memmove(at, at + f.len, tx->body.len - (start + f.off + f.len));
+		tx->body.len -= f.len;
+		tx->body.data[tx->body.len] = '\0';
+		len -= f.len;
+		pos = f.off;
+	}
+	(void)buf_append(&tx->hdrs, tx->body.data + start, len < tx->hdrs.max ? len : tx->hdrs.max);
+}
+
+/* The From domain of the client's header section: exactly one From with
+ * one author domain, else -1. */
+static int data_from_domain(const struct smtpd_tx *tx, char *out, size_t outlen)
+{
+	struct mail_hdr_field f, from = {0};
+	size_t pos = 0, n = 0;
+	while (mail_hdr_next((const char *)tx->hdrs.data, tx->hdrs.len, &pos, &f)) {
+		if (mail_hdr_name_is(&f, "From")) {
+			from = f;
+			n++;
+		}
+	}
+	if (n != 1 || mail_hdr_from_domain(from.value, from.value_len, out, outlen) < 0)
+		return -1;
+	return 0;
+}
+
+/* DKIM signing of an authenticated submission (RFC 6376 §5; the keys stay
+ * in the keys process). Once the header section is settled (forged A-R
+ * gone, our Message-ID/Date added), the From domain picks the dkim.sign
+ * keys; the signer is fed the message from then on, as it will be
+ * delivered, and its DKIM-Signature goes into the top block at the end. */
+static void data_sign_feed(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	char dom[256];
+	if (!tx->sign_decided) {
+		if (!tx->hdr_decided)
+			return;
+		tx->sign_decided = true;
+		if ((s->auth_user == NULL && !s->local) || s->srv->dkim_kc == NULL ||
+		    data_from_domain(tx, dom, sizeof(dom)) < 0)
+			return;
+		size_t n = dkim_sign_keys_for(s->srv->conf, dom, tx->sign_keys, DKIM_SIGS_MAX);
+		if (n == 0)
+			return;
+		tx->sign_conf = (struct dkim_sign_conf){
+		    .keys = tx->sign_keys,
+		    .n_keys = n,
+		    .sign = keyproxy_dkim_sign,
+		    .sign_ctx = s->srv->dkim_kc,
+		};
+		tx->signer = dkim_sign_create(&tx->sign_conf);
+		tx->sign_fed = tx->hdr_at; /* the client's message, without our Received */
+	}
+	if (tx->signer != NULL && tx->body.len > tx->sign_fed) {
+		if (dkim_sign_feed(tx->signer, tx->body.data + tx->sign_fed,
+				   tx->body.len - tx->sign_fed) < 0) {
+			log_warn("event=dkim_sign_failed sid=%s qid=%s reason=\"header section too "
+				 "large\"",
+				 s->sid, tx->env.qid);
+			dkim_sign_free(&tx->signer);
+		}
+		tx->sign_fed = tx->body.len;
+	}
+}
+
+/* The end of a signed message: its DKIM-Signature field(s) on top. A
+ * failure sends the message unsigned (logged), as a milter would. */
+static void data_sign_finish(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	const char *err = NULL, *hdr = NULL;
+	if (tx->signer == NULL)
+		return;
+	int rc = dkim_sign_finish(tx->signer, NULL, NULL, &err);
+	if (rc == 1)
+		hdr = dkim_sign_header(tx->signer, &err);
+	else if (rc == 0)
+		err = "signer did not answer at once"; /* keyproxy_dkim_sign always does */
+	size_t n = hdr != NULL ? strlen(hdr) : 0;
+	if (n == 0 || buf_reserve(&tx->top, n) < 0) {
+		log_warn("event=dkim_sign_failed sid=%s qid=%s reason=\"%s\"", s->sid, tx->env.qid,
+			 err != NULL ? err : "no room above the message");
+		return;
+	}
+	memmove(tx->top.data + n, tx->top.data, tx->top.len);
+	memcpy(tx->top.data, hdr, n);
+	tx->top.len += n;
+	tx->top.data[tx->top.len] = '\0';
+	log_info("event=dkim_signed sid=%s qid=%s keys=%zu", s->sid, tx->env.qid,
+		 tx->sign_conf.n_keys);
+}
+
 static void data_start(struct smtpd_session *s, enum datascan_mode mode)
 {
 	const struct conf_limits *l = &s->srv->conf->limits;
@@ -232,6 +370,7 @@ static void data_spill(struct smtpd_session *s, bool force)
 		qclient_abort(s->srv->qc, &tx->file);
 	}
 	buf_reset(&tx->body);
+	tx->sign_fed = 0; /* the signer has seen all of it */
 }
 
 void smtpd_cmd_data(struct smtpd_session *s, const char *args, size_t len)
@@ -287,12 +426,13 @@ static void data_commit_run(void *arg)
 	struct smtpd_commit *c = arg;
 	if (c->rehomed) {
 		/* The content is in the first file (the queue that gave it is
-		 * gone): copy it into this one, then seal it the same way. */
+		 * gone): copy it into this one, then seal it the same way.
+		 * The added header fields are part of it already. */
 		char buf[65536];
-		uint64_t size = c->env.size, off = 0;
+		uint64_t size = c->env.size, off = 0, from = c->env.content_off;
 		while (off < size) {
 			size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
-			ssize_t n = pread(c->keep_fd, buf, want, (off_t)(SPOOL_HDR_LEN + off));
+			ssize_t n = pread(c->keep_fd, buf, want, (off_t)(from + off));
 			if (n <= 0 || spool_msg_append(c->msg, buf, (size_t)n) < 0) {
 				c->err = n < 0 ? errno : EIO;
 				c->ret = -1;
@@ -303,6 +443,11 @@ static void data_commit_run(void *arg)
 			off += (uint64_t)n;
 		}
 		c->ret = spool_msg_seal(&c->msg, &c->env, NULL, 0, &c->error);
+	} else if (spool_msg_prepend(c->msg, c->top.data, c->top.len, &c->error) < 0) {
+		c->ret = -1;
+		c->err = errno;
+		spool_msg_abort(&c->msg);
+		return;
 	} else {
 		c->ret = spool_msg_seal(&c->msg, &c->env, c->body.data, c->body.len, &c->error);
 	}
@@ -336,6 +481,7 @@ static void data_commit_finish(struct smtpd_commit *c)
 	}
 	envelope_clear(&c->env);
 	buf_free(&c->body);
+	buf_free(&c->top);
 	if (c->keep_fd >= 0)
 		close(c->keep_fd);
 	free(c);
@@ -414,17 +560,13 @@ static void data_commit_file(void *arg, const struct qclient_file *f)
 	data_commit_seal(c);
 }
 
-static void data_end_of_message(struct smtpd_session *s)
+/* After the end-of-data chain: the message goes to the spool. */
+static void data_commit_start(struct smtpd_session *s)
 {
-	if (data_verdict(s) < 0) {
-		smtpd_tx_reset(s);
-		smtpd_session_timeouts(s, false);
-		return;
-	}
-	data_missing_fields(s, true);
-	/* milter: the end-of-body step (data_milter.c); back here after */
+	/* milter: the end-of-body step, after the end-of-data chain
+	 * (data_milter.c); back here once its changes are applied */
 	if (smtpd_milter_wanted(s)) {
-		smtpd_milter_start(s, data_end_of_message);
+		smtpd_milter_start(s, data_commit_start);
 		return;
 	}
 	/* end milter */
@@ -440,6 +582,8 @@ static void data_end_of_message(struct smtpd_session *s)
 	c->file = tx->file;
 	c->body = tx->body;
 	buf_init(&tx->body, 0);
+	c->top = tx->top;
+	buf_init(&tx->top, 0);
 	c->env = tx->env;
 	envelope_init(&tx->env);
 	memcpy(tx->env.qid, c->env.qid, sizeof(tx->env.qid));
@@ -454,6 +598,60 @@ static void data_end_of_message(struct smtpd_session *s)
 		c->msg = spool_msg_adopt(f.fd, c->env.qid);
 	}
 	data_commit_seal(c);
+}
+
+/* The end-of-data chain's verdict (src/policy: domain authentication and
+ * later milters): a refusal ends the transaction, otherwise the message
+ * is committed with the header fields the checks added above it. */
+static void data_eod_verdict(struct smtpd_session *s, const struct policy_verdict *v)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (v->result == POLICY_REPLY) {
+		log_info("event=eod_reject sid=%s qid=%s check=%s code=%d", s->sid, tx->env.qid,
+			 v->check != NULL ? v->check : "-", v->code);
+		smtpd_reply(s, v->code, v->enh[0] != '\0' ? v->enh : NULL, "%s", v->text);
+	} else if (s->preq.eod.top_full) {
+		/* More added fields than the spool file's gap holds: refused
+		 * rather than written over the content. */
+		log_err("event=eod_top_full sid=%s qid=%s", s->sid, tx->env.qid);
+		smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+	} else {
+		/* DMARC quarantine: the queue delivers into the Junk folder. */
+		if (s->preq.eod.quarantine)
+			tx->env.flags |= ENVELOPE_FLAG_JUNK;
+		data_commit_start(s);
+		return;
+	}
+	smtpd_tx_reset(s);
+	smtpd_session_timeouts(s, false);
+}
+
+/* The content is complete: run the end-of-data chain (the session reads
+ * no further input until its verdict, so pipelined commands keep their
+ * order), then commit. */
+static void data_end_of_message(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (data_verdict(s) < 0) {
+		smtpd_tx_reset(s);
+		smtpd_session_timeouts(s, false);
+		return;
+	}
+	data_header_section(s, true);
+	data_missing_fields(s, true);
+	data_sign_feed(s);
+	data_sign_finish(s);
+	struct policy_eod_req *r = &s->preq.eod;
+	memset(r, 0, sizeof(*r));
+	r->qid = tx->env.qid;
+	r->sender = tx->env.sender;
+	r->helo = s->helo;
+	r->authenticated = s->auth_user != NULL;
+	r->hdr = tx->hdrs.data != NULL ? (const char *)tx->hdrs.data : "";
+	r->hdr_len = tx->hdrs.len;
+	r->top = &tx->top;
+	r->dauth = tx->dauth;
+	smtpd_session_policy(s, POLICY_EOD, &s->preq, data_eod_verdict);
 }
 
 static void bdat_chunk_end(struct smtpd_session *s)
@@ -547,7 +745,7 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 	struct smtpd_tx *tx = s->tx;
 	struct evbuffer_iovec v[16];
 	int n = evbuffer_peek(in, (ssize_t)max, NULL, v, 16);
-	size_t total = 0;
+	size_t total = 0, from = tx->body.len;
 	*done_r = false;
 	for (int i = 0; i < n && i < 16 && total < max; i++) {
 		size_t len = v[i].iov_len;
@@ -558,7 +756,12 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 			break;
 	}
 	evbuffer_drain(in, total);
+	/* The DKIM verifier sees the content as the client sent it (after
+	 * dot-unstuffing), before anything of ours changes it. */
+	policy_dauth_feed(tx->dauth, tx->body.data + from, tx->body.len - from);
+	data_header_section(s, false);
 	data_missing_fields(s, false);
+	data_sign_feed(s);
 	data_spill(s, false);
 	return total;
 }

@@ -219,8 +219,10 @@ static void milter_on_done(struct milter_result *r, void *arg)
 		return;
 	}
 	if (r->quarantine != NULL) {
-		/* recorded in the message itself: a header field the operator
-		 * (or a sieve rule) can find, and a log line */
+		/* as DMARC's quarantine: the envelope flag (local delivery
+		 * into the recipient's .Junk), and in the message itself a
+		 * header field naming the reason, and a log line */
+		tx->env.flags |= ENVELOPE_FLAG_JUNK;
 		log_info("event=milter_quarantine sid=%s qid=%s reason=%s", s->sid, tx->env.qid,
 		         log_qs(qf, r->quarantine));
 		r->ops = xreallocarray(r->ops, r->n_ops + 1, sizeof(*r->ops));
@@ -273,7 +275,7 @@ void smtpd_milter_start(struct smtpd_session *s, smtpd_milter_cont_fn *cont)
 	};
 	m->content = (struct milter_content){
 	    .fd = tx->msg != NULL ? tx->file.fd : -1,
-	    .off = SPOOL_HDR_LEN,
+	    .off = SPOOL_CONTENT_GAP, /* spool_msg_adopt() leaves the gap */
 	    .file_len = tx->msg != NULL ? tx->spilled : 0,
 	    .tail = tx->body.data,
 	    .tail_len = tx->body.len,

@@ -12,6 +12,7 @@
 #include "lib/metrics.h"
 #include "lib/workq.h"
 #include "lib/shmcount.h"
+#include "lib/rstate.h"
 #include "lib/shmrate.h"
 #include "lib/cidr.h"
 #include "smtpd/qclient.h"
@@ -95,6 +96,11 @@ bool smtpd_server_space_low(struct smtpd *srv, uint64_t need)
 	return srv->space_avail < min || srv->space_avail - min < need;
 }
 
+void smtpd_set_dkim_signer(struct smtpd *srv, struct keyproxy_client *kc)
+{
+	srv->dkim_kc = kc;
+}
+
 void smtpd_set_tls(struct smtpd *srv, struct tls_server *tls)
 {
 	/* Live sessions hold their own references to the old contexts. */
@@ -143,6 +149,12 @@ static void server_refuse(struct smtpd *srv, int fd, const char *client, const c
 		log_info("event=refuse client=%s reason=%s", client, why);
 }
 
+void smtpd_set_redis(struct smtpd *srv, struct rstate *rs)
+{
+	policy_smtp_set_redis(srv->policy, rs);
+	srv->redis = rs;
+}
+
 void smtpd_set_filter(struct smtpd *srv, struct cidr_list *access, struct shmrate *rates,
 		      struct greytab *grey)
 {
@@ -166,6 +178,151 @@ static bool server_connection_rate_ok(struct smtpd *srv, const struct sockaddr_s
 	uint64_t now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 	return shmrate_take(srv->rates, key, len, (unsigned)lim->connection_rate, lim->rate_window,
 			    now_ms);
+}
+
+/* The connection passed every check at accept: its session. */
+static void server_session_begin(struct smtpd_listener *l, int fd, const struct sockaddr *sa,
+				 socklen_t salen, const unsigned char key[16], size_t li,
+				 const struct ucred *cred)
+{
+	struct smtpd *srv = l->srv;
+	metrics_conn(li, METRIC_CONN_ACCEPTED);
+	/* A session that could not start (implicit TLS setup failed) never
+	 * reaches smtpd_server_session_gone: release its count here, or
+	 * every such failure would shrink limits.connections_per_ip for good. */
+	if (!smtpd_session_start(srv, fd, sa, salen, l->name, l->lconf, cred))
+		shmcount_release(srv->conns, key);
+}
+
+/* A connection waiting for Redis's connection rate (state.redis): it holds
+ * its place in the connection counts meanwhile, so the waits are bounded
+ * by limits.connections; each by state.redis_timeout. */
+struct server_conn_wait {
+	struct smtpd_listener *l;
+	int fd;
+	struct sockaddr_storage ss;
+	socklen_t salen;
+	char client[NET_ADDRSTR_MAX];
+	unsigned char key[16];
+	size_t li;
+	struct rstate_req *req;
+	struct event *timer;
+	struct server_conn_wait *next, **prevp;
+};
+
+static void server_conn_wait_free(struct server_conn_wait **wp)
+{
+	struct server_conn_wait *w = *wp;
+	*wp = NULL;
+	*w->prevp = w->next;
+	if (w->next != NULL)
+		w->next->prevp = w->prevp;
+	rstate_cancel(&w->req);
+	event_free(w->timer);
+	free(w);
+}
+
+/* ok: Redis answered allowed (1) or refused (0); !ok: it failed or timed
+ * out, state.redis_failure decides. */
+static void server_conn_wait_end(struct server_conn_wait *w, bool ok, long long value)
+{
+	struct smtpd_listener *l = w->l;
+	struct smtpd *srv = l->srv;
+	int fd = w->fd;
+	unsigned char key[16];
+	memcpy(key, w->key, sizeof(key));
+	size_t li = w->li;
+	char client[NET_ADDRSTR_MAX];
+	memcpy(client, w->client, sizeof(client));
+	struct sockaddr_storage ss = w->ss;
+	socklen_t salen = w->salen;
+	w->req = NULL; /* answered, or cancelled by the caller */
+	server_conn_wait_free(&w);
+	bool accept = ok ? value == 1
+			 : srv->conf->state.redis_failure == CONF_STATE_FAIL_ACCEPT;
+	if (srv->shutting_down) {
+		shmcount_release(srv->conns, key);
+		close(fd);
+		return;
+	}
+	if (!accept) {
+		shmcount_release(srv->conns, key);
+		metrics_conn(li, METRIC_CONN_REFUSED);
+		server_refuse(srv, fd, client, ok ? "connection_rate" : "connection_rate_unavailable",
+			      ok ? "Connection rate limit exceeded, slow down and try again later"
+				 : "Temporary failure, try again later");
+		return;
+	}
+	server_session_begin(l, fd, (const struct sockaddr *)&ss, salen, key, li, NULL);
+}
+
+static void server_conn_wait_on_redis(bool ok, long long value, void *arg)
+{
+	server_conn_wait_end(arg, ok, value);
+}
+
+static void server_conn_wait_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct server_conn_wait *w = arg;
+	(void)fd;
+	(void)what;
+	log_info("event=policy_timeout check=rate_connect stage=accept timeout_ms=%llu action=%s",
+		 (unsigned long long)w->l->srv->conf->state.redis_timeout + 1000,
+		 w->l->srv->conf->state.redis_failure == CONF_STATE_FAIL_ACCEPT ? "accept"
+										 : "tempfail");
+	rstate_cancel(&w->req);
+	server_conn_wait_end(w, false, 0);
+}
+
+static void server_conn_wait_start(struct smtpd_listener *l, int fd,
+				   const struct sockaddr_storage *ss, socklen_t salen,
+				   const char *client, const unsigned char key[16], size_t li)
+{
+	struct smtpd *srv = l->srv;
+	const struct conf_limits *lim = &srv->conf->limits;
+	struct server_conn_wait *w = xcalloc(1, sizeof(*w));
+	w->l = l;
+	w->fd = fd;
+	w->ss = *ss;
+	w->salen = salen;
+	snprintf(w->client, sizeof(w->client), "%s", client);
+	memcpy(w->key, key, sizeof(w->key));
+	w->li = li;
+	w->timer = evtimer_new(srv->base, server_conn_wait_on_timeout, w);
+	w->next = srv->conn_waits;
+	if (w->next != NULL)
+		w->next->prevp = &w->next;
+	w->prevp = &srv->conn_waits;
+	srv->conn_waits = w;
+	/* A backstop: rstate answers (a failure) after state.redis_timeout. */
+	uint64_t t = srv->conf->state.redis_timeout + 1000;
+	struct timeval tv = {.tv_sec = (time_t)(t / 1000), .tv_usec = (suseconds_t)(t % 1000 * 1000)};
+	evtimer_add(w->timer, &tv);
+	unsigned char rkey[2 + 17];
+	rkey[0] = 'c';
+	rkey[1] = 'c';
+	size_t len = 2 + policy_client_net_key(ss, 32, rkey + 2);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	/* May answer (and free w) from inside the call. */
+	struct rstate_req *r = rstate_rate_take(srv->redis, rkey, len, (unsigned)lim->connection_rate,
+						lim->rate_window, now, server_conn_wait_on_redis, w);
+	if (r != NULL)
+		w->req = r;
+}
+
+/* Shutdown or free: the waiting connections are closed (their clients
+ * retry). */
+static void server_conn_waits_drop(struct smtpd *srv)
+{
+	while (srv->conn_waits != NULL) {
+		struct server_conn_wait *w = srv->conn_waits;
+		int fd = w->fd;
+		shmcount_release(srv->conns, w->key);
+		server_conn_wait_free(&w);
+		close(fd);
+	}
 }
 
 static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
@@ -225,6 +382,12 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 	case SHMCOUNT_OK:
 		break;
 	}
+	/* With state.redis the rate is Redis's, across the nodes: the
+	 * connection waits for its answer (server_conn_wait). */
+	if (!allowed && srv->redis != NULL && srv->conf->limits.connection_rate > 0) {
+		server_conn_wait_start(l, fd, &ss, (socklen_t)salen, client, key, li);
+		return;
+	}
 	/* Counted across all smtpd processes too (lib/shmrate.h); a refused
 	 * connection is not counted, so a client below the rate gets in. */
 	if (!allowed && !server_connection_rate_ok(srv, &ss)) {
@@ -234,13 +397,7 @@ static void server_on_accept(struct evconnlistener *lev, evutil_socket_t fd, str
 			      "Connection rate limit exceeded, slow down and try again later");
 		return;
 	}
-	metrics_conn(li, METRIC_CONN_ACCEPTED);
-	/* A session that could not start (implicit TLS setup failed) never
-	 * reaches smtpd_server_session_gone: release its count here, or
-	 * every such failure would shrink limits.connections_per_ip for good. */
-	if (!smtpd_session_start(srv, fd, sa, (socklen_t)salen, l->name, l->lconf,
-				 local ? &cred : NULL))
-		shmcount_release(srv->conns, key);
+	server_session_begin(l, fd, sa, (socklen_t)salen, key, li, local ? &cred : NULL);
 }
 
 #define SERVER_ACCEPT_PAUSE_US 100000 /* after an accept error */
@@ -510,6 +667,7 @@ void smtpd_shutdown(struct smtpd *srv)
 {
 	srv->shutting_down = true;
 	smtpd_stop_listening(srv);
+	server_conn_waits_drop(srv);
 	for (struct smtpd_session *s = srv->sessions, *next; s != NULL; s = next) {
 		next = s->next;
 		smtpd_session_resume(s); /* never frees s (smtpd_session_close) */
@@ -531,6 +689,7 @@ void smtpd_free(struct smtpd **srvp)
 	 * AUTH requests out at the auth service are cancelled by the sessions'
 	 * free, before the client goes. */
 	workq_free(&srv->commit_wq);
+	server_conn_waits_drop(srv);
 	while (srv->sessions != NULL) {
 		struct smtpd_session *s = srv->sessions;
 		smtpd_session_free(&s); /* cancels its policy runs */

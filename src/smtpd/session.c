@@ -289,6 +289,8 @@ struct smtpd_tx *smtpd_tx_create(struct smtpd_session *s)
 	struct smtpd_tx *tx = xcalloc(1, sizeof(*tx));
 	envelope_init(&tx->env);
 	buf_init(&tx->body, s->srv->conf->limits.message_size + 1024 * 1024);
+	buf_init(&tx->top, SMTPD_TOP_MAX);
+	buf_init(&tx->hdrs, s->srv->conf->limits.header_size);
 	s->tx = tx;
 	return tx;
 }
@@ -304,6 +306,10 @@ void smtpd_tx_reset(struct smtpd_session *s)
 		}
 		envelope_clear(&tx->env);
 		buf_free(&tx->body);
+		buf_free(&tx->top);
+		buf_free(&tx->hdrs);
+		policy_dauth_free(&tx->dauth);
+		dkim_sign_free(&tx->signer);
 		free(tx);
 		s->tx = NULL;
 	}

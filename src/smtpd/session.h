@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "conf/conf.h"
+#include "dauth/dkim.h"
 #include "lib/buf.h"
 #include "lib/logrl.h"
 #include "lib/net.h"
@@ -20,6 +21,7 @@
 #include "smtpd/qclient.h"
 
 struct bufferevent;
+struct keyproxy_client;
 struct event;
 struct event_base;
 struct evbuffer;
@@ -45,6 +47,11 @@ struct workq;
 /* Connections refused at accept (limits): 20 lines per 10 s per process. */
 #define SMTPD_REFUSE_LOG_BURST 20
 #define SMTPD_REFUSE_LOG_WINDOW_US (10 * 1000000ULL)
+
+/* The most that the end-of-data checks may add above the content: what the
+ * spool file's gap holds (queue/spool.h SPOOL_CONTENT_GAP). More is
+ * refused with 451 rather than written over the content. */
+#define SMTPD_TOP_MAX (16384 - 16)
 
 /* Session states (RFC 5321 §4.1.4 command ordering). */
 enum smtpd_state {
@@ -72,6 +79,7 @@ struct smtpd {
 	struct tls_server *tls;  /* NULL when TLS is not configured */
 	struct authc *authc;     /* the auth service (auth/authc.h), NULL: no AUTH */
 	struct policy_smtp *policy; /* the policy chains (src/policy) */
+	struct keyproxy_client *dkim_kc; /* DKIM signing (the keys process), or NULL */
 	char auth_line[80];      /* "250-AUTH PLAIN LOGIN ...\r\n" for EHLO */
 	struct smtpd_listener *listeners;
 	size_t n_listeners;
@@ -82,6 +90,8 @@ struct smtpd {
 	size_t n_sessions;
 	struct shmcount *conns; /* connection counts of all smtpd processes */
 	struct shmrate *rates;  /* rate counters of all smtpd processes */
+	struct rstate *redis;   /* state.redis (owned by policy), NULL: none */
+	struct server_conn_wait *conn_waits; /* accepts waiting for Redis's rate */
 	struct logrl refuse_rl; /* refusals at accept */
 	uint64_t next_sid;
 	bool shutting_down;
@@ -104,6 +114,10 @@ struct smtpd_tx {
 	struct spool_msg *msg;
 	struct qclient_file file; /* msg's file from the queue process */
 	struct buf body; /* content not yet written to the spool file */
+	/* Header fields known only at the end of data (Authentication-Results,
+	 * Received-SPF, ...): written above the content at the seal
+	 * (spool_msg_prepend), so the first of them is the message's top. */
+	struct buf top;
 	struct datascan scan;
 	uint64_t bdat_left;   /* octets of the current BDAT chunk still to read */
 	bool bdat_started;    /* CHUNKING transaction in progress */
@@ -113,6 +127,15 @@ struct smtpd_tx {
 	bool data_started;    /* DATA or first BDAT seen: Received written */
 	size_t hdr_at;        /* end of our Received in body, for added fields */
 	bool hdr_decided;     /* missing Message-ID/Date settled (cmd_data.c) */
+	bool hdr_seen;        /* the client's header section looked at (cmd_data.c) */
+	struct buf hdrs;      /* a copy of it, for the end-of-data checks */
+	struct dauth_tx *dauth; /* SPF, DKIM, DMARC of this message (src/policy), or NULL */
+	/* DKIM signing of an authenticated submission (cmd_data.c) */
+	bool sign_decided;
+	struct dkim_sign *signer;
+	struct dkim_sign_key sign_keys[DKIM_SIGS_MAX];
+	struct dkim_sign_conf sign_conf;
+	size_t sign_fed; /* octets of body already fed to the signer */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 	size_t n_rcpt_dups;   /* RCPTs repeating a recipient: they count too */
 	uint64_t spilled;     /* content octets written to the spool file so far */

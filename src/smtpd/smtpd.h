@@ -47,6 +47,10 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 struct cidr_list;
 struct shmrate;
 struct greytab;
+/* state.redis: the rates and greylisting ask this connection (the server
+ * owns it; lib/rstate.h). */
+struct rstate;
+void smtpd_set_redis(struct smtpd *smtpd, struct rstate *rs);
 void smtpd_set_filter(struct smtpd *smtpd, struct cidr_list *access, struct shmrate *rates,
 		      struct greytab *grey);
 /* The connection to the queue process (again after the queue restarted). */
@@ -64,6 +68,11 @@ void smtpd_stop_listening(struct smtpd *smtpd);
 /* The client of the auth service (auth/authc.h), owned by smtpd from now
  * on: AUTH runs through it. Without one, AUTH is not offered. */
 void smtpd_set_authc(struct smtpd *smtpd, struct authc *authc);
+/* The keys process's client (tls/keyproxy.h, not owned): authenticated
+ * submissions are DKIM-signed through it with the dkim.sign keys of their
+ * From domain. Without one, nothing is signed. */
+struct keyproxy_client;
+void smtpd_set_dkim_signer(struct smtpd *smtpd, struct keyproxy_client *kc);
 /* Stop accepting; sessions end at their next command boundary. */
 void smtpd_shutdown(struct smtpd *smtpd);
 size_t smtpd_session_count(const struct smtpd *smtpd);

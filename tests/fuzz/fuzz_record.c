@@ -27,6 +27,7 @@ static void fuzz_check_equal(const struct envelope *a, const struct envelope *b)
 	    a->ret != b->ret || a->body != b->body || a->smtputf8 != b->smtputf8 ||
 	    !fuzz_str_eq(a->client_addr, b->client_addr) ||
 	    !fuzz_str_eq(a->client_helo, b->client_helo) || a->size != b->size ||
+	    a->content_off != b->content_off || a->flags != b->flags ||
 	    a->nrcpts != b->nrcpts)
 		abort();
 	for (size_t i = 0; i < a->nrcpts; i++) {

@@ -74,7 +74,7 @@ static int fuzz_pure(const uint8_t *data, size_t size, char qid_r[QID_LEN + 1])
 	envelope_init(&e);
 	if (record_decode_used(data + off, size - off, &e, &used, &error) == 0) {
 		memcpy(qid_r, e.qid, QID_LEN + 1);
-		ok = e.size == off - SPOOL_HDR_LEN;
+		ok = e.content_off <= off && e.size == off - e.content_off;
 	}
 	envelope_clear(&e);
 	return ok;
@@ -124,8 +124,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort(); /* the file reader and the pure parsers disagree */
 	if (got) {
 		if (strcmp(e.qid, qid) != 0 || content.len != e.size ||
-		    content.len + SPOOL_HDR_LEN > size ||
-		    memcmp(content.data, data + SPOOL_HDR_LEN, content.len) != 0)
+		    e.content_off < SPOOL_HDR_LEN || content.len + e.content_off > size ||
+		    memcmp(content.data, data + e.content_off, content.len) != 0)
 			abort();
 		fuzz_mark_again(qid, &e);
 	} else if (error == NULL || e.nrcpts != 0) {

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import uuid
+import zlib
 
 import pytest
 
@@ -80,15 +81,63 @@ def pairs(files):
 SPOOL_MAGIC = b"HKMSG\x00\x01\n"
 
 
+REC_END, REC_CONTENT_OFF = 14, 18  # src/queue/record.h
+
+
+def env_records(env):
+    """[(type, payload)] of an envelope image up to and without END, and the
+    octets after END (MARK records)."""
+    assert env[:8] == b"HKENV\x00\x01\n"
+    out, i = [], 8
+    while True:
+        t, n = env[i], int.from_bytes(env[i + 1:i + 5], "big")
+        if t == REC_END:
+            return out, env[i + 5 + n:]
+        out.append((t, env[i + 5:i + 5 + n]))
+        i += 5 + n
+
+
+def old_envelope(env):
+    """The envelope as versions before REC_CONTENT_OFF wrote it: without
+    that record, with the END CRC over what is left."""
+    recs, rest = env_records(env)
+    img = b"HKENV\x00\x01\n" + b"".join(
+        bytes([t]) + len(p).to_bytes(4, "big") + p for t, p in recs if t != REC_CONTENT_OFF)
+    return img + bytes([REC_END]) + (4).to_bytes(4, "big") + \
+        zlib.crc32(img).to_bytes(4, "big") + rest
+
+
+def content_off(env):
+    recs, _ = env_records(env)
+    for t, p in recs:
+        if t == REC_CONTENT_OFF:
+            return int.from_bytes(p, "big")
+    return 16
+
+
 def split_spool_file(path):
     """(content, envelope records) of a spool message file: a 16-octet
-    header (magic, big-endian envelope offset), the content, the envelope."""
+    header (magic, big-endian envelope offset), the content (from where
+    the envelope's REC_CONTENT_OFF says: smtpd leaves a gap before it for
+    header fields added at the end of data), the envelope."""
     with open(path, "rb") as f:
         data = f.read()
     assert data[:8] == SPOOL_MAGIC, data[:16]
     off = int.from_bytes(data[8:16], "big")
     assert 16 <= off < len(data)
-    return data[16:off], data[off:]
+    env = data[off:]
+    start = content_off(env)
+    assert 16 <= start <= off
+    return data[start:off], env
+
+
+def to_old_format(path):
+    """Rewrite a message file as versions before REC_CONTENT_OFF wrote it:
+    the content right after the header."""
+    content, env = split_spool_file(path)
+    with open(path, "wb") as f:
+        f.write(SPOOL_MAGIC + (16 + len(content)).to_bytes(8, "big") + content +
+                old_envelope(env))
 
 
 def new_tokens(n):
@@ -225,7 +274,7 @@ def to_old_pair(qdir, qid):
     with open(os.path.join(qdir, qid + ".msg"), "wb") as f:
         f.write(content)
     with open(os.path.join(qdir, qid + ".env"), "wb") as f:
-        f.write(env)
+        f.write(old_envelope(env))
     os.unlink(os.path.join(qdir, qid))
 
 
@@ -284,6 +333,25 @@ def test_recovery_cleans_broken_spool(hikyaku):
     assert f"event=spool_incoming_removed file={stray}" in log
     for t in (i_tok, h_tok, b_tok, f_tok, "stray-token"):
         assert t not in tokens_in(hk, "alice")
+
+
+def test_old_format_file_delivers(hikyaku):
+    """A message file of a version before REC_CONTENT_OFF (content right
+    after the header, no such record) still loads and delivers byte-exact."""
+    hk = hikyaku(start=False)
+    ((qid, tok),) = make_committed(hk, 1)
+    path = os.path.join(hk.spool, "queue", qid)
+    content, _ = split_spool_file(path)
+    to_old_format(path)
+    with open(path, "rb") as f:
+        assert f.read()[16:16 + len(content)] == content
+    unblock_domain(hk)
+    hk.start()
+    hk.wait_delivered("alice", count=1)
+    hk.wait_queue_empty()
+    (got,) = contents(hk.delivered("alice"))
+    # Maildir adds Return-Path and Delivered-To and stores LF line ends.
+    assert got.endswith(content.replace(b"\r\n", b"\n")), got
 
 
 def test_unknown_files_in_queue_do_not_stop_the_server(hikyaku):

@@ -108,7 +108,11 @@ def test_quarantine(hikyaku, milter):
     m = milter(eob=[ms.quarantine("looks bad"), ms.ACCEPT])
     hk = hikyaku(milters=conf(m.socket))
     assert send(hk)[0] == 250
-    text = delivered(hk)
+    # as DMARC's quarantine: into the recipient's .Junk folder
+    junk = os.path.join(hk.maildir("alice"), ".Junk", "new")
+    assert _wait(lambda: os.path.isdir(junk) and os.listdir(junk), 10), hk.log()[-3000:]
+    with open(os.path.join(junk, os.listdir(junk)[0])) as f:
+        text = f.read()
     assert "X-Hikyaku-Quarantine: looks bad" in text
     assert wait_event(hk, "milter_quarantine")
 

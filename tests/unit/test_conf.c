@@ -844,6 +844,10 @@ static const struct err_case err_cases[] = {
     {L "---\nuser: x\n", "3:1:", "only one YAML document"},
     {"- a\n- b\n", "1:3:", "expected a mapping of settings"},
     {"listen: &l [\"*:25\"]\nlocal_domains: *l\n", "2:16:", "aliases are not supported"},
+    {L "state:\n  redis: redis.example:6379\n", "3:10:", "smtpd resolves no names"},
+    {L "state:\n  redis: \"unix:run/redis.sock\"\n", "3:10:", "absolute path"},
+    {L "state:\n  redis_failure: ignore\n", "3:18:", "ignore"},
+    {L "state:\n  redis_timeout: 5ms\n", "3:18:", "out of range"},
     {L "user: \"a\\0b\"\n", "2:7:", "NUL byte"},
     {L "user: a\001b\n", "2:8:", "character U+0001 is not allowed"},
     {L "user: \"\xc3\xa9\xff\"\n", "2:9:", "invalid UTF-8"},
@@ -1010,6 +1014,19 @@ static const struct check_case check_cases[] = {
      "WARNING: relay.trusted_networks lets these networks relay without authentication: "
      "10.0.0.0/8 ::1\n",
      NULL},
+    /* state.redis off this host without AUTH; on loopback or a unix socket it is fine */
+    {SAFE "accept_any_user: true\nlisten: [{address: 127.0.0.1:25, tls: none}]\n"
+          "state: {redis: \"10.0.0.5:6379\"}\n",
+     1, "state.redis 10.0.0.5:6379 is not loopback and has no redis_password_file", NULL},
+    {SAFE "accept_any_user: true\nlisten: [{address: 127.0.0.1:25, tls: none}]\n"
+          "state: {redis: \"127.0.0.1:6379\"}\n",
+     0, NULL, NULL},
+    {SAFE "accept_any_user: true\nlisten: [{address: 127.0.0.1:25, tls: none}]\n"
+          "state: {redis: \"unix:/run/redis/redis.sock\"}\n",
+     0, NULL, NULL},
+    {SAFE "accept_any_user: true\nlisten: [{address: 127.0.0.1:25, tls: none}]\n"
+          "state: {redis: \"[2001:db8::1]:6379\", redis_password_file: /nonexistent/pw}\n",
+     1, "state.redis_password_file /nonexistent/pw cannot be read", NULL},
 };
 
 static void test_check(void **state)

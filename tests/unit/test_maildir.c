@@ -101,6 +101,24 @@ static void test_content_and_name(void **state)
 	assert_string_equal(data, want);
 }
 
+/* A Maildir++ folder (DMARC quarantine: ".Junk"): the copy goes there, not
+ * into the inbox; a folder name that could leave the mailbox is refused. */
+static void test_folder(void **state)
+{
+	char err[256];
+	(void)state;
+	struct maildir_msg m = msg_with("2.QaR0", false);
+	m.folder = ".Junk";
+	assert_int_equal(maildir_deliver(root, "example.org", "bob", &m, err, sizeof(err)), 0);
+	assert_int_equal(count_files(".Junk/new", NULL, 0), 1);
+	assert_int_equal(count_files("new", NULL, 0), 0);
+	m.folder = "../Junk";
+	assert_int_equal(maildir_deliver(root, "example.org", "bob", &m, err, sizeof(err)), -1);
+	m.folder = ".a/../../b";
+	assert_int_equal(maildir_deliver(root, "example.org", "bob", &m, err, sizeof(err)), -1);
+	assert_string_equal(err, "unsafe folder name");
+}
+
 static void test_repeat_finds_new(void **state)
 {
 	char err[256];
@@ -324,6 +342,7 @@ int main(void)
 	    cmocka_unit_test(test_unique_for),
 	    cmocka_unit_test_setup_teardown(test_content_and_name, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_repeat_finds_new, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_folder, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_repeat_finds_cur, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_tmp_is_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_random_names_differ, setup, teardown),

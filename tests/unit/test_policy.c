@@ -15,6 +15,7 @@
 
 #include "lib/alloc.h"
 #include "policy/policy.h"
+#include "policy/policy_smtp.h"
 
 /* What a test check does: answer now, later (after delay_ms), or never. */
 enum behave { NOW, LATER, NEVER };
@@ -406,6 +407,30 @@ static void test_rerun_from_callback(void **state)
 	policy_free(&cc.p);
 }
 
+/* Fields added at the end of data: the last one on top, and an addition
+ * that would pass the block's bound is refused and marks the request (the
+ * session then answers 451 instead of writing over the content). */
+static void test_eod_add_field(void **state)
+{
+	(void)state;
+	struct buf top;
+	struct policy_eod_req r = {.top = &top};
+	buf_init(&top, 40);
+	assert_int_equal(policy_eod_add_field(&r, "B: 2", 4), 0);
+	assert_int_equal(policy_eod_add_field(&r, "A: 1", 4), 0);
+	assert_int_equal(top.len, 12);
+	assert_memory_equal(top.data, "A: 1\r\nB: 2\r\n", 12);
+	assert_false(r.top_full);
+	char big[64];
+	memset(big, 'x', sizeof(big));
+	assert_int_equal(policy_eod_add_field(&r, big, 27), -1);
+	assert_true(r.top_full);
+	assert_int_equal(top.len, 12); /* nothing written */
+	assert_int_equal(policy_eod_add_field(&r, big, 26), 0); /* exactly full */
+	assert_int_equal(top.len, 40);
+	buf_free(&top);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -419,6 +444,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_runs_are_independent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel_pending, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rerun_from_callback, setup, teardown),
+	    cmocka_unit_test(test_eod_add_field),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1412,6 +1412,198 @@ static void test_record_mark(void **state)
 	envelope_clear(&e);
 }
 
+/* The record of where the content starts: written only when it is not the
+ * default, so files without added header fields stay as they were. */
+static void test_record_content_off(void **state)
+{
+	(void)state;
+	struct envelope e, d;
+	struct buf a, b;
+	const char *error = NULL;
+
+	env_base(&e);
+	buf_init(&a, 0);
+	buf_init(&b, 0);
+	assert_int_equal(record_encode(&e, &a), 0); /* 0: not set */
+	e.content_off = RECORD_CONTENT_OFF_DEFAULT;
+	assert_int_equal(record_encode(&e, &b), 0);
+	assert_int_equal(a.len, b.len);
+	assert_memory_equal(a.data, b.data, a.len);
+	envelope_init(&d);
+	assert_int_equal(record_decode(a.data, a.len, &d, &error), 0);
+	assert_int_equal(d.content_off, RECORD_CONTENT_OFF_DEFAULT); /* earlier versions */
+	envelope_clear(&d);
+
+	buf_reset(&b);
+	e.content_off = 16000;
+	assert_int_equal(record_encode(&e, &b), 0);
+	assert_int_equal(b.len, a.len + 5 + 8);
+	assert_int_equal(record_decode(b.data, b.len, &d, &error), 0);
+	assert_int_equal(d.content_off, 16000);
+	envelope_clear(&d);
+
+	/* Inside the file header: refused. */
+	buf_reset(&b);
+	e.content_off = 3;
+	assert_int_equal(record_encode(&e, &b), 0);
+	assert_int_equal(record_decode(b.data, b.len, &d, &error), -1);
+	assert_string_equal(error, "content offset inside the file header");
+	buf_free(&a);
+	buf_free(&b);
+	envelope_clear(&e);
+}
+
+/* The message flags (DMARC quarantine): written only when set, unknown
+ * bits refused. */
+static void test_record_flags(void **state)
+{
+	(void)state;
+	struct envelope e, d;
+	struct buf a, b;
+	const char *error = NULL;
+
+	env_base(&e);
+	buf_init(&a, 0);
+	buf_init(&b, 0);
+	assert_int_equal(record_encode(&e, &a), 0);
+	e.flags = ENVELOPE_FLAG_JUNK;
+	assert_int_equal(record_encode(&e, &b), 0);
+	assert_int_equal(b.len, a.len + 5 + 4);
+	envelope_init(&d);
+	assert_int_equal(record_decode(b.data, b.len, &d, &error), 0);
+	assert_int_equal(d.flags, ENVELOPE_FLAG_JUNK);
+	envelope_clear(&d);
+	assert_int_equal(record_decode(a.data, a.len, &d, &error), 0);
+	assert_int_equal(d.flags, 0);
+	envelope_clear(&d);
+	buf_reset(&b);
+	e.flags = 0x80;
+	assert_int_equal(record_encode(&e, &b), 0);
+	assert_int_equal(record_decode(b.data, b.len, &d, &error), -1);
+	assert_string_equal(error, "unknown message flags");
+	buf_free(&a);
+	buf_free(&b);
+	envelope_clear(&e);
+}
+
+/* A message file from the queue process (O_TMPFILE, adopt, seal, publish)
+ * with header fields added at the end of data: every reader sees them
+ * first, then the content, byte for byte. */
+static void check_top_content(struct spool_fixture *f, const char *qid, const char *want,
+			      uint64_t want_off)
+{
+	struct envelope e;
+	struct buf content;
+	const char *error = NULL;
+	size_t len = strlen(want);
+	char got[256];
+	uint64_t n = 0;
+
+	envelope_init(&e);
+	buf_init(&content, 0);
+	assert_int_equal(spool_load(f->spool, qid, &e, &content, &error), 0);
+	assert_int_equal(e.size, len);
+	assert_int_equal(e.content_off, want_off);
+	assert_int_equal(content.len, len);
+	assert_memory_equal(content.data, want, len);
+	envelope_clear(&e);
+	buf_free(&content);
+
+	int fd = spool_msg_open(f->spool, qid, &n);
+	assert_true(fd >= 0);
+	assert_int_equal(n, len);
+	assert_int_equal(read(fd, got, len), (ssize_t)len);
+	assert_memory_equal(got, want, len);
+	close(fd);
+
+	int lfd = -1;
+	envelope_init(&e);
+	assert_int_equal(spool_load_fd(f->spool, qid, &e, &lfd, &error), 0);
+	assert_int_equal(pread(lfd, got, len, (off_t)e.content_off), (ssize_t)len);
+	assert_memory_equal(got, want, len);
+	close(lfd);
+	envelope_clear(&e);
+}
+
+static void seal_publish(struct spool_fixture *f, const char *top1, const char *top2,
+			 const char *content, char qid[QID_LEN + 1], int *prepend_rc_r)
+{
+	struct envelope e;
+	const char *error = NULL;
+	env_base(&e);
+	qid_generate(e.qid);
+	memcpy(qid, e.qid, QID_LEN + 1);
+	int fd = spool_incoming_create(f->spool);
+	assert_true(fd >= 0);
+	struct spool_msg *m = spool_msg_adopt(dup(fd), e.qid);
+	assert_int_equal(spool_msg_append(m, content, 4), 0);
+	*prepend_rc_r = spool_msg_prepend(m, top1, strlen(top1), &error);
+	if (*prepend_rc_r == 0)
+		*prepend_rc_r = spool_msg_prepend(m, top2, strlen(top2), &error);
+	assert_int_equal(spool_msg_seal(&m, &e, content + 4, strlen(content + 4), &error), 0);
+	assert_null(m);
+	assert_int_equal(spool_publish(f->spool, fd, e.qid, &error), 0);
+	close(fd);
+	envelope_clear(&e);
+}
+
+static void test_spool_top_block(void **state)
+{
+	struct spool_fixture *f = *state;
+	char qid[QID_LEN + 1];
+	const char *error = NULL;
+	int rc;
+
+	seal_publish(f, "X-A: 1\r\n", "X-B: 2\r\n", "Subject: s\r\n\r\nbody\r\n", qid, &rc);
+	assert_int_equal(rc, 0);
+	check_top_content(f, qid, "X-B: 2\r\nX-A: 1\r\nSubject: s\r\n\r\nbody\r\n",
+			  SPOOL_CONTENT_GAP - 16);
+
+	/* Nothing added: the content starts at the gap's end. */
+	seal_publish(f, "", "", "Subject: s\r\n\r\nbody\r\n", qid, &rc);
+	assert_int_equal(rc, 0);
+	check_top_content(f, qid, "Subject: s\r\n\r\nbody\r\n", SPOOL_CONTENT_GAP);
+
+	/* A block that fills the gap exactly fits; one octet more is refused
+	 * and writes nothing. */
+	size_t max = SPOOL_CONTENT_GAP - SPOOL_HDR_LEN;
+	char *big = xmalloc(max + 2);
+	memset(big, 'x', max + 1);
+	big[max + 1] = '\0';
+	struct spool_msg *m = spool_msg_adopt(spool_incoming_create(f->spool), "0Abcdefghij12345");
+	assert_int_equal(spool_msg_prepend(m, big, max + 1, &error), -1);
+	assert_int_equal(errno, EMSGSIZE);
+	assert_int_equal(spool_msg_prepend(m, big, max, &error), 0);
+	assert_int_equal(spool_msg_prepend(m, "y", 1, &error), -1);
+	spool_msg_abort(&m);
+	free(big);
+
+	/* Publishing checks the seal with the envelope: an unsealed file, or
+	 * one whose envelope names another message, never enters queue/. */
+	int ufd = spool_incoming_create(f->spool);
+	assert_true(ufd >= 0);
+	assert_int_equal(spool_publish(f->spool, ufd, "0Abcdefghij12345", &error), -1);
+	struct envelope oe;
+	env_base(&oe);
+	m = spool_msg_adopt(dup(ufd), "0Abcdefghij12345");
+	assert_int_equal(spool_msg_seal(&m, &oe, "x\r\n", 3, &error), 0);
+	assert_int_equal(spool_publish(f->spool, ufd, "1Abcdefghij12345", &error), -1);
+	assert_string_equal(error, "queue id in envelope does not match file name");
+	assert_int_equal(spool_publish(f->spool, ufd, "0Abcdefghij12345", &error), 0);
+	close(ufd);
+	envelope_clear(&oe);
+
+	/* The in-process commit has no gap: its files are as before. */
+	m = spool_msg_create(f->spool, "0Abcdefghij12345");
+	assert_int_equal(spool_msg_prepend(m, "X: y\r\n", 6, &error), -1);
+	spool_msg_abort(&m);
+	char cq[QID_LEN + 1];
+	assert_int_equal(commit_one(f->spool, cq, 1), 0);
+	char want[64];
+	snprintf(want, sizeof(want), "%s body\r\n", cq);
+	check_top_content(f, cq, want, SPOOL_HDR_LEN);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1438,6 +1630,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_spool_concurrent_commits, spool_setup,
 	                                    spool_teardown),
 	    cmocka_unit_test(test_spool_open_errors),
+	    cmocka_unit_test(test_record_content_off),
+	    cmocka_unit_test(test_record_flags),
+	    cmocka_unit_test_setup_teardown(test_spool_top_block, spool_setup, spool_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
