@@ -406,3 +406,19 @@ def test_content_without_header_section(hikyaku, milter):
     assert body == "just text, no header\nsecond line\n"
     got = b"".join(d for c, d in m.sessions[0] if c == "B")
     assert got == b"just text, no header\r\nsecond line\r\n"
+
+
+def test_top_block_kept_over_rewrite(hikyaku, milter):
+    """With the end-of-data chain on (dauth: Authentication-Results in the
+    file's gap at the seal), a milter's change to a spilled message copies
+    it into a new file, and the top block still lands above it."""
+    big = "".join(f"line {i:07d} " + "y" * 60 + "\r\n" for i in range(6000))
+    m = milter(eob=[ms.addheader("X-Checked", "yes"), ms.ACCEPT])
+    hk = hikyaku(milters=conf(m.socket), dauth={"loopback": True, "timeout": "1s"})
+    code, lines = send(hk, body=MSG.replace("The body.\r\n", big))
+    assert code == 250, lines
+    head, body = delivered(hk).split("\n\n", 1)
+    fields = head.split("\n")
+    assert fields[2].startswith("Authentication-Results: mx.test.example"), fields[:4]
+    assert "X-Checked: yes" in fields
+    assert body == big.replace("\r\n", "\n")
