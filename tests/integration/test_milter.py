@@ -175,9 +175,19 @@ def test_large_message_rewritten_in_new_file(hikyaku, milter):
     assert all(len(d) <= 65535 for c, d in m.sessions[0] if c == "B")
 
 
-def test_two_milters_and_unix_socket(hikyaku, milter):
+@pytest.fixture
+def sockdir():
+    """A directory smtpd (as nobody) can reach: not under pytest's 0700
+    tmp_path."""
+    import shutil
     d = tempfile.mkdtemp(prefix="hk-milter-")
     os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_two_milters_and_unix_socket(hikyaku, milter, sockdir):
+    d = sockdir
     m1 = milter(eob=[ms.addheader("X-One", "1"), ms.ACCEPT], unix_path=os.path.join(d, "m1"))
     m2 = milter(eob=[ms.addheader("X-Two", "2"), ms.ACCEPT])
     hk = hikyaku(milters=conf(m1.socket, m2.socket))
