@@ -81,6 +81,7 @@ static conf_check_fn conf_dkim_selector_check;
 #define COFF(field) offsetof(struct conf_tls_cert, field)
 #define ROFF(field) offsetof(struct conf_route, field)
 #define DOFF(field) offsetof(struct conf_dnsbl_list, field)
+#define MOFF(field) offsetof(struct conf_milter, field)
 #define KOFF(field) offsetof(struct conf_dkim_key, field)
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 #define KIB 1024ULL
@@ -270,6 +271,34 @@ static const struct conf_setting conf_dnsbl_fields[] = {
 		 "some lists give public resolvers never count." },
 };
 
+static const char *const conf_milter_failures[] = {"tempfail", "accept", NULL};
+static conf_check_fn conf_milter_socket_check;
+
+/* One milter (Sendmail milter protocol v6): milters[]. */
+static const struct conf_setting conf_milter_fields[] = {
+	{ .key = "name", .type = CONF_T_STRING, .required = true, .off = MOFF(name),
+	  .doc = "The milter's name in logs and replies." },
+	{ .key = "socket", .type = CONF_T_STRING, .required = true, .off = MOFF(socket),
+	  .check = conf_milter_socket_check,
+	  .doc = "Where it listens: \"unix:/path\" or \"inet:host:port\" (host an IPv4 "
+		 "address or an [IPv6] one)." },
+	{ .key = "failure", .type = CONF_T_ENUM, .def = "tempfail", .names = conf_milter_failures,
+	  .off = MOFF(failure), .lower = true,
+	  .doc = "When the milter is down, slow or talks nonsense: tempfail (451 4.7.1, the "
+		 "client tries again later) or accept (the message goes on without it)." },
+	{ .key = "connect_timeout", .type = CONF_T_DURATION, .def = "5s", .min = 100,
+	  .max = MIN, .off = MOFF(connect_timeout),
+	  .doc = "How long connecting to the milter may take." },
+	{ .key = "command_timeout", .type = CONF_T_DURATION, .def = "30s", .min = 100,
+	  .max = 10 * MIN, .off = MOFF(command_timeout),
+	  .doc = "How long the milter may take to answer a command or read what is sent." },
+	{ .key = "eob_timeout", .type = CONF_T_DURATION, .def = "2m", .min = 100,
+	  .max = 10 * MIN, .off = MOFF(eob_timeout),
+	  .doc = "How long the milter may take at the end of the message (SMFIR_PROGRESS "
+		 "restarts it)." },
+};
+
+_Static_assert(N_OF(conf_milter_fields) <= CONF_FIELDS_MAX, "too many milter fields");
 _Static_assert(N_OF(conf_dnsbl_fields) <= CONF_FIELDS_MAX, "too many dnsbl fields");
 _Static_assert(N_OF(conf_route_fields) <= CONF_FIELDS_MAX, "too many route fields");
 _Static_assert(N_OF(conf_listener_fields) <= CONF_FIELDS_MAX, "too many listener fields");
@@ -336,6 +365,15 @@ const struct conf_setting conf_settings[] = {
 	  .item_name = "listener", .shorthand = "address",
 	  .doc = "SMTP listeners, at least one: a mapping of the listen[] fields, or just "
 		 "\"host:port\" when the other fields keep their defaults." },
+	{ .key = "milters", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(milters),
+	  .count_off = OFF(n_milters), .fields = conf_milter_fields,
+	  .n_fields = N_OF(conf_milter_fields), .item_size = sizeof(struct conf_milter),
+	  .item_name = "milter",
+	  .doc = "Content filters over the Sendmail milter protocol (version 6), asked in "
+		 "order at the end of each message, as Postfix's smtpd_milters: rspamd's proxy, "
+		 "clamav-milter, opendkim. Each gets the envelope, the header fields and the "
+		 "body, and may accept, reject, tempfail, discard, quarantine, change header "
+		 "fields, the sender, the recipients and the body." },
 	{ .key = "routes", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(routes),
 	  .count_off = OFF(n_routes), .fields = conf_route_fields,
 	  .n_fields = N_OF(conf_route_fields), .item_size = sizeof(struct conf_route),
@@ -1123,6 +1161,16 @@ static int conf_dnsbl_codes_check(const char *s, char *msg, size_t msglen)
 	if (cidr_codes_parse(s, &c, &error) < 0)
 		return conf_msg(msg, msglen, "invalid codes \"%.64s\": %s", s, error);
 	return 0;
+}
+
+static int conf_milter_socket_check(const char *s, char *msg, size_t msglen)
+{
+	if (strncmp(s, "unix:/", 6) == 0 && strlen(s) < 108 + 5)
+		return 0;
+	if (strncmp(s, "inet:", 5) == 0 && strrchr(s, ':') > s + 5)
+		return 0;
+	snprintf(msg, msglen, "expected \"unix:/path\" or \"inet:host:port\"");
+	return -1;
 }
 
 static int conf_state_redis_check(const char *s, char *msg, size_t msglen)

@@ -146,6 +146,21 @@ struct conf_filter {
 	bool sender_domain;           /* filter.sender_domain: false */
 };
 
+/* milters[]: content filters over the Sendmail milter protocol (src/milter). */
+enum conf_milter_failure {
+	CONF_MILTER_TEMPFAIL = 0, /* 451 4.7.1 when the milter is down or slow */
+	CONF_MILTER_ACCEPT,       /* go on without it */
+};
+
+struct conf_milter {
+	char *name;                       /* milters[].name */
+	char *socket;                     /* "unix:/path" or "inet:host:port" */
+	enum conf_milter_failure failure; /* milters[].failure */
+	uint64_t connect_timeout;         /* ms */
+	uint64_t command_timeout;         /* ms */
+	uint64_t eob_timeout;             /* ms */
+};
+
 struct conf_greylist {
 	bool enabled;          /* greylist.enabled: false */
 	uint64_t delay;        /* ms, greylist.delay: 5m */
@@ -311,6 +326,8 @@ struct conf {
 	struct conf_dauth dauth;
 	struct conf_state state;
 	struct conf_dkim dkim;
+	struct conf_milter *milters; /* milters: content filters at end of data */
+	size_t n_milters;
 	struct conf_route *routes; /* routes: per-domain transports */
 	size_t n_routes;
 	/* Private to src/conf: relay.trusted_networks and relay.senders parsed

@@ -361,7 +361,9 @@ static void data_spill(struct smtpd_session *s, bool force)
 			return;
 		tx->msg = spool_msg_adopt(tx->file.fd, tx->env.qid);
 	}
-	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) < 0) {
+	if (!tx->io_failed && spool_msg_append(tx->msg, tx->body.data, tx->body.len) == 0)
+		tx->spilled += tx->body.len; /* the milters read it back */
+	else if (!tx->io_failed) {
 		tx->io_failed = true;
 		tx->io_errno = errno;
 		spool_msg_abort(&tx->msg);
@@ -561,6 +563,13 @@ static void data_commit_file(void *arg, const struct qclient_file *f)
 /* After the end-of-data chain: the message goes to the spool. */
 static void data_commit_start(struct smtpd_session *s)
 {
+	/* milter: the end-of-body step, after the end-of-data chain
+	 * (data_milter.c); back here once its changes are applied */
+	if (smtpd_milter_wanted(s)) {
+		smtpd_milter_start(s, data_commit_start);
+		return;
+	}
+	/* end milter */
 	struct smtpd_tx *tx = s->tx;
 	/* Abort on out-of-memory like every allocation (STYLE.md): a NULL
 	 * check here would be the only one in the server. */

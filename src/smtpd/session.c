@@ -299,6 +299,7 @@ void smtpd_tx_reset(struct smtpd_session *s)
 {
 	struct smtpd_tx *tx = s->tx;
 	if (tx != NULL) {
+		smtpd_milter_cancel(tx);
 		if (tx->msg != NULL) {
 			spool_msg_abort(&tx->msg);
 			qclient_abort(s->srv->qc, &tx->file);

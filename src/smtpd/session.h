@@ -138,6 +138,9 @@ struct smtpd_tx {
 	size_t sign_fed; /* octets of body already fed to the signer */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 	size_t n_rcpt_dups;   /* RCPTs repeating a recipient: they count too */
+	uint64_t spilled;     /* content octets written to the spool file so far */
+	struct smtpd_milter *milter; /* the milters at work on it (data_milter.c) */
+	bool milter_done;     /* the milters accepted it and their changes are in */
 };
 
 struct smtpd_session {
@@ -226,6 +229,13 @@ void smtpd_reply_raw(struct smtpd_session *s, const char *text, size_t len);
 void smtpd_session_close(struct smtpd_session *s);
 void smtpd_session_free(struct smtpd_session **s);
 void smtpd_session_resume(struct smtpd_session *s);
+/* The milters at the end of data (data_milter.c): wanted when configured
+ * and not run on this message yet; start them (state COMMIT), and on
+ * acceptance, with their changes applied to the transaction, call cont. */
+typedef void smtpd_milter_cont_fn(struct smtpd_session *s);
+bool smtpd_milter_wanted(const struct smtpd_session *s);
+void smtpd_milter_start(struct smtpd_session *s, smtpd_milter_cont_fn *cont);
+void smtpd_milter_cancel(struct smtpd_tx *tx);
 void smtpd_session_timeouts(struct smtpd_session *s, bool data);
 struct smtpd_tx *smtpd_tx_create(struct smtpd_session *s);
 void smtpd_tx_reset(struct smtpd_session *s); /* RSET, errors, end of message */
