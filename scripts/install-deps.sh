@@ -26,7 +26,10 @@ TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	# in a debootstrapped Debian 12 chroot.
 	build-essential dpkg-dev debhelper pandoc lintian debootstrap debian-archive-keyring
 	# tests/integration/test_redis.py: the Redis that three nodes share
-	redis-server)
+	redis-server
+	# tests/integration/test_milter.py: real milters (rspamd's proxy worker,
+	# clamav-milter with clamd on an EICAR-only database; no download)
+	rspamd clamav-daemon clamav-milter)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then
