@@ -282,13 +282,18 @@ struct dmarc_discovery {
 
 static void dmarc_lookup(struct dmarc_discovery *q);
 
-static void dmarc_finish(struct dmarc_discovery *q, enum dmarc_status st, const char *reason)
+static void dmarc_result_set(struct dmarc_discovery *q, enum dmarc_status st, const char *reason)
 {
 	q->f.status = st;
 	q->f.reason = reason;
 	q->f.at_org = q->at_org;
 	snprintf(q->f.domain, sizeof(q->f.domain), "%s", q->at_org ? q->org : q->from);
 	q->done = true;
+}
+
+static void dmarc_finish(struct dmarc_discovery *q, enum dmarc_status st, const char *reason)
+{
+	dmarc_result_set(q, st, reason);
 	if (q->in_start)
 		return; /* dmarc_discover() answers */
 	q->cb(&q->f, q->arg);
@@ -356,7 +361,7 @@ struct dmarc_discovery *dmarc_discover(struct dmarc *d, const struct dmarc_resol
 	dmarc_org_domain(d, q->from, q->org, sizeof(q->org));
 	q->in_start = true;
 	if (from_domain[0] == '\0' || strlen(from_domain) > DMARC_DOMAIN_MAX)
-		dmarc_finish(q, DMARC_PERMERROR, "unusable From domain");
+		dmarc_result_set(q, DMARC_PERMERROR, "unusable From domain");
 	else
 		dmarc_lookup(q);
 	q->in_start = false;
