@@ -85,7 +85,7 @@ struct spool_msg *spool_msg_adopt(int fd, const char *qid);
  * at the end of data), into the gap the file leaves for them: one pwrite,
  * none for len 0. A block that does not fit is refused (errno EMSGSIZE)
  * and nothing is written. Loop or worker thread, like append. */
-#define SPOOL_CONTENT_GAP 16384
+#define SPOOL_CONTENT_GAP 4096
 int spool_msg_prepend(struct spool_msg *m, const void *p, size_t len, const char **error_r);
 int spool_msg_seal(struct spool_msg **m, struct envelope *e, const void *tail, size_t tail_len,
 		   const char **error_r);

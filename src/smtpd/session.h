@@ -51,7 +51,7 @@ struct workq;
 /* The most that the end-of-data checks may add above the content: what the
  * spool file's gap holds (queue/spool.h SPOOL_CONTENT_GAP). More is
  * refused with 451 rather than written over the content. */
-#define SMTPD_TOP_MAX (16384 - 16)
+#define SMTPD_TOP_MAX (4096 - 16)
 
 /* Session states (RFC 5321 §4.1.4 command ordering). */
 enum smtpd_state {
