@@ -150,7 +150,8 @@ static int dkim_b64(const struct dkim_tag *t, unsigned char *out, size_t max, si
 	if (rc == 0 && clean.len > 0)
 		rc = base64_decode((const char *)clean.data, clean.len, &dec);
 	if (rc == 0) {
-		memcpy(out, dec.data, dec.len);
+		if (dec.len > 0) /* an empty value (p= revoked) has no buffer */
+			memcpy(out, dec.data, dec.len);
 		*len_r = dec.len;
 	}
 	buf_free(&clean);
