@@ -11,6 +11,7 @@
  * and C1 controls as \u00XX) and invalid UTF-8 becomes U+FFFD, so the
  * output is always valid JSON (RFC 8259 §7, §8.1). */
 #include "ctl/ctl.h"
+#include "lib/json.h"
 #include "lib/alloc.h"
 #include "mail/envelope.h"
 #include "mail/smtp_params.h"
@@ -95,62 +96,13 @@ static void ctl_put_text(FILE *out, struct ctl_str s, bool keep_newlines)
 	}
 }
 
-/* Length of the valid UTF-8 sequence at p (RFC 3629 §4), 0 if invalid. */
-static size_t ctl_utf8_len(const uint8_t *p, size_t len)
-{
-	size_t n;
-	uint32_t min, cp;
-	if (p[0] < 0x80)
-		return 1;
-	if ((p[0] & 0xe0) == 0xc0) {
-		n = 2, min = 0x80, cp = p[0] & 0x1f;
-	} else if ((p[0] & 0xf0) == 0xe0) {
-		n = 3, min = 0x800, cp = p[0] & 0x0f;
-	} else if ((p[0] & 0xf8) == 0xf0) {
-		n = 4, min = 0x10000, cp = p[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
 static void ctl_json_str(FILE *out, struct ctl_str s)
 {
-	fputc('"', out);
-	for (size_t i = 0; i < s.len;) {
-		unsigned char c = s.p[i];
-		size_t n = ctl_utf8_len(s.p + i, s.len - i);
-		if (n == 0) {
-			fputs("\\ufffd", out);
-			i++;
-			continue;
-		}
-		if (c == '"' || c == '\\')
-			fprintf(out, "\\%c", c);
-		else if (c == '\n')
-			fputs("\\n", out);
-		else if (c == '\r')
-			fputs("\\r", out);
-		else if (c == '\t')
-			fputs("\\t", out);
-		else if (c < 0x20 || c == 0x7f)
-			fprintf(out, "\\u%04x", c);
-		else if (n == 2 && c == 0xc2 && s.p[i + 1] < 0xa0)
-			fprintf(out, "\\u%04x", s.p[i + 1]); /* C1 control: escaped too */
-		else
-			fwrite(s.p + i, 1, n, out);
-		i += n;
-	}
-	fputc('"', out);
+	struct buf b;
+	buf_init(&b, 0);
+	if (json_append_str(&b, s.p, s.len) == 0)
+		fwrite(b.data, 1, b.len, out);
+	buf_free(&b);
 }
 
 static void ctl_json_opt(FILE *out, const char *key, struct ctl_str s)
