@@ -482,6 +482,23 @@ const struct conf_setting conf_settings[] = {
 	  .min = 1, .max = 4096, .off = OFF(http.max_connections),
 	  .doc = "Concurrent HTTP connections; more are closed at once." },
 
+	{ .key = "analytics.enabled", .type = CONF_T_BOOL, .def = "true",
+	  .off = OFF(analytics.enabled),
+	  .doc = "Record delivery analytics (accepted, delivered, deferred, bounced per hour, "
+		 "destination and sender domain; delays; reasons; TLS) in <spool_dir>/stats.db "
+		 "(SQLite), shown by /dashboard/ and /api/v1/analytics/ on the http listener." },
+	{ .key = "analytics.retention", .type = CONF_T_DURATION, .def = "90d",
+	  .min = 3600 * SEC, .max = 3660 * DAY, .off = OFF(analytics.retention),
+	  .doc = "How long hourly analytics are kept; older hours are deleted once an hour." },
+	{ .key = "analytics.top_domains", .type = CONF_T_UINT, .def = "100",
+	  .min = 1, .max = 10000, .off = OFF(analytics.top_domains),
+	  .doc = "Destination domains and sender domains kept per hour (the first seen); the "
+		 "others are counted under \"(other)\". Bounds the store." },
+	{ .key = "analytics.flush_interval", .type = CONF_T_DURATION, .def = "10s",
+	  .min = 100, .max = 10 * MIN, .off = OFF(analytics.flush_interval),
+	  .doc = "How often the queue writes the events it collected to the store, in one "
+		 "transaction (no fsync per delivery)." },
+
 	{ .key = "queue.commit_threads", .type = CONF_T_UINT, .def = "4",
 	  .min = 1, .max = 64, .off = OFF(queue.commit_threads),
 	  .doc = "Threads that commit messages to the spool." },

@@ -209,6 +209,14 @@ struct conf_http {
 	uint64_t max_connections; /* http.max_connections: 64 */
 };
 
+/* Delivery analytics (issue 13, src/queue/analytics.c). */
+struct conf_analytics {
+	bool enabled;           /* analytics.enabled: true */
+	uint64_t retention;     /* ms, analytics.retention: 90d */
+	uint64_t top_domains;   /* analytics.top_domains: 100 per hour */
+	uint64_t flush_interval; /* ms, analytics.flush_interval: 10s */
+};
+
 struct conf_processes {
 	uint64_t smtpd; /* smtpd processes; 0: one per CPU */
 };
@@ -313,6 +321,7 @@ struct conf {
 	struct conf_processes processes;
 	struct conf_log log;
 	struct conf_http http;
+	struct conf_analytics analytics;
 	struct conf_tls tls;
 	struct conf_auth auth;
 	struct conf_relay relay;

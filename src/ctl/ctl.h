@@ -15,7 +15,8 @@
  * (no I/O) and resumable: 0 means "need more octets".
  *
  * Answers: LIST gives ITEM* END; SHOW gives ITEM END; STATS gives DSTAT*
- * END; the others give OK.
+ * END; ANALYTICS gives AJSON* END (the pieces make one JSON document);
+ * the others give OK.
  * Any request may be answered with ERROR instead. */
 #ifndef HK_CTL_CTL_H
 #define HK_CTL_CTL_H
@@ -42,12 +43,14 @@ enum ctl_type {
 	CTL_T_HOLD = 5,    /* QID */
 	CTL_T_RELEASE = 6, /* QID */
 	CTL_T_STATS = 7,   /* nothing: delivery statistics per domain and hour */
+	CTL_T_ANALYTICS = 8, /* KIND, FROM, TO, DOMAIN?, SENDER?: the analytics store */
 	/* responses (daemon -> CLI) */
 	CTL_T_OK = 0x41,    /* MESSAGE, COUNT? */
 	CTL_T_ERROR = 0x42, /* MESSAGE */
 	CTL_T_ITEM = 0x43,  /* one queued message */
 	CTL_T_END = 0x44,   /* end of a LIST, SHOW or STATS answer */
 	CTL_T_DSTAT = 0x45, /* STATS: one domain in one hour */
+	CTL_T_AJSON = 0x46, /* ANALYTICS: JSON (a piece of the answer, in order) */
 };
 
 enum ctl_tag {
@@ -83,7 +86,11 @@ enum ctl_tag {
 	CTL_F_DEFERRED = 30,    /* u64: ... deferred (attempts) */
 	CTL_F_BOUNCED = 31,     /* u64: ... bounced */
 	CTL_F_MEDIAN_MS = 32,   /* u64: median delay of the sent ones, ms (0: none) */
-	CTL_F_MAX = 32,
+	CTL_F_KIND = 33,        /* str: ANALYTICS: series, domains, delays, reasons, tls, dmarc */
+	CTL_F_FROM = 34,        /* u64: ANALYTICS: Unix time in s, included */
+	CTL_F_TO = 35,          /* u64: ANALYTICS: Unix time in s, included */
+	CTL_F_JSON = 36,        /* bytes: AJSON */
+	CTL_F_MAX = 36,
 };
 
 struct ctl_frame {
@@ -120,6 +127,24 @@ int ctl_frame_decode(const void *p, size_t len, size_t max, struct ctl_frame *f,
 int ctl_field_next(const struct ctl_frame *f, size_t *off, struct ctl_field *fld);
 uint64_t ctl_field_u64(const struct ctl_field *fld);
 bool ctl_type_is_request(uint8_t type);
+
+/* An ANALYTICS request (the http process's /api/v1/analytics/KIND). */
+#define CTL_KIND_MAX 15
+#define CTL_ANALYTICS_SPAN_MAX (400ULL * 86400) /* seconds from FROM to TO */
+struct ctl_analytics_req {
+	char kind[CTL_KIND_MAX + 1];
+	uint64_t from, to; /* Unix time in s */
+	char domain[CTL_ARG_MAX + 1]; /* destination domain, "" all */
+	char sender[CTL_ARG_MAX + 1]; /* sender domain, "" all */
+};
+/* Encode req as one request frame into out: -1 when it does not fit. */
+int ctl_analytics_build(const struct ctl_analytics_req *req, struct buf *out);
+/* Check and copy an ANALYTICS frame's fields: KIND (letters, at most
+ * CTL_KIND_MAX), FROM <= TO within CTL_ANALYTICS_SPAN_MAX, each once;
+ * DOMAIN and SENDER at most once, printable ASCII without space, at most
+ * CTL_ARG_MAX. -1 with *error_r otherwise. Pure (fuzz_analytics). */
+int ctl_analytics_decode(const struct ctl_frame *f, struct ctl_analytics_req *req,
+                         const char **error_r);
 
 /* "<spool_dir>/control.sock" into out; -1 if it does not fit a sun_path. */
 int ctl_socket_path(const char *spool_dir, char *out, size_t outlen);

@@ -552,6 +552,17 @@ int ctl_render_frame(struct ctl_render *cli, const struct ctl_frame *f)
 		ctl_render_dstat(cli, f);
 		return 0;
 	}
+	if (f->type == CTL_T_AJSON && cli->req == CTL_T_ANALYTICS) {
+		/* The queue's JSON document, piece by piece (it is JSON in
+		 * either mode: the analytics have no text view). */
+		while (ctl_field_next(f, &off, &fld))
+			if (fld.tag == CTL_F_JSON)
+				fwrite(fld.p, 1, fld.len, out);
+		cli->n_items++;
+		return 0;
+	}
+	if (f->type == CTL_T_END && cli->req == CTL_T_ANALYTICS)
+		return cli->n_items > 0 ? 1 : -1;
 	if (f->type == CTL_T_ITEM && (cli->req == CTL_T_LIST || cli->req == CTL_T_SHOW)) {
 		struct ctl_citem it;
 		ctl_citem_parse(f, &it);

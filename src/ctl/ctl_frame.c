@@ -24,7 +24,8 @@ static const unsigned char ctl_tag_kind[CTL_F_MAX + 1] = {
     [CTL_F_BODY] = CTL_K_U64,       [CTL_F_SMTPUTF8] = CTL_K_U64,  [CTL_F_CLIENT] = CTL_K_STR,
     [CTL_F_HELO] = CTL_K_STR,       [CTL_F_HEADERS] = CTL_K_BYTES, [CTL_F_OMITTED] = CTL_K_U64,
     [CTL_F_HOUR] = CTL_K_U64,       [CTL_F_SENT] = CTL_K_U64,      [CTL_F_DEFERRED] = CTL_K_U64,
-    [CTL_F_BOUNCED] = CTL_K_U64,    [CTL_F_MEDIAN_MS] = CTL_K_U64,
+    [CTL_F_BOUNCED] = CTL_K_U64,    [CTL_F_MEDIAN_MS] = CTL_K_U64,  [CTL_F_KIND] = CTL_K_STR,
+    [CTL_F_FROM] = CTL_K_U64,       [CTL_F_TO] = CTL_K_U64,        [CTL_F_JSON] = CTL_K_BYTES,
 };
 
 static void ctl_put_be32(unsigned char *p, uint32_t v)
@@ -42,12 +43,12 @@ static uint32_t ctl_get_be32(const unsigned char *p)
 
 bool ctl_type_is_request(uint8_t type)
 {
-	return type >= CTL_T_LIST && type <= CTL_T_STATS;
+	return type >= CTL_T_LIST && type <= CTL_T_ANALYTICS;
 }
 
 static bool ctl_type_known(uint8_t type)
 {
-	return ctl_type_is_request(type) || (type >= CTL_T_OK && type <= CTL_T_DSTAT);
+	return ctl_type_is_request(type) || (type >= CTL_T_OK && type <= CTL_T_AJSON);
 }
 
 size_t ctl_frame_begin(struct buf *out, uint8_t type)
@@ -200,5 +201,83 @@ int ctl_socket_path(const char *spool_dir, char *out, size_t outlen)
 	int n = snprintf(out, outlen, "%s/%s", spool_dir, CTL_SOCKET_NAME);
 	if (n < 0 || (size_t)n >= limit)
 		return -1;
+	return 0;
+}
+
+/* ---- ANALYTICS requests ---- */
+
+int ctl_analytics_build(const struct ctl_analytics_req *req, struct buf *out)
+{
+	size_t start = ctl_frame_begin(out, CTL_T_ANALYTICS);
+	if (ctl_frame_add_str(out, CTL_F_KIND, req->kind) < 0 ||
+	    ctl_frame_add_u64(out, CTL_F_FROM, req->from) < 0 ||
+	    ctl_frame_add_u64(out, CTL_F_TO, req->to) < 0 ||
+	    (req->domain[0] != '\0' && ctl_frame_add_str(out, CTL_F_DOMAIN, req->domain) < 0) ||
+	    (req->sender[0] != '\0' && ctl_frame_add_str(out, CTL_F_SENDER, req->sender) < 0))
+		return -1;
+	return ctl_frame_end(out, start, CTL_REQ_MAX);
+}
+
+/* Copy a str field of printable ASCII (no space) into out[outlen]. */
+static int ctl_analytics_str(const struct ctl_field *fld, char *out, size_t outlen, bool letters)
+{
+	if (fld->len == 0 || fld->len >= outlen || out[0] != '\0')
+		return -1; /* empty, too long, or given twice */
+	for (size_t i = 0; i < fld->len; i++) {
+		unsigned char c = fld->p[i];
+		if (letters ? !(c >= 'a' && c <= 'z') : (c <= 0x20 || c >= 0x7f))
+			return -1;
+	}
+	memcpy(out, fld->p, fld->len);
+	out[fld->len] = '\0';
+	return 0;
+}
+
+int ctl_analytics_decode(const struct ctl_frame *f, struct ctl_analytics_req *req,
+                         const char **error_r)
+{
+	struct ctl_field fld;
+	size_t off = 0;
+	bool have_from = false, have_to = false;
+	memset(req, 0, sizeof(*req));
+	*error_r = "malformed analytics request";
+	if (f->type != CTL_T_ANALYTICS)
+		return -1;
+	while (ctl_field_next(f, &off, &fld)) {
+		switch (fld.tag) {
+		case CTL_F_KIND:
+			if (ctl_analytics_str(&fld, req->kind, sizeof(req->kind), true) < 0)
+				return -1;
+			break;
+		case CTL_F_DOMAIN:
+			if (ctl_analytics_str(&fld, req->domain, sizeof(req->domain), false) < 0)
+				return -1;
+			break;
+		case CTL_F_SENDER:
+			if (ctl_analytics_str(&fld, req->sender, sizeof(req->sender), false) < 0)
+				return -1;
+			break;
+		case CTL_F_FROM:
+			if (have_from)
+				return -1;
+			have_from = true;
+			req->from = ctl_field_u64(&fld);
+			break;
+		case CTL_F_TO:
+			if (have_to)
+				return -1;
+			have_to = true;
+			req->to = ctl_field_u64(&fld);
+			break;
+		default:
+			return -1;
+		}
+	}
+	if (off != f->body_len || req->kind[0] == '\0' || !have_from || !have_to)
+		return -1;
+	if (req->from > req->to || req->to - req->from > CTL_ANALYTICS_SPAN_MAX) {
+		*error_r = "bad time range (from after to, or more than 400 days)";
+		return -1;
+	}
 	return 0;
 }

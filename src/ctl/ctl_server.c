@@ -15,6 +15,7 @@
 #include "mail/envelope.h"
 #include "queue/qmgr.h"
 #include "queue/dstats.h"
+#include "queue/analytics.h"
 #include "queue/qmgr_ctl.h"
 
 #include <errno.h>
@@ -47,6 +48,7 @@ struct ctl_conn {
 	bool busy;    /* the request is with qmgr_ctl */
 	bool dead;    /* closed while busy: freed when the answer comes */
 	bool closing; /* the answer is queued: close once written */
+	struct analytics_req *areq; /* an ANALYTICS query in flight (busy) */
 	bool persistent; /* the http process's (ctl_server_add_peer): one
 	                    request after another, never closed by us */
 };
@@ -71,6 +73,7 @@ static void ctl_conn_free(struct ctl_conn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	s->n_conns--;
+	analytics_cancel(c->areq);
 	if (c->bev != NULL)
 		bufferevent_free(c->bev);
 	free(c);
@@ -79,7 +82,7 @@ static void ctl_conn_free(struct ctl_conn *c)
 /* Close now, or as soon as qmgr_ctl answers. */
 static void ctl_conn_close(struct ctl_conn *c)
 {
-	if (c->busy) {
+	if (c->busy && c->areq == NULL) {
 		c->dead = true;
 		if (c->bev != NULL) {
 			bufferevent_free(c->bev);
@@ -279,11 +282,73 @@ static void ctl_conn_stats(struct ctl_conn *c)
 	ctl_conn_finish(c);
 }
 
+/* ANALYTICS: a query on the analytics thread; the answer is the JSON
+ * document cut into AJSON frames, then END. */
+static void ctl_conn_on_analytics(int rc, const struct buf *json, const char *error, void *arg)
+{
+	struct ctl_conn *c = arg;
+	c->busy = false;
+	c->areq = NULL;
+	if (rc < 0) {
+		ctl_conn_answer_simple(c, CTL_T_ERROR, error, 0);
+		return;
+	}
+	struct buf b;
+	buf_init(&b, CTL_RESP_MAX);
+	size_t piece = CTL_RESP_MAX - CTL_HDR_LEN - CTL_FIELD_HDR_LEN;
+	for (size_t off = 0; off < json->len; off += piece) {
+		size_t n = json->len - off < piece ? json->len - off : piece;
+		size_t start = ctl_frame_begin(&b, CTL_T_AJSON);
+		(void)ctl_frame_add(&b, CTL_F_JSON, json->data + off, n);
+		ctl_conn_send(c, &b, start);
+	}
+	size_t start = ctl_frame_begin(&b, CTL_T_END);
+	(void)ctl_frame_add_str(&b, CTL_F_MESSAGE, "analytics");
+	ctl_conn_send(c, &b, start);
+	buf_free(&b);
+	ctl_conn_finish(c);
+}
+
+static void ctl_conn_analytics(struct ctl_conn *c, const struct ctl_frame *f)
+{
+	struct ctl_analytics_req req;
+	struct astore_query q;
+	const char *error = NULL;
+	struct analytics *an = qmgr_analytics(c->srv->q);
+	if (ctl_analytics_decode(f, &req, &error) < 0) {
+		ctl_conn_answer_simple(c, CTL_T_ERROR, error, 0);
+		return;
+	}
+	int kind = astore_kind_parse(req.kind);
+	if (kind < 0 || an == NULL) {
+		ctl_conn_answer_simple(c, CTL_T_ERROR,
+		                       kind < 0 ? "unknown analytics kind"
+		                                : "analytics are off (analytics.enabled, or the "
+		                                  "store could not be opened: see the log)",
+		                       0);
+		return;
+	}
+	memset(&q, 0, sizeof(q));
+	q.kind = (enum astore_kind)kind;
+	q.from_h = req.from / 3600;
+	q.to_h = req.to / 3600;
+	snprintf(q.domain, sizeof(q.domain), "%s", req.domain);
+	snprintf(q.sender, sizeof(q.sender), "%s", req.sender);
+	c->op = f->type;
+	c->busy = true;
+	bufferevent_disable(c->bev, EV_READ);
+	c->areq = analytics_query(an, &q, ctl_conn_on_analytics, c);
+}
+
 static void ctl_conn_request(struct ctl_conn *c, const struct ctl_frame *f)
 {
 	char arg[CTL_ARG_MAX + 1];
 	uint8_t tag;
 	enum qmgr_ctl_op op;
+	if (f->type == CTL_T_ANALYTICS) {
+		ctl_conn_analytics(c, f);
+		return;
+	}
 	if (!ctl_type_is_request(f->type) || ctl_request_arg(f, &tag, arg, sizeof(arg)) < 0) {
 		ctl_conn_answer_simple(c, CTL_T_ERROR, "malformed request", 0);
 		return;

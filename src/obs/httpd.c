@@ -23,6 +23,7 @@
 #include "mail/envelope.h"
 #include "obs/http_parse.h"
 
+#include <ctype.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -192,11 +193,17 @@ static void httpd_api_finish(struct httpd *h, int rc)
 			httpd_respond(c, 200, "application/json", a->body, a->body_len, NULL);
 		} else {
 			const char *m = a->r.message;
-			int st = strstr(m, "no such message") != NULL ? 404
+			int st = strstr(m, "no such message") != NULL ||
+			                 strstr(m, "unknown analytics kind") != NULL
+			                 ? 404
 			         : strstr(m, "not a queue id") != NULL ||
-			                 strstr(m, "not a domain") != NULL
+			                 strstr(m, "not a domain") != NULL ||
+			                 strstr(m, "malformed analytics") != NULL ||
+			                 strstr(m, "bad time range") != NULL
 			             ? 400
-			             : 409;
+			         : strstr(m, "analytics are off") != NULL      ? 503
+			         : strstr(m, "not recorded by this build") != NULL ? 501
+			                                                       : 409;
 			if (m[0] == '\0') {
 				m = "the queue gave no answer";
 				st = 503;
@@ -288,22 +295,33 @@ void httpd_set_queue(struct httpd *h, int fd)
 	bufferevent_enable(h->q, EV_READ | EV_WRITE);
 }
 
+static void httpd_api_send_req(struct httpd_conn *c, uint8_t type, struct buf *req,
+                               struct httpd_api *a);
+
 /* Send a control request for c; the answer comes in httpd_queue_on_read. */
 static void httpd_api_send(struct httpd_conn *c, uint8_t type, const char *arg, struct httpd_api *a)
 {
-	struct httpd *h = c->h;
 	struct buf req;
-	if (h->q == NULL || h->n_pending >= HTTPD_QUEUE_PENDING_MAX) {
-		free(a);
-		httpd_error(c, 503, h->q == NULL ? "the queue is not running" : "busy, try again",
-		            "Retry-After: 1\r\n");
-		return;
-	}
 	buf_init(&req, CTL_REQ_MAX);
 	if (ctl_request_build(type, arg, &req) < 0) {
 		buf_free(&req);
 		free(a);
 		httpd_error(c, 400, "argument too long", NULL);
+		return;
+	}
+	httpd_api_send_req(c, type, &req, a);
+}
+
+/* The same with the request frame built (req is freed here). */
+static void httpd_api_send_req(struct httpd_conn *c, uint8_t type, struct buf *req,
+                               struct httpd_api *a)
+{
+	struct httpd *h = c->h;
+	if (h->q == NULL || h->n_pending >= HTTPD_QUEUE_PENDING_MAX) {
+		buf_free(req);
+		free(a);
+		httpd_error(c, 503, h->q == NULL ? "the queue is not running" : "busy, try again",
+		            "Retry-After: 1\r\n");
 		return;
 	}
 	a->conn = c;
@@ -324,8 +342,8 @@ static void httpd_api_send(struct httpd_conn *c, uint8_t type, const char *arg, 
 	/* An answer (or part of one) within the bound while any is owed. */
 	struct timeval qt = {HTTPD_QUEUE_TIMEOUT_S, 0};
 	bufferevent_set_timeouts(h->q, &qt, NULL);
-	bufferevent_write(h->q, req.data, req.len);
-	buf_free(&req);
+	bufferevent_write(h->q, req->data, req->len);
+	buf_free(req);
 }
 
 /* ---- routing ---- */
@@ -374,6 +392,76 @@ static void httpd_api_list(struct httpd_conn *c, const struct http_request *req)
 			*set[i] = dst[i];
 	}
 	httpd_api_send(c, CTL_T_LIST, NULL, a);
+}
+
+/* A Unix time in seconds from the query (decimal, at most 12 digits). 1
+ * found, 0 absent, -1 malformed. */
+static int httpd_query_time(struct http_view query, const char *key, uint64_t *t_r)
+{
+	char v[16];
+	int r = http_query_get(query, key, v, sizeof(v));
+	if (r <= 0)
+		return r;
+	uint64_t t = 0;
+	size_t n = strlen(v);
+	if (n == 0 || n > 12)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -1;
+		t = t * 10 + (uint64_t)(v[i] - '0');
+	}
+	*t_r = t;
+	return 1;
+}
+
+/* GET /api/v1/analytics/{kind}?from=&to=&domain=&sender_domain=: from and
+ * to in Unix seconds (default: the last 24 hours), the queue's store
+ * answers (ctl ANALYTICS). */
+static void httpd_api_analytics(struct httpd_conn *c, const struct http_request *req,
+                                const char *kind)
+{
+	struct ctl_analytics_req ar;
+	struct timespec ts;
+	memset(&ar, 0, sizeof(ar));
+	if (!http_view_eq(req->method, "GET")) {
+		httpd_error(c, 405, "use GET", "Allow: GET\r\n");
+		return;
+	}
+	if (strlen(kind) >= sizeof(ar.kind)) {
+		httpd_error(c, 404, "no such resource", NULL);
+		return;
+	}
+	snprintf(ar.kind, sizeof(ar.kind), "%s", kind);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ar.to = (uint64_t)ts.tv_sec;
+	int rt = httpd_query_time(req->query, "to", &ar.to);
+	ar.from = ar.to >= 86399 ? ar.to - 86399 : 0;
+	int rf = httpd_query_time(req->query, "from", &ar.from);
+	int rd = http_query_get(req->query, "domain", ar.domain, sizeof(ar.domain));
+	int rs = http_query_get(req->query, "sender_domain", ar.sender, sizeof(ar.sender));
+	if (rt < 0 || rf < 0 || rd < 0 || rs < 0) {
+		httpd_error(c, 400, "malformed query (from, to: Unix seconds; domain, sender_domain)",
+		            NULL);
+		return;
+	}
+	if (ar.from > ar.to || ar.to - ar.from > CTL_ANALYTICS_SPAN_MAX) {
+		httpd_error(c, 400, "bad time range (from after to, or more than 400 days)", NULL);
+		return;
+	}
+	/* Domains compare in lower case, as the store keeps them. */
+	for (char *p = ar.domain; *p != '\0'; p++)
+		*p = (char)tolower((unsigned char)*p);
+	for (char *p = ar.sender; *p != '\0'; p++)
+		*p = (char)tolower((unsigned char)*p);
+	struct buf b;
+	buf_init(&b, CTL_REQ_MAX);
+	if (ctl_analytics_build(&ar, &b) < 0) {
+		buf_free(&b);
+		httpd_error(c, 400, "argument too long", NULL);
+		return;
+	}
+	httpd_api_send_req(c, CTL_T_ANALYTICS, &b, xcalloc(1, sizeof(struct httpd_api)));
 }
 
 /* /api/v1/queue/{qid}[/{action}] and /api/v1/queue/flush */
@@ -477,6 +565,10 @@ static void httpd_route(struct httpd_conn *c, const struct http_request *req)
 	}
 	if (strncmp(rest, "queue/", 6) == 0) {
 		httpd_api_queue(c, req, rest + 6);
+		return;
+	}
+	if (strncmp(rest, "analytics/", 10) == 0) {
+		httpd_api_analytics(c, req, rest + 10);
 		return;
 	}
 	httpd_error(c, 404, "no such resource", NULL);

@@ -21,6 +21,7 @@
  * sched/sched.c. */
 #include "queue/qmgr.h"
 #include "queue/qmgr_int.h"
+#include "queue/analytics.h"
 #include "conf/conf.h"
 #include "deliver/bounce.h"
 #include "deliver/maildir.h"
@@ -201,6 +202,11 @@ static void qmgr_load_run(void *arg)
 			m->removed ? " action=forget" : "");
 		m->load_failed = true;
 		return;
+	}
+	if (m->fresh) { /* committed by smtpd just now: accepted */
+		m->fresh = false;
+		for (size_t i = 0; i < m->env.nrcpts; i++)
+			analytics_event(q->an, m->env.rcpts[i].addr, m->env.sender, ASTATS_ACCEPTED, 0);
 	}
 	/* Held from the control socket: not delivered until released. */
 	if (m->env.sched_flags & ENVELOPE_SCHED_HELD) {
@@ -468,6 +474,11 @@ static void qmgr_log_result(const struct qmgr_msg *m, size_t i, uint64_t now)
 	static const enum dstats_result dsr[] = {DSTATS_DEFERRED, DSTATS_SENT, DSTATS_BOUNCED,
 						 DSTATS_DEFERRED};
 	dstats_record(m->q->dstats, qmgr_domain_of(m->env.rcpts[i].addr), dsr[r->state], age, now);
+	static const enum astats_ev aev[] = {ASTATS_DEFERRED, ASTATS_DELIVERED, ASTATS_BOUNCED,
+					     ASTATS_DEFERRED};
+	analytics_event(m->q->an, m->env.rcpts[i].addr, m->env.sender, aev[r->state], age);
+	if (aev[r->state] != ASTATS_DELIVERED)
+		analytics_reason(m->q->an, m->env.rcpts[i].addr, aev[r->state], r->status, r->diag);
 	if (r->state == QMGR_R_SENT)
 		metrics_observe_delivery(age);
 }
@@ -780,6 +791,7 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
 				      (size_t)conf->delivery.total_idle);
 	}
 	q->dstats = dstats_create();
+	q->an = analytics_create(base, conf);
 	q->gauge_ev = event_new(base, -1, EV_PERSIST, qmgr_on_gauges, q);
 	event_add(q->gauge_ev, &(struct timeval){1, 0});
 	return q;
@@ -795,6 +807,16 @@ void qmgr_enqueue(struct qmgr *q, const char *qid)
 	if (q->stopping)
 		return;
 	qmgr_ready_push(q, qmgr_msg_new(q, qid));
+	qmgr_dispatch(q);
+}
+
+void qmgr_enqueue_new(struct qmgr *q, const char *qid)
+{
+	if (q->stopping)
+		return;
+	struct qmgr_msg *m = qmgr_msg_new(q, qid);
+	m->fresh = true;
+	qmgr_ready_push(q, m);
 	qmgr_dispatch(q);
 }
 
@@ -840,6 +862,11 @@ struct dstats *qmgr_dstats(struct qmgr *q)
 	return q->dstats;
 }
 
+struct analytics *qmgr_analytics(struct qmgr *q)
+{
+	return q->an;
+}
+
 void qmgr_free(struct qmgr **qp)
 {
 	struct qmgr *q = *qp;
@@ -877,6 +904,7 @@ void qmgr_free(struct qmgr **qp)
 		qmgr_msg_free(&m);
 		m = next;
 	}
+	analytics_free(&q->an); /* after the workers: their results are in it */
 	free(q);
 }
 

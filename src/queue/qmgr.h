@@ -21,6 +21,11 @@ struct credentials;
 void qmgr_set_credentials(struct qmgr *q, const struct credentials *cr);
 /* A message was committed to the spool (smtpd, on the loop thread). */
 void qmgr_enqueue(struct qmgr *q, const char *qid);
+/* The same for a message smtpd just committed (counted as accepted in the
+ * analytics once its envelope is loaded). */
+void qmgr_enqueue_new(struct qmgr *q, const char *qid);
+/* The delivery analytics (queue/analytics.h), NULL when off. */
+struct analytics *qmgr_analytics(struct qmgr *q);
 /* Rebuild the queue from the spool alone; returns how many messages, or -1. */
 int qmgr_recover(struct qmgr *q, const char **error_r);
 size_t qmgr_active(const struct qmgr *q);

@@ -79,6 +79,7 @@ struct qmgr_msg {
 	bool not_due; /* recovered before its persisted retry time */
 	bool force;   /* qmgr_flush: try now, whatever the schedule says */
 	bool recovered; /* found in the spool at start: may be partly delivered */
+	bool fresh;     /* just committed by smtpd: count it as accepted once loaded */
 	bool tried;     /* a local delivery was attempted in this process */
 	bool finished;  /* the load worker also ran the finish (no remote recipient) */
 	/* During the local deliveries of one attempt: the content of a message
@@ -129,6 +130,7 @@ struct qmgr {
 	struct qmgr_ctl *ctl; /* control socket state, or NULL (qmgr_ctl.c) */
 	struct event *gauge_ev; /* the queue's gauges in the metrics, each second */
 	struct dstats *dstats;  /* delivery statistics per domain (dstats.h) */
+	struct analytics *an;   /* delivery analytics (analytics.h), NULL when off */
 };
 
 /* An address's domain, or "" (points into addr). */

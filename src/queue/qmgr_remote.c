@@ -6,6 +6,7 @@
  * memory (conf/credentials.c, read by the master). DNS answers and SMTP
  * replies are hostile; both modules bound them. */
 #include "queue/qmgr_int.h"
+#include "queue/analytics.h"
 #include "conf/conf.h"
 #include "conf/credentials.h"
 #include "dns/dns.h"
@@ -192,6 +193,7 @@ static void qmgr_on_smtpc(const struct smtpc_result *res, void *arg)
 	} else {
 		g->dest->failures = 0;
 		g->dest->backoff_until_us = 0;
+		analytics_tls(g->q->an, res->tls_info); /* one per transaction */
 	}
 	for (size_t k = 0; k < g->n; k++) {
 		struct qmgr_rres *r = &g->m->res[g->idx[k]];

@@ -126,7 +126,7 @@ static void qs_publish_done(void *arg)
 	struct qs_client *c = j->c;
 	struct buf b;
 	if (j->ret == 0)
-		qmgr_enqueue(c->qs->qmgr, j->qid); /* whether or not smtpd is still there */
+		qmgr_enqueue_new(c->qs->qmgr, j->qid); /* whether or not smtpd is still there */
 	buf_init(&b, IPC_FRAME_MAX);
 	size_t st = ipc_frame_begin(&b, j->ret == 0 ? P_T_COMMITTED : P_T_FAILED);
 	ipc_frame_add_u64(&b, P_F_ID, j->id);
