@@ -139,18 +139,18 @@ void astats_reason_norm(const char *status, const char *diag, char *out, size_t 
 	const char *s = astats_skip_codes(diag != NULL ? diag : "");
 	while (*s != '\0' && k < cap) {
 		unsigned char c = (unsigned char)*s;
-		if (c == '<') { /* an address or a message id: "<>" */
+		if (c == '<') { /* an address or a message id: dropped */
 			const char *e = strchr(s, '>');
 			s = e != NULL ? e + 1 : s + strlen(s);
-			if (k + 2 <= cap) {
-				text[k++] = '<';
-				text[k++] = '>';
-			}
-			space = false;
+			continue;
+		}
+		if (k == 0 && (c == ':' || c == ';' || c == ',' || c == '-' || c == '.')) {
+			s++; /* what the dropped part leaves at the start */
 			continue;
 		}
 		if (isdigit(c)) { /* counts, addresses, ids: "N" */
-			while (isdigit((unsigned char)*s) || *s == '.')
+			while (isdigit((unsigned char)*s) ||
+			       (*s == '.' && isdigit((unsigned char)s[1])))
 				s++;
 			text[k++] = 'N';
 			space = false;

@@ -76,8 +76,8 @@ double astats_percentile(const uint64_t bins[ASTATS_BINS], double p);
 /* ---- reasons (pure) ---- */
 /* "5.1.1 user unknown" from an enhanced status and a reply text
  * ("550 5.1.1 <bob@example.org>: User unknown"): the reply and enhanced
- * codes, addresses in angle brackets, digit runs and anything not
- * printable ASCII dropped or replaced, lower case, white space collapsed,
+ * codes and addresses in angle brackets dropped, digit runs as "N",
+ * anything not printable ASCII as a space, lower case, white space collapsed,
  * at most ASTATS_REASON_MAX octets. */
 void astats_reason_norm(const char *status, const char *diag, char *out, size_t outlen);
 /* "TLSv1.3" from "TLSv1.3:TLS_AES_256_GCM_SHA384"; "none" for "" / "none". */

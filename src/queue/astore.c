@@ -233,12 +233,18 @@ static int astore_put_reason(struct astore_tx *t, const struct astats_reason *r)
 	return astore_step_done(st);
 }
 
+/* The first hour kept. */
+static uint64_t astore_cut(const struct astore *s, uint64_t now_h)
+{
+	return now_h > s->retention_h ? now_h - s->retention_h + 1 : 0;
+}
+
 static int astore_prune(struct astore *s, uint64_t now_h)
 {
 	static const char *const sql[] = {"DELETE FROM traffic WHERE hour < ?1",
 	                                  "DELETE FROM reasons WHERE hour < ?1",
 	                                  "DELETE FROM tls WHERE hour < ?1"};
-	uint64_t cut = now_h > s->retention_h ? now_h - s->retention_h + 1 : 0;
+	uint64_t cut = astore_cut(s, now_h);
 	for (size_t i = 0; i < 3; i++) {
 		sqlite3_stmt *st = NULL;
 		if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
@@ -252,15 +258,18 @@ static int astore_prune(struct astore *s, uint64_t now_h)
 	return 0;
 }
 
-static int astore_apply_rows(struct astore_tx *t, const struct astats_batch *b)
+/* Rows of hours before cut (a clock that jumped) are not written. */
+static int astore_apply_rows(struct astore_tx *t, const struct astats_batch *b, uint64_t cut)
 {
 	for (size_t i = 0; i < b->n_cells; i++)
-		if (astore_put_cell(t, &b->cells[i]) < 0)
+		if (b->cells[i].hour >= cut && astore_put_cell(t, &b->cells[i]) < 0)
 			return -1;
 	for (size_t i = 0; i < b->n_reasons; i++)
-		if (astore_put_reason(t, &b->reasons[i]) < 0)
+		if (b->reasons[i].hour >= cut && astore_put_reason(t, &b->reasons[i]) < 0)
 			return -1;
 	for (size_t i = 0; i < b->n_tls; i++) {
+		if (b->tls[i].hour < cut)
+			continue;
 		sqlite3_stmt *st = t->up_tls;
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)b->tls[i].hour);
 		sqlite3_bind_text(st, 2, b->tls[i].version, -1, SQLITE_TRANSIENT);
@@ -284,7 +293,7 @@ int astore_apply(struct astore *s, const struct astats_batch *b, uint64_t now_h,
 		if (sqlite3_prepare_v2(s->db, astore_tx_sql[i], -1, astore_tx_stmt(&t, i), NULL) !=
 		    SQLITE_OK)
 			goto out;
-	if (b != NULL && astore_apply_rows(&t, b) < 0)
+	if (b != NULL && astore_apply_rows(&t, b, astore_cut(s, now_h)) < 0)
 		goto out;
 	if (s->pruned_h != now_h) {
 		if (astore_prune(s, now_h) < 0)
