@@ -434,7 +434,8 @@ static const int sandbox_sys_http[] = {
     SCMP_SYS(openat),
 };
 
-/* queue: the spool (create, fdatasync, rename, unlink, list), Maildir
+/* queue: the spool (create, fdatasync, rename, unlink, list; the
+ * analytics store is a file in it), Maildir
  * (mkdir, fchmod), outbound SMTP/LMTP (connect), libunbound (bind of a
  * random UDP source port), the control socket (accept4). glibc on x86_64
  * still uses the old mkdir/rename/unlink/chmod/access calls. */
@@ -448,6 +449,10 @@ static const int sandbox_sys_queue[] = {
     SCMP_SYS(ftruncate),  SCMP_SYS(fallocate),  SCMP_SYS(access),     SCMP_SYS(faccessat),
     SCMP_SYS(faccessat2), SCMP_SYS(readlink),   SCMP_SYS(readlinkat), SCMP_SYS(stat),
     SCMP_SYS(lstat),      SCMP_SYS(utimensat),  SCMP_SYS(linkat),     SCMP_SYS(link),
+    /* SQLite (the analytics store, <spool>/stats.db) makes a relative
+     * spool_dir absolute; its other calls (pread64, pwrite64, fcntl locks,
+     * mmap of the -shm file, fdatasync, unlink) are in the lists already. */
+    SCMP_SYS(getcwd),
 };
 
 /* auth and keys compute on bytes master sent them: the base set only. */
