@@ -827,10 +827,10 @@ const struct conf_setting conf_settings[] = {
 	  .min = 64 * KIB, .max = 16 * GIB, .off = OFF(dmarc.max_day_size),
 	  .doc = "The most octets of DMARC records kept for one UTC day (about 300 octets a "
 		 "message); past it the day's further messages are not recorded (logged once)." },
-	{ .key = "dmarc.report.org_name", .type = CONF_T_STRING, .def = "\"\"",
+	{ .key = "dmarc.report_org_name", .type = CONF_T_STRING, .def = "\"\"",
 	  .off = OFF(dmarc.org_name),
 	  .doc = "The org_name of our aggregate reports (RFC 7489 §7.2.1.1); \"\" for hostname." },
-	{ .key = "dmarc.report.from", .type = CONF_T_STRING, .def = "\"\"",
+	{ .key = "dmarc.report_from", .type = CONF_T_STRING, .def = "\"\"",
 	  .off = OFF(dmarc.report_from),
 	  .doc = "The sender (envelope and From) and the email of our aggregate reports; "
 		 "\"\" for postmaster@hostname. The reports are submitted like local mail, so "

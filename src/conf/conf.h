@@ -90,8 +90,8 @@ struct conf_dauth {
 struct conf_dmarc {
 	bool reports;          /* dmarc.reports: the queue sends them once a day */
 	uint64_t max_day_size; /* dmarc.max_day_size: records kept per UTC day */
-	char *org_name;        /* dmarc.report.org_name: "" for hostname */
-	char *report_from;     /* dmarc.report.from: "" for postmaster@hostname */
+	char *org_name;        /* dmarc.report_org_name: "" for hostname */
+	char *report_from;     /* dmarc.report_from: "" for postmaster@hostname */
 };
 
 struct conf_limits {
