@@ -6,6 +6,8 @@
 #include "queue/analytics.h"
 
 #include "conf/conf.h"
+#include "dauth/dmarcrep.h"
+#include "lib/json.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
 #include "lib/workq.h"
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 
 struct analytics {
@@ -23,6 +26,7 @@ struct analytics {
 	struct workq *wq; /* one thread: the store's only user */
 	struct event *timer;
 	bool failing; /* the last write failed: log the next success */
+	char *spool_dir; /* for the DMARC records, <spool>/dmarc/ */
 };
 
 struct analytics_flush {
@@ -103,6 +107,7 @@ struct analytics *analytics_create(struct event_base *base, const struct conf *c
 	struct analytics *an = xcalloc(1, sizeof(*an));
 	an->base = base;
 	an->store = store;
+	an->spool_dir = xstrdup(conf->spool_dir);
 	an->stats = astats_create();
 	an->wq = workq_create(base, 1, "analytics");
 	an->timer = event_new(base, -1, EV_PERSIST, analytics_on_timer, an);
@@ -126,6 +131,7 @@ void analytics_free(struct analytics **anp)
 	astats_batch_free(&b);
 	astats_free(&an->stats);
 	astore_close(&an->store);
+	free(an->spool_dir);
 	free(an);
 }
 
@@ -153,12 +159,138 @@ void analytics_tls(struct analytics *an, const char *tls_info)
 
 /* ---- queries ---- */
 
+/* DMARC aggregate results: the records the queue appends for aggregate
+ * reports (dauth/dmarcrep.h, one file per UTC day under <spool>/dmarc/),
+ * read back and counted here, on the analytics thread. The domain filter
+ * is the policy domain. */
+#define ANALYTICS_DMARC_DOMAINS 256
+#define ANALYTICS_DMARC_DAY_MAX (256u * 1024 * 1024)
+
+struct analytics_dmarc_dom {
+	char name[DMARC_DOMAIN_MAX + 1];
+	uint64_t n, pass, disp[3];
+};
+
+struct analytics_dmarc {
+	const struct astore_query *q;
+	uint64_t total, pass, dkim, spf, disp[3];
+	struct analytics_dmarc_dom *doms;
+	size_t n_doms;
+	uint64_t *days; /* per day of the range: messages, passed */
+	size_t n_days;
+};
+
+static int analytics_dmarc_rec(const struct dmarcrep_rec *r, void *arg)
+{
+	struct analytics_dmarc *d = arg;
+	const struct astore_query *q = d->q;
+	if (r->time < q->from_h * 3600 || r->time >= (q->to_h + 1) * 3600)
+		return 0;
+	if (q->domain[0] != '\0' && strcasecmp(q->domain, r->policy_domain) != 0)
+		return 0;
+	bool pass = r->dkim_aligned || r->spf_aligned;
+	unsigned disp = r->disposition < 3 ? r->disposition : 0;
+	d->total++;
+	d->pass += pass;
+	d->dkim += r->dkim_aligned;
+	d->spf += r->spf_aligned;
+	d->disp[disp]++;
+	size_t day = (size_t)((r->time - q->from_h * 3600) / 86400);
+	if (day < d->n_days) {
+		d->days[2 * day]++;
+		d->days[2 * day + 1] += pass;
+	}
+	struct analytics_dmarc_dom *dom = NULL;
+	for (size_t i = 0; i < d->n_doms && dom == NULL; i++)
+		if (strcasecmp(d->doms[i].name, r->policy_domain) == 0)
+			dom = &d->doms[i];
+	if (dom == NULL && d->n_doms < ANALYTICS_DMARC_DOMAINS) {
+		dom = &d->doms[d->n_doms++];
+		snprintf(dom->name, sizeof(dom->name), "%s",
+		         d->n_doms == ANALYTICS_DMARC_DOMAINS ? ASTATS_OTHER : r->policy_domain);
+	} else if (dom == NULL) {
+		dom = &d->doms[ANALYTICS_DMARC_DOMAINS - 1]; /* "(other)" */
+	}
+	dom->n++;
+	dom->pass += pass;
+	dom->disp[disp]++;
+	return 0;
+}
+
+static int analytics_dmarc_cmp(const void *a, const void *b)
+{
+	const struct analytics_dmarc_dom *x = a, *y = b;
+	return x->n < y->n ? 1 : x->n > y->n ? -1 : strcmp(x->name, y->name);
+}
+
+static int analytics_dmarc_query(const char *spool_dir, const struct astore_query *q,
+                                 struct buf *out, const char **error_r)
+{
+	static const char *const dn[] = {"none", "quarantine", "reject"};
+	struct analytics_dmarc d = {.q = q};
+	uint64_t from = q->from_h * 3600, to = q->to_h * 3600 + 3599;
+	d.n_days = (size_t)((to - from) / 86400 + 1);
+	d.days = xcalloc(2 * d.n_days, sizeof(*d.days));
+	d.doms = xcalloc(ANALYTICS_DMARC_DOMAINS, sizeof(*d.doms));
+	int rc = 0;
+	/* Each UTC day file that overlaps the range, once. */
+	for (uint64_t t = from - from % 86400; t <= to && rc == 0; t += 86400) {
+		char day[9];
+		struct dmarcrep_scan st;
+		memset(&st, 0, sizeof(st));
+		dmarcrep_day_name((time_t)t, day);
+		if (dmarcrep_day_read(spool_dir, day, ANALYTICS_DMARC_DAY_MAX, analytics_dmarc_rec, &d,
+		                      &st, error_r) < 0)
+			rc = -1;
+	}
+	if (rc == 0) {
+		buf_printf(out, "{\"kind\":\"dmarc\",\"from\":%llu,\"to\":%llu,\"domain\":",
+		           (unsigned long long)from, (unsigned long long)to);
+		json_append_cstr(out, q->domain);
+		buf_printf(out, ",\"total\":%llu,\"pass\":%llu,\"dkim_aligned\":%llu,"
+		                "\"spf_aligned\":%llu,\"disposition\":{",
+		           (unsigned long long)d.total, (unsigned long long)d.pass,
+		           (unsigned long long)d.dkim, (unsigned long long)d.spf);
+		for (int i = 0; i < 3; i++)
+			buf_printf(out, "%s\"%s\":%llu", i > 0 ? "," : "", dn[i],
+			           (unsigned long long)d.disp[i]);
+		buf_append_str(out, "},\"days\":[");
+		for (size_t i = 0, n = 0; i < d.n_days; i++)
+			if (d.days[2 * i] > 0)
+				buf_printf(out, "%s{\"t\":%llu,\"count\":%llu,\"pass\":%llu}",
+				           n++ > 0 ? "," : "", (unsigned long long)(from + i * 86400),
+				           (unsigned long long)d.days[2 * i],
+				           (unsigned long long)d.days[2 * i + 1]);
+		buf_append_str(out, "],\"domains\":[");
+		qsort(d.doms, d.n_doms, sizeof(*d.doms), analytics_dmarc_cmp);
+		for (size_t i = 0; i < d.n_doms && i < ASTORE_LIST_MAX; i++) {
+			buf_append_str(out, i > 0 ? ",{\"domain\":" : "{\"domain\":");
+			json_append_cstr(out, d.doms[i].name);
+			buf_printf(out, ",\"count\":%llu,\"pass\":%llu", (unsigned long long)d.doms[i].n,
+			           (unsigned long long)d.doms[i].pass);
+			for (int k = 0; k < 3; k++)
+				buf_printf(out, ",\"%s\":%llu", dn[k], (unsigned long long)d.doms[i].disp[k]);
+			buf_append_byte(out, '}');
+		}
+		if (buf_append_str(out, "]}\n") < 0) {
+			*error_r = "answer too large";
+			rc = -1;
+		}
+	}
+	free(d.days);
+	free(d.doms);
+	return rc;
+}
+
 static void analytics_query_run(void *arg)
 {
 	struct analytics_req *r = arg;
 	buf_init(&r->out, ASTORE_ANSWER_MAX);
 	const char *error = NULL;
-	r->rc = astore_query(r->an->store, &r->q, &r->out, &error);
+	if (r->q.kind == ASTORE_DMARC)
+		r->rc = analytics_dmarc_query(r->an->spool_dir, &r->q, &r->out, &error);
+	else
+		r->rc = astore_query(r->an->store, &r->q, &r->out, &error);
 	if (r->rc < 0) {
 		snprintf(r->errbuf, sizeof(r->errbuf), "%s", error);
 		r->error = r->errbuf;

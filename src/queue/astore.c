@@ -543,7 +543,7 @@ int astore_query(struct astore *s, const struct astore_query *q, struct buf *out
 		rc = astore_q_tls(s, q, out);
 		break;
 	default:
-		*error_r = "DMARC aggregate results are not recorded by this build";
+		*error_r = "not a store query (dmarc is read from <spool>/dmarc/ by analytics.c)";
 		return -1;
 	}
 	if (rc < 0) {

@@ -3,7 +3,7 @@
 Maildir; /api/v1/analytics/{series,domains,delays,reasons,tls} answer the
 right counts, delays and reasons from <spool>/stats.db; a restart keeps
 them; the retention and the per-hour domain bound hold; the token is
-needed; DMARC is not recorded by this build (501)."""
+needed; DMARC results come from the aggregate-report records."""
 import http.client
 import json
 import os
@@ -16,6 +16,7 @@ import pytest
 
 from conftest import free_port, wait_event
 from mta_helpers import ScriptedMTA
+from test_dmarc import dns_zone, rsa_key  # noqa: F401 (fixtures)
 
 TOKEN = "analytics-token-for-tests-0123456789"
 
@@ -198,8 +199,6 @@ def test_api_errors_and_token(hikyaku, tmp_path):
     assert call(hk, "/api/v1/analytics/series?from=10&to=5")[0] == 400
     assert call(hk, "/api/v1/analytics/series?from=x")[0] == 400
     assert call(hk, "/api/v1/analytics/series?from=0&to=99999999")[0] == 400  # > 400 days
-    st, body = call(hk, "/api/v1/analytics/dmarc")
-    assert st == 501, body
     st, body = call(hk, "/api/v1/analytics/series")  # default: the last 24 hours
     assert st == 200 and body["to"] - body["from"] >= 86399 and body["hours"] == []
 
@@ -245,3 +244,26 @@ def test_retention_and_domain_bound(hikyaku, tmp_path):
     hours = [r[0] for r in db.execute("SELECT DISTINCT hour FROM traffic")]
     db.close()
     assert min(hours) >= now_h - 1, hours
+
+
+def test_dmarc_results(hikyaku, tmp_path, dns_zone, rsa_key):  # noqa: F811
+    """The DMARC chart's data: the records smtpd sends the queue for
+    aggregate reports (<spool>/dmarc/YYYYMMDD, dmarcrep), counted."""
+    from test_dmarc_report import report_zone, send_from
+    srv = dns_zone(report_zone(rsa_key))
+    hk = start(hikyaku, tmp_path, dns={"forwarders": [srv.forwarder], "timeout": "5s"},
+               dauth={"loopback": True, "timeout": "3s"})
+    send_from(hk, "pass.example")
+    send_from(hk, "pass.example")
+    send_from(hk, "fail.example", expect_reject=True)
+    body = wait_api(hk, "dmarc", lambda b: b["total"] == 3)
+    assert body["pass"] == 2
+    assert body["disposition"] == {"none": 2, "quarantine": 0, "reject": 1}
+    d = by_domain(body, "domains")
+    assert d["pass.example"]["count"] == 2 and d["pass.example"]["pass"] == 2
+    assert d["fail.example"]["reject"] == 1 and d["fail.example"]["pass"] == 0
+    assert [x["count"] for x in body["days"]] == [3]
+    only = api(hk, "dmarc", domain="fail.example")
+    assert only["total"] == 1
+    old = api(hk, "dmarc", **{"from": 0, "to": 86400 * 3})  # 1970: nothing
+    assert old["total"] == 0
