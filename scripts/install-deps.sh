@@ -9,9 +9,10 @@ set -euo pipefail
 # libpsl-dev: the public suffix list for DMARC's organizational domain.
 # libhiredis-dev: state.redis (shared rate limits and greylisting).
 # zlib1g-dev: DMARC aggregate reports (gzip, CRC-32 of the day files' records).
+# libsqlite3-dev: the delivery analytics store (<spool>/stats.db).
 BUILD_PKGS=(gcc libc6-dev meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev
 	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev libpsl-dev libhiredis-dev
-	zlib1g-dev)
+	zlib1g-dev libsqlite3-dev)
 # The README's tour.
 RUN_PKGS=(swaks curl ca-certificates)
 # libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.
@@ -34,8 +35,9 @@ TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	# tests/integration/test_milter.py: real milters (rspamd's proxy worker,
 	# clamav-milter with clamd on an EICAR-only database; no download)
 	rspamd clamav-daemon clamav-milter
-	# tests/integration/test_sandbox_ui.py: the sandbox web UI in a real,
-	# headless browser driven over WebDriver
+	# tests/integration/test_sandbox_ui.py, test_dashboard.py: the sandbox
+	# web UI and the analytics dashboard in a real, headless browser driven
+	# over WebDriver
 	chromium chromium-driver python3-selenium)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
