@@ -87,7 +87,10 @@ static const char astore_schema[] =
     " rdom TEXT NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL,"
     " PRIMARY KEY(hour, kind, rdom, reason)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS tls(hour INTEGER NOT NULL, version TEXT NOT NULL,"
-    " n INTEGER NOT NULL, PRIMARY KEY(hour, version)) WITHOUT ROWID;";
+    " n INTEGER NOT NULL, PRIMARY KEY(hour, version)) WITHOUT ROWID;"
+    /* the per-hour cap looks sender domains and reasons up by hour */
+    "CREATE INDEX IF NOT EXISTS traffic_sdom ON traffic(hour, sdom);"
+    "CREATE INDEX IF NOT EXISTS reasons_reason ON reasons(hour, kind, reason);";
 
 int astore_open(const char *dir, uint64_t retention_h, size_t top, struct astore **s_r,
                 const char **error_r)
@@ -132,10 +135,20 @@ void astore_close(struct astore **sp)
 
 /* ---- writing ---- */
 
+/* The distinct names an hour (and kind) has, counted once per
+ * transaction and then kept up to date here: without it a flood of new
+ * domains would count the hour's rows again for each one. */
+struct astore_count {
+	uint64_t hour;
+	int64_t kind;
+	int64_t n; /* -1: not counted yet */
+};
+
 struct astore_tx {
 	struct astore *s;
 	sqlite3_stmt *has_r, *cnt_r, *has_s, *cnt_s, *up_t, *has_reason, *cnt_reason, *up_r,
 	    *up_tls;
+	struct astore_count c_r, c_s, c_reason;
 };
 
 static const char *const astore_tx_sql[] = {
@@ -182,14 +195,20 @@ static int64_t astore_scalar(sqlite3_stmt *st, uint64_t hour, const char *a, int
 }
 
 /* The name to store: d itself when the hour has it or room for it. */
-static const char *astore_cap(struct astore_tx *t, sqlite3_stmt *has, sqlite3_stmt *cnt,
+static const char *astore_cap(struct astore_count *c, sqlite3_stmt *has, sqlite3_stmt *cnt,
                               uint64_t hour, const char *d, int64_t kind, size_t max)
 {
 	if (strcmp(d, ASTATS_OTHER) == 0 || astore_scalar(has, hour, d, kind) > 0)
 		return d;
-	int64_t n = astore_scalar(cnt, hour, NULL, kind);
-	(void)t;
-	return n >= 0 && (size_t)n < max ? d : ASTATS_OTHER;
+	if (c->n < 0 || c->hour != hour || c->kind != kind) {
+		c->hour = hour;
+		c->kind = kind;
+		c->n = astore_scalar(cnt, hour, NULL, kind);
+	}
+	if (c->n < 0 || (size_t)c->n >= max)
+		return ASTATS_OTHER;
+	c->n++; /* d is new in the hour: written below */
+	return d;
 }
 
 static int astore_step_done(sqlite3_stmt *st)
@@ -202,8 +221,8 @@ static int astore_step_done(sqlite3_stmt *st)
 static int astore_put_cell(struct astore_tx *t, const struct astats_cell *c)
 {
 	unsigned char hist[ASTORE_HIST_LEN];
-	const char *rd = astore_cap(t, t->has_r, t->cnt_r, c->hour, c->rdom, -1, t->s->top);
-	const char *sd = astore_cap(t, t->has_s, t->cnt_s, c->hour, c->sdom, -1, t->s->top);
+	const char *rd = astore_cap(&t->c_r, t->has_r, t->cnt_r, c->hour, c->rdom, -1, t->s->top);
+	const char *sd = astore_cap(&t->c_s, t->has_s, t->cnt_s, c->hour, c->sdom, -1, t->s->top);
 	astore_hist_put(hist, c->bins);
 	sqlite3_stmt *st = t->up_t;
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)c->hour);
@@ -222,7 +241,7 @@ static int astore_put_reason(struct astore_tx *t, const struct astats_reason *r)
 	                         astore_scalar(t->has_r, r->hour, r->rdom, -1) > 0
 	                     ? r->rdom
 	                     : ASTATS_OTHER;
-	const char *why = astore_cap(t, t->has_reason, t->cnt_reason, r->hour, r->reason, r->kind,
+	const char *why = astore_cap(&t->c_reason, t->has_reason, t->cnt_reason, r->hour, r->reason, r->kind,
 	                             ASTORE_REASONS_PER_HOUR);
 	sqlite3_stmt *st = t->up_r;
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)r->hour);
@@ -283,7 +302,7 @@ static int astore_apply_rows(struct astore_tx *t, const struct astats_batch *b, 
 int astore_apply(struct astore *s, const struct astats_batch *b, uint64_t now_h,
                  const char **error_r)
 {
-	struct astore_tx t = {.s = s};
+	struct astore_tx t = {.s = s, .c_r.n = -1, .c_s.n = -1, .c_reason.n = -1};
 	int rc = -1;
 	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
 		*error_r = sqlite3_errmsg(s->db);
