@@ -211,7 +211,7 @@ static void test_request_types(void **state)
 	} cases[] = {
 	    {0, false},           {CTL_T_LIST, true},  {CTL_T_SHOW, true},    {CTL_T_FLUSH, true},
 	    {CTL_T_DELETE, true}, {CTL_T_HOLD, true},  {CTL_T_RELEASE, true}, {CTL_T_STATS, true},
-	    {8, false},           {CTL_T_DSTAT, false},
+	    {CTL_T_ANALYTICS, true}, {9, false},     {CTL_T_DSTAT, false}, {CTL_T_AJSON, false},
 	    {CTL_T_OK, false},    {CTL_T_ITEM, false}, {0xff, false},
 	};
 	for (size_t k = 0; k < N(cases); k++)
