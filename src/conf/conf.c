@@ -492,8 +492,9 @@ const struct conf_setting conf_settings[] = {
 	  .doc = "How long hourly analytics are kept; older hours are deleted once an hour." },
 	{ .key = "analytics.top_domains", .type = CONF_T_UINT, .def = "100",
 	  .min = 1, .max = 10000, .off = OFF(analytics.top_domains),
-	  .doc = "Destination domains and sender domains kept per hour (the first seen); the "
-		 "others are counted under \"(other)\". Bounds the store." },
+	  .doc = "Destination domains and sender domains kept per hour: the busiest ones once the "
+		 "hour is over (while it runs, twice as many, the first seen); the others are "
+		 "counted under \"(other)\". Bounds the store." },
 	{ .key = "analytics.flush_interval", .type = CONF_T_DURATION, .def = "10s",
 	  .min = 100, .max = 10 * MIN, .off = OFF(analytics.flush_interval),
 	  .doc = "How often the queue writes the events it collected to the store, in one "

@@ -74,11 +74,35 @@ static void astore_sql_hist_add(sqlite3_context *ctx, int argc, sqlite3_value **
 	sqlite3_result_blob(ctx, out, sizeof(out), SQLITE_TRANSIENT);
 }
 
+/* SQL hist_sum(h): the bin-wise sum of a column of histograms. */
+static void astore_sql_hist_step(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	uint64_t *bins = sqlite3_aggregate_context(ctx, (int)(ASTATS_BINS * sizeof(uint64_t)));
+	if (bins == NULL) {
+		sqlite3_result_error_nomem(ctx);
+		return;
+	}
+	for (int i = 0; i < argc; i++)
+		astore_hist_add(bins, sqlite3_value_blob(argv[i]), sqlite3_value_bytes(argv[i]));
+}
+
+static void astore_sql_hist_final(sqlite3_context *ctx)
+{
+	uint64_t zero[ASTATS_BINS] = {0};
+	uint64_t *bins = sqlite3_aggregate_context(ctx, 0);
+	unsigned char out[ASTORE_HIST_LEN];
+	astore_hist_put(out, bins != NULL ? bins : zero);
+	sqlite3_result_blob(ctx, out, sizeof(out), SQLITE_TRANSIENT);
+}
+
 /* ---- open, close ---- */
 
 static const char astore_schema[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=NORMAL;"
+    /* Sorts and temporary tables in memory: Landlock gives the queue no
+     * temporary directory, only the spool. */
+    "PRAGMA temp_store=MEMORY;"
     "CREATE TABLE IF NOT EXISTS traffic(hour INTEGER NOT NULL, rdom TEXT NOT NULL,"
     " sdom TEXT NOT NULL, accepted INTEGER NOT NULL, delivered INTEGER NOT NULL,"
     " deferred INTEGER NOT NULL, bounced INTEGER NOT NULL, hist BLOB,"
@@ -107,7 +131,9 @@ int astore_open(const char *dir, uint64_t retention_h, size_t top, struct astore
 	    sqlite3_busy_timeout(db, 2000) != SQLITE_OK ||
 	    sqlite3_exec(db, astore_schema, NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_create_function(db, "hist_add", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-	                            astore_sql_hist_add, NULL, NULL) != SQLITE_OK) {
+	                            astore_sql_hist_add, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_create_function(db, "hist_sum", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, NULL,
+	                            astore_sql_hist_step, astore_sql_hist_final) != SQLITE_OK) {
 		static __thread char eb[512];
 		snprintf(eb, sizeof(eb), "%.200s: %.200s", path,
 		         db != NULL ? sqlite3_errmsg(db) : "out of memory");
@@ -221,8 +247,9 @@ static int astore_step_done(sqlite3_stmt *st)
 static int astore_put_cell(struct astore_tx *t, const struct astats_cell *c)
 {
 	unsigned char hist[ASTORE_HIST_LEN];
-	const char *rd = astore_cap(&t->c_r, t->has_r, t->cnt_r, c->hour, c->rdom, -1, t->s->top);
-	const char *sd = astore_cap(&t->c_s, t->has_s, t->cnt_s, c->hour, c->sdom, -1, t->s->top);
+	size_t cap = t->s->top * ASTORE_SLACK;
+	const char *rd = astore_cap(&t->c_r, t->has_r, t->cnt_r, c->hour, c->rdom, -1, cap);
+	const char *sd = astore_cap(&t->c_s, t->has_s, t->cnt_s, c->hour, c->sdom, -1, cap);
 	astore_hist_put(hist, c->bins);
 	sqlite3_stmt *st = t->up_t;
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)c->hour);
@@ -256,6 +283,57 @@ static int astore_put_reason(struct astore_tx *t, const struct astats_reason *r)
 static uint64_t astore_cut(const struct astore *s, uint64_t now_h)
 {
 	return now_h > s->retention_h ? now_h - s->retention_h + 1 : 0;
+}
+
+static int astore_exec_hour(struct astore *s, const char *sql, uint64_t hour, size_t top)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)hour);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)top);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* The busiest `top` of the domains in column col of an hour. */
+#define ASTORE_KEEP(col)                                                                           \
+	"(SELECT " col " FROM traffic WHERE hour=?1 AND " col "<>'(other)' GROUP BY " col              \
+	" ORDER BY SUM(accepted+delivered+deferred+bounced) DESC, " col " LIMIT ?2)"
+
+/* A finished hour keeps its `top` busiest destination and sender domains
+ * (up to ASTORE_SLACK times as many were written while it ran, the first
+ * ones seen); the rest are folded into "(other)", histograms and reasons
+ * included. */
+static int astore_compact(struct astore *s, uint64_t hour)
+{
+	static const char *const sql[] = {
+	    "INSERT INTO reasons(hour,kind,rdom,reason,n) SELECT hour,kind,'(other)',reason,SUM(n)"
+	    " FROM reasons WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN " ASTORE_KEEP("rdom")
+	    " GROUP BY kind, reason ON CONFLICT(hour,kind,rdom,reason) DO UPDATE SET n=n+excluded.n",
+	    "DELETE FROM reasons WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN " ASTORE_KEEP("rdom"),
+	    "INSERT INTO traffic(hour,rdom,sdom,accepted,delivered,deferred,bounced,hist)"
+	    " SELECT hour,'(other)',sdom,SUM(accepted),SUM(delivered),SUM(deferred),SUM(bounced),"
+	    "hist_sum(hist) FROM traffic WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN "
+	    ASTORE_KEEP("rdom") " GROUP BY sdom ON CONFLICT(hour,rdom,sdom) DO UPDATE SET"
+	    " accepted=accepted+excluded.accepted, delivered=delivered+excluded.delivered,"
+	    " deferred=deferred+excluded.deferred, bounced=bounced+excluded.bounced,"
+	    " hist=hist_add(hist, excluded.hist)",
+	    "DELETE FROM traffic WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN " ASTORE_KEEP("rdom"),
+	    "INSERT INTO traffic(hour,rdom,sdom,accepted,delivered,deferred,bounced,hist)"
+	    " SELECT hour,rdom,'(other)',SUM(accepted),SUM(delivered),SUM(deferred),SUM(bounced),"
+	    "hist_sum(hist) FROM traffic WHERE hour=?1 AND sdom<>'(other)' AND sdom NOT IN "
+	    ASTORE_KEEP("sdom") " GROUP BY rdom ON CONFLICT(hour,rdom,sdom) DO UPDATE SET"
+	    " accepted=accepted+excluded.accepted, delivered=delivered+excluded.delivered,"
+	    " deferred=deferred+excluded.deferred, bounced=bounced+excluded.bounced,"
+	    " hist=hist_add(hist, excluded.hist)",
+	    "DELETE FROM traffic WHERE hour=?1 AND sdom<>'(other)' AND sdom NOT IN " ASTORE_KEEP("sdom"),
+	};
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++)
+		if (astore_exec_hour(s, sql[i], hour, s->top) < 0)
+			return -1;
+	return 0;
 }
 
 static int astore_prune(struct astore *s, uint64_t now_h)
@@ -315,6 +393,12 @@ int astore_apply(struct astore *s, const struct astats_batch *b, uint64_t now_h,
 	if (b != NULL && astore_apply_rows(&t, b, astore_cut(s, now_h)) < 0)
 		goto out;
 	if (s->pruned_h != now_h) {
+		/* A new hour: the ones before it are finished (those since the
+		 * last write, at most a day of them after a long pause). */
+		uint64_t h0 = s->pruned_h != 0 && s->pruned_h + 24 > now_h ? s->pruned_h : now_h - 24;
+		for (uint64_t h = h0; h < now_h; h++)
+			if (astore_compact(s, h) < 0)
+				goto out;
 		if (astore_prune(s, now_h) < 0)
 			goto out;
 		s->pruned_h = now_h;

@@ -6,8 +6,10 @@
  * accepted, delivered, deferred, bounced, a histogram of the delivered
  * ones' delays, astats.h's fixed bins), reasons (destination domain, kind,
  * normalised reason: count) and tls (version: outbound transactions).
- * Bounded: at most `top` destination and `top` sender domains per hour
- * (the first ones seen; the rest under "(other)"), at most
+ * Bounded: while an hour runs, at most ASTORE_SLACK * `top` destination
+ * and as many sender domains (the first ones seen; the rest under
+ * "(other)"); once it is over, its `top` busiest of each are kept and
+ * the rest folded into "(other)" (astore_compact); at most
  * ASTORE_REASONS_PER_HOUR reasons per hour and kind, rows older than the
  * retention deleted once an hour. A batch is one transaction; with
  * synchronous=NORMAL a commit in WAL mode does not fsync (only checkpoints
@@ -24,6 +26,7 @@
 
 #define ASTORE_FILE "stats.db"
 #define ASTORE_REASONS_PER_HOUR 100
+#define ASTORE_SLACK 2 /* domains written per hour: ASTORE_SLACK * top, compacted to top */
 #define ASTORE_LIST_MAX 50   /* domains in a "domains" answer, per list */
 #define ASTORE_REASONS_MAX 10 /* reasons in a "reasons" answer, per kind */
 #define ASTORE_ANSWER_MAX (8u * 1024 * 1024)

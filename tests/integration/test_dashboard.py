@@ -38,7 +38,22 @@ def browser(tmp_path):
 
 
 def points(drv, chart):
-    return int(drv.find_element("id", chart).get_attribute("data-points") or 0)
+    return int(drv.execute_script(
+        "return document.getElementById(arguments[0]).dataset.points || '0'", chart))
+
+
+def texts(drv, selector):
+    """Read in the page in one go (a redraw never leaves stale handles);
+    an element's own text, without its <title> tooltip."""
+    return drv.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.firstChild &&"
+        " e.firstChild.nodeType === 3 ? e.firstChild.nodeValue : e.textContent)", selector)
+
+
+def attrs(drv, selector, name):
+    return drv.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.getAttribute(arguments[1]))",
+        selector, name)
 
 
 def wait_for(drv, cond, timeout=30, what=""):
@@ -76,23 +91,15 @@ def test_dashboard_draws_charts(hikyaku, tmp_path, mtas, browser):  # noqa: F811
              what="every chart drawn: " + str({c: points(browser, c) for c in charts}))
     assert browser.find_element("id", "status").text == ""
 
-    svg = browser.find_element("id", "chart-series")
-    lines = svg.find_elements("css selector", "path.line")
-    assert {l.get_attribute("data-series") for l in lines} == \
+    assert set(attrs(browser, "#chart-series path.line", "data-series")) == \
         {"accepted", "delivered", "deferred", "bounced"}
-    assert len(svg.find_elements("css selector", "circle.point")) >= 4
+    assert len(texts(browser, "#chart-series circle.point")) >= 4
     # Bars carry their values: ok.test delivered 3, the bounce reason once.
-    doms = browser.find_element("id", "chart-domains")
-    labels = [t.text for t in doms.find_elements("css selector", "text")]
+    labels = texts(browser, "#chart-domains text")
     assert "ok.test" in labels and "defer.test" in labels and "reject.test" in labels
-    vals = [int(r.get_attribute("data-value"))
-            for r in doms.find_elements("css selector", "rect.bar.s-delivered")]
-    assert 3 in vals
-    bounced = browser.find_element("id", "chart-bounced")
-    assert "5.1.1 user unknown" in [t.text for t in bounced.find_elements("css selector", "text")]
-    deferred = browser.find_element("id", "chart-deferred")
-    assert [r.get_attribute("data-value")
-            for r in deferred.find_elements("css selector", "rect.bar")] == ["2"]
+    assert "3" in attrs(browser, "#chart-domains rect.bar.s-delivered", "data-value")
+    assert "5.1.1 user unknown" in texts(browser, "#chart-bounced text")
+    assert attrs(browser, "#chart-deferred rect.bar", "data-value") == ["2"]
     assert "deliveries" in browser.find_element("id", "delays-summary").text
     assert "% of" in browser.find_element("id", "tls-summary").text
     # No DMARC traffic here: the chart says so instead of failing.
@@ -103,8 +110,7 @@ def test_dashboard_draws_charts(hikyaku, tmp_path, mtas, browser):  # noqa: F811
     box = browser.find_element("id", "domain")
     box.send_keys("reject.test")
     browser.find_element("css selector", "#controls button").click()
-    wait_for(browser, lambda: [t.text for t in browser.find_element("id", "chart-domains")
-                               .find_elements("css selector", "text")][:1] == ["reject.test"],
+    wait_for(browser, lambda: texts(browser, "#chart-domains text")[:1] == ["reject.test"],
              what="filtered to reject.test")
 
     # Nothing the CSP refused, no script error.

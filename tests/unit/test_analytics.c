@@ -223,9 +223,13 @@ static void test_store(void **state)
 	astats_batch_event(b, now, "a.test", "s.test", ASTATS_ACCEPTED, 0);
 	astats_batch_event(b, now, "a.test", "s.test", ASTATS_DELIVERED, 3000);
 	astats_batch_event(b, now, "b.test", "s.test", ASTATS_DEFERRED, 0);
-	astats_batch_event(b, now, "c.test", "s.test", ASTATS_BOUNCED, 0); /* the third: (other) */
+	astats_batch_event(b, now, "c.test", "s.test", ASTATS_BOUNCED, 0);
+	astats_batch_event(b, now, "d.test", "s.test", ASTATS_ACCEPTED, 0);
+	/* top 2: while the hour runs, 2 * 2 domains; the fifth is (other) */
+	astats_batch_event(b, now, "e.test", "s.test", ASTATS_ACCEPTED, 0);
 	astats_batch_event(b, now - 100, "old.test", "s.test", ASTATS_ACCEPTED, 0);
 	astats_batch_reason(b, now, ASTATS_DEFERRED, "b.test", "4.2.0 busy");
+	astats_batch_reason(b, now, ASTATS_BOUNCED, "c.test", "5.1.1 user unknown");
 	astats_batch_tls(b, now, "TLSv1.3");
 	astats_batch_tls(b, now, "none");
 	assert_int_equal(astore_apply(s, b, now, &error), 0);
@@ -234,17 +238,36 @@ static void test_store(void **state)
 	astats_batch_free(&b);
 
 	char *j = store_q(s, ASTORE_SERIES, now - 200, now, "");
-	assert_non_null(strstr(j, "\"accepted\":2,\"delivered\":2,\"deferred\":2,\"bounced\":2"));
+	assert_non_null(strstr(j, "\"accepted\":6,\"delivered\":2,\"deferred\":2,\"bounced\":2"));
 	assert_null(strstr(j, "old.test")); /* older than 48 hours: not kept */
 	assert_non_null(strstr(j, "\"t\":"));
 	assert_null(strstr(strstr(j, "\"t\":") + 1, "\"t\":")); /* one hour only */
 	free(j);
 	j = store_q(s, ASTORE_DOMAINS, now - 200, now, "");
-	assert_non_null(strstr(j, "\"domain\":\"a.test\""));
+	for (const char *const *d = (const char *const[]){"a.test", "b.test", "c.test", "d.test", NULL};
+	     *d != NULL; d++)
+		assert_non_null(strstr(j, *d));
+	assert_null(strstr(j, "e.test"));
+	assert_non_null(strstr(j, "\"domain\":\"(other)\",\"accepted\":2,\"delivered\":0,"
+	                          "\"deferred\":0,\"bounced\":0"));
+	free(j);
+	/* The next hour's first write compacts this one to its 2 busiest
+	 * domains (a.test 4, then b.test by name among the 2s); c.test and
+	 * d.test fold into (other), their reasons too. */
+	assert_int_equal(astore_apply(s, NULL, now + 1, &error), 0);
+	j = store_q(s, ASTORE_DOMAINS, now, now, "");
+	assert_non_null(strstr(j, "\"domain\":\"a.test\",\"accepted\":2,\"delivered\":2"));
 	assert_non_null(strstr(j, "\"domain\":\"b.test\""));
 	assert_null(strstr(j, "c.test"));
-	assert_non_null(strstr(j, "\"domain\":\"(other)\",\"accepted\":0,\"delivered\":0,"
+	assert_null(strstr(j, "d.test"));
+	assert_non_null(strstr(j, "\"domain\":\"(other)\",\"accepted\":4,\"delivered\":0,"
 	                          "\"deferred\":0,\"bounced\":2"));
+	free(j);
+	j = store_q(s, ASTORE_SERIES, now, now, ""); /* nothing lost in the fold */
+	assert_non_null(strstr(j, "\"accepted\":6,\"delivered\":2,\"deferred\":2,\"bounced\":2"));
+	free(j);
+	j = store_q(s, ASTORE_REASONS, now, now, "(other)");
+	assert_non_null(strstr(j, "\"bounced\":[{\"reason\":\"5.1.1 user unknown\",\"count\":2}]"));
 	free(j);
 	j = store_q(s, ASTORE_DELAYS, now, now, "a.test");
 	assert_non_null(strstr(j, "\"all\":{\"count\":2,\"p50_ms\":"));
@@ -252,7 +275,6 @@ static void test_store(void **state)
 	free(j);
 	j = store_q(s, ASTORE_REASONS, now, now, "");
 	assert_non_null(strstr(j, "\"deferred\":[{\"reason\":\"4.2.0 busy\",\"count\":2}]"));
-	assert_non_null(strstr(j, "\"bounced\":[]"));
 	free(j);
 	j = store_q(s, ASTORE_TLS, now, now, "");
 	assert_non_null(strstr(j, "\"total\":4,\"with_tls\":2"));
