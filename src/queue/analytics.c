@@ -25,7 +25,7 @@ struct analytics {
 	struct astore *store;
 	struct workq *wq; /* one thread: the store's only user */
 	struct event *timer;
-	bool failing; /* the last write failed: log the next success */
+	bool failing;    /* the last write failed: log the next success */
 	char *spool_dir; /* for the DMARC records, <spool>/dmarc/ */
 };
 
@@ -137,8 +137,8 @@ void analytics_free(struct analytics **anp)
 
 /* ---- counting ---- */
 
-void analytics_event(struct analytics *an, const char *rcpt, const char *sender,
-                     enum astats_ev ev, uint64_t delay_us)
+void analytics_event(struct analytics *an, const char *rcpt, const char *sender, enum astats_ev ev,
+                     uint64_t delay_us)
 {
 	if (an != NULL)
 		astats_event(an->stats, analytics_now_us(), rcpt, sender, ev, delay_us);
@@ -239,16 +239,17 @@ static int analytics_dmarc_query(const char *spool_dir, const struct astore_quer
 		struct dmarcrep_scan st;
 		memset(&st, 0, sizeof(st));
 		dmarcrep_day_name((time_t)t, day);
-		if (dmarcrep_day_read(spool_dir, day, ANALYTICS_DMARC_DAY_MAX, analytics_dmarc_rec, &d,
-		                      &st, error_r) < 0)
+		if (dmarcrep_day_read(spool_dir, day, ANALYTICS_DMARC_DAY_MAX, analytics_dmarc_rec,
+		                      &d, &st, error_r) < 0)
 			rc = -1;
 	}
 	if (rc == 0) {
 		buf_printf(out, "{\"kind\":\"dmarc\",\"from\":%llu,\"to\":%llu,\"domain\":",
 		           (unsigned long long)from, (unsigned long long)to);
 		json_append_cstr(out, q->domain);
-		buf_printf(out, ",\"total\":%llu,\"pass\":%llu,\"dkim_aligned\":%llu,"
-		                "\"spf_aligned\":%llu,\"disposition\":{",
+		buf_printf(out,
+		           ",\"total\":%llu,\"pass\":%llu,\"dkim_aligned\":%llu,"
+		           "\"spf_aligned\":%llu,\"disposition\":{",
 		           (unsigned long long)d.total, (unsigned long long)d.pass,
 		           (unsigned long long)d.dkim, (unsigned long long)d.spf);
 		for (int i = 0; i < 3; i++)
@@ -258,7 +259,8 @@ static int analytics_dmarc_query(const char *spool_dir, const struct astore_quer
 		for (size_t i = 0, n = 0; i < d.n_days; i++)
 			if (d.days[2 * i] > 0)
 				buf_printf(out, "%s{\"t\":%llu,\"count\":%llu,\"pass\":%llu}",
-				           n++ > 0 ? "," : "", (unsigned long long)(from + i * 86400),
+				           n++ > 0 ? "," : "",
+				           (unsigned long long)(from + i * 86400),
 				           (unsigned long long)d.days[2 * i],
 				           (unsigned long long)d.days[2 * i + 1]);
 		buf_append_str(out, "],\"domains\":[");
@@ -266,10 +268,12 @@ static int analytics_dmarc_query(const char *spool_dir, const struct astore_quer
 		for (size_t i = 0; i < d.n_doms && i < ASTORE_LIST_MAX; i++) {
 			buf_append_str(out, i > 0 ? ",{\"domain\":" : "{\"domain\":");
 			json_append_cstr(out, d.doms[i].name);
-			buf_printf(out, ",\"count\":%llu,\"pass\":%llu", (unsigned long long)d.doms[i].n,
+			buf_printf(out, ",\"count\":%llu,\"pass\":%llu",
+			           (unsigned long long)d.doms[i].n,
 			           (unsigned long long)d.doms[i].pass);
 			for (int k = 0; k < 3; k++)
-				buf_printf(out, ",\"%s\":%llu", dn[k], (unsigned long long)d.doms[i].disp[k]);
+				buf_printf(out, ",\"%s\":%llu", dn[k],
+				           (unsigned long long)d.doms[i].disp[k]);
 			buf_append_byte(out, '}');
 		}
 		if (buf_append_str(out, "]}\n") < 0) {

@@ -25,8 +25,8 @@ struct analytics *analytics_create(struct event_base *base, const struct conf *c
 void analytics_free(struct analytics **an);
 
 /* Counting sites (any thread). */
-void analytics_event(struct analytics *an, const char *rcpt, const char *sender,
-                     enum astats_ev ev, uint64_t delay_us);
+void analytics_event(struct analytics *an, const char *rcpt, const char *sender, enum astats_ev ev,
+                     uint64_t delay_us);
 void analytics_reason(struct analytics *an, const char *rcpt, enum astats_ev kind,
                       const char *status, const char *diag);
 void analytics_tls(struct analytics *an, const char *tls_info);

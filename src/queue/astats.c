@@ -245,8 +245,8 @@ static struct astats_cell *astats_cell(struct astats_batch *b, uint64_t hour, co
 	return &b->cells[b->n_cells - 1];
 }
 
-void astats_batch_event(struct astats_batch *b, uint64_t hour, const char *rdom,
-                        const char *sdom, enum astats_ev ev, uint64_t delay_us)
+void astats_batch_event(struct astats_batch *b, uint64_t hour, const char *rdom, const char *sdom,
+                        enum astats_ev ev, uint64_t delay_us)
 {
 	struct astats_cell *c = astats_cell(b, hour, rdom, sdom);
 	c->n[ev]++;
@@ -258,9 +258,8 @@ void astats_batch_reason(struct astats_batch *b, uint64_t hour, enum astats_ev k
                          const char *rdom, const char *reason)
 {
 	for (int round = 0; round < 2; round++) {
-		uint64_t h = astats_hash(astats_hash(0xcbf29ce484222325ULL ^ hour ^ (uint64_t)kind << 40,
-		                                     rdom),
-		                         reason);
+		uint64_t h = astats_hash(
+		    astats_hash(0xcbf29ce484222325ULL ^ hour ^ (uint64_t)kind << 40, rdom), reason);
 		for (size_t i = h & (ASTATS_RIDX - 1);; i = (i + 1) & (ASTATS_RIDX - 1)) {
 			uint32_t x = b->ridx[i];
 			if (x == 0) {

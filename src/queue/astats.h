@@ -89,8 +89,8 @@ void astats_domain(const char *addr, char *out, size_t outlen);
 struct astats_batch *astats_batch_new(void);
 void astats_batch_free(struct astats_batch **b);
 /* Add an event (delay_us only counts for ASTATS_DELIVERED). */
-void astats_batch_event(struct astats_batch *b, uint64_t hour, const char *rdom,
-                        const char *sdom, enum astats_ev ev, uint64_t delay_us);
+void astats_batch_event(struct astats_batch *b, uint64_t hour, const char *rdom, const char *sdom,
+                        enum astats_ev ev, uint64_t delay_us);
 void astats_batch_reason(struct astats_batch *b, uint64_t hour, enum astats_ev kind,
                          const char *rdom, const char *reason);
 void astats_batch_tls(struct astats_batch *b, uint64_t hour, const char *version);

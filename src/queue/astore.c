@@ -132,8 +132,9 @@ int astore_open(const char *dir, uint64_t retention_h, size_t top, struct astore
 	    sqlite3_exec(db, astore_schema, NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_create_function(db, "hist_add", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
 	                            astore_sql_hist_add, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_create_function(db, "hist_sum", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, NULL,
-	                            astore_sql_hist_step, astore_sql_hist_final) != SQLITE_OK) {
+	    sqlite3_create_function(db, "hist_sum", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+	                            NULL, astore_sql_hist_step,
+	                            astore_sql_hist_final) != SQLITE_OK) {
 		static __thread char eb[512];
 		snprintf(eb, sizeof(eb), "%.200s: %.200s", path,
 		         db != NULL ? sqlite3_errmsg(db) : "out of memory");
@@ -264,12 +265,12 @@ static int astore_put_cell(struct astore_tx *t, const struct astats_cell *c)
 static int astore_put_reason(struct astore_tx *t, const struct astats_reason *r)
 {
 	/* A reason's domain is kept when the traffic table kept it. */
-	const char *rd = strcmp(r->rdom, ASTATS_OTHER) == 0 ||
-	                         astore_scalar(t->has_r, r->hour, r->rdom, -1) > 0
-	                     ? r->rdom
-	                     : ASTATS_OTHER;
-	const char *why = astore_cap(&t->c_reason, t->has_reason, t->cnt_reason, r->hour, r->reason, r->kind,
-	                             ASTORE_REASONS_PER_HOUR);
+	const char *rd =
+	    strcmp(r->rdom, ASTATS_OTHER) == 0 || astore_scalar(t->has_r, r->hour, r->rdom, -1) > 0
+	        ? r->rdom
+	        : ASTATS_OTHER;
+	const char *why = astore_cap(&t->c_reason, t->has_reason, t->cnt_reason, r->hour, r->reason,
+	                             r->kind, ASTORE_REASONS_PER_HOUR);
 	sqlite3_stmt *st = t->up_r;
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)r->hour);
 	sqlite3_bind_int64(st, 2, r->kind);
@@ -299,7 +300,7 @@ static int astore_exec_hour(struct astore *s, const char *sql, uint64_t hour, si
 
 /* The busiest `top` of the domains in column col of an hour. */
 #define ASTORE_KEEP(col)                                                                           \
-	"(SELECT " col " FROM traffic WHERE hour=?1 AND " col "<>'(other)' GROUP BY " col              \
+	"(SELECT " col " FROM traffic WHERE hour=?1 AND " col "<>'(other)' GROUP BY " col          \
 	" ORDER BY SUM(accepted+delivered+deferred+bounced) DESC, " col " LIMIT ?2)"
 
 /* A finished hour keeps its `top` busiest destination and sender domains
@@ -310,25 +311,33 @@ static int astore_compact(struct astore *s, uint64_t hour)
 {
 	static const char *const sql[] = {
 	    "INSERT INTO reasons(hour,kind,rdom,reason,n) SELECT hour,kind,'(other)',reason,SUM(n)"
-	    " FROM reasons WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN " ASTORE_KEEP("rdom")
-	    " GROUP BY kind, reason ON CONFLICT(hour,kind,rdom,reason) DO UPDATE SET n=n+excluded.n",
-	    "DELETE FROM reasons WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN " ASTORE_KEEP("rdom"),
+	    " FROM reasons WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN " ASTORE_KEEP(
+	        "rdom") " GROUP BY kind, reason ON CONFLICT(hour,kind,rdom,reason) DO UPDATE SET "
+	                "n=n+excluded.n",
+	    "DELETE FROM reasons WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN " ASTORE_KEEP(
+	        "rdom"),
 	    "INSERT INTO traffic(hour,rdom,sdom,accepted,delivered,deferred,bounced,hist)"
 	    " SELECT hour,'(other)',sdom,SUM(accepted),SUM(delivered),SUM(deferred),SUM(bounced),"
-	    "hist_sum(hist) FROM traffic WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN "
-	    ASTORE_KEEP("rdom") " GROUP BY sdom ON CONFLICT(hour,rdom,sdom) DO UPDATE SET"
-	    " accepted=accepted+excluded.accepted, delivered=delivered+excluded.delivered,"
-	    " deferred=deferred+excluded.deferred, bounced=bounced+excluded.bounced,"
-	    " hist=hist_add(hist, excluded.hist)",
-	    "DELETE FROM traffic WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN " ASTORE_KEEP("rdom"),
+	    "hist_sum(hist) FROM traffic WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT "
+	    "IN " ASTORE_KEEP(
+	        "rdom") " GROUP BY sdom ON CONFLICT(hour,rdom,sdom) DO UPDATE SET"
+	                " accepted=accepted+excluded.accepted, "
+	                "delivered=delivered+excluded.delivered,"
+	                " deferred=deferred+excluded.deferred, bounced=bounced+excluded.bounced,"
+	                " hist=hist_add(hist, excluded.hist)",
+	    "DELETE FROM traffic WHERE hour=?1 AND rdom<>'(other)' AND rdom NOT IN " ASTORE_KEEP(
+	        "rdom"),
 	    "INSERT INTO traffic(hour,rdom,sdom,accepted,delivered,deferred,bounced,hist)"
 	    " SELECT hour,rdom,'(other)',SUM(accepted),SUM(delivered),SUM(deferred),SUM(bounced),"
-	    "hist_sum(hist) FROM traffic WHERE hour=?1 AND sdom<>'(other)' AND sdom NOT IN "
-	    ASTORE_KEEP("sdom") " GROUP BY rdom ON CONFLICT(hour,rdom,sdom) DO UPDATE SET"
-	    " accepted=accepted+excluded.accepted, delivered=delivered+excluded.delivered,"
-	    " deferred=deferred+excluded.deferred, bounced=bounced+excluded.bounced,"
-	    " hist=hist_add(hist, excluded.hist)",
-	    "DELETE FROM traffic WHERE hour=?1 AND sdom<>'(other)' AND sdom NOT IN " ASTORE_KEEP("sdom"),
+	    "hist_sum(hist) FROM traffic WHERE hour=?1 AND sdom<>'(other)' AND sdom NOT "
+	    "IN " ASTORE_KEEP(
+	        "sdom") " GROUP BY rdom ON CONFLICT(hour,rdom,sdom) DO UPDATE SET"
+	                " accepted=accepted+excluded.accepted, "
+	                "delivered=delivered+excluded.delivered,"
+	                " deferred=deferred+excluded.deferred, bounced=bounced+excluded.bounced,"
+	                " hist=hist_add(hist, excluded.hist)",
+	    "DELETE FROM traffic WHERE hour=?1 AND sdom<>'(other)' AND sdom NOT IN " ASTORE_KEEP(
+	        "sdom"),
 	};
 	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++)
 		if (astore_exec_hour(s, sql[i], hour, s->top) < 0)
@@ -395,7 +404,8 @@ int astore_apply(struct astore *s, const struct astats_batch *b, uint64_t now_h,
 	if (s->pruned_h != now_h) {
 		/* A new hour: the ones before it are finished (those since the
 		 * last write, at most a day of them after a long pause). */
-		uint64_t h0 = s->pruned_h != 0 && s->pruned_h + 24 > now_h ? s->pruned_h : now_h - 24;
+		uint64_t h0 =
+		    s->pruned_h != 0 && s->pruned_h + 24 > now_h ? s->pruned_h : now_h - 24;
 		for (uint64_t h = h0; h < now_h; h++)
 			if (astore_compact(s, h) < 0)
 				goto out;
@@ -419,8 +429,7 @@ out:
 
 /* ---- queries ---- */
 
-static sqlite3_stmt *astore_prepare(struct astore *s, const struct astore_query *q,
-                                    const char *sql)
+static sqlite3_stmt *astore_prepare(struct astore *s, const struct astore_query *q, const char *sql)
 {
 	sqlite3_stmt *st = NULL;
 	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
@@ -445,10 +454,10 @@ static void astore_counts_json(struct buf *out, sqlite3_stmt *st, int col)
 
 static int astore_q_series(struct astore *s, const struct astore_query *q, struct buf *out)
 {
-	sqlite3_stmt *st = astore_prepare(
-	    s, q,
-	    "SELECT hour, SUM(accepted), SUM(delivered), SUM(deferred), SUM(bounced) FROM traffic"
-	    ASTORE_WHERE " GROUP BY hour ORDER BY hour");
+	sqlite3_stmt *st =
+	    astore_prepare(s, q,
+	                   "SELECT hour, SUM(accepted), SUM(delivered), SUM(deferred), "
+	                   "SUM(bounced) FROM traffic" ASTORE_WHERE " GROUP BY hour ORDER BY hour");
 	if (st == NULL)
 		return -1;
 	buf_append_str(out, ",\"hours\":[");
@@ -523,7 +532,8 @@ static int astore_q_delays(struct astore *s, const struct astore_query *q, struc
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		int64_t h = sqlite3_column_int64(st, 0);
 		if (h != cur && cur >= 0) {
-			buf_printf(out, "%s{\"t\":%lld,", n++ > 0 ? "," : "", (long long)cur * 3600);
+			buf_printf(out, "%s{\"t\":%lld,", n++ > 0 ? "," : "",
+			           (long long)cur * 3600);
 			astore_pct_json(out, hour);
 			buf_append_byte(out, '}');
 			memset(hour, 0, sizeof(hour));
@@ -545,7 +555,8 @@ static int astore_q_delays(struct astore *s, const struct astore_query *q, struc
 		if (all[i] > 0)
 			buf_printf(out, "%s{\"lo_ms\":%llu,\"hi_ms\":%llu,\"n\":%llu}",
 			           n++ > 0 ? "," : "", (unsigned long long)astats_bin_lo_ms(i),
-			           (unsigned long long)astats_bin_hi_ms(i), (unsigned long long)all[i]);
+			           (unsigned long long)astats_bin_hi_ms(i),
+			           (unsigned long long)all[i]);
 	buf_append_byte(out, ']');
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : -1;
@@ -582,10 +593,11 @@ static int astore_q_reasons(struct astore *s, const struct astore_query *q, stru
 
 static int astore_q_tls(struct astore *s, const struct astore_query *q, struct buf *out)
 {
-	sqlite3_stmt *st = astore_prepare(s, q,
-	                                  "SELECT version, SUM(n) FROM tls WHERE hour BETWEEN ?1 AND ?2"
-	                                  " AND ?3 = ?3 AND ?4 = ?4 GROUP BY version"
-	                                  " ORDER BY SUM(n) DESC, version");
+	sqlite3_stmt *st =
+	    astore_prepare(s, q,
+	                   "SELECT version, SUM(n) FROM tls WHERE hour BETWEEN ?1 AND ?2"
+	                   " AND ?3 = ?3 AND ?4 = ?4 GROUP BY version"
+	                   " ORDER BY SUM(n) DESC, version");
 	if (st == NULL)
 		return -1;
 	struct {

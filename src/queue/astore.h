@@ -26,8 +26,8 @@
 
 #define ASTORE_FILE "stats.db"
 #define ASTORE_REASONS_PER_HOUR 100
-#define ASTORE_SLACK 2 /* domains written per hour: ASTORE_SLACK * top, compacted to top */
-#define ASTORE_LIST_MAX 50   /* domains in a "domains" answer, per list */
+#define ASTORE_SLACK 2        /* domains written per hour: ASTORE_SLACK * top, compacted to top */
+#define ASTORE_LIST_MAX 50    /* domains in a "domains" answer, per list */
 #define ASTORE_REASONS_MAX 10 /* reasons in a "reasons" answer, per kind */
 #define ASTORE_ANSWER_MAX (8u * 1024 * 1024)
 
@@ -43,7 +43,7 @@ enum astore_kind {
 
 struct astore_query {
 	enum astore_kind kind;
-	uint64_t from_h, to_h; /* Unix hours, both included */
+	uint64_t from_h, to_h;              /* Unix hours, both included */
 	char domain[ASTATS_DOMAIN_MAX + 1]; /* destination domain; "" all */
 	char sender[ASTATS_DOMAIN_MAX + 1]; /* sender domain; "" all */
 };

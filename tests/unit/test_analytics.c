@@ -26,9 +26,17 @@ static void test_bins(void **state)
 		uint64_t us;
 		unsigned bin;
 	} cases[] = {
-	    {0, 0},          {999, 0},         {1000, 1},          {1999, 1},
-	    {2000, 2},       {3999, 2},        {4000, 3},          {1000000, 10},
-	    {1023999, 10},   {1024000, 11},    {UINT64_MAX, ASTATS_BINS - 1},
+	    {0, 0},
+	    {999, 0},
+	    {1000, 1},
+	    {1999, 1},
+	    {2000, 2},
+	    {3999, 2},
+	    {4000, 3},
+	    {1000000, 10},
+	    {1023999, 10},
+	    {1024000, 11},
+	    {UINT64_MAX, ASTATS_BINS - 1},
 	};
 	for (size_t i = 0; i < N(cases); i++) {
 		unsigned b = astats_bin(cases[i].us);
@@ -244,7 +252,8 @@ static void test_store(void **state)
 	assert_null(strstr(strstr(j, "\"t\":") + 1, "\"t\":")); /* one hour only */
 	free(j);
 	j = store_q(s, ASTORE_DOMAINS, now - 200, now, "");
-	for (const char *const *d = (const char *const[]){"a.test", "b.test", "c.test", "d.test", NULL};
+	for (const char *const *d =
+	         (const char *const[]){"a.test", "b.test", "c.test", "d.test", NULL};
 	     *d != NULL; d++)
 		assert_non_null(strstr(j, *d));
 	assert_null(strstr(j, "e.test"));
