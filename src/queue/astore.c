@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ASTORE_HIST_LEN (ASTATS_BINS * 8)
 
@@ -429,6 +430,9 @@ out:
 
 /* ---- queries ---- */
 
+static int astore_query_run(struct astore *s, const struct astore_query *q, struct buf *out,
+                            const char **error_r);
+
 static sqlite3_stmt *astore_prepare(struct astore *s, const struct astore_query *q, const char *sql)
 {
 	sqlite3_stmt *st = NULL;
@@ -631,8 +635,30 @@ static int astore_q_tls(struct astore *s, const struct astore_query *q, struct b
 	return 0;
 }
 
+/* SQLite calls this every 10000 steps: a query over a huge store stops
+ * after ASTORE_QUERY_MAX_S instead of holding the analytics thread (and
+ * the http process's control link, which gives up after 60 s). */
+static int astore_progress(void *arg)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec >= *(const time_t *)arg;
+}
+
 int astore_query(struct astore *s, const struct astore_query *q, struct buf *out,
                  const char **error_r)
+{
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	time_t deadline = start.tv_sec + ASTORE_QUERY_MAX_S;
+	sqlite3_progress_handler(s->db, 10000, astore_progress, &deadline);
+	int rc = astore_query_run(s, q, out, error_r);
+	sqlite3_progress_handler(s->db, 0, NULL, NULL);
+	return rc;
+}
+
+static int astore_query_run(struct astore *s, const struct astore_query *q, struct buf *out,
+                            const char **error_r)
 {
 	int rc;
 	buf_printf(out, "{\"kind\":\"%s\",\"from\":%llu,\"to\":%llu,\"domain\":",
@@ -662,7 +688,9 @@ int astore_query(struct astore *s, const struct astore_query *q, struct buf *out
 		return -1;
 	}
 	if (rc < 0) {
-		*error_r = sqlite3_errmsg(s->db);
+		*error_r = sqlite3_errcode(s->db) == SQLITE_INTERRUPT
+		               ? "the query took too long: ask for a shorter range or one domain"
+		               : sqlite3_errmsg(s->db);
 		return -1;
 	}
 	if (buf_append_str(out, "}\n") < 0) {

@@ -30,6 +30,7 @@
 #define ASTORE_LIST_MAX 50    /* domains in a "domains" answer, per list */
 #define ASTORE_REASONS_MAX 10 /* reasons in a "reasons" answer, per kind */
 #define ASTORE_ANSWER_MAX (8u * 1024 * 1024)
+#define ASTORE_QUERY_MAX_S 20 /* a query is cut off after this much SQLite work */
 
 enum astore_kind {
 	ASTORE_SERIES,
