@@ -712,6 +712,8 @@ static void ctl_client_usage(void)
 	                "       hikyaku queue [-c FILE] [--json] flush [QID|DOMAIN]\n"
 	                "       hikyaku queue [-c FILE] [--json] delete|hold|release QID\n"
 	                "       hikyaku queue [-c FILE] [--json] stats\n"
+	                "       hikyaku queue [-c FILE] analytics "
+	                "series|domains|delays|reasons|tls|dmarc [DOMAIN]\n"
 	                "       mailq [-c FILE] [--json]\n");
 }
 
@@ -739,6 +741,21 @@ static int ctl_client_request(int argc, char **argv, struct ctl_render *cli, str
 	}
 	if (nw == 0)
 		words[nw++] = "list";
+	if (strcmp(words[0], "analytics") == 0) {
+		/* analytics KIND [DOMAIN]: the last 24 hours, the API's JSON. */
+		struct ctl_analytics_req a;
+		memset(&a, 0, sizeof(a));
+		if (nw < 2 || strlen(words[1]) >= sizeof(a.kind) ||
+		    (nw == 3 && strlen(words[2]) >= sizeof(a.domain)))
+			return -1;
+		snprintf(a.kind, sizeof(a.kind), "%s", words[1]);
+		if (nw == 3)
+			snprintf(a.domain, sizeof(a.domain), "%s", words[2]);
+		a.to = (uint64_t)time(NULL);
+		a.from = a.to - 86399;
+		cli->req = CTL_T_ANALYTICS;
+		return ctl_analytics_build(&a, req);
+	}
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (strcmp(words[0], cmds[i].name) != 0)
 			continue;

@@ -301,3 +301,24 @@ def test_reload_and_queue_crash_keep_data(hikyaku, tmp_path):
     body = wait_api(hk, "series", lambda b: sum(h["delivered"] for h in b["hours"]) == 2,
                     timeout=20)
     assert sum(h["accepted"] for h in body["hours"]) == 2
+
+
+def test_cli(hikyaku, tmp_path):
+    """`hikyaku queue analytics KIND [DOMAIN]`: the API's JSON over the
+    control socket, the last 24 hours."""
+    import subprocess
+    hk = start(hikyaku, tmp_path)
+    send(hk, "a@localhost", ["b@localhost"])
+    wait_api(hk, "series", lambda b: sum(h["delivered"] for h in b["hours"]) == 1)
+    bin_ = os.environ.get("HIKYAKU_BIN")
+    p = subprocess.run([bin_, "queue", "-c", hk.config, "analytics", "domains", "localhost"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    body = json.loads(p.stdout)
+    assert by_domain(body)["localhost"]["delivered"] == 1
+    p = subprocess.run([bin_, "queue", "-c", hk.config, "analytics", "nosuch"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "unknown analytics kind" in p.stderr
+    p = subprocess.run([bin_, "queue", "-c", hk.config, "analytics"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "analytics" in p.stderr
