@@ -464,14 +464,34 @@ enum arc_result arc_verify_result(const struct arc_verify *v, unsigned *sets_r,
 	return v->result;
 }
 
+static void arc_lookups_cancel(struct arc_verify *v)
+{
+	for (size_t i = 0; i <= ARC_SETS_MAX; i++) {
+		if (v->lk[i].pending && v->lk[i].query != NULL && v->resolver.cancel != NULL)
+			v->resolver.cancel(v->resolver.ctx, v->lk[i].query);
+		v->lk[i].pending = false;
+		v->lk[i].query = NULL;
+	}
+}
+
+void arc_verify_cancel(struct arc_verify *v, const char *reason)
+{
+	if (v->done)
+		return;
+	arc_lookups_cancel(v);
+	v->pending = 0;
+	v->cb = NULL;
+	v->done = v->finishing = true;
+	v->result = ARC_RESULT_FAIL;
+	v->reason = reason;
+}
+
 void arc_verify_free(struct arc_verify **vp)
 {
 	struct arc_verify *v = *vp;
 	if (v == NULL)
 		return;
-	for (size_t i = 0; i <= ARC_SETS_MAX; i++)
-		if (v->lk[i].pending && v->lk[i].query != NULL && v->resolver.cancel != NULL)
-			v->resolver.cancel(v->resolver.ctx, v->lk[i].query);
+	arc_lookups_cancel(v);
 	dkim_sig_clear(&v->ams);
 	EVP_MD_CTX_free(v->bmd);
 	dkim_msg_clear(&v->msg);

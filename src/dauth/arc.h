@@ -32,6 +32,9 @@ int arc_verify_finish(struct arc_verify *v, arc_verify_cb *cb, void *arg);
 /* After completion: the chain's result, the number of sets, why (static). */
 enum arc_result arc_verify_result(const struct arc_verify *v, unsigned *sets_r,
                                   const char **reason_r);
+/* Gives up on the lookups still pending (cb is not called from now on):
+ * the chain is a fail with reason (static), as a DNS failure is (§5.2). */
+void arc_verify_cancel(struct arc_verify *v, const char *reason);
 /* Cancels pending lookups (cb not called) and frees. */
 void arc_verify_free(struct arc_verify **v);
 
