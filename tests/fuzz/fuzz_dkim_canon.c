@@ -10,7 +10,9 @@
  * - header canonicalization of any field terminates and ends in CRLF;
  * - the verifier fed the input as a message in chunks never crashes, with
  *   a resolver that answers at once, and gives at most DKIM_SIGS_MAX results;
- *   the same for the ARC verifier (arc.c), whose result is one of three.
+ *   the same for the ARC verifier (arc.c), whose result is one of three;
+ *   and with a resolver that never answers, arc_verify_cancel() (smtpd's
+ *   dauth.timeout) cancels every lookup it started and leaves a fail.
  * Seeds in corpus/dkim_canon/. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,6 +67,53 @@ static void *lookup(void *ctx, const char *name, dkim_txt_cb *cb, void *arg)
 	(void)name;
 	cb(arg, DKIM_DNS_OK, &t, 1);
 	return NULL;
+}
+
+/* A resolver that never answers: ctx counts the lookups not yet cancelled. */
+static void *lookup_silent(void *ctx, const char *name, dkim_txt_cb *cb, void *arg)
+{
+	(void)name;
+	(void)cb;
+	(void)arg;
+	++*(size_t *)ctx;
+	return ctx;
+}
+
+static void cancel_silent(void *ctx, void *q)
+{
+	if (q != ctx || *(size_t *)ctx == 0)
+		abort();
+	--*(size_t *)ctx;
+}
+
+static void never_called(struct arc_verify *v, void *arg)
+{
+	(void)v;
+	(void)arg;
+	abort();
+}
+
+static void arc_cancelled(const uint8_t *p, size_t n, size_t chunk)
+{
+	size_t open = 0;
+	struct dkim_resolver r = {lookup_silent, cancel_silent, &open};
+	struct arc_verify *av = arc_verify_create(1700000000, &r);
+	for (size_t off = 0; off < n;) {
+		size_t k = n - off < chunk ? n - off : chunk;
+		arc_verify_feed(av, p + off, k);
+		off += k;
+	}
+	int rc = arc_verify_finish(av, never_called, NULL);
+	if (rc == 0) {
+		if (open == 0)
+			abort();
+		arc_verify_cancel(av, "timed out");
+		if (open != 0 || arc_verify_result(av, NULL, NULL) != ARC_RESULT_FAIL)
+			abort();
+	} else if (rc != 1 || open != 0) {
+		abort();
+	}
+	arc_verify_free(&av);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -125,5 +174,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    reason == NULL)
 		abort();
 	arc_verify_free(&av);
+	arc_cancelled(p, n, chunk);
 	return 0;
 }
