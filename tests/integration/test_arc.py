@@ -326,3 +326,17 @@ def test_arc_key_must_be_one_rsa_entry(tmp_path, keys):
         conf.write_text(base + body)
         r = hk_cli("check", "-c", str(conf))
         assert r.returncode == 2 and want in r.stderr, r.stdout + r.stderr
+
+
+def test_large_forwarded_message_sealed_across_spills(hikyaku, dns, keys, tmp_path, sink):
+    # > 256 KiB: smtpd writes the content to the spool while it arrives
+    # (SMTPD_SPILL); the sealer must still see every octet once.
+    mta = sink()
+    hk = checking(hikyaku, dns, keys, tmp_path, sink_port=mta.port)
+    body = b"".join(b"line %06d of a long forwarded message, some text\r\n" % i
+                    for i in range(12000))
+    send(hk, upstream_seal(keys["up"], message(body=body)), rcpts=["fwd@localhost"])
+    (tx,) = mta.wait_messages(1, timeout=30)
+    assert len(tx.data) > 600000
+    cv, results, why = dkim.arc_verify(crlf(tx.data), dnsfunc=dnsfunc(keys))
+    assert cv == b"pass" and len(results) == 2, (cv, why)
