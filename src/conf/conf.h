@@ -300,8 +300,8 @@ enum conf_arc_seal {
 };
 
 struct conf_arc {
-	bool verify;              /* arc.verify: arc= in Authentication-Results */
-	enum conf_arc_seal seal;  /* arc.seal */
+	bool verify;             /* arc.verify: arc= in Authentication-Results */
+	enum conf_arc_seal seal; /* arc.seal */
 };
 
 struct conf {

@@ -179,7 +179,8 @@ bool policy_dauth_seal_begin(struct dauth_tx *t, bool forwarded, policy_dauth_si
 	    .key_id = idx,
 	};
 	/* authres and chain are known at the end of data (dauth_seal) */
-	t->seal_conf = (struct arc_seal_conf){.key = &t->seal_key, .sign = sign, .sign_ctx = sign_ctx};
+	t->seal_conf =
+	    (struct arc_seal_conf){.key = &t->seal_key, .sign = sign, .sign_ctx = sign_ctx};
 	t->seal = arc_seal_create(&t->seal_conf);
 	return true;
 }
@@ -189,7 +190,8 @@ void policy_dauth_seal_feed(struct dauth_tx *t, const void *p, size_t n)
 	if (t == NULL || t->seal == NULL || n == 0)
 		return;
 	if (arc_seal_feed(t->seal, p, n) < 0) {
-		log_warn("event=arc_seal_failed sid=%s reason=\"header section too large\"", t->sid);
+		log_warn("event=arc_seal_failed sid=%s reason=\"header section too large\"",
+		         t->sid);
 		arc_seal_free(&t->seal);
 	}
 }
@@ -384,8 +386,8 @@ static void dauth_seal(struct dauth_tx *t, struct policy_eod_req *eod, const str
 		return;
 	}
 	(void)policy_eod_add_field(eod, hdr, n - 2);
-	log_info("event=arc_sealed sid=%s qid=%s d=%s s=%s", t->sid, eod->qid,
-	         t->seal_key.domain, t->seal_key.selector);
+	log_info("event=arc_sealed sid=%s qid=%s d=%s s=%s", t->sid, eod->qid, t->seal_key.domain,
+	         t->seal_key.selector);
 	arc_seal_free(&t->seal);
 }
 

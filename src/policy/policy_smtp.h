@@ -142,8 +142,7 @@ void policy_dauth_free(struct dauth_tx **t); /* accepts NULL */
 struct dkim_sign_key;
 typedef void policy_dauth_sign_fn(void *ctx, const struct dkim_sign_key *key,
                                   const unsigned char *hash, size_t hash_len,
-                                  void (*done)(void *, const unsigned char *, size_t,
-                                               const char *),
+                                  void (*done)(void *, const unsigned char *, size_t, const char *),
                                   void *done_arg);
 bool policy_dauth_seal_begin(struct dauth_tx *t, bool forwarded, policy_dauth_sign_fn *sign,
                              void *sign_ctx);
