@@ -503,7 +503,13 @@ static void dauth_finish(struct dauth_tx *t)
 	dauth_ar_dmarc(t, &r, &b);
 	dauth_ar_arc(t, &b);
 	(void)policy_eod_add_field(eod, (const char *)b.data, b.len);
-	if (!reject)
+	/* a message refused below is not sealed: two signatures for nothing
+	 * (the same conditions as the replies below) */
+	bool tempfail =
+	    r.status == DMARC_TEMPERROR && conf->dauth.temperror == CONF_DAUTH_TEMPERROR_TEMPFAIL;
+	bool spf_refused =
+	    conf->dauth.spf_reject && t->spf_result == SPF_FAIL && r.status != DMARC_PASS;
+	if (!reject && !tempfail && !spf_refused)
 		dauth_seal(t, eod, &b);
 	buf_free(&b);
 

@@ -63,7 +63,8 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dns(keys):
-    lines = ['sender.example. 300 IN TXT "v=spf1 ip4:127.0.0.1 -all"']
+    lines = ['sender.example. 300 IN TXT "v=spf1 ip4:127.0.0.1 -all"',
+             '_dmarc.reject.example. 300 IN TXT "v=DMARC1; p=reject"']
     for name, text in keys["records"].items():
         parts = [text[i:i + 250] for i in range(0, len(text), 250)]
         lines.append(f"{name} 300 IN TXT " + " ".join(f'"{p}"' for p in parts))
@@ -340,3 +341,14 @@ def test_large_forwarded_message_sealed_across_spills(hikyaku, dns, keys, tmp_pa
     assert len(tx.data) > 600000
     cv, results, why = dkim.arc_verify(crlf(tx.data), dnsfunc=dnsfunc(keys))
     assert cv == b"pass" and len(results) == 2, (cv, why)
+
+
+def test_refused_message_is_not_sealed(hikyaku, dns, keys, tmp_path, sink):
+    mta = sink()
+    hk = checking(hikyaku, dns, keys, tmp_path, sink_port=mta.port)
+    msg = message().replace(b"From: Bob <bob@sender.example>", b"From: <eve@reject.example>")
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(hk, msg, rcpts=["fwd@localhost"])
+    assert e.value.smtp_code == 550
+    assert wait_event(hk, "dauth", disposition="reject")
+    assert "event=arc_sealed" not in hk.log() and "event=arc_seal_failed" not in hk.log()
