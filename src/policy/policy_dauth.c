@@ -147,8 +147,8 @@ struct dauth_tx *policy_dauth_begin(struct policy_smtp *ps, const struct policy_
 	struct dkim_verify_conf vc = {0};
 	t->dkim = dkim_verify_create(&vc, &t->dkim_res);
 	snprintf(t->client_ip, sizeof(t->client_ip), "%s", c->addr);
-	if (conf->arc.verify)
-		t->arc = arc_verify_create(0, &t->dkim_res);
+	if (conf->arc.verify) /* one header section for both, kept by DKIM's */
+		t->arc = arc_verify_create_shared(0, &t->dkim_res, t->dkim);
 	return t;
 }
 
@@ -218,8 +218,8 @@ void policy_dauth_free(struct dauth_tx **tp)
 	*tp = NULL;
 	dauth_stop(t);
 	spf_cancel(&t->spf);
+	arc_verify_free(&t->arc); /* before the DKIM verifier, whose header it shares */
 	dkim_verify_free(&t->dkim);
-	arc_verify_free(&t->arc);
 	arc_seal_free(&t->seal);
 	free(t);
 }
