@@ -335,7 +335,7 @@ static void dauth_ar_dmarc(struct dauth_tx *t, const struct dmarc_result *r, str
 		dauth_ar_prop(b, "header.from", t->from);
 }
 
-/* arc= (RFC 8617 §10.2 registers the method; RFC 8601 §2.7): the chain's
+/* arc= (the method RFC 8617 adds to RFC 8601's registry): the chain's
  * result, the number of sets or why it failed, and the client's address
  * as smtp.remote-ip (the common practice, the address the chain was
  * received from). Left out when arc.verify is off. */
