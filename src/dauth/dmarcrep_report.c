@@ -676,7 +676,9 @@ static int run_submit(struct run *r, const struct dmarcrep_group *g, const char 
 	                       .nrcpts = n,
 	                       .content = (const char *)msg->data,
 	                       .content_len = msg->len,
-	                       .xuid = -1};
+	                       .xuid = -1,
+	                       .on_fd = r->o->on_fd,
+	                       .on_fd_arg = r->o->arg};
 	struct submit_result res = {.rcpt_code = codes};
 	if (submit_all(r->conf->spool_dir, &m, &res) < 0) {
 		run_say(r, "%s: cannot reach the submission socket (%s): is the daemon running?",
@@ -799,9 +801,11 @@ int dmarcrep_run(const struct conf *conf, const struct dmarcrep_opts *o, const c
 	                      : host;
 	struct dmarcrep_day d;
 	int rc = dmarcrep_day_load(conf->spool_dir, o->day, conf->dmarc.max_day_size, &d, error_r);
-	if (rc < 0) {
+	if (rc != 0) {
 		dmarcrep_day_clear(&d);
-		return -1;
+		if (rc > 0)
+			run_say(&r, "%s: nothing recorded", o->day);
+		return rc > 0 ? 0 : -1;
 	}
 	if (d.scan.bad > 0)
 		run_say(&r, "%s: %zu damaged stretches skipped (%zu octets)", o->day, d.scan.bad,
@@ -813,6 +817,10 @@ int dmarcrep_run(const struct conf *conf, const struct dmarcrep_opts *o, const c
 	r.psl = dmarc_create();
 	for (size_t i = 0; i < d.ngroups; i++) {
 		const struct dmarcrep_group *g = &d.groups[i];
+		if (o->stopping != NULL && o->stopping(o->arg)) {
+			r.pending = true;
+			break;
+		}
 		if (marking && sent_has(&sent, g->report_id)) {
 			run_say(&r, "%s: %s: already sent", g->report_id, g->policy.policy_domain);
 			continue;

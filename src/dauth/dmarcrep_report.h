@@ -92,6 +92,11 @@ struct dmarcrep_opts {
 	bool dry_run;        /* say what would be sent, send and mark nothing */
 	const char *out_dir; /* write the messages and .xml.gz here instead of sending */
 	FILE *out;           /* what it did, for people (NULL: logs only) */
+	/* The queue's run: told the submission's connection (to cut it at
+	 * stop, as the pickup does), and asked before each report. */
+	void (*on_fd)(void *arg, int fd);
+	bool (*stopping)(void *arg);
+	void *arg;
 };
 /* Send (or write) every report of the day not sent yet. 0 done (every
  * report handled), 1 some must be tried again (the daemon is down, a DNS

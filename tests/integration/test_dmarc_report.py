@@ -264,3 +264,26 @@ def test_report_waits_for_the_daemon(hikyaku, dns_zone, sink, rsa_key):  # noqa:
     hk.start()
     run_cli(hk, "report", "--day", today())
     assert wait_rcpts(sink, ["agg@reports.test"]) == ["agg@reports.test"]
+
+
+def test_daemon_catches_up_a_missed_day(hikyaku, dns_zone, sink, rsa_key):  # noqa: F811
+    """dmarc.reports: true: the queue sends the finished days it finds not
+    done (here yesterday's, planted) shortly after its start, once."""
+    srv = dns_zone(report_zone(rsa_key))
+    hk = reporting(hikyaku, srv, sink)
+    send_from(hk, "fail.example", expect_reject=True)
+    wait_records(hk, 1)
+    hk.stop()
+    yesterday = time.strftime("%Y%m%d", time.gmtime(time.time() - 86400))
+    os.rename(day_file(hk), os.path.join(hk.spool, "dmarc", yesterday))
+    with open(hk.config) as f:
+        conf = f.read()
+    assert "dmarc: \n" in conf
+    with open(hk.config, "w") as f:
+        f.write(conf.replace("dmarc: \n", "dmarc: \n  reports: true\n", 1))
+    hk.start()
+    assert wait_rcpts(sink, ["agg@reports.test"], timeout=60) == ["agg@reports.test"]
+    hk.wait_log("event=dmarc_report day=" + yesterday)
+    assert "done" in open(os.path.join(hk.spool, "dmarc", yesterday + ".sent")).read()
+    # today's day is not finished: not sent, not marked
+    assert not os.path.exists(day_file(hk) + ".sent")
