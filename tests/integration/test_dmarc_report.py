@@ -21,6 +21,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+dkim = pytest.importorskip("dkim")
+
 from mta_helpers import ScriptedMTA
 from test_dmarc import checking, dns_zone, message, rsa_key, signed, zone  # noqa: F401
 from test_dkim import public_record, txt_record
@@ -156,7 +158,12 @@ def rows(xml):
 @pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint (libxml2-utils) missing")
 def test_reports_sent_validated_and_not_twice(hikyaku, dns_zone, sink, rsa_key, tmp_path):  # noqa: F811
     srv = dns_zone(report_zone(rsa_key))
-    hk = reporting(hikyaku, srv, sink)
+    # Reports are local mail: signed with the sender domain's key.
+    key = str(tmp_path / "k.pem")
+    shutil.copyfile(rsa_key, key)
+    os.chmod(key, 0o600)
+    hk = reporting(hikyaku, srv, sink,
+                   dkim={"sign": [{"domain": "mx.test.example", "selector": "rep", "key": key}]})
     for _ in range(2):
         send_from(hk, "pass.example")
     # one with an aligned DKIM signature: a row of its own, with its result
@@ -183,8 +190,11 @@ def test_reports_sent_validated_and_not_twice(hikyaku, dns_zone, sink, rsa_key, 
     reports = {}
     with sink.cond:
         txs = list(sink.messages)
+    record = public_record(rsa_key).encode()
     for tx in txs:
         assert tx.mail_from == "dmarc@mx.test.example"
+        assert b"d=mx.test.example" in tx.data and b"s=rep" in tx.data, tx.data[:800]
+        assert dkim.verify(tx.data, dnsfunc=lambda name, timeout=5: record), tx.data[:800]
         m, name, xml = attachment(tx.data, tmp_path)
         root, rs = rows(xml)
         domain = root.findtext("d:policy_published/d:domain", namespaces=NS)
