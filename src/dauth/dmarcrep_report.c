@@ -392,7 +392,9 @@ int dmarcrep_mime(const struct dmarcrep_meta *m, const struct dmarcrep_day *d,
 	(void)RAND_bytes(rnd, sizeof(rnd));
 	snprintf(boundary, sizeof(boundary), "=_dmarc_%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0],
 	         rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-	(void)buf_printf(out, "From: <%s>\r\nDate: %s\r\n", m->email, date);
+	/* RFC 3834: no auto-replies to a report */
+	(void)buf_printf(out, "From: <%s>\r\nDate: %s\r\nAuto-Submitted: auto-generated\r\n",
+	                 m->email, date);
 	for (size_t i = 0; i < nrcpts; i++)
 		(void)buf_printf(out, "%s<%s>%s", i == 0 ? "To: " : "\t", rcpts[i],
 		                 i + 1 < nrcpts ? ",\r\n" : "\r\n");
@@ -508,9 +510,7 @@ static void sent_read(const char *spool_dir, const char *day, struct buf *out)
 	ssize_t n;
 	while ((n = read(fd, tmp, sizeof(tmp))) > 0 && out->len < (1u << 24))
 		(void)buf_append(out, tmp, (size_t)n);
-	close(fd);
-	(void)buf_append_byte(out, '\0');
-	out->len--;
+	close(fd); /* buf keeps a NUL after the data: strstr() may read it */
 }
 
 static bool sent_has(const struct buf *sent, const char *id)
@@ -833,7 +833,15 @@ int dmarcrep_run(const struct conf *conf, const struct dmarcrep_opts *o, const c
 			log_warn("event=dmarc_report_mark_failed day=%s error=\"%s\"", o->day,
 			         strerror(errno));
 	}
-	if (marking && !r.pending && !sent_has(&sent, "done"))
+	/* A day not over yet (by hand) is never done: its reports are marked
+	 * sent, records that come later for them are not reported, and new
+	 * policy domains are sent by the run after the day's end. */
+	bool over = time(NULL) >= d.end;
+	if (!over && marking && d.ngroups > 0)
+		run_say(&r, "%s: the day is not over: later messages of these reports will not be "
+		            "reported",
+		        o->day);
+	if (marking && over && !r.pending && !sent_has(&sent, "done"))
 		(void)sent_mark(conf->spool_dir, o->day, "done");
 	log_info("event=dmarc_report day=%s reports=%zu sent=%zu no_destination=%zu pending=%s",
 	         o->day, d.ngroups, r.sent, r.skipped, r.pending ? "yes" : "no");

@@ -195,6 +195,7 @@ def test_reports_sent_validated_and_not_twice(hikyaku, dns_zone, sink, rsa_key, 
         assert tx.mail_from == "dmarc@mx.test.example"
         assert b"d=mx.test.example" in tx.data and b"s=rep" in tx.data, tx.data[:800]
         assert dkim.verify(tx.data, dnsfunc=lambda name, timeout=5: record), tx.data[:800]
+        assert b"\r\nAuto-Submitted: auto-generated\r\n" in tx.data
         m, name, xml = attachment(tx.data, tmp_path)
         root, rs = rows(xml)
         domain = root.findtext("d:policy_published/d:domain", namespaces=NS)
@@ -231,7 +232,10 @@ def test_reports_sent_validated_and_not_twice(hikyaku, dns_zone, sink, rsa_key, 
     assert again.stdout.count("already sent") == 2, again.stdout
     time.sleep(2)
     assert len(rcpts_seen(sink)) == 3
-    assert "done" in open(day_file(hk) + ".sent").read().split()
+    # today is not over: its reports are marked, the day is not done
+    marks = open(day_file(hk) + ".sent").read().split()
+    assert len(marks) == 2 and "done" not in marks, marks
+    assert "the day is not over" in p.stdout, p.stdout
 
 
 def test_torn_day_file_read_to_the_tear_then_repaired(hikyaku, dns_zone, sink, rsa_key):  # noqa: F811
