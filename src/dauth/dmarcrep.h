@@ -110,7 +110,8 @@ struct dmarcrep_scan {
 /* Called for each good record; a non-zero return stops the walk. */
 typedef int dmarcrep_rec_cb(const struct dmarcrep_rec *r, void *arg);
 /* Walk a day file's bytes (pure; fuzz_dmarcrep). Returns what cb
- * returned last (0 when it ran to the end). */
+ * returned last (0 when it ran to the end). cb NULL: records are only
+ * CRC-checked, not decoded (to find valid_end quickly). */
 int dmarcrep_day_parse(const void *p, size_t len, dmarcrep_rec_cb *cb, void *arg,
                        struct dmarcrep_scan *st);
 
