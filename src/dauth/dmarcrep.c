@@ -60,9 +60,9 @@ const char *dmarcrep_spf_result_name(unsigned r)
 
 const char *dmarcrep_reason_name(unsigned r)
 {
-	static const char *const names[] = {"",         "forwarded",    "sampled_out",
-	                                    "trusted_forwarder", "mailing_list",
-	                                    "local_policy", "other"};
+	static const char *const names[] = {
+	    "",     "forwarded", "sampled_out", "trusted_forwarder", "mailing_list", "local_policy",
+	    "other"};
 	return r < DMARCREP_REASON_N ? names[r] : "other";
 }
 
@@ -196,8 +196,7 @@ static bool rep_decode_dkim(const unsigned char *v, size_t n, struct dmarcrep_re
 	return true;
 }
 
-static bool rep_decode_field(unsigned tag, const unsigned char *v, size_t n,
-                             struct dmarcrep_rec *r)
+static bool rep_decode_field(unsigned tag, const unsigned char *v, size_t n, struct dmarcrep_rec *r)
 {
 	switch (tag) {
 	case T_TIME:
@@ -290,8 +289,8 @@ int dmarcrep_rec_decode(const void *p, size_t len, struct dmarcrep_rec *r, const
 		}
 		off += n;
 	}
-	uint32_t need = 1u << T_TIME | 1u << T_POLICY_DOMAIN | 1u << T_SOURCE_IP |
-	                1u << T_HEADER_FROM;
+	uint32_t need =
+	    1u << T_TIME | 1u << T_POLICY_DOMAIN | 1u << T_SOURCE_IP | 1u << T_HEADER_FROM;
 	if ((seen & need) != need || r->policy_domain[0] == '\0' || r->header_from[0] == '\0') {
 		*error_r = "a required field is missing";
 		return -1;

@@ -16,11 +16,12 @@
 
 static void dmarcrep_cmd_usage(void)
 {
-	fprintf(stderr,
-	        "usage: hikyaku dmarc report [-c FILE] [--day YYYYMMDD] [--dry-run | --out DIR]\n"
-	        "       hikyaku dmarc stats [-c FILE] [--day YYYYMMDD]\n"
-	        "  report: send the day's aggregate reports (default: yesterday, UTC) not sent yet\n"
-	        "  stats:  what is recorded, per day and policy domain\n");
+	fprintf(
+	    stderr,
+	    "usage: hikyaku dmarc report [-c FILE] [--day YYYYMMDD] [--dry-run | --out DIR]\n"
+	    "       hikyaku dmarc stats [-c FILE] [--day YYYYMMDD]\n"
+	    "  report: send the day's aggregate reports (default: yesterday, UTC) not sent yet\n"
+	    "  stats:  what is recorded, per day and policy domain\n");
 }
 
 static void dmarcrep_cmd_stats_day(const struct conf *conf, const char *day)

@@ -129,7 +129,8 @@ static int agg_add(const struct dmarcrep_rec *rec, void *arg)
 	unsigned char gb[8];
 	for (int i = 0; i < 8; i++)
 		gb[i] = (unsigned char)(gi >> (8 * i));
-	uint64_t h = siphash24(a->sipkey, a->scratch.data, a->scratch.len) ^ siphash24(a->sipkey, gb, 8);
+	uint64_t h =
+	    siphash24(a->sipkey, a->scratch.data, a->scratch.len) ^ siphash24(a->sipkey, gb, 8);
 	if (a->nrows >= a->rcap)
 		agg_rehash_rows(a);
 	for (struct agg_row *x = a->rows[h & (a->rcap - 1)]; x != NULL; x = x->next) {
@@ -184,7 +185,8 @@ static void agg_finish(struct agg *a)
 	free(a->groups);
 	buf_free(&a->scratch);
 	for (size_t i = 0; i < d->ngroups; i++)
-		qsort(d->groups[i].rows, d->groups[i].nrows, sizeof(struct dmarcrep_row), agg_row_cmp);
+		qsort(d->groups[i].rows, d->groups[i].nrows, sizeof(struct dmarcrep_row),
+		      agg_row_cmp);
 }
 
 static void agg_init(struct agg *a, struct dmarcrep_day *d, const char *day)
@@ -208,8 +210,8 @@ void dmarcrep_day_aggregate(const char *day, const void *p, size_t len, struct d
 	agg_finish(&a);
 }
 
-int dmarcrep_day_load(const char *spool_dir, const char *day, uint64_t max,
-                      struct dmarcrep_day *d, const char **error_r)
+int dmarcrep_day_load(const char *spool_dir, const char *day, uint64_t max, struct dmarcrep_day *d,
+                      const char **error_r)
 {
 	struct agg a;
 	agg_init(&a, d, day);
@@ -279,7 +281,9 @@ static void xml_ip(const char *ip, char *out, size_t outlen)
 
 static const char *xml_disp(unsigned v)
 {
-	return v == DMARC_DISP_REJECT ? "reject" : v == DMARC_DISP_QUARANTINE ? "quarantine" : "none";
+	return v == DMARC_DISP_REJECT       ? "reject"
+	       : v == DMARC_DISP_QUARANTINE ? "quarantine"
+	                                    : "none";
 }
 
 static void xml_record(struct buf *out, const struct dmarcrep_rec *r, uint64_t count)
@@ -480,8 +484,8 @@ static void auth_answer(const struct dns_raw_result *res, void *arg)
 
 /* §7.1: may reports for policy_domain go to rua_domain? 1 yes, 0 no, -1
  * try later. */
-static int dmarcrep_authorized(struct dns *dns, struct event_base *base,
-                               const char *policy_domain, const char *rua_domain)
+static int dmarcrep_authorized(struct dns *dns, struct event_base *base, const char *policy_domain,
+                               const char *rua_domain)
 {
 	char name[600];
 	snprintf(name, sizeof(name), "%s._report._dmarc.%s", policy_domain, rua_domain);
@@ -591,7 +595,8 @@ static struct dns *run_dns(struct run *r)
 	char err[256];
 	r->base = event_base_new();
 	if (r->base == NULL || dns_create(r->base, &dc, &r->dns, err, sizeof(err)) < 0) {
-		log_warn("event=dmarc_report_dns_failed error=\"%s\"", r->base ? err : "no event base");
+		log_warn("event=dmarc_report_dns_failed error=\"%s\"",
+		         r->base ? err : "no event base");
 		r->dns_failed = true;
 		r->dns = NULL;
 	}
@@ -631,10 +636,13 @@ static size_t run_rcpts(struct run *r, const struct dmarcrep_group *g, char rcpt
 		dmarc_org_domain(r->psl, dom, rorg, sizeof(rorg));
 		if (strcmp(porg, rorg) != 0) {
 			struct dns *dns = run_dns(r);
-			int v = dns != NULL ? dmarcrep_authorized(dns, r->base, p->policy_domain, dom) : -1;
+			int v = dns != NULL
+			            ? dmarcrep_authorized(dns, r->base, p->policy_domain, dom)
+			            : -1;
 			if (v < 0) {
 				*temp = true;
-				run_say(r, "%s: %s: DNS failure checking %s._report._dmarc.%s, later",
+				run_say(r,
+				        "%s: %s: DNS failure checking %s._report._dmarc.%s, later",
 				        g->report_id, p->policy_domain, p->policy_domain, dom);
 				continue;
 			}
@@ -642,9 +650,11 @@ static size_t run_rcpts(struct run *r, const struct dmarcrep_group *g, char rcpt
 				log_info("event=dmarc_report_skip report_id=%s domain=%s rua=%s "
 				         "reason=\"external destination not authorized\"",
 				         g->report_id, p->policy_domain, addr);
-				run_say(r, "%s: %s: %s not authorized (no v=DMARC1 at "
-				           "%s._report._dmarc.%s), skipped",
-				        g->report_id, p->policy_domain, addr, p->policy_domain, dom);
+				run_say(r,
+				        "%s: %s: %s not authorized (no v=DMARC1 at "
+				        "%s._report._dmarc.%s), skipped",
+				        g->report_id, p->policy_domain, addr, p->policy_domain,
+				        dom);
 				continue;
 			}
 		}
@@ -732,7 +742,9 @@ static int run_group(struct run *r, const struct dmarcrep_day *d, const struct d
 				         "reason=\"larger than its limit\" size=%zu limit=%llu",
 				         g->report_id, g->policy.policy_domain, rcpts[i], msg.len,
 				         (unsigned long long)max[i]);
-				run_say(r, "%s: %s: %s takes at most %llu octets, the report has %zu: skipped",
+				run_say(r,
+				        "%s: %s: %s takes at most %llu octets, the report has %zu: "
+				        "skipped",
 				        g->report_id, g->policy.policy_domain, rcpts[i],
 				        (unsigned long long)max[i], msg.len);
 				continue;
@@ -769,8 +781,8 @@ static int run_group(struct run *r, const struct dmarcrep_day *d, const struct d
 			        strerror(errno));
 			rc = 0;
 		} else {
-			run_say(r, "%s: %s: wrote %s/%s and %s", g->report_id, g->policy.policy_domain,
-			        r->o->out_dir, fname, eml);
+			run_say(r, "%s: %s: wrote %s/%s and %s", g->report_id,
+			        g->policy.policy_domain, r->o->out_dir, fname, eml);
 		}
 	} else {
 		rc = run_submit(r, g, rcpts, n, &msg);
@@ -838,8 +850,9 @@ int dmarcrep_run(const struct conf *conf, const struct dmarcrep_opts *o, const c
 	 * policy domains are sent by the run after the day's end. */
 	bool over = time(NULL) >= d.end;
 	if (!over && marking && d.ngroups > 0)
-		run_say(&r, "%s: the day is not over: later messages of these reports will not be "
-		            "reported",
+		run_say(&r,
+		        "%s: the day is not over: later messages of these reports will not be "
+		        "reported",
 		        o->day);
 	if (marking && over && !r.pending && !sent_has(&sent, "done"))
 		(void)sent_mark(conf->spool_dir, o->day, "done");

@@ -53,8 +53,8 @@ struct dmarcrep_day {
 /* Aggregate the records of a day file's bytes (pure). */
 void dmarcrep_day_aggregate(const char *day, const void *p, size_t len, struct dmarcrep_day *d);
 /* Read <spool>/dmarc/<day> and aggregate it: 0, 1 no such file, -1. */
-int dmarcrep_day_load(const char *spool_dir, const char *day, uint64_t max,
-                      struct dmarcrep_day *d, const char **error_r);
+int dmarcrep_day_load(const char *spool_dir, const char *day, uint64_t max, struct dmarcrep_day *d,
+                      const char **error_r);
 void dmarcrep_day_clear(struct dmarcrep_day *d);
 
 struct dmarcrep_meta {

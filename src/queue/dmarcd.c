@@ -20,9 +20,9 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define DMARCD_FIRST_S 15          /* the catch-up run after a start (smtpd is up by then) */
-#define DMARCD_AT_S (5 * 60)       /* 00:05 UTC */
-#define DMARCD_JITTER_S (10 * 60)  /* plus up to this much: not every server at once */
+#define DMARCD_FIRST_S 15         /* the catch-up run after a start (smtpd is up by then) */
+#define DMARCD_AT_S (5 * 60)      /* 00:05 UTC */
+#define DMARCD_JITTER_S (10 * 60) /* plus up to this much: not every server at once */
 #define DMARCD_RETRY_S 3600
 
 struct dmarcd {
@@ -67,10 +67,8 @@ static void dmarcd_run(void *arg)
 		dmarcrep_day_name(now - (time_t)back * 86400, day);
 		if (dmarcrep_day_done(d->conf->spool_dir, day))
 			continue;
-		struct dmarcrep_opts o = {.day = day,
-		                          .on_fd = dmarcd_on_fd,
-		                          .stopping = dmarcd_stopping,
-		                          .arg = d};
+		struct dmarcrep_opts o = {
+		    .day = day, .on_fd = dmarcd_on_fd, .stopping = dmarcd_stopping, .arg = d};
 		const char *error = NULL;
 		int rc = dmarcrep_run(d->conf, &o, &error);
 		if (rc < 0)

@@ -20,7 +20,8 @@ static int fuzz_rec(const struct dmarcrep_rec *r, void *arg)
 	struct buf b;
 	const char *error = NULL;
 	buf_init(&b, 0);
-	if (dmarcrep_rec_encode(r, &b) < 0 || dmarcrep_rec_decode(b.data, b.len, back, &error) < 0 ||
+	if (dmarcrep_rec_encode(r, &b) < 0 ||
+	    dmarcrep_rec_decode(b.data, b.len, back, &error) < 0 ||
 	    memcmp(r, back, sizeof(*r)) != 0)
 		abort();
 	buf_free(&b);
@@ -39,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	dmarcrep_day_aggregate("20261204", data, size, &d);
 	if (d.scan.records != st.records)
 		abort();
-	struct dmarcrep_meta m = {.org_name = "o", .email = "r@mx.example", .submitter = "mx.example"};
+	struct dmarcrep_meta m = {
+	    .org_name = "o", .email = "r@mx.example", .submitter = "mx.example"};
 	for (size_t i = 0; i < d.ngroups; i++) {
 		struct buf x;
 		buf_init(&x, 0);

@@ -282,8 +282,8 @@ static void test_aggregate_and_xml(void **state)
 	assert_int_equal(g->rows[0].count + g->rows[1].count, 3);
 	assert_true(g->rows[0].count == 2 || g->rows[1].count == 2);
 	assert_int_equal(strncmp(g->report_id, "20261204.", 9), 0);
-	struct dmarcrep_meta m = {.org_name = "O & Co", .email = "r@mx.example",
-	                          .submitter = "mx.example"};
+	struct dmarcrep_meta m = {
+	    .org_name = "O & Co", .email = "r@mx.example", .submitter = "mx.example"};
 	dmarcrep_xml(&m, &d, g, &xml);
 	const char *x = buf_cstr(&xml);
 	assert_non_null(strstr(x, "<org_name>O &amp; Co</org_name>"));
@@ -332,7 +332,8 @@ static void test_aggregate_and_xml(void **state)
 	         "Subject: Report Domain: example.com Submitter: mx.example Report-ID: <%s>\r\n",
 	         g->report_id);
 	assert_non_null(strstr(buf_cstr(&msg), subj));
-	assert_non_null(strstr(buf_cstr(&msg), "Content-Type: application/gzip; name=\"mx.example!"));
+	assert_non_null(
+	    strstr(buf_cstr(&msg), "Content-Type: application/gzip; name=\"mx.example!"));
 	assert_non_null(strstr(buf_cstr(&msg), "To: <a@example.com>\r\n"));
 	buf_free(&msg);
 	dmarcrep_day_clear(&d);
