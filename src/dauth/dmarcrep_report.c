@@ -185,8 +185,9 @@ static void agg_finish(struct agg *a)
 	free(a->groups);
 	buf_free(&a->scratch);
 	for (size_t i = 0; i < d->ngroups; i++)
-		qsort(d->groups[i].rows, d->groups[i].nrows, sizeof(struct dmarcrep_row),
-		      agg_row_cmp);
+		if (d->groups[i].nrows > 0)
+			qsort(d->groups[i].rows, d->groups[i].nrows, sizeof(struct dmarcrep_row),
+			      agg_row_cmp);
 }
 
 static void agg_init(struct agg *a, struct dmarcrep_day *d, const char *day)

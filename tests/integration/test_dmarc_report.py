@@ -253,6 +253,10 @@ def test_torn_day_file_read_to_the_tear_then_repaired(hikyaku, dns_zone, sink, r
         f.write(data[:rec_len // 2])
     out = run_cli(hk, "stats", "--day", today()).stdout
     assert f"{today()}: 3 messages" in out and "damaged 1" in out, out
+    # without --day: every day recorded
+    out = run_cli(hk, "stats").stdout
+    assert out.startswith(f"{today()}: 3 messages, 1 reports"), out
+    assert "pass.example report_id=" in out and "pass=3 fail=0 none=3" in out, out
     dry = run_cli(hk, "report", "--day", today(), "--dry-run").stdout
     assert "3 messages" in dry, dry
     # The queue cuts the torn tail before it appends the next record.
