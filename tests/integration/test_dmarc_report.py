@@ -305,3 +305,33 @@ def test_daemon_catches_up_a_missed_day(hikyaku, dns_zone, sink, rsa_key):  # no
     assert "done" in open(os.path.join(hk.spool, "dmarc", yesterday + ".sent")).read()
     # today's day is not finished: not sent, not marked
     assert not os.path.exists(day_file(hk) + ".sent")
+
+
+@pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint (libxml2-utils) missing")
+def test_local_policy_reason_and_out_dir(hikyaku, dns_zone, sink, rsa_key, tmp_path):  # noqa: F811
+    """dauth.dmarc_enforce: none delivers a p=reject failure: the report says
+    disposition none with the override reason local_policy. --out writes the
+    report and the message instead of sending, and marks nothing."""
+    srv = dns_zone(report_zone(rsa_key))
+    hk = hikyaku(dns={"forwarders": [srv.forwarder], "timeout": "5s"},
+                 dauth={"loopback": True, "timeout": "3s", "dmarc_enforce": "none"},
+                 delivery={"smtp_port": sink.port})
+    send_from(hk, "fail.example")
+    wait_records(hk, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    run_cli(hk, "report", "--day", today(), "--out", str(out))
+    names = sorted(os.listdir(out))
+    assert len(names) == 2 and names[0].endswith(".eml"), names
+    assert names[1].startswith("mx.test.example!fail.example!") and names[1].endswith(".xml.gz")
+    raw = (out / names[0]).read_bytes()
+    m, name, xml = attachment(raw, tmp_path)
+    assert name == names[1] and gzip.decompress((out / name).read_bytes()) == xml
+    assert m["From"] == "<postmaster@mx.test.example>" and m["To"] == "<agg@reports.test>"
+    _, rs = rows(xml)
+    assert [(r["count"], r["disposition"], r["spf"], r["dkim"]) for r in rs] == \
+        [(1, "none", "fail", "fail")], rs
+    assert b"<type>local_policy</type>" in xml, xml
+    assert not os.path.exists(day_file(hk) + ".sent")
+    time.sleep(1)
+    assert rcpts_seen(sink) == []
