@@ -24,7 +24,7 @@ import pytest
 dkim = pytest.importorskip("dkim")
 
 from mta_helpers import ScriptedMTA
-from test_dmarc import checking, dns_zone, message, rsa_key, signed, zone  # noqa: F401
+from test_dmarc import dns_zone, message, rsa_key, signed, zone  # noqa: F401 (fixtures)
 from test_dkim import public_record, txt_record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
