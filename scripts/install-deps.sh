@@ -8,8 +8,10 @@ set -euo pipefail
 # nettle-dev: libunbound.pc requires hogweed and nettle.
 # libpsl-dev: the public suffix list for DMARC's organizational domain.
 # libhiredis-dev: state.redis (shared rate limits and greylisting).
+# zlib1g-dev: DMARC aggregate reports (gzip, CRC-32 of the day files' records).
 BUILD_PKGS=(gcc libc6-dev meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev
-	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev libpsl-dev libhiredis-dev)
+	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev libpsl-dev libhiredis-dev
+	zlib1g-dev)
 # The README's tour.
 RUN_PKGS=(swaks curl ca-certificates)
 # libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.
@@ -27,6 +29,8 @@ TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	build-essential dpkg-dev debhelper pandoc lintian debootstrap debian-archive-keyring
 	# tests/integration/test_redis.py: the Redis that three nodes share
 	redis-server
+	# tests/integration/test_dmarc_report.py: xmllint --schema on the reports
+	libxml2-utils
 	# tests/integration/test_milter.py: real milters (rspamd's proxy worker,
 	# clamav-milter with clamd on an EICAR-only database; no download)
 	rspamd clamav-daemon clamav-milter)

@@ -848,6 +848,23 @@ const struct conf_setting conf_settings[] = {
 		 "dkim.sign entry with arc: true; the key stays in the keys process. A "
 		 "message is sealed as received: a milter that changes it afterwards breaks "
 		 "the seal." },
+	{ .key = "dmarc.reports", .type = CONF_T_BOOL, .def = "false", .off = OFF(dmarc.reports),
+	  .doc = "Send DMARC aggregate reports (RFC 7489 §7.2) once a day from the queue "
+		 "process, at 00:05 UTC plus a little, for every finished day not yet sent "
+		 "(as `hikyaku dmarc report` does by hand). The records are kept either way "
+		 "(spool_dir/dmarc/YYYYMMDD)." },
+	{ .key = "dmarc.max_day_size", .type = CONF_T_SIZE, .def = "64M",
+	  .min = 64 * KIB, .max = 16 * GIB, .off = OFF(dmarc.max_day_size),
+	  .doc = "The most octets of DMARC records kept for one UTC day (about 300 octets a "
+		 "message); past it the day's further messages are not recorded (logged once)." },
+	{ .key = "dmarc.report_org_name", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(dmarc.org_name),
+	  .doc = "The org_name of our aggregate reports (RFC 7489 §7.2.1.1); \"\" for hostname." },
+	{ .key = "dmarc.report_from", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(dmarc.report_from),
+	  .doc = "The sender (envelope and From) and the email of our aggregate reports; "
+		 "\"\" for postmaster@hostname. The reports are submitted like local mail, so "
+		 "they are DKIM-signed when dkim.sign has a key for its domain." },
 	{ .key = "state.redis", .type = CONF_T_STRING, .def = "\"\"", .off = OFF(state.redis),
 	  .check = conf_state_redis_check,
 	  .doc = "Keep the connection, message and recipient rates (per client network, "

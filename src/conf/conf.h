@@ -86,6 +86,14 @@ struct conf_dauth {
 	bool spf_reject;   /* dauth.spf_reject: 550 5.7.23 on SPF fail */
 };
 
+/* DMARC aggregate reports (src/dauth/dmarcrep*.c). */
+struct conf_dmarc {
+	bool reports;          /* dmarc.reports: the queue sends them once a day */
+	uint64_t max_day_size; /* dmarc.max_day_size: records kept per UTC day */
+	char *org_name;        /* dmarc.report_org_name: "" for hostname */
+	char *report_from;     /* dmarc.report_from: "" for postmaster@hostname */
+};
+
 struct conf_limits {
 	uint64_t command_line;       /* octets incl. CRLF, default 512 */
 	uint64_t text_line;          /* octets incl. CRLF, default 1000 */
@@ -337,6 +345,7 @@ struct conf {
 	struct conf_filter filter;
 	struct conf_greylist greylist;
 	struct conf_dauth dauth;
+	struct conf_dmarc dmarc;
 	struct conf_state state;
 	struct conf_dkim dkim;
 	struct conf_arc arc;

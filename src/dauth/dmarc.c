@@ -54,6 +54,33 @@ static int dmarc_policy_value(const char *v, size_t n, enum dmarc_policy *p)
 	return 0;
 }
 
+/* The size limit of a dmarc-uri (§6.2: "!" 1*DIGIT [ "k" / "m" / "g" /
+ * "t" ]) in octets; 0 (no limit) when it does not parse or overflows. */
+static unsigned long long dmarc_rua_size(const char *p, size_t n)
+{
+	while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	unsigned long long v = 0;
+	size_t i = 0;
+	for (; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
+		if (v > (1ULL << 40))
+			return 0;
+		v = v * 10 + (unsigned long long)(p[i] - '0');
+	}
+	if (i == 0)
+		return 0;
+	unsigned shift = 0;
+	if (i < n) {
+		const char *units = "kmgt", *u = memchr(units, p[i] | 0x20, 4);
+		if (u == NULL || i + 1 != n)
+			return 0;
+		shift = 10 * (unsigned)(u - units + 1);
+	}
+	if (v > (~0ULL >> shift))
+		return 0;
+	return v << shift;
+}
+
 /* rua: comma-separated dmarc-uri (§6.4); mailto: URIs are what reports
  * can use, and what makes a record without p still count (§6.6.3). A
  * size limit suffix ("!10m") is not part of the address. */
@@ -66,6 +93,7 @@ static void dmarc_rua(struct dmarc_record *r, const char *v, size_t n)
 		size_t ulen = len;
 		dmarc_trim(&u, &ulen);
 		const char *bang = memchr(u, '!', ulen);
+		size_t full = ulen;
 		if (bang != NULL)
 			ulen = (size_t)(bang - u);
 		bool printable = true; /* a URI (RFC 3986): no controls, no spaces */
@@ -76,6 +104,7 @@ static void dmarc_rua(struct dmarc_record *r, const char *v, size_t n)
 		    r->nrua < DMARC_RUA_MAX) {
 			memcpy(r->rua[r->nrua], u, ulen);
 			r->rua[r->nrua][ulen] = '\0';
+			r->rua_max[r->nrua] = bang != NULL ? dmarc_rua_size(bang + 1, full - ulen - 1) : 0;
 			r->nrua++;
 		}
 		if (comma == NULL)

@@ -43,7 +43,8 @@ struct dmarc_record {
 	bool aspf_strict;     /* aspf=s */
 	unsigned pct;         /* 0..100, 100 when not given */
 	size_t nrua;          /* valid rua URIs (mailto: only are counted) */
-	char rua[DMARC_RUA_MAX][256];
+	char rua[DMARC_RUA_MAX][256];          /* "mailto:addr", the !size suffix cut */
+	unsigned long long rua_max[DMARC_RUA_MAX]; /* its !size in octets, 0: no limit */
 };
 
 /* Parse one TXT record. Returns 0 (a policy record in *r), 1 when it is

@@ -10,6 +10,8 @@
 #include "conf/aliases.h"
 #include "conf/conf.h"
 #include "conf/credentials.h"
+#include "dauth/dmarcrep.h"
+#include "queue/dmarcd.h"
 #include "auth/authc.h"
 #include "auth/authd.h"
 #include "auth/users.h"
@@ -846,6 +848,8 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	struct spool *spool = NULL;
 	struct ctl_server *ctl = NULL;
 	struct pickup *pickup = NULL;
+	struct dmarcrep_writer *dmarc_writer = NULL;
+	struct dmarcd *dmarcd = NULL;
 	const char *error = NULL;
 	char err[1024];
 	int ret = 1;
@@ -900,14 +904,20 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	ctx.qs = qserver_create(ctx.base, spool, ctx.qmgr, (unsigned)conf->queue.commit_threads,
 				 (size_t)conf->limits.connections);
 	ctx.ctl_server = ctl;
+	dmarc_writer = dmarcrep_writer_create(conf->spool_dir, conf->dmarc.max_day_size);
+	qserver_set_dmarc(ctx.qs, dmarc_writer);
 	log_info("event=start config=%s queued=%d", conf->file, n);
 	pickup = pickup_create(ctx.base, conf);
+	if (conf->dmarc.reports)
+		dmarcd = dmarcd_create(ctx.base, conf);
 	child_ready(&ctx);
 	child_loop_run(ctx.base);
 	ret = 0;
 out:
 	pickup_free(&pickup); /* cuts a submission in progress: before its commit */
+	dmarcd_free(&dmarcd); /* the same */
 	qserver_free(&ctx.qs); /* commits in flight are queued first */
+	dmarcrep_writer_free(&dmarc_writer);
 	ctl_server_free(&ctl); /* before the queue manager it controls */
 	qmgr_free(&ctx.qmgr);
 	child_common_free(&ctx);

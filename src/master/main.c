@@ -16,6 +16,7 @@
 #include "master/perms.h"
 #include "auth/usercmd.h"
 #include "dauth/dkim_cmd.h"
+#include "dauth/dmarcrep_cmd.h"
 #include "dauth/spf_cmd.h"
 #include "sendmail/sendmail.h"
 
@@ -48,6 +49,9 @@ static void usage(FILE *out)
 		     "                    [--bits 2048] [--out FILE]   make a DKIM key, print its record\n"
 		     "       hikyaku dkim check DOMAIN SELECTOR [-c FILE] [-k KEY]  compare with DNS\n"
 		     "       mailq [-c FILE] [--json]      the same as hikyaku queue list\n"
+		     "       hikyaku dmarc report [-c FILE] [--day YYYYMMDD] [--dry-run|--out DIR]\n"
+		     "                                     send a day's DMARC aggregate reports\n"
+		     "       hikyaku dmarc stats [-c FILE] [--day YYYYMMDD]  what DMARC recorded\n"
 		     "       hikyaku spf check [-c FILE] IP SENDER [HELO]\n"
 		     "                                     SPF result for a sender, and why\n"
 		     "       hikyaku sendmail [-t] [-i] [-f SENDER] [-C FILE] ... [RCPT...]\n"
@@ -215,6 +219,8 @@ int main(int argc, char **argv)
 		return main_queue(argc, argv, 2, false);
 	} else if (strcmp(cmd, "dkim") == 0) {
 		return dkim_command(argc - 1, argv + 1);
+	} else if (strcmp(cmd, "dmarc") == 0) {
+		return dmarcrep_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "spf") == 0) {
 		return spf_command(argc - 1, argv + 1);
 	} else if (strcmp(cmd, "log") == 0 && argc >= 3 && strcmp(argv[2], "summary") == 0) {

@@ -7,7 +7,9 @@
  *                     signals (SIGTERM, SIGUSR1, SIGUSR2), not frames.
  *   child -> master   READY (started, sandboxed)
  *   smtpd -> queue    FDS_WANT (COUNT more message files, please),
- *                     COMMIT (ID, TOKEN of the file, QID), ABORT (TOKEN)
+ *                     COMMIT (ID, TOKEN of the file, QID), ABORT (TOKEN),
+ *                     DMARC_RECORD (DMARC: one evaluated message for the
+ *                     aggregate reports; no answer)
  *   queue -> smtpd    FD (TOKEN; fd: an unnamed file in incoming/,
  *                     its 16-octet header written), COMMITTED (ID, QID),
  *                     FAILED (ID, ERRNO, MESSAGE)
@@ -37,6 +39,7 @@ enum proto_type {
 	P_T_FDS_WANT = 10,
 	P_T_COMMIT = 11,
 	P_T_ABORT = 12,
+	P_T_DMARC_RECORD = 13,
 	P_T_FD = 20,
 	P_T_COMMITTED = 21,
 	P_T_FAILED = 22,
@@ -51,6 +54,7 @@ enum proto_tag {
 	P_F_ERRNO = 6,   /* u64 */
 	P_F_MESSAGE = 7, /* str */
 	P_F_PID = 8,     /* u64 */
+	P_F_DMARC = 9,   /* bytes: a DMARC record body (dauth/dmarcrep.h) */
 };
 
 extern const struct ipc_schema proto_to_child;

@@ -22,6 +22,7 @@
 #include "dauth/arc.h"
 #include "dauth/dkim.h"
 #include "dauth/dmarc.h"
+#include "dauth/dmarcrep.h"
 #include "dauth/spf.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
@@ -36,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DAUTH_FIELD_MAX 4096 /* one field we write */
 
@@ -78,6 +80,7 @@ struct dauth_tx {
 	bool from_ok;
 	char from[DMARC_DOMAIN_MAX + 1];
 	const char *from_error;
+	char report_ip[INET6_ADDRSTRLEN]; /* source_ip of the DMARC aggregate reports */
 };
 
 static bool dauth_loopback(const struct sockaddr_storage *ss)
@@ -93,6 +96,21 @@ static bool dauth_loopback(const struct sockaddr_storage *ss)
 }
 
 static void dauth_maybe_finish(struct dauth_tx *t);
+
+/* The client's address as a report's source_ip: IPv4 for a v4-mapped one. */
+static void dauth_client_ip(const struct sockaddr_storage *ss, char *out, size_t outlen)
+{
+	out[0] = '\0';
+	if (ss->ss_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)outlen);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(a))
+			inet_ntop(AF_INET, &a->s6_addr[12], out, (socklen_t)outlen);
+		else
+			inet_ntop(AF_INET6, a, out, (socklen_t)outlen);
+	}
+}
 
 /* ---- SPF ---- */
 
@@ -130,6 +148,7 @@ struct dauth_tx *policy_dauth_begin(struct policy_smtp *ps, const struct policy_
 	snprintf(t->spf_sender, sizeof(t->spf_sender), "%s", sender);
 	snprintf(t->spf_helo, sizeof(t->spf_helo), "%s", helo);
 	t->null_sender = sender[0] == '\0';
+	dauth_client_ip(&c->ss, t->report_ip, sizeof(t->report_ip));
 	{
 		spf_resolver_dns(&t->spf_res, dns);
 		dkim_resolver_dns(&t->dkim_res, dns);
@@ -465,6 +484,81 @@ static void dauth_evaluate(struct dauth_tx *t, struct dmarc_result *r)
 	dmarc_evaluate(t->ps->dmarc, &in, &t->found, r);
 }
 
+/* ---- the record for the aggregate reports (RFC 7489 §7.2) ---- */
+
+static void dauth_rec_domain(char *out, size_t outlen, const char *addr_or_domain)
+{
+	const char *at = strrchr(addr_or_domain, '@');
+	const char *d = at != NULL ? at + 1 : addr_or_domain;
+	size_t n = strlen(d);
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++) /* a token dmarcrep_rec_decode takes */
+		if ((unsigned char)d[i] < 0x21 || (unsigned char)d[i] > 0x7e)
+			return;
+	if (n < outlen) {
+		for (size_t i = 0; i <= n; i++)
+			out[i] = (char)(d[i] >= 'A' && d[i] <= 'Z' ? d[i] + 32 : d[i]);
+	}
+}
+
+/* Messages whose From domain publishes a policy are recorded, with what was
+ * applied (disposition: after dauth.dmarc_enforce) and why it differs from
+ * what the domain asked (§7.2.1.1 PolicyOverrideType). */
+static void dauth_record(struct dauth_tx *t, const struct policy_eod_req *eod,
+                         const struct dmarc_result *r, enum dmarc_disposition applied)
+{
+	struct policy_smtp *ps = t->ps;
+	if (ps->dmarc_sink == NULL || !t->from_ok || t->found.status != DMARC_PASS ||
+	    (r->status != DMARC_PASS && r->status != DMARC_FAIL) || t->report_ip[0] == '\0')
+		return;
+	struct dmarcrep_rec *rec = xcalloc(1, sizeof(*rec));
+	const struct dmarc_record *pr = &t->found.rec;
+	rec->time = (uint64_t)time(NULL);
+	dauth_rec_domain(rec->policy_domain, sizeof(rec->policy_domain), t->found.domain);
+	rec->p = (uint8_t)pr->p;
+	rec->sp = (uint8_t)pr->sp;
+	rec->pct = (uint8_t)pr->pct;
+	rec->adkim_strict = pr->adkim_strict;
+	rec->aspf_strict = pr->aspf_strict;
+	for (size_t i = 0; i < pr->nrua && i < DMARC_RUA_MAX; i++) {
+		snprintf(rec->rua[rec->nrua], sizeof(rec->rua[0]), "%s", pr->rua[i]);
+		rec->rua_max[rec->nrua++] = pr->rua_max[i];
+	}
+	snprintf(rec->source_ip, sizeof(rec->source_ip), "%s", t->report_ip);
+	rec->disposition = (uint8_t)applied;
+	rec->dkim_aligned = r->dkim_aligned;
+	rec->spf_aligned = r->spf_aligned;
+	if (r->status == DMARC_FAIL && (int)r->disp < (int)r->policy)
+		rec->reason = DMARCREP_REASON_SAMPLED_OUT; /* pct: the next policy down */
+	if (applied != r->disp)
+		rec->reason = DMARCREP_REASON_LOCAL_POLICY; /* dauth.dmarc_enforce */
+	dauth_rec_domain(rec->header_from, sizeof(rec->header_from), t->from);
+	dauth_rec_domain(rec->env_from, sizeof(rec->env_from),
+	                 t->null_sender ? t->spf_helo : t->spf_sender);
+	if (eod->first_rcpt != NULL)
+		dauth_rec_domain(rec->env_to, sizeof(rec->env_to), eod->first_rcpt);
+	size_t n = t->dkim_timed_out ? 0 : dkim_verify_count(t->dkim);
+	for (size_t i = 0; i < n && rec->ndkim < DMARCREP_DKIM_MAX; i++) {
+		const struct dkim_verify_sig *sig = dkim_verify_result(t->dkim, i);
+		struct dmarcrep_dkim *d = &rec->dkim[rec->ndkim];
+		dauth_rec_domain(d->domain, sizeof(d->domain), sig->domain);
+		if (d->domain[0] == '\0')
+			continue; /* the schema wants a domain */
+		dauth_rec_domain(d->selector, sizeof(d->selector), sig->selector);
+		d->result = (uint8_t)((unsigned)sig->result < DMARCREP_DKIM_N ? (unsigned)sig->result : 0);
+		rec->ndkim++;
+	}
+	dauth_rec_domain(rec->spf_domain, sizeof(rec->spf_domain), t->spf_domain);
+	rec->spf_helo = t->null_sender;
+	rec->spf_result = (uint8_t)((unsigned)t->spf_result < DMARCREP_SPF_N ? (unsigned)t->spf_result : 0);
+	struct buf b;
+	buf_init(&b, DMARCREP_BODY_MAX);
+	if (dmarcrep_rec_encode(rec, &b) == 0)
+		ps->dmarc_sink(ps->dmarc_sink_arg, b.data, b.len);
+	buf_free(&b);
+	free(rec);
+}
+
 /* Add our fields (the last added is the message's first line) and decide. */
 static void dauth_finish(struct dauth_tx *t)
 {
@@ -523,6 +617,10 @@ static void dauth_finish(struct dauth_tx *t)
 	         : quarantine ? "quarantine"
 	                      : "none",
 	         t->arc != NULL ? arc_result_name(arc_verify_result(t->arc, NULL, NULL)) : "-");
+	dauth_record(t, eod, &r,
+	             reject       ? DMARC_DISP_REJECT
+	             : quarantine ? DMARC_DISP_QUARANTINE
+	                          : DMARC_DISP_NONE);
 	if (reject) {
 		policy_job_reply(job, 550, "5.7.1", "Email rejected per DMARC policy for %s",
 		                 t->from_ok ? t->from : "the From domain");

@@ -105,6 +105,7 @@ struct policy_eod_req {
 	bool quarantine; /* out: deliver into the recipients' Junk folder */
 	/* Per-transaction state of the domain authentication checks. */
 	struct dauth_tx *dauth;
+	const char *first_rcpt; /* the first recipient ("local@domain"), or NULL */
 };
 
 struct policy_smtp_req {
@@ -228,6 +229,10 @@ struct policy_smtp {
 	struct greytab *grey;                /* NULL: no greylisting */
 	struct dmarc *dmarc;                 /* the public suffix list, loaded at prepare */
 	struct rstate *redis;                /* state.redis: rates and greylist there */
+	/* Where the DMARC records for the aggregate reports go (the queue
+	 * client): NULL drops them. */
+	void (*dmarc_sink)(void *arg, const void *body, size_t len);
+	void *dmarc_sink_arg;
 };
 /* The resolver of the checks, made on first use (NULL if it cannot be). */
 struct dns *policy_smtp_dns(struct policy_smtp *ps);

@@ -2,6 +2,7 @@
  * (qserver.h). Loop thread, except the publish job. */
 #include "queue/qserver.h"
 
+#include "dauth/dmarcrep.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/ipc.h"
@@ -40,6 +41,8 @@ struct qserver {
 	struct qs_client *clients;
 	uint64_t next_token;
 	size_t files_max; /* per smtpd: one per session in DATA, and a pool */
+	struct dmarcrep_writer *dmarc; /* DMARC_RECORD frames go here */
+	unsigned dmarc_bad;             /* records refused (logged: the first few) */
 };
 
 struct qs_job {
@@ -155,6 +158,21 @@ static void qs_fail(struct qs_client *c, uint64_t id, const char *why)
 	buf_free(&b);
 }
 
+/* One DMARC-evaluated message (dauth/dmarcrep.h), fire and forget: the
+ * writer decodes it again (smtpd is not trusted) and appends it to the
+ * day's file: one write() on the loop, the file opened (and a torn tail
+ * cut) once a day. A bad record is dropped, not fatal to the channel that
+ * also carries commits. */
+static void qs_dmarc_record(struct qserver *qs, const struct ipc_field *fld)
+{
+	const char *error = NULL;
+	if (qs->dmarc == NULL || fld->p == NULL)
+		return;
+	if (dmarcrep_writer_append(qs->dmarc, fld->p, fld->len, time(NULL), &error) < 0 &&
+	    qs->dmarc_bad++ < 10)
+		log_warn("event=dmarc_record_dropped error=\"%s\"", error);
+}
+
 static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, void *arg)
 {
 	(void)ch;
@@ -164,6 +182,7 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 	uint64_t count = 0, id = 0, token = 0;
 	char qid[QID_LEN + 1] = "";
 	bool qid_ok = false;
+	struct ipc_field dmarc = {0};
 	if (fd >= 0)
 		close(fd); /* smtpd sends no descriptors */
 	while (ipc_field_next(f, &off, &fld)) {
@@ -179,6 +198,9 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 			break;
 		case P_F_QID:
 			qid_ok = ipc_field_str(&fld, qid, sizeof(qid)) && qid_valid(qid);
+			break;
+		case P_F_DMARC:
+			dmarc = fld;
 			break;
 		default:
 			break;
@@ -213,6 +235,9 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 		workq_submit(c->qs->wq, qs_publish_run, qs_publish_done, j);
 		break;
 	}
+	case P_T_DMARC_RECORD:
+		qs_dmarc_record(c->qs, &dmarc);
+		break;
 	default:
 		break;
 	}
@@ -255,6 +280,11 @@ struct qserver *qserver_create(struct event_base *base, struct spool *spool, str
 	 * may still hold (start-up emptied incoming/ of them anyway). */
 	qs->next_token = (uint64_t)time(NULL) << 24;
 	return qs;
+}
+
+void qserver_set_dmarc(struct qserver *qs, struct dmarcrep_writer *w)
+{
+	qs->dmarc = w;
 }
 
 void qserver_free(struct qserver **qsp)

@@ -21,6 +21,9 @@ struct qserver *qserver_create(struct event_base *base, struct spool *spool, str
 			       unsigned commit_threads, size_t max_sessions);
 /* A connection from an smtpd process (from the master). */
 void qserver_add_client(struct qserver *qs, int fd);
+/* DMARC_RECORD frames are appended by w (NULL: dropped); w outlives qs. */
+struct dmarcrep_writer;
+void qserver_set_dmarc(struct qserver *qs, struct dmarcrep_writer *w);
 /* Commits in flight finish (and are queued) first. */
 void qserver_free(struct qserver **qs);
 

@@ -678,6 +678,7 @@ static void data_end_of_message(struct smtpd_session *s)
 	r->hdr_len = tx->hdrs.len;
 	r->top = &tx->top;
 	r->dauth = tx->dauth;
+	r->first_rcpt = tx->env.nrcpts > 0 ? tx->env.rcpts[0].addr : NULL;
 	smtpd_session_policy(s, POLICY_EOD, &s->preq, data_eod_verdict);
 }
 

@@ -92,6 +92,18 @@ static void qclient_send(struct qclient *qc, uint8_t type, uint8_t tag1, uint64_
 	buf_free(&b);
 }
 
+void qclient_dmarc_record(struct qclient *qc, const void *body, size_t len)
+{
+	struct buf b;
+	if (!ipc_chan_open(qc->ch))
+		return;
+	buf_init(&b, IPC_FRAME_MAX);
+	size_t st = ipc_frame_begin(&b, P_T_DMARC_RECORD);
+	if (ipc_frame_add(&b, P_F_DMARC, body, len) == 0 && ipc_frame_end(&b, st) == 0)
+		(void)ipc_send(qc->ch, &b, -1);
+	buf_free(&b);
+}
+
 static void qclient_refill(struct qclient *qc)
 {
 	if (!ipc_chan_open(qc->ch) || qc->npool + qc->asked >= QCLIENT_POOL_LOW)

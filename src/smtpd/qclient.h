@@ -11,6 +11,7 @@
 #define HK_SMTPD_QCLIENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
@@ -57,6 +58,10 @@ struct qclient_req *qclient_commit(struct qclient *qc, const struct qclient_file
 /* The requester is gone: no callback (a file that still comes is
  * returned to the pool). */
 void qclient_cancel(struct qclient *qc, struct qclient_req *req);
+
+/* One DMARC-evaluated message (dauth/dmarcrep.h) for the aggregate
+ * reports: sent now if a queue is connected, else dropped (no answer). */
+void qclient_dmarc_record(struct qclient *qc, const void *body, size_t len);
 
 /* fstatvfs of a pooled file: the spool's free space, without a path. */
 int qclient_free_space(struct qclient *qc, uint64_t *avail_r);

@@ -501,6 +501,12 @@ int smtpd_local_bind(int dfd, struct smtpd_bound **b_r, size_t *n_r, const char 
 	return 0;
 }
 
+/* DMARC records for the aggregate reports go to the queue (fire and forget). */
+static void smtpd_dmarc_sink(void *arg, const void *body, size_t len)
+{
+	qclient_dmarc_record(arg, body, len);
+}
+
 int smtpd_create(struct event_base *base, const struct conf *conf, const struct users *users,
 		 const struct aliases *aliases, const struct smtpd_bound *bound, size_t nbound,
 		 struct shmcount *conns, struct smtpd **smtpd_r, const char **error_r)
@@ -544,6 +550,8 @@ int smtpd_create(struct event_base *base, const struct conf *conf, const struct 
 		snprintf(l->name, sizeof(l->name), "%s", lc->address);
 	}
 	srv->qc = qclient_create(base);
+	srv->policy->dmarc_sink = smtpd_dmarc_sink;
+	srv->policy->dmarc_sink_arg = srv->qc;
 	*smtpd_r = srv;
 	return 0;
 }
