@@ -129,6 +129,13 @@ static const char *const conf_dmarc_enforce_names[] = {
 	NULL,
 };
 
+static const char *const conf_arc_seal_names[] = {
+    [CONF_ARC_SEAL_FORWARDED] = "forwarded",
+    [CONF_ARC_SEAL_ALWAYS] = "always",
+    [CONF_ARC_SEAL_NEVER] = "never",
+    NULL,
+};
+
 static const char *const conf_dauth_temperror_names[] = {
 	"accept",
 	"tempfail",
@@ -205,6 +212,12 @@ static const struct conf_setting conf_dkim_key_fields[] = {
 	  .off = KOFF(type), .lower = true,
 	  .doc = "rsa (rsa-sha256, RSA-2048 recommended) or ed25519 (ed25519-sha256, RFC "
 		 "8463); must match the key (`hikyaku check`)." },
+	{ .key = "arc", .type = CONF_T_BOOL, .def = "false", .off = KOFF(arc),
+	  .doc = "Seal forwarded mail (ARC, RFC 8617; see arc.seal) with this key: d= and s= "
+		 "of the ARC-Seal and ARC-Message-Signature are this entry's domain and "
+		 "selector. At most one entry, of type rsa (RFC 8617 §4.1.3 names only "
+		 "rsa-sha256; receivers refuse other seals). The entry still DKIM-signs mail "
+		 "from its domain." },
 };
 
 static const struct conf_setting conf_route_fields[] = {
@@ -836,6 +849,23 @@ const struct conf_setting conf_settings[] = {
 	  .off = OFF(dauth.spf_reject),
 	  .doc = "Refuse mail whose SPF result is fail with 550 5.7.23 (RFC 7372), unless "
 		 "DMARC passed: RFC 7489 §10.1 wants DMARC to have its say first." },
+	{ .key = "arc.verify", .type = CONF_T_BOOL, .def = "true", .off = OFF(arc.verify),
+	  .doc = "Verify the ARC chain (RFC 8617 §5.2) of mail that gets the dauth checks "
+		 "(see dauth.inbound): the result goes into our Authentication-Results as "
+		 "arc=pass, fail or none with smtp.remote-ip, and into the event=dauth log "
+		 "line. At most 50 ARC sets; more, a broken structure, a failed signature or "
+		 "a key lookup that fails or times out (dauth.timeout) is arc=fail. The "
+		 "result is recorded only: it changes no DMARC disposition." },
+	{ .key = "arc.seal", .type = CONF_T_ENUM, .def = "forwarded", .names = conf_arc_seal_names,
+	  .off = OFF(arc.seal), .lower = true,
+	  .doc = "Add an ARC set (ARC-Authentication-Results with our Authentication-Results, "
+		 "ARC-Message-Signature, ARC-Seal with cv= from the verified chain; RFC 8617 "
+		 "§5.1) to inbound mail that got the dauth checks: forwarded (when a "
+		 "recipient is an alias with a target outside local_domains: the message "
+		 "leaves re-routed by us), always (every such message) or never. Needs the "
+		 "dkim.sign entry with arc: true; the key stays in the keys process. A "
+		 "message is sealed as received: a milter that changes it afterwards breaks "
+		 "the seal." },
 	{ .key = "dmarc.reports", .type = CONF_T_BOOL, .def = "false", .off = OFF(dmarc.reports),
 	  .doc = "Send DMARC aggregate reports (RFC 7489 §7.2) once a day from the queue "
 		 "process, at 00:05 UTC plus a little, for every finished day not yet sent "
@@ -1158,6 +1188,17 @@ size_t conf_dkim_keys_for(const struct conf *conf, const char *domain, size_t *i
 		if (strcasecmp(conf->dkim.sign[i].domain, domain) == 0)
 			idx[n++] = i;
 	return n;
+}
+
+const struct conf_dkim_key *conf_arc_key(const struct conf *conf, size_t *idx_r)
+{
+	for (size_t i = 0; i < conf->dkim.n_sign; i++)
+		if (conf->dkim.sign[i].arc) {
+			if (idx_r != NULL)
+				*idx_r = i;
+			return &conf->dkim.sign[i];
+		}
+	return NULL;
 }
 
 /* The SASL mechanisms smtpd implements (auth/sasl.c); conf sits below auth,
@@ -1731,6 +1772,28 @@ static int conf_routes_cross_check(struct conf_parse *p)
 	return conf_error(p, pos.line, pos.col, "routes: %s", msg);
 }
 
+/* The ARC sealing key: one dkim.sign entry at most, RSA (RFC 8617 §4.1.3). */
+static int conf_arc_cross_check(struct conf_parse *p)
+{
+	const struct conf_setting *sign = conf_setting_find("dkim.sign");
+	const struct conf_pos *item_pos = p->item_pos[sign - conf_settings];
+	size_t n = 0;
+	for (size_t i = 0; i < p->conf->dkim.n_sign; i++) {
+		const struct conf_dkim_key *k = &p->conf->dkim.sign[i];
+		if (!k->arc)
+			continue;
+		struct conf_pos pos = item_pos != NULL ? item_pos[i] : conf_setting_pos(p, sign);
+		if (k->type != CONF_DKIM_RSA)
+			return conf_error(p, pos.line, pos.col,
+			                  "dkim.sign: the arc key must be of type rsa (RFC 8617 "
+			                  "seals are rsa-sha256)");
+		if (++n > 1)
+			return conf_error(p, pos.line, pos.col,
+			                  "dkim.sign: only one entry may have arc: true");
+	}
+	return 0;
+}
+
 /* A delay notice after the message bounced would be nonsense. */
 static int conf_delivery_cross_check(struct conf_parse *p)
 {
@@ -1772,6 +1835,8 @@ static int conf_cross_check(struct conf_parse *p)
 		                  "queue.retry_max must be at least queue.retry_min");
 	}
 	if (conf_delivery_cross_check(p) < 0)
+		return -1;
+	if (conf_arc_cross_check(p) < 0)
 		return -1;
 	const char *key = "spool_dir";
 	char msg[CONF_MSG_MAX];

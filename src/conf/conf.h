@@ -300,11 +300,24 @@ struct conf_dkim_key {
 	char *selector;           /* dkim.sign[].selector: s= */
 	char *key;                /* dkim.sign[].key: PEM private key file, root's */
 	enum conf_dkim_type type; /* dkim.sign[].type: rsa | ed25519 */
+	bool arc;                 /* dkim.sign[].arc: the key of our ARC seals (RSA) */
 };
 
 struct conf_dkim {
 	struct conf_dkim_key *sign; /* dkim.sign */
 	size_t n_sign;
+};
+
+/* ARC (RFC 8617, issue 10): verify inbound chains, seal what we forward. */
+enum conf_arc_seal {
+	CONF_ARC_SEAL_FORWARDED = 0, /* inbound mail with a recipient aliased off-site */
+	CONF_ARC_SEAL_ALWAYS,        /* every inbound (checked) message */
+	CONF_ARC_SEAL_NEVER,
+};
+
+struct conf_arc {
+	bool verify;             /* arc.verify: arc= in Authentication-Results */
+	enum conf_arc_seal seal; /* arc.seal */
 };
 
 struct conf {
@@ -344,6 +357,7 @@ struct conf {
 	struct conf_dmarc dmarc;
 	struct conf_state state;
 	struct conf_dkim dkim;
+	struct conf_arc arc;
 	struct conf_milter *milters; /* milters: content filters at end of data */
 	size_t n_milters;
 	struct conf_route *routes; /* routes: per-domain transports */
@@ -390,6 +404,8 @@ int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, 
  * indexes (DKIM key indexes of the keys process) into idx, at most max;
  * returns how many. */
 size_t conf_dkim_keys_for(const struct conf *conf, const char *domain, size_t *idx, size_t max);
+/* The dkim.sign entry flagged arc: true (at most one, RSA), or NULL. */
+const struct conf_dkim_key *conf_arc_key(const struct conf *conf, size_t *idx_r);
 
 /* Warnings about the configuration against the users file (auth.mechanisms
  * some users cannot use): returns how many. */

@@ -212,7 +212,10 @@ struct arc_lookup {
 struct arc_verify {
 	time_t now;
 	struct dkim_resolver resolver;
-	struct dkim_msg msg;
+	struct dkim_msg own;  /* the header section, unless shared */
+	struct dkim_msg *msg; /* &own, or the DKIM verifier's (fed first) */
+	unsigned eoh_state;   /* shared: where the header section ends */
+	bool in_body;
 	struct arc_sets sets;
 	struct dkim_sig ams; /* AMS(N) */
 	EVP_MD_CTX *bmd;
@@ -233,7 +236,16 @@ struct arc_verify *arc_verify_create(time_t now, const struct dkim_resolver *res
 	struct arc_verify *v = xcalloc(1, sizeof(*v));
 	v->now = now;
 	v->resolver = *resolver;
-	dkim_msg_init(&v->msg, DKIM_HEADER_MAX);
+	dkim_msg_init(&v->own, DKIM_HEADER_MAX);
+	v->msg = &v->own;
+	return v;
+}
+
+struct arc_verify *arc_verify_create_shared(time_t now, const struct dkim_resolver *resolver,
+                                            struct dkim_verify *dkim)
+{
+	struct arc_verify *v = arc_verify_create(now, resolver);
+	v->msg = dkim_verify_msg(dkim);
 	return v;
 }
 
@@ -253,12 +265,12 @@ static void arc_body_emit(void *arg, const void *p, size_t n)
  * hash of the latest AMS. */
 static void arc_verify_start(struct arc_verify *v)
 {
-	if (v->msg.overflow || v->msg.too_many_fields) {
+	if (v->msg->overflow || v->msg->too_many_fields) {
 		arc_decide(v, ARC_RESULT_FAIL, "header section too large");
 		return;
 	}
 	struct arc_sets *s = &v->sets;
-	arc_sets_scan(&v->msg, s);
+	arc_sets_scan(v->msg, s);
 	if (s->n == 0 && s->error == NULL) {
 		arc_decide(v, ARC_RESULT_NONE, "no ARC sets");
 		return;
@@ -269,7 +281,7 @@ static void arc_verify_start(struct arc_verify *v)
 	}
 	for (unsigned i = 1; i <= s->n; i++) {
 		size_t vl;
-		const char *val = dkim_field_value(&v->msg, &v->msg.fields[s->as[i]], &vl);
+		const char *val = dkim_field_value(v->msg, &v->msg->fields[s->as[i]], &vl);
 		if (arc_as_parse(val, vl, &v->as[i]) < 0) {
 			arc_decide(v, ARC_RESULT_FAIL, "ARC-Seal does not parse");
 			return;
@@ -283,7 +295,7 @@ static void arc_verify_start(struct arc_verify *v)
 	size_t vl;
 	unsigned inst = 0;
 	const char *error = NULL;
-	const char *val = dkim_field_value(&v->msg, &v->msg.fields[s->ams[s->n]], &vl);
+	const char *val = dkim_field_value(v->msg, &v->msg->fields[s->ams[s->n]], &vl);
 	if (dkim_sig_parse_ams(val, vl, &v->ams, &inst, &error) < 0 || inst != s->n ||
 	    v->ams.alg == DKIM_ALG_RSA_SHA1) {
 		arc_decide(v, ARC_RESULT_FAIL, "latest ARC-Message-Signature does not parse");
@@ -299,13 +311,23 @@ void arc_verify_feed(struct arc_verify *v, const void *data, size_t len)
 	const unsigned char *p = data;
 	if (v->done || v->finishing)
 		return;
-	if (!v->msg.in_body) {
-		size_t h = dkim_msg_feed(&v->msg, p, len);
+	if (!v->in_body) {
+		size_t h;
+		if (v->msg == &v->own) {
+			h = dkim_msg_feed(&v->own, p, len);
+			v->in_body = v->own.in_body;
+		} else {
+			/* the DKIM verifier has kept and split these octets */
+			h = dkim_eoh_scan(&v->eoh_state, &v->in_body, p, len);
+		}
 		p += h;
 		len -= h;
-		if (!v->msg.in_body)
+		if (!v->in_body)
 			return;
-		arc_verify_start(v);
+		if (!v->msg->in_body)
+			arc_decide(v, ARC_RESULT_FAIL, "header section not shared"); /* misuse */
+		else
+			arc_verify_start(v);
 	}
 	if (!v->decided && len > 0)
 		dkim_bodycanon_feed(&v->bc, p, len);
@@ -361,15 +383,15 @@ static void arc_evaluate(struct arc_verify *v)
 	struct buf data, stripped;
 	buf_init(&data, 0);
 	buf_init(&stripped, 0);
-	const struct dkim_field *f = &v->msg.fields[s->ams[s->n]];
-	dkim_strip_b((const char *)v->msg.hdr.data + f->off, f->len, &stripped);
-	dkim_hash_input(&v->msg, v->ams.hcanon, v->ams.hnames, v->ams.n_hnames,
+	const struct dkim_field *f = &v->msg->fields[s->ams[s->n]];
+	dkim_strip_b((const char *)v->msg->hdr.data + f->off, f->len, &stripped);
+	dkim_hash_input(v->msg, v->ams.hcanon, v->ams.hnames, v->ams.n_hnames,
 	                (const char *)stripped.data, stripped.len, &data);
 	bool ok = arc_check(&v->lk[0], v->ams.alg, v->ams.b, v->ams.b_len, &data, &reason,
 	                    "latest ARC-Message-Signature did not verify");
 	for (unsigned i = s->n; ok && i >= 1; i--) {
 		buf_reset(&data);
-		arc_seal_input(&v->msg, s, 1, i, true, &data);
+		arc_seal_input(v->msg, s, 1, i, true, &data);
 		ok = arc_check(&v->lk[i], v->as[i].alg, v->as[i].b, v->as[i].b_len, &data, &reason,
 		               "an ARC-Seal did not verify");
 	}
@@ -421,8 +443,11 @@ int arc_verify_finish(struct arc_verify *v, arc_verify_cb *cb, void *arg)
 	if (v->finishing)
 		return 0; /* called again while the lookups run: the first cb stands */
 	v->finishing = true;
-	if (!v->msg.in_body) {
-		dkim_msg_end(&v->msg);
+	if (!v->in_body) {
+		/* all header: dkim_msg_end is idempotent, the owner may have
+		 * called it already */
+		dkim_msg_end(v->msg);
+		v->in_body = true;
 		arc_verify_start(v);
 	}
 	if (!v->decided) {
@@ -464,17 +489,37 @@ enum arc_result arc_verify_result(const struct arc_verify *v, unsigned *sets_r,
 	return v->result;
 }
 
+static void arc_lookups_cancel(struct arc_verify *v)
+{
+	for (size_t i = 0; i <= ARC_SETS_MAX; i++) {
+		if (v->lk[i].pending && v->lk[i].query != NULL && v->resolver.cancel != NULL)
+			v->resolver.cancel(v->resolver.ctx, v->lk[i].query);
+		v->lk[i].pending = false;
+		v->lk[i].query = NULL;
+	}
+}
+
+void arc_verify_cancel(struct arc_verify *v, const char *reason)
+{
+	if (v->done)
+		return;
+	arc_lookups_cancel(v);
+	v->pending = 0;
+	v->cb = NULL;
+	v->done = v->finishing = true;
+	v->result = ARC_RESULT_FAIL;
+	v->reason = reason;
+}
+
 void arc_verify_free(struct arc_verify **vp)
 {
 	struct arc_verify *v = *vp;
 	if (v == NULL)
 		return;
-	for (size_t i = 0; i <= ARC_SETS_MAX; i++)
-		if (v->lk[i].pending && v->lk[i].query != NULL && v->resolver.cancel != NULL)
-			v->resolver.cancel(v->resolver.ctx, v->lk[i].query);
+	arc_lookups_cancel(v);
 	dkim_sig_clear(&v->ams);
 	EVP_MD_CTX_free(v->bmd);
-	dkim_msg_clear(&v->msg);
+	dkim_msg_clear(&v->own);
 	free(v);
 	*vp = NULL;
 }

@@ -25,6 +25,11 @@ const char *arc_result_name(enum arc_result r); /* "none", "pass", "fail" (RFC 8
 struct arc_verify;
 /* resolver is copied; now 0: time(NULL). */
 struct arc_verify *arc_verify_create(time_t now, const struct dkim_resolver *resolver);
+/* The same, sharing the header section that dkim keeps (one copy, split
+ * once): dkim must be fed every octet before this verifier is, and must
+ * outlive it. */
+struct arc_verify *arc_verify_create_shared(time_t now, const struct dkim_resolver *resolver,
+                                            struct dkim_verify *dkim);
 void arc_verify_feed(struct arc_verify *v, const void *data, size_t len);
 /* 1: the result is ready now (cb not called); 0: cb is called once later. */
 typedef void arc_verify_cb(struct arc_verify *v, void *arg);
@@ -32,6 +37,9 @@ int arc_verify_finish(struct arc_verify *v, arc_verify_cb *cb, void *arg);
 /* After completion: the chain's result, the number of sets, why (static). */
 enum arc_result arc_verify_result(const struct arc_verify *v, unsigned *sets_r,
                                   const char **reason_r);
+/* Gives up on the lookups still pending (cb is not called from now on):
+ * the chain is a fail with reason (static), as a DNS failure is (§5.2). */
+void arc_verify_cancel(struct arc_verify *v, const char *reason);
 /* Cancels pending lookups (cb not called) and frees. */
 void arc_verify_free(struct arc_verify **v);
 

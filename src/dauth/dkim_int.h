@@ -30,6 +30,12 @@ void dkim_msg_clear(struct dkim_msg *m);
  * rest is body). Sets in_body when the empty line has been seen; the
  * fields are split then (or by dkim_msg_end). */
 size_t dkim_msg_feed(struct dkim_msg *m, const unsigned char *p, size_t n);
+/* Where the header section ends, without keeping it: *state (0 at the
+ * start) and *in_body as dkim_msg_feed keeps them; returns the octets of p
+ * that belong to the header section. */
+size_t dkim_eoh_scan(unsigned *state, bool *in_body, const unsigned char *p, size_t n);
+/* The header section the verifier keeps (for ARC to share). */
+struct dkim_msg *dkim_verify_msg(struct dkim_verify *v);
 /* End of message without an empty line: all of it was header. */
 void dkim_msg_end(struct dkim_msg *m);
 bool dkim_field_is(const struct dkim_msg *m, const struct dkim_field *f, const char *name);

@@ -57,27 +57,35 @@ static void dkim_msg_split(struct dkim_msg *m)
 	}
 }
 
-size_t dkim_msg_feed(struct dkim_msg *m, const unsigned char *p, size_t n)
+size_t dkim_eoh_scan(unsigned *state, bool *in_body, const unsigned char *p, size_t n)
 {
 	size_t i;
-	if (m->in_body)
+	if (*in_body)
 		return 0;
 	/* states: 0 line start, 1 CR at line start, 2 in a line, 3 CR in a line */
 	for (i = 0; i < n; i++) {
 		unsigned char c = p[i];
-		unsigned s = m->eoh_state;
+		unsigned s = *state;
 		if (s == 1 && c == '\n') {
 			i++;
-			m->in_body = true;
+			*in_body = true;
 			break;
 		}
 		if (c == '\r')
-			m->eoh_state = s == 0 ? 1 : 3;
+			*state = s == 0 ? 1 : 3;
 		else if (c == '\n' && s == 3)
-			m->eoh_state = 0;
+			*state = 0;
 		else
-			m->eoh_state = 2;
+			*state = 2;
 	}
+	return i;
+}
+
+size_t dkim_msg_feed(struct dkim_msg *m, const unsigned char *p, size_t n)
+{
+	if (m->in_body)
+		return 0;
+	size_t i = dkim_eoh_scan(&m->eoh_state, &m->in_body, p, n);
 	if (!m->overflow) {
 		size_t keep = i;
 		if (m->in_body && i >= 2) {

@@ -382,6 +382,11 @@ void dkim_verify_cancel(struct dkim_verify *v)
 	v->pending = 0;
 }
 
+struct dkim_msg *dkim_verify_msg(struct dkim_verify *v)
+{
+	return &v->msg;
+}
+
 size_t dkim_verify_count(const struct dkim_verify *v)
 {
 	return v->n;

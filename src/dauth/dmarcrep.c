@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -59,9 +60,9 @@ const char *dmarcrep_spf_result_name(unsigned r)
 
 const char *dmarcrep_reason_name(unsigned r)
 {
-	static const char *const names[] = {"",         "forwarded",    "sampled_out",
-	                                    "trusted_forwarder", "mailing_list",
-	                                    "local_policy", "other"};
+	static const char *const names[] = {
+	    "",     "forwarded", "sampled_out", "trusted_forwarder", "mailing_list", "local_policy",
+	    "other"};
 	return r < DMARCREP_REASON_N ? names[r] : "other";
 }
 
@@ -195,8 +196,7 @@ static bool rep_decode_dkim(const unsigned char *v, size_t n, struct dmarcrep_re
 	return true;
 }
 
-static bool rep_decode_field(unsigned tag, const unsigned char *v, size_t n,
-                             struct dmarcrep_rec *r)
+static bool rep_decode_field(unsigned tag, const unsigned char *v, size_t n, struct dmarcrep_rec *r)
 {
 	switch (tag) {
 	case T_TIME:
@@ -289,8 +289,8 @@ int dmarcrep_rec_decode(const void *p, size_t len, struct dmarcrep_rec *r, const
 		}
 		off += n;
 	}
-	uint32_t need = 1u << T_TIME | 1u << T_POLICY_DOMAIN | 1u << T_SOURCE_IP |
-	                1u << T_HEADER_FROM;
+	uint32_t need =
+	    1u << T_TIME | 1u << T_POLICY_DOMAIN | 1u << T_SOURCE_IP | 1u << T_HEADER_FROM;
 	if ((seen & need) != need || r->policy_domain[0] == '\0' || r->header_from[0] == '\0') {
 		*error_r = "a required field is missing";
 		return -1;
@@ -330,7 +330,9 @@ int dmarcrep_frame(const void *body, size_t len, struct buf *out)
 
 /* ---- reading a day ---- */
 
-/* A good record at p? Its whole length, or 0. */
+/* A good record at p? Its whole length, or 0. r NULL: its CRC is checked,
+ * its body not decoded (the writer's repair, on the queue's loop: the
+ * file is its own, the reader decodes every record anyway). */
 static size_t rep_frame_at(const unsigned char *p, size_t len, struct dmarcrep_rec *r)
 {
 	if (len < DMARCREP_FRAME_OVERHEAD || memcmp(p, dmarcrep_magic, 4) != 0)
@@ -342,7 +344,7 @@ static size_t rep_frame_at(const unsigned char *p, size_t len, struct dmarcrep_r
 	if ((uint32_t)crc != rep_get32(p + DMARCREP_HDR_LEN + n))
 		return 0;
 	const char *error;
-	if (dmarcrep_rec_decode(p + DMARCREP_HDR_LEN, n, r, &error) < 0)
+	if (r != NULL && dmarcrep_rec_decode(p + DMARCREP_HDR_LEN, n, r, &error) < 0)
 		return 0;
 	return DMARCREP_FRAME_OVERHEAD + n;
 }
@@ -351,7 +353,7 @@ int dmarcrep_day_parse(const void *p, size_t len, dmarcrep_rec_cb *cb, void *arg
                        struct dmarcrep_scan *st)
 {
 	const unsigned char *b = p;
-	struct dmarcrep_rec *r = xmalloc(sizeof(*r));
+	struct dmarcrep_rec *r = cb != NULL ? xmalloc(sizeof(*r)) : NULL;
 	memset(st, 0, sizeof(*st));
 	size_t off = 0;
 	bool in_bad = false;
@@ -374,7 +376,7 @@ int dmarcrep_day_parse(const void *p, size_t len, dmarcrep_rec_cb *cb, void *arg
 		off += n;
 		st->valid_end = off;
 		st->records++;
-		rc = cb(r, arg);
+		rc = cb != NULL ? cb(r, arg) : 0;
 	}
 	free(r);
 	return rc;
@@ -506,11 +508,22 @@ void dmarcrep_writer_free(struct dmarcrep_writer **wp)
 	free(w);
 }
 
-static int rep_count(const struct dmarcrep_rec *r, void *arg)
+/* The common case, on the queue's loop: the records' lengths chain
+ * exactly to the end and the last one's CRC holds (what our own appends
+ * leave when nothing crashed). len, or 0 when a full scan must tell. */
+static size_t rep_fast_end(const unsigned char *p, size_t len)
 {
-	(void)r;
-	(void)arg;
-	return 0;
+	size_t off = 0, last = 0;
+	while (len - off >= DMARCREP_FRAME_OVERHEAD && memcmp(p + off, dmarcrep_magic, 4) == 0) {
+		size_t n = rep_get32(p + off + 4);
+		if (n > DMARCREP_BODY_MAX || n > len - off - DMARCREP_FRAME_OVERHEAD)
+			return 0;
+		last = off;
+		off += DMARCREP_FRAME_OVERHEAD + n;
+	}
+	if (off != len || rep_frame_at(p + last, len - last, NULL) != len - last)
+		return 0;
+	return len;
 }
 
 /* Open the day's file; a torn tail (a crash in a write) is cut so that
@@ -528,28 +541,38 @@ static int rep_writer_open(struct dmarcrep_writer *w, const char *day, const cha
 		*error_r = strerror(errno);
 		return -1;
 	}
-	struct buf data;
-	buf_init(&data, 0);
-	if (rep_read_file(fd, UINT64_MAX, &data, error_r) < 0) {
-		buf_free(&data);
+	struct stat sb;
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		*error_r = "not a regular file";
 		close(fd);
 		return -1;
 	}
-	struct dmarcrep_scan st;
-	(void)dmarcrep_day_parse(data.data, data.len, rep_count, NULL, &st);
-	if (st.valid_end < data.len) {
-		log_warn("event=dmarc_day_repaired day=%s kept=%zu cut=%zu", day, st.valid_end,
-		         data.len - st.valid_end);
-		if (ftruncate(fd, (off_t)st.valid_end) < 0) {
+	size_t len = (size_t)sb.st_size, end = 0;
+	if (len > 0) {
+		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (m == MAP_FAILED) {
 			*error_r = strerror(errno);
-			buf_free(&data);
+			close(fd);
+			return -1;
+		}
+		end = rep_fast_end(m, len);
+		if (end != len) { /* a crash tore it (or worse): find the last good record */
+			struct dmarcrep_scan st;
+			(void)dmarcrep_day_parse(m, len, NULL, NULL, &st);
+			end = st.valid_end;
+		}
+		munmap(m, len);
+	}
+	if (end < len) {
+		log_warn("event=dmarc_day_repaired day=%s kept=%zu cut=%zu", day, end, len - end);
+		if (ftruncate(fd, (off_t)end) < 0) {
+			*error_r = strerror(errno);
 			close(fd);
 			return -1;
 		}
 	}
-	buf_free(&data);
 	w->fd = fd;
-	w->size = st.valid_end;
+	w->size = end;
 	memcpy(w->day, day, sizeof(w->day));
 	return 0;
 }

@@ -37,19 +37,34 @@
 
 /* RFC 7489 Appendix C's enumerations: the value is the index. */
 enum dmarcrep_dkim_result { /* DKIMResultType (= enum dkim_result's order) */
-	DMARCREP_DKIM_NONE, DMARCREP_DKIM_PASS, DMARCREP_DKIM_FAIL, DMARCREP_DKIM_POLICY,
-	DMARCREP_DKIM_NEUTRAL, DMARCREP_DKIM_TEMPERROR, DMARCREP_DKIM_PERMERROR,
-	DMARCREP_DKIM_N
+	                    DMARCREP_DKIM_NONE,
+	                    DMARCREP_DKIM_PASS,
+	                    DMARCREP_DKIM_FAIL,
+	                    DMARCREP_DKIM_POLICY,
+	                    DMARCREP_DKIM_NEUTRAL,
+	                    DMARCREP_DKIM_TEMPERROR,
+	                    DMARCREP_DKIM_PERMERROR,
+	                    DMARCREP_DKIM_N
 };
 enum dmarcrep_spf_result { /* SPFResultType (= enum spf_result's order) */
-	DMARCREP_SPF_NONE, DMARCREP_SPF_NEUTRAL, DMARCREP_SPF_PASS, DMARCREP_SPF_FAIL,
-	DMARCREP_SPF_SOFTFAIL, DMARCREP_SPF_TEMPERROR, DMARCREP_SPF_PERMERROR,
-	DMARCREP_SPF_N
+	                   DMARCREP_SPF_NONE,
+	                   DMARCREP_SPF_NEUTRAL,
+	                   DMARCREP_SPF_PASS,
+	                   DMARCREP_SPF_FAIL,
+	                   DMARCREP_SPF_SOFTFAIL,
+	                   DMARCREP_SPF_TEMPERROR,
+	                   DMARCREP_SPF_PERMERROR,
+	                   DMARCREP_SPF_N
 };
 enum dmarcrep_reason { /* PolicyOverrideType, NONE: no reason element */
-	DMARCREP_REASON_NONE, DMARCREP_REASON_FORWARDED, DMARCREP_REASON_SAMPLED_OUT,
-	DMARCREP_REASON_TRUSTED_FORWARDER, DMARCREP_REASON_MAILING_LIST,
-	DMARCREP_REASON_LOCAL_POLICY, DMARCREP_REASON_OTHER, DMARCREP_REASON_N
+	               DMARCREP_REASON_NONE,
+	               DMARCREP_REASON_FORWARDED,
+	               DMARCREP_REASON_SAMPLED_OUT,
+	               DMARCREP_REASON_TRUSTED_FORWARDER,
+	               DMARCREP_REASON_MAILING_LIST,
+	               DMARCREP_REASON_LOCAL_POLICY,
+	               DMARCREP_REASON_OTHER,
+	               DMARCREP_REASON_N
 };
 
 struct dmarcrep_dkim {
@@ -62,15 +77,15 @@ struct dmarcrep_rec {
 	uint64_t time; /* seconds since the epoch, when evaluated */
 	/* policy_published: where the record was found and what it says */
 	char policy_domain[DMARC_DOMAIN_MAX + 1];
-	uint8_t p, sp;   /* enum dmarc_policy */
-	uint8_t pct;     /* 0..100 */
+	uint8_t p, sp; /* enum dmarc_policy */
+	uint8_t pct;   /* 0..100 */
 	bool adkim_strict, aspf_strict;
 	size_t nrua;
 	char rua[DMARC_RUA_MAX][256]; /* "mailto:..." */
 	uint64_t rua_max[DMARC_RUA_MAX];
 	/* row */
-	char source_ip[46]; /* textual, as inet_ntop writes it */
-	uint8_t disposition; /* enum dmarc_disposition: what was applied */
+	char source_ip[46];             /* textual, as inet_ntop writes it */
+	uint8_t disposition;            /* enum dmarc_disposition: what was applied */
 	bool dkim_aligned, spf_aligned; /* policy_evaluated dkim/spf pass */
 	uint8_t reason;                 /* enum dmarcrep_reason */
 	/* identifiers */
@@ -81,7 +96,7 @@ struct dmarcrep_rec {
 	size_t ndkim;
 	struct dmarcrep_dkim dkim[DMARCREP_DKIM_MAX];
 	char spf_domain[DMARC_DOMAIN_MAX + 1];
-	bool spf_helo; /* scope helo, else mfrom */
+	bool spf_helo;      /* scope helo, else mfrom */
 	uint8_t spf_result; /* enum dmarcrep_spf_result */
 };
 
@@ -102,15 +117,16 @@ int dmarcrep_frame(const void *body, size_t len, struct buf *out);
 /* ---- reading a day ---- */
 
 struct dmarcrep_scan {
-	size_t records;      /* good records given to the callback */
-	size_t bad;          /* stretches skipped (torn, damaged) */
-	size_t bad_octets;   /* octets in them */
-	size_t valid_end;    /* the end of the last good record */
+	size_t records;    /* good records given to the callback */
+	size_t bad;        /* stretches skipped (torn, damaged) */
+	size_t bad_octets; /* octets in them */
+	size_t valid_end;  /* the end of the last good record */
 };
 /* Called for each good record; a non-zero return stops the walk. */
 typedef int dmarcrep_rec_cb(const struct dmarcrep_rec *r, void *arg);
 /* Walk a day file's bytes (pure; fuzz_dmarcrep). Returns what cb
- * returned last (0 when it ran to the end). */
+ * returned last (0 when it ran to the end). cb NULL: records are only
+ * CRC-checked, not decoded (to find valid_end quickly). */
 int dmarcrep_day_parse(const void *p, size_t len, dmarcrep_rec_cb *cb, void *arg,
                        struct dmarcrep_scan *st);
 

@@ -7,6 +7,7 @@
 #include "conf/conf.h"
 #include "dauth/dmarcrep.h"
 #include "dauth/dmarcrep_report.h"
+#include "lib/alloc.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -16,11 +17,12 @@
 
 static void dmarcrep_cmd_usage(void)
 {
-	fprintf(stderr,
-	        "usage: hikyaku dmarc report [-c FILE] [--day YYYYMMDD] [--dry-run | --out DIR]\n"
-	        "       hikyaku dmarc stats [-c FILE] [--day YYYYMMDD]\n"
-	        "  report: send the day's aggregate reports (default: yesterday, UTC) not sent yet\n"
-	        "  stats:  what is recorded, per day and policy domain\n");
+	fprintf(
+	    stderr,
+	    "usage: hikyaku dmarc report [-c FILE] [--day YYYYMMDD] [--dry-run | --out DIR]\n"
+	    "       hikyaku dmarc stats [-c FILE] [--day YYYYMMDD]\n"
+	    "  report: send the day's aggregate reports (default: yesterday, UTC) not sent yet\n"
+	    "  stats:  what is recorded, per day and policy domain\n");
 }
 
 static void dmarcrep_cmd_stats_day(const struct conf *conf, const char *day)
@@ -36,8 +38,8 @@ static void dmarcrep_cmd_stats_day(const struct conf *conf, const char *day)
 	printf("%s: %zu messages, %zu reports, damaged %zu (%zu octets), %s\n", day, d.scan.records,
 	       d.ngroups, d.scan.bad, d.scan.bad_octets,
 	       dmarcrep_day_done(conf->spool_dir, day) ? "sent" : "not sent");
-	struct dmarcrep_rec *r = malloc(sizeof(*r));
-	for (size_t i = 0; r != NULL && i < d.ngroups; i++) {
+	struct dmarcrep_rec *r = xmalloc(sizeof(*r));
+	for (size_t i = 0; i < d.ngroups; i++) {
 		const struct dmarcrep_group *g = &d.groups[i];
 		unsigned long long pass = 0, fail = 0, disp[3] = {0};
 		for (size_t j = 0; j < g->nrows; j++) {
@@ -87,17 +89,14 @@ static int dmarcrep_cmd_stats(const struct conf *conf, const char *day)
 	while ((de = readdir(dir)) != NULL && n < 10000) {
 		if (dmarcrep_day_range(de->d_name, &b, &e) < 0)
 			continue;
-		char **nn = realloc(names, (n + 1) * sizeof(*names));
-		if (nn == NULL)
-			break;
-		names = nn;
-		names[n++] = strdup(de->d_name);
+		names = xreallocarray(names, n + 1, sizeof(*names));
+		names[n++] = xstrdup(de->d_name);
 	}
 	closedir(dir);
-	qsort(names, n, sizeof(*names), dmarcrep_cmd_name_cmp);
+	if (n > 0)
+		qsort(names, n, sizeof(*names), dmarcrep_cmd_name_cmp);
 	for (size_t i = 0; i < n; i++) {
-		if (names[i] != NULL)
-			dmarcrep_cmd_stats_day(conf, names[i]);
+		dmarcrep_cmd_stats_day(conf, names[i]);
 		free(names[i]);
 	}
 	free(names);

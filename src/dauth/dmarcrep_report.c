@@ -129,7 +129,8 @@ static int agg_add(const struct dmarcrep_rec *rec, void *arg)
 	unsigned char gb[8];
 	for (int i = 0; i < 8; i++)
 		gb[i] = (unsigned char)(gi >> (8 * i));
-	uint64_t h = siphash24(a->sipkey, a->scratch.data, a->scratch.len) ^ siphash24(a->sipkey, gb, 8);
+	uint64_t h =
+	    siphash24(a->sipkey, a->scratch.data, a->scratch.len) ^ siphash24(a->sipkey, gb, 8);
 	if (a->nrows >= a->rcap)
 		agg_rehash_rows(a);
 	for (struct agg_row *x = a->rows[h & (a->rcap - 1)]; x != NULL; x = x->next) {
@@ -184,7 +185,9 @@ static void agg_finish(struct agg *a)
 	free(a->groups);
 	buf_free(&a->scratch);
 	for (size_t i = 0; i < d->ngroups; i++)
-		qsort(d->groups[i].rows, d->groups[i].nrows, sizeof(struct dmarcrep_row), agg_row_cmp);
+		if (d->groups[i].nrows > 0)
+			qsort(d->groups[i].rows, d->groups[i].nrows, sizeof(struct dmarcrep_row),
+			      agg_row_cmp);
 }
 
 static void agg_init(struct agg *a, struct dmarcrep_day *d, const char *day)
@@ -208,8 +211,8 @@ void dmarcrep_day_aggregate(const char *day, const void *p, size_t len, struct d
 	agg_finish(&a);
 }
 
-int dmarcrep_day_load(const char *spool_dir, const char *day, uint64_t max,
-                      struct dmarcrep_day *d, const char **error_r)
+int dmarcrep_day_load(const char *spool_dir, const char *day, uint64_t max, struct dmarcrep_day *d,
+                      const char **error_r)
 {
 	struct agg a;
 	agg_init(&a, d, day);
@@ -279,7 +282,9 @@ static void xml_ip(const char *ip, char *out, size_t outlen)
 
 static const char *xml_disp(unsigned v)
 {
-	return v == DMARC_DISP_REJECT ? "reject" : v == DMARC_DISP_QUARANTINE ? "quarantine" : "none";
+	return v == DMARC_DISP_REJECT       ? "reject"
+	       : v == DMARC_DISP_QUARANTINE ? "quarantine"
+	                                    : "none";
 }
 
 static void xml_record(struct buf *out, const struct dmarcrep_rec *r, uint64_t count)
@@ -392,7 +397,9 @@ int dmarcrep_mime(const struct dmarcrep_meta *m, const struct dmarcrep_day *d,
 	(void)RAND_bytes(rnd, sizeof(rnd));
 	snprintf(boundary, sizeof(boundary), "=_dmarc_%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0],
 	         rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-	(void)buf_printf(out, "From: <%s>\r\nDate: %s\r\n", m->email, date);
+	/* RFC 3834: no auto-replies to a report */
+	(void)buf_printf(out, "From: <%s>\r\nDate: %s\r\nAuto-Submitted: auto-generated\r\n",
+	                 m->email, date);
 	for (size_t i = 0; i < nrcpts; i++)
 		(void)buf_printf(out, "%s<%s>%s", i == 0 ? "To: " : "\t", rcpts[i],
 		                 i + 1 < nrcpts ? ",\r\n" : "\r\n");
@@ -478,8 +485,8 @@ static void auth_answer(const struct dns_raw_result *res, void *arg)
 
 /* §7.1: may reports for policy_domain go to rua_domain? 1 yes, 0 no, -1
  * try later. */
-static int dmarcrep_authorized(struct dns *dns, struct event_base *base,
-                               const char *policy_domain, const char *rua_domain)
+static int dmarcrep_authorized(struct dns *dns, struct event_base *base, const char *policy_domain,
+                               const char *rua_domain)
 {
 	char name[600];
 	snprintf(name, sizeof(name), "%s._report._dmarc.%s", policy_domain, rua_domain);
@@ -508,9 +515,7 @@ static void sent_read(const char *spool_dir, const char *day, struct buf *out)
 	ssize_t n;
 	while ((n = read(fd, tmp, sizeof(tmp))) > 0 && out->len < (1u << 24))
 		(void)buf_append(out, tmp, (size_t)n);
-	close(fd);
-	(void)buf_append_byte(out, '\0');
-	out->len--;
+	close(fd); /* buf keeps a NUL after the data: strstr() may read it */
 }
 
 static bool sent_has(const struct buf *sent, const char *id)
@@ -591,7 +596,8 @@ static struct dns *run_dns(struct run *r)
 	char err[256];
 	r->base = event_base_new();
 	if (r->base == NULL || dns_create(r->base, &dc, &r->dns, err, sizeof(err)) < 0) {
-		log_warn("event=dmarc_report_dns_failed error=\"%s\"", r->base ? err : "no event base");
+		log_warn("event=dmarc_report_dns_failed error=\"%s\"",
+		         r->base ? err : "no event base");
 		r->dns_failed = true;
 		r->dns = NULL;
 	}
@@ -631,10 +637,13 @@ static size_t run_rcpts(struct run *r, const struct dmarcrep_group *g, char rcpt
 		dmarc_org_domain(r->psl, dom, rorg, sizeof(rorg));
 		if (strcmp(porg, rorg) != 0) {
 			struct dns *dns = run_dns(r);
-			int v = dns != NULL ? dmarcrep_authorized(dns, r->base, p->policy_domain, dom) : -1;
+			int v = dns != NULL
+			            ? dmarcrep_authorized(dns, r->base, p->policy_domain, dom)
+			            : -1;
 			if (v < 0) {
 				*temp = true;
-				run_say(r, "%s: %s: DNS failure checking %s._report._dmarc.%s, later",
+				run_say(r,
+				        "%s: %s: DNS failure checking %s._report._dmarc.%s, later",
 				        g->report_id, p->policy_domain, p->policy_domain, dom);
 				continue;
 			}
@@ -642,9 +651,11 @@ static size_t run_rcpts(struct run *r, const struct dmarcrep_group *g, char rcpt
 				log_info("event=dmarc_report_skip report_id=%s domain=%s rua=%s "
 				         "reason=\"external destination not authorized\"",
 				         g->report_id, p->policy_domain, addr);
-				run_say(r, "%s: %s: %s not authorized (no v=DMARC1 at "
-				           "%s._report._dmarc.%s), skipped",
-				        g->report_id, p->policy_domain, addr, p->policy_domain, dom);
+				run_say(r,
+				        "%s: %s: %s not authorized (no v=DMARC1 at "
+				        "%s._report._dmarc.%s), skipped",
+				        g->report_id, p->policy_domain, addr, p->policy_domain,
+				        dom);
 				continue;
 			}
 		}
@@ -676,7 +687,9 @@ static int run_submit(struct run *r, const struct dmarcrep_group *g, const char 
 	                       .nrcpts = n,
 	                       .content = (const char *)msg->data,
 	                       .content_len = msg->len,
-	                       .xuid = -1};
+	                       .xuid = -1,
+	                       .on_fd = r->o->on_fd,
+	                       .on_fd_arg = r->o->arg};
 	struct submit_result res = {.rcpt_code = codes};
 	if (submit_all(r->conf->spool_dir, &m, &res) < 0) {
 		run_say(r, "%s: cannot reach the submission socket (%s): is the daemon running?",
@@ -730,7 +743,9 @@ static int run_group(struct run *r, const struct dmarcrep_day *d, const struct d
 				         "reason=\"larger than its limit\" size=%zu limit=%llu",
 				         g->report_id, g->policy.policy_domain, rcpts[i], msg.len,
 				         (unsigned long long)max[i]);
-				run_say(r, "%s: %s: %s takes at most %llu octets, the report has %zu: skipped",
+				run_say(r,
+				        "%s: %s: %s takes at most %llu octets, the report has %zu: "
+				        "skipped",
 				        g->report_id, g->policy.policy_domain, rcpts[i],
 				        (unsigned long long)max[i], msg.len);
 				continue;
@@ -767,8 +782,8 @@ static int run_group(struct run *r, const struct dmarcrep_day *d, const struct d
 			        strerror(errno));
 			rc = 0;
 		} else {
-			run_say(r, "%s: %s: wrote %s/%s and %s", g->report_id, g->policy.policy_domain,
-			        r->o->out_dir, fname, eml);
+			run_say(r, "%s: %s: wrote %s/%s and %s", g->report_id,
+			        g->policy.policy_domain, r->o->out_dir, fname, eml);
 		}
 	} else {
 		rc = run_submit(r, g, rcpts, n, &msg);
@@ -799,9 +814,11 @@ int dmarcrep_run(const struct conf *conf, const struct dmarcrep_opts *o, const c
 	                      : host;
 	struct dmarcrep_day d;
 	int rc = dmarcrep_day_load(conf->spool_dir, o->day, conf->dmarc.max_day_size, &d, error_r);
-	if (rc < 0) {
+	if (rc != 0) {
 		dmarcrep_day_clear(&d);
-		return -1;
+		if (rc > 0)
+			run_say(&r, "%s: nothing recorded", o->day);
+		return rc > 0 ? 0 : -1;
 	}
 	if (d.scan.bad > 0)
 		run_say(&r, "%s: %zu damaged stretches skipped (%zu octets)", o->day, d.scan.bad,
@@ -813,6 +830,10 @@ int dmarcrep_run(const struct conf *conf, const struct dmarcrep_opts *o, const c
 	r.psl = dmarc_create();
 	for (size_t i = 0; i < d.ngroups; i++) {
 		const struct dmarcrep_group *g = &d.groups[i];
+		if (o->stopping != NULL && o->stopping(o->arg)) {
+			r.pending = true;
+			break;
+		}
 		if (marking && sent_has(&sent, g->report_id)) {
 			run_say(&r, "%s: %s: already sent", g->report_id, g->policy.policy_domain);
 			continue;
@@ -825,7 +846,16 @@ int dmarcrep_run(const struct conf *conf, const struct dmarcrep_opts *o, const c
 			log_warn("event=dmarc_report_mark_failed day=%s error=\"%s\"", o->day,
 			         strerror(errno));
 	}
-	if (marking && !r.pending && !sent_has(&sent, "done"))
+	/* A day not over yet (by hand) is never done: its reports are marked
+	 * sent, records that come later for them are not reported, and new
+	 * policy domains are sent by the run after the day's end. */
+	bool over = time(NULL) >= d.end;
+	if (!over && marking && d.ngroups > 0)
+		run_say(&r,
+		        "%s: the day is not over: later messages of these reports will not be "
+		        "reported",
+		        o->day);
+	if (marking && over && !r.pending && !sent_has(&sent, "done"))
 		(void)sent_mark(conf->spool_dir, o->day, "done");
 	log_info("event=dmarc_report day=%s reports=%zu sent=%zu no_destination=%zu pending=%s",
 	         o->day, d.ngroups, r.sent, r.skipped, r.pending ? "yes" : "no");

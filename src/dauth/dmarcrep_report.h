@@ -53,8 +53,8 @@ struct dmarcrep_day {
 /* Aggregate the records of a day file's bytes (pure). */
 void dmarcrep_day_aggregate(const char *day, const void *p, size_t len, struct dmarcrep_day *d);
 /* Read <spool>/dmarc/<day> and aggregate it: 0, 1 no such file, -1. */
-int dmarcrep_day_load(const char *spool_dir, const char *day, uint64_t max,
-                      struct dmarcrep_day *d, const char **error_r);
+int dmarcrep_day_load(const char *spool_dir, const char *day, uint64_t max, struct dmarcrep_day *d,
+                      const char **error_r);
 void dmarcrep_day_clear(struct dmarcrep_day *d);
 
 struct dmarcrep_meta {
@@ -92,6 +92,11 @@ struct dmarcrep_opts {
 	bool dry_run;        /* say what would be sent, send and mark nothing */
 	const char *out_dir; /* write the messages and .xml.gz here instead of sending */
 	FILE *out;           /* what it did, for people (NULL: logs only) */
+	/* The queue's run: told the submission's connection (to cut it at
+	 * stop, as the pickup does), and asked before each report. */
+	void (*on_fd)(void *arg, int fd);
+	bool (*stopping)(void *arg);
+	void *arg;
 };
 /* Send (or write) every report of the day not sent yet. 0 done (every
  * report handled), 1 some must be tried again (the daemon is down, a DNS

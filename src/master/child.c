@@ -11,6 +11,7 @@
 #include "conf/conf.h"
 #include "conf/credentials.h"
 #include "dauth/dmarcrep.h"
+#include "queue/dmarcd.h"
 #include "auth/authc.h"
 #include "auth/authd.h"
 #include "auth/users.h"
@@ -848,6 +849,7 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	struct ctl_server *ctl = NULL;
 	struct pickup *pickup = NULL;
 	struct dmarcrep_writer *dmarc_writer = NULL;
+	struct dmarcd *dmarcd = NULL;
 	const char *error = NULL;
 	char err[1024];
 	int ret = 1;
@@ -906,11 +908,14 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	qserver_set_dmarc(ctx.qs, dmarc_writer);
 	log_info("event=start config=%s queued=%d", conf->file, n);
 	pickup = pickup_create(ctx.base, conf);
+	if (conf->dmarc.reports)
+		dmarcd = dmarcd_create(ctx.base, conf);
 	child_ready(&ctx);
 	child_loop_run(ctx.base);
 	ret = 0;
 out:
 	pickup_free(&pickup); /* cuts a submission in progress: before its commit */
+	dmarcd_free(&dmarcd); /* the same */
 	qserver_free(&ctx.qs); /* commits in flight are queued first */
 	dmarcrep_writer_free(&dmarc_writer);
 	ctl_server_free(&ctl); /* before the queue manager it controls */

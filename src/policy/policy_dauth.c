@@ -7,7 +7,10 @@
  * the message, and enforces: DMARC reject (550 5.7.1), quarantine (a header
  * and the recipient's .Junk folder), DMARC temperror (dauth.temperror) and
  * SPF fail (550 5.7.23, dauth.spf_reject, only when DMARC did not pass:
- * RFC 7489 §10.1).
+ * RFC 7489 §10.1). ARC (RFC 8617, src/dauth/arc.c): the chain is verified
+ * beside DKIM (arc.verify, arc= in Authentication-Results), and a message
+ * we forward gets our ARC set (arc.seal), its signatures made by the keys
+ * process through the callback smtpd hands in.
  *
  * Authenticated sessions, loopback clients (unless dauth.loopback) and
  * dauth.inbound false get no checks. Runs in smtpd on the event loop.
@@ -16,6 +19,7 @@
  * what RFC 8601 allows (values that cannot be written safely are left
  * out). */
 #include "conf/conf.h"
+#include "dauth/arc.h"
 #include "dauth/dkim.h"
 #include "dauth/dmarc.h"
 #include "dauth/dmarcrep.h"
@@ -55,6 +59,14 @@ struct dauth_tx {
 	struct dkim_resolver dkim_res;
 	struct dkim_verify *dkim;
 	bool dkim_done, dkim_timed_out;
+	/* ARC (RFC 8617): the chain, fed beside DKIM (NULL: arc.verify off) */
+	struct arc_verify *arc;
+	bool arc_done;
+	char client_ip[NET_ADDRSTR_MAX]; /* smtp.remote-ip of arc= */
+	/* ARC sealing of a message we forward: smtpd feeds the settled message */
+	struct arc_seal *seal;
+	struct arc_seal_conf seal_conf;
+	struct dkim_sign_key seal_key;
 	/* end of data */
 	struct policy_job *job;
 	struct policy_eod_req *eod;
@@ -68,7 +80,7 @@ struct dauth_tx {
 	bool from_ok;
 	char from[DMARC_DOMAIN_MAX + 1];
 	const char *from_error;
-	char client_ip[INET6_ADDRSTRLEN]; /* for the DMARC aggregate reports */
+	char report_ip[INET6_ADDRSTRLEN]; /* source_ip of the DMARC aggregate reports */
 };
 
 static bool dauth_loopback(const struct sockaddr_storage *ss)
@@ -136,7 +148,7 @@ struct dauth_tx *policy_dauth_begin(struct policy_smtp *ps, const struct policy_
 	snprintf(t->spf_sender, sizeof(t->spf_sender), "%s", sender);
 	snprintf(t->spf_helo, sizeof(t->spf_helo), "%s", helo);
 	t->null_sender = sender[0] == '\0';
-	dauth_client_ip(&c->ss, t->client_ip, sizeof(t->client_ip));
+	dauth_client_ip(&c->ss, t->report_ip, sizeof(t->report_ip));
 	{
 		spf_resolver_dns(&t->spf_res, dns);
 		dkim_resolver_dns(&t->dkim_res, dns);
@@ -153,13 +165,54 @@ struct dauth_tx *policy_dauth_begin(struct policy_smtp *ps, const struct policy_
 	}
 	struct dkim_verify_conf vc = {0};
 	t->dkim = dkim_verify_create(&vc, &t->dkim_res);
+	snprintf(t->client_ip, sizeof(t->client_ip), "%s", c->addr);
+	if (conf->arc.verify) /* one header section for both, kept by DKIM's */
+		t->arc = arc_verify_create_shared(0, &t->dkim_res, t->dkim);
 	return t;
 }
 
 void policy_dauth_feed(struct dauth_tx *t, const void *p, size_t n)
 {
-	if (t != NULL && n > 0)
+	if (t != NULL && n > 0) {
 		dkim_verify_feed(t->dkim, p, n);
+		if (t->arc != NULL)
+			arc_verify_feed(t->arc, p, n);
+	}
+}
+
+bool policy_dauth_seal_begin(struct dauth_tx *t, bool forwarded, policy_dauth_sign_fn *sign,
+                             void *sign_ctx)
+{
+	if (t == NULL || t->seal != NULL || sign == NULL)
+		return false;
+	const struct conf *conf = t->ps->conf;
+	size_t idx = 0;
+	const struct conf_dkim_key *k = conf_arc_key(conf, &idx);
+	if (conf->arc.seal == CONF_ARC_SEAL_NEVER || k == NULL ||
+	    (conf->arc.seal == CONF_ARC_SEAL_FORWARDED && !forwarded))
+		return false;
+	t->seal_key = (struct dkim_sign_key){
+	    .domain = k->domain,
+	    .selector = k->selector,
+	    .alg = DKIM_ALG_RSA_SHA256, /* conf allows arc: true on rsa keys only */
+	    .key_id = idx,
+	};
+	/* authres and chain are known at the end of data (dauth_seal) */
+	t->seal_conf =
+	    (struct arc_seal_conf){.key = &t->seal_key, .sign = sign, .sign_ctx = sign_ctx};
+	t->seal = arc_seal_create(&t->seal_conf);
+	return true;
+}
+
+void policy_dauth_seal_feed(struct dauth_tx *t, const void *p, size_t n)
+{
+	if (t == NULL || t->seal == NULL || n == 0)
+		return;
+	if (arc_seal_feed(t->seal, p, n) < 0) {
+		log_warn("event=arc_seal_failed sid=%s reason=\"header section too large\"",
+		         t->sid);
+		arc_seal_free(&t->seal);
+	}
 }
 
 static void dauth_stop(struct dauth_tx *t)
@@ -184,7 +237,9 @@ void policy_dauth_free(struct dauth_tx **tp)
 	*tp = NULL;
 	dauth_stop(t);
 	spf_cancel(&t->spf);
+	arc_verify_free(&t->arc); /* before the DKIM verifier, whose header it shares */
 	dkim_verify_free(&t->dkim);
+	arc_seal_free(&t->seal);
 	free(t);
 }
 
@@ -299,6 +354,62 @@ static void dauth_ar_dmarc(struct dauth_tx *t, const struct dmarc_result *r, str
 		dauth_ar_prop(b, "header.from", t->from);
 }
 
+/* arc= (the method RFC 8617 adds to RFC 8601's registry): the chain's
+ * result, the number of sets or why it failed, and the client's address
+ * as smtp.remote-ip (the common practice, the address the chain was
+ * received from). Left out when arc.verify is off. */
+static void dauth_ar_arc(struct dauth_tx *t, struct buf *b)
+{
+	if (t->arc == NULL)
+		return;
+	unsigned sets = 0;
+	const char *why = NULL;
+	enum arc_result r = arc_verify_result(t->arc, &sets, &why);
+	(void)buf_printf(b, ";\r\n\tarc=%s", arc_result_name(r));
+	char comment[200];
+	if (r == ARC_RESULT_PASS)
+		snprintf(comment, sizeof(comment), "i=%u", sets);
+	else
+		snprintf(comment, sizeof(comment), "%s", r == ARC_RESULT_FAIL ? why : "");
+	dauth_ar_comment(b, comment);
+	dauth_ar_prop(b, "smtp.remote-ip", t->client_ip);
+}
+
+/* Our ARC set on top of everything (RFC 8617 §5.1): the AAR is our
+ * Authentication-Results (ar: the whole field), cv= the verified chain. A
+ * failure or a top block without room leaves the message unsealed
+ * (logged): the seal is a courtesy to the next hop, never a reason to
+ * refuse. The keys process answers within the call. */
+static void dauth_seal(struct dauth_tx *t, struct policy_eod_req *eod, const struct buf *ar)
+{
+	static const char name[] = "Authentication-Results: ";
+	const char *err = NULL, *hdr = NULL;
+	unsigned sets = 0;
+	if (t->seal == NULL)
+		return;
+	t->seal_conf.authres = (const char *)ar->data + (sizeof(name) - 1);
+	t->seal_conf.chain = t->arc != NULL ? arc_verify_result(t->arc, &sets, NULL)
+	                                    : ARC_RESULT_FAIL; /* unknown: cv=fail if sets */
+	int rc = arc_seal_finish(t->seal, NULL, NULL, &err);
+	if (rc == 1)
+		hdr = arc_seal_header(t->seal, &err);
+	else if (rc == 0)
+		err = "signer did not answer at once"; /* keyproxy_dkim_sign always does */
+	size_t n = hdr != NULL ? strlen(hdr) : 0;
+	if (n < 2 || eod->top == NULL ||
+	    (eod->top->max != 0 && eod->top->len + n > eod->top->max)) {
+		log_warn("event=arc_seal_failed sid=%s qid=%s reason=\"%s\"", t->sid, eod->qid,
+		         err != NULL ? err : "no room above the message");
+		if (rc != 0)
+			arc_seal_free(&t->seal);
+		return;
+	}
+	(void)policy_eod_add_field(eod, hdr, n - 2);
+	log_info("event=arc_sealed sid=%s qid=%s d=%s s=%s", t->sid, eod->qid, t->seal_key.domain,
+	         t->seal_key.selector);
+	arc_seal_free(&t->seal);
+}
+
 /* ---- the end-of-data check ---- */
 
 /* The author domain: exactly one From field with a usable address
@@ -398,7 +509,7 @@ static void dauth_record(struct dauth_tx *t, const struct policy_eod_req *eod,
 {
 	struct policy_smtp *ps = t->ps;
 	if (ps->dmarc_sink == NULL || !t->from_ok || t->found.status != DMARC_PASS ||
-	    (r->status != DMARC_PASS && r->status != DMARC_FAIL) || t->client_ip[0] == '\0')
+	    (r->status != DMARC_PASS && r->status != DMARC_FAIL) || t->report_ip[0] == '\0')
 		return;
 	struct dmarcrep_rec *rec = xcalloc(1, sizeof(*rec));
 	const struct dmarc_record *pr = &t->found.rec;
@@ -413,7 +524,7 @@ static void dauth_record(struct dauth_tx *t, const struct policy_eod_req *eod,
 		snprintf(rec->rua[rec->nrua], sizeof(rec->rua[0]), "%s", pr->rua[i]);
 		rec->rua_max[rec->nrua++] = pr->rua_max[i];
 	}
-	snprintf(rec->source_ip, sizeof(rec->source_ip), "%s", t->client_ip);
+	snprintf(rec->source_ip, sizeof(rec->source_ip), "%s", t->report_ip);
 	rec->disposition = (uint8_t)applied;
 	rec->dkim_aligned = r->dkim_aligned;
 	rec->spf_aligned = r->spf_aligned;
@@ -484,18 +595,28 @@ static void dauth_finish(struct dauth_tx *t)
 	dauth_ar_spf(t, &b);
 	dauth_ar_dkim(t, &b);
 	dauth_ar_dmarc(t, &r, &b);
-	(void)buf_append_str(&b, ";\r\n\tarc=none");
+	dauth_ar_arc(t, &b);
 	(void)policy_eod_add_field(eod, (const char *)b.data, b.len);
+	/* a message refused below is not sealed: two signatures for nothing
+	 * (the same conditions as the replies below) */
+	bool tempfail =
+	    r.status == DMARC_TEMPERROR && conf->dauth.temperror == CONF_DAUTH_TEMPERROR_TEMPFAIL;
+	bool spf_refused =
+	    conf->dauth.spf_reject && t->spf_result == SPF_FAIL && r.status != DMARC_PASS;
+	if (!reject && !tempfail && !spf_refused)
+		dauth_seal(t, eod, &b);
 	buf_free(&b);
 
 	char qf[LOG_Q_MAX];
-	log_info("event=dauth sid=%s qid=%s spf=%s dkim_sigs=%zu dmarc=%s from=%s disposition=%s",
+	log_info("event=dauth sid=%s qid=%s spf=%s dkim_sigs=%zu dmarc=%s from=%s disposition=%s"
+	         " arc=%s",
 	         t->sid, eod->qid, spf_result_name(t->spf_result),
 	         t->dkim_timed_out ? 0 : dkim_verify_count(t->dkim), dmarc_status_name(r.status),
 	         t->from_ok ? log_qs(qf, t->from) : "-",
 	         reject       ? "reject"
 	         : quarantine ? "quarantine"
-	                      : "none");
+	                      : "none",
+	         t->arc != NULL ? arc_result_name(arc_verify_result(t->arc, NULL, NULL)) : "-");
 	dauth_record(t, eod, &r,
 	             reject       ? DMARC_DISP_REJECT
 	             : quarantine ? DMARC_DISP_QUARANTINE
@@ -520,7 +641,7 @@ static void dauth_finish(struct dauth_tx *t)
 static void dauth_maybe_finish(struct dauth_tx *t)
 {
 	if (t->job == NULL || t->starting || t->finishing || !t->spf_done || !t->dkim_done ||
-	    !t->dmarc_done)
+	    !t->dmarc_done || !t->arc_done)
 		return;
 	t->finishing = true;
 	event_active(t->finish_ev, EV_TIMEOUT, 0);
@@ -541,6 +662,14 @@ static void dauth_on_dkim(struct dkim_verify *v, void *arg)
 	dauth_maybe_finish(t);
 }
 
+static void dauth_on_arc(struct arc_verify *v, void *arg)
+{
+	struct dauth_tx *t = arg;
+	(void)v;
+	t->arc_done = true;
+	dauth_maybe_finish(t);
+}
+
 static void dauth_on_dmarc(const struct dmarc_policy_found *f, void *arg)
 {
 	struct dauth_tx *t = arg;
@@ -556,9 +685,9 @@ static void dauth_on_timeout(evutil_socket_t fd, short what, void *arg)
 	struct dauth_tx *t = arg;
 	(void)fd;
 	(void)what;
-	log_info("event=dauth_timeout sid=%s spf=%s dkim=%s dmarc=%s", t->sid,
+	log_info("event=dauth_timeout sid=%s spf=%s dkim=%s dmarc=%s arc=%s", t->sid,
 	         t->spf_done ? "done" : "pending", t->dkim_done ? "done" : "pending",
-	         t->dmarc_done ? "done" : "pending");
+	         t->dmarc_done ? "done" : "pending", t->arc_done ? "done" : "pending");
 	if (!t->spf_done) {
 		spf_cancel(&t->spf);
 		t->spf_done = true;
@@ -569,6 +698,11 @@ static void dauth_on_timeout(evutil_socket_t fd, short what, void *arg)
 	if (!t->dkim_done) {
 		dkim_verify_cancel(t->dkim);
 		t->dkim_done = t->dkim_timed_out = true;
+	}
+	if (!t->arc_done) {
+		/* RFC 8617 §5.2: a key that cannot be had fails the chain */
+		arc_verify_cancel(t->arc, "key lookup timed out");
+		t->arc_done = true;
 	}
 	if (!t->dmarc_done) {
 		dmarc_discovery_cancel(&t->dq);
@@ -598,6 +732,8 @@ static void dauth_start(struct policy_job *job)
 	dauth_from(t, req->eod.hdr, req->eod.hdr_len);
 	if (dkim_verify_finish(t->dkim, dauth_on_dkim, t) == 1)
 		t->dkim_done = true;
+	if (t->arc == NULL || arc_verify_finish(t->arc, dauth_on_arc, t) == 1)
+		t->arc_done = true;
 	if (!t->from_ok) {
 		t->dmarc_done = true; /* dmarc_evaluate() decides from from_error */
 	} else {
@@ -620,6 +756,8 @@ static void dauth_cancel(struct policy_job *job, enum policy_cancel why)
 		return;
 	if (!t->dkim_done)
 		dkim_verify_cancel(t->dkim);
+	if (!t->arc_done && t->arc != NULL)
+		arc_verify_cancel(t->arc, "cancelled");
 	dauth_stop(t);
 }
 

@@ -133,6 +133,21 @@ struct dauth_tx *policy_dauth_begin(struct policy_smtp *ps, const struct policy_
 				    const char *sender, const char *helo);
 void policy_dauth_feed(struct dauth_tx *t, const void *p, size_t n);
 void policy_dauth_free(struct dauth_tx **t); /* accepts NULL */
+/* ARC sealing (RFC 8617 §5.1, arc.seal): once the header section is
+ * settled, smtpd says whether the message is forwarded (a recipient is an
+ * alias target outside local_domains) and hands in the signer (the keys
+ * process: keyproxy_dkim_sign, answering within the call). true: a sealer
+ * now waits for the message as it will be delivered (our Received left
+ * out) through policy_dauth_seal_feed(), and the dauth check puts the ARC
+ * set on top. false: no seal (t NULL, arc.seal, forwarded, no arc key). */
+struct dkim_sign_key;
+typedef void policy_dauth_sign_fn(void *ctx, const struct dkim_sign_key *key,
+                                  const unsigned char *hash, size_t hash_len,
+                                  void (*done)(void *, const unsigned char *, size_t, const char *),
+                                  void *done_arg);
+bool policy_dauth_seal_begin(struct dauth_tx *t, bool forwarded, policy_dauth_sign_fn *sign,
+                             void *sign_ctx);
+void policy_dauth_seal_feed(struct dauth_tx *t, const void *p, size_t n);
 
 /* The chains of smtpd, with their checks' shared state (the DNS resolver
  * made on first use, the probe client and its cache). users and aliases may

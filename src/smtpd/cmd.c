@@ -307,6 +307,10 @@ static void cmd_rcpt_alias(struct smtpd_session *s, const struct smtp_rcpt_args 
 		struct envelope_rcpt *er = envelope_add_rcpt(&tx->env, pr->targets[i]);
 		er->notify = r->notify;
 		envelope_set_str(&er->orcpt, orcpt);
+		/* re-routed off-site by us: ARC sealing (arc.seal forwarded) */
+		const char *at = strrchr(pr->targets[i], '@');
+		if (at != NULL && !conf_is_local_domain(s->srv->conf, at + 1))
+			tx->forwarded = true;
 	}
 	log_info("event=alias sid=%s rcpt=%s targets=%zu new=%zu", s->sid, log_qs(q, addr),
 		 pr->ntargets, fresh);

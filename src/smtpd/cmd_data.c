@@ -299,6 +299,31 @@ static void data_sign_feed(struct smtpd_session *s)
 	}
 }
 
+/* ARC sealing of inbound mail we forward (arc.seal; the dauth check
+ * adds the set at the end of data): like the DKIM signer, the sealer sees
+ * the message from the settled header section on, as it will be
+ * delivered, without our Received. */
+static void data_seal_feed(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	if (!tx->seal_decided) {
+		if (!tx->hdr_decided)
+			return;
+		tx->seal_decided = true;
+		if (s->srv->dkim_kc == NULL ||
+		    !policy_dauth_seal_begin(tx->dauth, tx->forwarded, keyproxy_dkim_sign,
+					     s->srv->dkim_kc))
+			return;
+		tx->sealing = true;
+		tx->seal_fed = tx->hdr_at;
+	}
+	if (tx->sealing && tx->body.len > tx->seal_fed) {
+		policy_dauth_seal_feed(tx->dauth, tx->body.data + tx->seal_fed,
+				       tx->body.len - tx->seal_fed);
+		tx->seal_fed = tx->body.len;
+	}
+}
+
 /* The end of a signed message: its DKIM-Signature field(s) on top. A
  * failure sends the message unsigned (logged), as a milter would. */
 static void data_sign_finish(struct smtpd_session *s)
@@ -371,6 +396,7 @@ static void data_spill(struct smtpd_session *s, bool force)
 	}
 	buf_reset(&tx->body);
 	tx->sign_fed = 0; /* the signer has seen all of it */
+	tx->seal_fed = 0; /* and the sealer */
 }
 
 void smtpd_cmd_data(struct smtpd_session *s, const char *args, size_t len)
@@ -640,6 +666,7 @@ static void data_end_of_message(struct smtpd_session *s)
 	data_header_section(s, true);
 	data_missing_fields(s, true);
 	data_sign_feed(s);
+	data_seal_feed(s);
 	data_sign_finish(s);
 	struct policy_eod_req *r = &s->preq.eod;
 	memset(r, 0, sizeof(*r));
@@ -763,6 +790,7 @@ static size_t data_feed(struct smtpd_session *s, struct evbuffer *in, size_t max
 	data_header_section(s, false);
 	data_missing_fields(s, false);
 	data_sign_feed(s);
+	data_seal_feed(s);
 	data_spill(s, false);
 	return total;
 }

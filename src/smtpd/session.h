@@ -136,6 +136,11 @@ struct smtpd_tx {
 	struct dkim_sign_key sign_keys[DKIM_SIGS_MAX];
 	struct dkim_sign_conf sign_conf;
 	size_t sign_fed; /* octets of body already fed to the signer */
+	/* ARC sealing of inbound mail (cmd_data.c, policy_dauth.c) */
+	bool forwarded;    /* a recipient is an alias target outside local_domains */
+	bool seal_decided; /* policy_dauth_seal_begin() asked */
+	bool sealing;      /* and a sealer is fed */
+	size_t seal_fed;   /* octets of body already fed to the sealer */
 	size_t n_rcpt_cmds;   /* RCPTs accepted: limits.recipients counts these */
 	size_t n_rcpt_dups;   /* RCPTs repeating a recipient: they count too */
 	uint64_t spilled;     /* content octets written to the spool file so far */

@@ -10,7 +10,10 @@
  * - header canonicalization of any field terminates and ends in CRLF;
  * - the verifier fed the input as a message in chunks never crashes, with
  *   a resolver that answers at once, and gives at most DKIM_SIGS_MAX results;
- *   the same for the ARC verifier (arc.c), whose result is one of three.
+ *   the same for the ARC verifier (arc.c), whose result is one of three;
+ *   and with a resolver that never answers, arc_verify_cancel() (smtpd's
+ *   dauth.timeout) cancels every lookup it started and leaves a fail; and
+ *   sharing the DKIM verifier's header section gives the same result.
  * Seeds in corpus/dkim_canon/. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,6 +68,77 @@ static void *lookup(void *ctx, const char *name, dkim_txt_cb *cb, void *arg)
 	(void)name;
 	cb(arg, DKIM_DNS_OK, &t, 1);
 	return NULL;
+}
+
+/* The ARC verifier sharing the DKIM verifier's header section (as smtpd
+ * runs it) comes to the same result as the one keeping its own. */
+static void arc_shared_same(const uint8_t *p, size_t n, size_t chunk, const struct dkim_resolver *r,
+                            const struct arc_verify *own)
+{
+	struct dkim_verify_conf vc = {.now = 1700000000};
+	struct dkim_verify *dv = dkim_verify_create(&vc, r);
+	struct arc_verify *av = arc_verify_create_shared(1700000000, r, dv);
+	for (size_t off = 0; off < n;) {
+		size_t k = n - off < chunk ? n - off : chunk;
+		dkim_verify_feed(dv, p + off, k);
+		arc_verify_feed(av, p + off, k);
+		off += k;
+	}
+	unsigned s1 = 0, s2 = 0;
+	const char *why1 = NULL, *why2 = NULL;
+	if (dkim_verify_finish(dv, NULL, NULL) != 1 || arc_verify_finish(av, NULL, NULL) != 1 ||
+	    arc_verify_result(av, &s2, &why2) != arc_verify_result(own, &s1, &why1) || s1 != s2 ||
+	    strcmp(why1, why2) != 0)
+		abort();
+	arc_verify_free(&av);
+	dkim_verify_free(&dv);
+}
+
+/* A resolver that never answers: ctx counts the lookups not yet cancelled. */
+static void *lookup_silent(void *ctx, const char *name, dkim_txt_cb *cb, void *arg)
+{
+	(void)name;
+	(void)cb;
+	(void)arg;
+	++*(size_t *)ctx;
+	return ctx;
+}
+
+static void cancel_silent(void *ctx, void *q)
+{
+	if (q != ctx || *(size_t *)ctx == 0)
+		abort();
+	--*(size_t *)ctx;
+}
+
+static void never_called(struct arc_verify *v, void *arg)
+{
+	(void)v;
+	(void)arg;
+	abort();
+}
+
+static void arc_cancelled(const uint8_t *p, size_t n, size_t chunk)
+{
+	size_t open = 0;
+	struct dkim_resolver r = {lookup_silent, cancel_silent, &open};
+	struct arc_verify *av = arc_verify_create(1700000000, &r);
+	for (size_t off = 0; off < n;) {
+		size_t k = n - off < chunk ? n - off : chunk;
+		arc_verify_feed(av, p + off, k);
+		off += k;
+	}
+	int rc = arc_verify_finish(av, never_called, NULL);
+	if (rc == 0) {
+		if (open == 0)
+			abort();
+		arc_verify_cancel(av, "timed out");
+		if (open != 0 || arc_verify_result(av, NULL, NULL) != ARC_RESULT_FAIL)
+			abort();
+	} else if (rc != 1 || open != 0) {
+		abort();
+	}
+	arc_verify_free(&av);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -124,6 +198,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    arc_verify_result(av, &sets, &reason) > ARC_RESULT_FAIL || sets > ARC_SETS_MAX ||
 	    reason == NULL)
 		abort();
+	arc_shared_same(p, n, chunk, &r, av);
 	arc_verify_free(&av);
+	arc_cancelled(p, n, chunk);
 	return 0;
 }

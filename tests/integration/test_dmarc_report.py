@@ -21,8 +21,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+dkim = pytest.importorskip("dkim")
+
 from mta_helpers import ScriptedMTA
-from test_dmarc import checking, dns_zone, message, rsa_key, signed, zone  # noqa: F401
+from test_dmarc import dns_zone, message, rsa_key, signed, zone  # noqa: F401 (fixtures)
 from test_dkim import public_record, txt_record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -156,7 +158,12 @@ def rows(xml):
 @pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint (libxml2-utils) missing")
 def test_reports_sent_validated_and_not_twice(hikyaku, dns_zone, sink, rsa_key, tmp_path):  # noqa: F811
     srv = dns_zone(report_zone(rsa_key))
-    hk = reporting(hikyaku, srv, sink)
+    # Reports are local mail: signed with the sender domain's key.
+    key = str(tmp_path / "k.pem")
+    shutil.copyfile(rsa_key, key)
+    os.chmod(key, 0o600)
+    hk = reporting(hikyaku, srv, sink,
+                   dkim={"sign": [{"domain": "mx.test.example", "selector": "rep", "key": key}]})
     for _ in range(2):
         send_from(hk, "pass.example")
     # one with an aligned DKIM signature: a row of its own, with its result
@@ -183,8 +190,12 @@ def test_reports_sent_validated_and_not_twice(hikyaku, dns_zone, sink, rsa_key, 
     reports = {}
     with sink.cond:
         txs = list(sink.messages)
+    record = public_record(rsa_key).encode()
     for tx in txs:
         assert tx.mail_from == "dmarc@mx.test.example"
+        assert b"d=mx.test.example" in tx.data and b"s=rep" in tx.data, tx.data[:800]
+        assert dkim.verify(tx.data, dnsfunc=lambda name, timeout=5: record), tx.data[:800]
+        assert b"\r\nAuto-Submitted: auto-generated\r\n" in tx.data
         m, name, xml = attachment(tx.data, tmp_path)
         root, rs = rows(xml)
         domain = root.findtext("d:policy_published/d:domain", namespaces=NS)
@@ -221,7 +232,10 @@ def test_reports_sent_validated_and_not_twice(hikyaku, dns_zone, sink, rsa_key, 
     assert again.stdout.count("already sent") == 2, again.stdout
     time.sleep(2)
     assert len(rcpts_seen(sink)) == 3
-    assert "done" in open(day_file(hk) + ".sent").read().split()
+    # today is not over: its reports are marked, the day is not done
+    marks = open(day_file(hk) + ".sent").read().split()
+    assert len(marks) == 2 and "done" not in marks, marks
+    assert "the day is not over" in p.stdout, p.stdout
 
 
 def test_torn_day_file_read_to_the_tear_then_repaired(hikyaku, dns_zone, sink, rsa_key):  # noqa: F811
@@ -239,6 +253,10 @@ def test_torn_day_file_read_to_the_tear_then_repaired(hikyaku, dns_zone, sink, r
         f.write(data[:rec_len // 2])
     out = run_cli(hk, "stats", "--day", today()).stdout
     assert f"{today()}: 3 messages" in out and "damaged 1" in out, out
+    # without --day: every day recorded
+    out = run_cli(hk, "stats").stdout
+    assert out.startswith(f"{today()}: 3 messages, 1 reports"), out
+    assert "pass.example report_id=" in out and "pass=3 fail=0 none=3" in out, out
     dry = run_cli(hk, "report", "--day", today(), "--dry-run").stdout
     assert "3 messages" in dry, dry
     # The queue cuts the torn tail before it appends the next record.
@@ -264,3 +282,56 @@ def test_report_waits_for_the_daemon(hikyaku, dns_zone, sink, rsa_key):  # noqa:
     hk.start()
     run_cli(hk, "report", "--day", today())
     assert wait_rcpts(sink, ["agg@reports.test"]) == ["agg@reports.test"]
+
+
+def test_daemon_catches_up_a_missed_day(hikyaku, dns_zone, sink, rsa_key):  # noqa: F811
+    """dmarc.reports: true: the queue sends the finished days it finds not
+    done (here yesterday's, planted) shortly after its start, once."""
+    srv = dns_zone(report_zone(rsa_key))
+    hk = reporting(hikyaku, srv, sink)
+    send_from(hk, "fail.example", expect_reject=True)
+    wait_records(hk, 1)
+    hk.stop()
+    yesterday = time.strftime("%Y%m%d", time.gmtime(time.time() - 86400))
+    os.rename(day_file(hk), os.path.join(hk.spool, "dmarc", yesterday))
+    with open(hk.config) as f:
+        conf = f.read()
+    assert "dmarc: \n" in conf
+    with open(hk.config, "w") as f:
+        f.write(conf.replace("dmarc: \n", "dmarc: \n  reports: true\n", 1))
+    hk.start()
+    assert wait_rcpts(sink, ["agg@reports.test"], timeout=60) == ["agg@reports.test"]
+    hk.wait_log("event=dmarc_report day=" + yesterday)
+    assert "done" in open(os.path.join(hk.spool, "dmarc", yesterday + ".sent")).read()
+    # today's day is not finished: not sent, not marked
+    assert not os.path.exists(day_file(hk) + ".sent")
+
+
+@pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint (libxml2-utils) missing")
+def test_local_policy_reason_and_out_dir(hikyaku, dns_zone, sink, rsa_key, tmp_path):  # noqa: F811
+    """dauth.dmarc_enforce: none delivers a p=reject failure: the report says
+    disposition none with the override reason local_policy. --out writes the
+    report and the message instead of sending, and marks nothing."""
+    srv = dns_zone(report_zone(rsa_key))
+    hk = hikyaku(dns={"forwarders": [srv.forwarder], "timeout": "5s"},
+                 dauth={"loopback": True, "timeout": "3s", "dmarc_enforce": "none"},
+                 delivery={"smtp_port": sink.port})
+    send_from(hk, "fail.example")
+    wait_records(hk, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    run_cli(hk, "report", "--day", today(), "--out", str(out))
+    names = sorted(os.listdir(out))
+    assert len(names) == 2 and names[0].endswith(".eml"), names
+    assert names[1].startswith("mx.test.example!fail.example!") and names[1].endswith(".xml.gz")
+    raw = (out / names[0]).read_bytes()
+    m, name, xml = attachment(raw, tmp_path)
+    assert name == names[1] and gzip.decompress((out / name).read_bytes()) == xml
+    assert m["From"] == "<postmaster@mx.test.example>" and m["To"] == "<agg@reports.test>"
+    _, rs = rows(xml)
+    assert [(r["count"], r["disposition"], r["spf"], r["dkim"]) for r in rs] == \
+        [(1, "none", "fail", "fail")], rs
+    assert b"<type>local_policy</type>" in xml, xml
+    assert not os.path.exists(day_file(hk) + ".sent")
+    time.sleep(1)
+    assert rcpts_seen(sink) == []
