@@ -193,11 +193,16 @@ static int milter_rewrite(struct smtpd_milter *m, struct milter_result *r)
 		qclient_abort(s->srv->qc, &f);
 		return -1;
 	}
+	/* what the new file holds: the next milter reads it back */
+	uint64_t spilled = out.len;
+	if (!r->body_replaced)
+		spilled += m->content.file_len + m->content.tail_len - r->hdrs.body_off;
 	buf_free(&out);
 	spool_msg_abort(&tx->msg);
 	qclient_abort(s->srv->qc, &tx->file);
 	tx->msg = msg;
 	tx->file = f;
+	tx->spilled = spilled;
 	buf_reset(&tx->body);
 	return 0;
 }

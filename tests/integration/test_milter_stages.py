@@ -327,3 +327,24 @@ def _wait(pred, timeout=15):
             return True
         time.sleep(0.1)
     return False
+
+
+def test_chained_milters_large_message(hikyaku, milter):
+    """Past the 256 KiB spill, the first milter's header change copies the
+    message into a new file; the second reads that one whole."""
+    big = "".join(f"line {i:07d} " + "y" * 60 + "\r\n" for i in range(8000))
+    m1 = milter(eob=[ms.addheader("X-One", "1"), ms.ACCEPT])
+    m2 = milter(eob=[ms.addheader("X-Two", "2"), ms.ACCEPT])
+    hk = hikyaku(milters=conf(m1.socket, m2.socket))
+    c = session(hk)
+    c.begin()
+    c.ok("DATA", 354)
+    c.send(MSG.replace("The body.\r\n", big).encode() + b".\r\n")
+    assert c.reply()[0] == 250
+    c.cmd("QUIT")
+    c.close()
+    head, body = delivered(hk).split("\n\n", 1)
+    assert "X-One: 1" in head and "X-Two: 2" in head
+    assert body == big.replace("\r\n", "\n")
+    assert b"".join(d for cmd, d in msess(m2) if cmd == "B") == big.encode()
+    assert ["X-One", "1"] in [ms.parse_strs(d) for cmd, d in msess(m2) if cmd == "L"]
