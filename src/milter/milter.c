@@ -476,6 +476,8 @@ static bool conn_reply(struct milter_conn *e, const struct milter_reply *r)
 		e->want_reply = false;
 		event_del(e->timer);
 		ms->res->custom = true;
+		if (enh[0] == '\0') /* ENHANCEDSTATUSCODES: every reply has one */
+			snprintf(enh, sizeof(enh), "%s", code >= 500 ? "5.7.1" : "4.7.1");
 		sess_verdict(ms, code >= 500 ? MILTER_REJECT : MILTER_TEMPFAIL, code, enh,
 		             text[0] != '\0' ? text : "Command rejected");
 		return false;

@@ -51,6 +51,9 @@ def test_connect_refused(hikyaku, milter, reply, code, enh, text):
     (ms.REJECT, 550, "5.7.1", "Command rejected"),
     (ms.TEMPFAIL, 451, "4.7.1", None),
     (ms.replycode("553 5.7.0 Not from you"), 553, "5.7.0", "Not from you"),
+    # an enhanced code of the other class is dropped, ours of the right one used
+    (ms.replycode("550 4.2.0 mixed up"), 550, "5.7.1", "mixed up"),
+    (ms.replycode("450 no enhanced code"), 450, "4.7.1", "no enhanced code"),
 ])
 def test_helo_mail_refused(hikyaku, milter, cmd, verb, reply, code, enh, text):
     m = milter(replies={cmd: reply})
