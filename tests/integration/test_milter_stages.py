@@ -351,3 +351,37 @@ def test_chained_milters_large_message(hikyaku, milter):
     assert body == big.replace("\r\n", "\n")
     assert b"".join(d for cmd, d in msess(m2) if cmd == "B") == big.encode()
     assert ["X-One", "1"] in [ms.parse_strs(d) for cmd, d in msess(m2) if cmd == "L"]
+
+
+@pytest.mark.parametrize("stage", ["C", "M", "E"])
+def test_client_leaves_while_milter_thinks(hikyaku, milter, stage):
+    """The client goes away while a stage waits for the milter: the stage
+    is cancelled and that milter connection closed; the next session gets
+    a fresh conversation and hikyaku stops cleanly (the fixture checks
+    its exit code, ASan's reports included)."""
+    m = milter(eob=[ms.ACCEPT])
+    hk = hikyaku(milters=conf(m.socket, command_timeout="5s", eob_timeout="5s"))
+    m.slow_at = stage
+    import socket as so
+    s = so.create_connection(("127.0.0.1", hk.port))
+    if stage != "C":
+        s.recv(512)
+        s.sendall(b"EHLO client.example\r\n")
+        time.sleep(0.2)
+        s.sendall(b"MAIL FROM:<sender@example.net>\r\n")
+        if stage == "E":
+            s.sendall(b"RCPT TO:<alice@localhost>\r\nDATA\r\n")
+            time.sleep(0.3)
+            s.sendall(MSG.encode() + b".\r\n")
+    time.sleep(0.5)
+    s.close()
+    n = len(m.sessions)
+    m.slow_at = None
+    assert _wait(lambda: wait_event(hk, "disconnect"), 5)
+    c = session(hk)
+    c.begin()
+    finish(c)
+    c.cmd("QUIT")
+    c.close()
+    assert "Subject: hello" in delivered(hk)
+    assert len(m.sessions) > n
