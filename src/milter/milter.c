@@ -866,6 +866,11 @@ bool milter_sess_discarding(const struct milter_sess *ms)
 	return ms != NULL && (ms->discard_sess || ms->discard_tx);
 }
 
+bool milter_sess_discarding_session(const struct milter_sess *ms)
+{
+	return ms != NULL && ms->discard_sess;
+}
+
 const char *milter_sess_discarder(const struct milter_sess *ms)
 {
 	return ms != NULL ? ms->discarder : "";

@@ -147,6 +147,8 @@ void milter_sess_abort(struct milter_sess *ms);
 /* A milter discarded: at CONNECT/HELO every message of the session, later
  * the transaction's message (until milter_sess_abort or the next MAIL). */
 bool milter_sess_discarding(const struct milter_sess *ms);
+/* Only the session-wide one (then the later milters were never connected). */
+bool milter_sess_discarding_session(const struct milter_sess *ms);
 /* The milter given this name decided a discard (for the log), or "". */
 const char *milter_sess_discarder(const struct milter_sess *ms);
 size_t milter_sess_count(const struct milter_sess *ms);

@@ -102,8 +102,9 @@ static void milter_check_start(struct policy_job *job, enum milter_stage st)
 	if (st == MILTER_STAGE_CONNECT && c->milter == NULL)
 		c->milter = milter_sess_new(ps->base, conf->milters, conf->n_milters, c->sid);
 	/* no conversation (its CONNECT was never sent), or a discard already
-	 * decided: nothing to ask (MAIL forgets a transaction's discard) */
-	if (c->milter == NULL ||
+	 * decided: nothing to ask (MAIL forgets a transaction's discard, not
+	 * the session's) */
+	if (c->milter == NULL || milter_sess_discarding_session(c->milter) ||
 	    (st != MILTER_STAGE_MAIL && milter_sess_discarding(c->milter))) {
 		policy_job_dunno(job);
 		return;

@@ -119,8 +119,11 @@ def test_discard_at_rcpt(hikyaku, milter):
 
 
 def test_discard_at_connect_drops_every_message(hikyaku, milter):
+    """The first milter discards at CONNECT: the second is never asked
+    (nor counted as failed), every message of the session is dropped."""
     m = milter(replies={"C": ms.DISCARD})
-    hk = hikyaku(milters=conf(m.socket))
+    m2 = milter()
+    hk = hikyaku(milters=conf(m.socket, m2.socket))
     c = session(hk)
     assert c.greeting[0] == 220
     for _ in range(2):
@@ -130,6 +133,8 @@ def test_discard_at_connect_drops_every_message(hikyaku, milter):
     c.close()
     time.sleep(0.5)
     assert hk.delivered("alice") == []
+    assert not log_events(hk, "milter_failed")
+    assert all(cmd != "M" for log in m2.sessions for cmd, _ in log)
 
 
 @pytest.mark.parametrize("at,gone", [("C", "HMRE"), ("M", "RE"), ("R", "E")])
