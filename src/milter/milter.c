@@ -95,6 +95,13 @@ static uint64_t eod_total(const struct milter_sess *ms)
 	return ms->content.file_len + ms->content.tail_len;
 }
 
+/* Is e the milter whose part of the running stage this is? */
+static bool conn_current(const struct milter_conn *e)
+{
+	const struct milter_sess *ms = e->ms;
+	return ms->running && ms->cur < ms->last && &ms->c[ms->cur] == e;
+}
+
 static void conn_close(struct milter_conn *e, bool quit)
 {
 	if (e->bev != NULL) {
@@ -162,9 +169,13 @@ static void sess_failure(struct milter_sess *ms, struct milter_conn *e)
 static void conn_fail(struct milter_conn *e, const char *why)
 {
 	struct milter_sess *ms = e->ms;
-	bool current = ms->running && &ms->c[ms->cur] == e && ms->cur < ms->last;
+	bool current = conn_current(e);
 	log_warn("event=milter_failed sid=%s milter=%s stage=%s reason=\"%s\" failure=%s", ms->sid,
-	         e->conf->name, current ? stage_name(ms->stage) : "idle", why,
+	         e->conf->name,
+	         current                   ? stage_name(ms->stage)
+	         : e->step <= STEP_CONNECT ? "connect"
+	                                   : "idle",
+	         why,
 	         e->conf->failure == CONF_MILTER_TEMPFAIL ? "tempfail" : "accept");
 	conn_close(e, false);
 	e->dead = true;
@@ -375,9 +386,11 @@ static void conn_pump(struct milter_conn *e)
 	if (e->bev == NULL)
 		return;
 	if (!e->want_reply && e->step == e->end) {
-		/* this milter has no objection: the next */
+		/* this milter has no objection: the next (or, opened ahead of
+		 * its turn at CONNECT, it is ready for it) */
 		event_del(e->timer);
-		sess_next(ms);
+		if (conn_current(e))
+			sess_next(ms);
 		return;
 	}
 	if (e->want_reply)
@@ -618,8 +631,12 @@ static void conn_on_read(struct bufferevent *bev, void *arg)
 			conn_fail(e, err != NULL ? err : "bad frame");
 			return;
 		}
-		bool current = ms->running && ms->cur < ms->last && &ms->c[ms->cur] == e;
-		if (!current || (!e->want_reply && r.cmd != SMFIR_PROGRESS)) {
+		/* the answer to OPTNEG may come before its turn (opened
+		 * ahead at CONNECT); anything else only in its turn */
+		bool negotiating = e->want_reply && e->step == STEP_CONNECT && e->actions == 0 &&
+		                   e->protocol == 0;
+		if ((!conn_current(e) && !negotiating) ||
+		    (!e->want_reply && r.cmd != SMFIR_PROGRESS)) {
 			conn_fail(e, "reply not asked for");
 			return;
 		}
@@ -632,16 +649,14 @@ static void conn_on_read(struct bufferevent *bev, void *arg)
 		if (!go)
 			return;
 	}
-	if (ms->running && ms->cur < ms->last && &ms->c[ms->cur] == e)
-		conn_pump(e);
+	conn_pump(e);
 }
 
 static void conn_on_write(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
 	struct milter_conn *e = arg;
-	struct milter_sess *ms = e->ms;
-	if (!e->want_reply && ms->running && ms->cur < ms->last && &ms->c[ms->cur] == e)
+	if (!e->want_reply && conn_current(e))
 		conn_pump(e);
 }
 
@@ -730,8 +745,11 @@ static void sess_on_defer(evutil_socket_t fd, short what, void *arg)
 		switch (ms->stage) {
 		case MILTER_STAGE_CONNECT:
 			e->end = STEP_HELO;
-			conn_open(e); /* OPTNEG, CONNECT once connected */
-			return;
+			if (e->bev == NULL) {
+				conn_open(e); /* OPTNEG, CONNECT once connected */
+				return;
+			}
+			break; /* opened ahead: OPTNEG sent or answered */
 		case MILTER_STAGE_HELO:
 			e->step = STEP_HELO;
 			e->end = STEP_MAIL;
@@ -817,6 +835,18 @@ int milter_sess_run(struct milter_sess *ms, enum milter_stage stage, size_t firs
 		memset(&ms->content, 0, sizeof(ms->content));
 		ms->content.fd = -1;
 		ms->hdrs_ok = false;
+	}
+	if (stage == MILTER_STAGE_CONNECT) {
+		/* the milters after the first connect and negotiate now, in
+		 * parallel, each waiting for its turn (a failure here is
+		 * taken in its turn) */
+		for (size_t i = first + 1; i < last; i++) {
+			struct milter_conn *e = &ms->c[i];
+			if (e->bev != NULL || e->dead)
+				continue;
+			e->end = STEP_CONNECT;
+			conn_open(e);
+		}
 	}
 	event_active(ms->defer, 0, 0);
 	return 0;
