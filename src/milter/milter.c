@@ -749,7 +749,9 @@ static void sess_on_defer(evutil_socket_t fd, short what, void *arg)
 				conn_open(e); /* OPTNEG, CONNECT once connected */
 				return;
 			}
-			break; /* opened ahead: OPTNEG sent or answered */
+			/* opened ahead: OPTNEG sent, maybe not answered yet */
+			conn_pump(e);
+			return;
 		case MILTER_STAGE_HELO:
 			e->step = STEP_HELO;
 			e->end = STEP_MAIL;

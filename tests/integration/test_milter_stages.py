@@ -12,8 +12,11 @@ import milter_server as ms
 from test_milter import MSG, conf, delivered, milter, msess  # noqa: F401 (fixture)
 
 
-def session(hk):
-    return RawSMTP(hk.port)
+def session(hk, greeting=220):
+    c = RawSMTP(hk.port)
+    if greeting is not None and c.greeting[0] != greeting:
+        pytest.fail(f"greeting {c.greeting}\n{hk.log()[-4000:]}")
+    return c
 
 
 def finish(c, code=250):
@@ -35,7 +38,7 @@ def finish(c, code=250):
 def test_connect_refused(hikyaku, milter, reply, code, enh, text):
     m = milter(replies={"C": reply})
     hk = hikyaku(milters=conf(m.socket))
-    c = session(hk)
+    c = session(hk, None)
     got, lines = c.greeting
     assert got == code and lines[0][4:].startswith(enh), lines
     if text:
@@ -281,7 +284,7 @@ def test_failure_at_stage(hikyaku, milter, stage, kind, failure):
     elif m is not None:
         m.slow_at = stage
     t0 = time.time()
-    c = session(hk)
+    c = session(hk, None)
     if stage == "C" and failure == "tempfail":
         got, lines = c.greeting
         assert got == 421 and lines[0].startswith("421 4.7.0"), lines
@@ -390,3 +393,31 @@ def test_client_leaves_while_milter_thinks(hikyaku, milter, stage):
     c.close()
     assert "Subject: hello" in delivered(hk)
     assert len(m.sessions) > n
+
+
+@pytest.mark.parametrize("failure", ["tempfail", "accept"])
+def test_parallel_connect(hikyaku, milter, failure):
+    """At CONNECT the second milter connects while the first is asked: one
+    slow to negotiate is waited for in its turn; one that cannot be
+    reached gets its failure mode in its turn."""
+    m1 = milter(eob=[ms.addheader("X-One", "1"), ms.ACCEPT])
+    m2 = milter(eob=[ms.addheader("X-Two", "2"), ms.ACCEPT])
+    dead = f"inet:127.0.0.1:{free_port()}"
+    hk = hikyaku(milters=conf(m1.socket, m2.socket, dead, failure=failure))
+    m1.delay = {"C": 0.6}
+    m2.delay = {"O": 0.6}  # answers OPTNEG after m1 answered CONNECT
+    t0 = time.time()
+    c = session(hk, None)
+    if failure == "tempfail":
+        assert c.greeting[0] == 421, c.greeting
+        return
+    assert c.greeting[0] == 220, c.greeting
+    assert time.time() - t0 < 1.1  # in parallel: not 0.6 + 0.6
+    c.begin()
+    finish(c)
+    c.cmd("QUIT")
+    c.close()
+    text = delivered(hk)
+    assert "X-One: 1" in text and "X-Two: 2" in text
+    ev = log_events(hk, "milter_failed")
+    assert ev and ev[0]["milter"] == "m2" and ev[0]["stage"] == "connect", ev
