@@ -108,9 +108,12 @@ static void conn_close(struct milter_conn *e, bool quit)
 		int fd = (int)bufferevent_getfd(e->bev);
 		if (quit && fd >= 0 &&
 		    evbuffer_get_length(bufferevent_get_output(e->bev)) == 0) {
-			/* the polite end, if the socket takes it now */
-			static const unsigned char q[5] = {0, 0, 0, 1, SMFIC_QUIT};
-			ssize_t w = send(fd, q, sizeof(q), MSG_DONTWAIT | MSG_NOSIGNAL);
+			/* the polite end, if the socket takes it now: ABORT
+			 * first for a transaction still open */
+			static const unsigned char q[10] = {0, 0, 0, 1, SMFIC_ABORT,
+			                                    0, 0, 0, 1, SMFIC_QUIT};
+			size_t skip = e->tx_open ? 0 : 5;
+			ssize_t w = send(fd, q + skip, sizeof(q) - skip, MSG_DONTWAIT | MSG_NOSIGNAL);
 			(void)w;
 		}
 		bufferevent_free(e->bev);

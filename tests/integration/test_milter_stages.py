@@ -421,3 +421,15 @@ def test_parallel_connect(hikyaku, milter, failure):
     assert "X-One: 1" in text and "X-Two: 2" in text
     ev = log_events(hk, "milter_failed")
     assert ev and ev[0]["milter"] == "m2" and ev[0]["stage"] == "connect", ev
+
+
+def test_quit_mid_transaction_aborts(hikyaku, milter):
+    m = milter()
+    hk = hikyaku(milters=conf(m.socket))
+    c = session(hk)
+    c.begin()
+    c.cmd("QUIT")
+    c.close()
+    log = msess(m)
+    assert _wait(lambda: log and log[-1][0] == "Q", 5)
+    assert [cmd for cmd, _ in log][-2:] == ["A", "Q"]
