@@ -1,9 +1,11 @@
-"""Milters (issue 11): smtpd asks each configured milter (Sendmail milter
-protocol v6) at the end of data and applies its answer. A scripted milter
-(milter_server.py) covers every action: accept, reject (with and without a
-reply code), tempfail, discard, quarantine, the header changes, the
-envelope changes and a replaced body; then a dead milter (connection
-refused) and a slow one (never answers) under each failure mode."""
+"""Milters (issue 11) at the end of data: smtpd asks each configured
+milter (Sendmail milter protocol v6) over the session's connection and
+applies its answer. A scripted milter (milter_server.py) covers every
+end-of-body action: accept, reject (with and without a reply code),
+tempfail, discard, quarantine, the header changes, the envelope changes
+and a replaced body; then the real peers, rspamd and clamav-milter. The
+earlier stages (connect, HELO, MAIL, RCPT), dead and slow milters at each
+stage: test_milter_stages.py."""
 import os
 import tempfile
 import time
