@@ -403,16 +403,17 @@ def test_parallel_connect(hikyaku, milter, failure):
     m1 = milter(eob=[ms.addheader("X-One", "1"), ms.ACCEPT])
     m2 = milter(eob=[ms.addheader("X-Two", "2"), ms.ACCEPT])
     dead = f"inet:127.0.0.1:{free_port()}"
-    hk = hikyaku(milters=conf(m1.socket, m2.socket, dead, failure=failure))
-    m1.delay = {"C": 0.6}
-    m2.delay = {"O": 0.6}  # answers OPTNEG after m1 answered CONNECT
+    hk = hikyaku(milters=conf(m1.socket, m2.socket, dead, failure=failure,
+                              command_timeout="4s"))
+    m1.delay = {"C": 1.0}
+    m2.delay = {"O": 1.0}  # answers OPTNEG after m1 answered CONNECT
     t0 = time.time()
     c = session(hk, None)
     if failure == "tempfail":
         assert c.greeting[0] == 421, c.greeting
         return
     assert c.greeting[0] == 220, c.greeting
-    assert time.time() - t0 < 1.1  # in parallel: not 0.6 + 0.6
+    assert time.time() - t0 < 1.8  # in parallel: not 1.0 + 1.0
     c.begin()
     finish(c)
     c.cmd("QUIT")
