@@ -54,7 +54,8 @@ static void *serve(void *arg)
 		unsigned char h[4];
 		if (read_all(fd, h, 4) < 0)
 			break;
-		uint32_t n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+		uint32_t n =
+		    (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
 		if (n == 0 || n > MAXF || read_all(fd, data, n) < 0)
 			break;
 		char cmd = (char)data[0];

@@ -106,14 +106,14 @@ static void conn_close(struct milter_conn *e, bool quit)
 {
 	if (e->bev != NULL) {
 		int fd = (int)bufferevent_getfd(e->bev);
-		if (quit && fd >= 0 &&
-		    evbuffer_get_length(bufferevent_get_output(e->bev)) == 0) {
+		if (quit && fd >= 0 && evbuffer_get_length(bufferevent_get_output(e->bev)) == 0) {
 			/* the polite end, if the socket takes it now: ABORT
 			 * first for a transaction still open */
 			static const unsigned char q[10] = {0, 0, 0, 1, SMFIC_ABORT,
 			                                    0, 0, 0, 1, SMFIC_QUIT};
 			size_t skip = e->tx_open ? 0 : 5;
-			ssize_t w = send(fd, q + skip, sizeof(q) - skip, MSG_DONTWAIT | MSG_NOSIGNAL);
+			ssize_t w =
+			    send(fd, q + skip, sizeof(q) - skip, MSG_DONTWAIT | MSG_NOSIGNAL);
 			(void)w;
 		}
 		bufferevent_free(e->bev);
@@ -163,7 +163,8 @@ static void sess_failure(struct milter_sess *ms, struct milter_conn *e)
 {
 	if (e->conf->failure == CONF_MILTER_TEMPFAIL) {
 		ms->res->failed = true;
-		sess_verdict(ms, MILTER_TEMPFAIL, 451, "4.7.1", "Service unavailable, try again later");
+		sess_verdict(ms, MILTER_TEMPFAIL, 451, "4.7.1",
+		             "Service unavailable, try again later");
 		return;
 	}
 	sess_next(ms);
@@ -178,8 +179,7 @@ static void conn_fail(struct milter_conn *e, const char *why)
 	         current                   ? stage_name(ms->stage)
 	         : e->step <= STEP_CONNECT ? "connect"
 	                                   : "idle",
-	         why,
-	         e->conf->failure == CONF_MILTER_TEMPFAIL ? "tempfail" : "accept");
+	         why, e->conf->failure == CONF_MILTER_TEMPFAIL ? "tempfail" : "accept");
 	conn_close(e, false);
 	e->dead = true;
 	e->want_reply = false;
@@ -366,7 +366,6 @@ static void eod_step(struct milter_conn *e, struct buf *b)
 		return;
 	}
 }
-
 
 /* Send steps until one waits for a reply, the output is full, or this
  * stage's part is over (then the next milter). */
@@ -636,8 +635,8 @@ static void conn_on_read(struct bufferevent *bev, void *arg)
 		}
 		/* the answer to OPTNEG may come before its turn (opened
 		 * ahead at CONNECT); anything else only in its turn */
-		bool negotiating = e->want_reply && e->step == STEP_CONNECT && e->actions == 0 &&
-		                   e->protocol == 0;
+		bool negotiating =
+		    e->want_reply && e->step == STEP_CONNECT && e->actions == 0 && e->protocol == 0;
 		if ((!conn_current(e) && !negotiating) ||
 		    (!e->want_reply && r.cmd != SMFIR_PROGRESS)) {
 			conn_fail(e, "reply not asked for");
@@ -695,7 +694,6 @@ static int eod_sockaddr(const char *spec, struct sockaddr_storage *ss, socklen_t
 	*len = (socklen_t)slen;
 	return 0;
 }
-
 
 static void conn_open(struct milter_conn *e)
 {

@@ -293,7 +293,9 @@ static void milter_snapshot(struct smtpd_milter *m)
 	    .client_name = "",
 	    .client_addr = s->client_addr,
 	    .client_port = s->client_port,
-	    .family = s->local ? 'L' : strchr(s->client_addr, ':') != NULL ? '6' : '4',
+	    .family = s->local                              ? 'L'
+	              : strchr(s->client_addr, ':') != NULL ? '6'
+	                                                    : '4',
 	    .helo = s->helo,
 	    .auth_user = s->auth_user,
 	    .sender = tx->env.sender != NULL ? tx->env.sender : "",
