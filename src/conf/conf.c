@@ -297,8 +297,9 @@ static const struct conf_setting conf_milter_fields[] = {
 		 "address or an [IPv6] one)." },
 	{ .key = "failure", .type = CONF_T_ENUM, .def = "tempfail", .names = conf_milter_failures,
 	  .off = MOFF(failure), .lower = true,
-	  .doc = "When the milter is down, slow or talks nonsense: tempfail (451 4.7.1, the "
-		 "client tries again later) or accept (the message goes on without it)." },
+	  .doc = "When the milter is down, slow or talks nonsense, at any stage: tempfail "
+		 "(451 4.7.1 to the command, 421 4.7.0 at connect; the client tries again "
+		 "later) or accept (the session goes on without it)." },
 	{ .key = "connect_timeout", .type = CONF_T_DURATION, .def = "5s", .min = 100,
 	  .max = MIN, .off = MOFF(connect_timeout),
 	  .doc = "How long connecting to the milter may take." },
@@ -382,11 +383,13 @@ const struct conf_setting conf_settings[] = {
 	  .count_off = OFF(n_milters), .fields = conf_milter_fields,
 	  .n_fields = N_OF(conf_milter_fields), .item_size = sizeof(struct conf_milter),
 	  .item_name = "milter",
-	  .doc = "Content filters over the Sendmail milter protocol (version 6), asked in "
-		 "order at the end of each message, as Postfix's smtpd_milters: rspamd's proxy, "
-		 "clamav-milter, opendkim. Each gets the envelope, the header fields and the "
-		 "body, and may accept, reject, tempfail, discard, quarantine, change header "
-		 "fields, the sender, the recipients and the body." },
+	  .doc = "Filters over the Sendmail milter protocol (version 6), as Postfix's "
+		 "smtpd_milters: rspamd's proxy, clamav-milter, opendkim. Each gets one "
+		 "connection per SMTP session and is asked in order at connect (before the "
+		 "greeting), HELO, MAIL, each RCPT and the end of each message (the header "
+		 "fields and the body, after the earlier milters' changes); it may accept, "
+		 "reject, tempfail or discard at each stage, and at the end quarantine, change "
+		 "header fields, the sender, the recipients and the body." },
 	{ .key = "routes", .type = CONF_T_RECORDS, .def = "[]", .off = OFF(routes),
 	  .count_off = OFF(n_routes), .fields = conf_route_fields,
 	  .n_fields = N_OF(conf_route_fields), .item_size = sizeof(struct conf_route),

@@ -1,11 +1,14 @@
-/* milter.h — smtpd's milter client (Sendmail milter protocol v6) for the
- * end of data: for one message, each configured milter in turn gets the
- * whole SMTP conversation (CONNECT, HELO, MAIL, RCPT, DATA, the header
- * fields, EOH, the body in chunks of at most 64 KiB, EOB) over its own
- * connection, and its answer and modifications are collected into one
- * result. Asynchronous on smtpd's libevent loop; every wait is bounded by
- * the milter's timeouts, and a milter that is down or slow gets its
- * failure mode (tempfail or accept). The replies are hostile.
+/* milter.h — smtpd's milter client (Sendmail milter protocol v6), one
+ * conversation per SMTP session: each configured milter gets one
+ * connection, opened at connect, and is asked at each stage as it comes
+ * (CONNECT, HELO, MAIL, each RCPT, then at the end of data DATA, the
+ * header fields, EOH, the body in chunks of at most 64 KiB, EOB), ABORT
+ * when a transaction ends unfinished, QUIT at the end. A stage asks the
+ * milters in turn and its verdict (and at EOB the modifications) come in
+ * one result. Asynchronous on smtpd's libevent loop; every wait is
+ * bounded by the milter's timeouts, and a milter that is down or slow gets
+ * its failure mode (tempfail or accept) at every stage after. The replies
+ * are hostile.
  *
  * Also the header section of a message as a list of fields, and the
  * header modifications applied to it (pure). */
@@ -20,7 +23,7 @@
 
 struct event_base;
 struct conf_milter;
-struct milter_eod;
+struct milter_sess;
 
 /* What the milters are told about the message. */
 struct milter_info {
@@ -85,12 +88,22 @@ enum milter_verdict {
 	MILTER_DISCARD,  /* 250, no delivery */
 };
 
+enum milter_stage {
+	MILTER_STAGE_CONNECT,
+	MILTER_STAGE_HELO,
+	MILTER_STAGE_MAIL,
+	MILTER_STAGE_RCPT, /* info->rcpts[0] */
+	MILTER_STAGE_EOB,  /* DATA, headers, EOH, body, EOB */
+};
+
 struct milter_result {
 	enum milter_verdict verdict;
 	int code;
 	char enh[16];
 	char text[400];
 	char milter[64];  /* the milter that decided, "" for accept */
+	bool custom;      /* code/enh/text from the milter (SMFIR_REPLYCODE) */
+	bool failed;      /* a failed milter's tempfail (its failure mode) */
 	char *quarantine; /* reason, or NULL */
 	char *new_sender; /* SMFIR_CHGFROM, without <> */
 	char **add_rcpts;
@@ -106,16 +119,40 @@ struct milter_result {
 
 typedef void milter_done_fn(struct milter_result *r, void *arg);
 
-/* Run milters[0..n) in turn on the message. cb is called once, always from
- * the loop (never inside this call); the result stays the caller's until
- * milter_result_free(). info and content must stay valid until then.
- * max_body bounds a replaced body (limits.message_size). */
-struct milter_eod *milter_eod_start(struct event_base *base, const struct conf_milter *milters,
-                                    size_t n, const struct milter_info *info,
-                                    const struct milter_content *content, uint64_t max_body,
-                                    const char *sid, milter_done_fn *cb, void *arg);
-/* Stop a run whose callback has not come: no callback. Clears *e. */
-void milter_eod_cancel(struct milter_eod **e);
+/* A session's milters (milters[0..n), which must outlive it); nothing is
+ * opened before the CONNECT stage. */
+struct milter_sess *milter_sess_new(struct event_base *base, const struct conf_milter *milters,
+                                    size_t n, const char *sid);
+/* QUIT to every live milter, close, free; a run in progress is cancelled. */
+void milter_sess_free(struct milter_sess **ms);
+/* Ask milters[first..last) in turn at stage (the CONNECT stage connects
+ * them). A milter that accepted for the session (at CONNECT or HELO) or the
+ * transaction (later), or that failed with failure accept, is skipped; one
+ * that failed with failure tempfail tempfails the stage. The first reject,
+ * tempfail or discard decides. cb is called once, always from the loop
+ * (never inside this call), unless milter_sess_cancel() comes first; the
+ * result is the caller's (milter_result_free()). info (and at EOB content)
+ * must stay valid until then. max_body bounds a replaced body. One run at
+ * a time: -1 when one is in progress. */
+int milter_sess_run(struct milter_sess *ms, enum milter_stage stage, size_t first, size_t last,
+                    const struct milter_info *info, const struct milter_content *content,
+                    uint64_t max_body, milter_done_fn *cb, void *arg);
+/* Stop the run in progress (no callback); a milter in the middle of a
+ * stage is closed (it cannot be resynchronised) and counts as failed. */
+void milter_sess_cancel(struct milter_sess *ms);
+/* The transaction ended unfinished (RSET, EHLO, a refusal, the session):
+ * SMFIC_ABORT to the milters that saw its MAIL, and the transaction's
+ * accepts and discard are forgotten. */
+void milter_sess_abort(struct milter_sess *ms);
+/* A milter discarded: at CONNECT/HELO every message of the session, later
+ * the transaction's message (until milter_sess_abort or the next MAIL). */
+bool milter_sess_discarding(const struct milter_sess *ms);
+/* Only the session-wide one (then the later milters were never connected). */
+bool milter_sess_discarding_session(const struct milter_sess *ms);
+/* The milter given this name decided a discard (for the log), or "". */
+const char *milter_sess_discarder(const struct milter_sess *ms);
+size_t milter_sess_count(const struct milter_sess *ms);
+bool milter_sess_running(const struct milter_sess *ms);
 /* The result's parts (the struct itself is the run's, freed with it). */
 void milter_result_free(struct milter_result **r);
 /* The address of a milter reply without its <>; into out. */

@@ -160,10 +160,14 @@ int milter_reply_code(const struct milter_reply *r, int *code_r, char *enh, size
 	enh[0] = '\0';
 	/* an enhanced code of the same class: "5.7.1 " */
 	size_t e = strspn(p, "0123456789.");
-	if (e >= 5 && e < enhlen && p[0] == s[0][0] && p[1] == '.' &&
+	if (e >= 5 && e < enhlen && (p[0] == '2' || p[0] == '4' || p[0] == '5') && p[1] == '.' &&
 	    (p[e] == ' ' || p[e] == '\0')) {
-		memcpy(enh, p, e);
-		enh[e] = '\0';
+		/* one of another class is dropped, not passed on as text
+		 * that a client would read as the enhanced code */
+		if (p[0] == s[0][0]) {
+			memcpy(enh, p, e);
+			enh[e] = '\0';
+		}
 		p += e;
 		while (*p == ' ')
 			p++;

@@ -20,6 +20,7 @@
 #include "dns/dns.h"
 #include "lib/alloc.h"
 #include "lib/log.h"
+#include "milter/milter.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -83,6 +84,7 @@ void policy_dnsbl_free(struct policy_dnsbl **dp)
 void policy_client_clear(struct policy_client *c)
 {
 	policy_dnsbl_free(&c->dnsbl);
+	milter_sess_free(&c->milter);
 }
 
 static void dnsbl_finish(struct policy_dnsbl *d)

@@ -426,6 +426,15 @@ struct policy_smtp *policy_smtp_create(struct event_base *base, const struct con
 	policy_add(ps->engine, &policy_check_greylist, ps);
 	policy_add(ps->engine, &policy_check_rate_rcpt, ps);
 	policy_add(ps->engine, &policy_check_dauth, ps);
+	/* The milters last at each stage (policy_milter.c): they are asked
+	 * only what every other check let through, and at connect they hear
+	 * the confirmed rDNS name. */
+	if (conf->n_milters > 0) {
+		policy_add(ps->engine, &policy_check_milter_connect, ps);
+		policy_add(ps->engine, &policy_check_milter_helo, ps);
+		policy_add(ps->engine, &policy_check_milter_mail, ps);
+		policy_add(ps->engine, &policy_check_milter_rcpt, ps);
+	}
 	return ps;
 }
 

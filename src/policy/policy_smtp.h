@@ -44,6 +44,7 @@ enum policy_access {
 };
 
 struct policy_dnsbl;
+struct milter_sess;
 
 /* The connection, for every stage. */
 struct policy_client {
@@ -65,6 +66,9 @@ struct policy_client {
 	char dnsbl_list[256]; /* the heaviest block list that listed the client */
 	bool dnswl;           /* listed on a dnsbl.allow_lists list */
 	bool dnsbl_done;      /* every list answered (or the wait timed out) */
+	/* The session's milter conversation (policy_milter.c), opened by the
+	 * connect chain, freed by policy_client_clear. */
+	struct milter_sess *milter;
 };
 
 /* At the session's end: cancel what the client's checks still have in
@@ -252,6 +256,10 @@ extern const struct policy_check policy_check_dnsbl_wait;
 extern const struct policy_check policy_check_dnsbl;
 extern const struct policy_check policy_check_rate_mail;
 extern const struct policy_check policy_check_rate_rcpt;
+extern const struct policy_check policy_check_milter_connect;
+extern const struct policy_check policy_check_milter_helo;
+extern const struct policy_check policy_check_milter_mail;
+extern const struct policy_check policy_check_milter_rcpt;
 extern const struct policy_check policy_check_greylist;
 void policy_dnsbl_free(struct policy_dnsbl **d);
 struct policy_verify;

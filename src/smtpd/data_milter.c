@@ -1,7 +1,12 @@
-/* data_milter.c — the milters at the end of data (src/milter): smtpd hands
- * them the message once it is complete and before it is committed, and
- * applies their answer: a refusal, a discard (250, nothing queued), or the
- * modifications (sender, recipients, header fields, body, quarantine).
+/* data_milter.c — the milters at the end of data (src/milter): over the
+ * session's milter connections (policy_milter.c opened them at connect and
+ * asked them at HELO, MAIL and RCPT), smtpd hands the milters the message
+ * once it is complete and before it is committed, one milter after the
+ * other, and applies each one's answer before the next sees the message:
+ * a refusal, a discard (250, nothing queued), or the modifications
+ * (sender, recipients, header fields, body, quarantine). A discard decided
+ * earlier (at CONNECT, HELO, MAIL or RCPT) drops the message here without
+ * asking anyone.
  * Kept apart from cmd_data.c so that it can become one step of an
  * end-of-data chain; cmd_data.c calls smtpd_milter_wanted() and
  * smtpd_milter_start() and nothing else.
@@ -32,14 +37,16 @@ struct smtpd_milter {
 	struct milter_info info;
 	struct milter_content content;
 	char **rcpts;
-	char client_name[300];
-	struct milter_eod *run;
+	size_t next; /* the milter to ask next */
+	bool running;
 };
 
 bool smtpd_milter_wanted(const struct smtpd_session *s)
 {
-	return s->srv->conf->n_milters > 0 && !s->tx->milter_done;
+	return s->srv->conf->n_milters > 0 && s->client.milter != NULL && !s->tx->milter_done;
 }
+
+static void milter_step(struct smtpd_milter *m);
 
 static void milter_state_free(struct smtpd_milter **mp)
 {
@@ -47,9 +54,15 @@ static void milter_state_free(struct smtpd_milter **mp)
 	if (m == NULL)
 		return;
 	*mp = NULL;
-	milter_eod_cancel(&m->run);
+	if (m->running)
+		milter_sess_cancel(m->s->client.milter); /* NULL once the session ended */
 	free(m->rcpts);
 	free(m);
+}
+
+void smtpd_milter_tx_end(struct smtpd_session *s)
+{
+	milter_sess_abort(s->client.milter);
 }
 
 void smtpd_milter_cancel(struct smtpd_tx *tx)
@@ -180,26 +193,50 @@ static int milter_rewrite(struct smtpd_milter *m, struct milter_result *r)
 		qclient_abort(s->srv->qc, &f);
 		return -1;
 	}
+	/* what the new file holds: the next milter reads it back */
+	uint64_t spilled = out.len;
+	if (!r->body_replaced)
+		spilled += m->content.file_len + m->content.tail_len - r->hdrs.body_off;
 	buf_free(&out);
 	spool_msg_abort(&tx->msg);
 	qclient_abort(s->srv->qc, &tx->file);
 	tx->msg = msg;
 	tx->file = f;
+	tx->spilled = spilled;
 	buf_reset(&tx->body);
 	return 0;
 }
 
+/* The message refused or discarded: the transaction ends here. */
+static void milter_discard(struct smtpd_milter *m, const char *who)
+{
+	struct smtpd_session *s = m->s;
+	struct smtpd_tx *tx = s->tx;
+	log_info("event=milter_discard sid=%s qid=%s milter=%s", s->sid, tx->env.qid,
+	         who[0] != '\0' ? who : "-");
+	if (s->bev != NULL)
+		smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", tx->env.qid);
+	milter_state_free(&tx->milter);
+	milter_end(s);
+}
+
+/* One milter's answer at the end of body: applied before the next milter
+ * sees the message. */
 static void milter_on_done(struct milter_result *r, void *arg)
 {
 	struct smtpd_milter *m = arg;
 	struct smtpd_session *s = m->s;
 	struct smtpd_tx *tx = s->tx;
-	smtpd_milter_cont_fn *cont = m->cont;
-	m->run = NULL; /* freed by the run itself */
+	m->running = false;
 	char qf[LOG_Q_MAX];
+	if (r->verdict == MILTER_ACCEPT && milter_sess_discarding(s->client.milter)) {
+		milter_result_free(&r);
+		milter_discard(m, milter_sess_discarder(s->client.milter));
+		return;
+	}
 	if (r->verdict == MILTER_REJECT || r->verdict == MILTER_TEMPFAIL) {
-		log_info("event=milter_reject sid=%s qid=%s milter=%s code=%d text=%s", s->sid,
-		         tx->env.qid, r->milter, r->code, log_qs(qf, r->text));
+		log_info("event=milter_reject sid=%s qid=%s milter=%s stage=eob code=%d text=%s",
+		         s->sid, tx->env.qid, r->milter, r->code, log_qs(qf, r->text));
 		if (s->bev != NULL)
 			smtpd_reply(s, r->code, r->enh[0] != '\0' ? r->enh : NULL, "%s", r->text);
 		milter_result_free(&r);
@@ -209,13 +246,10 @@ static void milter_on_done(struct milter_result *r, void *arg)
 	}
 	milter_envelope(s, r);
 	if (r->verdict == MILTER_DISCARD || tx->env.nrcpts == 0) {
-		log_info("event=milter_discard sid=%s qid=%s milter=%s", s->sid, tx->env.qid,
-		         r->milter[0] != '\0' ? r->milter : "-");
-		if (s->bev != NULL)
-			smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", tx->env.qid);
+		char who[64];
+		snprintf(who, sizeof(who), "%s", r->milter);
 		milter_result_free(&r);
-		milter_state_free(&tx->milter);
-		milter_end(s);
+		milter_discard(m, who);
 		return;
 	}
 	if (r->quarantine != NULL) {
@@ -233,35 +267,30 @@ static void milter_on_done(struct milter_result *r, void *arg)
 	if (r->n_ops > 0 || r->body_replaced)
 		rc = milter_rewrite(m, r);
 	milter_result_free(&r);
-	milter_state_free(&tx->milter);
 	if (rc < 0) {
 		log_err("event=milter_rewrite_failed sid=%s qid=%s", s->sid, tx->env.qid);
 		if (s->bev != NULL)
 			smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+		milter_state_free(&tx->milter);
 		milter_end(s);
 		return;
 	}
-	tx->milter_done = true;
-	cont(s);
+	milter_step(m);
 }
 
-void smtpd_milter_start(struct smtpd_session *s, smtpd_milter_cont_fn *cont)
+/* The envelope and content as they are now, for the next milter. */
+static void milter_snapshot(struct smtpd_milter *m)
 {
+	struct smtpd_session *s = m->s;
 	struct smtpd_tx *tx = s->tx;
-	struct smtpd_milter *m = xcalloc(1, sizeof(*m));
-	m->s = s;
-	m->cont = cont;
+	free(m->rcpts);
 	m->rcpts = xcalloc(tx->env.nrcpts + 1, sizeof(char *));
 	for (size_t i = 0; i < tx->env.nrcpts; i++)
 		m->rcpts[i] = tx->env.rcpts[i].addr;
-	if (s->client.rdns[0] != '\0')
-		snprintf(m->client_name, sizeof(m->client_name), "%s", s->client.rdns);
-	else
-		snprintf(m->client_name, sizeof(m->client_name), "[%s]", s->client_addr);
 	m->info = (struct milter_info){
 	    .hostname = s->srv->conf->hostname,
 	    .qid = tx->env.qid,
-	    .client_name = m->client_name,
+	    .client_name = "",
 	    .client_addr = s->client_addr,
 	    .client_port = s->client_port,
 	    .family = s->local                              ? 'L'
@@ -280,9 +309,52 @@ void smtpd_milter_start(struct smtpd_session *s, smtpd_milter_cont_fn *cont)
 	    .tail = tx->body.data,
 	    .tail_len = tx->body.len,
 	};
+}
+
+/* The next milter, or back to the commit once every one has had its say. */
+static void milter_step(struct smtpd_milter *m)
+{
+	struct smtpd_session *s = m->s;
+	struct smtpd_tx *tx = s->tx;
+	struct milter_sess *ms = s->client.milter;
+	if (m->next >= milter_sess_count(ms)) {
+		smtpd_milter_cont_fn *cont = m->cont;
+		milter_state_free(&tx->milter);
+		tx->milter_done = true;
+		cont(s);
+		return;
+	}
+	milter_snapshot(m);
+	size_t i = m->next++;
+	m->running = true;
+	if (milter_sess_run(ms, MILTER_STAGE_EOB, i, i + 1, &m->info, &m->content,
+	                    s->srv->conf->limits.message_size, milter_on_done, m) < 0) {
+		/* cannot happen: the session runs one stage at a time */
+		m->running = false;
+		log_err("event=milter_busy sid=%s qid=%s", s->sid, tx->env.qid);
+		if (s->bev != NULL)
+			smtpd_reply(s, 451, "4.3.0", "Local error in processing, try again later");
+		milter_state_free(&tx->milter);
+		milter_end(s);
+	}
+}
+
+void smtpd_milter_start(struct smtpd_session *s, smtpd_milter_cont_fn *cont)
+{
+	struct smtpd_tx *tx = s->tx;
+	struct smtpd_milter *m = xcalloc(1, sizeof(*m));
+	m->s = s;
+	m->cont = cont;
 	tx->milter = m;
 	smtpd_session_set_state(s, SMTPD_S_COMMIT);
-	m->run = milter_eod_start(s->srv->base, s->srv->conf->milters, s->srv->conf->n_milters,
-	                          &m->info, &m->content, s->srv->conf->limits.message_size, s->sid,
-	                          milter_on_done, m);
+	if (milter_sess_discarding(s->client.milter)) {
+		/* a milter said discard at CONNECT, HELO, MAIL or RCPT: no
+		 * milter is asked (an empty run, for the answer from the loop) */
+		m->next = milter_sess_count(s->client.milter);
+		m->running = true;
+		milter_sess_run(s->client.milter, MILTER_STAGE_EOB, 0, 0, &m->info, NULL, 0,
+		                milter_on_done, m);
+		return;
+	}
+	milter_step(m);
 }

@@ -43,6 +43,7 @@ static const char *const smtpd_state_names[] = {
 #define SMTPD_AUTH_LINE_MAX 12288
 
 static void smtpd_session_process(struct smtpd_session *s);
+static void smtpd_session_greet_start(struct smtpd_session *s);
 
 bool smtpd_session_busy(const struct smtpd_session *s)
 {
@@ -101,11 +102,22 @@ static void smtpd_session_on_connect_verdict(const struct policy_verdict *v, voi
 	struct smtpd_session *s = arg;
 	bool later = s->connect_run != NULL;
 	s->connect_run = NULL;
-	if (v->result == POLICY_REPLY && v->code >= 500) {
+	if (v->result == POLICY_REPLY && (v->code >= 500 || v->code == 421)) {
 		s->cur_verb = "CONNECT";
 		s->greeting_pending = false;
+		s->greet_after_connect = false;
 		smtpd_reply(s, v->code, v->enh[0] != '\0' ? v->enh : NULL, "%s", v->text);
 		smtpd_session_close(s);
+		return;
+	}
+	if (s->greet_after_connect) {
+		/* the milters let the client in (smtpd_session_start) */
+		s->greet_after_connect = false;
+		if (s->bev == NULL) {
+			smtpd_session_unpark(s);
+			return;
+		}
+		smtpd_session_greet_start(s);
 		return;
 	}
 	if (later)
@@ -300,6 +312,7 @@ void smtpd_tx_reset(struct smtpd_session *s)
 	struct smtpd_tx *tx = s->tx;
 	if (tx != NULL) {
 		smtpd_milter_cancel(tx);
+		smtpd_milter_tx_end(s);
 		if (tx->msg != NULL) {
 			spool_msg_abort(&tx->msg);
 			qclient_abort(s->srv->qc, &tx->file);
@@ -823,14 +836,27 @@ bool smtpd_session_start(struct smtpd *srv, int fd, const struct sockaddr *sa, s
 				    smtpd_session_on_connect_verdict, s);
 	if (s->state == SMTPD_S_CLOSING)
 		return true;
-	if (conf->filter.greet_delay == 0 || s->client.access == POLICY_ACCESS_ALLOW ||
-	    lconf->submission || s->local) {
-		smtpd_session_greet(s);
+	if (s->connect_run != NULL && conf->n_milters > 0) {
+		/* the milters answer CONNECT before the greeting: a refusal
+		 * is said instead of it (smtpd_session_on_connect_verdict) */
+		s->greet_after_connect = true;
 		return true;
 	}
+	smtpd_session_greet_start(s);
+	return true;
+}
+
+/* The greeting, now or after filter.greet_delay. */
+static void smtpd_session_greet_start(struct smtpd_session *s)
+{
+	const struct conf *conf = s->srv->conf;
+	if (conf->filter.greet_delay == 0 || s->client.access == POLICY_ACCESS_ALLOW ||
+	    s->lconf->submission || s->local) {
+		smtpd_session_greet(s);
+		return;
+	}
 	/* filter.greet_delay: whatever the client sends meanwhile ends it */
-	s->greet_ev = evtimer_new(srv->base, smtpd_session_on_greet, s);
+	s->greet_ev = evtimer_new(s->srv->base, smtpd_session_on_greet, s);
 	struct timeval gd = smtpd_tv(conf->filter.greet_delay);
 	evtimer_add(s->greet_ev, &gd);
-	return true;
 }

@@ -155,6 +155,7 @@ struct smtpd_session {
 	struct event *free_ev;     /* deferred free after the last reply */
 	struct event *greet_ev;    /* filter.greet_delay */
 	bool greeting_pending;     /* no 220 yet: input now is an early talker */
+	bool greet_after_connect;  /* the greeting waits for the connect chain (milters) */
 	enum smtpd_state state;
 	char sid[13];
 	char client_addr[NET_ADDRSTR_MAX];
@@ -241,6 +242,9 @@ typedef void smtpd_milter_cont_fn(struct smtpd_session *s);
 bool smtpd_milter_wanted(const struct smtpd_session *s);
 void smtpd_milter_start(struct smtpd_session *s, smtpd_milter_cont_fn *cont);
 void smtpd_milter_cancel(struct smtpd_tx *tx);
+/* The transaction ended (RSET, EHLO, refused, committed): SMFIC_ABORT to
+ * the milters that still hold it open (data_milter.c). */
+void smtpd_milter_tx_end(struct smtpd_session *s);
 void smtpd_session_timeouts(struct smtpd_session *s, bool data);
 struct smtpd_tx *smtpd_tx_create(struct smtpd_session *s);
 void smtpd_tx_reset(struct smtpd_session *s); /* RSET, errors, end of message */

@@ -6,13 +6,18 @@ written by hand with struct (no libmilter, no PyPI).
     m.stop()
 
 It answers every command with SMFIR_CONTINUE (or what `replies` says for a
-command code), and the end of body with the frames of `eob`. mode="slow"
-accepts connections and never answers. Every connection's commands are
-recorded in `sessions` as lists of (cmd, data)."""
+command code; `rcpt_replies` maps a recipient address, without <>, to the
+reply to its RCPT), and the end of body with the frames of `eob`.
+mode="slow" accepts connections and never answers. `die_at` names a
+command at which the milter closes the connection instead of answering,
+`slow_at` one that it never answers, `delay` maps a command to seconds to
+wait before answering it. Every connection's commands are recorded in
+`sessions` as lists of (cmd, data)."""
 import os
 import socket
 import struct
 import threading
+import time
 
 SMFIF_ALL = 0xFF
 # SMFIP_NR_*: the commands the milter does not answer when it asked so
@@ -78,9 +83,14 @@ def parse_strs(data):
 
 
 class MilterServer:
-    def __init__(self, eob=(ACCEPT,), replies=None, mode="normal", protocol=0, unix_path=None):
+    def __init__(self, eob=(ACCEPT,), replies=None, mode="normal", protocol=0, unix_path=None,
+                 rcpt_replies=None, die_at=None, slow_at=None, delay=None):
         self.eob = list(eob)
         self.replies = replies or {}
+        self.rcpt_replies = rcpt_replies or {}
+        self.die_at = die_at
+        self.slow_at = slow_at
+        self.delay = delay or {}
         self.mode = mode
         self.protocol = protocol
         self.sessions = []
@@ -144,8 +154,12 @@ class MilterServer:
                 body = self._read(c, n)
                 cmd, data = chr(body[0]), body[1:]
                 log.append((cmd, data))
-                if self.mode == "slow":
+                if self.mode == "slow" or cmd == self.slow_at:
                     continue
+                if cmd == self.die_at:
+                    return
+                if cmd in self.delay:
+                    time.sleep(self.delay[cmd])
                 if cmd == "O":
                     ver, act, proto = struct.unpack("!III", data[:12])
                     c.sendall(frame("O", struct.pack("!III", 6, SMFIF_ALL & act,
@@ -158,6 +172,8 @@ class MilterServer:
                     c.sendall(b"".join(self.eob))
                 elif self.protocol & NR.get(cmd, 0):
                     continue
+                elif cmd == "R" and parse_strs(data)[0].strip("<>") in self.rcpt_replies:
+                    c.sendall(self.rcpt_replies[parse_strs(data)[0].strip("<>")])
                 elif cmd in self.replies:
                     c.sendall(self.replies[cmd])
                 else:
