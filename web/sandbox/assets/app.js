@@ -156,9 +156,14 @@
       top.appendChild(el("span", "from", addr(m.From) || "(no sender)"));
       top.appendChild(el("span", "when", fmtDate(m.Created)));
       li.appendChild(top);
-      const subj = el("div", "subject", m.Subject || "(no subject)");
-      if (Number(m.Attachments) > 0) subj.appendChild(el("span", "clip", " \u{1F4CE}" + m.Attachments));
-      li.appendChild(subj);
+      const row2 = el("div", "row2");
+      row2.appendChild(el("span", "subject", m.Subject || "(no subject)"));
+      if (Number(m.Attachments) > 0) {
+        const clip = el("span", "clip", "\u{1F4CE}" + m.Attachments);
+        clip.title = m.Attachments + " attachment(s)";
+        row2.appendChild(clip);
+      }
+      li.appendChild(row2);
       li.appendChild(el("div", "to", "To: " + addrs(m.To)));
       li.appendChild(el("div", "snippet", m.Snippet || ""));
       li.addEventListener("click", () => openMessage(String(m.ID), !m.Read));
