@@ -15,6 +15,7 @@ import base64
 import hashlib
 import http.server
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -98,6 +99,11 @@ class Sandbox:
                 s.login(login, "any-password")
             s.sendmail(sender, list(rcpts), msg)
 
+    def send_many(self, msgs):
+        with smtplib.SMTP("127.0.0.1", self.hk.port, timeout=30) as s:
+            for m in msgs:
+                s.sendmail("bulk@example.net", ["user@example.com"], m)
+
     def token(self, inbox):
         """The inbox's API token, as `hikyaku sandbox inboxes` prints it."""
         out = subprocess.run([hikyaku_bin(), "sandbox", "inboxes", "-c", self.hk.config],
@@ -106,7 +112,8 @@ class Sandbox:
         for line in out.stdout.splitlines():
             f = line.split()
             if f and f[0] == inbox:
-                tok = [x for x in f[1:] if len(x) == 64]
+                # "<inbox>.<64 hex>" (or the bare hex part)
+                tok = [x for x in f[1:] if re.fullmatch(r"(?:\S+\.)?[0-9a-f]{64}", x)]
                 assert tok, line
                 return tok[0]
         raise AssertionError(f"no inbox {inbox} in:\n{out.stdout}")
@@ -451,3 +458,21 @@ def test_two_inboxes_isolated(sandbox, browser):
     field.clear()
     d.find_element(By.CSS_SELECTOR, "#token-form button").click()
     wait(d, lambda: subjects(d) == ["anonymous mail"], what="the default inbox")
+
+
+def test_paging(sandbox, browser):
+    d = browser
+    sandbox.send_many([f"From: bulk@example.net\r\nSubject: bulk {i:02d}\r\n\r\nn {i}\r\n"
+                       .encode() for i in range(53)])
+    open_ui(d, sandbox)
+    wait(d, lambda: len(subjects(d)) == 50 and
+         d.find_element(By.ID, "range").text == "1\u201350 of 53", what="the first page")
+    assert subjects(d)[0] == "bulk 52"  # newest first
+    assert not d.find_element(By.ID, "next").get_attribute("disabled")
+    assert d.find_element(By.ID, "prev").get_attribute("disabled")
+    d.find_element(By.ID, "next").click()
+    wait(d, lambda: subjects(d) == ["bulk 02", "bulk 01", "bulk 00"], what="the second page")
+    assert d.find_element(By.ID, "range").text == "51\u201353 of 53"
+    assert d.find_element(By.ID, "next").get_attribute("disabled")
+    d.find_element(By.ID, "prev").click()
+    wait(d, lambda: len(subjects(d)) == 50, what="the first page again")
