@@ -31,7 +31,10 @@ TEST_PKGS=(libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib
 	redis-server
 	# tests/integration/test_milter.py: real milters (rspamd's proxy worker,
 	# clamav-milter with clamd on an EICAR-only database; no download)
-	rspamd clamav-daemon clamav-milter)
+	rspamd clamav-daemon clamav-milter
+	# tests/integration/test_sandbox_ui.py: the sandbox web UI in a real,
+	# headless browser driven over WebDriver
+	chromium chromium-driver python3-selenium)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

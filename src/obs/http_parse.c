@@ -115,6 +115,10 @@ static int http_field(const char *p, size_t n, struct http_request *req, long *c
 		if (req->authorization.p != NULL)
 			return http_fail(status_r, 400);
 		req->authorization = (struct http_view){v, vl};
+	} else if (nl == 13 && strncasecmp(p, "If-None-Match", 13) == 0) {
+		if (req->if_none_match.p != NULL)
+			return http_fail(status_r, 400); /* one list, not two to merge */
+		req->if_none_match = (struct http_view){v, vl};
 	} else if (nl == 14 && strncasecmp(p, "Content-Length", 14) == 0) {
 		if (*clen >= 0 || vl == 0 || vl > 9)
 			return http_fail(status_r, vl > 9 ? 413 : 400);

@@ -30,6 +30,7 @@ struct http_request {
 	struct http_view query;         /* after '?', without it; len 0 when none */
 	struct http_view authorization; /* the Authorization field, if any */
 	struct http_view body;
+	struct http_view if_none_match; /* If-None-Match (web.c), if any */
 	int minor;   /* HTTP/1.minor */
 	bool close;  /* Connection: close, or HTTP/1.0 without keep-alive */
 	size_t used; /* octets of the whole request, body included */

@@ -22,6 +22,7 @@
 #include "lib/metrics.h"
 #include "mail/envelope.h"
 #include "obs/http_parse.h"
+#include "obs/web.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -75,6 +76,7 @@ struct httpd {
 	struct bufferevent *q; /* to the queue's control server */
 	struct httpd_api *qhead, *qtail;
 	size_t n_pending;
+	bool sandbox_ui; /* serve the sandbox UI at / (web.h) */
 };
 
 /* ---- answers ---- */
@@ -84,6 +86,8 @@ static const char *httpd_reason(int status)
 	switch (status) {
 	case 200:
 		return "OK";
+	case 301:
+		return "Moved Permanently";
 	case 400:
 		return "Bad Request";
 	case 401:
@@ -129,6 +133,16 @@ static void httpd_conn_free(struct httpd_conn *c)
 
 static void httpd_conn_on_read(struct bufferevent *bev, void *arg);
 
+/* An answer is written: take the next request unless the connection is
+ * to close. */
+static void httpd_next(struct httpd_conn *c)
+{
+	if (!c->close) {
+		bufferevent_enable(c->bev, EV_READ);
+		httpd_conn_on_read(c->bev, c); /* a request already buffered */
+	}
+}
+
 static void httpd_respond(struct httpd_conn *c, int status, const char *type, const char *body,
                           size_t len, const char *extra)
 {
@@ -139,10 +153,7 @@ static void httpd_respond(struct httpd_conn *c, int status, const char *type, co
 	                    status, httpd_reason(status), type, len, extra != NULL ? extra : "",
 	                    c->close ? "Connection: close\r\n" : "");
 	evbuffer_add(out, body, len);
-	if (!c->close) {
-		bufferevent_enable(c->bev, EV_READ);
-		httpd_conn_on_read(c->bev, c); /* a request already buffered */
-	}
+	httpd_next(c);
 }
 
 /* {"error": text} (text is ours or the queue's, escaped as JSON). */
@@ -428,12 +439,42 @@ static void httpd_api_queue(struct httpd_conn *c, const struct http_request *req
 		httpd_error(c, 404, "no such resource", NULL);
 }
 
+/* The embedded front-end files (web.h): GET and HEAD only. */
+static void httpd_web(struct httpd_conn *c, const struct http_request *req, const char *path)
+{
+	bool head = http_view_eq(req->method, "HEAD");
+	if (!head && !http_view_eq(req->method, "GET")) {
+		httpd_error(c, 405, "use GET or HEAD", "Allow: GET, HEAD\r\n");
+		return;
+	}
+	if (strcmp(path, "/dashboard") == 0) {
+		httpd_respond(c, 301, "text/plain; charset=utf-8", "", 0,
+		              "Location: /dashboard/\r\n");
+		return;
+	}
+	const struct web_file *f = web_route(path, c->h->sandbox_ui);
+	if (f == NULL) {
+		if (head)
+			httpd_respond(c, 404, "application/json", "", 0, NULL);
+		else
+			httpd_error(c, 404, "no such resource", NULL);
+		return;
+	}
+	web_respond(bufferevent_get_output(c->bev), f, head, req->if_none_match.p,
+	            req->if_none_match.len, c->close);
+	httpd_next(c);
+}
+
 static void httpd_route(struct httpd_conn *c, const struct http_request *req)
 {
 	struct httpd *h = c->h;
 	char path[HTTP_LINE_MAX];
 	if (http_pct_decode(req->path.p, req->path.len, path, sizeof(path)) < 0) {
 		httpd_error(c, 400, "malformed path", NULL);
+		return;
+	}
+	if (web_is_path(path, h->sandbox_ui)) {
+		httpd_web(c, req, path);
 		return;
 	}
 	if (strcmp(path, "/metrics") == 0) {
@@ -590,6 +631,11 @@ struct httpd *httpd_create(struct event_base *base, const struct conf *conf, int
 		return NULL;
 	}
 	return h;
+}
+
+void httpd_set_sandbox_ui(struct httpd *h, bool on)
+{
+	h->sandbox_ui = on;
 }
 
 void httpd_free(struct httpd **hp)

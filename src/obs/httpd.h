@@ -7,6 +7,7 @@
 #ifndef HK_OBS_HTTPD_H
 #define HK_OBS_HTTPD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct event_base;
@@ -21,6 +22,9 @@ struct httpd *httpd_create(struct event_base *base, const struct conf *conf, int
 /* A (new) stream socket to the queue's control server; requests waiting
  * for the old one are answered 503. */
 void httpd_set_queue(struct httpd *h, int fd);
+/* Serve the sandbox UI (web.h) at "/" on this listener; /assets/ and
+ * /dashboard/ are served on every listener. */
+void httpd_set_sandbox_ui(struct httpd *h, bool on);
 void httpd_free(struct httpd **h);
 
 #endif

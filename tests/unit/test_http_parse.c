@@ -46,6 +46,8 @@ static const struct req_case cases[] = {
     {"space before colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", -1, 400, NULL, NULL, NULL, NULL,
      false},
     {"obs-fold", "GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", -1, 400, NULL, NULL, NULL, NULL, false},
+    {"two if-none-match", "GET / HTTP/1.1\r\nIf-None-Match: \"a\"\r\nif-none-match: \"b\"\r\n\r\n",
+     -1, 400, NULL, NULL, NULL, NULL, false},
     {"two content-lengths", "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", -1,
      400, NULL, NULL, NULL, NULL, false},
     {"two authorizations", "GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n", -1,
