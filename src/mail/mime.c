@@ -393,7 +393,7 @@ int mime_decode_words(const char *v, size_t len, struct buf *out)
 			i = end;
 			continue;
 		}
-		if (after_ew && (v[i] == ' ' || v[i] == '\t')) {
+		if (after_ew && mime_wsp(v[i])) {
 			if (ws_len == 0)
 				ws = i;
 			ws_len++;
