@@ -8,8 +8,10 @@ set -euo pipefail
 # nettle-dev: libunbound.pc requires hogweed and nettle.
 # libpsl-dev: the public suffix list for DMARC's organizational domain.
 # libhiredis-dev: state.redis (shared rate limits and greylisting).
+# libsqlite3-dev: the sandbox's message index (WAL, FTS5).
 BUILD_PKGS=(gcc libc6-dev meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev
-	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev libpsl-dev libhiredis-dev)
+	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev libpsl-dev libhiredis-dev
+	libsqlite3-dev)
 # The README's tour.
 RUN_PKGS=(swaks curl ca-certificates)
 # libnet-ssleay-perl: swaks' STARTTLS. postfix and gnutls-bin: real peers.

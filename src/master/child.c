@@ -27,6 +27,7 @@
 #include "lib/shmrate.h"
 #include "master/proto.h"
 #include "obs/httpd.h"
+#include "obs/sbxstore.h"
 #include "policy/policy_smtp.h"
 #include "queue/qmgr.h"
 #include "queue/qserver.h"
@@ -432,11 +433,15 @@ static int child_confine(enum sandbox_role role, const struct sandbox_path *path
  * CA store. */
 static int child_confine_queue(const struct conf *conf)
 {
-	struct sandbox_path paths[2 + SANDBOX_QUEUE_SYSTEM_MAX] = {
+	struct sandbox_path paths[3 + SANDBOX_QUEUE_SYSTEM_MAX] = {
 	    {.path = conf->spool_dir, .access = SANDBOX_RW},
 	    {.path = conf->maildir_root, .access = SANDBOX_RW},
 	};
-	size_t np = 2 + sandbox_paths_queue_system(paths + 2, SANDBOX_QUEUE_SYSTEM_MAX);
+	size_t np = 2;
+	/* The sandbox's store (issue 13): captures are written here. */
+	if (conf_sandbox_used(conf))
+		paths[np++] = (struct sandbox_path){.path = conf->sandbox.dir, .access = SANDBOX_RW};
+	np += sandbox_paths_queue_system(paths + np, SANDBOX_QUEUE_SYSTEM_MAX);
 	return child_confine(SANDBOX_QUEUE, paths, np);
 }
 
@@ -846,6 +851,7 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	struct spool *spool = NULL;
 	struct ctl_server *ctl = NULL;
 	struct pickup *pickup = NULL;
+	struct sbx_store *sbx = NULL;
 	const char *error = NULL;
 	char err[1024];
 	int ret = 1;
@@ -884,6 +890,20 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	ctx.conf = conf;
 	ctx.qmgr = qmgr_create(ctx.base, conf, spool);
 	qmgr_set_credentials(ctx.qmgr, ctx.creds);
+	/* As the service user, inside Landlock: the files it makes are its. */
+	if (conf_sandbox_used(conf)) {
+		if (sbx_store_open(conf->sandbox.dir, &sbx, err, sizeof(err)) < 0) {
+			fprintf(stderr, "hikyaku: %s\n", err);
+			goto out;
+		}
+		struct sbx_limits lim = {
+		    .max_messages = conf->sandbox.max_messages,
+		    .max_size = conf->sandbox.max_size,
+		    .max_age_ms = conf->sandbox.max_age,
+		};
+		sbx_store_set_limits(sbx, &lim);
+		qmgr_set_sandbox(ctx.qmgr, sbx);
+	}
 	/* Before the recovery, so that held messages found there are parked
 	 * where `hikyaku queue release` finds them. */
 	if (ctl_server_create(ctx.base, conf->spool_dir, ctx.qmgr, &ctl, &error) < 0) {
@@ -910,6 +930,7 @@ out:
 	qserver_free(&ctx.qs); /* commits in flight are queued first */
 	ctl_server_free(&ctl); /* before the queue manager it controls */
 	qmgr_free(&ctx.qmgr);
+	sbx_store_close(&sbx); /* after the queue manager that captured into it */
 	child_common_free(&ctx);
 	credentials_free(&ctx.creds); /* after the queue manager that used them */
 	spool_close(&spool);

@@ -1151,9 +1151,11 @@ int master_serve(const char *path)
 			goto out;
 		}
 		if (priv_own_dir(conf->spool_dir, pw) < 0 ||
-		    priv_own_dir(conf->maildir_root, pw) < 0)
+		    priv_own_dir(conf->maildir_root, pw) < 0 ||
+		    (conf_sandbox_used(conf) && priv_own_dir(conf->sandbox.dir, pw) < 0))
 			goto out;
-	} else if (fs_mkdir_p(conf->spool_dir, 0700) < 0) {
+	} else if (fs_mkdir_p(conf->spool_dir, 0700) < 0 ||
+		   (conf_sandbox_used(conf) && fs_mkdir_p(conf->sandbox.dir, 0700) < 0)) {
 		fprintf(stderr, "hikyaku: %s: %s\n", conf->spool_dir, strerror(errno));
 		goto out;
 	}
