@@ -32,7 +32,8 @@ def sink():
 
 def start(hikyaku, tmp_path, sink_port, sandbox=None, **kw):
     port = free_port()
-    sbx = {"enabled": True, "dir": str(tmp_path / "sbx"), "anonymous_inbox": "default"}
+    # relative: the daemon runs in its own temp directory (hk.tmp)
+    sbx = {"enabled": True, "dir": "sbx", "anonymous_inbox": "default"}
     sbx.update(sandbox or {})
     hk = hikyaku(http={"listen": f"127.0.0.1:{port}"},
                  listener={"tls": "none", "plaintext_auth": True},
@@ -50,6 +51,11 @@ def start(hikyaku, tmp_path, sink_port, sandbox=None, **kw):
         except OSError:
             time.sleep(0.05)
     return hk
+
+
+def sbxdir(hk):
+    import pathlib
+    return pathlib.Path(hk.tmp) / "sbx"
 
 
 def call(hk, method, path, body=None, token=None, headers=None, basic=None):
@@ -92,7 +98,7 @@ def wait_count(hk, n, token=None, timeout=10):
 
 def tokens(hk, *names):
     out = subprocess.run([hikyaku_bin(), "sandbox", "inboxes", "-c", hk.config, *names],
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=30, cwd=hk.tmp)
     assert out.returncode == 0, out.stderr
     res = {}
     for line in out.stdout.splitlines()[1:]:
@@ -121,7 +127,7 @@ def test_capture_list_and_nothing_leaves(hikyaku, tmp_path, sink):
     assert not any(s.txs for s in sink.sessions)
     assert "relay=sandbox" in hk.log() and "status=sent" in hk.log()
     # the file is on disk under its ID
-    assert (tmp_path / "sbx" / "msg" / (m["ID"] + ".eml")).exists()
+    assert (sbxdir(hk) / "msg" / (m["ID"] + ".eml")).exists()
 
 
 def test_search_raw_headers_read_delete_latest(hikyaku, tmp_path, sink):
@@ -173,7 +179,7 @@ def test_search_raw_headers_read_delete_latest(hikyaku, tmp_path, sink):
     # delete one, then by search, then all
     st, _, _ = call(hk, "DELETE", "/api/v1/messages", {"IDs": [ids["Invoice 42"]]})
     assert st == 200
-    assert not (tmp_path / "sbx" / "msg" / (ids["Invoice 42"] + ".eml")).exists()
+    assert not (sbxdir(hk) / "msg" / (ids["Invoice 42"] + ".eml")).exists()
     st, _, _ = call(hk, "DELETE", "/api/v1/search?query=subject:lunch")
     assert st == 200
     st, r, _ = call(hk, "GET", "/api/v1/messages")
@@ -300,7 +306,11 @@ def test_release_reaches_sink(hikyaku, tmp_path, sink):
     send(hk, "a@example.com", ["x@remote.test"], "to release", body="released body")
     j = wait_count(hk, 1)
     mid = j["messages"][0]["ID"]
-    st, _, _ = call(hk, "POST", f"/api/v1/message/{mid}/release", {"To": ["real@sink.test"]})
+    try:
+        st, _, _ = call(hk, "POST", f"/api/v1/message/{mid}/release", {"To": ["real@sink.test"]})
+    except OSError:
+        time.sleep(1)
+        raise AssertionError(hk.log())
     assert st == 200
     tx = sink.wait_messages(1, timeout=30)[0]
     assert tx.rcpts == ["real@sink.test"]
@@ -317,7 +327,7 @@ def test_retention_removes_oldest(hikyaku, tmp_path, sink):
         wait_event(hk, "sandbox_captured", count=i + 1)
     st, j, _ = call(hk, "GET", "/api/v1/messages")
     assert [m["Subject"] for m in j["messages"]] == ["msg 4", "msg 3", "msg 2"]
-    assert len(os.listdir(tmp_path / "sbx" / "msg")) == 3
+    assert len(os.listdir(sbxdir(hk) / "msg")) == 3
 
 
 def test_restart_keeps_mail(hikyaku, tmp_path, sink):
