@@ -332,8 +332,16 @@ static void authd_result(struct authd_xchg *x, enum sasl_result r, struct buf *c
 		cl->n_req--;
 		return;
 	case SASL_R_VERIFY:
-		if (authd_any_login(d->conf)) {
-			authd_result(x, sasl_server_verified(x->sasl, true), NULL);
+		if (authd_any_login(d->conf) && sasl_server_user(x->sasl) != NULL) {
+			/* Not a user of the users file, so not SASL_R_OK from
+			 * sasl_server_verified(): the login is the inbox. */
+			authd_release(x, d);
+			buf_init(&out, AUTHP_FRAME_MAX);
+			st = ctl_frame_begin(&out, AUTHP_T_OK);
+			ctl_frame_add_u64(&out, AUTHP_F_REQ, x->req);
+			ctl_frame_add_str(&out, AUTHP_F_USER, sasl_server_user(x->sasl));
+			authd_send(cl, &out, st);
+			authd_xchg_end(x);
 			return;
 		}
 		authd_verify_start(x);
@@ -363,7 +371,8 @@ static struct authd_xchg *authd_xchg_begin(struct authd_client *cl, const struct
 {
 	struct authd *d = cl->d;
 	if (!AUTHP_HAS(m, AUTHP_F_ADDR) || m->mech > SASL_SCRAM_SHA_256 ||
-	    (d->gen->mask & SASL_MECH_BIT(m->mech)) == 0 || d->gen->users == NULL) {
+	    (d->gen->mask & SASL_MECH_BIT(m->mech)) == 0 ||
+	    (d->gen->users == NULL && !authd_any_login(d->conf))) {
 		authd_error(cl, m->req, "mechanism not offered");
 		return NULL;
 	}

@@ -26,6 +26,7 @@
 #include "lib/shmcount.h"
 #include "lib/shmrate.h"
 #include "master/proto.h"
+#include "mail/maildrop.h"
 #include "obs/httpd.h"
 #include "obs/sbxstore.h"
 #include "policy/policy_smtp.h"
@@ -814,7 +815,16 @@ static int child_http(const struct conf *conf, struct child_args *a, struct metr
 	}
 	if (child_http_token(conf, token, sizeof(token)) < 0)
 		return 1;
-	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_HTTP, NULL, 0) < 0)
+	/* The sandbox (issue 13): its store, and the maildrop a released
+	 * message is dropped into; nothing at all otherwise. */
+	char maildrop[4096];
+	snprintf(maildrop, sizeof(maildrop), "%s/%s", conf->spool_dir, MAILDROP_DIR);
+	struct sandbox_path paths[2] = {
+	    {.path = conf->sandbox.dir, .access = SANDBOX_RW},
+	    {.path = maildrop, .access = SANDBOX_RW, .optional = true},
+	};
+	bool sbx = conf_sandbox_used(conf);
+	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_HTTP, sbx ? paths : NULL, sbx ? 2 : 0) < 0)
 		goto out;
 	child_log_privileges(conf);
 	ctx.base = event_base_new();
@@ -826,8 +836,13 @@ static int child_http(const struct conf *conf, struct child_args *a, struct metr
 		fprintf(stderr, "hikyaku: http: cannot listen\n");
 		goto out;
 	}
-	log_info("event=http_listening listen=%s api=%s", conf->http.listen,
-		 conf->http.token_file[0] != '\0' ? "on" : "off");
+	if (sbx) {
+		httpd_set_sandbox_ui(ctx.httpd, true);
+		if (httpd_set_sandbox(ctx.httpd) < 0)
+			goto out;
+	}
+	log_info("event=http_listening listen=%s api=%s sandbox=%s", conf->http.listen,
+		 conf->http.token_file[0] != '\0' ? "on" : "off", sbx ? "on" : "off");
 	child_common_start(&ctx, a);
 	child_ready(&ctx);
 	child_loop_run(ctx.base);

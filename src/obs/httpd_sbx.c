@@ -357,14 +357,12 @@ static int sbx_release(struct httpd_sbx *x, const char *sender, char (*to)[SBX_A
 		return -1;
 	}
 	unsigned char rnd[16];
-	char tname[64], dname[64];
+	char hex[33], tname[sizeof(x->maildrop) + 40], dname[sizeof(x->maildrop) + 40];
 	RAND_bytes(rnd, sizeof(rnd));
-	int o = snprintf(tname, sizeof(tname), "%s/t", x->maildrop);
 	for (size_t i = 0; i < 16; i++)
-		o += snprintf(tname + o, sizeof(tname) - (size_t)o, "%02x", rnd[i]);
-	(void)o;
-	snprintf(dname, sizeof(dname), "%s", tname);
-	dname[strlen(x->maildrop) + 1] = 'd';
+		snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+	snprintf(tname, sizeof(tname), "%s/t%s", x->maildrop, hex);
+	snprintf(dname, sizeof(dname), "%s/d%s", x->maildrop, hex);
 	int fd = open(tname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	int rc = -1;
 	if (fd >= 0) {

@@ -614,8 +614,15 @@ static void sbx_retain(struct sbx_store *s)
 	}
 }
 
+/* A buffer as text: "" rather than NULL when empty (the columns are NOT NULL). */
+static void sbx_bind_buf(sqlite3_stmt *st, int i, const struct buf *b)
+{
+	sqlite3_bind_text(st, i, b->len > 0 ? (const char *)b->data : "", (int)b->len, SQLITE_STATIC);
+}
+
 static int sbx_insert(struct sbx_store *s, const struct sbx_capture *c,
-                      const struct sbx_summary *sum, const struct buf *env_to, int64_t *rid_r)
+                      const struct sbx_summary *sum, const struct buf *env_to, int64_t *rid_r,
+                      char *err, size_t errlen)
 {
 	static const char ins[] =
 	    "INSERT INTO msg(id, inbox, created, size, message_id, addrs, subject, snippet,"
@@ -630,16 +637,12 @@ static int sbx_insert(struct sbx_store *s, const struct sbx_capture *c,
 		sqlite3_bind_text(st, 2, inbox, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, (int64_t)c->created_us);
 		sqlite3_bind_int64(st, 4, (int64_t)c->len);
-		sqlite3_bind_text(st, 5, (const char *)sum->message_id.data, (int)sum->message_id.len,
-		                  SQLITE_STATIC);
-		sqlite3_bind_text(st, 6, (const char *)sum->addrs.data, (int)sum->addrs.len,
-		                  SQLITE_STATIC);
-		sqlite3_bind_text(st, 7, (const char *)sum->subject.data, (int)sum->subject.len,
-		                  SQLITE_STATIC);
-		sqlite3_bind_text(st, 8, (const char *)sum->snippet.data, (int)sum->snippet.len,
-		                  SQLITE_STATIC);
+		sbx_bind_buf(st, 5, &sum->message_id);
+		sbx_bind_buf(st, 6, &sum->addrs);
+		sbx_bind_buf(st, 7, &sum->subject);
+		sbx_bind_buf(st, 8, &sum->snippet);
 		sqlite3_bind_text(st, 9, c->env_from != NULL ? c->env_from : "", -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 10, (const char *)env_to->data, (int)env_to->len, SQLITE_STATIC);
+		sbx_bind_buf(st, 10, env_to);
 		rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
 	}
 	int64_t rid = sqlite3_last_insert_rowid(s->db);
@@ -650,15 +653,11 @@ static int sbx_insert(struct sbx_store *s, const struct sbx_capture *c,
 		                        -1, &ft, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_int64(ft, 1, rid);
-		sqlite3_bind_text(ft, 2, (const char *)sum->from_t.data, (int)sum->from_t.len,
-		                  SQLITE_STATIC);
-		sqlite3_bind_text(ft, 3, (const char *)sum->to_t.data, (int)sum->to_t.len,
-		                  SQLITE_STATIC);
-		sqlite3_bind_text(ft, 4, (const char *)sum->subject.data, (int)sum->subject.len,
-		                  SQLITE_STATIC);
+		sbx_bind_buf(ft, 2, &sum->from_t);
+		sbx_bind_buf(ft, 3, &sum->to_t);
+		sbx_bind_buf(ft, 4, &sum->subject);
 		/* Not text: an invalid UTF-8 body is still indexed as octets. */
-		sqlite3_bind_text(ft, 5, (const char *)sum->body.data, (int)sum->body.len,
-		                  SQLITE_STATIC);
+		sbx_bind_buf(ft, 5, &sum->body);
 		rc = sqlite3_step(ft) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
 	}
 	sqlite3_finalize(st);
@@ -666,6 +665,7 @@ static int sbx_insert(struct sbx_store *s, const struct sbx_capture *c,
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "sandbox index: %s", sqlite3_errmsg(s->db));
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
@@ -723,10 +723,8 @@ int sbx_store_capture(struct sbx_store *s, const struct sbx_capture *c, struct b
 	buf_append_byte(&env_to, ']');
 	pthread_mutex_lock(&s->mu);
 	int64_t rid = 0;
-	int rc = sbx_insert(s, c, &sum, &env_to, &rid);
-	if (rc < 0) {
-		snprintf(err, errlen, "sandbox index: %s", sqlite3_errmsg(s->db));
-	} else {
+	int rc = sbx_insert(s, c, &sum, &env_to, &rid, err, errlen);
+	if (rc == 0) {
 		s->est_count++;
 		s->est_size += c->len;
 		if (item != NULL)
