@@ -126,8 +126,11 @@ def sandbox(hikyaku):
     tmp = tempfile.mkdtemp(prefix="hk-sbxui-")
     os.chmod(tmp, 0o755)
     sbx_dir = os.path.join(tmp, "sandbox")
-    hk = hikyaku(listener={"sandbox": True, "plaintext_auth": True},
-                 sandbox={"dir": sbx_dir, "auth": "any", "anonymous_inbox": "default"},
+    # The whole server is a sandbox (sandbox.auth any takes every login
+    # only then); no STARTTLS: AUTH in clear, which is allowed on loopback.
+    hk = hikyaku(listener={"sandbox": True, "tls": "none", "plaintext_auth": True},
+                 sandbox={"enabled": True, "dir": sbx_dir, "auth": "any",
+                          "anonymous_inbox": "default"},
                  http={"listen": f"127.0.0.1:{http_port}"},
                  relay={"trusted_networks": ["127.0.0.0/8"]},
                  routes=[{"domain": "sink.test", "transport": "relay",
@@ -195,8 +198,12 @@ def wait(d, cond, timeout=15, what="condition"):
                              ignored_exceptions=(StaleElementReferenceException,
                                                  NoSuchElementException)).until(lambda _: cond())
     except TimeoutException:
-        raise AssertionError(f"timed out waiting for {what}; status: "
-                             f"{d.find_element(By.ID, 'status').text!r}")
+        try:
+            d.switch_to.default_content()
+            st = d.find_element(By.ID, "status").text
+        except Exception as e:  # the page itself is gone
+            st = f"(no status: {e.__class__.__name__})"
+        raise AssertionError(f"timed out waiting for {what}; status: {st!r}")
 
 
 def subjects(d):
