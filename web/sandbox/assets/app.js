@@ -159,8 +159,9 @@
       const row2 = el("div", "row2");
       row2.appendChild(el("span", "subject", m.Subject || "(no subject)"));
       if (Number(m.Attachments) > 0) {
-        const clip = el("span", "clip", "\u{1F4CE}" + m.Attachments);
-        clip.title = m.Attachments + " attachment(s)";
+        const n = Number(m.Attachments);
+        const clip = el("span", "clip", n + (n === 1 ? " file" : " files"));
+        clip.title = n + (n === 1 ? " attachment" : " attachments");
         row2.appendChild(clip);
       }
       li.appendChild(row2);
@@ -292,6 +293,7 @@
     $("m-from").textContent = addr(m.From);
     $("m-to").textContent = addrs(m.To);
     $("m-cc").textContent = addrs(m.Cc);
+    $("m-cc").hidden = $("m-cc-t").hidden = !(Array.isArray(m.Cc) && m.Cc.length);
     $("m-subject").textContent = m.Subject || "";
     $("m-date").textContent = fmtDate(m.Date);
     $("m-size").textContent = fmtSize(m.Size);
