@@ -512,8 +512,10 @@ const struct conf_setting conf_settings[] = {
 	{ .key = "sandbox.auth", .type = CONF_T_ENUM, .def = "any",
 	  .names = conf_sandbox_auth_names, .off = OFF(sandbox.auth), .lower = true,
 	  .doc = "any: with sandbox.enabled, any SMTP AUTH login succeeds (PLAIN and LOGIN; "
-		 "still only over TLS or on loopback) and its name is the inbox; users: the "
-		 "users file decides. A per-listener sandbox always uses the users file." },
+		 "still only after STARTTLS unless the listener has plaintext_auth, which "
+		 "`hikyaku sandbox` sets on loopback only) and its name is the inbox; users: "
+		 "the users file decides. A per-listener sandbox always uses the users file; "
+		 "mail without AUTH goes to the inbox \"default\"." },
 	{ .key = "sandbox.anonymous_inbox", .type = CONF_T_STRING, .def = "\"\"",
 	  .off = OFF(sandbox.anonymous_inbox),
 	  .doc = "The inbox an HTTP request without credentials sees, when it comes from "

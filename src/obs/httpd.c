@@ -31,6 +31,7 @@
 #include <event2/listener.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -572,6 +573,11 @@ static void httpd_on_accept(struct evconnlistener *lev, evutil_socket_t fd, stru
 		evutil_closesocket(fd);
 		return;
 	}
+	/* Answers go out in several writes (libevent writes 16 KiB at a
+	 * time): without this, Nagle holds the second behind the client's
+	 * delayed ACK, 40 ms for every list longer than one write. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct httpd_conn *c = xcalloc(1, sizeof(*c));
 	c->h = h;
 	c->loopback = httpd_is_loopback(sa);

@@ -10,7 +10,7 @@
 #include "lib/fsutil.h"
 #include "lib/json.h"
 #include "lib/log.h"
-#include "mail/header.h"
+#include "obs/sandbox_msg.h"
 #include "obs/sbxquery.h"
 
 #include <errno.h>
@@ -30,7 +30,6 @@
 
 #define SBX_HEAD_MAX (256 * 1024) /* octets of a message read for its summary */
 #define SBX_TEXT_MAX (64 * 1024)  /* octets of its body indexed for search */
-#define SBX_SNIPPET_MAX 250
 #define SBX_COPY_WINDOW (64 * 1024)
 #define SBX_AGE_CHECK_US (60ULL * 1000000)
 
@@ -164,196 +163,60 @@ struct sbx_summary {
 	struct buf from_t;  /* search text of From */
 	struct buf to_t;    /* search text of To, Cc, Bcc and the recipients */
 	struct buf subject, message_id, snippet, body;
+	size_t attachments;
 };
 
-/* v[0..len) without its folds (CRLF before WSP) and outer white space. */
-static void sbx_unfold(const char *v, size_t len, struct buf *out)
+static void sbx_addr_json(const struct sbx_addr *a, struct buf *out, struct buf *text)
 {
-	buf_reset(out);
-	for (size_t i = 0; i < len; i++) {
-		if (v[i] == '\r' || v[i] == '\n')
-			continue;
-		if ((v[i] == ' ' || v[i] == '\t') && (out->len == 0 || out->data[out->len - 1] == ' '))
-			continue;
-		buf_append_byte(out, v[i] == '\t' ? ' ' : (unsigned char)v[i]);
-	}
-	while (out->len > 0 && out->data[out->len - 1] == ' ')
-		out->len--;
-}
-
-static void sbx_trim(const char **p, size_t *n)
-{
-	while (*n > 0 && (**p == ' ' || **p == '"'))
-		(*p)++, (*n)--;
-	while (*n > 0 && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '"'))
-		(*n)--;
-}
-
-/* One mailbox ("Name <a@b>" or "a@b") as {"Name","Address"}. */
-static void sbx_mailbox_json(const char *p, size_t n, struct buf *out, struct buf *text)
-{
-	const char *lt = memchr(p, '<', n);
-	const char *name = p, *addr = p;
-	size_t nl = 0, al = n;
-	if (lt != NULL) {
-		const char *gt = memchr(lt, '>', n - (size_t)(lt - p));
-		nl = (size_t)(lt - p);
-		addr = lt + 1;
-		al = gt != NULL ? (size_t)(gt - addr) : n - nl - 1;
-	}
-	sbx_trim(&name, &nl);
-	sbx_trim(&addr, &al);
 	buf_append_str(out, "{\"Name\":");
-	json_append_str(out, name, nl);
+	json_append_cstr(out, a->name != NULL ? a->name : "");
 	buf_append_str(out, ",\"Address\":");
-	json_append_str(out, addr, al);
+	json_append_cstr(out, a->address != NULL ? a->address : "");
 	buf_append_byte(out, '}');
-	buf_append(text, name, nl);
-	buf_append_byte(text, ' ');
-	buf_append(text, addr, al);
-	buf_append_byte(text, ' ');
+	buf_printf(text, "%s %s ", a->name != NULL ? a->name : "",
+	           a->address != NULL ? a->address : "");
 }
 
-/* An address list (RFC 5322 §3.4), split at commas outside quotes and
- * angle brackets, as a JSON array; first only: the first as an object. */
-static void sbx_addrlist_json(const char *v, size_t len, bool first_only, struct buf *out,
-                              struct buf *text)
+static void sbx_addrs_json(const char *key, const struct sbx_addr_list *l, struct buf *out,
+                           struct buf *text)
 {
-	struct buf u;
-	buf_init(&u, SBX_HEAD_MAX);
-	sbx_unfold(v, len, &u);
-	const char *p = (const char *)u.data;
-	size_t n = u.len, start = 0, count = 0;
-	bool quoted = false, angle = false;
-	if (!first_only)
-		buf_append_byte(out, '[');
-	for (size_t i = 0; i <= n && count < 100; i++) {
-		if (i < n) {
-			char c = p[i];
-			if (c == '"')
-				quoted = !quoted;
-			else if (c == '<' && !quoted)
-				angle = true;
-			else if (c == '>' && !quoted)
-				angle = false;
-			if (c != ',' || quoted || angle)
-				continue;
-		}
-		const char *piece = p + start;
-		size_t pl = i - start;
-		sbx_trim(&piece, &pl);
-		start = i + 1;
-		if (pl == 0)
-			continue;
-		if (count > 0 && !first_only)
+	buf_printf(out, ",\"%s\":[", key);
+	for (size_t i = 0; i < l->n; i++) {
+		if (i > 0)
 			buf_append_byte(out, ',');
-		sbx_mailbox_json(p + (piece - p), i - (size_t)(piece - p), out, text);
-		count++;
-		if (first_only)
-			break;
+		sbx_addr_json(&l->v[i], out, text);
 	}
-	if (first_only && count == 0)
-		buf_append_str(out, "{\"Name\":\"\",\"Address\":\"\"}");
-	if (!first_only)
-		buf_append_byte(out, ']');
-	buf_free(&u);
+	buf_append_byte(out, ']');
 }
 
-/* The first SBX_SNIPPET_MAX characters of a plain text body, white space
- * collapsed, cut on a UTF-8 boundary. */
-static void sbx_snippet(const char *p, size_t n, struct buf *out)
+/* The list's fields from the MIME library's summary (obs/sandbox_msg.h:
+ * decoded words, the text part's snippet, attachments); the search text
+ * of the body is its first SBX_TEXT_MAX octets as they are. */
+static void sbx_summarize(const char *m, size_t len, int64_t received, struct sbx_summary *sum)
 {
-	size_t chars = 0;
-	for (size_t i = 0; i < n && chars < SBX_SNIPPET_MAX;) {
-		unsigned char c = (unsigned char)p[i];
-		if (c == '\r' || c == '\n' || c == '\t' || c == ' ') {
-			if (out->len > 0 && out->data[out->len - 1] != ' ')
-				buf_append_byte(out, ' '), chars++;
-			i++;
-			continue;
-		}
-		size_t l = c < 0x80 ? 1 : json_utf8_len((const uint8_t *)p + i, n - i);
-		if (l == 0)
-			l = 1; /* invalid: json_append_str makes it U+FFFD */
-		buf_append(out, p + i, l);
-		i += l;
-		chars++;
-	}
-	while (out->len > 0 && out->data[out->len - 1] == ' ')
-		out->len--;
-}
-
-static void sbx_summarize(const char *m, size_t len, struct sbx_summary *sum)
-{
-	size_t hlen = len, body = len;
+	struct sbx_msg_summary ms;
+	sbx_msg_summary(m, len, received, &ms);
+	buf_append_str(&sum->addrs, "\"From\":");
+	sbx_addr_json(&ms.from, &sum->addrs, &sum->from_t);
+	sbx_addrs_json("To", &ms.to, &sum->addrs, &sum->to_t);
+	sbx_addrs_json("Cc", &ms.cc, &sum->addrs, &sum->to_t);
+	sbx_addrs_json("Bcc", &ms.bcc, &sum->addrs, &sum->to_t);
+	sbx_addrs_json("ReplyTo", &ms.reply_to, &sum->addrs, &sum->to_t);
+	buf_append_str(&sum->subject, ms.subject != NULL ? ms.subject : "");
+	buf_append_str(&sum->message_id, ms.message_id != NULL ? ms.message_id : "");
+	buf_append_str(&sum->snippet, ms.snippet != NULL ? ms.snippet : "");
+	sum->attachments = ms.attachments;
+	sbx_msg_summary_clear(&ms);
+	size_t body = len;
 	for (size_t i = 0; i + 1 < len; i++) {
 		if (m[i] == '\n' && (m[i + 1] == '\n' || (m[i + 1] == '\r' && i + 2 < len &&
-		                                          m[i + 2] == '\n'))) {
-			hlen = i + 1;
+		                                           m[i + 2] == '\n'))) {
 			body = i + (m[i + 1] == '\n' ? 2 : 3);
 			break;
 		}
 	}
-	struct { const char *name, *key; bool first; bool seen; } lists[] = {
-	    {"From", "\"From\":", true, false},
-	    {"To", ",\"To\":", false, false},
-	    {"Cc", ",\"Cc\":", false, false},
-	    {"Bcc", ",\"Bcc\":", false, false},
-	    {"Reply-To", ",\"ReplyTo\":", false, false},
-	};
-	struct mail_hdr_field f[5] = {0};
-	bool plain = true;
-	size_t pos = 0;
-	struct mail_hdr_field h;
-	while (mail_hdr_next(m, hlen, &pos, &h)) {
-		for (size_t k = 0; k < 5; k++)
-			if (!lists[k].seen && mail_hdr_name_is(&h, lists[k].name))
-				lists[k].seen = true, f[k] = h;
-		if (mail_hdr_name_is(&h, "Subject") && sum->subject.len == 0)
-			sbx_unfold(h.value, h.value_len, &sum->subject);
-		if (mail_hdr_name_is(&h, "Message-ID") && sum->message_id.len == 0) {
-			sbx_unfold(h.value, h.value_len, &sum->message_id);
-			if (sum->message_id.len >= 2 && sum->message_id.data[0] == '<' &&
-			    sum->message_id.data[sum->message_id.len - 1] == '>') {
-				memmove(sum->message_id.data, sum->message_id.data + 1,
-				        sum->message_id.len - 2);
-				sum->message_id.len -= 2;
-			}
-		}
-		/* TODO(issue 13): the summary of a MIME message (decoded
-		 * words, the text part, attachments) from sbxmime's
-		 * sbx_msg_summary once it lands; until then the snippet and
-		 * the search text come from a plain text body only. */
-		if (mail_hdr_name_is(&h, "Content-Type")) {
-			const char *v = h.value;
-			size_t vl = h.value_len;
-			while (vl > 0 && (*v == ' ' || *v == '\t'))
-				v++, vl--;
-			plain = vl >= 10 && strncasecmp(v, "text/plain", 10) == 0;
-		}
-		if (mail_hdr_name_is(&h, "Content-Transfer-Encoding")) {
-			struct buf t;
-			buf_init(&t, 256);
-			sbx_unfold(h.value, h.value_len, &t);
-			if (!(t.len == 4 && strncasecmp(buf_cstr(&t), "7bit", 4) == 0) &&
-			    !(t.len == 4 && strncasecmp(buf_cstr(&t), "8bit", 4) == 0))
-				plain = false;
-			buf_free(&t);
-		}
-	}
-	for (size_t k = 0; k < 5; k++) {
-		buf_append_str(&sum->addrs, lists[k].key);
-		sbx_addrlist_json(f[k].value != NULL ? f[k].value : "", f[k].value_len, lists[k].first,
-		                  &sum->addrs, k == 0 ? &sum->from_t : &sum->to_t);
-	}
-	if (body < len) {
-		size_t bl = len - body;
-		if (bl > SBX_TEXT_MAX)
-			bl = SBX_TEXT_MAX;
-		buf_append(&sum->body, m + body, bl);
-		if (plain)
-			sbx_snippet(m + body, bl, &sum->snippet);
-	}
+	if (body < len)
+		buf_append(&sum->body, m + body, len - body > SBX_TEXT_MAX ? SBX_TEXT_MAX : len - body);
 }
 
 static void sbx_summary_init(struct sbx_summary *s)
@@ -363,7 +226,7 @@ static void sbx_summary_init(struct sbx_summary *s)
 	buf_init(&s->to_t, 2 * SBX_HEAD_MAX);
 	buf_init(&s->subject, SBX_HEAD_MAX);
 	buf_init(&s->message_id, SBX_HEAD_MAX);
-	buf_init(&s->snippet, 4 * SBX_SNIPPET_MAX);
+	buf_init(&s->snippet, 8 * SBX_SNIPPET_CHARS);
 	buf_init(&s->body, SBX_TEXT_MAX);
 }
 
@@ -626,7 +489,7 @@ static int sbx_insert(struct sbx_store *s, const struct sbx_capture *c,
 {
 	static const char ins[] =
 	    "INSERT INTO msg(id, inbox, created, size, message_id, addrs, subject, snippet,"
-	    " env_from, env_to) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+	    " env_from, env_to, attachments) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 	sqlite3_stmt *st = NULL, *ft = NULL;
 	int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
@@ -643,6 +506,7 @@ static int sbx_insert(struct sbx_store *s, const struct sbx_capture *c,
 		sbx_bind_buf(st, 8, &sum->snippet);
 		sqlite3_bind_text(st, 9, c->env_from != NULL ? c->env_from : "", -1, SQLITE_STATIC);
 		sbx_bind_buf(st, 10, env_to);
+		sqlite3_bind_int64(st, 11, (int64_t)sum->attachments);
 		rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
 	}
 	int64_t rid = sqlite3_last_insert_rowid(s->db);
@@ -710,7 +574,7 @@ int sbx_store_capture(struct sbx_store *s, const struct sbx_capture *c, struct b
 	}
 	struct sbx_summary sum;
 	sbx_summary_init(&sum);
-	sbx_summarize((const char *)head.data, head.len, &sum);
+	sbx_summarize((const char *)head.data, head.len, (int64_t)(c->created_us / 1000000u), &sum);
 	buf_append_str(&sum.from_t, c->env_from != NULL ? c->env_from : "");
 	buf_append_byte(&env_to, '[');
 	for (size_t i = 0; i < c->nrcpts; i++) {

@@ -348,10 +348,14 @@ def test_restart_keeps_mail(hikyaku, tmp_path, sink):
     assert st == 200 and [m["Subject"] for m in j["messages"]] == ["survivor"]
 
 
-def test_sandbox_command_without_config(tmp_path):
+def test_sandbox_command_without_config():
+    import pathlib
+    import shutil
+    import tempfile
     smtp, web = free_port(), free_port()
-    if os.geteuid() == 0:
-        os.chmod(tmp_path, 0o755)
+    # root drops the children to nobody: the directory must be reachable
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="hk-sbx-"))
+    os.chmod(tmp_path, 0o755)
     log = open(tmp_path / "log", "wb")
     p = subprocess.Popen([hikyaku_bin(), "sandbox", "--smtp", f"127.0.0.1:{smtp}",
                           "--http", f"127.0.0.1:{web}", "--dir", str(tmp_path / "var")],
@@ -393,3 +397,4 @@ def test_sandbox_command_without_config(tmp_path):
         p.terminate()
         p.wait(30)
         log.close()
+        shutil.rmtree(tmp_path, ignore_errors=True)
