@@ -13,7 +13,9 @@ the sink; delete; two inboxes do not see each other's mail. The page's own
 console must stay free of errors from app.js."""
 import base64
 import hashlib
+import http.client
 import http.server
+import json
 import os
 import re
 import shutil
@@ -55,8 +57,19 @@ class Canary:
         self.lock = threading.Lock()
         canary = self
 
+        self.pages = {}  # path -> HTML this listener serves (another origin)
+
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                page = canary.pages.get(self.path)
+                if page is not None:
+                    body = page.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 with canary.lock:
                     canary.hits.append(self.path)
                 self.send_response(200)
@@ -483,3 +496,52 @@ def test_paging(sandbox, browser):
     assert d.find_element(By.ID, "next").get_attribute("disabled")
     d.find_element(By.ID, "prev").click()
     wait(d, lambda: len(subjects(d)) == 50, what="the first page again")
+
+
+def api_list(sb):
+    c = http.client.HTTPConnection("127.0.0.1", sb.http_port, timeout=15)
+    c.request("GET", "/api/v1/messages")
+    r = c.getresponse()
+    j = json.loads(r.read())
+    c.close()
+    return j["messages"]
+
+
+def test_csrf_from_another_origin(sandbox, browser, canary):
+    """A page of another origin, open in the same browser as the UI, tries
+    to release and to delete a captured message: a text/plain form post
+    shaped as JSON, a no-cors fetch, and a CORS fetch that would need a
+    preflight the server never grants. Nothing is released or deleted."""
+    d = browser
+    sandbox.send(multipart("keep me", attach=False))
+    open_ui(d, sandbox)
+    wait(d, lambda: subjects(d) == ["keep me"], what="the message")
+    mid = api_list(sandbox)[0]["ID"]
+    api = f"http://127.0.0.1:{sandbox.http_port}"
+    done = f"http://127.0.0.1:{canary.port}/done"
+    canary.pages["/attack"] = f"""<!doctype html><title>attack</title>
+<form id=f method=POST enctype=text/plain target=sink
+      action="{api}/api/v1/message/{mid}/release">
+<input name='{{"To":["evil@sink.test"],"x":"' value='"}}'></form>
+<iframe name=sink></iframe>
+<script>
+const body = JSON.stringify({{IDs: ["{mid}"]}});
+Promise.allSettled([
+  fetch("{api}/api/v1/messages", {{method: "DELETE", mode: "no-cors",
+        headers: {{"Content-Type": "text/plain"}}, body}}),
+  fetch("{api}/api/v1/messages", {{method: "DELETE", mode: "cors",
+        headers: {{"Content-Type": "application/json"}}, body}}),
+  fetch("{api}/api/v1/message/{mid}/release", {{method: "POST", mode: "no-cors",
+        body: JSON.stringify({{To: ["evil@sink.test"]}})}}),
+]).then(() => {{ document.getElementById("f").submit();
+                 setTimeout(() => fetch("{done}"), 1500); }});
+</script>"""
+    d.get(f"http://127.0.0.1:{canary.port}/attack")
+    deadline = time.time() + 15
+    while "/done" not in canary.paths() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "/done" in canary.paths(), "the attack page did not run"
+    time.sleep(1)
+    assert [m["ID"] for m in api_list(sandbox)] == [mid]  # not deleted
+    with pytest.raises(AssertionError):
+        sandbox.sink.wait_messages(1, timeout=3)  # not released
