@@ -9,7 +9,8 @@ set -euo pipefail
 # libpsl-dev: the public suffix list for DMARC's organizational domain.
 # libhiredis-dev: state.redis (shared rate limits and greylisting).
 # zlib1g-dev: DMARC aggregate reports (gzip, CRC-32 of the day files' records).
-# libsqlite3-dev: the delivery analytics store (<spool>/stats.db).
+# libsqlite3-dev: the delivery analytics store (<spool>/stats.db) and the sandbox's
+# message index (WAL, FTS5).
 BUILD_PKGS=(gcc libc6-dev meson ninja-build pkg-config libevent-dev libssl-dev libfyaml-dev
 	libunbound-dev nettle-dev libcrypt-dev libidn2-dev libseccomp-dev libpsl-dev libhiredis-dev
 	zlib1g-dev libsqlite3-dev)

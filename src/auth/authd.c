@@ -102,6 +102,13 @@ static uint64_t authd_now_ms(void)
 
 /* ---- generations of the users table ---- */
 
+/* The whole server is a sandbox that takes any login (sandbox.auth any):
+ * the login names the inbox, the password is not checked. */
+static bool authd_any_login(const struct conf *conf)
+{
+	return conf->sandbox.enabled && conf->sandbox.auth == CONF_SANDBOX_AUTH_ANY;
+}
+
 static struct authd_gen *authd_gen_create(const struct conf *conf, struct users *users)
 {
 	const struct conf_auth *ca = &conf->auth;
@@ -117,6 +124,10 @@ static struct authd_gen *authd_gen_create(const struct conf *conf, struct users 
 		if (sasl_mech_parse(ca->mechanisms[i], strlen(ca->mechanisms[i]), &m) == 0)
 			g->mask |= SASL_MECH_BIT(m);
 	}
+	/* sandbox.auth any: every login succeeds, so only the mechanisms
+	 * that carry the password itself (no secret to compute a proof from). */
+	if (authd_any_login(conf))
+		g->mask = SASL_MECH_BIT(SASL_PLAIN) | SASL_MECH_BIT(SASL_LOGIN);
 	return g;
 }
 
@@ -167,7 +178,7 @@ static void authd_send_mechs(struct authd_client *cl)
 	size_t st = ctl_frame_begin(&out, AUTHP_T_MECHS);
 	ctl_frame_add_u64(&out, AUTHP_F_REQ, 0);
 	ctl_frame_add_u64(&out, AUTHP_F_MASK, g->mask);
-	ctl_frame_add_u64(&out, AUTHP_F_USERS, g->users != NULL);
+	ctl_frame_add_u64(&out, AUTHP_F_USERS, g->users != NULL || authd_any_login(cl->d->conf));
 	authd_send(cl, &out, st);
 }
 
@@ -321,6 +332,18 @@ static void authd_result(struct authd_xchg *x, enum sasl_result r, struct buf *c
 		cl->n_req--;
 		return;
 	case SASL_R_VERIFY:
+		if (authd_any_login(d->conf) && sasl_server_user(x->sasl) != NULL) {
+			/* Not a user of the users file, so not SASL_R_OK from
+			 * sasl_server_verified(): the login is the inbox. */
+			authd_release(x, d);
+			buf_init(&out, AUTHP_FRAME_MAX);
+			st = ctl_frame_begin(&out, AUTHP_T_OK);
+			ctl_frame_add_u64(&out, AUTHP_F_REQ, x->req);
+			ctl_frame_add_str(&out, AUTHP_F_USER, sasl_server_user(x->sasl));
+			authd_send(cl, &out, st);
+			authd_xchg_end(x);
+			return;
+		}
 		authd_verify_start(x);
 		return;
 	case SASL_R_OK:
@@ -348,7 +371,8 @@ static struct authd_xchg *authd_xchg_begin(struct authd_client *cl, const struct
 {
 	struct authd *d = cl->d;
 	if (!AUTHP_HAS(m, AUTHP_F_ADDR) || m->mech > SASL_SCRAM_SHA_256 ||
-	    (d->gen->mask & SASL_MECH_BIT(m->mech)) == 0 || d->gen->users == NULL) {
+	    (d->gen->mask & SASL_MECH_BIT(m->mech)) == 0 ||
+	    (d->gen->users == NULL && !authd_any_login(d->conf))) {
 		authd_error(cl, m->req, "mechanism not offered");
 		return NULL;
 	}

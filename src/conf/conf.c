@@ -72,6 +72,8 @@ static conf_check_fn conf_dnsbl_codes_check;
 static conf_check_fn conf_state_redis_check;
 
 static const char *const conf_reject_at_names[] = {"connect", "rcpt", NULL};
+static const char *const conf_sandbox_auth_names[] = {"any", "users", NULL};
+_Static_assert(sizeof(enum conf_sandbox_auth) == sizeof(int), "enum conf_sandbox_auth is not an int");
 static const char *const conf_state_failure_names[] = {"tempfail", "accept", NULL};
 _Static_assert(sizeof(enum conf_reject_at) == sizeof(int), "enum conf_reject_at is not an int");
 static conf_check_fn conf_dkim_selector_check;
@@ -176,6 +178,10 @@ static const struct conf_setting conf_listener_fields[] = {
 	  .off = LOFF(plaintext_auth),
 	  .doc = "Offer AUTH before TLS too: passwords then cross the network in clear "
 		 "(RFC 4954 §14); for loopback development only." },
+	{ .key = "sandbox", .type = CONF_T_BOOL, .def = "false", .off = LOFF(sandbox),
+	  .doc = "A sandbox listener (see sandbox.*): any sender and recipient is accepted, "
+		 "the checks run without being enforced, and every message is captured into "
+		 "sandbox.dir instead of being delivered." },
 };
 
 static const struct conf_setting conf_cert_fields[] = {
@@ -515,6 +521,39 @@ const struct conf_setting conf_settings[] = {
 	  .min = 100, .max = 10 * MIN, .off = OFF(analytics.flush_interval),
 	  .doc = "How often the queue writes the events it collected to the store, in one "
 		 "transaction (no fsync per delivery)." },
+	{ .key = "sandbox.enabled", .type = CONF_T_BOOL, .def = "false",
+	  .off = OFF(sandbox.enabled),
+	  .doc = "Make every listener a sandbox listener (listen[].sandbox): the whole server "
+		 "captures mail and delivers nothing. `hikyaku sandbox` runs one without a "
+		 "configuration." },
+	{ .key = "sandbox.dir", .type = CONF_T_STRING, .def = "./var/sandbox",
+	  .off = OFF(sandbox.dir), .check = conf_path_check,
+	  .doc = "Where captured mail is kept: msg/<ID>.eml, the SQLite index (index.sqlite, "
+		 "WAL, FTS5) and the key the inbox tokens derive from (token.key). Owned by "
+		 "user:; only the queue and the http process open it." },
+	{ .key = "sandbox.max_messages", .type = CONF_T_UINT, .def = "10000",
+	  .min = 0, .max = 100000000, .off = OFF(sandbox.max_messages),
+	  .doc = "Captured messages kept (all inboxes); the oldest are removed first. 0: no "
+		 "limit." },
+	{ .key = "sandbox.max_size", .type = CONF_T_SIZE, .def = "1G",
+	  .min = 0, .max = 1ULL << 60, .off = OFF(sandbox.max_size),
+	  .doc = "Octets of captured mail kept (all inboxes); the oldest are removed first. "
+		 "0: no limit." },
+	{ .key = "sandbox.max_age", .type = CONF_T_DURATION, .def = "0",
+	  .min = 0, .max = 3650ULL * 24 * 60 * MIN, .off = OFF(sandbox.max_age),
+	  .doc = "Captured mail older than this is removed. 0: no limit." },
+	{ .key = "sandbox.auth", .type = CONF_T_ENUM, .def = "any",
+	  .names = conf_sandbox_auth_names, .off = OFF(sandbox.auth), .lower = true,
+	  .doc = "any: with sandbox.enabled, any SMTP AUTH login succeeds (PLAIN and LOGIN; "
+		 "still only after STARTTLS unless the listener has plaintext_auth, which "
+		 "`hikyaku sandbox` sets on loopback only) and its name is the inbox; users: "
+		 "the users file decides. A per-listener sandbox always uses the users file; "
+		 "mail without AUTH goes to the inbox \"default\"." },
+	{ .key = "sandbox.anonymous_inbox", .type = CONF_T_STRING, .def = "\"\"",
+	  .off = OFF(sandbox.anonymous_inbox),
+	  .doc = "The inbox an HTTP request without credentials sees, when it comes from "
+		 "loopback (`hikyaku sandbox` sets \"default\"); \"\": credentials are always "
+		 "required (a bearer token or Basic inbox:token)." },
 
 	{ .key = "queue.commit_threads", .type = CONF_T_UINT, .def = "4",
 	  .min = 1, .max = 64, .off = OFF(queue.commit_threads),

@@ -23,6 +23,7 @@ struct conf_listener {
 	bool submission;        /* listen[].submission: AUTH required before MAIL */
 	bool auth;              /* listen[].auth: offer SMTP AUTH (default true) */
 	bool plaintext_auth;    /* listen[].plaintext_auth: AUTH without TLS (local only) */
+	bool sandbox;           /* listen[].sandbox: capture, deliver nothing (issue 13) */
 };
 
 struct conf_tls_cert {
@@ -225,6 +226,24 @@ struct conf_analytics {
 	uint64_t flush_interval; /* ms, analytics.flush_interval: 10s */
 };
 
+/* The sandbox (issue 13): mail received on a sandbox listener is captured
+ * into sandbox.dir instead of being delivered. */
+enum conf_sandbox_auth {
+	CONF_SANDBOX_AUTH_ANY = 0, /* any SMTP AUTH login succeeds (its name is the inbox) */
+	CONF_SANDBOX_AUTH_USERS,   /* the users file decides, as everywhere */
+};
+
+struct conf_sandbox {
+	bool enabled;            /* sandbox.enabled: every listener is a sandbox listener */
+	char *dir;               /* sandbox.dir: msg/, index.sqlite, token.key */
+	uint64_t max_messages;   /* sandbox.max_messages: kept in all inboxes, 0 no limit */
+	uint64_t max_size;       /* sandbox.max_size: octets kept in total, 0 no limit */
+	uint64_t max_age;        /* ms, sandbox.max_age: 0 no limit */
+	enum conf_sandbox_auth auth; /* sandbox.auth: any | users */
+	char *anonymous_inbox;   /* sandbox.anonymous_inbox: the inbox of HTTP requests
+				  * without credentials from loopback; "" none */
+};
+
 struct conf_processes {
 	uint64_t smtpd; /* smtpd processes; 0: one per CPU */
 };
@@ -343,6 +362,7 @@ struct conf {
 	struct conf_log log;
 	struct conf_http http;
 	struct conf_analytics analytics;
+	struct conf_sandbox sandbox;
 	struct conf_tls tls;
 	struct conf_auth auth;
 	struct conf_relay relay;
@@ -412,6 +432,10 @@ const struct conf_dkim_key *conf_arc_key(const struct conf *conf, size_t *idx_r)
 struct users;
 int conf_check_users(const struct conf *conf, const struct users *users, FILE *out);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
+/* Does mail received on listener l go into the sandbox (issue 13)? */
+bool conf_listener_sandboxed(const struct conf *conf, const struct conf_listener *l);
+/* Is any listener a sandbox listener (the queue and http open the store)? */
+bool conf_sandbox_used(const struct conf *conf);
 /* Is domain (either IDN form) in relay_domains and not local? */
 bool conf_is_relay_domain(const struct conf *conf, const char *domain);
 /* The route for a recipient domain: a routes[] entry, else local for

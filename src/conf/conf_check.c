@@ -435,3 +435,18 @@ bool conf_is_relay_domain(const struct conf *conf, const char *domain)
 			return true;
 	return false;
 }
+
+bool conf_listener_sandboxed(const struct conf *conf, const struct conf_listener *l)
+{
+	return conf->sandbox.enabled || (l != NULL && l->sandbox);
+}
+
+bool conf_sandbox_used(const struct conf *conf)
+{
+	if (conf->sandbox.enabled)
+		return true;
+	for (size_t i = 0; i < conf->n_listeners; i++)
+		if (conf->listeners[i].sandbox)
+			return true;
+	return false;
+}

@@ -432,6 +432,16 @@ static const int sandbox_sys_http[] = {
     SCMP_SYS(accept4),
     SCMP_SYS(accept),
     SCMP_SYS(openat),
+    /* The sandbox's store (issue 13; Landlock allows only sandbox.dir and
+     * the maildrop): SQLite's WAL index and journal, the message files,
+     * a released message's drop file. Without a sandbox Landlock allows
+     * no path, and these calls have nothing to act on. */
+    SCMP_SYS(fsync),      SCMP_SYS(fdatasync),  SCMP_SYS(ftruncate), SCMP_SYS(fallocate),
+    SCMP_SYS(unlink),     SCMP_SYS(unlinkat),   SCMP_SYS(rename),    SCMP_SYS(renameat),
+    SCMP_SYS(renameat2),  SCMP_SYS(linkat),     SCMP_SYS(mkdir),     SCMP_SYS(mkdirat),
+    SCMP_SYS(access),     SCMP_SYS(faccessat),  SCMP_SYS(faccessat2), SCMP_SYS(readlink),
+    SCMP_SYS(readlinkat), SCMP_SYS(stat),       SCMP_SYS(lstat),     SCMP_SYS(getcwd),
+    SCMP_SYS(open),
 };
 
 /* queue: the spool (create, fdatasync, rename, unlink, list; the

@@ -32,6 +32,7 @@ void envelope_clear(struct envelope *e)
 	free(e->envid);
 	free(e->client_addr);
 	free(e->client_helo);
+	free(e->inbox);
 	envelope_init(e);
 }
 

@@ -31,6 +31,7 @@ struct envelope {
 	uint64_t size;     /* octets of the message: the header fields added at
 			    * the end of data and the content as received */
 	uint32_t flags;       /* ENVELOPE_FLAG_* */
+	char *inbox;          /* ENVELOPE_FLAG_SANDBOX: the inbox (AUTH login), NULL "default" */
 	uint64_t content_off; /* where those octets start in the spool file
 			       * (queue/record.h REC_CONTENT_OFF); 0 before the
 			       * commit sets it */
@@ -45,6 +46,7 @@ struct envelope {
 
 /* Flags of the message itself (queue/record.h REC_FLAGS). */
 #define ENVELOPE_FLAG_JUNK 0x1 /* quarantined (DMARC): local delivery into .Junk */
+#define ENVELOPE_FLAG_SANDBOX 0x2 /* received on a sandbox listener: captured, never sent */
 
 #define ENVELOPE_SCHED_DELAY_WARNED 0x1 /* the NOTIFY=DELAY warning went out */
 #define ENVELOPE_SCHED_HELD 0x2         /* held by the operator (hikyaku queue hold) */

@@ -28,7 +28,9 @@
 #include "lib/shmcount.h"
 #include "lib/shmrate.h"
 #include "master/proto.h"
+#include "mail/maildrop.h"
 #include "obs/httpd.h"
+#include "obs/sbxstore.h"
 #include "policy/policy_smtp.h"
 #include "queue/qmgr.h"
 #include "queue/qserver.h"
@@ -434,11 +436,15 @@ static int child_confine(enum sandbox_role role, const struct sandbox_path *path
  * CA store. */
 static int child_confine_queue(const struct conf *conf)
 {
-	struct sandbox_path paths[2 + SANDBOX_QUEUE_SYSTEM_MAX] = {
+	struct sandbox_path paths[3 + SANDBOX_QUEUE_SYSTEM_MAX] = {
 	    {.path = conf->spool_dir, .access = SANDBOX_RW},
 	    {.path = conf->maildir_root, .access = SANDBOX_RW},
 	};
-	size_t np = 2 + sandbox_paths_queue_system(paths + 2, SANDBOX_QUEUE_SYSTEM_MAX);
+	size_t np = 2;
+	/* The sandbox's store (issue 13): captures are written here. */
+	if (conf_sandbox_used(conf))
+		paths[np++] = (struct sandbox_path){.path = conf->sandbox.dir, .access = SANDBOX_RW};
+	np += sandbox_paths_queue_system(paths + np, SANDBOX_QUEUE_SYSTEM_MAX);
 	return child_confine(SANDBOX_QUEUE, paths, np);
 }
 
@@ -811,7 +817,16 @@ static int child_http(const struct conf *conf, struct child_args *a, struct metr
 	}
 	if (child_http_token(conf, token, sizeof(token)) < 0)
 		return 1;
-	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_HTTP, NULL, 0) < 0)
+	/* The sandbox (issue 13): its store, and the maildrop a released
+	 * message is dropped into; nothing at all otherwise. */
+	char maildrop[4096];
+	snprintf(maildrop, sizeof(maildrop), "%s/%s", conf->spool_dir, MAILDROP_DIR);
+	struct sandbox_path paths[2] = {
+	    {.path = conf->sandbox.dir, .access = SANDBOX_RW},
+	    {.path = maildrop, .access = SANDBOX_RW, .optional = true},
+	};
+	bool sbx = conf_sandbox_used(conf);
+	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_HTTP, sbx ? paths : NULL, sbx ? 2 : 0) < 0)
 		goto out;
 	child_log_privileges(conf);
 	ctx.base = event_base_new();
@@ -823,8 +838,13 @@ static int child_http(const struct conf *conf, struct child_args *a, struct metr
 		fprintf(stderr, "hikyaku: http: cannot listen\n");
 		goto out;
 	}
-	log_info("event=http_listening listen=%s api=%s", conf->http.listen,
-		 conf->http.token_file[0] != '\0' ? "on" : "off");
+	if (sbx) {
+		httpd_set_sandbox_ui(ctx.httpd, true);
+		if (httpd_set_sandbox(ctx.httpd) < 0)
+			goto out;
+	}
+	log_info("event=http_listening listen=%s api=%s sandbox=%s", conf->http.listen,
+		 conf->http.token_file[0] != '\0' ? "on" : "off", sbx ? "on" : "off");
 	child_common_start(&ctx, a);
 	child_ready(&ctx);
 	child_loop_run(ctx.base);
@@ -850,6 +870,7 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	struct pickup *pickup = NULL;
 	struct dmarcrep_writer *dmarc_writer = NULL;
 	struct dmarcd *dmarcd = NULL;
+	struct sbx_store *sbx = NULL;
 	const char *error = NULL;
 	char err[1024];
 	int ret = 1;
@@ -888,6 +909,20 @@ static int child_queue(const struct conf *conf, struct child_args *a)
 	ctx.conf = conf;
 	ctx.qmgr = qmgr_create(ctx.base, conf, spool);
 	qmgr_set_credentials(ctx.qmgr, ctx.creds);
+	/* As the service user, inside Landlock: the files it makes are its. */
+	if (conf_sandbox_used(conf)) {
+		if (sbx_store_open(conf->sandbox.dir, &sbx, err, sizeof(err)) < 0) {
+			fprintf(stderr, "hikyaku: %s\n", err);
+			goto out;
+		}
+		struct sbx_limits lim = {
+		    .max_messages = conf->sandbox.max_messages,
+		    .max_size = conf->sandbox.max_size,
+		    .max_age_ms = conf->sandbox.max_age,
+		};
+		sbx_store_set_limits(sbx, &lim);
+		qmgr_set_sandbox(ctx.qmgr, sbx);
+	}
 	/* Before the recovery, so that held messages found there are parked
 	 * where `hikyaku queue release` finds them. */
 	if (ctl_server_create(ctx.base, conf->spool_dir, ctx.qmgr, &ctl, &error) < 0) {
@@ -920,6 +955,7 @@ out:
 	dmarcrep_writer_free(&dmarc_writer);
 	ctl_server_free(&ctl); /* before the queue manager it controls */
 	qmgr_free(&ctx.qmgr);
+	sbx_store_close(&sbx); /* after the queue manager that captured into it */
 	child_common_free(&ctx);
 	credentials_free(&ctx.creds); /* after the queue manager that used them */
 	spool_close(&spool);

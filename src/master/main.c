@@ -12,6 +12,7 @@
 #include "lib/fsutil.h"
 #include "lib/log.h"
 #include "master/master.h"
+#include "master/sbxcmd.h"
 #include "obs/logsum.h"
 #include "master/perms.h"
 #include "auth/usercmd.h"
@@ -38,6 +39,9 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: hikyaku serve [-c FILE]       run the mail server\n"
+		     "       hikyaku sandbox [--smtp ADDR:PORT] [--http ADDR:PORT] [--dir DIR]\n"
+		     "                                     capture mail, inspect it on the web (Mailpit API)\n"
+		     "       hikyaku sandbox inboxes [-c FILE | --dir DIR] [NAME...]  inbox tokens\n"
 		     "       hikyaku check [-c FILE]       validate a configuration, show warnings\n"
 		     "       hikyaku fix-permissions [-c FILE]  give the spool and Maildirs to user:\n"
 		     "       hikyaku config dump [-c FILE] print the effective configuration\n"
@@ -188,6 +192,8 @@ int main(int argc, char **argv)
 		const char *path = main_opt_conf(argc, argv, 2, &bad);
 		if (!bad)
 			return master_serve(path);
+	} else if (strcmp(cmd, "sandbox") == 0) {
+		return sbxcmd_main(argc, argv, 2);
 	} else if (strcmp(cmd, "__child") == 0) {
 		return child_main(argc, argv);
 	} else if (strcmp(cmd, "__probe") == 0) {

@@ -73,6 +73,7 @@ struct master {
 	struct event_base *base;
 	struct conf *conf;
 	const char *path; /* NULL: the embedded default */
+	const char *text; /* the configuration's text when not from path (sandbox) */
 	int text_fd;      /* memfd with the configuration's text */
 	int tickets_fd;   /* memfd with the TLS session ticket keys */
 	struct smtpd_bound *bound;
@@ -128,11 +129,15 @@ static bool master_running(const struct child *c)
 
 /* ---- the configuration's text, for the children ---- */
 
-static int master_text_fd(const char *path, struct conf **conf_r, char *err, size_t errlen)
+static int master_text_fd(const char *path, const char *given, struct conf **conf_r, char *err,
+			  size_t errlen)
 {
 	struct buf text;
 	*conf_r = NULL;
-	if (conf_read_text(path, &text, err, errlen) < 0) {
+	if (given != NULL) { /* `hikyaku sandbox`: made from its options */
+		buf_init(&text, strlen(given) + 1);
+		buf_append_str(&text, given);
+	} else if (conf_read_text(path, &text, err, errlen) < 0) {
 		buf_free(&text);
 		return -1;
 	}
@@ -805,7 +810,7 @@ static void master_reload(struct master *m)
 {
 	char err[1024];
 	struct conf *conf = NULL;
-	int fd = master_text_fd(m->path, &conf, err, sizeof(err));
+	int fd = master_text_fd(m->path, m->text, &conf, err, sizeof(err));
 	if (fd < 0) {
 		log_err("event=reload status=failed reason=\"%s\" (keeping the running "
 			"configuration)",
@@ -1104,13 +1109,19 @@ static int master_public_dirs(const struct conf *conf, const struct passwd *pw)
 
 int master_serve(const char *path)
 {
+	return master_serve_text(path, NULL);
+}
+
+int master_serve_text(const char *path, const char *text)
+{
 	struct master m = {.tickets_fd = -1, .http_fd = -1};
 	char err[1024];
 	int ret = 1;
 	int lock_fd = -1;
 
 	m.path = path;
-	m.text_fd = master_text_fd(path, &m.conf, err, sizeof(err));
+	m.text = text;
+	m.text_fd = master_text_fd(path, text, &m.conf, err, sizeof(err));
 	if (m.text_fd < 0) {
 		fprintf(stderr, "hikyaku: %s\n", err);
 		return 2;
@@ -1123,7 +1134,7 @@ int master_serve(const char *path)
 	log_init(lvl, "hikyaku/master");
 	log_set_json(conf->log.format == CONF_LOG_JSON);
 	log_set_syslog(conf->log.target == CONF_LOG_SYSLOG);
-	if (path == NULL)
+	if (path == NULL && text == NULL)
 		master_print_default(conf);
 
 	if (geteuid() == 0) {
@@ -1151,9 +1162,11 @@ int master_serve(const char *path)
 			goto out;
 		}
 		if (priv_own_dir(conf->spool_dir, pw) < 0 ||
-		    priv_own_dir(conf->maildir_root, pw) < 0)
+		    priv_own_dir(conf->maildir_root, pw) < 0 ||
+		    (conf_sandbox_used(conf) && priv_own_dir(conf->sandbox.dir, pw) < 0))
 			goto out;
-	} else if (fs_mkdir_p(conf->spool_dir, 0700) < 0) {
+	} else if (fs_mkdir_p(conf->spool_dir, 0700) < 0 ||
+		   (conf_sandbox_used(conf) && fs_mkdir_p(conf->sandbox.dir, 0700) < 0)) {
 		fprintf(stderr, "hikyaku: %s: %s\n", conf->spool_dir, strerror(errno));
 		goto out;
 	}

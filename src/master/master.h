@@ -16,6 +16,9 @@
 #define HK_MASTER_MASTER_H
 
 int master_serve(const char *path);
+/* The same with the configuration's text given (`hikyaku sandbox`); path
+ * NULL. A reload reads the same text again. */
+int master_serve_text(const char *path, const char *text);
 /* argv[1] is "__child": the entry point of a child process. */
 int child_main(int argc, char **argv);
 /* argv[1] is "__probe": become a child's sandbox and try to open paths. */

@@ -2,6 +2,7 @@
  * http process on octets from the network. */
 #include "obs/http_parse.h"
 
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
@@ -92,6 +93,24 @@ static bool http_has_token(const char *v, size_t n, const char *tok)
 	return false;
 }
 
+/* Where a field the API reads is kept, or NULL. */
+static struct http_view *http_field_view(const char *name, size_t nl, struct http_request *req)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} fields[] = {
+	    {"Host", offsetof(struct http_request, host)},
+	    {"Origin", offsetof(struct http_request, origin)},
+	    {"Content-Type", offsetof(struct http_request, content_type)},
+	    {"Sec-Fetch-Site", offsetof(struct http_request, sec_fetch_site)},
+	};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (nl == strlen(fields[i].name) && strncasecmp(name, fields[i].name, nl) == 0)
+			return (struct http_view *)((char *)req + fields[i].off);
+	return NULL;
+}
+
 /* One field line (p, n): name ":" OWS value OWS. */
 static int http_field(const char *p, size_t n, struct http_request *req, long *clen, int *status_r)
 {
@@ -119,6 +138,13 @@ static int http_field(const char *p, size_t n, struct http_request *req, long *c
 		if (req->if_none_match.p != NULL)
 			return http_fail(status_r, 400); /* one list, not two to merge */
 		req->if_none_match = (struct http_view){v, vl};
+	} else if (http_field_view(p, nl, req) != NULL) {
+		/* The fields the sandbox API reads (CSRF, Host): a repeated one
+		 * is ambiguous, 400. */
+		struct http_view *fv = http_field_view(p, nl, req);
+		if (fv->p != NULL)
+			return http_fail(status_r, 400);
+		*fv = (struct http_view){v, vl};
 	} else if (nl == 14 && strncasecmp(p, "Content-Length", 14) == 0) {
 		if (*clen >= 0 || vl == 0 || vl > 9)
 			return http_fail(status_r, vl > 9 ? 413 : 400);

@@ -29,6 +29,7 @@ struct http_request {
 	struct http_view path;          /* the target before '?', percent-encoded */
 	struct http_view query;         /* after '?', without it; len 0 when none */
 	struct http_view authorization; /* the Authorization field, if any */
+	struct http_view host, origin, content_type, sec_fetch_site; /* if any */
 	struct http_view body;
 	struct http_view if_none_match; /* If-None-Match (web.c), if any */
 	int minor;   /* HTTP/1.minor */

@@ -22,6 +22,7 @@
 #include "lib/metrics.h"
 #include "mail/envelope.h"
 #include "obs/http_parse.h"
+#include "obs/httpd_int.h"
 #include "obs/web.h"
 
 #include <ctype.h>
@@ -29,6 +30,9 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,44 +45,7 @@
 #define HTTPD_WRITE_TIMEOUT_S 30
 #define HTTPD_IN_MAX (HTTP_LINE_MAX + HTTP_HEADERS_MAX + HTTP_BODY_MAX + 16)
 #define HTTPD_QUEUE_PENDING_MAX 64 /* API requests waiting for the queue */
-#define HTTPD_ARG_MAX 256
 #define HTTPD_QUEUE_TIMEOUT_S 60 /* the queue's silence while a request waits */
-
-struct httpd_conn;
-
-/* An API request on its way to the queue and back. */
-struct httpd_api {
-	struct httpd_conn *conn; /* NULL: the client left; the answer is dropped */
-	struct ctl_render r;
-	char *body, *errtext;
-	size_t body_len, errtext_len;
-	char qid[HTTPD_ARG_MAX], sender[HTTPD_ARG_MAX], recipient[HTTPD_ARG_MAX];
-	struct httpd_api *next;
-};
-
-struct httpd_conn {
-	struct httpd *h;
-	struct bufferevent *bev;
-	struct httpd_conn *prev, *next;
-	struct httpd_api *api; /* the request waiting for the queue */
-	bool close;            /* close once the answer is written */
-};
-
-struct httpd {
-	struct event_base *base;
-	const struct conf *conf;
-	struct metrics *metrics;
-	struct evconnlistener *lev;
-	char *token;
-	size_t token_len;
-	struct httpd_conn *conns;
-	size_t n_conns;
-	const char **listener_names;
-	struct bufferevent *q; /* to the queue's control server */
-	struct httpd_api *qhead, *qtail;
-	size_t n_pending;
-	bool sandbox_ui; /* serve the sandbox UI at / (web.h) */
-};
 
 /* ---- answers ---- */
 
@@ -128,6 +95,8 @@ static void httpd_conn_free(struct httpd_conn *c)
 	h->n_conns--;
 	if (c->api != NULL)
 		c->api->conn = NULL;
+	if (c->sse != NULL)
+		httpd_sbx_conn_gone(c);
 	bufferevent_free(c->bev);
 	free(c);
 }
@@ -144,8 +113,8 @@ static void httpd_next(struct httpd_conn *c)
 	}
 }
 
-static void httpd_respond(struct httpd_conn *c, int status, const char *type, const char *body,
-                          size_t len, const char *extra)
+void httpd_respond(struct httpd_conn *c, int status, const char *type, const char *body,
+                   size_t len, const char *extra)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	evbuffer_add_printf(out,
@@ -158,7 +127,7 @@ static void httpd_respond(struct httpd_conn *c, int status, const char *type, co
 }
 
 /* {"error": text} (text is ours or the queue's, escaped as JSON). */
-static void httpd_error(struct httpd_conn *c, int status, const char *text, const char *extra)
+void httpd_error(struct httpd_conn *c, int status, const char *text, const char *extra)
 {
 	struct buf b;
 	buf_init(&b, 4096);
@@ -561,6 +530,10 @@ static void httpd_route(struct httpd_conn *c, const struct http_request *req)
 		httpd_error(c, 400, "malformed path", NULL);
 		return;
 	}
+	/* The sandbox's API (Mailpit's paths, /view/, /api/events) before
+	 * the queue API: on a sandbox /api/v1/messages is the captured mail. */
+	if (h->sbx != NULL && httpd_sbx_route(c, req, path))
+		return;
 	if (web_is_path(path, h->sandbox_ui)) {
 		httpd_web(c, req, path);
 		return;
@@ -657,7 +630,8 @@ static void httpd_conn_on_read(struct bufferevent *bev, void *arg)
 static void httpd_conn_on_write(struct bufferevent *bev, void *arg)
 {
 	struct httpd_conn *c = arg;
-	if (c->close && c->api == NULL && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (c->close && c->api == NULL && c->sse == NULL &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		httpd_conn_free(c);
 }
 
@@ -667,6 +641,17 @@ static void httpd_conn_on_event(struct bufferevent *bev, short what, void *arg)
 	struct httpd_conn *c = arg;
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
 		httpd_conn_free(c);
+}
+
+static bool httpd_is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
 }
 
 static void httpd_on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
@@ -680,8 +665,14 @@ static void httpd_on_accept(struct evconnlistener *lev, evutil_socket_t fd, stru
 		evutil_closesocket(fd);
 		return;
 	}
+	/* Answers go out in several writes (libevent writes 16 KiB at a
+	 * time): without this, Nagle holds the second behind the client's
+	 * delayed ACK, 40 ms for every list longer than one write. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct httpd_conn *c = xcalloc(1, sizeof(*c));
 	c->h = h;
+	c->loopback = httpd_is_loopback(sa);
 	c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		evutil_closesocket(fd);
@@ -730,6 +721,12 @@ void httpd_set_sandbox_ui(struct httpd *h, bool on)
 	h->sandbox_ui = on;
 }
 
+int httpd_set_sandbox(struct httpd *h)
+{
+	h->sbx = httpd_sbx_create(h);
+	return h->sbx != NULL ? 0 : -1;
+}
+
 void httpd_free(struct httpd **hp)
 {
 	struct httpd *h = *hp;
@@ -740,6 +737,7 @@ void httpd_free(struct httpd **hp)
 		evconnlistener_free(h->lev);
 	while (h->conns != NULL)
 		httpd_conn_free(h->conns);
+	httpd_sbx_free(&h->sbx);
 	if (h->q != NULL)
 		bufferevent_free(h->q);
 	h->q = NULL;

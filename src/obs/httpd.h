@@ -25,6 +25,9 @@ void httpd_set_queue(struct httpd *h, int fd);
 /* Serve the sandbox UI (web.h) at "/" on this listener; /assets/ and
  * /dashboard/ are served on every listener. */
 void httpd_set_sandbox_ui(struct httpd *h, bool on);
+/* Serve the sandbox's Mailpit-compatible API (issue 13) from sandbox.dir,
+ * opened here (as the service user, inside Landlock): 0 or -1 (logged). */
+int httpd_set_sandbox(struct httpd *h);
 void httpd_free(struct httpd **h);
 
 #endif

@@ -34,6 +34,7 @@
 #include "mail/address.h"
 #include "mail/idna.h"
 #include "mail/smtp_params.h"
+#include "obs/sbxstore.h"
 #include "queue/spool.h"
 #include "sched/sched.h"
 #include "smtpc/client.h"
@@ -188,6 +189,53 @@ static void qmgr_deliver_local(struct qmgr *q, struct qmgr_msg *m, size_t i)
 
 static void qmgr_finish_run(void *arg);
 
+/* The sandbox's "delivery": the message is captured into the store (a
+ * file fsynced and renamed, a row committed) and counts as sent for every
+ * recipient; nothing leaves the host. A failure defers, as a full disk
+ * would for a Maildir. Runs on a delivery worker. */
+static void qmgr_capture(struct qmgr *q, struct qmgr_msg *m)
+{
+	char err[512] = "";
+	int rc = -1;
+	uint64_t t0 = sched_now_us();
+	if (q->sbx != NULL) {
+		char **rcpts = xcalloc(m->env.nrcpts, sizeof(*rcpts));
+		for (size_t i = 0; i < m->env.nrcpts; i++)
+			rcpts[i] = m->env.rcpts[i].addr;
+		struct sbx_capture c = {
+		    .id = m->qid,
+		    .inbox = m->env.inbox,
+		    .created_us = m->env.arrival_us,
+		    .fd = m->fd,
+		    .off = m->env.content_off,
+		    .len = m->env.size,
+		    .env_from = m->env.sender,
+		    .rcpts = rcpts,
+		    .nrcpts = m->env.nrcpts,
+		};
+		rc = sbx_store_capture(q->sbx, &c, NULL, err, sizeof(err));
+		free(rcpts);
+	} else {
+		snprintf(err, sizeof(err), "the sandbox store is not open");
+	}
+	uint64_t t1 = sched_now_us();
+	for (size_t i = 0; i < m->env.nrcpts; i++) {
+		if (m->env.rcpts[i].done)
+			continue;
+		if (rc == 0)
+			qmgr_rres_set(&m->res[i], QMGR_R_SENT, "2.0.0", "captured in the sandbox",
+				      "sandbox");
+		else
+			qmgr_rres_set(&m->res[i], QMGR_R_DEFERRED, "4.3.0", err, "sandbox");
+		m->res[i].start_us = t0;
+		m->res[i].xfer_us = t1 - t0;
+	}
+	if (rc == 0)
+		log_info("event=sandbox_captured qid=%s inbox=%s size=%llu", m->qid,
+			 m->env.inbox != NULL ? m->env.inbox : "default",
+			 (unsigned long long)m->env.size);
+}
+
 static void qmgr_load_run(void *arg)
 {
 	struct qmgr_msg *m = arg;
@@ -220,6 +268,12 @@ static void qmgr_load_run(void *arg)
 		return;
 	}
 	m->res = xcalloc(m->env.nrcpts, sizeof(*m->res));
+	if (m->env.flags & ENVELOPE_FLAG_SANDBOX) {
+		qmgr_capture(q, m);
+		qmgr_finish_run(m);
+		m->finished = true;
+		return;
+	}
 	bool remote = false;
 	for (size_t i = 0; i < m->env.nrcpts; i++) {
 		if (m->env.rcpts[i].done)
@@ -384,6 +438,9 @@ static void qmgr_log_dsn_passed(const struct qmgr_msg *m)
 static int qmgr_notify(struct qmgr *q, struct qmgr_msg *m, enum bounce_kind kind, uint64_t now)
 {
 	int rc = 0;
+	/* A captured message tells nobody outside anything (issue 13). */
+	if (m->env.flags & ENVELOPE_FLAG_SANDBOX)
+		return 0;
 	const struct envelope *e = &m->env;
 	struct bounce_rcpt *br = xcalloc(e->nrcpts, sizeof(*br));
 	/* Remote-MTA is "dns; <host name>" (RFC 3464 §2.3.5): the relay
@@ -795,6 +852,11 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
 	q->gauge_ev = event_new(base, -1, EV_PERSIST, qmgr_on_gauges, q);
 	event_add(q->gauge_ev, &(struct timeval){1, 0});
 	return q;
+}
+
+void qmgr_set_sandbox(struct qmgr *q, struct sbx_store *sbx)
+{
+	q->sbx = sbx;
 }
 
 void qmgr_set_credentials(struct qmgr *q, const struct credentials *cr)

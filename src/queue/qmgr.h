@@ -18,6 +18,10 @@ struct qmgr *qmgr_create(struct event_base *base, const struct conf *conf, struc
  * (conf/credentials.h); cr must outlive q. Without it, routes that name
  * credentials defer with 4.7.0. */
 struct credentials;
+/* The sandbox's store (owned by the caller, outliving q): messages with
+ * ENVELOPE_FLAG_SANDBOX are captured there instead of delivered. */
+struct sbx_store;
+void qmgr_set_sandbox(struct qmgr *q, struct sbx_store *sbx);
 void qmgr_set_credentials(struct qmgr *q, const struct credentials *cr);
 /* A message was committed to the spool (smtpd, on the loop thread). */
 void qmgr_enqueue(struct qmgr *q, const char *qid);

@@ -128,6 +128,7 @@ struct qmgr {
 	void *drained_arg;
 	struct event *drain_timer;
 	struct qmgr_ctl *ctl; /* control socket state, or NULL (qmgr_ctl.c) */
+	struct sbx_store *sbx; /* the sandbox's store (issue 13), or NULL */
 	struct event *gauge_ev; /* the queue's gauges in the metrics, each second */
 	struct dstats *dstats;  /* delivery statistics per domain (dstats.h) */
 	struct analytics *an;   /* delivery analytics (analytics.h), NULL when off */

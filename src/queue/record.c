@@ -144,6 +144,8 @@ static int record_encode_body(const struct envelope *e, struct buf *out)
 		return -1;
 	if (e->flags != 0 && record_put_uint(out, REC_FLAGS, e->flags, 4) < 0)
 		return -1;
+	if (e->inbox != NULL && record_put_str(out, REC_INBOX, e->inbox) < 0)
+		return -1;
 	return record_encode_rcpts(e, out);
 }
 
@@ -329,7 +331,8 @@ static int record_dec_one(struct record_dec *d, enum record_type type, const uns
 
 	if (type >= REC_RCPT && type <= REC_RCPT_ORCPT)
 		return record_dec_rcpt(d, type, p, len, error_r);
-	if ((type < REC_QID || type > REC_SIZE) && type != REC_CONTENT_OFF && type != REC_FLAGS) {
+	if ((type < REC_QID || type > REC_SIZE) && type != REC_CONTENT_OFF && type != REC_FLAGS &&
+	    type != REC_INBOX) {
 		*error_r = type == REC_DONE ? "DONE record before END" : "unknown record type";
 		return -1;
 	}
@@ -359,7 +362,7 @@ static int record_dec_one(struct record_dec *d, enum record_type type, const uns
 	case REC_FLAGS:
 		if (record_get_uint(p, len, 4, &v, error_r) < 0)
 			return -1;
-		if (v & ~(uint64_t)ENVELOPE_FLAG_JUNK) {
+		if (v & ~(uint64_t)(ENVELOPE_FLAG_JUNK | ENVELOPE_FLAG_SANDBOX)) {
 			*error_r = "unknown message flags";
 			return -1;
 		}
@@ -377,6 +380,8 @@ static int record_dec_one(struct record_dec *d, enum record_type type, const uns
 		return record_get_str(p, len, &e->sender, error_r);
 	case REC_ENVID:
 		return record_get_str(p, len, &e->envid, error_r);
+	case REC_INBOX:
+		return record_get_str(p, len, &e->inbox, error_r);
 	case REC_CLIENT_ADDR:
 		return record_get_str(p, len, &e->client_addr, error_r);
 	case REC_CLIENT_HELO:

@@ -57,6 +57,8 @@ enum record_type {
 			       * absent in files of earlier versions, where it is
 			       * RECORD_CONTENT_OFF_DEFAULT */
 	REC_FLAGS = 19,       /* u32 ENVELOPE_FLAG_*; absent when 0 */
+	REC_INBOX = 20,       /* string: the sandbox inbox (ENVELOPE_FLAG_SANDBOX), the
+			       * SMTP AUTH login; absent for "default" */
 };
 
 /* Where the content starts when REC_CONTENT_OFF is absent: right after the

@@ -206,7 +206,8 @@ static void cmd_mail(struct smtpd_session *s, const char *args, size_t len)
 		smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
 		return;
 	}
-	if (s->auth_user != NULL && !conf_sender_allowed(conf, sender, s->auth_user)) {
+	if (s->auth_user != NULL && !smtpd_session_sandboxed(s) &&
+	    !conf_sender_allowed(conf, sender, s->auth_user)) {
 		smtpd_reply(s, 553, "5.7.1", "<%s>: Sender address not owned by user", sender);
 		return;
 	}
@@ -238,6 +239,12 @@ static void cmd_mail_verdict(struct smtpd_session *s, const struct policy_verdic
 	tx->env.smtputf8 = m->smtputf8;
 	envelope_set_str(&tx->env.client_addr, s->client_addr);
 	envelope_set_str(&tx->env.client_helo, s->helo);
+	/* The sandbox: captured by the queue, into the inbox of the login. */
+	if (smtpd_session_sandboxed(s)) {
+		tx->env.flags |= ENVELOPE_FLAG_SANDBOX;
+		if (s->auth_user != NULL)
+			envelope_set_str(&tx->env.inbox, s->auth_user);
+	}
 	/* SPF runs while the recipients and the content come in; local
 	 * submissions (sendmail) are ours, not a peer's to check. */
 	if (!s->local)

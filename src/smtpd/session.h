@@ -210,6 +210,7 @@ struct smtpd_session {
 	struct policy_run *pending;   /* the command's chain in progress */
 	void (*pending_then)(struct smtpd_session *s, const struct policy_verdict *v);
 	bool in_policy;               /* inside policy_run(): answered at once */
+	enum policy_stage pending_stage; /* of the run pending_then waits for */
 	struct smtpd_session *next;
 	struct smtpd_session *prev;
 };
@@ -227,6 +228,9 @@ void smtpd_session_attach(struct smtpd_session *s);
 bool smtpd_session_busy(const struct smtpd_session *s);
 /* The "with" protocol of RFC 3848 / RFC 6531 §3.7.3 for Received. */
 const char *smtpd_session_protocol(const struct smtpd_session *s);
+/* Does this session's mail go into the sandbox (issue 13)? A sandbox
+ * listener's; never a local submission (sendmail, a released message). */
+bool smtpd_session_sandboxed(const struct smtpd_session *s);
 void smtpd_session_set_state(struct smtpd_session *s, enum smtpd_state st);
 void smtpd_reply(struct smtpd_session *s, int code, const char *enh, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

@@ -193,7 +193,7 @@ static void test_embedded_default(void **state)
 	assert_string_equal(c->file, "(embedded default)");
 	assert_int_equal(c->n_listeners, 1);
 	static const struct conf_listener dev = {"127.0.0.1:2525", CONF_TLS_STARTTLS, false, true,
-	                                         true};
+	                                         true, false};
 	conf_listener_verify(&c->listeners[0], &dev, 0);
 	assert_string_equal(c->tls.self_signed_dir, "./var/tls");
 	assert_int_equal(c->tls.n_certs, 0);
@@ -233,8 +233,8 @@ static void test_production_defaults(void **state)
 	                           "  - {address: \"*:26\", tls: none}\n"
 	                           "tls: {self_signed_dir: /t}\n";
 	static const struct conf_listener want[] = {
-	    {"127.0.0.1:25", CONF_TLS_STARTTLS, false, true, false},
-	    {"*:26", CONF_TLS_NONE, false, true, false},
+	    {"127.0.0.1:25", CONF_TLS_STARTTLS, false, true, false, false},
+	    {"*:26", CONF_TLS_NONE, false, true, false, false},
 	};
 	char path[512], err[512];
 	struct conf *c = NULL;
@@ -462,11 +462,11 @@ static void conf_strings_verify(char *const *got, size_t n, const char *const *w
 static void conf_full_verify(const struct conf *c)
 {
 	static const struct conf_listener listeners[] = {
-	    {"*:25", CONF_TLS_STARTTLS, false, true, false},
-	    {"[::1]:587", CONF_TLS_STARTTLS, true, true, false},
-	    {"192.0.2.1:465", CONF_TLS_IMPLICIT, true, true, false},
-	    {"127.0.0.1:2525", CONF_TLS_NONE, false, false, false},
-	    {"localhost:2526", CONF_TLS_NONE, true, true, true},
+	    {"*:25", CONF_TLS_STARTTLS, false, true, false, false},
+	    {"[::1]:587", CONF_TLS_STARTTLS, true, true, false, false},
+	    {"192.0.2.1:465", CONF_TLS_IMPLICIT, true, true, false, false},
+	    {"127.0.0.1:2525", CONF_TLS_NONE, false, false, false, false},
+	    {"localhost:2526", CONF_TLS_NONE, true, true, true, false},
 	};
 	static const char *const domains[] = {"example.org", "example.net"};
 	static const char *const nets[] = {"192.0.2.0/24", "2001:db8::/32", "10.1.2.3"};

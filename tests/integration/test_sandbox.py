@@ -1,0 +1,400 @@
+"""The mail sandbox (issue 13): a sandbox listener captures every message
+into sandbox.dir instead of delivering it, and the http process serves a
+Mailpit-compatible API over the store. Checked here with real clients:
+smtplib sends (with and without AUTH logins, which name the inboxes), the
+API lists with Mailpit's field names, searches, downloads raw, headers
+and parts, marks read, deletes; two inboxes are isolated by their tokens;
+an SSE event arrives; a release reaches a local aiosmtpd sink; retention
+removes the oldest; CSRF is refused; nothing leaves the host; a restart
+keeps the captured mail; `hikyaku sandbox` runs without a configuration."""
+import base64
+import http.client
+import json
+import os
+import smtplib
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, hikyaku_bin, wait_event
+from mta_helpers import ScriptedMTA
+
+
+@pytest.fixture
+def sink():
+    m = ScriptedMTA().start()
+    yield m
+    m.stop()
+
+
+def start(hikyaku, tmp_path, sink_port, sandbox=None, **kw):
+    port = free_port()
+    # relative: the daemon runs in its own temp directory (hk.tmp)
+    sbx = {"enabled": True, "dir": "sbx", "anonymous_inbox": "default"}
+    sbx.update(sandbox or {})
+    hk = hikyaku(http={"listen": f"127.0.0.1:{port}"},
+                 listener={"tls": "none", "plaintext_auth": True},
+                 sandbox=sbx,
+                 # a sink for every remote domain: what reaches it left the host
+                 routes=[{"domain": d, "transport": "relay", "address": f"127.0.0.1:{sink_port}",
+                          "tls": "none"} for d in ("remote.test", "sink.test")],
+                 **kw)
+    hk.http_port = port
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return hk
+
+
+def sbxdir(hk):
+    import pathlib
+    return pathlib.Path(hk.tmp) / "sbx"
+
+
+def call(hk, method, path, body=None, token=None, headers=None, basic=None):
+    c = http.client.HTTPConnection("127.0.0.1", hk.http_port, timeout=15)
+    h = dict(headers or {})
+    if token is not None:
+        h["Authorization"] = f"Bearer {token}"
+    if basic is not None:
+        h["Authorization"] = "Basic " + base64.b64encode(basic.encode()).decode()
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        h.setdefault("Content-Type", "application/json")
+    c.request(method, path, body=data, headers=h)
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    ct = r.getheader("Content-Type", "")
+    return r.status, (json.loads(raw) if ct.startswith("application/json") else raw), r
+
+
+def send(hk, sender, rcpts, subject, body="hello", login=None, extra=""):
+    msg = (f"From: Sender <{sender}>\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n"
+           f"Message-ID: <{subject.replace(' ', '.')}@test>\r\n{extra}\r\n{body}\r\n")
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        if login:
+            s.login(login, "any password")
+        s.sendmail(sender, rcpts, msg)
+
+
+def wait_count(hk, n, token=None, timeout=10):
+    deadline = time.time() + timeout
+    while True:
+        st, j, _ = call(hk, "GET", "/api/v1/messages", token=token)
+        assert st == 200, j
+        if j["total"] >= n or time.time() > deadline:
+            return j
+        time.sleep(0.1)
+
+
+def tokens(hk, *names):
+    out = subprocess.run([hikyaku_bin(), "sandbox", "inboxes", "-c", hk.config, *names],
+                         capture_output=True, text=True, timeout=30, cwd=hk.tmp)
+    assert out.returncode == 0, out.stderr
+    res = {}
+    for line in out.stdout.splitlines()[1:]:
+        f = line.split()
+        res[f[0]] = f[2]
+    return res
+
+
+def test_capture_list_and_nothing_leaves(hikyaku, tmp_path, sink):
+    hk = start(hikyaku, tmp_path, sink.port)
+    send(hk, "alice@example.com", ["bob@remote.test"], "First one", body="quick brown fox")
+    j = wait_count(hk, 1)
+    assert j["total"] == 1 and j["unread"] == 1 and j["count"] == 1
+    assert j["messages_count"] == 1 and j["start"] == 0 and j["tags"] == []
+    m = j["messages"][0]
+    for k in ("ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject",
+              "Created", "Tags", "Size", "Attachments", "Snippet"):
+        assert k in m, k
+    assert m["From"] == {"Name": "Sender", "Address": "alice@example.com"}
+    assert m["To"] == [{"Name": "", "Address": "bob@remote.test"}]
+    assert m["Subject"] == "First one" and m["MessageID"] == "First.one@test"
+    assert m["Read"] is False and "quick brown fox" in m["Snippet"]
+    # the queue recorded a capture, never a delivery through the route
+    wait_event(hk, "sandbox_captured", count=1)
+    time.sleep(1)
+    assert not any(s.txs for s in sink.sessions)
+    assert "relay=sandbox" in hk.log() and "status=sent" in hk.log()
+    # the file is on disk under its ID
+    assert (sbxdir(hk) / "msg" / (m["ID"] + ".eml")).exists()
+
+
+def test_search_raw_headers_read_delete_latest(hikyaku, tmp_path, sink):
+    hk = start(hikyaku, tmp_path, sink.port)
+    send(hk, "alice@example.com", ["bob@remote.test"], "Invoice 42", body="pay the amount")
+    send(hk, "carol@example.org", ["dave@remote.test"], "Weekly report", body="numbers went up")
+    send(hk, "erin@example.net", ["frank@remote.test"], "Lunch", body="pizza tomorrow")
+    j = wait_count(hk, 3)
+    ids = {m["Subject"]: m["ID"] for m in j["messages"]}
+    assert [m["Subject"] for m in j["messages"]] == ["Lunch", "Weekly report", "Invoice 42"]
+
+    def search(q):
+        st, r, _ = call(hk, "GET", "/api/v1/search?query=" + q.replace(" ", "%20"))
+        assert st == 200, r
+        return sorted(m["Subject"] for m in r["messages"])
+
+    assert search("from:carol@example.org") == ["Weekly report"]
+    assert search("to:frank") == ["Lunch"]
+    assert search("subject:invoice") == ["Invoice 42"]
+    assert search("pizza") == ["Lunch"]
+    assert search("-pizza") == ["Invoice 42", "Weekly report"]
+    assert search('subject:"weekly report"') == ["Weekly report"]
+    st, r, _ = call(hk, "GET", "/api/v1/search?query=from:nobody")
+    assert st == 200 and r["messages"] == [] and r["messages_count"] == 0 and r["total"] == 3
+    # paging
+    st, r, _ = call(hk, "GET", "/api/v1/messages?start=1&limit=1")
+    assert r["count"] == 1 and r["start"] == 1 and r["messages"][0]["Subject"] == "Weekly report"
+
+    # raw, headers, the message, latest
+    st, raw, resp = call(hk, "GET", f"/api/v1/message/{ids['Lunch']}/raw")
+    assert st == 200 and b"pizza tomorrow" in raw and b"Subject: Lunch" in raw
+    assert resp.getheader("X-Content-Type-Options") == "nosniff"
+    st, hd, _ = call(hk, "GET", f"/api/v1/message/{ids['Lunch']}/headers")
+    assert st == 200 and hd["Subject"] == ["Lunch"] and "Received" in hd
+    st, latest, _ = call(hk, "GET", "/api/v1/message/latest")
+    assert st == 200 and latest["ID"] == ids["Lunch"] and "pizza" in latest["Text"]
+    assert latest["From"]["Address"] == "erin@example.net"
+    st, _, _ = call(hk, "GET", "/api/v1/message/NoSuchId0000000")
+    assert st == 404
+    # reading it marked it read
+    st, r, _ = call(hk, "GET", "/api/v1/search?query=is:read")
+    assert [m["Subject"] for m in r["messages"]] == ["Lunch"]
+    # the read flag, both ways
+    st, _, _ = call(hk, "PUT", "/api/v1/messages", {"IDs": [ids["Invoice 42"]], "Read": True})
+    assert st == 200
+    assert search("is:unread") == ["Weekly report"]
+    st, _, _ = call(hk, "PUT", "/api/v1/messages", {"IDs": [ids["Lunch"]], "Read": False})
+    assert search("is:unread") == ["Lunch", "Weekly report"]
+    # delete one, then by search, then all
+    st, _, _ = call(hk, "DELETE", "/api/v1/messages", {"IDs": [ids["Invoice 42"]]})
+    assert st == 200
+    assert not (sbxdir(hk) / "msg" / (ids["Invoice 42"] + ".eml")).exists()
+    st, _, _ = call(hk, "DELETE", "/api/v1/search?query=subject:lunch")
+    assert st == 200
+    st, r, _ = call(hk, "GET", "/api/v1/messages")
+    assert [m["Subject"] for m in r["messages"]] == ["Weekly report"]
+    st, _, _ = call(hk, "DELETE", "/api/v1/messages", {})
+    st, r, _ = call(hk, "GET", "/api/v1/messages")
+    assert r["total"] == 0 and r["messages"] == []
+
+
+def test_parts_view_and_check(hikyaku, tmp_path, sink):
+    hk = start(hikyaku, tmp_path, sink.port)
+    mime = ("MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n")
+    body = ("--XX\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+            "<p>Hi <img src=\"https://tracker.example/p.gif\"><script>alert(1)</script></p>\r\n"
+            "--XX\r\nContent-Type: application/pdf\r\n"
+            "Content-Disposition: attachment; filename=\"r\u00e9sum\u00e9.pdf\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+            + base64.b64encode(b"%PDF-1.4 fake").decode() + "\r\n--XX--")
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        s.sendmail("a@example.com", ["b@remote.test"],
+                   ("From: a@example.com\r\nTo: b@remote.test\r\nSubject: parts\r\n"
+                    + mime + "\r\n" + body + "\r\n").encode("utf-8"))
+    j = wait_count(hk, 1)
+    mid = j["messages"][0]["ID"]
+    st, m, _ = call(hk, "GET", f"/api/v1/message/{mid}")
+    assert st == 200 and len(m["Attachments"]) == 1
+    part = m["Attachments"][0]
+    st, data, resp = call(hk, "GET", f"/api/v1/message/{mid}/part/{part['PartID']}")
+    assert st == 200 and data == b"%PDF-1.4 fake"
+    assert resp.getheader("Content-Type") == "application/pdf"
+    assert "attachment" in resp.getheader("Content-Disposition")
+    assert resp.getheader("X-Content-Type-Options") == "nosniff"
+    st, html, resp = call(hk, "GET", f"/view/{mid}.html")
+    assert st == 200 and b"Hi" in html and b"tracker.example" not in html
+    csp = resp.getheader("Content-Security-Policy")
+    assert "default-src 'none'" in csp and "script-src" not in csp and "sandbox" in csp
+    st, html, resp = call(hk, "GET", f"/view/{mid}.html?remote=1")
+    assert "https:" in resp.getheader("Content-Security-Policy")
+    st, chk, _ = call(hk, "GET", f"/api/v1/message/{mid}/check")
+    assert st == 200 and "warnings" in chk and "links" in chk
+
+
+def test_inboxes_isolated_by_token(hikyaku, tmp_path, sink):
+    hk = start(hikyaku, tmp_path, sink.port, sandbox={"anonymous_inbox": ""})
+    send(hk, "a@example.com", ["x@remote.test"], "for one", login="project1")
+    send(hk, "a@example.com", ["y@remote.test"], "for two", login="project2")
+    send(hk, "a@example.com", ["z@remote.test"], "for nobody")
+    wait_event(hk, "sandbox_captured", count=3)
+    t = tokens(hk, "project3")
+    assert set(t) >= {"project1", "project2", "project3", "default"}
+    for inbox, subj in (("project1", "for one"), ("project2", "for two"),
+                        ("default", "for nobody")):
+        j = wait_count(hk, 1, token=t[inbox])
+        assert [m["Subject"] for m in j["messages"]] == [subj]
+        assert j["total"] == 1
+    st, j, _ = call(hk, "GET", "/api/v1/messages", token=t["project3"])
+    assert st == 200 and j["total"] == 0
+    # Basic inbox:token works, a wrong token or none does not
+    st, j, _ = call(hk, "GET", "/api/v1/messages", basic="project1:" + t["project1"])
+    assert st == 200 and j["total"] == 1
+    st, _, _ = call(hk, "GET", "/api/v1/messages", token=t["project1"][:-1] + "0")
+    assert st == 401
+    st, _, _ = call(hk, "GET", "/api/v1/messages", token="project2." + t["project1"].split(".")[1])
+    assert st == 401
+    st, _, _ = call(hk, "GET", "/api/v1/messages")
+    assert st == 401
+    # another inbox's message is not found, nor deleted
+    st, j, _ = call(hk, "GET", "/api/v1/messages", token=t["project2"])
+    other = j["messages"][0]["ID"]
+    st, _, _ = call(hk, "GET", f"/api/v1/message/{other}/raw", token=t["project1"])
+    assert st == 404
+    call(hk, "DELETE", "/api/v1/messages", {"IDs": [other]}, token=t["project1"])
+    st, j, _ = call(hk, "GET", "/api/v1/messages", token=t["project2"])
+    assert j["total"] == 1
+
+
+def test_csrf_refused(hikyaku, tmp_path, sink):
+    hk = start(hikyaku, tmp_path, sink.port)
+    send(hk, "a@example.com", ["x@remote.test"], "keep me")
+    j = wait_count(hk, 1)
+    mid = j["messages"][0]["ID"]
+    host = {"Host": f"127.0.0.1:{hk.http_port}"}
+    body = {"IDs": [mid]}
+    st, _, _ = call(hk, "DELETE", "/api/v1/messages", body,
+                    headers={**host, "Origin": "http://evil.example"})
+    assert st == 403
+    st, _, _ = call(hk, "DELETE", "/api/v1/messages", body,
+                    headers={**host, "Sec-Fetch-Site": "cross-site"})
+    assert st == 403
+    st, _, _ = call(hk, "DELETE", "/api/v1/messages", body,
+                    headers={**host, "Content-Type": "text/plain"})
+    assert st == 415
+    st, _, _ = call(hk, "DELETE", "/api/v1/search?query=keep",
+                    headers={**host, "Origin": "http://evil.example"})
+    assert st == 403
+    assert wait_count(hk, 1)["total"] == 1
+    # same origin passes
+    st, _, _ = call(hk, "PUT", "/api/v1/messages", {"IDs": [mid], "Read": True},
+                    headers={**host, "Origin": f"http://127.0.0.1:{hk.http_port}"})
+    assert st == 200
+
+
+def test_sse_event_arrives(hikyaku, tmp_path, sink):
+    hk = start(hikyaku, tmp_path, sink.port)
+    s = socket.create_connection(("127.0.0.1", hk.http_port), timeout=15)
+    s.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    assert got.startswith(b"HTTP/1.1 200") and b"text/event-stream" in got
+    time.sleep(0.7)  # the stream learnt where the store is
+    send(hk, "a@example.com", ["x@remote.test"], "live one")
+    deadline = time.time() + 10
+    while b"event: new" not in got and time.time() < deadline:
+        got += s.recv(65536)
+    s.close()
+    assert b"event: new\ndata: {" in got
+    data = got.split(b"event: new\ndata: ", 1)[1].split(b"\n", 1)[0]
+    assert json.loads(data)["Subject"] == "live one"
+
+
+def test_release_reaches_sink(hikyaku, tmp_path, sink):
+    hk = start(hikyaku, tmp_path, sink.port)
+    send(hk, "a@example.com", ["x@remote.test"], "to release", body="released body")
+    j = wait_count(hk, 1)
+    mid = j["messages"][0]["ID"]
+    try:
+        st, _, _ = call(hk, "POST", f"/api/v1/message/{mid}/release", {"To": ["real@sink.test"]})
+    except OSError:
+        time.sleep(1)
+        raise AssertionError(hk.log())
+    assert st == 200
+    tx = sink.wait_messages(1, timeout=30)[0]
+    assert tx.rcpts == ["real@sink.test"]
+    assert b"released body" in tx.data and b"Subject: to release" in tx.data
+    # To is required
+    st, _, _ = call(hk, "POST", f"/api/v1/message/{mid}/release", {})
+    assert st == 400
+
+
+def test_retention_removes_oldest(hikyaku, tmp_path, sink):
+    hk = start(hikyaku, tmp_path, sink.port, sandbox={"max_messages": 3})
+    for i in range(5):
+        send(hk, "a@example.com", ["x@remote.test"], f"msg {i}")
+        wait_event(hk, "sandbox_captured", count=i + 1)
+    st, j, _ = call(hk, "GET", "/api/v1/messages")
+    assert [m["Subject"] for m in j["messages"]] == ["msg 4", "msg 3", "msg 2"]
+    assert len(os.listdir(sbxdir(hk) / "msg")) == 3
+
+
+def test_restart_keeps_mail(hikyaku, tmp_path, sink):
+    hk = start(hikyaku, tmp_path, sink.port)
+    send(hk, "a@example.com", ["x@remote.test"], "survivor")
+    wait_count(hk, 1)
+    hk.stop()
+    hk.start()
+    deadline = time.time() + 10
+    while True:
+        try:
+            st, j, _ = call(hk, "GET", "/api/v1/messages")
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+    assert st == 200 and [m["Subject"] for m in j["messages"]] == ["survivor"]
+
+
+def test_sandbox_command_without_config():
+    import pathlib
+    import shutil
+    import tempfile
+    smtp, web = free_port(), free_port()
+    # root drops the children to nobody: the directory must be reachable
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="hk-sbx-"))
+    os.chmod(tmp_path, 0o755)
+    log = open(tmp_path / "log", "wb")
+    p = subprocess.Popen([hikyaku_bin(), "sandbox", "--smtp", f"127.0.0.1:{smtp}",
+                          "--http", f"127.0.0.1:{web}", "--dir", str(tmp_path / "var")],
+                         stdout=log, stderr=log, cwd=tmp_path)
+    try:
+        deadline = time.time() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", smtp), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and p.poll() is None, open(tmp_path / "log").read()
+                time.sleep(0.1)
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=10) as s:
+            s.login("ci-job", "x")
+            s.sendmail("a@example.com", ["b@elsewhere.test"],
+                       "From: a@example.com\r\nSubject: no config\r\n\r\nhi\r\n")
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=10) as s:
+            s.sendmail("a@example.com", ["b@elsewhere.test"],
+                       "From: a@example.com\r\nSubject: anonymous\r\n\r\nhi\r\n")
+
+        class H:
+            http_port = web
+        deadline = time.time() + 10
+        while True:
+            st, j, _ = call(H, "GET", "/api/v1/messages")  # no credentials: "default"
+            if j.get("total") == 1 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert st == 200 and [m["Subject"] for m in j["messages"]] == ["anonymous"]
+        out = subprocess.run([hikyaku_bin(), "sandbox", "inboxes", "--dir",
+                              str(tmp_path / "var")], capture_output=True, text=True)
+        tok = [ln.split()[2] for ln in out.stdout.splitlines() if ln.startswith("ci-job")][0]
+        st, j, _ = call(H, "GET", "/api/v1/messages", token=tok)
+        assert [m["Subject"] for m in j["messages"]] == ["no config"]
+        st, page, _ = call(H, "GET", "/")
+        assert st == 200
+    finally:
+        p.terminate()
+        p.wait(30)
+        log.close()
+        shutil.rmtree(tmp_path, ignore_errors=True)
