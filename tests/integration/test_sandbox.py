@@ -302,8 +302,16 @@ def test_sse_event_arrives(hikyaku, tmp_path, sink):
 
 
 def test_release_reaches_sink(hikyaku, tmp_path, sink):
-    hk = start(hikyaku, tmp_path, sink.port)
-    send(hk, "a@example.com", ["x@remote.test"], "to release", body="released body")
+    """Released through the normal path: the maildrop, smtpd's local
+    submission (DKIM-signed for a domain with a key), the queue, the route."""
+    key = str(tmp_path / "signer.key")
+    r = subprocess.run([hikyaku_bin(), "dkim", "keygen", "--domain", "signer.test", "--selector",
+                        "s1", "--type", "ed25519", "--out", key], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    hk = start(hikyaku, tmp_path, sink.port,
+               dkim={"sign": [{"domain": "signer.test", "selector": "s1", "key": key,
+                               "type": "ed25519"}]})
+    send(hk, "a@signer.test", ["x@remote.test"], "to release", body="released body")
     j = wait_count(hk, 1)
     mid = j["messages"][0]["ID"]
     try:
@@ -315,6 +323,8 @@ def test_release_reaches_sink(hikyaku, tmp_path, sink):
     tx = sink.wait_messages(1, timeout=30)[0]
     assert tx.rcpts == ["real@sink.test"]
     assert b"released body" in tx.data and b"Subject: to release" in tx.data
+    assert b"DKIM-Signature:" in tx.data and b"d=signer.test" in tx.data
+    assert tx.mail_from == "a@signer.test"
     # To is required
     st, _, _ = call(hk, "POST", f"/api/v1/message/{mid}/release", {})
     assert st == 400
