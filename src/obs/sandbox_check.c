@@ -255,8 +255,10 @@ static bool chk_ar_tok(const char *v, size_t len, size_t *i, struct chk_tok *t, 
 			depth--;
 		j++;
 	}
-	if (j >= len)
+	if (j >= len) {
+		*i = len; /* only CFWS was left: consumed */
 		return false;
+	}
 	if (v[j] == '=' || v[j] == ';') {
 		t->p = v + j, t->n = 1, t->kind = v[j];
 		*i = j + 1;
@@ -268,7 +270,8 @@ static bool chk_ar_tok(const char *v, size_t len, size_t *i, struct chk_tok *t, 
 		for (j++; j < len && v[j] != '"'; j++) {
 			if (v[j] == '\\' && j + 1 < len)
 				j++;
-			(void)buf_append_byte(qs, (unsigned char)v[j]);
+			if (qs->len + 2 <= qs->cap) /* never grow: earlier tokens point into it */
+				(void)buf_append_byte(qs, (unsigned char)v[j]);
 		}
 		*i = j < len ? j + 1 : len;
 		t->p = (const char *)qs->data + mark; /* qs is reserved: stable */
@@ -361,7 +364,7 @@ static int chk_auth_results(const struct mime_msg *m, struct buf *o)
 		return buf_append_str(o, ",\"authResults\":null");
 	}
 	buf_init(&qs, 0);
-	(void)buf_reserve(&qs, v.len + 16); /* quoted-strings never outgrow it: stable */
+	(void)buf_reserve(&qs, 2 * v.len + 16); /* a token is read at most twice */
 	res = xcalloc(CHK_AR_RESULTS, sizeof(*res));
 	const char *s = buf_cstr(&v), *id = "";
 	size_t n = v.len, idlen = 0, i = 0;
@@ -370,7 +373,10 @@ static int chk_auth_results(const struct mime_msg *m, struct buf *o)
 	const char *semi = memchr(s, ';', n);
 	i = semi != NULL ? (size_t)(semi - s) + 1 : n;
 	while (i < n && nr < CHK_AR_RESULTS) {
+		size_t before = i;
 		chk_ar_resinfo(s, n, &i, &res[nr], &qs);
+		if (i <= before)
+			break; /* cannot happen: every round takes a token */
 		if (res[nr].method != NULL)
 			nr++;
 	}

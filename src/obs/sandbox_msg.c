@@ -668,7 +668,8 @@ int sbx_msg_part(const void *raw, size_t len, const char *part_id, struct buf *o
 struct sbx_cids {
 	const struct mime_msg *m;
 	const struct sbx_bodies *b;
-	size_t budget; /* decoded octets still allowed into data: URIs */
+	size_t budget;  /* decoded octets still allowed into data: URIs */
+	size_t lookups; /* cid: references still resolved (each is a scan of the parts) */
 	struct buf tmp;
 };
 
@@ -699,6 +700,9 @@ static int sbx_cid_resolve(void *ctx, const char *cid, size_t len, struct buf *o
 		}
 	}
 	want[n] = '\0';
+	if (c->lookups == 0)
+		return 0;
+	c->lookups--;
 	for (size_t i = 0; i < c->m->nparts; i++) {
 		const struct mime_part *p = &c->m->parts[i];
 		if (p->content_id == NULL || c->b->role[i] == SBX_ROLE_NONE || p->is_multipart ||
@@ -725,7 +729,8 @@ int sbx_msg_html(const void *raw, size_t len, bool allow_remote, struct buf *out
 	sbx_bodies_find(m, &b);
 	if (b.html != NULL) {
 		struct buf h;
-		struct sbx_cids c = {.m = m, .b = &b, .budget = SBX_HTML_INLINE_MAX};
+		struct sbx_cids c = {.m = m, .b = &b, .budget = SBX_HTML_INLINE_MAX,
+		                     .lookups = SBX_HTML_CID_MAX};
 		buf_init(&h, SBX_OUT_MAX);
 		buf_init(&c.tmp, SBX_OUT_MAX);
 		rc = mime_part_text(m, b.html, &h);

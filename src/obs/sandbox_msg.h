@@ -39,6 +39,7 @@
 #define SBX_MAX_ADDRS 1000              /* per address header */
 #define SBX_MAX_LINKS 500               /* links listed by sbx_msg_check */
 #define SBX_HTML_INLINE_MAX (8u << 20)  /* decoded octets turned into data: URIs */
+#define SBX_HTML_CID_MAX 1024           /* cid: references resolved; later ones blocked */
 #define SBX_SIZE_WARN (10u << 20)
 #define SBX_SIZE_ERROR (25u << 20)
 

@@ -310,6 +310,25 @@ static void test_check(void **state)
 	buf_free(&b);
 }
 
+/* Found by fuzz_sbx_msg: CFWS after the last resinfo looped for ever. */
+static void test_auth_results_edges(void **state)
+{
+	(void)state;
+	static const char raw[] = "Authentication-Results: mx.test 1; spf=pass (ok) smtp.mailfrom=\"a b\"\r\n"
+	                          " (trailing comment)  \r\n"
+	                          "Authentication-Results: second; dkim=pass\r\n\r\nbody";
+	struct buf b;
+	buf_init(&b, 0);
+	assert_int_equal(sbx_msg_check(raw, sizeof(raw) - 1, &b), 0);
+	has(buf_cstr(&b), "\"authResults\":{\"authservId\":\"mx.test\",\"spf\":[{\"result\":\"pass\",\"reason\":null,"
+	                  "\"props\":{\"smtp.mailfrom\":\"a b\"}}],\"dkim\":[],\"dmarc\":[],\"arc\":[]}");
+	buf_reset(&b);
+	static const char none[] = "Authentication-Results: mx.test; none\r\n\r\n";
+	assert_int_equal(sbx_msg_check(none, sizeof(none) - 1, &b), 0);
+	has(buf_cstr(&b), "\"authResults\":{\"authservId\":\"mx.test\",\"spf\":[],\"dkim\":[],\"dmarc\":[],\"arc\":[]}");
+	buf_free(&b);
+}
+
 static void test_size_warning(void **state)
 {
 	(void)state;
@@ -348,7 +367,8 @@ int main(void)
 		cmocka_unit_test(test_message_json),       cmocka_unit_test(test_hostile_strings),
 		cmocka_unit_test(test_summary),            cmocka_unit_test(test_part),
 		cmocka_unit_test(test_html_cid_and_remote), cmocka_unit_test(test_html_evasions),
-		cmocka_unit_test(test_check),              cmocka_unit_test(test_size_warning),
+		cmocka_unit_test(test_check),              cmocka_unit_test(test_auth_results_edges),
+		cmocka_unit_test(test_size_warning),
 		cmocka_unit_test(test_out_bound),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
