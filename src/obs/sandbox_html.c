@@ -250,12 +250,26 @@ static size_t html_raw_end(const char *s, size_t n, size_t i, const char *name)
 	return n;
 }
 
-/* Markup that is not a tag: comment, doctype, processing instruction. */
+/* Markup that is not a tag: comment, doctype, processing instruction.
+ * Comments end as HTML says (§13.2.5.43-52): "<!-->" and "<!--->" are
+ * whole comments, and "--!>" ends one too; a scanner that hid markup the
+ * browser renders would let it past the rewriting. */
 static size_t html_skip_decl(const char *s, size_t n, size_t i)
 {
 	if (n - i >= 4 && memcmp(s + i, "<!--", 4) == 0) {
-		const char *e = memmem(s + i + 4, n - i - 4, "-->", 3);
-		return e != NULL ? (size_t)(e - s) + 3 : n;
+		size_t j = i + 4;
+		if (j < n && s[j] == '>')
+			return j + 1;
+		if (n - j >= 2 && s[j] == '-' && s[j + 1] == '>')
+			return j + 2;
+		for (const char *p = s + j; (p = memchr(p, '-', (size_t)(s + n - p))) != NULL; p++) {
+			size_t r = (size_t)(s + n - p);
+			if (r >= 3 && memcmp(p, "-->", 3) == 0)
+				return (size_t)(p - s) + 3;
+			if (r >= 4 && memcmp(p, "--!>", 4) == 0)
+				return (size_t)(p - s) + 4;
+		}
+		return n;
 	}
 	const char *e = memchr(s + i, '>', n - i);
 	return e != NULL ? (size_t)(e - s) + 1 : n;
@@ -270,7 +284,7 @@ static bool html_raw_tag(const char *name, size_t nlen)
 {
 	return html_name_is(name, nlen, "script") || html_name_is(name, nlen, "style") ||
 	       html_name_is(name, nlen, "textarea") || html_name_is(name, nlen, "title") ||
-	       html_name_is(name, nlen, "xmp") || html_name_is(name, nlen, "noscript");
+	       html_name_is(name, nlen, "xmp");
 }
 
 /* ---- rewriting ---- */
@@ -282,6 +296,7 @@ struct html_rw {
 	struct buf url; /* scratch: a decoded URL */
 	struct buf val; /* scratch: a rewritten value */
 	struct buf out2;
+	bool in_style; /* text is CSS until </style> */
 };
 
 /* The URL as a browser reads it: ASCII tab and newline removed, leading
@@ -401,8 +416,8 @@ static int html_rw_attr(struct html_rw *rw, const char *s, const char *tag, size
 	bool meta = html_name_is(tag, tlen, "meta"), base = html_name_is(tag, tlen, "base");
 	if ((a->nlen > 2 && strncasecmp(a->name, "on", 2) == 0) || (meta && html_name_is(a->name, a->nlen, "http-equiv")) ||
 	    (base && html_name_is(a->name, a->nlen, "href")) ||
-	    (!rw->allow_remote && html_name_is(a->name, a->nlen, "srcset")))
-		return 0; /* event handlers, refresh, base URL, remote candidates */
+	    (!rw->allow_remote && (html_name_is(a->name, a->nlen, "srcset") || html_name_is(a->name, a->nlen, "ping"))))
+		return 0; /* event handlers, refresh, base URL, remote candidates, pings */
 	bool res = a->val != NULL && html_is_resource_attr(tag, tlen, a);
 	bool style = a->val != NULL && html_name_is(a->name, a->nlen, "style");
 	int rc = buf_append_byte(out, ' ');
@@ -439,14 +454,17 @@ static size_t html_rw_tag(struct html_rw *rw, const char *s, size_t n, size_t i,
 			*rc = html_rw_attr(rw, s, name, nlen, &a, out);
 	}
 	*rc = *rc != 0 ? *rc : buf_append_byte(out, '>');
-	if (*rc == 0 && !end && html_raw_tag(name, nlen)) {
+	/* <style> content is CSS, but is rewritten as markup too: inside <svg>
+	 * it is parsed as markup, and an <img> there breaks out of it. Only
+	 * script, textarea, title and xmp are copied as raw text (their
+	 * content is never markup); <noscript> is markup with scripting off. */
+	if (html_name_is(name, nlen, "style"))
+		rw->in_style = !end;
+	if (*rc == 0 && !end && html_raw_tag(name, nlen) && !html_name_is(name, nlen, "style")) {
 		char nm[16];
 		snprintf(nm, sizeof(nm), "%.*s", (int)nlen, name);
 		size_t e = html_raw_end(s, n, j, nm);
-		if (html_name_is(name, nlen, "style"))
-			*rc = html_css(rw, s + j, e - j, out);
-		else
-			*rc = buf_append(out, s + j, e - j);
+		*rc = buf_append(out, s + j, e - j);
 		j = e;
 	}
 	return j;
@@ -463,7 +481,7 @@ int sbx_html_rewrite(const char *h, size_t n, bool allow_remote, sbx_cid_fn cid,
 	for (size_t i = 0; i < n && rc == 0;) {
 		const char *lt = memchr(h + i, '<', n - i);
 		size_t t = lt != NULL ? (size_t)(lt - h) : n;
-		rc = buf_append(out, h + i, t - i);
+		rc = rw.in_style ? html_css(&rw, h + i, t - i, out) : buf_append(out, h + i, t - i);
 		if (rc != 0 || t >= n)
 			break;
 		if (html_decl_at(h, n, t)) {

@@ -242,13 +242,18 @@ static void test_html_evasions(void **state)
 		"<link rel=stylesheet href=\"https://css.example/s.css\">"
 		"<meta http-equiv=\"refresh\" content=\"0;url=https://r.example/\"><base href=\"https://b.example/\">"
 		"<style>@import 'https://i.example/x.css'; p{background-image:image-set('https://s.example/i.png' 1x)}</style>"
-		"<img src=\"cid:missing@x\"><img src=\"data:image/gif;base64,R0lG\">";
+		"<img src=\"cid:missing@x\"><img src=\"data:image/gif;base64,R0lG\">"
+		/* markup a browser renders where a naive scanner sees none */
+		"<!--><img src=\"http://c1.example/\">--><!---><img src=http://c5.example/>"
+		"<svg><style><img src=\"http://c2.example/\"></style></svg>"
+		"<noscript><img src=http://c3.example/></noscript><a ping=\"http://c4.example/\" href=\"#\">x</a>";
 	struct buf b;
 	buf_init(&b, 0);
 	assert_int_equal(sbx_msg_html(raw, sizeof(raw) - 1, false, &b), 1);
 	const char *h = buf_cstr(&b);
 	const char *gone[] = {"x.example", "y.example", "z.example", "w.example", "css.example", "b.example",
-	                      "http-equiv", "cid:"};
+	                      "http-equiv", "cid:", "c1.example", "c2.example", "c3.example", "c4.example",
+	                      "c5.example"};
 	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
 		hasnt(h, gone[i]);
 	has(h, "<meta content=\"0;url=https://r.example/\">");
