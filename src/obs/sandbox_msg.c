@@ -671,6 +671,10 @@ struct sbx_cids {
 	size_t budget;  /* decoded octets still allowed into data: URIs */
 	size_t lookups; /* cid: references still resolved (each is a scan of the parts) */
 	struct buf tmp;
+	/* Each part is decoded and encoded once; a repeated reference copies
+	 * its data: URI, still paid from the budget. */
+	struct buf cache;
+	size_t *c_off, *c_len, *c_dec; /* per part; c_len 0: not cached yet */
 };
 
 static int sbx_hex(char c)
@@ -682,6 +686,22 @@ static int sbx_hex(char c)
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
 	return -1;
+}
+
+static int sbx_cid_encode(struct sbx_cids *c, size_t i)
+{
+	const struct mime_part *p = &c->m->parts[i];
+	buf_reset(&c->tmp);
+	if (mime_part_decode(c->m, p, &c->tmp) != 0)
+		return -1;
+	c->c_off[i] = c->cache.len;
+	c->c_dec[i] = c->tmp.len;
+	/* the type is a lowercased token/token: nothing to escape in it */
+	if (buf_printf(&c->cache, "data:%s;base64,", p->type) != 0 ||
+	    base64_encode(c->tmp.data, c->tmp.len, &c->cache) != 0)
+		return -1;
+	c->c_len[i] = c->cache.len - c->c_off[i];
+	return 0;
 }
 
 /* RFC 2392 §2: the cid URL is the Content-ID, %hh-encoded. */
@@ -708,15 +728,13 @@ static int sbx_cid_resolve(void *ctx, const char *cid, size_t len, struct buf *o
 		if (p->content_id == NULL || c->b->role[i] == SBX_ROLE_NONE || p->is_multipart ||
 		    strcmp(p->content_id, want) != 0)
 			continue;
-		buf_reset(&c->tmp);
-		if (mime_part_decode(c->m, p, &c->tmp) != 0 || c->tmp.len > c->budget)
+		/* decoded is at most the body's size: skip what cannot fit */
+		if (c->c_len[i] == 0 && (p->body_len > c->budget * 2 + 16 || sbx_cid_encode(c, i) != 0))
 			return 0;
-		c->budget -= c->tmp.len;
-		/* the type is a lowercased token/token: nothing to escape in it */
-		if (buf_printf(out, "data:%s;base64,", p->type) != 0 ||
-		    base64_encode(c->tmp.data, c->tmp.len, out) != 0)
-			return -1;
-		return 1;
+		if (c->c_dec[i] > c->budget)
+			return 0;
+		c->budget -= c->c_dec[i];
+		return buf_append(out, c->cache.data + c->c_off[i], c->c_len[i]) != 0 ? -1 : 1;
 	}
 	return 0;
 }
@@ -733,11 +751,19 @@ int sbx_msg_html(const void *raw, size_t len, bool allow_remote, struct buf *out
 		                     .lookups = SBX_HTML_CID_MAX};
 		buf_init(&h, SBX_OUT_MAX);
 		buf_init(&c.tmp, SBX_OUT_MAX);
+		buf_init(&c.cache, SBX_OUT_MAX);
+		c.c_off = xcalloc(m->nparts, sizeof(size_t));
+		c.c_len = xcalloc(m->nparts, sizeof(size_t));
+		c.c_dec = xcalloc(m->nparts, sizeof(size_t));
 		rc = mime_part_text(m, b.html, &h);
 		rc = rc != 0 ? rc : sbx_html_rewrite((const char *)h.data, h.len, allow_remote, sbx_cid_resolve, &c, out);
 		rc = rc == 0 ? 1 : -1;
 		buf_free(&h);
 		buf_free(&c.tmp);
+		buf_free(&c.cache);
+		free(c.c_off);
+		free(c.c_len);
+		free(c.c_dec);
 	}
 	sbx_bodies_free(&b);
 	mime_msg_free(&m);
