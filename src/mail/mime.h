@@ -37,7 +37,6 @@
 #define MIME_W_NO_BOUNDARY 0x04  /* multipart without a usable boundary */
 #define MIME_W_NO_CLOSE 0x08     /* close-delimiter missing (RFC 2046 §5.1.1) */
 #define MIME_W_NO_BODY_SEP 0x10  /* header section without its empty line */
-#define MIME_W_FIELD_CUT 0x20    /* a header field longer than MIME_MAX_FIELD */
 
 enum mime_cte {
 	MIME_CTE_7BIT = 0,

@@ -14,6 +14,7 @@
 #include "lib/alloc.h"
 #include "lib/base64.h"
 #include "lib/json.h"
+#include "mail/header.h"
 #include "obs/sandbox_int.h"
 
 #define SBX_OUT_MAX (64u << 20) /* scratch buffers: a message is smaller */
@@ -766,6 +767,154 @@ int sbx_msg_html(const void *raw, size_t len, bool allow_remote, struct buf *out
 		free(c.c_dec);
 	}
 	sbx_bodies_free(&b);
+	mime_msg_free(&m);
+	return rc;
+}
+
+/* ---- headers and the MIME tree ---- */
+
+struct sbx_field {
+	char name[80]; /* canonical: "Message-Id", as Go's textproto gives it */
+	size_t idx;    /* order of appearance */
+	const char *v;
+	size_t vlen;
+};
+
+static int sbx_field_cmp(const void *a, const void *b)
+{
+	const struct sbx_field *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+	return c != 0 ? c : (x->idx < y->idx ? -1 : x->idx > y->idx);
+}
+
+static void sbx_canon_name(const char *s, size_t n, char *out, size_t outlen)
+{
+	bool up = true;
+	size_t k = 0;
+	for (size_t i = 0; i < n && k + 1 < outlen; i++) {
+		char c = s[i];
+		if (c >= 'a' && c <= 'z' && up)
+			c = (char)(c - 32);
+		else if (c >= 'A' && c <= 'Z' && !up)
+			c = (char)(c + 32);
+		out[k++] = c;
+		up = c == '-';
+	}
+	out[k] = '\0';
+}
+
+int sbx_msg_headers_json(const void *raw, size_t len, struct buf *out)
+{
+	struct mime_msg *m = mime_parse(raw, len);
+	const char *h = m->raw + m->parts[0].hdr_off;
+	size_t hl = m->parts[0].hdr_len, pos = 0, nf = 0, start = out->len;
+	struct sbx_field *f = xcalloc(SBX_MAX_FIELDS, sizeof(*f));
+	struct mail_hdr_field hf;
+	while (nf < SBX_MAX_FIELDS && mail_hdr_next(h, hl, &pos, &hf)) {
+		if (hf.name_len == 0)
+			continue;
+		sbx_canon_name(hf.name, hf.name_len, f[nf].name, sizeof(f[nf].name));
+		f[nf].idx = nf;
+		f[nf].v = hf.value;
+		f[nf].vlen = hf.value_len;
+		nf++;
+	}
+	qsort(f, nf, sizeof(*f), sbx_field_cmp);
+	struct buf v;
+	buf_init(&v, MIME_MAX_FIELD + 1);
+	int rc = buf_append_byte(out, '{');
+	for (size_t i = 0; i < nf && rc == 0; i++) {
+		bool first = i == 0 || strcmp(f[i].name, f[i - 1].name) != 0;
+		if (first && i > 0)
+			rc = buf_append_str(out, "],");
+		if (rc == 0 && first) {
+			rc = json_append_cstr(out, f[i].name);
+			rc = rc != 0 ? rc : buf_append_str(out, ":[");
+		} else if (rc == 0) {
+			rc = buf_append_byte(out, ',');
+		}
+		/* unfolded, trimmed: the field's own value, not the first of its name */
+		buf_reset(&v);
+		for (size_t k = 0; k < f[i].vlen && v.len < MIME_MAX_FIELD; k++) {
+			if (f[i].v[k] != '\r' && f[i].v[k] != '\n')
+				(void)buf_append_byte(&v, (unsigned char)f[i].v[k]);
+		}
+		size_t a = 0, e = v.len;
+		while (a < e && (v.data[a] == ' ' || v.data[a] == '\t'))
+			a++;
+		while (e > a && (v.data[e - 1] == ' ' || v.data[e - 1] == '\t'))
+			e--;
+		rc = rc != 0 ? rc : json_append_str(out, v.data + a, e - a);
+	}
+	if (rc == 0 && nf > 0)
+		rc = buf_append_byte(out, ']');
+	rc = rc != 0 ? rc : buf_append_byte(out, '}');
+	if (rc != 0 && out->data != NULL) {
+		out->len = start;
+		out->data[start] = '\0';
+	}
+	buf_free(&v);
+	free(f);
+	mime_msg_free(&m);
+	return rc;
+}
+
+static const char *sbx_cte_name(enum mime_cte c)
+{
+	static const char *const names[] = {"7bit", "8bit", "binary", "quoted-printable", "base64", "other"};
+	return names[c];
+}
+
+static int sbx_tree_part(struct buf *o, const struct mime_msg *m, size_t i, struct buf *d)
+{
+	const struct mime_part *p = &m->parts[i];
+	static const char *const disp[] = {"", "inline", "attachment"};
+	buf_reset(d);
+	if (!p->is_multipart && !p->is_message)
+		(void)mime_part_decode(m, p, d);
+	int rc = buf_append_str(o, i > 0 ? ",{\"PartID\":" : "{\"PartID\":");
+	rc = rc != 0 ? rc : json_append_cstr(o, p->id);
+	rc = rc != 0 ? rc : buf_append_str(o, ",\"Parent\":");
+	rc = rc != 0 ? rc : json_append_cstr(o, p->parent >= 0 ? m->parts[p->parent].id : NULL);
+	rc = rc != 0 ? rc : buf_printf(o, ",\"Depth\":%u,\"Children\":%u,\"ContentType\":", p->depth, p->nchild);
+	rc = rc != 0 ? rc : json_append_cstr(o, p->type);
+	rc = rc != 0 ? rc : buf_append_str(o, ",\"Charset\":");
+	rc = rc != 0 ? rc : json_append_cstr(o, p->charset);
+	rc = rc != 0 ? rc : buf_printf(o, ",\"Encoding\":\"%s\",\"Disposition\":\"%s\",\"FileName\":",
+	                               sbx_cte_name(p->cte), disp[p->disp]);
+	rc = rc != 0 ? rc : json_append_cstr(o, p->filename != NULL ? p->filename : "");
+	rc = rc != 0 ? rc : buf_append_str(o, ",\"ContentID\":");
+	rc = rc != 0 ? rc : json_append_cstr(o, p->content_id != NULL ? p->content_id : "");
+	return rc != 0 ? rc : buf_printf(o, ",\"Size\":%zu}", p->is_multipart ? 0 : p->is_message ? p->body_len : d->len);
+}
+
+int sbx_msg_parts_json(const void *raw, size_t len, struct buf *out)
+{
+	static const struct { unsigned bit; const char *name; } warns[] = {
+		{MIME_W_DEPTH, "depth"}, {MIME_W_PARTS, "parts"}, {MIME_W_NO_BOUNDARY, "no-boundary"},
+		{MIME_W_NO_CLOSE, "no-close-delimiter"}, {MIME_W_NO_BODY_SEP, "no-body-separator"},
+	};
+	struct mime_msg *m = mime_parse(raw, len);
+	struct buf d;
+	size_t start = out->len;
+	bool first = true;
+	buf_init(&d, SBX_OUT_MAX);
+	int rc = buf_append_str(out, "{\"Parts\":[");
+	for (size_t i = 0; i < m->nparts && rc == 0; i++)
+		rc = sbx_tree_part(out, m, i, &d);
+	rc = rc != 0 ? rc : buf_append_str(out, "],\"Warnings\":[");
+	for (size_t k = 0; k < sizeof(warns) / sizeof(warns[0]) && rc == 0; k++) {
+		if (!(m->warn & warns[k].bit))
+			continue;
+		rc = buf_printf(out, "%s\"%s\"", first ? "" : ",", warns[k].name);
+		first = false;
+	}
+	rc = rc != 0 ? rc : buf_append_str(out, "]}");
+	if (rc != 0 && out->data != NULL) {
+		out->len = start;
+		out->data[start] = '\0';
+	}
+	buf_free(&d);
 	mime_msg_free(&m);
 	return rc;
 }

@@ -40,6 +40,7 @@
 #define SBX_MAX_LINKS 500               /* links listed by sbx_msg_check */
 #define SBX_HTML_INLINE_MAX (8u << 20)  /* decoded octets turned into data: URIs */
 #define SBX_HTML_CID_MAX 1024           /* cid: references resolved; later ones blocked */
+#define SBX_MAX_FIELDS 4096            /* header fields listed by sbx_msg_headers_json */
 #define SBX_SIZE_WARN (10u << 20)
 #define SBX_SIZE_ERROR (25u << 20)
 
@@ -96,6 +97,20 @@ int sbx_msg_part(const void *raw, size_t len, const char *part_id, struct buf *o
 /* The HTML part (UTF-8) rewritten as the comment at the top says, into
  * out. 1 done, 0 when the message has no HTML part, -1 if out refuses. */
 int sbx_msg_html(const void *raw, size_t len, bool allow_remote, struct buf *out);
+
+/* Mailpit's /api/v1/message/{ID}/headers: the top-level header fields as
+ * {"Name": ["value", ...]}, names in Go's canonical form ("Message-Id"),
+ * sorted, values unfolded and trimmed in order of appearance, at most
+ * SBX_MAX_FIELDS fields. 0, or -1 if out refuses. */
+int sbx_msg_headers_json(const void *raw, size_t len, struct buf *out);
+
+/* The MIME tree, depth-first, for the UI:
+ *  {"Parts": [{"PartID", "Parent" (null for "0"), "Depth", "Children",
+ *    "ContentType", "Charset", "Encoding", "Disposition" ("", "inline",
+ *    "attachment"), "FileName", "ContentID", "Size" (decoded; 0 for a
+ *    multipart)}], "Warnings": ["depth", "parts", "no-boundary",
+ *    "no-close-delimiter", "no-body-separator"]}. 0, or -1. */
+int sbx_msg_parts_json(const void *raw, size_t len, struct buf *out);
 
 /* The checks as one JSON object:
  *  {"size": n, "warnings": [{"check": "size"|"line-length"|"header",

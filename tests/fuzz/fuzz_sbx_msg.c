@@ -41,6 +41,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_no_lt(&b);
 	sbx_msg_summary_clear(&s);
 	buf_reset(&b);
+	if (sbx_msg_headers_json(p, size, &b) != 0)
+		abort();
+	fuzz_no_lt(&b);
+	buf_reset(&b);
+	if (sbx_msg_parts_json(p, size, &b) != 0)
+		abort();
+	fuzz_no_lt(&b);
+	buf_reset(&b);
 	if (sbx_msg_html(p, size, false, &b) < 0)
 		abort();
 	/* the rewriting never makes a remote src (text that already says so

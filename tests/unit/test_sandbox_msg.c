@@ -334,6 +334,38 @@ static void test_auth_results_edges(void **state)
 	buf_free(&b);
 }
 
+static void test_headers_and_tree(void **state)
+{
+	(void)state;
+	struct buf b;
+	buf_init(&b, 0);
+	assert_int_equal(sbx_msg_headers_json(mixed, sizeof(mixed) - 1, &b), 0);
+	const char *h = buf_cstr(&b);
+	assert_int_equal(strncmp(h, "{\"Authentication-Results\":[\"mx.test; spf=pass smtp.mailfrom=example.com;", 72), 0);
+	has(h, "\"Message-Id\":[\"\\u003cabc.123@example.com\\u003e\"]");
+	has(h, "\"To\":[\"\\\"Bob, Jr.\\\" \\u003cbob@example.org\\u003e, carol@example.net (Carol C), undisclosed:;\"]");
+	/* sorted: Cc before Content-Type before Date */
+	assert_true(strstr(h, "\"Cc\"") < strstr(h, "\"Content-Type\""));
+	assert_true(strstr(h, "\"Content-Type\"") < strstr(h, "\"Date\""));
+	buf_reset(&b);
+	static const char two[] = "received: a\r\nX-ONE: 1\r\nReceived: b\r\n\r\n";
+	assert_int_equal(sbx_msg_headers_json(two, sizeof(two) - 1, &b), 0);
+	assert_string_equal(buf_cstr(&b), "{\"Received\":[\"a\",\"b\"],\"X-One\":[\"1\"]}");
+	buf_reset(&b);
+	assert_int_equal(sbx_msg_parts_json(mixed, sizeof(mixed) - 1, &b), 0);
+	const char *t = buf_cstr(&b);
+	has(t, "{\"Parts\":[{\"PartID\":\"0\",\"Parent\":null,\"Depth\":0,\"Children\":2,\"ContentType\":\"multipart/mixed\"");
+	has(t, "{\"PartID\":\"1.2.2\",\"Parent\":\"1.2\",\"Depth\":3,\"Children\":0,\"ContentType\":\"image/png\","
+	       "\"Charset\":\"\",\"Encoding\":\"base64\",\"Disposition\":\"inline\",\"FileName\":\"logo.png\","
+	       "\"ContentID\":\"logo@x\",\"Size\":8}");
+	has(t, "],\"Warnings\":[]}");
+	buf_reset(&b);
+	static const char bad[] = "Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\n\r\nx";
+	assert_int_equal(sbx_msg_parts_json(bad, sizeof(bad) - 1, &b), 0);
+	has(buf_cstr(&b), "\"Warnings\":[\"no-close-delimiter\"]}");
+	buf_free(&b);
+}
+
 static void test_size_warning(void **state)
 {
 	(void)state;
@@ -373,7 +405,7 @@ int main(void)
 		cmocka_unit_test(test_summary),            cmocka_unit_test(test_part),
 		cmocka_unit_test(test_html_cid_and_remote), cmocka_unit_test(test_html_evasions),
 		cmocka_unit_test(test_check),              cmocka_unit_test(test_auth_results_edges),
-		cmocka_unit_test(test_size_warning),
+		cmocka_unit_test(test_headers_and_tree),   cmocka_unit_test(test_size_warning),
 		cmocka_unit_test(test_out_bound),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
