@@ -322,6 +322,20 @@ static int html_url_norm(const char *v, size_t n, struct buf *url)
 	return 0;
 }
 
+/* A data: URL kept as a resource: images and fonts only. data:text/html
+ * in an <object> or <iframe> would be a document with its own loads. */
+static bool html_data_ok(const char *u, size_t n)
+{
+	static const char *const ok[] = {"data:image/", "data:font/", "data:application/font-",
+	                                 "data:application/x-font-", "data:application/octet-stream"};
+	for (size_t k = 0; k < sizeof(ok) / sizeof(ok[0]); k++) {
+		size_t l = strlen(ok[k]);
+		if (n >= l && strncasecmp(u, ok[k], l) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* What a resource URL becomes: appended to out, raw (not yet escaped). */
 static int html_resource(struct html_rw *rw, const char *v, size_t n, struct buf *out)
 {
@@ -336,7 +350,7 @@ static int html_resource(struct html_rw *rw, const char *v, size_t n, struct buf
 		return buf_append_str(out, "data:,");
 	}
 	if (ul >= 5 && strncasecmp(u, "data:", 5) == 0)
-		return buf_append(out, u, ul);
+		return html_data_ok(u, ul) ? buf_append(out, u, ul) : buf_append_str(out, "data:,");
 	if (rw->allow_remote && ((ul >= 7 && strncasecmp(u, "http://", 7) == 0) ||
 	                         (ul >= 8 && strncasecmp(u, "https://", 8) == 0)))
 		return buf_append(out, u, ul);
@@ -380,6 +394,12 @@ static int html_css(struct html_rw *rw, const char *s, size_t n, struct buf *out
 			i = j < n ? j + 1 : n;
 			continue;
 		}
+		if (!rw->allow_remote && s[i] == '\\') {
+			/* an escaped backslash: "\75rl(" can no longer spell url( */
+			rc = buf_append_str(out, "\\5c ");
+			i++;
+			continue;
+		}
 		if (!rw->allow_remote && s[i] == '@' && n - i >= 7 && strncasecmp(s + i, "@import", 7) == 0) {
 			rc = buf_append_str(out, "@x-blocked-import");
 			i += 7;
@@ -415,9 +435,9 @@ static int html_rw_attr(struct html_rw *rw, const char *s, const char *tag, size
 {
 	bool meta = html_name_is(tag, tlen, "meta"), base = html_name_is(tag, tlen, "base");
 	if ((a->nlen > 2 && strncasecmp(a->name, "on", 2) == 0) || (meta && html_name_is(a->name, a->nlen, "http-equiv")) ||
-	    (base && html_name_is(a->name, a->nlen, "href")) ||
+	    (base && html_name_is(a->name, a->nlen, "href")) || html_name_is(a->name, a->nlen, "srcdoc") ||
 	    (!rw->allow_remote && (html_name_is(a->name, a->nlen, "srcset") || html_name_is(a->name, a->nlen, "ping"))))
-		return 0; /* event handlers, refresh, base URL, remote candidates, pings */
+		return 0; /* event handlers, refresh, base URL, nested documents, remote candidates, pings */
 	bool res = a->val != NULL && html_is_resource_attr(tag, tlen, a);
 	bool style = a->val != NULL && html_name_is(a->name, a->nlen, "style");
 	int rc = buf_append_byte(out, ' ');

@@ -729,6 +729,10 @@ static int sbx_cid_resolve(void *ctx, const char *cid, size_t len, struct buf *o
 		if (p->content_id == NULL || c->b->role[i] == SBX_ROLE_NONE || p->is_multipart ||
 		    strcmp(p->content_id, want) != 0)
 			continue;
+		/* images and fonts only: a document would be loaded by <object> */
+		if (strncmp(p->type, "image/", 6) != 0 && strncmp(p->type, "font/", 5) != 0 &&
+		    strcmp(p->type, "application/octet-stream") != 0)
+			return 0;
 		/* decoded is at most the body's size: skip what cannot fit */
 		if (c->c_len[i] == 0 && (p->body_len > c->budget * 2 + 16 || sbx_cid_encode(c, i) != 0))
 			return 0;

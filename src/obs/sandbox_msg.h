@@ -20,11 +20,13 @@
  *      allow-popups-to-escape-sandbox may be added so that links open in
  *      a new tab), and referrerpolicy="no-referrer".
  * The rewriting here is defence in depth, not the guard: cid: references
- * become data: URIs of the message's inline parts; unless allow_remote,
- * every resource URL (src, background, poster, srcset, link href, CSS
- * url() and @import) that is not data: is replaced by an empty data: URI,
- * <meta http-equiv> and <base> are disarmed. Scripts are left to the CSP
- * and the sandbox (the CSP has no script-src, the iframe no allow-scripts).
+ * become data: URIs of the message's inline image/font parts; unless
+ * allow_remote, every resource URL (src, background, poster, srcset, link
+ * and svg href, CSS url(), @import, image-set) that is not a data: image
+ * or font is replaced by "data:," and CSS escapes are defused; always,
+ * on* handlers, ping, srcdoc, <meta http-equiv> and <base href> are
+ * dropped. Scripts are left to the CSP and the sandbox (the CSP has no
+ * script-src, the iframe no allow-scripts).
  */
 #ifndef HK_OBS_SANDBOX_MSG_H
 #define HK_OBS_SANDBOX_MSG_H

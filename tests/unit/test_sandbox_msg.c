@@ -246,17 +246,21 @@ static void test_html_evasions(void **state)
 		/* markup a browser renders where a naive scanner sees none */
 		"<!--><img src=\"http://c1.example/\">--><!---><img src=http://c5.example/>"
 		"<svg><style><img src=\"http://c2.example/\"></style></svg>"
-		"<noscript><img src=http://c3.example/></noscript><a ping=\"http://c4.example/\" href=\"#\">x</a>";
+		"<noscript><img src=http://c3.example/></noscript><a ping=\"http://c4.example/\" href=\"#\">x</a>"
+		"<p style=\"background:\\75rl(http://c6.example/)\">e</p><object data=\"data:text/html,&lt;img src=//c7.example&gt;\">"
+		"<iframe srcdoc=\"&lt;img src=http://c8.example/&gt;\"></iframe>";
 	struct buf b;
 	buf_init(&b, 0);
 	assert_int_equal(sbx_msg_html(raw, sizeof(raw) - 1, false, &b), 1);
 	const char *h = buf_cstr(&b);
 	const char *gone[] = {"x.example", "y.example", "z.example", "w.example", "css.example", "b.example",
 	                      "http-equiv", "cid:", "c1.example", "c2.example", "c3.example", "c4.example",
-	                      "c5.example"};
+	                      "c5.example", "c7.example", "c8.example", "srcdoc"};
 	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
 		hasnt(h, gone[i]);
 	has(h, "<meta content=\"0;url=https://r.example/\">");
+	has(h, "style=\"background:\\5c 75rl(http://c6.example/)\""); /* inert: not url( */
+	has(h, "<object data=\"data:,\">");
 	has(h, "<base>");
 	/* what is left of them in CSS is inert text */
 	has(h, "@x-blocked-import 'https://i.example/x.css'");
