@@ -489,6 +489,37 @@ static int sbx_json_bodies(struct buf *o, const struct mime_msg *m, const struct
 	return rc;
 }
 
+/* Mailpit's ListUnsubscribe object: the two fields as sent and the <...>
+ * URIs of List-Unsubscribe (RFC 2369 §3.2), up to four. */
+static int sbx_json_unsub(struct buf *o, const struct mime_msg *m)
+{
+	struct buf h, p;
+	const char *hdr = m->raw + m->parts[0].hdr_off;
+	size_t hl = m->parts[0].hdr_len, nl = 0;
+	buf_init(&h, MIME_MAX_FIELD + 1);
+	buf_init(&p, MIME_MAX_FIELD + 1);
+	(void)mime_hdr_get(hdr, hl, "List-Unsubscribe", &h);
+	(void)mime_hdr_get(hdr, hl, "List-Unsubscribe-Post", &p);
+	int rc = buf_append_str(o, ",\"ListUnsubscribe\":{\"Header\":");
+	rc = rc != 0 ? rc : json_append_str(o, buf_cstr(&h), h.len);
+	rc = rc != 0 ? rc : buf_append_str(o, ",\"Links\":[");
+	const char *s = buf_cstr(&h), *e = s + h.len;
+	while (rc == 0 && nl < 4 && (s = memchr(s, '<', (size_t)(e - s))) != NULL) {
+		const char *gt = memchr(s, '>', (size_t)(e - s));
+		if (gt == NULL)
+			break;
+		rc = buf_append_str(o, nl++ > 0 ? "," : "");
+		rc = rc != 0 ? rc : json_append_str(o, s + 1, (size_t)(gt - s - 1));
+		s = gt + 1;
+	}
+	rc = rc != 0 ? rc : buf_append_str(o, "],\"Errors\":\"\",\"HeaderPost\":");
+	rc = rc != 0 ? rc : json_append_str(o, buf_cstr(&p), p.len);
+	rc = rc != 0 ? rc : buf_append_byte(o, '}');
+	buf_free(&h);
+	buf_free(&p);
+	return rc;
+}
+
 int sbx_msg_json(const void *raw, size_t len, const char *id, int64_t received, struct buf *out)
 {
 	struct mime_msg *m = mime_parse(raw, len);
@@ -522,6 +553,7 @@ int sbx_msg_json(const void *raw, size_t len, const char *id, int64_t received, 
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "ReplyTo", &rt);
 	rc = rc != 0 ? rc : sbx_json_key_str(out, "ReturnPath", rpath, strlen(rpath));
 	rc = rc != 0 ? rc : sbx_json_key_str(out, "Subject", subject, strlen(subject));
+	rc = rc != 0 ? rc : sbx_json_unsub(out, m);
 	rc = rc != 0 ? rc : buf_append_str(out, ",\"Date\":");
 	rc = rc != 0 ? rc : sbx_rfc3339(out, t, off);
 	rc = rc != 0 ? rc : buf_append_str(out, ",\"Tags\":[]");

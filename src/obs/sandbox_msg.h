@@ -73,9 +73,12 @@ struct sbx_msg_summary {
 
 /* Mailpit's v1 "Message" object for raw[0..len) into out: ID (id),
  * MessageID, From, To, Cc, Bcc, ReplyTo, ReturnPath, Subject, Date (RFC
- * 3339; `received` when there is no valid Date field), Tags ([]), Text,
+ * 3339; `received` when there is no valid Date field), Tags ([]), Text
+ * (the HTML's text when there is no text/plain part, as Mailpit does),
  * HTML, Size, Inline[] and Attachments[] ({PartID, FileName, ContentType,
- * ContentID, Size}). 0, or -1 if out refuses (its max). */
+ * ContentID, Size}), ListUnsubscribe {Header, Links, Errors, HeaderPost}.
+ * Mailpit's Username is not known here (the store has the login).
+ * 0, or -1 if out refuses (its max). */
 int sbx_msg_json(const void *raw, size_t len, const char *id, int64_t received, struct buf *out);
 
 /* Fill s (zeroed first) from raw[0..len). Release with sbx_msg_summary_clear(). */

@@ -19,6 +19,8 @@ static const char mixed[] =
 	" undisclosed:;\r\n"
 	"Cc: Team: dan@example.com, \"Eve\" <eve@example.com>;\r\n"
 	"Reply-To: <reply@example.com>\r\n"
+	"List-Unsubscribe: <mailto:u@example.com>, <https://example.com/u?a=1>\r\n"
+	"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
 	"Subject: =?iso-8859-1?B?Q2Fm6Q==?= =?utf-8?Q?_=E2=82=AC?=\r\n"
 	"Date: Fri, 4 Dec 2026 09:15:30 +0900 (JST)\r\n"
 	"Message-ID: <abc.123@example.com>\r\n"
@@ -102,6 +104,9 @@ static void test_message_json(void **state)
 	has(j, "\"ReturnPath\":\"bounce@example.com\"");
 	has(j, "\"Subject\":\"Caf\xc3\xa9 \xe2\x82\xac\"");
 	has(j, "\"Date\":\"2026-12-04T09:15:30+09:00\"");
+	has(j, "\"ListUnsubscribe\":{\"Header\":\"\\u003cmailto:u@example.com\\u003e, \\u003chttps://example.com/u?a=1\\u003e\","
+	       "\"Links\":[\"mailto:u@example.com\",\"https://example.com/u?a=1\"],\"Errors\":\"\","
+	       "\"HeaderPost\":\"List-Unsubscribe=One-Click\"}");
 	has(j, "\"Tags\":[]");
 	has(j, "\"Text\":\"Hello   there,\\r\\n  see https://shop.example.com/x?a=1.");
 	has(j, "\"HTML\":\"\\u003chtml\\u003e");
