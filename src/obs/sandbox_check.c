@@ -153,7 +153,7 @@ static bool chk_text_host(const char *t, size_t n, char *host, size_t hostlen)
 			dots++;
 		e++;
 	}
-	if (p == 0 && (e != n || dots == 0))
+	if (p == 0 && (dots == 0 || (e != n && t[e] != '/') || memchr(t, ' ', n) != NULL))
 		return false; /* plain words, not a domain */
 	if (!chk_host_ok(t + p, e - p) || e - p >= hostlen)
 		return false;
@@ -166,6 +166,18 @@ static bool chk_text_host(const char *t, size_t n, char *host, size_t hostlen)
 static const char *chk_strip_www(const char *h)
 {
 	return strncmp(h, "www.", 4) == 0 ? h + 4 : h;
+}
+
+/* Does the link go where its text says: the same host, or one under it
+ * ("login.bank.example" for "bank.example"), "www." aside? */
+static bool chk_same_site(const char *host, const char *shown)
+{
+	host = chk_strip_www(host);
+	shown = chk_strip_www(shown);
+	size_t hl = strlen(host), sl = strlen(shown);
+	if (hl == sl)
+		return strcmp(host, shown) == 0;
+	return hl > sl && host[hl - sl - 1] == '.' && strcmp(host + hl - sl, shown) == 0;
 }
 
 struct chk_links {
@@ -189,7 +201,7 @@ static int chk_link(void *ctx, const char *url, size_t ulen, const char *text, s
 	}
 	const char *reason = chk_url(url, ulen, host, sizeof(host));
 	if (reason == NULL && host[0] != '\0' && chk_text_host(text, tlen, thost, sizeof(thost)) &&
-	    strcmp(chk_strip_www(host), chk_strip_www(thost)) != 0) {
+	    !chk_same_site(host, thost)) {
 		snprintf(why, sizeof(why), "the text shows %s but the link goes to %s", thost, host);
 		reason = why;
 	}

@@ -545,8 +545,8 @@ int sbx_msg_json(const void *raw, size_t len, const char *id, int64_t received, 
 	rc = rc != 0 ? rc : buf_append_str(out, ",\"From\":");
 	if (rc == 0 && from.n > 0)
 		rc = sbx_json_addr(out, &from.v[0]);
-	else if (rc == 0)
-		rc = buf_append_str(out, "null");
+	else if (rc == 0) /* as Mailpit: an empty address, not null */
+		rc = buf_append_str(out, "{\"Name\":\"\",\"Address\":\"\"}");
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "To", &to);
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "Cc", &cc);
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "Bcc", &bcc);

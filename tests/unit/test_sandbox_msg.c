@@ -375,6 +375,34 @@ static void test_headers_and_tree(void **state)
 	buf_free(&b);
 }
 
+static void test_link_text(void **state)
+{
+	(void)state;
+	static const char raw[] = "From: a@b.example\r\nContent-Type: text/html\r\n\r\n"
+	                          "<a href=\"https://login.bank.example/x\">bank.example</a>"
+	                          "<a href=\"https://evil.example/x\">paypal.example/login</a>"
+	                          "<a href=\"https://evil.example/y\">see paypal.example now</a>"
+	                          "<a href=\"https://bank.example.evil.example/\">bank.example</a>"
+	                          "<a href=\"http://[::1]:8080/\">x</a><a href=\"http://a..b/\">y</a>";
+	struct buf b;
+	buf_init(&b, 0);
+	assert_int_equal(sbx_msg_check(raw, sizeof(raw) - 1, &b), 0);
+	const char *c = buf_cstr(&b);
+	has(c, "\"url\":\"https://login.bank.example/x\",\"text\":\"bank.example\",\"source\":\"html\",\"malformed\":false");
+	has(c, "\"url\":\"https://evil.example/x\",\"text\":\"paypal.example/login\",\"source\":\"html\",\"malformed\":true");
+	has(c, "\"url\":\"https://evil.example/y\",\"text\":\"see paypal.example now\",\"source\":\"html\",\"malformed\":false");
+	has(c, "\"url\":\"https://bank.example.evil.example/\",\"text\":\"bank.example\",\"source\":\"html\",\"malformed\":true");
+	has(c, "\"url\":\"http://[::1]:8080/\",\"text\":\"x\",\"source\":\"html\",\"malformed\":false");
+	has(c, "\"url\":\"http://a..b/\",\"text\":\"y\",\"source\":\"html\",\"malformed\":true,\"reason\":\"bad host name\"");
+	/* no Date, no Message-ID: reported, From is there */
+	has(c, "\"missingHeaders\":[\"Date\",\"Message-ID\"]");
+	buf_reset(&b);
+	/* no From at all: an empty address object, as Mailpit */
+	assert_int_equal(sbx_msg_json("Subject: x\r\n\r\n", 14, "i", 0, &b), 0);
+	has(buf_cstr(&b), "\"From\":{\"Name\":\"\",\"Address\":\"\"}");
+	buf_free(&b);
+}
+
 static void test_size_warning(void **state)
 {
 	(void)state;
@@ -414,7 +442,8 @@ int main(void)
 		cmocka_unit_test(test_summary),            cmocka_unit_test(test_part),
 		cmocka_unit_test(test_html_cid_and_remote), cmocka_unit_test(test_html_evasions),
 		cmocka_unit_test(test_check),              cmocka_unit_test(test_auth_results_edges),
-		cmocka_unit_test(test_headers_and_tree),   cmocka_unit_test(test_size_warning),
+		cmocka_unit_test(test_headers_and_tree),   cmocka_unit_test(test_link_text),
+		cmocka_unit_test(test_size_warning),
 		cmocka_unit_test(test_out_bound),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
