@@ -94,7 +94,8 @@ int mime_qp_decode(const char *in, size_t len, struct buf *out)
 			while (j < len && (in[j] == ' ' || in[j] == '\t'))
 				j++;
 			/* trailing whitespace of a line is padding (§6.7 (3)) */
-			bool eol = j >= len || in[j] == '\n' || (in[j] == '\r' && j + 1 < len && in[j + 1] == '\n');
+			bool eol = j >= len || in[j] == '\n' ||
+			           (in[j] == '\r' && j + 1 < len && in[j + 1] == '\n');
 			if (!eol)
 				rc = buf_append(out, in + i, j - i);
 			i = j;
@@ -136,7 +137,8 @@ int mime_b64_decode(const char *in, size_t len, struct buf *out)
 			if (n == 2)
 				rc = buf_append_byte(out, (unsigned char)(acc >> 4));
 			else if (n == 3) {
-				unsigned char b[2] = {(unsigned char)(acc >> 10), (unsigned char)(acc >> 2)};
+				unsigned char b[2] = {(unsigned char)(acc >> 10),
+				                      (unsigned char)(acc >> 2)};
 				rc = buf_append(out, b, 2);
 			}
 			acc = 0, n = 0;
@@ -172,7 +174,8 @@ static int mime_utf8_or_latin1(const unsigned char *p, size_t len, struct buf *o
 			i += n;
 			continue;
 		}
-		unsigned char b[2] = {(unsigned char)(0xc0 | p[i] >> 6), (unsigned char)(0x80 | (p[i] & 0x3f))};
+		unsigned char b[2] = {(unsigned char)(0xc0 | p[i] >> 6),
+		                      (unsigned char)(0x80 | (p[i] & 0x3f))};
 		rc = buf_append(out, b, 2);
 		i++;
 	}
@@ -220,7 +223,8 @@ static int mime_iconv(iconv_t cd, const unsigned char *in, size_t len, struct bu
 	while (rc == 0) {
 		char *op = tmp;
 		size_t oleft = sizeof(tmp);
-		size_t r = ileft > 0 ? iconv(cd, &ip, &ileft, &op, &oleft) : iconv(cd, NULL, NULL, &op, &oleft);
+		size_t r = ileft > 0 ? iconv(cd, &ip, &ileft, &op, &oleft)
+		                     : iconv(cd, NULL, NULL, &op, &oleft);
 		int e = errno;
 		rc = buf_append(out, tmp, sizeof(tmp) - oleft);
 		if (r != (size_t)-1) {
@@ -302,7 +306,8 @@ int mime_hdr_get(const char *hdr, size_t len, const char *name, struct buf *out)
 
 /* An encoded-word at v[i] (RFC 2047 §2): its end, charset and decoded
  * octets into raw; 0 if it is not one. */
-static size_t mime_ew_parse(const char *v, size_t len, size_t i, char *cs, size_t cslen, struct buf *raw)
+static size_t mime_ew_parse(const char *v, size_t len, size_t i, char *cs, size_t cslen,
+                            struct buf *raw)
 {
 	if (i + 2 > len || v[i] != '=' || v[i + 1] != '?')
 		return 0;
@@ -380,7 +385,8 @@ int mime_decode_words(const char *v, size_t len, struct buf *out)
 		}
 		if (end > 0) {
 			if (lit_len > 0)
-				w.rc = mime_utf8_or_latin1((const unsigned char *)v + lit, lit_len, out);
+				w.rc = mime_utf8_or_latin1((const unsigned char *)v + lit, lit_len,
+				                           out);
 			lit_len = 0;
 			ws_len = 0; /* between two encoded-words: dropped (§6.2) */
 			if (strcmp(cs, w.pend_cs) != 0) {
@@ -438,7 +444,8 @@ static int mime_param_value(const char *v, size_t len, size_t *i, struct buf *va
 		for (j++; j < len && v[j] != '"' && rc == 0; j++) {
 			if (v[j] == '\\' && j + 1 < len)
 				j++;
-			rc = val->len < MIME_MAX_PARAM ? buf_append_byte(val, (unsigned char)v[j]) : 0;
+			rc = val->len < MIME_MAX_PARAM ? buf_append_byte(val, (unsigned char)v[j])
+			                               : 0;
 		}
 		if (j < len)
 			j++;
@@ -501,7 +508,8 @@ static int mime_param_join(const struct mime_seg *segs, const struct buf *store,
 		}
 		if (k == 0) { /* charset'language'value (§4) */
 			const char *q1 = memchr(p, '\'', n);
-			const char *q2 = q1 != NULL ? memchr(q1 + 1, '\'', n - (size_t)(q1 + 1 - p)) : NULL;
+			const char *q2 =
+			    q1 != NULL ? memchr(q1 + 1, '\'', n - (size_t)(q1 + 1 - p)) : NULL;
 			if (q2 != NULL) {
 				size_t cl = (size_t)(q1 - p);
 				if (cl < sizeof(cs)) {
@@ -644,7 +652,8 @@ static void mime_split(struct mime_ctx *c, struct mime_part *p, size_t off, size
 	c->m->warn |= MIME_W_NO_BODY_SEP;
 }
 
-static void mime_content_type(struct mime_ctx *c, struct mime_part *p, const char *dflt, char *boundary)
+static void mime_content_type(struct mime_ctx *c, struct mime_part *p, const char *dflt,
+                              char *boundary)
 {
 	const char *h = c->m->raw + p->hdr_off;
 	struct buf *t = &c->tmp;
@@ -681,7 +690,8 @@ params:;
 		p->charset[pv.len] = '\0';
 	}
 	buf_reset(&pv);
-	if (mime_param_get(v, n, "boundary", &pv) == 1 && pv.len > 0 && pv.len <= MIME_MAX_BOUNDARY) {
+	if (mime_param_get(v, n, "boundary", &pv) == 1 && pv.len > 0 &&
+	    pv.len <= MIME_MAX_BOUNDARY) {
 		memcpy(boundary, pv.data, pv.len);
 		boundary[pv.len] = '\0';
 		if (strlen(boundary) != pv.len)
@@ -727,7 +737,8 @@ static void mime_other_fields(struct mime_ctx *c, struct mime_part *p)
 		buf_free(&pv);
 	}
 	buf_reset(t);
-	if (mime_hdr_get(h, p->hdr_len, "Content-ID", t) == 1 && t->len > 0 && t->len <= MIME_CID_MAX) {
+	if (mime_hdr_get(h, p->hdr_len, "Content-ID", t) == 1 && t->len > 0 &&
+	    t->len <= MIME_CID_MAX) {
 		const char *v = buf_cstr(t);
 		size_t n = t->len;
 		if (n >= 2 && v[0] == '<' && v[n - 1] == '>')
@@ -783,7 +794,8 @@ static void mime_multipart(struct mime_ctx *c, size_t idx, const char *boundary)
 	unsigned depth = m->parts[idx].depth, count = 0;
 	bool in_part = false, closed = false;
 	char id[MIME_ID_MAX], pid[MIME_ID_MAX];
-	const char *dflt = strcmp(m->parts[idx].type, "multipart/digest") == 0 ? "message/rfc822" : "text/plain";
+	const char *dflt =
+	    strcmp(m->parts[idx].type, "multipart/digest") == 0 ? "message/rfc822" : "text/plain";
 	memcpy(pid, m->parts[idx].id, sizeof(pid));
 	while (i < n && !closed) {
 		size_t next, line_end;
@@ -798,7 +810,8 @@ static void mime_multipart(struct mime_ctx *c, size_t idx, const char *boundary)
 				if (end > start && s[end - 1] == '\r')
 					end--;
 				mime_child_id(pid, ++count, id, sizeof(id));
-				mime_entity(c, m->parts[idx].body_off + start, end - start, (int)idx, depth + 1, id, dflt);
+				mime_entity(c, m->parts[idx].body_off + start, end - start,
+				            (int)idx, depth + 1, id, dflt);
 			}
 			in_part = kind == 1;
 			closed = kind == 2;
@@ -809,7 +822,8 @@ static void mime_multipart(struct mime_ctx *c, size_t idx, const char *boundary)
 	}
 	if (in_part) {
 		mime_child_id(pid, ++count, id, sizeof(id));
-		mime_entity(c, m->parts[idx].body_off + start, n - start, (int)idx, depth + 1, id, dflt);
+		mime_entity(c, m->parts[idx].body_off + start, n - start, (int)idx, depth + 1, id,
+		            dflt);
 	}
 	if (!closed)
 		m->warn |= MIME_W_NO_CLOSE;
@@ -846,7 +860,8 @@ static void mime_entity(struct mime_ctx *c, size_t off, size_t len, int parent, 
 	if (multi) {
 		p->is_multipart = true;
 		mime_multipart(c, idx, boundary); /* p may move: use idx */
-	} else if (msg && p->cte != MIME_CTE_BASE64 && p->cte != MIME_CTE_QP && p->cte != MIME_CTE_OTHER) {
+	} else if (msg && p->cte != MIME_CTE_BASE64 && p->cte != MIME_CTE_QP &&
+	           p->cte != MIME_CTE_OTHER) {
 		char cid[MIME_ID_MAX];
 		size_t il = strlen(p->id);
 		if (il + 3 > sizeof(cid))
@@ -911,7 +926,8 @@ int mime_part_text(const struct mime_msg *m, const struct mime_part *p, struct b
 	buf_init(&raw, out->max);
 	int rc = mime_part_decode(m, p, &raw);
 	if (rc == 0)
-		rc = mime_to_utf8(p->charset[0] != '\0' ? p->charset : NULL, raw.data, raw.len, out);
+		rc =
+		    mime_to_utf8(p->charset[0] != '\0' ? p->charset : NULL, raw.data, raw.len, out);
 	buf_free(&raw);
 	return rc;
 }

@@ -12,8 +12,8 @@
 #include "lib/json.h"
 #include "obs/sandbox_int.h"
 
-#define HTML_URL_MAX 8192   /* a URL longer than this is not rewritten, but blocked */
-#define HTML_LINK_TEXT 200  /* octets of link text kept */
+#define HTML_URL_MAX 8192  /* a URL longer than this is not rewritten, but blocked */
+#define HTML_LINK_TEXT 200 /* octets of link text kept */
 
 static char html_lower(char c)
 {
@@ -48,12 +48,14 @@ static int html_put_cp(struct buf *out, uint32_t cp)
 		return buf_append(out, b, 2);
 	}
 	if (cp < 0x10000) {
-		b[0] = (unsigned char)(0xe0 | cp >> 12), b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+		b[0] = (unsigned char)(0xe0 | cp >> 12),
+		b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
 		b[2] = (unsigned char)(0x80 | (cp & 0x3f));
 		return buf_append(out, b, 3);
 	}
 	b[0] = (unsigned char)(0xf0 | cp >> 18), b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-	b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f)), b[3] = (unsigned char)(0x80 | (cp & 0x3f));
+	b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f)),
+	b[3] = (unsigned char)(0x80 | (cp & 0x3f));
 	return buf_append(out, b, 4);
 }
 
@@ -61,9 +63,13 @@ static int html_put_cp(struct buf *out, uint32_t cp)
  * 0 if it is not one this scanner knows (then '&' is literal). */
 static size_t html_charref(const char *s, size_t n, size_t i, uint32_t *cp)
 {
-	static const struct { const char *name; uint32_t cp; } named[] = {
-		{"amp", '&'}, {"lt", '<'}, {"gt", '>'}, {"quot", '"'}, {"apos", '\''}, {"nbsp", 0xa0},
-		{"colon", ':'}, {"sol", '/'}, {"period", '.'}, {"tab", '\t'}, {"newline", '\n'},
+	static const struct {
+		const char *name;
+		uint32_t cp;
+	} named[] = {
+	    {"amp", '&'},    {"lt", '<'},    {"gt", '>'},       {"quot", '"'},
+	    {"apos", '\''},  {"nbsp", 0xa0}, {"colon", ':'},    {"sol", '/'},
+	    {"period", '.'}, {"tab", '\t'},  {"newline", '\n'},
 	};
 	size_t j = i + 1;
 	if (j < n && s[j] == '#') {
@@ -73,7 +79,9 @@ static size_t html_charref(const char *s, size_t n, size_t i, uint32_t *cp)
 		j += hex ? 2 : 1;
 		for (d0 = j; j < n && j - d0 < 10; j++) {
 			char c = html_lower(s[j]);
-			int dv = c >= '0' && c <= '9' ? c - '0' : (hex && c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+			int dv = c >= '0' && c <= '9'            ? c - '0'
+			         : (hex && c >= 'a' && c <= 'f') ? c - 'a' + 10
+			                                         : -1;
 			if (dv < 0)
 				break;
 			v = v * (hex ? 16 : 10) + (uint32_t)dv;
@@ -224,7 +232,8 @@ static bool html_next_attr(const char *s, size_t n, size_t *i, struct html_attr 
 
 /* The tag at s[i] == '<': its name, whether an end tag, and where the
  * attributes start. 0 if it is no tag (the '<' is text). */
-static size_t html_tag_name(const char *s, size_t n, size_t i, const char **name, size_t *nlen, bool *end)
+static size_t html_tag_name(const char *s, size_t n, size_t i, const char **name, size_t *nlen,
+                            bool *end)
 {
 	size_t j = i + 1;
 	*end = j < n && s[j] == '/';
@@ -262,7 +271,8 @@ static size_t html_skip_decl(const char *s, size_t n, size_t i)
 			return j + 1;
 		if (n - j >= 2 && s[j] == '-' && s[j + 1] == '>')
 			return j + 2;
-		for (const char *p = s + j; (p = memchr(p, '-', (size_t)(s + n - p))) != NULL; p++) {
+		for (const char *p = s + j; (p = memchr(p, '-', (size_t)(s + n - p))) != NULL;
+		     p++) {
 			size_t r = (size_t)(s + n - p);
 			if (r >= 3 && memcmp(p, "-->", 3) == 0)
 				return (size_t)(p - s) + 3;
@@ -327,7 +337,8 @@ static int html_url_norm(const char *v, size_t n, struct buf *url)
 static bool html_data_ok(const char *u, size_t n)
 {
 	static const char *const ok[] = {"data:image/", "data:font/", "data:application/font-",
-	                                 "data:application/x-font-", "data:application/octet-stream"};
+	                                 "data:application/x-font-",
+	                                 "data:application/octet-stream"};
 	for (size_t k = 0; k < sizeof(ok) / sizeof(ok[0]); k++) {
 		size_t l = strlen(ok[k]);
 		if (n >= l && strncasecmp(u, ok[k], l) == 0)
@@ -387,7 +398,8 @@ static int html_css(struct html_rw *rw, const char *s, size_t n, struct buf *out
 			rc = rc != 0 ? rc : html_resource(rw, s + a0, a1 - a0, out);
 			/* a quote or backslash inside would end the CSS string */
 			for (size_t k = m0; rc == 0 && k < out->len; k++) {
-				if (out->data[k] == '"' || out->data[k] == '\\' || out->data[k] == '\n')
+				if (out->data[k] == '"' || out->data[k] == '\\' ||
+				    out->data[k] == '\n')
 					out->data[k] = '_';
 			}
 			rc = rc != 0 ? rc : buf_append_str(out, "\")");
@@ -400,7 +412,8 @@ static int html_css(struct html_rw *rw, const char *s, size_t n, struct buf *out
 			i++;
 			continue;
 		}
-		if (!rw->allow_remote && s[i] == '@' && n - i >= 7 && strncasecmp(s + i, "@import", 7) == 0) {
+		if (!rw->allow_remote && s[i] == '@' && n - i >= 7 &&
+		    strncasecmp(s + i, "@import", 7) == 0) {
 			rc = buf_append_str(out, "@x-blocked-import");
 			i += 7;
 			continue;
@@ -417,9 +430,9 @@ static int html_css(struct html_rw *rw, const char *s, size_t n, struct buf *out
 
 static bool html_is_resource_attr(const char *tag, size_t tlen, const struct html_attr *a)
 {
-	static const char *const names[] = {"src", "background", "poster", "lowsrc", "dynsrc", "data",
-	                                    "codebase", "cite", "longdesc", "profile", "manifest",
-	                                    "icon", "xlink:href", "imagesrcset"};
+	static const char *const names[] = {
+	    "src",  "background", "poster",  "lowsrc",   "dynsrc", "data",       "codebase",
+	    "cite", "longdesc",   "profile", "manifest", "icon",   "xlink:href", "imagesrcset"};
 	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
 		if (html_name_is(a->name, a->nlen, names[k]))
 			return true;
@@ -434,10 +447,14 @@ static int html_rw_attr(struct html_rw *rw, const char *s, const char *tag, size
                         const struct html_attr *a, struct buf *out)
 {
 	bool meta = html_name_is(tag, tlen, "meta"), base = html_name_is(tag, tlen, "base");
-	if ((a->nlen > 2 && strncasecmp(a->name, "on", 2) == 0) || (meta && html_name_is(a->name, a->nlen, "http-equiv")) ||
-	    (base && html_name_is(a->name, a->nlen, "href")) || html_name_is(a->name, a->nlen, "srcdoc") ||
-	    (!rw->allow_remote && (html_name_is(a->name, a->nlen, "srcset") || html_name_is(a->name, a->nlen, "ping"))))
-		return 0; /* event handlers, refresh, base URL, nested documents, remote candidates, pings */
+	if ((a->nlen > 2 && strncasecmp(a->name, "on", 2) == 0) ||
+	    (meta && html_name_is(a->name, a->nlen, "http-equiv")) ||
+	    (base && html_name_is(a->name, a->nlen, "href")) ||
+	    html_name_is(a->name, a->nlen, "srcdoc") ||
+	    (!rw->allow_remote &&
+	     (html_name_is(a->name, a->nlen, "srcset") || html_name_is(a->name, a->nlen, "ping"))))
+		return 0; /* event handlers, refresh, base URL, nested documents, remote candidates,
+		             pings */
 	bool res = a->val != NULL && html_is_resource_attr(tag, tlen, a);
 	bool style = a->val != NULL && html_name_is(a->name, a->nlen, "style");
 	int rc = buf_append_byte(out, ' ');
@@ -449,7 +466,8 @@ static int html_rw_attr(struct html_rw *rw, const char *s, const char *tag, size
 	} else {
 		buf_reset(&rw->out2);
 		rc = rc != 0 ? rc : html_unescape(a->val, a->vlen, &rw->out2);
-		rc = rc != 0 ? rc : html_css(rw, (const char *)rw->out2.data, rw->out2.len, &rw->val);
+		rc = rc != 0 ? rc
+		             : html_css(rw, (const char *)rw->out2.data, rw->out2.len, &rw->val);
 	}
 	rc = rc != 0 ? rc : buf_append(out, a->name, a->nlen);
 	rc = rc != 0 ? rc : buf_append_str(out, "=\"");
@@ -457,7 +475,8 @@ static int html_rw_attr(struct html_rw *rw, const char *s, const char *tag, size
 	return rc != 0 ? rc : buf_append_byte(out, '"');
 }
 
-static size_t html_rw_tag(struct html_rw *rw, const char *s, size_t n, size_t i, struct buf *out, int *rc)
+static size_t html_rw_tag(struct html_rw *rw, const char *s, size_t n, size_t i, struct buf *out,
+                          int *rc)
 {
 	const char *name;
 	size_t nlen;
@@ -490,7 +509,8 @@ static size_t html_rw_tag(struct html_rw *rw, const char *s, size_t n, size_t i,
 	return j;
 }
 
-int sbx_html_rewrite(const char *h, size_t n, bool allow_remote, sbx_cid_fn cid, void *ctx, struct buf *out)
+int sbx_html_rewrite(const char *h, size_t n, bool allow_remote, sbx_cid_fn cid, void *ctx,
+                     struct buf *out)
 {
 	struct html_rw rw = {.allow_remote = allow_remote, .cid = cid, .ctx = ctx};
 	size_t start = out->len;
@@ -554,7 +574,8 @@ static void html_walk_link_end(struct html_walk *w)
 	if (w->fn != NULL && !w->stop) {
 		struct buf t;
 		buf_init(&t, 0);
-		(void)sbx_collapse_ws((const char *)w->link_text.data, w->link_text.len, HTML_LINK_TEXT, &t);
+		(void)sbx_collapse_ws((const char *)w->link_text.data, w->link_text.len,
+		                      HTML_LINK_TEXT, &t);
 		w->stop = w->fn(w->ctx, buf_cstr(&w->url), w->url.len, buf_cstr(&t), t.len) != 0;
 		buf_free(&t);
 	}
@@ -582,7 +603,8 @@ static size_t html_walk_tag(struct html_walk *w, const char *s, size_t n, size_t
 			(void)html_url_norm(a.val, a.vlen, &w->url);
 			buf_reset(&w->link_text);
 			w->in_a = true;
-		} else if (img && html_name_is(a.name, a.nlen, "src") && w->fn != NULL && !w->stop) {
+		} else if (img && html_name_is(a.name, a.nlen, "src") && w->fn != NULL &&
+		           !w->stop) {
 			(void)html_url_norm(a.val, a.vlen, &w->url);
 			w->stop = w->fn(w->ctx, buf_cstr(&w->url), w->url.len, "", 0) != 0;
 		}
@@ -594,7 +616,8 @@ static size_t html_walk_tag(struct html_walk *w, const char *s, size_t n, size_t
 		snprintf(nm, sizeof(nm), "%.*s", (int)nlen, name);
 		j = html_raw_end(s, n, j, nm);
 	}
-	if (w->text != NULL && *rc == 0 && w->text->len > 0 && w->text->data[w->text->len - 1] != ' ')
+	if (w->text != NULL && *rc == 0 && w->text->len > 0 &&
+	    w->text->data[w->text->len - 1] != ' ')
 		*rc = buf_append_byte(w->text, ' '); /* words on both sides stay apart */
 	return j;
 }

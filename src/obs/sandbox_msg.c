@@ -45,7 +45,8 @@ void sbx_bodies_find(const struct mime_msg *m, struct sbx_bodies *b)
 			b->html = p, b->role[i] = SBX_ROLE_HTML;
 		} else if (body && strncmp(p->type, "text/", 5) == 0 && p->content_id == NULL) {
 			continue; /* another text body (an alternative): not listed */
-		} else if (p->disp == MIME_DISP_ATTACHMENT || (p->content_id == NULL && p->disp != MIME_DISP_INLINE)) {
+		} else if (p->disp == MIME_DISP_ATTACHMENT ||
+		           (p->content_id == NULL && p->disp != MIME_DISP_INLINE)) {
 			b->role[i] = SBX_ROLE_ATTACH, b->nattach++;
 		} else {
 			b->role[i] = SBX_ROLE_INLINE, b->ninline++;
@@ -307,9 +308,12 @@ static int sbx_num(const char **pp, const char *e, unsigned maxdig, unsigned *v)
 
 static bool sbx_zone(const char *p, const char *e, int *off_min)
 {
-	static const struct { const char *n; int h; } obs[] = {
-		{"UT", 0}, {"GMT", 0}, {"Z", 0}, {"EST", -5}, {"EDT", -4}, {"CST", -6},
-		{"CDT", -5}, {"MST", -7}, {"MDT", -6}, {"PST", -8}, {"PDT", -7},
+	static const struct {
+		const char *n;
+		int h;
+	} obs[] = {
+	    {"UT", 0},   {"GMT", 0},  {"Z", 0},    {"EST", -5}, {"EDT", -4}, {"CST", -6},
+	    {"CDT", -5}, {"MST", -7}, {"MDT", -6}, {"PST", -8}, {"PDT", -7},
 	};
 	*off_min = 0;
 	if (p < e && (*p == '+' || *p == '-')) {
@@ -402,12 +406,13 @@ static int sbx_rfc3339(struct buf *out, int64_t t, int off)
 	time_t lt = (time_t)(t + (int64_t)off * 60);
 	if (gmtime_r(&lt, &tm) == NULL || tm.tm_year + 1900 > 9999)
 		return buf_append_str(out, "\"1970-01-01T00:00:00Z\"");
-	int rc = buf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-	                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	int rc = buf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+	                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 	if (rc == 0 && off == 0)
 		rc = buf_append_str(out, "Z\"");
 	else if (rc == 0)
-		rc = buf_printf(out, "%c%02d:%02d\"", off < 0 ? '-' : '+', abs(off) / 60, abs(off) % 60);
+		rc = buf_printf(out, "%c%02d:%02d\"", off < 0 ? '-' : '+', abs(off) / 60,
+		                abs(off) % 60);
 	return rc;
 }
 
@@ -439,7 +444,8 @@ static int sbx_json_key_str(struct buf *o, const char *key, const char *v, size_
 	return rc != 0 ? rc : json_append_str(o, v, n);
 }
 
-static int sbx_json_files(struct buf *o, const struct mime_msg *m, const struct sbx_bodies *b, enum sbx_role role)
+static int sbx_json_files(struct buf *o, const struct mime_msg *m, const struct sbx_bodies *b,
+                          enum sbx_role role)
 {
 	int rc = buf_printf(o, ",\"%s\":[", role == SBX_ROLE_INLINE ? "Inline" : "Attachments");
 	bool first = true;
@@ -642,13 +648,14 @@ void sbx_msg_summary_clear(struct sbx_msg_summary *s)
 	memset(s, 0, sizeof(*s));
 }
 
-int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool read, int64_t created,
-                         struct buf *out)
+int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool read,
+                         int64_t created, struct buf *out)
 {
 	size_t start = out->len;
 	int rc = buf_append_str(out, "{\"ID\":");
 	rc = rc != 0 ? rc : json_append_cstr(out, id);
-	rc = rc != 0 ? rc : sbx_json_key_str(out, "MessageID", s->message_id, strlen(s->message_id));
+	rc =
+	    rc != 0 ? rc : sbx_json_key_str(out, "MessageID", s->message_id, strlen(s->message_id));
 	rc = rc != 0 ? rc : buf_printf(out, ",\"Read\":%s,\"From\":", read ? "true" : "false");
 	rc = rc != 0 ? rc : sbx_json_addr(out, &s->from);
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "To", &s->to);
@@ -658,7 +665,9 @@ int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool r
 	rc = rc != 0 ? rc : sbx_json_key_str(out, "Subject", s->subject, strlen(s->subject));
 	rc = rc != 0 ? rc : buf_append_str(out, ",\"Created\":");
 	rc = rc != 0 ? rc : sbx_rfc3339(out, created, 0);
-	rc = rc != 0 ? rc : buf_printf(out, ",\"Tags\":[],\"Size\":%zu,\"Attachments\":%zu", s->size, s->attachments);
+	rc = rc != 0 ? rc
+	             : buf_printf(out, ",\"Tags\":[],\"Size\":%zu,\"Attachments\":%zu", s->size,
+	                          s->attachments);
 	rc = rc != 0 ? rc : sbx_json_key_str(out, "Snippet", s->snippet, strlen(s->snippet));
 	rc = rc != 0 ? rc : buf_append_byte(out, '}');
 	if (rc != 0 && out->data != NULL) {
@@ -670,8 +679,8 @@ int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool r
 
 /* ---- one part ---- */
 
-int sbx_msg_part(const void *raw, size_t len, const char *part_id, struct buf *out, char **content_type_r,
-                 char **filename_r)
+int sbx_msg_part(const void *raw, size_t len, const char *part_id, struct buf *out,
+                 char **content_type_r, char **filename_r)
 {
 	struct mime_msg *m = mime_parse(raw, len);
 	const struct mime_part *p = mime_part_by_id(m, part_id);
@@ -744,7 +753,8 @@ static int sbx_cid_resolve(void *ctx, const char *cid, size_t len, struct buf *o
 	char want[1000];
 	size_t n = 0;
 	for (size_t i = 0; i < len && n + 1 < sizeof(want); i++) {
-		int h1 = i + 2 < len ? sbx_hex(cid[i + 1]) : -1, h2 = i + 2 < len ? sbx_hex(cid[i + 2]) : -1;
+		int h1 = i + 2 < len ? sbx_hex(cid[i + 1]) : -1,
+		    h2 = i + 2 < len ? sbx_hex(cid[i + 2]) : -1;
 		if (cid[i] == '%' && h1 >= 0 && h2 >= 0) {
 			want[n++] = (char)(h1 << 4 | h2);
 			i += 2;
@@ -766,7 +776,8 @@ static int sbx_cid_resolve(void *ctx, const char *cid, size_t len, struct buf *o
 		    strcmp(p->type, "application/octet-stream") != 0)
 			return 0;
 		/* decoded is at most the body's size: skip what cannot fit */
-		if (c->c_len[i] == 0 && (p->body_len > c->budget * 2 + 16 || sbx_cid_encode(c, i) != 0))
+		if (c->c_len[i] == 0 &&
+		    (p->body_len > c->budget * 2 + 16 || sbx_cid_encode(c, i) != 0))
 			return 0;
 		if (c->c_dec[i] > c->budget)
 			return 0;
@@ -784,8 +795,8 @@ int sbx_msg_html(const void *raw, size_t len, bool allow_remote, struct buf *out
 	sbx_bodies_find(m, &b);
 	if (b.html != NULL) {
 		struct buf h;
-		struct sbx_cids c = {.m = m, .b = &b, .budget = SBX_HTML_INLINE_MAX,
-		                     .lookups = SBX_HTML_CID_MAX};
+		struct sbx_cids c = {
+		    .m = m, .b = &b, .budget = SBX_HTML_INLINE_MAX, .lookups = SBX_HTML_CID_MAX};
 		buf_init(&h, SBX_OUT_MAX);
 		buf_init(&c.tmp, SBX_OUT_MAX);
 		buf_init(&c.cache, SBX_OUT_MAX);
@@ -793,7 +804,9 @@ int sbx_msg_html(const void *raw, size_t len, bool allow_remote, struct buf *out
 		c.c_len = xcalloc(m->nparts, sizeof(size_t));
 		c.c_dec = xcalloc(m->nparts, sizeof(size_t));
 		rc = mime_part_text(m, b.html, &h);
-		rc = rc != 0 ? rc : sbx_html_rewrite((const char *)h.data, h.len, allow_remote, sbx_cid_resolve, &c, out);
+		rc = rc != 0 ? rc
+		             : sbx_html_rewrite((const char *)h.data, h.len, allow_remote,
+		                                sbx_cid_resolve, &c, out);
 		rc = rc == 0 ? 1 : -1;
 		buf_free(&h);
 		buf_free(&c.tmp);
@@ -897,7 +910,8 @@ int sbx_msg_headers_json(const void *raw, size_t len, struct buf *out)
 
 static const char *sbx_cte_name(enum mime_cte c)
 {
-	static const char *const names[] = {"7bit", "8bit", "binary", "quoted-printable", "base64", "other"};
+	static const char *const names[] = {"7bit",   "8bit", "binary", "quoted-printable",
+	                                    "base64", "other"};
 	return names[c];
 }
 
@@ -912,23 +926,36 @@ static int sbx_tree_part(struct buf *o, const struct mime_msg *m, size_t i, stru
 	rc = rc != 0 ? rc : json_append_cstr(o, p->id);
 	rc = rc != 0 ? rc : buf_append_str(o, ",\"Parent\":");
 	rc = rc != 0 ? rc : json_append_cstr(o, p->parent >= 0 ? m->parts[p->parent].id : NULL);
-	rc = rc != 0 ? rc : buf_printf(o, ",\"Depth\":%u,\"Children\":%u,\"ContentType\":", p->depth, p->nchild);
+	rc = rc != 0 ? rc
+	             : buf_printf(o, ",\"Depth\":%u,\"Children\":%u,\"ContentType\":", p->depth,
+	                          p->nchild);
 	rc = rc != 0 ? rc : json_append_cstr(o, p->type);
 	rc = rc != 0 ? rc : buf_append_str(o, ",\"Charset\":");
 	rc = rc != 0 ? rc : json_append_cstr(o, p->charset);
-	rc = rc != 0 ? rc : buf_printf(o, ",\"Encoding\":\"%s\",\"Disposition\":\"%s\",\"FileName\":",
-	                               sbx_cte_name(p->cte), disp[p->disp]);
+	rc = rc != 0 ? rc
+	             : buf_printf(o, ",\"Encoding\":\"%s\",\"Disposition\":\"%s\",\"FileName\":",
+	                          sbx_cte_name(p->cte), disp[p->disp]);
 	rc = rc != 0 ? rc : json_append_cstr(o, p->filename != NULL ? p->filename : "");
 	rc = rc != 0 ? rc : buf_append_str(o, ",\"ContentID\":");
 	rc = rc != 0 ? rc : json_append_cstr(o, p->content_id != NULL ? p->content_id : "");
-	return rc != 0 ? rc : buf_printf(o, ",\"Size\":%zu}", p->is_multipart ? 0 : p->is_message ? p->body_len : d->len);
+	return rc != 0 ? rc
+	               : buf_printf(o, ",\"Size\":%zu}",
+	                            p->is_multipart ? 0
+	                            : p->is_message ? p->body_len
+	                                            : d->len);
 }
 
 int sbx_msg_parts_json(const void *raw, size_t len, struct buf *out)
 {
-	static const struct { unsigned bit; const char *name; } warns[] = {
-		{MIME_W_DEPTH, "depth"}, {MIME_W_PARTS, "parts"}, {MIME_W_NO_BOUNDARY, "no-boundary"},
-		{MIME_W_NO_CLOSE, "no-close-delimiter"}, {MIME_W_NO_BODY_SEP, "no-body-separator"},
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} warns[] = {
+	    {MIME_W_DEPTH, "depth"},
+	    {MIME_W_PARTS, "parts"},
+	    {MIME_W_NO_BOUNDARY, "no-boundary"},
+	    {MIME_W_NO_CLOSE, "no-close-delimiter"},
+	    {MIME_W_NO_BODY_SEP, "no-body-separator"},
 	};
 	struct mime_msg *m = mime_parse(raw, len);
 	struct buf d;

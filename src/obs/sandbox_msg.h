@@ -38,10 +38,10 @@
 #include "lib/buf.h"
 
 #define SBX_SNIPPET_CHARS 250
-#define SBX_MAX_ADDRS 1000              /* per address header */
-#define SBX_MAX_LINKS 500               /* links listed by sbx_msg_check */
-#define SBX_HTML_INLINE_MAX (8u << 20)  /* decoded octets turned into data: URIs */
-#define SBX_HTML_CID_MAX 1024           /* cid: references resolved; later ones blocked */
+#define SBX_MAX_ADDRS 1000             /* per address header */
+#define SBX_MAX_LINKS 500              /* links listed by sbx_msg_check */
+#define SBX_HTML_INLINE_MAX (8u << 20) /* decoded octets turned into data: URIs */
+#define SBX_HTML_CID_MAX 1024          /* cid: references resolved; later ones blocked */
 #define SBX_MAX_FIELDS 4096            /* header fields listed by sbx_msg_headers_json */
 #define SBX_SIZE_WARN (10u << 20)
 #define SBX_SIZE_ERROR (25u << 20)
@@ -87,8 +87,8 @@ void sbx_msg_summary_clear(struct sbx_msg_summary *s);
 /* The summary as Mailpit's MessageSummary JSON object (ID, MessageID,
  * Read, From, To, Cc, Bcc, ReplyTo, Subject, Created, Tags, Size,
  * Attachments, Snippet); `created` is when it was captured. */
-int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool read, int64_t created,
-                         struct buf *out);
+int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool read,
+                         int64_t created, struct buf *out);
 
 /* The decoded octets of part part_id ("1.2", as in Inline[] and
  * Attachments[]) appended to out, its content type ("type/subtype") and
@@ -96,8 +96,8 @@ int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool r
  * 0; -1 if there is no such part or out refuses. A caller serving it for
  * download sends Content-Disposition: attachment with the file name as
  * RFC 6266 filename*=UTF-8''..., and X-Content-Type-Options: nosniff. */
-int sbx_msg_part(const void *raw, size_t len, const char *part_id, struct buf *out, char **content_type_r,
-                 char **filename_r);
+int sbx_msg_part(const void *raw, size_t len, const char *part_id, struct buf *out,
+                 char **content_type_r, char **filename_r);
 
 /* The HTML part (UTF-8) rewritten as the comment at the top says, into
  * out. 1 done, 0 when the message has no HTML part, -1 if out refuses. */

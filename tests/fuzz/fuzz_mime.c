@@ -13,7 +13,8 @@
 static void fuzz_part(const struct mime_msg *m, size_t i, struct buf *b)
 {
 	const struct mime_part *p = &m->parts[i];
-	if (p->depth > MIME_MAX_DEPTH || p->hdr_off + p->hdr_len > m->len || p->body_off + p->body_len > m->len)
+	if (p->depth > MIME_MAX_DEPTH || p->hdr_off + p->hdr_len > m->len ||
+	    p->body_off + p->body_len > m->len)
 		abort();
 	if (i == 0 ? p->parent != -1 : (p->parent < 0 || (size_t)p->parent >= i))
 		abort();
