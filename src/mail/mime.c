@@ -363,7 +363,7 @@ struct mime_words {
 static void mime_words_flush(struct mime_words *w)
 {
 	if (w->pend.len > 0 && w->rc == 0)
-		w->rc = mime_to_utf8(w->pend_cs, w->pend.data, w->pend.len, w->out);
+		w->rc = mime_to_utf8(w->pend_cs, buf_cstr(&w->pend), w->pend.len, w->out);
 	buf_reset(&w->pend);
 }
 
@@ -393,7 +393,7 @@ int mime_decode_words(const char *v, size_t len, struct buf *out)
 				mime_words_flush(&w);
 				snprintf(w.pend_cs, sizeof(w.pend_cs), "%s", cs);
 			}
-			if (w.rc == 0 && buf_append(&w.pend, raw.data, raw.len) != 0)
+			if (w.rc == 0 && buf_append(&w.pend, buf_cstr(&raw), raw.len) != 0)
 				w.rc = -1;
 			after_ew = true;
 			i = end;
@@ -500,7 +500,7 @@ static int mime_param_join(const struct mime_seg *segs, const struct buf *store,
 	int rc = 0;
 	buf_init(&raw, MIME_MAX_PARAM * 2);
 	for (unsigned k = 0; k < MIME_PARAM_SEGS && segs[k].have && rc == 0; k++) {
-		const char *p = (const char *)store->data + segs[k].off;
+		const char *p = buf_cstr(store) + segs[k].off;
 		size_t n = segs[k].len, i = 0;
 		if (!segs[k].ext) {
 			rc = buf_append(&raw, p, n);
@@ -531,7 +531,7 @@ static int mime_param_join(const struct mime_seg *segs, const struct buf *store,
 		}
 	}
 	if (rc == 0)
-		rc = mime_to_utf8(cs[0] != '\0' ? cs : NULL, raw.data, raw.len, out);
+		rc = mime_to_utf8(cs[0] != '\0' ? cs : NULL, buf_cstr(&raw), raw.len, out);
 	buf_free(&raw);
 	return rc;
 }
@@ -543,6 +543,8 @@ int mime_param_get(const char *v, size_t len, const char *name, struct buf *out)
 	size_t plain_off = 0, plain_len = 0;
 	bool have_plain = false;
 	int rc = 0;
+	if (len == 0)
+		return 0;
 	memset(segs, 0, sizeof(segs));
 	buf_init(&store, MIME_MAX_PARAM * 8);
 	const char *semi = memchr(v, ';', len);
@@ -590,7 +592,7 @@ int mime_param_get(const char *v, size_t len, const char *name, struct buf *out)
 		rc = mime_param_join(segs, &store, out);
 		found = 1;
 	} else if (rc == 0 && have_plain) {
-		rc = mime_decode_words((const char *)store.data + plain_off, plain_len, out);
+		rc = mime_decode_words(buf_cstr(&store) + plain_off, plain_len, out);
 		found = 1;
 	}
 	buf_free(&store);
@@ -699,7 +701,7 @@ params:;
 	}
 	buf_reset(&pv);
 	if (mime_param_get(v, n, "name", &pv) == 1 && pv.len > 0)
-		p->filename = xstrndup((const char *)pv.data, pv.len);
+		p->filename = xstrndup(buf_cstr(&pv), pv.len);
 	buf_free(&pv);
 }
 
@@ -732,7 +734,7 @@ static void mime_other_fields(struct mime_ctx *c, struct mime_part *p)
 		buf_init(&pv, MIME_MAX_PARAM);
 		if (mime_param_get(v, t->len, "filename", &pv) == 1 && pv.len > 0) {
 			free(p->filename);
-			p->filename = xstrndup((const char *)pv.data, pv.len);
+			p->filename = xstrndup(buf_cstr(&pv), pv.len);
 		}
 		buf_free(&pv);
 	}
@@ -926,8 +928,8 @@ int mime_part_text(const struct mime_msg *m, const struct mime_part *p, struct b
 	buf_init(&raw, out->max);
 	int rc = mime_part_decode(m, p, &raw);
 	if (rc == 0)
-		rc =
-		    mime_to_utf8(p->charset[0] != '\0' ? p->charset : NULL, raw.data, raw.len, out);
+		rc = mime_to_utf8(p->charset[0] != '\0' ? p->charset : NULL, buf_cstr(&raw),
+		                  raw.len, out);
 	buf_free(&raw);
 	return rc;
 }

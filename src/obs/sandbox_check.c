@@ -290,7 +290,7 @@ static bool chk_ar_tok(const char *v, size_t len, size_t *i, struct chk_tok *t, 
 				(void)buf_append_byte(qs, (unsigned char)v[j]);
 		}
 		*i = j < len ? j + 1 : len;
-		t->p = (const char *)qs->data + mark; /* qs is reserved: stable */
+		t->p = buf_cstr(qs) + mark; /* qs is reserved: stable */
 		t->n = qs->len - mark;
 		return true;
 	}
@@ -482,13 +482,13 @@ static int chk_all_links(struct buf *o, const struct mime_msg *m)
 	int rc = buf_append_str(o, ",\"links\":[");
 	if (rc == 0 && b.html != NULL && mime_part_text(m, b.html, &t) == 0) {
 		c.source = "html";
-		rc = sbx_html_links((const char *)t.data, t.len, chk_link, &c);
+		rc = sbx_html_links(buf_cstr(&t), t.len, chk_link, &c);
 		rc = rc != 0 ? rc : c.rc;
 	}
 	buf_reset(&t);
 	if (rc == 0 && b.text != NULL && !c.truncated && mime_part_text(m, b.text, &t) == 0) {
 		c.source = "text";
-		chk_text_links((const char *)t.data, t.len, &c);
+		chk_text_links(buf_cstr(&t), t.len, &c);
 		rc = c.rc;
 	}
 	rc =

@@ -318,6 +318,8 @@ static int html_url_norm(const char *v, size_t n, struct buf *url)
 		n = HTML_URL_MAX;
 	if (html_unescape(v, n, url) != 0)
 		return -1;
+	if (url->data == NULL)
+		return 0; /* nothing was written: empty */
 	size_t w = 0, s = 0, e = url->len;
 	while (s < e && url->data[s] <= 0x20)
 		s++;
@@ -466,8 +468,7 @@ static int html_rw_attr(struct html_rw *rw, const char *s, const char *tag, size
 	} else {
 		buf_reset(&rw->out2);
 		rc = rc != 0 ? rc : html_unescape(a->val, a->vlen, &rw->out2);
-		rc = rc != 0 ? rc
-		             : html_css(rw, (const char *)rw->out2.data, rw->out2.len, &rw->val);
+		rc = rc != 0 ? rc : html_css(rw, buf_cstr(&rw->out2), rw->out2.len, &rw->val);
 	}
 	rc = rc != 0 ? rc : buf_append(out, a->name, a->nlen);
 	rc = rc != 0 ? rc : buf_append_str(out, "=\"");
@@ -574,8 +575,8 @@ static void html_walk_link_end(struct html_walk *w)
 	if (w->fn != NULL && !w->stop) {
 		struct buf t;
 		buf_init(&t, 0);
-		(void)sbx_collapse_ws((const char *)w->link_text.data, w->link_text.len,
-		                      HTML_LINK_TEXT, &t);
+		(void)sbx_collapse_ws(buf_cstr(&w->link_text), w->link_text.len, HTML_LINK_TEXT,
+		                      &t);
 		w->stop = w->fn(w->ctx, buf_cstr(&w->url), w->url.len, buf_cstr(&t), t.len) != 0;
 		buf_free(&t);
 	}
@@ -652,7 +653,7 @@ int sbx_html_text(const char *h, size_t n, size_t max_chars, struct buf *out)
 	buf_init(&t, 0);
 	struct html_walk w = {.text = &t, .max_text = max_chars > 0 ? max_chars * 8 + 4096 : 0};
 	int rc = html_walk(&w, h, n);
-	rc = rc != 0 ? rc : sbx_collapse_ws((const char *)t.data, t.len, max_chars, out);
+	rc = rc != 0 ? rc : sbx_collapse_ws(buf_cstr(&t), t.len, max_chars, out);
 	buf_free(&t);
 	return rc;
 }

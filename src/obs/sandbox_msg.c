@@ -87,7 +87,7 @@ static char *sbx_hdr_decoded(const struct mime_msg *m, const char *name)
 	buf_init(&v, MIME_MAX_FIELD + 1);
 	buf_init(&d, 0);
 	if (mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len, name, &v) == 1)
-		(void)mime_decode_words((const char *)v.data, v.len, &d);
+		(void)mime_decode_words(buf_cstr(&v), v.len, &d);
 	buf_free(&v);
 	char *s = sbx_strdup_buf(&d);
 	buf_free(&d);
@@ -131,7 +131,7 @@ static char *sbx_display_name(const char *s, size_t n)
 			i++;
 		(void)buf_append_byte(&raw, (unsigned char)s[i]);
 	}
-	(void)mime_decode_words((const char *)raw.data, raw.len, &out);
+	(void)mime_decode_words(buf_cstr(&raw), raw.len, &out);
 	buf_free(&raw);
 	char *r = sbx_strdup_buf(&out);
 	buf_free(&out);
@@ -393,7 +393,7 @@ static void sbx_date(const struct mime_msg *m, int64_t received, int64_t *t, int
 	struct buf v;
 	buf_init(&v, MIME_MAX_FIELD + 1);
 	*valid = mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len, "Date", &v) == 1 &&
-	         sbx_date_parse((const char *)v.data, v.len, t, off);
+	         sbx_date_parse(buf_cstr(&v), v.len, t, off);
 	if (!*valid)
 		*t = received, *off = 0;
 	buf_free(&v);
@@ -483,7 +483,7 @@ static int sbx_json_bodies(struct buf *o, const struct mime_msg *m, const struct
 		struct buf h;
 		buf_init(&h, SBX_OUT_MAX);
 		rc = mime_part_text(m, b->html, &h);
-		rc = rc != 0 ? rc : sbx_html_text((const char *)h.data, h.len, 0, &t);
+		rc = rc != 0 ? rc : sbx_html_text(buf_cstr(&h), h.len, 0, &t);
 		buf_free(&h);
 	}
 	rc = rc != 0 ? rc : sbx_json_key_str(o, "Text", buf_cstr(&t), t.len);
@@ -592,9 +592,9 @@ static void sbx_snippet(const struct mime_msg *m, const struct sbx_bodies *b, st
 	struct buf t;
 	buf_init(&t, SBX_OUT_MAX);
 	if (b->text != NULL && mime_part_text(m, b->text, &t) == 0)
-		(void)sbx_collapse_ws((const char *)t.data, t.len, SBX_SNIPPET_CHARS, out);
+		(void)sbx_collapse_ws(buf_cstr(&t), t.len, SBX_SNIPPET_CHARS, out);
 	else if (b->html != NULL && mime_part_text(m, b->html, &t) == 0)
-		(void)sbx_html_text((const char *)t.data, t.len, SBX_SNIPPET_CHARS, out);
+		(void)sbx_html_text(buf_cstr(&t), t.len, SBX_SNIPPET_CHARS, out);
 	buf_free(&t);
 }
 
@@ -740,7 +740,7 @@ static int sbx_cid_encode(struct sbx_cids *c, size_t i)
 	c->c_dec[i] = c->tmp.len;
 	/* the type is a lowercased token/token: nothing to escape in it */
 	if (buf_printf(&c->cache, "data:%s;base64,", p->type) != 0 ||
-	    base64_encode(c->tmp.data, c->tmp.len, &c->cache) != 0)
+	    base64_encode((const unsigned char *)buf_cstr(&c->tmp), c->tmp.len, &c->cache) != 0)
 		return -1;
 	c->c_len[i] = c->cache.len - c->c_off[i];
 	return 0;
@@ -805,8 +805,8 @@ int sbx_msg_html(const void *raw, size_t len, bool allow_remote, struct buf *out
 		c.c_dec = xcalloc(m->nparts, sizeof(size_t));
 		rc = mime_part_text(m, b.html, &h);
 		rc = rc != 0 ? rc
-		             : sbx_html_rewrite((const char *)h.data, h.len, allow_remote,
-		                                sbx_cid_resolve, &c, out);
+		             : sbx_html_rewrite(buf_cstr(&h), h.len, allow_remote, sbx_cid_resolve,
+		                                &c, out);
 		rc = rc == 0 ? 1 : -1;
 		buf_free(&h);
 		buf_free(&c.tmp);
@@ -893,7 +893,7 @@ int sbx_msg_headers_json(const void *raw, size_t len, struct buf *out)
 			a++;
 		while (e > a && (v.data[e - 1] == ' ' || v.data[e - 1] == '\t'))
 			e--;
-		rc = rc != 0 ? rc : json_append_str(out, v.data + a, e - a);
+		rc = rc != 0 ? rc : json_append_str(out, buf_cstr(&v) + a, e - a);
 	}
 	if (rc == 0 && nf > 0)
 		rc = buf_append_byte(out, ']');

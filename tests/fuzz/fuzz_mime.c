@@ -29,8 +29,8 @@ static void fuzz_part(const struct mime_msg *m, size_t i, struct buf *b)
 	if (mime_hdr_get(m->raw + p->hdr_off, p->hdr_len, "Content-Type", b) == 1) {
 		struct buf o;
 		buf_init(&o, 0);
-		(void)mime_param_get((const char *)b->data, b->len, "filename", &o);
-		(void)mime_decode_words((const char *)b->data, b->len, &o);
+		(void)mime_param_get(buf_cstr(b), b->len, "filename", &o);
+		(void)mime_decode_words(buf_cstr(b), b->len, &o);
 		buf_free(&o);
 	}
 }

@@ -455,6 +455,23 @@ static void test_link_text(void **state)
 	buf_free(&b);
 }
 
+/* Found by fuzz_sbx_msg: an empty URL attribute wrote through a NULL
+ * buffer. */
+static void test_empty_urls(void **state)
+{
+	(void)state;
+	static const char raw[] =
+	    "Content-Type: text/html\r\n\r\n<img src=\"\"><a href=''>e</a><a href=>f</a>";
+	struct buf b;
+	buf_init(&b, 0);
+	assert_int_equal(sbx_msg_html(raw, sizeof(raw) - 1, false, &b), 1);
+	has(buf_cstr(&b), "<img src=\"data:,\">");
+	buf_reset(&b);
+	assert_int_equal(sbx_msg_check(raw, sizeof(raw) - 1, &b), 0);
+	has(buf_cstr(&b), "\"links\":[]");
+	buf_free(&b);
+}
+
 static void test_size_warning(void **state)
 {
 	(void)state;
@@ -500,6 +517,7 @@ int main(void)
 	    cmocka_unit_test(test_auth_results_edges),
 	    cmocka_unit_test(test_headers_and_tree),
 	    cmocka_unit_test(test_link_text),
+	    cmocka_unit_test(test_empty_urls),
 	    cmocka_unit_test(test_size_warning),
 	    cmocka_unit_test(test_out_bound),
 	};
