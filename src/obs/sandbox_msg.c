@@ -472,24 +472,26 @@ static int sbx_json_files(struct buf *o, const struct mime_msg *m, const struct 
 	return rc != 0 ? rc : buf_append_byte(o, ']');
 }
 
+/* The scratch buffers are bounded (SBX_OUT_MAX): a body larger than that
+ * is shown cut, not refused; only out refusing fails the call. */
 static int sbx_json_bodies(struct buf *o, const struct mime_msg *m, const struct sbx_bodies *b)
 {
 	struct buf t;
-	int rc = 0;
+	int rc;
 	buf_init(&t, SBX_OUT_MAX);
-	if (b->text != NULL)
-		rc = mime_part_text(m, b->text, &t);
-	else if (b->html != NULL) { /* as Mailpit does: the text of the HTML */
+	if (b->text != NULL) {
+		(void)mime_part_text(m, b->text, &t);
+	} else if (b->html != NULL) { /* as Mailpit does: the text of the HTML */
 		struct buf h;
 		buf_init(&h, SBX_OUT_MAX);
-		rc = mime_part_text(m, b->html, &h);
-		rc = rc != 0 ? rc : sbx_html_text(buf_cstr(&h), h.len, 0, &t);
+		(void)mime_part_text(m, b->html, &h);
+		(void)sbx_html_text(buf_cstr(&h), h.len, 0, &t);
 		buf_free(&h);
 	}
-	rc = rc != 0 ? rc : sbx_json_key_str(o, "Text", buf_cstr(&t), t.len);
+	rc = sbx_json_key_str(o, "Text", buf_cstr(&t), t.len);
 	buf_reset(&t);
-	if (rc == 0 && b->html != NULL)
-		rc = mime_part_text(m, b->html, &t);
+	if (b->html != NULL)
+		(void)mime_part_text(m, b->html, &t);
 	rc = rc != 0 ? rc : sbx_json_key_str(o, "HTML", buf_cstr(&t), t.len);
 	buf_free(&t);
 	return rc;
@@ -803,7 +805,7 @@ int sbx_msg_html(const void *raw, size_t len, bool allow_remote, struct buf *out
 		c.c_off = xcalloc(m->nparts, sizeof(size_t));
 		c.c_len = xcalloc(m->nparts, sizeof(size_t));
 		c.c_dec = xcalloc(m->nparts, sizeof(size_t));
-		rc = mime_part_text(m, b.html, &h);
+		(void)mime_part_text(m, b.html, &h); /* cut at SBX_OUT_MAX, not refused */
 		rc = rc != 0 ? rc
 		             : sbx_html_rewrite(buf_cstr(&h), h.len, allow_remote, sbx_cid_resolve,
 		                                &c, out);
