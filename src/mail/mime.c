@@ -163,7 +163,39 @@ int mime_b64_decode(const char *in, size_t len, struct buf *out)
 
 /* ---- charsets ---- */
 
-/* Valid UTF-8 through, any other octet read as ISO-8859-1. */
+/* windows-1252 at 0x80-0x9f; the rest of it is ISO-8859-1. The WHATWG
+ * Encoding Standard reads the ISO-8859-1 and US-ASCII labels as this too,
+ * and it needs no gconv module (the confined http process may have none). */
+static const uint16_t mime_cp1252[32] = {
+    0x20ac, 0x0081, 0x201a, 0x0192, 0x201e, 0x2026, 0x2020, 0x2021, 0x02c6, 0x2030, 0x0160,
+    0x2039, 0x0152, 0x008d, 0x017d, 0x008f, 0x0090, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022,
+    0x2013, 0x2014, 0x02dc, 0x2122, 0x0161, 0x203a, 0x0153, 0x009d, 0x017e, 0x0178,
+};
+
+static int mime_put_1252(unsigned char c, struct buf *out)
+{
+	unsigned cp = c >= 0x80 && c < 0xa0 ? mime_cp1252[c - 0x80] : c;
+	unsigned char b[3];
+	if (cp < 0x80)
+		return buf_append_byte(out, (unsigned char)cp);
+	if (cp < 0x800) {
+		b[0] = (unsigned char)(0xc0 | cp >> 6), b[1] = (unsigned char)(0x80 | (cp & 0x3f));
+		return buf_append(out, b, 2);
+	}
+	b[0] = (unsigned char)(0xe0 | cp >> 12), b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+	b[2] = (unsigned char)(0x80 | (cp & 0x3f));
+	return buf_append(out, b, 3);
+}
+
+static int mime_from_1252(const unsigned char *p, size_t len, struct buf *out)
+{
+	int rc = 0;
+	for (size_t i = 0; i < len && rc == 0; i++)
+		rc = mime_put_1252(p[i], out);
+	return rc;
+}
+
+/* Valid UTF-8 through, any other octet read as windows-1252. */
 static int mime_utf8_or_latin1(const unsigned char *p, size_t len, struct buf *out)
 {
 	int rc = 0;
@@ -174,9 +206,7 @@ static int mime_utf8_or_latin1(const unsigned char *p, size_t len, struct buf *o
 			i += n;
 			continue;
 		}
-		unsigned char b[2] = {(unsigned char)(0xc0 | p[i] >> 6),
-		                      (unsigned char)(0x80 | (p[i] & 0x3f))};
-		rc = buf_append(out, b, 2);
+		rc = mime_put_1252(p[i], out);
 		i++;
 	}
 	return rc;
@@ -259,6 +289,10 @@ int mime_to_utf8(const char *charset, const void *vin, size_t len, struct buf *o
 		return mime_utf8_clean(in, len, out);
 	if (strcmp(cs, "us-ascii") == 0 || strcmp(cs, "ascii") == 0)
 		return mime_utf8_or_latin1(in, len, out); /* mislabelled 8-bit is common */
+	if (strcmp(cs, "iso-8859-1") == 0 || strcmp(cs, "iso8859-1") == 0 ||
+	    strcmp(cs, "iso_8859-1") == 0 || strcmp(cs, "latin1") == 0 ||
+	    strcmp(cs, "windows-1252") == 0 || strcmp(cs, "cp1252") == 0)
+		return mime_from_1252(in, len, out);
 	iconv_t cd = iconv_open("UTF-8", cs);
 	if (cd == (iconv_t)-1)
 		return mime_utf8_or_latin1(in, len, out);

@@ -102,9 +102,11 @@ int mime_qp_decode(const char *in, size_t len, struct buf *out);
 int mime_b64_decode(const char *in, size_t len, struct buf *out);
 
 /* in[0..len) in charset to UTF-8 appended to out. UTF-8 and US-ASCII are
- * checked here; others go through iconv(3). Invalid or truncated input
- * becomes U+FFFD. An unknown charset (or one iconv cannot load) passes
- * valid UTF-8 through and reads anything else as ISO-8859-1. */
+ * checked here, ISO-8859-1 and windows-1252 are read here as
+ * windows-1252 (as the WHATWG Encoding Standard does); others go through
+ * iconv(3). Invalid or truncated input becomes U+FFFD. An unknown charset
+ * (or one iconv cannot load: it needs the C library's gconv modules) passes
+ * valid UTF-8 through and reads anything else as windows-1252. */
 int mime_to_utf8(const char *charset, const void *in, size_t len, struct buf *out);
 
 /* The first field called name in the header section hdr[0..len), unfolded

@@ -173,6 +173,19 @@ static void test_transfer_decodings(void **state)
 	assert_int_equal(mime_to_utf8("utf-8", "ok\xc0\xaf", 4, &b), 0);
 	assert_string_equal(buf_cstr(&b), "ok\xef\xbf\xbd\xef\xbf\xbd");
 	buf_reset(&b);
+	/* ISO-8859-1 read as windows-1252 (WHATWG), here without iconv; the
+	 * label is followed even when the octets look like UTF-8 */
+	assert_int_equal(mime_to_utf8("ISO-8859-1", "\x93hi\x94 \xc3\xa9", 7, &b), 0);
+	assert_string_equal(buf_cstr(&b), "\xe2\x80\x9chi\xe2\x80\x9d \xc3\x83\xc2\xa9");
+	buf_reset(&b);
+	/* unknown: UTF-8 passes, the rest is windows-1252 */
+	assert_int_equal(mime_to_utf8("x-unknown", "\x80 \xe2\x82\xac", 5, &b), 0);
+	assert_string_equal(buf_cstr(&b), "\xe2\x82\xac \xe2\x82\xac");
+	buf_reset(&b);
+	/* through iconv: KOI8-R */
+	assert_int_equal(mime_to_utf8("koi8-r", "\xf0\xd2\xc9", 3, &b), 0);
+	assert_string_equal(buf_cstr(&b), "\xd0\x9f\xd1\x80\xd0\xb8");
+	buf_reset(&b);
 	assert_int_equal(mime_to_utf8("../../etc/passwd", "\xe9", 1, &b), 0);
 	assert_string_equal(buf_cstr(&b), "\xc3\xa9");
 	buf_free(&b);
