@@ -92,3 +92,23 @@ def test_methods_and_misses(hikyaku):
     # the other paths are still theirs
     r, _ = get(hk, "/metrics")
     assert r.status == 200
+
+
+def test_ui_sources_never_parse_html():
+    """The UI's own sources, as served: no API that parses a string as HTML
+    or code (message data must only ever reach textContent), and no inline
+    script, style or handler in the HTML (the CSP would block them, and a
+    page that needs them would tempt loosening it)."""
+    import os
+    import re
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "web", "sandbox")
+    js = open(os.path.join(root, "assets", "app.js"), encoding="utf-8").read()
+    code = "\n".join(ln for ln in js.splitlines() if not ln.lstrip().startswith("//"))
+    for bad in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                "new Function", "setTimeout(\"", "setAttribute(\"on"):
+        assert bad not in code, bad
+    html = open(os.path.join(root, "index.html"), encoding="utf-8").read()
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline script"
+    assert not re.search(r"\sstyle=|<style", html), "inline style"
+    assert not re.search(r"\son[a-z]+\s*=", html), "inline handler"

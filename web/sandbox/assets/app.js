@@ -156,9 +156,15 @@
       top.appendChild(el("span", "from", addr(m.From) || "(no sender)"));
       top.appendChild(el("span", "when", fmtDate(m.Created)));
       li.appendChild(top);
-      const subj = el("div", "subject", m.Subject || "(no subject)");
-      if (Number(m.Attachments) > 0) subj.appendChild(el("span", "clip", " \u{1F4CE}" + m.Attachments));
-      li.appendChild(subj);
+      const row2 = el("div", "row2");
+      row2.appendChild(el("span", "subject", m.Subject || "(no subject)"));
+      if (Number(m.Attachments) > 0) {
+        const n = Number(m.Attachments);
+        const clip = el("span", "clip", n + (n === 1 ? " file" : " files"));
+        clip.title = n + (n === 1 ? " attachment" : " attachments");
+        row2.appendChild(clip);
+      }
+      li.appendChild(row2);
       li.appendChild(el("div", "to", "To: " + addrs(m.To)));
       li.appendChild(el("div", "snippet", m.Snippet || ""));
       li.addEventListener("click", () => openMessage(String(m.ID), !m.Read));
@@ -287,6 +293,7 @@
     $("m-from").textContent = addr(m.From);
     $("m-to").textContent = addrs(m.To);
     $("m-cc").textContent = addrs(m.Cc);
+    $("m-cc").hidden = $("m-cc-t").hidden = !(Array.isArray(m.Cc) && m.Cc.length);
     $("m-subject").textContent = m.Subject || "";
     $("m-date").textContent = fmtDate(m.Date);
     $("m-size").textContent = fmtSize(m.Size);
