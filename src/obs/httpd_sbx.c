@@ -27,7 +27,6 @@
 #include "lib/fsutil.h"
 #include "lib/json.h"
 #include "lib/log.h"
-#include "mail/header.h"
 #include "mail/maildrop.h"
 #include "obs/sandbox_msg.h"
 #include "obs/sbxquery.h"
@@ -245,62 +244,6 @@ static int sbx_load(struct httpd_conn *c, const char *inbox, const char *id, cha
 	return 1;
 }
 
-/* {"Header-Name": ["value", ...], ...}, names in their first spelling. */
-static void sbx_headers_json(const struct buf *raw, struct buf *out)
-{
-	const char *m = (const char *)raw->data;
-	size_t len = raw->len, hlen = len;
-	for (size_t i = 0; i + 1 < len; i++)
-		if (m[i] == '\n' && (m[i + 1] == '\n' || (m[i + 1] == '\r' && i + 2 < len && m[i + 2] == '\n'))) {
-			hlen = i + 1;
-			break;
-		}
-	struct mail_hdr_field fs[1000];
-	size_t n = 0, pos = 0;
-	while (n < 1000 && mail_hdr_next(m, hlen, &pos, &fs[n]))
-		if (fs[n].name_len > 0)
-			n++;
-	bool *done = xcalloc(n + 1, sizeof(*done));
-	buf_append_byte(out, '{');
-	bool first = true;
-	for (size_t i = 0; i < n; i++) {
-		if (done[i])
-			continue;
-		if (!first)
-			buf_append_byte(out, ',');
-		first = false;
-		json_append_str(out, fs[i].name, fs[i].name_len);
-		buf_append_str(out, ":[");
-		for (size_t j = i; j < n; j++) {
-			if (done[j] || fs[j].name_len != fs[i].name_len ||
-			    strncasecmp(fs[j].name, fs[i].name, fs[i].name_len) != 0)
-				continue;
-			done[j] = true;
-			if (j != i)
-				buf_append_byte(out, ',');
-			/* unfolded, outer white space trimmed */
-			struct buf v;
-			buf_init(&v, len + 1);
-			for (size_t k = 0; k < fs[j].value_len; k++) {
-				char ch = fs[j].value[k];
-				if (ch == '\r' || ch == '\n')
-					continue;
-				buf_append_byte(&v, (unsigned char)ch);
-			}
-			size_t s0 = 0, e = v.len;
-			while (s0 < e && (v.data[s0] == ' ' || v.data[s0] == '\t'))
-				s0++;
-			while (e > s0 && (v.data[e - 1] == ' ' || v.data[e - 1] == '\t'))
-				e--;
-			json_append_str(out, v.data + s0, e - s0);
-			buf_free(&v);
-		}
-		buf_append_byte(out, ']');
-	}
-	buf_append_byte(out, '}');
-	free(done);
-}
-
 /* A MIME type from the message, safe to put in a header field. */
 static const char *sbx_safe_type(const char *t)
 {
@@ -500,8 +443,10 @@ static void sbx_message(struct httpd_conn *c, const struct http_request *req, co
 		              "X-Content-Type-Options: nosniff\r\n"
 		              "Content-Security-Policy: default-src 'none'; sandbox\r\n");
 	} else if (strcmp(p.what, "headers") == 0) {
-		sbx_headers_json(&raw, &out);
-		sbx_json(c, 200, &out);
+		if (sbx_msg_headers_json(raw.data, raw.len, &out) < 0)
+			httpd_error(c, 500, "headers too large", NULL);
+		else
+			sbx_json(c, 200, &out);
 	} else if (strcmp(p.what, "check") == 0) {
 		if (sbx_msg_check(raw.data, raw.len, &out) < 0)
 			httpd_error(c, 500, "message too large to check", NULL);
