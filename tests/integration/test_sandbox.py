@@ -408,3 +408,35 @@ def test_sandbox_command_without_config():
         p.wait(30)
         log.close()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_per_listener_sandbox(hikyaku, tmp_path, sink):
+    """listen[].sandbox on one listener only: its mail is captured (local
+    recipients too), the other listener delivers as usual; the checks of
+    the sandbox listener are logged, not enforced (relay denied)."""
+    web, sbx_port = free_port(), free_port()
+    hk = hikyaku(start=False, http={"listen": f"127.0.0.1:{web}"},
+                 listener={"tls": "none"}, sandbox={"dir": "sbx", "anonymous_inbox": "default"})
+    hk.http_port = web
+    with open(hk.config) as f:
+        text = f.read()
+    assert "\nlisten: \n" in text
+    text = text.replace("\nlisten: \n", f"\nlisten: \n  - address: 127.0.0.1:{sbx_port}\n"
+                                        "    tls: none\n    sandbox: true\n", 1)
+    with open(hk.config, "w") as f:
+        f.write(text)
+    hk.start()
+    with smtplib.SMTP("127.0.0.1", sbx_port, timeout=10) as s:
+        s.sendmail("a@example.com", ["alice@localhost", "far@remote.test"],
+                   "From: a@example.com\r\nSubject: caught\r\n\r\nx\r\n")
+    send(hk, "a@example.com", ["bob@localhost"], "delivered")
+    hk.wait_delivered("bob", "localhost", 1)
+    wait_event(hk, "sandbox_captured", count=1)
+    st, j, _ = call(hk, "GET", "/api/v1/messages")
+    assert st == 200 and [m["Subject"] for m in j["messages"]] == ["caught"]
+    assert not hk.delivered("alice", "localhost")
+    assert "event=sandbox_not_enforced" in hk.log() and "check=relay" in hk.log()
+    # the normal listener still refuses to relay
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            s.sendmail("a@example.com", ["far@remote.test"], "Subject: no\r\n\r\nx\r\n")
