@@ -59,6 +59,9 @@ static const char sbx_schema[] =
     " env_from TEXT NOT NULL DEFAULT '',"
     " env_to TEXT NOT NULL DEFAULT '[]');"
     "CREATE INDEX IF NOT EXISTS msg_inbox ON msg(inbox, rid);"
+    /* the list's order: arrival (as Mailpit's Created), not capture, which
+     * the queue's parallel workers may do in another order */
+    "CREATE INDEX IF NOT EXISTS msg_inbox_created ON msg(inbox, created, rid);"
     "CREATE INDEX IF NOT EXISTS msg_inbox_read ON msg(inbox, read);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_fts USING fts5(fromf, tof, subject, body,"
     " tokenize = 'unicode61 remove_diacritics 2');"
@@ -707,12 +710,12 @@ static int64_t sbx_count(struct sbx_store *s, const char *inbox, const struct sb
 int sbx_store_list(struct sbx_store *s, const char *inbox, const struct sbx_query *q,
                    uint64_t start, uint64_t limit, struct buf *out)
 {
-	char tail[96];
+	char tail[160];
 	if (limit > 1000)
 		limit = 1000;
 	if (start > INT64_MAX / 2)
 		start = INT64_MAX / 2;
-	snprintf(tail, sizeof(tail), " ORDER BY rid DESC LIMIT %llu OFFSET %llu",
+	snprintf(tail, sizeof(tail), " ORDER BY created DESC, rid DESC LIMIT %llu OFFSET %llu",
 	         (unsigned long long)limit, (unsigned long long)start);
 	pthread_mutex_lock(&s->mu);
 	int64_t total = -1, n_unread = -1;
@@ -840,7 +843,7 @@ int sbx_store_get(struct sbx_store *s, const char *inbox, const char *id, char i
 	pthread_mutex_lock(&s->mu);
 	if (sqlite3_prepare_v2(s->db,
 	                       latest ? "SELECT " SBX_COLS " FROM msg WHERE inbox = ?1"
-	                                " ORDER BY rid DESC LIMIT 1"
+	                                " ORDER BY created DESC, rid DESC LIMIT 1"
 	                              : "SELECT " SBX_COLS " FROM msg WHERE inbox = ?1 AND id = ?2",
 	                       -1, &st, NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, inbox, -1, SQLITE_STATIC);
