@@ -46,9 +46,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SBX_SSE_MAX 16           /* event streams at once */
-#define SBX_SSE_POLL_MS 500      /* the store is read this often while one is open */
-#define SBX_SSE_PING_S 15        /* a comment line keeps proxies from timing out */
+#define SBX_SSE_MAX 16               /* event streams at once */
+#define SBX_SSE_POLL_MS 500          /* the store is read this often while one is open */
+#define SBX_SSE_PING_S 15            /* a comment line keeps proxies from timing out */
 #define SBX_MSG_READ_MAX (64u << 20) /* a message file read for the API */
 #define SBX_LIST_DEFAULT 50
 #define SBX_JSON_MAX (256u << 20)
@@ -219,7 +219,8 @@ static int sbx_load(struct httpd_conn *c, const char *inbox, const char *id, cha
 	int r = sbx_store_get(x->store, inbox, id, id_r, &item);
 	buf_free(&item);
 	if (r <= 0) {
-		httpd_error(c, r == 0 ? 404 : 500, r == 0 ? "no such message" : "store error", NULL);
+		httpd_error(c, r == 0 ? 404 : 500, r == 0 ? "no such message" : "store error",
+		            NULL);
 		return r;
 	}
 	int fd = sbx_store_open_msg(x->store, id_r);
@@ -227,7 +228,8 @@ static int sbx_load(struct httpd_conn *c, const char *inbox, const char *id, cha
 	if (fd < 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size > SBX_MSG_READ_MAX) {
 		if (fd >= 0)
 			close(fd);
-		httpd_error(c, fd < 0 && errno == ENOENT ? 404 : 500, "message file unreadable", NULL);
+		httpd_error(c, fd < 0 && errno == ENOENT ? 404 : 500, "message file unreadable",
+		            NULL);
 		return fd < 0 && errno == ENOENT ? 0 : -1;
 	}
 	buf_init(raw, SBX_MSG_READ_MAX);
@@ -250,8 +252,8 @@ static const char *sbx_safe_type(const char *t)
 	if (t == NULL || t[0] == '\0' || strlen(t) > 100)
 		return "application/octet-stream";
 	for (const char *p = t; *p != '\0'; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      strchr("!#$&^_.+-/", *p) != NULL))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || strchr("!#$&^_.+-/", *p) != NULL))
 			return "application/octet-stream";
 	return t;
 }
@@ -460,8 +462,9 @@ static void sbx_message(struct httpd_conn *c, const struct http_request *req, co
 			struct buf extra;
 			buf_init(&extra, 8192);
 			sbx_disposition(name, &extra);
-			buf_append_str(&extra, "X-Content-Type-Options: nosniff\r\n"
-			                       "Content-Security-Policy: default-src 'none'; sandbox\r\n");
+			buf_append_str(&extra,
+			               "X-Content-Type-Options: nosniff\r\n"
+			               "Content-Security-Policy: default-src 'none'; sandbox\r\n");
 			httpd_respond(c, 200, sbx_safe_type(type), (const char *)out.data, out.len,
 			              buf_cstr(&extra));
 			buf_free(&extra);
@@ -483,7 +486,8 @@ static void sbx_message(struct httpd_conn *c, const struct http_request *req, co
 		} else if (sbx_release(x, buf_cstr(&from), b->to, b->n_to, &raw, &error) < 0) {
 			httpd_error(c, 400, error, NULL);
 		} else {
-			log_info("event=sandbox_release id=%s inbox=%s nrcpt=%zu", id, inbox, b->n_to);
+			log_info("event=sandbox_release id=%s inbox=%s nrcpt=%zu", id, inbox,
+			         b->n_to);
 			sbx_ok(c);
 		}
 		buf_free(&from);
@@ -521,17 +525,19 @@ static void sbx_view(struct httpd_conn *c, const struct http_request *req, const
 		             strcmp(remote, "1") == 0;
 		int r = sbx_msg_html(raw.data, raw.len, allow, &out);
 		if (r <= 0) {
-			httpd_error(c, r == 0 ? 404 : 500, r == 0 ? "no HTML part" : "too large", NULL);
+			httpd_error(c, r == 0 ? 404 : 500, r == 0 ? "no HTML part" : "too large",
+			            NULL);
 		} else {
 			char extra[1024];
-			snprintf(extra, sizeof(extra),
-			         "Content-Security-Policy: default-src 'none'; img-src data:%s; "
-			         "style-src 'unsafe-inline'; font-src data:; base-uri 'none'; "
-			         "form-action 'none'; frame-ancestors 'self'; sandbox\r\n"
-			         "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n",
-			         allow ? " https: http:" : "");
-			httpd_respond(c, 200, "text/html; charset=utf-8", (const char *)out.data, out.len,
-			              extra);
+			snprintf(
+			    extra, sizeof(extra),
+			    "Content-Security-Policy: default-src 'none'; img-src data:%s; "
+			    "style-src 'unsafe-inline'; font-src data:; base-uri 'none'; "
+			    "form-action 'none'; frame-ancestors 'self'; sandbox\r\n"
+			    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n",
+			    allow ? " https: http:" : "");
+			httpd_respond(c, 200, "text/html; charset=utf-8", (const char *)out.data,
+			              out.len, extra);
 		}
 	} else {
 		/* The text part: Text of the message JSON is what Mailpit shows;
@@ -712,7 +718,8 @@ bool httpd_sbx_route(struct httpd_conn *c, const struct http_request *req, const
 	if (search) {
 		/* DELETE /api/v1/search?query= has no body: no CSRF by
 		 * content type, but the Origin checks still apply. */
-		if ((req->sec_fetch_site.p != NULL && http_view_eq(req->sec_fetch_site, "cross-site")) ||
+		if ((req->sec_fetch_site.p != NULL &&
+		     http_view_eq(req->sec_fetch_site, "cross-site")) ||
 		    (req->origin.p != NULL && !sbx_same_origin(req->origin, req->host))) {
 			httpd_error(c, 403, "cross-origin request refused", NULL);
 			return true;
