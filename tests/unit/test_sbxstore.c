@@ -273,6 +273,29 @@ static void test_retention(void **state)
 	sbx_store_close(&s);
 }
 
+static void test_retention_age(void **state)
+{
+	(void)state;
+	struct sbx_store *s = NULL;
+	char err[256];
+	char sub[128];
+	snprintf(sub, sizeof(sub), "%s/age", dir);
+	assert_int_equal(sbx_store_open(sub, &s, err, sizeof(err)), 0);
+	/* capture() dates every message 2023-11-14: a day's limit removes
+	 * them all at the next capture's check */
+	capture(s, "OLD1", "a", "Subject: old\r\n\r\nx\r\n");
+	struct sbx_limits lim = {.max_age_ms = 24ULL * 3600 * 1000};
+	sbx_store_set_limits(s, &lim);
+	capture(s, "OLD2", "a", "Subject: old\r\n\r\nx\r\n");
+	struct buf out;
+	buf_init(&out, 1 << 20);
+	list(s, "a", NULL, &out);
+	assert_non_null(strstr(buf_cstr(&out), "\"total\":0"));
+	assert_true(sbx_store_open_msg(s, "OLD1") < 0);
+	buf_free(&out);
+	sbx_store_close(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -282,6 +305,7 @@ int main(void)
 	    cmocka_unit_test(test_path_parse),
 	    cmocka_unit_test_setup_teardown(test_store, store_setup, store_teardown),
 	    cmocka_unit_test_setup_teardown(test_retention, store_setup, store_teardown),
+	    cmocka_unit_test_setup_teardown(test_retention_age, store_setup, store_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
