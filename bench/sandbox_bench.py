@@ -73,7 +73,8 @@ def fill_direct(store, n, inbox="default"):
     start = SCHEMA.index("static const char sbx_schema[] =") + len("static const char sbx_schema[] =")
     end = SCHEMA.index(";\n", start)
     ddl = "".join(part.split('"', 1)[1].rsplit('"', 1)[0]
-                  for part in SCHEMA[start:end].strip().splitlines())
+                  for part in SCHEMA[start:end].strip().splitlines()
+                  if part.strip().startswith('"'))
     db = sqlite3.connect(os.path.join(store, "index.sqlite"))
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(ddl.replace("\\'", "'"))

@@ -344,10 +344,14 @@ static int conf_root_form(const char *path, bool resolve, char *out, size_t outl
 int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, char *err,
                      size_t errlen)
 {
-	static const char *const keys[] = {"spool_dir", "maildir_root", "tls.self_signed_dir"};
-	const char *paths[] = {conf->spool_dir, conf->maildir_root, conf->tls.self_signed_dir};
-	char form[3][PATH_MAX];
-	for (size_t i = 0; i < 3; i++) {
+	static const char *const keys[] = {"spool_dir", "maildir_root", "tls.self_signed_dir",
+	                                   "sandbox.dir"};
+	/* sandbox.dir: the http process may write it, so it must not hold the
+	 * spool or the Maildirs either (issue 13). */
+	const char *paths[] = {conf->spool_dir, conf->maildir_root, conf->tls.self_signed_dir,
+	                       conf_sandbox_used(conf) ? conf->sandbox.dir : ""};
+	char form[4][PATH_MAX];
+	for (size_t i = 0; i < 4; i++) {
 		if (paths[i][0] == '\0')
 			continue;
 		if (conf_root_form(paths[i], resolve, form[i], sizeof(form[i])) < 0) {
@@ -357,10 +361,11 @@ int conf_check_roots(const struct conf *conf, bool resolve, const char **key_r, 
 		}
 	}
 	/* (a, b): a must not be inside b, nor equal to it */
-	static const size_t pairs[][2] = {{0, 1}, {1, 0}, {2, 0}, {2, 1}};
+	static const size_t pairs[][2] = {{0, 1}, {1, 0}, {2, 0}, {2, 1},
+	                                  {0, 3}, {3, 0}, {1, 3}, {3, 1}, {2, 3}};
 	for (size_t k = 0; k < sizeof(pairs) / sizeof(pairs[0]); k++) {
 		size_t a = pairs[k][0], b = pairs[k][1];
-		if (paths[a][0] == '\0' || !fs_path_within(form[a], form[b]))
+		if (paths[a][0] == '\0' || paths[b][0] == '\0' || !fs_path_within(form[a], form[b]))
 			continue;
 		*key_r = keys[a];
 		snprintf(err, errlen,

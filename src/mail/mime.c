@@ -94,7 +94,8 @@ int mime_qp_decode(const char *in, size_t len, struct buf *out)
 			while (j < len && (in[j] == ' ' || in[j] == '\t'))
 				j++;
 			/* trailing whitespace of a line is padding (§6.7 (3)) */
-			bool eol = j >= len || in[j] == '\n' || (in[j] == '\r' && j + 1 < len && in[j + 1] == '\n');
+			bool eol = j >= len || in[j] == '\n' ||
+			           (in[j] == '\r' && j + 1 < len && in[j + 1] == '\n');
 			if (!eol)
 				rc = buf_append(out, in + i, j - i);
 			i = j;
@@ -136,7 +137,8 @@ int mime_b64_decode(const char *in, size_t len, struct buf *out)
 			if (n == 2)
 				rc = buf_append_byte(out, (unsigned char)(acc >> 4));
 			else if (n == 3) {
-				unsigned char b[2] = {(unsigned char)(acc >> 10), (unsigned char)(acc >> 2)};
+				unsigned char b[2] = {(unsigned char)(acc >> 10),
+				                      (unsigned char)(acc >> 2)};
 				rc = buf_append(out, b, 2);
 			}
 			acc = 0, n = 0;
@@ -161,7 +163,39 @@ int mime_b64_decode(const char *in, size_t len, struct buf *out)
 
 /* ---- charsets ---- */
 
-/* Valid UTF-8 through, any other octet read as ISO-8859-1. */
+/* windows-1252 at 0x80-0x9f; the rest of it is ISO-8859-1. The WHATWG
+ * Encoding Standard reads the ISO-8859-1 and US-ASCII labels as this too,
+ * and it needs no gconv module (the confined http process may have none). */
+static const uint16_t mime_cp1252[32] = {
+    0x20ac, 0x0081, 0x201a, 0x0192, 0x201e, 0x2026, 0x2020, 0x2021, 0x02c6, 0x2030, 0x0160,
+    0x2039, 0x0152, 0x008d, 0x017d, 0x008f, 0x0090, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022,
+    0x2013, 0x2014, 0x02dc, 0x2122, 0x0161, 0x203a, 0x0153, 0x009d, 0x017e, 0x0178,
+};
+
+static int mime_put_1252(unsigned char c, struct buf *out)
+{
+	unsigned cp = c >= 0x80 && c < 0xa0 ? mime_cp1252[c - 0x80] : c;
+	unsigned char b[3];
+	if (cp < 0x80)
+		return buf_append_byte(out, (unsigned char)cp);
+	if (cp < 0x800) {
+		b[0] = (unsigned char)(0xc0 | cp >> 6), b[1] = (unsigned char)(0x80 | (cp & 0x3f));
+		return buf_append(out, b, 2);
+	}
+	b[0] = (unsigned char)(0xe0 | cp >> 12), b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+	b[2] = (unsigned char)(0x80 | (cp & 0x3f));
+	return buf_append(out, b, 3);
+}
+
+static int mime_from_1252(const unsigned char *p, size_t len, struct buf *out)
+{
+	int rc = 0;
+	for (size_t i = 0; i < len && rc == 0; i++)
+		rc = mime_put_1252(p[i], out);
+	return rc;
+}
+
+/* Valid UTF-8 through, any other octet read as windows-1252. */
 static int mime_utf8_or_latin1(const unsigned char *p, size_t len, struct buf *out)
 {
 	int rc = 0;
@@ -172,8 +206,7 @@ static int mime_utf8_or_latin1(const unsigned char *p, size_t len, struct buf *o
 			i += n;
 			continue;
 		}
-		unsigned char b[2] = {(unsigned char)(0xc0 | p[i] >> 6), (unsigned char)(0x80 | (p[i] & 0x3f))};
-		rc = buf_append(out, b, 2);
+		rc = mime_put_1252(p[i], out);
 		i++;
 	}
 	return rc;
@@ -220,7 +253,8 @@ static int mime_iconv(iconv_t cd, const unsigned char *in, size_t len, struct bu
 	while (rc == 0) {
 		char *op = tmp;
 		size_t oleft = sizeof(tmp);
-		size_t r = ileft > 0 ? iconv(cd, &ip, &ileft, &op, &oleft) : iconv(cd, NULL, NULL, &op, &oleft);
+		size_t r = ileft > 0 ? iconv(cd, &ip, &ileft, &op, &oleft)
+		                     : iconv(cd, NULL, NULL, &op, &oleft);
 		int e = errno;
 		rc = buf_append(out, tmp, sizeof(tmp) - oleft);
 		if (r != (size_t)-1) {
@@ -255,6 +289,10 @@ int mime_to_utf8(const char *charset, const void *vin, size_t len, struct buf *o
 		return mime_utf8_clean(in, len, out);
 	if (strcmp(cs, "us-ascii") == 0 || strcmp(cs, "ascii") == 0)
 		return mime_utf8_or_latin1(in, len, out); /* mislabelled 8-bit is common */
+	if (strcmp(cs, "iso-8859-1") == 0 || strcmp(cs, "iso8859-1") == 0 ||
+	    strcmp(cs, "iso_8859-1") == 0 || strcmp(cs, "latin1") == 0 ||
+	    strcmp(cs, "windows-1252") == 0 || strcmp(cs, "cp1252") == 0)
+		return mime_from_1252(in, len, out);
 	iconv_t cd = iconv_open("UTF-8", cs);
 	if (cd == (iconv_t)-1)
 		return mime_utf8_or_latin1(in, len, out);
@@ -302,7 +340,8 @@ int mime_hdr_get(const char *hdr, size_t len, const char *name, struct buf *out)
 
 /* An encoded-word at v[i] (RFC 2047 §2): its end, charset and decoded
  * octets into raw; 0 if it is not one. */
-static size_t mime_ew_parse(const char *v, size_t len, size_t i, char *cs, size_t cslen, struct buf *raw)
+static size_t mime_ew_parse(const char *v, size_t len, size_t i, char *cs, size_t cslen,
+                            struct buf *raw)
 {
 	if (i + 2 > len || v[i] != '=' || v[i + 1] != '?')
 		return 0;
@@ -358,7 +397,7 @@ struct mime_words {
 static void mime_words_flush(struct mime_words *w)
 {
 	if (w->pend.len > 0 && w->rc == 0)
-		w->rc = mime_to_utf8(w->pend_cs, w->pend.data, w->pend.len, w->out);
+		w->rc = mime_to_utf8(w->pend_cs, buf_cstr(&w->pend), w->pend.len, w->out);
 	buf_reset(&w->pend);
 }
 
@@ -380,14 +419,15 @@ int mime_decode_words(const char *v, size_t len, struct buf *out)
 		}
 		if (end > 0) {
 			if (lit_len > 0)
-				w.rc = mime_utf8_or_latin1((const unsigned char *)v + lit, lit_len, out);
+				w.rc = mime_utf8_or_latin1((const unsigned char *)v + lit, lit_len,
+				                           out);
 			lit_len = 0;
 			ws_len = 0; /* between two encoded-words: dropped (§6.2) */
 			if (strcmp(cs, w.pend_cs) != 0) {
 				mime_words_flush(&w);
 				snprintf(w.pend_cs, sizeof(w.pend_cs), "%s", cs);
 			}
-			if (w.rc == 0 && buf_append(&w.pend, raw.data, raw.len) != 0)
+			if (w.rc == 0 && buf_append(&w.pend, buf_cstr(&raw), raw.len) != 0)
 				w.rc = -1;
 			after_ew = true;
 			i = end;
@@ -438,7 +478,8 @@ static int mime_param_value(const char *v, size_t len, size_t *i, struct buf *va
 		for (j++; j < len && v[j] != '"' && rc == 0; j++) {
 			if (v[j] == '\\' && j + 1 < len)
 				j++;
-			rc = val->len < MIME_MAX_PARAM ? buf_append_byte(val, (unsigned char)v[j]) : 0;
+			rc = val->len < MIME_MAX_PARAM ? buf_append_byte(val, (unsigned char)v[j])
+			                               : 0;
 		}
 		if (j < len)
 			j++;
@@ -493,7 +534,7 @@ static int mime_param_join(const struct mime_seg *segs, const struct buf *store,
 	int rc = 0;
 	buf_init(&raw, MIME_MAX_PARAM * 2);
 	for (unsigned k = 0; k < MIME_PARAM_SEGS && segs[k].have && rc == 0; k++) {
-		const char *p = (const char *)store->data + segs[k].off;
+		const char *p = buf_cstr(store) + segs[k].off;
 		size_t n = segs[k].len, i = 0;
 		if (!segs[k].ext) {
 			rc = buf_append(&raw, p, n);
@@ -501,7 +542,8 @@ static int mime_param_join(const struct mime_seg *segs, const struct buf *store,
 		}
 		if (k == 0) { /* charset'language'value (§4) */
 			const char *q1 = memchr(p, '\'', n);
-			const char *q2 = q1 != NULL ? memchr(q1 + 1, '\'', n - (size_t)(q1 + 1 - p)) : NULL;
+			const char *q2 =
+			    q1 != NULL ? memchr(q1 + 1, '\'', n - (size_t)(q1 + 1 - p)) : NULL;
 			if (q2 != NULL) {
 				size_t cl = (size_t)(q1 - p);
 				if (cl < sizeof(cs)) {
@@ -523,7 +565,7 @@ static int mime_param_join(const struct mime_seg *segs, const struct buf *store,
 		}
 	}
 	if (rc == 0)
-		rc = mime_to_utf8(cs[0] != '\0' ? cs : NULL, raw.data, raw.len, out);
+		rc = mime_to_utf8(cs[0] != '\0' ? cs : NULL, buf_cstr(&raw), raw.len, out);
 	buf_free(&raw);
 	return rc;
 }
@@ -535,6 +577,8 @@ int mime_param_get(const char *v, size_t len, const char *name, struct buf *out)
 	size_t plain_off = 0, plain_len = 0;
 	bool have_plain = false;
 	int rc = 0;
+	if (len == 0)
+		return 0;
 	memset(segs, 0, sizeof(segs));
 	buf_init(&store, MIME_MAX_PARAM * 8);
 	const char *semi = memchr(v, ';', len);
@@ -582,7 +626,7 @@ int mime_param_get(const char *v, size_t len, const char *name, struct buf *out)
 		rc = mime_param_join(segs, &store, out);
 		found = 1;
 	} else if (rc == 0 && have_plain) {
-		rc = mime_decode_words((const char *)store.data + plain_off, plain_len, out);
+		rc = mime_decode_words(buf_cstr(&store) + plain_off, plain_len, out);
 		found = 1;
 	}
 	buf_free(&store);
@@ -644,7 +688,8 @@ static void mime_split(struct mime_ctx *c, struct mime_part *p, size_t off, size
 	c->m->warn |= MIME_W_NO_BODY_SEP;
 }
 
-static void mime_content_type(struct mime_ctx *c, struct mime_part *p, const char *dflt, char *boundary)
+static void mime_content_type(struct mime_ctx *c, struct mime_part *p, const char *dflt,
+                              char *boundary)
 {
 	const char *h = c->m->raw + p->hdr_off;
 	struct buf *t = &c->tmp;
@@ -681,7 +726,8 @@ params:;
 		p->charset[pv.len] = '\0';
 	}
 	buf_reset(&pv);
-	if (mime_param_get(v, n, "boundary", &pv) == 1 && pv.len > 0 && pv.len <= MIME_MAX_BOUNDARY) {
+	if (mime_param_get(v, n, "boundary", &pv) == 1 && pv.len > 0 &&
+	    pv.len <= MIME_MAX_BOUNDARY) {
 		memcpy(boundary, pv.data, pv.len);
 		boundary[pv.len] = '\0';
 		if (strlen(boundary) != pv.len)
@@ -689,7 +735,7 @@ params:;
 	}
 	buf_reset(&pv);
 	if (mime_param_get(v, n, "name", &pv) == 1 && pv.len > 0)
-		p->filename = xstrndup((const char *)pv.data, pv.len);
+		p->filename = xstrndup(buf_cstr(&pv), pv.len);
 	buf_free(&pv);
 }
 
@@ -722,12 +768,13 @@ static void mime_other_fields(struct mime_ctx *c, struct mime_part *p)
 		buf_init(&pv, MIME_MAX_PARAM);
 		if (mime_param_get(v, t->len, "filename", &pv) == 1 && pv.len > 0) {
 			free(p->filename);
-			p->filename = xstrndup((const char *)pv.data, pv.len);
+			p->filename = xstrndup(buf_cstr(&pv), pv.len);
 		}
 		buf_free(&pv);
 	}
 	buf_reset(t);
-	if (mime_hdr_get(h, p->hdr_len, "Content-ID", t) == 1 && t->len > 0 && t->len <= MIME_CID_MAX) {
+	if (mime_hdr_get(h, p->hdr_len, "Content-ID", t) == 1 && t->len > 0 &&
+	    t->len <= MIME_CID_MAX) {
 		const char *v = buf_cstr(t);
 		size_t n = t->len;
 		if (n >= 2 && v[0] == '<' && v[n - 1] == '>')
@@ -783,7 +830,8 @@ static void mime_multipart(struct mime_ctx *c, size_t idx, const char *boundary)
 	unsigned depth = m->parts[idx].depth, count = 0;
 	bool in_part = false, closed = false;
 	char id[MIME_ID_MAX], pid[MIME_ID_MAX];
-	const char *dflt = strcmp(m->parts[idx].type, "multipart/digest") == 0 ? "message/rfc822" : "text/plain";
+	const char *dflt =
+	    strcmp(m->parts[idx].type, "multipart/digest") == 0 ? "message/rfc822" : "text/plain";
 	memcpy(pid, m->parts[idx].id, sizeof(pid));
 	while (i < n && !closed) {
 		size_t next, line_end;
@@ -798,7 +846,8 @@ static void mime_multipart(struct mime_ctx *c, size_t idx, const char *boundary)
 				if (end > start && s[end - 1] == '\r')
 					end--;
 				mime_child_id(pid, ++count, id, sizeof(id));
-				mime_entity(c, m->parts[idx].body_off + start, end - start, (int)idx, depth + 1, id, dflt);
+				mime_entity(c, m->parts[idx].body_off + start, end - start,
+				            (int)idx, depth + 1, id, dflt);
 			}
 			in_part = kind == 1;
 			closed = kind == 2;
@@ -809,7 +858,8 @@ static void mime_multipart(struct mime_ctx *c, size_t idx, const char *boundary)
 	}
 	if (in_part) {
 		mime_child_id(pid, ++count, id, sizeof(id));
-		mime_entity(c, m->parts[idx].body_off + start, n - start, (int)idx, depth + 1, id, dflt);
+		mime_entity(c, m->parts[idx].body_off + start, n - start, (int)idx, depth + 1, id,
+		            dflt);
 	}
 	if (!closed)
 		m->warn |= MIME_W_NO_CLOSE;
@@ -846,7 +896,8 @@ static void mime_entity(struct mime_ctx *c, size_t off, size_t len, int parent, 
 	if (multi) {
 		p->is_multipart = true;
 		mime_multipart(c, idx, boundary); /* p may move: use idx */
-	} else if (msg && p->cte != MIME_CTE_BASE64 && p->cte != MIME_CTE_QP && p->cte != MIME_CTE_OTHER) {
+	} else if (msg && p->cte != MIME_CTE_BASE64 && p->cte != MIME_CTE_QP &&
+	           p->cte != MIME_CTE_OTHER) {
 		char cid[MIME_ID_MAX];
 		size_t il = strlen(p->id);
 		if (il + 3 > sizeof(cid))
@@ -911,7 +962,8 @@ int mime_part_text(const struct mime_msg *m, const struct mime_part *p, struct b
 	buf_init(&raw, out->max);
 	int rc = mime_part_decode(m, p, &raw);
 	if (rc == 0)
-		rc = mime_to_utf8(p->charset[0] != '\0' ? p->charset : NULL, raw.data, raw.len, out);
+		rc = mime_to_utf8(p->charset[0] != '\0' ? p->charset : NULL, buf_cstr(&raw),
+		                  raw.len, out);
 	buf_free(&raw);
 	return rc;
 }

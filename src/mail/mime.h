@@ -26,18 +26,17 @@
 
 #define MIME_MAX_DEPTH 16
 #define MIME_MAX_PARTS 512
-#define MIME_MAX_FIELD 65536     /* one unfolded header field */
-#define MIME_MAX_BOUNDARY 200    /* RFC 2046 §5.1.1 says 70; be lenient */
-#define MIME_MAX_PARAM 4096      /* one parameter value, decoded */
+#define MIME_MAX_FIELD 65536  /* one unfolded header field */
+#define MIME_MAX_BOUNDARY 200 /* RFC 2046 §5.1.1 says 70; be lenient */
+#define MIME_MAX_PARAM 4096   /* one parameter value, decoded */
 #define MIME_ID_MAX 96
 
 /* Warnings (struct mime_msg.warn): the parse went on, with a fallback. */
-#define MIME_W_DEPTH 0x01        /* nesting deeper than MIME_MAX_DEPTH */
-#define MIME_W_PARTS 0x02        /* more than MIME_MAX_PARTS entities */
-#define MIME_W_NO_BOUNDARY 0x04  /* multipart without a usable boundary */
-#define MIME_W_NO_CLOSE 0x08     /* close-delimiter missing (RFC 2046 §5.1.1) */
-#define MIME_W_NO_BODY_SEP 0x10  /* header section without its empty line */
-#define MIME_W_FIELD_CUT 0x20    /* a header field longer than MIME_MAX_FIELD */
+#define MIME_W_DEPTH 0x01       /* nesting deeper than MIME_MAX_DEPTH */
+#define MIME_W_PARTS 0x02       /* more than MIME_MAX_PARTS entities */
+#define MIME_W_NO_BOUNDARY 0x04 /* multipart without a usable boundary */
+#define MIME_W_NO_CLOSE 0x08    /* close-delimiter missing (RFC 2046 §5.1.1) */
+#define MIME_W_NO_BODY_SEP 0x10 /* header section without its empty line */
 
 enum mime_cte {
 	MIME_CTE_7BIT = 0,
@@ -69,10 +68,10 @@ struct mime_part {
 	char charset[48]; /* lowercased; "" when not given */
 	enum mime_cte cte;
 	enum mime_disp disp;
-	bool is_multipart;    /* parsed into children */
-	bool is_message;      /* message/rfc822 parsed into one child */
-	char *filename;       /* UTF-8, from filename= or name=, NULL if none */
-	char *content_id;     /* without <>, NULL if none */
+	bool is_multipart; /* parsed into children */
+	bool is_message;   /* message/rfc822 parsed into one child */
+	char *filename;    /* UTF-8, from filename= or name=, NULL if none */
+	char *content_id;  /* without <>, NULL if none */
 };
 
 struct mime_msg {
@@ -103,9 +102,11 @@ int mime_qp_decode(const char *in, size_t len, struct buf *out);
 int mime_b64_decode(const char *in, size_t len, struct buf *out);
 
 /* in[0..len) in charset to UTF-8 appended to out. UTF-8 and US-ASCII are
- * checked here; others go through iconv(3). Invalid or truncated input
- * becomes U+FFFD. An unknown charset (or one iconv cannot load) passes
- * valid UTF-8 through and reads anything else as ISO-8859-1. */
+ * checked here, ISO-8859-1 and windows-1252 are read here as
+ * windows-1252 (as the WHATWG Encoding Standard does); others go through
+ * iconv(3). Invalid or truncated input becomes U+FFFD. An unknown charset
+ * (or one iconv cannot load: it needs the C library's gconv modules) passes
+ * valid UTF-8 through and reads anything else as windows-1252. */
 int mime_to_utf8(const char *charset, const void *in, size_t len, struct buf *out);
 
 /* The first field called name in the header section hdr[0..len), unfolded

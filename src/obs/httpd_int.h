@@ -50,12 +50,12 @@ struct httpd {
 	struct bufferevent *q; /* to the queue's control server */
 	struct httpd_api *qhead, *qtail;
 	size_t n_pending;
-	bool sandbox_ui; /* serve the sandbox UI at / (web.h) */
+	bool sandbox_ui;       /* serve the sandbox UI at / (web.h) */
 	struct httpd_sbx *sbx; /* the sandbox API, or NULL */
 };
 
-void httpd_respond(struct httpd_conn *c, int status, const char *type, const char *body,
-                   size_t len, const char *extra);
+void httpd_respond(struct httpd_conn *c, int status, const char *type, const char *body, size_t len,
+                   const char *extra);
 /* {"error": text} */
 void httpd_error(struct httpd_conn *c, int status, const char *text, const char *extra);
 

@@ -27,7 +27,6 @@
 #include "lib/fsutil.h"
 #include "lib/json.h"
 #include "lib/log.h"
-#include "mail/header.h"
 #include "mail/maildrop.h"
 #include "obs/sandbox_msg.h"
 #include "obs/sbxquery.h"
@@ -47,9 +46,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SBX_SSE_MAX 16           /* event streams at once */
-#define SBX_SSE_POLL_MS 500      /* the store is read this often while one is open */
-#define SBX_SSE_PING_S 15        /* a comment line keeps proxies from timing out */
+#define SBX_SSE_MAX 16               /* event streams at once */
+#define SBX_SSE_POLL_MS 500          /* the store is read this often while one is open */
+#define SBX_SSE_PING_S 15            /* a comment line keeps proxies from timing out */
 #define SBX_MSG_READ_MAX (64u << 20) /* a message file read for the API */
 #define SBX_LIST_DEFAULT 50
 #define SBX_JSON_MAX (256u << 20)
@@ -220,7 +219,8 @@ static int sbx_load(struct httpd_conn *c, const char *inbox, const char *id, cha
 	int r = sbx_store_get(x->store, inbox, id, id_r, &item);
 	buf_free(&item);
 	if (r <= 0) {
-		httpd_error(c, r == 0 ? 404 : 500, r == 0 ? "no such message" : "store error", NULL);
+		httpd_error(c, r == 0 ? 404 : 500, r == 0 ? "no such message" : "store error",
+		            NULL);
 		return r;
 	}
 	int fd = sbx_store_open_msg(x->store, id_r);
@@ -228,7 +228,8 @@ static int sbx_load(struct httpd_conn *c, const char *inbox, const char *id, cha
 	if (fd < 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size > SBX_MSG_READ_MAX) {
 		if (fd >= 0)
 			close(fd);
-		httpd_error(c, fd < 0 && errno == ENOENT ? 404 : 500, "message file unreadable", NULL);
+		httpd_error(c, fd < 0 && errno == ENOENT ? 404 : 500, "message file unreadable",
+		            NULL);
 		return fd < 0 && errno == ENOENT ? 0 : -1;
 	}
 	buf_init(raw, SBX_MSG_READ_MAX);
@@ -245,70 +246,14 @@ static int sbx_load(struct httpd_conn *c, const char *inbox, const char *id, cha
 	return 1;
 }
 
-/* {"Header-Name": ["value", ...], ...}, names in their first spelling. */
-static void sbx_headers_json(const struct buf *raw, struct buf *out)
-{
-	const char *m = (const char *)raw->data;
-	size_t len = raw->len, hlen = len;
-	for (size_t i = 0; i + 1 < len; i++)
-		if (m[i] == '\n' && (m[i + 1] == '\n' || (m[i + 1] == '\r' && i + 2 < len && m[i + 2] == '\n'))) {
-			hlen = i + 1;
-			break;
-		}
-	struct mail_hdr_field fs[1000];
-	size_t n = 0, pos = 0;
-	while (n < 1000 && mail_hdr_next(m, hlen, &pos, &fs[n]))
-		if (fs[n].name_len > 0)
-			n++;
-	bool *done = xcalloc(n + 1, sizeof(*done));
-	buf_append_byte(out, '{');
-	bool first = true;
-	for (size_t i = 0; i < n; i++) {
-		if (done[i])
-			continue;
-		if (!first)
-			buf_append_byte(out, ',');
-		first = false;
-		json_append_str(out, fs[i].name, fs[i].name_len);
-		buf_append_str(out, ":[");
-		for (size_t j = i; j < n; j++) {
-			if (done[j] || fs[j].name_len != fs[i].name_len ||
-			    strncasecmp(fs[j].name, fs[i].name, fs[i].name_len) != 0)
-				continue;
-			done[j] = true;
-			if (j != i)
-				buf_append_byte(out, ',');
-			/* unfolded, outer white space trimmed */
-			struct buf v;
-			buf_init(&v, len + 1);
-			for (size_t k = 0; k < fs[j].value_len; k++) {
-				char ch = fs[j].value[k];
-				if (ch == '\r' || ch == '\n')
-					continue;
-				buf_append_byte(&v, (unsigned char)ch);
-			}
-			size_t s0 = 0, e = v.len;
-			while (s0 < e && (v.data[s0] == ' ' || v.data[s0] == '\t'))
-				s0++;
-			while (e > s0 && (v.data[e - 1] == ' ' || v.data[e - 1] == '\t'))
-				e--;
-			json_append_str(out, v.data + s0, e - s0);
-			buf_free(&v);
-		}
-		buf_append_byte(out, ']');
-	}
-	buf_append_byte(out, '}');
-	free(done);
-}
-
 /* A MIME type from the message, safe to put in a header field. */
 static const char *sbx_safe_type(const char *t)
 {
 	if (t == NULL || t[0] == '\0' || strlen(t) > 100)
 		return "application/octet-stream";
 	for (const char *p = t; *p != '\0'; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      strchr("!#$&^_.+-/", *p) != NULL))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || strchr("!#$&^_.+-/", *p) != NULL))
 			return "application/octet-stream";
 	return t;
 }
@@ -500,8 +445,10 @@ static void sbx_message(struct httpd_conn *c, const struct http_request *req, co
 		              "X-Content-Type-Options: nosniff\r\n"
 		              "Content-Security-Policy: default-src 'none'; sandbox\r\n");
 	} else if (strcmp(p.what, "headers") == 0) {
-		sbx_headers_json(&raw, &out);
-		sbx_json(c, 200, &out);
+		if (sbx_msg_headers_json(raw.data, raw.len, &out) < 0)
+			httpd_error(c, 500, "headers too large", NULL);
+		else
+			sbx_json(c, 200, &out);
 	} else if (strcmp(p.what, "check") == 0) {
 		if (sbx_msg_check(raw.data, raw.len, &out) < 0)
 			httpd_error(c, 500, "message too large to check", NULL);
@@ -515,8 +462,9 @@ static void sbx_message(struct httpd_conn *c, const struct http_request *req, co
 			struct buf extra;
 			buf_init(&extra, 8192);
 			sbx_disposition(name, &extra);
-			buf_append_str(&extra, "X-Content-Type-Options: nosniff\r\n"
-			                       "Content-Security-Policy: default-src 'none'; sandbox\r\n");
+			buf_append_str(&extra,
+			               "X-Content-Type-Options: nosniff\r\n"
+			               "Content-Security-Policy: default-src 'none'; sandbox\r\n");
 			httpd_respond(c, 200, sbx_safe_type(type), (const char *)out.data, out.len,
 			              buf_cstr(&extra));
 			buf_free(&extra);
@@ -538,7 +486,8 @@ static void sbx_message(struct httpd_conn *c, const struct http_request *req, co
 		} else if (sbx_release(x, buf_cstr(&from), b->to, b->n_to, &raw, &error) < 0) {
 			httpd_error(c, 400, error, NULL);
 		} else {
-			log_info("event=sandbox_release id=%s inbox=%s nrcpt=%zu", id, inbox, b->n_to);
+			log_info("event=sandbox_release id=%s inbox=%s nrcpt=%zu", id, inbox,
+			         b->n_to);
 			sbx_ok(c);
 		}
 		buf_free(&from);
@@ -576,17 +525,19 @@ static void sbx_view(struct httpd_conn *c, const struct http_request *req, const
 		             strcmp(remote, "1") == 0;
 		int r = sbx_msg_html(raw.data, raw.len, allow, &out);
 		if (r <= 0) {
-			httpd_error(c, r == 0 ? 404 : 500, r == 0 ? "no HTML part" : "too large", NULL);
+			httpd_error(c, r == 0 ? 404 : 500, r == 0 ? "no HTML part" : "too large",
+			            NULL);
 		} else {
 			char extra[1024];
-			snprintf(extra, sizeof(extra),
-			         "Content-Security-Policy: default-src 'none'; img-src data:%s; "
-			         "style-src 'unsafe-inline'; font-src data:; base-uri 'none'; "
-			         "form-action 'none'; frame-ancestors 'self'; sandbox\r\n"
-			         "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n",
-			         allow ? " https: http:" : "");
-			httpd_respond(c, 200, "text/html; charset=utf-8", (const char *)out.data, out.len,
-			              extra);
+			snprintf(
+			    extra, sizeof(extra),
+			    "Content-Security-Policy: default-src 'none'; img-src data:%s; "
+			    "style-src 'unsafe-inline'; font-src data:; base-uri 'none'; "
+			    "form-action 'none'; frame-ancestors 'self'; sandbox\r\n"
+			    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n",
+			    allow ? " https: http:" : "");
+			httpd_respond(c, 200, "text/html; charset=utf-8", (const char *)out.data,
+			              out.len, extra);
 		}
 	} else {
 		/* The text part: Text of the message JSON is what Mailpit shows;
@@ -767,7 +718,8 @@ bool httpd_sbx_route(struct httpd_conn *c, const struct http_request *req, const
 	if (search) {
 		/* DELETE /api/v1/search?query= has no body: no CSRF by
 		 * content type, but the Origin checks still apply. */
-		if ((req->sec_fetch_site.p != NULL && http_view_eq(req->sec_fetch_site, "cross-site")) ||
+		if ((req->sec_fetch_site.p != NULL &&
+		     http_view_eq(req->sec_fetch_site, "cross-site")) ||
 		    (req->origin.p != NULL && !sbx_same_origin(req->origin, req->host))) {
 			httpd_error(c, 403, "cross-origin request refused", NULL);
 			return true;

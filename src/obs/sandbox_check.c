@@ -52,8 +52,8 @@ static void chk_lines(const char *s, size_t n, struct chk_lines *l)
 
 static bool chk_ldh(char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-	       (unsigned char)c >= 0x80;
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-' || (unsigned char)c >= 0x80;
 }
 
 /* A host name (LDH labels, U-labels let through), an IPv4 address or an
@@ -63,7 +63,8 @@ static bool chk_host_ok(const char *h, size_t n)
 	if (n == 0 || n > CHK_HOST_MAX)
 		return false;
 	if (h[0] == '[')
-		return n > 2 && h[n - 1] == ']' && strspn(h + 1, "0123456789abcdefABCDEF:.") >= n - 2;
+		return n > 2 && h[n - 1] == ']' &&
+		       strspn(h + 1, "0123456789abcdefABCDEF:.") >= n - 2;
 	size_t label = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (h[i] == '.') {
@@ -153,7 +154,7 @@ static bool chk_text_host(const char *t, size_t n, char *host, size_t hostlen)
 			dots++;
 		e++;
 	}
-	if (p == 0 && (e != n || dots == 0))
+	if (p == 0 && (dots == 0 || (e != n && t[e] != '/') || memchr(t, ' ', n) != NULL))
 		return false; /* plain words, not a domain */
 	if (!chk_host_ok(t + p, e - p) || e - p >= hostlen)
 		return false;
@@ -166,6 +167,18 @@ static bool chk_text_host(const char *t, size_t n, char *host, size_t hostlen)
 static const char *chk_strip_www(const char *h)
 {
 	return strncmp(h, "www.", 4) == 0 ? h + 4 : h;
+}
+
+/* Does the link go where its text says: the same host, or one under it
+ * ("login.bank.example" for "bank.example"), "www." aside? */
+static bool chk_same_site(const char *host, const char *shown)
+{
+	host = chk_strip_www(host);
+	shown = chk_strip_www(shown);
+	size_t hl = strlen(host), sl = strlen(shown);
+	if (hl == sl)
+		return strcmp(host, shown) == 0;
+	return hl > sl && host[hl - sl - 1] == '.' && strcmp(host + hl - sl, shown) == 0;
 }
 
 struct chk_links {
@@ -189,8 +202,9 @@ static int chk_link(void *ctx, const char *url, size_t ulen, const char *text, s
 	}
 	const char *reason = chk_url(url, ulen, host, sizeof(host));
 	if (reason == NULL && host[0] != '\0' && chk_text_host(text, tlen, thost, sizeof(thost)) &&
-	    strcmp(chk_strip_www(host), chk_strip_www(thost)) != 0) {
-		snprintf(why, sizeof(why), "the text shows %s but the link goes to %s", thost, host);
+	    !chk_same_site(host, thost)) {
+		snprintf(why, sizeof(why), "the text shows %s but the link goes to %s", thost,
+		         host);
 		reason = why;
 	}
 	struct buf *o = c->out;
@@ -198,8 +212,9 @@ static int chk_link(void *ctx, const char *url, size_t ulen, const char *text, s
 	rc = rc != 0 ? rc : json_append_str(o, url, ulen);
 	rc = rc != 0 ? rc : buf_append_str(o, ",\"text\":");
 	rc = rc != 0 ? rc : json_append_str(o, text, tlen);
-	rc = rc != 0 ? rc : buf_printf(o, ",\"source\":\"%s\",\"malformed\":%s,\"reason\":", c->source,
-	                               reason != NULL ? "true" : "false");
+	rc = rc != 0 ? rc
+	             : buf_printf(o, ",\"source\":\"%s\",\"malformed\":%s,\"reason\":", c->source,
+	                          reason != NULL ? "true" : "false");
 	rc = rc != 0 ? rc : json_append_cstr(o, reason);
 	rc = rc != 0 ? rc : buf_append_byte(o, '}');
 	c->count++;
@@ -217,7 +232,8 @@ static void chk_text_links(const char *s, size_t n, struct chk_links *c)
 		for (size_t k = 0; k < 3 && sl == 0; k++) {
 			size_t l = strlen(schemes[k]);
 			if (n - i >= l && strncasecmp(s + i, schemes[k], l) == 0 &&
-			    (i == 0 || !((s[i - 1] >= 'a' && s[i - 1] <= 'z') || (s[i - 1] >= 'A' && s[i - 1] <= 'Z'))))
+			    (i == 0 || !((s[i - 1] >= 'a' && s[i - 1] <= 'z') ||
+			                 (s[i - 1] >= 'A' && s[i - 1] <= 'Z'))))
 				sl = l;
 		}
 		if (sl == 0)
@@ -255,8 +271,10 @@ static bool chk_ar_tok(const char *v, size_t len, size_t *i, struct chk_tok *t, 
 			depth--;
 		j++;
 	}
-	if (j >= len)
+	if (j >= len) {
+		*i = len; /* only CFWS was left: consumed */
 		return false;
+	}
 	if (v[j] == '=' || v[j] == ';') {
 		t->p = v + j, t->n = 1, t->kind = v[j];
 		*i = j + 1;
@@ -268,15 +286,17 @@ static bool chk_ar_tok(const char *v, size_t len, size_t *i, struct chk_tok *t, 
 		for (j++; j < len && v[j] != '"'; j++) {
 			if (v[j] == '\\' && j + 1 < len)
 				j++;
-			(void)buf_append_byte(qs, (unsigned char)v[j]);
+			if (qs->len + 2 <= qs->cap) /* never grow: earlier tokens point into it */
+				(void)buf_append_byte(qs, (unsigned char)v[j]);
 		}
 		*i = j < len ? j + 1 : len;
-		t->p = (const char *)qs->data + mark; /* qs is reserved: stable */
+		t->p = buf_cstr(qs) + mark; /* qs is reserved: stable */
 		t->n = qs->len - mark;
 		return true;
 	}
 	size_t s = j;
-	while (j < len && v[j] != ' ' && v[j] != '\t' && v[j] != '(' && v[j] != '=' && v[j] != ';' && v[j] != '"')
+	while (j < len && v[j] != ' ' && v[j] != '\t' && v[j] != '(' && v[j] != '=' &&
+	       v[j] != ';' && v[j] != '"')
 		j++;
 	t->p = v + s, t->n = j - s;
 	*i = j;
@@ -341,8 +361,7 @@ static void chk_ar_resinfo(const char *v, size_t len, size_t *i, struct chk_res 
 			const char *sl = memchr(t[0].p, '/', t[0].n);
 			r->method = t[0].p, r->mlen = sl != NULL ? (size_t)(sl - t[0].p) : t[0].n;
 			r->result = t[2];
-		}
-		else if (t[0].n == 6 && strncasecmp(t[0].p, "reason", 6) == 0)
+		} else if (t[0].n == 6 && strncasecmp(t[0].p, "reason", 6) == 0)
 			r->reason = t[2];
 		else if (r->np < CHK_AR_PROPS)
 			r->pk[r->np] = t[0], r->pv[r->np++] = t[2];
@@ -356,12 +375,13 @@ static int chk_auth_results(const struct mime_msg *m, struct buf *o)
 	struct chk_res *res;
 	size_t nr = 0;
 	buf_init(&v, MIME_MAX_FIELD + 1);
-	if (mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len, "Authentication-Results", &v) != 1) {
+	if (mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len,
+	                 "Authentication-Results", &v) != 1) {
 		buf_free(&v);
 		return buf_append_str(o, ",\"authResults\":null");
 	}
 	buf_init(&qs, 0);
-	(void)buf_reserve(&qs, v.len + 16); /* quoted-strings never outgrow it: stable */
+	(void)buf_reserve(&qs, 2 * v.len + 16); /* a token is read at most twice */
 	res = xcalloc(CHK_AR_RESULTS, sizeof(*res));
 	const char *s = buf_cstr(&v), *id = "";
 	size_t n = v.len, idlen = 0, i = 0;
@@ -370,7 +390,10 @@ static int chk_auth_results(const struct mime_msg *m, struct buf *o)
 	const char *semi = memchr(s, ';', n);
 	i = semi != NULL ? (size_t)(semi - s) + 1 : n;
 	while (i < n && nr < CHK_AR_RESULTS) {
+		size_t before = i;
 		chk_ar_resinfo(s, n, &i, &res[nr], &qs);
+		if (i <= before)
+			break; /* cannot happen: every round takes a token */
 		if (res[nr].method != NULL)
 			nr++;
 	}
@@ -388,15 +411,18 @@ static int chk_auth_results(const struct mime_msg *m, struct buf *o)
 
 /* ---- the whole ---- */
 
-static int chk_warn(struct buf *o, bool *first, const char *check, const char *sev, const char *text)
+static int chk_warn(struct buf *o, bool *first, const char *check, const char *sev,
+                    const char *text)
 {
-	int rc = buf_printf(o, "%s{\"check\":\"%s\",\"severity\":\"%s\",\"text\":", *first ? "" : ",", check, sev);
+	int rc = buf_printf(
+	    o, "%s{\"check\":\"%s\",\"severity\":\"%s\",\"text\":", *first ? "" : ",", check, sev);
 	*first = false;
 	rc = rc != 0 ? rc : json_append_cstr(o, text);
 	return rc != 0 ? rc : buf_append_byte(o, '}');
 }
 
-static int chk_warnings(struct buf *o, const struct mime_msg *m, size_t len, const struct chk_lines *l)
+static int chk_warnings(struct buf *o, const struct mime_msg *m, size_t len,
+                        const struct chk_lines *l)
 {
 	static const char *const req[] = {"Date", "Message-ID", "From"};
 	char t[160];
@@ -404,21 +430,28 @@ static int chk_warnings(struct buf *o, const struct mime_msg *m, size_t len, con
 	struct buf v;
 	int rc = buf_append_str(o, ",\"warnings\":[");
 	if (len > SBX_SIZE_ERROR)
-		rc = chk_warn(o, &first, "size", "error", "larger than 25 MiB: many providers refuse it");
+		rc = chk_warn(o, &first, "size", "error",
+		              "larger than 25 MiB: many providers refuse it");
 	else if (len > SBX_SIZE_WARN)
-		rc = chk_warn(o, &first, "size", "warning", "larger than 10 MiB: some providers refuse it");
+		rc = chk_warn(o, &first, "size", "warning",
+		              "larger than 10 MiB: some providers refuse it");
 	if (rc == 0 && l->over998 > 0) {
-		snprintf(t, sizeof(t), "%zu lines longer than 998 octets (RFC 5322 §2.1.1 forbids them)", l->over998);
+		snprintf(t, sizeof(t),
+		         "%zu lines longer than 998 octets (RFC 5322 §2.1.1 forbids them)",
+		         l->over998);
 		rc = chk_warn(o, &first, "line-length", "error", t);
 	}
 	if (rc == 0 && l->over78 > 0) {
-		snprintf(t, sizeof(t), "%zu lines longer than 78 characters (RFC 5322 §2.1.1 advises against)", l->over78);
+		snprintf(t, sizeof(t),
+		         "%zu lines longer than 78 characters (RFC 5322 §2.1.1 advises against)",
+		         l->over78);
 		rc = chk_warn(o, &first, "line-length", "warning", t);
 	}
 	buf_init(&v, MIME_MAX_FIELD + 1);
 	for (size_t k = 0; k < 3 && rc == 0; k++) {
 		buf_reset(&v);
-		if (mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len, req[k], &v) == 1)
+		if (mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len, req[k], &v) ==
+		    1)
 			continue;
 		snprintf(t, sizeof(t), "no %s field (RFC 5322 §3.6)", req[k]);
 		rc = chk_warn(o, &first, "header", k == 1 ? "warning" : "error", t);
@@ -429,7 +462,8 @@ static int chk_warnings(struct buf *o, const struct mime_msg *m, size_t len, con
 	buf_init(&v, MIME_MAX_FIELD + 1);
 	for (size_t k = 0; k < 3 && rc == 0; k++) {
 		buf_reset(&v);
-		if (mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len, req[k], &v) == 1)
+		if (mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len, req[k], &v) ==
+		    1)
 			continue;
 		rc = buf_printf(o, "%s\"%s\"", first ? "" : ",", req[k]);
 		first = false;
@@ -446,18 +480,21 @@ static int chk_all_links(struct buf *o, const struct mime_msg *m)
 	sbx_bodies_find(m, &b);
 	buf_init(&t, 64u << 20);
 	int rc = buf_append_str(o, ",\"links\":[");
-	if (rc == 0 && b.html != NULL && mime_part_text(m, b.html, &t) == 0) {
+	if (rc == 0 && b.html != NULL) {
+		(void)mime_part_text(m, b.html, &t); /* cut at its bound, not refused */
 		c.source = "html";
-		rc = sbx_html_links((const char *)t.data, t.len, chk_link, &c);
+		rc = sbx_html_links(buf_cstr(&t), t.len, chk_link, &c);
 		rc = rc != 0 ? rc : c.rc;
 	}
 	buf_reset(&t);
-	if (rc == 0 && b.text != NULL && !c.truncated && mime_part_text(m, b.text, &t) == 0) {
+	if (rc == 0 && b.text != NULL && !c.truncated) {
+		(void)mime_part_text(m, b.text, &t);
 		c.source = "text";
-		chk_text_links((const char *)t.data, t.len, &c);
+		chk_text_links(buf_cstr(&t), t.len, &c);
 		rc = c.rc;
 	}
-	rc = rc != 0 ? rc : buf_printf(o, "],\"linksTruncated\":%s", c.truncated ? "true" : "false");
+	rc =
+	    rc != 0 ? rc : buf_printf(o, "],\"linksTruncated\":%s", c.truncated ? "true" : "false");
 	buf_free(&t);
 	sbx_bodies_free(&b);
 	return rc;
@@ -471,8 +508,10 @@ int sbx_msg_check(const void *raw, size_t len, struct buf *out)
 	chk_lines(raw, len, &l);
 	int rc = buf_printf(out, "{\"size\":%zu", len);
 	rc = rc != 0 ? rc : chk_warnings(out, m, len, &l);
-	rc = rc != 0 ? rc : buf_printf(out, ",\"maxLineLength\":%zu,\"linesOver998\":%zu,\"linesOver78\":%zu",
-	                               l.max, l.over998, l.over78);
+	rc = rc != 0 ? rc
+	             : buf_printf(out,
+	                          ",\"maxLineLength\":%zu,\"linesOver998\":%zu,\"linesOver78\":%zu",
+	                          l.max, l.over998, l.over78);
 	rc = rc != 0 ? rc : chk_all_links(out, m);
 	rc = rc != 0 ? rc : chk_auth_results(m, out);
 	rc = rc != 0 ? rc : buf_append_byte(out, '}');

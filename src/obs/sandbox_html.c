@@ -12,8 +12,8 @@
 #include "lib/json.h"
 #include "obs/sandbox_int.h"
 
-#define HTML_URL_MAX 8192   /* a URL longer than this is not rewritten, but blocked */
-#define HTML_LINK_TEXT 200  /* octets of link text kept */
+#define HTML_URL_MAX 8192  /* a URL longer than this is not rewritten, but blocked */
+#define HTML_LINK_TEXT 200 /* octets of link text kept */
 
 static char html_lower(char c)
 {
@@ -48,12 +48,14 @@ static int html_put_cp(struct buf *out, uint32_t cp)
 		return buf_append(out, b, 2);
 	}
 	if (cp < 0x10000) {
-		b[0] = (unsigned char)(0xe0 | cp >> 12), b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+		b[0] = (unsigned char)(0xe0 | cp >> 12),
+		b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
 		b[2] = (unsigned char)(0x80 | (cp & 0x3f));
 		return buf_append(out, b, 3);
 	}
 	b[0] = (unsigned char)(0xf0 | cp >> 18), b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-	b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f)), b[3] = (unsigned char)(0x80 | (cp & 0x3f));
+	b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f)),
+	b[3] = (unsigned char)(0x80 | (cp & 0x3f));
 	return buf_append(out, b, 4);
 }
 
@@ -61,9 +63,13 @@ static int html_put_cp(struct buf *out, uint32_t cp)
  * 0 if it is not one this scanner knows (then '&' is literal). */
 static size_t html_charref(const char *s, size_t n, size_t i, uint32_t *cp)
 {
-	static const struct { const char *name; uint32_t cp; } named[] = {
-		{"amp", '&'}, {"lt", '<'}, {"gt", '>'}, {"quot", '"'}, {"apos", '\''}, {"nbsp", 0xa0},
-		{"colon", ':'}, {"sol", '/'}, {"period", '.'}, {"tab", '\t'}, {"newline", '\n'},
+	static const struct {
+		const char *name;
+		uint32_t cp;
+	} named[] = {
+	    {"amp", '&'},    {"lt", '<'},    {"gt", '>'},       {"quot", '"'},
+	    {"apos", '\''},  {"nbsp", 0xa0}, {"colon", ':'},    {"sol", '/'},
+	    {"period", '.'}, {"tab", '\t'},  {"newline", '\n'},
 	};
 	size_t j = i + 1;
 	if (j < n && s[j] == '#') {
@@ -73,7 +79,9 @@ static size_t html_charref(const char *s, size_t n, size_t i, uint32_t *cp)
 		j += hex ? 2 : 1;
 		for (d0 = j; j < n && j - d0 < 10; j++) {
 			char c = html_lower(s[j]);
-			int dv = c >= '0' && c <= '9' ? c - '0' : (hex && c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+			int dv = c >= '0' && c <= '9'            ? c - '0'
+			         : (hex && c >= 'a' && c <= 'f') ? c - 'a' + 10
+			                                         : -1;
 			if (dv < 0)
 				break;
 			v = v * (hex ? 16 : 10) + (uint32_t)dv;
@@ -224,7 +232,8 @@ static bool html_next_attr(const char *s, size_t n, size_t *i, struct html_attr 
 
 /* The tag at s[i] == '<': its name, whether an end tag, and where the
  * attributes start. 0 if it is no tag (the '<' is text). */
-static size_t html_tag_name(const char *s, size_t n, size_t i, const char **name, size_t *nlen, bool *end)
+static size_t html_tag_name(const char *s, size_t n, size_t i, const char **name, size_t *nlen,
+                            bool *end)
 {
 	size_t j = i + 1;
 	*end = j < n && s[j] == '/';
@@ -250,12 +259,27 @@ static size_t html_raw_end(const char *s, size_t n, size_t i, const char *name)
 	return n;
 }
 
-/* Markup that is not a tag: comment, doctype, processing instruction. */
+/* Markup that is not a tag: comment, doctype, processing instruction.
+ * Comments end as HTML says (§13.2.5.43-52): "<!-->" and "<!--->" are
+ * whole comments, and "--!>" ends one too; a scanner that hid markup the
+ * browser renders would let it past the rewriting. */
 static size_t html_skip_decl(const char *s, size_t n, size_t i)
 {
 	if (n - i >= 4 && memcmp(s + i, "<!--", 4) == 0) {
-		const char *e = memmem(s + i + 4, n - i - 4, "-->", 3);
-		return e != NULL ? (size_t)(e - s) + 3 : n;
+		size_t j = i + 4;
+		if (j < n && s[j] == '>')
+			return j + 1;
+		if (n - j >= 2 && s[j] == '-' && s[j + 1] == '>')
+			return j + 2;
+		for (const char *p = s + j; (p = memchr(p, '-', (size_t)(s + n - p))) != NULL;
+		     p++) {
+			size_t r = (size_t)(s + n - p);
+			if (r >= 3 && memcmp(p, "-->", 3) == 0)
+				return (size_t)(p - s) + 3;
+			if (r >= 4 && memcmp(p, "--!>", 4) == 0)
+				return (size_t)(p - s) + 4;
+		}
+		return n;
 	}
 	const char *e = memchr(s + i, '>', n - i);
 	return e != NULL ? (size_t)(e - s) + 1 : n;
@@ -270,7 +294,7 @@ static bool html_raw_tag(const char *name, size_t nlen)
 {
 	return html_name_is(name, nlen, "script") || html_name_is(name, nlen, "style") ||
 	       html_name_is(name, nlen, "textarea") || html_name_is(name, nlen, "title") ||
-	       html_name_is(name, nlen, "xmp") || html_name_is(name, nlen, "noscript");
+	       html_name_is(name, nlen, "xmp");
 }
 
 /* ---- rewriting ---- */
@@ -282,6 +306,7 @@ struct html_rw {
 	struct buf url; /* scratch: a decoded URL */
 	struct buf val; /* scratch: a rewritten value */
 	struct buf out2;
+	bool in_style; /* text is CSS until </style> */
 };
 
 /* The URL as a browser reads it: ASCII tab and newline removed, leading
@@ -293,6 +318,8 @@ static int html_url_norm(const char *v, size_t n, struct buf *url)
 		n = HTML_URL_MAX;
 	if (html_unescape(v, n, url) != 0)
 		return -1;
+	if (url->data == NULL)
+		return 0; /* nothing was written: empty */
 	size_t w = 0, s = 0, e = url->len;
 	while (s < e && url->data[s] <= 0x20)
 		s++;
@@ -305,6 +332,21 @@ static int html_url_norm(const char *v, size_t n, struct buf *url)
 	url->len = w;
 	url->data[w] = '\0';
 	return 0;
+}
+
+/* A data: URL kept as a resource: images and fonts only. data:text/html
+ * in an <object> or <iframe> would be a document with its own loads. */
+static bool html_data_ok(const char *u, size_t n)
+{
+	static const char *const ok[] = {"data:image/", "data:font/", "data:application/font-",
+	                                 "data:application/x-font-",
+	                                 "data:application/octet-stream"};
+	for (size_t k = 0; k < sizeof(ok) / sizeof(ok[0]); k++) {
+		size_t l = strlen(ok[k]);
+		if (n >= l && strncasecmp(u, ok[k], l) == 0)
+			return true;
+	}
+	return false;
 }
 
 /* What a resource URL becomes: appended to out, raw (not yet escaped). */
@@ -321,7 +363,7 @@ static int html_resource(struct html_rw *rw, const char *v, size_t n, struct buf
 		return buf_append_str(out, "data:,");
 	}
 	if (ul >= 5 && strncasecmp(u, "data:", 5) == 0)
-		return buf_append(out, u, ul);
+		return html_data_ok(u, ul) ? buf_append(out, u, ul) : buf_append_str(out, "data:,");
 	if (rw->allow_remote && ((ul >= 7 && strncasecmp(u, "http://", 7) == 0) ||
 	                         (ul >= 8 && strncasecmp(u, "https://", 8) == 0)))
 		return buf_append(out, u, ul);
@@ -358,14 +400,22 @@ static int html_css(struct html_rw *rw, const char *s, size_t n, struct buf *out
 			rc = rc != 0 ? rc : html_resource(rw, s + a0, a1 - a0, out);
 			/* a quote or backslash inside would end the CSS string */
 			for (size_t k = m0; rc == 0 && k < out->len; k++) {
-				if (out->data[k] == '"' || out->data[k] == '\\' || out->data[k] == '\n')
+				if (out->data[k] == '"' || out->data[k] == '\\' ||
+				    out->data[k] == '\n')
 					out->data[k] = '_';
 			}
 			rc = rc != 0 ? rc : buf_append_str(out, "\")");
 			i = j < n ? j + 1 : n;
 			continue;
 		}
-		if (!rw->allow_remote && s[i] == '@' && n - i >= 7 && strncasecmp(s + i, "@import", 7) == 0) {
+		if (!rw->allow_remote && s[i] == '\\') {
+			/* an escaped backslash: "\75rl(" can no longer spell url( */
+			rc = buf_append_str(out, "\\5c ");
+			i++;
+			continue;
+		}
+		if (!rw->allow_remote && s[i] == '@' && n - i >= 7 &&
+		    strncasecmp(s + i, "@import", 7) == 0) {
 			rc = buf_append_str(out, "@x-blocked-import");
 			i += 7;
 			continue;
@@ -382,9 +432,9 @@ static int html_css(struct html_rw *rw, const char *s, size_t n, struct buf *out
 
 static bool html_is_resource_attr(const char *tag, size_t tlen, const struct html_attr *a)
 {
-	static const char *const names[] = {"src", "background", "poster", "lowsrc", "dynsrc", "data",
-	                                    "codebase", "cite", "longdesc", "profile", "manifest",
-	                                    "icon", "xlink:href", "imagesrcset"};
+	static const char *const names[] = {
+	    "src",  "background", "poster",  "lowsrc",   "dynsrc", "data",       "codebase",
+	    "cite", "longdesc",   "profile", "manifest", "icon",   "xlink:href", "imagesrcset"};
 	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
 		if (html_name_is(a->name, a->nlen, names[k]))
 			return true;
@@ -399,10 +449,14 @@ static int html_rw_attr(struct html_rw *rw, const char *s, const char *tag, size
                         const struct html_attr *a, struct buf *out)
 {
 	bool meta = html_name_is(tag, tlen, "meta"), base = html_name_is(tag, tlen, "base");
-	if ((a->nlen > 2 && strncasecmp(a->name, "on", 2) == 0) || (meta && html_name_is(a->name, a->nlen, "http-equiv")) ||
+	if ((a->nlen > 2 && strncasecmp(a->name, "on", 2) == 0) ||
+	    (meta && html_name_is(a->name, a->nlen, "http-equiv")) ||
 	    (base && html_name_is(a->name, a->nlen, "href")) ||
-	    (!rw->allow_remote && html_name_is(a->name, a->nlen, "srcset")))
-		return 0; /* event handlers, refresh, base URL, remote candidates */
+	    html_name_is(a->name, a->nlen, "srcdoc") ||
+	    (!rw->allow_remote &&
+	     (html_name_is(a->name, a->nlen, "srcset") || html_name_is(a->name, a->nlen, "ping"))))
+		return 0; /* event handlers, refresh, base URL, nested documents, remote candidates,
+		             pings */
 	bool res = a->val != NULL && html_is_resource_attr(tag, tlen, a);
 	bool style = a->val != NULL && html_name_is(a->name, a->nlen, "style");
 	int rc = buf_append_byte(out, ' ');
@@ -414,7 +468,7 @@ static int html_rw_attr(struct html_rw *rw, const char *s, const char *tag, size
 	} else {
 		buf_reset(&rw->out2);
 		rc = rc != 0 ? rc : html_unescape(a->val, a->vlen, &rw->out2);
-		rc = rc != 0 ? rc : html_css(rw, (const char *)rw->out2.data, rw->out2.len, &rw->val);
+		rc = rc != 0 ? rc : html_css(rw, buf_cstr(&rw->out2), rw->out2.len, &rw->val);
 	}
 	rc = rc != 0 ? rc : buf_append(out, a->name, a->nlen);
 	rc = rc != 0 ? rc : buf_append_str(out, "=\"");
@@ -422,7 +476,8 @@ static int html_rw_attr(struct html_rw *rw, const char *s, const char *tag, size
 	return rc != 0 ? rc : buf_append_byte(out, '"');
 }
 
-static size_t html_rw_tag(struct html_rw *rw, const char *s, size_t n, size_t i, struct buf *out, int *rc)
+static size_t html_rw_tag(struct html_rw *rw, const char *s, size_t n, size_t i, struct buf *out,
+                          int *rc)
 {
 	const char *name;
 	size_t nlen;
@@ -439,20 +494,24 @@ static size_t html_rw_tag(struct html_rw *rw, const char *s, size_t n, size_t i,
 			*rc = html_rw_attr(rw, s, name, nlen, &a, out);
 	}
 	*rc = *rc != 0 ? *rc : buf_append_byte(out, '>');
-	if (*rc == 0 && !end && html_raw_tag(name, nlen)) {
+	/* <style> content is CSS, but is rewritten as markup too: inside <svg>
+	 * it is parsed as markup, and an <img> there breaks out of it. Only
+	 * script, textarea, title and xmp are copied as raw text (their
+	 * content is never markup); <noscript> is markup with scripting off. */
+	if (html_name_is(name, nlen, "style"))
+		rw->in_style = !end;
+	if (*rc == 0 && !end && html_raw_tag(name, nlen) && !html_name_is(name, nlen, "style")) {
 		char nm[16];
 		snprintf(nm, sizeof(nm), "%.*s", (int)nlen, name);
 		size_t e = html_raw_end(s, n, j, nm);
-		if (html_name_is(name, nlen, "style"))
-			*rc = html_css(rw, s + j, e - j, out);
-		else
-			*rc = buf_append(out, s + j, e - j);
+		*rc = buf_append(out, s + j, e - j);
 		j = e;
 	}
 	return j;
 }
 
-int sbx_html_rewrite(const char *h, size_t n, bool allow_remote, sbx_cid_fn cid, void *ctx, struct buf *out)
+int sbx_html_rewrite(const char *h, size_t n, bool allow_remote, sbx_cid_fn cid, void *ctx,
+                     struct buf *out)
 {
 	struct html_rw rw = {.allow_remote = allow_remote, .cid = cid, .ctx = ctx};
 	size_t start = out->len;
@@ -463,7 +522,7 @@ int sbx_html_rewrite(const char *h, size_t n, bool allow_remote, sbx_cid_fn cid,
 	for (size_t i = 0; i < n && rc == 0;) {
 		const char *lt = memchr(h + i, '<', n - i);
 		size_t t = lt != NULL ? (size_t)(lt - h) : n;
-		rc = buf_append(out, h + i, t - i);
+		rc = rw.in_style ? html_css(&rw, h + i, t - i, out) : buf_append(out, h + i, t - i);
 		if (rc != 0 || t >= n)
 			break;
 		if (html_decl_at(h, n, t)) {
@@ -516,7 +575,8 @@ static void html_walk_link_end(struct html_walk *w)
 	if (w->fn != NULL && !w->stop) {
 		struct buf t;
 		buf_init(&t, 0);
-		(void)sbx_collapse_ws((const char *)w->link_text.data, w->link_text.len, HTML_LINK_TEXT, &t);
+		(void)sbx_collapse_ws(buf_cstr(&w->link_text), w->link_text.len, HTML_LINK_TEXT,
+		                      &t);
 		w->stop = w->fn(w->ctx, buf_cstr(&w->url), w->url.len, buf_cstr(&t), t.len) != 0;
 		buf_free(&t);
 	}
@@ -544,7 +604,8 @@ static size_t html_walk_tag(struct html_walk *w, const char *s, size_t n, size_t
 			(void)html_url_norm(a.val, a.vlen, &w->url);
 			buf_reset(&w->link_text);
 			w->in_a = true;
-		} else if (img && html_name_is(a.name, a.nlen, "src") && w->fn != NULL && !w->stop) {
+		} else if (img && html_name_is(a.name, a.nlen, "src") && w->fn != NULL &&
+		           !w->stop) {
 			(void)html_url_norm(a.val, a.vlen, &w->url);
 			w->stop = w->fn(w->ctx, buf_cstr(&w->url), w->url.len, "", 0) != 0;
 		}
@@ -556,7 +617,8 @@ static size_t html_walk_tag(struct html_walk *w, const char *s, size_t n, size_t
 		snprintf(nm, sizeof(nm), "%.*s", (int)nlen, name);
 		j = html_raw_end(s, n, j, nm);
 	}
-	if (w->text != NULL && *rc == 0 && w->text->len > 0 && w->text->data[w->text->len - 1] != ' ')
+	if (w->text != NULL && *rc == 0 && w->text->len > 0 &&
+	    w->text->data[w->text->len - 1] != ' ')
 		*rc = buf_append_byte(w->text, ' '); /* words on both sides stay apart */
 	return j;
 }
@@ -591,7 +653,7 @@ int sbx_html_text(const char *h, size_t n, size_t max_chars, struct buf *out)
 	buf_init(&t, 0);
 	struct html_walk w = {.text = &t, .max_text = max_chars > 0 ? max_chars * 8 + 4096 : 0};
 	int rc = html_walk(&w, h, n);
-	rc = rc != 0 ? rc : sbx_collapse_ws((const char *)t.data, t.len, max_chars, out);
+	rc = rc != 0 ? rc : sbx_collapse_ws(buf_cstr(&t), t.len, max_chars, out);
 	buf_free(&t);
 	return rc;
 }

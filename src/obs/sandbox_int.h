@@ -29,7 +29,8 @@ void sbx_bodies_free(struct sbx_bodies *b);
 typedef int (*sbx_cid_fn)(void *ctx, const char *cid, size_t len, struct buf *out);
 
 /* The HTML rewritten for display (sandbox_msg.h, sbx_msg_html). */
-int sbx_html_rewrite(const char *h, size_t n, bool allow_remote, sbx_cid_fn cid, void *ctx, struct buf *out);
+int sbx_html_rewrite(const char *h, size_t n, bool allow_remote, sbx_cid_fn cid, void *ctx,
+                     struct buf *out);
 /* The text a reader sees: tags dropped, script/style/head contents dropped,
  * character references decoded, whitespace collapsed; at most max_chars
  * characters (0: no limit). */

@@ -14,6 +14,7 @@
 #include "lib/alloc.h"
 #include "lib/base64.h"
 #include "lib/json.h"
+#include "mail/header.h"
 #include "obs/sandbox_int.h"
 
 #define SBX_OUT_MAX (64u << 20) /* scratch buffers: a message is smaller */
@@ -44,7 +45,8 @@ void sbx_bodies_find(const struct mime_msg *m, struct sbx_bodies *b)
 			b->html = p, b->role[i] = SBX_ROLE_HTML;
 		} else if (body && strncmp(p->type, "text/", 5) == 0 && p->content_id == NULL) {
 			continue; /* another text body (an alternative): not listed */
-		} else if (p->disp == MIME_DISP_ATTACHMENT || (p->content_id == NULL && p->disp != MIME_DISP_INLINE)) {
+		} else if (p->disp == MIME_DISP_ATTACHMENT ||
+		           (p->content_id == NULL && p->disp != MIME_DISP_INLINE)) {
 			b->role[i] = SBX_ROLE_ATTACH, b->nattach++;
 		} else {
 			b->role[i] = SBX_ROLE_INLINE, b->ninline++;
@@ -85,7 +87,7 @@ static char *sbx_hdr_decoded(const struct mime_msg *m, const char *name)
 	buf_init(&v, MIME_MAX_FIELD + 1);
 	buf_init(&d, 0);
 	if (mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len, name, &v) == 1)
-		(void)mime_decode_words((const char *)v.data, v.len, &d);
+		(void)mime_decode_words(buf_cstr(&v), v.len, &d);
 	buf_free(&v);
 	char *s = sbx_strdup_buf(&d);
 	buf_free(&d);
@@ -129,7 +131,7 @@ static char *sbx_display_name(const char *s, size_t n)
 			i++;
 		(void)buf_append_byte(&raw, (unsigned char)s[i]);
 	}
-	(void)mime_decode_words((const char *)raw.data, raw.len, &out);
+	(void)mime_decode_words(buf_cstr(&raw), raw.len, &out);
 	buf_free(&raw);
 	char *r = sbx_strdup_buf(&out);
 	buf_free(&out);
@@ -306,9 +308,12 @@ static int sbx_num(const char **pp, const char *e, unsigned maxdig, unsigned *v)
 
 static bool sbx_zone(const char *p, const char *e, int *off_min)
 {
-	static const struct { const char *n; int h; } obs[] = {
-		{"UT", 0}, {"GMT", 0}, {"Z", 0}, {"EST", -5}, {"EDT", -4}, {"CST", -6},
-		{"CDT", -5}, {"MST", -7}, {"MDT", -6}, {"PST", -8}, {"PDT", -7},
+	static const struct {
+		const char *n;
+		int h;
+	} obs[] = {
+	    {"UT", 0},   {"GMT", 0},  {"Z", 0},    {"EST", -5}, {"EDT", -4}, {"CST", -6},
+	    {"CDT", -5}, {"MST", -7}, {"MDT", -6}, {"PST", -8}, {"PDT", -7},
 	};
 	*off_min = 0;
 	if (p < e && (*p == '+' || *p == '-')) {
@@ -388,7 +393,7 @@ static void sbx_date(const struct mime_msg *m, int64_t received, int64_t *t, int
 	struct buf v;
 	buf_init(&v, MIME_MAX_FIELD + 1);
 	*valid = mime_hdr_get(m->raw + m->parts[0].hdr_off, m->parts[0].hdr_len, "Date", &v) == 1 &&
-	         sbx_date_parse((const char *)v.data, v.len, t, off);
+	         sbx_date_parse(buf_cstr(&v), v.len, t, off);
 	if (!*valid)
 		*t = received, *off = 0;
 	buf_free(&v);
@@ -401,12 +406,13 @@ static int sbx_rfc3339(struct buf *out, int64_t t, int off)
 	time_t lt = (time_t)(t + (int64_t)off * 60);
 	if (gmtime_r(&lt, &tm) == NULL || tm.tm_year + 1900 > 9999)
 		return buf_append_str(out, "\"1970-01-01T00:00:00Z\"");
-	int rc = buf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-	                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	int rc = buf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+	                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 	if (rc == 0 && off == 0)
 		rc = buf_append_str(out, "Z\"");
 	else if (rc == 0)
-		rc = buf_printf(out, "%c%02d:%02d\"", off < 0 ? '-' : '+', abs(off) / 60, abs(off) % 60);
+		rc = buf_printf(out, "%c%02d:%02d\"", off < 0 ? '-' : '+', abs(off) / 60,
+		                abs(off) % 60);
 	return rc;
 }
 
@@ -438,7 +444,8 @@ static int sbx_json_key_str(struct buf *o, const char *key, const char *v, size_
 	return rc != 0 ? rc : json_append_str(o, v, n);
 }
 
-static int sbx_json_files(struct buf *o, const struct mime_msg *m, const struct sbx_bodies *b, enum sbx_role role)
+static int sbx_json_files(struct buf *o, const struct mime_msg *m, const struct sbx_bodies *b,
+                          enum sbx_role role)
 {
 	int rc = buf_printf(o, ",\"%s\":[", role == SBX_ROLE_INLINE ? "Inline" : "Attachments");
 	bool first = true;
@@ -465,26 +472,59 @@ static int sbx_json_files(struct buf *o, const struct mime_msg *m, const struct 
 	return rc != 0 ? rc : buf_append_byte(o, ']');
 }
 
+/* The scratch buffers are bounded (SBX_OUT_MAX): a body larger than that
+ * is shown cut, not refused; only out refusing fails the call. */
 static int sbx_json_bodies(struct buf *o, const struct mime_msg *m, const struct sbx_bodies *b)
 {
 	struct buf t;
-	int rc = 0;
+	int rc;
 	buf_init(&t, SBX_OUT_MAX);
-	if (b->text != NULL)
-		rc = mime_part_text(m, b->text, &t);
-	else if (b->html != NULL) { /* as Mailpit does: the text of the HTML */
+	if (b->text != NULL) {
+		(void)mime_part_text(m, b->text, &t);
+	} else if (b->html != NULL) { /* as Mailpit does: the text of the HTML */
 		struct buf h;
 		buf_init(&h, SBX_OUT_MAX);
-		rc = mime_part_text(m, b->html, &h);
-		rc = rc != 0 ? rc : sbx_html_text((const char *)h.data, h.len, 0, &t);
+		(void)mime_part_text(m, b->html, &h);
+		(void)sbx_html_text(buf_cstr(&h), h.len, 0, &t);
 		buf_free(&h);
 	}
-	rc = rc != 0 ? rc : sbx_json_key_str(o, "Text", buf_cstr(&t), t.len);
+	rc = sbx_json_key_str(o, "Text", buf_cstr(&t), t.len);
 	buf_reset(&t);
-	if (rc == 0 && b->html != NULL)
-		rc = mime_part_text(m, b->html, &t);
+	if (b->html != NULL)
+		(void)mime_part_text(m, b->html, &t);
 	rc = rc != 0 ? rc : sbx_json_key_str(o, "HTML", buf_cstr(&t), t.len);
 	buf_free(&t);
+	return rc;
+}
+
+/* Mailpit's ListUnsubscribe object: the two fields as sent and the <...>
+ * URIs of List-Unsubscribe (RFC 2369 §3.2), up to four. */
+static int sbx_json_unsub(struct buf *o, const struct mime_msg *m)
+{
+	struct buf h, p;
+	const char *hdr = m->raw + m->parts[0].hdr_off;
+	size_t hl = m->parts[0].hdr_len, nl = 0;
+	buf_init(&h, MIME_MAX_FIELD + 1);
+	buf_init(&p, MIME_MAX_FIELD + 1);
+	(void)mime_hdr_get(hdr, hl, "List-Unsubscribe", &h);
+	(void)mime_hdr_get(hdr, hl, "List-Unsubscribe-Post", &p);
+	int rc = buf_append_str(o, ",\"ListUnsubscribe\":{\"Header\":");
+	rc = rc != 0 ? rc : json_append_str(o, buf_cstr(&h), h.len);
+	rc = rc != 0 ? rc : buf_append_str(o, ",\"Links\":[");
+	const char *s = buf_cstr(&h), *e = s + h.len;
+	while (rc == 0 && nl < 4 && (s = memchr(s, '<', (size_t)(e - s))) != NULL) {
+		const char *gt = memchr(s, '>', (size_t)(e - s));
+		if (gt == NULL)
+			break;
+		rc = buf_append_str(o, nl++ > 0 ? "," : "");
+		rc = rc != 0 ? rc : json_append_str(o, s + 1, (size_t)(gt - s - 1));
+		s = gt + 1;
+	}
+	rc = rc != 0 ? rc : buf_append_str(o, "],\"Errors\":\"\",\"HeaderPost\":");
+	rc = rc != 0 ? rc : json_append_str(o, buf_cstr(&p), p.len);
+	rc = rc != 0 ? rc : buf_append_byte(o, '}');
+	buf_free(&h);
+	buf_free(&p);
 	return rc;
 }
 
@@ -513,14 +553,15 @@ int sbx_msg_json(const void *raw, size_t len, const char *id, int64_t received, 
 	rc = rc != 0 ? rc : buf_append_str(out, ",\"From\":");
 	if (rc == 0 && from.n > 0)
 		rc = sbx_json_addr(out, &from.v[0]);
-	else if (rc == 0)
-		rc = buf_append_str(out, "null");
+	else if (rc == 0) /* as Mailpit: an empty address, not null */
+		rc = buf_append_str(out, "{\"Name\":\"\",\"Address\":\"\"}");
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "To", &to);
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "Cc", &cc);
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "Bcc", &bcc);
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "ReplyTo", &rt);
 	rc = rc != 0 ? rc : sbx_json_key_str(out, "ReturnPath", rpath, strlen(rpath));
 	rc = rc != 0 ? rc : sbx_json_key_str(out, "Subject", subject, strlen(subject));
+	rc = rc != 0 ? rc : sbx_json_unsub(out, m);
 	rc = rc != 0 ? rc : buf_append_str(out, ",\"Date\":");
 	rc = rc != 0 ? rc : sbx_rfc3339(out, t, off);
 	rc = rc != 0 ? rc : buf_append_str(out, ",\"Tags\":[]");
@@ -553,9 +594,9 @@ static void sbx_snippet(const struct mime_msg *m, const struct sbx_bodies *b, st
 	struct buf t;
 	buf_init(&t, SBX_OUT_MAX);
 	if (b->text != NULL && mime_part_text(m, b->text, &t) == 0)
-		(void)sbx_collapse_ws((const char *)t.data, t.len, SBX_SNIPPET_CHARS, out);
+		(void)sbx_collapse_ws(buf_cstr(&t), t.len, SBX_SNIPPET_CHARS, out);
 	else if (b->html != NULL && mime_part_text(m, b->html, &t) == 0)
-		(void)sbx_html_text((const char *)t.data, t.len, SBX_SNIPPET_CHARS, out);
+		(void)sbx_html_text(buf_cstr(&t), t.len, SBX_SNIPPET_CHARS, out);
 	buf_free(&t);
 }
 
@@ -609,13 +650,14 @@ void sbx_msg_summary_clear(struct sbx_msg_summary *s)
 	memset(s, 0, sizeof(*s));
 }
 
-int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool read, int64_t created,
-                         struct buf *out)
+int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool read,
+                         int64_t created, struct buf *out)
 {
 	size_t start = out->len;
 	int rc = buf_append_str(out, "{\"ID\":");
 	rc = rc != 0 ? rc : json_append_cstr(out, id);
-	rc = rc != 0 ? rc : sbx_json_key_str(out, "MessageID", s->message_id, strlen(s->message_id));
+	rc =
+	    rc != 0 ? rc : sbx_json_key_str(out, "MessageID", s->message_id, strlen(s->message_id));
 	rc = rc != 0 ? rc : buf_printf(out, ",\"Read\":%s,\"From\":", read ? "true" : "false");
 	rc = rc != 0 ? rc : sbx_json_addr(out, &s->from);
 	rc = rc != 0 ? rc : sbx_json_addrs(out, "To", &s->to);
@@ -625,7 +667,9 @@ int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool r
 	rc = rc != 0 ? rc : sbx_json_key_str(out, "Subject", s->subject, strlen(s->subject));
 	rc = rc != 0 ? rc : buf_append_str(out, ",\"Created\":");
 	rc = rc != 0 ? rc : sbx_rfc3339(out, created, 0);
-	rc = rc != 0 ? rc : buf_printf(out, ",\"Tags\":[],\"Size\":%zu,\"Attachments\":%zu", s->size, s->attachments);
+	rc = rc != 0 ? rc
+	             : buf_printf(out, ",\"Tags\":[],\"Size\":%zu,\"Attachments\":%zu", s->size,
+	                          s->attachments);
 	rc = rc != 0 ? rc : sbx_json_key_str(out, "Snippet", s->snippet, strlen(s->snippet));
 	rc = rc != 0 ? rc : buf_append_byte(out, '}');
 	if (rc != 0 && out->data != NULL) {
@@ -637,8 +681,8 @@ int sbx_msg_summary_json(const struct sbx_msg_summary *s, const char *id, bool r
 
 /* ---- one part ---- */
 
-int sbx_msg_part(const void *raw, size_t len, const char *part_id, struct buf *out, char **content_type_r,
-                 char **filename_r)
+int sbx_msg_part(const void *raw, size_t len, const char *part_id, struct buf *out,
+                 char **content_type_r, char **filename_r)
 {
 	struct mime_msg *m = mime_parse(raw, len);
 	const struct mime_part *p = mime_part_by_id(m, part_id);
@@ -668,8 +712,13 @@ int sbx_msg_part(const void *raw, size_t len, const char *part_id, struct buf *o
 struct sbx_cids {
 	const struct mime_msg *m;
 	const struct sbx_bodies *b;
-	size_t budget; /* decoded octets still allowed into data: URIs */
+	size_t budget;  /* decoded octets still allowed into data: URIs */
+	size_t lookups; /* cid: references still resolved (each is a scan of the parts) */
 	struct buf tmp;
+	/* Each part is decoded and encoded once; a repeated reference copies
+	 * its data: URI, still paid from the budget. */
+	struct buf cache;
+	size_t *c_off, *c_len, *c_dec; /* per part; c_len 0: not cached yet */
 };
 
 static int sbx_hex(char c)
@@ -683,6 +732,22 @@ static int sbx_hex(char c)
 	return -1;
 }
 
+static int sbx_cid_encode(struct sbx_cids *c, size_t i)
+{
+	const struct mime_part *p = &c->m->parts[i];
+	buf_reset(&c->tmp);
+	if (mime_part_decode(c->m, p, &c->tmp) != 0)
+		return -1;
+	c->c_off[i] = c->cache.len;
+	c->c_dec[i] = c->tmp.len;
+	/* the type is a lowercased token/token: nothing to escape in it */
+	if (buf_printf(&c->cache, "data:%s;base64,", p->type) != 0 ||
+	    base64_encode((const unsigned char *)buf_cstr(&c->tmp), c->tmp.len, &c->cache) != 0)
+		return -1;
+	c->c_len[i] = c->cache.len - c->c_off[i];
+	return 0;
+}
+
 /* RFC 2392 §2: the cid URL is the Content-ID, %hh-encoded. */
 static int sbx_cid_resolve(void *ctx, const char *cid, size_t len, struct buf *out)
 {
@@ -690,7 +755,8 @@ static int sbx_cid_resolve(void *ctx, const char *cid, size_t len, struct buf *o
 	char want[1000];
 	size_t n = 0;
 	for (size_t i = 0; i < len && n + 1 < sizeof(want); i++) {
-		int h1 = i + 2 < len ? sbx_hex(cid[i + 1]) : -1, h2 = i + 2 < len ? sbx_hex(cid[i + 2]) : -1;
+		int h1 = i + 2 < len ? sbx_hex(cid[i + 1]) : -1,
+		    h2 = i + 2 < len ? sbx_hex(cid[i + 2]) : -1;
 		if (cid[i] == '%' && h1 >= 0 && h2 >= 0) {
 			want[n++] = (char)(h1 << 4 | h2);
 			i += 2;
@@ -699,20 +765,26 @@ static int sbx_cid_resolve(void *ctx, const char *cid, size_t len, struct buf *o
 		}
 	}
 	want[n] = '\0';
+	if (c->lookups == 0)
+		return 0;
+	c->lookups--;
 	for (size_t i = 0; i < c->m->nparts; i++) {
 		const struct mime_part *p = &c->m->parts[i];
 		if (p->content_id == NULL || c->b->role[i] == SBX_ROLE_NONE || p->is_multipart ||
 		    strcmp(p->content_id, want) != 0)
 			continue;
-		buf_reset(&c->tmp);
-		if (mime_part_decode(c->m, p, &c->tmp) != 0 || c->tmp.len > c->budget)
+		/* images and fonts only: a document would be loaded by <object> */
+		if (strncmp(p->type, "image/", 6) != 0 && strncmp(p->type, "font/", 5) != 0 &&
+		    strcmp(p->type, "application/octet-stream") != 0)
 			return 0;
-		c->budget -= c->tmp.len;
-		/* the type is a lowercased token/token: nothing to escape in it */
-		if (buf_printf(out, "data:%s;base64,", p->type) != 0 ||
-		    base64_encode(c->tmp.data, c->tmp.len, out) != 0)
-			return -1;
-		return 1;
+		/* decoded is at most the body's size: skip what cannot fit */
+		if (c->c_len[i] == 0 &&
+		    (p->body_len > c->budget * 2 + 16 || sbx_cid_encode(c, i) != 0))
+			return 0;
+		if (c->c_dec[i] > c->budget)
+			return 0;
+		c->budget -= c->c_dec[i];
+		return buf_append(out, c->cache.data + c->c_off[i], c->c_len[i]) != 0 ? -1 : 1;
 	}
 	return 0;
 }
@@ -725,16 +797,189 @@ int sbx_msg_html(const void *raw, size_t len, bool allow_remote, struct buf *out
 	sbx_bodies_find(m, &b);
 	if (b.html != NULL) {
 		struct buf h;
-		struct sbx_cids c = {.m = m, .b = &b, .budget = SBX_HTML_INLINE_MAX};
+		struct sbx_cids c = {
+		    .m = m, .b = &b, .budget = SBX_HTML_INLINE_MAX, .lookups = SBX_HTML_CID_MAX};
 		buf_init(&h, SBX_OUT_MAX);
 		buf_init(&c.tmp, SBX_OUT_MAX);
-		rc = mime_part_text(m, b.html, &h);
-		rc = rc != 0 ? rc : sbx_html_rewrite((const char *)h.data, h.len, allow_remote, sbx_cid_resolve, &c, out);
+		buf_init(&c.cache, SBX_OUT_MAX);
+		c.c_off = xcalloc(m->nparts, sizeof(size_t));
+		c.c_len = xcalloc(m->nparts, sizeof(size_t));
+		c.c_dec = xcalloc(m->nparts, sizeof(size_t));
+		(void)mime_part_text(m, b.html, &h); /* cut at SBX_OUT_MAX, not refused */
+		rc = rc != 0 ? rc
+		             : sbx_html_rewrite(buf_cstr(&h), h.len, allow_remote, sbx_cid_resolve,
+		                                &c, out);
 		rc = rc == 0 ? 1 : -1;
 		buf_free(&h);
 		buf_free(&c.tmp);
+		buf_free(&c.cache);
+		free(c.c_off);
+		free(c.c_len);
+		free(c.c_dec);
 	}
 	sbx_bodies_free(&b);
+	mime_msg_free(&m);
+	return rc;
+}
+
+/* ---- headers and the MIME tree ---- */
+
+struct sbx_field {
+	char name[80]; /* canonical: "Message-Id", as Go's textproto gives it */
+	size_t idx;    /* order of appearance */
+	const char *v;
+	size_t vlen;
+};
+
+static int sbx_field_cmp(const void *a, const void *b)
+{
+	const struct sbx_field *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+	return c != 0 ? c : (x->idx < y->idx ? -1 : x->idx > y->idx);
+}
+
+static void sbx_canon_name(const char *s, size_t n, char *out, size_t outlen)
+{
+	bool up = true;
+	size_t k = 0;
+	for (size_t i = 0; i < n && k + 1 < outlen; i++) {
+		char c = s[i];
+		if (c >= 'a' && c <= 'z' && up)
+			c = (char)(c - 32);
+		else if (c >= 'A' && c <= 'Z' && !up)
+			c = (char)(c + 32);
+		out[k++] = c;
+		up = c == '-';
+	}
+	out[k] = '\0';
+}
+
+int sbx_msg_headers_json(const void *raw, size_t len, struct buf *out)
+{
+	struct mime_msg *m = mime_parse(raw, len);
+	const char *h = m->raw + m->parts[0].hdr_off;
+	size_t hl = m->parts[0].hdr_len, pos = 0, nf = 0, start = out->len;
+	struct sbx_field *f = xcalloc(SBX_MAX_FIELDS, sizeof(*f));
+	struct mail_hdr_field hf;
+	while (nf < SBX_MAX_FIELDS && mail_hdr_next(h, hl, &pos, &hf)) {
+		if (hf.name_len == 0)
+			continue;
+		sbx_canon_name(hf.name, hf.name_len, f[nf].name, sizeof(f[nf].name));
+		f[nf].idx = nf;
+		f[nf].v = hf.value;
+		f[nf].vlen = hf.value_len;
+		nf++;
+	}
+	qsort(f, nf, sizeof(*f), sbx_field_cmp);
+	struct buf v;
+	buf_init(&v, MIME_MAX_FIELD + 1);
+	int rc = buf_append_byte(out, '{');
+	for (size_t i = 0; i < nf && rc == 0; i++) {
+		bool first = i == 0 || strcmp(f[i].name, f[i - 1].name) != 0;
+		if (first && i > 0)
+			rc = buf_append_str(out, "],");
+		if (rc == 0 && first) {
+			rc = json_append_cstr(out, f[i].name);
+			rc = rc != 0 ? rc : buf_append_str(out, ":[");
+		} else if (rc == 0) {
+			rc = buf_append_byte(out, ',');
+		}
+		/* unfolded, trimmed: the field's own value, not the first of its name */
+		buf_reset(&v);
+		for (size_t k = 0; k < f[i].vlen && v.len < MIME_MAX_FIELD; k++) {
+			if (f[i].v[k] != '\r' && f[i].v[k] != '\n')
+				(void)buf_append_byte(&v, (unsigned char)f[i].v[k]);
+		}
+		size_t a = 0, e = v.len;
+		while (a < e && (v.data[a] == ' ' || v.data[a] == '\t'))
+			a++;
+		while (e > a && (v.data[e - 1] == ' ' || v.data[e - 1] == '\t'))
+			e--;
+		rc = rc != 0 ? rc : json_append_str(out, buf_cstr(&v) + a, e - a);
+	}
+	if (rc == 0 && nf > 0)
+		rc = buf_append_byte(out, ']');
+	rc = rc != 0 ? rc : buf_append_byte(out, '}');
+	if (rc != 0 && out->data != NULL) {
+		out->len = start;
+		out->data[start] = '\0';
+	}
+	buf_free(&v);
+	free(f);
+	mime_msg_free(&m);
+	return rc;
+}
+
+static const char *sbx_cte_name(enum mime_cte c)
+{
+	static const char *const names[] = {"7bit",   "8bit", "binary", "quoted-printable",
+	                                    "base64", "other"};
+	return names[c];
+}
+
+static int sbx_tree_part(struct buf *o, const struct mime_msg *m, size_t i, struct buf *d)
+{
+	const struct mime_part *p = &m->parts[i];
+	static const char *const disp[] = {"", "inline", "attachment"};
+	buf_reset(d);
+	if (!p->is_multipart && !p->is_message)
+		(void)mime_part_decode(m, p, d);
+	int rc = buf_append_str(o, i > 0 ? ",{\"PartID\":" : "{\"PartID\":");
+	rc = rc != 0 ? rc : json_append_cstr(o, p->id);
+	rc = rc != 0 ? rc : buf_append_str(o, ",\"Parent\":");
+	rc = rc != 0 ? rc : json_append_cstr(o, p->parent >= 0 ? m->parts[p->parent].id : NULL);
+	rc = rc != 0 ? rc
+	             : buf_printf(o, ",\"Depth\":%u,\"Children\":%u,\"ContentType\":", p->depth,
+	                          p->nchild);
+	rc = rc != 0 ? rc : json_append_cstr(o, p->type);
+	rc = rc != 0 ? rc : buf_append_str(o, ",\"Charset\":");
+	rc = rc != 0 ? rc : json_append_cstr(o, p->charset);
+	rc = rc != 0 ? rc
+	             : buf_printf(o, ",\"Encoding\":\"%s\",\"Disposition\":\"%s\",\"FileName\":",
+	                          sbx_cte_name(p->cte), disp[p->disp]);
+	rc = rc != 0 ? rc : json_append_cstr(o, p->filename != NULL ? p->filename : "");
+	rc = rc != 0 ? rc : buf_append_str(o, ",\"ContentID\":");
+	rc = rc != 0 ? rc : json_append_cstr(o, p->content_id != NULL ? p->content_id : "");
+	return rc != 0 ? rc
+	               : buf_printf(o, ",\"Size\":%zu}",
+	                            p->is_multipart ? 0
+	                            : p->is_message ? p->body_len
+	                                            : d->len);
+}
+
+int sbx_msg_parts_json(const void *raw, size_t len, struct buf *out)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} warns[] = {
+	    {MIME_W_DEPTH, "depth"},
+	    {MIME_W_PARTS, "parts"},
+	    {MIME_W_NO_BOUNDARY, "no-boundary"},
+	    {MIME_W_NO_CLOSE, "no-close-delimiter"},
+	    {MIME_W_NO_BODY_SEP, "no-body-separator"},
+	};
+	struct mime_msg *m = mime_parse(raw, len);
+	struct buf d;
+	size_t start = out->len;
+	bool first = true;
+	buf_init(&d, SBX_OUT_MAX);
+	int rc = buf_append_str(out, "{\"Parts\":[");
+	for (size_t i = 0; i < m->nparts && rc == 0; i++)
+		rc = sbx_tree_part(out, m, i, &d);
+	rc = rc != 0 ? rc : buf_append_str(out, "],\"Warnings\":[");
+	for (size_t k = 0; k < sizeof(warns) / sizeof(warns[0]) && rc == 0; k++) {
+		if (!(m->warn & warns[k].bit))
+			continue;
+		rc = buf_printf(out, "%s\"%s\"", first ? "" : ",", warns[k].name);
+		first = false;
+	}
+	rc = rc != 0 ? rc : buf_append_str(out, "]}");
+	if (rc != 0 && out->data != NULL) {
+		out->len = start;
+		out->data[start] = '\0';
+	}
+	buf_free(&d);
 	mime_msg_free(&m);
 	return rc;
 }

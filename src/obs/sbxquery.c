@@ -183,15 +183,29 @@ static int sbx_json_str(struct sbx_json *j, char *out, size_t outlen)
 				return -1;
 			char e = j->p[j->i++];
 			switch (e) {
-			case '"': case '\\': case '/': cp = (unsigned char)e; break;
-			case 'b': cp = '\b'; break;
-			case 'f': cp = '\f'; break;
-			case 'n': cp = '\n'; break;
-			case 'r': cp = '\r'; break;
-			case 't': cp = '\t'; break;
+			case '"':
+			case '\\':
+			case '/':
+				cp = (unsigned char)e;
+				break;
+			case 'b':
+				cp = '\b';
+				break;
+			case 'f':
+				cp = '\f';
+				break;
+			case 'n':
+				cp = '\n';
+				break;
+			case 'r':
+				cp = '\r';
+				break;
+			case 't':
+				cp = '\t';
+				break;
 			case 'u':
-				if (j->len - j->i < 4 || sbx_hex4(j->p + j->i, &cp) < 0 || cp == 0 ||
-				    (cp >= 0xd800 && cp <= 0xdfff))
+				if (j->len - j->i < 4 || sbx_hex4(j->p + j->i, &cp) < 0 ||
+				    cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))
 					return -1; /* surrogates: no address or ID needs them */
 				j->i += 4;
 				break;
@@ -431,8 +445,7 @@ int sbx_path_parse(const char *rest, struct sbx_path *out)
 	if (pl == 0 || pl >= sizeof(out->part) || part[0] == '.' || part[pl - 1] == '.')
 		return -1;
 	for (size_t i = 0; i < pl; i++) {
-		if (!((part[i] >= '0' && part[i] <= '9') ||
-		      (part[i] == '.' && part[i + 1] != '.')))
+		if (!((part[i] >= '0' && part[i] <= '9') || (part[i] == '.' && part[i + 1] != '.')))
 			return -1;
 	}
 	memcpy(out->part, part, pl + 1);

@@ -13,7 +13,7 @@
 
 #define SBX_QUERY_TERMS_MAX 8
 #define SBX_TERM_MAX 256
-#define SBX_ID_MAX 64      /* an ID's octets (ours are 16) */
+#define SBX_ID_MAX 64 /* an ID's octets (ours are 16) */
 #define SBX_BODY_IDS_MAX 256
 #define SBX_BODY_TO_MAX 16
 #define SBX_ADDR_MAX 320
@@ -22,8 +22,8 @@ enum sbx_field { SBX_F_TEXT, SBX_F_FROM, SBX_F_TO, SBX_F_SUBJECT };
 
 struct sbx_term {
 	enum sbx_field field;
-	bool neg;                  /* "-term" or "!term" */
-	char value[SBX_TERM_MAX];  /* UTF-8, never empty */
+	bool neg;                 /* "-term" or "!term" */
+	char value[SBX_TERM_MAX]; /* UTF-8, never empty */
 };
 
 struct sbx_query {

@@ -40,9 +40,9 @@ void sbx_store_set_limits(struct sbx_store *s, const struct sbx_limits *l);
 
 /* One message to capture: its content is fd[off, off + len). */
 struct sbx_capture {
-	const char *id;       /* the queue id (the same message captured twice is one) */
-	const char *inbox;    /* "" or NULL: "default" */
-	uint64_t created_us;  /* arrival */
+	const char *id;      /* the queue id (the same message captured twice is one) */
+	const char *inbox;   /* "" or NULL: "default" */
+	uint64_t created_us; /* arrival */
 	int fd;
 	uint64_t off, len;
 	const char *env_from; /* MAIL FROM */
@@ -53,8 +53,8 @@ struct sbx_capture {
 /* Write the message file and its row, then apply the limits (oldest
  * removed first). 0 (also when the ID is already there), -1 with err. The
  * new row's list item JSON into item (when not NULL). */
-int sbx_store_capture(struct sbx_store *s, const struct sbx_capture *c, struct buf *item,
-                      char *err, size_t errlen);
+int sbx_store_capture(struct sbx_store *s, const struct sbx_capture *c, struct buf *item, char *err,
+                      size_t errlen);
 
 /* The list (GET /api/v1/messages, /api/v1/search) of inbox in Mailpit's
  * shape: {"total","unread","count","messages_count","start","tags",

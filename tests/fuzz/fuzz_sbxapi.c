@@ -67,7 +67,8 @@ static void fuzz_path(const char *p, size_t n)
 		return;
 	if (!sbx_id_valid(out.id, strlen(out.id)))
 		abort();
-	if (strcmp(out.what, "part") == 0 && (out.part[0] == '\0' || strstr(out.part, "..") != NULL))
+	if (strcmp(out.what, "part") == 0 &&
+	    (out.part[0] == '\0' || strstr(out.part, "..") != NULL))
 		abort();
 }
 

@@ -240,7 +240,8 @@ def test_inboxes_isolated_by_token(hikyaku, tmp_path, sink):
     # Basic inbox:token works, a wrong token or none does not
     st, j, _ = call(hk, "GET", "/api/v1/messages", basic="project1:" + t["project1"])
     assert st == 200 and j["total"] == 1
-    st, _, _ = call(hk, "GET", "/api/v1/messages", token=t["project1"][:-1] + "0")
+    bad = t["project1"][:-1] + ("1" if t["project1"][-1] == "0" else "0")
+    st, _, _ = call(hk, "GET", "/api/v1/messages", token=bad)
     assert st == 401
     st, _, _ = call(hk, "GET", "/api/v1/messages", token="project2." + t["project1"].split(".")[1])
     assert st == 401
@@ -302,8 +303,16 @@ def test_sse_event_arrives(hikyaku, tmp_path, sink):
 
 
 def test_release_reaches_sink(hikyaku, tmp_path, sink):
-    hk = start(hikyaku, tmp_path, sink.port)
-    send(hk, "a@example.com", ["x@remote.test"], "to release", body="released body")
+    """Released through the normal path: the maildrop, smtpd's local
+    submission (DKIM-signed for a domain with a key), the queue, the route."""
+    key = str(tmp_path / "signer.key")
+    r = subprocess.run([hikyaku_bin(), "dkim", "keygen", "--domain", "signer.test", "--selector",
+                        "s1", "--type", "ed25519", "--out", key], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    hk = start(hikyaku, tmp_path, sink.port,
+               dkim={"sign": [{"domain": "signer.test", "selector": "s1", "key": key,
+                               "type": "ed25519"}]})
+    send(hk, "a@signer.test", ["x@remote.test"], "to release", body="released body")
     j = wait_count(hk, 1)
     mid = j["messages"][0]["ID"]
     try:
@@ -315,6 +324,8 @@ def test_release_reaches_sink(hikyaku, tmp_path, sink):
     tx = sink.wait_messages(1, timeout=30)[0]
     assert tx.rcpts == ["real@sink.test"]
     assert b"released body" in tx.data and b"Subject: to release" in tx.data
+    assert b"DKIM-Signature:" in tx.data and b"d=signer.test" in tx.data
+    assert tx.mail_from == "a@signer.test"
     # To is required
     st, _, _ = call(hk, "POST", f"/api/v1/message/{mid}/release", {})
     assert st == 400
@@ -398,3 +409,35 @@ def test_sandbox_command_without_config():
         p.wait(30)
         log.close()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_per_listener_sandbox(hikyaku, tmp_path, sink):
+    """listen[].sandbox on one listener only: its mail is captured (local
+    recipients too), the other listener delivers as usual; the checks of
+    the sandbox listener are logged, not enforced (relay denied)."""
+    web, sbx_port = free_port(), free_port()
+    hk = hikyaku(start=False, http={"listen": f"127.0.0.1:{web}"},
+                 listener={"tls": "none"}, sandbox={"dir": "sbx", "anonymous_inbox": "default"})
+    hk.http_port = web
+    with open(hk.config) as f:
+        text = f.read()
+    assert "\nlisten: \n" in text
+    text = text.replace("\nlisten: \n", f"\nlisten: \n  - address: 127.0.0.1:{sbx_port}\n"
+                                        "    tls: none\n    sandbox: true\n", 1)
+    with open(hk.config, "w") as f:
+        f.write(text)
+    hk.start()
+    with smtplib.SMTP("127.0.0.1", sbx_port, timeout=10) as s:
+        s.sendmail("a@example.com", ["alice@localhost", "far@remote.test"],
+                   "From: a@example.com\r\nSubject: caught\r\n\r\nx\r\n")
+    send(hk, "a@example.com", ["bob@localhost"], "delivered")
+    hk.wait_delivered("bob", "localhost", 1)
+    wait_event(hk, "sandbox_captured", count=1)
+    st, j, _ = call(hk, "GET", "/api/v1/messages")
+    assert st == 200 and [m["Subject"] for m in j["messages"]] == ["caught"]
+    assert not hk.delivered("alice", "localhost")
+    assert "event=sandbox_not_enforced" in hk.log() and "check=relay" in hk.log()
+    # the normal listener still refuses to relay
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            s.sendmail("a@example.com", ["far@remote.test"], "Subject: no\r\n\r\nx\r\n")

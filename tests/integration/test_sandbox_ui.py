@@ -310,7 +310,7 @@ def test_live_open_views_download(sandbox, browser):
     t = tab(d, "text")
     assert "Plain body of the message." in t.text
     t = tab(d, "headers")
-    wait(d, lambda: "Quarterly report" in t.text and "Message-ID" in t.text, what="headers")
+    wait(d, lambda: "Quarterly report" in t.text and "message-id" in t.text.lower(), what="headers")
     t = tab(d, "raw")
     wait(d, lambda: "Subject: Quarterly report" in t.text, what="raw source")
     assert "Content-Transfer-Encoding: base64" in t.text

@@ -12,57 +12,58 @@
 
 #include "mail/mime.h"
 
-static const char nested[] =
-	"From: a@example.com\r\n"
-	"Subject: nested\r\n"
-	"MIME-Version: 1.0\r\n"
-	"Content-Type: multipart/mixed;\r\n"
-	"\tboundary=\"outer\"\r\n"
-	"\r\n"
-	"preamble, ignored\r\n"
-	"--outer\r\n"
-	"Content-Type: multipart/alternative; boundary=alt\r\n"
-	"\r\n"
-	"--alt\r\n"
-	"Content-Type: text/plain; charset=iso-8859-1\r\n"
-	"Content-Transfer-Encoding: quoted-printable\r\n"
-	"\r\n"
-	"caf=E9 soft=\r\n"
-	"break  \r\n"
-	"--alt\r\n"
-	"Content-Type: multipart/related; boundary=\"rel\"\r\n"
-	"\r\n"
-	"--rel\r\n"
-	"Content-Type: text/html; charset=utf-8\r\n"
-	"Content-Transfer-Encoding: base64\r\n"
-	"\r\n"
-	"PGI+aGk8L2I+PGltZyBzcmM9ImNpZDppbWcxQHgiPg==\r\n"
-	"--rel\r\n"
-	"Content-Type: image/png\r\n"
-	"Content-ID: <img1@x>\r\n"
-	"Content-Transfer-Encoding: base64\r\n"
-	"\r\n"
-	"iVBORw0K\r\n"
-	"--rel--\r\n"
-	"--alt--\r\n"
-	"--outer\r\n"
-	"Content-Type: application/pdf\r\n"
-	"Content-Disposition: attachment;\r\n"
-	" filename*0*=UTF-8''%E2%82%AC%20rep;\r\n"
-	" filename*1=\"ort.pdf\"\r\n"
-	"Content-Transfer-Encoding: base64\r\n"
-	"\r\n"
-	"JVBERi0=\r\n"
-	"--outer--\r\n"
-	"epilogue\r\n";
+static const char nested[] = "From: a@example.com\r\n"
+                             "Subject: nested\r\n"
+                             "MIME-Version: 1.0\r\n"
+                             "Content-Type: multipart/mixed;\r\n"
+                             "\tboundary=\"outer\"\r\n"
+                             "\r\n"
+                             "preamble, ignored\r\n"
+                             "--outer\r\n"
+                             "Content-Type: multipart/alternative; boundary=alt\r\n"
+                             "\r\n"
+                             "--alt\r\n"
+                             "Content-Type: text/plain; charset=iso-8859-1\r\n"
+                             "Content-Transfer-Encoding: quoted-printable\r\n"
+                             "\r\n"
+                             "caf=E9 soft=\r\n"
+                             "break  \r\n"
+                             "--alt\r\n"
+                             "Content-Type: multipart/related; boundary=\"rel\"\r\n"
+                             "\r\n"
+                             "--rel\r\n"
+                             "Content-Type: text/html; charset=utf-8\r\n"
+                             "Content-Transfer-Encoding: base64\r\n"
+                             "\r\n"
+                             "PGI+aGk8L2I+PGltZyBzcmM9ImNpZDppbWcxQHgiPg==\r\n"
+                             "--rel\r\n"
+                             "Content-Type: image/png\r\n"
+                             "Content-ID: <img1@x>\r\n"
+                             "Content-Transfer-Encoding: base64\r\n"
+                             "\r\n"
+                             "iVBORw0K\r\n"
+                             "--rel--\r\n"
+                             "--alt--\r\n"
+                             "--outer\r\n"
+                             "Content-Type: application/pdf\r\n"
+                             "Content-Disposition: attachment;\r\n"
+                             " filename*0*=UTF-8''%E2%82%AC%20rep;\r\n"
+                             " filename*1=\"ort.pdf\"\r\n"
+                             "Content-Transfer-Encoding: base64\r\n"
+                             "\r\n"
+                             "JVBERi0=\r\n"
+                             "--outer--\r\n"
+                             "epilogue\r\n";
 
 static void test_nested_structure(void **state)
 {
 	(void)state;
 	struct mime_msg *m = mime_parse(nested, sizeof(nested) - 1);
 	const char *ids[] = {"0", "1", "1.1", "1.2", "1.2.1", "1.2.2", "2"};
-	const char *types[] = {"multipart/mixed", "multipart/alternative", "text/plain", "multipart/related",
-	                       "text/html", "image/png", "application/pdf"};
+	const char *types[] = {"multipart/mixed", "multipart/alternative",
+	                       "text/plain",      "multipart/related",
+	                       "text/html",       "image/png",
+	                       "application/pdf"};
 	assert_int_equal(m->nparts, 7);
 	assert_int_equal(m->warn, 0);
 	for (size_t i = 0; i < 7; i++) {
@@ -117,7 +118,8 @@ static void test_rfc2047(void **state)
 	dec_words("=?utf-8?x?abc?=", "=?utf-8?x?abc?=");
 	dec_words("=?utf-8?q?unterminated", "=?utf-8?q?unterminated");
 	/* invalid UTF-8 inside a word becomes U+FFFD */
-	dec_words("=?utf-8?q?a=FFb?=", "a\xef\xbf\xbd" "b");
+	dec_words("=?utf-8?q?a=FFb?=", "a\xef\xbf\xbd"
+	                               "b");
 	/* unknown charset: UTF-8 passes, other octets read as latin1 */
 	dec_words("=?x-nonesuch?q?=E9?=", "\xc3\xa9");
 	/* raw 8-bit in a header */
@@ -171,6 +173,19 @@ static void test_transfer_decodings(void **state)
 	assert_int_equal(mime_to_utf8("utf-8", "ok\xc0\xaf", 4, &b), 0);
 	assert_string_equal(buf_cstr(&b), "ok\xef\xbf\xbd\xef\xbf\xbd");
 	buf_reset(&b);
+	/* ISO-8859-1 read as windows-1252 (WHATWG), here without iconv; the
+	 * label is followed even when the octets look like UTF-8 */
+	assert_int_equal(mime_to_utf8("ISO-8859-1", "\x93hi\x94 \xc3\xa9", 7, &b), 0);
+	assert_string_equal(buf_cstr(&b), "\xe2\x80\x9chi\xe2\x80\x9d \xc3\x83\xc2\xa9");
+	buf_reset(&b);
+	/* unknown: UTF-8 passes, the rest is windows-1252 */
+	assert_int_equal(mime_to_utf8("x-unknown", "\x80 \xe2\x82\xac", 5, &b), 0);
+	assert_string_equal(buf_cstr(&b), "\xe2\x82\xac \xe2\x82\xac");
+	buf_reset(&b);
+	/* through iconv: KOI8-R */
+	assert_int_equal(mime_to_utf8("koi8-r", "\xf0\xd2\xc9", 3, &b), 0);
+	assert_string_equal(buf_cstr(&b), "\xd0\x9f\xd1\x80\xd0\xb8");
+	buf_reset(&b);
 	assert_int_equal(mime_to_utf8("../../etc/passwd", "\xe9", 1, &b), 0);
 	assert_string_equal(buf_cstr(&b), "\xc3\xa9");
 	buf_free(&b);
@@ -218,12 +233,14 @@ static void test_malformed_boundaries(void **state)
 static void test_message_rfc822(void **state)
 {
 	(void)state;
-	const char *msg = "Content-Type: multipart/mixed; boundary=o\r\n\r\n"
-	                  "--o\r\nContent-Type: text/plain\r\n\r\nouter\r\n"
-	                  "--o\r\nContent-Type: message/rfc822\r\n\r\n"
-	                  "Subject: inner\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n"
-	                  "--i\r\nContent-Type: text/plain\r\n\r\nin1\r\n--i\r\nContent-Type: text/html\r\n\r\nin2\r\n--i--\r\n"
-	                  "--o--\r\n";
+	const char *msg =
+	    "Content-Type: multipart/mixed; boundary=o\r\n\r\n"
+	    "--o\r\nContent-Type: text/plain\r\n\r\nouter\r\n"
+	    "--o\r\nContent-Type: message/rfc822\r\n\r\n"
+	    "Subject: inner\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n"
+	    "--i\r\nContent-Type: text/plain\r\n\r\nin1\r\n--i\r\nContent-Type: "
+	    "text/html\r\n\r\nin2\r\n--i--\r\n"
+	    "--o--\r\n";
 	struct mime_msg *m = mime_parse(msg, strlen(msg));
 	const char *ids[] = {"0", "1", "2", "2.0", "2.1", "2.2"};
 	assert_int_equal(m->nparts, 6);
@@ -240,7 +257,8 @@ static char *deep_message(unsigned levels, size_t *len_r)
 	struct buf b;
 	buf_init(&b, 0);
 	for (unsigned i = 0; i < levels; i++)
-		buf_printf(&b, "Content-Type: multipart/mixed; boundary=b%u\r\n\r\n--b%u\r\n", i, i);
+		buf_printf(&b, "Content-Type: multipart/mixed; boundary=b%u\r\n\r\n--b%u\r\n", i,
+		           i);
 	buf_append_str(&b, "Content-Type: text/plain\r\n\r\nleaf\r\n");
 	for (unsigned i = levels; i-- > 0;)
 		buf_printf(&b, "--b%u--\r\n", i);
@@ -308,11 +326,11 @@ static void test_header_unfold(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_nested_structure),   cmocka_unit_test(test_rfc2047),
-		cmocka_unit_test(test_rfc2231_params),     cmocka_unit_test(test_transfer_decodings),
-		cmocka_unit_test(test_malformed_boundaries), cmocka_unit_test(test_message_rfc822),
-		cmocka_unit_test(test_depth_bound),        cmocka_unit_test(test_parts_bound),
-		cmocka_unit_test(test_header_unfold),
+	    cmocka_unit_test(test_nested_structure),     cmocka_unit_test(test_rfc2047),
+	    cmocka_unit_test(test_rfc2231_params),       cmocka_unit_test(test_transfer_decodings),
+	    cmocka_unit_test(test_malformed_boundaries), cmocka_unit_test(test_message_rfc822),
+	    cmocka_unit_test(test_depth_bound),          cmocka_unit_test(test_parts_bound),
+	    cmocka_unit_test(test_header_unfold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

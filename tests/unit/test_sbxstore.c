@@ -73,7 +73,8 @@ static void test_body_parse(void **state)
 	(void)state;
 	static struct sbx_body b;
 	const char *err = NULL;
-	const char *s = "{\"IDs\": [\"abc\", \"D3F\"], \"Read\": true, \"x\": {\"y\": [1, -2.5e3, null]}}";
+	const char *s =
+	    "{\"IDs\": [\"abc\", \"D3F\"], \"Read\": true, \"x\": {\"y\": [1, -2.5e3, null]}}";
 	assert_int_equal(sbx_body_parse(s, strlen(s), &b, &err), 0);
 	assert_int_equal(b.n_ids, 2);
 	assert_string_equal(b.ids[1], "D3F");
@@ -142,9 +143,15 @@ static void capture(struct sbx_store *s, const char *id, const char *inbox, cons
 	fputs(msg, f);
 	fflush(f);
 	char *rcpts[] = {"rcpt@remote.test"};
-	struct sbx_capture c = {.id = id, .inbox = inbox, .created_us = 1700000000000000ULL,
-	                        .fd = fileno(f), .off = 0, .len = strlen(msg),
-	                        .env_from = "env@sender.test", .rcpts = rcpts, .nrcpts = 1};
+	struct sbx_capture c = {.id = id,
+	                        .inbox = inbox,
+	                        .created_us = 1700000000000000ULL,
+	                        .fd = fileno(f),
+	                        .off = 0,
+	                        .len = strlen(msg),
+	                        .env_from = "env@sender.test",
+	                        .rcpts = rcpts,
+	                        .nrcpts = 1};
 	char err[256];
 	assert_int_equal(sbx_store_capture(s, &c, NULL, err, sizeof(err)), 0);
 	fclose(f);
@@ -177,7 +184,8 @@ static void test_store(void **state)
 	list(s, "default", NULL, &out);
 	const char *j = buf_cstr(&out);
 	assert_non_null(strstr(j, "\"total\":2,\"unread\":2,\"count\":2"));
-	assert_non_null(strstr(j, "\"From\":{\"Name\":\"Ann, A.\",\"Address\":\"ann@example.com\"}"));
+	assert_non_null(
+	    strstr(j, "\"From\":{\"Name\":\"Ann, A.\",\"Address\":\"ann@example.com\"}"));
 	assert_non_null(strstr(j, "\"To\":[{\"Name\":\"\",\"Address\":\"b@x.test\"},"
 	                          "{\"Name\":\"C\",\"Address\":\"c@y.test\"}]"));
 	assert_non_null(strstr(j, "\"Subject\":\"Invoice \\u003c42\\u003e\"")); /* escaped */
@@ -265,6 +273,29 @@ static void test_retention(void **state)
 	sbx_store_close(&s);
 }
 
+static void test_retention_age(void **state)
+{
+	(void)state;
+	struct sbx_store *s = NULL;
+	char err[256];
+	char sub[128];
+	snprintf(sub, sizeof(sub), "%s/age", dir);
+	assert_int_equal(sbx_store_open(sub, &s, err, sizeof(err)), 0);
+	/* capture() dates every message 2023-11-14: a day's limit removes
+	 * them all at the next capture's check */
+	capture(s, "OLD1", "a", "Subject: old\r\n\r\nx\r\n");
+	struct sbx_limits lim = {.max_age_ms = 24ULL * 3600 * 1000};
+	sbx_store_set_limits(s, &lim);
+	capture(s, "OLD2", "a", "Subject: old\r\n\r\nx\r\n");
+	struct buf out;
+	buf_init(&out, 1 << 20);
+	list(s, "a", NULL, &out);
+	assert_non_null(strstr(buf_cstr(&out), "\"total\":0"));
+	assert_true(sbx_store_open_msg(s, "OLD1") < 0);
+	buf_free(&out);
+	sbx_store_close(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -274,6 +305,7 @@ int main(void)
 	    cmocka_unit_test(test_path_parse),
 	    cmocka_unit_test_setup_teardown(test_store, store_setup, store_teardown),
 	    cmocka_unit_test_setup_teardown(test_retention, store_setup, store_teardown),
+	    cmocka_unit_test_setup_teardown(test_retention_age, store_setup, store_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
