@@ -6,6 +6,7 @@
  * offered) over a SOCK_SEQPACKET socketpair and runs its loop, so the
  * request handlers see it too; its answers must decode. A client dropped
  * for too many errors is replaced. Seeds in corpus/authframe/. */
+#include <openssl/crypto.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,15 @@ static void fuzz_connect(void)
 		abort();
 	authd_add_client(d, sv[0]);
 	peer = sv[1];
+}
+
+/* At exit, join the service's worker threads before OpenSSL's own atexit
+ * cleanup runs: a PBKDF2 still running then would use freed locks (a crash
+ * that the sanitizers' reporting can deadlock on). Registered after
+ * OpenSSL's handler, so it runs before it. */
+static void fuzz_exit(void)
+{
+	authd_free(&d);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -65,6 +75,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	base = event_base_new();
 	d = authd_create(base, &conf, u);
 	authd_set_delay_step_for_test(d, 0);
+	if (OPENSSL_init_crypto(0, NULL) != 1 || atexit(fuzz_exit) != 0)
+		abort();
 	fuzz_connect();
 	return 0;
 }
