@@ -35,7 +35,8 @@ CC=clang setup build-fuzz meson setup build-fuzz -Dfuzz=true -Db_sanitize=addres
 ninja -C build-fuzz
 for t in tests/fuzz/corpus/*/; do
 	name=$(basename "$t")
-	build-fuzz/tests/fuzz_"$name" -runs=0 "$t" 2>&1 | tail -1
+	# bounded: a replay takes well under a second; a hang fails the run
+	timeout 600 build-fuzz/tests/fuzz_"$name" -runs=0 "$t" 2>&1 | tail -1
 done
 
 echo "== integration tests"

@@ -13,7 +13,9 @@
  * in HIKYAKU_SECCOMP=log mode too. */
 #include "lib/sandbox.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <iconv.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/landlock.h>
@@ -299,6 +301,31 @@ int sandbox_landlock(const struct sandbox_path *paths, size_t n, unsigned flags,
 	}
 	close(rfd);
 	return 0;
+}
+
+const char *sandbox_gconv_dir(void)
+{
+	static char dir[4096];
+	const char *env = getenv("GCONV_PATH");
+	if (env != NULL && env[0] == '/') {
+		size_t n = strcspn(env, ":");
+		if (n < sizeof(dir)) {
+			memcpy(dir, env, n);
+			dir[n] = '\0';
+			return dir;
+		}
+	}
+	Dl_info info;
+	if (dladdr((void *)iconv_open, &info) == 0 || info.dli_fname == NULL)
+		return NULL;
+	const char *slash = strrchr(info.dli_fname, '/');
+	if (slash == NULL)
+		return NULL;
+	int n = snprintf(dir, sizeof(dir), "%.*s/gconv", (int)(slash - info.dli_fname),
+	                 info.dli_fname);
+	if (n < 0 || (size_t)n >= sizeof(dir))
+		return NULL;
+	return dir;
 }
 
 size_t sandbox_paths_queue_system(struct sandbox_path *out, size_t cap)

@@ -69,6 +69,12 @@ int sandbox_landlock(const struct sandbox_path *paths, size_t n, unsigned flags,
 #define SANDBOX_QUEUE_SYSTEM_MAX 12
 size_t sandbox_paths_queue_system(struct sandbox_path *out, size_t cap);
 
+/* glibc's iconv modules (<libc's directory>/gconv, or $GCONV_PATH's first
+ * entry), which iconv_open() loads on first use of a charset other than
+ * UTF-8/latin1: the processes that decode captured mail (queue, http with a
+ * sandbox) may read them. NULL when it cannot be found. */
+const char *sandbox_gconv_dir(void);
+
 /* Install the role's allow-list. */
 int sandbox_seccomp(enum sandbox_role role, enum sandbox_seccomp_mode mode, char *err,
                     size_t errlen);

@@ -436,14 +436,20 @@ static int child_confine(enum sandbox_role role, const struct sandbox_path *path
  * CA store. */
 static int child_confine_queue(const struct conf *conf)
 {
-	struct sandbox_path paths[3 + SANDBOX_QUEUE_SYSTEM_MAX] = {
+	struct sandbox_path paths[4 + SANDBOX_QUEUE_SYSTEM_MAX] = {
 	    {.path = conf->spool_dir, .access = SANDBOX_RW},
 	    {.path = conf->maildir_root, .access = SANDBOX_RW},
 	};
 	size_t np = 2;
-	/* The sandbox's store (issue 13): captures are written here. */
-	if (conf_sandbox_used(conf))
+	/* The sandbox's store (issue 13): captures are written here, their
+	 * summaries decoded from any charset (iconv's modules). */
+	if (conf_sandbox_used(conf)) {
 		paths[np++] = (struct sandbox_path){.path = conf->sandbox.dir, .access = SANDBOX_RW};
+		const char *gconv = sandbox_gconv_dir();
+		if (gconv != NULL)
+			paths[np++] = (struct sandbox_path){
+			    .path = gconv, .access = SANDBOX_RO, .optional = true};
+	}
 	np += sandbox_paths_queue_system(paths + np, SANDBOX_QUEUE_SYSTEM_MAX);
 	return child_confine(SANDBOX_QUEUE, paths, np);
 }
@@ -821,12 +827,14 @@ static int child_http(const struct conf *conf, struct child_args *a, struct metr
 	 * message is dropped into; nothing at all otherwise. */
 	char maildrop[4096];
 	snprintf(maildrop, sizeof(maildrop), "%s/%s", conf->spool_dir, MAILDROP_DIR);
-	struct sandbox_path paths[2] = {
+	const char *gconv = sandbox_gconv_dir(); /* iconv's modules, for other charsets */
+	struct sandbox_path paths[3] = {
 	    {.path = conf->sandbox.dir, .access = SANDBOX_RW},
 	    {.path = maildrop, .access = SANDBOX_RW, .optional = true},
+	    {.path = gconv != NULL ? gconv : maildrop, .access = SANDBOX_RO, .optional = true},
 	};
 	bool sbx = conf_sandbox_used(conf);
-	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_HTTP, sbx ? paths : NULL, sbx ? 2 : 0) < 0)
+	if (child_drop(conf, a) < 0 || child_confine(SANDBOX_HTTP, sbx ? paths : NULL, sbx ? 3 : 0) < 0)
 		goto out;
 	child_log_privileges(conf);
 	ctx.base = event_base_new();

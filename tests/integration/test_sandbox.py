@@ -441,3 +441,26 @@ def test_per_listener_sandbox(hikyaku, tmp_path, sink):
     with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
         with pytest.raises(smtplib.SMTPRecipientsRefused):
             s.sendmail("a@example.com", ["far@remote.test"], "Subject: no\r\n\r\nx\r\n")
+
+
+def test_japanese_charsets_decoded_in_the_confined_processes(hikyaku, tmp_path, sink):
+    """A Subject in ISO-2022-JP (RFC 1468, the encoded-word most Japanese
+    mail still uses) and a Shift_JIS text body: iconv loads a module for
+    each from glibc's gconv directory, which the queue (list summary) and
+    the http process (message view) may read under their Landlock rules."""
+    hk = start(hikyaku, tmp_path, sink.port)
+    subj = "\u98db\u811a\u306e\u30c6\u30b9\u30c8"          # 飛脚のテスト
+    text = "\u3053\u3093\u306b\u3061\u306f\u3001\u4e16\u754c"  # こんにちは、世界
+    enc_subj = "=?ISO-2022-JP?B?" + base64.b64encode(subj.encode("iso2022_jp")).decode() + "?="
+    body = base64.b64encode(text.encode("shift_jis")).decode()
+    msg = ("From: a@example.com\r\nTo: b@remote.test\r\nSubject: " + enc_subj + "\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=Shift_JIS\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\n" + body + "\r\n")
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        s.sendmail("a@example.com", ["b@remote.test"], msg)
+    j = wait_count(hk, 1)
+    item = j["messages"][0]
+    assert item["Subject"] == subj, item
+    assert text in item["Snippet"], item
+    st, m, _ = call(hk, "GET", f"/api/v1/message/{item['ID']}")
+    assert st == 200 and m["Subject"] == subj and text in m["Text"], m
