@@ -500,6 +500,109 @@ static int chk_all_links(struct buf *o, const struct mime_msg *m)
 	return rc;
 }
 
+/* A number at p (an optional sign, digits, one '.'): its value, and where
+ * it ends in *end; false when none is there. Bounded to 16 characters. */
+static bool chk_number(const char *p, const char *lim, double *v, const char **end)
+{
+	char tmp[20];
+	size_t n = 0;
+	if (p < lim && (*p == '-' || *p == '+'))
+		tmp[n++] = *p++;
+	bool digit = false, dot = false;
+	while (p < lim && n < 16 && ((*p >= '0' && *p <= '9') || (*p == '.' && !dot))) {
+		dot = dot || *p == '.';
+		digit = digit || *p != '.';
+		tmp[n++] = *p++;
+	}
+	if (!digit)
+		return false;
+	tmp[n] = '\0';
+	*v = strtod(tmp, NULL);
+	*end = p;
+	return true;
+}
+
+/* A case-insensitive key ("score=") in s[0..n): where its value starts. */
+static const char *chk_key(const char *s, size_t n, const char *key)
+{
+	size_t k = strlen(key);
+	for (size_t i = 0; i + k <= n; i++)
+		if (strncasecmp(s + i, key, k) == 0)
+			return s + i + k;
+	return NULL;
+}
+
+/* The spam filter's verdict, as the milter (rspamd's proxy, or
+ * spamass-milter) wrote it into the header: rspamd's X-Spamd-Result
+ * ("default: False [7.00 / 15.00]; ..."), else X-Spam-Status
+ * ("Yes, score=7.0 required=5.0"), else X-Spam-Score or X-Rspamd-Score;
+ * X-Spam ("Yes") says spam without a score. "spam": null without any. */
+static int chk_spam(const struct mime_msg *m, struct buf *o)
+{
+	static const char *const names[] = {"X-Spamd-Result", "X-Spam-Status", "X-Spam-Score",
+	                                    "X-Rspamd-Score", "X-Spam"};
+	const char *hdr = m->raw + m->parts[0].hdr_off;
+	size_t hlen = m->parts[0].hdr_len;
+	struct buf v;
+	buf_init(&v, MIME_MAX_FIELD + 1);
+	int rc = 0;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		buf_reset(&v);
+		if (mime_hdr_get(hdr, hlen, names[i], &v) != 1)
+			continue;
+		const char *s = buf_cstr(&v), *lim = s + v.len, *e;
+		double score = 0, thr = 0;
+		bool has_score = false, has_thr = false;
+		int flag = -1; /* -1 unknown, 0 no, 1 yes */
+		if (i == 0) { /* X-Spamd-Result: METRIC: True|False [score / threshold] */
+			const char *c = memchr(s, ':', v.len);
+			if (c != NULL) {
+				const char *t = c + 1;
+				while (t < lim && *t == ' ')
+					t++;
+				flag = strncasecmp(t, "true", 4) == 0 ? 1 : strncasecmp(t, "false", 5) == 0 ? 0 : -1;
+			}
+			const char *b = memchr(s, '[', v.len);
+			if (b != NULL && chk_number(b + 1, lim, &score, &e)) {
+				has_score = true;
+				while (e < lim && (*e == ' ' || *e == '/'))
+					e++;
+				has_thr = chk_number(e, lim, &thr, &e);
+			}
+		} else if (i == 1) { /* X-Spam-Status: Yes|No, score=N required=M */
+			flag = strncasecmp(s, "yes", 3) == 0 ? 1 : strncasecmp(s, "no", 2) == 0 ? 0 : -1;
+			const char *k = chk_key(s, v.len, "score=");
+			has_score = k != NULL && chk_number(k, lim, &score, &e);
+			k = chk_key(s, v.len, "required=");
+			has_thr = k != NULL && chk_number(k, lim, &thr, &e);
+		} else if (i == 4) { /* X-Spam: Yes */
+			flag = strncasecmp(s, "yes", 3) == 0 ? 1 : strncasecmp(s, "no", 2) == 0 ? 0 : -1;
+		} else {
+			const char *t = s;
+			while (t < lim && *t == ' ')
+				t++;
+			has_score = chk_number(t, lim, &score, &e);
+		}
+		if (!has_score && flag < 0)
+			continue;
+		rc = buf_append_str(o, ",\"spam\":{\"header\":");
+		rc = rc != 0 ? rc : json_append_cstr(o, names[i]);
+		rc = rc != 0 ? rc
+		     : has_score ? buf_printf(o, ",\"score\":%.2f", score)
+		                 : buf_append_str(o, ",\"score\":null");
+		rc = rc != 0 ? rc
+		     : has_thr ? buf_printf(o, ",\"threshold\":%.2f", thr)
+		               : buf_append_str(o, ",\"threshold\":null");
+		rc = rc != 0 ? rc
+		             : buf_printf(o, ",\"isSpam\":%s}",
+		                          flag > 0 ? "true" : flag == 0 ? "false" : "null");
+		buf_free(&v);
+		return rc;
+	}
+	buf_free(&v);
+	return buf_append_str(o, ",\"spam\":null");
+}
+
 int sbx_msg_check(const void *raw, size_t len, struct buf *out)
 {
 	struct mime_msg *m = mime_parse(raw, len);
@@ -514,6 +617,7 @@ int sbx_msg_check(const void *raw, size_t len, struct buf *out)
 	                          l.max, l.over998, l.over78);
 	rc = rc != 0 ? rc : chk_all_links(out, m);
 	rc = rc != 0 ? rc : chk_auth_results(m, out);
+	rc = rc != 0 ? rc : chk_spam(m, out);
 	rc = rc != 0 ? rc : buf_append_byte(out, '}');
 	if (rc != 0 && out->data != NULL) {
 		out->len = start;

@@ -125,8 +125,12 @@ int sbx_msg_parts_json(const void *raw, size_t len, struct buf *out);
  *   "links": [{"url": "...", "text": "...", "source": "html"|"text",
  *     "malformed": bool, "reason": "..."}], "linksTruncated": bool,
  *   "authResults": null | {"authservId": "...", "spf": [R], "dkim": [R],
- *     "dmarc": [R], "arc": [R]}}
- * where R is {"result": "pass", "reason": "..."|null, "props":
+ *     "dmarc": [R], "arc": [R]},
+ *   "spam": null | {"header": "X-Spamd-Result", "score": 7.0|null,
+ *     "threshold": 15.0|null, "isSpam": bool|null}}
+ * where "spam" is the content filter's verdict as its milter wrote it
+ * (rspamd's X-Spamd-Result, X-Spam-Status, X-Spam-Score, X-Rspamd-Score,
+ * X-Spam: the first present), and R is {"result": "pass", "reason": "..."|null, "props":
  * {"smtp.mailfrom": "...", ...}}, from the first (topmost)
  * Authentication-Results field (RFC 8601 §2.2). 0, or -1 if out refuses. */
 int sbx_msg_check(const void *raw, size_t len, struct buf *out);

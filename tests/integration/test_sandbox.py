@@ -464,3 +464,26 @@ def test_japanese_charsets_decoded_in_the_confined_processes(hikyaku, tmp_path, 
     assert text in item["Snippet"], item
     st, m, _ = call(hk, "GET", f"/api/v1/message/{item['ID']}")
     assert st == 200 and m["Subject"] == subj and text in m["Text"], m
+
+
+def test_spam_score_from_the_milter_shown_in_checks(hikyaku, tmp_path, sink):
+    """With a content filter configured (a milter, as rspamd's proxy is),
+    the sandbox keeps the header it adds and the checks carry its score."""
+    import milter_server as ms
+    m = ms.MilterServer(eob=[ms.addheader("X-Spamd-Result",
+                                          "default: True [17.30 / 15.00];\n\tGTUBE(0.00)[]"),
+                             ms.CONTINUE]).start()
+    try:
+        hk = start(hikyaku, tmp_path, sink.port,
+                   milters=[{"name": "spam", "socket": m.socket, "failure": "accept",
+                             "connect_timeout": "1s", "command_timeout": "2s",
+                             "eob_timeout": "2s"}])
+        send(hk, "alice@example.com", ["bob@remote.test"], "Scored")
+        j = wait_count(hk, 1)
+        mid = j["messages"][0]["ID"]
+        st, chk, _ = call(hk, "GET", f"/api/v1/message/{mid}/check")
+        assert st == 200, chk
+        assert chk["spam"] == {"header": "X-Spamd-Result", "score": 17.3, "threshold": 15.0,
+                               "isSpam": True}, chk
+    finally:
+        m.stop()

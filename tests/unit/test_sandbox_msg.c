@@ -356,6 +356,41 @@ static void test_check(void **state)
 	buf_free(&b);
 }
 
+/* The spam filter's verdict from the headers its milter added. */
+static void spam_is(const char *raw, const char *want)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	assert_int_equal(sbx_msg_check(raw, strlen(raw), &b), 0);
+	has(buf_cstr(&b), want);
+	buf_free(&b);
+}
+
+static void test_spam_score(void **state)
+{
+	(void)state;
+	spam_is("X-Spamd-Result: default: True [17.30 / 15.00];\r\n GTUBE(0.00)[]\r\n\r\nx",
+	        "\"spam\":{\"header\":\"X-Spamd-Result\",\"score\":17.30,\"threshold\":15.00,"
+	        "\"isSpam\":true}");
+	spam_is("X-Spamd-Result: default: False [-0.10 / 15.00]\r\n\r\nx",
+	        "\"spam\":{\"header\":\"X-Spamd-Result\",\"score\":-0.10,\"threshold\":15.00,"
+	        "\"isSpam\":false}");
+	spam_is("X-Spam-Status: Yes, score=7.2 required=5.0 tests=GTUBE\r\n\r\nx",
+	        "\"spam\":{\"header\":\"X-Spam-Status\",\"score\":7.20,\"threshold\":5.00,"
+	        "\"isSpam\":true}");
+	spam_is("X-Spam-Score: 3.5\r\n\r\nx",
+	        "\"spam\":{\"header\":\"X-Spam-Score\",\"score\":3.50,\"threshold\":null,"
+	        "\"isSpam\":null}");
+	spam_is("X-Spam: Yes\r\n\r\nx",
+	        "\"spam\":{\"header\":\"X-Spam\",\"score\":null,\"threshold\":null,"
+	        "\"isSpam\":true}");
+	/* the richer header wins; garbage is no verdict */
+	spam_is("X-Spam: Yes\r\nX-Spamd-Result: default: True [9.00 / 8.00]\r\n\r\nx",
+	        "\"header\":\"X-Spamd-Result\",\"score\":9.00");
+	spam_is("X-Spam-Score: lots\r\nX-Spamd-Result: [\r\n\r\nx", "\"spam\":null");
+	spam_is("Subject: plain\r\n\r\nx", "\"spam\":null");
+}
+
 /* Found by fuzz_sbx_msg: CFWS after the last resinfo looped for ever. */
 static void test_auth_results_edges(void **state)
 {
@@ -514,6 +549,7 @@ int main(void)
 	    cmocka_unit_test(test_html_cid_and_remote),
 	    cmocka_unit_test(test_html_evasions),
 	    cmocka_unit_test(test_check),
+	    cmocka_unit_test(test_spam_score),
 	    cmocka_unit_test(test_auth_results_edges),
 	    cmocka_unit_test(test_headers_and_tree),
 	    cmocka_unit_test(test_link_text),

@@ -495,6 +495,25 @@
       tr.appendChild(td);
       auth.appendChild(tr);
     }
+    {
+      // the content filter's verdict (rspamd or SpamAssassin, through a milter)
+      const sp = c.spam;
+      const tr = el("tr");
+      tr.appendChild(el("th", "", "SPAM"));
+      const td = el("td");
+      if (!sp) {
+        td.appendChild(el("span", "result neutral", "no score"));
+      } else {
+        const verdict = sp.isSpam === true ? "spam" : sp.isSpam === false ? "ham" : "scored";
+        td.appendChild(el("span", "result " + (sp.isSpam === true ? "fail" : sp.isSpam === false ? "pass" : "neutral"), verdict));
+        const bits = [];
+        if (typeof sp.score === "number") bits.push("score " + sp.score + (typeof sp.threshold === "number" ? " / " + sp.threshold : ""));
+        bits.push("(" + sp.header + ")");
+        td.appendChild(el("span", "props", " " + bits.join(" ")));
+      }
+      tr.appendChild(td);
+      auth.appendChild(tr);
+    }
     if (!ar) {
       const tr = el("tr");
       const td = el("td", "empty", "No Authentication-Results header.");
