@@ -145,6 +145,44 @@ static int sbx_basic(const struct httpd_sbx *x, const char *b64, size_t bl, char
 
 /* The request's inbox into inbox (SBX_INBOX_MAX + 1): 0, or -1 when the
  * 401 is already answered. */
+
+/* The Host a request names is a loopback one (localhost, 127.0.0.0/8, [::1],
+ * with or without a port)? Anonymous access needs it besides a loopback
+ * peer: a page of another site that DNS-rebinds its own name to 127.0.0.1
+ * reaches us from loopback, but names its own host (and its Origin then
+ * matches that Host, so the CSRF rule alone would let it through). */
+static bool sbx_host_loopback(struct http_view host)
+{
+	const char *p = host.p;
+	size_t n = host.len, end;
+	if (p == NULL || n == 0)
+		return false;
+	if (p[0] == '[') {
+		const char *rb = memchr(p, ']', n);
+		if (rb == NULL || (size_t)(rb - p) != 4 || memcmp(p + 1, "::1", 3) != 0)
+			return false;
+		end = 5;
+	} else {
+		const char *colon = memchr(p, ':', n);
+		end = colon != NULL ? (size_t)(colon - p) : n;
+		if (!(end == 9 && strncasecmp(p, "localhost", 9) == 0)) {
+			if (end < 7 || end > 15 || memcmp(p, "127.", 4) != 0)
+				return false;
+			for (size_t i = 4; i < end; i++)
+				if (!((p[i] >= '0' && p[i] <= '9') || p[i] == '.'))
+					return false;
+		}
+	}
+	if (end == n)
+		return true;
+	if (p[end] != ':' || end + 1 == n || n - end > 6)
+		return false;
+	for (size_t i = end + 1; i < n; i++)
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+	return true;
+}
+
 static int sbx_inbox_of(struct httpd_conn *c, const struct http_request *req, char *inbox)
 {
 	struct httpd_sbx *x = c->h->sbx;
@@ -155,7 +193,8 @@ static int sbx_inbox_of(struct httpd_conn *c, const struct http_request *req, ch
 		rc = sbx_bearer(x, a.p + 7, a.len - 7, inbox);
 	else if (a.len > 6 && strncasecmp(a.p, "Basic ", 6) == 0)
 		rc = sbx_basic(x, a.p + 6, a.len - 6, inbox);
-	else if (a.p == NULL && c->loopback && conf->sandbox.anonymous_inbox[0] != '\0') {
+	else if (a.p == NULL && c->loopback && sbx_host_loopback(req->host) &&
+	         conf->sandbox.anonymous_inbox[0] != '\0') {
 		snprintf(inbox, SBX_INBOX_MAX + 1, "%s", conf->sandbox.anonymous_inbox);
 		rc = 0;
 	}

@@ -487,3 +487,28 @@ def test_spam_score_from_the_milter_shown_in_checks(hikyaku, tmp_path, sink):
                                "isSpam": True}, chk
     finally:
         m.stop()
+
+
+def test_anonymous_inbox_needs_a_loopback_host(hikyaku, tmp_path, sink):
+    """A page that DNS-rebinds its own name to 127.0.0.1 reaches the API
+    from loopback but names its own Host (and a matching Origin): no
+    anonymous inbox for it; a token still works whatever the Host."""
+    hk = start(hikyaku, tmp_path, sink.port)
+    send(hk, "alice@example.com", ["bob@remote.test"], "Secret reset link")
+    wait_count(hk, 1)
+    port = hk.http_port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
+        st, j, _ = call(hk, "GET", "/api/v1/messages", headers={"Host": host})
+        assert st == 200 and j["total"] == 1, (host, st, j)
+    for host in (f"rebind.evil.example:{port}", "evil.127.0.0.1.nip.example",
+                 f"127.0.0.1.evil.example:{port}", f"127.0.0.1:{port}x", ""):
+        st, j, _ = call(hk, "GET", "/api/v1/messages", headers={"Host": host})
+        assert st == 401, (host, st, j)
+        st, j, _ = call(hk, "POST", "/api/v1/message/latest/release",
+                        body={"To": ["x@sink.test"]},
+                        headers={"Host": host, "Origin": f"http://{host}"})
+        assert st in (401, 403), (host, st, j)
+    tok = tokens(hk, "default")["default"]
+    st, j, _ = call(hk, "GET", "/api/v1/messages", token=tok,
+                    headers={"Host": f"mail-sandbox.internal:{port}"})
+    assert st == 200 and j["total"] == 1, (st, j)
