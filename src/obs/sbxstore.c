@@ -195,27 +195,61 @@ struct sbx_summary {
 	size_t attachments;
 };
 
-static void sbx_addr_json(const struct sbx_addr *a, struct buf *out, struct buf *text)
+/* One address as {"Name":..,"Address":..}, whole or not at all: a name
+ * is cut at SBX_NAME_MAX octets (UTF-8 kept whole), and the object goes in
+ * only with SBX_ADDRS_SLACK octets left after it for the closing brackets
+ * and keys, so a hostile header (a name of many '&', six octets each in
+ * JSON) can neither overflow the row nor leave it invalid JSON. */
+#define SBX_NAME_MAX 998
+#define SBX_ADDRS_SLACK 128
+
+static size_t sbx_cut_utf8(const char *s, size_t max)
 {
-	buf_append_str(out, "{\"Name\":");
-	json_append_cstr(out, a->name != NULL ? a->name : "");
-	buf_append_str(out, ",\"Address\":");
-	json_append_cstr(out, a->address != NULL ? a->address : "");
-	buf_append_byte(out, '}');
-	buf_printf(text, "%s %s ", a->name != NULL ? a->name : "",
-	           a->address != NULL ? a->address : "");
+	size_t n = strlen(s);
+	if (n <= max)
+		return n;
+	while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+		max--; /* not inside a sequence */
+	return max;
+}
+
+static bool sbx_addr_json(const struct sbx_addr *a, struct buf *out, struct buf *text)
+{
+	const char *name = a->name != NULL ? a->name : "";
+	const char *addr = a->address != NULL ? a->address : "";
+	size_t nl = sbx_cut_utf8(name, SBX_NAME_MAX), al = sbx_cut_utf8(addr, SBX_NAME_MAX);
+	struct buf o;
+	buf_init(&o, 2 * 6 * SBX_NAME_MAX + 64);
+	int rc = buf_append_str(&o, "{\"Name\":");
+	rc = rc != 0 ? rc : json_append_str(&o, name, nl);
+	rc = rc != 0 ? rc : buf_append_str(&o, ",\"Address\":");
+	rc = rc != 0 ? rc : json_append_str(&o, addr, al);
+	rc = rc != 0 ? rc : buf_append_byte(&o, '}');
+	bool ok = rc == 0 && (out->max == 0 || out->len + o.len + SBX_ADDRS_SLACK <= out->max) &&
+	          buf_append(out, o.data, o.len) == 0;
+	buf_free(&o);
+	if (ok)
+		(void)buf_printf(text, "%.*s %.*s ", (int)nl, name, (int)al, addr); /* search text: best effort */
+	return ok;
 }
 
 static void sbx_addrs_json(const char *key, const struct sbx_addr_list *l, struct buf *out,
                            struct buf *text)
 {
-	buf_printf(out, ",\"%s\":[", key);
+	(void)buf_printf(out, ",\"%s\":[", key); /* fits: SBX_ADDRS_SLACK kept free */
+	bool first = true;
 	for (size_t i = 0; i < l->n; i++) {
-		if (i > 0)
-			buf_append_byte(out, ',');
-		sbx_addr_json(&l->v[i], out, text);
+		size_t mark = out->len;
+		if (!first && buf_append_byte(out, ',') != 0)
+			break;
+		if (!sbx_addr_json(&l->v[i], out, text)) {
+			out->len = mark; /* drop the comma: the list ends here */
+			out->data[mark] = '\0';
+			break;
+		}
+		first = false;
 	}
-	buf_append_byte(out, ']');
+	(void)buf_append_byte(out, ']');
 }
 
 /* The list's fields from the MIME library's summary (obs/sandbox_msg.h:
@@ -225,8 +259,9 @@ static void sbx_summarize(const char *m, size_t len, int64_t received, struct sb
 {
 	struct sbx_msg_summary ms;
 	sbx_msg_summary(m, len, received, &ms);
-	buf_append_str(&sum->addrs, "\"From\":");
-	sbx_addr_json(&ms.from, &sum->addrs, &sum->from_t);
+	(void)buf_append_str(&sum->addrs, "\"From\":");
+	if (!sbx_addr_json(&ms.from, &sum->addrs, &sum->from_t))
+		(void)buf_append_str(&sum->addrs, "{\"Name\":\"\",\"Address\":\"\"}");
 	sbx_addrs_json("To", &ms.to, &sum->addrs, &sum->to_t);
 	sbx_addrs_json("Cc", &ms.cc, &sum->addrs, &sum->to_t);
 	sbx_addrs_json("Bcc", &ms.bcc, &sum->addrs, &sum->to_t);

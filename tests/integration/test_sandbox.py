@@ -512,3 +512,23 @@ def test_anonymous_inbox_needs_a_loopback_host(hikyaku, tmp_path, sink):
     st, j, _ = call(hk, "GET", "/api/v1/messages", token=tok,
                     headers={"Host": f"mail-sandbox.internal:{port}"})
     assert st == 200 and j["total"] == 1, (st, j)
+
+
+def test_hostile_address_header_keeps_the_list_valid(hikyaku, tmp_path, sink):
+    """A From name of 45 KB of '&' (six octets each in JSON) and 2000
+    recipients in To, inside the 100 KiB header bound: the row stays valid
+    JSON and the name is cut at 998 octets."""
+    hk = start(hikyaku, tmp_path, sink.port)
+    name = "&" * 900 + "".join("\r\n " + "&" * 900 for _ in range(49))
+    to = ",\r\n ".join(f"r{i}@example.org" for i in range(2000))
+    msg = (f'From: "{name}" <a@example.com>\r\nTo: {to}\r\nSubject: hostile\r\n\r\nx\r\n')
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=30) as s:
+        s.sendmail("a@example.com", ["b@remote.test"], msg)
+    j = wait_count(hk, 1)        # the list parsed as JSON
+    m = j["messages"][0]
+    assert m["From"]["Address"] == "a@example.com", m["From"]
+    assert 0 < len(m["From"]["Name"]) <= 998
+    assert len(m["From"]["Name"]) == 998, len(m["From"]["Name"])
+    assert 0 < len(m["To"]) <= 2000 and m["To"][0]["Address"] == "r0@example.org"
+    st, full, _ = call(hk, "GET", f"/api/v1/message/{m['ID']}")
+    assert st == 200 and full["Subject"] == "hostile"
