@@ -286,10 +286,20 @@ static int sbx_load(struct httpd_conn *c, const char *inbox, const char *id, cha
 }
 
 /* A MIME type from the message, safe to put in a header field. */
+/* A part's own type, unless it is one a browser would run or render as a
+ * document on the UI's origin when loaded by a <script>, <link> or <iframe>
+ * (which ignore Content-Disposition): script, HTML, XML/SVG and CSS are
+ * served as application/octet-stream, so a captured part can never become
+ * script or style of the UI even if some page were made to load it. */
 static const char *sbx_safe_type(const char *t)
 {
+	static const char *const risky[] = {"javascript", "ecmascript", "html", "xml", "svg",
+	                                    "css", "jscript", "livescript", "json"};
 	if (t == NULL || t[0] == '\0' || strlen(t) > 100)
 		return "application/octet-stream";
+	for (size_t i = 0; i < sizeof(risky) / sizeof(risky[0]); i++)
+		if (strcasestr(t, risky[i]) != NULL)
+			return "application/octet-stream";
 	for (const char *p = t; *p != '\0'; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 		      (*p >= '0' && *p <= '9') || strchr("!#$&^_.+-/", *p) != NULL))
@@ -503,6 +513,7 @@ static void sbx_message(struct httpd_conn *c, const struct http_request *req, co
 			sbx_disposition(name, &extra);
 			buf_append_str(&extra,
 			               "X-Content-Type-Options: nosniff\r\n"
+			               "Cross-Origin-Resource-Policy: same-origin\r\n"
 			               "Content-Security-Policy: default-src 'none'; sandbox\r\n");
 			httpd_respond(c, 200, sbx_safe_type(type), (const char *)out.data, out.len,
 			              buf_cstr(&extra));

@@ -212,6 +212,12 @@ def test_parts_view_and_check(hikyaku, tmp_path, sink):
     assert resp.getheader("Content-Type") == "application/pdf"
     assert "attachment" in resp.getheader("Content-Disposition")
     assert resp.getheader("X-Content-Type-Options") == "nosniff"
+    # a part a browser would run or render is served as octets
+    st, m2, _ = call(hk, "GET", f"/api/v1/message/{mid}/part/1")
+    assert st == 200
+    _, _, resp = call(hk, "GET", f"/api/v1/message/{mid}/part/1")
+    assert resp.getheader("Content-Type") == "application/octet-stream", resp.getheaders()
+    assert resp.getheader("Cross-Origin-Resource-Policy") == "same-origin"
     st, html, resp = call(hk, "GET", f"/view/{mid}.html")
     assert st == 200 and b"Hi" in html and b"tracker.example" not in html
     csp = resp.getheader("Content-Security-Policy")
