@@ -17,6 +17,7 @@
  * the address's failures earn, so every smtpd process sees the same
  * slow-down, and says whether the address is now locked out. */
 #include "auth/authd.h"
+#include "obs/sbxstore.h"
 
 #include "auth/authfail.h"
 #include "auth/authproto.h"
@@ -332,9 +333,13 @@ static void authd_result(struct authd_xchg *x, enum sasl_result r, struct buf *c
 		cl->n_req--;
 		return;
 	case SASL_R_VERIFY:
-		if (authd_any_login(d->conf) && sasl_server_user(x->sasl) != NULL) {
+		if (authd_any_login(d->conf) && sasl_server_user(x->sasl) != NULL &&
+		    sbx_inbox_valid(sasl_server_user(x->sasl))) {
 			/* Not a user of the users file, so not SASL_R_OK from
-			 * sasl_server_verified(): the login is the inbox. */
+			 * sasl_server_verified(): the login is the inbox. A
+			 * login no inbox can be named after (spaces, controls,
+			 * non-ASCII, over 255 octets: no token could open it)
+			 * goes on to the users file, and so fails there. */
 			authd_release(x, d);
 			buf_init(&out, AUTHP_FRAME_MAX);
 			st = ctl_frame_begin(&out, AUTHP_T_OK);

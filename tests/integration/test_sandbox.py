@@ -538,3 +538,16 @@ def test_hostile_address_header_keeps_the_list_valid(hikyaku, tmp_path, sink):
     assert 0 < len(m["To"]) <= 2000 and m["To"][0]["Address"] == "r0@example.org"
     st, full, _ = call(hk, "GET", f"/api/v1/message/{m['ID']}")
     assert st == 200 and full["Subject"] == "hostile"
+
+
+def test_login_that_names_no_inbox_is_refused(hikyaku, tmp_path, sink):
+    """sandbox.auth any takes every login that can name an inbox; one with
+    a space or a control (no token could ever open its inbox) gets 535."""
+    hk = start(hikyaku, tmp_path, sink.port)
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        s.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+            s.login("two words", "pw")
+        assert e.value.smtp_code == 535
+    with smtplib.SMTP("127.0.0.1", hk.port, timeout=10) as s:
+        s.login("ci-job-7", "pw")
