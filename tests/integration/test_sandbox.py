@@ -292,7 +292,7 @@ def test_csrf_refused(hikyaku, tmp_path, sink):
 def test_sse_event_arrives(hikyaku, tmp_path, sink):
     hk = start(hikyaku, tmp_path, sink.port)
     s = socket.create_connection(("127.0.0.1", hk.http_port), timeout=15)
-    s.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    s.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
     got = b""
     while b"\r\n\r\n" not in got:
         got += s.recv(4096)
