@@ -366,6 +366,62 @@ static bool maildir_in_cur(const char *base, const char *uniq, const char *sized
 	return found;
 }
 
+/* Set once O_TMPFILE is refused (a file system without it): tmp/ from then. */
+static atomic_bool maildir_no_tmpfile;
+/* AT_EMPTY_PATH refused (an older kernel without CAP_DAC_READ_SEARCH): the
+ * descriptor's /proc link from then. */
+static atomic_bool maildir_empty_path_refused;
+
+static int maildir_link_fd(int fd, const char *dst)
+{
+	if (!atomic_load_explicit(&maildir_empty_path_refused, memory_order_relaxed)) {
+		if (linkat(fd, "", AT_FDCWD, dst, AT_EMPTY_PATH) == 0)
+			return 0;
+		if (errno != ENOENT && errno != EPERM)
+			return -1;
+		atomic_store_explicit(&maildir_empty_path_refused, true, memory_order_relaxed);
+	}
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, path, AT_FDCWD, dst, AT_SYMLINK_FOLLOW);
+}
+
+/* maildir_store with fd an unnamed file in new/ (closed here); -2: it
+ * cannot be linked, use tmp/. */
+static int maildir_store_tmpfile(int fd, const char *head, size_t hl,
+				 const struct maildir_msg *msg, const char *dst, const char *newdir,
+				 char *err, size_t errlen)
+{
+	if (maildir_copy(fd, head, hl, msg, err, errlen) < 0 || fsync(fd) < 0) {
+		if (err[0] == '\0')
+			snprintf(err, errlen, "write new/: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	int r = maildir_link_fd(fd, dst);
+	int e = errno;
+	close(fd);
+	if (r < 0) {
+		/* The name holds the queue id and recipient (msg->unique):
+		 * taken means this very delivery is already there. */
+		if (e == EEXIST && msg->unique != NULL)
+			return maildir_dir_sync(newdir) < 0 ? -1 : 1;
+		if (e == ENOENT || e == EPERM || e == EACCES) {
+			/* No way to name an unnamed file here (an old kernel
+			 * and no /proc): tmp/ and rename from now on. */
+			atomic_store_explicit(&maildir_no_tmpfile, true, memory_order_relaxed);
+			return -2;
+		}
+		snprintf(err, errlen, "link into new/: %s", strerror(e));
+		return -1;
+	}
+	if (maildir_dir_sync(newdir) < 0) {
+		snprintf(err, errlen, "fsync new/: %s", strerror(errno));
+		return -1; /* the file may survive: a retry finds it, never loses */
+	}
+	return 0;
+}
+
 static int maildir_store(const char *base, const struct maildir_msg *msg, char *err,
                          size_t errlen)
 {
@@ -400,7 +456,29 @@ static int maildir_store(const char *base, const struct maildir_msg *msg, char *
 		unlink(tmp);
 	}
 
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	/* An unnamed file in new/, linked under its final name once written
+	 * and fsynced: readers see it whole or not at all, as with tmp/ and a
+	 * rename, but it costs no tmp/ entry to make and remove, and its
+	 * fsync need not write tmp/ too (ext4 syncs the parent of a new
+	 * entry). A file system without O_TMPFILE gets tmp/. */
+	int fd = -1;
+	if (!atomic_load_explicit(&maildir_no_tmpfile, memory_order_relaxed)) {
+		fd = open(newdir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+		if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
+			atomic_store_explicit(&maildir_no_tmpfile, true, memory_order_relaxed);
+		else if (fd < 0) {
+			snprintf(err, errlen, "open new/: %s", strerror(errno));
+			return -1;
+		}
+	}
+	if (fd >= 0) {
+		int r = maildir_store_tmpfile(fd, head, (size_t)hl, msg, dst, newdir, err, errlen);
+		if (r != -2)
+			return r;
+		err[0] = '\0';
+	}
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		snprintf(err, errlen, "open tmp: %s", strerror(errno));
 		return -1;

@@ -602,7 +602,7 @@ static void qmgr_finish_run(void *arg)
 		}
 	}
 	e->attempts++;
-	if (pending == 0 && spool_remove(q->spool, m->qid) == 0) {
+	if (pending == 0 && spool_retire(q->spool, m->qid, m->pool_owner, e->size) == 0) {
 		m->removed = true;
 		log_info("event=removed qid=%s", m->qid);
 	} else {
@@ -872,12 +872,13 @@ void qmgr_enqueue(struct qmgr *q, const char *qid)
 	qmgr_dispatch(q);
 }
 
-void qmgr_enqueue_new(struct qmgr *q, const char *qid)
+void qmgr_enqueue_new(struct qmgr *q, const char *qid, uint64_t owner)
 {
 	if (q->stopping)
 		return;
 	struct qmgr_msg *m = qmgr_msg_new(q, qid);
 	m->fresh = true;
+	m->pool_owner = owner;
 	qmgr_ready_push(q, m);
 	qmgr_dispatch(q);
 }

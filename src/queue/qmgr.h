@@ -7,6 +7,7 @@
 #define HK_QUEUE_QMGR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct conf;
@@ -27,7 +28,7 @@ void qmgr_set_credentials(struct qmgr *q, const struct credentials *cr);
 void qmgr_enqueue(struct qmgr *q, const char *qid);
 /* The same for a message smtpd just committed (counted as accepted in the
  * analytics once its envelope is loaded). */
-void qmgr_enqueue_new(struct qmgr *q, const char *qid);
+void qmgr_enqueue_new(struct qmgr *q, const char *qid, uint64_t owner);
 /* The delivery analytics (queue/analytics.h), NULL when off. */
 struct analytics *qmgr_analytics(struct qmgr *q);
 /* Rebuild the queue from the spool alone; returns how many messages, or -1. */

@@ -21,13 +21,15 @@
 
 struct qs_file {
 	uint64_t token;
-	int fd; /* the queue's own descriptor of the unnamed file */
+	uint64_t slot; /* spool_incoming_take: a reused file, or 0 */
+	int fd;        /* the queue's own descriptor of the file */
 };
 
 struct qs_client {
 	struct qserver *qs;
 	struct qs_client *next, *prev;
 	struct ipc_chan *ch; /* NULL once closed */
+	uint64_t owner;        /* this writer, for the reuse of its spent files */
 	struct qs_file *files; /* handed out, not yet committed or aborted */
 	size_t ntokens, cap;
 	size_t inflight; /* publish jobs holding this client */
@@ -40,6 +42,7 @@ struct qserver {
 	struct workq *wq;
 	struct qs_client *clients;
 	uint64_t next_token;
+	uint64_t next_owner;
 	size_t files_max; /* per smtpd: one per session in DATA, and a pool */
 	struct dmarcrep_writer *dmarc; /* DMARC_RECORD frames go here */
 	unsigned dmarc_bad;             /* records refused (logged: the first few) */
@@ -48,6 +51,7 @@ struct qserver {
 struct qs_job {
 	struct qs_client *c;
 	int fd;
+	uint64_t slot;
 	uint64_t id;
 	char qid[QID_LEN + 1];
 	int ret, err;
@@ -69,11 +73,12 @@ static void qs_client_maybe_free(struct qs_client *c)
 }
 
 /* The fd of the file token (the caller owns it now), or -1. */
-static int qs_token_take(struct qs_client *c, uint64_t token)
+static int qs_token_take(struct qs_client *c, uint64_t token, uint64_t *slot_r)
 {
 	for (size_t i = 0; i < c->ntokens; i++) {
 		if (c->files[i].token == token) {
 			int fd = c->files[i].fd;
+			*slot_r = c->files[i].slot;
 			c->files[i] = c->files[--c->ntokens];
 			return fd;
 		}
@@ -95,8 +100,8 @@ static void qs_give_files(struct qs_client *c, uint64_t want)
 		want = 2 * PROTO_FDS_BATCH;
 	buf_init(&b, IPC_FRAME_MAX);
 	for (uint64_t i = 0; i < want && c->ntokens < c->qs->files_max; i++) {
-		uint64_t token = ++qs->next_token;
-		int fd = spool_incoming_create(qs->spool);
+		uint64_t token = ++qs->next_token, slot;
+		int fd = spool_incoming_take(qs->spool, c->owner, &slot);
 		if (fd < 0)
 			break; /* logged; smtpd asks again when it needs one */
 		if (c->ntokens == c->cap) {
@@ -105,6 +110,7 @@ static void qs_give_files(struct qs_client *c, uint64_t want)
 		}
 		c->files[c->ntokens].token = token;
 		c->files[c->ntokens].fd = fd;
+		c->files[c->ntokens].slot = slot;
 		c->ntokens++;
 		buf_reset(&b);
 		size_t st = ipc_frame_begin(&b, P_T_FD);
@@ -118,7 +124,7 @@ static void qs_give_files(struct qs_client *c, uint64_t want)
 static void qs_publish_run(void *arg)
 {
 	struct qs_job *j = arg;
-	j->ret = spool_publish(j->c->qs->spool, j->fd, j->qid, &j->error);
+	j->ret = spool_publish(j->c->qs->spool, j->fd, j->slot, j->qid, &j->error);
 	j->err = j->ret < 0 ? errno : 0;
 	close(j->fd);
 }
@@ -129,7 +135,8 @@ static void qs_publish_done(void *arg)
 	struct qs_client *c = j->c;
 	struct buf b;
 	if (j->ret == 0)
-		qmgr_enqueue_new(c->qs->qmgr, j->qid); /* whether or not smtpd is still there */
+		qmgr_enqueue_new(c->qs->qmgr, j->qid,
+				 c->owner); /* whether or not smtpd is still there */
 	buf_init(&b, IPC_FRAME_MAX);
 	size_t st = ipc_frame_begin(&b, j->ret == 0 ? P_T_COMMITTED : P_T_FAILED);
 	ipc_frame_add_u64(&b, P_F_ID, j->id);
@@ -179,7 +186,7 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 	struct qs_client *c = arg;
 	struct ipc_field fld;
 	size_t off = 0;
-	uint64_t count = 0, id = 0, token = 0;
+	uint64_t count = 0, id = 0, token = 0, slot = 0;
 	char qid[QID_LEN + 1] = "";
 	bool qid_ok = false;
 	struct ipc_field dmarc = {0};
@@ -211,9 +218,9 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 		qs_give_files(c, count);
 		break;
 	case P_T_ABORT: {
-		int tfd = qs_token_take(c, token);
+		int tfd = qs_token_take(c, token, &slot);
 		if (tfd >= 0)
-			close(tfd); /* the unnamed file is gone with it */
+			spool_incoming_drop(c->qs->spool, tfd, slot, c->owner);
 		break;
 	}
 	case P_T_COMMIT: {
@@ -221,7 +228,7 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 			qs_fail(c, id, "invalid queue id");
 			break;
 		}
-		int tfd = qs_token_take(c, token);
+		int tfd = qs_token_take(c, token, &slot);
 		if (tfd < 0) {
 			qs_fail(c, id, "unknown message file");
 			break;
@@ -230,6 +237,7 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 		j->c = c;
 		j->id = id;
 		j->fd = tfd;
+		j->slot = slot;
 		memcpy(j->qid, qid, sizeof(qid));
 		c->inflight++;
 		workq_submit(c->qs->wq, qs_publish_run, qs_publish_done, j);
@@ -248,9 +256,12 @@ static void qs_on_close(struct ipc_chan *ch, const char *why, void *arg)
 	struct qs_client *c = arg;
 	log_info("event=smtpd_gone reason=\"%s\" files_dropped=%zu commits_in_flight=%zu", why,
 		 c->ntokens, c->inflight);
+	/* Its files, and the spent ones kept for it, are never handed to
+	 * another writer. */
 	for (size_t i = 0; i < c->ntokens; i++)
-		close(c->files[i].fd);
+		spool_incoming_drop(c->qs->spool, c->files[i].fd, c->files[i].slot, 0);
 	c->ntokens = 0;
+	spool_pool_forget(c->qs->spool, c->owner);
 	ipc_chan_free(&ch);
 	c->ch = NULL;
 	qs_client_maybe_free(c);
@@ -260,6 +271,7 @@ void qserver_add_client(struct qserver *qs, int fd)
 {
 	struct qs_client *c = xcalloc(1, sizeof(*c));
 	c->qs = qs;
+	c->owner = ++qs->next_owner;
 	c->next = qs->clients;
 	if (qs->clients != NULL)
 		qs->clients->prev = c;

@@ -35,11 +35,32 @@
 #define SPOOL_MAGIC "HKMSG\0\1\n"
 #define SPOOL_MAGIC_LEN 8
 
+/* A spent message file in reuse/ under the name p<seq>: reusable by
+ * the writer that had it before (owner) once an fsync of queue/ has made
+ * its removal from there durable (ticket), or at once when it never was
+ * in queue/ (clean). */
+struct spool_pooled {
+	uint64_t seq;
+	uint64_t owner;
+	uint64_t ticket;
+	uint64_t size;
+	bool clean;
+};
+
+/* At most this many spent files, of at most SPOOL_POOL_FILE_MAX octets
+ * each, wait for reuse: a few seconds' worth at the rates a 2-core machine
+ * takes, and small enough that the disk they hold does not matter. */
+#define SPOOL_POOL_MAX 512
+#define SPOOL_POOL_FILE_MAX (256 * 1024)
+#define SPOOL_POOL_BYTES_MAX (32 * 1024 * 1024)
+#define SPOOL_POOL_NAME_MAX 24 /* "p" and 16 hex digits */
+
 struct spool {
 	char *dir;
 	int dirfd;   /* <dir> */
 	int incfd;   /* <dir>/incoming */
 	int queuefd; /* <dir>/queue */
+	int reusefd; /* <dir>/reuse: spent message files (spool_retire) */
 
 	/* Group commit of queue/ fsyncs: a committer takes a ticket after its
 	 * renames; an fsync that starts after ticket t was taken makes every
@@ -51,6 +72,14 @@ struct spool {
 	uint64_t failed; /* tickets <= failed saw an fsync fail: never trusted */
 	bool syncing;    /* an fsync is running (without the lock) */
 	uint64_t nsyncs;
+
+	/* Spent message files kept for reuse (see spool_retire), oldest
+	 * first, in a ring under lock. */
+	struct spool_pooled pool[SPOOL_POOL_MAX];
+	size_t pool_head, pool_len;
+	uint64_t pool_seq;   /* names incoming/p<seq> */
+	uint64_t pool_bytes; /* their sizes when retired */
+	uint64_t reused;     /* files handed out again */
 };
 
 struct spool_msg {
@@ -153,7 +182,7 @@ int spool_open(const char *dir, struct spool **spool_r, const char **error_r)
 {
 	char eb[128];
 	bool created = false;
-	int dfd = -1, ifd = -1, qfd = -1;
+	int dfd = -1, ifd = -1, qfd = -1, rfd = -1;
 
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		goto fail;
@@ -166,6 +195,9 @@ int spool_open(const char *dir, struct spool **spool_r, const char **error_r)
 	qfd = spool_subdir_open(dfd, "queue", &created);
 	if (qfd < 0)
 		goto fail;
+	rfd = spool_subdir_open(dfd, "reuse", &created);
+	if (rfd < 0)
+		goto fail;
 	if (created && spool_fsync(dfd) < 0)
 		goto fail;
 
@@ -174,6 +206,7 @@ int spool_open(const char *dir, struct spool **spool_r, const char **error_r)
 	s->dirfd = dfd;
 	s->incfd = ifd;
 	s->queuefd = qfd;
+	s->reusefd = rfd;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	*spool_r = s;
@@ -181,6 +214,8 @@ int spool_open(const char *dir, struct spool **spool_r, const char **error_r)
 fail:
 	log_err("event=spool_open_failed dir=%s error=%s", log_qs((char[LOG_Q_MAX]){0}, dir),
 	        spool_strerror(errno, eb));
+	if (rfd >= 0)
+		close(rfd);
 	if (qfd >= 0)
 		close(qfd);
 	if (ifd >= 0)
@@ -197,6 +232,7 @@ void spool_close(struct spool **spool)
 	if (s == NULL)
 		return;
 	*spool = NULL;
+	close(s->reusefd);
 	close(s->queuefd);
 	close(s->incfd);
 	close(s->dirfd);
@@ -366,6 +402,19 @@ static int spool_queue_sync(struct spool *s)
 	return rc;
 }
 
+/* A reused file (spool_incoming_take) still holds the end of its earlier,
+ * longer message: the envelope must end the file. A new one is cut at
+ * nothing (one fstat). */
+static int spool_cut_tail(int fd, uint64_t end)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -1;
+	if ((uint64_t)st.st_size <= end)
+		return 0;
+	return ftruncate(fd, (off_t)end);
+}
+
 /* Finish incoming/<qid> (envelope after the content, then the header's
  * offset), fdatasync and close it. */
 static int spool_msg_finish(struct spool_msg *m, struct envelope *e, const char **error_r)
@@ -384,6 +433,7 @@ static int spool_msg_finish(struct spool_msg *m, struct envelope *e, const char 
 	spool_put_u64(off, m->content_off + m->size);
 	if (fs_write_all(m->fd, b.data, b.len) < 0 ||
 	    pwrite(m->fd, off, sizeof(off), SPOOL_MAGIC_LEN) != (ssize_t)sizeof(off) ||
+	    spool_cut_tail(m->fd, m->content_off + m->size + b.len) < 0 ||
 	    spool_fdatasync(m->fd) < 0) {
 		*error_r = "cannot write message file";
 		goto out;
@@ -487,6 +537,183 @@ int spool_incoming_create(struct spool *s)
 	return fd;
 }
 
+/* ---- reuse of spent message files ----
+ *
+ * Every message file costs an inode to make and one to free, and on ext4
+ * making one gets slower with every inode freed in the last seconds (the
+ * allocator steps over them). A delivered message's file therefore goes
+ * goes to reuse/ as p<seq> (spool_retire) and is handed out again
+ * instead of a new unnamed file.
+ *
+ * Two rules keep this as safe as a new file:
+ * - Privilege: the writer (an smtpd process) keeps its descriptors as long
+ *   as it likes, so a file only ever goes back to the writer that had it
+ *   before (owner): a process sees no octet of a message it did not
+ *   receive itself. Files of a writer that is gone are unlinked.
+ * - Durability: the content is overwritten only after an fsync of queue/
+ *   that started after the file left it: a crash can never bring back
+ *   queue/<old qid> naming new content. The retire takes a ticket of the
+ *   group commit for that; in a busy queue the next commit's fsync covers
+ *   it.
+ * reuse/ holds them, idle or handed out (published by a rename from there
+ * into queue/); incoming/ keeps its meaning: unnamed files being written.
+ * Start-up empties reuse/ as it empties incoming/. */
+
+static void spool_pool_name(char out[SPOOL_POOL_NAME_MAX], uint64_t seq)
+{
+	snprintf(out, SPOOL_POOL_NAME_MAX, "p%016llx", (unsigned long long)seq);
+}
+
+/* Under lock. */
+static bool spool_pool_ready(const struct spool *s, const struct spool_pooled *p,
+			     uint64_t owner)
+{
+	if (p->owner != owner)
+		return false;
+	return p->clean || (p->ticket <= s->synced && p->ticket > s->failed);
+}
+
+/* Under lock: take the entry k places after the oldest out of the ring. */
+static struct spool_pooled spool_pool_take_at(struct spool *s, size_t k)
+{
+	struct spool_pooled p = s->pool[(s->pool_head + k) % SPOOL_POOL_MAX];
+	for (size_t j = k; j > 0; j--)
+		s->pool[(s->pool_head + j) % SPOOL_POOL_MAX] =
+			s->pool[(s->pool_head + j - 1) % SPOOL_POOL_MAX];
+	s->pool_head = (s->pool_head + 1) % SPOOL_POOL_MAX;
+	s->pool_len--;
+	s->pool_bytes -= p.size;
+	return p;
+}
+
+/* Put p at the newest end; *evicted_r gets the seq of an entry pushed out
+ * to make room (its file is the caller's to unlink), or 0. false: over the
+ * byte bound, not taken. */
+static bool spool_pool_push(struct spool *s, const struct spool_pooled *p, uint64_t *evicted_r)
+{
+	*evicted_r = 0;
+	pthread_mutex_lock(&s->lock);
+	if (s->pool_len == SPOOL_POOL_MAX)
+		*evicted_r = spool_pool_take_at(s, 0).seq;
+	bool ok = s->pool_bytes + p->size <= SPOOL_POOL_BYTES_MAX;
+	if (ok) {
+		s->pool[(s->pool_head + s->pool_len) % SPOOL_POOL_MAX] = *p;
+		s->pool_len++;
+		s->pool_bytes += p->size;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
+static void spool_pool_unlink(struct spool *s, uint64_t seq)
+{
+	char name[SPOOL_POOL_NAME_MAX];
+	if (seq == 0)
+		return;
+	spool_pool_name(name, seq);
+	(void)unlinkat(s->reusefd, name, 0);
+}
+
+/* Open reuse/p<seq> for a new message: only a regular file with no
+ * other name (never a queue/ file), with a fresh header saying "not
+ * finished". It is not emptied: the new message is written over the old
+ * one in place and the seal cuts what is left after its envelope
+ * (spool_cut_tail), so the disk blocks are kept: no allocation, no
+ * discard, and an fdatasync that need not write the inode when the size
+ * is unchanged. The writer can read the rest of the old message meanwhile:
+ * its own (see the privilege rule above). */
+static int spool_pool_open(struct spool *s, uint64_t seq)
+{
+	char name[SPOOL_POOL_NAME_MAX], eb[128];
+	unsigned char hdr[SPOOL_HDR_LEN] = {0};
+	struct stat st;
+	spool_pool_name(name, seq);
+	int fd = openat(s->reusefd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	memcpy(hdr, SPOOL_MAGIC, SPOOL_MAGIC_LEN);
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+	    fs_write_all(fd, hdr, sizeof(hdr)) == 0)
+		return fd;
+	log_warn("event=spool_reuse_failed file=%s error=%s", name,
+		 fd >= 0 && errno == 0 ? "\"not a single-link regular file\""
+					: spool_strerror(errno, eb));
+	if (fd >= 0)
+		close(fd);
+	(void)unlinkat(s->reusefd, name, 0);
+	return -1;
+}
+
+int spool_incoming_take(struct spool *s, uint64_t owner, uint64_t *slot_r)
+{
+	*slot_r = 0;
+	while (owner != 0) {
+		struct spool_pooled p;
+		bool found = false;
+		pthread_mutex_lock(&s->lock);
+		for (size_t k = 0; k < s->pool_len; k++) {
+			if (spool_pool_ready(s, &s->pool[(s->pool_head + k) % SPOOL_POOL_MAX],
+					     owner)) {
+				p = spool_pool_take_at(s, k);
+				found = true;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (!found)
+			break;
+		errno = 0;
+		int fd = spool_pool_open(s, p.seq);
+		if (fd >= 0) {
+			pthread_mutex_lock(&s->lock);
+			s->reused++;
+			pthread_mutex_unlock(&s->lock);
+			*slot_r = p.seq;
+			return fd;
+		}
+	}
+	return spool_incoming_create(s);
+}
+
+void spool_incoming_drop(struct spool *s, int fd, uint64_t slot, uint64_t owner)
+{
+	struct stat st;
+	uint64_t evicted = 0;
+	if (slot != 0) {
+		/* Never in queue/: reusable at once by the same writer. */
+		struct spool_pooled p = {.seq = slot, .owner = owner, .clean = true};
+		bool keep = owner != 0 && fstat(fd, &st) == 0 &&
+			    (uint64_t)st.st_size <= SPOOL_POOL_FILE_MAX;
+		p.size = keep ? (uint64_t)st.st_size : 0;
+		if (!keep || !spool_pool_push(s, &p, &evicted))
+			spool_pool_unlink(s, slot);
+		spool_pool_unlink(s, evicted);
+	}
+	close(fd);
+}
+
+void spool_pool_forget(struct spool *s, uint64_t owner)
+{
+	uint64_t seqs[SPOOL_POOL_MAX];
+	size_t n = 0;
+	pthread_mutex_lock(&s->lock);
+	for (size_t k = 0; k < s->pool_len;) {
+		if (s->pool[(s->pool_head + k) % SPOOL_POOL_MAX].owner == owner)
+			seqs[n++] = spool_pool_take_at(s, k).seq;
+		else
+			k++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	for (size_t i = 0; i < n; i++)
+		spool_pool_unlink(s, seqs[i]);
+}
+
+uint64_t spool_files_reused(struct spool *s)
+{
+	pthread_mutex_lock(&s->lock);
+	uint64_t n = s->reused;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 /* Give the unnamed file fd the name queue/<name> (never over another). */
 /* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH: once refused, every later link
  * goes straight to /proc (one system call per message, not two). */
@@ -511,8 +738,8 @@ static int spool_link_tmpfile(int fd, int dirfd, const char *name)
 static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, uint64_t *off_r,
                                size_t *used_r, bool *io_r, const char **error_r);
 
-static int spool_publish_steps(struct spool *s, int fd, const char *qid, bool *linked_r,
-			       const char **error_r)
+static int spool_publish_steps(struct spool *s, int fd, uint64_t slot, const char *qid,
+			       bool *linked_r, const char **error_r)
 {
 	uint64_t off;
 	char name[SPOOL_NAME_MAX + 1];
@@ -540,7 +767,14 @@ static int spool_publish_steps(struct spool *s, int fd, const char *qid, bool *l
 		return -1;
 	}
 	spool_name(name, qid, NULL);
-	if (spool_link_tmpfile(fd, s->queuefd, name) < 0) {
+	if (slot != 0) {
+		char pname[SPOOL_POOL_NAME_MAX];
+		spool_pool_name(pname, slot);
+		if (spool_rename(s->reusefd, pname, s->queuefd, name) < 0) {
+			*error_r = "cannot move message file into queue";
+			return -1;
+		}
+	} else if (spool_link_tmpfile(fd, s->queuefd, name) < 0) {
 		*error_r = "cannot move message file into queue";
 		return -1;
 	}
@@ -552,12 +786,12 @@ static int spool_publish_steps(struct spool *s, int fd, const char *qid, bool *l
 	return 0;
 }
 
-int spool_publish(struct spool *s, int fd, const char *qid, const char **error_r)
+int spool_publish(struct spool *s, int fd, uint64_t slot, const char *qid, const char **error_r)
 {
 	char name[SPOOL_NAME_MAX + 1], eb[128];
 	bool linked = false;
 	const char *error = "spool commit failed";
-	if (spool_publish_steps(s, fd, qid, &linked, &error) < 0) {
+	if (spool_publish_steps(s, fd, slot, qid, &linked, &error) < 0) {
 		int err = errno;
 		log_err("event=spool_commit_failed qid=%s error=%s errno=%s",
 		        qid_valid(qid) ? qid : "-", log_qs((char[LOG_Q_MAX]){0}, error),
@@ -565,6 +799,10 @@ int spool_publish(struct spool *s, int fd, const char *qid, const char **error_r
 		if (linked) {
 			spool_name(name, qid, NULL);
 			(void)unlinkat(s->queuefd, name, 0);
+		} else if (slot != 0) {
+			char pname[SPOOL_POOL_NAME_MAX];
+			spool_pool_name(pname, slot);
+			(void)unlinkat(s->reusefd, pname, 0);
 		}
 		*error_r = error;
 		errno = err;
@@ -1018,6 +1256,30 @@ int spool_remove(struct spool *spool, const char *qid)
 	return 0;
 }
 
+int spool_retire(struct spool *s, const char *qid, uint64_t owner, uint64_t size)
+{
+	char name[SPOOL_NAME_MAX + 1], pname[SPOOL_POOL_NAME_MAX];
+	if (owner == 0 || size > SPOOL_POOL_FILE_MAX || !qid_valid(qid))
+		return spool_remove(s, qid);
+	pthread_mutex_lock(&s->lock);
+	struct spool_pooled p = {.seq = ++s->pool_seq, .owner = owner, .size = size};
+	pthread_mutex_unlock(&s->lock);
+	spool_name(name, qid, NULL);
+	spool_pool_name(pname, p.seq);
+	if (spool_rename(s->queuefd, name, s->reusefd, pname) < 0)
+		return errno == ENOENT ? 0 : spool_remove(s, qid);
+	/* The ticket of this removal: reusable after an fsync of queue/ that
+	 * starts from here on (see spool_queue_sync). */
+	pthread_mutex_lock(&s->lock);
+	p.ticket = ++s->ticket;
+	pthread_mutex_unlock(&s->lock);
+	uint64_t evicted;
+	if (!spool_pool_push(s, &p, &evicted))
+		spool_pool_unlink(s, p.seq);
+	spool_pool_unlink(s, evicted);
+	return 0;
+}
+
 /* ---- recovery ---- */
 
 /* Sorted per qid in this order: the file, then an old pair's halves. */
@@ -1065,11 +1327,15 @@ static DIR *spool_opendir(int dfd)
 	return d;
 }
 
-/* incoming/ holds only messages that were never acknowledged: all go. */
-static int spool_recover_incoming(struct spool *s)
+/* incoming/ holds only messages that were never acknowledged, reuse/ only
+ * spent files and ones being written: all go. Each file of incoming/ is
+ * logged; reuse/ (up to SPOOL_POOL_MAX files, none of them mail) gets one
+ * line. */
+static int spool_empty_dir(int dfd, const char *dir, bool log_each)
 {
 	char q[LOG_Q_MAX], eb[128];
-	DIR *d = spool_opendir(s->incfd);
+	unsigned long n = 0;
+	DIR *d = spool_opendir(dfd);
 	if (d == NULL)
 		return -1;
 	for (;;) {
@@ -1079,15 +1345,27 @@ static int spool_recover_incoming(struct spool *s)
 			break;
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (unlinkat(s->incfd, de->d_name, 0) < 0)
-			log_warn("event=spool_incoming_unlink_failed file=%s error=%s",
-			         log_qs(q, de->d_name), spool_strerror(errno, eb));
-		else
-			log_info("event=spool_incoming_removed file=%s", log_qs(q, de->d_name));
+		if (unlinkat(dfd, de->d_name, 0) < 0) {
+			log_warn("event=spool_%s_unlink_failed file=%s error=%s", dir,
+				 log_qs(q, de->d_name), spool_strerror(errno, eb));
+		} else {
+			n++;
+			if (log_each)
+				log_info("event=spool_%s_removed file=%s", dir, log_qs(q, de->d_name));
+		}
 	}
 	int rc = errno != 0 ? -1 : 0;
 	closedir(d);
+	if (!log_each && n > 0)
+		log_info("event=spool_%s_removed files=%lu", dir, n);
 	return rc;
+}
+
+static int spool_recover_incoming(struct spool *s)
+{
+	if (spool_empty_dir(s->incfd, "incoming", true) < 0)
+		return -1;
+	return spool_empty_dir(s->reusefd, "reuse", false);
 }
 
 /* "<qid>", or an old "<qid>.msg" / "<qid>.env" -> qid and kind; anything

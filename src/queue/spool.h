@@ -79,7 +79,21 @@ int spool_commit(struct spool_msg **m, struct envelope *e, const void *tail, siz
  * (never over an existing file) and group-fsyncs queue/. A file never
  * published vanishes with its last descriptor, also in a crash. */
 int spool_incoming_create(struct spool *spool);
-int spool_publish(struct spool *spool, int fd, const char *qid, const char **error_r);
+/* The same, but a spent file of this writer (owner, nonzero; see
+ * spool_retire) is emptied and handed out again when one is ready: *slot_r
+ * names it (0: a new unnamed file). spool_publish then renames
+ * incoming/p<slot> instead of linking. */
+int spool_incoming_take(struct spool *spool, uint64_t owner, uint64_t *slot_r);
+int spool_publish(struct spool *spool, int fd, uint64_t slot, const char *qid,
+		  const char **error_r);
+/* A handed-out file that will not be published (the writer aborted or is
+ * gone; owner 0 for gone): closed, and a named one kept for its writer or
+ * unlinked. */
+void spool_incoming_drop(struct spool *spool, int fd, uint64_t slot, uint64_t owner);
+/* Unlink the spent files kept for a writer that is gone. */
+void spool_pool_forget(struct spool *spool, uint64_t owner);
+/* Files handed out again so far. */
+uint64_t spool_files_reused(struct spool *spool);
 struct spool_msg *spool_msg_adopt(int fd, const char *qid);
 /* Put p[0..len) before everything written so far (the header fields added
  * at the end of data), into the gap the file leaves for them: one pwrite,
@@ -130,5 +144,10 @@ int spool_mark(struct spool *spool, const char *qid, const uint32_t *idx, size_t
 	       uint64_t next_try_us, uint32_t attempts, uint32_t flags, const char **error_r);
 /* Remove a fully delivered message. */
 int spool_remove(struct spool *spool, const char *qid);
+/* The same for a message whose file came from spool_incoming_take(owner):
+ * a small file (size: the message's) goes back to incoming/ for that writer
+ * to reuse instead of being unlinked (spool.c, "reuse of spent message
+ * files"). owner 0 = spool_remove. */
+int spool_retire(struct spool *spool, const char *qid, uint64_t owner, uint64_t size);
 
 #endif

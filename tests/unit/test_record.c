@@ -1542,9 +1542,146 @@ static void seal_publish(struct spool_fixture *f, const char *top1, const char *
 		*prepend_rc_r = spool_msg_prepend(m, top2, strlen(top2), &error);
 	assert_int_equal(spool_msg_seal(&m, &e, content + 4, strlen(content + 4), &error), 0);
 	assert_null(m);
-	assert_int_equal(spool_publish(f->spool, fd, e.qid, &error), 0);
+	assert_int_equal(spool_publish(f->spool, fd, 0, e.qid, &error), 0);
 	close(fd);
 	envelope_clear(&e);
+}
+
+/* Write and publish one message into fd (from spool_incoming_take). */
+static void reuse_publish(struct spool_fixture *f, int fd, uint64_t slot, const char *content,
+			  char qid[QID_LEN + 1])
+{
+	struct envelope e;
+	const char *error = NULL;
+	env_base(&e);
+	qid_generate(e.qid);
+	memcpy(qid, e.qid, QID_LEN + 1);
+	struct spool_msg *m = spool_msg_adopt(dup(fd), e.qid);
+	assert_int_equal(spool_msg_seal(&m, &e, content, strlen(content), &error), 0);
+	assert_int_equal(spool_publish(f->spool, fd, slot, e.qid, &error), 0);
+	envelope_clear(&e);
+}
+
+static void test_spool_reuse(void **state)
+{
+	struct spool_fixture *f = *state;
+	char qa[QID_LEN + 1], qb[QID_LEN + 1], qc[QID_LEN + 1], path[512];
+	uint64_t slot = 99;
+	struct stat st;
+
+	/* Nothing spent yet: a new unnamed file. */
+	int fa = spool_incoming_take(f->spool, 1, &slot);
+	assert_true(fa >= 0);
+	assert_int_equal(slot, 0);
+	char along[3000];
+	memset(along, 'a', sizeof(along));
+	memcpy(along, "Subject: a\r\n\r\n", 14);
+	memcpy(along + sizeof(along) - 3, "\r\n", 3); /* with its NUL */
+	reuse_publish(f, fa, 0, along, qa);
+	struct stat sa;
+	assert_int_equal(fstat(fa, &sa), 0);
+	assert_int_equal(spool_retire(f->spool, qa, 1, 100), 0);
+	assert_int_equal(count_files(f, "queue"), 0);
+	assert_int_equal(count_files(f, "reuse"), 1);
+
+	/* Not before an fsync of queue/ has made the removal durable. */
+	int fb = spool_incoming_take(f->spool, 1, &slot);
+	assert_int_equal(slot, 0);
+	reuse_publish(f, fb, 0, "Subject: b\r\n\r\nb\r\n", qb); /* fsyncs queue/ */
+	close(fb);
+
+	/* Never to another writer, which still holds nothing. */
+	int fo = spool_incoming_take(f->spool, 2, &slot);
+	assert_int_equal(slot, 0);
+	close(fo);
+
+	/* To the same writer: A's file, its header back to "not finished",
+	 * the shorter new message over it and A's tail cut off. */
+	int fr = spool_incoming_take(f->spool, 1, &slot);
+	assert_true(fr >= 0);
+	assert_true(slot != 0);
+	assert_int_equal(fstat(fr, &st), 0);
+	assert_true(st.st_ino == sa.st_ino);
+	unsigned char hdr[SPOOL_HDR_LEN];
+	uint64_t hoff;
+	const char *herr = NULL;
+	assert_int_equal(pread(fr, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	assert_int_equal(spool_header_parse(hdr, (uint64_t)st.st_size, &hoff, &herr), -1);
+	assert_string_equal(herr, "envelope offset outside the file");
+	assert_int_equal(spool_files_reused(f->spool), 1);
+	reuse_publish(f, fr, slot, "Subject: c\r\n\r\nc\r\n", qc);
+	assert_int_equal(fstat(fr, &st), 0);
+	assert_true(st.st_size < sa.st_size - 2900);
+	close(fr);
+	close(fa);
+	assert_int_equal(count_files(f, "reuse"), 0); /* renamed into queue/ */
+	assert_int_equal(count_files(f, "queue"), 2);
+	check_top_content(f, qc, "Subject: c\r\n\r\nc\r\n", SPOOL_CONTENT_GAP);
+
+	/* Dropped unpublished: back for the same writer at once. */
+	assert_int_equal(spool_retire(f->spool, qb, 1, 100), 0);
+	int fx = spool_incoming_take(f->spool, 1, &slot);
+	assert_int_equal(slot, 0); /* B's removal not yet synced */
+	spool_incoming_drop(f->spool, fx, 0, 1);
+	char qd[QID_LEN + 1];
+	int fd = spool_incoming_take(f->spool, 1, &slot);
+	reuse_publish(f, fd, slot, "Subject: d\r\n\r\nd\r\n", qd);
+	close(fd);
+	int fy = spool_incoming_take(f->spool, 1, &slot);
+	uint64_t yslot = slot;
+	assert_true(yslot != 0);
+	spool_incoming_drop(f->spool, fy, yslot, 1);
+	int fz = spool_incoming_take(f->spool, 1, &slot);
+	assert_int_equal(slot, yslot);
+
+	/* A file with a second name (never made by us; a bug or a hand) is
+	 * never emptied: it is unlinked from incoming/, the other name kept. */
+	snprintf(path, sizeof(path), "%s/reuse/p%016llx", f->dir, (unsigned long long)slot);
+	char other[512];
+	snprintf(other, sizeof(other), "%s/keep", f->root);
+	assert_int_equal(write(fz, "XYZ", 3), 3);
+	assert_int_equal(link(path, other), 0);
+	spool_incoming_drop(f->spool, fz, slot, 1);
+	int fw = spool_incoming_take(f->spool, 1, &slot);
+	assert_int_equal(slot, 0);
+	close(fw);
+	char xyz[3];
+	int ofd = open(other, O_RDONLY | O_CLOEXEC);
+	assert_true(ofd >= 0);
+	assert_int_equal(pread(ofd, xyz, 3, SPOOL_HDR_LEN), 3);
+	assert_memory_equal(xyz, "XYZ", 3); /* never written over */
+	close(ofd);
+	assert_int_equal(stat(path, &st), -1);
+	unlink(other);
+
+	/* Too big to keep, a message of no known writer, and a writer that
+	 * is gone: unlinked. */
+	assert_int_equal(spool_retire(f->spool, qc, 1, 10 * 1024 * 1024), 0);
+	assert_int_equal(spool_retire(f->spool, qa, 1, 100), 0); /* gone: ENOENT is fine */
+	assert_int_equal(count_files(f, "reuse"), 0);
+	assert_int_equal(spool_retire(f->spool, qd, 0, 100), 0);
+	assert_int_equal(count_files(f, "reuse"), 0);
+	assert_int_equal(count_files(f, "queue"), 0);
+	int fv = spool_incoming_take(f->spool, 3, &slot);
+	reuse_publish(f, fv, slot, "Subject: v\r\n\r\nv\r\n", qa);
+	close(fv);
+	assert_int_equal(spool_retire(f->spool, qa, 3, 100), 0);
+	assert_int_equal(count_files(f, "reuse"), 1);
+	spool_pool_forget(f->spool, 3);
+	assert_int_equal(count_files(f, "reuse"), 0);
+	assert_int_equal(count_files(f, "incoming"), 0);
+
+	/* A restart's recovery empties reuse/ (nothing in it is mail). */
+	fv = spool_incoming_take(f->spool, 4, &slot);
+	reuse_publish(f, fv, slot, "Subject: v\r\n\r\nv\r\n", qa);
+	close(fv);
+	assert_int_equal(spool_retire(f->spool, qa, 4, 100), 0);
+	assert_int_equal(count_files(f, "reuse"), 1);
+	struct recover_log *l = xcalloc(1, sizeof(*l));
+	assert_int_equal(recover(f, l), 0);
+	assert_int_equal(l->n, 0);
+	free(l);
+	assert_int_equal(count_files(f, "reuse"), 0);
 }
 
 static void test_spool_top_block(void **state)
@@ -1582,14 +1719,14 @@ static void test_spool_top_block(void **state)
 	 * one whose envelope names another message, never enters queue/. */
 	int ufd = spool_incoming_create(f->spool);
 	assert_true(ufd >= 0);
-	assert_int_equal(spool_publish(f->spool, ufd, "0Abcdefghij12345", &error), -1);
+	assert_int_equal(spool_publish(f->spool, ufd, 0, "0Abcdefghij12345", &error), -1);
 	struct envelope oe;
 	env_base(&oe);
 	m = spool_msg_adopt(dup(ufd), "0Abcdefghij12345");
 	assert_int_equal(spool_msg_seal(&m, &oe, "x\r\n", 3, &error), 0);
-	assert_int_equal(spool_publish(f->spool, ufd, "1Abcdefghij12345", &error), -1);
+	assert_int_equal(spool_publish(f->spool, ufd, 0, "1Abcdefghij12345", &error), -1);
 	assert_string_equal(error, "queue id in envelope does not match file name");
-	assert_int_equal(spool_publish(f->spool, ufd, "0Abcdefghij12345", &error), 0);
+	assert_int_equal(spool_publish(f->spool, ufd, 0, "0Abcdefghij12345", &error), 0);
 	close(ufd);
 	envelope_clear(&oe);
 
@@ -1633,6 +1770,7 @@ int main(void)
 	    cmocka_unit_test(test_record_content_off),
 	    cmocka_unit_test(test_record_flags),
 	    cmocka_unit_test_setup_teardown(test_spool_top_block, spool_setup, spool_teardown),
+	    cmocka_unit_test_setup_teardown(test_spool_reuse, spool_setup, spool_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
