@@ -417,7 +417,8 @@ static int spool_cut_tail(int fd, uint64_t end)
 
 /* Finish incoming/<qid> (envelope after the content, then the header's
  * offset), fdatasync and close it. */
-static int spool_msg_finish(struct spool_msg *m, struct envelope *e, const char **error_r)
+static int spool_msg_finish(struct spool_msg *m, struct envelope *e, bool sync,
+			    const char **error_r)
 {
 	struct buf b;
 	unsigned char off[8];
@@ -434,7 +435,7 @@ static int spool_msg_finish(struct spool_msg *m, struct envelope *e, const char 
 	if (fs_write_all(m->fd, b.data, b.len) < 0 ||
 	    pwrite(m->fd, off, sizeof(off), SPOOL_MAGIC_LEN) != (ssize_t)sizeof(off) ||
 	    spool_cut_tail(m->fd, m->content_off + m->size + b.len) < 0 ||
-	    spool_fdatasync(m->fd) < 0) {
+	    (sync && spool_fdatasync(m->fd) < 0)) {
 		*error_r = "cannot write message file";
 		goto out;
 	}
@@ -466,7 +467,7 @@ static int spool_commit_steps(struct spool_msg *m, struct envelope *e, const voi
 		return -1;
 	}
 	e->size = m->size;
-	if (spool_msg_finish(m, e, error_r) < 0)
+	if (spool_msg_finish(m, e, true, error_r) < 0)
 		return -1;
 	spool_name(name, m->qid, NULL);
 	if (spool_rename(s->incfd, name, s->queuefd, name) < 0) {
@@ -766,6 +767,13 @@ static int spool_publish_steps(struct spool *s, int fd, uint64_t slot, const cha
 			errno = 0;
 		return -1;
 	}
+	/* The writer sealed it without an fdatasync: the queue makes the
+	 * content durable itself, before it has a name in queue/ (and takes
+	 * no writer's word for it). */
+	if (spool_fdatasync(fd) < 0) {
+		*error_r = "cannot write message file";
+		return -1;
+	}
 	spool_name(name, qid, NULL);
 	if (slot != 0) {
 		char pname[SPOOL_POOL_NAME_MAX];
@@ -865,7 +873,7 @@ int spool_msg_seal(struct spool_msg **mp, struct envelope *e, const void *tail, 
 		*error_r = "cannot write message file";
 	} else {
 		e->size = m->size;
-		rc = spool_msg_finish(m, e, error_r);
+		rc = spool_msg_finish(m, e, false, error_r); /* spool_publish syncs */
 	}
 	int err = errno;
 	spool_msg_free(m);

@@ -74,15 +74,16 @@ int spool_commit(struct spool_msg **m, struct envelope *e, const void *tail, siz
  * creates an unnamed file in incoming/ (O_TMPFILE) with its header (loop
  * thread: page cache only), keeps its fd and hands a copy on; the writer
  * appends the content and seals it (spool_msg_adopt, spool_msg_append,
- * spool_msg_seal: content, envelope, header offset, fdatasync);
- * spool_publish (worker thread) checks the seal, links it as queue/<qid>
+ * spool_msg_seal: content, envelope, header offset, and a tail left by a
+ * reused file cut; page cache only, no fdatasync); spool_publish (worker
+ * thread) checks the seal, fdatasyncs the file, links it as queue/<qid>
  * (never over an existing file) and group-fsyncs queue/. A file never
  * published vanishes with its last descriptor, also in a crash. */
 int spool_incoming_create(struct spool *spool);
 /* The same, but a spent file of this writer (owner, nonzero; see
- * spool_retire) is emptied and handed out again when one is ready: *slot_r
+ * spool_retire) is handed out again, to be written over, when one is ready: *slot_r
  * names it (0: a new unnamed file). spool_publish then renames
- * incoming/p<slot> instead of linking. */
+ * reuse/p<slot> instead of linking. */
 int spool_incoming_take(struct spool *spool, uint64_t owner, uint64_t *slot_r);
 int spool_publish(struct spool *spool, int fd, uint64_t slot, const char *qid,
 		  const char **error_r);

@@ -17,6 +17,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -446,7 +447,9 @@ static int data_verdict(struct smtpd_session *s)
 	return -1;
 }
 
-/* Worker thread: content, envelope, fdatasync. */
+/* Content and envelope into the file (page cache only: the queue's
+ * publish fdatasyncs it). The loop for a first file; a commit worker for
+ * the copy after a queue restart, which reads the whole message. */
 static void data_commit_run(void *arg)
 {
 	struct smtpd_commit *c = arg;
@@ -563,11 +566,30 @@ static void data_commit_sealed(void *arg)
 	c->req = qclient_commit(qc, &c->file, c->env.qid, data_commit_answer, c);
 }
 
+static void data_commit_sealed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	data_commit_sealed(arg);
+}
+
 static void data_commit_seal(struct smtpd_commit *c)
 {
-	if (!c->rehomed && c->keep_fd < 0)
+	if (c->rehomed) {
+		workq_submit(c->s->srv->commit_wq, data_commit_run, data_commit_sealed, c);
+		return;
+	}
+	if (c->keep_fd < 0)
 		c->keep_fd = fcntl(c->file.fd, F_DUPFD_CLOEXEC, 3);
-	workq_submit(c->s->srv->commit_wq, data_commit_run, data_commit_sealed, c);
+	/* At most the last 256 KiB of content (the rest went out as it
+	 * arrived) and the envelope: writes to the page cache, as the loop
+	 * already does while the message arrives; no hand-over to a worker
+	 * and back for each message. */
+	data_commit_run(c);
+	/* The rest in the next loop turn, as after a worker: whoever called
+	 * us is not re-entered by the session's end or resumption. */
+	if (event_base_once(c->s->srv->base, -1, EV_TIMEOUT, data_commit_sealed_cb, c, NULL) < 0)
+		data_commit_sealed(c); /* cannot fail but on out-of-memory */
 }
 
 static void data_commit_file(void *arg, const struct qclient_file *f)
