@@ -242,7 +242,9 @@ static void qmgr_load_run(void *arg)
 	struct qmgr *q = m->q;
 	const char *error = NULL;
 	char qe[LOG_Q_MAX];
-	if (spool_load_fd(q->spool, m->qid, &m->env, &m->fd, &error) < 0) {
+	if (m->preloaded) {
+		m->preloaded = false; /* envelope and file from the publish */
+	} else if (spool_load_fd(q->spool, m->qid, &m->env, &m->fd, &error) < 0) {
 		/* A file that is gone (removed by hand) is not retried: there
 		 * is nothing left to deliver. Any other failure is. */
 		m->removed = errno == ENOENT;
@@ -872,13 +874,23 @@ void qmgr_enqueue(struct qmgr *q, const char *qid)
 	qmgr_dispatch(q);
 }
 
-void qmgr_enqueue_new(struct qmgr *q, const char *qid, uint64_t owner)
+void qmgr_enqueue_new(struct qmgr *q, const char *qid, uint64_t owner, struct envelope *e, int fd)
 {
-	if (q->stopping)
+	if (q->stopping) {
+		envelope_clear(e);
+		if (fd >= 0)
+			close(fd);
 		return;
+	}
 	struct qmgr_msg *m = qmgr_msg_new(q, qid);
 	m->fresh = true;
 	m->pool_owner = owner;
+	if (fd >= 0) {
+		m->env = *e; /* moved */
+		envelope_init(e);
+		m->fd = fd;
+		m->preloaded = true;
+	}
 	qmgr_ready_push(q, m);
 	qmgr_dispatch(q);
 }

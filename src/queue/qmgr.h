@@ -28,7 +28,11 @@ void qmgr_set_credentials(struct qmgr *q, const struct credentials *cr);
 void qmgr_enqueue(struct qmgr *q, const char *qid);
 /* The same for a message smtpd just committed (counted as accepted in the
  * analytics once its envelope is loaded). */
-void qmgr_enqueue_new(struct qmgr *q, const char *qid, uint64_t owner);
+/* A message smtpd just committed: e (moved from, left empty) and fd (owned
+ * from here) are its envelope and open file from the publish, so the first
+ * attempt need not read them again. */
+struct envelope;
+void qmgr_enqueue_new(struct qmgr *q, const char *qid, uint64_t owner, struct envelope *e, int fd);
 /* The delivery analytics (queue/analytics.h), NULL when off. */
 struct analytics *qmgr_analytics(struct qmgr *q);
 /* Rebuild the queue from the spool alone; returns how many messages, or -1. */

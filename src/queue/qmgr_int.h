@@ -81,6 +81,7 @@ struct qmgr_msg {
 	bool recovered; /* found in the spool at start: may be partly delivered */
 	bool fresh;     /* just committed by smtpd: count it as accepted once loaded */
 	uint64_t pool_owner; /* the writer whose file it is (spool_retire), 0: none */
+	bool preloaded; /* env and fd came with the commit: the first load reads nothing */
 	bool tried;     /* a local delivery was attempted in this process */
 	bool finished;  /* the load worker also ran the finish (no remote recipient) */
 	/* During the local deliveries of one attempt: the content of a message

@@ -52,6 +52,7 @@ struct qs_job {
 	struct qs_client *c;
 	int fd;
 	uint64_t slot;
+	struct envelope env; /* decoded by the publish: handed to the qmgr */
 	uint64_t id;
 	char qid[QID_LEN + 1];
 	int ret, err;
@@ -124,9 +125,12 @@ static void qs_give_files(struct qs_client *c, uint64_t want)
 static void qs_publish_run(void *arg)
 {
 	struct qs_job *j = arg;
-	j->ret = spool_publish(j->c->qs->spool, j->fd, j->slot, j->qid, &j->error);
+	j->ret = spool_publish(j->c->qs->spool, j->fd, j->slot, j->qid, &j->env, &j->error);
 	j->err = j->ret < 0 ? errno : 0;
-	close(j->fd);
+	if (j->ret < 0) {
+		close(j->fd);
+		j->fd = -1;
+	}
 }
 
 static void qs_publish_done(void *arg)
@@ -134,9 +138,8 @@ static void qs_publish_done(void *arg)
 	struct qs_job *j = arg;
 	struct qs_client *c = j->c;
 	struct buf b;
-	if (j->ret == 0)
-		qmgr_enqueue_new(c->qs->qmgr, j->qid,
-				 c->owner); /* whether or not smtpd is still there */
+	if (j->ret == 0) /* whether or not smtpd is still there; fd and envelope go too */
+		qmgr_enqueue_new(c->qs->qmgr, j->qid, c->owner, &j->env, j->fd);
 	buf_init(&b, IPC_FRAME_MAX);
 	size_t st = ipc_frame_begin(&b, j->ret == 0 ? P_T_COMMITTED : P_T_FAILED);
 	ipc_frame_add_u64(&b, P_F_ID, j->id);
@@ -148,6 +151,7 @@ static void qs_publish_done(void *arg)
 	qs_send(c, &b, -1);
 	buf_free(&b);
 	c->inflight--;
+	envelope_clear(&j->env); /* empty unless the qmgr did not take it */
 	free(j);
 	qs_client_maybe_free(c);
 }
@@ -238,6 +242,7 @@ static void qs_on_frame(struct ipc_chan *ch, const struct ipc_frame *f, int fd, 
 		j->id = id;
 		j->fd = tfd;
 		j->slot = slot;
+		envelope_init(&j->env);
 		memcpy(j->qid, qid, sizeof(qid));
 		c->inflight++;
 		workq_submit(c->qs->wq, qs_publish_run, qs_publish_done, j);

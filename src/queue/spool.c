@@ -740,7 +740,7 @@ static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, uint
                                size_t *used_r, bool *io_r, const char **error_r);
 
 static int spool_publish_steps(struct spool *s, int fd, uint64_t slot, const char *qid,
-			       bool *linked_r, const char **error_r)
+			       struct envelope *e_out, bool *linked_r, const char **error_r)
 {
 	uint64_t off;
 	char name[SPOOL_NAME_MAX + 1];
@@ -761,7 +761,12 @@ static int spool_publish_steps(struct spool *s, int fd, uint64_t slot, const cha
 	bool io = false;
 	envelope_init(&e);
 	int rc = spool_env_decode_fd(fd, qid, &e, &off, NULL, &io, error_r);
-	envelope_clear(&e);
+	if (rc == 0 && e_out != NULL) {
+		envelope_clear(e_out);
+		*e_out = e; /* moved: the caller owns it now */
+	} else {
+		envelope_clear(&e);
+	}
 	if (rc < 0) {
 		if (!io)
 			errno = 0;
@@ -794,12 +799,13 @@ static int spool_publish_steps(struct spool *s, int fd, uint64_t slot, const cha
 	return 0;
 }
 
-int spool_publish(struct spool *s, int fd, uint64_t slot, const char *qid, const char **error_r)
+int spool_publish(struct spool *s, int fd, uint64_t slot, const char *qid, struct envelope *e_out,
+		  const char **error_r)
 {
 	char name[SPOOL_NAME_MAX + 1], eb[128];
 	bool linked = false;
 	const char *error = "spool commit failed";
-	if (spool_publish_steps(s, fd, slot, qid, &linked, &error) < 0) {
+	if (spool_publish_steps(s, fd, slot, qid, e_out, &linked, &error) < 0) {
 		int err = errno;
 		log_err("event=spool_commit_failed qid=%s error=%s errno=%s",
 		        qid_valid(qid) ? qid : "-", log_qs((char[LOG_Q_MAX]){0}, error),

@@ -85,8 +85,10 @@ int spool_incoming_create(struct spool *spool);
  * names it (0: a new unnamed file). spool_publish then renames
  * reuse/p<slot> instead of linking. */
 int spool_incoming_take(struct spool *spool, uint64_t owner, uint64_t *slot_r);
+/* e_out (may be NULL) gets the envelope the check decoded, as
+ * spool_load_fd would give it: the queue need not read it again. */
 int spool_publish(struct spool *spool, int fd, uint64_t slot, const char *qid,
-		  const char **error_r);
+		  struct envelope *e_out, const char **error_r);
 /* A handed-out file that will not be published (the writer aborted or is
  * gone; owner 0 for gone): closed, and a named one kept for its writer or
  * unlinked. */

@@ -1542,7 +1542,7 @@ static void seal_publish(struct spool_fixture *f, const char *top1, const char *
 		*prepend_rc_r = spool_msg_prepend(m, top2, strlen(top2), &error);
 	assert_int_equal(spool_msg_seal(&m, &e, content + 4, strlen(content + 4), &error), 0);
 	assert_null(m);
-	assert_int_equal(spool_publish(f->spool, fd, 0, e.qid, &error), 0);
+	assert_int_equal(spool_publish(f->spool, fd, 0, e.qid, NULL, &error), 0);
 	close(fd);
 	envelope_clear(&e);
 }
@@ -1558,7 +1558,7 @@ static void reuse_publish(struct spool_fixture *f, int fd, uint64_t slot, const 
 	memcpy(qid, e.qid, QID_LEN + 1);
 	struct spool_msg *m = spool_msg_adopt(dup(fd), e.qid);
 	assert_int_equal(spool_msg_seal(&m, &e, content, strlen(content), &error), 0);
-	assert_int_equal(spool_publish(f->spool, fd, slot, e.qid, &error), 0);
+	assert_int_equal(spool_publish(f->spool, fd, slot, e.qid, NULL, &error), 0);
 	envelope_clear(&e);
 }
 
@@ -1719,14 +1719,14 @@ static void test_spool_top_block(void **state)
 	 * one whose envelope names another message, never enters queue/. */
 	int ufd = spool_incoming_create(f->spool);
 	assert_true(ufd >= 0);
-	assert_int_equal(spool_publish(f->spool, ufd, 0, "0Abcdefghij12345", &error), -1);
+	assert_int_equal(spool_publish(f->spool, ufd, 0, "0Abcdefghij12345", NULL, &error), -1);
 	struct envelope oe;
 	env_base(&oe);
 	m = spool_msg_adopt(dup(ufd), "0Abcdefghij12345");
 	assert_int_equal(spool_msg_seal(&m, &oe, "x\r\n", 3, &error), 0);
-	assert_int_equal(spool_publish(f->spool, ufd, 0, "1Abcdefghij12345", &error), -1);
+	assert_int_equal(spool_publish(f->spool, ufd, 0, "1Abcdefghij12345", NULL, &error), -1);
 	assert_string_equal(error, "queue id in envelope does not match file name");
-	assert_int_equal(spool_publish(f->spool, ufd, 0, "0Abcdefghij12345", &error), 0);
+	assert_int_equal(spool_publish(f->spool, ufd, 0, "0Abcdefghij12345", NULL, &error), 0);
 	close(ufd);
 	envelope_clear(&oe);
 
