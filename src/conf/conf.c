@@ -555,9 +555,11 @@ const struct conf_setting conf_settings[] = {
 		 "loopback (`hikyaku sandbox` sets \"default\"); \"\": credentials are always "
 		 "required (a bearer token or Basic inbox:token)." },
 
-	{ .key = "queue.commit_threads", .type = CONF_T_UINT, .def = "4",
+	{ .key = "queue.commit_threads", .type = CONF_T_UINT, .def = "8",
 	  .min = 1, .max = 64, .off = OFF(queue.commit_threads),
-	  .doc = "Threads that commit messages to the spool." },
+	  .doc = "Threads of the queue that make committed messages durable (fdatasync of the file, "
+		 "rename into queue/, group fsync of queue/); each smtpd keeps up to 2 for its rare "
+		 "copies after a queue restart." },
 	{ .key = "queue.delivery_threads", .type = CONF_T_UINT, .def = "16",
 	  .min = 1, .max = 64, .off = OFF(queue.delivery_threads),
 	  .doc = "Threads that deliver to local Maildirs. Each spends most of a delivery "

@@ -196,7 +196,7 @@ struct conf_timeouts { /* all in milliseconds */
 };
 
 struct conf_queue {
-	uint64_t commit_threads;   /* spool commit workers, default 4 */
+	uint64_t commit_threads;   /* the queue's spool commit workers, default 8 */
 	uint64_t delivery_threads; /* local delivery workers, default 4 */
 	uint64_t retry_min;        /* ms, first retry after a temporary failure, 5m */
 	uint64_t retry_max;        /* ms, cap of the doubling backoff, 1h */

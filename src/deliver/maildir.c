@@ -189,7 +189,7 @@ static int maildir_copy(int fd, const char *head, size_t headlen, const struct m
 	}
 	free(buf);
 	if (rc < 0)
-		snprintf(err, errlen, "write tmp: %s", strerror(errno));
+		snprintf(err, errlen, "write: %s", strerror(errno));
 	return rc;
 }
 
@@ -386,6 +386,17 @@ static int maildir_link_fd(int fd, const char *dst)
 	return linkat(AT_FDCWD, path, AT_FDCWD, dst, AT_SYMLINK_FOLLOW);
 }
 
+/* The name was taken by this very delivery (a repeat after a crash): keep
+ * that copy, once durable (1). */
+static int maildir_sync_kept(const char *newdir, char *err, size_t errlen)
+{
+	if (maildir_dir_sync(newdir) < 0) {
+		snprintf(err, errlen, "fsync new/: %s", strerror(errno));
+		return -1;
+	}
+	return 1;
+}
+
 /* maildir_store with fd an unnamed file in new/ (closed here); -2: it
  * cannot be linked, use tmp/. */
 static int maildir_store_tmpfile(int fd, const char *head, size_t hl,
@@ -405,10 +416,10 @@ static int maildir_store_tmpfile(int fd, const char *head, size_t hl,
 		/* The name holds the queue id and recipient (msg->unique):
 		 * taken means this very delivery is already there. */
 		if (e == EEXIST && msg->unique != NULL)
-			return maildir_dir_sync(newdir) < 0 ? -1 : 1;
-		if (e == ENOENT || e == EPERM || e == EACCES) {
+			return maildir_sync_kept(newdir, err, errlen);
+		if ((e == ENOENT || e == EPERM || e == EACCES) && access("/proc/self/fd", X_OK) != 0) {
 			/* No way to name an unnamed file here (an old kernel
-			 * and no /proc): tmp/ and rename from now on. */
+			 * and no /proc): tmp/ from now on. */
 			atomic_store_explicit(&maildir_no_tmpfile, true, memory_order_relaxed);
 			return -2;
 		}
@@ -491,14 +502,19 @@ static int maildir_store(const char *base, const struct maildir_msg *msg, char *
 		return -1;
 	}
 	close(fd);
-	if (rename(tmp, dst) < 0) {
-		snprintf(err, errlen, "rename: %s", strerror(errno));
+	/* link, not rename: never over an earlier copy, as with O_TMPFILE */
+	if (link(tmp, dst) < 0) {
+		int e = errno;
 		unlink(tmp);
+		if (e == EEXIST && msg->unique != NULL)
+			return maildir_sync_kept(newdir, err, errlen);
+		snprintf(err, errlen, "link into new/: %s", strerror(e));
 		return -1;
 	}
+	unlink(tmp);
 	if (maildir_dir_sync(newdir) < 0) {
 		snprintf(err, errlen, "fsync new/: %s", strerror(errno));
-		return -1; /* the file may survive: a retry duplicates, never loses */
+		return -1; /* the file may survive: a retry finds it, never loses */
 	}
 	return 0;
 }

@@ -783,6 +783,8 @@ void qmgr_dispatch(struct qmgr *q)
 		if (q->ready_head == NULL)
 			q->ready_tail = NULL;
 		m->next = NULL;
+		if (m->preloaded)
+			q->preloaded--;
 		q->active++;
 		m->attempt_us = sched_now_us();
 		workq_submit(q->wq, qmgr_load_run, qmgr_load_done, m);
@@ -874,6 +876,9 @@ void qmgr_enqueue(struct qmgr *q, const char *qid)
 	qmgr_dispatch(q);
 }
 
+/* Fresh messages waiting for a worker with their file open, at most. */
+#define QMGR_PRELOADED_MAX 64
+
 void qmgr_enqueue_new(struct qmgr *q, const char *qid, uint64_t owner, struct envelope *e, int fd)
 {
 	if (q->stopping) {
@@ -885,7 +890,15 @@ void qmgr_enqueue_new(struct qmgr *q, const char *qid, uint64_t owner, struct en
 	struct qmgr_msg *m = qmgr_msg_new(q, qid);
 	m->fresh = true;
 	m->pool_owner = owner;
+	/* Keep the file and envelope only while few wait for a worker: a
+	 * backlog holds no descriptor per message. */
+	if (fd >= 0 && q->preloaded >= QMGR_PRELOADED_MAX) {
+		close(fd);
+		envelope_clear(e);
+		fd = -1;
+	}
 	if (fd >= 0) {
+		q->preloaded++;
 		m->env = *e; /* moved */
 		envelope_init(e);
 		m->fd = fd;

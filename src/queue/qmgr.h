@@ -27,10 +27,10 @@ void qmgr_set_credentials(struct qmgr *q, const struct credentials *cr);
 /* A message was committed to the spool (smtpd, on the loop thread). */
 void qmgr_enqueue(struct qmgr *q, const char *qid);
 /* The same for a message smtpd just committed (counted as accepted in the
- * analytics once its envelope is loaded). */
-/* A message smtpd just committed: e (moved from, left empty) and fd (owned
- * from here) are its envelope and open file from the publish, so the first
- * attempt need not read them again. */
+ * analytics once its envelope is loaded), written by the smtpd owner
+ * (spool_retire). e (moved from, left empty) and fd (owned from here) are
+ * its envelope and open file from the publish: kept for its first attempt
+ * when few others wait, else closed and read again then. */
 struct envelope;
 void qmgr_enqueue_new(struct qmgr *q, const char *qid, uint64_t owner, struct envelope *e, int fd);
 /* The delivery analytics (queue/analytics.h), NULL when off. */

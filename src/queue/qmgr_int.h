@@ -112,6 +112,7 @@ struct qmgr {
 	struct smtpc *smtpc;
 	size_t max_active;
 	size_t active;
+	size_t preloaded; /* messages waiting in the ready list with an open file */
 	struct qmgr_msg *ready_head;
 	struct qmgr_msg *ready_tail;
 	size_t n_waiting; /* messages waiting for a retry timer */

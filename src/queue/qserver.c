@@ -266,7 +266,7 @@ static void qs_on_close(struct ipc_chan *ch, const char *why, void *arg)
 	for (size_t i = 0; i < c->ntokens; i++)
 		spool_incoming_drop(c->qs->spool, c->files[i].fd, c->files[i].slot, 0);
 	c->ntokens = 0;
-	spool_pool_forget(c->qs->spool, c->owner);
+	spool_owner_gone(c->qs->spool, c->owner);
 	ipc_chan_free(&ch);
 	c->ch = NULL;
 	qs_client_maybe_free(c);
@@ -277,6 +277,7 @@ void qserver_add_client(struct qserver *qs, int fd)
 	struct qs_client *c = xcalloc(1, sizeof(*c));
 	c->qs = qs;
 	c->owner = ++qs->next_owner;
+	spool_owner_add(qs->spool, c->owner);
 	c->next = qs->clients;
 	if (qs->clients != NULL)
 		qs->clients->prev = c;

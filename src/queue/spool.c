@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SPOOL_NAME_MAX (QID_LEN + 4) /* "<qid>" or an old "<qid>.msg" */
@@ -77,9 +78,11 @@ struct spool {
 	 * first, in a ring under lock. */
 	struct spool_pooled pool[SPOOL_POOL_MAX];
 	size_t pool_head, pool_len;
-	uint64_t pool_seq;   /* names incoming/p<seq> */
+	uint64_t pool_seq;   /* names reuse/p<seq> */
 	uint64_t pool_bytes; /* their sizes when retired */
 	uint64_t reused;     /* files handed out again */
+	uint64_t *owners;    /* writers alive (spool_owner_add), unsorted */
+	size_t nowners, owners_cap;
 };
 
 struct spool_msg {
@@ -207,6 +210,8 @@ int spool_open(const char *dir, struct spool **spool_r, const char **error_r)
 	s->incfd = ifd;
 	s->queuefd = qfd;
 	s->reusefd = rfd;
+	/* Names of this run never meet a leftover of an earlier one. */
+	s->pool_seq = (uint64_t)time(NULL) << 20;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	*spool_r = s;
@@ -238,6 +243,7 @@ void spool_close(struct spool **spool)
 	close(s->dirfd);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
+	free(s->owners);
 	free(s->dir);
 	free(s);
 }
@@ -543,14 +549,18 @@ int spool_incoming_create(struct spool *s)
  * Every message file costs an inode to make and one to free, and on ext4
  * making one gets slower with every inode freed in the last seconds (the
  * allocator steps over them). A delivered message's file therefore goes
- * goes to reuse/ as p<seq> (spool_retire) and is handed out again
- * instead of a new unnamed file.
+ * to reuse/ as p<seq> (spool_retire) and is handed out again instead of a
+ * new unnamed file.
  *
  * Two rules keep this as safe as a new file:
  * - Privilege: the writer (an smtpd process) keeps its descriptors as long
  *   as it likes, so a file only ever goes back to the writer that had it
  *   before (owner): a process sees no octet of a message it did not
- *   receive itself. Files of a writer that is gone are unlinked.
+ *   receive itself. Files of a writer that is gone are unlinked, also
+ *   when its messages are delivered later (spool_owner_add/_gone).
+ * - Trust: the queue takes nothing from the writer on trust. The publish
+ *   refuses a file whose envelope does not end it (a tail of the old
+ *   message the writer failed to cut) or that carries delivery state.
  * - Durability: the content is overwritten only after an fsync of queue/
  *   that started after the file left it: a crash can never bring back
  *   queue/<old qid> naming new content. The retire takes a ticket of the
@@ -558,7 +568,9 @@ int spool_incoming_create(struct spool *s)
  *   it.
  * reuse/ holds them, idle or handed out (published by a rename from there
  * into queue/); incoming/ keeps its meaning: unnamed files being written.
- * Start-up empties reuse/ as it empties incoming/. */
+ * Start-up empties reuse/ as it empties incoming/, except a name whose
+ * file also has a name in queue/ (what a crash can leave on a file system
+ * that does not order the two halves of a rename). */
 
 static void spool_pool_name(char out[SPOOL_POOL_NAME_MAX], uint64_t seq)
 {
@@ -691,11 +703,37 @@ void spool_incoming_drop(struct spool *s, int fd, uint64_t slot, uint64_t owner)
 	close(fd);
 }
 
-void spool_pool_forget(struct spool *s, uint64_t owner)
+/* Under lock. */
+static bool spool_owner_alive(const struct spool *s, uint64_t owner)
+{
+	for (size_t i = 0; i < s->nowners; i++)
+		if (s->owners[i] == owner)
+			return true;
+	return false;
+}
+
+void spool_owner_add(struct spool *s, uint64_t owner)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->nowners == s->owners_cap) {
+		s->owners_cap = s->owners_cap ? 2 * s->owners_cap : 16;
+		s->owners = xreallocarray(s->owners, s->owners_cap, sizeof(*s->owners));
+	}
+	s->owners[s->nowners++] = owner;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void spool_owner_gone(struct spool *s, uint64_t owner)
 {
 	uint64_t seqs[SPOOL_POOL_MAX];
 	size_t n = 0;
 	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->nowners; i++) {
+		if (s->owners[i] == owner) {
+			s->owners[i] = s->owners[--s->nowners];
+			break;
+		}
+	}
 	for (size_t k = 0; k < s->pool_len;) {
 		if (s->pool[(s->pool_head + k) % SPOOL_POOL_MAX].owner == owner)
 			seqs[n++] = spool_pool_take_at(s, k).seq;
@@ -760,7 +798,26 @@ static int spool_publish_steps(struct spool *s, int fd, uint64_t slot, const cha
 	struct envelope e;
 	bool io = false;
 	envelope_init(&e);
-	int rc = spool_env_decode_fd(fd, qid, &e, &off, NULL, &io, error_r);
+	size_t used = 0;
+	struct stat st;
+	int rc = spool_env_decode_fd(fd, qid, &e, &off, &used, &io, error_r);
+	if (rc == 0 && fstat(fd, &st) < 0) {
+		envelope_clear(&e);
+		*error_r = "cannot read message file";
+		io = true;
+		rc = -1;
+	} else if (rc == 0 && off + used != (uint64_t)st.st_size) {
+		/* What follows the envelope is no record of it: a tail the
+		 * writer did not cut from a reused file, or a torn one. */
+		envelope_clear(&e);
+		*error_r = "envelope does not end the message file";
+		rc = -1;
+	} else if (rc == 0 && (envelope_pending(&e) != e.nrcpts || e.next_try_us != 0 ||
+				e.attempts != 0 || e.sched_flags != 0)) {
+		envelope_clear(&e);
+		*error_r = "a new message carries delivery state";
+		rc = -1;
+	}
 	if (rc == 0 && e_out != NULL) {
 		envelope_clear(e_out);
 		*e_out = e; /* moved: the caller owns it now */
@@ -1276,12 +1333,21 @@ int spool_retire(struct spool *s, const char *qid, uint64_t owner, uint64_t size
 	if (owner == 0 || size > SPOOL_POOL_FILE_MAX || !qid_valid(qid))
 		return spool_remove(s, qid);
 	pthread_mutex_lock(&s->lock);
+	bool alive = spool_owner_alive(s, owner);
 	struct spool_pooled p = {.seq = ++s->pool_seq, .owner = owner, .size = size};
 	pthread_mutex_unlock(&s->lock);
+	if (!alive)
+		return spool_remove(s, qid); /* its writer is gone: nobody may have it */
 	spool_name(name, qid, NULL);
 	spool_pool_name(pname, p.seq);
-	if (spool_rename(s->queuefd, name, s->reusefd, pname) < 0)
-		return errno == ENOENT ? 0 : spool_remove(s, qid);
+	if (spool_rename(s->queuefd, name, s->reusefd, pname) < 0) {
+		char eb[128];
+		if (errno == ENOENT)
+			return 0;
+		log_warn("event=spool_retire_failed qid=%s error=%s action=unlink", qid,
+			 spool_strerror(errno, eb));
+		return spool_remove(s, qid);
+	}
 	/* The ticket of this removal: reusable after an fsync of queue/ that
 	 * starts from here on (see spool_queue_sync). */
 	pthread_mutex_lock(&s->lock);
@@ -1345,7 +1411,14 @@ static DIR *spool_opendir(int dfd)
  * spent files and ones being written: all go. Each file of incoming/ is
  * logged; reuse/ (up to SPOOL_POOL_MAX files, none of them mail) gets one
  * line. */
-static int spool_empty_dir(int dfd, const char *dir, bool log_each)
+static int spool_ino_cmp(const void *a, const void *b)
+{
+	ino_t x = *(const ino_t *)a, y = *(const ino_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int spool_empty_dir(int dfd, const char *dir, bool log_each, const ino_t *keep,
+			   size_t nkeep)
 {
 	char q[LOG_Q_MAX], eb[128];
 	unsigned long n = 0;
@@ -1359,6 +1432,14 @@ static int spool_empty_dir(int dfd, const char *dir, bool log_each)
 			break;
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
+		if (nkeep > 0 && bsearch(&de->d_ino, keep, nkeep, sizeof(*keep), spool_ino_cmp)) {
+			/* A crash between the halves of a rename can leave a
+			 * published file under both names: the queue/ one is
+			 * a message, and this name is left alone. */
+			log_warn("event=spool_%s_kept file=%s reason=\"also in queue/\"", dir,
+				 log_qs(q, de->d_name));
+			continue;
+		}
 		if (unlinkat(dfd, de->d_name, 0) < 0) {
 			log_warn("event=spool_%s_unlink_failed file=%s error=%s", dir,
 				 log_qs(q, de->d_name), spool_strerror(errno, eb));
@@ -1377,9 +1458,35 @@ static int spool_empty_dir(int dfd, const char *dir, bool log_each)
 
 static int spool_recover_incoming(struct spool *s)
 {
-	if (spool_empty_dir(s->incfd, "incoming", true) < 0)
+	if (spool_empty_dir(s->incfd, "incoming", true, NULL, 0) < 0)
 		return -1;
-	return spool_empty_dir(s->reusefd, "reuse", false);
+	/* The inodes named in queue/, so that reuse/ keeps what they share. */
+	ino_t *inos = NULL;
+	size_t n = 0, cap = 0;
+	DIR *d = spool_opendir(s->queuefd);
+	if (d == NULL)
+		return -1;
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(d);
+		if (de == NULL)
+			break;
+		if (de->d_name[0] == '.')
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 256;
+			inos = xreallocarray(inos, cap, sizeof(*inos));
+		}
+		inos[n++] = de->d_ino;
+	}
+	int rc = errno != 0 ? -1 : 0;
+	closedir(d);
+	if (n > 1)
+		qsort(inos, n, sizeof(*inos), spool_ino_cmp);
+	if (rc == 0)
+		rc = spool_empty_dir(s->reusefd, "reuse", false, inos, n);
+	free(inos);
+	return rc;
 }
 
 /* "<qid>", or an old "<qid>.msg" / "<qid>.env" -> qid and kind; anything

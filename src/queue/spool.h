@@ -93,8 +93,11 @@ int spool_publish(struct spool *spool, int fd, uint64_t slot, const char *qid,
  * gone; owner 0 for gone): closed, and a named one kept for its writer or
  * unlinked. */
 void spool_incoming_drop(struct spool *spool, int fd, uint64_t slot, uint64_t owner);
-/* Unlink the spent files kept for a writer that is gone. */
-void spool_pool_forget(struct spool *spool, uint64_t owner);
+/* Writers (owner ids, never reused): a spent file goes back only to a
+ * writer that is alive; when it goes, the files kept for it are unlinked,
+ * and so are its messages' files when they are delivered later. */
+void spool_owner_add(struct spool *spool, uint64_t owner);
+void spool_owner_gone(struct spool *spool, uint64_t owner);
 /* Files handed out again so far. */
 uint64_t spool_files_reused(struct spool *spool);
 struct spool_msg *spool_msg_adopt(int fd, const char *qid);
@@ -148,7 +151,7 @@ int spool_mark(struct spool *spool, const char *qid, const uint32_t *idx, size_t
 /* Remove a fully delivered message. */
 int spool_remove(struct spool *spool, const char *qid);
 /* The same for a message whose file came from spool_incoming_take(owner):
- * a small file (size: the message's) goes back to incoming/ for that writer
+ * a small file (size: the message's) goes to reuse/ for that writer
  * to reuse instead of being unlinked (spool.c, "reuse of spent message
  * files"). owner 0 = spool_remove. */
 int spool_retire(struct spool *spool, const char *qid, uint64_t owner, uint64_t size);

@@ -18,6 +18,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -49,6 +50,7 @@ struct smtpd_commit {
 	int keep_fd;   /* the first file, kept until committed: a copy source */
 	uint64_t start_us; /* the end of data: accept latency (metrics) */
 	bool rehomed;  /* copied into a new queue's file after a queue restart */
+	struct event sealed_ev; /* COMMIT in the next loop turn (data_commit_seal) */
 	int ret;
 	int err; /* errno of a failed commit */
 	const char *error;
@@ -575,21 +577,24 @@ static void data_commit_sealed_cb(evutil_socket_t fd, short what, void *arg)
 
 static void data_commit_seal(struct smtpd_commit *c)
 {
-	if (c->rehomed) {
+	if (!c->rehomed && c->keep_fd < 0)
+		c->keep_fd = fcntl(c->file.fd, F_DUPFD_CLOEXEC, 3);
+	/* Up to SMTPD_SPILL octets of content (the rest went out as it
+	 * arrived) and the envelope are writes to the page cache, as the
+	 * loop already does while a message arrives: no hand-over to a
+	 * worker and back for each message. A copy after a queue restart,
+	 * or a whole message held in memory because no file was there to
+	 * spill into, goes to a worker. */
+	if (c->rehomed || c->body.len > SMTPD_SPILL) {
 		workq_submit(c->s->srv->commit_wq, data_commit_run, data_commit_sealed, c);
 		return;
 	}
-	if (c->keep_fd < 0)
-		c->keep_fd = fcntl(c->file.fd, F_DUPFD_CLOEXEC, 3);
-	/* At most the last 256 KiB of content (the rest went out as it
-	 * arrived) and the envelope: writes to the page cache, as the loop
-	 * already does while the message arrives; no hand-over to a worker
-	 * and back for each message. */
 	data_commit_run(c);
 	/* The rest in the next loop turn, as after a worker: whoever called
-	 * us is not re-entered by the session's end or resumption. */
-	if (event_base_once(c->s->srv->base, -1, EV_TIMEOUT, data_commit_sealed_cb, c, NULL) < 0)
-		data_commit_sealed(c); /* cannot fail but on out-of-memory */
+	 * us is not re-entered by the session's end or resumption. An
+	 * event of the commit's own: nothing to allocate, nothing to fail. */
+	event_assign(&c->sealed_ev, c->s->srv->base, -1, 0, data_commit_sealed_cb, c);
+	event_active(&c->sealed_ev, EV_TIMEOUT, 0);
 }
 
 static void data_commit_file(void *arg, const struct qclient_file *f)

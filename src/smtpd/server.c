@@ -573,7 +573,12 @@ struct qclient *smtpd_qclient(struct smtpd *srv)
 
 void smtpd_start(struct smtpd *srv)
 {
-	srv->commit_wq = workq_create(srv->base, (unsigned)srv->conf->queue.commit_threads, "commit");
+	/* Only copies after a queue restart and messages held whole in memory
+	 * are sealed on a worker (cmd_data.c): two are plenty. */
+	unsigned commit_threads = srv->conf->queue.commit_threads < 2
+					  ? (unsigned)srv->conf->queue.commit_threads
+					  : 2;
+	srv->commit_wq = workq_create(srv->base, commit_threads, "commit");
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		struct smtpd_listener *l = &srv->listeners[i];
 		/* backlog 0: the master's socket is listening already (and

@@ -92,7 +92,7 @@ static const struct u64_case default_numbers[] = {
     U64(timeouts.command, 5 * 60 * 1000),
     U64(timeouts.data, 5 * 60 * 1000),
     U64(timeouts.session, 30 * 60 * 1000),
-    U64(queue.commit_threads, 4),
+    U64(queue.commit_threads, 8),
     U64(queue.delivery_threads, 16),
     U64(queue.retry_min, 5 * 60 * 1000),
     U64(queue.retry_max, 60 * 60 * 1000),

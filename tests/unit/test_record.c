@@ -1568,6 +1568,8 @@ static void test_spool_reuse(void **state)
 	char qa[QID_LEN + 1], qb[QID_LEN + 1], qc[QID_LEN + 1], path[512];
 	uint64_t slot = 99;
 	struct stat st;
+	for (uint64_t o = 1; o <= 4; o++)
+		spool_owner_add(f->spool, o);
 
 	/* Nothing spent yet: a new unnamed file. */
 	int fa = spool_incoming_take(f->spool, 1, &slot);
@@ -1667,9 +1669,38 @@ static void test_spool_reuse(void **state)
 	close(fv);
 	assert_int_equal(spool_retire(f->spool, qa, 3, 100), 0);
 	assert_int_equal(count_files(f, "reuse"), 1);
-	spool_pool_forget(f->spool, 3);
+	spool_owner_gone(f->spool, 3);
 	assert_int_equal(count_files(f, "reuse"), 0);
 	assert_int_equal(count_files(f, "incoming"), 0);
+	/* ... and a message of a writer that is gone is unlinked when done. */
+	fv = spool_incoming_take(f->spool, 2, &slot);
+	reuse_publish(f, fv, slot, "Subject: w\r\n\r\nw\r\n", qa);
+	close(fv);
+	spool_owner_gone(f->spool, 2);
+	assert_int_equal(spool_retire(f->spool, qa, 2, 100), 0);
+	assert_int_equal(count_files(f, "reuse"), 0);
+	assert_int_equal(count_files(f, "queue"), 0);
+
+	/* The queue takes no writer's word: a file that goes on after its
+	 * envelope (an old tail left uncut) is refused. */
+	{
+		struct envelope e;
+		const char *error = NULL;
+		env_base(&e);
+		qid_generate(e.qid);
+		int fd = spool_incoming_take(f->spool, 4, &slot);
+		struct spool_msg *m = spool_msg_adopt(dup(fd), e.qid);
+		assert_int_equal(spool_msg_seal(&m, &e, "x\r\n", 3, &error), 0);
+		off_t end = lseek(fd, 0, SEEK_END);
+		/* zeros read as a torn append: the decoder alone would skip them */
+		assert_int_equal(pwrite(fd, "\0\0\0\0\0\0\0\0", 8, end), 8);
+		assert_int_equal(spool_publish(f->spool, fd, slot, e.qid, NULL, &error), -1);
+		assert_string_equal(error, "envelope does not end the message file");
+		assert_int_equal(pwrite(fd, "tail", 4, end), 4);
+		assert_int_equal(spool_publish(f->spool, fd, slot, e.qid, NULL, &error), -1);
+		close(fd);
+		envelope_clear(&e);
+	}
 
 	/* A restart's recovery empties reuse/ (nothing in it is mail). */
 	fv = spool_incoming_take(f->spool, 4, &slot);
