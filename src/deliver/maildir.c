@@ -368,24 +368,6 @@ static bool maildir_in_cur(const char *base, const char *uniq, const char *sized
 
 /* Set once O_TMPFILE is refused (a file system without it): tmp/ from then. */
 static atomic_bool maildir_no_tmpfile;
-/* AT_EMPTY_PATH refused (an older kernel without CAP_DAC_READ_SEARCH): the
- * descriptor's /proc link from then. */
-static atomic_bool maildir_empty_path_refused;
-
-static int maildir_link_fd(int fd, const char *dst)
-{
-	if (!atomic_load_explicit(&maildir_empty_path_refused, memory_order_relaxed)) {
-		if (linkat(fd, "", AT_FDCWD, dst, AT_EMPTY_PATH) == 0)
-			return 0;
-		if (errno != ENOENT && errno != EPERM)
-			return -1;
-		atomic_store_explicit(&maildir_empty_path_refused, true, memory_order_relaxed);
-	}
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	return linkat(AT_FDCWD, path, AT_FDCWD, dst, AT_SYMLINK_FOLLOW);
-}
-
 /* The name was taken by this very delivery (a repeat after a crash): keep
  * that copy, once durable (1). */
 static int maildir_sync_kept(const char *newdir, char *err, size_t errlen)
@@ -409,7 +391,7 @@ static int maildir_store_tmpfile(int fd, const char *head, size_t hl,
 		close(fd);
 		return -1;
 	}
-	int r = maildir_link_fd(fd, dst);
+	int r = fs_link_unnamed(fd, AT_FDCWD, dst);
 	int e = errno;
 	close(fd);
 	if (r < 0) {

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -180,4 +182,20 @@ int fs_pwrite_all(int fd, const void *p, size_t len, uint64_t off)
 		off += (uint64_t)n;
 	}
 	return 0;
+}
+
+static atomic_bool fs_empty_path_refused;
+
+int fs_link_unnamed(int fd, int dirfd, const char *name)
+{
+	if (!atomic_load_explicit(&fs_empty_path_refused, memory_order_relaxed)) {
+		if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
+			return 0;
+		if (errno != ENOENT && errno != EPERM)
+			return -1;
+		atomic_store_explicit(&fs_empty_path_refused, true, memory_order_relaxed);
+	}
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, path, dirfd, name, AT_SYMLINK_FOLLOW);
 }

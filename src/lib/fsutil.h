@@ -33,5 +33,10 @@ int fs_pread_all(int fd, void *p, size_t len, uint64_t off);
 /* pwrite(2) all len octets at off, retrying on EINTR and short writes; 0 or
  * -1 (errno; EIO when pwrite returned 0). */
 int fs_pwrite_all(int fd, const void *p, size_t len, uint64_t off);
+/* Give the unnamed (O_TMPFILE) file fd the name dirfd/name, never over an
+ * existing one (EEXIST): linkat(AT_EMPTY_PATH), or, once the kernel has
+ * refused that (CAP_DAC_READ_SEARCH before Linux 6.10), the descriptor's
+ * /proc/self/fd link from then on. 0 or -1 (errno). */
+int fs_link_unnamed(int fd, int dirfd, const char *name);
 
 #endif

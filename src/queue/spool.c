@@ -606,9 +606,9 @@ static bool spool_pool_push(struct spool *s, const struct spool_pooled *p, uint6
 {
 	*evicted_r = 0;
 	pthread_mutex_lock(&s->lock);
-	if (s->pool_len == SPOOL_POOL_MAX)
-		*evicted_r = spool_pool_take_at(s, 0).seq;
 	bool ok = s->pool_bytes + p->size <= SPOOL_POOL_BYTES_MAX;
+	if (ok && s->pool_len == SPOOL_POOL_MAX)
+		*evicted_r = spool_pool_take_at(s, 0).seq;
 	if (ok) {
 		s->pool[(s->pool_head + s->pool_len) % SPOOL_POOL_MAX] = *p;
 		s->pool_len++;
@@ -753,29 +753,8 @@ uint64_t spool_files_reused(struct spool *s)
 	return n;
 }
 
-/* Give the unnamed file fd the name queue/<name> (never over another). */
-/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH: once refused, every later link
- * goes straight to /proc (one system call per message, not two). */
-static atomic_bool spool_empty_path_refused;
-
-static int spool_link_tmpfile(int fd, int dirfd, const char *name)
-{
-	if (!atomic_load_explicit(&spool_empty_path_refused, memory_order_relaxed)) {
-		if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
-			return 0;
-		if (errno != ENOENT && errno != EPERM)
-			return -1;
-		atomic_store_explicit(&spool_empty_path_refused, true, memory_order_relaxed);
-	}
-	/* Without CAP_DAC_READ_SEARCH AT_EMPTY_PATH is refused: the
-	 * descriptor's /proc link names the same file. */
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	return linkat(AT_FDCWD, path, dirfd, name, AT_SYMLINK_FOLLOW);
-}
-
 static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, uint64_t *off_r,
-                               size_t *used_r, bool *io_r, const char **error_r);
+                               size_t *used_r, bool whole, bool *io_r, const char **error_r);
 
 static int spool_publish_steps(struct spool *s, int fd, uint64_t slot, const char *qid,
 			       struct envelope *e_out, bool *linked_r, const char **error_r)
@@ -798,22 +777,9 @@ static int spool_publish_steps(struct spool *s, int fd, uint64_t slot, const cha
 	struct envelope e;
 	bool io = false;
 	envelope_init(&e);
-	size_t used = 0;
-	struct stat st;
-	int rc = spool_env_decode_fd(fd, qid, &e, &off, &used, &io, error_r);
-	if (rc == 0 && fstat(fd, &st) < 0) {
-		envelope_clear(&e);
-		*error_r = "cannot read message file";
-		io = true;
-		rc = -1;
-	} else if (rc == 0 && off + used != (uint64_t)st.st_size) {
-		/* What follows the envelope is no record of it: a tail the
-		 * writer did not cut from a reused file, or a torn one. */
-		envelope_clear(&e);
-		*error_r = "envelope does not end the message file";
-		rc = -1;
-	} else if (rc == 0 && (envelope_pending(&e) != e.nrcpts || e.next_try_us != 0 ||
-				e.attempts != 0 || e.sched_flags != 0)) {
+	int rc = spool_env_decode_fd(fd, qid, &e, &off, NULL, true, &io, error_r);
+	if (rc == 0 && (envelope_pending(&e) != e.nrcpts || e.next_try_us != 0 ||
+			e.attempts != 0 || e.sched_flags != 0)) {
 		envelope_clear(&e);
 		*error_r = "a new message carries delivery state";
 		rc = -1;
@@ -844,7 +810,7 @@ static int spool_publish_steps(struct spool *s, int fd, uint64_t slot, const cha
 			*error_r = "cannot move message file into queue";
 			return -1;
 		}
-	} else if (spool_link_tmpfile(fd, s->queuefd, name) < 0) {
+	} else if (fs_link_unnamed(fd, s->queuefd, name) < 0) {
 		*error_r = "cannot move message file into queue";
 		return -1;
 	}
@@ -1020,11 +986,14 @@ static int spool_env_offset(int fd, uint64_t *off_r, bool *io_r, const char **er
 }
 
 /* Decode the envelope of an open message file. *off_r: where it starts;
- * *used_r as in record_decode_used(), counted from there. *io_r tells an
- * unreadable file (left alone) from one that was read and refused. */
+ * *used_r as in record_decode_used(), counted from there; whole: refuse a
+ * file that goes on after its last record (a publish: nothing may follow
+ * a new envelope). *io_r tells an unreadable file (left alone) from one
+ * that was read and refused. */
 static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, uint64_t *off_r,
-                               size_t *used_r, bool *io_r, const char **error_r)
+                               size_t *used_r, bool whole, bool *io_r, const char **error_r)
 {
+	size_t used = 0;
 	struct buf b;
 	uint64_t off = 0;
 	int rc = -1;
@@ -1038,8 +1007,18 @@ static int spool_env_decode_fd(int fd, const char *qid, struct envelope *e, uint
 	}
 	*io_r = false;
 	errno = 0; /* from here on, failures are the envelope's */
-	if (record_decode_used(b.data, b.len, e, used_r, error_r) < 0)
+	if (record_decode_used(b.data, b.len, e, &used, error_r) < 0)
 		goto out;
+	if (used_r != NULL)
+		*used_r = used;
+	if (whole && used != b.len) {
+		/* What follows the envelope is no record of it (b holds the
+		 * file to its end): a tail the writer did not cut from a
+		 * reused file, or a torn one. */
+		envelope_clear(e);
+		*error_r = "envelope does not end the message file";
+		goto out;
+	}
 	if (strcmp(e->qid, qid) != 0) {
 		envelope_clear(e);
 		*error_r = "queue id in envelope does not match file name";
@@ -1099,7 +1078,7 @@ static int spool_read(struct spool *spool, const char *qid, struct envelope *e,
 		*error_r = errno == EINVAL ? "invalid queue id" : "cannot open message file";
 		return -1;
 	}
-	int rc = spool_env_decode_fd(fd, qid, e, &off, NULL, io_r, error_r);
+	int rc = spool_env_decode_fd(fd, qid, e, &off, NULL, false, io_r, error_r);
 	if (rc == 0 && content != NULL) {
 		size_t len = (size_t)e->size;
 		if (e->size >= SIZE_MAX || buf_reserve(content, len) < 0) {
@@ -1160,7 +1139,7 @@ int spool_load_fd(struct spool *spool, const char *qid, struct envelope *e, int 
 			*error_r = errno == EINVAL ? "invalid queue id" : "cannot open message file";
 		return -1;
 	}
-	if (spool_env_decode_fd(fd, qid, e, &off, NULL, &io, &error) < 0) {
+	if (spool_env_decode_fd(fd, qid, e, &off, NULL, false, &io, &error) < 0) {
 		int err = errno;
 		close(fd);
 		errno = err;
@@ -1183,7 +1162,7 @@ int spool_msg_open(struct spool *spool, const char *qid, uint64_t *len_r)
 		return -1;
 	/* The envelope says where the content starts (REC_CONTENT_OFF). */
 	envelope_init(&e);
-	if (spool_env_decode_fd(fd, qid, &e, &off, NULL, &io, &error) < 0 ||
+	if (spool_env_decode_fd(fd, qid, &e, &off, NULL, false, &io, &error) < 0 ||
 	    lseek(fd, (off_t)e.content_off, SEEK_SET) < 0) {
 		envelope_clear(&e);
 		close(fd);
@@ -1226,7 +1205,7 @@ static int spool_done_append(int fd, const char *qid, const uint32_t *idx, size_
 	buf_init(&b, 0);
 	/* Check the indexes against the envelope: a DONE out of range would
 	 * make the whole file undecodable. */
-	if (spool_env_decode_fd(fd, qid, &e, &off, &used, &io, error_r) < 0)
+	if (spool_env_decode_fd(fd, qid, &e, &off, &used, false, &io, error_r) < 0)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		if (idx[i] >= e.nrcpts) {
@@ -1373,6 +1352,8 @@ struct spool_entry {
 struct spool_list {
 	struct spool_entry *v;
 	size_t n, cap;
+	ino_t *inos; /* of every entry of queue/, sorted (reuse/ keeps what they share) */
+	size_t ninos, inos_cap;
 };
 
 static void spool_list_add(struct spool_list *l, const char *qid, enum spool_kind kind)
@@ -1407,15 +1388,16 @@ static DIR *spool_opendir(int dfd)
 	return d;
 }
 
-/* incoming/ holds only messages that were never acknowledged, reuse/ only
- * spent files and ones being written: all go. Each file of incoming/ is
- * logged; reuse/ (up to SPOOL_POOL_MAX files, none of them mail) gets one
- * line. */
 static int spool_ino_cmp(const void *a, const void *b)
 {
 	ino_t x = *(const ino_t *)a, y = *(const ino_t *)b;
 	return x < y ? -1 : x > y;
 }
+
+/* incoming/ holds only messages that were never acknowledged, reuse/ only
+ * spent files and ones being written: all go, but a name whose inode is in
+ * keep (sorted: those of queue/). Each file of incoming/ is logged; reuse/
+ * (up to SPOOL_POOL_MAX files, none of them mail) gets one line. */
 
 static int spool_empty_dir(int dfd, const char *dir, bool log_each, const ino_t *keep,
 			   size_t nkeep)
@@ -1456,38 +1438,6 @@ static int spool_empty_dir(int dfd, const char *dir, bool log_each, const ino_t 
 	return rc;
 }
 
-static int spool_recover_incoming(struct spool *s)
-{
-	if (spool_empty_dir(s->incfd, "incoming", true, NULL, 0) < 0)
-		return -1;
-	/* The inodes named in queue/, so that reuse/ keeps what they share. */
-	ino_t *inos = NULL;
-	size_t n = 0, cap = 0;
-	DIR *d = spool_opendir(s->queuefd);
-	if (d == NULL)
-		return -1;
-	for (;;) {
-		errno = 0;
-		struct dirent *de = readdir(d);
-		if (de == NULL)
-			break;
-		if (de->d_name[0] == '.')
-			continue;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 256;
-			inos = xreallocarray(inos, cap, sizeof(*inos));
-		}
-		inos[n++] = de->d_ino;
-	}
-	int rc = errno != 0 ? -1 : 0;
-	closedir(d);
-	if (n > 1)
-		qsort(inos, n, sizeof(*inos), spool_ino_cmp);
-	if (rc == 0)
-		rc = spool_empty_dir(s->reusefd, "reuse", false, inos, n);
-	free(inos);
-	return rc;
-}
 
 /* "<qid>", or an old "<qid>.msg" / "<qid>.env" -> qid and kind; anything
  * else -> -1. */
@@ -1525,6 +1475,11 @@ static int spool_scan_queue(struct spool *s, struct spool_list *l)
 			break;
 		if (de->d_name[0] == '.')
 			continue;
+		if (l->ninos == l->inos_cap) {
+			l->inos_cap = l->inos_cap ? 2 * l->inos_cap : 256;
+			l->inos = xreallocarray(l->inos, l->inos_cap, sizeof(*l->inos));
+		}
+		l->inos[l->ninos++] = de->d_ino;
 		if (spool_name_parse(de->d_name, qid, &kind) < 0) {
 			log_warn("event=spool_unknown_file dir=queue file=%s",
 			         log_qs(q, de->d_name));
@@ -1534,6 +1489,8 @@ static int spool_scan_queue(struct spool *s, struct spool_list *l)
 	}
 	int rc = errno != 0 ? -1 : 0;
 	closedir(d);
+	if (l->ninos > 1)
+		qsort(l->inos, l->ninos, sizeof(*l->inos), spool_ino_cmp);
 	return rc;
 }
 
@@ -1809,8 +1766,11 @@ int spool_recover(struct spool *spool, void (*cb)(const char *qid, void *arg), v
 	struct spool_list l = {0};
 	char eb[128];
 
-	if (spool_recover_incoming(spool) < 0 || spool_scan_queue(spool, &l) < 0) {
+	if (spool_empty_dir(spool->incfd, "incoming", true, NULL, 0) < 0 ||
+	    spool_scan_queue(spool, &l) < 0 ||
+	    spool_empty_dir(spool->reusefd, "reuse", false, l.inos, l.ninos) < 0) {
 		log_err("event=spool_recover_failed error=%s", spool_strerror(errno, eb));
+		free(l.inos);
 		free(l.v);
 		if (error_r != NULL)
 			*error_r = "cannot read spool directory";
@@ -1821,6 +1781,7 @@ int spool_recover(struct spool *spool, void (*cb)(const char *qid, void *arg), v
 		n = INT_MAX; /* not reachable with any real file system */
 	for (size_t i = 0; i < n; i++)
 		cb(l.v[i].qid, arg);
+	free(l.inos);
 	free(l.v);
 	return (int)n;
 }
